@@ -1,0 +1,126 @@
+//! One upstream instance and its live statistics.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use http::uri::Authority;
+
+/// Weight of the newest sample in the latency and success EWMAs (0..1).
+/// 0.1 gives a memory of roughly the last 10 attempts.
+pub const EWMA_ALPHA: f64 = 0.1;
+
+/// An instance of a pool, with the statistics the balancer and plugins read.
+/// All statistics are lock-free atomics updated on the data path.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// Index in the pool (`endpoint-id` for plugins).
+    pub id: u32,
+    /// `http://host:port` as configured.
+    pub url: String,
+    /// `host:port`, the upstream request's authority.
+    pub authority: Authority,
+    /// Relative weight, >= 1.
+    pub weight: u32,
+    /// Labels as configured.
+    pub labels: Vec<(String, String)>,
+    in_flight: AtomicU32,
+    ewma_latency_us: AtomicU64,
+    success_rate_bits: AtomicU32,
+    unreachable_until_ms: AtomicU64,
+}
+
+/// A snapshot of an instance's statistics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EndpointStats {
+    /// Requests in flight now.
+    pub in_flight: u32,
+    /// EWMA of latency to response headers, µs; 0 = no data yet.
+    pub ewma_latency_us: u64,
+    /// EWMA of attempt success, 0.0..=1.0; 1.0 with no data.
+    pub success_rate: f32,
+}
+
+impl Endpoint {
+    /// A new instance with no statistics.
+    pub fn new(
+        id: u32,
+        url: String,
+        authority: Authority,
+        weight: u32,
+        labels: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            id,
+            url,
+            authority,
+            weight,
+            labels,
+            in_flight: AtomicU32::new(0),
+            ewma_latency_us: AtomicU64::new(0),
+            success_rate_bits: AtomicU32::new(1.0f32.to_bits()),
+            unreachable_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The current statistics.
+    pub fn stats(&self) -> EndpointStats {
+        EndpointStats {
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            ewma_latency_us: self.ewma_latency_us.load(Ordering::Relaxed),
+            success_rate: f32::from_bits(self.success_rate_bits.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// Requests in flight now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight until the returned guard drops.
+    pub fn start_request(self: &std::sync::Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(std::sync::Arc::clone(self))
+    }
+
+    /// Folds one attempt into the EWMAs. Concurrent updates may lose a sample;
+    /// the averages are estimates, not counters.
+    pub fn record(&self, success: bool, latency_us: u64) {
+        let old = self.ewma_latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 {
+            latency_us
+        } else {
+            (old as f64 + EWMA_ALPHA * (latency_us as f64 - old as f64)) as u64
+        };
+        self.ewma_latency_us.store(new.max(1), Ordering::Relaxed);
+        let rate = f32::from_bits(self.success_rate_bits.load(Ordering::Relaxed)) as f64;
+        let sample = if success { 1.0 } else { 0.0 };
+        let rate = (rate + EWMA_ALPHA * (sample - rate)) as f32;
+        self.success_rate_bits
+            .store(rate.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Marks the instance unreachable until `until_ms` (on the pool's clock).
+    pub fn mark_unreachable(&self, until_ms: u64) {
+        self.unreachable_until_ms.store(until_ms, Ordering::Relaxed);
+    }
+
+    /// Clears an unreachable mark (after a successful attempt).
+    pub fn mark_reachable(&self) {
+        self.unreachable_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// Whether the instance is not marked unreachable at `now_ms`.
+    pub fn is_reachable(&self, now_ms: u64) -> bool {
+        self.unreachable_until_ms.load(Ordering::Relaxed) <= now_ms
+    }
+}
+
+/// Counts one request in flight on an instance; decrements when dropped
+/// (when the response body has been streamed, or the attempt failed).
+#[derive(Debug)]
+pub struct InFlight(std::sync::Arc<Endpoint>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,158 @@
+//! Balancing: which instance of a pool serves a request.
+//!
+//! Strategies **rank**; the [`Balancer`] **filters**. A [`Strategy`] orders
+//! the pool's instances for one request, most preferred first, without
+//! looking at health or at what was already tried; the balancer then walks
+//! that ranking and skips instances that are already tried or were recently
+//! unreachable. Keeping the two apart (as pingora's `BackendSelection` and
+//! `LoadBalancer::select_with` do) keeps a strategy's order stable while
+//! instances flap, and lets a Wasm plugin and a built-in be used the same way.
+//!
+//! Built-in strategies: [`RoundRobin`] and [`LeastConnections`]. A Wasm
+//! balancer plugin is adapted by [`crate::plugin::WasmStrategy`]. When a
+//! strategy fails (a plugin fault), the balancer ranks that request with the
+//! pool's fallback strategy instead: the request is never lost.
+
+mod endpoint;
+mod least_connections;
+mod round_robin;
+
+pub use endpoint::{Endpoint, EndpointStats, InFlight};
+pub use least_connections::LeastConnections;
+pub use round_robin::RoundRobin;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method};
+use smallvec::SmallVec;
+
+use crate::config::BuiltinStrategy;
+use crate::plugin::Fault;
+
+/// Index of an instance in its pool (the plugin API's `endpoint-id`).
+pub type EndpointId = u32;
+
+/// How many instances a ranking holds at most: the first acceptable one and
+/// enough spares for the failover attempt after it.
+pub const RANK_LIMIT: usize = 8;
+
+/// A ranking: instance ids, most preferred first. Inline up to [`RANK_LIMIT`],
+/// so ranking a request does not allocate.
+pub type Ranking = SmallVec<[EndpointId; RANK_LIMIT]>;
+
+/// The facts of the request being balanced, borrowed from it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// The request method.
+    pub method: &'a Method,
+    /// Host the client addressed, without port.
+    pub authority: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// All request headers (a plugin receives only those it asked for).
+    pub headers: &'a HeaderMap,
+    /// The client's socket address.
+    pub client_addr: SocketAddr,
+}
+
+/// A balancing strategy: ranks the instances of one pool.
+///
+/// Lifecycle: built once per pool with the pool's instances; `rank` is called
+/// per request from many threads at once; `observe` after every attempt.
+/// Implementations use interior mutability and never block or await.
+pub trait Strategy: Send + Sync + 'static {
+    /// Short name for logs, e.g. `round-robin` or `plugin canary_split.wasm`.
+    fn name(&self) -> &str;
+
+    /// Appends at most `RANK_LIMIT` ids of `endpoints` to `out`, most
+    /// preferred first. `endpoints` is the whole pool, indexed by id.
+    ///
+    /// # Errors
+    /// A [`Fault`] when the strategy could not decide (only plugins fail).
+    fn rank(
+        &self,
+        request: &RequestContext<'_>,
+        endpoints: &[Arc<Endpoint>],
+        out: &mut Ranking,
+    ) -> Result<(), Fault>;
+
+    /// Feedback after an attempt on `id`. Default: ignore.
+    fn observe(&self, id: EndpointId, success: bool, latency_us: u64) {
+        let _ = (id, success, latency_us);
+    }
+}
+
+fn _object_safe(_: &dyn Strategy) {}
+
+/// Builds a built-in strategy.
+pub fn builtin(kind: BuiltinStrategy) -> Box<dyn Strategy> {
+    match kind {
+        BuiltinStrategy::RoundRobin => Box::new(RoundRobin::default()),
+        BuiltinStrategy::LeastConnections => Box::new(LeastConnections::default()),
+    }
+}
+
+/// A pool's strategy with its fallback, and the filter over their rankings.
+pub struct Balancer {
+    strategy: Box<dyn Strategy>,
+    fallback: Option<Box<dyn Strategy>>,
+}
+
+impl Balancer {
+    /// A balancer over `strategy`; `fallback` ranks a request when `strategy`
+    /// faults (when `None`, such a request gets an empty ranking and a 502).
+    pub fn new(strategy: Box<dyn Strategy>, fallback: Option<Box<dyn Strategy>>) -> Self {
+        Self { strategy, fallback }
+    }
+
+    /// The primary strategy's name.
+    pub fn name(&self) -> &str {
+        self.strategy.name()
+    }
+
+    /// Ranks `endpoints` for `request`; when the strategy faults (it has
+    /// already counted and logged that), the fallback ranks instead.
+    pub fn rank(&self, request: &RequestContext<'_>, endpoints: &[Arc<Endpoint>]) -> Ranking {
+        let mut ranking = Ranking::new();
+        if self
+            .strategy
+            .rank(request, endpoints, &mut ranking)
+            .is_err()
+        {
+            ranking.clear();
+            if let Some(fallback) = &self.fallback {
+                // Built-ins never fault; were one to, the ranking stays empty (502).
+                let _ = fallback.rank(request, endpoints, &mut ranking);
+            }
+        }
+        ranking
+    }
+
+    /// Passes feedback to the strategies and records it in the instance's stats.
+    pub fn observe(&self, endpoint: &Endpoint, success: bool, latency_us: u64) {
+        endpoint.record(success, latency_us);
+        self.strategy.observe(endpoint.id, success, latency_us);
+        if let Some(fallback) = &self.fallback {
+            fallback.observe(endpoint.id, success, latency_us);
+        }
+    }
+}
+
+/// The next instance to try: the first of `ranking` not in `tried` and not
+/// recently unreachable; when every untried ranked instance is unreachable,
+/// the first untried one anyway (better a likely failure than none).
+pub fn next_candidate(
+    ranking: &Ranking,
+    endpoints: &[Arc<Endpoint>],
+    tried: &[EndpointId],
+    now_ms: u64,
+) -> Option<EndpointId> {
+    let mut untried = ranking.iter().copied().filter(|id| !tried.contains(id));
+    let first = untried.clone().next()?;
+    Some(
+        untried
+            .find(|id| endpoints[*id as usize].is_reachable(now_ms))
+            .unwrap_or(first),
+    )
+}

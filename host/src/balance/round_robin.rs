@@ -1,0 +1,39 @@
+//! `round-robin`: each request starts one instance further along the pool.
+//!
+//! Request *n* ranks instance `n mod N` first, then the following instances in
+//! pool order, so three instances a, b, c serve a, b, c, a, b, c … (HAProxy's
+//! `roundrobin` order with equal weights). Weights are ignored; weighted
+//! round robin is its own strategy.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use crate::plugin::Fault;
+
+/// Round robin over the pool in configured order. No config keys.
+#[derive(Debug, Default)]
+pub struct RoundRobin {
+    next: AtomicUsize,
+}
+
+impl Strategy for RoundRobin {
+    fn name(&self) -> &str {
+        "round-robin"
+    }
+
+    fn rank(
+        &self,
+        _request: &RequestContext<'_>,
+        endpoints: &[Arc<Endpoint>],
+        out: &mut Ranking,
+    ) -> Result<(), Fault> {
+        let n = endpoints.len();
+        if n == 0 {
+            return Ok(());
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as u32));
+        Ok(())
+    }
+}

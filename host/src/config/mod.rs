@@ -1,0 +1,84 @@
+//! Configuration: the TOML file given to `switchyard serve --config FILE`.
+//!
+//! The file is data: every table rejects unknown keys
+//! (`deny_unknown_fields`), and [`Config::load`] validates what types cannot
+//! say (every route names a pool that exists, instance URLs are `http://host:port`,
+//! plugin files exist). Every error names the file, the key and the reason.
+//!
+//! ```toml
+//! [[listeners]]
+//! listen = "127.0.0.1:8080"
+//!
+//! [[routes]]
+//! match = { path_prefix = "/api", host = "api.example.com" }   # both optional
+//! pool = "web"
+//!
+//! [pools.web]
+//! strategy = { kind = "round-robin" }       # or "least-connections", or a plugin:
+//! # strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 10 } }
+//! connect_timeout_ms = 1000
+//! request_timeout_ms = 30000
+//! instances = [
+//!   { url = "http://127.0.0.1:9001", weight = 2, labels = { track = "stable" } },
+//!   { url = "http://127.0.0.1:9002" },
+//! ]
+//! ```
+
+mod error;
+mod types;
+
+pub use error::ConfigError;
+pub use types::{
+    BuiltinStrategy, Config, InstanceConfig, ListenerConfig, PluginStrategyConfig, PoolConfig,
+    RouteConfig, RouteMatch, StrategyConfig,
+};
+
+use std::path::Path;
+
+impl Config {
+    /// Reads, parses and validates the config file at `path`. Relative plugin
+    /// paths are resolved against the file's directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file, the key and the reason: unreadable
+    /// file, TOML syntax, unknown or mistyped key, or a failed validation.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            file: path.to_path_buf(),
+            error,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, path, base)
+    }
+
+    /// Parses and validates `text` as if read from `file`; relative plugin
+    /// paths are resolved against `base`.
+    ///
+    /// # Errors
+    /// As [`Config::load`], except reading.
+    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            file: file.to_path_buf(),
+            key: e.span().map(|span| key_at(text, span.start)),
+            message: e.message().to_string(),
+        })?;
+        config.resolve_paths(base);
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid {
+                file: file.to_path_buf(),
+                key,
+                reason,
+            })?;
+        Ok(config)
+    }
+}
+
+/// The `line N: <text of that line>` at byte offset `at` of `text`, which is
+/// where toml points for a bad key or value.
+fn key_at(text: &str, at: usize) -> String {
+    let at = at.min(text.len());
+    let line_no = text[..at].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+    format!("line {line_no}: `{line}`")
+}

@@ -1,0 +1,302 @@
+//! The serde types of the config file, and their validation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Data-plane listeners; at least one.
+    pub listeners: Vec<ListenerConfig>,
+    /// Routes, matched in order: the first that matches a request wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// Pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// How long shutdown waits for in-flight requests before closing, ms. Default 30000.
+    #[serde(default = "defaults::shutdown_grace_ms")]
+    pub shutdown_grace_ms: u64,
+}
+
+/// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// `ip:port` to bind, e.g. `0.0.0.0:8080`; port 0 picks a free port.
+    pub listen: SocketAddr,
+}
+
+/// A route: which requests go to which pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// What the request must look like; an empty match takes every request.
+    #[serde(default, rename = "match")]
+    pub matches: RouteMatch,
+    /// Name of the pool that serves the route.
+    pub pool: String,
+}
+
+/// Conditions of a route; all given conditions must hold.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Host the client addressed (`Host` header or HTTP/2 `:authority`),
+    /// compared case-insensitively and without the port.
+    pub host: Option<String>,
+    /// Plain string prefix of the path, as Envoy's `prefix` match: `/api`
+    /// matches `/api`, `/api/v1` and `/apix`.
+    pub path_prefix: Option<String>,
+}
+
+/// A pool of upstream instances and how to choose among them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// The balancing strategy. Default `round-robin`.
+    #[serde(default)]
+    pub strategy: StrategyConfig,
+    /// The instances; at least one.
+    pub instances: Vec<InstanceConfig>,
+    /// TCP connect timeout per attempt, ms. Default 1000.
+    #[serde(default = "defaults::connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Time from sending a request to receiving the response headers, ms.
+    /// Default 30000. Streaming the body afterwards is not limited.
+    #[serde(default = "defaults::request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// After a connect failure, the instance is skipped for this long, ms, as
+    /// nginx's `fail_timeout` with `max_fails=1`. Default 10000. When every
+    /// instance is skipped, all are tried rather than none.
+    #[serde(default = "defaults::fail_timeout_ms")]
+    pub fail_timeout_ms: u64,
+    /// Idle pooled upstream connections are closed after this long, ms. Default 90000.
+    #[serde(default = "defaults::idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+}
+
+/// One upstream instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstanceConfig {
+    /// `http://host:port` (no path; `https` is not supported yet).
+    pub url: String,
+    /// Relative weight, >= 1. Default 1. Used by `least-connections` and plugins.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+    /// Free-form labels, passed to plugins (e.g. `{ track = "canary" }`).
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How a pool ranks its instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// Each request to the next instance in order.
+    RoundRobin,
+    /// Fewest in-flight requests relative to weight.
+    LeastConnections,
+    /// A Wasm balancer plugin.
+    Plugin(PluginStrategyConfig),
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        Self::RoundRobin
+    }
+}
+
+/// A built-in strategy, as used for a plugin's fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BuiltinStrategy {
+    /// See [`StrategyConfig::RoundRobin`].
+    #[default]
+    RoundRobin,
+    /// See [`StrategyConfig::LeastConnections`].
+    LeastConnections,
+}
+
+/// A Wasm balancer plugin and its sandbox limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginStrategyConfig {
+    /// The `.wasm` component; relative to the config file's directory.
+    pub path: PathBuf,
+    /// Passed to the plugin's `configure` as JSON. Default `{}`.
+    #[serde(default = "defaults::plugin_config")]
+    pub config: toml::Table,
+    /// Strategy that serves a request when the plugin faults. Default `round-robin`.
+    #[serde(default)]
+    pub fallback: BuiltinStrategy,
+    /// CPU deadline of one plugin call, ms (epoch ticks of 1 ms). Default 5.
+    #[serde(default = "defaults::call_deadline_ms")]
+    pub call_deadline_ms: u64,
+    /// Linear-memory cap of the plugin instance, MiB. Default 16.
+    #[serde(default = "defaults::memory_limit_mib")]
+    pub memory_limit_mib: u64,
+}
+
+mod defaults {
+    pub fn shutdown_grace_ms() -> u64 {
+        30_000
+    }
+    pub fn connect_timeout_ms() -> u64 {
+        1_000
+    }
+    pub fn request_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn fail_timeout_ms() -> u64 {
+        10_000
+    }
+    pub fn idle_timeout_ms() -> u64 {
+        90_000
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+    pub fn plugin_config() -> toml::Table {
+        toml::Table::new()
+    }
+    pub fn call_deadline_ms() -> u64 {
+        5
+    }
+    pub fn memory_limit_mib() -> u64 {
+        16
+    }
+}
+
+/// A validation failure: (dotted key, reason).
+type Invalid = (String, String);
+
+impl Config {
+    pub(super) fn resolve_paths(&mut self, base: &Path) {
+        for pool in self.pools.values_mut() {
+            if let StrategyConfig::Plugin(plugin) = &mut pool.strategy {
+                if plugin.path.is_relative() {
+                    plugin.path = base.join(&plugin.path);
+                }
+            }
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if self.listeners.is_empty() {
+            return Err((
+                "listeners".into(),
+                "at least one listener is required".into(),
+            ));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !self.pools.contains_key(&route.pool) {
+                return Err((
+                    format!("routes[{i}].pool"),
+                    format!(
+                        "unknown pool `{}` (pools: {})",
+                        route.pool,
+                        self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if let Some(prefix) = &route.matches.path_prefix {
+                if !prefix.starts_with('/') {
+                    return Err((
+                        format!("routes[{i}].match.path_prefix"),
+                        format!("`{prefix}` must start with `/`"),
+                    ));
+                }
+            }
+        }
+        for (name, pool) in &self.pools {
+            pool.validate(name)?;
+        }
+        Ok(())
+    }
+}
+
+impl PoolConfig {
+    fn validate(&self, name: &str) -> Result<(), Invalid> {
+        let key = |k: &str| format!("pools.{name}.{k}");
+        if self.instances.is_empty() {
+            return Err((key("instances"), "at least one instance is required".into()));
+        }
+        for (i, instance) in self.instances.iter().enumerate() {
+            if let Err(reason) = instance.upstream_authority() {
+                return Err((key(&format!("instances[{i}].url")), reason));
+            }
+            if instance.weight == 0 {
+                return Err((
+                    key(&format!("instances[{i}].weight")),
+                    "must be >= 1".into(),
+                ));
+            }
+        }
+        for (k, v) in [
+            ("connect_timeout_ms", self.connect_timeout_ms),
+            ("request_timeout_ms", self.request_timeout_ms),
+        ] {
+            if v == 0 {
+                return Err((key(k), "must be > 0".into()));
+            }
+        }
+        if let StrategyConfig::Plugin(plugin) = &self.strategy {
+            if !plugin.path.is_file() {
+                return Err((
+                    key("strategy.path"),
+                    format!("plugin file `{}` does not exist", plugin.path.display()),
+                ));
+            }
+            if plugin.call_deadline_ms == 0 {
+                return Err((key("strategy.call_deadline_ms"), "must be >= 1".into()));
+            }
+            if plugin.memory_limit_mib == 0 || plugin.memory_limit_mib > 4096 {
+                return Err((key("strategy.memory_limit_mib"), "must be 1..=4096".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl InstanceConfig {
+    /// The `host:port` authority of [`url`](Self::url), validated.
+    ///
+    /// # Errors
+    /// A reason when the URL does not parse, is not `http`, lacks a port or
+    /// has a path, query or user info.
+    pub fn upstream_authority(&self) -> Result<http::uri::Authority, String> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return Err(format!(
+                    "`{}`: https upstreams are not supported yet",
+                    self.url
+                ));
+            }
+            _ => return Err(format!("`{}` must start with `http://`", self.url)),
+        }
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("`{}` has no host", self.url))?;
+        if authority.as_str().contains('@') {
+            return Err(format!("`{}` must not carry user info", self.url));
+        }
+        if authority.port_u16().is_none() {
+            return Err(format!("`{}` must name a port", self.url));
+        }
+        if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
+            return Err(format!("`{}` must not have a path or query", self.url));
+        }
+        Ok(authority.clone())
+    }
+}

@@ -1,0 +1,162 @@
+//! `switchyard demo`: the whole data path on one machine, with no files of yours.
+//!
+//! Starts three upstream HTTP servers on loopback ephemeral ports
+//! (`upstream-1` and `upstream-2` labelled `track = "stable"`, `upstream-3`
+//! labelled `track = "canary"`), a listener, and one pool whose strategy is
+//! the `canary-split` example plugin (compiled from `plugins/canary-split`
+//! and embedded in this binary) configured to send 20% of requests to the
+//! canary. It prints the URL, a curl loop to try, and the per-upstream counts
+//! once a second while traffic arrives. Ctrl-C stops everything cleanly.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::config::{
+    BuiltinStrategy, Config, InstanceConfig, ListenerConfig, PluginStrategyConfig, PoolConfig,
+    RouteConfig, RouteMatch, StrategyConfig,
+};
+use crate::plugin::PluginHost;
+use crate::proxy::{Switchyard, shutdown_signal};
+
+/// The `canary-split` example plugin, compiled for `wasm32-wasip2` by the build script.
+pub const CANARY_SPLIT_WASM: &[u8] = include_bytes!(env!("SWITCHYARD_CANARY_SPLIT_WASM"));
+
+/// Share of requests the demo sends to the canary, percent.
+pub const CANARY_PERCENT: i64 = 20;
+
+const UPSTREAMS: [(&str, &str); 3] = [
+    ("upstream-1", "stable"),
+    ("upstream-2", "stable"),
+    ("upstream-3", "canary"),
+];
+
+/// Runs the demo with its listener on `listen` until Ctrl-C or SIGTERM.
+///
+/// # Errors
+/// When a socket cannot bind or the embedded plugin cannot be written or loaded.
+pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut instances = Vec::new();
+    let mut counters = Vec::new();
+    for (name, track) in UPSTREAMS {
+        let hits = Arc::new(AtomicU64::new(0));
+        let addr = spawn_upstream(name, track, Arc::clone(&hits)).await?;
+        instances.push(InstanceConfig {
+            url: format!("http://{addr}"),
+            weight: 1,
+            labels: BTreeMap::from([("track".to_string(), track.to_string())]),
+        });
+        counters.push((name, track, hits));
+    }
+
+    let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let plugin_path: PathBuf = dir.join("canary_split.wasm");
+    std::fs::write(&plugin_path, CANARY_SPLIT_WASM)
+        .with_context(|| format!("writing {}", plugin_path.display()))?;
+
+    let mut plugin_config = toml::Table::new();
+    plugin_config.insert("label".into(), "track".into());
+    plugin_config.insert("canary".into(), "canary".into());
+    plugin_config.insert("percent".into(), CANARY_PERCENT.into());
+    let config = Config {
+        listeners: vec![ListenerConfig { listen }],
+        routes: vec![RouteConfig {
+            matches: RouteMatch::default(),
+            pool: "demo".into(),
+        }],
+        pools: BTreeMap::from([(
+            "demo".to_string(),
+            PoolConfig {
+                strategy: StrategyConfig::Plugin(PluginStrategyConfig {
+                    path: plugin_path,
+                    config: plugin_config,
+                    fallback: BuiltinStrategy::RoundRobin,
+                    call_deadline_ms: 5,
+                    memory_limit_mib: 16,
+                }),
+                instances,
+                connect_timeout_ms: 1_000,
+                request_timeout_ms: 30_000,
+                fail_timeout_ms: 10_000,
+                idle_timeout_ms: 90_000,
+            },
+        )]),
+        shutdown_grace_ms: 5_000,
+    };
+
+    let host = PluginHost::new()?;
+    let switchyard = Switchyard::bind(&config, &host).await?;
+    let addr = switchyard
+        .local_addrs()
+        .first()
+        .copied()
+        .context("no listener")?;
+    println!();
+    println!("switchyard demo: a pool of 3 upstreams, balanced by the canary-split Wasm plugin");
+    println!(
+        "  upstream-1, upstream-2: track=stable   upstream-3: track=canary ({CANARY_PERCENT}% of requests)"
+    );
+    println!();
+    println!("  URL:   http://{addr}/");
+    println!("  try:   for i in $(seq 1 50); do curl -s http://{addr}/; echo; done");
+    println!();
+    println!("Per-upstream counts appear below as traffic arrives. Ctrl-C to stop.");
+
+    let reporter = tokio::spawn(async move {
+        let mut last_total = 0;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let counts: Vec<u64> = counters
+                .iter()
+                .map(|(_, _, h)| h.load(Ordering::Relaxed))
+                .collect();
+            let total: u64 = counts.iter().sum();
+            if total != last_total {
+                last_total = total;
+                let line: Vec<String> = counters
+                    .iter()
+                    .zip(&counts)
+                    .map(|((name, track, _), n)| {
+                        let share = 100.0 * *n as f64 / total as f64;
+                        format!("{name} ({track}): {n} ({share:.0}%)")
+                    })
+                    .collect();
+                println!("  {total} requests   {}", line.join("   "));
+            }
+        }
+    });
+    switchyard.serve(shutdown_signal()).await;
+    reporter.abort();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A demo upstream: answers every request with a small JSON naming itself.
+async fn spawn_upstream(
+    name: &'static str,
+    track: &'static str,
+    hits: Arc<AtomicU64>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new().fallback(move || {
+        let hits = Arc::clone(&hits);
+        async move {
+            hits.fetch_add(1, Ordering::Relaxed);
+            axum::Json(serde_json::json!({ "upstream": name, "track": track }))
+        }
+    });
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(upstream = name, error = %e, "demo upstream stopped");
+        }
+    });
+    Ok(addr)
+}

@@ -1,0 +1,19 @@
+//! # Switchyard
+//!
+//! An L7 orchestrator whose traffic policies — balancing, health checks,
+//! failover and data fusion — are built-in Rust defaults *and* sandboxed
+//! WebAssembly component plugins.
+//!
+//! - [`config`]: the TOML configuration and its validation;
+//! - [`proxy`]: listeners, routing and forwarding (the data path);
+//! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
+//! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
+//! - [`demo`]: the self-contained demo behind `switchyard demo`;
+//! - [`telemetry`]: logging set-up.
+
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod plugin;
+pub mod proxy;
+pub mod telemetry;

@@ -1,0 +1,97 @@
+//! The two ways a plugin goes wrong: refused at load, or faulting at a call.
+//!
+//! Wasmtime errors become one of these in this module only, so the engines
+//! never inspect wasmtime types.
+
+use std::path::PathBuf;
+
+use wasmtime::Trap;
+
+/// A plugin was refused at load; the message names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("plugin `{}`: cannot read: {error}", path.display())]
+    Read {
+        /// The plugin file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The bytes are not a component wasmtime can compile.
+    #[error("plugin `{}`: not a WebAssembly component: {reason}", path.display())]
+    NotAComponent {
+        /// The plugin file.
+        path: PathBuf,
+        /// What the compiler said, with a hint for core modules.
+        reason: String,
+    },
+    /// The component does not export the world this slot needs.
+    #[error("plugin `{}`: {reason}", path.display())]
+    WrongWorld {
+        /// The plugin file.
+        path: PathBuf,
+        /// Which export is missing and what the component exports instead.
+        reason: String,
+    },
+    /// Linking, instantiating or the plugin's `configure` failed.
+    #[error("plugin `{}`: {reason}", path.display())]
+    Rejected {
+        /// The plugin file.
+        path: PathBuf,
+        /// The reason, including the plugin's own `invalid-config` text.
+        reason: String,
+    },
+}
+
+/// One call went wrong in a way the plugin did not report as a value.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Fault {
+    /// The call ran past its epoch deadline.
+    #[error("exceeded its call deadline of {deadline_ms} ms")]
+    Deadline {
+        /// The configured deadline.
+        deadline_ms: u64,
+    },
+    /// Linear memory would have grown past the cap.
+    #[error("exceeded its memory limit of {limit_mib} MiB")]
+    Memory {
+        /// The configured cap.
+        limit_mib: u64,
+    },
+    /// Any other trap (a guest panic shows as `unreachable`).
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The plugin returned an error value instead of a decision.
+    #[error("returned an error: {0}")]
+    Refused(String),
+    /// The call returned something the contract forbids.
+    #[error("answered nonsense: {0}")]
+    Nonsense(String),
+    /// The instance could not be rebuilt after an earlier fault.
+    #[error("could not be re-instantiated: {0}")]
+    Reinstantiate(String),
+}
+
+impl Fault {
+    /// Maps a wasmtime call error; `memory_limit_bytes` is the instance's cap.
+    pub(crate) fn from_call(
+        err: &wasmtime::Error,
+        deadline_ms: u64,
+        memory_limit_bytes: usize,
+    ) -> Self {
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => Fault::Deadline { deadline_ms },
+            _ => {
+                let text = format!("{err:#}");
+                if text.contains("grow") && text.contains("memory") {
+                    Fault::Memory {
+                        limit_mib: (memory_limit_bytes >> 20) as u64,
+                    }
+                } else {
+                    Fault::Trap(text)
+                }
+            }
+        }
+    }
+}

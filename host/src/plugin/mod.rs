@@ -1,0 +1,135 @@
+//! Plugin hosting: every line of wasmtime code in Switchyard lives here.
+//!
+//! A plugin is a WebAssembly **component** exporting one of the worlds of the
+//! `switchyard:plugin@0.1.0` WIT package (`wit/`). This module compiles it,
+//! checks the world, sandboxes it and adapts it to the engine's Rust traits
+//! (today the balancer: [`WasmStrategy`] implements
+//! [`Strategy`](crate::balance::Strategy)).
+//!
+//! ## Sandbox
+//! - **Capabilities**: the only import a plugin gets is the `host` interface
+//!   (`log`), plus the two pieces of WASI a Rust guest's standard library
+//!   cannot do without ([`wasi`]): stdout/stderr, captured line by line into
+//!   the host's log tagged with the plugin's name, and the `HashMap` seed.
+//!   Every other import (files, sockets, clocks, environment, random bytes)
+//!   is linked to a stub that traps when called.
+//! - **CPU**: every call runs under an epoch deadline. A ticker thread bumps
+//!   the engine's epoch every [`EPOCH_TICK`]; a call may run for
+//!   `call_deadline_ms` ticks before it traps with `Trap::Interrupt`.
+//! - **Memory**: each instance's linear memory is capped (`memory_limit_mib`);
+//!   a growth past it traps.
+//!
+//! ## Faults
+//! A trap, an exceeded deadline or memory cap, or a nonsense answer is a
+//! [`Fault`]: the caller uses its built-in fallback for that decision, counts
+//! the fault in [`PluginStats`] and logs the plugin and the reason. A trapped
+//! instance is dead (wasmtime refuses to re-enter it), so the next call first
+//! builds a fresh instance from the pre-linked component and replays
+//! `configure` and `update`. Expected failures the plugin reports itself are
+//! WIT `result` values, not faults.
+
+mod balancer;
+mod bindings;
+mod error;
+pub mod wasi;
+
+pub use balancer::WasmStrategy;
+pub use error::{Fault, LoadError};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::{Config, Engine};
+
+/// Interval of the epoch ticker; one tick is one unit of `call_deadline_ms`.
+pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// The wasmtime engine shared by every plugin, plus its epoch ticker thread.
+///
+/// Create one per process; dropping the last clone stops the ticker.
+#[derive(Clone)]
+pub struct PluginHost {
+    engine: Engine,
+    _ticker: Arc<Ticker>,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+impl PluginHost {
+    /// Builds the engine (Cranelift, epoch interruption on) and starts the
+    /// epoch ticker thread.
+    ///
+    /// # Errors
+    /// When wasmtime rejects the engine configuration or the thread cannot start.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker_engine = engine.clone();
+        let ticker_stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("switchyard-epoch".into())
+            .spawn(move || {
+                while !ticker_stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticker_engine.increment_epoch();
+                }
+            })?;
+        Ok(Self {
+            engine,
+            _ticker: Arc::new(Ticker { stop }),
+        })
+    }
+
+    /// The engine, for compiling components.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+}
+
+/// Sandbox limits of one plugin instance.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// CPU deadline of one call, in epoch ticks (ms).
+    pub call_deadline_ms: u64,
+    /// Linear-memory cap, bytes.
+    pub memory_limit_bytes: usize,
+}
+
+/// Counters of one loaded plugin; shared with whoever reports on it.
+#[derive(Debug, Default)]
+pub struct PluginStats {
+    calls: AtomicU64,
+    faults: AtomicU64,
+}
+
+impl PluginStats {
+    /// Calls made into the plugin (every exported function counts).
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
+    /// Faults: traps, deadline or memory overruns and nonsense answers.
+    pub fn faults(&self) -> u64 {
+        self.faults.load(Ordering::Relaxed)
+    }
+
+    fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a fault and returns the new total.
+    pub(crate) fn count_fault(&self) -> u64 {
+        self.faults.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}

@@ -1,0 +1,96 @@
+//! Errors of the data path and of starting it.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::{StatusCode, header};
+use http_body_util::Full;
+
+use crate::plugin::LoadError;
+
+/// Why `switchyard` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A pool's plugin was refused.
+    #[error("pool `{pool}`: {error}")]
+    Plugin {
+        /// The pool whose strategy is the plugin.
+        pool: String,
+        /// Why the plugin was refused.
+        error: LoadError,
+    },
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {error}")]
+    Bind {
+        /// The configured address.
+        addr: SocketAddr,
+        /// The OS error.
+        error: std::io::Error,
+    },
+    /// The plugin engine could not start.
+    #[error("plugin engine: {0}")]
+    Engine(String),
+}
+
+/// Why a request got an error response from Switchyard itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the request (404).
+    #[error("no route matches host `{host}` and path `{path}`")]
+    NoRoute {
+        /// The request's host.
+        host: String,
+        /// The request's path.
+        path: String,
+    },
+    /// No instance of the pool answered (502).
+    #[error("no instance of pool `{pool}` could take the request: {reason}")]
+    NoUpstream {
+        /// The pool.
+        pool: String,
+        /// The last attempt's failure, or why none was made.
+        reason: String,
+    },
+    /// The instance did not answer in time (504).
+    #[error("instance {instance} of pool `{pool}` did not answer within {timeout_ms} ms")]
+    Timeout {
+        /// The pool.
+        pool: String,
+        /// The instance's URL.
+        instance: String,
+        /// The pool's `request_timeout_ms`.
+        timeout_ms: u64,
+    },
+}
+
+impl ProxyError {
+    /// The status code sent to the client.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ProxyError::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Short machine-readable code, the `error` field of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute { .. } => "no_route",
+            ProxyError::NoUpstream { .. } => "no_upstream",
+            ProxyError::Timeout { .. } => "upstream_timeout",
+        }
+    }
+
+    /// The response: the status and `{"error": code, "message": text}`.
+    pub fn into_response(self) -> http::Response<Full<Bytes>> {
+        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
+        *response.status_mut() = self.status();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}

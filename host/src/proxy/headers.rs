@@ -1,0 +1,126 @@
+//! Header rewriting between client and upstream.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it
+//! names, plus `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
+//! `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
+//! belong to one connection and are removed in both directions. Requests get
+//! `X-Forwarded-For` (the client IP appended to any list the client sent, as
+//! nginx's `$proxy_add_x_forwarded_for`) and `X-Forwarded-Proto`. The client's
+//! `Host` is kept (as Envoy does); an HTTP/2 request, which carries its host in
+//! `:authority`, gets it as `Host` so HTTP/1.1 upstreams see it.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+/// Removes hop-by-hop headers, including those `Connection` names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// Prepares a client's request headers for an upstream: strips hop-by-hop
+/// headers, sets `X-Forwarded-For`/`X-Forwarded-Proto`, and sets `Host` from
+/// `authority` when the request has none (HTTP/2).
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client_ip: IpAddr,
+    authority: Option<&HeaderValue>,
+) {
+    strip_hop_by_hop(headers);
+    let forwarded = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
+        0 => HeaderValue::from_str(&client_ip.to_string()),
+        _ => {
+            let mut list = headers
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect::<Vec<_>>()
+                .join(", ");
+            list.push_str(", ");
+            list.push_str(&client_ip.to_string());
+            HeaderValue::from_str(&list)
+        }
+    };
+    if let Ok(value) = forwarded {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    if let (false, Some(host)) = (headers.contains_key(header::HOST), authority) {
+        headers.insert(header::HOST, host.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_listed_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+    }
+
+    #[test]
+    fn appends_client_to_forwarded_for() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        prepare_request(&mut h, "127.0.0.9".parse().unwrap(), None);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn sets_host_only_when_missing() {
+        let mut h = HeaderMap::new();
+        let authority = HeaderValue::from_static("example.test");
+        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&authority));
+        assert_eq!(h[header::HOST], "example.test");
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("client.test"));
+        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&authority));
+        assert_eq!(h[header::HOST], "client.test");
+    }
+}

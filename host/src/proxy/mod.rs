@@ -1,0 +1,178 @@
+//! The data path: listeners, routing, forwarding to pooled upstream connections.
+//!
+//! A request is matched against the routes in order ([`router`]); the route's
+//! pool ranks its instances ([`crate::balance`]); the request is forwarded to
+//! the first acceptable instance over a pooled keep-alive HTTP/1.1 connection
+//! ([`forward`]). Bodies stream in both directions; hop-by-hop headers are
+//! removed and `X-Forwarded-For`/`X-Forwarded-Proto` set ([`headers`]).
+//!
+//! Listeners speak HTTP/1.1 and HTTP/2 (prior knowledge, h2c) on plain TCP.
+//! Shutdown is graceful: on the shutdown signal listeners stop accepting,
+//! in-flight requests finish (up to `shutdown_grace_ms`), then connections close.
+
+mod body;
+mod error;
+mod forward;
+mod headers;
+mod pool;
+mod router;
+
+pub use error::{ProxyError, StartError};
+
+pub use pool::Pool;
+pub use router::Router;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::plugin::PluginHost;
+
+/// A configured proxy with its listeners bound, ready to [`serve`](Self::serve).
+pub struct Switchyard {
+    listeners: Vec<TcpListener>,
+    router: Arc<Router>,
+    shutdown_grace: Duration,
+}
+
+impl Switchyard {
+    /// Builds every pool (loading plugins in `host`) and binds every listener.
+    ///
+    /// # Errors
+    /// [`StartError`] when a plugin is refused or a listener cannot bind.
+    pub async fn bind(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
+        let router = Arc::new(Router::build(config, host)?);
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            let socket =
+                TcpListener::bind(listener.listen)
+                    .await
+                    .map_err(|error| StartError::Bind {
+                        addr: listener.listen,
+                        error,
+                    })?;
+            listeners.push(socket);
+        }
+        Ok(Self {
+            listeners,
+            router,
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The routes and pools.
+    pub fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, lets
+    /// in-flight requests finish for up to `shutdown_grace_ms`, and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("listening on http://{addr}");
+            }
+            loops.spawn(accept_loop(
+                listener,
+                Arc::clone(&self.router),
+                stop_rx.clone(),
+                self.shutdown_grace,
+            ));
+        }
+        shutdown.await;
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        let _ = stop_tx.send(true);
+        while loops.join_next().await.is_some() {}
+        tracing::info!("shutdown complete");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    router: Arc<Router>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = Arc::clone(&router);
+        let service = service_fn(move |req| {
+            let router = Arc::clone(&router);
+            async move { Ok::<_, std::convert::Infallible>(forward::handle(&router, req, peer).await) }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "in-flight requests still running after the grace period; closing"
+        );
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
