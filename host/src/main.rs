@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
 use switchyard::plugin::PluginHost;
@@ -63,18 +64,20 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config } => {
-            let config = Config::load(&config)?;
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
             let host = PluginHost::new()?;
             Switchyard::bind(&config, &host)
-                .await?
+                .await
+                .with_context(|| path.display().to_string())?
                 .serve(shutdown_signal())
                 .await;
         }
         Command::Check { config: path } => {
             let config = Config::load(&path)?;
             let host = PluginHost::new()?;
-            switchyard::proxy::Router::build(&config, &host)?;
+            switchyard::proxy::Router::build(&config, &host)
+                .with_context(|| path.display().to_string())?;
             println!("{}: ok", path.display());
         }
         Command::Demo { listen } => switchyard::demo::run(listen).await?,

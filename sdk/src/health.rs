@@ -41,14 +41,14 @@ macro_rules! export_health_check {
                 }
                 fn evaluate(
                     target: $crate::Endpoint,
-            answer: $crate::ProbeResult,
+                    answer: $crate::ProbeResult,
                 ) -> $crate::Verdict {
                     SLOT.with(|slot| {
                         slot.with(|p| $crate::HealthCheck::evaluate(p, &target, answer))
                     })
                 }
             }
-            $crate::wit::health::export!(Export with_types_in $crate::wit::health);
+    $crate::wit::health::export!(Export with_types_in $crate::wit::health);
         };
     };
 }

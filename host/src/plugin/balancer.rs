@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderName;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::balancer::exports::switchyard::plugin::balancer::Requirements;
@@ -59,13 +59,9 @@ impl WasmStrategy {
         limits: Limits,
         endpoints: &[Arc<Endpoint>],
     ) -> Result<Self, LoadError> {
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
-            path: path.to_path_buf(),
-            error,
-        })?;
         let engine = host.engine().clone();
-        let component = compile(&engine, path, &bytes)?;
-        check_world(&engine, path, &component)?;
+        let component = host.compile(path)?;
+        check_world(path, &host.exports_of(&component))?;
         let rejected = |reason: String| LoadError::Rejected {
             path: path.to_path_buf(),
             reason,
@@ -273,28 +269,7 @@ impl Strategy for WasmStrategy {
     }
 }
 
-fn compile(engine: &Engine, path: &Path, bytes: &[u8]) -> Result<Component, LoadError> {
-    Component::from_binary(engine, bytes).map_err(|e| {
-        let core_module = bytes.get(..8) == Some(b"\0asm\x01\0\0\0".as_slice());
-        LoadError::NotAComponent {
-            path: path.to_path_buf(),
-            reason: if core_module {
-                "it is a core WebAssembly module; build plugins for `wasm32-wasip2` \
-                 (which emits a component) with switchyard-sdk"
-                    .to_string()
-            } else {
-                format!("{e:#}")
-            },
-        }
-    })
-}
-
-fn check_world(engine: &Engine, path: &Path, component: &Component) -> Result<(), LoadError> {
-    let exports: Vec<String> = component
-        .component_type()
-        .exports(engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
+fn check_world(path: &Path, exports: &[String]) -> Result<(), LoadError> {
     if exports.iter().any(|e| e == BALANCER_EXPORT) {
         return Ok(());
     }

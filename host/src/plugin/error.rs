@@ -80,18 +80,15 @@ impl Fault {
         deadline_ms: u64,
         memory_limit_bytes: usize,
     ) -> Self {
+        let root = err.root_cause().to_string();
+        let root = root.lines().next().unwrap_or_default();
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Deadline { deadline_ms },
-            _ => {
-                let text = format!("{err:#}");
-                if text.contains("grow") && text.contains("memory") {
-                    Fault::Memory {
-                        limit_mib: (memory_limit_bytes >> 20) as u64,
-                    }
-                } else {
-                    Fault::Trap(text)
-                }
-            }
+            _ if root.contains("grow") && root.contains("memory") => Fault::Memory {
+                limit_mib: (memory_limit_bytes >> 20) as u64,
+            },
+            Some(trap) => Fault::Trap(trap.to_string()),
+            None => Fault::Trap(root.to_string()),
         }
     }
 }

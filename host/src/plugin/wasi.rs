@@ -29,6 +29,9 @@ pub const MAX_LINE: usize = 4096;
 /// Marker type of the `output-stream` resource handed to guests.
 pub struct OutputStream;
 
+/// Marker type of the `wasi:io/poll.pollable` resource of an output stream.
+pub struct Pollable;
+
 /// Marker type of the `wasi:io/error.error` resource (never created).
 pub struct IoError;
 
@@ -129,6 +132,8 @@ pub fn add_to_linker(
             linker
                 .instance(name)?
                 .resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
+        } else if name.starts_with("wasi:io/poll@0.2.") {
+            add_poll(&mut linker.instance(name)?)?;
         } else if name.starts_with("wasi:io/streams@0.2.") {
             add_streams(&mut linker.instance(name)?)?;
         } else if name.starts_with("wasi:random/insecure-seed@0.2.") {
@@ -151,9 +156,33 @@ fn seed() -> u64 {
     hasher.finish()
 }
 
+/// `wasi:io/poll`, for the output streams only: their pollables are always
+/// ready (a write never blocks), so `block` returns at once and `poll`
+/// reports every pollable ready.
+fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
+    poll.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+    poll.func_wrap(
+        "[method]pollable.ready",
+        |_, (_,): (Resource<Pollable>,)| Ok((true,)),
+    )?;
+    poll.func_wrap(
+        "[method]pollable.block",
+        |_, (_,): (Resource<Pollable>,)| Ok(()),
+    )?;
+    poll.func_wrap("poll", |_, (pollables,): (Vec<Resource<Pollable>>,)| {
+        Ok(((0..pollables.len() as u32).collect::<Vec<u32>>(),))
+    })?;
+    Ok(())
+}
+
 /// The `output-stream` methods of `wasi:io/streams` that write or flush.
 fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
     streams.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
+    streams.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
+    streams.func_wrap(
+        "[method]output-stream.subscribe",
+        |_, (this,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(this.rep()),)),
+    )?;
     streams.resource(
         "output-stream",
         ResourceType::host::<OutputStream>(),

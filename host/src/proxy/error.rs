@@ -12,7 +12,7 @@ use crate::plugin::LoadError;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A pool's plugin was refused.
-    #[error("pool `{pool}`: {error}")]
+    #[error("pools.{pool}.strategy: {error}")]
     Plugin {
         /// The pool whose strategy is the plugin.
         pool: String,

@@ -1,0 +1,123 @@
+//! Config files: every example parses; every bad file is refused with the
+//! file, the key and the reason.
+
+use switchyard_tests::fixtures;
+use switchyard_tests::process::{Switchyard, write_config};
+
+use crate::BINARY;
+
+/// Runs `switchyard serve` on `toml` and returns its exit code and log.
+fn refused(dir: &tempfile::TempDir, toml: &str) -> (Option<i32>, String) {
+    let path = write_config(dir.path(), toml);
+    let mut process = Switchyard::spawn(BINARY, &["serve", "--config"], &path);
+    let status = process.wait_exit();
+    // The log readers may still be draining the pipes: wait for the error line.
+    process.wait_for_log("error:");
+    (status.code(), process.log().join("\n"))
+}
+
+const LISTENER: &str = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n";
+
+#[test]
+fn bad_configs_are_refused_naming_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_component = dir.path().join("text.wasm");
+    std::fs::write(&not_a_component, "this is not wasm").unwrap();
+    let cases: Vec<(String, Vec<&str>)> = vec![
+        (
+            format!(
+                "{LISTENER}[pools.p]\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\nretries = 3\n"
+            ),
+            vec!["unknown field `retries`", "line 5"],
+        ),
+        (
+            format!(
+                "{LISTENER}[[routes]]\npool = \"missing\"\n[pools.p]\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+            ),
+            vec!["routes[0].pool", "unknown pool `missing`"],
+        ),
+        (
+            format!("{LISTENER}[pools.p]\ninstances = [{{ url = \"ftp://127.0.0.1:1\" }}]\n"),
+            vec!["pools.p.instances[0].url", "must start with `http://`"],
+        ),
+        (
+            format!("{LISTENER}[pools.p]\ninstances = [{{ url = \"http://127.0.0.1\" }}]\n"),
+            vec!["pools.p.instances[0].url", "must name a port"],
+        ),
+        (
+            format!(
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"nope.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+            ),
+            vec!["pools.p.strategy.path", "nope.wasm", "does not exist"],
+        ),
+        (
+            format!(
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"fastest\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+            ),
+            vec!["unknown variant `fastest`"],
+        ),
+        (
+            format!(
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"text.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+            ),
+            vec!["pool `p`", "text.wasm", "not a WebAssembly component"],
+        ),
+        (
+            format!(
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"{}\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
+                fixtures::HEALTH_JSON
+            ),
+            vec![
+                "health_json.wasm",
+                "is not a balancer plugin",
+                "switchyard:plugin/health-check@0.1.0",
+            ],
+        ),
+        (
+            format!(
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"{}\", config = {{ percent = 150 }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
+                fixtures::CANARY_SPLIT
+            ),
+            vec![
+                "canary_split.wasm",
+                "invalid config",
+                "`percent` must be 0..=100",
+            ],
+        ),
+    ];
+    for (toml, expected) in cases {
+        let (code, log) = refused(&dir, &toml);
+        assert_eq!(code, Some(1), "accepted:\n{toml}\nlog:\n{log}");
+        assert!(log.contains("config.toml"), "no file name in:\n{log}");
+        for needle in expected {
+            assert!(
+                log.contains(needle),
+                "`{needle}` missing from:\n{log}\nfor:\n{toml}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_example_config_parses() {
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let dir = tempfile::tempdir().unwrap();
+    // Examples name the example plugin beside them, as a user copies it.
+    std::fs::copy(fixtures::CANARY_SPLIT, dir.path().join("canary_split.wasm")).unwrap();
+    let mut parsed = 0;
+    for entry in std::fs::read_dir(&examples).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let copy = dir.path().join(path.file_name().unwrap());
+            std::fs::copy(&path, &copy).unwrap();
+            switchyard::config::Config::load(&copy)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            parsed += 1;
+        }
+    }
+    assert!(
+        parsed >= 2,
+        "only {parsed} examples found in {}",
+        examples.display()
+    );
+}

@@ -1,0 +1,158 @@
+//! Wasm balancer plugins: the example's split, and hostile plugins that must
+//! never cost a request.
+
+use switchyard_tests::fixtures;
+
+use crate::{client, get, serve, upstreams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_split_gives_its_documented_split() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+pool = "p"
+[pools.p]
+strategy = {{ kind = "plugin", path = "{plugin}", config = {{ label = "track", canary = "canary", percent = 20 }} }}
+instances = [
+  {{ url = "{u0}", labels = {{ track = "stable" }} }},
+  {{ url = "{u1}", labels = {{ track = "stable" }} }},
+  {{ url = "{u2}", labels = {{ track = "canary" }} }},
+]
+"#,
+            plugin = fixtures::CANARY_SPLIT,
+            u0 = ups[0].url(),
+            u1 = ups[1].url(),
+            u2 = ups[2].url(),
+        ),
+    );
+    let client = client();
+    for _ in 0..200 {
+        let (status, _) = get(&client, &format!("{}/", proxy.url)).await;
+        assert_eq!(status, 200);
+    }
+    // Documented: exactly `percent`% over every 100 requests, round robin
+    // within the stable group. Tolerance: 2 percentage points (4 requests).
+    let hits: Vec<u64> = ups.iter().map(|u| u.hits()).collect();
+    assert!((36..=44).contains(&hits[2]), "canary got {hits:?}");
+    assert!((76..=84).contains(&hits[0]), "stable u0 got {hits:?}");
+    assert!((76..=84).contains(&hits[1]), "stable u1 got {hits:?}");
+    assert!(
+        !proxy.log().iter().any(|l| l.contains("plugin fault")),
+        "a well-behaved plugin faulted: {:?}",
+        proxy.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_plugins_never_cost_a_request() {
+    const MODES: [&str; 5] = ["loop", "alloc", "trap", "unknown-id", "empty"];
+    const REQUESTS: usize = 4;
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = String::from("[[listeners]]\nlisten = \"127.0.0.1:0\"\n");
+    for mode in MODES {
+        // One copy per mode, so each plugin's log lines carry its own name.
+        let path = dir.path().join(format!("{mode}.wasm"));
+        std::fs::copy(fixtures::HOSTILE_BALANCER, &path).unwrap();
+        toml.push_str(&format!(
+            r#"
+[[routes]]
+match = {{ path_prefix = "/{mode}" }}
+pool = "{mode}"
+[pools.{mode}]
+strategy = {{ kind = "plugin", path = "{mode}.wasm", config = {{ mode = "{mode}" }}, call_deadline_ms = 5, memory_limit_mib = 16 }}
+instances = [{{ url = "{}" }}, {{ url = "{}" }}]
+"#,
+            ups[0].url(),
+            ups[1].url()
+        ));
+    }
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    for mode in MODES {
+        for _ in 0..REQUESTS {
+            let (status, body) = get(&client, &format!("{}/{mode}", proxy.url)).await;
+            assert_eq!(status, 200, "mode {mode}: {body}");
+            assert!(body == "u0" || body == "u1", "mode {mode}: {body}");
+        }
+        // Every pick faulted and was counted: the counter reached REQUESTS.
+        let line = proxy.wait_for(
+            |l| {
+                l.contains("plugin fault")
+                    && l.contains(&format!("plugin=\"{mode}.wasm\""))
+                    && l.contains(&format!("faults={REQUESTS}"))
+            },
+            &format!("fault {REQUESTS} of {mode}.wasm"),
+        );
+        let expected_reason = match mode {
+            "loop" => "call deadline",
+            "alloc" => "memory limit",
+            "trap" => "trapped",
+            _ => "nonsense",
+        };
+        assert!(line.contains(expected_reason), "{mode}: {line}");
+    }
+    // The fallback (round robin) served every request; the host is still up.
+    assert_eq!(
+        ups[0].hits() + ups[1].hits(),
+        (MODES.len() * REQUESTS) as u64
+    );
+    let (status, _) = get(&client, &format!("{}/trap", proxy.url)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_output_goes_to_the_log_with_its_name() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+pool = "p"
+[pools.p]
+strategy = {{ kind = "plugin", path = "{}", config = {{ mode = "print" }} }}
+instances = [{{ url = "{}" }}]
+"#,
+            fixtures::HOSTILE_BALANCER,
+            ups[0].url()
+        ),
+    );
+    let (status, _) = get(&client(), &format!("{}/", proxy.url)).await;
+    assert_eq!(status, 200);
+    for stream in ["stdout", "stderr"] {
+        let line = proxy.wait_for_log(&format!("hello on {stream}"));
+        assert!(line.contains("plugin=\"hostile_balancer.wasm\""), "{line}");
+        assert!(line.contains(&format!("stream=\"{stream}\"")), "{line}");
+    }
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
+
+#[test]
+fn every_plugin_kind_compiles_through_the_sdk() {
+    let host = switchyard::plugin::PluginHost::new().unwrap();
+    for (path, interface) in [
+        (fixtures::CANARY_SPLIT, "switchyard:plugin/balancer@0.1.0"),
+        (
+            fixtures::HEALTH_JSON,
+            "switchyard:plugin/health-check@0.1.0",
+        ),
+        (
+            fixtures::FAILOVER_STATIC,
+            "switchyard:plugin/failover@0.1.0",
+        ),
+        (fixtures::RESOLVER_FIRST, "switchyard:plugin/resolver@0.1.0"),
+    ] {
+        let exports = host.exports(std::path::Path::new(path)).unwrap();
+        assert_eq!(exports, [interface], "{path}");
+    }
+}

@@ -1,0 +1,152 @@
+//! A real upstream HTTP server on its own thread and runtime.
+//!
+//! It answers every request with its name as the body (and the request's
+//! headers as `x-seen-*` response headers), counts hits, can be made slow or
+//! failing, and can be killed: its runtime is dropped, which closes the
+//! listener and every connection at once, as when a process dies.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
+use tokio::sync::oneshot;
+
+/// Behaviour shared between the test and the server.
+#[derive(Debug, Default)]
+struct Behaviour {
+    hits: AtomicU64,
+    delay_ms: AtomicU64,
+    status: AtomicU16,
+}
+
+/// A running upstream; killed when dropped.
+pub struct Upstream {
+    /// The server's name, returned as the response body.
+    pub name: String,
+    addr: SocketAddr,
+    behaviour: Arc<Behaviour>,
+    kill: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Upstream {
+    /// Starts an upstream named `name` on `127.0.0.1:0`.
+    ///
+    /// # Panics
+    /// When the thread, runtime or socket cannot be created (test set-up).
+    pub fn start(name: &str) -> Self {
+        let behaviour = Arc::new(Behaviour::default());
+        behaviour.status.store(200, Ordering::Relaxed);
+        let (kill_tx, kill_rx) = oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let shared = Arc::clone(&behaviour);
+        let server_name = name.to_string();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("upstream runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind upstream");
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send addr");
+                let app = axum::Router::new().fallback(move |req: Request| {
+                    let shared = Arc::clone(&shared);
+                    let name = server_name.clone();
+                    async move { respond(&name, &shared, req).await }
+                });
+                tokio::select! {
+                    _ = axum::serve(listener, app) => {},
+                    _ = kill_rx => {},
+                }
+            });
+            // Dropping the runtime here aborts every connection task.
+        });
+        let addr = addr_rx.recv().expect("upstream address");
+        Self {
+            name: name.to_string(),
+            addr,
+            behaviour,
+            kill: Some(kill_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests served so far.
+    pub fn hits(&self) -> u64 {
+        self.behaviour.hits.load(Ordering::Relaxed)
+    }
+
+    /// Delays every response by `delay`.
+    pub fn set_delay(&self, delay: Duration) {
+        self.behaviour
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Answers every request with `status`.
+    pub fn set_status(&self, status: u16) {
+        self.behaviour.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Kills the server: listener and connections close at once.
+    pub fn kill(&mut self) {
+        if let Some(kill) = self.kill.take() {
+            let _ = kill.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Response<Body> {
+    behaviour.hits.fetch_add(1, Ordering::Relaxed);
+    let delay = behaviour.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let (parts, body) = request.into_parts();
+    let received = http_body_util::BodyExt::collect(body)
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let status = StatusCode::from_u16(behaviour.status.load(Ordering::Relaxed))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A request with a body is echoed back; otherwise the body is the name.
+    let body = if received.is_empty() {
+        Body::from(name.to_string())
+    } else {
+        Body::from(received)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    for (key, value) in &parts.headers {
+        if let Ok(seen) = HeaderName::try_from(format!("x-seen-{key}")) {
+            response.headers_mut().append(seen, value.clone());
+        }
+    }
+    response.headers_mut().insert(
+        "x-upstream",
+        HeaderValue::from_str(name).unwrap_or(HeaderValue::from_static("?")),
+    );
+    response
+}
