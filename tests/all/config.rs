@@ -23,6 +23,8 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let not_a_component = dir.path().join("text.wasm");
     std::fs::write(&not_a_component, "this is not wasm").unwrap();
+    // The smallest valid core module: magic and version 1, no sections.
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
     let cases: Vec<(String, Vec<&str>)> = vec![
         (
             format!(
@@ -60,7 +62,18 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             format!(
                 "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"text.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
             ),
-            vec!["pool `p`", "text.wasm", "not a WebAssembly component"],
+            vec![
+                "pools.p.strategy",
+                "text.wasm",
+                "not a WebAssembly component",
+                "no `\\0asm` magic",
+            ],
+        ),
+        (
+            format!(
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"core.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+            ),
+            vec!["core.wasm", "core WebAssembly module", "wasm32-wasip2"],
         ),
         (
             format!(

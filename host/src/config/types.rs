@@ -95,21 +95,16 @@ pub struct InstanceConfig {
 }
 
 /// How a pool ranks its instances.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum StrategyConfig {
     /// Each request to the next instance in order.
+    #[default]
     RoundRobin,
     /// Fewest in-flight requests relative to weight.
     LeastConnections,
     /// A Wasm balancer plugin.
     Plugin(PluginStrategyConfig),
-}
-
-impl Default for StrategyConfig {
-    fn default() -> Self {
-        Self::RoundRobin
-    }
 }
 
 /// A built-in strategy, as used for a plugin's fallback.
@@ -179,10 +174,10 @@ type Invalid = (String, String);
 impl Config {
     pub(super) fn resolve_paths(&mut self, base: &Path) {
         for pool in self.pools.values_mut() {
-            if let StrategyConfig::Plugin(plugin) = &mut pool.strategy {
-                if plugin.path.is_relative() {
-                    plugin.path = base.join(&plugin.path);
-                }
+            if let StrategyConfig::Plugin(plugin) = &mut pool.strategy
+                && plugin.path.is_relative()
+            {
+                plugin.path = base.join(&plugin.path);
             }
         }
     }
@@ -205,13 +200,13 @@ impl Config {
                     ),
                 ));
             }
-            if let Some(prefix) = &route.matches.path_prefix {
-                if !prefix.starts_with('/') {
-                    return Err((
-                        format!("routes[{i}].match.path_prefix"),
-                        format!("`{prefix}` must start with `/`"),
-                    ));
-                }
+            if let Some(prefix) = &route.matches.path_prefix
+                && !prefix.starts_with('/')
+            {
+                return Err((
+                    format!("routes[{i}].match.path_prefix"),
+                    format!("`{prefix}` must start with `/`"),
+                ));
             }
         }
         for (name, pool) in &self.pools {

@@ -110,16 +110,18 @@ impl PluginHost {
             error,
         })?;
         Component::from_binary(&self.engine, &bytes).map_err(|e| {
-            let core_module = bytes.get(..8) == Some(b"\0asm\x01\0\0\0".as_slice());
+            let reason = if !bytes.starts_with(b"\0asm") {
+                "not a WebAssembly file (no `\\0asm` magic bytes)".to_string()
+            } else if bytes.get(4..8) == Some(b"\x01\0\0\0".as_slice()) {
+                "it is a core WebAssembly module; build plugins for `wasm32-wasip2` \
+                 (which emits a component) with switchyard-sdk"
+                    .to_string()
+            } else {
+                e.root_cause().to_string()
+            };
             LoadError::NotAComponent {
                 path: path.to_path_buf(),
-                reason: if core_module {
-                    "it is a core WebAssembly module; build plugins for `wasm32-wasip2` \
-                     (which emits a component) with switchyard-sdk"
-                        .to_string()
-                } else {
-                    format!("{e:#}")
-                },
+                reason,
             }
         })
     }
