@@ -103,9 +103,12 @@ impl Endpoint {
         self.unreachable_until_ms.store(until_ms, Ordering::Relaxed);
     }
 
-    /// Clears an unreachable mark (after a successful attempt).
+    /// Clears an unreachable mark (after a successful attempt). Reads first,
+    /// so the common case (no mark) does not write a shared cache line.
     pub fn mark_reachable(&self) {
-        self.unreachable_until_ms.store(0, Ordering::Relaxed);
+        if self.unreachable_until_ms.load(Ordering::Relaxed) != 0 {
+            self.unreachable_until_ms.store(0, Ordering::Relaxed);
+        }
     }
 
     /// Whether the instance is not marked unreachable at `now_ms`.
@@ -122,5 +125,54 @@ pub struct InFlight(std::sync::Arc<Endpoint>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn endpoint() -> Endpoint {
+        Endpoint::new(
+            0,
+            "http://127.0.0.1:1".into(),
+            "127.0.0.1:1".parse().unwrap(),
+            1,
+            vec![],
+        )
+    }
+
+    #[test]
+    fn ewma_starts_at_the_first_sample_and_moves_by_alpha() {
+        let e = endpoint();
+        assert_eq!(e.stats().ewma_latency_us, 0);
+        assert_eq!(e.stats().success_rate, 1.0);
+        e.record(true, 1000);
+        assert_eq!(e.stats().ewma_latency_us, 1000);
+        e.record(false, 2000);
+        assert_eq!(e.stats().ewma_latency_us, 1100);
+        assert!((e.stats().success_rate - 0.9).abs() < 1e-6);
+    }
+
+    #[test]
+    fn in_flight_counts_until_the_guard_drops() {
+        let e = std::sync::Arc::new(endpoint());
+        let a = e.start_request();
+        let b = e.start_request();
+        assert_eq!(e.in_flight(), 2);
+        drop(a);
+        assert_eq!(e.in_flight(), 1);
+        drop(b);
+        assert_eq!(e.in_flight(), 0);
+    }
+
+    #[test]
+    fn unreachable_marks_expire() {
+        let e = endpoint();
+        e.mark_unreachable(100);
+        assert!(!e.is_reachable(99));
+        assert!(e.is_reachable(100));
+        e.mark_reachable();
+        assert!(e.is_reachable(0));
     }
 }

@@ -55,3 +55,45 @@ impl Strategy for LeastConnections {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::tests::{pool, rank};
+
+    #[test]
+    fn fewest_in_flight_first_and_ties_rotate() {
+        let endpoints = pool(3);
+        let lc = LeastConnections::default();
+        let _busy = [endpoints[0].start_request(), endpoints[0].start_request()];
+        let _one = endpoints[2].start_request();
+        assert_eq!(rank(&lc, &endpoints), [1, 2, 0]);
+        let _two = endpoints[1].start_request();
+        // 1 and 2 now tie at one in flight: the tie-break rotates.
+        let first = rank(&lc, &endpoints);
+        let second = rank(&lc, &endpoints);
+        assert_eq!(first[2], 0);
+        assert_eq!(second[2], 0);
+        assert_ne!(first[0], second[0]);
+    }
+
+    #[test]
+    fn weight_divides_the_load() {
+        let mut endpoints = pool(2);
+        endpoints[1] = Arc::new(Endpoint::new(
+            1,
+            "http://127.0.0.1:2".into(),
+            "127.0.0.1:2".parse().unwrap(),
+            4,
+            vec![],
+        ));
+        let _a = endpoints[0].start_request();
+        let _b = [
+            endpoints[1].start_request(),
+            endpoints[1].start_request(),
+            endpoints[1].start_request(),
+        ];
+        // 1/1 versus 3/4: the heavier instance still ranks first.
+        assert_eq!(rank(&LeastConnections::default(), &endpoints), [1, 0]);
+    }
+}

@@ -156,3 +156,94 @@ pub fn next_candidate(
             .unwrap_or(first),
     )
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A pool of `n` instances on unused ports.
+    pub(crate) fn pool(n: usize) -> Vec<Arc<Endpoint>> {
+        (0..n)
+            .map(|i| {
+                let port = 1 + i as u16;
+                Arc::new(Endpoint::new(
+                    i as u32,
+                    format!("http://127.0.0.1:{port}"),
+                    format!("127.0.0.1:{port}").parse().unwrap(),
+                    1,
+                    vec![],
+                ))
+            })
+            .collect()
+    }
+
+    /// Ranks one request with `strategy`.
+    pub(crate) fn rank(strategy: &dyn Strategy, endpoints: &[Arc<Endpoint>]) -> Vec<EndpointId> {
+        let headers = HeaderMap::new();
+        let request = RequestContext {
+            method: &Method::GET,
+            authority: "test",
+            path: "/",
+            headers: &headers,
+            client_addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        let mut out = Ranking::new();
+        strategy.rank(&request, endpoints, &mut out).unwrap();
+        out.to_vec()
+    }
+
+    #[test]
+    fn next_candidate_skips_tried_and_unreachable() {
+        let endpoints = pool(3);
+        let ranking: Ranking = [2, 0, 1].into_iter().collect();
+        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0), Some(2));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 0), Some(0));
+        endpoints[0].mark_unreachable(50);
+        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 10), Some(1));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 60), Some(0));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[2, 0, 1], 0), None);
+    }
+
+    #[test]
+    fn when_all_untried_are_unreachable_the_first_is_tried_anyway() {
+        let endpoints = pool(2);
+        endpoints[0].mark_unreachable(100);
+        endpoints[1].mark_unreachable(100);
+        let ranking: Ranking = [1, 0].into_iter().collect();
+        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0), Some(1));
+    }
+
+    struct Faulty;
+    impl Strategy for Faulty {
+        fn name(&self) -> &str {
+            "faulty"
+        }
+        fn rank(
+            &self,
+            _: &RequestContext<'_>,
+            _: &[Arc<Endpoint>],
+            out: &mut Ranking,
+        ) -> Result<(), Fault> {
+            out.push(7);
+            Err(Fault::Nonsense("test".into()))
+        }
+    }
+
+    #[test]
+    fn a_faulting_strategy_is_replaced_by_the_fallback_for_that_request() {
+        let endpoints = pool(3);
+        let balancer = Balancer::new(Box::new(Faulty), Some(Box::new(RoundRobin::default())));
+        let headers = HeaderMap::new();
+        let request = RequestContext {
+            method: &Method::GET,
+            authority: "test",
+            path: "/",
+            headers: &headers,
+            client_addr: "127.0.0.1:9".parse().unwrap(),
+        };
+        assert_eq!(balancer.rank(&request, &endpoints).to_vec(), [0, 1, 2]);
+        assert_eq!(balancer.rank(&request, &endpoints).to_vec(), [1, 2, 0]);
+        let no_fallback = Balancer::new(Box::new(Faulty), None);
+        assert!(no_fallback.rank(&request, &endpoints).is_empty());
+    }
+}

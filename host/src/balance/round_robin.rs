@@ -37,3 +37,25 @@ impl Strategy for RoundRobin {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::tests::{pool, rank};
+
+    #[test]
+    fn each_request_starts_one_further() {
+        let endpoints = pool(3);
+        let rr = RoundRobin::default();
+        assert_eq!(rank(&rr, &endpoints), [0, 1, 2]);
+        assert_eq!(rank(&rr, &endpoints), [1, 2, 0]);
+        assert_eq!(rank(&rr, &endpoints), [2, 0, 1]);
+        assert_eq!(rank(&rr, &endpoints), [0, 1, 2]);
+    }
+
+    #[test]
+    fn rankings_are_capped() {
+        let endpoints = pool(20);
+        assert_eq!(rank(&RoundRobin::default(), &endpoints).len(), RANK_LIMIT);
+    }
+}

@@ -82,3 +82,69 @@ fn key_at(text: &str, at: usize) -> String {
     let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
     format!("line {line_no}: `{line}`")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+pool = "p"
+[pools.p]
+instances = [{ url = "http://127.0.0.1:9001" }]
+"#;
+
+    #[test]
+    fn defaults_are_documented_values() {
+        let config = Config::parse(MINIMAL, Path::new("t.toml"), Path::new(".")).unwrap();
+        let pool = &config.pools["p"];
+        assert!(matches!(pool.strategy, StrategyConfig::RoundRobin));
+        assert_eq!(
+            (
+                pool.connect_timeout_ms,
+                pool.request_timeout_ms,
+                pool.fail_timeout_ms
+            ),
+            (1_000, 30_000, 10_000)
+        );
+        assert_eq!(pool.instances[0].weight, 1);
+        assert_eq!(config.shutdown_grace_ms, 30_000);
+    }
+
+    #[test]
+    fn plugin_paths_resolve_against_the_config_directory() {
+        let dir = std::env::temp_dir().join(format!("switchyard-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("p.wasm"), b"").unwrap();
+        let text = MINIMAL.replace(
+            "[pools.p]",
+            "[pools.p]\nstrategy = { kind = \"plugin\", path = \"p.wasm\" }",
+        );
+        let config = Config::parse(&text, &dir.join("c.toml"), &dir).unwrap();
+        let StrategyConfig::Plugin(plugin) = &config.pools["p"].strategy else {
+            panic!("not a plugin strategy");
+        };
+        assert_eq!(plugin.path, dir.join("p.wasm"));
+        assert_eq!((plugin.call_deadline_ms, plugin.memory_limit_mib), (5, 16));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn errors_name_file_key_and_reason() {
+        let bad = MINIMAL.replace("9001", "9001/path");
+        let err = Config::parse(&bad, Path::new("t.toml"), Path::new(".")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml: pools.p.instances[0].url: `http://127.0.0.1:9001/path` must not have a path or query"
+        );
+        let unknown = MINIMAL.replace("[pools.p]", "[pools.p]\nweight_ms = 3");
+        let err = Config::parse(&unknown, Path::new("t.toml"), Path::new(".")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with("t.toml: line 7: `weight_ms = 3`: unknown field `weight_ms`"),
+            "{text}"
+        );
+    }
+}

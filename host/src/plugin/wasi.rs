@@ -210,3 +210,26 @@ fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn complete_lines_are_emitted_and_partial_ones_kept() {
+        let mut captured = Captured::default();
+        captured.write("p", STDOUT, b"one\ntw");
+        assert_eq!(captured.stdout, b"tw");
+        captured.write("p", STDOUT, b"o\r\n");
+        assert!(captured.stdout.is_empty());
+        captured.write("p", STDERR, b"err");
+        assert_eq!(captured.stderr, b"err");
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_the_limit() {
+        let mut captured = Captured::default();
+        captured.write("p", STDOUT, &vec![b'x'; MAX_LINE + 10]);
+        assert_eq!(captured.stdout.len(), 10);
+    }
+}

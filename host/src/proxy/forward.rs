@@ -112,9 +112,7 @@ async fn forward(
         let latency_us = started.elapsed().as_micros() as u64;
         let retry_allowed = match outcome {
             Ok(Ok(mut response)) => {
-                if !endpoint.is_reachable(u64::MAX) {
-                    endpoint.mark_reachable();
-                }
+                endpoint.mark_reachable();
                 pool.balancer
                     .observe(endpoint, !response.status().is_server_error(), latency_us);
                 headers::strip_hop_by_hop(response.headers_mut());

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Load benchmark: switchyard (release) vs nginx as a reverse proxy vs direct,
+# over the same three upstreams on loopback, in one run.
+#
+# Run: bash host/benches/load.sh            (from the workspace root)
+# Needs: nginx and wrk (Debian: apt-get install nginx wrk); builds the release binary.
+# Env: DURATION (default 10s), CONNECTIONS (default 32), THREADS (wrk, default 1).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DURATION=${DURATION:-10s}
+CONNECTIONS=${CONNECTIONS:-32}
+THREADS=${THREADS:-1}
+command -v nginx >/dev/null && command -v wrk >/dev/null || {
+  echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
+cargo build --release -p switchyard >/dev/null
+BIN=target/release/switchyard
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -s stop 2>/dev/null || true
+  nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -s stop 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=(19101 19102 19103)
+mkdir -p "$WORK/up/logs" "$WORK/px/logs"
+# Upstreams: one nginx worker answering a 2-byte body on three ports.
+cat > "$WORK/up/nginx.conf" <<NGINX
+worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:${UP[0]}; listen 127.0.0.1:${UP[1]}; listen 127.0.0.1:${UP[2]};
+           location / { return 200 "ok"; } } }
+NGINX
+# nginx as the reverse proxy: round robin, pooled keep-alive upstream connections.
+cat > "$WORK/px/nginx.conf" <<NGINX
+worker_processes 2; user root; daemon on; pid $WORK/px/nginx.pid; error_log $WORK/px/logs/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream pool { server 127.0.0.1:${UP[0]}; server 127.0.0.1:${UP[1]}; server 127.0.0.1:${UP[2]}; keepalive 64; }
+  server { listen 127.0.0.1:19200;
+           location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection "";
+                        proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
+NGINX
+nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+nginx -p "$WORK/px" -c "$WORK/px/nginx.conf"
+
+instances="[{ url = \"http://127.0.0.1:${UP[0]}\", labels = { track = \"stable\" } }, { url = \"http://127.0.0.1:${UP[1]}\", labels = { track = \"stable\" } }, { url = \"http://127.0.0.1:${UP[2]}\", labels = { track = \"canary\" } }]"
+cat > "$WORK/rr.toml" <<TOML
+[[listeners]]
+listen = "127.0.0.1:19300"
+[[routes]]
+pool = "p"
+[pools.p]
+strategy = { kind = "round-robin" }
+instances = $instances
+TOML
+cp target/wasm-plugins/wasm32-wasip2/release/canary_split.wasm "$WORK/"
+cat > "$WORK/wasm.toml" <<TOML
+[[listeners]]
+listen = "127.0.0.1:19301"
+[[routes]]
+pool = "p"
+[pools.p]
+strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 20 } }
+instances = $instances
+TOML
+RUST_LOG=warn "$BIN" serve --config "$WORK/rr.toml" & pids+=($!)
+RUST_LOG=warn "$BIN" serve --config "$WORK/wasm.toml" & pids+=($!)
+for port in 19200 19300 19301 "${UP[0]}"; do
+  for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
+done
+
+run() { # name url
+  local out rps p50 p99
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  errors=$(awk '/Non-2xx|Socket errors/ {print}' <<<"$out" | tr '\n' ' ')
+  printf '| %s | %s | %s | %s | %s |\n' "$1" "$rps" "$p50" "$p99" "${errors:-none}"
+}
+echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency; $(nproc) cores; $(date -u +%F)"
+echo
+echo "| target | req/s | p50 | p99 | errors |"
+echo "|---|---|---|---|---|"
+run "direct to one upstream (nginx, 1 worker)" "http://127.0.0.1:${UP[0]}/"
+run "nginx reverse proxy (2 workers, keepalive 64)" "http://127.0.0.1:19200/"
+run "switchyard round-robin" "http://127.0.0.1:19300/"
+run "switchyard Wasm canary-split plugin" "http://127.0.0.1:19301/"
