@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{client, get, instances, serve, upstreams};
+use crate::{client, get, instances, serve, single_pool, upstreams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn round_robin_gives_the_exact_order() {
@@ -10,18 +10,7 @@ async fn round_robin_gives_the_exact_order() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &format!(
-            r#"
-[[listeners]]
-listen = "127.0.0.1:0"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = {{ kind = "round-robin" }}
-instances = {}
-"#,
-            instances(&ups)
-        ),
+        &single_pool(r#"{ kind = "round-robin" }"#, &instances(&ups)),
     );
     let client = client();
     let mut order = Vec::new();
@@ -43,18 +32,7 @@ async fn least_connections_sends_fewer_requests_to_a_slow_upstream() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &format!(
-            r#"
-[[listeners]]
-listen = "127.0.0.1:0"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = {{ kind = "least-connections" }}
-instances = {}
-"#,
-            instances(&ups)
-        ),
+        &single_pool(r#"{ kind = "least-connections" }"#, &instances(&ups)),
     );
     let client = client();
     // 6 concurrent clients, 20 requests each.

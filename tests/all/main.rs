@@ -33,6 +33,15 @@ pub fn instances(upstreams: &[Upstream]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// A config: one listener on an ephemeral port, one catch-all route, and
+/// pool `p` with `strategy` (a TOML inline table) over `instances` (a TOML array).
+pub fn single_pool(strategy: &str, instances: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+         [pools.p]\nstrategy = {strategy}\ninstances = {instances}\n"
+    )
+}
+
 /// A blocking-free HTTP/1.1 client with a generous timeout.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -3,34 +3,23 @@
 
 use switchyard_tests::fixtures;
 
-use crate::{client, get, serve, upstreams};
+use crate::{client, get, instances, serve, single_pool, upstreams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_split_gives_its_documented_split() {
     let ups = upstreams(3);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &dir,
-        &format!(
-            r#"
-[[listeners]]
-listen = "127.0.0.1:0"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = {{ kind = "plugin", path = "{plugin}", config = {{ label = "track", canary = "canary", percent = 20 }} }}
-instances = [
-  {{ url = "{u0}", labels = {{ track = "stable" }} }},
-  {{ url = "{u1}", labels = {{ track = "stable" }} }},
-  {{ url = "{u2}", labels = {{ track = "canary" }} }},
-]
-"#,
-            plugin = fixtures::CANARY_SPLIT,
-            u0 = ups[0].url(),
-            u1 = ups[1].url(),
-            u2 = ups[2].url(),
-        ),
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ label = "track", canary = "canary", percent = 20 }} }}"#,
+        fixtures::CANARY_SPLIT
     );
+    let labelled = format!(
+        r#"[{{ url = "{}", labels = {{ track = "stable" }} }}, {{ url = "{}", labels = {{ track = "stable" }} }}, {{ url = "{}", labels = {{ track = "canary" }} }}]"#,
+        ups[0].url(),
+        ups[1].url(),
+        ups[2].url()
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &labelled));
     let client = client();
     for _ in 0..200 {
         let (status, _) = get(&client, &format!("{}/", proxy.url)).await;
@@ -113,18 +102,12 @@ async fn plugin_output_goes_to_the_log_with_its_name() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &format!(
-            r#"
-[[listeners]]
-listen = "127.0.0.1:0"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = {{ kind = "plugin", path = "{}", config = {{ mode = "print" }} }}
-instances = [{{ url = "{}" }}]
-"#,
-            fixtures::HOSTILE_BALANCER,
-            ups[0].url()
+        &single_pool(
+            &format!(
+                r#"{{ kind = "plugin", path = "{}", config = {{ mode = "print" }} }}"#,
+                fixtures::HOSTILE_BALANCER
+            ),
+            &instances(&ups),
         ),
     );
     let (status, _) = get(&client(), &format!("{}/", proxy.url)).await;

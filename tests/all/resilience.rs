@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::{client, get, instances, serve, upstreams};
+use crate::{client, get, instances, serve, single_pool, upstreams};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_killed_mid_run_costs_no_request() {
@@ -10,10 +10,7 @@ async fn an_upstream_killed_mid_run_costs_no_request() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
-            instances(&ups)
-        ),
+        &single_pool(r#"{ kind = "round-robin" }"#, &instances(&ups)),
     );
     let client = client();
     let url = format!("{}/", proxy.url);
@@ -38,10 +35,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
     let dir = tempfile::tempdir().unwrap();
     let mut proxy = serve(
         &dir,
-        &format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
-            instances(&ups)
-        ),
+        &single_pool(r#"{ kind = "round-robin" }"#, &instances(&ups)),
     );
     let client = client();
     let url = format!("{}/slow", proxy.url);

@@ -7,9 +7,9 @@
 //! pools is a separate strategy.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy, rotating_start};
 use crate::plugin::Fault;
 
 /// Fewest in-flight requests relative to weight. No config keys.
@@ -30,10 +30,9 @@ impl Strategy for LeastConnections {
         out: &mut Ranking,
     ) -> Result<(), Fault> {
         let n = endpoints.len();
-        if n == 0 {
+        let Some(start) = rotating_start(&self.tie_break, n) else {
             return Ok(());
-        }
-        let start = self.tie_break.fetch_add(1, Ordering::Relaxed) % n;
+        };
         // Keys: (in_flight / weight, distance from the rotating start); kept
         // as the RANK_LIMIT smallest by insertion into a small sorted buffer.
         let mut best: smallvec::SmallVec<[(u64, u32, usize); RANK_LIMIT]> =

@@ -23,6 +23,7 @@ pub use round_robin::RoundRobin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderMap, Method};
 use smallvec::SmallVec;
@@ -84,6 +85,12 @@ pub trait Strategy: Send + Sync + 'static {
 }
 
 fn _object_safe(_: &dyn Strategy) {}
+
+/// Where a rotating strategy starts for this request: `counter mod n`, then
+/// the counter advances. `None` for an empty pool.
+fn rotating_start(counter: &AtomicUsize, n: usize) -> Option<usize> {
+    (n > 0).then(|| counter.fetch_add(1, Ordering::Relaxed) % n)
+}
 
 /// Builds a built-in strategy.
 pub fn builtin(kind: BuiltinStrategy) -> Box<dyn Strategy> {
@@ -177,18 +184,26 @@ pub(crate) mod tests {
             .collect()
     }
 
+    static GET: Method = Method::GET;
+
+    /// A `GET /` from 127.0.0.1 carrying `headers`.
+    pub(crate) fn request(headers: &HeaderMap) -> RequestContext<'_> {
+        RequestContext {
+            method: &GET,
+            authority: "test",
+            path: "/",
+            headers,
+            client_addr: SocketAddr::from(([127, 0, 0, 1], 9)),
+        }
+    }
+
     /// Ranks one request with `strategy`.
     pub(crate) fn rank(strategy: &dyn Strategy, endpoints: &[Arc<Endpoint>]) -> Vec<EndpointId> {
         let headers = HeaderMap::new();
-        let request = RequestContext {
-            method: &Method::GET,
-            authority: "test",
-            path: "/",
-            headers: &headers,
-            client_addr: "127.0.0.1:9".parse().unwrap(),
-        };
         let mut out = Ranking::new();
-        strategy.rank(&request, endpoints, &mut out).unwrap();
+        strategy
+            .rank(&request(&headers), endpoints, &mut out)
+            .unwrap();
         out.to_vec()
     }
 
@@ -234,13 +249,7 @@ pub(crate) mod tests {
         let endpoints = pool(3);
         let balancer = Balancer::new(Box::new(Faulty), Some(Box::new(RoundRobin::default())));
         let headers = HeaderMap::new();
-        let request = RequestContext {
-            method: &Method::GET,
-            authority: "test",
-            path: "/",
-            headers: &headers,
-            client_addr: "127.0.0.1:9".parse().unwrap(),
-        };
+        let request = request(&headers);
         assert_eq!(balancer.rank(&request, &endpoints).to_vec(), [0, 1, 2]);
         assert_eq!(balancer.rank(&request, &endpoints).to_vec(), [1, 2, 0]);
         let no_fallback = Balancer::new(Box::new(Faulty), None);

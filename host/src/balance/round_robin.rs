@@ -6,9 +6,9 @@
 //! round robin is its own strategy.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy, rotating_start};
 use crate::plugin::Fault;
 
 /// Round robin over the pool in configured order. No config keys.
@@ -29,10 +29,9 @@ impl Strategy for RoundRobin {
         out: &mut Ranking,
     ) -> Result<(), Fault> {
         let n = endpoints.len();
-        if n == 0 {
+        let Some(start) = rotating_start(&self.next, n) else {
             return Ok(());
-        }
-        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        };
         out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as u32));
         Ok(())
     }
