@@ -11,7 +11,8 @@ pub use crate::wit::balancer::exports::switchyard::plugin::balancer::Requirement
 /// 2. [`update`](Balancer::update) with the full endpoint set before the first
 ///    pick and whenever membership changes;
 /// 3. [`pick`](Balancer::pick) per request, and
-///    [`observe`](Balancer::observe) after each attempt.
+///    [`observe`](Balancer::observe) after each attempt (unless
+///    [`requirements`](Balancer::requirements) turned it off).
 ///
 /// A strategy *ranks*; the host filters the ranking (unreachable, already
 /// tried, draining) and takes the first acceptable id. Returning an empty
@@ -21,11 +22,14 @@ pub trait Balancer: Sized + 'static {
     /// Builds the strategy from its JSON config; an error refuses the plugin at load.
     fn new(config: &str) -> Result<Self, PluginError>;
 
-    /// Request headers this strategy reads (lower-case names). Default: none,
-    /// which keeps `pick` cheapest.
+    /// What the strategy needs from the host. Default: no request headers
+    /// (which keeps `pick` cheapest) and `observe` calls on (set `observe:
+    /// false` when [`observe`](Balancer::observe) is not implemented, to save
+    /// a call per request).
     fn requirements(&self) -> Requirements {
         Requirements {
             request_headers: Vec::new(),
+            observe: true,
         }
     }
 

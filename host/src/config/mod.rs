@@ -56,6 +56,24 @@ impl Config {
     ///
     /// # Errors
     /// As [`Config::load`], except reading.
+    ///
+    /// # Example
+    /// ```
+    /// use std::path::Path;
+    /// use switchyard::config::{Config, StrategyConfig};
+    ///
+    /// let text = r#"
+    /// [[listeners]]
+    /// listen = "127.0.0.1:8080"
+    /// [pools.web]
+    /// instances = [{ url = "http://127.0.0.1:9001" }]
+    /// "#;
+    /// let config = Config::parse(text, Path::new("inline.toml"), Path::new(".")).unwrap();
+    /// assert!(matches!(config.pools["web"].strategy, StrategyConfig::RoundRobin));
+    ///
+    /// let err = Config::parse("listeners = 3", Path::new("bad.toml"), Path::new(".")).unwrap_err();
+    /// assert!(err.to_string().starts_with("bad.toml: line 1: "));
+    /// ```
     pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_path_buf(),

@@ -32,6 +32,7 @@ pub struct WasmStrategy {
     limits: Limits,
     endpoints: Vec<WitEndpoint>,
     request_headers: Vec<HeaderName>,
+    observe: bool,
     stats: Arc<PluginStats>,
     live: Mutex<Option<Live>>,
 }
@@ -93,12 +94,14 @@ impl WasmStrategy {
             limits,
             endpoints: endpoints.iter().map(|e| wit_endpoint(e)).collect(),
             request_headers: Vec::new(),
+            observe: true,
             stats: Arc::new(PluginStats::default()),
             live: Mutex::new(None),
         };
         let (live, requirements) = strategy
             .instantiate()
             .map_err(|e| rejected(e.to_string()))?;
+        strategy.observe = requirements.observe;
         strategy.request_headers = requirements
             .request_headers
             .iter()
@@ -257,6 +260,9 @@ impl Strategy for WasmStrategy {
     }
 
     fn observe(&self, id: EndpointId, success: bool, latency_us: u64) {
+        if !self.observe {
+            return;
+        }
         let result = self.with_live(|live| {
             live.bindings
                 .switchyard_plugin_balancer()

@@ -23,7 +23,9 @@
 use std::collections::HashSet;
 
 use serde::Deserialize;
-use switchyard_sdk::{Balancer, Endpoint, EndpointId, EndpointStats, PluginError, RequestInfo};
+use switchyard_sdk::{
+    Balancer, Endpoint, EndpointId, EndpointStats, PluginError, RequestInfo, Requirements,
+};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -68,6 +70,14 @@ impl Balancer for CanarySplit {
             canary_cursor: 0,
             stable_cursor: 0,
         })
+    }
+
+    fn requirements(&self) -> Requirements {
+        // Neither headers nor feedback: the split depends on the count alone.
+        Requirements {
+            request_headers: Vec::new(),
+            observe: false,
+        }
     }
 
     fn update(&mut self, _version: u64, endpoints: Vec<Endpoint>) {
