@@ -88,7 +88,6 @@ impl Pool {
                             error,
                         })?;
                 let stats = strategy.stats();
-                tracing::info!(pool = name, plugin = %plugin.path.display(), "balancer plugin loaded");
                 (
                     Balancer::new(Box::new(strategy), Some(balance::builtin(plugin.fallback))),
                     Some(stats),
@@ -101,6 +100,12 @@ impl Pool {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
             .build(connector);
+        tracing::info!(
+            pool = name,
+            strategy = balancer.name(),
+            instances = endpoints.len(),
+            "pool ready"
+        );
         Ok(Self {
             name: name.to_string(),
             endpoints,

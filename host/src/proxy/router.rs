@@ -10,7 +10,6 @@ use crate::plugin::PluginHost;
 /// The routes and the pools they lead to.
 pub struct Router {
     routes: Vec<(RouteMatch, Arc<Pool>)>,
-    pools: BTreeMap<String, Arc<Pool>>,
 }
 
 impl Router {
@@ -32,7 +31,7 @@ impl Router {
                     .map(|p| (r.matches.clone(), Arc::clone(p)))
             })
             .collect();
-        Ok(Self { routes, pools })
+        Ok(Self { routes })
     }
 
     /// The pool of the first route matching `host` (without port) and `path`.
@@ -41,11 +40,6 @@ impl Router {
             .iter()
             .find(|(m, _)| matches(m, host, path))
             .map(|(_, pool)| pool)
-    }
-
-    /// A pool by name.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.get(name)
     }
 }
 
