@@ -50,6 +50,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
             url: format!("http://{addr}"),
             weight: 1,
             labels: BTreeMap::from([("track".to_string(), track.to_string())]),
+            drain: false,
         });
         counters.push((name, track, hits));
     }

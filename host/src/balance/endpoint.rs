@@ -1,6 +1,6 @@
 //! One upstream instance and its live statistics.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use http::uri::Authority;
 
@@ -26,7 +26,12 @@ pub struct Endpoint {
     ewma_latency_us: AtomicU64,
     success_rate_bits: AtomicU32,
     unreachable_until_ms: AtomicU64,
+    load_bits: AtomicU32,
+    draining: AtomicBool,
 }
+
+/// Bits of the "no load reported" marker (a NaN).
+const NO_LOAD: u32 = 0x7fc0_0001;
 
 /// A snapshot of an instance's statistics.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -37,6 +42,8 @@ pub struct EndpointStats {
     pub ewma_latency_us: u64,
     /// EWMA of attempt success, 0.0..=1.0; 1.0 with no data.
     pub success_rate: f32,
+    /// Last load the instance reported, 0.0..=1.0, if any.
+    pub load: Option<f32>,
 }
 
 impl Endpoint {
@@ -58,6 +65,8 @@ impl Endpoint {
             ewma_latency_us: AtomicU64::new(0),
             success_rate_bits: AtomicU32::new(1.0f32.to_bits()),
             unreachable_until_ms: AtomicU64::new(0),
+            load_bits: AtomicU32::new(NO_LOAD),
+            draining: AtomicBool::new(false),
         }
     }
 
@@ -67,7 +76,32 @@ impl Endpoint {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             ewma_latency_us: self.ewma_latency_us.load(Ordering::Relaxed),
             success_rate: f32::from_bits(self.success_rate_bits.load(Ordering::Relaxed)),
+            load: self.load(),
         }
+    }
+
+    /// The last load the instance reported (0.0..=1.0), if any.
+    pub fn load(&self) -> Option<f32> {
+        let bits = self.load_bits.load(Ordering::Relaxed);
+        (bits != NO_LOAD).then(|| f32::from_bits(bits))
+    }
+
+    /// Records a load report; values outside 0.0..=1.0 are clamped, NaN ignored.
+    pub fn report_load(&self, load: f32) {
+        if !load.is_nan() {
+            self.load_bits
+                .store(load.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Starts (`true`) or ends draining: a draining instance gets no new requests.
+    pub fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether the instance is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// Requests in flight now.

@@ -1,21 +1,39 @@
-//! `least-connections`: the instance with the fewest in-flight requests.
+//! `least-connections`: fewest in-flight requests among a random sample.
 //!
-//! Instances are ranked by in-flight requests divided by weight (nginx's
-//! `least_conn`, which also honours weights); ties are broken round robin so
-//! an idle pool is still spread evenly. The scan is O(N) per request plus a
-//! sort of the [`RANK_LIMIT`] best. Power-of-two-choices sampling for large
-//! pools is a separate strategy.
+//! Envoy's `LEAST_REQUEST`: sample `choice_count` instances at random (default
+//! 2, the power of two choices) and take the one with the fewest in-flight
+//! requests relative to its weight, cost = (in-flight + 1) / weight. With
+//! `choice_count` at least the pool size every instance is compared (nginx's
+//! `least_conn`), ties broken from a random start. O(choice_count) per
+//! request, O(N) for a full scan.
+//!
+//! Config: `choice_count` (>= 2, default 2).
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy, rotating_start};
+use super::sample::rank_sampled;
+use super::{Endpoint, Ranking, RequestContext, Strategy};
 use crate::plugin::Fault;
 
-/// Fewest in-flight requests relative to weight. No config keys.
-#[derive(Debug, Default)]
+/// Least in-flight requests among `choice_count` sampled instances.
+#[derive(Debug)]
 pub struct LeastConnections {
-    tie_break: AtomicUsize,
+    choice_count: usize,
+}
+
+impl LeastConnections {
+    /// Samples `choice_count` instances per request (>= 2).
+    pub fn new(choice_count: u32) -> Self {
+        Self {
+            choice_count: choice_count.max(2) as usize,
+        }
+    }
+}
+
+impl Default for LeastConnections {
+    fn default() -> Self {
+        Self::new(2)
+    }
 }
 
 impl Strategy for LeastConnections {
@@ -29,30 +47,14 @@ impl Strategy for LeastConnections {
         endpoints: &[Arc<Endpoint>],
         out: &mut Ranking,
     ) -> Result<(), Fault> {
-        let n = endpoints.len();
-        let Some(start) = rotating_start(&self.tie_break, n) else {
-            return Ok(());
-        };
-        // Keys: (in_flight / weight, distance from the rotating start); kept
-        // as the RANK_LIMIT smallest by insertion into a small sorted buffer.
-        let mut best: smallvec::SmallVec<[(u64, u32, usize); RANK_LIMIT]> =
-            smallvec::SmallVec::new();
-        for offset in 0..n {
-            let id = (start + offset) % n;
-            let e = &endpoints[id];
-            let key = (u64::from(e.in_flight()) << 16) / u64::from(e.weight);
-            let entry = (key, offset as u32, id);
-            let pos = best.partition_point(|probe| (probe.0, probe.1) <= (entry.0, entry.1));
-            if pos < RANK_LIMIT {
-                if best.len() == RANK_LIMIT {
-                    best.pop();
-                }
-                best.insert(pos, entry);
-            }
-        }
-        out.extend(best.iter().map(|(_, _, id)| *id as u32));
+        rank_sampled(endpoints, self.choice_count, cost, out);
         Ok(())
     }
+}
+
+/// (in-flight + 1) / weight.
+fn cost(endpoint: &Endpoint) -> f64 {
+    (f64::from(endpoint.in_flight()) + 1.0) / f64::from(endpoint.weight)
 }
 
 #[cfg(test)]
@@ -61,19 +63,12 @@ mod tests {
     use crate::balance::tests::{pool, rank};
 
     #[test]
-    fn fewest_in_flight_first_and_ties_rotate() {
+    fn a_full_scan_puts_the_fewest_in_flight_first() {
         let endpoints = pool(3);
-        let lc = LeastConnections::default();
+        let lc = LeastConnections::new(3);
         let _busy = [endpoints[0].start_request(), endpoints[0].start_request()];
         let _one = endpoints[2].start_request();
         assert_eq!(rank(&lc, &endpoints), [1, 2, 0]);
-        let _two = endpoints[1].start_request();
-        // 1 and 2 now tie at one in flight: the tie-break rotates.
-        let first = rank(&lc, &endpoints);
-        let second = rank(&lc, &endpoints);
-        assert_eq!(first[2], 0);
-        assert_eq!(second[2], 0);
-        assert_ne!(first[0], second[0]);
     }
 
     #[test]
@@ -92,7 +87,14 @@ mod tests {
             endpoints[1].start_request(),
             endpoints[1].start_request(),
         ];
-        // 1/1 versus 3/4: the heavier instance still ranks first.
-        assert_eq!(rank(&LeastConnections::default(), &endpoints), [1, 0]);
+        // (1+1)/1 versus (3+1)/4: the heavier instance still ranks first.
+        assert_eq!(rank(&LeastConnections::new(2), &endpoints), [1, 0]);
+    }
+
+    #[test]
+    fn sampling_ranks_every_instance_for_failover() {
+        let endpoints = pool(20);
+        let ranking = rank(&LeastConnections::default(), &endpoints);
+        assert_eq!(ranking.len(), crate::balance::RANK_LIMIT);
     }
 }

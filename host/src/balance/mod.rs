@@ -8,18 +8,45 @@
 //! `LoadBalancer::select_with` do) keeps a strategy's order stable while
 //! instances flap, and lets a Wasm plugin and a built-in be used the same way.
 //!
-//! Built-in strategies: [`RoundRobin`] and [`LeastConnections`]. A Wasm
-//! balancer plugin is adapted by [`crate::plugin::WasmStrategy`]. When a
-//! strategy fails (a plugin fault), the balancer ranks that request with the
-//! pool's fallback strategy instead: the request is never lost.
+//! Built-in strategies, one file each:
+//!
+//! | `kind` | strategy | decides by |
+//! |---|---|---|
+//! | `round-robin` | [`RoundRobin`] | order |
+//! | `weighted-round-robin` | [`WeightedRoundRobin`] | weights, smoothly interleaved (nginx) |
+//! | `random` | [`Random`] | chance |
+//! | `least-connections` | [`LeastConnections`] | in-flight requests, power of two choices (Envoy) |
+//! | `fastest-response` | [`FastestResponse`] | peak-EWMA latency × load (Linkerd, Finagle) |
+//! | `consistent-hash` | [`ConsistentHash`] | a request key on a ring or Maglev table, optional bounded loads |
+//! | `resource-aware` | [`ResourceAware`] | weight × (1 − reported load) |
+//!
+//! A Wasm balancer plugin is adapted by [`crate::plugin::WasmStrategy`]. When
+//! a strategy fails (a plugin fault), the balancer ranks that request with the
+//! pool's fallback strategy instead: the request is never lost. A draining
+//! instance ([`Endpoint::set_draining`]) is never chosen for a new request.
 
+mod consistent_hash;
 mod endpoint;
+mod fastest_response;
 mod least_connections;
+mod maglev;
+mod random;
+mod resource_aware;
+mod ring;
 mod round_robin;
+mod sample;
+mod weighted_round_robin;
 
+pub use consistent_hash::ConsistentHash;
 pub use endpoint::{Endpoint, EndpointStats, InFlight};
+pub use fastest_response::FastestResponse;
 pub use least_connections::LeastConnections;
+pub use maglev::Maglev;
+pub use random::Random;
+pub use resource_aware::ResourceAware;
+pub use ring::Ring;
 pub use round_robin::RoundRobin;
+pub use weighted_round_robin::WeightedRoundRobin;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,7 +55,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::{HeaderMap, Method};
 use smallvec::SmallVec;
 
-use crate::config::BuiltinStrategy;
+use crate::config::{BuiltinStrategy, PluginStrategyConfig, StrategyConfig};
 use crate::plugin::Fault;
 
 /// Index of an instance in its pool (the plugin API's `endpoint-id`).
@@ -92,12 +119,34 @@ fn rotating_start(counter: &AtomicUsize, n: usize) -> Option<usize> {
     (n > 0).then(|| counter.fetch_add(1, Ordering::Relaxed) % n)
 }
 
-/// Builds a built-in strategy.
+/// Builds a built-in strategy with its defaults (a plugin's fallback).
 pub fn builtin(kind: BuiltinStrategy) -> Box<dyn Strategy> {
     match kind {
         BuiltinStrategy::RoundRobin => Box::new(RoundRobin::default()),
+        BuiltinStrategy::Random => Box::new(Random),
         BuiltinStrategy::LeastConnections => Box::new(LeastConnections::default()),
     }
+}
+
+/// Builds the built-in strategy `config` names for the pool `endpoints`.
+///
+/// # Errors
+/// The plugin's config when `config` names a plugin, which the caller loads
+/// with [`crate::plugin::WasmStrategy::load`].
+pub fn build<'a>(
+    config: &'a StrategyConfig,
+    endpoints: &[Arc<Endpoint>],
+) -> Result<Box<dyn Strategy>, &'a PluginStrategyConfig> {
+    Ok(match config {
+        StrategyConfig::RoundRobin => Box::new(RoundRobin::default()),
+        StrategyConfig::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(endpoints.len())),
+        StrategyConfig::Random => Box::new(Random),
+        StrategyConfig::LeastConnections(c) => Box::new(LeastConnections::new(c.choice_count)),
+        StrategyConfig::FastestResponse(c) => Box::new(FastestResponse::new(endpoints.len(), c)),
+        StrategyConfig::ConsistentHash(c) => Box::new(ConsistentHash::new(endpoints, c)),
+        StrategyConfig::ResourceAware(c) => Box::new(ResourceAware::new(c)),
+        StrategyConfig::Plugin(plugin) => return Err(plugin),
+    })
 }
 
 /// A pool's strategy with its fallback, and the filter over their rankings.
@@ -146,20 +195,26 @@ impl Balancer {
     }
 }
 
-/// The next instance to try: the first of `ranking` not in `tried` and not
-/// recently unreachable; when every untried ranked instance is unreachable,
-/// the first untried one anyway (better a likely failure than none).
+/// The next instance to try: the first of `ranking` that is not in `tried`,
+/// not draining and not recently unreachable; when every such instance is
+/// unreachable, the first of them anyway (better a likely failure than none).
+/// A draining instance is never chosen. When the ranking (at most
+/// [`RANK_LIMIT`] long) has nothing acceptable, the rest of the pool is
+/// searched in order, so a pool with any open instance never fails here.
 pub fn next_candidate(
     ranking: &Ranking,
     endpoints: &[Arc<Endpoint>],
     tried: &[EndpointId],
     now_ms: u64,
 ) -> Option<EndpointId> {
-    let mut untried = ranking.iter().copied().filter(|id| !tried.contains(id));
-    let first = untried.clone().next()?;
+    let mut open = ranking
+        .iter()
+        .copied()
+        .chain(0..endpoints.len() as EndpointId)
+        .filter(|id| !tried.contains(id) && !endpoints[*id as usize].is_draining());
+    let first = open.clone().next()?;
     Some(
-        untried
-            .find(|id| endpoints[*id as usize].is_reachable(now_ms))
+        open.find(|id| endpoints[*id as usize].is_reachable(now_ms))
             .unwrap_or(first),
     )
 }

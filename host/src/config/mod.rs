@@ -14,7 +14,7 @@
 //! pool = "web"
 //!
 //! [pools.web]
-//! strategy = { kind = "round-robin" }       # or "least-connections", or a plugin:
+//! strategy = { kind = "round-robin" }       # or any built-in (see `StrategyConfig`), or a plugin:
 //! # strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 10 } }
 //! connect_timeout_ms = 1000
 //! request_timeout_ms = 30000
@@ -25,12 +25,14 @@
 //! ```
 
 mod error;
+mod strategy;
 mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    BuiltinStrategy, Config, InstanceConfig, ListenerConfig, PluginStrategyConfig, PoolConfig,
-    RouteConfig, RouteMatch, StrategyConfig,
+    BuiltinStrategy, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
+    InstanceConfig, LeastConnectionsConfig, ListenerConfig, PluginStrategyConfig, PoolConfig,
+    ResourceAwareConfig, RouteConfig, RouteMatch, StrategyConfig,
 };
 
 use std::path::Path;

@@ -6,6 +6,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::strategy::{
+    BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
+    LeastConnectionsConfig, ResourceAwareConfig, StrategyConfig,
+};
+
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,30 +97,10 @@ pub struct InstanceConfig {
     /// Free-form labels, passed to plugins (e.g. `{ track = "canary" }`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-}
-
-/// How a pool ranks its instances.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum StrategyConfig {
-    /// Each request to the next instance in order.
-    #[default]
-    RoundRobin,
-    /// Fewest in-flight requests relative to weight.
-    LeastConnections,
-    /// A Wasm balancer plugin.
-    Plugin(PluginStrategyConfig),
-}
-
-/// A built-in strategy, as used for a plugin's fallback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BuiltinStrategy {
-    /// See [`StrategyConfig::RoundRobin`].
-    #[default]
-    RoundRobin,
-    /// See [`StrategyConfig::LeastConnections`].
-    LeastConnections,
+    /// Start draining: the instance gets no new requests (sticky ones
+    /// included) while requests already in flight complete. Default false.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 /// A Wasm balancer plugin and its sandbox limits.
@@ -169,7 +154,7 @@ mod defaults {
 }
 
 /// A validation failure: (dotted key, reason).
-type Invalid = (String, String);
+pub(super) type Invalid = (String, String);
 
 impl Config {
     pub(super) fn resolve_paths(&mut self, base: &Path) {
@@ -240,6 +225,21 @@ impl PoolConfig {
             if v == 0 {
                 return Err((key(k), "must be > 0".into()));
             }
+        }
+        self.strategy
+            .validate()
+            .map_err(|(k, reason)| (key(&format!("strategy.{k}")), reason))?;
+        if let StrategyConfig::ConsistentHash(c) = &self.strategy
+            && c.algorithm == HashAlgorithm::Maglev
+            && c.table_size as usize <= self.instances.len()
+        {
+            return Err((
+                key("strategy.table_size"),
+                format!(
+                    "must exceed the number of instances ({}); Maglev balances well at 100x",
+                    self.instances.len()
+                ),
+            ));
         }
         if let StrategyConfig::Plugin(plugin) = &self.strategy {
             if !plugin.path.is_file() {

@@ -231,7 +231,7 @@ impl Strategy for WasmStrategy {
                     in_flight: s.in_flight,
                     ewma_latency_us: s.ewma_latency_us,
                     success_rate: s.success_rate,
-                    load: None,
+                    load: s.load,
                 }
             }));
             let ids = live

@@ -113,6 +113,15 @@ async fn forward(
         let retry_allowed = match outcome {
             Ok(Ok(mut response)) => {
                 endpoint.mark_reachable();
+                if let Some(load) = pool
+                    .load_header
+                    .as_ref()
+                    .and_then(|h| response.headers().get(h))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f32>().ok())
+                {
+                    endpoint.report_load(load);
+                }
                 pool.balancer
                     .observe(endpoint, !response.status().is_server_error(), latency_us);
                 headers::strip_hop_by_hop(response.headers_mut());

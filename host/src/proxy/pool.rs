@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http::HeaderName;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -34,6 +35,8 @@ pub struct Pool {
     pub fail_timeout: Duration,
     /// The Wasm strategy's counters, when the strategy is a plugin.
     pub plugin_stats: Option<Arc<PluginStats>>,
+    /// Response header carrying an instance's load report (`resource-aware`).
+    pub load_header: Option<HeaderName>,
     clock: Instant,
 }
 
@@ -59,22 +62,12 @@ impl Pool {
                 )))
             })
             .collect();
-        let (balancer, plugin_stats) = match &config.strategy {
-            StrategyConfig::RoundRobin => (
-                Balancer::new(
-                    balance::builtin(crate::config::BuiltinStrategy::RoundRobin),
-                    None,
-                ),
-                None,
-            ),
-            StrategyConfig::LeastConnections => (
-                Balancer::new(
-                    balance::builtin(crate::config::BuiltinStrategy::LeastConnections),
-                    None,
-                ),
-                None,
-            ),
-            StrategyConfig::Plugin(plugin) => {
+        for (endpoint, instance) in endpoints.iter().zip(&config.instances) {
+            endpoint.set_draining(instance.drain);
+        }
+        let (balancer, plugin_stats) = match balance::build(&config.strategy, &endpoints) {
+            Ok(strategy) => (Balancer::new(strategy, None), None),
+            Err(plugin) => {
                 let config_json =
                     serde_json::to_string(&plugin.config).unwrap_or_else(|_| "{}".to_string());
                 let limits = Limits {
@@ -93,6 +86,10 @@ impl Pool {
                     Some(stats),
                 )
             }
+        };
+        let load_header = match &config.strategy {
+            StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
+            _ => None,
         };
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
@@ -114,6 +111,7 @@ impl Pool {
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             fail_timeout: Duration::from_millis(config.fail_timeout_ms),
             plugin_stats,
+            load_header,
             clock: Instant::now(),
         })
     }

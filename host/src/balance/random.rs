@@ -1,0 +1,35 @@
+//! `random`: a uniformly random instance per request.
+//!
+//! Each request starts at a random instance and ranks the following ones in
+//! pool order as spares (HAProxy's `random` with one draw). Weights are
+//! ignored. Useful as a stateless baseline and when many proxies share a pool
+//! (no coordinated round-robin waves). No config keys.
+
+use std::sync::Arc;
+
+use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use crate::plugin::Fault;
+
+/// Uniformly random first choice.
+#[derive(Debug, Default)]
+pub struct Random;
+
+impl Strategy for Random {
+    fn name(&self) -> &str {
+        "random"
+    }
+
+    fn rank(
+        &self,
+        _request: &RequestContext<'_>,
+        endpoints: &[Arc<Endpoint>],
+        out: &mut Ranking,
+    ) -> Result<(), Fault> {
+        let n = endpoints.len();
+        if n > 0 {
+            let start = fastrand::usize(..n);
+            out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as u32));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! Random sampling shared by the power-of-two-choices strategies.
+//!
+//! "The power of two choices in randomized load balancing" (Mitzenmacher,
+//! 2001): sampling two instances at random and taking the less loaded one
+//! gets exponentially better maximum load than one random choice, at O(1)
+//! cost per request and without the herd behaviour of always taking the
+//! global minimum from stale statistics.
+
+use std::sync::Arc;
+
+use smallvec::SmallVec;
+
+use super::{Endpoint, EndpointId, RANK_LIMIT, Ranking};
+
+/// Ranks `endpoints` by `cost` (lower is better) over a random sample of
+/// `choice_count` distinct instances, then appends the others from a random
+/// start (spares for a failover attempt), up to [`RANK_LIMIT`]. With
+/// `choice_count >= endpoints.len()` every instance is compared.
+pub fn rank_sampled(
+    endpoints: &[Arc<Endpoint>],
+    choice_count: usize,
+    cost: impl Fn(&Endpoint) -> f64,
+    out: &mut Ranking,
+) {
+    let n = endpoints.len();
+    if n == 0 {
+        return;
+    }
+    let mut sample: SmallVec<[(f64, EndpointId); RANK_LIMIT]> = SmallVec::new();
+    if choice_count >= n {
+        // Keep the RANK_LIMIT cheapest, from a random start so ties rotate.
+        let start = fastrand::usize(..n);
+        for offset in 0..n {
+            let id = ((start + offset) % n) as EndpointId;
+            insert_bounded(&mut sample, (cost(&endpoints[id as usize]), id));
+        }
+    } else {
+        for id in distinct(n, choice_count.min(RANK_LIMIT)) {
+            insert_bounded(&mut sample, (cost(&endpoints[id as usize]), id));
+        }
+    }
+    out.extend(sample.iter().map(|(_, id)| *id));
+    let start = fastrand::usize(..n);
+    for offset in 0..n {
+        if out.len() >= RANK_LIMIT {
+            break;
+        }
+        let id = ((start + offset) % n) as EndpointId;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+}
+
+/// Inserts `entry` into `sorted` (ascending cost, stable for ties), keeping
+/// at most [`RANK_LIMIT`] entries.
+fn insert_bounded(
+    sorted: &mut SmallVec<[(f64, EndpointId); RANK_LIMIT]>,
+    entry: (f64, EndpointId),
+) {
+    let pos = sorted.partition_point(|probe| probe.0 <= entry.0);
+    if pos < RANK_LIMIT {
+        if sorted.len() == RANK_LIMIT {
+            sorted.pop();
+        }
+        sorted.insert(pos, entry);
+    }
+}
+
+/// `k` distinct ids drawn uniformly from `0..n` (k <= n, k <= RANK_LIMIT).
+pub fn distinct(n: usize, k: usize) -> SmallVec<[EndpointId; RANK_LIMIT]> {
+    let mut picked: SmallVec<[EndpointId; RANK_LIMIT]> = SmallVec::new();
+    // Floyd's algorithm: k draws, no rejection loop.
+    for j in (n - k)..n {
+        let t = fastrand::usize(..=j) as EndpointId;
+        let id = if picked.contains(&t) {
+            j as EndpointId
+        } else {
+            t
+        };
+        picked.push(id);
+    }
+    picked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balance::tests::pool;
+    use proptest::{prop_assert, prop_assert_eq, proptest};
+
+    proptest! {
+        #[test]
+        fn distinct_draws_are_distinct_and_in_range(n in 1usize..200, k in 1usize..=8) {
+            let k = k.min(n);
+            let ids = distinct(n, k);
+            prop_assert_eq!(ids.len(), k);
+            for (i, id) in ids.iter().enumerate() {
+                prop_assert!((*id as usize) < n);
+                prop_assert!(!ids[..i].contains(id));
+            }
+        }
+
+        /// Power of two choices never ranks the worse of its two samples first:
+        /// whatever the loads, the first id costs no more than the second.
+        #[test]
+        fn p2c_never_picks_the_worse_sample(loads in proptest::collection::vec(0u32..50, 2..40)) {
+            let endpoints = pool(loads.len());
+            let guards: Vec<_> = endpoints
+                .iter()
+                .zip(&loads)
+                .flat_map(|(e, n)| (0..*n).map(|_| e.start_request()).collect::<Vec<_>>())
+                .collect();
+            let mut out = Ranking::new();
+            rank_sampled(&endpoints, 2, |e| f64::from(e.in_flight()), &mut out);
+            let (a, b) = (out[0] as usize, out[1] as usize);
+            prop_assert!(loads[a] <= loads[b], "picked {} (load {}) over {} (load {})", a, loads[a], b, loads[b]);
+            let mut unique = out.to_vec();
+            unique.sort_unstable();
+            unique.dedup();
+            prop_assert_eq!(unique.len(), out.len());
+            drop(guards);
+        }
+    }
+}
