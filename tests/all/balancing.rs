@@ -59,3 +59,152 @@ async fn least_connections_sends_fewer_requests_to_a_slow_upstream() {
         "slow upstream got {slow}, the fast ones at least {fast}"
     );
 }
+
+/// Serves `requests` sequential GETs to `path` (with `header`, if any) and
+/// returns the bodies (the upstream names).
+async fn drive(url: &str, requests: usize, header: Option<(&str, String)>) -> Vec<String> {
+    let client = client();
+    let mut bodies = Vec::with_capacity(requests);
+    for _ in 0..requests {
+        let mut request = client.get(url);
+        if let Some((name, value)) = &header {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        bodies.push(response.text().await.unwrap());
+    }
+    bodies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weighted_round_robin_serves_exactly_by_weight() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let weighted = format!(
+        r#"[{{ url = "{}", weight = 3 }}, {{ url = "{}" }}, {{ url = "{}" }}]"#,
+        ups[0].url(),
+        ups[1].url(),
+        ups[2].url()
+    );
+    let proxy = serve(
+        &dir,
+        &single_pool(r#"{ kind = "weighted-round-robin" }"#, &weighted),
+    );
+    let bodies = drive(&format!("{}/", proxy.url), 50, None).await;
+    // Smooth: the heaviest never serves more than its share in a row.
+    assert_eq!(&bodies[..5], ["u0", "u1", "u0", "u2", "u0"]);
+    assert_eq!((ups[0].hits(), ups[1].hits(), ups[2].hits()), (30, 10, 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_spreads_over_every_instance() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &single_pool(r#"{ kind = "random" }"#, &instances(&ups)),
+    );
+    drive(&format!("{}/", proxy.url), 300, None).await;
+    // Expected 100 each; ±40 is about five standard deviations.
+    for u in &ups {
+        assert!((60..=140).contains(&u.hits()), "{}: {}", u.name, u.hits());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fastest_response_avoids_a_slow_instance() {
+    let ups = upstreams(3);
+    ups[1].set_delay(Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &single_pool(r#"{ kind = "fastest-response" }"#, &instances(&ups)),
+    );
+    drive(&format!("{}/", proxy.url), 60, None).await;
+    // Round robin would send it 20; once it has answered slowly, power of two
+    // choices never prefers it over a fast one.
+    assert!(ups[1].hits() <= 4, "slow instance got {}", ups[1].hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consistent_hash_keeps_a_key_on_its_instance_and_moves_it_once() {
+    for algorithm in ["ring", "maglev"] {
+        let mut ups = upstreams(3);
+        let dir = tempfile::tempdir().unwrap();
+        let proxy = serve(
+            &dir,
+            &single_pool(
+                &format!(
+                    r#"{{ kind = "consistent-hash", key = "header:x-user", algorithm = "{algorithm}" }}"#
+                ),
+                &instances(&ups),
+            ),
+        );
+        let url = format!("{}/", proxy.url);
+        let alice = drive(&url, 10, Some(("x-user", "alice".into()))).await;
+        assert!(
+            alice.iter().all(|b| *b == alice[0]),
+            "{algorithm}: {alice:?}"
+        );
+        // Different keys spread over the pool.
+        let mut homes = std::collections::BTreeSet::new();
+        for user in 0..30 {
+            homes.insert(
+                drive(&url, 1, Some(("x-user", format!("user-{user}"))))
+                    .await
+                    .remove(0),
+            );
+        }
+        assert!(homes.len() >= 2, "{algorithm}: every key on {homes:?}");
+        // A request without the key is still served.
+        assert_eq!(drive(&url, 1, None).await.len(), 1);
+        // When alice's instance dies she moves once, and stays.
+        let home: usize = alice[0][1..].parse().unwrap();
+        ups[home].kill();
+        let moved = drive(&url, 10, Some(("x-user", "alice".into()))).await;
+        assert!(
+            moved.iter().all(|b| *b == moved[0] && *b != alice[0]),
+            "{algorithm}: {moved:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_aware_sends_less_to_a_loaded_instance() {
+    let ups = upstreams(3);
+    ups[0].set_response_header("x-load", "0.9");
+    ups[1].set_response_header("x-load", "0.0");
+    ups[2].set_response_header("x-load", "0.0");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &single_pool(r#"{ kind = "resource-aware" }"#, &instances(&ups)),
+    );
+    drive(&format!("{}/", proxy.url), 300, None).await;
+    // Effective weights 0.1 : 1 : 1 once reported: about 5% for u0 (plus the
+    // requests before its first report); round robin would give it 100.
+    assert!(ups[0].hits() < 45, "loaded instance got {}", ups[0].hits());
+    assert!(ups[1].hits() > 100 && ups[2].hits() > 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_gets_no_new_requests() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let list = format!(
+        r#"[{{ url = "{}" }}, {{ url = "{}", drain = true }}, {{ url = "{}" }}]"#,
+        ups[0].url(),
+        ups[1].url(),
+        ups[2].url()
+    );
+    for strategy in [
+        r#"{ kind = "round-robin" }"#,
+        r#"{ kind = "consistent-hash", key = "path" }"#,
+    ] {
+        let proxy = serve(&dir, &single_pool(strategy, &list));
+        drive(&format!("{}/some/path", proxy.url), 30, None).await;
+        assert_eq!(ups[1].hits(), 0, "{strategy}");
+    }
+    assert_eq!(ups[0].hits() + ups[2].hits(), 60);
+}

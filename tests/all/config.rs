@@ -98,6 +98,71 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             ],
         ),
     ];
+    let pool = |strategy: &str, instance: &str| {
+        format!("{LISTENER}[pools.p]\nstrategy = {strategy}\ninstances = [{instance}]\n")
+    };
+    let one = r#"{ url = "http://127.0.0.1:1" }"#;
+    let strategy_cases = [
+        (
+            pool(
+                r#"{ kind = "round-robin" }"#,
+                r#"{ url = "http://127.0.0.1:1", weight = 0 }"#,
+            ),
+            vec!["pools.p.instances[0].weight", "must be >= 1"],
+        ),
+        (
+            pool(
+                r#"{ kind = "round-robin" }"#,
+                r#"{ url = "http://127.0.0.1:1", weight = -2 }"#,
+            ),
+            vec!["weight = -2", "invalid value"],
+        ),
+        (
+            pool(r#"{ kind = "consistent-hash", key = "body:x" }"#, one),
+            vec!["unknown hash key source `body:x`"],
+        ),
+        (
+            pool(r#"{ kind = "consistent-hash", key = "header:" }"#, one),
+            vec!["`header:` needs a name"],
+        ),
+        (
+            pool(r#"{ kind = "consistent-hash" }"#, one),
+            vec!["missing field `key`"],
+        ),
+        (
+            pool(
+                r#"{ kind = "consistent-hash", key = "path", bounded_load_factor = 0.8 }"#,
+                one,
+            ),
+            vec![
+                "pools.p.strategy.bounded_load_factor",
+                "must be >= 1.0, got 0.8",
+            ],
+        ),
+        (
+            pool(
+                r#"{ kind = "consistent-hash", key = "path", algorithm = "maglev", table_size = 65536 }"#,
+                one,
+            ),
+            vec!["pools.p.strategy.table_size", "must be a prime"],
+        ),
+        (
+            pool(r#"{ kind = "least-connections", choice_count = 1 }"#, one),
+            vec!["pools.p.strategy.choice_count", "must be >= 2, got 1"],
+        ),
+        (
+            pool(r#"{ kind = "resource-aware", min_weight_factor = 0 }"#, one),
+            vec!["pools.p.strategy.min_weight_factor"],
+        ),
+        (
+            pool(
+                r#"{ kind = "weighted-round-robin", choice_count = 2 }"#,
+                one,
+            ),
+            vec!["unknown field `choice_count`"],
+        ),
+    ];
+    let cases = cases.into_iter().chain(strategy_cases);
     for (toml, expected) in cases {
         let (code, log) = refused(&dir, &toml);
         assert_eq!(code, Some(1), "accepted:\n{toml}\nlog:\n{log}");

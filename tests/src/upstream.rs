@@ -6,8 +6,8 @@
 //! listener and every connection at once, as when a process dies.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -21,6 +21,7 @@ struct Behaviour {
     hits: AtomicU64,
     delay_ms: AtomicU64,
     status: AtomicU16,
+    extra_header: Mutex<Option<(HeaderName, HeaderValue)>>,
 }
 
 /// A running upstream; killed when dropped.
@@ -101,6 +102,18 @@ impl Upstream {
         self.behaviour.status.store(status, Ordering::Relaxed);
     }
 
+    /// Adds `name: value` to every response (e.g. a load report).
+    ///
+    /// # Panics
+    /// When `name` or `value` is not a valid header (test set-up).
+    pub fn set_response_header(&self, name: &str, value: &str) {
+        let header = (
+            HeaderName::try_from(name).expect("header name"),
+            HeaderValue::try_from(value).expect("header value"),
+        );
+        *self.behaviour.extra_header.lock().expect("lock") = Some(header);
+    }
+
     /// Kills the server: listener and connections close at once.
     pub fn kill(&mut self) {
         if let Some(kill) = self.kill.take() {
@@ -143,6 +156,14 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
         if let Ok(seen) = HeaderName::try_from(format!("x-seen-{key}")) {
             response.headers_mut().append(seen, value.clone());
         }
+    }
+    let extra = behaviour
+        .extra_header
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_default();
+    if let Some((name, value)) = extra {
+        response.headers_mut().insert(name, value);
     }
     response.headers_mut().insert(
         "x-upstream",

@@ -138,9 +138,9 @@ pub fn build<'a>(
     endpoints: &[Arc<Endpoint>],
 ) -> Result<Box<dyn Strategy>, &'a PluginStrategyConfig> {
     Ok(match config {
-        StrategyConfig::RoundRobin => Box::new(RoundRobin::default()),
-        StrategyConfig::WeightedRoundRobin => Box::new(WeightedRoundRobin::new(endpoints.len())),
-        StrategyConfig::Random => Box::new(Random),
+        StrategyConfig::RoundRobin(_) => Box::new(RoundRobin::default()),
+        StrategyConfig::WeightedRoundRobin(_) => Box::new(WeightedRoundRobin::new(endpoints.len())),
+        StrategyConfig::Random(_) => Box::new(Random),
         StrategyConfig::LeastConnections(c) => Box::new(LeastConnections::new(c.choice_count)),
         StrategyConfig::FastestResponse(c) => Box::new(FastestResponse::new(endpoints.len(), c)),
         StrategyConfig::ConsistentHash(c) => Box::new(ConsistentHash::new(endpoints, c)),

@@ -31,8 +31,8 @@ mod types;
 pub use error::ConfigError;
 pub use types::{
     BuiltinStrategy, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
-    InstanceConfig, LeastConnectionsConfig, ListenerConfig, PluginStrategyConfig, PoolConfig,
-    ResourceAwareConfig, RouteConfig, RouteMatch, StrategyConfig,
+    InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys, PluginStrategyConfig,
+    PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch, StrategyConfig,
 };
 
 use std::path::Path;
@@ -71,7 +71,7 @@ impl Config {
     /// instances = [{ url = "http://127.0.0.1:9001" }]
     /// "#;
     /// let config = Config::parse(text, Path::new("inline.toml"), Path::new(".")).unwrap();
-    /// assert!(matches!(config.pools["web"].strategy, StrategyConfig::RoundRobin));
+    /// assert!(matches!(config.pools["web"].strategy, StrategyConfig::RoundRobin(_)));
     ///
     /// let err = Config::parse("listeners = 3", Path::new("bad.toml"), Path::new(".")).unwrap_err();
     /// assert!(err.to_string().starts_with("bad.toml: line 1: "));
@@ -120,7 +120,7 @@ instances = [{ url = "http://127.0.0.1:9001" }]
     fn defaults_are_documented_values() {
         let config = Config::parse(MINIMAL, Path::new("t.toml"), Path::new(".")).unwrap();
         let pool = &config.pools["p"];
-        assert!(matches!(pool.strategy, StrategyConfig::RoundRobin));
+        assert!(matches!(pool.strategy, StrategyConfig::RoundRobin(_)));
         assert_eq!(
             (
                 pool.connect_timeout_ms,

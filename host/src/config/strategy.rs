@@ -21,16 +21,15 @@ use serde::{Deserialize, Serialize};
 use super::types::{Invalid, PluginStrategyConfig};
 
 /// How a pool ranks its instances.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StrategyConfig {
     /// Each request to the next instance in order ([`crate::balance::RoundRobin`]).
-    #[default]
-    RoundRobin,
+    RoundRobin(NoKeys),
     /// Smooth weighted round robin, as nginx ([`crate::balance::WeightedRoundRobin`]).
-    WeightedRoundRobin,
+    WeightedRoundRobin(NoKeys),
     /// Uniformly random ([`crate::balance::Random`]).
-    Random,
+    Random(NoKeys),
     /// Fewest in-flight requests among a random sample ([`crate::balance::LeastConnections`]).
     LeastConnections(LeastConnectionsConfig),
     /// Peak-EWMA latency × load ([`crate::balance::FastestResponse`]).
@@ -42,6 +41,17 @@ pub enum StrategyConfig {
     /// A Wasm balancer plugin.
     Plugin(PluginStrategyConfig),
 }
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        Self::RoundRobin(NoKeys {})
+    }
+}
+
+/// The keys of a strategy that has none: any key is refused as unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoKeys {}
 
 /// A built-in strategy with its defaults, as used for a plugin's fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -286,5 +296,8 @@ impl StrategyConfig {
 }
 
 fn is_prime(n: u32) -> bool {
-    n >= 2 && (2..).take_while(|d: &u32| d * d <= n).all(|d| !n.is_multiple_of(d))
+    n >= 2
+        && (2..)
+            .take_while(|d: &u32| d * d <= n)
+            .all(|d| !n.is_multiple_of(d))
 }

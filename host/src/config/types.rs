@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
-    LeastConnectionsConfig, ResourceAwareConfig, StrategyConfig,
+    LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
 };
 
 /// The whole configuration.
