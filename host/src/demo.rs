@@ -86,6 +86,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
                 request_timeout_ms: 30_000,
                 fail_timeout_ms: 10_000,
                 idle_timeout_ms: 90_000,
+                sticky: None,
             },
         )]),
         shutdown_grace_ms: 5_000,

@@ -208,3 +208,59 @@ async fn a_draining_instance_gets_no_new_requests() {
     }
     assert_eq!(ups[0].hits() + ups[2].hits(), 60);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_cookie_keeps_a_client_on_its_instance() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = single_pool(r#"{ kind = "round-robin" }"#, &instances(&ups))
+        + "sticky = { cookie = \"sy-affinity\", ttl_ms = 600000 }\n";
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    let first = client.get(format!("{}/", proxy.url)).send().await.unwrap();
+    let set_cookie = first.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.starts_with("sy-affinity=") && set_cookie.contains("Max-Age=600"),
+        "{set_cookie}"
+    );
+    let home = first.text().await.unwrap();
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    // Round robin alone would rotate; the cookie holds the client on `home`.
+    let bodies = drive(&format!("{}/", proxy.url), 12, Some(("cookie", cookie))).await;
+    assert!(bodies.iter().all(|b| *b == home), "{home}: {bodies:?}");
+    // Without the cookie, round robin goes on rotating.
+    let others = drive(&format!("{}/", proxy.url), 3, None).await;
+    assert_eq!(
+        others
+            .iter()
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_mcp_sessions_follow_the_id_the_server_assigned_and_rebind_on_failure() {
+    let mut ups = upstreams(3);
+    for u in &ups {
+        // Each server assigns its own session id, as an MCP server answering `initialize`.
+        u.set_response_header("mcp-session-id", &format!("session-{}", u.name));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = single_pool(r#"{ kind = "round-robin" }"#, &instances(&ups))
+        + "sticky = { header = \"mcp-session-id\" }\n";
+    let proxy = serve(&dir, &toml);
+    let url = format!("{}/mcp", proxy.url);
+    let home = drive(&url, 1, None).await.remove(0);
+    let session = ("mcp-session-id", format!("session-{home}"));
+    let bodies = drive(&url, 12, Some(session.clone())).await;
+    assert!(bodies.iter().all(|b| *b == home), "{home}: {bodies:?}");
+    // The bound instance dies: the session is re-picked once and re-bound.
+    let index: usize = home[1..].parse().unwrap();
+    ups[index].kill();
+    let moved = drive(&url, 12, Some(session)).await;
+    assert!(
+        moved.iter().all(|b| *b == moved[0] && *b != home),
+        "{moved:?}"
+    );
+}

@@ -162,7 +162,14 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             vec!["unknown field `choice_count`"],
         ),
     ];
-    let cases = cases.into_iter().chain(strategy_cases);
+    let sticky_cases = [(
+        pool(r#"{ kind = "random" }"#, one) + "sticky = { cookie = \"a\", header = \"b\" }\n",
+        vec![
+            "pools.p.sticky.cookie",
+            "exactly one of `cookie` and `header`",
+        ],
+    )];
+    let cases = cases.into_iter().chain(strategy_cases).chain(sticky_cases);
     for (toml, expected) in cases {
         let (code, log) = refused(&dir, &toml);
         assert_eq!(code, Some(1), "accepted:\n{toml}\nlog:\n{log}");

@@ -36,7 +36,9 @@ use xxhash_rust::xxh64::xxh64;
 
 use super::maglev::Maglev;
 use super::ring::Ring;
-use super::{Endpoint, EndpointId, RANK_LIMIT, Random, Ranking, RequestContext, Strategy};
+use super::{
+    Endpoint, EndpointId, RANK_LIMIT, Random, Ranking, RequestContext, Strategy, cookie_value,
+};
 use crate::config::{ConsistentHashConfig, HashAlgorithm, HashKey};
 use crate::plugin::Fault;
 
@@ -101,7 +103,9 @@ impl ConsistentHash {
     fn hash(&self, request: &RequestContext<'_>) -> Option<u64> {
         match &self.key {
             Key::Header(name) => request.headers.get(name).map(|v| xxh64(v.as_bytes(), 0)),
-            Key::Cookie(name) => cookie(request, name).map(|v| xxh64(v.as_bytes(), 0)),
+            Key::Cookie(name) => {
+                cookie_value(request.headers, name).map(|v| xxh64(v.as_bytes(), 0))
+            }
             Key::Query(name) => query(request.path, name).map(|v| xxh64(v.as_bytes(), 0)),
             Key::Path => {
                 let path = request.path.split('?').next().unwrap_or(request.path);
@@ -176,19 +180,6 @@ impl Strategy for ConsistentHash {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(request: &RequestContext<'a>, name: &str) -> Option<&'a str> {
-    request
-        .headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v)
-}
-
 /// The raw value of query parameter `name` in `path` (`a=1&b=2`).
 fn query<'a>(path: &'a str, name: &str) -> Option<&'a str> {
     let (_, query) = path.split_once('?')?;
@@ -238,9 +229,8 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert("x-user", "alice".parse().unwrap());
         headers.append("cookie", "a=1; session=s42".parse().unwrap());
-        let req = request(&headers);
-        assert_eq!(cookie(&req, "session"), Some("s42"));
-        assert_eq!(cookie(&req, "missing"), None);
+        assert_eq!(cookie_value(&headers, "session"), Some("s42"));
+        assert_eq!(cookie_value(&headers, "missing"), None);
         assert_eq!(query("/p?x=1&user=bob&flag", "user"), Some("bob"));
         assert_eq!(query("/p?x=1&flag", "flag"), Some(""));
         assert_eq!(query("/p", "user"), None);

@@ -35,6 +35,7 @@ mod resource_aware;
 mod ring;
 mod round_robin;
 mod sample;
+mod sticky;
 mod weighted_round_robin;
 
 pub use consistent_hash::ConsistentHash;
@@ -46,6 +47,7 @@ pub use random::Random;
 pub use resource_aware::ResourceAware;
 pub use ring::Ring;
 pub use round_robin::RoundRobin;
+pub use sticky::{Affinity, Sticky};
 pub use weighted_round_robin::WeightedRoundRobin;
 
 use std::net::SocketAddr;
@@ -112,6 +114,18 @@ pub trait Strategy: Send + Sync + 'static {
 }
 
 fn _object_safe(_: &dyn Strategy) {}
+
+/// The value of cookie `name` in `headers` (every `Cookie` header, `;`-separated pairs).
+pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
 
 /// Where a rotating strategy starts for this request: `counter mod n`, then
 /// the counter advances. `None` for an empty pool.

@@ -32,7 +32,7 @@ pub use error::ConfigError;
 pub use types::{
     BuiltinStrategy, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys, PluginStrategyConfig,
-    PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch, StrategyConfig,
+    PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch, StickyConfig, StrategyConfig,
 };
 
 use std::path::Path;

@@ -83,6 +83,38 @@ pub struct PoolConfig {
     /// Idle pooled upstream connections are closed after this long, ms. Default 90000.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Session affinity on top of the strategy. Default: none.
+    #[serde(default)]
+    pub sticky: Option<StickyConfig>,
+}
+
+/// Session affinity: requests of one session go to one instance while it is fit.
+///
+/// Exactly one of `cookie` and `header`:
+/// - `cookie = "NAME"`: switchyard sets cookie NAME naming the instance (a hash
+///   of its URL, as Traefik's sticky cookie), `Max-Age` = `ttl_ms`; stateless,
+///   so it survives restarts and is shared by every replica.
+/// - `header = "NAME"`: the session id is the request header NAME (e.g.
+///   `mcp-session-id`), or, on a session's first response, the response header
+///   NAME (an MCP server assigns the id in its `initialize` answer); the id is
+///   bound to the instance in a table of at most `max_sessions` entries, each
+///   dropped after `ttl_ms` without use.
+///
+/// When the bound instance is draining or unreachable, the strategy picks
+/// another and the session is re-bound to it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StickyConfig {
+    /// Cookie that carries the affinity.
+    pub cookie: Option<String>,
+    /// Header that carries the session id.
+    pub header: Option<String>,
+    /// Lifetime of an affinity without use, ms. Default 3600000 (1 h).
+    #[serde(default = "defaults::sticky_ttl_ms")]
+    pub ttl_ms: u64,
+    /// Header mode: most sessions remembered (least recently used go first). Default 100000.
+    #[serde(default = "defaults::max_sessions")]
+    pub max_sessions: u64,
 }
 
 /// One upstream instance.
@@ -150,6 +182,12 @@ mod defaults {
     }
     pub fn memory_limit_mib() -> u64 {
         16
+    }
+    pub fn sticky_ttl_ms() -> u64 {
+        3_600_000
+    }
+    pub fn max_sessions() -> u64 {
+        100_000
     }
 }
 
@@ -241,6 +279,11 @@ impl PoolConfig {
                 ),
             ));
         }
+        if let Some(sticky) = &self.sticky {
+            sticky
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("sticky.{k}")), reason))?;
+        }
         if let StrategyConfig::Plugin(plugin) = &self.strategy {
             if !plugin.path.is_file() {
                 return Err((
@@ -254,6 +297,46 @@ impl PoolConfig {
             if plugin.memory_limit_mib == 0 || plugin.memory_limit_mib > 4096 {
                 return Err((key("strategy.memory_limit_mib"), "must be 1..=4096".into()));
             }
+        }
+        Ok(())
+    }
+}
+
+impl StickyConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        match (&self.cookie, &self.header) {
+            (Some(_), Some(_)) | (None, None) => {
+                return Err((
+                    "cookie".into(),
+                    "give exactly one of `cookie` and `header`".into(),
+                ));
+            }
+            (Some(cookie), None) => {
+                if cookie.is_empty()
+                    || !cookie
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                {
+                    return Err((
+                        "cookie".into(),
+                        format!("`{cookie}` is not a valid cookie name"),
+                    ));
+                }
+            }
+            (None, Some(header)) => {
+                http::HeaderName::try_from(header.as_str()).map_err(|_| {
+                    (
+                        "header".to_string(),
+                        format!("`{header}` is not a valid header name"),
+                    )
+                })?;
+            }
+        }
+        if self.ttl_ms == 0 {
+            return Err(("ttl_ms".into(), "must be > 0".into()));
+        }
+        if self.max_sessions == 0 {
+            return Err(("max_sessions".into(), "must be > 0".into()));
         }
         Ok(())
     }

@@ -21,7 +21,7 @@ use smallvec::SmallVec;
 
 use super::body::ProxyBody;
 use super::{ProxyError, Router, headers};
-use crate::balance::{EndpointId, RequestContext, next_candidate};
+use crate::balance::{EndpointId, RequestContext, Sticky, next_candidate};
 
 /// Attempts per request: the first, plus one failover attempt.
 pub const MAX_ATTEMPTS: usize = 2;
@@ -68,7 +68,12 @@ async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let ranking = pool.balancer.rank(
+    let affinity = pool
+        .sticky
+        .as_ref()
+        .map(|sticky| sticky.lookup(&parts.headers))
+        .unwrap_or_default();
+    let mut ranking = pool.balancer.rank(
         &RequestContext {
             method: &parts.method,
             authority: host,
@@ -78,6 +83,7 @@ async fn forward(
         },
         &pool.endpoints,
     );
+    Sticky::prefer(&affinity, &mut ranking);
     headers::prepare_request(&mut parts.headers, peer.ip(), authority.as_ref());
 
     let empty_body = body.is_end_stream();
@@ -124,6 +130,9 @@ async fn forward(
                 }
                 pool.balancer
                     .observe(endpoint, !response.status().is_server_error(), latency_us);
+                if let Some(sticky) = &pool.sticky {
+                    sticky.bind(&affinity, id, response.headers_mut());
+                }
                 headers::strip_hop_by_hop(response.headers_mut());
                 return Ok(response.map(|body| ProxyBody::Upstream {
                     body,

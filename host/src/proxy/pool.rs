@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::StartError;
-use crate::balance::{self, Balancer, Endpoint};
+use crate::balance::{self, Balancer, Endpoint, Sticky};
 use crate::config::{PoolConfig, StrategyConfig};
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmStrategy};
 
@@ -37,6 +37,8 @@ pub struct Pool {
     pub plugin_stats: Option<Arc<PluginStats>>,
     /// Response header carrying an instance's load report (`resource-aware`).
     pub load_header: Option<HeaderName>,
+    /// Session affinity, when configured.
+    pub sticky: Option<Sticky>,
     clock: Instant,
 }
 
@@ -87,6 +89,7 @@ impl Pool {
                 )
             }
         };
+        let sticky = config.sticky.as_ref().map(|c| Sticky::new(c, &endpoints));
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
@@ -112,6 +115,7 @@ impl Pool {
             fail_timeout: Duration::from_millis(config.fail_timeout_ms),
             plugin_stats,
             load_header,
+            sticky,
             clock: Instant::now(),
         })
     }
