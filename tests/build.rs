@@ -6,6 +6,8 @@ use std::path::Path;
 
 const COMPONENTS: &[&str] = &[
     "plugins/canary-split",
+    "plugins/latency-p2c",
+    "plugins/label-affinity",
     "tests/fixtures/hostile-balancer",
     "tests/fixtures/health-json",
     "tests/fixtures/failover-static",

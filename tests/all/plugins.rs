@@ -139,3 +139,68 @@ fn every_plugin_kind_compiles_through_the_sdk() {
         assert_eq!(exports, [interface], "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_affinity_routes_by_header_and_falls_back() {
+    let mut ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let labelled = format!(
+        r#"[{{ url = "{}", labels = {{ region = "eu" }} }}, {{ url = "{}", labels = {{ region = "us" }} }}, {{ url = "{}", labels = {{ region = "eu" }} }}]"#,
+        ups[0].url(),
+        ups[1].url(),
+        ups[2].url()
+    );
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ header = "x-region", label = "region" }} }}"#,
+        fixtures::LABEL_AFFINITY
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &labelled));
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    let region = |r: &'static str| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let response = client.get(&url).header("x-region", r).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap()
+        }
+    };
+    for _ in 0..6 {
+        assert_eq!(region("us").await, "u1");
+        assert!(["u0", "u2"].contains(&region("eu").await.as_str()));
+    }
+    assert_eq!(ups[0].hits(), 3);
+    assert_eq!(ups[2].hits(), 3);
+    // Without the header, every instance serves.
+    for _ in 0..6 {
+        assert_eq!(get(&client, &url).await.0, 200);
+    }
+    assert!(ups.iter().all(|u| u.hits() > 3));
+    // The only "us" instance dies: "us" requests fall back to the rest.
+    ups[1].kill();
+    for _ in 0..4 {
+        assert!(["u0", "u2"].contains(&region("us").await.as_str()));
+    }
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_p2c_avoids_a_slow_instance() {
+    let ups = upstreams(3);
+    ups[2].set_delay(std::time::Duration::from_millis(100));
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}" }}"#,
+        fixtures::LATENCY_P2C
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
+    let client = client();
+    for _ in 0..60 {
+        assert_eq!(get(&client, &format!("{}/", proxy.url)).await.0, 200);
+    }
+    // Round robin would send it 20; once its latency is known it only wins a
+    // sample against another instance that is slower still, which never happens.
+    assert!(ups[2].hits() <= 6, "slow instance got {}", ups[2].hits());
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
