@@ -1,4 +1,5 @@
-//! Compiles the `canary-split` example plugin to a component for `switchyard demo`.
+//! Compiles the example plugins to components: `canary-split` is embedded for
+//! `switchyard demo`; all are named by `SWITCHYARD_<NAME>_WASM` for the benches.
 
 use std::path::Path;
 
@@ -7,6 +8,8 @@ fn main() {
     let workspace = Path::new(&manifest_dir).join("..");
     match switchyard_sdk_build::Components::new(&workspace)
         .package("plugins/canary-split")
+        .package("plugins/latency-p2c")
+        .package("plugins/label-affinity")
         .build()
     {
         Ok(built) => {
