@@ -10,12 +10,19 @@
 //! not the machine's: instance service times, with queueing when a strategy
 //! piles requests onto one instance (each instance serves 4 at a time).
 //!
-//! What it teaches, in the model's terms:
-//! - order-based strategies (round robin, weighted, random, consistent hash)
-//!   send the slow instances their full share: their p99 is the slow time;
-//! - load-aware ones (least-connections) react to queues, not to speed;
-//! - latency-aware ones (fastest-response) learn the slow instances and
-//!   route around them: lowest tail, at the cost of uneven shares.
+//! What it shows, in the model's terms (BENCHMARKS.md has a run):
+//! - order-based strategies (round robin, weighted, random, plain consistent
+//!   hash) send the slow and erratic instances their full share (40% here),
+//!   and queues build behind them: p90 and p99 are tens of milliseconds;
+//! - load-aware ones (least-connections, consistent hash with bounded loads)
+//!   see the queues and route around them: the tail shrinks several-fold;
+//! - latency-aware `fastest-response` learns the slow instances and avoids
+//!   them, but an erratic instance looks fast most of the time, so its tail
+//!   stays above a full least-connections scan;
+//! - `resource-aware` needs load reports, which this model does not send: it
+//!   behaves as weighted random.
+//!
+//! Tokio's timer has 1 ms resolution, so latencies are whole milliseconds.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -18,9 +18,10 @@
 //! # strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 10 } }
 //! connect_timeout_ms = 1000
 //! request_timeout_ms = 30000
+//! sticky = { cookie = "sy-affinity", ttl_ms = 3600000 }   # optional session affinity
 //! instances = [
 //!   { url = "http://127.0.0.1:9001", weight = 2, labels = { track = "stable" } },
-//!   { url = "http://127.0.0.1:9002" },
+//!   { url = "http://127.0.0.1:9002", drain = true },       # no new requests
 //! ]
 //! ```
 
