@@ -321,6 +321,45 @@ mod tests {
             }
         }
 
+        /// Weighted: Maglev's slots follow the weights within 2% of the table;
+        /// the ring's keys within 40% of each instance's weighted share
+        /// (160 virtual nodes per weight unit leave a ~8% standard deviation).
+        #[test]
+        fn shares_follow_the_weights(weights in proptest::collection::vec(1u32..5, 2..8)) {
+            let endpoints: Vec<Arc<Endpoint>> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| {
+                    Arc::new(Endpoint::new(
+                        i as u32,
+                        format!("http://10.0.0.{i}:80"),
+                        format!("10.0.0.{i}:80").parse().unwrap(),
+                        *w,
+                        vec![],
+                    ))
+                })
+                .collect();
+            let total: u32 = weights.iter().sum();
+            let m = 65_537usize;
+            let slots = Maglev::new(&endpoints, m).slots(weights.len());
+            for (i, w) in weights.iter().enumerate() {
+                let ideal = f64::from(*w) / f64::from(total);
+                let got = slots[i] as f64 / m as f64;
+                prop_assert!((got - ideal).abs() < 0.02, "maglev {i}: {got} vs {ideal}");
+            }
+            let ring = strategy(HashAlgorithm::Ring, "path", &endpoints);
+            let keys: Vec<u64> = (0..20_000u64).map(|k| xxh64(&k.to_le_bytes(), 7)).collect();
+            let mut counts = vec![0usize; weights.len()];
+            for home in homes(&ring, &keys) {
+                counts[home as usize] += 1;
+            }
+            for (i, w) in weights.iter().enumerate() {
+                let ideal = f64::from(*w) / f64::from(total);
+                let got = counts[i] as f64 / keys.len() as f64;
+                prop_assert!((got - ideal).abs() < 0.4 * ideal, "ring {i}: {got} vs {ideal}");
+            }
+        }
+
         /// Maglev gives every instance of equal weight M/N slots, ±1%.
         #[test]
         fn maglev_slots_are_balanced(n in 2usize..64) {
