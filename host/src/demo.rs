@@ -87,9 +87,13 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
                 fail_timeout_ms: 10_000,
                 idle_timeout_ms: 90_000,
                 sticky: None,
+                health: None,
+                outlier: None,
+                panic_threshold_percent: 50,
             },
         )]),
         shutdown_grace_ms: 5_000,
+        event_cooldown_ms: 30_000,
     };
 
     let host = PluginHost::new()?;

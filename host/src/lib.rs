@@ -7,6 +7,7 @@
 //! - [`config`]: the TOML configuration and its validation;
 //! - [`proxy`]: listeners, routing and forwarding (the data path);
 //! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
+//! - [`health`]: active checks, passive outlier detection, panic mode, events;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`telemetry`]: logging set-up.
@@ -14,6 +15,7 @@
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod health;
 pub mod plugin;
 pub mod proxy;
 pub mod telemetry;

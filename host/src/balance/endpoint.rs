@@ -1,6 +1,6 @@
 //! One upstream instance and its live statistics.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 
 use http::uri::Authority;
 
@@ -28,7 +28,15 @@ pub struct Endpoint {
     unreachable_until_ms: AtomicU64,
     load_bits: AtomicU32,
     draining: AtomicBool,
+    health: AtomicU8,
 }
+
+/// Health flag: failed its active checks (`fall` in a row).
+pub const UNHEALTHY: u8 = 1;
+/// Health flag: ejected by passive outlier detection.
+pub const EJECTED: u8 = 2;
+/// Health flag: its trend is degrading (still routable).
+pub const DEGRADED: u8 = 4;
 
 /// Bits of the "no load reported" marker (a NaN).
 const NO_LOAD: u32 = 0x7fc0_0001;
@@ -67,6 +75,7 @@ impl Endpoint {
             unreachable_until_ms: AtomicU64::new(0),
             load_bits: AtomicU32::new(NO_LOAD),
             draining: AtomicBool::new(false),
+            health: AtomicU8::new(0),
         }
     }
 
@@ -102,6 +111,29 @@ impl Endpoint {
     /// Whether the instance is draining.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// The health flags ([`UNHEALTHY`], [`EJECTED`], [`DEGRADED`]); 0 = healthy.
+    pub fn health_flags(&self) -> u8 {
+        self.health.load(Ordering::Relaxed)
+    }
+
+    /// Fit to take requests: neither unhealthy nor ejected (degraded is fit).
+    pub fn is_fit(&self) -> bool {
+        self.health_flags() & (UNHEALTHY | EJECTED) == 0
+    }
+
+    /// Sets (`on`) or clears a health flag; returns whether the instance was
+    /// fit before and is fit after.
+    pub fn set_health_flag(&self, flag: u8, on: bool) -> (bool, bool) {
+        let before = if on {
+            self.health.fetch_or(flag, Ordering::Relaxed)
+        } else {
+            self.health.fetch_and(!flag, Ordering::Relaxed)
+        };
+        let after = if on { before | flag } else { before & !flag };
+        let fit = |f: u8| f & (UNHEALTHY | EJECTED) == 0;
+        (fit(before), fit(after))
     }
 
     /// Requests in flight now.

@@ -39,7 +39,7 @@ mod sticky;
 mod weighted_round_robin;
 
 pub use consistent_hash::ConsistentHash;
-pub use endpoint::{Endpoint, EndpointStats, InFlight};
+pub use endpoint::{DEGRADED, EJECTED, Endpoint, EndpointStats, InFlight, UNHEALTHY};
 pub use fastest_response::FastestResponse;
 pub use least_connections::LeastConnections;
 pub use maglev::Maglev;
@@ -210,22 +210,27 @@ impl Balancer {
 }
 
 /// The next instance to try: the first of `ranking` that is not in `tried`,
-/// not draining and not recently unreachable; when every such instance is
-/// unreachable, the first of them anyway (better a likely failure than none).
-/// A draining instance is never chosen. When the ranking (at most
-/// [`RANK_LIMIT`] long) has nothing acceptable, the rest of the pool is
-/// searched in order, so a pool with any open instance never fails here.
+/// not draining, fit when `respect_health` (not unhealthy, not ejected; the
+/// pool turns it off in panic mode) and not recently unreachable; when every
+/// such instance is unreachable, the first of them anyway (better a likely
+/// failure than none). A draining instance is never chosen. When the ranking
+/// (at most [`RANK_LIMIT`] long) has nothing acceptable, the rest of the pool
+/// is searched in order.
 pub fn next_candidate(
     ranking: &Ranking,
     endpoints: &[Arc<Endpoint>],
     tried: &[EndpointId],
     now_ms: u64,
+    respect_health: bool,
 ) -> Option<EndpointId> {
     let mut open = ranking
         .iter()
         .copied()
         .chain(0..endpoints.len() as EndpointId)
-        .filter(|id| !tried.contains(id) && !endpoints[*id as usize].is_draining());
+        .filter(|id| {
+            let e = &endpoints[*id as usize];
+            !tried.contains(id) && !e.is_draining() && (!respect_health || e.is_fit())
+        });
     let first = open.clone().next()?;
     Some(
         open.find(|id| endpoints[*id as usize].is_reachable(now_ms))
@@ -280,12 +285,33 @@ pub(crate) mod tests {
     fn next_candidate_skips_tried_and_unreachable() {
         let endpoints = pool(3);
         let ranking: Ranking = [2, 0, 1].into_iter().collect();
-        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0), Some(2));
-        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 0), Some(0));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, true), Some(2));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 0, true), Some(0));
         endpoints[0].mark_unreachable(50);
-        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 10), Some(1));
-        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 60), Some(0));
-        assert_eq!(next_candidate(&ranking, &endpoints, &[2, 0, 1], 0), None);
+        assert_eq!(
+            next_candidate(&ranking, &endpoints, &[2], 10, true),
+            Some(1)
+        );
+        assert_eq!(
+            next_candidate(&ranking, &endpoints, &[2], 60, true),
+            Some(0)
+        );
+        assert_eq!(
+            next_candidate(&ranking, &endpoints, &[2, 0, 1], 0, true),
+            None
+        );
+    }
+
+    #[test]
+    fn unfit_instances_are_skipped_unless_health_is_ignored() {
+        let endpoints = pool(3);
+        endpoints[0].set_health_flag(UNHEALTHY, true);
+        endpoints[1].set_health_flag(EJECTED, true);
+        endpoints[2].set_health_flag(DEGRADED, true);
+        let ranking: Ranking = [0, 1, 2].into_iter().collect();
+        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, true), Some(2));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, false), Some(0));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 0, true), None);
     }
 
     #[test]
@@ -294,7 +320,7 @@ pub(crate) mod tests {
         endpoints[0].mark_unreachable(100);
         endpoints[1].mark_unreachable(100);
         let ranking: Ranking = [1, 0].into_iter().collect();
-        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0), Some(1));
+        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, true), Some(1));
     }
 
     struct Faulty;

@@ -185,7 +185,7 @@ mod tests {
         let affinity = sticky.lookup(headers);
         let mut ranking: Ranking = [strategy_choice].into_iter().collect();
         Sticky::prefer(&affinity, &mut ranking);
-        let served = next_candidate(&ranking, endpoints, &[], 0).unwrap();
+        let served = next_candidate(&ranking, endpoints, &[], 0, true).unwrap();
         sticky.bind(&affinity, served, &mut HeaderMap::new());
         served
     }

@@ -26,14 +26,16 @@
 //! ```
 
 mod error;
+mod health;
 mod strategy;
 mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    BuiltinStrategy, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
-    InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys, PluginStrategyConfig,
-    PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch, StickyConfig, StrategyConfig,
+    BuiltinStrategy, CheckKind, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm,
+    HashKey, HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys,
+    OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch,
+    StickyConfig, StrategyConfig,
 };
 
 use std::path::Path;

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -26,6 +27,10 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests before closing, ms. Default 30000.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
+    /// A health event of the same kind for the same instance is published at
+    /// most once per this long, ms (alert cooldown). Default 30000.
+    #[serde(default = "defaults::event_cooldown_ms")]
+    pub event_cooldown_ms: u64,
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge).
@@ -86,6 +91,18 @@ pub struct PoolConfig {
     /// Session affinity on top of the strategy. Default: none.
     #[serde(default)]
     pub sticky: Option<StickyConfig>,
+    /// Active health checks. Default: none (instances are healthy until
+    /// passive detection says otherwise).
+    #[serde(default)]
+    pub health: Option<HealthCheckConfig>,
+    /// Passive outlier detection. Default: none.
+    #[serde(default)]
+    pub outlier: Option<OutlierConfig>,
+    /// Below this share of fit instances, percent, the pool ignores health and
+    /// routes over every instance rather than overload the few left (Envoy's
+    /// panic threshold). Default 50; 0 = never.
+    #[serde(default = "defaults::panic_threshold_percent")]
+    pub panic_threshold_percent: u32,
 }
 
 /// Session affinity: requests of one session go to one instance while it is fit.
@@ -159,6 +176,9 @@ mod defaults {
     pub fn shutdown_grace_ms() -> u64 {
         30_000
     }
+    pub fn event_cooldown_ms() -> u64 {
+        30_000
+    }
     pub fn connect_timeout_ms() -> u64 {
         1_000
     }
@@ -182,6 +202,9 @@ mod defaults {
     }
     pub fn memory_limit_mib() -> u64 {
         16
+    }
+    pub fn panic_threshold_percent() -> u32 {
+        50
     }
     pub fn sticky_ttl_ms() -> u64 {
         3_600_000
@@ -278,6 +301,19 @@ impl PoolConfig {
                     self.instances.len()
                 ),
             ));
+        }
+        if let Some(health) = &self.health {
+            health
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("health.{k}")), reason))?;
+        }
+        if let Some(outlier) = &self.outlier {
+            outlier
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("outlier.{k}")), reason))?;
+        }
+        if self.panic_threshold_percent > 100 {
+            return Err((key("panic_threshold_percent"), "must be 0..=100".into()));
         }
         if let Some(sticky) = &self.sticky {
             sticky

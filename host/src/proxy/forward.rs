@@ -22,6 +22,7 @@ use smallvec::SmallVec;
 use super::body::ProxyBody;
 use super::{ProxyError, Router, headers};
 use crate::balance::{EndpointId, RequestContext, Sticky, next_candidate};
+use crate::health::outlier::AttemptOutcome;
 
 /// Attempts per request: the first, plus one failover attempt.
 pub const MAX_ATTEMPTS: usize = 2;
@@ -92,7 +93,13 @@ async fn forward(
     let mut tried: SmallVec<[EndpointId; MAX_ATTEMPTS]> = SmallVec::new();
     let mut failure: Option<ProxyError> = None;
     for attempt in 1..=MAX_ATTEMPTS {
-        let Some(id) = next_candidate(&ranking, &pool.endpoints, &tried, pool.now_ms()) else {
+        let Some(id) = next_candidate(
+            &ranking,
+            &pool.endpoints,
+            &tried,
+            pool.now_ms(),
+            pool.health.respect_health(),
+        ) else {
             break;
         };
         tried.push(id);
@@ -128,8 +135,16 @@ async fn forward(
                 {
                     endpoint.report_load(load);
                 }
-                pool.balancer
-                    .observe(endpoint, !response.status().is_server_error(), latency_us);
+                let success = !response.status().is_server_error();
+                pool.balancer.observe(endpoint, success, latency_us);
+                pool.record_outcome(
+                    endpoint,
+                    if success {
+                        AttemptOutcome::Success
+                    } else {
+                        AttemptOutcome::ServerError
+                    },
+                );
                 if let Some(sticky) = &pool.sticky {
                     sticky.bind(&affinity, id, response.headers_mut());
                 }
@@ -142,6 +157,7 @@ async fn forward(
             Ok(Err(error)) => {
                 drop(in_flight);
                 pool.balancer.observe(endpoint, false, latency_us);
+                pool.record_outcome(endpoint, AttemptOutcome::GatewayError);
                 let connect = error.is_connect();
                 if connect {
                     let until = pool.now_ms() + pool.fail_timeout.as_millis() as u64;
@@ -158,6 +174,7 @@ async fn forward(
             Err(_elapsed) => {
                 drop(in_flight);
                 pool.balancer.observe(endpoint, false, latency_us);
+                pool.record_outcome(endpoint, AttemptOutcome::GatewayError);
                 tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
                 failure = Some(ProxyError::Timeout {
                     pool: pool.name.clone(),

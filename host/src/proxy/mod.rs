@@ -19,7 +19,7 @@ mod router;
 
 pub use error::{ProxyError, StartError};
 
-pub use pool::Pool;
+pub use pool::{InstanceStatus, Pool, PoolStatus};
 pub use router::Router;
 
 use std::future::Future;
@@ -98,7 +98,9 @@ impl Switchyard {
                 self.shutdown_grace,
             ));
         }
+        let health = self.router.spawn_health();
         shutdown.await;
+        drop(health);
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}

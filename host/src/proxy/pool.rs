@@ -12,8 +12,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::StartError;
-use crate::balance::{self, Balancer, Endpoint, Sticky};
+use tokio::task::JoinSet;
+
+use crate::balance::{self, Balancer, EJECTED, Endpoint, Sticky, UNHEALTHY};
 use crate::config::{PoolConfig, StrategyConfig};
+use crate::health::active::{self, ActiveCheck};
+use crate::health::outlier::{AttemptOutcome, OutlierDetector};
+use crate::health::{EventBus, PoolHealth};
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmStrategy};
 
 /// A request body sent upstream: the client's, streamed, or empty on a retry.
@@ -39,6 +44,12 @@ pub struct Pool {
     pub load_header: Option<HeaderName>,
     /// Session affinity, when configured.
     pub sticky: Option<Sticky>,
+    /// Unfit count and panic mode.
+    pub health: Arc<PoolHealth>,
+    /// Active checks, when configured (run by [`crate::proxy::Switchyard::serve`]).
+    pub active_check: Option<Arc<ActiveCheck>>,
+    /// Passive outlier detection, when configured.
+    pub outlier: Option<OutlierDetector>,
     clock: Instant,
 }
 
@@ -47,7 +58,12 @@ impl Pool {
     ///
     /// # Errors
     /// [`StartError::Plugin`] when the plugin is refused.
-    pub fn build(name: &str, config: &PoolConfig, host: &PluginHost) -> Result<Self, StartError> {
+    pub fn build(
+        name: &str,
+        config: &PoolConfig,
+        host: &PluginHost,
+        events: &Arc<EventBus>,
+    ) -> Result<Self, StartError> {
         let endpoints: Vec<Arc<Endpoint>> = config
             .instances
             .iter()
@@ -90,6 +106,7 @@ impl Pool {
             }
         };
         let sticky = config.sticky.as_ref().map(|c| Sticky::new(c, &endpoints));
+        let pool_size = endpoints.len();
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
@@ -116,12 +133,139 @@ impl Pool {
             plugin_stats,
             load_header,
             sticky,
+            health: Arc::new(PoolHealth::new(
+                name,
+                pool_size,
+                config.panic_threshold_percent,
+                Arc::clone(events),
+            )),
+            active_check: config
+                .health
+                .as_ref()
+                .map(|c| Arc::new(ActiveCheck::new(c))),
+            outlier: config
+                .outlier
+                .as_ref()
+                .map(|c| OutlierDetector::new(c, pool_size)),
             clock: Instant::now(),
         })
     }
 
-    /// Milliseconds on the pool's monotonic clock (for unreachable marks).
+    /// Milliseconds on the pool's monotonic clock (unreachable marks, ejections).
     pub fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
     }
+
+    /// Feeds one attempt's outcome to outlier detection, if configured.
+    pub fn record_outcome(&self, endpoint: &Endpoint, outcome: AttemptOutcome) {
+        if let Some(outlier) = &self.outlier {
+            outlier.record(
+                &self.health,
+                &self.endpoints,
+                endpoint,
+                outcome,
+                self.now_ms(),
+            );
+        }
+    }
+
+    /// Starts the pool's background health work: active checks and the
+    /// outlier detection interval. Dropping the set stops them.
+    pub fn spawn_health(self: &Arc<Self>) -> JoinSet<()> {
+        let mut tasks = match &self.active_check {
+            Some(check) => active::spawn(
+                Arc::clone(check),
+                self.endpoints.clone(),
+                Arc::clone(&self.health),
+            ),
+            None => JoinSet::new(),
+        };
+        if let Some(interval_ms) = self.outlier.as_ref().map(OutlierDetector::interval_ms) {
+            let pool = Arc::clone(self);
+            tasks.spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    if let Some(outlier) = &pool.outlier {
+                        outlier.tick(&pool.health, &pool.endpoints, pool.now_ms());
+                    }
+                }
+            });
+        }
+        tasks
+    }
+
+    /// The pool's state for the status API.
+    pub fn status(&self) -> PoolStatus {
+        PoolStatus {
+            name: self.name.clone(),
+            strategy: self.balancer.name().to_string(),
+            panic: self.health.in_panic(),
+            panics: self.health.panics(),
+            fit: self.endpoints.len() - self.health.unfit().min(self.endpoints.len()),
+            instances: self
+                .endpoints
+                .iter()
+                .map(|e| {
+                    let stats = e.stats();
+                    let flags = e.health_flags();
+                    InstanceStatus {
+                        url: e.url.clone(),
+                        weight: e.weight,
+                        fit: e.is_fit(),
+                        unhealthy: flags & UNHEALTHY != 0,
+                        ejected: flags & EJECTED != 0,
+                        draining: e.is_draining(),
+                        in_flight: stats.in_flight,
+                        ewma_latency_us: stats.ewma_latency_us,
+                        success_rate: stats.success_rate,
+                        load: stats.load,
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A pool's state, as the status API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStatus {
+    /// The pool's name.
+    pub name: String,
+    /// Its strategy's name.
+    pub strategy: String,
+    /// Whether it is in panic mode (routing over unfit instances too).
+    pub panic: bool,
+    /// Times it entered panic mode.
+    pub panics: u64,
+    /// Instances fit now.
+    pub fit: usize,
+    /// Every instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// An instance's state, as the status API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceStatus {
+    /// `http://host:port`.
+    pub url: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Fit to take requests (neither unhealthy nor ejected).
+    pub fit: bool,
+    /// Failed its active checks.
+    pub unhealthy: bool,
+    /// Ejected by outlier detection.
+    pub ejected: bool,
+    /// Draining.
+    pub draining: bool,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// EWMA latency to response headers, µs.
+    pub ewma_latency_us: u64,
+    /// EWMA success, 0..=1.
+    pub success_rate: f32,
+    /// Last reported load, 0..=1.
+    pub load: Option<f32>,
 }

@@ -3,13 +3,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use super::pool::PoolStatus;
 use super::{Pool, StartError};
 use crate::config::{Config, RouteMatch};
+use crate::health::{EventBus, HealthEvent};
 use crate::plugin::PluginHost;
 
 /// The routes and the pools they lead to.
 pub struct Router {
     routes: Vec<(RouteMatch, Arc<Pool>)>,
+    pools: Vec<Arc<Pool>>,
+    events: Arc<EventBus>,
 }
 
 impl Router {
@@ -18,9 +24,16 @@ impl Router {
     /// # Errors
     /// [`StartError::Plugin`] when a pool's plugin is refused.
     pub fn build(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
+        let events = Arc::new(EventBus::new(
+            1024,
+            Duration::from_millis(config.event_cooldown_ms),
+        ));
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
-            pools.insert(name.clone(), Arc::new(Pool::build(name, pool, host)?));
+            pools.insert(
+                name.clone(),
+                Arc::new(Pool::build(name, pool, host, &events)?),
+            );
         }
         let routes = config
             .routes
@@ -31,7 +44,11 @@ impl Router {
                     .map(|p| (r.matches.clone(), Arc::clone(p)))
             })
             .collect();
-        Ok(Self { routes })
+        Ok(Self {
+            routes,
+            pools: pools.into_values().collect(),
+            events,
+        })
     }
 
     /// The pool of the first route matching `host` (without port) and `path`.
@@ -40,6 +57,23 @@ impl Router {
             .iter()
             .find(|(m, _)| matches(m, host, path))
             .map(|(_, pool)| pool)
+    }
+}
+
+impl Router {
+    /// Every pool's state: health, panic mode, instances (the status API's query).
+    pub fn status(&self) -> Vec<PoolStatus> {
+        self.pools.iter().map(|p| p.status()).collect()
+    }
+
+    /// Health events as they happen.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
+        self.events.subscribe()
+    }
+
+    /// Starts every pool's health checks; dropping the sets stops them.
+    pub fn spawn_health(&self) -> Vec<tokio::task::JoinSet<()>> {
+        self.pools.iter().map(Pool::spawn_health).collect()
     }
 }
 

@@ -1,0 +1,143 @@
+//! Health events: structured, with a severity, rate-limited per instance.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+/// How bad an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// A recovery or a routine change.
+    Info,
+    /// Something to look at: a degrading trend, an ejection.
+    Warning,
+    /// Traffic is affected: an instance or a pool is down, panic mode.
+    Critical,
+}
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Active checks passed `rise` times: back in rotation.
+    Healthy,
+    /// Active checks failed `fall` times: out of rotation.
+    Unhealthy,
+    /// Ejected by outlier detection.
+    Ejected,
+    /// Returned after an ejection.
+    Returned,
+    /// The pool entered panic mode.
+    PanicOn,
+    /// The pool left panic mode.
+    PanicOff,
+}
+
+/// One health event.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthEvent {
+    /// Unix time, milliseconds.
+    pub at_ms: u64,
+    /// The pool.
+    pub pool: String,
+    /// The instance's URL, for instance events.
+    pub instance: Option<String>,
+    /// What happened.
+    pub kind: EventKind,
+    /// How bad it is.
+    pub severity: Severity,
+    /// A sentence for people.
+    pub message: String,
+}
+
+impl HealthEvent {
+    /// An event stamped now.
+    pub fn new(
+        pool: &str,
+        instance: Option<&str>,
+        kind: EventKind,
+        severity: Severity,
+        message: String,
+    ) -> Self {
+        let at_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        Self {
+            at_ms,
+            pool: pool.to_string(),
+            instance: instance.map(str::to_string),
+            kind,
+            severity,
+            message,
+        }
+    }
+}
+
+/// (pool, instance, kind): what a cooldown applies to.
+type CooldownKey = (String, Option<String>, EventKind);
+
+/// Publishes health events to the log and to subscribers.
+///
+/// An event of the same kind for the same pool and instance within
+/// `cooldown` of the last one is logged at debug level only and not
+/// published (an alert cooldown); a different kind always goes through, so
+/// a recovery is never hidden behind the failure before it.
+pub struct EventBus {
+    tx: broadcast::Sender<HealthEvent>,
+    cooldown: Duration,
+    last: Mutex<HashMap<CooldownKey, Instant>>,
+}
+
+impl EventBus {
+    /// A bus keeping up to `capacity` unread events per subscriber, with
+    /// the given per-instance cooldown.
+    pub fn new(capacity: usize, cooldown: Duration) -> Self {
+        let (tx, _) = broadcast::channel(capacity.max(1));
+        Self {
+            tx,
+            cooldown,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A receiver of every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<HealthEvent> {
+        self.tx.subscribe()
+    }
+
+    /// Logs and publishes `event`, unless it is within its cooldown.
+    pub fn publish(&self, event: HealthEvent) {
+        let key = (event.pool.clone(), event.instance.clone(), event.kind);
+        let now = Instant::now();
+        {
+            let mut last = self
+                .last
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(at) = last.get(&key)
+                && now.duration_since(*at) < self.cooldown
+            {
+                tracing::debug!(pool = %event.pool, kind = ?event.kind, "health event within cooldown: {}", event.message);
+                return;
+            }
+            last.insert(key, now);
+        }
+        let instance = event.instance.as_deref().unwrap_or("-");
+        match event.severity {
+            Severity::Info => {
+                tracing::info!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+            }
+            Severity::Warning => {
+                tracing::warn!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+            }
+            Severity::Critical => {
+                tracing::error!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+            }
+        }
+        let _ = self.tx.send(event);
+    }
+}
