@@ -169,7 +169,30 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             "exactly one of `cookie` and `header`",
         ],
     )];
-    let cases = cases.into_iter().chain(strategy_cases).chain(sticky_cases);
+    let health_cases = [
+        (
+            pool(r#"{ kind = "random" }"#, one)
+                + "health = { interval_ms = 1000, timeout_ms = 1000 }\n",
+            vec!["pools.p.health.timeout_ms", "below interval_ms (1000)"],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "health = { rise = 0 }\n",
+            vec!["pools.p.health.rise", "must be >= 1"],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "health = { kind = \"grpc\" }\n",
+            vec!["unknown variant `grpc`"],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "outlier = { max_ejection_percent = 150 }\n",
+            vec!["pools.p.outlier.max_ejection_percent", "0..=100"],
+        ),
+    ];
+    let cases = cases
+        .into_iter()
+        .chain(strategy_cases)
+        .chain(sticky_cases)
+        .chain(health_cases);
     for (toml, expected) in cases {
         let (code, log) = refused(&dir, &toml);
         assert_eq!(code, Some(1), "accepted:\n{toml}\nlog:\n{log}");

@@ -1,0 +1,145 @@
+//! Health through the real proxy: active checks, passive ejection, panic mode.
+
+use std::time::Duration;
+
+use crate::{client, get, instances, serve, upstreams};
+
+fn pool_with(extra: &str, list: &str) -> String {
+    format!(
+        "event_cooldown_ms = 0\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+         [pools.p]\nstrategy = {{ kind = \"round-robin\" }}\ninstances = {list}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_failing_its_checks_leaves_and_returns() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "health = { path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 2, fall = 2 }",
+            &instances(&ups),
+        ),
+    );
+    let url = format!("{}/", proxy.url);
+    let client = client();
+    ups[1].set_status(503);
+    proxy.wait_for(
+        |l| l.contains("unhealthy after 2 failed checks") && l.contains(&ups[1].url()),
+        "u1 unhealthy",
+    );
+    // Out of rotation: round robin skips it, every request succeeds elsewhere.
+    for _ in 0..10 {
+        let (status, body) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        assert_ne!(body, "u1");
+    }
+    ups[1].set_status(200);
+    let line = proxy.wait_for(
+        |l| l.contains("healthy again") && l.contains(&ups[1].url()),
+        "u1 healthy",
+    );
+    assert!(line.contains("INFO"), "{line}");
+    // Back in rotation after `rise` passed probes.
+    let mut bodies = Vec::new();
+    for _ in 0..9 {
+        bodies.push(get(&client, &url).await.1);
+    }
+    assert!(bodies.iter().any(|b| b == "u1"), "{bodies:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_instance_is_marked_unhealthy_by_the_probe_timeout() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "health = { kind = \"http\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2 }",
+            &instances(&ups),
+        ),
+    );
+    ups[0].set_delay(Duration::from_secs(5));
+    let line = proxy.wait_for(
+        |l| l.contains("unhealthy after") && l.contains(&ups[0].url()),
+        "u0 unhealthy",
+    );
+    assert!(line.contains("no answer within 100 ms"), "{line}");
+    // All traffic now goes to u1, at once, without waiting on u0.
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(
+            get(&client, &format!("{}/", proxy.url)).await,
+            (200, "u1".to_string())
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_5xx_eject_an_instance_at_once() {
+    let ups = upstreams(3);
+    ups[2].set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "outlier = { consecutive_5xx = 2, base_ejection_ms = 60000, interval_ms = 1000 }",
+            &instances(&ups),
+        ),
+    );
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    // Round robin: u2 answers 503 twice in the first six requests, then is ejected.
+    for _ in 0..6 {
+        get(&client, &url).await;
+    }
+    let line = proxy.wait_for(
+        |l| l.contains("ejected for 60000 ms") && l.contains(&ups[2].url()),
+        "u2 ejected",
+    );
+    assert!(line.contains("2 consecutive 5xx"), "{line}");
+    let hits = ups[2].hits();
+    for _ in 0..12 {
+        assert_eq!(get(&client, &url).await.0, 200);
+    }
+    assert_eq!(ups[2].hits(), hits, "an ejected instance gets no traffic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn below_the_panic_threshold_every_instance_takes_traffic() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "panic_threshold_percent = 50\nhealth = { path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 2, fall = 2 }",
+            &instances(&ups),
+        ),
+    );
+    ups[0].set_status(503);
+    ups[1].set_status(503);
+    proxy.wait_for(
+        |l| l.contains("panic mode: only 33% of instances fit"),
+        "panic mode",
+    );
+    // Health is ignored: round robin reaches the unhealthy instances again.
+    let client = client();
+    let mut bodies = Vec::new();
+    for _ in 0..6 {
+        let response = client.get(format!("{}/", proxy.url)).send().await.unwrap();
+        bodies.push(
+            response.headers()["x-upstream"]
+                .to_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert!(
+        bodies.iter().any(|b| b == "u0") && bodies.iter().any(|b| b == "u1"),
+        "{bodies:?}"
+    );
+    ups[0].set_status(200);
+    ups[1].set_status(200);
+    proxy.wait_for(|l| l.contains("panic mode over"), "panic over");
+}
