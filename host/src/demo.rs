@@ -89,6 +89,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
                 sticky: None,
                 health: None,
                 outlier: None,
+                trend: None,
                 panic_threshold_percent: 50,
             },
         )]),

@@ -143,3 +143,54 @@ async fn below_the_panic_threshold_every_instance_takes_traffic() {
     ups[1].set_status(200);
     proxy.wait_for(|l| l.contains("panic mode over"), "panic over");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gradually_degrading_instance_is_flagged_before_it_fails() {
+    let ups = std::sync::Arc::new(upstreams(2));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "health = { path = \"/healthz\", interval_ms = 300, timeout_ms = 250, rise = 2, fall = 2 }\n\
+             trend = { interval_ms = 100, window = 10, degrading_ratio = 0.25 }",
+            &instances(&ups),
+        ),
+    );
+    // Live traffic, so the latency EWMA follows the instance.
+    let url = format!("{}/", proxy.url);
+    let traffic = tokio::spawn(async move {
+        let client = client();
+        loop {
+            let _ = client.get(&url).send().await;
+        }
+    });
+    // u0 slows down by 4 ms every 40 ms, up to 600 ms.
+    let slowing = std::sync::Arc::clone(&ups);
+    let ramp = tokio::spawn(async move {
+        for step in 1..=150u64 {
+            slowing[0].set_delay(Duration::from_millis(4 * step));
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+    });
+    let u0 = ups[0].url();
+    proxy.wait_for(
+        |l| l.contains("trend degrading") && l.contains(&u0),
+        "u0 degrading",
+    );
+    proxy.wait_for(
+        |l| l.contains("unhealthy after") && l.contains(&u0),
+        "u0 unhealthy",
+    );
+    ramp.abort();
+    traffic.abort();
+    let log = proxy.log();
+    let position = |needle: &str| {
+        log.iter()
+            .position(|l| l.contains(needle) && l.contains(&u0))
+    };
+    assert!(
+        position("trend degrading") < position("unhealthy after"),
+        "degrading must be flagged before the checks fail:\n{}",
+        log.join("\n")
+    );
+}

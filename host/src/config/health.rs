@@ -211,3 +211,66 @@ impl OutlierConfig {
         Ok(())
     }
 }
+
+/// Predictive health: latency and error-rate trends per instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrendConfig {
+    /// Time between samples of an instance's latency and error rate, ms. Default 1000.
+    pub interval_ms: u64,
+    /// Samples in the regression window (>= 3). Default 30.
+    pub window: u32,
+    /// Latency change over one window, relative to its mean, that counts as a
+    /// trend: above +ratio is degrading, below −ratio improving. Default 0.25.
+    pub degrading_ratio: f64,
+    /// Error-rate change over one window that counts as a trend. Default 0.05.
+    pub degrading_error_delta: f64,
+    /// Error rate at which an instance is considered unfit, for predictions. Default 0.5.
+    pub unfit_error_rate: f64,
+    /// Latency at which an instance is considered unfit, for predictions, ms. Default 1000.
+    pub unfit_latency_ms: u64,
+    /// Predictions further out than this are not reported, ms. Default 300000.
+    pub horizon_ms: u64,
+    /// Share of its normal traffic a degrading instance keeps, 0..=1. Default 1.0 (unchanged).
+    pub degraded_share: f64,
+}
+
+impl Default for TrendConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 1_000,
+            window: 30,
+            degrading_ratio: 0.25,
+            degrading_error_delta: 0.05,
+            unfit_error_rate: 0.5,
+            unfit_latency_ms: 1_000,
+            horizon_ms: 300_000,
+            degraded_share: 1.0,
+        }
+    }
+}
+
+impl TrendConfig {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        let err = |k: &str, reason: &str| Err((k.to_string(), reason.to_string()));
+        if self.interval_ms == 0 {
+            return err("interval_ms", "must be > 0");
+        }
+        if self.window < 3 {
+            return err("window", "must be >= 3");
+        }
+        if !(self.degrading_ratio > 0.0 && self.degrading_ratio.is_finite()) {
+            return err("degrading_ratio", "must be > 0");
+        }
+        if !(self.degrading_error_delta > 0.0 && self.degrading_error_delta <= 1.0) {
+            return err("degrading_error_delta", "must be in (0, 1]");
+        }
+        if !(self.unfit_error_rate > 0.0 && self.unfit_error_rate <= 1.0) {
+            return err("unfit_error_rate", "must be in (0, 1]");
+        }
+        if !(0.0..=1.0).contains(&self.degraded_share) {
+            return err("degraded_share", "must be in 0..=1");
+        }
+        Ok(())
+    }
+}

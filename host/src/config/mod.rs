@@ -35,7 +35,7 @@ pub use types::{
     BuiltinStrategy, CheckKind, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm,
     HashKey, HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys,
     OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch,
-    StickyConfig, StrategyConfig,
+    StickyConfig, StrategyConfig, TrendConfig,
 };
 
 use std::path::Path;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig};
+pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig, TrendConfig};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -98,6 +98,9 @@ pub struct PoolConfig {
     /// Passive outlier detection. Default: none.
     #[serde(default)]
     pub outlier: Option<OutlierConfig>,
+    /// Predictive health (trends). Default: none; `trend = {}` turns it on with defaults.
+    #[serde(default)]
+    pub trend: Option<TrendConfig>,
     /// Below this share of fit instances, percent, the pool ignores health and
     /// routes over every instance rather than overload the few left (Envoy's
     /// panic threshold). Default 50; 0 = never.
@@ -311,6 +314,11 @@ impl PoolConfig {
             outlier
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("outlier.{k}")), reason))?;
+        }
+        if let Some(trend) = &self.trend {
+            trend
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("trend.{k}")), reason))?;
         }
         if self.panic_threshold_percent > 100 {
             return Err((key("panic_threshold_percent"), "must be 0..=100".into()));

@@ -35,6 +35,14 @@ pub enum EventKind {
     PanicOn,
     /// The pool left panic mode.
     PanicOff,
+    /// The instance's trend turned degrading.
+    Degrading,
+    /// The instance's trend turned improving.
+    Improving,
+    /// The instance's trend turned stable.
+    Stable,
+    /// The trend predicts the instance unfit soon.
+    Predicted,
 }
 
 /// One health event.

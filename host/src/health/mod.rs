@@ -16,12 +16,17 @@
 //!   ignored and every instance takes traffic — overloading the few left would
 //!   turn a partial outage into a total one (Envoy's panic mode, default 50%).
 //!
+//! - **trends** ([`trend`]): latency and error-rate slopes per instance
+//!   classify it improving / stable / degrading and predict when it would
+//!   become unfit; a degrading instance can be given less traffic.
+//!
 //! Every transition becomes a [`HealthEvent`] on the [`EventBus`]: logged
 //! with a severity and published to subscribers (the REST API streams them).
 
 pub mod active;
 mod events;
 pub mod outlier;
+pub mod trend;
 
 pub use events::{EventBus, EventKind, HealthEvent, Severity};
 

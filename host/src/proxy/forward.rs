@@ -21,7 +21,7 @@ use smallvec::SmallVec;
 
 use super::body::ProxyBody;
 use super::{ProxyError, Router, headers};
-use crate::balance::{EndpointId, RequestContext, Sticky, next_candidate};
+use crate::balance::{EndpointId, RequestContext, Sticky};
 use crate::health::outlier::AttemptOutcome;
 
 /// Attempts per request: the first, plus one failover attempt.
@@ -93,13 +93,7 @@ async fn forward(
     let mut tried: SmallVec<[EndpointId; MAX_ATTEMPTS]> = SmallVec::new();
     let mut failure: Option<ProxyError> = None;
     for attempt in 1..=MAX_ATTEMPTS {
-        let Some(id) = next_candidate(
-            &ranking,
-            &pool.endpoints,
-            &tried,
-            pool.now_ms(),
-            pool.health.respect_health(),
-        ) else {
+        let Some(id) = pool.next(&ranking, &tried) else {
             break;
         };
         tried.push(id);

@@ -14,10 +14,16 @@ use hyper_util::rt::TokioExecutor;
 use super::StartError;
 use tokio::task::JoinSet;
 
-use crate::balance::{self, Balancer, EJECTED, Endpoint, Sticky, UNHEALTHY};
+use smallvec::SmallVec;
+
+use crate::balance::{
+    self, Balancer, DEGRADED, EJECTED, Endpoint, EndpointId, Ranking, Sticky, UNHEALTHY,
+    next_candidate,
+};
 use crate::config::{PoolConfig, StrategyConfig};
 use crate::health::active::{self, ActiveCheck};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
+use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, PoolHealth};
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmStrategy};
 
@@ -50,6 +56,8 @@ pub struct Pool {
     pub active_check: Option<Arc<ActiveCheck>>,
     /// Passive outlier detection, when configured.
     pub outlier: Option<OutlierDetector>,
+    /// Predictive health, when configured.
+    pub trend: Option<TrendTracker>,
     clock: Instant,
 }
 
@@ -147,6 +155,10 @@ impl Pool {
                 .outlier
                 .as_ref()
                 .map(|c| OutlierDetector::new(c, pool_size)),
+            trend: config
+                .trend
+                .as_ref()
+                .map(|c| TrendTracker::new(c, pool_size)),
             clock: Instant::now(),
         })
     }
@@ -154,6 +166,26 @@ impl Pool {
     /// Milliseconds on the pool's monotonic clock (unreachable marks, ejections).
     pub fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64
+    }
+
+    /// The instance to try next (see [`next_candidate`]); with trends on, a
+    /// degrading instance is passed over for the next fit one with
+    /// probability 1 − `degraded_share`.
+    pub fn next(&self, ranking: &Ranking, tried: &[EndpointId]) -> Option<EndpointId> {
+        let (now, respect) = (self.now_ms(), self.health.respect_health());
+        let pick = next_candidate(ranking, &self.endpoints, tried, now, respect)?;
+        let share = self
+            .trend
+            .as_ref()
+            .map_or(1.0, TrendTracker::degraded_share);
+        if share < 1.0
+            && self.endpoints[pick as usize].health_flags() & DEGRADED != 0
+            && fastrand::f64() >= share
+        {
+            let skip: SmallVec<[EndpointId; 4]> = tried.iter().copied().chain([pick]).collect();
+            return next_candidate(ranking, &self.endpoints, &skip, now, respect).or(Some(pick));
+        }
+        Some(pick)
     }
 
     /// Feeds one attempt's outcome to outlier detection, if configured.
@@ -180,6 +212,19 @@ impl Pool {
             ),
             None => JoinSet::new(),
         };
+        if let Some(interval_ms) = self.trend.as_ref().map(TrendTracker::interval_ms) {
+            let pool = Arc::clone(self);
+            tasks.spawn(async move {
+                let start = Instant::now();
+                let mut tick = tokio::time::interval(Duration::from_millis(interval_ms));
+                loop {
+                    tick.tick().await;
+                    if let Some(trend) = &pool.trend {
+                        trend.tick(&pool.health, &pool.endpoints, start.elapsed().as_secs_f64());
+                    }
+                }
+            });
+        }
         if let Some(interval_ms) = self.outlier.as_ref().map(OutlierDetector::interval_ms) {
             let pool = Arc::clone(self);
             tasks.spawn(async move {
@@ -221,6 +266,7 @@ impl Pool {
                         ewma_latency_us: stats.ewma_latency_us,
                         success_rate: stats.success_rate,
                         load: stats.load,
+                        trend: self.trend.as_ref().map(|t| t.status(e.id)),
                     }
                 })
                 .collect(),
@@ -268,4 +314,6 @@ pub struct InstanceStatus {
     pub success_rate: f32,
     /// Last reported load, 0..=1.
     pub load: Option<f32>,
+    /// Trend and prediction, when trends are on.
+    pub trend: Option<TrendStatus>,
 }
