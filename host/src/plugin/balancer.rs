@@ -2,11 +2,10 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 
 use http::HeaderName;
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Engine, Store, StoreLimitsBuilder};
 
 use super::bindings::balancer::exports::switchyard::plugin::balancer::Requirements;
 use super::bindings::balancer::switchyard::plugin::types::{
@@ -14,7 +13,8 @@ use super::bindings::balancer::switchyard::plugin::types::{
 };
 use super::bindings::balancer::{BalancerPlugin, BalancerPluginPre};
 use super::bindings::{BALANCER_EXPORT, PluginState};
-use super::wasi::{self, Captured};
+use super::sandbox::{Live, Sandbox, compile_checked};
+use super::wasi;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
 
@@ -25,20 +25,16 @@ use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, 
 /// (request facts, candidate stats) are reused between calls.
 pub struct WasmStrategy {
     name: String,
-    plugin: Arc<str>,
-    engine: Engine,
+    sandbox: Sandbox<Bound>,
     pre: BalancerPluginPre<PluginState>,
     config_json: String,
-    limits: Limits,
     endpoints: Vec<WitEndpoint>,
     request_headers: Vec<HeaderName>,
     observe: bool,
-    stats: Arc<PluginStats>,
-    live: Mutex<Option<Live>>,
 }
 
-struct Live {
-    store: Store<PluginState>,
+/// The live bindings and the per-call buffers reused between calls.
+struct Bound {
     bindings: BalancerPlugin,
     request: RequestInfo,
     candidates: Vec<WitStats>,
@@ -60,14 +56,12 @@ impl WasmStrategy {
         limits: Limits,
         endpoints: &[Arc<Endpoint>],
     ) -> Result<Self, LoadError> {
-        let engine = host.engine().clone();
-        let component = host.compile(path)?;
-        check_world(path, &host.exports_of(&component))?;
+        let component = compile_checked(host, path, BALANCER_EXPORT, "balancer")?;
         let rejected = |reason: String| LoadError::Rejected {
             path: path.to_path_buf(),
             reason,
         };
-        let mut linker = Linker::new(&engine);
+        let mut linker = Linker::new(host.engine());
         BalancerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .and_then(|()| wasi::add_to_linker(&mut linker, &component))
             .map_err(|e| rejected(format!("cannot link: {e:#}")))?;
@@ -78,25 +72,15 @@ impl WasmStrategy {
                 path: path.to_path_buf(),
                 reason: format!("does not match the balancer world: {e:#}"),
             })?;
-        let plugin: Arc<str> = path
-            .file_name()
-            .map_or_else(
-                || path.display().to_string(),
-                |f| f.to_string_lossy().into_owned(),
-            )
-            .into();
+        let sandbox = Sandbox::new(host, path, limits);
         let mut strategy = Self {
-            name: format!("plugin {plugin}"),
-            plugin,
-            engine,
+            name: format!("plugin {}", sandbox.plugin()),
+            sandbox,
             pre,
             config_json,
-            limits,
             endpoints: endpoints.iter().map(|e| wit_endpoint(e)).collect(),
             request_headers: Vec::new(),
             observe: true,
-            stats: Arc::new(PluginStats::default()),
-            live: Mutex::new(None),
         };
         let (live, requirements) = strategy
             .instantiate()
@@ -110,46 +94,31 @@ impl WasmStrategy {
                     .map_err(|_| rejected(format!("asked for an invalid header name `{h}`")))
             })
             .collect::<Result<_, _>>()?;
-        *strategy
-            .live
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner) = Some(live);
+        strategy.sandbox.install(live);
         Ok(strategy)
     }
 
     /// The plugin's call and fault counters.
     pub fn stats(&self) -> Arc<PluginStats> {
-        Arc::clone(&self.stats)
+        self.sandbox.stats()
     }
 
     /// A fresh instance, configured and told the endpoint set.
-    fn instantiate(&self) -> Result<(Live, Requirements), Fault> {
-        let state = PluginState {
-            name: Arc::clone(&self.plugin),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_limit_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
-            captured: Captured::default(),
-        };
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
-        let call_error = |e: wasmtime::Error| self.fault(&e);
-        store.set_epoch_deadline(self.limits.call_deadline_ms);
-        let bindings = self.pre.instantiate(&mut store).map_err(call_error)?;
+    fn instantiate(&self) -> Result<(Live<Bound>, Requirements), Fault> {
+        let mut store = self.sandbox.store();
+        let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
+        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
         let exports = bindings.switchyard_plugin_balancer();
-        store.set_epoch_deadline(self.limits.call_deadline_ms);
+        self.sandbox.arm(&mut store);
         let requirements = exports
             .call_configure(&mut store, &self.config_json)
-            .map_err(call_error)?
+            .map_err(fault)?
             .map_err(|e| Fault::Refused(format!("configure: {}", describe(&e))))?;
-        store.set_epoch_deadline(self.limits.call_deadline_ms);
+        self.sandbox.arm(&mut store);
         exports
             .call_update(&mut store, 1, &self.endpoints)
-            .map_err(call_error)?;
-        let live = Live {
-            store,
+            .map_err(fault)?;
+        let inner = Bound {
             bindings,
             request: RequestInfo {
                 method: String::new(),
@@ -160,52 +129,13 @@ impl WasmStrategy {
             },
             candidates: Vec::with_capacity(self.endpoints.len()),
         };
-        Ok((live, requirements))
+        Ok((Live { store, inner }, requirements))
     }
 
-    fn fault(&self, err: &wasmtime::Error) -> Fault {
-        Fault::from_call(
-            err,
-            self.limits.call_deadline_ms,
-            self.limits.memory_limit_bytes,
-        )
-    }
-
-    /// Counts and logs `fault`; the caller falls back.
-    fn report(&self, fault: Fault) -> Fault {
-        let faults = self.stats.count_fault();
-        tracing::warn!(
-            plugin = &*self.plugin,
-            faults,
-            reason = %fault,
-            "plugin fault; the fallback strategy serves this request"
-        );
-        fault
-    }
-
-    /// Runs `call` on the live instance, building one first if the last
-    /// faulted. On a trap the instance is discarded.
-    fn with_live<R>(&self, call: impl FnOnce(&mut Live) -> Result<R, Fault>) -> Result<R, Fault> {
-        let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-        if guard.is_none() {
-            let (live, _) = self
-                .instantiate()
-                .map_err(|f| Fault::Reinstantiate(f.to_string()))?;
-            *guard = Some(live);
-        }
-        let Some(live) = guard.as_mut() else {
-            return Err(Fault::Reinstantiate("no instance".into()));
-        };
-        self.stats.count_call();
-        live.store.set_epoch_deadline(self.limits.call_deadline_ms);
-        let result = call(live);
-        if matches!(
-            result,
-            Err(Fault::Trap(_) | Fault::Deadline { .. } | Fault::Memory { .. })
-        ) {
-            *guard = None;
-        }
-        result
+    /// Runs `call` on the live instance (see [`Sandbox::call`]).
+    fn call<R>(&self, call: impl FnOnce(&mut Live<Bound>) -> Result<R, Fault>) -> Result<R, Fault> {
+        self.sandbox
+            .call(|| self.instantiate().map(|(live, _)| live), call)
     }
 }
 
@@ -221,10 +151,11 @@ impl Strategy for WasmStrategy {
         out: &mut Ranking,
     ) -> Result<(), Fault> {
         let pool_size = endpoints.len();
-        self.with_live(|live| {
-            fill_request(&mut live.request, request, &self.request_headers);
-            live.candidates.clear();
-            live.candidates.extend(endpoints.iter().map(|e| {
+        self.call(|live| {
+            let bound = &mut live.inner;
+            fill_request(&mut bound.request, request, &self.request_headers);
+            bound.candidates.clear();
+            bound.candidates.extend(endpoints.iter().map(|e| {
                 let s = e.stats();
                 WitStats {
                     id: e.id,
@@ -234,16 +165,16 @@ impl Strategy for WasmStrategy {
                     load: s.load,
                 }
             }));
-            let ids = live
+            let ids = bound
                 .bindings
                 .switchyard_plugin_balancer()
                 .call_pick(
                     &mut live.store,
-                    &live.request,
-                    &live.candidates,
+                    &bound.request,
+                    &bound.candidates,
                     RANK_LIMIT as u32,
                 )
-                .map_err(|e| self.fault(&e))?
+                .map_err(|e| self.sandbox.fault(&e))?
                 .map_err(|e| Fault::Refused(describe(&e)))?;
             if ids.is_empty() {
                 return Err(Fault::Nonsense("empty ranking".into()));
@@ -256,47 +187,21 @@ impl Strategy for WasmStrategy {
             out.extend(ids.into_iter().take(RANK_LIMIT));
             Ok(())
         })
-        .map_err(|fault| self.report(fault))
     }
 
     fn observe(&self, id: EndpointId, success: bool, latency_us: u64) {
         if !self.observe {
             return;
         }
-        let result = self.with_live(|live| {
-            live.bindings
+        // A fault is counted and logged by the sandbox; nothing to fall back to.
+        let _ = self.call(|live| {
+            live.inner
+                .bindings
                 .switchyard_plugin_balancer()
                 .call_observe(&mut live.store, id, success, latency_us)
-                .map_err(|e| self.fault(&e))
+                .map_err(|e| self.sandbox.fault(&e))
         });
-        if let Err(fault) = result {
-            self.report(fault);
-        }
     }
-}
-
-fn check_world(path: &Path, exports: &[String]) -> Result<(), LoadError> {
-    if exports.iter().any(|e| e == BALANCER_EXPORT) {
-        return Ok(());
-    }
-    let family = BALANCER_EXPORT.split('@').next().unwrap_or(BALANCER_EXPORT);
-    let reason = match exports.iter().find(|e| e.starts_with(family)) {
-        Some(other) => format!(
-            "exports `{other}`, a version this host does not support (supported: `{BALANCER_EXPORT}`)"
-        ),
-        None => format!(
-            "is not a balancer plugin: it does not export `{BALANCER_EXPORT}` (it exports: {})",
-            if exports.is_empty() {
-                "nothing".to_string()
-            } else {
-                exports.join(", ")
-            }
-        ),
-    };
-    Err(LoadError::WrongWorld {
-        path: path.to_path_buf(),
-        reason,
-    })
 }
 
 fn wit_endpoint(e: &Endpoint) -> WitEndpoint {

@@ -31,6 +31,7 @@
 mod balancer;
 mod bindings;
 mod error;
+mod sandbox;
 pub mod wasi;
 
 pub use balancer::WasmStrategy;
@@ -135,7 +136,7 @@ impl PluginHost {
         Ok(self.exports_of(&self.compile(path)?))
     }
 
-    fn exports_of(&self, component: &Component) -> Vec<String> {
+    pub(crate) fn exports_of(&self, component: &Component) -> Vec<String> {
         component
             .component_type()
             .exports(&self.engine)

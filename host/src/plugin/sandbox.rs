@@ -1,0 +1,173 @@
+//! What every plugin kind shares: loading with a world check, a sandboxed
+//! store, one live instance rebuilt after a trap, and fault accounting.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use wasmtime::component::Component;
+use wasmtime::{Store, StoreLimitsBuilder};
+
+use super::bindings::PluginState;
+use super::wasi::Captured;
+use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
+
+/// A live instance: its store and the world's bindings plus per-kind buffers.
+pub struct Live<L> {
+    /// The instance's store.
+    pub store: Store<PluginState>,
+    /// The world bindings and whatever the adapter keeps with them.
+    pub inner: L,
+}
+
+/// One plugin's instance slot and counters.
+pub struct Sandbox<L> {
+    host: PluginHost,
+    plugin: Arc<str>,
+    limits: Limits,
+    stats: Arc<PluginStats>,
+    live: Mutex<Option<Live<L>>>,
+}
+
+impl<L> Sandbox<L> {
+    /// A sandbox for the plugin at `path` (named by its file name).
+    pub fn new(host: &PluginHost, path: &Path, limits: Limits) -> Self {
+        let plugin: Arc<str> = path
+            .file_name()
+            .map_or_else(
+                || path.display().to_string(),
+                |f| f.to_string_lossy().into_owned(),
+            )
+            .into();
+        Self {
+            host: host.clone(),
+            plugin,
+            limits,
+            stats: Arc::new(PluginStats::default()),
+            live: Mutex::new(None),
+        }
+    }
+
+    /// The plugin's name (its file name).
+    pub fn plugin(&self) -> &Arc<str> {
+        &self.plugin
+    }
+
+    /// The plugin's counters.
+    pub fn stats(&self) -> Arc<PluginStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// A fresh store: memory capped, epoch deadline armed to trap.
+    pub fn store(&self) -> Store<PluginState> {
+        let state = PluginState {
+            name: Arc::clone(&self.plugin),
+            limits: StoreLimitsBuilder::new()
+                .memory_size(self.limits.memory_limit_bytes)
+                .trap_on_grow_failure(true)
+                .build(),
+            captured: Captured::default(),
+        };
+        let mut store = Store::new(self.host.engine(), state);
+        store.limiter(|s| &mut s.limits);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.limits.call_deadline_ms);
+        store
+    }
+
+    /// Re-arms the call deadline of `store` (before every call).
+    pub fn arm(&self, store: &mut Store<PluginState>) {
+        store.set_epoch_deadline(self.limits.call_deadline_ms);
+    }
+
+    /// Maps a wasmtime call error to a fault.
+    pub fn fault(&self, err: &wasmtime::Error) -> Fault {
+        Fault::from_call(
+            err,
+            self.limits.call_deadline_ms,
+            self.limits.memory_limit_bytes,
+        )
+    }
+
+    /// Installs `live` as the current instance.
+    pub fn install(&self, live: Live<L>) {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
+    }
+
+    /// Runs `call` on the live instance, first building one with
+    /// `instantiate` if the last one faulted. A trap discards the instance;
+    /// every fault is counted and logged (the caller falls back).
+    pub fn call<R>(
+        &self,
+        instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
+        call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
+        let result = {
+            let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
+            if guard.is_none() {
+                *guard = Some(instantiate().map_err(|f| Fault::Reinstantiate(f.to_string()))?);
+            }
+            match guard.as_mut() {
+                Some(live) => {
+                    self.stats.count_call();
+                    self.arm(&mut live.store);
+                    let result = call(live);
+                    if matches!(
+                        result,
+                        Err(Fault::Trap(_) | Fault::Deadline { .. } | Fault::Memory { .. })
+                    ) {
+                        *guard = None;
+                    }
+                    result
+                }
+                None => Err(Fault::Reinstantiate("no instance".into())),
+            }
+        };
+        result.map_err(|fault| {
+            let faults = self.stats.count_fault();
+            tracing::warn!(
+                plugin = &*self.plugin,
+                faults,
+                reason = %fault,
+                "plugin fault; the built-in fallback serves this decision"
+            );
+            fault
+        })
+    }
+}
+
+/// Compiles the component at `path` and checks that it exports `export`
+/// (e.g. `switchyard:plugin/balancer@0.1.0`); `kind` names it in messages.
+///
+/// # Errors
+/// [`LoadError`]: unreadable, not a component, or not exporting `export`
+/// (naming what it exports instead, or the unsupported version it has).
+pub fn compile_checked(
+    host: &PluginHost,
+    path: &Path,
+    export: &str,
+    kind: &str,
+) -> Result<Component, LoadError> {
+    let component = host.compile(path)?;
+    let exports = host.exports_of(&component);
+    if exports.iter().any(|e| e == export) {
+        return Ok(component);
+    }
+    let family = export.split('@').next().unwrap_or(export);
+    let reason = match exports.iter().find(|e| e.starts_with(family)) {
+        Some(other) => format!(
+            "exports `{other}`, a version this host does not support (supported: `{export}`)"
+        ),
+        None => format!(
+            "is not a {kind} plugin: it does not export `{export}` (it exports: {})",
+            if exports.is_empty() {
+                "nothing".to_string()
+            } else {
+                exports.join(", ")
+            }
+        ),
+    };
+    Err(LoadError::WrongWorld {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
