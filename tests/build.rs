@@ -8,8 +8,9 @@ const COMPONENTS: &[&str] = &[
     "plugins/canary-split",
     "plugins/latency-p2c",
     "plugins/label-affinity",
+    "plugins/json-health",
     "tests/fixtures/hostile-balancer",
-    "tests/fixtures/health-json",
+    "tests/fixtures/hostile-health",
     "tests/fixtures/failover-static",
     "tests/fixtures/resolver-first",
 ];

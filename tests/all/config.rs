@@ -78,10 +78,10 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
         (
             format!(
                 "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"{}\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
-                fixtures::HEALTH_JSON
+                fixtures::JSON_HEALTH
             ),
             vec![
-                "health_json.wasm",
+                "json_health.wasm",
                 "is not a balancer plugin",
                 "switchyard:plugin/health-check@0.1.0",
             ],

@@ -194,3 +194,89 @@ async fn a_gradually_degrading_instance_is_flagged_before_it_fails() {
         log.join("\n")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_plugin_judges_json_reports_and_its_load_steers_traffic() {
+    let ups = upstreams(3);
+    ups[0].set_body(r#"{"status":"ok","load":0.95}"#);
+    ups[1].set_body(r#"{"status":"ok","load":0.0}"#);
+    ups[2].set_body(r#"{"status":"down"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let health = format!(
+        "health = {{ kind = \"plugin\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2, plugin = {{ path = \"{}\", config = {{ path = \"/health\" }} }} }}",
+        switchyard_tests::fixtures::JSON_HEALTH
+    );
+    let toml = pool_with(&health, &instances(&ups)).replace(
+        r#"{ kind = "round-robin" }"#,
+        r#"{ kind = "resource-aware" }"#,
+    );
+    let proxy = serve(&dir, &toml);
+    let line = proxy.wait_for(
+        |l| l.contains("unhealthy after 2 failed checks") && l.contains(&ups[2].url()),
+        "u2 unhealthy",
+    );
+    assert!(line.contains("status `down`"), "{line}");
+    let client = client();
+    let count = |n: usize| {
+        let (client, url) = (client.clone(), format!("{}/", proxy.url));
+        async move {
+            let mut counts = std::collections::BTreeMap::new();
+            for _ in 0..n {
+                let response = client.get(&url).send().await.unwrap();
+                let upstream = response.headers()["x-upstream"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                *counts.entry(upstream).or_insert(0) += 1;
+            }
+            counts
+        }
+    };
+    // Poll (bounded) until both loads have been probed and reported.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while count(40).await.get("u0").copied().unwrap_or(0) > 8 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "u0's load was never reported"
+        );
+    }
+    let counts = count(200).await;
+    // u0 reports 95% load: weight 0.05 against u1's 1.0 (about 5%); u2 is unhealthy.
+    assert!(!counts.contains_key("u2"), "{counts:?}");
+    assert!(counts.get("u0").copied().unwrap_or(0) < 40, "{counts:?}");
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_health_plugin_falls_back_to_the_built_in_check() {
+    for trap in ["probe", "evaluate"] {
+        let ups = upstreams(2);
+        ups[1].set_status(503);
+        let dir = tempfile::tempdir().unwrap();
+        let health = format!(
+            "health = {{ kind = \"plugin\", path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2, plugin = {{ path = \"{}\", config = {{ trap = \"{trap}\" }} }} }}",
+            switchyard_tests::fixtures::HOSTILE_HEALTH
+        );
+        let proxy = serve(&dir, &pool_with(&health, &instances(&ups)));
+        // The built-in rule judged it: a 503 is outside 200..=399.
+        let line = proxy.wait_for(
+            |l| l.contains("unhealthy after 2 failed checks") && l.contains(&ups[1].url()),
+            "u1 unhealthy",
+        );
+        assert!(
+            line.contains("status 503, expected 200..=399"),
+            "{trap}: {line}"
+        );
+        proxy.wait_for(
+            |l| l.contains("plugin fault") && l.contains("hostile_health.wasm"),
+            "fault logged",
+        );
+        assert!(
+            !proxy
+                .log()
+                .iter()
+                .any(|l| l.contains("unhealthy after") && l.contains(&ups[0].url())),
+            "{trap}: the healthy instance was marked down"
+        );
+    }
+}

@@ -126,7 +126,7 @@ fn every_plugin_kind_compiles_through_the_sdk() {
     for (path, interface) in [
         (fixtures::CANARY_SPLIT, "switchyard:plugin/balancer@0.1.0"),
         (
-            fixtures::HEALTH_JSON,
+            fixtures::JSON_HEALTH,
             "switchyard:plugin/health-check@0.1.0",
         ),
         (

@@ -22,6 +22,7 @@ struct Behaviour {
     delay_ms: AtomicU64,
     status: AtomicU16,
     extra_header: Mutex<Option<(HeaderName, HeaderValue)>>,
+    body: Mutex<Option<String>>,
 }
 
 /// A running upstream; killed when dropped.
@@ -114,6 +115,15 @@ impl Upstream {
         *self.behaviour.extra_header.lock().expect("lock") = Some(header);
     }
 
+    /// Answers every request with `body` instead of the name (e.g. a JSON
+    /// health report).
+    ///
+    /// # Panics
+    /// When the lock is poisoned (a test thread panicked).
+    pub fn set_body(&self, body: &str) {
+        *self.behaviour.body.lock().expect("lock") = Some(body.to_string());
+    }
+
     /// Kills the server: listener and connections close at once.
     pub fn kill(&mut self) {
         if let Some(kill) = self.kill.take() {
@@ -145,10 +155,11 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
     let status = StatusCode::from_u16(behaviour.status.load(Ordering::Relaxed))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     // A request with a body is echoed back; otherwise the body is the name.
-    let body = if received.is_empty() {
-        Body::from(name.to_string())
-    } else {
-        Body::from(received)
+    let fixed = behaviour.body.lock().map(|b| b.clone()).unwrap_or_default();
+    let body = match (fixed, received.is_empty()) {
+        (Some(fixed), _) => Body::from(fixed),
+        (None, true) => Body::from(name.to_string()),
+        (None, false) => Body::from(received),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;

@@ -10,13 +10,18 @@
 //! An instance that has not reported yet counts with the mean load of those
 //! that have (0 when none has), so a new instance is neither shunned nor
 //! flooded. `min_weight_factor` (default 0.05) keeps a saturated instance in
-//! rotation at a trickle, so its report is refreshed. O(N) per request.
+//! rotation at a trickle, so its report is refreshed. The rest of the ranking
+//! (spares for when the engine passes over the choice) is in descending
+//! effective weight. O(N) per request.
 //!
 //! Config: `load_header` (default `x-load`), `min_weight_factor` (default 0.05).
 
 use std::sync::Arc;
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use smallvec::SmallVec;
+
+use super::sample::insert_bounded;
+use super::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
 use crate::config::ResourceAwareConfig;
 use crate::plugin::Fault;
 
@@ -78,7 +83,18 @@ impl Strategy for ResourceAware {
                 break;
             }
         }
-        out.extend((0..n.min(RANK_LIMIT)).map(|i| ((chosen + i) % n) as u32));
+        // Spares, for when the engine passes over the choice (unfit, tried):
+        // the heaviest effective weights first, so a skipped instance's share
+        // goes where the load reports say there is room.
+        let mut spares: SmallVec<[(f64, EndpointId); RANK_LIMIT]> = SmallVec::new();
+        for (i, e) in endpoints.iter().enumerate().filter(|(i, _)| *i != chosen) {
+            insert_bounded(
+                &mut spares,
+                (-self.effective_weight(e, mean_load), i as EndpointId),
+            );
+        }
+        out.push(chosen as EndpointId);
+        out.extend(spares.iter().take(RANK_LIMIT - 1).map(|(_, id)| *id));
         Ok(())
     }
 }

@@ -54,7 +54,7 @@ pub fn rank_sampled(
 
 /// Inserts `entry` into `sorted` (ascending cost, stable for ties), keeping
 /// at most [`RANK_LIMIT`] entries.
-fn insert_bounded(
+pub(super) fn insert_bounded(
     sorted: &mut SmallVec<[(f64, EndpointId); RANK_LIMIT]>,
     entry: (f64, EndpointId),
 ) {

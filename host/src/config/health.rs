@@ -9,6 +9,7 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +54,28 @@ pub struct HealthCheckConfig {
     /// Probes in flight at once for this pool. Default 64.
     #[serde(default = "defaults::max_concurrent")]
     pub max_concurrent: u32,
+    /// `kind = "plugin"`: the health-check plugin that says what to send and
+    /// judges the answer.
+    pub plugin: Option<HealthPluginConfig>,
+}
+
+/// A health-check plugin and its sandbox limits. When a call faults, that
+/// probe is made and judged by the built-in HTTP check (`path`,
+/// `expect_status`, `body_contains` of the same table).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthPluginConfig {
+    /// The `.wasm` component; relative to the config file's directory.
+    pub path: PathBuf,
+    /// Passed to the plugin's `configure` as JSON. Default `{}`.
+    #[serde(default)]
+    pub config: toml::Table,
+    /// CPU deadline of one plugin call, ms. Default 5.
+    #[serde(default = "defaults::call_deadline_ms")]
+    pub call_deadline_ms: u64,
+    /// Linear-memory cap of the plugin instance, MiB. Default 16.
+    #[serde(default = "defaults::memory_limit_mib")]
+    pub memory_limit_mib: u64,
 }
 
 /// How an active probe is made.
@@ -64,6 +87,8 @@ pub enum CheckKind {
     Http,
     /// A TCP connect; success is a completed handshake.
     Tcp,
+    /// A health-check plugin (see [`HealthPluginConfig`]).
+    Plugin,
 }
 
 /// Passive outlier detection from live traffic, as Envoy's outlier detection.
@@ -133,6 +158,12 @@ mod defaults {
     pub fn max_concurrent() -> u32 {
         64
     }
+    pub fn call_deadline_ms() -> u64 {
+        5
+    }
+    pub fn memory_limit_mib() -> u64 {
+        16
+    }
 }
 
 impl HealthCheckConfig {
@@ -161,7 +192,31 @@ impl HealthCheckConfig {
         if self.max_concurrent == 0 {
             return err("max_concurrent", "must be >= 1".into());
         }
-        if self.kind == CheckKind::Http {
+        match (&self.kind, &self.plugin) {
+            (CheckKind::Plugin, None) => {
+                return err(
+                    "plugin",
+                    "`kind = \"plugin\"` needs a `plugin` table".into(),
+                );
+            }
+            (CheckKind::Plugin, Some(plugin)) => {
+                if !plugin.path.is_file() {
+                    return err(
+                        "plugin.path",
+                        format!("plugin file `{}` does not exist", plugin.path.display()),
+                    );
+                }
+                if plugin.call_deadline_ms == 0 {
+                    return err("plugin.call_deadline_ms", "must be >= 1".into());
+                }
+                if plugin.memory_limit_mib == 0 || plugin.memory_limit_mib > 4096 {
+                    return err("plugin.memory_limit_mib", "must be 1..=4096".into());
+                }
+            }
+            (_, Some(_)) => return err("plugin", "only with `kind = \"plugin\"`".into()),
+            (_, None) => {}
+        }
+        if self.kind != CheckKind::Tcp {
             if !self.path.starts_with('/') {
                 return err("path", format!("`{}` must start with `/`", self.path));
             }

@@ -33,9 +33,9 @@ mod types;
 pub use error::ConfigError;
 pub use types::{
     BuiltinStrategy, CheckKind, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm,
-    HashKey, HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys,
-    OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RouteConfig, RouteMatch,
-    StickyConfig, StrategyConfig, TrendConfig,
+    HashKey, HealthCheckConfig, HealthPluginConfig, InstanceConfig, LeastConnectionsConfig,
+    ListenerConfig, NoKeys, OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig,
+    RouteConfig, RouteMatch, StickyConfig, StrategyConfig, TrendConfig,
 };
 
 use std::path::Path;

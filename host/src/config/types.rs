@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig, TrendConfig};
+pub use super::health::{
+    CheckKind, HealthCheckConfig, HealthPluginConfig, OutlierConfig, TrendConfig,
+};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -223,10 +225,19 @@ pub(super) type Invalid = (String, String);
 impl Config {
     pub(super) fn resolve_paths(&mut self, base: &Path) {
         for pool in self.pools.values_mut() {
-            if let StrategyConfig::Plugin(plugin) = &mut pool.strategy
-                && plugin.path.is_relative()
-            {
-                plugin.path = base.join(&plugin.path);
+            let strategy_plugin = match &mut pool.strategy {
+                StrategyConfig::Plugin(plugin) => Some(&mut plugin.path),
+                _ => None,
+            };
+            let health_plugin = pool
+                .health
+                .as_mut()
+                .and_then(|h| h.plugin.as_mut())
+                .map(|p| &mut p.path);
+            for path in strategy_plugin.into_iter().chain(health_plugin) {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
             }
         }
     }

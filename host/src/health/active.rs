@@ -7,15 +7,18 @@
 //! passes in a row mark it healthy. An HTTP probe passes when the status is
 //! within `expect_status` and, if `body_contains` is set, the first
 //! [`MAX_PROBE_BODY`] bytes of the body contain it (bytes, so a body that is
-//! not UTF-8 is judged like any other). A TCP probe passes when the connect
-//! completes. Either fails on `timeout_ms`.
+//! not UTF-8 is judged like any other; a larger body is cut, never buffered
+//! whole). A TCP probe passes when the connect completes. Either fails on
+//! `timeout_ms`. With `kind = "plugin"` a health-check plugin says what to
+//! send and judges the answer (and may report the instance's load); when a
+//! plugin call faults, that probe is sent and judged by the built-in HTTP rule.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,6 +28,7 @@ use tokio::task::JoinSet;
 use super::{EventKind, HealthEvent, PoolHealth, Severity};
 use crate::balance::{Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig};
+use crate::plugin::{Limits, LoadError, PluginHost, WasmHealthCheck};
 
 /// Most body bytes an HTTP probe reads.
 pub const MAX_PROBE_BODY: usize = 64 * 1024;
@@ -38,24 +42,95 @@ pub enum ProbeOutcome {
     Fail(String),
 }
 
+/// An HTTP probe to send.
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    /// Request method.
+    pub method: Method,
+    /// Path and query.
+    pub path: String,
+    /// Request headers.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Request body.
+    pub body: Bytes,
+}
+
+/// What came of an HTTP probe.
+#[derive(Debug, Clone)]
+pub enum ProbeAnswer {
+    /// A response; the body is cut at [`MAX_PROBE_BODY`] bytes.
+    Response {
+        /// Status code.
+        status: u16,
+        /// Response headers (values not UTF-8 are passed lossily).
+        headers: Vec<(String, String)>,
+        /// The first [`MAX_PROBE_BODY`] bytes of the body.
+        body: Bytes,
+        /// From sending to the end of the (cut) body, µs.
+        latency_us: u64,
+    },
+    /// Connecting failed or the connection broke.
+    ConnectFailed(String),
+    /// No answer within `timeout_ms`.
+    TimedOut,
+}
+
+/// A health-check plugin's judgement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerdictHealth {
+    /// Passes.
+    Healthy,
+    /// Passes, but the plugin sees trouble (logged).
+    Degraded,
+    /// Fails.
+    Unhealthy,
+}
+
+/// A health-check plugin's verdict on one probe.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The judgement.
+    pub health: VerdictHealth,
+    /// The load the instance reported, 0..=1 (feeds `resource-aware`).
+    pub load: Option<f32>,
+    /// Why.
+    pub reason: String,
+}
+
 /// A prepared check for one pool.
 pub struct ActiveCheck {
     config: HealthCheckConfig,
-    method: Method,
-    headers: Vec<(HeaderName, HeaderValue)>,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    builtin: ProbeSpec,
+    plugin: Option<WasmHealthCheck>,
+    client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl ActiveCheck {
-    /// Prepares `config` (validated at load).
-    pub fn new(config: &HealthCheckConfig) -> Self {
+    /// Prepares `config` (validated at load), loading its plugin if any.
+    ///
+    /// # Errors
+    /// [`LoadError`] when the health-check plugin is refused.
+    pub fn new(config: &HealthCheckConfig, host: &PluginHost) -> Result<Self, LoadError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.timeout_ms)));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1)
             .build(connector);
-        Self {
+        let plugin = match &config.plugin {
+            Some(p) => Some(WasmHealthCheck::load(
+                host,
+                &p.path,
+                serde_json::to_string(&p.config).unwrap_or_else(|_| "{}".into()),
+                Limits {
+                    call_deadline_ms: p.call_deadline_ms,
+                    memory_limit_bytes: (p.memory_limit_mib as usize) << 20,
+                },
+            )?),
+            None => None,
+        };
+        let builtin = ProbeSpec {
             method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
+            path: config.path.clone(),
             headers: config
                 .headers
                 .iter()
@@ -66,71 +141,139 @@ impl ActiveCheck {
                     ))
                 })
                 .collect(),
+            body: Bytes::new(),
+        };
+        Ok(Self {
             config: config.clone(),
+            builtin,
+            plugin,
             client,
+        })
+    }
+
+    /// Probes `endpoint` once: the outcome, and a load report if a plugin gave one.
+    pub async fn probe(&self, endpoint: &Endpoint) -> (ProbeOutcome, Option<f32>) {
+        match (self.config.kind, &self.plugin) {
+            (CheckKind::Tcp, _) => {
+                let timeout = Duration::from_millis(self.config.timeout_ms);
+                let connect = tokio::net::TcpStream::connect(endpoint.authority.as_str());
+                let outcome = match tokio::time::timeout(timeout, connect).await {
+                    Ok(Ok(_)) => ProbeOutcome::Pass,
+                    Ok(Err(e)) => ProbeOutcome::Fail(format!("connect: {e}")),
+                    Err(_) => ProbeOutcome::Fail(format!(
+                        "no answer within {} ms",
+                        self.config.timeout_ms
+                    )),
+                };
+                (outcome, None)
+            }
+            (CheckKind::Plugin, Some(plugin)) => {
+                // A fault at either call falls back to the built-in probe or rule.
+                let Ok(spec) = plugin.probe(endpoint) else {
+                    return (self.judge(&self.send(endpoint, &self.builtin).await), None);
+                };
+                let answer = self.send(endpoint, &spec).await;
+                match plugin.evaluate(endpoint, &answer) {
+                    Ok(verdict) => {
+                        let outcome = match verdict.health {
+                            VerdictHealth::Unhealthy => ProbeOutcome::Fail(verdict.reason),
+                            VerdictHealth::Degraded => {
+                                tracing::debug!(instance = %endpoint.url, reason = %verdict.reason, "probe passed degraded");
+                                ProbeOutcome::Pass
+                            }
+                            VerdictHealth::Healthy => ProbeOutcome::Pass,
+                        };
+                        (outcome, verdict.load)
+                    }
+                    Err(_) => (self.judge(&answer), None),
+                }
+            }
+            _ => (self.judge(&self.send(endpoint, &self.builtin).await), None),
         }
     }
 
-    /// Probes `endpoint` once, within `timeout_ms`.
-    pub async fn probe(&self, endpoint: &Endpoint) -> ProbeOutcome {
-        let timeout = Duration::from_millis(self.config.timeout_ms);
-        let probe = async {
-            match self.config.kind {
-                CheckKind::Tcp => tokio::net::TcpStream::connect(endpoint.authority.as_str())
-                    .await
-                    .map(|_| ProbeOutcome::Pass)
-                    .unwrap_or_else(|e| ProbeOutcome::Fail(format!("connect: {e}"))),
-                CheckKind::Http => self.probe_http(endpoint).await,
+    /// Sends `spec` to `endpoint` within `timeout_ms`, reading at most
+    /// [`MAX_PROBE_BODY`] bytes of the body.
+    pub async fn send(&self, endpoint: &Endpoint, spec: &ProbeSpec) -> ProbeAnswer {
+        let started = std::time::Instant::now();
+        let exchange = async {
+            let uri: http::Uri = format!("http://{}{}", endpoint.authority, spec.path)
+                .parse()
+                .map_err(|e| ProbeAnswer::ConnectFailed(format!("bad probe URI: {e}")))?;
+            let mut request = Request::new(Full::new(spec.body.clone()));
+            *request.method_mut() = spec.method.clone();
+            *request.uri_mut() = uri;
+            for (name, value) in &spec.headers {
+                request.headers_mut().insert(name.clone(), value.clone());
             }
-        };
-        tokio::time::timeout(timeout, probe)
-            .await
-            .unwrap_or_else(|_| {
-                ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms))
+            if let Ok(host) = HeaderValue::try_from(endpoint.authority.as_str()) {
+                request.headers_mut().entry(header::HOST).or_insert(host);
+            }
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| ProbeAnswer::ConnectFailed(format!("request failed: {e}")))?;
+            let status = response.status().as_u16();
+            let headers = response
+                .headers()
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.as_str().to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
+                .collect();
+            let mut body = response.into_body();
+            let mut kept = bytes::BytesMut::new();
+            while kept.len() < MAX_PROBE_BODY {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            let room = MAX_PROBE_BODY - kept.len();
+                            kept.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        return Err(ProbeAnswer::ConnectFailed(format!("body broke: {e}")));
+                    }
+                    None => break,
+                }
+            }
+            Ok(ProbeAnswer::Response {
+                status,
+                headers,
+                body: kept.freeze(),
+                latency_us: started.elapsed().as_micros() as u64,
             })
+        };
+        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await {
+            Ok(Ok(answer) | Err(answer)) => answer,
+            Err(_) => ProbeAnswer::TimedOut,
+        }
     }
 
-    async fn probe_http(&self, endpoint: &Endpoint) -> ProbeOutcome {
-        let uri = format!("http://{}{}", endpoint.authority, self.config.path);
-        let mut request = Request::new(Empty::<Bytes>::new());
-        *request.method_mut() = self.method.clone();
-        match uri.parse() {
-            Ok(uri) => *request.uri_mut() = uri,
-            Err(e) => return ProbeOutcome::Fail(format!("bad probe URI {uri}: {e}")),
-        }
-        for (name, value) in &self.headers {
-            request.headers_mut().insert(name.clone(), value.clone());
-        }
-        if let Ok(host) = HeaderValue::try_from(endpoint.authority.as_str()) {
-            request.headers_mut().entry(header::HOST).or_insert(host);
-        }
-        let response = match self.client.request(request).await {
-            Ok(response) => response,
-            Err(e) => return ProbeOutcome::Fail(format!("request failed: {e}")),
-        };
-        let status = response.status().as_u16();
-        let [low, high] = self.config.expect_status;
-        if !(low..=high).contains(&status) {
-            return ProbeOutcome::Fail(format!("status {status}, expected {low}..={high}"));
-        }
-        let Some(needle) = &self.config.body_contains else {
-            return ProbeOutcome::Pass;
-        };
-        let body = match Limited::new(response.into_body(), MAX_PROBE_BODY)
-            .collect()
-            .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(_) => {
-                return ProbeOutcome::Fail(format!(
-                    "body larger than {MAX_PROBE_BODY} bytes or broken"
-                ));
+    /// The built-in rule: a status within `expect_status` and, if set,
+    /// `body_contains` in the (cut) body.
+    pub fn judge(&self, answer: &ProbeAnswer) -> ProbeOutcome {
+        match answer {
+            ProbeAnswer::TimedOut => {
+                ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms))
             }
-        };
-        if contains(&body, needle.as_bytes()) {
-            ProbeOutcome::Pass
-        } else {
-            ProbeOutcome::Fail(format!("body does not contain `{needle}`"))
+            ProbeAnswer::ConnectFailed(why) => ProbeOutcome::Fail(why.clone()),
+            ProbeAnswer::Response { status, body, .. } => {
+                let [low, high] = self.config.expect_status;
+                if !(low..=high).contains(status) {
+                    return ProbeOutcome::Fail(format!("status {status}, expected {low}..={high}"));
+                }
+                match &self.config.body_contains {
+                    Some(needle) if !contains(body, needle.as_bytes()) => {
+                        ProbeOutcome::Fail(format!("body does not contain `{needle}`"))
+                    }
+                    _ => ProbeOutcome::Pass,
+                }
+            }
         }
     }
 }
@@ -181,10 +324,13 @@ pub fn spawn(
             tokio::time::sleep(Duration::from_millis(fastrand::u64(..interval.max(1)))).await;
             let mut counts = RiseFall::default();
             loop {
-                let outcome = match permits.acquire().await {
+                let (outcome, load) = match permits.acquire().await {
                     Ok(_permit) => check.probe(&endpoint).await,
                     Err(_) => return,
                 };
+                if let Some(load) = load {
+                    endpoint.report_load(load);
+                }
                 let healthy = endpoint.health_flags() & UNHEALTHY == 0;
                 let passed = outcome == ProbeOutcome::Pass;
                 if let Some(now_healthy) =

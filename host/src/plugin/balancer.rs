@@ -13,6 +13,7 @@ use super::bindings::balancer::switchyard::plugin::types::{
 };
 use super::bindings::balancer::{BalancerPlugin, BalancerPluginPre};
 use super::bindings::{BALANCER_EXPORT, PluginState};
+use super::health::wit_endpoint;
 use super::sandbox::{Live, Sandbox, compile_checked};
 use super::wasi;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
@@ -201,15 +202,6 @@ impl Strategy for WasmStrategy {
                 .call_observe(&mut live.store, id, success, latency_us)
                 .map_err(|e| self.sandbox.fault(&e))
         });
-    }
-}
-
-fn wit_endpoint(e: &Endpoint) -> WitEndpoint {
-    WitEndpoint {
-        id: e.id,
-        address: e.url.clone(),
-        weight: e.weight,
-        labels: e.labels.clone(),
     }
 }
 

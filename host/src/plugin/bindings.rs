@@ -15,10 +15,25 @@ pub mod balancer {
     });
 }
 
+/// The `health-check-plugin` world; `types` and `host` are the balancer's.
+pub mod health {
+    wasmtime::component::bindgen!({
+        world: "health-check-plugin",
+        path: "../wit",
+        with: {
+            "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
+            "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
+        },
+    });
+}
+
 pub use balancer::switchyard::plugin::host::Level;
 
 /// Name of the balancer interface a plugin must export.
 pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.0";
+
+/// Name of the health-check interface a plugin must export.
+pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.0";
 
 /// The data of one plugin instance's store.
 pub struct PluginState {

@@ -31,11 +31,13 @@
 mod balancer;
 mod bindings;
 mod error;
+mod health;
 mod sandbox;
 pub mod wasi;
 
 pub use balancer::WasmStrategy;
 pub use error::{Fault, LoadError};
+pub use health::WasmHealthCheck;
 
 use std::path::Path;
 use std::sync::Arc;

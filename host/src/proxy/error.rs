@@ -19,6 +19,14 @@ pub enum StartError {
         /// Why the plugin was refused.
         error: LoadError,
     },
+    /// A pool's health-check plugin was refused.
+    #[error("pools.{pool}.health.plugin: {error}")]
+    HealthPlugin {
+        /// The pool whose health check is the plugin.
+        pool: String,
+        /// Why the plugin was refused.
+        error: LoadError,
+    },
     /// A listener could not bind.
     #[error("cannot listen on {addr}: {error}")]
     Bind {

@@ -114,6 +114,15 @@ impl Pool {
             }
         };
         let sticky = config.sticky.as_ref().map(|c| Sticky::new(c, &endpoints));
+        let active_check = match &config.health {
+            Some(c) => Some(Arc::new(ActiveCheck::new(c, host).map_err(|error| {
+                StartError::HealthPlugin {
+                    pool: name.to_string(),
+                    error,
+                }
+            })?)),
+            None => None,
+        };
         let pool_size = endpoints.len();
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
@@ -147,10 +156,7 @@ impl Pool {
                 config.panic_threshold_percent,
                 Arc::clone(events),
             )),
-            active_check: config
-                .health
-                .as_ref()
-                .map(|c| Arc::new(ActiveCheck::new(c))),
+            active_check,
             outlier: config
                 .outlier
                 .as_ref()
