@@ -44,10 +44,26 @@ fn bench_bookkeeping(c: &mut Criterion) {
         b.iter(|| e.record(black_box(true), black_box(1_250)));
     });
     c.bench_function("bookkeeping/outlier record success", |b| {
-        b.iter(|| outlier.record(&health, &endpoints, e, black_box(AttemptOutcome::Success), 0));
+        b.iter(|| {
+            outlier.record(
+                &health,
+                &endpoints,
+                e,
+                black_box(AttemptOutcome::Success),
+                0,
+            )
+        });
     });
     c.bench_function("bookkeeping/outlier record 5xx", |b| {
-        b.iter(|| outlier.record(&health, &endpoints, e, black_box(AttemptOutcome::ServerError), 0));
+        b.iter(|| {
+            outlier.record(
+                &health,
+                &endpoints,
+                e,
+                black_box(AttemptOutcome::ServerError),
+                0,
+            )
+        });
     });
 }
 

@@ -280,3 +280,33 @@ async fn a_faulting_health_plugin_falls_back_to_the_built_in_check() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_probe_body_is_cut_not_buffered() {
+    let ups = upstreams(2);
+    // Half a MiB, not UTF-8 clean text, with the marker only past 64 KiB: the
+    // check reads only that much, so the marker at the end is never seen.
+    let mut huge = "\u{fffd}x".repeat(512 * 1024 / 4);
+    huge.push_str("MARKER");
+    ups[1].set_body(&huge);
+    ups[0].set_body("MARKER");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "health = { interval_ms = 200, timeout_ms = 150, rise = 1, fall = 2, body_contains = \"MARKER\" }",
+            &instances(&ups),
+        ),
+    );
+    let line = proxy.wait_for(
+        |l| l.contains("unhealthy after") && l.contains(&ups[1].url()),
+        "u1 unhealthy",
+    );
+    assert!(line.contains("body does not contain `MARKER`"), "{line}");
+    assert!(
+        !proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("unhealthy after") && l.contains(&ups[0].url()))
+    );
+}
