@@ -70,6 +70,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         routes: vec![RouteConfig {
             matches: RouteMatch::default(),
             pool: "demo".into(),
+            fallback: None,
         }],
         pools: BTreeMap::from([(
             "demo".to_string(),
@@ -90,6 +91,9 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
                 health: None,
                 outlier: None,
                 trend: None,
+                retry: Default::default(),
+                breaker: None,
+                bulkhead: None,
                 panic_threshold_percent: 50,
             },
         )]),

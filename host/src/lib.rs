@@ -8,6 +8,7 @@
 //! - [`proxy`]: listeners, routing and forwarding (the data path);
 //! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
 //! - [`health`]: active checks, passive outlier detection, panic mode, events;
+//! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`telemetry`]: logging set-up.
@@ -15,6 +16,7 @@
 pub mod balance;
 pub mod config;
 pub mod demo;
+pub mod failover;
 pub mod health;
 pub mod plugin;
 pub mod proxy;

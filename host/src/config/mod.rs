@@ -26,15 +26,17 @@
 //! ```
 
 mod error;
+mod failover;
 mod health;
 mod strategy;
 mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    BuiltinStrategy, CheckKind, Config, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm,
-    HashKey, HealthCheckConfig, HealthPluginConfig, InstanceConfig, LeastConnectionsConfig,
-    ListenerConfig, NoKeys, OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig,
+    BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Config, ConsistentHashConfig,
+    FallbackConfig, FastestResponseConfig, HashAlgorithm, HashKey, HealthCheckConfig,
+    HealthPluginConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys,
+    OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RetryConfig, RetryOn,
     RouteConfig, RouteMatch, StickyConfig, StrategyConfig, TrendConfig,
 };
 

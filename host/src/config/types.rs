@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::failover::{BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn};
 pub use super::health::{
     CheckKind, HealthCheckConfig, HealthPluginConfig, OutlierConfig, TrendConfig,
 };
@@ -52,6 +53,9 @@ pub struct RouteConfig {
     pub matches: RouteMatch,
     /// Name of the pool that serves the route.
     pub pool: String,
+    /// What to do when the pool cannot serve. Default: the error response.
+    #[serde(default)]
+    pub fallback: Option<FallbackConfig>,
 }
 
 /// Conditions of a route; all given conditions must hold.
@@ -103,6 +107,16 @@ pub struct PoolConfig {
     /// Predictive health (trends). Default: none; `trend = {}` turns it on with defaults.
     #[serde(default)]
     pub trend: Option<TrendConfig>,
+    /// Retries. Default: one retry on connect failure, reset or timeout
+    /// (see [`RetryConfig`]).
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// A circuit breaker per instance. Default: none.
+    #[serde(default)]
+    pub breaker: Option<BreakerConfig>,
+    /// Bounded concurrency for the pool. Default: none.
+    #[serde(default)]
+    pub bulkhead: Option<BulkheadConfig>,
     /// Below this share of fit instances, percent, the pool ignores health and
     /// routes over every instance rather than overload the few left (Envoy's
     /// panic threshold). Default 50; 0 = never.
@@ -260,6 +274,12 @@ impl Config {
                     ),
                 ));
             }
+            if let Some(fallback) = &route.fallback {
+                let names: Vec<&String> = self.pools.keys().collect();
+                fallback
+                    .validate(&names)
+                    .map_err(|(k, reason)| (format!("routes[{i}].fallback.{k}"), reason))?;
+            }
             if let Some(prefix) = &route.matches.path_prefix
                 && !prefix.starts_with('/')
             {
@@ -325,6 +345,19 @@ impl PoolConfig {
             outlier
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("outlier.{k}")), reason))?;
+        }
+        self.retry
+            .validate()
+            .map_err(|(k, reason)| (key(&format!("retry.{k}")), reason))?;
+        if let Some(breaker) = &self.breaker {
+            breaker
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("breaker.{k}")), reason))?;
+        }
+        if let Some(bulkhead) = &self.bulkhead {
+            bulkhead
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("bulkhead.{k}")), reason))?;
         }
         if let Some(trend) = &self.trend {
             trend

@@ -1,0 +1,320 @@
+//! Circuit breakers, one per instance.
+//!
+//! States (Nygard, "Release It!", as resilience4j and Envoy implement them):
+//!
+//! - **closed**: requests flow; outcomes go into a rolling window of
+//!   `window_ms` (ten buckets). The breaker opens when the window holds at
+//!   least `min_requests` and the failure share reaches `failure_rate`, or
+//!   after `consecutive_failures` failures in a row.
+//! - **open**: the instance takes no requests for `open_ms` × 2^(trips − 1),
+//!   capped at `max_open_ms`, trips counting opens since the last close.
+//! - **half-open**: after the open time, up to `half_open_requests` probe
+//!   requests are admitted; `close_after` successes close the breaker, any
+//!   failure opens it again (for longer).
+//!
+//! Defaults: failure rate 0.5 and 60 s open, as the original design; 20
+//! requests minimum over 10 s; 5 consecutive failures; 3 half-open probes.
+
+use std::sync::{Mutex, PoisonError};
+
+use serde::Serialize;
+
+use crate::config::BreakerConfig;
+
+/// A breaker's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BreakerState {
+    /// Requests flow.
+    Closed,
+    /// No requests until the open time passes.
+    Open,
+    /// A few probe requests decide.
+    HalfOpen,
+}
+
+const BUCKETS: usize = 10;
+
+/// One instance's breaker.
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    state: BreakerState,
+    /// (bucket start ms, requests, failures)
+    buckets: [(u64, u32, u32); BUCKETS],
+    consecutive: u32,
+    trips: u32,
+    open_until_ms: u64,
+    half_open_admitted: u32,
+    half_open_successes: u32,
+}
+
+/// A state change, for events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The new state.
+    pub to: BreakerState,
+    /// Why.
+    pub reason: String,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        Self {
+            state: BreakerState::Closed,
+            buckets: [(0, 0, 0); BUCKETS],
+            consecutive: 0,
+            trips: 0,
+            open_until_ms: 0,
+            half_open_admitted: 0,
+            half_open_successes: 0,
+        }
+    }
+}
+
+impl CircuitBreaker {
+    /// The current state.
+    pub fn state(&self) -> BreakerState {
+        self.state
+    }
+
+    /// Whether a request may go to the instance at `now_ms`; moves an open
+    /// breaker whose time is up to half-open, and counts half-open probes.
+    pub fn allow(&mut self, config: &BreakerConfig, now_ms: u64) -> (bool, Option<Transition>) {
+        let mut transition = None;
+        if self.state == BreakerState::Open && now_ms >= self.open_until_ms {
+            self.state = BreakerState::HalfOpen;
+            self.half_open_admitted = 0;
+            self.half_open_successes = 0;
+            transition = Some(Transition {
+                to: BreakerState::HalfOpen,
+                reason: format!(
+                    "open time over; admitting {} probe requests",
+                    config.half_open_requests
+                ),
+            });
+        }
+        let allowed = match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => false,
+            BreakerState::HalfOpen => {
+                let admit = self.half_open_admitted < config.half_open_requests;
+                self.half_open_admitted += u32::from(admit);
+                admit
+            }
+        };
+        (allowed, transition)
+    }
+
+    /// Folds one outcome in at `now_ms`; returns a transition when the state changed.
+    pub fn record(
+        &mut self,
+        config: &BreakerConfig,
+        success: bool,
+        now_ms: u64,
+    ) -> Option<Transition> {
+        match self.state {
+            BreakerState::Open => None,
+            BreakerState::HalfOpen if success => {
+                self.half_open_successes += 1;
+                (self.half_open_successes >= config.close_after).then(|| {
+                    self.state = BreakerState::Closed;
+                    self.trips = 0;
+                    self.consecutive = 0;
+                    self.buckets = [(0, 0, 0); BUCKETS];
+                    Transition {
+                        to: BreakerState::Closed,
+                        reason: format!("{} probe requests succeeded", config.close_after),
+                    }
+                })
+            }
+            BreakerState::HalfOpen => {
+                Some(self.open(config, now_ms, "a probe request failed".into()))
+            }
+            BreakerState::Closed => {
+                let bucket_ms = (config.window_ms / BUCKETS as u64).max(1);
+                let start = now_ms - now_ms % bucket_ms;
+                let slot = &mut self.buckets[((now_ms / bucket_ms) as usize) % BUCKETS];
+                if slot.0 != start {
+                    *slot = (start, 0, 0);
+                }
+                slot.1 += 1;
+                slot.2 += u32::from(!success);
+                self.consecutive = if success { 0 } else { self.consecutive + 1 };
+                if config.consecutive_failures > 0
+                    && self.consecutive >= config.consecutive_failures
+                {
+                    return Some(self.open(
+                        config,
+                        now_ms,
+                        format!("{} consecutive failures", self.consecutive),
+                    ));
+                }
+                let horizon = now_ms.saturating_sub(config.window_ms);
+                let (requests, failures) = self
+                    .buckets
+                    .iter()
+                    .filter(|b| b.0 > horizon || (b.0 == 0 && horizon == 0 && b.1 > 0))
+                    .fold((0, 0), |(r, f), b| (r + b.1, f + b.2));
+                let rate = f64::from(failures) / f64::from(requests.max(1));
+                (requests >= config.min_requests && rate >= config.failure_rate).then(|| {
+                    self.open(
+                        config,
+                        now_ms,
+                        format!("failure rate {:.0}% over {requests} requests", rate * 100.0),
+                    )
+                })
+            }
+        }
+    }
+
+    fn open(&mut self, config: &BreakerConfig, now_ms: u64, reason: String) -> Transition {
+        self.trips += 1;
+        let open_ms = config
+            .open_ms
+            .saturating_mul(1u64 << (self.trips - 1).min(20))
+            .min(config.max_open_ms);
+        self.state = BreakerState::Open;
+        self.open_until_ms = now_ms + open_ms;
+        self.consecutive = 0;
+        Transition {
+            to: BreakerState::Open,
+            reason: format!("{reason}; open for {open_ms} ms (trip {})", self.trips),
+        }
+    }
+}
+
+/// The breakers of one pool.
+#[derive(Debug)]
+pub struct Breakers {
+    config: BreakerConfig,
+    breakers: Vec<Mutex<CircuitBreaker>>,
+}
+
+impl Breakers {
+    /// Closed breakers for `pool_size` instances.
+    pub fn new(config: &BreakerConfig, pool_size: usize) -> Self {
+        Self {
+            config: config.clone(),
+            breakers: (0..pool_size)
+                .map(|_| Mutex::new(CircuitBreaker::default()))
+                .collect(),
+        }
+    }
+
+    /// See [`CircuitBreaker::allow`].
+    pub fn allow(&self, id: u32, now_ms: u64) -> (bool, Option<Transition>) {
+        self.breakers.get(id as usize).map_or((true, None), |b| {
+            b.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .allow(&self.config, now_ms)
+        })
+    }
+
+    /// See [`CircuitBreaker::record`].
+    pub fn record(&self, id: u32, success: bool, now_ms: u64) -> Option<Transition> {
+        self.breakers.get(id as usize).and_then(|b| {
+            b.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .record(&self.config, success, now_ms)
+        })
+    }
+
+    /// The state of instance `id`'s breaker.
+    pub fn state(&self, id: u32) -> BreakerState {
+        self.breakers
+            .get(id as usize)
+            .map_or(BreakerState::Closed, |b| {
+                b.lock().unwrap_or_else(PoisonError::into_inner).state()
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failure_rate: 0.5,
+            min_requests: 10,
+            window_ms: 1_000,
+            consecutive_failures: 0,
+            open_ms: 100,
+            max_open_ms: 250,
+            half_open_requests: 2,
+            close_after: 2,
+        }
+    }
+
+    #[test]
+    fn opens_on_the_failure_rate_with_a_minimum_volume() {
+        let (c, mut b) = (config(), CircuitBreaker::default());
+        for i in 0..9 {
+            assert_eq!(b.record(&c, i % 2 == 0, 10), None, "below min_requests");
+        }
+        let t = b.record(&c, false, 10).unwrap();
+        assert_eq!(t.to, BreakerState::Open);
+        assert!(t.reason.contains("failure rate 50%"), "{}", t.reason);
+        assert_eq!(b.allow(&c, 50), (false, None));
+    }
+
+    #[test]
+    fn old_outcomes_leave_the_window() {
+        let (c, mut b) = (config(), CircuitBreaker::default());
+        for _ in 0..9 {
+            b.record(&c, false, 0);
+        }
+        // A second later the failures have left the window: 10 fresh successes do not trip.
+        for _ in 0..10 {
+            assert_eq!(b.record(&c, true, 1_500), None);
+        }
+        assert_eq!(b.state(), BreakerState::Closed);
+    }
+
+    #[test]
+    fn half_open_probes_close_or_reopen_for_longer() {
+        let (c, mut b) = (config(), CircuitBreaker::default());
+        let c = BreakerConfig {
+            consecutive_failures: 3,
+            ..c
+        };
+        for _ in 0..3 {
+            b.record(&c, false, 0);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        let (allowed, t) = b.allow(&c, 100);
+        assert!(allowed);
+        assert_eq!(t.unwrap().to, BreakerState::HalfOpen);
+        assert!(b.allow(&c, 100).0, "second probe");
+        assert!(!b.allow(&c, 100).0, "only two probes");
+        // A failed probe reopens for 2 × 100 ms.
+        assert_eq!(b.record(&c, false, 110).unwrap().to, BreakerState::Open);
+        assert!(!b.allow(&c, 309).0);
+        assert!(b.allow(&c, 310).0);
+        assert_eq!(b.record(&c, true, 311), None);
+        assert_eq!(b.record(&c, true, 312).unwrap().to, BreakerState::Closed);
+        // Closing forgives the trips: the next open is 100 ms again.
+        for _ in 0..3 {
+            b.record(&c, false, 400);
+        }
+        assert!(!b.allow(&c, 499).0);
+        assert!(b.allow(&c, 500).0);
+    }
+
+    #[test]
+    fn open_time_is_capped() {
+        let c = BreakerConfig {
+            consecutive_failures: 1,
+            ..config()
+        };
+        let mut b = CircuitBreaker::default();
+        let mut now = 0;
+        for _ in 0..5 {
+            b.record(&c, false, now);
+            now = b.open_until_ms;
+            b.allow(&c, now);
+        }
+        let t = b.record(&c, false, now).unwrap();
+        assert!(t.reason.contains("open for 250 ms"), "{}", t.reason);
+    }
+}

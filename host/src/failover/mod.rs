@@ -1,0 +1,33 @@
+//! Failover: what happens when an attempt fails.
+//!
+//! The attempt loop (in [`crate::proxy`]) asks these pieces, in order:
+//!
+//! - [`Bulkhead`]: may the request use the pool at all? A bounded number of
+//!   upstream requests run at once, a bounded queue waits with a timeout,
+//!   and the rest are shed at once with 503 and `Retry-After` — never an
+//!   unbounded queue.
+//! - [`CircuitBreaker`]s, one per instance: closed → open on a failure rate
+//!   over a rolling window (with a minimum volume) or on consecutive
+//!   failures; open for a time that doubles on repeated trips (capped);
+//!   half-open admits a few probe requests and closes after enough
+//!   successes. An open breaker takes its instance out of the filter.
+//! - [`RetryPolicy`]: is this failure retryable, is the request replayable,
+//!   how long to back off (full jitter), and does the pool's [`RetryBudget`]
+//!   allow one more retry in flight. A retry goes to a different instance:
+//!   the ranking minus those already tried; the first retry goes at once
+//!   (immediate failover), later ones after the backoff.
+//!
+//! Why budgets and not only max retries: with `retries = 2`, a pool-wide
+//! outage turns every request into three upstream attempts — a retry storm
+//! that keeps a recovering pool down. A budget caps retries in flight to a
+//! share of the requests in flight (Envoy's retry budget; Linkerd's is the
+//! same idea), so during an outage the extra load is bounded whatever the
+//! per-request limit.
+
+mod breaker;
+mod bulkhead;
+mod retry;
+
+pub use breaker::{BreakerState, Breakers, CircuitBreaker};
+pub use bulkhead::{Bulkhead, Shed};
+pub use retry::{Failure, RetryBudget, RetryPolicy};
