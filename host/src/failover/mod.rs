@@ -24,7 +24,7 @@
 //! same idea), so during an outage the extra load is bounded whatever the
 //! per-request limit.
 
-mod breaker;
+pub mod breaker;
 mod bulkhead;
 mod retry;
 

@@ -43,6 +43,12 @@ pub enum EventKind {
     Stable,
     /// The trend predicts the instance unfit soon.
     Predicted,
+    /// The instance's circuit breaker opened.
+    BreakerOpen,
+    /// The instance's circuit breaker is half-open (probing).
+    BreakerHalfOpen,
+    /// The instance's circuit breaker closed.
+    BreakerClosed,
 }
 
 /// One health event.

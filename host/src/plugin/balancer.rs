@@ -110,12 +110,12 @@ impl WasmStrategy {
         let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
         let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
         let exports = bindings.switchyard_plugin_balancer();
-        self.sandbox.arm(&mut store);
+        self.sandbox.arm_setup(&mut store);
         let requirements = exports
             .call_configure(&mut store, &self.config_json)
             .map_err(fault)?
             .map_err(|e| Fault::Refused(format!("configure: {}", describe(&e))))?;
-        self.sandbox.arm(&mut store);
+        self.sandbox.arm_setup(&mut store);
         exports
             .call_update(&mut store, 1, &self.endpoints)
             .map_err(fault)?;

@@ -68,7 +68,7 @@ impl WasmHealthCheck {
         let mut store = self.sandbox.store();
         let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
         let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
-        self.sandbox.arm(&mut store);
+        self.sandbox.arm_setup(&mut store);
         bindings
             .switchyard_plugin_health_check()
             .call_configure(&mut store, &self.config_json)

@@ -11,6 +11,11 @@ use super::bindings::PluginState;
 use super::wasi::Captured;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 
+/// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
+/// ms: generous, since `update` carries the whole endpoint set and set-up
+/// happens at load or after a fault, never per request.
+pub const SETUP_DEADLINE_MS: u64 = 1_000;
+
 /// A live instance: its store and the world's bindings plus per-kind buffers.
 pub struct Live<L> {
     /// The instance's store.
@@ -57,7 +62,8 @@ impl<L> Sandbox<L> {
         Arc::clone(&self.stats)
     }
 
-    /// A fresh store: memory capped, epoch deadline armed to trap.
+    /// A fresh store: memory capped, epoch deadline armed to trap (with the
+    /// set-up deadline; [`arm`](Self::arm) sets the per-call one).
     pub fn store(&self) -> Store<PluginState> {
         let state = PluginState {
             name: Arc::clone(&self.plugin),
@@ -70,8 +76,13 @@ impl<L> Sandbox<L> {
         let mut store = Store::new(self.host.engine(), state);
         store.limiter(|s| &mut s.limits);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.limits.call_deadline_ms);
+        self.arm_setup(&mut store);
         store
+    }
+
+    /// Arms the set-up deadline (before `configure` or `update`).
+    pub fn arm_setup(&self, store: &mut Store<PluginState>) {
+        store.set_epoch_deadline(SETUP_DEADLINE_MS.max(self.limits.call_deadline_ms));
     }
 
     /// Re-arms the call deadline of `store` (before every call).

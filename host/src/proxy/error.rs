@@ -59,6 +59,19 @@ pub enum ProxyError {
         /// The last attempt's failure, or why none was made.
         reason: String,
     },
+    /// The pool's bulkhead shed the request (503 + `Retry-After`).
+    #[error("pool `{pool}` is at capacity ({why:?}); retry after {retry_after_s} s")]
+    Shed {
+        /// The pool.
+        pool: String,
+        /// Queue full or queue timeout.
+        why: crate::failover::Shed,
+        /// The `Retry-After` value, seconds.
+        retry_after_s: u64,
+    },
+    /// The request could not be read (400).
+    #[error("bad request: {0}")]
+    BadRequest(String),
     /// The instance did not answer in time (504).
     #[error("instance {instance} of pool `{pool}` did not answer within {timeout_ms} ms")]
     Timeout {
@@ -78,6 +91,8 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -87,11 +102,17 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => "no_route",
             ProxyError::NoUpstream { .. } => "no_upstream",
             ProxyError::Timeout { .. } => "upstream_timeout",
+            ProxyError::Shed { .. } => "overloaded",
+            ProxyError::BadRequest(_) => "bad_request",
         }
     }
 
     /// The response: the status and `{"error": code, "message": text}`.
     pub fn into_response(self) -> http::Response<Full<Bytes>> {
+        let retry_after = match &self {
+            ProxyError::Shed { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = self.status();
@@ -99,6 +120,11 @@ impl ProxyError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
         response
     }
 }

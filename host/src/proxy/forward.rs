@@ -1,31 +1,37 @@
 //! Forwarding one request: route, rank, attempt, stream the answer back.
 //!
-//! Attempts: the first acceptable instance of the ranking gets the request.
-//! One more attempt goes to the next acceptable instance when the request can
-//! be sent again unchanged — its body is empty — and either the connection
-//! could not be made (the request never left) or the method is idempotent
-//! (RFC 9110 §9.2.2) and the failure was a transport error or timeout
-//! (nginx's `proxy_next_upstream error timeout`). A request with a body is
-//! streamed and never replayed. A connect failure also keeps the instance out
-//! of rotation for the pool's `fail_timeout_ms`.
+//! The route picks a pool — its fallback pool instead while the primary has no
+//! fit instance (priority failover). The pool's bulkhead admits the request
+//! or sheds it (503 + `Retry-After`). The request is then attempted on the
+//! first acceptable instance of the ranking; a failed attempt is retried on
+//! the next acceptable instance when the pool's [`RetryPolicy`] says the
+//! failure is retryable, the request can be sent again — its body is empty
+//! or was buffered (up to `replay_limit_bytes`) — and the retry budget has
+//! room. The first retry goes at once; later ones after a jittered backoff.
+//! When every attempt failed, a route's static fallback answers, or the
+//! client gets a JSON error (502, 504). A connect failure also keeps the
+//! instance out of rotation for the pool's `fail_timeout_ms`.
+//!
+//! [`RetryPolicy`]: crate::failover::RetryPolicy
 
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body::Body as _;
-use http_body_util::{Either, Empty};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use smallvec::SmallVec;
 
 use super::body::ProxyBody;
+use super::pool::UpstreamBody;
+use super::router::Fallback;
 use super::{ProxyError, Router, headers};
 use crate::balance::{EndpointId, RequestContext, Sticky};
+use crate::failover::Failure;
 use crate::health::outlier::AttemptOutcome;
-
-/// Attempts per request: the first, plus one failover attempt.
-pub const MAX_ATTEMPTS: usize = 2;
 
 /// Serves one client request; errors become JSON responses.
 pub async fn handle(
@@ -58,11 +64,24 @@ async fn forward(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .map_or("", strip_port);
-    let Some(pool) = router.route(host, parts.uri.path()) else {
+    let Some(route) = router.route(host, parts.uri.path()) else {
         return Err(ProxyError::NoRoute {
             host: host.to_string(),
             path: parts.uri.path().to_string(),
         });
+    };
+    let pool = match &route.fallback {
+        Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
+        _ => &route.pool,
+    };
+    let _request = pool.budget.request();
+    let _slot = match &pool.bulkhead {
+        Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
+            pool: pool.name.clone(),
+            why: shed,
+            retry_after_s: bulkhead.retry_after_secs(),
+        })?),
+        None => None,
     };
     let path_and_query = parts
         .uri
@@ -87,22 +106,29 @@ async fn forward(
     Sticky::prefer(&affinity, &mut ranking);
     headers::prepare_request(&mut parts.headers, peer.ip(), authority.as_ref());
 
-    let empty_body = body.is_end_stream();
-    let idempotent = is_idempotent(&parts.method);
-    let mut client_body = Some(body);
-    let mut tried: SmallVec<[EndpointId; MAX_ATTEMPTS]> = SmallVec::new();
+    let max_attempts = pool.retry.max_attempts();
+    let mut body = RequestBody::prepare(body, &parts.headers, &pool.retry, max_attempts).await?;
+    let mut tried: SmallVec<[EndpointId; 4]> = SmallVec::new();
     let mut failure: Option<ProxyError> = None;
-    for attempt in 1..=MAX_ATTEMPTS {
+    let mut _retry_slot = None;
+    for attempt in 1..=max_attempts {
+        if attempt > 1 {
+            match pool.budget.try_retry() {
+                Some(slot) => _retry_slot = Some(slot),
+                None => {
+                    tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                    break;
+                }
+            }
+            tokio::time::sleep(pool.retry.backoff(attempt as u32 - 1)).await;
+        }
         let Some(id) = pool.next(&ranking, &tried) else {
             break;
         };
         tried.push(id);
         let endpoint = &pool.endpoints[id as usize];
-        let last = attempt == MAX_ATTEMPTS || !empty_body;
-        let mut upstream = Request::new(match client_body.take() {
-            Some(b) => Either::Left(b),
-            None => Either::Right(Empty::new()),
-        });
+        let last = attempt == max_attempts || !body.replayable();
+        let mut upstream = Request::new(body.for_attempt());
         *upstream.method_mut() = parts.method.clone();
         *upstream.uri_mut() = upstream_uri(endpoint.authority.clone(), path_and_query.clone());
         *upstream.version_mut() = Version::HTTP_11;
@@ -114,10 +140,10 @@ async fn forward(
 
         let in_flight = endpoint.start_request();
         let started = Instant::now();
-        let outcome =
-            tokio::time::timeout(pool.request_timeout, pool.client.request(upstream)).await;
+        let timeout = pool.retry.per_try_timeout(pool.request_timeout);
+        let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
         let latency_us = started.elapsed().as_micros() as u64;
-        let retry_allowed = match outcome {
+        let failed = match outcome {
             Ok(Ok(mut response)) => {
                 endpoint.mark_reachable();
                 if let Some(load) = pool
@@ -129,7 +155,8 @@ async fn forward(
                 {
                     endpoint.report_load(load);
                 }
-                let success = !response.status().is_server_error();
+                let status = response.status().as_u16();
+                let success = status < 500;
                 pool.balancer.observe(endpoint, success, latency_us);
                 pool.record_outcome(
                     endpoint,
@@ -139,19 +166,30 @@ async fn forward(
                         AttemptOutcome::ServerError
                     },
                 );
-                if let Some(sticky) = &pool.sticky {
-                    sticky.bind(&affinity, id, response.headers_mut());
+                pool.record_breaker(id, success);
+                let retry = !last && pool.retry.retryable(Failure::Status(status), &parts.method);
+                if !retry {
+                    if let Some(sticky) = &pool.sticky {
+                        sticky.bind(&affinity, id, response.headers_mut());
+                    }
+                    headers::strip_hop_by_hop(response.headers_mut());
+                    return Ok(response.map(|body| ProxyBody::Upstream {
+                        body,
+                        _in_flight: in_flight,
+                    }));
                 }
-                headers::strip_hop_by_hop(response.headers_mut());
-                return Ok(response.map(|body| ProxyBody::Upstream {
-                    body,
-                    _in_flight: in_flight,
-                }));
+                tracing::debug!(pool = %pool.name, attempt, status, instance = %endpoint.url, "retrying a retryable status");
+                failure = Some(ProxyError::NoUpstream {
+                    pool: pool.name.clone(),
+                    reason: format!("{}: status {status}", endpoint.url),
+                });
+                Failure::Status(status)
             }
             Ok(Err(error)) => {
                 drop(in_flight);
                 pool.balancer.observe(endpoint, false, latency_us);
                 pool.record_outcome(endpoint, AttemptOutcome::GatewayError);
+                pool.record_breaker(id, false);
                 let connect = error.is_connect();
                 if connect {
                     let until = pool.now_ms() + pool.fail_timeout.as_millis() as u64;
@@ -163,29 +201,96 @@ async fn forward(
                     pool: pool.name.clone(),
                     reason,
                 });
-                connect || idempotent
+                if connect {
+                    Failure::ConnectFailure
+                } else {
+                    Failure::Reset
+                }
             }
             Err(_elapsed) => {
                 drop(in_flight);
                 pool.balancer.observe(endpoint, false, latency_us);
                 pool.record_outcome(endpoint, AttemptOutcome::GatewayError);
+                pool.record_breaker(id, false);
                 tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
                 failure = Some(ProxyError::Timeout {
                     pool: pool.name.clone(),
                     instance: endpoint.url.clone(),
-                    timeout_ms: pool.request_timeout.as_millis() as u64,
+                    timeout_ms: timeout.as_millis() as u64,
                 });
-                idempotent
+                Failure::Timeout
             }
         };
-        if last || !retry_allowed {
+        if last {
+            if !body.replayable() && attempt < max_attempts {
+                tracing::info!(pool = %pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
+            }
             break;
         }
+        if !pool.retry.retryable(failed, &parts.method) {
+            break;
+        }
+    }
+    if let Some(Fallback::Static(response)) = &route.fallback {
+        return Ok(response.to_response().map(ProxyBody::Local));
     }
     Err(failure.unwrap_or_else(|| ProxyError::NoUpstream {
         pool: pool.name.clone(),
         reason: "no instance available".into(),
     }))
+}
+
+/// A request body across attempts: replayable bytes, or a one-shot stream.
+enum RequestBody {
+    /// Empty, or buffered within the replay limit: every attempt sends a copy.
+    Replay(Bytes),
+    /// Streamed: only the first attempt can send it.
+    Stream(Option<Incoming>),
+}
+
+impl RequestBody {
+    /// Buffers `body` when it may need replaying (more than one attempt) and
+    /// its declared length is within the limit; otherwise keeps the stream.
+    async fn prepare(
+        body: Incoming,
+        headers: &http::HeaderMap,
+        retry: &crate::failover::RetryPolicy,
+        max_attempts: usize,
+    ) -> Result<Self, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(RequestBody::Replay(Bytes::new()));
+        }
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        match declared {
+            Some(length) if max_attempts > 1 && length <= retry.replay_limit() => {
+                let collected = Limited::new(body, retry.replay_limit() as usize)
+                    .collect()
+                    .await
+                    .map_err(|e| {
+                        ProxyError::BadRequest(format!("reading the request body: {e}"))
+                    })?;
+                Ok(RequestBody::Replay(collected.to_bytes()))
+            }
+            _ => Ok(RequestBody::Stream(Some(body))),
+        }
+    }
+
+    fn replayable(&self) -> bool {
+        matches!(self, RequestBody::Replay(_))
+    }
+
+    fn for_attempt(&mut self) -> UpstreamBody {
+        match self {
+            RequestBody::Replay(bytes) => Either::Right(Full::new(bytes.clone())),
+            RequestBody::Stream(stream) => match stream.take() {
+                Some(body) => Either::Left(body),
+                None => Either::Right(Full::new(Bytes::new())),
+            },
+        }
+    }
 }
 
 fn upstream_uri(authority: http::uri::Authority, path_and_query: PathAndQuery) -> Uri {
@@ -195,14 +300,6 @@ fn upstream_uri(authority: http::uri::Authority, path_and_query: PathAndQuery) -
     parts.path_and_query = Some(path_and_query);
     // Scheme, authority and path are all present, so this cannot fail.
     Uri::from_parts(parts).unwrap_or_default()
-}
-
-/// Safe to repeat (RFC 9110 §9.2.2).
-fn is_idempotent(method: &Method) -> bool {
-    matches!(
-        *method,
-        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
-    )
 }
 
 /// `host` without a `:port` suffix (IPv6 literals keep their brackets).

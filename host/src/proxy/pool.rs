@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderName;
-use http_body_util::{Either, Empty};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -21,14 +21,17 @@ use crate::balance::{
     next_candidate,
 };
 use crate::config::{PoolConfig, StrategyConfig};
+use crate::failover::breaker::Transition;
+use crate::failover::{BreakerState, Breakers, Bulkhead, RetryBudget, RetryPolicy};
 use crate::health::active::{self, ActiveCheck};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
-use crate::health::{EventBus, PoolHealth};
+use crate::health::{EventBus, EventKind, HealthEvent, PoolHealth, Severity};
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmStrategy};
 
-/// A request body sent upstream: the client's, streamed, or empty on a retry.
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+/// A request body sent upstream: the client's, streamed, or buffered bytes
+/// (replayable across attempts).
+pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
 /// A pool of instances behind one balancer and one connection pool.
 pub struct Pool {
@@ -58,6 +61,14 @@ pub struct Pool {
     pub outlier: Option<OutlierDetector>,
     /// Predictive health, when configured.
     pub trend: Option<TrendTracker>,
+    /// Retry rules.
+    pub retry: RetryPolicy,
+    /// Retries in flight vs requests in flight.
+    pub budget: RetryBudget,
+    /// Circuit breakers, when configured.
+    pub breakers: Option<Breakers>,
+    /// Bounded concurrency, when configured.
+    pub bulkhead: Option<Bulkhead>,
     clock: Instant,
 }
 
@@ -165,6 +176,13 @@ impl Pool {
                 .trend
                 .as_ref()
                 .map(|c| TrendTracker::new(c, pool_size)),
+            retry: RetryPolicy::new(&config.retry),
+            budget: RetryBudget::new(
+                config.retry.budget_ratio,
+                config.retry.budget_min_concurrent,
+            ),
+            breakers: config.breaker.as_ref().map(|c| Breakers::new(c, pool_size)),
+            bulkhead: config.bulkhead.as_ref().map(Bulkhead::new),
             clock: Instant::now(),
         })
     }
@@ -174,24 +192,75 @@ impl Pool {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// The instance to try next (see [`next_candidate`]); with trends on, a
+    /// The instance to try next (see [`next_candidate`]), passing over
+    /// instances whose circuit breaker refuses the request; with trends on, a
     /// degrading instance is passed over for the next fit one with
     /// probability 1 − `degraded_share`.
     pub fn next(&self, ranking: &Ranking, tried: &[EndpointId]) -> Option<EndpointId> {
         let (now, respect) = (self.now_ms(), self.health.respect_health());
-        let pick = next_candidate(ranking, &self.endpoints, tried, now, respect)?;
+        let mut skip: SmallVec<[EndpointId; 8]> = tried.iter().copied().collect();
         let share = self
             .trend
             .as_ref()
             .map_or(1.0, TrendTracker::degraded_share);
-        if share < 1.0
-            && self.endpoints[pick as usize].health_flags() & DEGRADED != 0
-            && fastrand::f64() >= share
-        {
-            let skip: SmallVec<[EndpointId; 4]> = tried.iter().copied().chain([pick]).collect();
-            return next_candidate(ranking, &self.endpoints, &skip, now, respect).or(Some(pick));
+        let mut degraded_spare = None;
+        while let Some(pick) = next_candidate(ranking, &self.endpoints, &skip, now, respect) {
+            skip.push(pick);
+            if share < 1.0
+                && self.endpoints[pick as usize].health_flags() & DEGRADED != 0
+                && fastrand::f64() >= share
+            {
+                degraded_spare.get_or_insert(pick);
+                continue;
+            }
+            if self.breaker_allows(pick, now) {
+                return Some(pick);
+            }
         }
-        Some(pick)
+        degraded_spare.filter(|id| self.breaker_allows(*id, now))
+    }
+
+    fn breaker_allows(&self, id: EndpointId, now_ms: u64) -> bool {
+        let Some(breakers) = &self.breakers else {
+            return true;
+        };
+        let (allowed, transition) = breakers.allow(id, now_ms);
+        if let Some(t) = transition {
+            self.publish_breaker(id, t);
+        }
+        allowed
+    }
+
+    /// Records an attempt's success in the instance's breaker, if any.
+    pub fn record_breaker(&self, id: EndpointId, success: bool) {
+        if let Some(t) = self
+            .breakers
+            .as_ref()
+            .and_then(|b| b.record(id, success, self.now_ms()))
+        {
+            self.publish_breaker(id, t);
+        }
+    }
+
+    fn publish_breaker(&self, id: EndpointId, t: Transition) {
+        let (kind, severity) = match t.to {
+            BreakerState::Open => (EventKind::BreakerOpen, Severity::Warning),
+            BreakerState::HalfOpen => (EventKind::BreakerHalfOpen, Severity::Info),
+            BreakerState::Closed => (EventKind::BreakerClosed, Severity::Info),
+        };
+        let url = &self.endpoints[id as usize].url;
+        self.health.events().publish(HealthEvent::new(
+            &self.name,
+            Some(url),
+            kind,
+            severity,
+            format!("breaker {:?}: {}", t.to, t.reason).to_lowercase(),
+        ));
+    }
+
+    /// Whether any instance is fit (priority failover leaves a pool without one).
+    pub fn has_fit(&self) -> bool {
+        self.health.unfit() < self.endpoints.len()
     }
 
     /// Feeds one attempt's outcome to outlier detection, if configured.
@@ -273,6 +342,7 @@ impl Pool {
                         success_rate: stats.success_rate,
                         load: stats.load,
                         trend: self.trend.as_ref().map(|t| t.status(e.id)),
+                        breaker: self.breakers.as_ref().map(|b| b.state(e.id)),
                     }
                 })
                 .collect(),
@@ -322,4 +392,6 @@ pub struct InstanceStatus {
     pub load: Option<f32>,
     /// Trend and prediction, when trends are on.
     pub trend: Option<TrendStatus>,
+    /// Circuit breaker state, when breakers are on.
+    pub breaker: Option<BreakerState>,
 }

@@ -5,15 +5,19 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::Full;
+
 use super::pool::PoolStatus;
 use super::{Pool, StartError};
-use crate::config::{Config, RouteMatch};
+use crate::config::{Config, FallbackConfig, RouteMatch};
 use crate::health::{EventBus, HealthEvent};
 use crate::plugin::PluginHost;
 
 /// The routes and the pools they lead to.
 pub struct Router {
-    routes: Vec<(RouteMatch, Arc<Pool>)>,
+    routes: Vec<Route>,
     pools: Vec<Arc<Pool>>,
     events: Arc<EventBus>,
 }
@@ -39,9 +43,24 @@ impl Router {
             .routes
             .iter()
             .filter_map(|r| {
-                pools
-                    .get(&r.pool)
-                    .map(|p| (r.matches.clone(), Arc::clone(p)))
+                let fallback = match &r.fallback {
+                    Some(FallbackConfig::Pool { pool }) => {
+                        pools.get(pool).cloned().map(Fallback::Pool)
+                    }
+                    Some(FallbackConfig::Static {
+                        status,
+                        body,
+                        headers,
+                    }) => Some(Fallback::Static(StaticResponse::new(
+                        *status, body, headers,
+                    ))),
+                    None => None,
+                };
+                pools.get(&r.pool).map(|p| Route {
+                    matches: r.matches.clone(),
+                    pool: Arc::clone(p),
+                    fallback,
+                })
             })
             .collect();
         Ok(Self {
@@ -51,12 +70,62 @@ impl Router {
         })
     }
 
-    /// The pool of the first route matching `host` (without port) and `path`.
-    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Pool>> {
-        self.routes
-            .iter()
-            .find(|(m, _)| matches(m, host, path))
-            .map(|(_, pool)| pool)
+    /// The first route matching `host` (without port) and `path`.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
+        self.routes.iter().find(|r| matches(&r.matches, host, path))
+    }
+}
+
+/// A route: its conditions, its pool and its fallback.
+pub struct Route {
+    /// The conditions.
+    pub matches: RouteMatch,
+    /// The pool that serves it.
+    pub pool: Arc<Pool>,
+    /// What answers when the pool cannot.
+    pub fallback: Option<Fallback>,
+}
+
+/// A route's graceful degradation.
+pub enum Fallback {
+    /// A secondary pool, used while the primary has no fit instance.
+    Pool(Arc<Pool>),
+    /// A fixed response, sent when no attempt succeeded.
+    Static(StaticResponse),
+}
+
+/// A configured fixed response.
+pub struct StaticResponse {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl StaticResponse {
+    /// A response of `status`, `body` and `headers` (validated at load; an
+    /// invalid header is dropped).
+    pub fn new(status: u16, body: &str, headers: &BTreeMap<String, String>) -> Self {
+        Self {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+            headers: headers
+                .iter()
+                .filter_map(|(k, v)| {
+                    Some((
+                        HeaderName::try_from(k).ok()?,
+                        HeaderValue::try_from(v).ok()?,
+                    ))
+                })
+                .collect(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+        }
+    }
+
+    /// A fresh response (cheap: the body is shared).
+    pub fn to_response(&self) -> http::Response<Full<Bytes>> {
+        let mut response = http::Response::new(Full::new(self.body.clone()));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers.clone();
+        response
     }
 }
 
