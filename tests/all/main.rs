@@ -4,6 +4,7 @@
 
 mod balancing;
 mod config;
+mod failover;
 mod health;
 mod plugins;
 mod proxying;

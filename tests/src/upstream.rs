@@ -23,6 +23,7 @@ struct Behaviour {
     status: AtomicU16,
     extra_header: Mutex<Option<(HeaderName, HeaderValue)>>,
     body: Mutex<Option<String>>,
+    fail_every: AtomicU64,
 }
 
 /// A running upstream; killed when dropped.
@@ -103,6 +104,11 @@ impl Upstream {
         self.behaviour.status.store(status, Ordering::Relaxed);
     }
 
+    /// Answers every `n`-th request with 503 (0: never), whatever `set_status` says.
+    pub fn set_fail_every(&self, n: u64) {
+        self.behaviour.fail_every.store(n, Ordering::Relaxed);
+    }
+
     /// Adds `name: value` to every response (e.g. a load report).
     ///
     /// # Panics
@@ -142,7 +148,9 @@ impl Drop for Upstream {
 }
 
 async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Response<Body> {
-    behaviour.hits.fetch_add(1, Ordering::Relaxed);
+    let hit = behaviour.hits.fetch_add(1, Ordering::Relaxed) + 1;
+    let every = behaviour.fail_every.load(Ordering::Relaxed);
+    let forced_failure = every > 0 && hit.is_multiple_of(every);
     let delay = behaviour.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -152,8 +160,12 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
         .await
         .map(|c| c.to_bytes())
         .unwrap_or_default();
-    let status = StatusCode::from_u16(behaviour.status.load(Ordering::Relaxed))
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = if forced_failure {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::from_u16(behaviour.status.load(Ordering::Relaxed))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    };
     // A request with a body is echoed back; otherwise the body is the name.
     let fixed = behaviour.body.lock().map(|b| b.clone()).unwrap_or_default();
     let body = match (fixed, received.is_empty()) {

@@ -113,13 +113,6 @@ async fn forward(
     let mut _retry_slot = None;
     for attempt in 1..=max_attempts {
         if attempt > 1 {
-            match pool.budget.try_retry() {
-                Some(slot) => _retry_slot = Some(slot),
-                None => {
-                    tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                    break;
-                }
-            }
             tokio::time::sleep(pool.retry.backoff(attempt as u32 - 1)).await;
         }
         let Some(id) = pool.next(&ranking, &tried) else {
@@ -167,7 +160,18 @@ async fn forward(
                     },
                 );
                 pool.record_breaker(id, success);
-                let retry = !last && pool.retry.retryable(Failure::Status(status), &parts.method);
+                // Retry only if it can happen — another instance and budget
+                // room — or this answer is the best the client can get.
+                let retry = !last
+                    && pool.retry.retryable(Failure::Status(status), &parts.method)
+                    && pool.has_candidate(&ranking, &tried)
+                    && match pool.budget.try_retry() {
+                        Some(slot) => {
+                            _retry_slot = Some(slot);
+                            true
+                        }
+                        None => false,
+                    };
                 if !retry {
                     if let Some(sticky) = &pool.sticky {
                         sticky.bind(&affinity, id, response.headers_mut());
@@ -183,7 +187,7 @@ async fn forward(
                     pool: pool.name.clone(),
                     reason: format!("{}: status {status}", endpoint.url),
                 });
-                Failure::Status(status)
+                continue;
             }
             Ok(Err(error)) => {
                 drop(in_flight);
@@ -229,6 +233,13 @@ async fn forward(
         }
         if !pool.retry.retryable(failed, &parts.method) {
             break;
+        }
+        match pool.budget.try_retry() {
+            Some(slot) => _retry_slot = Some(slot),
+            None => {
+                tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                break;
+            }
         }
     }
     if let Some(Fallback::Static(response)) = &route.fallback {

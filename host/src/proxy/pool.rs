@@ -220,6 +220,19 @@ impl Pool {
         degraded_spare.filter(|id| self.breaker_allows(*id, now))
     }
 
+    /// Whether [`next`](Self::next) could find an instance, breakers aside
+    /// (asking them would use up a half-open probe).
+    pub fn has_candidate(&self, ranking: &Ranking, tried: &[EndpointId]) -> bool {
+        next_candidate(
+            ranking,
+            &self.endpoints,
+            tried,
+            self.now_ms(),
+            self.health.respect_health(),
+        )
+        .is_some()
+    }
+
     fn breaker_allows(&self, id: EndpointId, now_ms: u64) -> bool {
         let Some(breakers) = &self.breakers else {
             return true;

@@ -1,0 +1,295 @@
+//! Failover through the real proxy: retries, budgets, breakers, bulkheads,
+//! replay rules and route fallbacks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::{client, get, instances, serve, upstreams};
+
+fn pool_with(extra: &str, list: &str) -> String {
+    format!(
+        "event_cooldown_ms = 0\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+         [pools.p]\nstrategy = {{ kind = \"round-robin\" }}\ninstances = {list}\n{extra}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_under_load_costs_no_idempotent_request() {
+    let ups = Arc::new(std::sync::Mutex::new(upstreams(3)));
+    let list = instances(&ups.lock().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &pool_with("retry = { retries = 2 }", &list));
+    let url = format!("{}/", proxy.url);
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let url = url.clone();
+        clients.spawn(async move {
+            let client = client();
+            let mut failures = 0;
+            for _ in 0..60 {
+                if get(&client, &url).await.0 != 200 {
+                    failures += 1;
+                }
+            }
+            failures
+        });
+    }
+    // Let traffic flow, then kill u1 while the clients run.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ups.lock().unwrap()[1].hits() < 20 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    ups.lock().unwrap()[1].kill();
+    let mut failures = 0;
+    while let Some(done) = clients.join_next().await {
+        failures += done.unwrap();
+    }
+    assert_eq!(failures, 0, "client-visible errors after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_failing_instance_trips_its_breaker_which_recovers() {
+    let ups = upstreams(2);
+    ups[1].set_fail_every(2);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "retry = { retries = 1, retry_on = [\"5xx\"] }\n\
+             breaker = { failure_rate = 0.5, min_requests = 6, window_ms = 10000, consecutive_failures = 0, open_ms = 300, max_open_ms = 1000, half_open_requests = 2, close_after = 2 }",
+            &instances(&ups),
+        ),
+    );
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    let u1 = ups[1].url();
+    // Drive traffic until the breaker opens; every client request still succeeds (retried on u0).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !proxy
+        .log()
+        .iter()
+        .any(|l| l.contains("breaker open") && l.contains(&u1))
+    {
+        assert_eq!(get(&client, &url).await.0, 200);
+        assert!(std::time::Instant::now() < deadline, "breaker never opened");
+    }
+    // Open: traffic moves to u0.
+    let hits = ups[1].hits();
+    for _ in 0..6 {
+        assert_eq!(get(&client, &url).await, (200, "u0".to_string()));
+    }
+    assert_eq!(ups[1].hits(), hits);
+    // Recovered: after the open time it half-opens, the probes pass, it closes.
+    ups[1].set_fail_every(0);
+    while !proxy
+        .log()
+        .iter()
+        .any(|l| l.contains("breaker closed") && l.contains(&u1))
+    {
+        assert_eq!(get(&client, &url).await.0, 200);
+        assert!(std::time::Instant::now() < deadline, "breaker never closed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("breaker halfopen") && l.contains(&u1))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_wide_outage_causes_no_retry_storm() {
+    let ups = upstreams(3);
+    for u in &ups {
+        u.set_status(503);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "retry = { retries = 3, retry_on = [\"5xx\"], budget_ratio = 0.2, budget_min_concurrent = 1, backoff_base_ms = 1, backoff_max_ms = 2 }",
+            &instances(&ups),
+        ),
+    );
+    const CLIENTS: usize = 10;
+    const EACH: usize = 20;
+    let mut clients = tokio::task::JoinSet::new();
+    for _ in 0..CLIENTS {
+        let url = format!("{}/", proxy.url);
+        clients.spawn(async move {
+            let client = client();
+            for _ in 0..EACH {
+                assert_eq!(get(&client, &url).await.0, 503);
+            }
+        });
+    }
+    while let Some(done) = clients.join_next().await {
+        done.unwrap();
+    }
+    let requests = (CLIENTS * EACH) as u64;
+    let attempts: u64 = ups.iter().map(|u| u.hits()).sum();
+    // Without a budget: 4 attempts per request (800). The budget keeps retries
+    // in flight to 20% of requests in flight.
+    assert!(attempts >= requests, "{attempts}");
+    assert!(
+        attempts <= requests * 3 / 2,
+        "retry storm: {attempts} attempts for {requests} requests"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_bulkhead_sheds_at_once_and_the_queue_times_out() {
+    let ups = upstreams(1);
+    ups[0].set_delay(Duration::from_millis(1500));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "bulkhead = { max_concurrent = 1, max_queue = 1, queue_timeout_ms = 300 }",
+            &instances(&ups),
+        ),
+    );
+    let url = format!("{}/", proxy.url);
+    let busy = tokio::spawn({
+        let url = url.clone();
+        async move { client().get(&url).send().await.unwrap().status().as_u16() }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ups[0].hits() == 0 {
+        assert!(std::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let queued = tokio::spawn({
+        let url = url.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let status = client().get(&url).send().await.unwrap().status().as_u16();
+            (status, started.elapsed())
+        }
+    });
+    // Give the queued request time to take the queue's one place, then overflow it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let shed = client().get(&url).send().await.unwrap();
+    let shed_after = started.elapsed();
+    assert_eq!(shed.status(), 503);
+    assert_eq!(shed.headers()["retry-after"], "1");
+    let json: serde_json::Value = serde_json::from_str(&shed.text().await.unwrap()).unwrap();
+    assert_eq!(json["error"], "overloaded");
+    assert!(
+        shed_after < Duration::from_millis(1000),
+        "shed at once, not after {shed_after:?}"
+    );
+    let (status, waited) = queued.await.unwrap();
+    assert_eq!(status, 503, "the queued request times out");
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1400),
+        "{waited:?}"
+    );
+    assert_eq!(busy.await.unwrap(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_and_oversized_bodies_are_not_retried() {
+    let ups = upstreams(2);
+    ups[0].set_status(503);
+    ups[1].set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "retry = { retries = 1, retry_on = [\"5xx\"], replay_limit_bytes = 1024 }",
+            &instances(&ups),
+        ),
+    );
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    let hits = || ups[0].hits() + ups[1].hits();
+    let sent =
+        |method: reqwest::Method, body: Vec<u8>| client.request(method, &url).body(body).send();
+    let before = hits();
+    assert_eq!(
+        sent(reqwest::Method::PUT, vec![b'x'; 100])
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(hits() - before, 2, "a small PUT is buffered and retried");
+    let before = hits();
+    assert_eq!(
+        sent(reqwest::Method::POST, vec![b'x'; 100])
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(hits() - before, 1, "POST is not retried");
+    let before = hits();
+    assert_eq!(
+        sent(reqwest::Method::PUT, vec![b'x'; 4096])
+            .await
+            .unwrap()
+            .status(),
+        503
+    );
+    assert_eq!(
+        hits() - before,
+        1,
+        "a body over the replay limit is not retried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_fallbacks_serve_while_the_primary_is_down() {
+    let primary = upstreams(1);
+    let secondary = switchyard_tests::upstream::Upstream::start("dr");
+    let gone = {
+        let mut u = upstreams(1);
+        let url = u[0].url();
+        u[0].kill();
+        url
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "event_cooldown_ms = 0\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/app\" }}\npool = \"main\"\nfallback = {{ pool = \"dr\" }}\n\
+         [[routes]]\npool = \"gone\"\nfallback = {{ status = 503, body = \"maintenance\", headers = {{ retry-after = \"30\" }} }}\n\
+         [pools.main]\ninstances = {}\nhealth = {{ path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 1 }}\n\
+         [pools.dr]\ninstances = [{{ url = \"{}\" }}]\n\
+         [pools.gone]\ninstances = [{{ url = \"{gone}\" }}]\n",
+        instances(&primary),
+        secondary.url()
+    );
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    assert_eq!(
+        get(&client, &format!("{}/app", proxy.url)).await,
+        (200, "u0".to_string())
+    );
+    primary[0].set_status(503);
+    proxy.wait_for(|l| l.contains("unhealthy after"), "primary unhealthy");
+    // Priority failover: the secondary pool while the primary has no fit instance.
+    assert_eq!(
+        get(&client, &format!("{}/app", proxy.url)).await,
+        (200, "dr".to_string())
+    );
+    // The static fallback answers when no attempt succeeds (connection refused).
+    let response = client
+        .get(format!("{}/other", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "30");
+    assert_eq!(response.text().await.unwrap(), "maintenance");
+    // The primary returns: traffic goes back to it.
+    primary[0].set_status(200);
+    proxy.wait_for(|l| l.contains("healthy again"), "primary healthy");
+    assert_eq!(
+        get(&client, &format!("{}/app", proxy.url)).await,
+        (200, "u0".to_string())
+    );
+}
