@@ -94,6 +94,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
                 retry: Default::default(),
                 breaker: None,
                 bulkhead: None,
+                failover_plugin: None,
                 panic_threshold_percent: 50,
             },
         )]),

@@ -56,15 +56,16 @@ pub struct HealthCheckConfig {
     pub max_concurrent: u32,
     /// `kind = "plugin"`: the health-check plugin that says what to send and
     /// judges the answer.
-    pub plugin: Option<HealthPluginConfig>,
+    pub plugin: Option<PluginRef>,
 }
 
-/// A health-check plugin and its sandbox limits. When a call faults, that
-/// probe is made and judged by the built-in HTTP check (`path`,
-/// `expect_status`, `body_contains` of the same table).
+/// A plugin and its sandbox limits (health checks, failover policies). For a
+/// health check, a faulting call means that probe is made and judged by the
+/// built-in HTTP check (`path`, `expect_status`, `body_contains` of the same
+/// table); for failover, the built-in retry policy decides.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct HealthPluginConfig {
+pub struct PluginRef {
     /// The `.wasm` component; relative to the config file's directory.
     pub path: PathBuf,
     /// Passed to the plugin's `configure` as JSON. Default `{}`.
@@ -87,7 +88,7 @@ pub enum CheckKind {
     Http,
     /// A TCP connect; success is a completed handshake.
     Tcp,
-    /// A health-check plugin (see [`HealthPluginConfig`]).
+    /// A health-check plugin (see [`PluginRef`]).
     Plugin,
 }
 
@@ -200,18 +201,9 @@ impl HealthCheckConfig {
                 );
             }
             (CheckKind::Plugin, Some(plugin)) => {
-                if !plugin.path.is_file() {
-                    return err(
-                        "plugin.path",
-                        format!("plugin file `{}` does not exist", plugin.path.display()),
-                    );
-                }
-                if plugin.call_deadline_ms == 0 {
-                    return err("plugin.call_deadline_ms", "must be >= 1".into());
-                }
-                if plugin.memory_limit_mib == 0 || plugin.memory_limit_mib > 4096 {
-                    return err("plugin.memory_limit_mib", "must be 1..=4096".into());
-                }
+                plugin
+                    .validate()
+                    .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?;
             }
             (_, Some(_)) => return err("plugin", "only with `kind = \"plugin\"`".into()),
             (_, None) => {}
@@ -242,6 +234,36 @@ impl HealthCheckConfig {
             }
         }
         Ok(())
+    }
+}
+
+impl PluginRef {
+    /// Checks the file exists and the limits are in range.
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if !self.path.is_file() {
+            return Err((
+                "path".into(),
+                format!("plugin file `{}` does not exist", self.path.display()),
+            ));
+        }
+        if self.call_deadline_ms == 0 {
+            return Err(("call_deadline_ms".into(), "must be >= 1".into()));
+        }
+        if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
+            return Err(("memory_limit_mib".into(), "must be 1..=4096".into()));
+        }
+        Ok(())
+    }
+
+    /// The config as JSON text, and the sandbox limits.
+    pub fn sandbox(&self) -> (String, crate::plugin::Limits) {
+        (
+            serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into()),
+            crate::plugin::Limits {
+                call_deadline_ms: self.call_deadline_ms,
+                memory_limit_bytes: (self.memory_limit_mib as usize) << 20,
+            },
+        )
     }
 }
 

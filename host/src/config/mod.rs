@@ -35,9 +35,9 @@ pub use error::ConfigError;
 pub use types::{
     BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Config, ConsistentHashConfig,
     FallbackConfig, FastestResponseConfig, HashAlgorithm, HashKey, HealthCheckConfig,
-    HealthPluginConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys,
-    OutlierConfig, PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RetryConfig, RetryOn,
-    RouteConfig, RouteMatch, StickyConfig, StrategyConfig, TrendConfig,
+    InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys, OutlierConfig, PluginRef,
+    PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig,
+    RouteMatch, StickyConfig, StrategyConfig, TrendConfig,
 };
 
 use std::path::Path;

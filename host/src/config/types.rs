@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use super::failover::{BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn};
-pub use super::health::{
-    CheckKind, HealthCheckConfig, HealthPluginConfig, OutlierConfig, TrendConfig,
-};
+pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, TrendConfig};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -117,6 +115,11 @@ pub struct PoolConfig {
     /// Bounded concurrency for the pool. Default: none.
     #[serde(default)]
     pub bulkhead: Option<BulkheadConfig>,
+    /// A failover plugin that decides after each failed attempt (the host
+    /// still enforces `retry`'s attempt cap, budget and backoff cap).
+    /// Default: none (the built-in `retry` policy decides).
+    #[serde(default)]
+    pub failover_plugin: Option<PluginRef>,
     /// Below this share of fit instances, percent, the pool ignores health and
     /// routes over every instance rather than overload the few left (Envoy's
     /// panic threshold). Default 50; 0 = never.
@@ -248,7 +251,12 @@ impl Config {
                 .as_mut()
                 .and_then(|h| h.plugin.as_mut())
                 .map(|p| &mut p.path);
-            for path in strategy_plugin.into_iter().chain(health_plugin) {
+            let failover_plugin = pool.failover_plugin.as_mut().map(|p| &mut p.path);
+            for path in strategy_plugin
+                .into_iter()
+                .chain(health_plugin)
+                .chain(failover_plugin)
+            {
                 if path.is_relative() {
                     *path = base.join(&*path);
                 }
@@ -353,6 +361,11 @@ impl PoolConfig {
             breaker
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("breaker.{k}")), reason))?;
+        }
+        if let Some(plugin) = &self.failover_plugin {
+            plugin
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("failover_plugin.{k}")), reason))?;
         }
         if let Some(bulkhead) = &self.bulkhead {
             bulkhead

@@ -78,6 +78,11 @@ impl RetryPolicy {
             && (failure == Failure::ConnectFailure || self.method_retryable(method))
     }
 
+    /// A plugin-chosen delay, capped at `backoff_max_ms`.
+    pub fn cap_delay(&self, delay_ms: u64) -> Duration {
+        Duration::from_millis(delay_ms.min(self.config.backoff_max_ms))
+    }
+
     /// The wait before retry number `retry` (1-based): none for the first
     /// (immediate failover to another instance), then a uniformly random time
     /// in 0..=min(max, base × 2^(retry−2)) ("full jitter").

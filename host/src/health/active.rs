@@ -28,7 +28,7 @@ use tokio::task::JoinSet;
 use super::{EventKind, HealthEvent, PoolHealth, Severity};
 use crate::balance::{Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig};
-use crate::plugin::{Limits, LoadError, PluginHost, WasmHealthCheck};
+use crate::plugin::{LoadError, PluginHost, WasmHealthCheck};
 
 /// Most body bytes an HTTP probe reads.
 pub const MAX_PROBE_BODY: usize = 64 * 1024;
@@ -117,15 +117,10 @@ impl ActiveCheck {
             .pool_max_idle_per_host(1)
             .build(connector);
         let plugin = match &config.plugin {
-            Some(p) => Some(WasmHealthCheck::load(
-                host,
-                &p.path,
-                serde_json::to_string(&p.config).unwrap_or_else(|_| "{}".into()),
-                Limits {
-                    call_deadline_ms: p.call_deadline_ms,
-                    memory_limit_bytes: (p.memory_limit_mib as usize) << 20,
-                },
-            )?),
+            Some(p) => {
+                let (json, limits) = p.sandbox();
+                Some(WasmHealthCheck::load(host, &p.path, json, limits)?)
+            }
             None => None,
         };
         let builtin = ProbeSpec {

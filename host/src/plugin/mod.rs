@@ -31,12 +31,14 @@
 mod balancer;
 mod bindings;
 mod error;
+mod failover;
 mod health;
 mod sandbox;
 pub mod wasi;
 
 pub use balancer::WasmStrategy;
 pub use error::{Fault, LoadError};
+pub use failover::{AttemptFacts, Decision, WasmFailover};
 pub use health::WasmHealthCheck;
 
 use std::path::Path;

@@ -12,18 +12,10 @@ use crate::plugin::LoadError;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A pool's plugin was refused.
-    #[error("pools.{pool}.strategy: {error}")]
+    #[error("{key}: {error}")]
     Plugin {
-        /// The pool whose strategy is the plugin.
-        pool: String,
-        /// Why the plugin was refused.
-        error: LoadError,
-    },
-    /// A pool's health-check plugin was refused.
-    #[error("pools.{pool}.health.plugin: {error}")]
-    HealthPlugin {
-        /// The pool whose health check is the plugin.
-        pool: String,
+        /// The config key that names the plugin, e.g. `pools.web.strategy`.
+        key: String,
         /// Why the plugin was refused.
         error: LoadError,
     },

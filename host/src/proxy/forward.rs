@@ -26,12 +26,13 @@ use hyper::body::Incoming;
 use smallvec::SmallVec;
 
 use super::body::ProxyBody;
-use super::pool::UpstreamBody;
+use super::pool::{Pool, UpstreamBody};
 use super::router::Fallback;
 use super::{ProxyError, Router, headers};
 use crate::balance::{EndpointId, RequestContext, Sticky};
 use crate::failover::Failure;
 use crate::health::outlier::AttemptOutcome;
+use crate::plugin::{AttemptFacts, Decision};
 
 /// Serves one client request; errors become JSON responses.
 pub async fn handle(
@@ -70,7 +71,7 @@ async fn forward(
             path: parts.uri.path().to_string(),
         });
     };
-    let pool = match &route.fallback {
+    let mut pool: &Pool = match &route.fallback {
         Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
         _ => &route.pool,
     };
@@ -93,27 +94,22 @@ async fn forward(
         .as_ref()
         .map(|sticky| sticky.lookup(&parts.headers))
         .unwrap_or_default();
-    let mut ranking = pool.balancer.rank(
-        &RequestContext {
-            method: &parts.method,
-            authority: host,
-            path: path_and_query.as_str(),
-            headers: &parts.headers,
-            client_addr: peer,
-        },
-        &pool.endpoints,
-    );
-    Sticky::prefer(&affinity, &mut ranking);
+    let mut ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
     headers::prepare_request(&mut parts.headers, peer.ip(), authority.as_ref());
 
+    let started_at = Instant::now();
     let max_attempts = pool.retry.max_attempts();
     let mut body = RequestBody::prepare(body, &parts.headers, &pool.retry, max_attempts).await?;
     let mut tried: SmallVec<[EndpointId; 4]> = SmallVec::new();
     let mut failure: Option<ProxyError> = None;
     let mut _retry_slot = None;
+    let mut delay = None;
     for attempt in 1..=max_attempts {
         if attempt > 1 {
-            tokio::time::sleep(pool.retry.backoff(attempt as u32 - 1)).await;
+            let wait = delay
+                .take()
+                .unwrap_or_else(|| pool.retry.backoff(attempt as u32 - 1));
+            tokio::time::sleep(wait).await;
         }
         let Some(id) = pool.next(&ranking, &tried) else {
             break;
@@ -160,34 +156,60 @@ async fn forward(
                     },
                 );
                 pool.record_breaker(id, success);
-                // Retry only if it can happen — another instance and budget
-                // room — or this answer is the best the client can get.
-                let retry = !last
-                    && pool.retry.retryable(Failure::Status(status), &parts.method)
-                    && pool.has_candidate(&ranking, &tried)
-                    && match pool.budget.try_retry() {
-                        Some(slot) => {
-                            _retry_slot = Some(slot);
-                            true
-                        }
-                        None => false,
+                let is_failure = !success || pool.retry.status_retryable(status);
+                let next = if is_failure && !last {
+                    let facts = Facts {
+                        parts: &parts,
+                        host,
+                        path: path_and_query.as_str(),
+                        peer,
+                        endpoint: id,
+                        failure: Failure::Status(status),
+                        attempt,
+                        started_at,
+                        tried: &tried,
+                        replayable: body.replayable(),
                     };
-                if !retry {
-                    if let Some(sticky) = &pool.sticky {
-                        sticky.bind(&affinity, id, response.headers_mut());
+                    decide(router, pool, &facts)
+                } else {
+                    Next::Stop
+                };
+                match next {
+                    Next::Retry {
+                        wait,
+                        same_endpoint,
+                    } if pool.has_candidate(&ranking, &tried) || same_endpoint => {
+                        if let Some(slot) = pool.budget.try_retry() {
+                            _retry_slot = Some(slot);
+                            delay = wait;
+                            if same_endpoint {
+                                tried.pop();
+                            }
+                            tracing::debug!(pool = %pool.name, attempt, status, instance = %endpoint.url, "retrying a failed status");
+                            failure = Some(ProxyError::NoUpstream {
+                                pool: pool.name.clone(),
+                                reason: format!("{}: status {status}", endpoint.url),
+                            });
+                            continue;
+                        }
                     }
-                    headers::strip_hop_by_hop(response.headers_mut());
-                    return Ok(response.map(|body| ProxyBody::Upstream {
-                        body,
-                        _in_flight: in_flight,
-                    }));
+                    Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
+                    Next::Fallback(other) => {
+                        pool = other;
+                        ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
+                        tried.clear();
+                        continue;
+                    }
+                    _ => {}
                 }
-                tracing::debug!(pool = %pool.name, attempt, status, instance = %endpoint.url, "retrying a retryable status");
-                failure = Some(ProxyError::NoUpstream {
-                    pool: pool.name.clone(),
-                    reason: format!("{}: status {status}", endpoint.url),
-                });
-                continue;
+                if let Some(sticky) = &pool.sticky {
+                    sticky.bind(&affinity, id, response.headers_mut());
+                }
+                headers::strip_hop_by_hop(response.headers_mut());
+                return Ok(response.map(|body| ProxyBody::Upstream {
+                    body,
+                    _in_flight: in_flight,
+                }));
             }
             Ok(Err(error)) => {
                 drop(in_flight);
@@ -231,15 +253,42 @@ async fn forward(
             }
             break;
         }
-        if !pool.retry.retryable(failed, &parts.method) {
-            break;
-        }
-        match pool.budget.try_retry() {
-            Some(slot) => _retry_slot = Some(slot),
-            None => {
-                tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                break;
+        let facts = Facts {
+            parts: &parts,
+            host,
+            path: path_and_query.as_str(),
+            peer,
+            endpoint: id,
+            failure: failed,
+            attempt,
+            started_at,
+            tried: &tried,
+            replayable: body.replayable(),
+        };
+        match decide(router, pool, &facts) {
+            Next::Retry {
+                wait,
+                same_endpoint,
+            } => match pool.budget.try_retry() {
+                Some(slot) => {
+                    _retry_slot = Some(slot);
+                    delay = wait;
+                    if same_endpoint {
+                        tried.pop();
+                    }
+                }
+                None => {
+                    tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                    break;
+                }
+            },
+            Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
+            Next::Fallback(other) => {
+                pool = other;
+                ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
+                tried.clear();
             }
+            Next::Stop => break,
         }
     }
     if let Some(Fallback::Static(response)) = &route.fallback {
@@ -249,6 +298,121 @@ async fn forward(
         pool: pool.name.clone(),
         reason: "no instance available".into(),
     }))
+}
+
+/// Ranks `pool` for the request, the sticky instance first.
+fn rank(
+    pool: &Pool,
+    parts: &http::request::Parts,
+    host: &str,
+    path_and_query: &PathAndQuery,
+    peer: SocketAddr,
+    affinity: &crate::balance::Affinity,
+) -> crate::balance::Ranking {
+    let mut ranking = pool.balancer.rank(
+        &RequestContext {
+            method: &parts.method,
+            authority: host,
+            path: path_and_query.as_str(),
+            headers: &parts.headers,
+            client_addr: peer,
+        },
+        &pool.endpoints,
+    );
+    Sticky::prefer(affinity, &mut ranking);
+    ranking
+}
+
+/// The facts of a failed attempt.
+struct Facts<'a> {
+    parts: &'a http::request::Parts,
+    host: &'a str,
+    path: &'a str,
+    peer: SocketAddr,
+    endpoint: EndpointId,
+    failure: Failure,
+    attempt: usize,
+    started_at: Instant,
+    tried: &'a [EndpointId],
+    replayable: bool,
+}
+
+/// What to do after a failed attempt.
+enum Next<'a> {
+    /// Try again: after `wait` (else the policy's backoff), on the same
+    /// instance only if `same_endpoint`.
+    Retry {
+        wait: Option<std::time::Duration>,
+        same_endpoint: bool,
+    },
+    /// Answer with this response.
+    Respond(Response<Full<Bytes>>),
+    /// Continue in another pool.
+    Fallback(&'a Pool),
+    /// Give up.
+    Stop,
+}
+
+/// The pool's failover plugin decides, or — without one, or when it faults —
+/// the built-in retry policy. The host's limits hold either way: a retry
+/// needs a replayable request (unless nothing was sent), the attempt cap and
+/// the budget (checked by the caller); a plugin's delay is capped at
+/// `backoff_max_ms`.
+fn decide<'a>(router: &'a Router, pool: &Pool, facts: &Facts<'_>) -> Next<'a> {
+    let method = &facts.parts.method;
+    let may_resend = facts.failure == Failure::ConnectFailure || facts.replayable;
+    let builtin = || {
+        if may_resend && pool.retry.retryable(facts.failure, method) {
+            Next::Retry {
+                wait: None,
+                same_endpoint: false,
+            }
+        } else {
+            Next::Stop
+        }
+    };
+    let Some(plugin) = &pool.failover_plugin else {
+        return builtin();
+    };
+    let plugin_facts = AttemptFacts {
+        method: method.as_str(),
+        authority: facts.host,
+        path: facts.path,
+        client_addr: facts.peer.to_string(),
+        endpoint: facts.endpoint,
+        failure: facts.failure,
+        attempt: facts.attempt as u32,
+        elapsed_ms: facts.started_at.elapsed().as_millis() as u64,
+        tried: facts.tried,
+        replayable: facts.replayable,
+    };
+    match plugin.on_failure(&plugin_facts) {
+        Err(_fault) => builtin(),
+        Ok(Decision::Retry {
+            delay_ms,
+            same_endpoint,
+        }) if may_resend => Next::Retry {
+            wait: Some(pool.retry.cap_delay(u64::from(delay_ms))),
+            same_endpoint,
+        },
+        Ok(Decision::Retry { .. } | Decision::Fail) => Next::Stop,
+        Ok(Decision::Fallback(name)) => match router.pool_named(&name) {
+            Some(other) if other.name != pool.name => Next::Fallback(other),
+            _ => {
+                tracing::warn!(pool = %pool.name, fallback = %name, "failover plugin named an unknown pool; giving up");
+                Next::Stop
+            }
+        },
+        Ok(Decision::Respond {
+            status,
+            headers,
+            body,
+        }) => {
+            let headers: std::collections::BTreeMap<String, String> = headers.into_iter().collect();
+            let text = String::from_utf8_lossy(&body);
+            Next::Respond(super::router::StaticResponse::new(status, &text, &headers).to_response())
+        }
+    }
 }
 
 /// A request body across attempts: replayable bytes, or a one-shot stream.

@@ -27,7 +27,7 @@ use crate::health::active::{self, ActiveCheck};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, EventKind, HealthEvent, PoolHealth, Severity};
-use crate::plugin::{Limits, PluginHost, PluginStats, WasmStrategy};
+use crate::plugin::{Limits, PluginHost, PluginStats, WasmFailover, WasmStrategy};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
@@ -69,6 +69,8 @@ pub struct Pool {
     pub breakers: Option<Breakers>,
     /// Bounded concurrency, when configured.
     pub bulkhead: Option<Bulkhead>,
+    /// A failover plugin, when configured.
+    pub failover_plugin: Option<WasmFailover>,
     clock: Instant,
 }
 
@@ -114,7 +116,7 @@ impl Pool {
                 let strategy =
                     WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
                         .map_err(|error| StartError::Plugin {
-                            pool: name.to_string(),
+                            key: format!("pools.{name}.strategy"),
                             error,
                         })?;
                 let stats = strategy.stats();
@@ -127,14 +129,28 @@ impl Pool {
         let sticky = config.sticky.as_ref().map(|c| Sticky::new(c, &endpoints));
         let active_check = match &config.health {
             Some(c) => Some(Arc::new(ActiveCheck::new(c, host).map_err(|error| {
-                StartError::HealthPlugin {
-                    pool: name.to_string(),
+                StartError::Plugin {
+                    key: format!("pools.{name}.health.plugin"),
                     error,
                 }
             })?)),
             None => None,
         };
         let pool_size = endpoints.len();
+        let failover_plugin = match &config.failover_plugin {
+            Some(p) => {
+                let (json, limits) = p.sandbox();
+                Some(
+                    WasmFailover::load(host, &p.path, json, limits).map_err(|error| {
+                        StartError::Plugin {
+                            key: format!("pools.{name}.failover_plugin"),
+                            error,
+                        }
+                    })?,
+                )
+            }
+            None => None,
+        };
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
@@ -183,6 +199,7 @@ impl Pool {
             ),
             breakers: config.breaker.as_ref().map(|c| Breakers::new(c, pool_size)),
             bulkhead: config.bulkhead.as_ref().map(Bulkhead::new),
+            failover_plugin,
             clock: Instant::now(),
         })
     }

@@ -135,6 +135,11 @@ impl Router {
         self.pools.iter().map(|p| p.status()).collect()
     }
 
+    /// A pool by name (a failover plugin's fallback).
+    pub fn pool_named(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name).map(|p| &**p)
+    }
+
     /// Health events as they happen.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
         self.events.subscribe()
