@@ -9,6 +9,7 @@ const COMPONENTS: &[&str] = &[
     "plugins/latency-p2c",
     "plugins/label-affinity",
     "plugins/json-health",
+    "plugins/retry-schedule",
     "tests/fixtures/hostile-balancer",
     "tests/fixtures/hostile-health",
     "tests/fixtures/failover-static",

@@ -188,11 +188,36 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             vec!["pools.p.outlier.max_ejection_percent", "0..=100"],
         ),
     ];
+    let failover_cases = [
+        (
+            pool(r#"{ kind = "random" }"#, one) + "breaker = { failure_rate = 1.5 }\n",
+            vec!["pools.p.breaker.failure_rate", "must be in (0, 1], got 1.5"],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "bulkhead = { max_concurrent = 0 }\n",
+            vec!["pools.p.bulkhead.max_concurrent", "must be >= 1"],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "retry = { retries = -1 }\n",
+            vec!["retries = -1", "invalid value"],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "retry = { retry_on = [\"always\"] }\n",
+            vec!["unknown variant `always`"],
+        ),
+        (
+            format!(
+                "{LISTENER}[[routes]]\npool = \"p\"\nfallback = {{ pool = \"nope\" }}\n[pools.p]\ninstances = [{one}]\n"
+            ),
+            vec!["routes[0].fallback.pool", "unknown pool `nope`"],
+        ),
+    ];
     let cases = cases
         .into_iter()
         .chain(strategy_cases)
         .chain(sticky_cases)
-        .chain(health_cases);
+        .chain(health_cases)
+        .chain(failover_cases);
     for (toml, expected) in cases {
         let (code, log) = refused(&dir, &toml);
         assert_eq!(code, Some(1), "accepted:\n{toml}\nlog:\n{log}");

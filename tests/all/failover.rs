@@ -293,3 +293,45 @@ async fn route_fallbacks_serve_while_the_primary_is_down() {
         (200, "u0".to_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_plugin_retries_on_its_schedule_within_the_host_cap_then_falls_back() {
+    let ups = upstreams(3);
+    for u in &ups {
+        u.set_status(429);
+    }
+    let dr = switchyard_tests::upstream::Upstream::start("dr");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/capped\" }}\npool = \"capped\"\n\
+         [[routes]]\npool = \"main\"\n\
+         [pools.main]\ninstances = {list}\nretry = {{ retries = 3 }}\n\
+         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 10], fallback_pool = \"dr\" }} }}\n\
+         [pools.capped]\ninstances = {list}\nretry = {{ retries = 1 }}\n\
+         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 0, 0, 0, 0, 0, 0, 0] }} }}\n\
+         [pools.dr]\ninstances = [{{ url = \"{dr}\" }}]\n",
+        list = instances(&ups),
+        plugin = switchyard_tests::fixtures::RETRY_SCHEDULE,
+        dr = dr.url(),
+    );
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    let hits = || ups.iter().map(|u| u.hits()).sum::<u64>();
+    // 429 is not retried by the built-in policy; the plugin retries it twice,
+    // then sends the request to the `dr` pool.
+    let (status, body) = get(&client, &format!("{}/", proxy.url)).await;
+    assert_eq!((status, body.as_str()), (200, "dr"));
+    assert_eq!(hits(), 3, "the first attempt and two scheduled retries");
+    // A schedule of eight retries, but the pool allows one: two attempts, then
+    // the last answer goes to the client.
+    let before = hits();
+    let (status, _) = get(&client, &format!("{}/capped", proxy.url)).await;
+    assert_eq!(status, 429);
+    assert_eq!(
+        hits() - before,
+        2,
+        "the host's attempt cap holds over the plugin"
+    );
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}

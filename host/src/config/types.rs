@@ -115,9 +115,11 @@ pub struct PoolConfig {
     /// Bounded concurrency for the pool. Default: none.
     #[serde(default)]
     pub bulkhead: Option<BulkheadConfig>,
-    /// A failover plugin that decides after each failed attempt (the host
-    /// still enforces `retry`'s attempt cap, budget and backoff cap).
-    /// Default: none (the built-in `retry` policy decides).
+    /// A failover plugin that decides after each failed attempt — connect
+    /// failures, resets, timeouts and every 4xx/5xx response (its `fail`
+    /// passes the response on). The host still enforces `retry`'s attempt
+    /// cap, budget and backoff cap. Default: none (the built-in `retry`
+    /// policy decides).
     #[serde(default)]
     pub failover_plugin: Option<PluginRef>,
     /// Below this share of fit instances, percent, the pool ignores health and

@@ -156,7 +156,11 @@ async fn forward(
                     },
                 );
                 pool.record_breaker(id, success);
-                let is_failure = !success || pool.retry.status_retryable(status);
+                // A failover plugin judges every 4xx and 5xx; the built-in
+                // policy only 5xx and the listed statuses.
+                let is_failure = !success
+                    || pool.retry.status_retryable(status)
+                    || (pool.failover_plugin.is_some() && status >= 400);
                 let next = if is_failure && !last {
                     let facts = Facts {
                         parts: &parts,
