@@ -57,6 +57,29 @@ pool = "p"
 strategy = { kind = "round-robin" }
 instances = $instances
 TOML
+cat > "$WORK/bare.toml" <<TOML
+[[listeners]]
+listen = "127.0.0.1:19302"
+[[routes]]
+pool = "p"
+[pools.p]
+strategy = { kind = "round-robin" }
+retry = { retries = 0 }
+instances = $instances
+TOML
+cat > "$WORK/failover.toml" <<TOML
+[[listeners]]
+listen = "127.0.0.1:19303"
+[[routes]]
+pool = "p"
+[pools.p]
+strategy = { kind = "round-robin" }
+retry = { retries = 2, retry_on = ["connect-failure", "reset", "timeout", "5xx"] }
+breaker = { failure_rate = 0.5, min_requests = 20 }
+bulkhead = { max_concurrent = 1024, max_queue = 256 }
+outlier = {}
+instances = $instances
+TOML
 cp target/wasm-plugins/wasm32-wasip2/release/canary_split.wasm "$WORK/"
 cat > "$WORK/wasm.toml" <<TOML
 [[listeners]]
@@ -69,7 +92,9 @@ instances = $instances
 TOML
 RUST_LOG=warn "$BIN" serve --config "$WORK/rr.toml" & pids+=($!)
 RUST_LOG=warn "$BIN" serve --config "$WORK/wasm.toml" & pids+=($!)
-for port in 19200 19300 19301 "${UP[0]}"; do
+RUST_LOG=warn "$BIN" serve --config "$WORK/bare.toml" & pids+=($!)
+RUST_LOG=warn "$BIN" serve --config "$WORK/failover.toml" & pids+=($!)
+for port in 19200 19300 19301 19302 19303 "${UP[0]}"; do
   for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
 done
 
@@ -90,3 +115,5 @@ run "direct to one upstream (nginx, 1 worker)" "http://127.0.0.1:${UP[0]}/"
 run "nginx reverse proxy (2 workers, keepalive 64)" "http://127.0.0.1:19200/"
 run "switchyard round-robin" "http://127.0.0.1:19300/"
 run "switchyard Wasm canary-split plugin" "http://127.0.0.1:19301/"
+run "switchyard round-robin, no failover (retries 0)" "http://127.0.0.1:19302/"
+run "switchyard round-robin + retries 2, breaker, bulkhead, outlier" "http://127.0.0.1:19303/"

@@ -71,6 +71,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
             matches: RouteMatch::default(),
             pool: "demo".into(),
             fallback: None,
+            stale_if_error: None,
         }],
         pools: BTreeMap::from([(
             "demo".to_string(),

@@ -335,3 +335,42 @@ async fn a_failover_plugin_retries_on_its_schedule_within_the_host_cap_then_fall
     );
     assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_the_last_good_answer() {
+    let mut ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nstale_if_error = {{ max_age_ms = 60000 }}\n\
+         [pools.p]\ninstances = {}\n",
+        instances(&ups)
+    );
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    assert_eq!(
+        get(&client, &format!("{}/item?id=7", proxy.url)).await,
+        (200, "u0".to_string())
+    );
+    ups[0].kill();
+    let stale = client
+        .get(format!("{}/item?id=7", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-switchyard-stale"], "1");
+    assert!(stale.headers().contains_key("age"));
+    assert_eq!(stale.text().await.unwrap(), "u0");
+    // Another query was never answered: no stale copy, the error stands.
+    assert_eq!(
+        get(&client, &format!("{}/item?id=8", proxy.url)).await.0,
+        502
+    );
+    // Only GET is served stale.
+    let post = client
+        .post(format!("{}/item?id=7", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
+}

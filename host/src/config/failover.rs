@@ -159,6 +159,40 @@ pub enum FallbackConfig {
     },
 }
 
+/// stale-if-error for a route: remember the last good GET answers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StaleConfig {
+    /// Oldest answer served, ms. Default 300000 (5 min).
+    pub max_age_ms: u64,
+    /// Answers remembered. Default 10000.
+    pub max_entries: u64,
+    /// Largest body remembered, bytes. Default 262144.
+    pub max_body_bytes: u64,
+}
+
+impl Default for StaleConfig {
+    fn default() -> Self {
+        Self {
+            max_age_ms: 300_000,
+            max_entries: 10_000,
+            max_body_bytes: 262_144,
+        }
+    }
+}
+
+impl StaleConfig {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if self.max_age_ms == 0 || self.max_entries == 0 || self.max_body_bytes == 0 {
+            return Err((
+                "max_age_ms".into(),
+                "max_age_ms, max_entries and max_body_bytes must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_fallback_status() -> u16 {
     503
 }

@@ -37,7 +37,7 @@ pub use types::{
     FallbackConfig, FastestResponseConfig, HashAlgorithm, HashKey, HealthCheckConfig,
     InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys, OutlierConfig, PluginRef,
     PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig,
-    RouteMatch, StickyConfig, StrategyConfig, TrendConfig,
+    RouteMatch, StaleConfig, StickyConfig, StrategyConfig, TrendConfig,
 };
 
 use std::path::Path;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::failover::{BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn};
+pub use super::failover::{
+    BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn, StaleConfig,
+};
 pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, TrendConfig};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
@@ -54,6 +56,10 @@ pub struct RouteConfig {
     /// What to do when the pool cannot serve. Default: the error response.
     #[serde(default)]
     pub fallback: Option<FallbackConfig>,
+    /// Serve the last good GET answer when every attempt fails. Default: off;
+    /// `stale_if_error = {}` turns it on with defaults.
+    #[serde(default)]
+    pub stale_if_error: Option<StaleConfig>,
 }
 
 /// Conditions of a route; all given conditions must hold.
@@ -283,6 +289,11 @@ impl Config {
                         self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
                     ),
                 ));
+            }
+            if let Some(stale) = &route.stale_if_error {
+                stale
+                    .validate()
+                    .map_err(|(k, reason)| (format!("routes[{i}].stale_if_error.{k}"), reason))?;
             }
             if let Some(fallback) = &route.fallback {
                 let names: Vec<&String> = self.pools.keys().collect();

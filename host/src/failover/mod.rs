@@ -17,6 +17,9 @@
 //!   the ranking minus those already tried; the first retry goes at once
 //!   (immediate failover), later ones after the backoff.
 //!
+//! - [`StaleCache`]: when every attempt of a GET failed, a route with
+//!   `stale_if_error` answers with the last good answer it saw.
+//!
 //! Why budgets and not only max retries: with `retries = 2`, a pool-wide
 //! outage turns every request into three upstream attempts — a retry storm
 //! that keeps a recovering pool down. A budget caps retries in flight to a
@@ -27,7 +30,9 @@
 pub mod breaker;
 mod bulkhead;
 mod retry;
+mod stale;
 
 pub use breaker::{BreakerState, Breakers, CircuitBreaker};
 pub use bulkhead::{Bulkhead, Shed};
 pub use retry::{Failure, RetryBudget, RetryPolicy};
+pub use stale::{Recorder, StaleCache};

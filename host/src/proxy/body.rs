@@ -9,6 +9,7 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::balance::InFlight;
+use crate::failover::Recorder;
 
 /// A body sent to a client.
 pub enum ProxyBody {
@@ -19,6 +20,8 @@ pub enum ProxyBody {
         body: Incoming,
         /// Held for the body's lifetime.
         _in_flight: InFlight,
+        /// Copies the body for stale-if-error, when the route has it.
+        recorder: Option<Box<Recorder>>,
     },
     /// A body Switchyard made (errors).
     Local(Full<Bytes>),
@@ -33,7 +36,34 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.get_mut() {
-            ProxyBody::Upstream { body, .. } => Pin::new(body).poll_frame(cx),
+            ProxyBody::Upstream { body, recorder, .. } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                if recorder.is_some() {
+                    match &polled {
+                        Poll::Ready(Some(Ok(frame))) => {
+                            let keep = frame
+                                .data_ref()
+                                .is_none_or(|data| recorder.as_mut().is_some_and(|r| r.push(data)));
+                            if !keep {
+                                *recorder = None;
+                            } else if body.is_end_stream() {
+                                // hyper stops polling once the body says it ended.
+                                if let Some(r) = recorder.take() {
+                                    r.finish();
+                                }
+                            }
+                        }
+                        Poll::Ready(None) => {
+                            if let Some(r) = recorder.take() {
+                                r.finish();
+                            }
+                        }
+                        Poll::Ready(Some(Err(_))) => *recorder = None,
+                        Poll::Pending => {}
+                    }
+                }
+                polled
+            }
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),

@@ -30,7 +30,7 @@ use super::pool::{Pool, UpstreamBody};
 use super::router::Fallback;
 use super::{ProxyError, Router, headers};
 use crate::balance::{EndpointId, RequestContext, Sticky};
-use crate::failover::Failure;
+use crate::failover::{Failure, StaleCache};
 use crate::health::outlier::AttemptOutcome;
 use crate::plugin::{AttemptFacts, Decision};
 
@@ -210,9 +210,21 @@ async fn forward(
                     sticky.bind(&affinity, id, response.headers_mut());
                 }
                 headers::strip_hop_by_hop(response.headers_mut());
+                let recorder = match &route.stale {
+                    Some(stale) if parts.method == http::Method::GET => stale
+                        .record(
+                            StaleCache::key(host, path_and_query.as_str()),
+                            response.status(),
+                            response.headers(),
+                            response.body().size_hint().exact(),
+                        )
+                        .map(Box::new),
+                    _ => None,
+                };
                 return Ok(response.map(|body| ProxyBody::Upstream {
                     body,
                     _in_flight: in_flight,
+                    recorder,
                 }));
             }
             Ok(Err(error)) => {
@@ -294,6 +306,13 @@ async fn forward(
             }
             Next::Stop => break,
         }
+    }
+    if let Some(stale) = &route.stale
+        && parts.method == http::Method::GET
+        && let Some(response) = stale.serve(&StaleCache::key(host, path_and_query.as_str()))
+    {
+        tracing::info!(pool = %pool.name, path = %path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
+        return Ok(response.map(ProxyBody::Local));
     }
     if let Some(Fallback::Static(response)) = &route.fallback {
         return Ok(response.to_response().map(ProxyBody::Local));

@@ -12,6 +12,7 @@ use http_body_util::Full;
 use super::pool::PoolStatus;
 use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, RouteMatch};
+use crate::failover::StaleCache;
 use crate::health::{EventBus, HealthEvent};
 use crate::plugin::PluginHost;
 
@@ -60,6 +61,7 @@ impl Router {
                     matches: r.matches.clone(),
                     pool: Arc::clone(p),
                     fallback,
+                    stale: r.stale_if_error.as_ref().map(StaleCache::new),
                 })
             })
             .collect();
@@ -84,6 +86,8 @@ pub struct Route {
     pub pool: Arc<Pool>,
     /// What answers when the pool cannot.
     pub fallback: Option<Fallback>,
+    /// Last good GET answers, when `stale_if_error` is on.
+    pub stale: Option<StaleCache>,
 }
 
 /// A route's graceful degradation.
