@@ -307,9 +307,9 @@ async fn a_failover_plugin_retries_on_its_schedule_within_the_host_cap_then_fall
          [[routes]]\nmatch = {{ path_prefix = \"/capped\" }}\npool = \"capped\"\n\
          [[routes]]\npool = \"main\"\n\
          [pools.main]\ninstances = {list}\nretry = {{ retries = 3 }}\n\
-         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 10], fallback_pool = \"dr\" }} }}\n\
+         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 10], fallback_pool = \"dr\" }}, call_deadline_ms = 1000 }}\n\
          [pools.capped]\ninstances = {list}\nretry = {{ retries = 1 }}\n\
-         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 0, 0, 0, 0, 0, 0, 0] }} }}\n\
+         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 0, 0, 0, 0, 0, 0, 0] }}, call_deadline_ms = 1000 }}\n\
          [pools.dr]\ninstances = [{{ url = \"{dr}\" }}]\n",
         list = instances(&ups),
         plugin = switchyard_tests::fixtures::RETRY_SCHEDULE,

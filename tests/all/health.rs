@@ -203,7 +203,7 @@ async fn a_health_plugin_judges_json_reports_and_its_load_steers_traffic() {
     ups[2].set_body(r#"{"status":"down"}"#);
     let dir = tempfile::tempdir().unwrap();
     let health = format!(
-        "health = {{ kind = \"plugin\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2, plugin = {{ path = \"{}\", config = {{ path = \"/health\" }} }} }}",
+        "health = {{ kind = \"plugin\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2, plugin = {{ path = \"{}\", config = {{ path = \"/health\" }}, call_deadline_ms = 1000 }} }}",
         switchyard_tests::fixtures::JSON_HEALTH
     );
     let toml = pool_with(&health, &instances(&ups)).replace(

@@ -10,7 +10,7 @@ async fn canary_split_gives_its_documented_split() {
     let ups = upstreams(3);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ label = "track", canary = "canary", percent = 20 }} }}"#,
+        r#"{{ kind = "plugin", path = "{}", config = {{ label = "track", canary = "canary", percent = 20 }}, call_deadline_ms = 1000 }}"#,
         fixtures::CANARY_SPLIT
     );
     let labelled = format!(
@@ -104,7 +104,7 @@ async fn plugin_output_goes_to_the_log_with_its_name() {
         &dir,
         &single_pool(
             &format!(
-                r#"{{ kind = "plugin", path = "{}", config = {{ mode = "print" }} }}"#,
+                r#"{{ kind = "plugin", path = "{}", config = {{ mode = "print" }}, call_deadline_ms = 1000 }}"#,
                 fixtures::HOSTILE_BALANCER
             ),
             &instances(&ups),
@@ -151,7 +151,7 @@ async fn label_affinity_routes_by_header_and_falls_back() {
         ups[2].url()
     );
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ header = "x-region", label = "region" }} }}"#,
+        r#"{{ kind = "plugin", path = "{}", config = {{ header = "x-region", label = "region" }}, call_deadline_ms = 1000 }}"#,
         fixtures::LABEL_AFFINITY
     );
     let proxy = serve(&dir, &single_pool(&strategy, &labelled));
@@ -191,7 +191,7 @@ async fn latency_p2c_avoids_a_slow_instance() {
     ups[2].set_delay(std::time::Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}" }}"#,
+        r#"{{ kind = "plugin", path = "{}", call_deadline_ms = 1000 }}"#,
         fixtures::LATENCY_P2C
     );
     let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
