@@ -12,6 +12,7 @@ const COMPONENTS: &[&str] = &[
     "plugins/retry-schedule",
     "tests/fixtures/hostile-balancer",
     "tests/fixtures/hostile-health",
+    "tests/fixtures/hostile-failover",
     "tests/fixtures/failover-static",
     "tests/fixtures/resolver-first",
 ];

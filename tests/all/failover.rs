@@ -374,3 +374,31 @@ async fn stale_if_error_serves_the_last_good_answer() {
         .unwrap();
     assert_eq!(post.status(), 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_failover_plugin_falls_back_to_the_built_in_policy() {
+    let mut ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = pool_with(
+        &format!(
+            "retry = {{ retries = 1 }}\nfailover_plugin = {{ path = \"{}\" }}",
+            switchyard_tests::fixtures::HOSTILE_FAILOVER
+        ),
+        &instances(&ups),
+    );
+    let proxy = serve(&dir, &toml);
+    ups[0].kill();
+    let client = client();
+    // Round robin reaches the dead u0 on one of two requests; the plugin traps
+    // on the connect failure and the built-in policy retries on u1.
+    for _ in 0..4 {
+        assert_eq!(
+            get(&client, &format!("{}/", proxy.url)).await,
+            (200, "u1".to_string())
+        );
+    }
+    proxy.wait_for(
+        |l| l.contains("plugin fault") && l.contains("hostile_failover.wasm"),
+        "fault logged",
+    );
+}

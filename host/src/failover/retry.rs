@@ -142,6 +142,13 @@ impl RetryBudget {
         Active(&self.requests)
     }
 
+    /// Retries the budget would admit now.
+    pub fn room(&self) -> usize {
+        let requests = self.requests.load(Ordering::Relaxed);
+        let allowed = ((requests as f64 * self.ratio) as usize).max(self.min);
+        allowed.saturating_sub(self.retries.load(Ordering::Relaxed))
+    }
+
     /// A retry slot, if the budget has room; held for the retry's duration.
     pub fn try_retry(&self) -> Option<Active<'_>> {
         let requests = self.requests.load(Ordering::Relaxed);

@@ -63,6 +63,8 @@ pub struct AttemptFacts<'a> {
     pub tried: &'a [u32],
     /// Whether the request can be sent again.
     pub replayable: bool,
+    /// Retries still allowed (attempt cap and budget).
+    pub retries_left: u32,
 }
 
 /// A Wasm failover plugin serving one pool.
@@ -155,6 +157,7 @@ impl WasmFailover {
             elapsed_ms: facts.elapsed_ms,
             tried: facts.tried.to_vec(),
             replayable: facts.replayable,
+            retries_left: facts.retries_left,
         };
         let decision = self.sandbox.call(
             || self.instantiate(),

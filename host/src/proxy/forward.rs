@@ -408,6 +408,8 @@ fn decide<'a>(router: &'a Router, pool: &Pool, facts: &Facts<'_>) -> Next<'a> {
         elapsed_ms: facts.started_at.elapsed().as_millis() as u64,
         tried: facts.tried,
         replayable: facts.replayable,
+        retries_left: (pool.retry.max_attempts().saturating_sub(facts.attempt))
+            .min(pool.budget.room()) as u32,
     };
     match plugin.on_failure(&plugin_facts) {
         Err(_fault) => builtin(),
