@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use http::HeaderName;
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 
 use super::bindings::balancer::exports::switchyard::plugin::balancer::Requirements;
 use super::bindings::balancer::switchyard::plugin::types::{
@@ -14,8 +14,7 @@ use super::bindings::balancer::switchyard::plugin::types::{
 use super::bindings::balancer::{BalancerPlugin, BalancerPluginPre};
 use super::bindings::{BALANCER_EXPORT, PluginState};
 use super::health::wit_endpoint;
-use super::sandbox::{Live, Sandbox, compile_checked};
-use super::wasi;
+use super::sandbox::{Live, Sandbox, link};
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
 
@@ -57,22 +56,18 @@ impl WasmStrategy {
         limits: Limits,
         endpoints: &[Arc<Endpoint>],
     ) -> Result<Self, LoadError> {
-        let component = compile_checked(host, path, BALANCER_EXPORT, "balancer")?;
+        let pre = link(
+            host,
+            path,
+            BALANCER_EXPORT,
+            "balancer",
+            |linker| BalancerPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
+            BalancerPluginPre::new,
+        )?;
         let rejected = |reason: String| LoadError::Rejected {
             path: path.to_path_buf(),
             reason,
         };
-        let mut linker = Linker::new(host.engine());
-        BalancerPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .and_then(|()| wasi::add_to_linker(&mut linker, &component))
-            .map_err(|e| rejected(format!("cannot link: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(BalancerPluginPre::new)
-            .map_err(|e| LoadError::WrongWorld {
-                path: path.to_path_buf(),
-                reason: format!("does not match the balancer world: {e:#}"),
-            })?;
         let sandbox = Sandbox::new(host, path, limits);
         let mut strategy = Self {
             name: format!("plugin {}", sandbox.plugin()),

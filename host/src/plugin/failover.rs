@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 
 use super::bindings::balancer::switchyard::plugin::types::RequestInfo;
 use super::bindings::failover::exports::switchyard::plugin::failover::{
@@ -11,8 +11,8 @@ use super::bindings::failover::exports::switchyard::plugin::failover::{
 };
 use super::bindings::failover::{FailoverPlugin, FailoverPluginPre};
 use super::bindings::{FAILOVER_EXPORT, PluginState};
-use super::sandbox::{Live, Sandbox, compile_checked};
-use super::{Fault, Limits, LoadError, PluginHost, wasi};
+use super::sandbox::{Live, Sandbox, link};
+use super::{Fault, Limits, LoadError, PluginHost};
 use crate::failover::Failure;
 
 /// What a failover plugin decided.
@@ -87,22 +87,18 @@ impl WasmFailover {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let component = compile_checked(host, path, FAILOVER_EXPORT, "failover")?;
+        let pre = link(
+            host,
+            path,
+            FAILOVER_EXPORT,
+            "failover",
+            |linker| FailoverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
+            FailoverPluginPre::new,
+        )?;
         let rejected = |reason: String| LoadError::Rejected {
             path: path.to_path_buf(),
             reason,
         };
-        let mut linker = Linker::new(host.engine());
-        FailoverPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .and_then(|()| wasi::add_to_linker(&mut linker, &component))
-            .map_err(|e| rejected(format!("cannot link: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(FailoverPluginPre::new)
-            .map_err(|e| LoadError::WrongWorld {
-                path: path.to_path_buf(),
-                reason: format!("does not match the failover world: {e:#}"),
-            })?;
         let failover = Self {
             sandbox: Sandbox::new(host, path, limits),
             pre,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
-use wasmtime::component::{HasSelf, Linker};
+use wasmtime::component::HasSelf;
 
 use super::bindings::balancer::switchyard::plugin::types::Endpoint as WitEndpoint;
 use super::bindings::health::exports::switchyard::plugin::health_check::{
@@ -13,8 +13,8 @@ use super::bindings::health::exports::switchyard::plugin::health_check::{
 };
 use super::bindings::health::{HealthCheckPlugin, HealthCheckPluginPre};
 use super::bindings::{HEALTH_CHECK_EXPORT, PluginState};
-use super::sandbox::{Live, Sandbox, compile_checked};
-use super::{Fault, Limits, LoadError, PluginHost, wasi};
+use super::sandbox::{Live, Sandbox, link};
+use super::{Fault, Limits, LoadError, PluginHost};
 use crate::balance::Endpoint;
 use crate::health::active::{ProbeAnswer, ProbeSpec, Verdict, VerdictHealth};
 
@@ -38,22 +38,18 @@ impl WasmHealthCheck {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let component = compile_checked(host, path, HEALTH_CHECK_EXPORT, "health-check")?;
+        let pre = link(
+            host,
+            path,
+            HEALTH_CHECK_EXPORT,
+            "health-check",
+            |linker| HealthCheckPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
+            HealthCheckPluginPre::new,
+        )?;
         let rejected = |reason: String| LoadError::Rejected {
             path: path.to_path_buf(),
             reason,
         };
-        let mut linker = Linker::new(host.engine());
-        HealthCheckPlugin::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
-            .and_then(|()| wasi::add_to_linker(&mut linker, &component))
-            .map_err(|e| rejected(format!("cannot link: {e:#}")))?;
-        let pre = linker
-            .instantiate_pre(&component)
-            .and_then(HealthCheckPluginPre::new)
-            .map_err(|e| LoadError::WrongWorld {
-                path: path.to_path_buf(),
-                reason: format!("does not match the health-check world: {e:#}"),
-            })?;
         let check = Self {
             sandbox: Sandbox::new(host, path, limits),
             pre,

@@ -4,11 +4,11 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::PluginState;
-use super::wasi::Captured;
+use super::wasi::{self, Captured};
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
@@ -144,6 +144,38 @@ impl<L> Sandbox<L> {
             fault
         })
     }
+}
+
+/// Compiles, checks and links a plugin of one world: the component at `path`
+/// must export `export` (`kind` names it in messages); `add_world` links the
+/// world's imports (the `host` interface), the WASI subset is linked after
+/// it, and `make_pre` type-checks the exports.
+///
+/// # Errors
+/// [`LoadError`] naming the file and what is wrong.
+pub fn link<P>(
+    host: &PluginHost,
+    path: &Path,
+    export: &str,
+    kind: &str,
+    add_world: impl FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
+    make_pre: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<P>,
+) -> Result<P, LoadError> {
+    let component = compile_checked(host, path, export, kind)?;
+    let mut linker = Linker::new(host.engine());
+    add_world(&mut linker)
+        .and_then(|()| wasi::add_to_linker(&mut linker, &component))
+        .map_err(|e| LoadError::Rejected {
+            path: path.to_path_buf(),
+            reason: format!("cannot link: {e:#}"),
+        })?;
+    linker
+        .instantiate_pre(&component)
+        .and_then(make_pre)
+        .map_err(|e| LoadError::WrongWorld {
+            path: path.to_path_buf(),
+            reason: format!("does not match the {kind} world: {e:#}"),
+        })
 }
 
 /// Compiles the component at `path` and checks that it exports `export`

@@ -132,8 +132,10 @@ async fn forward(
         let timeout = pool.retry.per_try_timeout(pool.request_timeout);
         let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
         let latency_us = started.elapsed().as_micros() as u64;
-        let failed = match outcome {
-            Ok(Ok(mut response)) => {
+        // A failed status is held while the decision is made: if no retry
+        // happens, it is still the best answer the client can get.
+        let (failed, held) = match outcome {
+            Ok(Ok(response)) => {
                 endpoint.mark_reachable();
                 if let Some(load) = pool
                     .load_header
@@ -161,71 +163,24 @@ async fn forward(
                 let is_failure = !success
                     || pool.retry.status_retryable(status)
                     || (pool.failover_plugin.is_some() && status >= 400);
-                let next = if is_failure && !last {
-                    let facts = Facts {
-                        parts: &parts,
+                if !is_failure || last {
+                    return Ok(deliver(
+                        route,
+                        pool,
+                        &affinity,
+                        id,
+                        &parts.method,
                         host,
-                        path: path_and_query.as_str(),
-                        peer,
-                        endpoint: id,
-                        failure: Failure::Status(status),
-                        attempt,
-                        started_at,
-                        tried: &tried,
-                        replayable: body.replayable(),
-                    };
-                    decide(router, pool, &facts)
-                } else {
-                    Next::Stop
-                };
-                match next {
-                    Next::Retry {
-                        wait,
-                        same_endpoint,
-                    } if pool.has_candidate(&ranking, &tried) || same_endpoint => {
-                        if let Some(slot) = pool.budget.try_retry() {
-                            _retry_slot = Some(slot);
-                            delay = wait;
-                            if same_endpoint {
-                                tried.pop();
-                            }
-                            tracing::debug!(pool = %pool.name, attempt, status, instance = %endpoint.url, "retrying a failed status");
-                            failure = Some(ProxyError::NoUpstream {
-                                pool: pool.name.clone(),
-                                reason: format!("{}: status {status}", endpoint.url),
-                            });
-                            continue;
-                        }
-                    }
-                    Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
-                    Next::Fallback(other) => {
-                        pool = other;
-                        ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-                        tried.clear();
-                        continue;
-                    }
-                    _ => {}
+                        &path_and_query,
+                        response,
+                        in_flight,
+                    ));
                 }
-                if let Some(sticky) = &pool.sticky {
-                    sticky.bind(&affinity, id, response.headers_mut());
-                }
-                headers::strip_hop_by_hop(response.headers_mut());
-                let recorder = match &route.stale {
-                    Some(stale) if parts.method == http::Method::GET => stale
-                        .record(
-                            StaleCache::key(host, path_and_query.as_str()),
-                            response.status(),
-                            response.headers(),
-                            response.body().size_hint().exact(),
-                        )
-                        .map(Box::new),
-                    _ => None,
-                };
-                return Ok(response.map(|body| ProxyBody::Upstream {
-                    body,
-                    _in_flight: in_flight,
-                    recorder,
-                }));
+                failure = Some(ProxyError::NoUpstream {
+                    pool: pool.name.clone(),
+                    reason: format!("{}: status {status}", endpoint.url),
+                });
+                (Failure::Status(status), Some((response, in_flight)))
             }
             Ok(Err(error)) => {
                 drop(in_flight);
@@ -243,11 +198,14 @@ async fn forward(
                     pool: pool.name.clone(),
                     reason,
                 });
-                if connect {
-                    Failure::ConnectFailure
-                } else {
-                    Failure::Reset
-                }
+                (
+                    if connect {
+                        Failure::ConnectFailure
+                    } else {
+                        Failure::Reset
+                    },
+                    None,
+                )
             }
             Err(_elapsed) => {
                 drop(in_flight);
@@ -260,7 +218,7 @@ async fn forward(
                     instance: endpoint.url.clone(),
                     timeout_ms: timeout.as_millis() as u64,
                 });
-                Failure::Timeout
+                (Failure::Timeout, None)
             }
         };
         if last {
@@ -285,26 +243,59 @@ async fn forward(
             Next::Retry {
                 wait,
                 same_endpoint,
-            } => match pool.budget.try_retry() {
-                Some(slot) => {
-                    _retry_slot = Some(slot);
-                    delay = wait;
-                    if same_endpoint {
-                        tried.pop();
+            } => {
+                // A held answer is only given up for a retry that can happen.
+                let possible =
+                    held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried);
+                match pool.budget.try_retry().filter(|_| possible) {
+                    Some(slot) => {
+                        _retry_slot = Some(slot);
+                        delay = wait;
+                        if same_endpoint {
+                            tried.pop();
+                        }
+                    }
+                    None => {
+                        if let Some((response, in_flight)) = held {
+                            return Ok(deliver(
+                                route,
+                                pool,
+                                &affinity,
+                                id,
+                                &parts.method,
+                                host,
+                                &path_and_query,
+                                response,
+                                in_flight,
+                            ));
+                        }
+                        tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                        break;
                     }
                 }
-                None => {
-                    tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                    break;
-                }
-            },
+            }
             Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
             Next::Fallback(other) => {
                 pool = other;
                 ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
                 tried.clear();
             }
-            Next::Stop => break,
+            Next::Stop => {
+                if let Some((response, in_flight)) = held {
+                    return Ok(deliver(
+                        route,
+                        pool,
+                        &affinity,
+                        id,
+                        &parts.method,
+                        host,
+                        &path_and_query,
+                        response,
+                        in_flight,
+                    ));
+                }
+                break;
+            }
         }
     }
     if let Some(stale) = &route.stale
@@ -321,6 +312,45 @@ async fn forward(
         pool: pool.name.clone(),
         reason: "no instance available".into(),
     }))
+}
+
+/// Sends an upstream answer on: binds the session, strips hop-by-hop
+/// headers, and copies a GET answer for stale-if-error.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the pieces of one request, borrowed"
+)]
+fn deliver(
+    route: &super::router::Route,
+    pool: &Pool,
+    affinity: &crate::balance::Affinity,
+    id: EndpointId,
+    method: &http::Method,
+    host: &str,
+    path_and_query: &PathAndQuery,
+    mut response: Response<Incoming>,
+    in_flight: crate::balance::InFlight,
+) -> Response<ProxyBody> {
+    if let Some(sticky) = &pool.sticky {
+        sticky.bind(affinity, id, response.headers_mut());
+    }
+    headers::strip_hop_by_hop(response.headers_mut());
+    let recorder = match &route.stale {
+        Some(stale) if method == http::Method::GET => stale
+            .record(
+                StaleCache::key(host, path_and_query.as_str()),
+                response.status(),
+                response.headers(),
+                response.body().size_hint().exact(),
+            )
+            .map(Box::new),
+        _ => None,
+    };
+    response.map(|body| ProxyBody::Upstream {
+        body,
+        _in_flight: in_flight,
+        recorder,
+    })
 }
 
 /// Ranks `pool` for the request, the sticky instance first.
