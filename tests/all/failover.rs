@@ -18,7 +18,12 @@ async fn killing_one_of_three_under_load_costs_no_idempotent_request() {
     let ups = Arc::new(std::sync::Mutex::new(upstreams(3)));
     let list = instances(&ups.lock().unwrap());
     let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(&dir, &pool_with("retry = { retries = 2 }", &list));
+    // The budget must cover the burst: every request in flight on the
+    // instance that dies fails at once and needs a retry slot.
+    let proxy = serve(
+        &dir,
+        &pool_with("retry = { retries = 2, budget_min_concurrent = 16 }", &list),
+    );
     let url = format!("{}/", proxy.url);
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..8 {

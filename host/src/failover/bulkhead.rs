@@ -3,7 +3,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, SemaphorePermit};
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BulkheadConfig;
 
@@ -19,7 +21,7 @@ pub enum Shed {
 /// Bounded concurrency for one pool.
 #[derive(Debug)]
 pub struct Bulkhead {
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     max_queue: usize,
     queue_timeout: Duration,
@@ -29,19 +31,21 @@ impl Bulkhead {
     /// A bulkhead per `config` (validated at load).
     pub fn new(config: &BulkheadConfig) -> Self {
         Self {
-            slots: Semaphore::new(config.max_concurrent as usize),
+            slots: Arc::new(Semaphore::new(config.max_concurrent as usize)),
             waiting: AtomicUsize::new(0),
             max_queue: config.max_queue as usize,
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
         }
     }
 
-    /// A slot, at once if one is free, else after waiting in the queue.
+    /// A slot, at once if one is free, else after waiting in the queue. The
+    /// slot is held until the permit drops: the data path keeps it until the
+    /// response body has been streamed.
     ///
     /// # Errors
     /// [`Shed`] when the queue is full or the wait times out.
-    pub async fn enter(&self) -> Result<SemaphorePermit<'_>, Shed> {
-        if let Ok(permit) = self.slots.try_acquire() {
+    pub async fn enter(&self) -> Result<OwnedSemaphorePermit, Shed> {
+        if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
             return Ok(permit);
         }
         let queued = self
@@ -52,7 +56,8 @@ impl Bulkhead {
         if queued.is_err() {
             return Err(Shed::QueueFull);
         }
-        let result = tokio::time::timeout(self.queue_timeout, self.slots.acquire()).await;
+        let result =
+            tokio::time::timeout(self.queue_timeout, Arc::clone(&self.slots).acquire_owned()).await;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         match result {
             Ok(Ok(permit)) => Ok(permit),

@@ -9,6 +9,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::balance::InFlight;
+use tokio::sync::OwnedSemaphorePermit;
+
 use crate::failover::Recorder;
 
 /// A body sent to a client.
@@ -22,6 +24,8 @@ pub enum ProxyBody {
         _in_flight: InFlight,
         /// Copies the body for stale-if-error, when the route has it.
         recorder: Option<Box<Recorder>>,
+        /// The pool's bulkhead slot, held until the body ends.
+        _slot: Option<OwnedSemaphorePermit>,
     },
     /// A body Switchyard made (errors).
     Local(Full<Bytes>),

@@ -33,6 +33,7 @@ use crate::balance::{EndpointId, RequestContext, Sticky};
 use crate::failover::{Failure, StaleCache};
 use crate::health::outlier::AttemptOutcome;
 use crate::plugin::{AttemptFacts, Decision};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// Serves one client request; errors become JSON responses.
 pub async fn handle(
@@ -76,7 +77,7 @@ async fn forward(
         _ => &route.pool,
     };
     let _request = pool.budget.request();
-    let _slot = match &pool.bulkhead {
+    let mut slot = match &pool.bulkhead {
         Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
             pool: pool.name.clone(),
             why: shed,
@@ -174,6 +175,7 @@ async fn forward(
                         &path_and_query,
                         response,
                         in_flight,
+                        slot.take(),
                     ));
                 }
                 failure = Some(ProxyError::NoUpstream {
@@ -267,6 +269,7 @@ async fn forward(
                                 &path_and_query,
                                 response,
                                 in_flight,
+                                slot.take(),
                             ));
                         }
                         tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
@@ -292,6 +295,7 @@ async fn forward(
                         &path_and_query,
                         response,
                         in_flight,
+                        slot.take(),
                     ));
                 }
                 break;
@@ -330,6 +334,7 @@ fn deliver(
     path_and_query: &PathAndQuery,
     mut response: Response<Incoming>,
     in_flight: crate::balance::InFlight,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Response<ProxyBody> {
     if let Some(sticky) = &pool.sticky {
         sticky.bind(affinity, id, response.headers_mut());
@@ -350,6 +355,7 @@ fn deliver(
         body,
         _in_flight: in_flight,
         recorder,
+        _slot: slot,
     })
 }
 
