@@ -48,52 +48,21 @@ nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf"
 
 instances="[{ url = \"http://127.0.0.1:${UP[0]}\", labels = { track = \"stable\" } }, { url = \"http://127.0.0.1:${UP[1]}\", labels = { track = \"stable\" } }, { url = \"http://127.0.0.1:${UP[2]}\", labels = { track = \"canary\" } }]"
-cat > "$WORK/rr.toml" <<TOML
-[[listeners]]
-listen = "127.0.0.1:19300"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = { kind = "round-robin" }
-instances = $instances
-TOML
-cat > "$WORK/bare.toml" <<TOML
-[[listeners]]
-listen = "127.0.0.1:19302"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = { kind = "round-robin" }
-retry = { retries = 0 }
-instances = $instances
-TOML
-cat > "$WORK/failover.toml" <<TOML
-[[listeners]]
-listen = "127.0.0.1:19303"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = { kind = "round-robin" }
-retry = { retries = 2, retry_on = ["connect-failure", "reset", "timeout", "5xx"] }
-breaker = { failure_rate = 0.5, min_requests = 20 }
-bulkhead = { max_concurrent = 1024, max_queue = 256 }
-outlier = {}
-instances = $instances
-TOML
 cp target/wasm-plugins/wasm32-wasip2/release/canary_split.wasm "$WORK/"
-cat > "$WORK/wasm.toml" <<TOML
-[[listeners]]
-listen = "127.0.0.1:19301"
-[[routes]]
-pool = "p"
-[pools.p]
-strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 20 } }
-instances = $instances
-TOML
-RUST_LOG=warn "$BIN" serve --config "$WORK/rr.toml" & pids+=($!)
-RUST_LOG=warn "$BIN" serve --config "$WORK/wasm.toml" & pids+=($!)
-RUST_LOG=warn "$BIN" serve --config "$WORK/bare.toml" & pids+=($!)
-RUST_LOG=warn "$BIN" serve --config "$WORK/failover.toml" & pids+=($!)
+serve() { # port, then the pool's keys, one per argument
+  local config="$WORK/$1.toml"
+  printf '[[listeners]]\nlisten = "127.0.0.1:%s"\n[[routes]]\npool = "p"\n[pools.p]\ninstances = %s\n' "$1" "$instances" > "$config"
+  shift
+  printf '%s\n' "$@" >> "$config"
+  RUST_LOG=warn "$BIN" serve --config "$config" & pids+=($!)
+}
+serve 19300 'strategy = { kind = "round-robin" }'
+serve 19301 'strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 20 } }'
+serve 19302 'strategy = { kind = "round-robin" }' 'retry = { retries = 0 }'
+serve 19303 'strategy = { kind = "round-robin" }' \
+  'retry = { retries = 2, retry_on = ["connect-failure", "reset", "timeout", "5xx"] }' \
+  'breaker = { failure_rate = 0.5, min_requests = 20 }' \
+  'bulkhead = { max_concurrent = 1024, max_queue = 256 }' 'outlier = {}'
 for port in 19200 19300 19301 19302 19303 "${UP[0]}"; do
   for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
 done

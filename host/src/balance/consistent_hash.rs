@@ -198,7 +198,7 @@ pub(super) fn identity_hash(endpoint: &Endpoint, seed: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::tests::{pool, request};
+    use crate::balance::tests::{pool, request, weighted_pool};
     use http::HeaderMap;
 
     fn strategy(
@@ -326,19 +326,7 @@ mod tests {
         /// (160 virtual nodes per weight unit leave a ~8% standard deviation).
         #[test]
         fn shares_follow_the_weights(weights in proptest::collection::vec(1u32..5, 2..8)) {
-            let endpoints: Vec<Arc<Endpoint>> = weights
-                .iter()
-                .enumerate()
-                .map(|(i, w)| {
-                    Arc::new(Endpoint::new(
-                        i as u32,
-                        format!("http://10.0.0.{i}:80"),
-                        format!("10.0.0.{i}:80").parse().unwrap(),
-                        *w,
-                        vec![],
-                    ))
-                })
-                .collect();
+            let endpoints = weighted_pool(&weights);
             let total: u32 = weights.iter().sum();
             let m = 65_537usize;
             let slots = Maglev::new(&endpoints, m).slots(weights.len());

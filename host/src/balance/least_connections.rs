@@ -60,7 +60,7 @@ fn cost(endpoint: &Endpoint) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::tests::{pool, rank};
+    use crate::balance::tests::{pool, rank, weighted_pool};
 
     #[test]
     fn a_full_scan_puts_the_fewest_in_flight_first() {
@@ -73,14 +73,7 @@ mod tests {
 
     #[test]
     fn weight_divides_the_load() {
-        let mut endpoints = pool(2);
-        endpoints[1] = Arc::new(Endpoint::new(
-            1,
-            "http://127.0.0.1:2".into(),
-            "127.0.0.1:2".parse().unwrap(),
-            4,
-            vec![],
-        ));
+        let endpoints = weighted_pool(&[1, 4]);
         let _a = endpoints[0].start_request();
         let _b = [
             endpoints[1].start_request(),

@@ -127,6 +127,12 @@ pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
         .map(|(_, v)| v)
 }
 
+/// Appends the pool in order starting at `start`, wrapping, up to
+/// [`RANK_LIMIT`]: the ranking of every rotation-based strategy.
+fn rotation(start: usize, n: usize, out: &mut Ranking) {
+    out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as EndpointId));
+}
+
 /// Where a rotating strategy starts for this request: `counter mod n`, then
 /// the counter advances. `None` for an empty pool.
 fn rotating_start(counter: &AtomicUsize, n: usize) -> Option<usize> {
@@ -242,16 +248,23 @@ pub fn next_candidate(
 pub(crate) mod tests {
     use super::*;
 
-    /// A pool of `n` instances on unused ports.
+    /// A pool of `n` instances of weight 1 on unused ports.
     pub(crate) fn pool(n: usize) -> Vec<Arc<Endpoint>> {
-        (0..n)
-            .map(|i| {
+        weighted_pool(&vec![1; n])
+    }
+
+    /// A pool with one instance per weight, on unused ports.
+    pub(crate) fn weighted_pool(weights: &[u32]) -> Vec<Arc<Endpoint>> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
                 let port = 1 + i as u16;
                 Arc::new(Endpoint::new(
                     i as u32,
                     format!("http://127.0.0.1:{port}"),
                     format!("127.0.0.1:{port}").parse().unwrap(),
-                    1,
+                    *w,
                     vec![],
                 ))
             })

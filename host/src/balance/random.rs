@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use super::{Endpoint, Ranking, RequestContext, Strategy, rotation};
 use crate::plugin::Fault;
 
 /// Uniformly random first choice.
@@ -28,7 +28,7 @@ impl Strategy for Random {
         let n = endpoints.len();
         if n > 0 {
             let start = fastrand::usize(..n);
-            out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as u32));
+            rotation(start, n, out);
         }
         Ok(())
     }

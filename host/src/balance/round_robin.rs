@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy, rotating_start};
+use super::{Endpoint, Ranking, RequestContext, Strategy, rotating_start, rotation};
 use crate::plugin::Fault;
 
 /// Round robin over the pool in configured order. No config keys.
@@ -32,7 +32,7 @@ impl Strategy for RoundRobin {
         let Some(start) = rotating_start(&self.next, n) else {
             return Ok(());
         };
-        out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as u32));
+        rotation(start, n, out);
         Ok(())
     }
 }
@@ -55,6 +55,9 @@ mod tests {
     #[test]
     fn rankings_are_capped() {
         let endpoints = pool(20);
-        assert_eq!(rank(&RoundRobin::default(), &endpoints).len(), RANK_LIMIT);
+        assert_eq!(
+            rank(&RoundRobin::default(), &endpoints).len(),
+            crate::balance::RANK_LIMIT
+        );
     }
 }

@@ -10,7 +10,7 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::{Endpoint, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use super::{Endpoint, Ranking, RequestContext, Strategy, rotation};
 use crate::plugin::Fault;
 
 /// Smooth weighted round robin over the instances' weights.
@@ -59,7 +59,7 @@ impl Strategy for WeightedRoundRobin {
             current[best] -= total;
             best
         };
-        out.extend((0..n.min(RANK_LIMIT)).map(|i| ((best + i) % n) as u32));
+        rotation(best, n, out);
         Ok(())
     }
 }
@@ -67,29 +67,12 @@ impl Strategy for WeightedRoundRobin {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::tests::rank;
+    use crate::balance::tests::{rank, weighted_pool};
     use proptest::{prop_assert_eq, proptest};
-
-    fn weighted(weights: &[u32]) -> Vec<Arc<Endpoint>> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                let port = 1 + i as u16;
-                Arc::new(Endpoint::new(
-                    i as u32,
-                    format!("http://127.0.0.1:{port}"),
-                    format!("127.0.0.1:{port}").parse().unwrap(),
-                    *w,
-                    vec![],
-                ))
-            })
-            .collect()
-    }
 
     #[test]
     fn interleaves_like_nginx() {
-        let endpoints = weighted(&[5, 1, 1]);
+        let endpoints = weighted_pool(&[5, 1, 1]);
         let wrr = WeightedRoundRobin::new(3);
         let order: Vec<u32> = (0..7).map(|_| rank(&wrr, &endpoints)[0]).collect();
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
@@ -100,7 +83,7 @@ mod tests {
         /// `weight` times (tolerance zero).
         #[test]
         fn converges_exactly_to_the_weights(weights in proptest::collection::vec(1u32..10, 1..12), warmup in 0usize..50) {
-            let endpoints = weighted(&weights);
+            let endpoints = weighted_pool(&weights);
             let wrr = WeightedRoundRobin::new(weights.len());
             for _ in 0..warmup {
                 rank(&wrr, &endpoints);

@@ -241,7 +241,7 @@ async fn forward(
             tried: &tried,
             replayable: body.replayable(),
         };
-        match decide(router, pool, &facts) {
+        let go_on = match decide(router, pool, &facts) {
             Next::Retry {
                 wait,
                 same_endpoint,
@@ -250,30 +250,19 @@ async fn forward(
                 let possible =
                     held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried);
                 match pool.budget.try_retry().filter(|_| possible) {
-                    Some(slot) => {
-                        _retry_slot = Some(slot);
+                    Some(retry) => {
+                        _retry_slot = Some(retry);
                         delay = wait;
                         if same_endpoint {
                             tried.pop();
                         }
+                        true
                     }
                     None => {
-                        if let Some((response, in_flight)) = held {
-                            return Ok(deliver(
-                                route,
-                                pool,
-                                &affinity,
-                                id,
-                                &parts.method,
-                                host,
-                                &path_and_query,
-                                response,
-                                in_flight,
-                                slot.take(),
-                            ));
+                        if held.is_none() {
+                            tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
                         }
-                        tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                        break;
+                        false
                     }
                 }
             }
@@ -282,24 +271,27 @@ async fn forward(
                 pool = other;
                 ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
                 tried.clear();
+                true
             }
-            Next::Stop => {
-                if let Some((response, in_flight)) = held {
-                    return Ok(deliver(
-                        route,
-                        pool,
-                        &affinity,
-                        id,
-                        &parts.method,
-                        host,
-                        &path_and_query,
-                        response,
-                        in_flight,
-                        slot.take(),
-                    ));
-                }
-                break;
+            Next::Stop => false,
+        };
+        if !go_on {
+            // No retry: a held failed answer is still the best the client can get.
+            if let Some((response, in_flight)) = held {
+                return Ok(deliver(
+                    route,
+                    pool,
+                    &affinity,
+                    id,
+                    &parts.method,
+                    host,
+                    &path_and_query,
+                    response,
+                    in_flight,
+                    slot.take(),
+                ));
             }
+            break;
         }
     }
     if let Some(stale) = &route.stale
