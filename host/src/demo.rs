@@ -69,7 +69,8 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         listeners: vec![ListenerConfig { listen }],
         routes: vec![RouteConfig {
             matches: RouteMatch::default(),
-            pool: "demo".into(),
+            pool: Some("demo".into()),
+            fan_out: None,
             fallback: None,
             stale_if_error: None,
         }],

@@ -9,6 +9,7 @@
 //! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
 //! - [`health`]: active checks, passive outlier detection, panic mode, events;
 //! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
+//! - [`fusion`]: fan-out answers judged, voted, merged and cached (data fusion);
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`telemetry`]: logging set-up.
@@ -17,6 +18,7 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod failover;
+pub mod fusion;
 pub mod health;
 pub mod plugin;
 pub mod proxy;

@@ -27,17 +27,20 @@
 
 mod error;
 mod failover;
+mod fusion;
 mod health;
 mod strategy;
 mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Config, ConsistentHashConfig,
-    FallbackConfig, FastestResponseConfig, HashAlgorithm, HashKey, HealthCheckConfig,
-    InstanceConfig, LeastConnectionsConfig, ListenerConfig, NoKeys, OutlierConfig, PluginRef,
-    PluginStrategyConfig, PoolConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig,
-    RouteMatch, StaleConfig, StickyConfig, StrategyConfig, TrendConfig,
+    BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Compare, CompareKeys, Config,
+    ConflictRule, ConsistentHashConfig, FallbackConfig, FanOutConfig, FastestResponseConfig,
+    FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig, InstanceConfig,
+    LeastConnectionsConfig, ListenerConfig, MedianConfig, MergeConfig, MostRecentConfig, NoKeys,
+    OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig, QuorumConfig, ResolverConfig,
+    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
+    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 pub use super::failover::{
     BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
+pub use super::fusion::{
+    Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,
+    MostRecentConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig, SourceConfig,
+    WeightedVoteConfig,
+};
 pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, TrendConfig};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
@@ -51,8 +56,11 @@ pub struct RouteConfig {
     /// What the request must look like; an empty match takes every request.
     #[serde(default, rename = "match")]
     pub matches: RouteMatch,
-    /// Name of the pool that serves the route.
-    pub pool: String,
+    /// Name of the pool that serves the route (exactly one of `pool` and `fan_out`).
+    pub pool: Option<String>,
+    /// Fan the request out to several sources and fuse their answers.
+    #[serde(default)]
+    pub fan_out: Option<FanOutConfig>,
     /// What to do when the pool cannot serve. Default: the error response.
     #[serde(default)]
     pub fallback: Option<FallbackConfig>,
@@ -270,6 +278,16 @@ impl Config {
                 }
             }
         }
+        for path in self
+            .routes
+            .iter_mut()
+            .filter_map(|r| r.fan_out.as_mut())
+            .flat_map(FanOutConfig::paths_mut)
+        {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
     }
 
     pub(super) fn validate(&self) -> Result<(), Invalid> {
@@ -279,15 +297,37 @@ impl Config {
                 "at least one listener is required".into(),
             ));
         }
+        let names: Vec<&String> = self.pools.keys().collect();
         for (i, route) in self.routes.iter().enumerate() {
-            if !self.pools.contains_key(&route.pool) {
+            match (&route.pool, &route.fan_out) {
+                (Some(pool), None) if !self.pools.contains_key(pool) => {
+                    return Err((
+                        format!("routes[{i}].pool"),
+                        format!(
+                            "unknown pool `{pool}` (pools: {})",
+                            self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                (Some(_), None) => {}
+                (None, Some(fan_out)) => fan_out
+                    .validate(&names)
+                    .map_err(|(k, reason)| (format!("routes[{i}].fan_out.{k}"), reason))?,
+                _ => {
+                    return Err((
+                        format!("routes[{i}].pool"),
+                        "give exactly one of `pool` and `fan_out`".into(),
+                    ));
+                }
+            }
+            if route.fan_out.is_some()
+                && (route.fallback.is_some() || route.stale_if_error.is_some())
+            {
                 return Err((
-                    format!("routes[{i}].pool"),
-                    format!(
-                        "unknown pool `{}` (pools: {})",
-                        route.pool,
-                        self.pools.keys().cloned().collect::<Vec<_>>().join(", ")
-                    ),
+                    format!("routes[{i}].fan_out"),
+                    "`fallback` and `stale_if_error` are for `pool` routes; a fan-out route \
+                     serves stale answers with `fan_out.cache.stale_if_error_ms`"
+                        .into(),
                 ));
             }
             if let Some(stale) = &route.stale_if_error {
@@ -296,7 +336,6 @@ impl Config {
                     .map_err(|(k, reason)| (format!("routes[{i}].stale_if_error.{k}"), reason))?;
             }
             if let Some(fallback) = &route.fallback {
-                let names: Vec<&String> = self.pools.keys().collect();
                 fallback
                     .validate(&names)
                     .map_err(|(k, reason)| (format!("routes[{i}].fallback.{k}"), reason))?;

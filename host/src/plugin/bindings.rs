@@ -39,6 +39,18 @@ pub mod failover {
     });
 }
 
+/// The `resolver-plugin` world; `types` and `host` are the balancer's.
+pub mod resolver {
+    wasmtime::component::bindgen!({
+        world: "resolver-plugin",
+        path: "../wit",
+        with: {
+            "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
+            "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
+        },
+    });
+}
+
 pub use balancer::switchyard::plugin::host::Level;
 
 /// Name of the balancer interface a plugin must export.
@@ -46,6 +58,9 @@ pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.0";
 
 /// Name of the failover interface a plugin must export.
 pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.0";
+
+/// Name of the resolver interface a plugin must export.
+pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.0";
 
 /// Name of the health-check interface a plugin must export.
 pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.0";

@@ -33,6 +33,7 @@ mod bindings;
 mod error;
 mod failover;
 mod health;
+mod resolver;
 mod sandbox;
 pub mod wasi;
 
@@ -40,6 +41,7 @@ pub use balancer::WasmStrategy;
 pub use error::{Fault, LoadError};
 pub use failover::{AttemptFacts, Decision, WasmFailover};
 pub use health::WasmHealthCheck;
+pub use resolver::{RequestFacts, WasmResolver};
 
 use std::path::Path;
 use std::sync::Arc;

@@ -27,6 +27,9 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A route could not be built from its (validated) config.
+    #[error("route: {0}")]
+    Route(String),
     /// The plugin engine could not start.
     #[error("plugin engine: {0}")]
     Engine(String),
@@ -64,6 +67,20 @@ pub enum ProxyError {
     /// The request could not be read (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The request body is over the route's limit (413).
+    #[error("the request body is over the limit of {limit_bytes} bytes")]
+    PayloadTooLarge {
+        /// The route's `max_request_body_bytes`.
+        limit_bytes: u64,
+    },
+    /// A fan-out route could not fuse an answer (502, with the tally).
+    #[error("fan-out route {route}: {error}")]
+    Fusion {
+        /// The route's index in the config.
+        route: usize,
+        /// Why, with the tally.
+        error: crate::fusion::FusionError,
+    },
     /// The instance did not answer in time (504).
     #[error("instance {instance} of pool `{pool}` did not answer within {timeout_ms} ms")]
     Timeout {
@@ -85,6 +102,8 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Fusion { .. } => StatusCode::BAD_GATEWAY,
         }
     }
 
@@ -96,6 +115,11 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::Shed { .. } => "overloaded",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::PayloadTooLarge { .. } => "payload_too_large",
+            ProxyError::Fusion { error, .. } => match error {
+                crate::fusion::FusionError::NoAnswer { .. } => "no_acceptable_answer",
+                crate::fusion::FusionError::NoQuorum { .. } => "no_quorum",
+            },
         }
     }
 
@@ -105,7 +129,10 @@ impl ProxyError {
             ProxyError::Shed { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         };
-        let body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
+        if let ProxyError::Fusion { error, .. } = &self {
+            body["details"] = error.details();
+        }
         let mut response = http::Response::new(Full::new(Bytes::from(body.to_string())));
         *response.status_mut() = self.status();
         response.headers_mut().insert(

@@ -26,12 +26,11 @@ use hyper::body::Incoming;
 use smallvec::SmallVec;
 
 use super::body::ProxyBody;
-use super::pool::{Pool, UpstreamBody};
-use super::router::Fallback;
+use super::pool::{Attempt, Pool, UpstreamBody};
+use super::router::{Fallback, PoolRoute, Target};
 use super::{ProxyError, Router, headers};
 use crate::balance::{EndpointId, RequestContext, Sticky};
 use crate::failover::{Failure, StaleCache};
-use crate::health::outlier::AttemptOutcome;
 use crate::plugin::{AttemptFacts, Decision};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -71,6 +70,14 @@ async fn forward(
             host: host.to_string(),
             path: parts.uri.path().to_string(),
         });
+    };
+    let route = match &route.target {
+        Target::Pool(route) => route,
+        Target::FanOut(fan_out) => {
+            return fan_out
+                .serve(parts, body, peer, host, authority.as_ref())
+                .await;
+        }
     };
     let mut pool: &Pool = match &route.fallback {
         Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
@@ -137,28 +144,16 @@ async fn forward(
         // happens, it is still the best answer the client can get.
         let (failed, held) = match outcome {
             Ok(Ok(response)) => {
-                endpoint.mark_reachable();
-                if let Some(load) = pool
-                    .load_header
-                    .as_ref()
-                    .and_then(|h| response.headers().get(h))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f32>().ok())
-                {
-                    endpoint.report_load(load);
-                }
                 let status = response.status().as_u16();
                 let success = status < 500;
-                pool.balancer.observe(endpoint, success, latency_us);
-                pool.record_outcome(
+                pool.record_attempt(
                     endpoint,
-                    if success {
-                        AttemptOutcome::Success
-                    } else {
-                        AttemptOutcome::ServerError
+                    Attempt::Answered {
+                        status,
+                        headers: response.headers(),
                     },
+                    latency_us,
                 );
-                pool.record_breaker(id, success);
                 // A failover plugin judges every 4xx and 5xx; the built-in
                 // policy only 5xx and the listed statuses.
                 let is_failure = !success
@@ -186,14 +181,13 @@ async fn forward(
             }
             Ok(Err(error)) => {
                 drop(in_flight);
-                pool.balancer.observe(endpoint, false, latency_us);
-                pool.record_outcome(endpoint, AttemptOutcome::GatewayError);
-                pool.record_breaker(id, false);
                 let connect = error.is_connect();
-                if connect {
-                    let until = pool.now_ms() + pool.fail_timeout.as_millis() as u64;
-                    endpoint.mark_unreachable(until);
-                }
+                let booked = if connect {
+                    Attempt::ConnectFailed
+                } else {
+                    Attempt::Failed
+                };
+                pool.record_attempt(endpoint, booked, latency_us);
                 let reason = format!("{}: {}", endpoint.url, error_chain(&error));
                 tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
                 failure = Some(ProxyError::NoUpstream {
@@ -211,9 +205,7 @@ async fn forward(
             }
             Err(_elapsed) => {
                 drop(in_flight);
-                pool.balancer.observe(endpoint, false, latency_us);
-                pool.record_outcome(endpoint, AttemptOutcome::GatewayError);
-                pool.record_breaker(id, false);
+                pool.record_attempt(endpoint, Attempt::Failed, latency_us);
                 tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
                 failure = Some(ProxyError::Timeout {
                     pool: pool.name.clone(),
@@ -317,7 +309,7 @@ async fn forward(
     reason = "the pieces of one request, borrowed"
 )]
 fn deliver(
-    route: &super::router::Route,
+    route: &PoolRoute,
     pool: &Pool,
     affinity: &crate::balance::Affinity,
     id: EndpointId,
@@ -352,7 +344,7 @@ fn deliver(
 }
 
 /// Ranks `pool` for the request, the sticky instance first.
-fn rank(
+pub(super) fn rank(
     pool: &Pool,
     parts: &http::request::Parts,
     host: &str,
@@ -521,7 +513,7 @@ impl RequestBody {
     }
 }
 
-fn upstream_uri(authority: http::uri::Authority, path_and_query: PathAndQuery) -> Uri {
+pub(super) fn upstream_uri(authority: http::uri::Authority, path_and_query: PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(Scheme::HTTP);
     parts.authority = Some(authority);
@@ -539,7 +531,7 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// The error and its sources, `: `-joined (hyper's own Display is terse).
-fn error_chain(error: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -12,6 +12,7 @@
 
 mod body;
 mod error;
+mod fanout;
 mod forward;
 mod headers;
 mod pool;
@@ -19,8 +20,9 @@ mod router;
 
 pub use error::{ProxyError, StartError};
 
+pub use fanout::FanOut;
 pub use pool::{InstanceStatus, Pool, PoolStatus};
-pub use router::Router;
+pub use router::{PoolRoute, Route, Router, Target};
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -33,6 +33,22 @@ use crate::plugin::{Limits, PluginHost, PluginStats, WasmFailover, WasmStrategy}
 /// (replayable across attempts).
 pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
 
+/// What one upstream attempt came to (see [`Pool::record_attempt`]).
+#[derive(Debug, Clone, Copy)]
+pub enum Attempt<'a> {
+    /// Response headers arrived: 5xx counts as a failure.
+    Answered {
+        /// The status.
+        status: u16,
+        /// The response headers (a load report is read from them).
+        headers: &'a http::HeaderMap,
+    },
+    /// The TCP connection could not be made.
+    ConnectFailed,
+    /// Reset or timed out.
+    Failed,
+}
+
 /// A pool of instances behind one balancer and one connection pool.
 pub struct Pool {
     /// The pool's name in the config.
@@ -286,6 +302,41 @@ impl Pool {
             severity,
             format!("breaker {:?}: {}", t.to, t.reason).to_lowercase(),
         ));
+    }
+
+    /// Books one attempt on `endpoint`: reachability, a load report, the
+    /// balancer's observation, outlier detection and the circuit breaker.
+    /// A connect failure also keeps the instance out for `fail_timeout_ms`.
+    pub fn record_attempt(&self, endpoint: &Endpoint, attempt: Attempt<'_>, latency_us: u64) {
+        let success = match attempt {
+            Attempt::Answered { status, headers } => {
+                endpoint.mark_reachable();
+                if let Some(load) = self
+                    .load_header
+                    .as_ref()
+                    .and_then(|h| headers.get(h))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<f32>().ok())
+                {
+                    endpoint.report_load(load);
+                }
+                status < 500
+            }
+            Attempt::ConnectFailed => {
+                let until = self.now_ms() + self.fail_timeout.as_millis() as u64;
+                endpoint.mark_unreachable(until);
+                false
+            }
+            Attempt::Failed => false,
+        };
+        self.balancer.observe(endpoint, success, latency_us);
+        let outcome = match attempt {
+            Attempt::Answered { .. } if success => AttemptOutcome::Success,
+            Attempt::Answered { .. } => AttemptOutcome::ServerError,
+            _ => AttemptOutcome::GatewayError,
+        };
+        self.record_outcome(endpoint, outcome);
+        self.record_breaker(endpoint.id, success);
     }
 
     /// Whether any instance is fit (priority failover leaves a pool without one).

@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::Full;
 
+use super::fanout::FanOut;
 use super::pool::PoolStatus;
 use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, RouteMatch};
@@ -40,31 +41,43 @@ impl Router {
                 Arc::new(Pool::build(name, pool, host, &events)?),
             );
         }
-        let routes = config
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let fallback = match &r.fallback {
-                    Some(FallbackConfig::Pool { pool }) => {
-                        pools.get(pool).cloned().map(Fallback::Pool)
-                    }
-                    Some(FallbackConfig::Static {
-                        status,
-                        body,
-                        headers,
-                    }) => Some(Fallback::Static(StaticResponse::new(
-                        *status, body, headers,
-                    ))),
-                    None => None,
-                };
-                pools.get(&r.pool).map(|p| Route {
-                    matches: r.matches.clone(),
-                    pool: Arc::clone(p),
-                    fallback,
-                    stale: r.stale_if_error.as_ref().map(StaleCache::new),
-                })
-            })
-            .collect();
+        let mut routes = Vec::with_capacity(config.routes.len());
+        for (index, r) in config.routes.iter().enumerate() {
+            let target = match (&r.pool, &r.fan_out) {
+                (_, Some(fan_out)) => {
+                    Target::FanOut(Box::new(FanOut::build(index, fan_out, &pools, host)?))
+                }
+                (Some(name), None) => {
+                    let Some(pool) = pools.get(name) else {
+                        continue;
+                    };
+                    let fallback = match &r.fallback {
+                        Some(FallbackConfig::Pool { pool }) => {
+                            pools.get(pool).cloned().map(Fallback::Pool)
+                        }
+                        Some(FallbackConfig::Static {
+                            status,
+                            body,
+                            headers,
+                        }) => Some(Fallback::Static(StaticResponse::new(
+                            *status, body, headers,
+                        ))),
+                        None => None,
+                    };
+                    Target::Pool(PoolRoute {
+                        pool: Arc::clone(pool),
+                        fallback,
+                        stale: r.stale_if_error.as_ref().map(StaleCache::new),
+                    })
+                }
+                // Validation refuses a route with neither.
+                (None, None) => continue,
+            };
+            routes.push(Route {
+                matches: r.matches.clone(),
+                target,
+            });
+        }
         Ok(Self {
             routes,
             pools: pools.into_values().collect(),
@@ -78,10 +91,24 @@ impl Router {
     }
 }
 
-/// A route: its conditions, its pool and its fallback.
+/// A route: its conditions and where matching requests go.
 pub struct Route {
     /// The conditions.
     pub matches: RouteMatch,
+    /// Where matching requests go.
+    pub target: Target,
+}
+
+/// Where a route sends its requests.
+pub enum Target {
+    /// One pool (with failover).
+    Pool(PoolRoute),
+    /// Several sources at once, fused.
+    FanOut(Box<FanOut>),
+}
+
+/// A route to one pool: the pool and its fallback.
+pub struct PoolRoute {
     /// The pool that serves it.
     pub pool: Arc<Pool>,
     /// What answers when the pool cannot.

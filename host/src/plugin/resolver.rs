@@ -1,0 +1,198 @@
+//! The Wasm resolver adapter: a `resolver-plugin` component that fuses the
+//! answers of a fan-out route. A fault falls back to the route's built-in.
+
+use std::path::Path;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use wasmtime::component::HasSelf;
+
+use super::bindings::PluginState;
+use super::bindings::RESOLVER_EXPORT;
+use super::bindings::balancer::switchyard::plugin::types::RequestInfo;
+use super::bindings::resolver::exports::switchyard::plugin::resolver::{
+    FusedResponse, Outcome as WitOutcome, SourceAnswer, UpstreamResponse,
+};
+use super::bindings::resolver::{ResolverPlugin, ResolverPluginPre};
+use super::sandbox::{Live, Sandbox, link};
+use super::{Fault, Limits, LoadError, PluginHost};
+use crate::fusion::{Answer, Fused, Outcome, Source};
+
+/// The request a resolver plugin is told about.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// Method.
+    pub method: &'a str,
+    /// Host the client addressed.
+    pub authority: &'a str,
+    /// Path and query.
+    pub path: &'a str,
+    /// Client address, `ip:port`.
+    pub client_addr: std::net::SocketAddr,
+}
+
+/// A Wasm resolver serving one fan-out route.
+pub struct WasmResolver {
+    sandbox: Sandbox<ResolverPlugin>,
+    pre: ResolverPluginPre<PluginState>,
+    config_json: String,
+}
+
+impl WasmResolver {
+    /// Loads the component at `path`: compiles it, checks that it exports
+    /// `switchyard:plugin/resolver@0.1.0`, instantiates it and calls
+    /// `configure(config_json)`.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file and the reason.
+    pub fn load(
+        host: &PluginHost,
+        path: &Path,
+        config_json: String,
+        limits: Limits,
+    ) -> Result<Self, LoadError> {
+        let pre = link(
+            host,
+            path,
+            RESOLVER_EXPORT,
+            "resolver",
+            |linker| ResolverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
+            ResolverPluginPre::new,
+        )?;
+        let resolver = Self {
+            sandbox: Sandbox::new(host, path, limits),
+            pre,
+            config_json,
+        };
+        let live = resolver.instantiate().map_err(|e| LoadError::Rejected {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        resolver.sandbox.install(live);
+        Ok(resolver)
+    }
+
+    fn instantiate(&self) -> Result<Live<ResolverPlugin>, Fault> {
+        let mut store = self.sandbox.store();
+        let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
+        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
+        self.sandbox.arm_setup(&mut store);
+        bindings
+            .switchyard_plugin_resolver()
+            .call_configure(&mut store, &self.config_json)
+            .map_err(fault)?
+            .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
+        Ok(Live {
+            store,
+            inner: bindings,
+        })
+    }
+
+    /// Asks the plugin to fuse `answers` (one per asked source, in arrival
+    /// order). Every response is passed as received, except one with an
+    /// accepted status that failed the route's checks (JSON Schema), which
+    /// the plugin sees as an error with the reason.
+    ///
+    /// # Errors
+    /// A [`Fault`] (counted and logged) — trap, deadline, memory, an error
+    /// value, an invalid status or header, or sources it names that were not
+    /// asked: the caller uses the built-in fallback.
+    pub fn resolve(
+        &self,
+        request: &RequestFacts<'_>,
+        sources: &[Source],
+        answers: &[Answer],
+        accept_status: &std::ops::RangeInclusive<u16>,
+    ) -> Result<Fused, Fault> {
+        let info = RequestInfo {
+            method: request.method.to_string(),
+            authority: request.authority.to_string(),
+            path: request.path.to_string(),
+            headers: Vec::new(),
+            client_addr: request.client_addr.to_string(),
+        };
+        let wit_answers: Vec<SourceAnswer> = answers
+            .iter()
+            .filter_map(|a| {
+                let source = sources.get(a.source)?;
+                let outcome = match (&a.outcome, &a.rejected) {
+                    (Outcome::Response(r), Some(why))
+                        if accept_status.contains(&r.status.as_u16()) =>
+                    {
+                        WitOutcome::Error(why.clone())
+                    }
+                    (Outcome::Response(r), _) => WitOutcome::Response(UpstreamResponse {
+                        status: r.status.as_u16(),
+                        headers: r
+                            .headers
+                            .iter()
+                            .filter_map(|(k, v)| {
+                                Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
+                            })
+                            .collect(),
+                        body: r.body.to_vec(),
+                    }),
+                    (Outcome::Error(e), _) => WitOutcome::Error(e.clone()),
+                    (Outcome::Timeout, _) => WitOutcome::Timeout,
+                };
+                Some(SourceAnswer {
+                    source: source.name.clone(),
+                    priority: source.priority,
+                    weight: source.weight as f32,
+                    latency_us: a.latency_us,
+                    outcome,
+                })
+            })
+            .collect();
+        self.sandbox.call(
+            || self.instantiate(),
+            |live| {
+                let fused = live
+                    .inner
+                    .switchyard_plugin_resolver()
+                    .call_resolve(&mut live.store, &info, &wit_answers)
+                    .map_err(|e| self.sandbox.fault(&e))?
+                    .map_err(|e| Fault::Refused(format!("{e:?}")))?;
+                convert(fused, sources, answers)
+            },
+        )
+    }
+}
+
+/// The plugin's answer checked and converted; nonsense is a fault.
+fn convert(fused: FusedResponse, sources: &[Source], answers: &[Answer]) -> Result<Fused, Fault> {
+    let status = StatusCode::from_u16(fused.status)
+        .map_err(|_| Fault::Nonsense(format!("status {}", fused.status)))?;
+    let mut headers = http::HeaderMap::new();
+    for (name, value) in &fused.headers {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            return Err(Fault::Nonsense(format!("invalid header `{name}: {value}`")));
+        };
+        headers.append(n, v);
+    }
+    let mut used = Vec::with_capacity(fused.sources_used.len());
+    for name in &fused.sources_used {
+        match answers
+            .iter()
+            .find(|a| sources.get(a.source).is_some_and(|s| &s.name == name))
+        {
+            Some(a) => used.push(a.source),
+            None => {
+                return Err(Fault::Nonsense(format!(
+                    "names source `{name}`, which was not asked"
+                )));
+            }
+        }
+    }
+    let accepted = answers.iter().filter(|a| a.accepted()).count();
+    Ok(Fused {
+        status,
+        headers,
+        body: fused.body.into(),
+        agreement: used.len() as f64 / accepted.max(1) as f64,
+        used,
+        conflicts: fused.conflicts,
+    })
+}

@@ -1,0 +1,523 @@
+//! Fan-out routes: one request to several sources at once, one fused answer.
+//!
+//! The request body is buffered (up to `max_request_body_bytes`, else 413)
+//! since every source gets a copy. A fresh cached answer is served at once.
+//! Otherwise each source gets one attempt — a pool source on the instance its
+//! balancer picks, an instance source on that instance — within
+//! `source_timeout_ms` for the complete answer (bounded by
+//! `max_answer_bytes`); the whole fan-out ends at `timeout_ms`, and sources
+//! still pending then count as timed out. A resolver that is settled early
+//! (see [`Builtin::enough`]) ends it sooner and the pending requests are
+//! cancelled. Each attempt is booked like any other (balancer, outlier
+//! detection, breaker); fan-out attempts are not retried and do not pass
+//! the pools' bulkheads.
+//!
+//! [`Builtin::enough`]: crate::fusion::Builtin::enough
+
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::Incoming;
+
+use super::body::ProxyBody;
+use super::pool::{Attempt, Pool};
+use super::{ProxyError, StartError, headers};
+use crate::balance::{Affinity, EndpointId};
+use crate::config::{FanOutConfig, ResolverConfig};
+use crate::fusion::{
+    Answer, Builtin, CacheLookup, FusionCache, FusionError, Judge, Outcome, Quality, Source,
+    UpstreamResponse, judge,
+};
+use crate::plugin::{PluginHost, RequestFacts, WasmResolver};
+
+/// Where a source's request goes.
+enum Target {
+    /// The instance the pool's balancer picks.
+    Pool(Arc<Pool>),
+    /// One instance of a pool.
+    Instance(Arc<Pool>, EndpointId),
+}
+
+/// The route's resolver.
+enum Resolver {
+    Builtin(Builtin),
+    Plugin {
+        plugin: WasmResolver,
+        fallback: Builtin,
+    },
+}
+
+/// A fan-out route at run time.
+pub struct FanOut {
+    index: usize,
+    sources: Vec<Source>,
+    targets: Vec<Target>,
+    /// Instance mode: the pool and how many of its instances to ask.
+    instances: Option<(Arc<Pool>, usize)>,
+    resolver: Resolver,
+    schema: Option<jsonschema::Validator>,
+    cache: Option<FusionCache>,
+    quality: Quality,
+    timeout: Duration,
+    source_timeout: Duration,
+    max_request_body: u64,
+    max_answer: usize,
+    accept_status: RangeInclusive<u16>,
+}
+
+impl FanOut {
+    /// Builds route number `index` from `config` (validated) over `pools`,
+    /// loading a resolver plugin in `host`.
+    ///
+    /// # Errors
+    /// [`StartError::Plugin`] when the resolver plugin is refused.
+    pub fn build(
+        index: usize,
+        config: &FanOutConfig,
+        pools: &std::collections::BTreeMap<String, Arc<Pool>>,
+        host: &PluginHost,
+    ) -> Result<Self, StartError> {
+        let (sources, targets, instances) = match &config.pool {
+            Some(name) => {
+                let pool = pools
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| StartError::Route(format!("unknown pool `{name}`")))?;
+                let sources = pool
+                    .endpoints
+                    .iter()
+                    .map(|e| Source {
+                        name: format!("{name}/{}", e.authority),
+                        priority: e.id,
+                        weight: f64::from(e.weight),
+                    })
+                    .collect();
+                let targets = pool
+                    .endpoints
+                    .iter()
+                    .map(|e| Target::Instance(Arc::clone(&pool), e.id))
+                    .collect();
+                let count = config.count.map_or(pool.endpoints.len(), |c| c as usize);
+                (sources, targets, Some((pool, count)))
+            }
+            None => {
+                let mut sources = Vec::with_capacity(config.sources.len());
+                let mut targets = Vec::with_capacity(config.sources.len());
+                for (i, s) in config.sources.iter().enumerate() {
+                    let pool = pools
+                        .get(&s.pool)
+                        .cloned()
+                        .ok_or_else(|| StartError::Route(format!("unknown pool `{}`", s.pool)))?;
+                    sources.push(Source {
+                        name: s.pool.clone(),
+                        priority: s.priority.unwrap_or(i as u32),
+                        weight: s.weight,
+                    });
+                    targets.push(Target::Pool(pool));
+                }
+                (sources, targets, None)
+            }
+        };
+        let key = format!("routes[{index}].fan_out.resolver");
+        let resolver = match &config.resolver {
+            ResolverConfig::Plugin(p) => {
+                let (config_json, limits) = p.plugin.sandbox();
+                let plugin = WasmResolver::load(host, &p.plugin.path, config_json, limits)
+                    .map_err(|error| StartError::Plugin {
+                        key: key.clone(),
+                        error,
+                    })?;
+                let fallback = Builtin::new(&p.fallback).ok_or_else(|| {
+                    StartError::Route(format!("{key}.fallback: not a built-in resolver"))
+                })?;
+                Resolver::Plugin { plugin, fallback }
+            }
+            other => Resolver::Builtin(
+                Builtin::new(other)
+                    .ok_or_else(|| StartError::Route(format!("{key}: not a built-in resolver")))?,
+            ),
+        };
+        // Validated when the config was loaded; re-read here.
+        let schema = match &config.schema_path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| StartError::Route(format!("schema `{}`: {e}", path.display())))?;
+                let value: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| StartError::Route(format!("schema `{}`: {e}", path.display())))?;
+                Some(
+                    jsonschema::validator_for(&value).map_err(|e| {
+                        StartError::Route(format!("schema `{}`: {e}", path.display()))
+                    })?,
+                )
+            }
+            None => None,
+        };
+        Ok(Self {
+            index,
+            quality: Quality::new(sources.len()),
+            sources,
+            targets,
+            instances,
+            resolver,
+            schema,
+            cache: config.cache.as_ref().map(FusionCache::new),
+            timeout: Duration::from_millis(config.timeout_ms),
+            source_timeout: Duration::from_millis(config.source_timeout_ms),
+            max_request_body: config.max_request_body_bytes,
+            max_answer: usize::try_from(config.max_answer_bytes).unwrap_or(usize::MAX),
+            accept_status: config.accept_status[0]..=config.accept_status[1],
+        })
+    }
+
+    /// The sources, in configured order.
+    pub fn sources(&self) -> &[Source] {
+        &self.sources
+    }
+
+    /// Each source's learned quality.
+    pub fn quality(&self) -> &Quality {
+        &self.quality
+    }
+
+    /// The cache, when configured.
+    pub fn cache(&self) -> Option<&FusionCache> {
+        self.cache.as_ref()
+    }
+
+    /// Serves one request: buffer, cache, fan out, fuse.
+    pub(super) async fn serve(
+        &self,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        peer: SocketAddr,
+        host: &str,
+        authority: Option<&HeaderValue>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let body = self.read_body(body, &parts.headers).await?;
+        headers::prepare_request(&mut parts.headers, peer.ip(), authority);
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut stale = None;
+        let key = self.cache.as_ref().map(|cache| {
+            cache.key(
+                self.index,
+                &parts.method,
+                path_and_query.as_str(),
+                &parts.headers,
+                &body,
+            )
+        });
+        if let (Some(cache), Some(key)) = (&self.cache, key) {
+            match cache.lookup(key) {
+                CacheLookup::Hit(response) => return Ok(response.map(ProxyBody::Local)),
+                CacheLookup::Miss { stale: s } => stale = s,
+            }
+        }
+        let asked = self.select(&parts, host, &path_and_query, peer);
+        let answers = self
+            .collect(&parts, &path_and_query, &body, host, peer, &asked)
+            .await;
+        let facts = RequestFacts {
+            method: parts.method.as_str(),
+            authority: host,
+            path: path_and_query.as_str(),
+            client_addr: peer,
+        };
+        match self.fuse(&facts, &asked, answers) {
+            Ok(fused) => {
+                let body = fused.body.clone();
+                let mut response = fused.into_response(&self.sources);
+                if let (Some(cache), Some(key)) = (&self.cache, key) {
+                    cache.store(key, response.status(), response.headers(), &body);
+                    response
+                        .headers_mut()
+                        .insert("x-switchyard-cache", HeaderValue::from_static("miss"));
+                }
+                Ok(response.map(ProxyBody::Local))
+            }
+            Err(error) => match (stale, &self.cache) {
+                (Some(response), Some(cache)) => {
+                    cache.served_stale();
+                    tracing::info!(route = self.index, %error, "fusion failed; serving the cached answer (stale-if-error)");
+                    Ok(response.map(ProxyBody::Local))
+                }
+                _ => Err(ProxyError::Fusion {
+                    route: self.index,
+                    error,
+                }),
+            },
+        }
+    }
+
+    /// The whole request body, or 413 past `max_request_body_bytes`.
+    async fn read_body(&self, body: Incoming, headers: &HeaderMap) -> Result<Bytes, ProxyError> {
+        if body.is_end_stream() {
+            return Ok(Bytes::new());
+        }
+        let too_large = || ProxyError::PayloadTooLarge {
+            limit_bytes: self.max_request_body,
+        };
+        let declared = headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_request_body) {
+            return Err(too_large());
+        }
+        let limit = usize::try_from(self.max_request_body).unwrap_or(usize::MAX);
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+            Err(e) => Err(ProxyError::BadRequest(format!(
+                "reading the request body: {e}"
+            ))),
+        }
+    }
+
+    /// The sources to ask: every source, or in instance mode the first
+    /// `count` acceptable instances of the pool's ranking.
+    fn select(
+        &self,
+        parts: &http::request::Parts,
+        host: &str,
+        path_and_query: &PathAndQuery,
+        peer: SocketAddr,
+    ) -> Vec<usize> {
+        let Some((pool, count)) = &self.instances else {
+            return (0..self.sources.len()).collect();
+        };
+        let ranking = super::forward::rank(
+            pool,
+            parts,
+            host,
+            path_and_query,
+            peer,
+            &Affinity::default(),
+        );
+        let mut asked: Vec<EndpointId> = Vec::with_capacity(*count);
+        while asked.len() < *count {
+            match pool.next(&ranking, &asked) {
+                Some(id) => asked.push(id),
+                None => break,
+            }
+        }
+        // Source i is endpoint i in instance mode.
+        asked.into_iter().map(|id| id as usize).collect()
+    }
+
+    /// Asks every source of `asked` at once; returns the judged answers in
+    /// arrival order — every asked source's unless the resolver was settled
+    /// early (then the pending requests are cancelled).
+    async fn collect(
+        &self,
+        parts: &http::request::Parts,
+        path_and_query: &PathAndQuery,
+        body: &Bytes,
+        host: &str,
+        peer: SocketAddr,
+        asked: &[usize],
+    ) -> Vec<Answer> {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let judge_with = self.judge(self.primary());
+        let mut pending: FuturesUnordered<_> = asked
+            .iter()
+            .map(|&source| self.ask(source, parts, path_and_query, body, host, peer))
+            .collect();
+        let mut answers: Vec<Answer> = Vec::with_capacity(asked.len());
+        let mut expired = false;
+        loop {
+            tokio::select! {
+                next = pending.next() => match next {
+                    Some((source, latency_us, outcome)) => {
+                        answers.push(judge(&judge_with, source, latency_us, outcome));
+                        if self.primary().is_some_and(|b| b.enough(&self.sources, asked, &answers)) {
+                            break;
+                        }
+                    }
+                    None => break,
+                },
+                () = tokio::time::sleep_until(deadline) => {
+                    expired = true;
+                    break;
+                }
+            }
+        }
+        drop(pending);
+        if expired {
+            let late: Vec<usize> = asked
+                .iter()
+                .copied()
+                .filter(|s| !answers.iter().any(|a| a.source == *s))
+                .collect();
+            let waited_us = self.timeout.as_micros() as u64;
+            answers.extend(
+                late.into_iter()
+                    .map(|s| judge(&judge_with, s, waited_us, Outcome::Timeout)),
+            );
+        }
+        answers
+    }
+
+    /// The built-in resolver that judges answers and may end the fan-out
+    /// early; `None` for a plugin (it waits for every source and sees every
+    /// answer as received).
+    fn primary(&self) -> Option<&Builtin> {
+        match &self.resolver {
+            Resolver::Builtin(b) => Some(b),
+            Resolver::Plugin { .. } => None,
+        }
+    }
+
+    /// What `resolver` needs checked in an answer (a plugin: status and schema).
+    fn judge(&self, resolver: Option<&Builtin>) -> Judge<'_> {
+        Judge {
+            accept_status: self.accept_status.clone(),
+            needs_json: resolver.is_some_and(Builtin::needs_json),
+            schema: self.schema.as_ref(),
+            vote: resolver.and_then(Builtin::vote),
+        }
+    }
+
+    /// One attempt on one source: (source, latency µs, outcome).
+    async fn ask(
+        &self,
+        source: usize,
+        parts: &http::request::Parts,
+        path_and_query: &PathAndQuery,
+        body: &Bytes,
+        host: &str,
+        peer: SocketAddr,
+    ) -> (usize, u64, Outcome) {
+        let (pool, id) = match &self.targets[source] {
+            Target::Instance(pool, id) => (pool, *id),
+            Target::Pool(pool) => {
+                let ranking = super::forward::rank(
+                    pool,
+                    parts,
+                    host,
+                    path_and_query,
+                    peer,
+                    &Affinity::default(),
+                );
+                match pool.next(&ranking, &[]) {
+                    Some(id) => (pool, id),
+                    None => {
+                        return (
+                            source,
+                            0,
+                            Outcome::Error(format!(
+                                "pool `{}` has no instance available",
+                                pool.name
+                            )),
+                        );
+                    }
+                }
+            }
+        };
+        let endpoint = &pool.endpoints[id as usize];
+        let mut request = Request::new(Either::Right(Full::new(body.clone())));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() =
+            super::forward::upstream_uri(endpoint.authority.clone(), path_and_query.clone());
+        *request.version_mut() = Version::HTTP_11;
+        *request.headers_mut() = parts.headers.clone();
+        let _in_flight = endpoint.start_request();
+        let started = Instant::now();
+        let attempt = async {
+            let response = match pool.client.request(request).await {
+                Ok(response) => response,
+                Err(error) => {
+                    let attempt = if error.is_connect() {
+                        Attempt::ConnectFailed
+                    } else {
+                        Attempt::Failed
+                    };
+                    pool.record_attempt(endpoint, attempt, started.elapsed().as_micros() as u64);
+                    return Outcome::Error(format!(
+                        "{}: {}",
+                        endpoint.url,
+                        super::forward::error_chain(&error)
+                    ));
+                }
+            };
+            let (mut head, incoming) = response.into_parts();
+            pool.record_attempt(
+                endpoint,
+                Attempt::Answered {
+                    status: head.status.as_u16(),
+                    headers: &head.headers,
+                },
+                started.elapsed().as_micros() as u64,
+            );
+            match Limited::new(incoming, self.max_answer).collect().await {
+                Ok(collected) => {
+                    headers::strip_hop_by_hop(&mut head.headers);
+                    Outcome::Response(UpstreamResponse {
+                        status: head.status,
+                        headers: head.headers,
+                        body: collected.to_bytes(),
+                    })
+                }
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => Outcome::Error(format!(
+                    "answer over max_answer_bytes ({})",
+                    self.max_answer
+                )),
+                Err(e) => Outcome::Error(format!("reading the answer: {e}")),
+            }
+        };
+        let outcome = match tokio::time::timeout(self.source_timeout, attempt).await {
+            Ok(outcome) => outcome,
+            Err(_elapsed) => {
+                pool.record_attempt(
+                    endpoint,
+                    Attempt::Failed,
+                    started.elapsed().as_micros() as u64,
+                );
+                Outcome::Timeout
+            }
+        };
+        (source, started.elapsed().as_micros() as u64, outcome)
+    }
+
+    /// Fuses the answers; a faulting plugin falls back to its built-in,
+    /// which judges the answers anew for what it needs.
+    fn fuse(
+        &self,
+        facts: &RequestFacts<'_>,
+        asked: &[usize],
+        answers: Vec<Answer>,
+    ) -> Result<crate::fusion::Fused, FusionError> {
+        match &self.resolver {
+            Resolver::Builtin(b) => b.resolve(&self.sources, asked, &answers, &self.quality),
+            Resolver::Plugin { plugin, fallback } => {
+                match plugin.resolve(facts, &self.sources, &answers, &self.accept_status) {
+                    Ok(fused) => {
+                        self.quality
+                            .record(answers.iter().map(|a| (a.source, a.accepted(), None)));
+                        Ok(fused)
+                    }
+                    Err(_fault) => {
+                        let judge_with = self.judge(Some(fallback));
+                        let rejudged: Vec<Answer> = answers
+                            .into_iter()
+                            .map(|a| judge(&judge_with, a.source, a.latency_us, a.outcome))
+                            .collect();
+                        fallback.resolve(&self.sources, asked, &rejudged, &self.quality)
+                    }
+                }
+            }
+        }
+    }
+}
