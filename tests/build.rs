@@ -10,11 +10,13 @@ const COMPONENTS: &[&str] = &[
     "plugins/label-affinity",
     "plugins/json-health",
     "plugins/retry-schedule",
+    "plugins/mcp-federation",
     "tests/fixtures/hostile-balancer",
     "tests/fixtures/hostile-health",
     "tests/fixtures/hostile-failover",
     "tests/fixtures/failover-static",
     "tests/fixtures/resolver-first",
+    "tests/fixtures/hostile-resolver",
 ];
 
 fn main() {

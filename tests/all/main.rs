@@ -5,6 +5,7 @@
 mod balancing;
 mod config;
 mod failover;
+mod fusion;
 mod health;
 mod plugins;
 mod proxying;

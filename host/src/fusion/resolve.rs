@@ -537,10 +537,10 @@ fn all(sources: &[Source], asked: &[usize], answers: &[Answer]) -> Result<Fused,
             Some(item)
         })
         .collect();
-    let used: Vec<usize> = answers
+    let used: Vec<usize> = asked
         .iter()
-        .filter(|a| a.accepted())
-        .map(|a| a.source)
+        .copied()
+        .filter(|s| answers.iter().any(|a| a.source == *s && a.accepted()))
         .collect();
     let agreement = used.len() as f64 / asked.len().max(1) as f64;
     Ok(Fused::json(&Value::Array(items), used, 0, agreement))
