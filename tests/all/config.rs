@@ -237,9 +237,24 @@ fn every_example_config_parses() {
     let dir = tempfile::tempdir().unwrap();
     // Examples name the example plugin beside them, as a user copies it.
     std::fs::copy(fixtures::CANARY_SPLIT, dir.path().join("canary_split.wasm")).unwrap();
+    std::fs::copy(
+        fixtures::MCP_FEDERATION,
+        dir.path().join("mcp_federation.wasm"),
+    )
+    .unwrap();
+    let files: Vec<std::path::PathBuf> = std::fs::read_dir(&examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    // Schemas and other files the examples name.
+    for path in files
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+    {
+        std::fs::copy(path, dir.path().join(path.file_name().unwrap())).unwrap();
+    }
     let mut parsed = 0;
-    for entry in std::fs::read_dir(&examples).unwrap() {
-        let path = entry.unwrap().path();
+    for path in files {
         if path.extension().is_some_and(|e| e == "toml") {
             let copy = dir.path().join(path.file_name().unwrap());
             std::fs::copy(&path, &copy).unwrap();
