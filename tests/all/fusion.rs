@@ -90,7 +90,10 @@ async fn majority_wins_on_canonical_json_and_says_where_it_came_from() {
     // (by seconds) so that the vote has seen the dissenting s2.
     ups[1].set_delay(Duration::from_secs(3));
     let dir = tempfile::tempdir().unwrap();
-    let fan_out = format!("{}\nresolver = {{ kind = \"majority\" }}", sources(3));
+    let fan_out = format!(
+        "{}\nresolver = {{ kind = \"majority\" }}\ntimeout_ms = 60000\nsource_timeout_ms = 60000",
+        sources(3)
+    );
     let proxy = serve(&dir, &config(&ups, &[("/", &fan_out)]));
     let fused = get(&format!("{}/q", proxy.url)).await;
     assert_eq!(fused.status, 200, "{}", fused.body);
