@@ -10,6 +10,7 @@ fn main() {
         .package("plugins/canary-split")
         .package("plugins/latency-p2c")
         .package("plugins/label-affinity")
+        .package("plugins/mcp-federation")
         .build()
     {
         Ok(built) => {

@@ -59,6 +59,12 @@ pub struct FanOutConfig {
     /// Inclusive range of statuses that count as an answer. Default `[200, 299]`.
     #[serde(default = "defaults::accept_status")]
     pub accept_status: [u16; 2],
+    /// End the fan-out as soon as the resolver's result is settled (the
+    /// first success, a reached quorum, the best priority answered) and
+    /// cancel the requests still pending. `false` waits for every source or
+    /// the deadline, so that every source's quality is learned. Default true.
+    #[serde(default = "defaults::early_exit")]
+    pub early_exit: bool,
     /// How the answers become one. Required.
     pub resolver: ResolverConfig,
     /// A JSON Schema file (relative to the config file) every answer must
@@ -256,6 +262,9 @@ mod defaults {
     }
     pub fn weight() -> f64 {
         1.0
+    }
+    pub fn early_exit() -> bool {
+        true
     }
     pub fn fallback() -> Box<ResolverConfig> {
         Box::new(ResolverConfig::Priority(NoKeys {}))

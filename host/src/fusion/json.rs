@@ -3,53 +3,71 @@
 use std::collections::BTreeSet;
 
 use serde_json::Value;
-use xxhash_rust::xxh64::Xxh64;
 
 use crate::config::ConflictRule;
 
 /// xxHash64 of `value` in a canonical form: object keys sorted, no
-/// whitespace, numbers as serde_json prints them (so `1.0` and `1` differ,
-/// as they do in JSON's data model). Equal JSON texts hash equal regardless
-/// of key order and formatting.
+/// whitespace, integers and floats by value (so `1` and `1.0` differ, as
+/// they do in JSON's data model). Equal JSON texts hash equal regardless of
+/// key order and formatting. The canonical bytes are written to one buffer
+/// and hashed once.
 pub fn canonical_hash(value: &Value) -> u64 {
-    let mut hasher = Xxh64::new(0);
-    feed(&mut hasher, value);
-    hasher.digest()
+    let mut buffer = Vec::with_capacity(256);
+    write_canonical(&mut buffer, value);
+    xxhash_rust::xxh64::xxh64(&buffer, 0)
 }
 
-fn feed(h: &mut Xxh64, value: &Value) {
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
-        Value::Null => h.update(b"n"),
-        Value::Bool(b) => h.update(if *b { b"t" } else { b"f" }),
+        Value::Null => out.push(b'n'),
+        Value::Bool(b) => out.push(if *b { b't' } else { b'f' }),
         Value::Number(n) => {
-            h.update(b"#");
-            h.update(n.to_string().as_bytes());
-            h.update(b";");
-        }
-        Value::String(s) => {
-            h.update(b"\"");
-            h.update(&(s.len() as u64).to_le_bytes());
-            h.update(s.as_bytes());
-        }
-        Value::Array(items) => {
-            h.update(b"[");
-            for item in items {
-                feed(h, item);
+            if let Some(i) = n.as_i64() {
+                out.push(b'i');
+                out.extend_from_slice(&i.to_le_bytes());
+            } else if let Some(u) = n.as_u64() {
+                out.push(b'u');
+                out.extend_from_slice(&u.to_le_bytes());
+            } else {
+                out.push(b'd');
+                out.extend_from_slice(&n.as_f64().unwrap_or(f64::NAN).to_bits().to_le_bytes());
             }
-            h.update(b"]");
+        }
+        Value::String(s) => write_str(out, b's', s),
+        Value::Array(items) => {
+            out.push(b'[');
+            for item in items {
+                write_canonical(out, item);
+            }
+            out.push(b']');
         }
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            h.update(b"{");
-            for key in keys {
-                h.update(&(key.len() as u64).to_le_bytes());
-                h.update(key.as_bytes());
-                feed(h, &map[key]);
+            out.push(b'{');
+            // serde_json's map is sorted unless its `preserve_order` feature
+            // is on somewhere in the build: sort only when needed.
+            if map.keys().is_sorted() {
+                for (key, item) in map {
+                    write_str(out, b'k', key);
+                    write_canonical(out, item);
+                }
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by_key(|(k, _)| *k);
+                for (key, item) in entries {
+                    write_str(out, b'k', key);
+                    write_canonical(out, item);
+                }
             }
-            h.update(b"}");
+            out.push(b'}');
         }
     }
+}
+
+/// A tagged, length-prefixed string (no two sequences of strings share bytes).
+fn write_str(out: &mut Vec<u8>, tag: u8, s: &str) {
+    out.push(tag);
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
 }
 
 /// Deep-merges `values` — `(source index, value)` in priority order, best

@@ -228,6 +228,8 @@ impl Fused {
         let mut headers = self.headers;
         headers.remove(header::CONTENT_LENGTH);
         headers.remove(header::TRANSFER_ENCODING);
+        // The cache state is the host's to say, not an upstream's.
+        headers.remove("x-switchyard-cache");
         let names: Vec<&str> = self
             .used
             .iter()

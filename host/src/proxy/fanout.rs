@@ -8,7 +8,7 @@
 //! `max_answer_bytes`); the whole fan-out ends at `timeout_ms`, and sources
 //! still pending then count as timed out. A resolver that is settled early
 //! (see [`Builtin::enough`]) ends it sooner and the pending requests are
-//! cancelled. Each attempt is booked like any other (balancer, outlier
+//! cancelled, unless `early_exit = false`. Each attempt is booked like any other (balancer, outlier
 //! detection, breaker); fan-out attempts are not retried and do not pass
 //! the pools' bulkheads.
 //!
@@ -64,6 +64,7 @@ pub struct FanOut {
     /// Instance mode: the pool and how many of its instances to ask.
     instances: Option<(Arc<Pool>, usize)>,
     resolver: Resolver,
+    early_exit: bool,
     schema: Option<jsonschema::Validator>,
     cache: Option<FusionCache>,
     quality: Quality,
@@ -168,6 +169,7 @@ impl FanOut {
             targets,
             instances,
             resolver,
+            early_exit: config.early_exit,
             schema,
             cache: config.cache.as_ref().map(FusionCache::new),
             timeout: Duration::from_millis(config.timeout_ms),
@@ -342,7 +344,9 @@ impl FanOut {
                 next = pending.next() => match next {
                     Some((source, latency_us, outcome)) => {
                         answers.push(judge(&judge_with, source, latency_us, outcome));
-                        if self.primary().is_some_and(|b| b.enough(&self.sources, asked, &answers)) {
+                        if self.early_exit
+                            && self.primary().is_some_and(|b| b.enough(&self.sources, asked, &answers))
+                        {
                             break;
                         }
                     }

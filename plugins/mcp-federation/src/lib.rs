@@ -23,6 +23,8 @@
 //! Left out: pagination (`nextCursor` of each server is dropped: the first
 //! page of each server is federated) and answers framed as server-sent events.
 
+use std::collections::BTreeSet;
+
 use serde::Deserialize;
 use serde_json::{Value, json};
 use switchyard_sdk::{FusedResponse, Outcome, PluginError, RequestInfo, Resolver, SourceAnswer};
@@ -65,7 +67,7 @@ impl Resolver for McpFederation {
             .collect();
         let mut id = None;
         let mut tools: Vec<Value> = Vec::new();
-        let mut names: Vec<String> = Vec::new();
+        let mut names: BTreeSet<String> = BTreeSet::new();
         let mut used = Vec::new();
         let mut conflicts = 0;
         for (answer, response) in &ok {
@@ -82,7 +84,7 @@ impl Resolver for McpFederation {
                     continue;
                 };
                 let mut tool = tool.clone();
-                let name = if names.iter().any(|n| n == name) {
+                let name = if names.contains(name) {
                     conflicts += 1;
                     let renamed = format!("{}{}{name}", sanitize(&answer.source), self.0.separator);
                     tool["name"] = Value::from(renamed.as_str());
@@ -96,7 +98,7 @@ impl Resolver for McpFederation {
                     ));
                     continue;
                 }
-                names.push(name);
+                names.insert(name);
                 tools.push(tool);
             }
         }
