@@ -95,36 +95,24 @@ impl WasmFailover {
             |linker| FailoverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             FailoverPluginPre::new,
         )?;
-        let rejected = |reason: String| LoadError::Rejected {
-            path: path.to_path_buf(),
-            reason,
-        };
         let failover = Self {
             sandbox: Sandbox::new(host, path, limits),
             pre,
             config_json,
         };
-        let live = failover
-            .instantiate()
-            .map_err(|e| rejected(e.to_string()))?;
-        failover.sandbox.install(live);
+        failover.sandbox.start(path, failover.instantiate())?;
         Ok(failover)
     }
 
     fn instantiate(&self) -> Result<Live<FailoverPlugin>, Fault> {
-        let mut store = self.sandbox.store();
-        let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
-        self.sandbox.arm_setup(&mut store);
-        bindings
-            .switchyard_plugin_failover()
-            .call_configure(&mut store, &self.config_json)
-            .map_err(fault)?
-            .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
-        Ok(Live {
-            store,
-            inner: bindings,
-        })
+        self.sandbox.instantiate(
+            |store| self.pre.instantiate(store),
+            |bindings, store| {
+                bindings
+                    .switchyard_plugin_failover()
+                    .call_configure(store, &self.config_json)
+            },
+        )
     }
 
     /// Asks the plugin what to do after the failed attempt `facts`.

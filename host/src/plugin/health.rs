@@ -46,34 +46,24 @@ impl WasmHealthCheck {
             |linker| HealthCheckPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             HealthCheckPluginPre::new,
         )?;
-        let rejected = |reason: String| LoadError::Rejected {
-            path: path.to_path_buf(),
-            reason,
-        };
         let check = Self {
             sandbox: Sandbox::new(host, path, limits),
             pre,
             config_json,
         };
-        let live = check.instantiate().map_err(|e| rejected(e.to_string()))?;
-        check.sandbox.install(live);
+        check.sandbox.start(path, check.instantiate())?;
         Ok(check)
     }
 
     fn instantiate(&self) -> Result<Live<HealthCheckPlugin>, Fault> {
-        let mut store = self.sandbox.store();
-        let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
-        self.sandbox.arm_setup(&mut store);
-        bindings
-            .switchyard_plugin_health_check()
-            .call_configure(&mut store, &self.config_json)
-            .map_err(fault)?
-            .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
-        Ok(Live {
-            store,
-            inner: bindings,
-        })
+        self.sandbox.instantiate(
+            |store| self.pre.instantiate(store),
+            |bindings, store| {
+                bindings
+                    .switchyard_plugin_health_check()
+                    .call_configure(store, &self.config_json)
+            },
+        )
     }
 
     /// The probe to send to `target`.

@@ -63,28 +63,19 @@ impl WasmResolver {
             pre,
             config_json,
         };
-        let live = resolver.instantiate().map_err(|e| LoadError::Rejected {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        resolver.sandbox.install(live);
+        resolver.sandbox.start(path, resolver.instantiate())?;
         Ok(resolver)
     }
 
     fn instantiate(&self) -> Result<Live<ResolverPlugin>, Fault> {
-        let mut store = self.sandbox.store();
-        let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
-        self.sandbox.arm_setup(&mut store);
-        bindings
-            .switchyard_plugin_resolver()
-            .call_configure(&mut store, &self.config_json)
-            .map_err(fault)?
-            .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
-        Ok(Live {
-            store,
-            inner: bindings,
-        })
+        self.sandbox.instantiate(
+            |store| self.pre.instantiate(store),
+            |bindings, store| {
+                bindings
+                    .switchyard_plugin_resolver()
+                    .call_configure(store, &self.config_json)
+            },
+        )
     }
 
     /// Asks the plugin to fuse `answers` (one per asked source, in arrival

@@ -99,6 +99,38 @@ impl<L> Sandbox<L> {
         )
     }
 
+    /// A fresh live instance of a plugin whose set-up is one `configure`
+    /// call: `instantiate` builds the world's bindings in a new store, then
+    /// `configure` runs under the set-up deadline. An error value from
+    /// `configure` is a [`Fault::Refused`].
+    pub fn instantiate<E: std::fmt::Debug>(
+        &self,
+        instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<L>,
+        configure: impl FnOnce(&L, &mut Store<PluginState>) -> wasmtime::Result<Result<(), E>>,
+    ) -> Result<Live<L>, Fault> {
+        let mut store = self.store();
+        let inner = instantiate(&mut store).map_err(|e| self.fault(&e))?;
+        self.arm_setup(&mut store);
+        configure(&inner, &mut store)
+            .map_err(|e| self.fault(&e))?
+            .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
+        Ok(Live { store, inner })
+    }
+
+    /// Installs the first instance; when it could not be built, the plugin
+    /// at `path` is refused with the reason.
+    ///
+    /// # Errors
+    /// [`LoadError::Rejected`].
+    pub fn start(&self, path: &Path, first: Result<Live<L>, Fault>) -> Result<(), LoadError> {
+        let live = first.map_err(|e| LoadError::Rejected {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        self.install(live);
+        Ok(())
+    }
+
     /// Installs `live` as the current instance.
     pub fn install(&self, live: Live<L>) {
         *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);

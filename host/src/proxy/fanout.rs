@@ -56,6 +56,29 @@ enum Resolver {
     },
 }
 
+/// The request being fanned out, prepared once for every source.
+struct Call<'a> {
+    parts: &'a http::request::Parts,
+    path_and_query: &'a PathAndQuery,
+    body: &'a Bytes,
+    host: &'a str,
+    peer: SocketAddr,
+}
+
+impl Call<'_> {
+    /// `pool`'s ranking for this request (no session affinity).
+    fn rank(&self, pool: &Pool) -> crate::balance::Ranking {
+        super::forward::rank(
+            pool,
+            self.parts,
+            self.host,
+            self.path_and_query,
+            self.peer,
+            &Affinity::default(),
+        )
+    }
+}
+
 /// A fan-out route at run time.
 pub struct FanOut {
     index: usize,
@@ -227,10 +250,15 @@ impl FanOut {
                 CacheLookup::Miss { stale: s } => stale = s,
             }
         }
-        let asked = self.select(&parts, host, &path_and_query, peer);
-        let answers = self
-            .collect(&parts, &path_and_query, &body, host, peer, &asked)
-            .await;
+        let call = Call {
+            parts: &parts,
+            path_and_query: &path_and_query,
+            body: &body,
+            host,
+            peer,
+        };
+        let asked = self.select(&call);
+        let answers = self.collect(&call, &asked).await;
         let facts = RequestFacts {
             method: parts.method.as_str(),
             authority: host,
@@ -290,24 +318,11 @@ impl FanOut {
 
     /// The sources to ask: every source, or in instance mode the first
     /// `count` acceptable instances of the pool's ranking.
-    fn select(
-        &self,
-        parts: &http::request::Parts,
-        host: &str,
-        path_and_query: &PathAndQuery,
-        peer: SocketAddr,
-    ) -> Vec<usize> {
+    fn select(&self, call: &Call<'_>) -> Vec<usize> {
         let Some((pool, count)) = &self.instances else {
             return (0..self.sources.len()).collect();
         };
-        let ranking = super::forward::rank(
-            pool,
-            parts,
-            host,
-            path_and_query,
-            peer,
-            &Affinity::default(),
-        );
+        let ranking = call.rank(pool);
         let mut asked: Vec<EndpointId> = Vec::with_capacity(*count);
         while asked.len() < *count {
             match pool.next(&ranking, &asked) {
@@ -322,21 +337,11 @@ impl FanOut {
     /// Asks every source of `asked` at once; returns the judged answers in
     /// arrival order — every asked source's unless the resolver was settled
     /// early (then the pending requests are cancelled).
-    async fn collect(
-        &self,
-        parts: &http::request::Parts,
-        path_and_query: &PathAndQuery,
-        body: &Bytes,
-        host: &str,
-        peer: SocketAddr,
-        asked: &[usize],
-    ) -> Vec<Answer> {
+    async fn collect(&self, call: &Call<'_>, asked: &[usize]) -> Vec<Answer> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let judge_with = self.judge(self.primary());
-        let mut pending: FuturesUnordered<_> = asked
-            .iter()
-            .map(|&source| self.ask(source, parts, path_and_query, body, host, peer))
-            .collect();
+        let mut pending: FuturesUnordered<_> =
+            asked.iter().map(|&source| self.ask(source, call)).collect();
         let mut answers: Vec<Answer> = Vec::with_capacity(asked.len());
         let mut expired = false;
         loop {
@@ -395,26 +400,11 @@ impl FanOut {
     }
 
     /// One attempt on one source: (source, latency µs, outcome).
-    async fn ask(
-        &self,
-        source: usize,
-        parts: &http::request::Parts,
-        path_and_query: &PathAndQuery,
-        body: &Bytes,
-        host: &str,
-        peer: SocketAddr,
-    ) -> (usize, u64, Outcome) {
+    async fn ask(&self, source: usize, call: &Call<'_>) -> (usize, u64, Outcome) {
         let (pool, id) = match &self.targets[source] {
             Target::Instance(pool, id) => (pool, *id),
             Target::Pool(pool) => {
-                let ranking = super::forward::rank(
-                    pool,
-                    parts,
-                    host,
-                    path_and_query,
-                    peer,
-                    &Affinity::default(),
-                );
+                let ranking = call.rank(pool);
                 match pool.next(&ranking, &[]) {
                     Some(id) => (pool, id),
                     None => {
@@ -431,12 +421,12 @@ impl FanOut {
             }
         };
         let endpoint = &pool.endpoints[id as usize];
-        let mut request = Request::new(Either::Right(Full::new(body.clone())));
-        *request.method_mut() = parts.method.clone();
+        let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
+        *request.method_mut() = call.parts.method.clone();
         *request.uri_mut() =
-            super::forward::upstream_uri(endpoint.authority.clone(), path_and_query.clone());
+            super::forward::upstream_uri(endpoint.authority.clone(), call.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = parts.headers.clone();
+        *request.headers_mut() = call.parts.headers.clone();
         let _in_flight = endpoint.start_request();
         let started = Instant::now();
         let attempt = async {
