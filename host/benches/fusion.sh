@@ -8,21 +8,8 @@
 # Env: DURATION (default 10s), CONNECTIONS (default 16), THREADS (wrk, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-16}
-THREADS=${THREADS:-1}
-command -v nginx >/dev/null && command -v wrk >/dev/null || {
-  echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
-cargo build --release -p switchyard >/dev/null
-BIN=target/release/switchyard
-WORK=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -s stop 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source host/benches/wrk.sh
 
 # Ten upstream ports served by one nginx (1 worker): the same static JSON answers.
 mkdir -p "$WORK/up/logs" "$WORK/up/www"
@@ -69,7 +56,6 @@ for port in 19400 19500 19503 19510 19513; do
   for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/1k.json" >/dev/null && break; sleep 0.05; done
 done
 
-source host/benches/wrk.sh
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency; $(nproc) cores; $(date -u +%F)"
 echo
 echo "| route | req/s | p50 | p99 | errors |"

@@ -7,22 +7,8 @@
 # Env: DURATION (default 10s), CONNECTIONS (default 32), THREADS (wrk, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-32}
-THREADS=${THREADS:-1}
-command -v nginx >/dev/null && command -v wrk >/dev/null || {
-  echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
-cargo build --release -p switchyard >/dev/null
-BIN=target/release/switchyard
-WORK=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -s stop 2>/dev/null || true
-  nginx -p "$WORK/px" -c "$WORK/px/nginx.conf" -s stop 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+source host/benches/wrk.sh
 
 UP=(19101 19102 19103)
 mkdir -p "$WORK/up/logs" "$WORK/px/logs"
@@ -67,7 +53,6 @@ for port in 19200 19300 19301 19302 19303 "${UP[0]}"; do
   for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
 done
 
-source host/benches/wrk.sh
 echo "wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency; $(nproc) cores; $(date -u +%F)"
 echo
 echo "| target | req/s | p50 | p99 | errors |"

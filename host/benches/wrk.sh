@@ -1,6 +1,27 @@
-# Shared by the load scripts (sourced): `run NAME URL` drives wrk at $THREADS,
-# $CONNECTIONS and $DURATION and prints one Markdown table row:
+# Shared by the wrk load scripts (sourced from the workspace root, after
+# `set -euo pipefail` and with CONNECTIONS' default set): checks for nginx and
+# wrk, builds the release binary ($BIN), makes a work dir ($WORK) that is
+# removed on exit with every nginx configured under it and every process in
+# `pids`, and defines `run NAME URL`, which drives wrk at $THREADS,
+# $CONNECTIONS and $DURATION and prints one Markdown row:
 # | NAME | req/s | p50 | p99 | errors |
+DURATION=${DURATION:-10s}
+THREADS=${THREADS:-1}
+command -v nginx >/dev/null && command -v wrk >/dev/null || {
+  echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
+cargo build --release -p switchyard >/dev/null
+BIN=target/release/switchyard
+WORK=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for conf in "$WORK"/*/nginx.conf; do
+    [ -e "$conf" ] && nginx -p "$(dirname "$conf")" -c "$conf" -s stop 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
 run() {
   local out rps p50 p99 errors
   out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
