@@ -102,6 +102,7 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         )]),
         shutdown_grace_ms: 5_000,
         event_cooldown_ms: 30_000,
+        admin: None,
     };
 
     let host = PluginHost::new()?;

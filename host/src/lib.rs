@@ -4,7 +4,9 @@
 //! failover and data fusion — are built-in Rust defaults *and* sandboxed
 //! WebAssembly component plugins.
 //!
+//! - [`admin`]: the admin REST API over [`control`];
 //! - [`config`]: the TOML configuration and its validation;
+//! - [`control`]: the configuration in force, changed atomically and persisted;
 //! - [`proxy`]: listeners, routing and forwarding (the data path);
 //! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
 //! - [`health`]: active checks, passive outlier detection, panic mode, events;
@@ -14,8 +16,10 @@
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`telemetry`]: logging set-up.
 
+pub mod admin;
 pub mod balance;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod failover;
 pub mod fusion;

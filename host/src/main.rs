@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
+use switchyard::control::Control;
 use switchyard::plugin::PluginHost;
 use switchyard::proxy::{Switchyard, shutdown_signal};
 
@@ -65,7 +66,7 @@ fn main() -> ExitCode {
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config: path } => {
-            let config = Config::load(&path)?;
+            let config = Control::restore(Config::load(&path)?).map_err(anyhow::Error::msg)?;
             let host = PluginHost::new()?;
             Switchyard::bind(&config, &host)
                 .await

@@ -34,13 +34,14 @@ mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Compare, CompareKeys, Config,
-    ConflictRule, ConsistentHashConfig, FallbackConfig, FanOutConfig, FastestResponseConfig,
-    FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig, InstanceConfig,
-    LeastConnectionsConfig, ListenerConfig, MedianConfig, MergeConfig, MostRecentConfig, NoKeys,
-    OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig, QuorumConfig, ResolverConfig,
-    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
-    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, WeightedVoteConfig,
+    AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Compare, CompareKeys,
+    Config, ConflictRule, ConsistentHashConfig, FallbackConfig, FanOutConfig,
+    FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
+    InstanceConfig, LeastConnectionsConfig, ListenerConfig, MedianConfig, MergeConfig,
+    MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
+    QuorumConfig, ResolverConfig, ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn,
+    RouteConfig, RouteMatch, SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig,
+    WeightedVoteConfig,
 };
 
 use std::path::Path;
@@ -99,6 +100,17 @@ impl Config {
                 reason,
             })?;
         Ok(config)
+    }
+}
+
+impl Config {
+    /// Validates a configuration built in memory (a change through the admin
+    /// API): the checks [`Config::load`] makes after parsing.
+    ///
+    /// # Errors
+    /// `(dotted key, reason)` of the first failed check.
+    pub fn check(&self) -> Result<(), (String, String)> {
+        self.validate()
     }
 }
 

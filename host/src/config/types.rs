@@ -39,10 +39,38 @@ pub struct Config {
     /// most once per this long, ms (alert cooldown). Default 30000.
     #[serde(default = "defaults::event_cooldown_ms")]
     pub event_cooldown_ms: u64,
+    /// The admin API (REST, metrics, events, dashboard). Default: off.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+}
+
+/// The admin listener: a separate socket for operators, on loopback by default.
+///
+/// Changes made through it are validated, applied atomically and written to
+/// `state_file` before they are acknowledged; at start, an existing state
+/// file wins over the config file (it holds the last acknowledged config).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// `ip:port` to bind. Default `127.0.0.1:9901`.
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: SocketAddr,
+    /// Environment variable holding the bearer token every request must
+    /// carry (`Authorization: Bearer …`). Default: none.
+    pub token_env: Option<String>,
+    /// File holding the bearer token (trailing whitespace ignored). Default: none.
+    pub token_file: Option<PathBuf>,
+    /// Where acknowledged changes are persisted (JSON, written atomically);
+    /// relative to the config file. Default `switchyard-state.json`.
+    #[serde(default = "defaults::state_file")]
+    pub state_file: PathBuf,
+    /// Requests kept in the recent-request log. Default 256.
+    #[serde(default = "defaults::recent_requests")]
+    pub recent_requests: usize,
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `ip:port` to bind, e.g. `0.0.0.0:8080`; port 0 picks a free port.
@@ -244,6 +272,15 @@ mod defaults {
     pub fn panic_threshold_percent() -> u32 {
         50
     }
+    pub fn admin_listen() -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], 9901))
+    }
+    pub fn state_file() -> std::path::PathBuf {
+        "switchyard-state.json".into()
+    }
+    pub fn recent_requests() -> usize {
+        256
+    }
     pub fn sticky_ttl_ms() -> u64 {
         3_600_000
     }
@@ -272,6 +309,17 @@ impl Config {
                 .into_iter()
                 .chain(health_plugin)
                 .chain(failover_plugin)
+            {
+                if path.is_relative() {
+                    *path = base.join(&*path);
+                }
+            }
+        }
+        if let Some(admin) = &mut self.admin {
+            for path in admin
+                .token_file
+                .iter_mut()
+                .chain(std::iter::once(&mut admin.state_file))
             {
                 if path.is_relative() {
                     *path = base.join(&*path);

@@ -49,6 +49,22 @@ pub enum EventKind {
     BreakerHalfOpen,
     /// The instance's circuit breaker closed.
     BreakerClosed,
+    /// A configuration change was applied (never rate-limited).
+    ConfigChanged,
+}
+
+impl EventKind {
+    /// The family of the kind, for filters: `health` (checks, ejections,
+    /// panic mode, trends), `failover` (breakers) or `config`.
+    pub fn category(self) -> &'static str {
+        match self {
+            EventKind::BreakerOpen | EventKind::BreakerHalfOpen | EventKind::BreakerClosed => {
+                "failover"
+            }
+            EventKind::ConfigChanged => "config",
+            _ => "health",
+        }
+    }
 }
 
 /// One health event.
@@ -132,7 +148,8 @@ impl EventBus {
                 .last
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some(at) = last.get(&key)
+            if event.kind != EventKind::ConfigChanged
+                && let Some(at) = last.get(&key)
                 && now.duration_since(*at) < self.cooldown
             {
                 tracing::debug!(pool = %event.pool, kind = ?event.kind, "health event within cooldown: {}", event.message);

@@ -37,36 +37,44 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::control::Control;
 use crate::plugin::PluginHost;
 
 /// A configured proxy with its listeners bound, ready to [`serve`](Self::serve).
 pub struct Switchyard {
     listeners: Vec<TcpListener>,
-    router: Arc<Router>,
+    admin: Option<TcpListener>,
+    control: Arc<Control>,
     shutdown_grace: Duration,
 }
 
 impl Switchyard {
-    /// Builds every pool (loading plugins in `host`) and binds every listener.
+    /// Builds every pool (loading plugins in `host`) and binds every
+    /// listener, and the admin listener when configured. Changes through the
+    /// admin API are persisted to its `state_file`.
     ///
     /// # Errors
     /// [`StartError`] when a plugin is refused or a listener cannot bind.
     pub async fn bind(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
-        let router = Arc::new(Router::build(config, host)?);
+        let state_file = config.admin.as_ref().map(|a| a.state_file.clone());
+        let control = Arc::new(Control::new(config.clone(), host.clone(), state_file)?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| StartError::Bind { addr, error })
+        };
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            let socket =
-                TcpListener::bind(listener.listen)
-                    .await
-                    .map_err(|error| StartError::Bind {
-                        addr: listener.listen,
-                        error,
-                    })?;
-            listeners.push(socket);
+            listeners.push(bind(listener.listen).await?);
         }
+        let admin = match &config.admin {
+            Some(admin) => Some(bind(admin.listen).await?),
+            None => None,
+        };
         Ok(Self {
             listeners,
-            router,
+            admin,
+            control,
             shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
         })
     }
@@ -79,9 +87,14 @@ impl Switchyard {
             .collect()
     }
 
-    /// The routes and pools.
-    pub fn router(&self) -> &Arc<Router> {
-        &self.router
+    /// The admin listener's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// The configuration in force and its router.
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
     }
 
     /// Serves until `shutdown` completes, then drains: stops accepting, lets
@@ -95,14 +108,32 @@ impl Switchyard {
             }
             loops.spawn(accept_loop(
                 listener,
-                Arc::clone(&self.router),
+                Arc::clone(&self.control),
                 stop_rx.clone(),
                 self.shutdown_grace,
             ));
         }
-        let health = self.router.spawn_health();
+        if let Some(listener) = self.admin {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("admin API on http://{addr}");
+            }
+            let mut stop = stop_rx.clone();
+            let app = crate::admin::router(Arc::clone(&self.control));
+            loops.spawn(async move {
+                let stopped = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+        self.control.start_health();
         shutdown.await;
-        drop(health);
+        self.control.stop_health();
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}
@@ -112,7 +143,7 @@ impl Switchyard {
 
 async fn accept_loop(
     listener: TcpListener,
-    router: Arc<Router>,
+    control: Arc<Control>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
@@ -132,9 +163,10 @@ async fn accept_loop(
             _ = stop.changed() => break,
         };
         let _ = stream.set_nodelay(true);
-        let router = Arc::clone(&router);
+        let control = Arc::clone(&control);
         let service = service_fn(move |req| {
-            let router = Arc::clone(&router);
+            // The router in force when the request arrives serves all of it.
+            let router = control.router();
             async move { Ok::<_, std::convert::Infallible>(forward::handle(&router, req, peer).await) }
         });
         let conn = builder.serve_connection(TokioIo::new(stream), service);

@@ -87,6 +87,8 @@ pub struct Pool {
     pub bulkhead: Option<Bulkhead>,
     /// A failover plugin, when configured.
     pub failover_plugin: Option<WasmFailover>,
+    /// The config the pool was built from.
+    pub config: PoolConfig,
     clock: Instant,
 }
 
@@ -216,8 +218,28 @@ impl Pool {
             breakers: config.breaker.as_ref().map(|c| Breakers::new(c, pool_size)),
             bulkhead: config.bulkhead.as_ref().map(Bulkhead::new),
             failover_plugin,
+            config: config.clone(),
             clock: Instant::now(),
         })
+    }
+
+    /// Whether this pool can serve `config` as it is: the same config but
+    /// for instances' `drain` flags, which [`apply_drain`](Self::apply_drain)
+    /// sets without a rebuild.
+    pub fn serves(&self, config: &PoolConfig) -> bool {
+        let undrained = |c: &PoolConfig| {
+            let mut c = c.clone();
+            c.instances.iter_mut().for_each(|i| i.drain = false);
+            serde_json::to_value(c).ok()
+        };
+        undrained(&self.config) == undrained(config)
+    }
+
+    /// Sets every instance's draining flag as `config` says.
+    pub fn apply_drain(&self, config: &PoolConfig) {
+        for (endpoint, instance) in self.endpoints.iter().zip(&config.instances) {
+            endpoint.set_draining(instance.drain);
+        }
     }
 
     /// Milliseconds on the pool's monotonic clock (unreachable marks, ejections).

@@ -25,21 +25,50 @@ pub struct Router {
 }
 
 impl Router {
-    /// Builds every pool of `config` (loading plugins) and the route table.
+    /// Builds every pool of `config` (loading plugins) and the route table,
+    /// with a new event bus.
     ///
     /// # Errors
     /// [`StartError::Plugin`] when a pool's plugin is refused.
     pub fn build(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
-        let events = Arc::new(EventBus::new(
+        Self::rebuild(config, host, &Self::event_bus(config), None)
+    }
+
+    /// The event bus for `config` (its cooldown), to share across rebuilds.
+    pub fn event_bus(config: &Config) -> Arc<EventBus> {
+        Arc::new(EventBus::new(
             1024,
             Duration::from_millis(config.event_cooldown_ms),
-        ));
+        ))
+    }
+
+    /// Builds the router for `config`, reusing every pool of `previous`
+    /// that [serves](Pool::serves) its new config — its health state,
+    /// breakers, pooled connections and plugin instances carry over, and
+    /// its drain flags are updated. Other pools and every route are built
+    /// anew.
+    ///
+    /// # Errors
+    /// [`StartError::Plugin`] when a plugin is refused.
+    pub fn rebuild(
+        config: &Config,
+        host: &PluginHost,
+        events: &Arc<EventBus>,
+        previous: Option<&Router>,
+    ) -> Result<Self, StartError> {
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
-            pools.insert(
-                name.clone(),
-                Arc::new(Pool::build(name, pool, host, &events)?),
-            );
+            let reused = previous
+                .and_then(|r| r.pools.iter().find(|p| &p.name == name))
+                .filter(|p| p.serves(pool));
+            let built = match reused {
+                Some(p) => {
+                    p.apply_drain(pool);
+                    Arc::clone(p)
+                }
+                None => Arc::new(Pool::build(name, pool, host, events)?),
+            };
+            pools.insert(name.clone(), built);
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
@@ -81,7 +110,7 @@ impl Router {
         Ok(Self {
             routes,
             pools: pools.into_values().collect(),
-            events,
+            events: Arc::clone(events),
         })
     }
 
@@ -176,9 +205,14 @@ impl Router {
         self.events.subscribe()
     }
 
-    /// Starts every pool's health checks; dropping the sets stops them.
-    pub fn spawn_health(&self) -> Vec<tokio::task::JoinSet<()>> {
-        self.pools.iter().map(Pool::spawn_health).collect()
+    /// The pools, by name order.
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
+    /// The routes, in match order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
     }
 }
 

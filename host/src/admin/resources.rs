@@ -1,0 +1,470 @@
+//! The admin resources' handlers.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::{AdminState, ApiError};
+use crate::balance::RequestContext;
+use crate::config::{Config, InstanceConfig, PoolConfig, RouteConfig};
+use crate::control::ChangeError;
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Parses a JSON body as a `what`, with serde's reason (path and line) on failure.
+fn parse<T: DeserializeOwned>(body: &Bytes, what: &str) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| ApiError::BadBody(format!("not a valid {what}: {e}")))
+}
+
+/// Runs a change off the async workers (building a pool may compile a plugin).
+async fn change<R: Send + 'static>(
+    state: &AdminState,
+    edit: impl FnOnce(&mut Config) -> Result<R, ChangeError> + Send + 'static,
+) -> ApiResult<(Config, R)> {
+    let control = std::sync::Arc::clone(&state.control);
+    tokio::task::spawn_blocking(move || control.change(edit))
+        .await
+        .map_err(|e| ApiError::Internal(format!("the change did not complete: {e}")))?
+        .map_err(ApiError::from)
+}
+
+fn pool_of<'a>(config: &'a mut Config, pool: &str) -> Result<&'a mut PoolConfig, ChangeError> {
+    config
+        .pools
+        .get_mut(pool)
+        .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))
+}
+
+/// Index of the instance `host:port` in `pool`.
+fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize, ChangeError> {
+    pool.instances
+        .iter()
+        .position(|i| i.upstream_authority().is_ok_and(|a| a.as_str() == instance))
+        .ok_or_else(|| ChangeError::NotFound(format!("no instance `{instance}` in pool `{name}`")))
+}
+
+/// `GET /v1/status`.
+pub async fn status(State(state): State<AdminState>) -> Json<Value> {
+    let router = state.control.router();
+    let plugins: Vec<Value> = router
+        .pools()
+        .iter()
+        .filter_map(|p| {
+            p.plugin_stats.as_ref().map(|s| {
+                json!({ "pool": p.name, "kind": "balancer", "calls": s.calls(), "faults": s.faults() })
+            })
+        })
+        .collect();
+    Json(json!({ "pools": router.status(), "plugins": plugins }))
+}
+
+/// `GET /v1/config`.
+pub async fn get_config(State(state): State<AdminState>) -> Json<Config> {
+    Json(state.control.config())
+}
+
+/// `PUT /v1/config`: replaces everything but `listeners` and `admin`.
+pub async fn put_config(State(state): State<AdminState>, body: Bytes) -> ApiResult<Json<Config>> {
+    let next: Config = parse(&body, "configuration")?;
+    let (config, ()) = change(&state, move |config| {
+        *config = next;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(config))
+}
+
+/// `GET /v1/pools`: every pool's config.
+pub async fn list_pools(State(state): State<AdminState>) -> Json<BTreeMap<String, PoolConfig>> {
+    Json(state.control.config().pools)
+}
+
+/// `GET /v1/pools/{pool}`.
+pub async fn get_pool(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+) -> ApiResult<Json<PoolConfig>> {
+    state
+        .control
+        .config()
+        .pools
+        .remove(&pool)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no pool `{pool}`")))
+}
+
+/// `PUT /v1/pools/{pool}`: creates (201) or replaces (200) the pool.
+pub async fn put_pool(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<PoolConfig>)> {
+    let new: PoolConfig = parse(&body, "pool")?;
+    let name = pool.clone();
+    let (config, replaced) = change(&state, move |config| {
+        Ok(config.pools.insert(name, new).is_some())
+    })
+    .await?;
+    let status = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(config.pools[&pool].clone())))
+}
+
+/// `DELETE /v1/pools/{pool}`: refused (409) while a route uses it.
+pub async fn delete_pool(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+) -> ApiResult<StatusCode> {
+    change(&state, move |config| {
+        if let Some(i) = config.routes.iter().position(|r| route_uses(r, &pool)) {
+            return Err(ChangeError::Conflict(format!(
+                "pool `{pool}` is used by routes[{i}]; change or delete the route first"
+            )));
+        }
+        config
+            .pools
+            .remove(&pool)
+            .map(|_| ())
+            .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether `route` sends requests to `pool` (as its pool, fallback or source).
+fn route_uses(route: &RouteConfig, pool: &str) -> bool {
+    let fallback = matches!(&route.fallback, Some(crate::config::FallbackConfig::Pool { pool: p }) if p == pool);
+    let fan_out = route.fan_out.as_ref().is_some_and(|f| {
+        f.pool.as_deref() == Some(pool) || f.sources.iter().any(|s| s.pool == pool)
+    });
+    route.pool.as_deref() == Some(pool) || fallback || fan_out
+}
+
+/// `GET /v1/pools/{pool}/instances`.
+pub async fn list_instances(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+) -> ApiResult<Json<Vec<InstanceConfig>>> {
+    get_pool(State(state), Path(pool))
+        .await
+        .map(|Json(p)| Json(p.instances))
+}
+
+/// `POST /v1/pools/{pool}/instances`: adds an instance (201); 409 if its
+/// `host:port` is already in the pool.
+pub async fn add_instance(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<InstanceConfig>)> {
+    let instance: InstanceConfig = parse(&body, "instance")?;
+    let added = instance.clone();
+    change(&state, move |config| {
+        let target = pool_of(config, &pool)?;
+        if let Ok(authority) = instance.upstream_authority()
+            && instance_index(target, &pool, authority.as_str()).is_ok()
+        {
+            return Err(ChangeError::Conflict(format!(
+                "pool `{pool}` already has an instance at `{authority}`"
+            )));
+        }
+        target.instances.push(instance);
+        Ok(())
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(added)))
+}
+
+/// `GET /v1/pools/{pool}/instances/{instance}`.
+pub async fn get_instance(
+    State(state): State<AdminState>,
+    Path((pool, instance)): Path<(String, String)>,
+) -> ApiResult<Json<InstanceConfig>> {
+    let mut config = state.control.config();
+    let target = pool_of(&mut config, &pool)?;
+    let i = instance_index(target, &pool, &instance)?;
+    Ok(Json(target.instances.swap_remove(i)))
+}
+
+/// The fields of an instance a `PATCH` may change.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstancePatch {
+    weight: Option<u32>,
+    labels: Option<BTreeMap<String, String>>,
+    drain: Option<bool>,
+}
+
+/// `PATCH /v1/pools/{pool}/instances/{instance}`: `weight`, `labels`, `drain`.
+pub async fn patch_instance(
+    State(state): State<AdminState>,
+    Path((pool, instance)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<InstanceConfig>> {
+    let patch: InstancePatch = parse(&body, "instance patch (weight, labels, drain)")?;
+    edit_instance(&state, pool, instance, move |i| {
+        if let Some(weight) = patch.weight {
+            i.weight = weight;
+        }
+        if let Some(labels) = patch.labels {
+            i.labels = labels;
+        }
+        if let Some(drain) = patch.drain {
+            i.drain = drain;
+        }
+    })
+    .await
+}
+
+/// `POST /v1/pools/{pool}/instances/{instance}/drain`.
+pub async fn drain(
+    State(state): State<AdminState>,
+    Path((pool, instance)): Path<(String, String)>,
+) -> ApiResult<Json<InstanceConfig>> {
+    edit_instance(&state, pool, instance, |i| i.drain = true).await
+}
+
+/// `POST /v1/pools/{pool}/instances/{instance}/undrain`.
+pub async fn undrain(
+    State(state): State<AdminState>,
+    Path((pool, instance)): Path<(String, String)>,
+) -> ApiResult<Json<InstanceConfig>> {
+    edit_instance(&state, pool, instance, |i| i.drain = false).await
+}
+
+async fn edit_instance(
+    state: &AdminState,
+    pool: String,
+    instance: String,
+    edit: impl FnOnce(&mut InstanceConfig) + Send + 'static,
+) -> ApiResult<Json<InstanceConfig>> {
+    let (name, key) = (pool.clone(), instance.clone());
+    let (config, ()) = change(state, move |config| {
+        let target = pool_of(config, &name)?;
+        let i = instance_index(target, &name, &key)?;
+        edit(&mut target.instances[i]);
+        Ok(())
+    })
+    .await?;
+    let target = &config.pools[&pool];
+    let i = instance_index(target, &pool, &instance)?;
+    Ok(Json(target.instances[i].clone()))
+}
+
+/// `DELETE /v1/pools/{pool}/instances/{instance}`.
+pub async fn delete_instance(
+    State(state): State<AdminState>,
+    Path((pool, instance)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    change(&state, move |config| {
+        let target = pool_of(config, &pool)?;
+        let i = instance_index(target, &pool, &instance)?;
+        target.instances.remove(i);
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The request a `pick` is asked about; every field optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PickRequest {
+    /// Default `GET`.
+    method: Option<String>,
+    /// Host the client would address. Default empty.
+    authority: String,
+    /// Path and query. Default `/`.
+    path: Option<String>,
+    /// Request headers (hash keys, label routing).
+    headers: BTreeMap<String, String>,
+    /// The client's address. Default `127.0.0.1:0`.
+    client_addr: Option<SocketAddr>,
+}
+
+/// `POST /v1/pools/{pool}/pick`: the instance the pool's balancer would
+/// choose for the described request, and the ranking behind it (for
+/// clients that balance themselves). Nothing is sent; in-flight counts do
+/// not change. 503 when no instance is available.
+pub async fn pick(
+    State(state): State<AdminState>,
+    Path(pool): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    let request: PickRequest = if body.is_empty() {
+        PickRequest::default()
+    } else {
+        parse(&body, "pick request")?
+    };
+    let method = Method::from_bytes(request.method.as_deref().unwrap_or("GET").as_bytes())
+        .map_err(|_| ApiError::BadBody("`method` is not an HTTP method".into()))?;
+    let mut headers = HeaderMap::new();
+    for (name, value) in &request.headers {
+        let (Ok(n), Ok(v)) = (
+            HeaderName::try_from(name.as_str()),
+            HeaderValue::try_from(value.as_str()),
+        ) else {
+            return Err(ApiError::BadBody(format!(
+                "`headers.{name}` is not a valid header"
+            )));
+        };
+        headers.insert(n, v);
+    }
+    let router = state.control.router();
+    let target = router
+        .pool_named(&pool)
+        .ok_or_else(|| ApiError::NotFound(format!("no pool `{pool}`")))?;
+    let ranking = target.balancer.rank(
+        &RequestContext {
+            method: &method,
+            authority: &request.authority,
+            path: request.path.as_deref().unwrap_or("/"),
+            headers: &headers,
+            client_addr: request
+                .client_addr
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        },
+        &target.endpoints,
+    );
+    let chosen = target
+        .next(&ranking, &[])
+        .ok_or_else(|| ApiError::Unavailable(format!("pool `{pool}` has no instance available")))?;
+    let url = |id: u32| target.endpoints[id as usize].url.clone();
+    Ok(Json(json!({
+        "pool": pool,
+        "instance": url(chosen),
+        "ranking": ranking.iter().map(|&id| url(id)).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/routes`.
+pub async fn list_routes(State(state): State<AdminState>) -> Json<Vec<RouteConfig>> {
+    Json(state.control.config().routes)
+}
+
+/// `POST /v1/routes`: appends a route (201, with its index).
+pub async fn add_route(
+    State(state): State<AdminState>,
+    body: Bytes,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let route: RouteConfig = parse(&body, "route")?;
+    let (config, index) = change(&state, move |config| {
+        config.routes.push(route);
+        Ok(config.routes.len() - 1)
+    })
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "index": index, "route": config.routes[index] })),
+    ))
+}
+
+fn route_at(config: &mut Config, index: usize) -> Result<&mut RouteConfig, ChangeError> {
+    let count = config.routes.len();
+    config
+        .routes
+        .get_mut(index)
+        .ok_or_else(|| ChangeError::NotFound(format!("no route {index} (there are {count})")))
+}
+
+/// `GET /v1/routes/{index}`.
+pub async fn get_route(
+    State(state): State<AdminState>,
+    Path(index): Path<usize>,
+) -> ApiResult<Json<RouteConfig>> {
+    let mut config = state.control.config();
+    Ok(Json(route_at(&mut config, index)?.clone()))
+}
+
+/// `PUT /v1/routes/{index}`: replaces the route.
+pub async fn put_route(
+    State(state): State<AdminState>,
+    Path(index): Path<usize>,
+    body: Bytes,
+) -> ApiResult<Json<RouteConfig>> {
+    let route: RouteConfig = parse(&body, "route")?;
+    let replaced = route.clone();
+    change(&state, move |config| {
+        *route_at(config, index)? = route;
+        Ok(())
+    })
+    .await?;
+    Ok(Json(replaced))
+}
+
+/// `DELETE /v1/routes/{index}`: later routes move up by one.
+pub async fn delete_route(
+    State(state): State<AdminState>,
+    Path(index): Path<usize>,
+) -> ApiResult<StatusCode> {
+    change(&state, move |config| {
+        route_at(config, index)?;
+        config.routes.remove(index);
+        Ok(())
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `?kind=` of `/v1/events`: comma-separated categories (`health`,
+/// `failover`, `config`) or event kinds (`breaker_open`, …). Default: all.
+#[derive(Debug, Default, Deserialize)]
+pub struct EventFilter {
+    kind: Option<String>,
+}
+
+/// `GET /v1/events`: server-sent events, one JSON event each (`category`
+/// added), as they happen; a comment every 15 s keeps the stream open.
+pub async fn events(
+    State(state): State<AdminState>,
+    Query(filter): Query<EventFilter>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let wanted: Option<Vec<String>> = filter
+        .kind
+        .map(|k| k.split(',').map(|s| s.trim().to_string()).collect());
+    let receiver = state.control.events().subscribe();
+    let stream = futures_util::stream::unfold(receiver, move |mut rx| {
+        let wanted = wanted.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        let category = event.kind.category();
+                        let mut value = serde_json::to_value(&event).unwrap_or(Value::Null);
+                        let kind = value["kind"].as_str().unwrap_or("").to_string();
+                        if wanted
+                            .as_ref()
+                            .is_some_and(|w| !w.iter().any(|x| *x == category || *x == kind))
+                        {
+                            continue;
+                        }
+                        value["category"] = category.into();
+                        let sse = Event::default().event(category).data(value.to_string());
+                        return Some((Ok(sse), rx));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        let sse = Event::default()
+                            .event("lagged")
+                            .data(json!({ "missed": missed }).to_string());
+                        return Some((Ok(sse), rx));
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}

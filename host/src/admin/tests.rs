@@ -1,0 +1,345 @@
+//! Every admin resource through the router itself (`oneshot`, no sockets):
+//! success, invalid bodies, unknown names, conflicts and the token.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::{AdminState, with_state};
+use crate::config::Config;
+use crate::control::Control;
+use crate::plugin::PluginHost;
+
+const CONFIG: &str = r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[[routes]]
+match = { path_prefix = "/api" }
+pool = "web"
+[pools.web]
+instances = [{ url = "http://127.0.0.1:9001" }, { url = "http://127.0.0.1:9002", weight = 2 }]
+[pools.spare]
+instances = [{ url = "http://127.0.0.1:9101" }]
+"#;
+
+/// An admin API over CONFIG, persisting to a temp dir; `token` if given.
+fn api(token: Option<&str>) -> (axum::Router, Arc<Control>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(CONFIG, Path::new("t.toml"), dir.path()).unwrap();
+    let control = Arc::new(
+        Control::new(
+            config,
+            PluginHost::new().unwrap(),
+            Some(dir.path().join("state.json")),
+        )
+        .unwrap(),
+    );
+    (
+        with_state(AdminState::new(Arc::clone(&control), token)),
+        control,
+        dir,
+    )
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call_with(app, method, uri, body, None).await
+}
+
+async fn call_with(
+    app: &axum::Router,
+    method: &str,
+    uri: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (StatusCode, Value) {
+    let mut request = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn health_ready_status_and_config() {
+    let (app, _, _dir) = api(None);
+    assert_eq!(call(&app, "GET", "/health", None).await.0, StatusCode::OK);
+    assert_eq!(call(&app, "GET", "/ready", None).await.0, StatusCode::OK);
+    let (status, body) = call(&app, "GET", "/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["pools"].as_array().map(Vec::len), Some(2));
+    let (_, config) = call(&app, "GET", "/v1/config", None).await;
+    assert_eq!(config["pools"]["web"]["instances"][1]["weight"], 2);
+    let (status, body) = call(&app, "GET", "/v1/nothing", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+}
+
+#[tokio::test]
+async fn pools_crud_with_validation_and_conflicts() {
+    let (app, control, dir) = api(None);
+    let pool = json!({ "instances": [{ "url": "http://127.0.0.1:9201" }] });
+    let (status, _) = call(&app, "PUT", "/v1/pools/new", Some(pool.clone())).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert!(control.router().pool_named("new").is_some(), "applied");
+    assert_eq!(
+        call(&app, "PUT", "/v1/pools/new", Some(pool)).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(&app, "GET", "/v1/pools/new", None).await;
+    assert_eq!(
+        (status, body["instances"][0]["url"].as_str()),
+        (StatusCode::OK, Some("http://127.0.0.1:9201"))
+    );
+    // Persisted before acknowledged.
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+    assert!(saved["pools"]["new"].is_object());
+
+    let bad = json!({ "instances": [{ "url": "ftp://x:1" }] });
+    let (status, body) = call(&app, "PUT", "/v1/pools/bad", Some(bad)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(body["key"], "pools.bad.instances[0].url");
+    assert!(
+        control.router().pool_named("bad").is_none(),
+        "nothing applied"
+    );
+    let (status, body) = call(
+        &app,
+        "PUT",
+        "/v1/pools/bad",
+        Some(json!({ "instances": [], "weight_ms": 1 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["message"].as_str().unwrap().contains("weight_ms"),
+        "{body}"
+    );
+
+    let (status, body) = call(&app, "DELETE", "/v1/pools/web", None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["message"].as_str().unwrap().contains("routes[0]"));
+    assert_eq!(
+        call(&app, "DELETE", "/v1/pools/spare", None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/v1/pools/spare", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn instances_add_patch_drain_delete() {
+    let (app, control, _dir) = api(None);
+    let base = "/v1/pools/web/instances";
+    let (status, _) = call(
+        &app,
+        "POST",
+        base,
+        Some(json!({ "url": "http://127.0.0.1:9003" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(
+        &app,
+        "POST",
+        base,
+        Some(json!({ "url": "http://127.0.0.1:9003" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let (status, body) = call(
+        &app,
+        "PATCH",
+        &format!("{base}/127.0.0.1:9003"),
+        Some(json!({ "weight": 5, "labels": { "zone": "a" } })),
+    )
+    .await;
+    assert_eq!((status, body["weight"].as_u64()), (StatusCode::OK, Some(5)));
+    let (status, _) = call(
+        &app,
+        "PATCH",
+        &format!("{base}/127.0.0.1:9003"),
+        Some(json!({ "weight": 0 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, _) = call(
+        &app,
+        "PATCH",
+        &format!("{base}/127.0.0.1:9003"),
+        Some(json!({ "colour": "red" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Draining keeps the pool (its state) and flips the flag in place.
+    let before = control.router().pool_named("web").map(|p| p as *const _);
+    let (status, body) = call(&app, "POST", &format!("{base}/127.0.0.1:9001/drain"), None).await;
+    assert_eq!(
+        (status, body["drain"].as_bool()),
+        (StatusCode::OK, Some(true))
+    );
+    let router = control.router();
+    let web = router.pool_named("web").unwrap();
+    assert_eq!(Some(web as *const _), before, "the pool was reused");
+    assert!(web.endpoints[0].is_draining());
+    call(
+        &app,
+        "POST",
+        &format!("{base}/127.0.0.1:9001/undrain"),
+        None,
+    )
+    .await;
+    assert!(!control.router().pool_named("web").unwrap().endpoints[0].is_draining());
+
+    assert_eq!(
+        call(&app, "GET", &format!("{base}/127.0.0.1:9999"), None)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        call(&app, "DELETE", &format!("{base}/127.0.0.1:9003"), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, list) = call(&app, "GET", base, None).await;
+    assert_eq!(list.as_array().map(Vec::len), Some(2));
+}
+
+#[tokio::test]
+async fn routes_crud_and_pick() {
+    let (app, _, _dir) = api(None);
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/routes",
+        Some(json!({ "pool": "spare", "match": { "path_prefix": "/spare" } })),
+    )
+    .await;
+    assert_eq!(
+        (status, body["index"].as_u64()),
+        (StatusCode::CREATED, Some(1))
+    );
+    let (status, body) = call(&app, "POST", "/v1/routes", Some(json!({ "pool": "ghost" }))).await;
+    assert_eq!(
+        (status, body["key"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("routes[2].pool"))
+    );
+    let (status, _) = call(&app, "PUT", "/v1/routes/1", Some(json!({ "pool": "web" }))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        call(&app, "GET", "/v1/routes/1", None).await.1["pool"],
+        "web"
+    );
+    assert_eq!(
+        call(&app, "DELETE", "/v1/routes/1", None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        call(&app, "GET", "/v1/routes/1", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let (status, body) = call(
+        &app,
+        "POST",
+        "/v1/pools/web/pick",
+        Some(json!({ "path": "/api/x" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        body["instance"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:900")
+    );
+    assert_eq!(body["ranking"].as_array().map(Vec::len), Some(2));
+    let (status, _) = call(
+        &app,
+        "POST",
+        "/v1/pools/web/pick",
+        Some(json!({ "method": "NOT A METHOD" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(&app, "POST", "/v1/pools/ghost/pick", None).await.0,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn put_config_replaces_all_but_listeners() {
+    let (app, control, _dir) = api(None);
+    let (_, mut config) = call(&app, "GET", "/v1/config", None).await;
+    config["pools"]["web"]["instances"][0]["weight"] = json!(7);
+    let (status, _) = call(&app, "PUT", "/v1/config", Some(config.clone())).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(control.config().pools["web"].instances[0].weight, 7);
+    config["listeners"][0]["listen"] = json!("127.0.0.1:1");
+    let (status, body) = call(&app, "PUT", "/v1/config", Some(config)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    let (status, _) = call(
+        &app,
+        "PUT",
+        "/v1/config",
+        Some(json!({ "listeners": "nope" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_configured_token_is_required_except_for_probes() {
+    let (app, _, _dir) = api(Some("s3cret"));
+    let (status, body) = call(&app, "GET", "/v1/status", None).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unauthorized"))
+    );
+    assert_eq!(
+        call_with(&app, "GET", "/v1/status", None, Some("wrong"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        call_with(&app, "GET", "/v1/status", None, Some("s3cret"))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call_with(&app, "DELETE", "/v1/pools/spare", None, Some("wrong"))
+            .await
+            .0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(call(&app, "GET", "/health", None).await.0, StatusCode::OK);
+}

@@ -1,0 +1,246 @@
+//! The control plane's state: the configuration in force, the router built
+//! from it, and the way a change goes from request to data path.
+//!
+//! A change is a function over a copy of the configuration. It is
+//! **validated** (the checks of a config file), **built** (pools whose
+//! config did not change are reused with their health state, breakers,
+//! connections and plugin instances; drain flags are set in place),
+//! **persisted** (the whole configuration as JSON in the state file: temp
+//! file, fsync, rename, fsync of the directory) and only then **swapped in**
+//! atomically ([`ArcSwap`]): a request already in flight keeps the router it
+//! started with, the next one gets the new router. Changes are serialised;
+//! a failed one changes nothing. Health tasks follow the pools: a reused
+//! pool keeps its tasks, a replaced or removed one's are stopped.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+use crate::health::{EventBus, EventKind, HealthEvent, Severity};
+use crate::plugin::PluginHost;
+use crate::proxy::{Pool, Router, StartError};
+
+/// Why a change was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// What the change names does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The change conflicts with the configuration (409), e.g. deleting a
+    /// pool a route uses.
+    #[error("{0}")]
+    Conflict(String),
+    /// The resulting configuration is invalid (422).
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The dotted key, e.g. `pools.web.instances[0].url`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
+    /// A plugin of the resulting configuration was refused (422).
+    #[error(transparent)]
+    Build(#[from] StartError),
+    /// The state file could not be written; nothing changed (500).
+    #[error("cannot persist the change to `{}`: {error}", path.display())]
+    Persist {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+}
+
+/// The configuration in force and its router.
+pub struct Control {
+    host: PluginHost,
+    events: Arc<EventBus>,
+    router: ArcSwap<Router>,
+    state_file: Option<PathBuf>,
+    inner: Mutex<Inner>,
+}
+
+/// Each pool's health tasks, by pool name, with the pool they run for.
+type HealthTasks = HashMap<String, (Arc<Pool>, JoinSet<()>)>;
+
+struct Inner {
+    config: Config,
+    /// Health tasks per pool, while running.
+    health: Option<HealthTasks>,
+}
+
+impl Control {
+    /// Builds the router for `config`; changes will be persisted to
+    /// `state_file` when given.
+    ///
+    /// # Errors
+    /// [`StartError`] when a plugin is refused.
+    pub fn new(
+        config: Config,
+        host: PluginHost,
+        state_file: Option<PathBuf>,
+    ) -> Result<Self, StartError> {
+        let events = Router::event_bus(&config);
+        let router = Router::rebuild(&config, &host, &events, None)?;
+        Ok(Self {
+            host,
+            events,
+            router: ArcSwap::from_pointee(router),
+            state_file,
+            inner: Mutex::new(Inner {
+                config,
+                health: None,
+            }),
+        })
+    }
+
+    /// The configuration to start with: the state file's when it exists
+    /// (the last acknowledged configuration), else `config`.
+    ///
+    /// # Errors
+    /// A reason naming the state file when it exists but cannot be read,
+    /// parsed or validated.
+    pub fn restore(config: Config) -> Result<Config, String> {
+        let Some(path) = config.admin.as_ref().map(|a| a.state_file.clone()) else {
+            return Ok(config);
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
+            Err(e) => return Err(format!("state file `{}`: {e}", path.display())),
+        };
+        let restored: Config = serde_json::from_str(&text)
+            .map_err(|e| format!("state file `{}`: {e}", path.display()))?;
+        restored
+            .check()
+            .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
+        tracing::info!(state_file = %path.display(), "configuration restored from the state file (it wins over the config file)");
+        Ok(restored)
+    }
+
+    /// The router in force (the data path loads it per request).
+    pub fn router(&self) -> Arc<Router> {
+        self.router.load_full()
+    }
+
+    /// The swappable router, for the data path.
+    pub fn routers(&self) -> &ArcSwap<Router> {
+        &self.router
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Config {
+        self.lock().config.clone()
+    }
+
+    /// The event bus (health, breaker and config events).
+    pub fn events(&self) -> &Arc<EventBus> {
+        &self.events
+    }
+
+    /// Starts the health tasks of every pool (and of every pool a later
+    /// change adds). Call inside the Tokio runtime.
+    pub fn start_health(&self) {
+        let mut inner = self.lock();
+        let router = self.router();
+        inner.health = Some(spawn_health(&router, HashMap::new()));
+    }
+
+    /// Stops every health task.
+    pub fn stop_health(&self) {
+        self.lock().health = None;
+    }
+
+    /// Applies `edit` to a copy of the configuration, then validates,
+    /// builds, persists and swaps it in; returns the new configuration and
+    /// what `edit` returned.
+    /// Nothing changes when any step fails.
+    ///
+    /// # Errors
+    /// [`ChangeError`]: from `edit`, validation, a refused plugin, or the
+    /// state file.
+    pub fn change<R>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
+    ) -> Result<(Config, R), ChangeError> {
+        let mut inner = self.lock();
+        let mut next = inner.config.clone();
+        let edited = edit(&mut next)?;
+        if next.listeners != inner.config.listeners || next.admin != inner.config.admin {
+            return Err(ChangeError::Conflict(
+                "`listeners` and `admin` cannot change at run time: edit the config file and restart"
+                    .into(),
+            ));
+        }
+        next.check()
+            .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
+        let current = self.router();
+        let router = Arc::new(Router::rebuild(
+            &next,
+            &self.host,
+            &self.events,
+            Some(&current),
+        )?);
+        if let Some(path) = &self.state_file {
+            persist(path, &next).map_err(|error| ChangeError::Persist {
+                path: path.clone(),
+                error,
+            })?;
+        }
+        self.router.store(Arc::clone(&router));
+        if let Some(health) = inner.health.take() {
+            inner.health = Some(spawn_health(&router, health));
+        }
+        inner.config = next.clone();
+        self.events.publish(HealthEvent::new(
+            "",
+            None,
+            EventKind::ConfigChanged,
+            Severity::Info,
+            "configuration changed".into(),
+        ));
+        Ok((next, edited))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The health tasks for `router`'s pools: a pool found in `running` (the
+/// same `Arc`) keeps its tasks; others get new ones; the rest are dropped
+/// (which stops them).
+fn spawn_health(router: &Router, mut running: HealthTasks) -> HealthTasks {
+    router
+        .pools()
+        .iter()
+        .map(|pool| {
+            let entry = match running.remove(&pool.name) {
+                Some((old, tasks)) if Arc::ptr_eq(&old, pool) => (old, tasks),
+                _ => (Arc::clone(pool), pool.spawn_health()),
+            };
+            (pool.name.clone(), entry)
+        })
+        .collect()
+}
+
+/// Writes `config` to `path` atomically: a temp file beside it, fsync,
+/// rename over `path`, fsync of the directory — after a crash the file is
+/// the old or the new configuration, never a mix.
+fn persist(path: &Path, config: &Config) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(&text)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
