@@ -2,6 +2,7 @@
 //! loopback ephemeral ports, real `.wasm` components built from source.
 //! One binary, one module per topic.
 
+mod admin;
 mod balancing;
 mod config;
 mod failover;

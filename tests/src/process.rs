@@ -53,6 +53,24 @@ impl Switchyard {
         process
     }
 
+    /// `http://ip:port` of the admin listener, read from the log.
+    ///
+    /// # Panics
+    /// When the admin API does not start within [`LOG_WAIT`].
+    pub fn admin_url(&self) -> String {
+        let line = self.wait_for_log("admin API on http://");
+        line.split("admin API on ")
+            .nth(1)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Runs `binary ARGS CONFIG` without waiting for anything.
     ///
     /// # Panics

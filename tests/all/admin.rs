@@ -1,0 +1,210 @@
+//! The admin API against a real `switchyard`: changes under load cost no
+//! request, an acknowledged change survives `kill -9`, events stream live.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::{client, instances, serve, upstreams};
+
+/// A config with an admin listener on an ephemeral port and pool `p`.
+fn with_admin(list: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\nstrategy = {{ kind = \"round-robin\" }}\ninstances = {list}\n"
+    )
+}
+
+async fn admin(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
+    let mut request = client().request(method, url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("admin request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_pools_and_instances_under_load_fails_no_request() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &with_admin(&instances(&ups[..2])));
+    let api = format!("{}/v1/pools/p", proxy.admin_url());
+    let url = format!("{}/", proxy.url);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let mut load = tokio::task::JoinSet::new();
+    for _ in 0..4 {
+        let (url, stop, sent, failed) = (
+            url.clone(),
+            Arc::clone(&stop),
+            Arc::clone(&sent),
+            Arc::clone(&failed),
+        );
+        load.spawn(async move {
+            let client = client();
+            while !stop.load(Ordering::Relaxed) {
+                let ok = client
+                    .get(&url)
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == 200);
+                sent.fetch_add(1, Ordering::Relaxed);
+                if !ok {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    let u2 = ups[2].url().trim_start_matches("http://").to_string();
+    let u0 = ups[0].url().trim_start_matches("http://").to_string();
+    let changes: Vec<(reqwest::Method, String, Option<Value>)> = vec![
+        (
+            reqwest::Method::POST,
+            format!("{api}/instances"),
+            Some(json!({ "url": ups[2].url() })),
+        ),
+        (
+            reqwest::Method::PATCH,
+            format!("{api}/instances/{u2}"),
+            Some(json!({ "weight": 3 })),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{api}/instances/{u0}/drain"),
+            None,
+        ),
+        (
+            reqwest::Method::POST,
+            format!("{api}/instances/{u0}/undrain"),
+            None,
+        ),
+        (
+            reqwest::Method::PUT,
+            api.clone(),
+            Some(
+                json!({ "strategy": { "kind": "least-connections" }, "instances": [{ "url": ups[1].url() }, { "url": ups[2].url() }] }),
+            ),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("{api}/instances/{u2}"),
+            None,
+        ),
+    ];
+    for (method, target, body) in changes {
+        // Let traffic flow between changes.
+        let before = sent.load(Ordering::Relaxed);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while sent.load(Ordering::Relaxed) < before + 50 {
+            assert!(Instant::now() < deadline, "no traffic");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (status, body) = admin(method.clone(), &target, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {target}: {status} {body}"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "of {} requests",
+        sent.load(Ordering::Relaxed)
+    );
+    // The last change is in force: only u1 is left.
+    let hits = ups[1].hits();
+    for _ in 0..5 {
+        assert_eq!(
+            client()
+                .get(&url)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap(),
+            "u1"
+        );
+    }
+    assert_eq!(ups[1].hits(), hits + 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acknowledged_change_survives_kill_9() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_admin(&instances(&ups[..1]));
+    let mut proxy = serve(&dir, &config);
+    let api = proxy.admin_url();
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!("{api}/v1/pools/p/instances"),
+        Some(json!({ "url": ups[1].url(), "labels": { "added": "by-api" } })),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Acknowledged: kill at once, no shutdown of any kind.
+    proxy.kill_hard();
+    let proxy = serve(&dir, &config);
+    proxy.wait_for_log("restored from the state file");
+    let (status, list) = admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/pools/p/instances", proxy.admin_url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(2), "{list}");
+    assert_eq!(list[1]["labels"]["added"], "by-api");
+    // And the data path uses it.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while ups[1].hits() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the restored instance gets no traffic"
+        );
+        let _ = client().get(format!("{}/", proxy.url)).send().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_config_changes_filtered_by_kind() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &with_admin(&instances(&ups)));
+    let api = proxy.admin_url();
+    let mut stream = client()
+        .get(format!("{api}/v1/events?kind=config"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    let u0 = ups[0].url().trim_start_matches("http://").to_string();
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!("{api}/v1/pools/p/instances/{u0}/drain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.contains("config_changed") {
+        assert!(Instant::now() < deadline, "no event; got {seen:?}");
+        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("stream ended: {other:?}; got {seen:?}"),
+        }
+    }
+    assert!(seen.contains("event: config"), "{seen}");
+    assert!(seen.contains("\"category\":\"config\""), "{seen}");
+}
