@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::health::{EventBus, EventKind, HealthEvent, Severity};
+use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
 use crate::proxy::{Pool, Router, StartError};
 
@@ -60,6 +61,7 @@ pub enum ChangeError {
 pub struct Control {
     host: PluginHost,
     events: Arc<EventBus>,
+    metrics: Metrics,
     router: ArcSwap<Router>,
     state_file: Option<PathBuf>,
     inner: Mutex<Inner>,
@@ -86,10 +88,12 @@ impl Control {
         state_file: Option<PathBuf>,
     ) -> Result<Self, StartError> {
         let events = Router::event_bus(&config);
-        let router = Router::rebuild(&config, &host, &events, None)?;
+        let metrics = Metrics::default();
+        let router = Router::rebuild(&config, &host, &events, &metrics, None)?;
         Ok(Self {
             host,
             events,
+            metrics,
             router: ArcSwap::from_pointee(router),
             state_file,
             inner: Mutex::new(Inner {
@@ -143,6 +147,11 @@ impl Control {
         &self.events
     }
 
+    /// The Prometheus text exposition of the data path and the router in force.
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(&self.router())
+    }
+
     /// Starts the health tasks of every pool (and of every pool a later
     /// change adds). Call inside the Tokio runtime.
     pub fn start_health(&self) {
@@ -184,6 +193,7 @@ impl Control {
             &next,
             &self.host,
             &self.events,
+            &self.metrics,
             Some(&current),
         )?);
         if let Some(path) = &self.state_file {

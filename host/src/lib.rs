@@ -12,6 +12,7 @@
 //! - [`health`]: active checks, passive outlier detection, panic mode, events;
 //! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
 //! - [`fusion`]: fan-out answers judged, voted, merged and cached (data fusion);
+//! - [`metrics`]: Prometheus counters, histograms and state gauges;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`telemetry`]: logging set-up.
@@ -24,6 +25,7 @@ pub mod demo;
 pub mod failover;
 pub mod fusion;
 pub mod health;
+pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod telemetry;

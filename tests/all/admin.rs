@@ -208,3 +208,56 @@ async fn events_stream_config_changes_filtered_by_kind() {
     assert!(seen.contains("event: config"), "{seen}");
     assert!(seen.contains("\"category\":\"config\""), "{seen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_retries_and_show_instance_state() {
+    let mut ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &with_admin(&instances(&ups)));
+    ups[1].kill();
+    for _ in 0..6 {
+        let response = client()
+            .get(format!("{}/", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "the retry covers the dead instance");
+    }
+    let response = client()
+        .get(format!("{}/metrics", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+    };
+    assert_eq!(
+        value(r#"switchyard_requests_total{route="0",pool="p",class="2xx"}"#),
+        6.0
+    );
+    assert_eq!(
+        value(r#"switchyard_request_duration_seconds_count{route="0",pool="p"}"#),
+        6.0
+    );
+    assert!(value(r#"switchyard_retries_total{pool="p"}"#) >= 1.0);
+    let u0 = ups[0].url();
+    assert_eq!(
+        value(&format!(
+            r#"switchyard_instance_fit{{pool="p",instance="{u0}"}}"#
+        )),
+        1.0
+    );
+    assert_eq!(value(r#"switchyard_pool_panic{pool="p"}"#), 0.0);
+    assert!(text.ends_with("# EOF\n"));
+}

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `/health`, `/ready` | `GET` — liveness and readiness (no token needed) |
 //! | `/v1/status` | `GET` — pools, instances, health, breakers, plugin counters |
+//! | `/metrics` | `GET` — Prometheus text format ([`crate::metrics`]) |
 //! | `/v1/config` | `GET`, `PUT` — the whole configuration (JSON) |
 //! | `/v1/pools` | `GET` |
 //! | `/v1/pools/{pool}` | `GET`, `PUT` (create or replace), `DELETE` |
@@ -96,6 +97,7 @@ pub fn with_state(state: AdminState) -> Router {
         );
     let api = Router::new()
         .route("/v1/status", get(resources::status))
+        .route("/metrics", get(resources::metrics))
         .route(
             "/v1/config",
             get(resources::get_config).put(resources::put_config),

@@ -68,6 +68,17 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     Json(json!({ "pools": router.status(), "plugins": plugins }))
 }
 
+/// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
+pub async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.control.render_metrics(),
+    )
+}
+
 /// `GET /v1/config`.
 pub async fn get_config(State(state): State<AdminState>) -> Json<Config> {
     Json(state.control.config())

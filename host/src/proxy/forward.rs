@@ -71,95 +71,208 @@ async fn forward(
             path: parts.uri.path().to_string(),
         });
     };
-    let route = match &route.target {
-        Target::Pool(route) => route,
-        Target::FanOut(fan_out) => {
-            return fan_out
-                .serve(parts, body, peer, host, authority.as_ref())
-                .await;
-        }
-    };
-    let mut pool: &Pool = match &route.fallback {
-        Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
-        _ => &route.pool,
-    };
-    let _request = pool.budget.request();
-    let mut slot = match &pool.bulkhead {
-        Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
-            pool: pool.name.clone(),
-            why: shed,
-            retry_after_s: bulkhead.retry_after_secs(),
-        })?),
-        None => None,
-    };
-    let path_and_query = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let affinity = pool
-        .sticky
-        .as_ref()
-        .map(|sticky| sticky.lookup(&parts.headers))
-        .unwrap_or_default();
-    let mut ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-    headers::prepare_request(&mut parts.headers, peer.ip(), authority.as_ref());
-
-    let started_at = Instant::now();
-    let max_attempts = pool.retry.max_attempts();
-    let mut body = RequestBody::prepare(body, &parts.headers, &pool.retry, max_attempts).await?;
-    let mut tried: SmallVec<[EndpointId; 4]> = SmallVec::new();
-    let mut failure: Option<ProxyError> = None;
-    let mut _retry_slot = None;
-    let mut delay = None;
-    for attempt in 1..=max_attempts {
-        if attempt > 1 {
-            let wait = delay
-                .take()
-                .unwrap_or_else(|| pool.retry.backoff(attempt as u32 - 1));
-            tokio::time::sleep(wait).await;
-        }
-        let Some(id) = pool.next(&ranking, &tried) else {
-            break;
+    let started = Instant::now();
+    let result = async {
+        let route = match &route.target {
+            Target::Pool(route) => route,
+            Target::FanOut(fan_out) => {
+                return fan_out
+                    .serve(parts, body, peer, host, authority.as_ref())
+                    .await;
+            }
         };
-        tried.push(id);
-        let endpoint = &pool.endpoints[id as usize];
-        let last = attempt == max_attempts || !body.replayable();
-        let mut upstream = Request::new(body.for_attempt());
-        *upstream.method_mut() = parts.method.clone();
-        *upstream.uri_mut() = upstream_uri(endpoint.authority.clone(), path_and_query.clone());
-        *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = if last {
-            std::mem::take(&mut parts.headers)
-        } else {
-            parts.headers.clone()
+        let mut pool: &Pool = match &route.fallback {
+            Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
+            _ => &route.pool,
         };
+        let _request = pool.budget.request();
+        let mut slot = match &pool.bulkhead {
+            Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
+                pool: pool.name.clone(),
+                why: shed,
+                retry_after_s: bulkhead.retry_after_secs(),
+            })?),
+            None => None,
+        };
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let affinity = pool
+            .sticky
+            .as_ref()
+            .map(|sticky| sticky.lookup(&parts.headers))
+            .unwrap_or_default();
+        let mut ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
+        headers::prepare_request(&mut parts.headers, peer.ip(), authority.as_ref());
 
-        let in_flight = endpoint.start_request();
-        let started = Instant::now();
-        let timeout = pool.retry.per_try_timeout(pool.request_timeout);
-        let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
-        let latency_us = started.elapsed().as_micros() as u64;
-        // A failed status is held while the decision is made: if no retry
-        // happens, it is still the best answer the client can get.
-        let (failed, held) = match outcome {
-            Ok(Ok(response)) => {
-                let status = response.status().as_u16();
-                let success = status < 500;
-                pool.record_attempt(
-                    endpoint,
-                    Attempt::Answered {
-                        status,
-                        headers: response.headers(),
-                    },
-                    latency_us,
-                );
-                // A failover plugin judges every 4xx and 5xx; the built-in
-                // policy only 5xx and the listed statuses.
-                let is_failure = !success
-                    || pool.retry.status_retryable(status)
-                    || (pool.failover_plugin.is_some() && status >= 400);
-                if !is_failure || last {
+        let started_at = Instant::now();
+        let max_attempts = pool.retry.max_attempts();
+        let mut body = RequestBody::prepare(body, &parts.headers, &pool.retry, max_attempts).await?;
+        let mut tried: SmallVec<[EndpointId; 4]> = SmallVec::new();
+        let mut failure: Option<ProxyError> = None;
+        let mut _retry_slot = None;
+        let mut delay = None;
+        for attempt in 1..=max_attempts {
+            if attempt > 1 {
+                let wait = delay
+                    .take()
+                    .unwrap_or_else(|| pool.retry.backoff(attempt as u32 - 1));
+                tokio::time::sleep(wait).await;
+            }
+            let Some(id) = pool.next(&ranking, &tried) else {
+                break;
+            };
+            tried.push(id);
+            let endpoint = &pool.endpoints[id as usize];
+            let last = attempt == max_attempts || !body.replayable();
+            let mut upstream = Request::new(body.for_attempt());
+            *upstream.method_mut() = parts.method.clone();
+            *upstream.uri_mut() = upstream_uri(endpoint.authority.clone(), path_and_query.clone());
+            *upstream.version_mut() = Version::HTTP_11;
+            *upstream.headers_mut() = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+
+            let in_flight = endpoint.start_request();
+            let started = Instant::now();
+            let timeout = pool.retry.per_try_timeout(pool.request_timeout);
+            let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
+            let latency_us = started.elapsed().as_micros() as u64;
+            // A failed status is held while the decision is made: if no retry
+            // happens, it is still the best answer the client can get.
+            let (failed, held) = match outcome {
+                Ok(Ok(response)) => {
+                    let status = response.status().as_u16();
+                    let success = status < 500;
+                    pool.record_attempt(
+                        endpoint,
+                        Attempt::Answered {
+                            status,
+                            headers: response.headers(),
+                        },
+                        latency_us,
+                    );
+                    // A failover plugin judges every 4xx and 5xx; the built-in
+                    // policy only 5xx and the listed statuses.
+                    let is_failure = !success
+                        || pool.retry.status_retryable(status)
+                        || (pool.failover_plugin.is_some() && status >= 400);
+                    if !is_failure || last {
+                        return Ok(deliver(
+                            route,
+                            pool,
+                            &affinity,
+                            id,
+                            &parts.method,
+                            host,
+                            &path_and_query,
+                            response,
+                            in_flight,
+                            slot.take(),
+                        ));
+                    }
+                    failure = Some(ProxyError::NoUpstream {
+                        pool: pool.name.clone(),
+                        reason: format!("{}: status {status}", endpoint.url),
+                    });
+                    (Failure::Status(status), Some((response, in_flight)))
+                }
+                Ok(Err(error)) => {
+                    drop(in_flight);
+                    let connect = error.is_connect();
+                    let booked = if connect {
+                        Attempt::ConnectFailed
+                    } else {
+                        Attempt::Failed
+                    };
+                    pool.record_attempt(endpoint, booked, latency_us);
+                    let reason = format!("{}: {}", endpoint.url, error_chain(&error));
+                    tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
+                    failure = Some(ProxyError::NoUpstream {
+                        pool: pool.name.clone(),
+                        reason,
+                    });
+                    (
+                        if connect {
+                            Failure::ConnectFailure
+                        } else {
+                            Failure::Reset
+                        },
+                        None,
+                    )
+                }
+                Err(_elapsed) => {
+                    drop(in_flight);
+                    pool.record_attempt(endpoint, Attempt::Failed, latency_us);
+                    tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
+                    failure = Some(ProxyError::Timeout {
+                        pool: pool.name.clone(),
+                        instance: endpoint.url.clone(),
+                        timeout_ms: timeout.as_millis() as u64,
+                    });
+                    (Failure::Timeout, None)
+                }
+            };
+            if last {
+                if !body.replayable() && attempt < max_attempts {
+                    tracing::info!(pool = %pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
+                }
+                break;
+            }
+            let facts = Facts {
+                parts: &parts,
+                host,
+                path: path_and_query.as_str(),
+                peer,
+                endpoint: id,
+                failure: failed,
+                attempt,
+                started_at,
+                tried: &tried,
+                replayable: body.replayable(),
+            };
+            let go_on = match decide(router, pool, &facts) {
+                Next::Retry {
+                    wait,
+                    same_endpoint,
+                } => {
+                    // A held answer is only given up for a retry that can happen.
+                    let possible =
+                        held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried);
+                    match pool.budget.try_retry().filter(|_| possible) {
+                        Some(retry) => {
+                            _retry_slot = Some(retry);
+                            pool.retries_total.inc();
+                            delay = wait;
+                            if same_endpoint {
+                                tried.pop();
+                            }
+                            true
+                        }
+                        None => {
+                            if held.is_none() {
+                                tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                            }
+                            false
+                        }
+                    }
+                }
+                Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
+                Next::Fallback(other) => {
+                    pool = other;
+                    ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
+                    tried.clear();
+                    true
+                }
+                Next::Stop => false,
+            };
+            if !go_on {
+                // No retry: a held failed answer is still the best the client can get.
+                if let Some((response, in_flight)) = held {
                     return Ok(deliver(
                         route,
                         pool,
@@ -173,133 +286,33 @@ async fn forward(
                         slot.take(),
                     ));
                 }
-                failure = Some(ProxyError::NoUpstream {
-                    pool: pool.name.clone(),
-                    reason: format!("{}: status {status}", endpoint.url),
-                });
-                (Failure::Status(status), Some((response, in_flight)))
+                break;
             }
-            Ok(Err(error)) => {
-                drop(in_flight);
-                let connect = error.is_connect();
-                let booked = if connect {
-                    Attempt::ConnectFailed
-                } else {
-                    Attempt::Failed
-                };
-                pool.record_attempt(endpoint, booked, latency_us);
-                let reason = format!("{}: {}", endpoint.url, error_chain(&error));
-                tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
-                failure = Some(ProxyError::NoUpstream {
-                    pool: pool.name.clone(),
-                    reason,
-                });
-                (
-                    if connect {
-                        Failure::ConnectFailure
-                    } else {
-                        Failure::Reset
-                    },
-                    None,
-                )
-            }
-            Err(_elapsed) => {
-                drop(in_flight);
-                pool.record_attempt(endpoint, Attempt::Failed, latency_us);
-                tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
-                failure = Some(ProxyError::Timeout {
-                    pool: pool.name.clone(),
-                    instance: endpoint.url.clone(),
-                    timeout_ms: timeout.as_millis() as u64,
-                });
-                (Failure::Timeout, None)
-            }
-        };
-        if last {
-            if !body.replayable() && attempt < max_attempts {
-                tracing::info!(pool = %pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
-            }
-            break;
         }
-        let facts = Facts {
-            parts: &parts,
-            host,
-            path: path_and_query.as_str(),
-            peer,
-            endpoint: id,
-            failure: failed,
-            attempt,
-            started_at,
-            tried: &tried,
-            replayable: body.replayable(),
-        };
-        let go_on = match decide(router, pool, &facts) {
-            Next::Retry {
-                wait,
-                same_endpoint,
-            } => {
-                // A held answer is only given up for a retry that can happen.
-                let possible =
-                    held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried);
-                match pool.budget.try_retry().filter(|_| possible) {
-                    Some(retry) => {
-                        _retry_slot = Some(retry);
-                        delay = wait;
-                        if same_endpoint {
-                            tried.pop();
-                        }
-                        true
-                    }
-                    None => {
-                        if held.is_none() {
-                            tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                        }
-                        false
-                    }
-                }
-            }
-            Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
-            Next::Fallback(other) => {
-                pool = other;
-                ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-                tried.clear();
-                true
-            }
-            Next::Stop => false,
-        };
-        if !go_on {
-            // No retry: a held failed answer is still the best the client can get.
-            if let Some((response, in_flight)) = held {
-                return Ok(deliver(
-                    route,
-                    pool,
-                    &affinity,
-                    id,
-                    &parts.method,
-                    host,
-                    &path_and_query,
-                    response,
-                    in_flight,
-                    slot.take(),
-                ));
-            }
-            break;
+        if let Some(stale) = &route.stale
+            && parts.method == http::Method::GET
+            && let Some(response) = stale.serve(&StaleCache::key(host, path_and_query.as_str()))
+        {
+            tracing::info!(pool = %pool.name, path = %path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
+            return Ok(response.map(ProxyBody::Local));
         }
+        if let Some(Fallback::Static(response)) = &route.fallback {
+            return Ok(response.to_response().map(ProxyBody::Local));
+        }
+        Err(failure.unwrap_or_else(|| ProxyError::NoUpstream {
+            pool: pool.name.clone(),
+            reason: "no instance available".into(),
+        }))
     }
-    if let Some(stale) = &route.stale
-        && parts.method == http::Method::GET
-        && let Some(response) = stale.serve(&StaleCache::key(host, path_and_query.as_str()))
-    {
-        tracing::info!(pool = %pool.name, path = %path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
-        return Ok(response.map(ProxyBody::Local));
-    }
-    if let Some(Fallback::Static(response)) = &route.fallback {
-        return Ok(response.to_response().map(ProxyBody::Local));
-    }
-    Err(failure.unwrap_or_else(|| ProxyError::NoUpstream {
-        pool: pool.name.clone(),
-        reason: "no instance available".into(),
-    }))
+    .await;
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    route
+        .metrics
+        .record(status.as_u16(), started.elapsed().as_secs_f64());
+    result
 }
 
 /// Sends an upstream answer on: binds the session, strips hop-by-hop

@@ -27,6 +27,7 @@ use crate::health::active::{self, ActiveCheck};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, EventKind, HealthEvent, PoolHealth, Severity};
+use crate::metrics::Metrics;
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmFailover, WasmStrategy};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
@@ -89,6 +90,8 @@ pub struct Pool {
     pub failover_plugin: Option<WasmFailover>,
     /// The config the pool was built from.
     pub config: PoolConfig,
+    /// Retries sent (the `switchyard_retries_total` series of this pool).
+    pub retries_total: prometheus_client::metrics::counter::Counter,
     clock: Instant,
 }
 
@@ -102,6 +105,7 @@ impl Pool {
         config: &PoolConfig,
         host: &PluginHost,
         events: &Arc<EventBus>,
+        metrics: &Metrics,
     ) -> Result<Self, StartError> {
         let endpoints: Vec<Arc<Endpoint>> = config
             .instances
@@ -219,6 +223,7 @@ impl Pool {
             bulkhead: config.bulkhead.as_ref().map(Bulkhead::new),
             failover_plugin,
             config: config.clone(),
+            retries_total: metrics.retries(name),
             clock: Instant::now(),
         })
     }

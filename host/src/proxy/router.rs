@@ -15,6 +15,7 @@ use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, RouteMatch};
 use crate::failover::StaleCache;
 use crate::health::{EventBus, HealthEvent};
+use crate::metrics::{Metrics, RouteMetrics};
 use crate::plugin::PluginHost;
 
 /// The routes and the pools they lead to.
@@ -31,7 +32,13 @@ impl Router {
     /// # Errors
     /// [`StartError::Plugin`] when a pool's plugin is refused.
     pub fn build(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
-        Self::rebuild(config, host, &Self::event_bus(config), None)
+        Self::rebuild(
+            config,
+            host,
+            &Self::event_bus(config),
+            &Metrics::default(),
+            None,
+        )
     }
 
     /// The event bus for `config` (its cooldown), to share across rebuilds.
@@ -54,6 +61,7 @@ impl Router {
         config: &Config,
         host: &PluginHost,
         events: &Arc<EventBus>,
+        metrics: &Metrics,
         previous: Option<&Router>,
     ) -> Result<Self, StartError> {
         let mut pools = BTreeMap::new();
@@ -66,7 +74,7 @@ impl Router {
                     p.apply_drain(pool);
                     Arc::clone(p)
                 }
-                None => Arc::new(Pool::build(name, pool, host, events)?),
+                None => Arc::new(Pool::build(name, pool, host, events, metrics)?),
             };
             pools.insert(name.clone(), built);
         }
@@ -102,8 +110,13 @@ impl Router {
                 // Validation refuses a route with neither.
                 (None, None) => continue,
             };
+            let served_by = match &target {
+                Target::Pool(p) => p.pool.name.as_str(),
+                Target::FanOut(_) => "fan-out",
+            };
             routes.push(Route {
                 matches: r.matches.clone(),
+                metrics: metrics.route(index, served_by),
                 target,
             });
         }
@@ -126,6 +139,8 @@ pub struct Route {
     pub matches: RouteMatch,
     /// Where matching requests go.
     pub target: Target,
+    /// Its request counters and latency histogram.
+    pub metrics: RouteMetrics,
 }
 
 /// Where a route sends its requests.

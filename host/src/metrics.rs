@@ -1,0 +1,313 @@
+//! Prometheus metrics (`GET /metrics` on the admin listener), with
+//! `prometheus-client`.
+//!
+//! Counters and histograms of the data path live in [`Metrics`], which
+//! outlives configuration changes; each route and pool takes its handles
+//! when it is built, so recording a request is a few atomic adds with no
+//! lock and no allocation. State — in-flight requests, health, breakers,
+//! plugin counters, fusion caches — is read from the router in force when
+//! scraped ([`Metrics::render`]).
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `switchyard_requests_total` | counter | `route`, `pool`, `class` (`2xx`…) |
+//! | `switchyard_request_duration_seconds` | histogram (to response headers) | `route`, `pool` |
+//! | `switchyard_retries_total` | counter | `pool` |
+//! | `switchyard_instance_in_flight` | gauge | `pool`, `instance` |
+//! | `switchyard_instance_fit` / `_unhealthy` / `_ejected` / `_draining` | gauge (0/1) | `pool`, `instance` |
+//! | `switchyard_instance_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `pool`, `instance` |
+//! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
+//! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
+//! | `switchyard_plugin_calls_total` / `_faults_total` | counter | `pool`, `kind` |
+//! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::failover::BreakerState;
+use crate::proxy::{Router, Target};
+
+/// Labels of a route's request metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: String,
+    pool: String,
+    class: String,
+}
+
+/// Labels of a route's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    route: String,
+    pool: String,
+}
+
+/// Labels of pool metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    pool: String,
+}
+
+/// Labels of instance metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabels {
+    pool: String,
+    instance: String,
+}
+
+/// Labels of plugin metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PluginLabels {
+    pool: String,
+    kind: String,
+}
+
+/// Labels of fusion cache metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CacheLabels {
+    route: String,
+    result: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.25 ms .. ~8 s.
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// The long-lived metrics of the data path.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RouteLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    retries: Family<PoolLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RouteLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        let retries = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "switchyard_requests",
+            "Requests answered, by route, pool and status class",
+            requests.clone(),
+        );
+        registry.register(
+            "switchyard_request_duration_seconds",
+            "Time from a request's arrival to its response headers",
+            latency.clone(),
+        );
+        registry.register(
+            "switchyard_retries",
+            "Retries sent to a pool's instances",
+            retries.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            latency,
+            retries,
+        }
+    }
+}
+
+/// The handles one route records into.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    /// Requests by status class: 1xx … 5xx.
+    classes: [Counter; 5],
+    latency: Histogram,
+}
+
+impl RouteMetrics {
+    /// Records one answered request: its status and the seconds to its headers.
+    pub fn record(&self, status: u16, seconds: f64) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.classes[class].inc();
+        self.latency.observe(seconds);
+    }
+}
+
+impl Metrics {
+    /// The handles of route number `route` serving `pool` (its pool's name,
+    /// or `fan-out`).
+    pub fn route(&self, route: usize, pool: &str) -> RouteMetrics {
+        let counter = |class: &str| {
+            self.requests
+                .get_or_create(&RouteLabels {
+                    route: route.to_string(),
+                    pool: pool.to_string(),
+                    class: class.to_string(),
+                })
+                .clone()
+        };
+        RouteMetrics {
+            classes: ["1xx", "2xx", "3xx", "4xx", "5xx"].map(counter),
+            latency: self
+                .latency
+                .get_or_create(&LatencyLabels {
+                    route: route.to_string(),
+                    pool: pool.to_string(),
+                })
+                .clone(),
+        }
+    }
+
+    /// The retry counter of `pool`.
+    pub fn retries(&self, pool: &str) -> Counter {
+        self.retries
+            .get_or_create(&PoolLabels {
+                pool: pool.to_string(),
+            })
+            .clone()
+    }
+
+    /// The text exposition (OpenMetrics text, which Prometheus reads): the
+    /// data-path counters, then the state of `router` as of now.
+    pub fn render(&self, router: &Router) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode(&mut out, &state_registry(router));
+        out
+    }
+}
+
+/// A registry of the router's state, filled at scrape time.
+fn state_registry(router: &Router) -> Registry {
+    let mut registry = Registry::default();
+    let gauge = |registry: &mut Registry, name: &str, help: &str| {
+        let family = Family::<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let in_flight = gauge(
+        &mut registry,
+        "switchyard_instance_in_flight",
+        "Requests in flight to the instance",
+    );
+    let fit = gauge(
+        &mut registry,
+        "switchyard_instance_fit",
+        "1 if the instance takes requests (neither unhealthy nor ejected)",
+    );
+    let unhealthy = gauge(
+        &mut registry,
+        "switchyard_instance_unhealthy",
+        "1 if active health checks failed the instance",
+    );
+    let ejected = gauge(
+        &mut registry,
+        "switchyard_instance_ejected",
+        "1 if outlier detection ejected the instance",
+    );
+    let draining = gauge(
+        &mut registry,
+        "switchyard_instance_draining",
+        "1 if the instance is draining",
+    );
+    let breaker = gauge(
+        &mut registry,
+        "switchyard_instance_breaker_state",
+        "Circuit breaker: 0 closed, 1 half-open, 2 open",
+    );
+    let latency = gauge(
+        &mut registry,
+        "switchyard_instance_latency_ewma_seconds",
+        "Moving average of the instance's latency to response headers",
+    );
+    let panic = Family::<PoolLabels, Gauge>::default();
+    registry.register(
+        "switchyard_pool_panic",
+        "1 while the pool is in panic mode",
+        panic.clone(),
+    );
+    let calls = Family::<PluginLabels, Counter>::default();
+    let faults = Family::<PluginLabels, Counter>::default();
+    registry.register(
+        "switchyard_plugin_calls",
+        "Calls into the pool's plugin",
+        calls.clone(),
+    );
+    registry.register(
+        "switchyard_plugin_faults",
+        "Plugin faults (the built-in served the decision)",
+        faults.clone(),
+    );
+    let cache = Family::<CacheLabels, Counter>::default();
+    registry.register(
+        "switchyard_fusion_cache",
+        "Fused-answer cache lookups by result",
+        cache.clone(),
+    );
+
+    for pool in router.status() {
+        panic
+            .get_or_create(&PoolLabels {
+                pool: pool.name.clone(),
+            })
+            .set(i64::from(pool.panic));
+        for instance in &pool.instances {
+            let labels = InstanceLabels {
+                pool: pool.name.clone(),
+                instance: instance.url.clone(),
+            };
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            in_flight
+                .get_or_create(&labels)
+                .set(f64::from(instance.in_flight));
+            fit.get_or_create(&labels).set(flag(instance.fit));
+            unhealthy
+                .get_or_create(&labels)
+                .set(flag(instance.unhealthy));
+            ejected.get_or_create(&labels).set(flag(instance.ejected));
+            draining.get_or_create(&labels).set(flag(instance.draining));
+            latency
+                .get_or_create(&labels)
+                .set(instance.ewma_latency_us as f64 / 1e6);
+            if let Some(state) = instance.breaker {
+                let value = match state {
+                    BreakerState::Closed => 0.0,
+                    BreakerState::HalfOpen => 1.0,
+                    BreakerState::Open => 2.0,
+                };
+                breaker.get_or_create(&labels).set(value);
+            }
+        }
+    }
+    for pool in router.pools() {
+        if let Some(stats) = &pool.plugin_stats {
+            let labels = PluginLabels {
+                pool: pool.name.clone(),
+                kind: "balancer".into(),
+            };
+            calls.get_or_create(&labels).inc_by(stats.calls());
+            faults.get_or_create(&labels).inc_by(stats.faults());
+        }
+    }
+    for (index, route) in router.routes().iter().enumerate() {
+        if let Target::FanOut(fan_out) = &route.target
+            && let Some(stats) = fan_out.cache().map(crate::fusion::FusionCache::stats)
+        {
+            for (result, n) in [
+                ("hit", stats.hits),
+                ("miss", stats.misses),
+                ("stale", stats.stale),
+            ] {
+                cache
+                    .get_or_create(&CacheLabels {
+                        route: index.to_string(),
+                        result: result.into(),
+                    })
+                    .inc_by(n);
+            }
+        }
+    }
+    registry
+}
