@@ -89,7 +89,7 @@ impl Control {
     ) -> Result<Self, StartError> {
         let events = Router::event_bus(&config);
         let metrics = Metrics::default();
-        let router = Router::rebuild(&config, &host, &events, &metrics, None)?;
+        let router = Router::rebuild(&config, &host, &events, &metrics, None, &|_| false)?;
         Ok(Self {
             host,
             events,
@@ -125,6 +125,11 @@ impl Control {
             .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
         tracing::info!(state_file = %path.display(), "configuration restored from the state file (it wins over the config file)");
         Ok(restored)
+    }
+
+    /// The plugin engine.
+    pub fn plugin_host(&self) -> &PluginHost {
+        &self.host
     }
 
     /// The router in force (the data path loads it per request).
@@ -177,6 +182,27 @@ impl Control {
         &self,
         edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
     ) -> Result<(Config, R), ChangeError> {
+        self.apply(edit, &|_| false)
+    }
+
+    /// Rebuilds everything that loads the plugin file `path` (pools using
+    /// it; routes are always rebuilt), so that a replaced file takes
+    /// effect; returns the config keys that load it.
+    ///
+    /// # Errors
+    /// As [`change`](Self::change): the new plugin may be refused.
+    pub fn reload_plugin(&self, path: &Path) -> Result<Vec<String>, ChangeError> {
+        let uses =
+            |pool: &crate::config::PoolConfig| pool.plugin_keys().iter().any(|(_, p)| *p == path);
+        self.apply(|config| Ok(config.plugin_users(path)), &uses)
+            .map(|(_, users)| users)
+    }
+
+    fn apply<R>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
+        rebuild_anyway: &dyn Fn(&crate::config::PoolConfig) -> bool,
+    ) -> Result<(Config, R), ChangeError> {
         let mut inner = self.lock();
         let mut next = inner.config.clone();
         let edited = edit(&mut next)?;
@@ -195,6 +221,7 @@ impl Control {
             &self.events,
             &self.metrics,
             Some(&current),
+            rebuild_anyway,
         )?);
         if let Some(path) = &self.state_file {
             persist(path, &next).map_err(|error| ChangeError::Persist {

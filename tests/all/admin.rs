@@ -261,3 +261,123 @@ async fn metrics_count_requests_retries_and_show_instance_state() {
     assert_eq!(value(r#"switchyard_pool_panic{pool="p"}"#), 0.0);
     assert!(text.ends_with("# EOF\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugins_are_checked_on_upload_and_reload_their_users() {
+    use switchyard_tests::fixtures;
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &with_admin(&instances(&ups)));
+    let api = format!("{}/v1/plugins", proxy.admin_url());
+    let upload = |name: &str, bytes: Vec<u8>| {
+        let url = format!("{api}/{name}");
+        async move {
+            let response = client().put(url).body(bytes).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: Value =
+                serde_json::from_str(&response.text().await.unwrap()).unwrap_or(Value::Null);
+            (status, body)
+        }
+    };
+    let (status, body) = upload("junk", b"this is not wasm".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no `\\0asm` magic"),
+        "{body}"
+    );
+    let (status, body) = upload("core", b"\0asm\x01\0\0\0".to_vec()).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("core WebAssembly module"),
+        "{body}"
+    );
+    let (status, _) = upload("bad name!", vec![]).await;
+    assert_eq!(status, 400);
+
+    let canary = std::fs::read(fixtures::CANARY_SPLIT).unwrap();
+    let (status, body) = upload("canary", canary.clone()).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (201, Some("balancer")),
+        "{body}"
+    );
+    assert_eq!(body["sha256"].as_str().map(str::len), Some(64));
+    let (status, body) = upload("first", std::fs::read(fixtures::RESOLVER_FIRST).unwrap()).await;
+    assert_eq!(
+        (status, body["kind"].as_str()),
+        (201, Some("resolver")),
+        "{body}"
+    );
+
+    // A resolver where a balancer goes: refused with the reason, nothing changes.
+    let stored = dir.path().join("switchyard-plugins");
+    let pool = |file: &str| {
+        json!({ "strategy": { "kind": "plugin", "path": stored.join(file), "call_deadline_ms": 1000 },
+                "instances": [{ "url": ups[0].url() }, { "url": ups[1].url() }] })
+    };
+    let pools = format!("{}/v1/pools/p", proxy.admin_url());
+    let (status, body) = admin(reqwest::Method::PUT, &pools, Some(pool("first.wasm"))).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("balancer"),
+        "{body}"
+    );
+    let (status, body) = admin(reqwest::Method::PUT, &pools, Some(pool("canary.wasm"))).await;
+    assert_eq!(status, 200, "{body}");
+    for _ in 0..5 {
+        assert_eq!(
+            client()
+                .get(format!("{}/", proxy.url))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let (_, list) = admin(reqwest::Method::GET, &api, None).await;
+    let canary_entry = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "canary")
+        .cloned()
+        .unwrap();
+    assert_eq!(canary_entry["used_by"], json!(["pools.p.strategy"]));
+    assert!(
+        canary_entry["calls"].as_u64().unwrap() >= 5,
+        "{canary_entry}"
+    );
+
+    let (status, _) = admin(reqwest::Method::DELETE, &format!("{api}/canary"), None).await;
+    assert_eq!(status, 409);
+    let (status, body) = upload("canary", canary).await;
+    assert_eq!(
+        (status, body["reloaded"].clone()),
+        (200, json!(["pools.p.strategy"])),
+        "{body}"
+    );
+    let (status, body) = admin(reqwest::Method::POST, &format!("{api}/canary/reload"), None).await;
+    assert_eq!(
+        (status, body["reloaded"].clone()),
+        (200, json!(["pools.p.strategy"]))
+    );
+    assert_eq!(
+        admin(reqwest::Method::DELETE, &format!("{api}/first"), None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        admin(reqwest::Method::DELETE, &format!("{api}/first"), None)
+            .await
+            .0,
+        404
+    );
+}

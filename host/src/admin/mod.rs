@@ -16,6 +16,9 @@
 //! | `/v1/routes` | `GET`, `POST` (append) |
 //! | `/v1/routes/{index}` | `GET`, `PUT`, `DELETE` |
 //! | `/v1/events` | `GET` — server-sent events, `?kind=health,failover,config` |
+//! | `/v1/plugins` | `GET` — uploaded plugins: kind, sha256, users, calls, faults |
+//! | `/v1/plugins/{name}` | `PUT` (the `.wasm` as the body; checked first), `DELETE` |
+//! | `/v1/plugins/{name}/reload` | `POST` — rebuild whatever loads it |
 //!
 //! `{instance}` is the instance's `host:port`. Every change goes through
 //! [`Control::change`]: validated, applied atomically, persisted, then
@@ -25,6 +28,7 @@
 //! state file could not be written.
 
 mod error;
+mod plugins;
 mod resources;
 #[cfg(test)]
 mod tests;
@@ -139,6 +143,16 @@ pub fn with_state(state: AdminState) -> Router {
                 .delete(resources::delete_route),
         )
         .route("/v1/events", get(resources::events))
+        .route("/v1/plugins", get(plugins::list))
+        .route(
+            "/v1/plugins/{name}",
+            axum::routing::put(plugins::upload)
+                .delete(plugins::delete)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    plugins::MAX_UPLOAD_BYTES,
+                )),
+        )
+        .route("/v1/plugins/{name}/reload", post(plugins::reload))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
     open.merge(api)
         .fallback(|| async { ApiError::NotFound("no such admin resource".into()) })

@@ -64,6 +64,10 @@ pub struct AdminConfig {
     /// relative to the config file. Default `switchyard-state.json`.
     #[serde(default = "defaults::state_file")]
     pub state_file: PathBuf,
+    /// Where plugins uploaded through the API are stored (`NAME.wasm`);
+    /// relative to the config file. Default `switchyard-plugins`.
+    #[serde(default = "defaults::plugins_dir")]
+    pub plugins_dir: PathBuf,
     /// Requests kept in the recent-request log. Default 256.
     #[serde(default = "defaults::recent_requests")]
     pub recent_requests: usize,
@@ -278,6 +282,9 @@ mod defaults {
     pub fn state_file() -> std::path::PathBuf {
         "switchyard-state.json".into()
     }
+    pub fn plugins_dir() -> std::path::PathBuf {
+        "switchyard-plugins".into()
+    }
     pub fn recent_requests() -> usize {
         256
     }
@@ -319,7 +326,7 @@ impl Config {
             for path in admin
                 .token_file
                 .iter_mut()
-                .chain(std::iter::once(&mut admin.state_file))
+                .chain([&mut admin.state_file, &mut admin.plugins_dir])
             {
                 if path.is_relative() {
                     *path = base.join(&*path);
@@ -404,7 +411,47 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The config keys that load the plugin file `path`, e.g.
+    /// `pools.web.strategy` or `routes[2].fan_out.resolver`.
+    pub fn plugin_users(&self, path: &Path) -> Vec<String> {
+        let mut users: Vec<String> = self
+            .pools
+            .iter()
+            .flat_map(|(name, pool)| {
+                pool.plugin_keys()
+                    .into_iter()
+                    .filter(|(_, p)| *p == path)
+                    .map(move |(key, _)| format!("pools.{name}.{key}"))
+            })
+            .collect();
+        for (i, route) in self.routes.iter().enumerate() {
+            if let Some(ResolverConfig::Plugin(p)) = route.fan_out.as_ref().map(|f| &f.resolver)
+                && p.plugin.path == path
+            {
+                users.push(format!("routes[{i}].fan_out.resolver"));
+            }
+        }
+        users
+    }
+}
+
 impl PoolConfig {
+    /// `(key, path)` of every plugin the pool loads.
+    pub fn plugin_keys(&self) -> Vec<(&'static str, &Path)> {
+        let mut keys = Vec::new();
+        if let StrategyConfig::Plugin(p) = &self.strategy {
+            keys.push(("strategy", p.path.as_path()));
+        }
+        if let Some(p) = self.health.as_ref().and_then(|h| h.plugin.as_ref()) {
+            keys.push(("health.plugin", p.path.as_path()));
+        }
+        if let Some(p) = &self.failover_plugin {
+            keys.push(("failover_plugin", p.path.as_path()));
+        }
+        keys
+    }
+
     fn validate(&self, name: &str) -> Result<(), Invalid> {
         let key = |k: &str| format!("pools.{name}.{k}");
         if self.instances.is_empty() {

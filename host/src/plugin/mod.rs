@@ -151,6 +151,43 @@ impl PluginHost {
     }
 }
 
+/// The plugin kinds and the interface each must export, as the admin API
+/// and `switchyard plugin` name them.
+pub const KINDS: [(&str, &str); 4] = [
+    ("balancer", bindings::BALANCER_EXPORT),
+    ("health-check", bindings::HEALTH_CHECK_EXPORT),
+    ("failover", bindings::FAILOVER_EXPORT),
+    ("resolver", bindings::RESOLVER_EXPORT),
+];
+
+impl PluginHost {
+    /// The kind of the component at `path` and the interface it exports,
+    /// e.g. `("balancer", "switchyard:plugin/balancer@0.1.0")`.
+    ///
+    /// # Errors
+    /// [`LoadError`]: unreadable, not a component, or exporting none of the
+    /// plugin interfaces this host supports (naming what it exports).
+    pub fn kind_of(&self, path: &Path) -> Result<(&'static str, &'static str), LoadError> {
+        let exports = self.exports(path)?;
+        KINDS
+            .iter()
+            .find(|(_, export)| exports.iter().any(|e| e == export))
+            .copied()
+            .ok_or_else(|| LoadError::WrongWorld {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "is not a Switchyard plugin: it exports none of {} (it exports: {})",
+                    KINDS.map(|(_, e)| e).join(", "),
+                    if exports.is_empty() {
+                        "nothing".to_string()
+                    } else {
+                        exports.join(", ")
+                    }
+                ),
+            })
+    }
+}
+
 /// Sandbox limits of one plugin instance.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -12,7 +12,7 @@ use http_body_util::Full;
 use super::fanout::FanOut;
 use super::pool::PoolStatus;
 use super::{Pool, StartError};
-use crate::config::{Config, FallbackConfig, RouteMatch};
+use crate::config::{Config, FallbackConfig, PoolConfig, RouteMatch};
 use crate::failover::StaleCache;
 use crate::health::{EventBus, HealthEvent};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -38,6 +38,7 @@ impl Router {
             &Self::event_bus(config),
             &Metrics::default(),
             None,
+            &|_| false,
         )
     }
 
@@ -52,7 +53,8 @@ impl Router {
     /// Builds the router for `config`, reusing every pool of `previous`
     /// that [serves](Pool::serves) its new config — its health state,
     /// breakers, pooled connections and plugin instances carry over, and
-    /// its drain flags are updated. Other pools and every route are built
+    /// its drain flags are updated — unless `rebuild_anyway` says otherwise
+    /// (a plugin file was replaced). Other pools and every route are built
     /// anew.
     ///
     /// # Errors
@@ -63,12 +65,13 @@ impl Router {
         events: &Arc<EventBus>,
         metrics: &Metrics,
         previous: Option<&Router>,
+        rebuild_anyway: &dyn Fn(&PoolConfig) -> bool,
     ) -> Result<Self, StartError> {
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
             let reused = previous
                 .and_then(|r| r.pools.iter().find(|p| &p.name == name))
-                .filter(|p| p.serves(pool));
+                .filter(|p| p.serves(pool) && !rebuild_anyway(pool));
             let built = match reused {
                 Some(p) => {
                     p.apply_drain(pool);

@@ -1,0 +1,199 @@
+//! `/v1/plugins`: `.wasm` components uploaded into `admin.plugins_dir`.
+//!
+//! An upload is checked before it is kept: written to a temp file beside
+//! its destination, compiled, its world recognised (balancer, health-check,
+//! failover or resolver, at a WIT version this host supports) — else 422
+//! with the reason, and nothing changes. An accepted file replaces
+//! `NAME.wasm` atomically (rename); whatever loads it is rebuilt with it.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use super::{AdminState, ApiError};
+use crate::control::ChangeError;
+use crate::plugin::PluginHost;
+
+/// Largest upload, bytes (64 MiB).
+pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+
+fn plugins_dir(state: &AdminState) -> PathBuf {
+    state
+        .control
+        .config()
+        .admin
+        .map_or_else(|| PathBuf::from("switchyard-plugins"), |a| a.plugins_dir)
+}
+
+/// `NAME.wasm` in the plugins dir, for a name of `[A-Za-z0-9_-]`.
+fn file_of(state: &AdminState, name: &str) -> Result<PathBuf, ApiError> {
+    if name.is_empty()
+        || name.len() > 100
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ApiError::BadBody(format!(
+            "plugin name `{name}`: use 1 to 100 of A-Z, a-z, 0-9, `_` and `-`"
+        )));
+    }
+    Ok(plugins_dir(state).join(format!("{name}.wasm")))
+}
+
+/// A description of the component at `path` (its kind, interface, size, sha256).
+fn describe(
+    host: &PluginHost,
+    name: &str,
+    path: &std::path::Path,
+    bytes: &[u8],
+) -> Result<Value, ApiError> {
+    let (kind, interface) = host.kind_of(path).map_err(|e| {
+        ApiError::Change(ChangeError::Invalid {
+            key: format!("plugins.{name}"),
+            reason: e.to_string(),
+        })
+    })?;
+    Ok(json!({
+        "name": name,
+        "kind": kind,
+        "interface": interface,
+        "size_bytes": bytes.len(),
+        "sha256": hex(&Sha256::digest(bytes)),
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /v1/plugins`: every uploaded plugin with its kind, sha256, the
+/// config keys that load it, and call and fault counts (balancers).
+pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Value>>, ApiError> {
+    let dir = plugins_dir(&state);
+    let control = std::sync::Arc::clone(&state.control);
+    tokio::task::spawn_blocking(move || {
+        let config = control.config();
+        let router = control.router();
+        let mut entries: Vec<PathBuf> = match std::fs::read_dir(&dir) {
+            Ok(read) => read
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        entries.sort();
+        let host = control.plugin_host();
+        entries
+            .iter()
+            .map(|path| {
+                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let bytes = std::fs::read(path).unwrap_or_default();
+                let mut item = describe(host, &name, path, &bytes).unwrap_or_else(|e| {
+                    json!({ "name": name, "error": e.to_string(), "sha256": hex(&Sha256::digest(&bytes)) })
+                });
+                let users = config.plugin_users(path);
+                let (calls, faults) = router
+                    .pools()
+                    .iter()
+                    .filter(|p| users.contains(&format!("pools.{}.strategy", p.name)))
+                    .filter_map(|p| p.plugin_stats.as_ref())
+                    .fold((0, 0), |(c, f), s| (c + s.calls(), f + s.faults()));
+                item["used_by"] = json!(users);
+                item["calls"] = json!(calls);
+                item["faults"] = json!(faults);
+                item
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map(Json)
+    .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// `PUT /v1/plugins/{name}` with the `.wasm` as the body: checked, stored,
+/// and every user rebuilt with it. 201 new, 200 replaced, 422 refused.
+pub async fn upload(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let path = file_of(&state, &name)?;
+    let control = std::sync::Arc::clone(&state.control);
+    tokio::task::spawn_blocking(move || {
+        let dir = path
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| ApiError::Internal(format!("{}: {e}", dir.display())))?;
+        let io = |e: std::io::Error| ApiError::Internal(format!("writing the plugin: {e}"));
+        let mut temp = tempfile::Builder::new()
+            .suffix(".wasm")
+            .tempfile_in(&dir)
+            .map_err(io)?;
+        temp.write_all(&body).map_err(io)?;
+        temp.as_file().sync_all().map_err(io)?;
+        let mut described = describe(control.plugin_host(), &name, temp.path(), &body)?;
+        let existed = path.exists();
+        temp.persist(&path).map_err(|e| io(e.error))?;
+        let users = if existed {
+            control.reload_plugin(&path)?
+        } else {
+            Vec::new()
+        };
+        described["reloaded"] = json!(users);
+        let status = if existed {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok((status, Json(described)))
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.to_string()))?
+}
+
+/// `POST /v1/plugins/{name}/reload`: rebuilds every user of the file.
+pub async fn reload(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let path = file_of(&state, &name)?;
+    if !path.exists() {
+        return Err(ApiError::NotFound(format!("no plugin `{name}`")));
+    }
+    let control = std::sync::Arc::clone(&state.control);
+    let users = tokio::task::spawn_blocking(move || control.reload_plugin(&path))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
+    Ok(Json(json!({ "name": name, "reloaded": users })))
+}
+
+/// `DELETE /v1/plugins/{name}`: 409 while the config loads it.
+pub async fn delete(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let path = file_of(&state, &name)?;
+    let users = state.control.config().plugin_users(&path);
+    if !users.is_empty() {
+        return Err(ApiError::Change(ChangeError::Conflict(format!(
+            "plugin `{name}` is loaded by {}",
+            users.join(", ")
+        ))));
+    }
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(ApiError::NotFound(format!("no plugin `{name}`")))
+        }
+        Err(e) => Err(ApiError::Internal(format!("{}: {e}", path.display()))),
+    }
+}
