@@ -22,9 +22,8 @@ use tokio::task::JoinSet;
 
 use crate::config::Config;
 use crate::health::{EventBus, EventKind, HealthEvent, Severity};
-use crate::metrics::Metrics;
 use crate::plugin::PluginHost;
-use crate::proxy::{Pool, Router, StartError};
+use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +59,7 @@ pub enum ChangeError {
 /// The configuration in force and its router.
 pub struct Control {
     host: PluginHost,
-    events: Arc<EventBus>,
-    metrics: Metrics,
+    reporting: Arc<Reporting>,
     router: ArcSwap<Router>,
     state_file: Option<PathBuf>,
     inner: Mutex<Inner>,
@@ -87,13 +85,11 @@ impl Control {
         host: PluginHost,
         state_file: Option<PathBuf>,
     ) -> Result<Self, StartError> {
-        let events = Router::event_bus(&config);
-        let metrics = Metrics::default();
-        let router = Router::rebuild(&config, &host, &events, &metrics, None, &|_| false)?;
+        let reporting = Reporting::new(&config);
+        let router = Router::rebuild(&config, &host, &reporting, None, &|_| false)?;
         Ok(Self {
             host,
-            events,
-            metrics,
+            reporting,
             router: ArcSwap::from_pointee(router),
             state_file,
             inner: Mutex::new(Inner {
@@ -149,12 +145,17 @@ impl Control {
 
     /// The event bus (health, breaker and config events).
     pub fn events(&self) -> &Arc<EventBus> {
-        &self.events
+        &self.reporting.events
+    }
+
+    /// The recent-request log.
+    pub fn recent(&self) -> &RecentRequests {
+        &self.reporting.recent
     }
 
     /// The Prometheus text exposition of the data path and the router in force.
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(&self.router())
+        self.reporting.metrics.render(&self.router())
     }
 
     /// Starts the health tasks of every pool (and of every pool a later
@@ -218,8 +219,7 @@ impl Control {
         let router = Arc::new(Router::rebuild(
             &next,
             &self.host,
-            &self.events,
-            &self.metrics,
+            &self.reporting,
             Some(&current),
             rebuild_anyway,
         )?);
@@ -234,7 +234,7 @@ impl Control {
             inner.health = Some(spawn_health(&router, health));
         }
         inner.config = next.clone();
-        self.events.publish(HealthEvent::new(
+        self.reporting.events.publish(HealthEvent::new(
             "",
             None,
             EventKind::ConfigChanged,

@@ -260,6 +260,23 @@ async fn metrics_count_requests_retries_and_show_instance_state() {
     );
     assert_eq!(value(r#"switchyard_pool_panic{pool="p"}"#), 0.0);
     assert!(text.ends_with("# EOF\n"));
+    let (status, log) = admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/requests", proxy.admin_url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let log = log.as_array().cloned().unwrap_or_default();
+    assert_eq!(log.len(), 6, "{log:?}");
+    assert_eq!(
+        (
+            log[0]["status"].as_u64(),
+            log[0]["route"].as_u64(),
+            log[0]["path"].as_str()
+        ),
+        (Some(200), Some(0), Some("/"))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,5 +396,36 @@ async fn plugins_are_checked_on_upload_and_reload_their_users() {
             .await
             .0,
         404
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_stream_over_a_websocket() {
+    use futures_util::StreamExt;
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &with_admin(&instances(&ups)));
+    let api = proxy.admin_url();
+    let ws_url = format!("{}/v1/events?kind=config", api.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("websocket");
+    let u0 = ups[0].url().trim_start_matches("http://").to_string();
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!("{api}/v1/pools/p/instances/{u0}/drain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let message = tokio::time::timeout(Duration::from_secs(60), socket.next())
+        .await
+        .expect("an event within the bound")
+        .expect("open")
+        .expect("a message");
+    let event: Value = serde_json::from_str(message.to_text().unwrap()).unwrap();
+    assert_eq!(
+        (event["kind"].as_str(), event["category"].as_str()),
+        (Some("config_changed"), Some("config"))
     );
 }

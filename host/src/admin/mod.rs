@@ -6,6 +6,7 @@
 //! | `/health`, `/ready` | `GET` — liveness and readiness (no token needed) |
 //! | `/v1/status` | `GET` — pools, instances, health, breakers, plugin counters |
 //! | `/metrics` | `GET` — Prometheus text format ([`crate::metrics`]) |
+//! | `/v1/requests` | `GET` — the last requests answered, newest first |
 //! | `/v1/config` | `GET`, `PUT` — the whole configuration (JSON) |
 //! | `/v1/pools` | `GET` |
 //! | `/v1/pools/{pool}` | `GET`, `PUT` (create or replace), `DELETE` |
@@ -15,7 +16,7 @@
 //! | `/v1/pools/{pool}/pick` | `POST` — the instance the balancer would choose |
 //! | `/v1/routes` | `GET`, `POST` (append) |
 //! | `/v1/routes/{index}` | `GET`, `PUT`, `DELETE` |
-//! | `/v1/events` | `GET` — server-sent events, `?kind=health,failover,config` |
+//! | `/v1/events` | `GET` — a WebSocket (on upgrade) or server-sent events, `?kind=health,failover,config` |
 //! | `/v1/plugins` | `GET` — uploaded plugins: kind, sha256, users, calls, faults |
 //! | `/v1/plugins/{name}` | `PUT` (the `.wasm` as the body; checked first), `DELETE` |
 //! | `/v1/plugins/{name}/reload` | `POST` — rebuild whatever loads it |
@@ -102,6 +103,7 @@ pub fn with_state(state: AdminState) -> Router {
     let api = Router::new()
         .route("/v1/status", get(resources::status))
         .route("/metrics", get(resources::metrics))
+        .route("/v1/requests", get(resources::requests))
         .route(
             "/v1/config",
             get(resources::get_config).put(resources::put_config),

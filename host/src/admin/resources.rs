@@ -6,10 +6,12 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use futures_util::Stream;
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -77,6 +79,12 @@ pub async fn metrics(State(state): State<AdminState>) -> impl axum::response::In
         )],
         state.control.render_metrics(),
     )
+}
+
+/// `GET /v1/requests`: the recent-request log, newest first
+/// (`admin.recent_requests` entries).
+pub async fn requests(State(state): State<AdminState>) -> Json<Vec<crate::proxy::RequestRecord>> {
+    Json(state.control.recent().snapshot())
 }
 
 /// `GET /v1/config`.
@@ -437,45 +445,65 @@ pub struct EventFilter {
     kind: Option<String>,
 }
 
-/// `GET /v1/events`: server-sent events, one JSON event each (`category`
-/// added), as they happen; a comment every 15 s keeps the stream open.
+/// The next event `filter` wants, as `(category, JSON with category added)`;
+/// a lag (the client read too slowly) is reported as a `lagged` event with
+/// the number missed. `None` when the bus is gone.
+async fn next_event(
+    rx: &mut tokio::sync::broadcast::Receiver<crate::health::HealthEvent>,
+    wanted: Option<&[String]>,
+) -> Option<(&'static str, Value)> {
+    loop {
+        match rx.recv().await {
+            Ok(event) => {
+                let category = event.kind.category();
+                let mut value = serde_json::to_value(&event).unwrap_or(Value::Null);
+                let kind = value["kind"].as_str().unwrap_or("").to_string();
+                if wanted.is_some_and(|w| !w.iter().any(|x| *x == category || *x == kind)) {
+                    continue;
+                }
+                value["category"] = category.into();
+                return Some((category, value));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                return Some(("lagged", json!({ "category": "lagged", "missed": missed })));
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        }
+    }
+}
+
+/// `GET /v1/events`: health, failover and config events as they happen,
+/// one JSON object each (`category` added) — over a WebSocket when the
+/// request asks for the upgrade (text messages), else as server-sent
+/// events (event name = category; a comment every 15 s keeps it open).
 pub async fn events(
     State(state): State<AdminState>,
     Query(filter): Query<EventFilter>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
     let wanted: Option<Vec<String>> = filter
         .kind
         .map(|k| k.split(',').map(|s| s.trim().to_string()).collect());
-    let receiver = state.control.events().subscribe();
-    let stream = futures_util::stream::unfold(receiver, move |mut rx| {
-        let wanted = wanted.clone();
-        async move {
-            loop {
-                match rx.recv().await {
-                    Ok(event) => {
-                        let category = event.kind.category();
-                        let mut value = serde_json::to_value(&event).unwrap_or(Value::Null);
-                        let kind = value["kind"].as_str().unwrap_or("").to_string();
-                        if wanted
-                            .as_ref()
-                            .is_some_and(|w| !w.iter().any(|x| *x == category || *x == kind))
-                        {
-                            continue;
-                        }
-                        value["category"] = category.into();
-                        let sse = Event::default().event(category).data(value.to_string());
-                        return Some((Ok(sse), rx));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        let sse = Event::default()
-                            .event("lagged")
-                            .data(json!({ "missed": missed }).to_string());
-                        return Some((Ok(sse), rx));
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+    let mut receiver = state.control.events().subscribe();
+    if let Ok(upgrade) = upgrade {
+        return upgrade.on_upgrade(move |mut socket: WebSocket| async move {
+            while let Some((_, value)) = next_event(&mut receiver, wanted.as_deref()).await {
+                if socket
+                    .send(Message::Text(value.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
                 }
             }
-        }
+        });
+    }
+    let stream = futures_util::stream::unfold((receiver, wanted), |(mut rx, wanted)| async move {
+        let (category, value) = next_event(&mut rx, wanted.as_deref()).await?;
+        let sse = Event::default().event(category).data(value.to_string());
+        Some((Ok::<_, Infallible>(sse), (rx, wanted)))
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }

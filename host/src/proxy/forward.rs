@@ -28,7 +28,7 @@ use smallvec::SmallVec;
 use super::body::ProxyBody;
 use super::pool::{Attempt, Pool, UpstreamBody};
 use super::router::{Fallback, PoolRoute, Target};
-use super::{ProxyError, Router, headers};
+use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{EndpointId, RequestContext, Sticky};
 use crate::failover::{Failure, StaleCache};
 use crate::plugin::{AttemptFacts, Decision};
@@ -72,6 +72,12 @@ async fn forward(
         });
     };
     let started = Instant::now();
+    let recent = &router.reporting().recent;
+    // Only with a request log: copies of the method and the path (cheap
+    // clones of shared bytes).
+    let logged = recent
+        .enabled()
+        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned()));
     let result = async {
         let route = match &route.target {
             Target::Pool(route) => route,
@@ -309,9 +315,20 @@ async fn forward(
         Ok(response) => response.status(),
         Err(error) => error.status(),
     };
-    route
-        .metrics
-        .record(status.as_u16(), started.elapsed().as_secs_f64());
+    let elapsed = started.elapsed();
+    route.metrics.record(status.as_u16(), elapsed.as_secs_f64());
+    if let Some((method, path)) = logged {
+        recent.record(RequestRecord {
+            at_ms: 0,
+            method: method.to_string(),
+            host: host.to_string(),
+            path: path.map_or_else(|| "/".to_string(), |p| p.to_string()),
+            route: route.index,
+            status: status.as_u16(),
+            duration_us: elapsed.as_micros() as u64,
+            client: peer.ip(),
+        });
+    }
     result
 }
 

@@ -16,13 +16,15 @@ mod fanout;
 mod forward;
 mod headers;
 mod pool;
+mod recent;
 mod router;
 
 pub use error::{ProxyError, StartError};
 
 pub use fanout::FanOut;
 pub use pool::{InstanceStatus, Pool, PoolStatus};
-pub use router::{PoolRoute, Route, Router, Target};
+pub use recent::{RecentRequests, RequestRecord};
+pub use router::{PoolRoute, Reporting, Route, Router, Target};
 
 use std::future::Future;
 use std::net::SocketAddr;

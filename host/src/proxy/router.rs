@@ -11,6 +11,7 @@ use http_body_util::Full;
 
 use super::fanout::FanOut;
 use super::pool::PoolStatus;
+use super::recent::RecentRequests;
 use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, PoolConfig, RouteMatch};
 use crate::failover::StaleCache;
@@ -22,32 +23,43 @@ use crate::plugin::PluginHost;
 pub struct Router {
     routes: Vec<Route>,
     pools: Vec<Arc<Pool>>,
-    events: Arc<EventBus>,
+    reporting: Arc<Reporting>,
+}
+
+/// Where the data path reports, shared by every router a process builds:
+/// events, metrics and the recent-request log.
+pub struct Reporting {
+    /// Health, failover and config events.
+    pub events: Arc<EventBus>,
+    /// Counters and histograms.
+    pub metrics: Metrics,
+    /// The last requests answered.
+    pub recent: RecentRequests,
+}
+
+impl Reporting {
+    /// Reporting for `config`: its event cooldown, and a recent-request log
+    /// of `admin.recent_requests` entries (none without an admin listener).
+    pub fn new(config: &Config) -> Arc<Self> {
+        Arc::new(Self {
+            events: Arc::new(EventBus::new(
+                1024,
+                Duration::from_millis(config.event_cooldown_ms),
+            )),
+            metrics: Metrics::default(),
+            recent: RecentRequests::new(config.admin.as_ref().map_or(0, |a| a.recent_requests)),
+        })
+    }
 }
 
 impl Router {
     /// Builds every pool of `config` (loading plugins) and the route table,
-    /// with a new event bus.
+    /// reporting to a new [`Reporting`].
     ///
     /// # Errors
     /// [`StartError::Plugin`] when a pool's plugin is refused.
     pub fn build(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
-        Self::rebuild(
-            config,
-            host,
-            &Self::event_bus(config),
-            &Metrics::default(),
-            None,
-            &|_| false,
-        )
-    }
-
-    /// The event bus for `config` (its cooldown), to share across rebuilds.
-    pub fn event_bus(config: &Config) -> Arc<EventBus> {
-        Arc::new(EventBus::new(
-            1024,
-            Duration::from_millis(config.event_cooldown_ms),
-        ))
+        Self::rebuild(config, host, &Reporting::new(config), None, &|_| false)
     }
 
     /// Builds the router for `config`, reusing every pool of `previous`
@@ -62,8 +74,7 @@ impl Router {
     pub fn rebuild(
         config: &Config,
         host: &PluginHost,
-        events: &Arc<EventBus>,
-        metrics: &Metrics,
+        reporting: &Arc<Reporting>,
         previous: Option<&Router>,
         rebuild_anyway: &dyn Fn(&PoolConfig) -> bool,
     ) -> Result<Self, StartError> {
@@ -77,7 +88,13 @@ impl Router {
                     p.apply_drain(pool);
                     Arc::clone(p)
                 }
-                None => Arc::new(Pool::build(name, pool, host, events, metrics)?),
+                None => Arc::new(Pool::build(
+                    name,
+                    pool,
+                    host,
+                    &reporting.events,
+                    &reporting.metrics,
+                )?),
             };
             pools.insert(name.clone(), built);
         }
@@ -119,14 +136,15 @@ impl Router {
             };
             routes.push(Route {
                 matches: r.matches.clone(),
-                metrics: metrics.route(index, served_by),
+                metrics: reporting.metrics.route(index, served_by),
+                index,
                 target,
             });
         }
         Ok(Self {
             routes,
             pools: pools.into_values().collect(),
-            events: Arc::clone(events),
+            reporting: Arc::clone(reporting),
         })
     }
 
@@ -144,6 +162,8 @@ pub struct Route {
     pub target: Target,
     /// Its request counters and latency histogram.
     pub metrics: RouteMetrics,
+    /// Its position in the config's `routes`.
+    pub index: usize,
 }
 
 /// Where a route sends its requests.
@@ -220,7 +240,12 @@ impl Router {
 
     /// Health events as they happen.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<HealthEvent> {
-        self.events.subscribe()
+        self.reporting.events.subscribe()
+    }
+
+    /// Where the data path reports.
+    pub fn reporting(&self) -> &Arc<Reporting> {
+        &self.reporting
     }
 
     /// The pools, by name order.
