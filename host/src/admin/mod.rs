@@ -4,6 +4,7 @@
 //! | resource | methods |
 //! |---|---|
 //! | `/health`, `/ready` | `GET` — liveness and readiness (no token needed) |
+//! | `/openapi.json` | `GET` — this API as an OpenAPI 3 document, generated from the handlers (no token needed) |
 //! | `/v1/status` | `GET` — pools, instances, health, breakers, plugin counters |
 //! | `/metrics` | `GET` — Prometheus text format ([`crate::metrics`]) |
 //! | `/v1/requests` | `GET` — the last requests answered, newest first |
@@ -43,7 +44,9 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::control::Control;
 
@@ -89,76 +92,86 @@ pub fn router(control: Arc<Control>) -> Router {
     with_state(AdminState { control, token })
 }
 
-/// The API over `state` (tests build it directly).
+/// The API over `state` (tests build it directly), with `/openapi.json`.
 pub fn with_state(state: AdminState) -> Router {
-    let open = Router::new()
+    let (router, spec) = documented().split_for_parts();
+    let spec = Arc::new(spec);
+    router
         .route(
-            "/health",
-            get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }),
+            "/openapi.json",
+            get(move || {
+                let spec = Arc::clone(&spec);
+                async move { axum::Json((*spec).clone()) }
+            }),
         )
-        .route(
-            "/ready",
-            get(|| async { axum::Json(serde_json::json!({"status": "ready"})) }),
-        );
-    let api = Router::new()
-        .route("/v1/status", get(resources::status))
-        .route("/metrics", get(resources::metrics))
-        .route("/v1/requests", get(resources::requests))
-        .route(
-            "/v1/config",
-            get(resources::get_config).put(resources::put_config),
-        )
-        .route("/v1/pools", get(resources::list_pools))
-        .route(
-            "/v1/pools/{pool}",
-            get(resources::get_pool)
-                .put(resources::put_pool)
-                .delete(resources::delete_pool),
-        )
-        .route(
-            "/v1/pools/{pool}/instances",
-            get(resources::list_instances).post(resources::add_instance),
-        )
-        .route(
-            "/v1/pools/{pool}/instances/{instance}",
-            get(resources::get_instance)
-                .patch(resources::patch_instance)
-                .delete(resources::delete_instance),
-        )
-        .route(
-            "/v1/pools/{pool}/instances/{instance}/drain",
-            post(resources::drain),
-        )
-        .route(
-            "/v1/pools/{pool}/instances/{instance}/undrain",
-            post(resources::undrain),
-        )
-        .route("/v1/pools/{pool}/pick", post(resources::pick))
-        .route(
-            "/v1/routes",
-            get(resources::list_routes).post(resources::add_route),
-        )
-        .route(
-            "/v1/routes/{index}",
-            get(resources::get_route)
-                .put(resources::put_route)
-                .delete(resources::delete_route),
-        )
-        .route("/v1/events", get(resources::events))
-        .route("/v1/plugins", get(plugins::list))
-        .route(
-            "/v1/plugins/{name}",
-            axum::routing::put(plugins::upload)
-                .delete(plugins::delete)
-                .layer(axum::extract::DefaultBodyLimit::max(
-                    plugins::MAX_UPLOAD_BYTES,
-                )),
-        )
-        .route("/v1/plugins/{name}/reload", post(plugins::reload))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authorize));
-    open.merge(api)
+        .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            plugins::MAX_UPLOAD_BYTES,
+        ))
         .fallback(|| async { ApiError::NotFound("no such admin resource".into()) })
         .with_state(state)
+}
+
+/// The OpenAPI 3 document of the admin API, generated from the handlers'
+/// annotations (the same routes the API serves).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    documented().split_for_parts().1
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(info(
+    title = "Switchyard admin API",
+    description = "Pools, instances, routes, plugins, status, metrics and events of a running Switchyard. \
+                   Every request but /health and /ready needs `Authorization: Bearer <token>` when a token is configured."
+))]
+struct ApiDoc;
+
+/// Every documented route: the handlers and their OpenAPI operations.
+fn documented() -> OpenApiRouter<AdminState> {
+    OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(health))
+        .routes(routes!(ready))
+        .routes(routes!(resources::status))
+        .routes(routes!(resources::metrics))
+        .routes(routes!(resources::requests))
+        .routes(routes!(resources::get_config, resources::put_config))
+        .routes(routes!(resources::list_pools))
+        .routes(routes!(
+            resources::get_pool,
+            resources::put_pool,
+            resources::delete_pool
+        ))
+        .routes(routes!(resources::list_instances, resources::add_instance))
+        .routes(routes!(
+            resources::get_instance,
+            resources::patch_instance,
+            resources::delete_instance
+        ))
+        .routes(routes!(resources::drain))
+        .routes(routes!(resources::undrain))
+        .routes(routes!(resources::pick))
+        .routes(routes!(resources::list_routes, resources::add_route))
+        .routes(routes!(
+            resources::get_route,
+            resources::put_route,
+            resources::delete_route
+        ))
+        .routes(routes!(resources::events))
+        .routes(routes!(plugins::list))
+        .routes(routes!(plugins::upload, plugins::delete))
+        .routes(routes!(plugins::reload))
+}
+
+/// `GET /health`: the process is up.
+#[utoipa::path(get, path = "/health", tag = "probes", responses((status = 200, description = "Up", body = serde_json::Value)))]
+async fn health() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /ready`: routes are built and listeners bound.
+#[utoipa::path(get, path = "/ready", tag = "probes", responses((status = 200, description = "Ready", body = serde_json::Value)))]
+async fn ready() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ready"}))
 }
 
 impl AdminState {
@@ -171,11 +184,18 @@ impl AdminState {
     }
 }
 
-/// Refuses a request without the configured bearer token (401).
+/// Paths open without the token: probes and the API's own description.
+const OPEN_PATHS: [&str; 3] = ["/health", "/ready", "/openapi.json"];
+
+/// Refuses a request without the configured bearer token (401), except
+/// for [`OPEN_PATHS`].
 async fn authorize(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let Some(expected) = &state.token else {
         return next.run(request).await;
     };
+    if OPEN_PATHS.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)

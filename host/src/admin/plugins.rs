@@ -74,6 +74,12 @@ fn hex(bytes: &[u8]) -> String {
 
 /// `GET /v1/plugins`: every uploaded plugin with its kind, sha256, the
 /// config keys that load it, and call and fault counts (balancers).
+#[utoipa::path(
+    get,
+    path = "/v1/plugins",
+    tag = "plugins",
+    responses((status = 200, description = "Uploaded plugins: kind, sha256, users, calls, faults", body = serde_json::Value))
+)]
 pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Value>>, ApiError> {
     let dir = plugins_dir(&state);
     let control = std::sync::Arc::clone(&state.control);
@@ -119,6 +125,14 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Value>>, A
 
 /// `PUT /v1/plugins/{name}` with the `.wasm` as the body: checked, stored,
 /// and every user rebuilt with it. 201 new, 200 replaced, 422 refused.
+#[utoipa::path(
+    put,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The `.wasm` component"),
+    params(("name" = String, Path, description = "Plugin name (file stem)")),
+    responses((status = 200, description = "Replaced; its users rebuilt", body = serde_json::Value), (status = 201, description = "Stored", body = serde_json::Value), (status = 422, description = "Not a plugin this host can load: the reason"))
+)]
 pub async fn upload(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -161,6 +175,13 @@ pub async fn upload(
 }
 
 /// `POST /v1/plugins/{name}/reload`: rebuilds every user of the file.
+#[utoipa::path(
+    post,
+    path = "/v1/plugins/{name}/reload",
+    tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name (file stem)")),
+    responses((status = 200, description = "Its users rebuilt", body = serde_json::Value), (status = 404, description = "No such plugin"))
+)]
 pub async fn reload(
     State(state): State<AdminState>,
     Path(name): Path<String>,
@@ -177,6 +198,13 @@ pub async fn reload(
 }
 
 /// `DELETE /v1/plugins/{name}`: 409 while the config loads it.
+#[utoipa::path(
+    delete,
+    path = "/v1/plugins/{name}",
+    tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name (file stem)")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such plugin"), (status = 409, description = "Loaded by the config"))
+)]
 pub async fn delete(
     State(state): State<AdminState>,
     Path(name): Path<String>,

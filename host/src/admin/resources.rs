@@ -56,6 +56,12 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
 }
 
 /// `GET /v1/status`.
+#[utoipa::path(
+    get,
+    path = "/v1/status",
+    tag = "status",
+    responses((status = 200, description = "Pools, instances, health, breakers and plugin counters", body = serde_json::Value))
+)]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
     let plugins: Vec<Value> = router
@@ -71,6 +77,12 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "status",
+    responses((status = 200, description = "Prometheus (OpenMetrics) text", content_type = "application/openmetrics-text", body = String))
+)]
 pub async fn metrics(State(state): State<AdminState>) -> impl axum::response::IntoResponse {
     (
         [(
@@ -83,16 +95,35 @@ pub async fn metrics(State(state): State<AdminState>) -> impl axum::response::In
 
 /// `GET /v1/requests`: the recent-request log, newest first
 /// (`admin.recent_requests` entries).
+#[utoipa::path(
+    get,
+    path = "/v1/requests",
+    tag = "status",
+    responses((status = 200, description = "The last requests answered, newest first", body = serde_json::Value))
+)]
 pub async fn requests(State(state): State<AdminState>) -> Json<Vec<crate::proxy::RequestRecord>> {
     Json(state.control.recent().snapshot())
 }
 
 /// `GET /v1/config`.
+#[utoipa::path(
+    get,
+    path = "/v1/config",
+    tag = "config",
+    responses((status = 200, description = "The configuration in force", body = serde_json::Value))
+)]
 pub async fn get_config(State(state): State<AdminState>) -> Json<Config> {
     Json(state.control.config())
 }
 
 /// `PUT /v1/config`: replaces everything but `listeners` and `admin`.
+#[utoipa::path(
+    put,
+    path = "/v1/config",
+    tag = "config",
+    request_body = serde_json::Value,
+    responses((status = 200, description = "Applied and persisted", body = serde_json::Value), (status = 400, description = "Not a configuration"), (status = 409, description = "`listeners` or `admin` changed"), (status = 422, description = "Invalid: `key` and `reason`"))
+)]
 pub async fn put_config(State(state): State<AdminState>, body: Bytes) -> ApiResult<Json<Config>> {
     let next: Config = parse(&body, "configuration")?;
     let (config, ()) = change(&state, move |config| {
@@ -104,11 +135,24 @@ pub async fn put_config(State(state): State<AdminState>, body: Bytes) -> ApiResu
 }
 
 /// `GET /v1/pools`: every pool's config.
+#[utoipa::path(
+    get,
+    path = "/v1/pools",
+    tag = "pools",
+    responses((status = 200, description = "Every pool's config by name", body = serde_json::Value))
+)]
 pub async fn list_pools(State(state): State<AdminState>) -> Json<BTreeMap<String, PoolConfig>> {
     Json(state.control.config().pools)
 }
 
 /// `GET /v1/pools/{pool}`.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}",
+    tag = "pools",
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 200, description = "The pool's config", body = serde_json::Value), (status = 404, description = "No such pool"))
+)]
 pub async fn get_pool(
     State(state): State<AdminState>,
     Path(pool): Path<String>,
@@ -123,6 +167,14 @@ pub async fn get_pool(
 }
 
 /// `PUT /v1/pools/{pool}`: creates (201) or replaces (200) the pool.
+#[utoipa::path(
+    put,
+    path = "/v1/pools/{pool}",
+    tag = "pools",
+    request_body = serde_json::Value,
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value), (status = 400, description = "Not a pool"), (status = 422, description = "Invalid: `key` and `reason`"))
+)]
 pub async fn put_pool(
     State(state): State<AdminState>,
     Path(pool): Path<String>,
@@ -143,6 +195,13 @@ pub async fn put_pool(
 }
 
 /// `DELETE /v1/pools/{pool}`: refused (409) while a route uses it.
+#[utoipa::path(
+    delete,
+    path = "/v1/pools/{pool}",
+    tag = "pools",
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such pool"), (status = 409, description = "A route uses it"))
+)]
 pub async fn delete_pool(
     State(state): State<AdminState>,
     Path(pool): Path<String>,
@@ -173,6 +232,13 @@ fn route_uses(route: &RouteConfig, pool: &str) -> bool {
 }
 
 /// `GET /v1/pools/{pool}/instances`.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/instances",
+    tag = "instances",
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 200, description = "The pool's instances", body = serde_json::Value), (status = 404, description = "No such pool"))
+)]
 pub async fn list_instances(
     State(state): State<AdminState>,
     Path(pool): Path<String>,
@@ -184,6 +250,14 @@ pub async fn list_instances(
 
 /// `POST /v1/pools/{pool}/instances`: adds an instance (201); 409 if its
 /// `host:port` is already in the pool.
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/instances",
+    tag = "instances",
+    request_body = serde_json::Value,
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 201, description = "Added", body = serde_json::Value), (status = 409, description = "Already in the pool"), (status = 422, description = "Invalid"))
+)]
 pub async fn add_instance(
     State(state): State<AdminState>,
     Path(pool): Path<String>,
@@ -208,6 +282,13 @@ pub async fn add_instance(
 }
 
 /// `GET /v1/pools/{pool}/instances/{instance}`.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/instances/{instance}",
+    tag = "instances",
+    params(("pool" = String, Path, description = "Pool name"), ("instance" = String, Path, description = "The instance's `host:port`")),
+    responses((status = 200, description = "The instance", body = serde_json::Value), (status = 404, description = "No such pool or instance"))
+)]
 pub async fn get_instance(
     State(state): State<AdminState>,
     Path((pool, instance)): Path<(String, String)>,
@@ -228,6 +309,14 @@ pub struct InstancePatch {
 }
 
 /// `PATCH /v1/pools/{pool}/instances/{instance}`: `weight`, `labels`, `drain`.
+#[utoipa::path(
+    patch,
+    path = "/v1/pools/{pool}/instances/{instance}",
+    tag = "instances",
+    request_body = serde_json::Value,
+    params(("pool" = String, Path, description = "Pool name"), ("instance" = String, Path, description = "The instance's `host:port`")),
+    responses((status = 200, description = "Changed: `weight`, `labels`, `drain`", body = serde_json::Value), (status = 400, description = "Unknown field"), (status = 422, description = "Invalid"))
+)]
 pub async fn patch_instance(
     State(state): State<AdminState>,
     Path((pool, instance)): Path<(String, String)>,
@@ -249,6 +338,13 @@ pub async fn patch_instance(
 }
 
 /// `POST /v1/pools/{pool}/instances/{instance}/drain`.
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/instances/{instance}/drain",
+    tag = "instances",
+    params(("pool" = String, Path, description = "Pool name"), ("instance" = String, Path, description = "The instance's `host:port`")),
+    responses((status = 200, description = "Draining: no new requests", body = serde_json::Value), (status = 404, description = "No such pool or instance"))
+)]
 pub async fn drain(
     State(state): State<AdminState>,
     Path((pool, instance)): Path<(String, String)>,
@@ -257,6 +353,13 @@ pub async fn drain(
 }
 
 /// `POST /v1/pools/{pool}/instances/{instance}/undrain`.
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/instances/{instance}/undrain",
+    tag = "instances",
+    params(("pool" = String, Path, description = "Pool name"), ("instance" = String, Path, description = "The instance's `host:port`")),
+    responses((status = 200, description = "Back in rotation", body = serde_json::Value), (status = 404, description = "No such pool or instance"))
+)]
 pub async fn undrain(
     State(state): State<AdminState>,
     Path((pool, instance)): Path<(String, String)>,
@@ -284,6 +387,13 @@ async fn edit_instance(
 }
 
 /// `DELETE /v1/pools/{pool}/instances/{instance}`.
+#[utoipa::path(
+    delete,
+    path = "/v1/pools/{pool}/instances/{instance}",
+    tag = "instances",
+    params(("pool" = String, Path, description = "Pool name"), ("instance" = String, Path, description = "The instance's `host:port`")),
+    responses((status = 204, description = "Removed"), (status = 404, description = "No such pool or instance"))
+)]
 pub async fn delete_instance(
     State(state): State<AdminState>,
     Path((pool, instance)): Path<(String, String)>,
@@ -318,6 +428,14 @@ pub struct PickRequest {
 /// choose for the described request, and the ranking behind it (for
 /// clients that balance themselves). Nothing is sent; in-flight counts do
 /// not change. 503 when no instance is available.
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/pick",
+    tag = "pools",
+    request_body = serde_json::Value,
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 200, description = "The instance the balancer would choose, and its ranking", body = serde_json::Value), (status = 404, description = "No such pool"), (status = 503, description = "No instance available"))
+)]
 pub async fn pick(
     State(state): State<AdminState>,
     Path(pool): Path<String>,
@@ -370,11 +488,24 @@ pub async fn pick(
 }
 
 /// `GET /v1/routes`.
+#[utoipa::path(
+    get,
+    path = "/v1/routes",
+    tag = "routes",
+    responses((status = 200, description = "The routes in match order", body = serde_json::Value))
+)]
 pub async fn list_routes(State(state): State<AdminState>) -> Json<Vec<RouteConfig>> {
     Json(state.control.config().routes)
 }
 
 /// `POST /v1/routes`: appends a route (201, with its index).
+#[utoipa::path(
+    post,
+    path = "/v1/routes",
+    tag = "routes",
+    request_body = serde_json::Value,
+    responses((status = 201, description = "Appended: its index", body = serde_json::Value), (status = 422, description = "Invalid"))
+)]
 pub async fn add_route(
     State(state): State<AdminState>,
     body: Bytes,
@@ -400,6 +531,13 @@ fn route_at(config: &mut Config, index: usize) -> Result<&mut RouteConfig, Chang
 }
 
 /// `GET /v1/routes/{index}`.
+#[utoipa::path(
+    get,
+    path = "/v1/routes/{index}",
+    tag = "routes",
+    params(("index" = usize, Path, description = "Route position, from 0")),
+    responses((status = 200, description = "The route", body = serde_json::Value), (status = 404, description = "No such route"))
+)]
 pub async fn get_route(
     State(state): State<AdminState>,
     Path(index): Path<usize>,
@@ -409,6 +547,14 @@ pub async fn get_route(
 }
 
 /// `PUT /v1/routes/{index}`: replaces the route.
+#[utoipa::path(
+    put,
+    path = "/v1/routes/{index}",
+    tag = "routes",
+    request_body = serde_json::Value,
+    params(("index" = usize, Path, description = "Route position, from 0")),
+    responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 404, description = "No such route"), (status = 422, description = "Invalid"))
+)]
 pub async fn put_route(
     State(state): State<AdminState>,
     Path(index): Path<usize>,
@@ -425,6 +571,13 @@ pub async fn put_route(
 }
 
 /// `DELETE /v1/routes/{index}`: later routes move up by one.
+#[utoipa::path(
+    delete,
+    path = "/v1/routes/{index}",
+    tag = "routes",
+    params(("index" = usize, Path, description = "Route position, from 0")),
+    responses((status = 204, description = "Deleted; later routes move up"), (status = 404, description = "No such route"))
+)]
 pub async fn delete_route(
     State(state): State<AdminState>,
     Path(index): Path<usize>,
@@ -476,6 +629,13 @@ async fn next_event(
 /// one JSON object each (`category` added) — over a WebSocket when the
 /// request asks for the upgrade (text messages), else as server-sent
 /// events (event name = category; a comment every 15 s keeps it open).
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    params(("kind" = Option<String>, Query, description = "Comma-separated categories (`health`, `failover`, `config`) or kinds")),
+    responses((status = 101, description = "WebSocket: one JSON event per text message"), (status = 200, description = "Server-sent events", content_type = "text/event-stream", body = String))
+)]
 pub async fn events(
     State(state): State<AdminState>,
     Query(filter): Query<EventFilter>,
