@@ -6,7 +6,10 @@
 //! the `canary-split` example plugin (compiled from `plugins/canary-split`
 //! and embedded in this binary) configured to send 20% of requests to the
 //! canary. It prints the URL, a curl loop to try, and the per-upstream counts
-//! once a second while traffic arrives. Ctrl-C stops everything cleanly.
+//! once a second while traffic arrives. The admin API and the dashboard run
+//! on their own listener (`--admin`, default `127.0.0.1:9901`, no token):
+//! drain an instance from the dashboard and watch the counts move.
+//! Ctrl-C stops everything cleanly.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,8 +21,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::{
-    BuiltinStrategy, Config, InstanceConfig, ListenerConfig, PluginStrategyConfig, PoolConfig,
-    RouteConfig, RouteMatch, StrategyConfig,
+    AdminConfig, BuiltinStrategy, Config, InstanceConfig, ListenerConfig, PluginStrategyConfig,
+    PoolConfig, RouteConfig, RouteMatch, StrategyConfig,
 };
 use crate::plugin::PluginHost;
 use crate::proxy::{Switchyard, shutdown_signal};
@@ -36,11 +39,12 @@ const UPSTREAMS: [(&str, &str); 3] = [
     ("upstream-3", "canary"),
 ];
 
-/// Runs the demo with its listener on `listen` until Ctrl-C or SIGTERM.
+/// Runs the demo with its listener on `listen` and the admin API on `admin`
+/// until Ctrl-C or SIGTERM.
 ///
 /// # Errors
 /// When a socket cannot bind or the embedded plugin cannot be written or loaded.
-pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
+pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     let mut instances = Vec::new();
     let mut counters = Vec::new();
     for (name, track) in UPSTREAMS {
@@ -102,7 +106,14 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
         )]),
         shutdown_grace_ms: 5_000,
         event_cooldown_ms: 30_000,
-        admin: None,
+        admin: Some(AdminConfig {
+            listen: admin,
+            token_env: None,
+            token_file: None,
+            state_file: dir.join("state.json"),
+            plugins_dir: dir.join("plugins"),
+            recent_requests: 256,
+        }),
     };
 
     let host = PluginHost::new()?;
@@ -120,6 +131,12 @@ pub async fn run(listen: SocketAddr) -> anyhow::Result<()> {
     println!();
     println!("  URL:   http://{addr}/");
     println!("  try:   for i in $(seq 1 50); do curl -s http://{addr}/; echo; done");
+    if let Some(admin) = switchyard.admin_addr() {
+        println!("  dashboard:  http://{admin}/dashboard");
+        println!(
+            "  admin API:  curl -s http://{admin}/v1/status   (all resources: http://{admin}/openapi.json)"
+        );
+    }
     println!();
     println!("Per-upstream counts appear below as traffic arrives. Ctrl-C to stop.");
 

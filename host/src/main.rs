@@ -41,6 +41,9 @@ enum Command {
         /// Where the demo's listener binds.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
+        /// Where the demo's admin API and dashboard bind.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
     },
 }
 
@@ -81,7 +84,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 .with_context(|| path.display().to_string())?;
             println!("{}: ok", path.display());
         }
-        Command::Demo { listen } => switchyard::demo::run(listen).await?,
+        Command::Demo { listen, admin } => switchyard::demo::run(listen, admin).await?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 mod admin;
 mod balancing;
 mod config;
+mod dashboard;
 mod failover;
 mod fusion;
 mod health;

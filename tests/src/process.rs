@@ -76,9 +76,19 @@ impl Switchyard {
     /// # Panics
     /// When the process cannot start.
     pub fn spawn(binary: &str, args: &[&str], config: &Path) -> Self {
+        let config = config.to_string_lossy();
+        let mut all = args.to_vec();
+        all.push(&config);
+        Self::run(binary, &all)
+    }
+
+    /// Runs `binary ARGS` without waiting for anything.
+    ///
+    /// # Panics
+    /// When the process cannot start.
+    pub fn run(binary: &str, args: &[&str]) -> Self {
         let mut child = Command::new(binary)
             .args(args)
-            .arg(config)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `/health`, `/ready` | `GET` — liveness and readiness (no token needed) |
 //! | `/openapi.json` | `GET` — this API as an OpenAPI 3 document, generated from the handlers (no token needed) |
+//! | `/dashboard` | `GET` — the web dashboard (one page; `#token=…` when a token is configured) |
 //! | `/v1/status` | `GET` — pools, instances, health, breakers, plugin counters |
 //! | `/metrics` | `GET` — Prometheus text format ([`crate::metrics`]) |
 //! | `/v1/requests` | `GET` — the last requests answered, newest first |
@@ -22,7 +23,8 @@
 //! | `/v1/plugins/{name}` | `PUT` (the `.wasm` as the body; checked first), `DELETE` |
 //! | `/v1/plugins/{name}/reload` | `POST` — rebuild whatever loads it |
 //!
-//! `{instance}` is the instance's `host:port`. Every change goes through
+//! `{instance}` is the instance's `host:port`. The token goes in
+//! `Authorization: Bearer …`, or in `?access_token=…` (for WebSockets). Every change goes through
 //! [`Control::change`]: validated, applied atomically, persisted, then
 //! acknowledged. Errors are JSON `{"error": code, "message": text}` (and
 //! `key` for an invalid field): 400 unreadable body, 401 missing or wrong
@@ -97,6 +99,10 @@ pub fn with_state(state: AdminState) -> Router {
     let (router, spec) = documented().split_for_parts();
     let spec = Arc::new(spec);
     router
+        .route(
+            "/dashboard",
+            get(|| async { axum::response::Html(include_str!("dashboard.html")) }),
+        )
         .route(
             "/openapi.json",
             get(move || {
@@ -184,8 +190,9 @@ impl AdminState {
     }
 }
 
-/// Paths open without the token: probes and the API's own description.
-const OPEN_PATHS: [&str; 3] = ["/health", "/ready", "/openapi.json"];
+/// Paths open without the token: probes, the API's own description and
+/// the dashboard page (which asks the API with the token itself).
+const OPEN_PATHS: [&str; 4] = ["/health", "/ready", "/openapi.json", "/dashboard"];
 
 /// Refuses a request without the configured bearer token (401), except
 /// for [`OPEN_PATHS`].
@@ -196,11 +203,17 @@ async fn authorize(State(state): State<AdminState>, request: Request, next: Next
     if OPEN_PATHS.contains(&request.uri().path()) {
         return next.run(request).await;
     }
+    // A browser's WebSocket cannot set headers: `?access_token=` too.
+    let from_query = request.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|pair| pair.strip_prefix("access_token="))
+    });
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or(from_query);
     if given.is_some_and(|g| constant_time_eq(g.as_bytes(), expected.as_bytes())) {
         next.run(request).await
     } else {
