@@ -86,6 +86,7 @@ impl Control {
         state_file: Option<PathBuf>,
     ) -> Result<Self, StartError> {
         let reporting = Reporting::new(&config);
+        host.publish_faults_to(&reporting.events);
         let router = Router::rebuild(&config, &host, &reporting, None, &|_| false)?;
         Ok(Self {
             host,

@@ -18,7 +18,7 @@
 //! | `switchyard_instance_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `pool`, `instance` |
 //! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
 //! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
-//! | `switchyard_plugin_calls_total` / `_faults_total` | counter | `pool`, `kind` |
+//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` | counter | `pool`, `kind` |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -230,6 +230,8 @@ fn state_registry(router: &Router) -> Registry {
     );
     let calls = Family::<PluginLabels, Counter>::default();
     let faults = Family::<PluginLabels, Counter>::default();
+    let call_seconds =
+        Family::<PluginLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
     registry.register(
         "switchyard_plugin_calls",
         "Calls into the pool's plugin",
@@ -239,6 +241,11 @@ fn state_registry(router: &Router) -> Registry {
         "switchyard_plugin_faults",
         "Plugin faults (the built-in served the decision)",
         faults.clone(),
+    );
+    registry.register(
+        "switchyard_plugin_call_seconds",
+        "Time spent in calls into the pool's plugin (divided by calls: the mean call latency)",
+        call_seconds.clone(),
     );
     let cache = Family::<CacheLabels, Counter>::default();
     registry.register(
@@ -289,6 +296,9 @@ fn state_registry(router: &Router) -> Registry {
             };
             calls.get_or_create(&labels).inc_by(stats.calls());
             faults.get_or_create(&labels).inc_by(stats.faults());
+            call_seconds
+                .get_or_create(&labels)
+                .inc_by(stats.call_seconds());
         }
     }
     for (index, route) in router.routes().iter().enumerate() {

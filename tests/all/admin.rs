@@ -429,3 +429,57 @@ async fn events_stream_over_a_websocket() {
         (Some("config_changed"), Some("config"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
+    use switchyard_tests::fixtures;
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures::HOSTILE_BALANCER, dir.path().join("trap.wasm")).unwrap();
+    let config = with_admin(&instances(&ups)).replace(
+        "strategy = { kind = \"round-robin\" }",
+        "strategy = { kind = \"plugin\", path = \"trap.wasm\", config = { mode = \"trap\" } }",
+    );
+    let proxy = serve(&dir, &config);
+    let api = proxy.admin_url();
+    let mut stream = client()
+        .get(format!("{api}/v1/events?kind=plugin"))
+        .send()
+        .await
+        .unwrap();
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "the fallback strategy served");
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.contains("plugin_fault") {
+        assert!(Instant::now() < deadline, "no event; got {seen:?}");
+        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("stream ended: {other:?}; got {seen:?}"),
+        }
+    }
+    assert!(
+        seen.contains("event: plugin") && seen.contains("trap.wasm"),
+        "{seen}"
+    );
+    let text = client()
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"switchyard_plugin_faults_total{pool="p",kind="balancer"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"switchyard_plugin_call_seconds_total{pool="p",kind="balancer"}"#),
+        "{text}"
+    );
+}

@@ -69,7 +69,8 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .iter()
         .filter_map(|p| {
             p.plugin_stats.as_ref().map(|s| {
-                json!({ "pool": p.name, "kind": "balancer", "calls": s.calls(), "faults": s.faults() })
+                json!({ "pool": p.name, "kind": "balancer", "calls": s.calls(),
+                        "faults": s.faults(), "call_seconds": s.call_seconds() })
             })
         })
         .collect();
@@ -592,7 +593,7 @@ pub async fn delete_route(
 }
 
 /// `?kind=` of `/v1/events`: comma-separated categories (`health`,
-/// `failover`, `config`) or event kinds (`breaker_open`, …). Default: all.
+/// `failover`, `plugin`, `config`) or event kinds (`breaker_open`, …). Default: all.
 #[derive(Debug, Default, Deserialize)]
 pub struct EventFilter {
     kind: Option<String>,

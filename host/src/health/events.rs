@@ -51,17 +51,20 @@ pub enum EventKind {
     BreakerClosed,
     /// A configuration change was applied (never rate-limited).
     ConfigChanged,
+    /// A plugin faulted; the built-in served the decision.
+    PluginFault,
 }
 
 impl EventKind {
     /// The family of the kind, for filters: `health` (checks, ejections,
-    /// panic mode, trends), `failover` (breakers) or `config`.
+    /// panic mode, trends), `failover` (breakers), `plugin` (faults) or `config`.
     pub fn category(self) -> &'static str {
         match self {
             EventKind::BreakerOpen | EventKind::BreakerHalfOpen | EventKind::BreakerClosed => {
                 "failover"
             }
             EventKind::ConfigChanged => "config",
+            EventKind::PluginFault => "plugin",
             _ => "health",
         }
     }

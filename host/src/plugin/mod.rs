@@ -61,6 +61,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub struct PluginHost {
     engine: Engine,
     _ticker: Arc<Ticker>,
+    /// Where plugin faults are published as events, once a control plane
+    /// has set it.
+    events: Arc<std::sync::OnceLock<Arc<crate::health::EventBus>>>,
 }
 
 struct Ticker {
@@ -97,7 +100,26 @@ impl PluginHost {
         Ok(Self {
             engine,
             _ticker: Arc::new(Ticker { stop }),
+            events: Arc::default(),
         })
+    }
+
+    /// Publishes plugin faults on `events` from now on (the first bus set stays).
+    pub fn publish_faults_to(&self, events: &Arc<crate::health::EventBus>) {
+        let _ = self.events.set(Arc::clone(events));
+    }
+
+    /// A `plugin_fault` event (rate-limited per plugin by the bus's cooldown).
+    pub(crate) fn publish_fault(&self, plugin: &str, faults: u64, fault: &Fault) {
+        if let Some(events) = self.events.get() {
+            events.publish(crate::health::HealthEvent::new(
+                "",
+                Some(plugin),
+                crate::health::EventKind::PluginFault,
+                crate::health::Severity::Warning,
+                format!("plugin {plugin} faulted ({faults} so far): {fault}; the built-in served"),
+            ));
+        }
     }
 
     /// The engine, for compiling components.
@@ -202,6 +224,7 @@ pub struct Limits {
 pub struct PluginStats {
     calls: AtomicU64,
     faults: AtomicU64,
+    call_nanos: AtomicU64,
 }
 
 impl PluginStats {
@@ -215,8 +238,15 @@ impl PluginStats {
         self.faults.load(Ordering::Relaxed)
     }
 
-    fn count_call(&self) {
+    /// Time spent in calls, seconds (with [`calls`](Self::calls): the mean latency).
+    pub fn call_seconds(&self) -> f64 {
+        self.call_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+
+    fn count_call(&self, took: Duration) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+        self.call_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
     }
 
     /// Counts a fault and returns the new total.

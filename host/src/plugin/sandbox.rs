@@ -151,9 +151,10 @@ impl<L> Sandbox<L> {
             }
             match guard.as_mut() {
                 Some(live) => {
-                    self.stats.count_call();
                     self.arm(&mut live.store);
+                    let started = std::time::Instant::now();
                     let result = call(live);
+                    self.stats.count_call(started.elapsed());
                     if matches!(
                         result,
                         Err(Fault::Trap(_) | Fault::Deadline { .. } | Fault::Memory { .. })
@@ -173,6 +174,7 @@ impl<L> Sandbox<L> {
                 reason = %fault,
                 "plugin fault; the built-in fallback serves this decision"
             );
+            self.host.publish_fault(&self.plugin, faults, &fault);
             fault
         })
     }
