@@ -51,7 +51,7 @@ enum Target {
 enum Resolver {
     Builtin(Builtin),
     Plugin {
-        plugin: WasmResolver,
+        plugin: Box<WasmResolver>,
         fallback: Builtin,
     },
 }
@@ -163,7 +163,10 @@ impl FanOut {
                 let fallback = Builtin::new(&p.fallback).ok_or_else(|| {
                     StartError::Route(format!("{key}.fallback: not a built-in resolver"))
                 })?;
-                Resolver::Plugin { plugin, fallback }
+                Resolver::Plugin {
+                    plugin: Box::new(plugin),
+                    fallback,
+                }
             }
             other => Resolver::Builtin(
                 Builtin::new(other)
