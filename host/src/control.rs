@@ -101,7 +101,8 @@ impl Control {
     }
 
     /// The configuration to start with: the state file's when it exists
-    /// (the last acknowledged configuration), else `config`.
+    /// (the last acknowledged configuration) with `config`'s `listeners` and
+    /// `admin` (which change only through the file), else `config`.
     ///
     /// # Errors
     /// A reason naming the state file when it exists but cannot be read,
@@ -115,8 +116,11 @@ impl Control {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
             Err(e) => return Err(format!("state file `{}`: {e}", path.display())),
         };
-        let restored: Config = serde_json::from_str(&text)
+        let mut restored: Config = serde_json::from_str(&text)
             .map_err(|e| format!("state file `{}`: {e}", path.display()))?;
+        // Those two change only through the file (and a restart).
+        restored.listeners = config.listeners;
+        restored.admin = config.admin;
         restored
             .check()
             .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
@@ -281,4 +285,40 @@ fn persist(path: &Path, config: &Config) -> std::io::Result<()> {
     file.as_file().sync_all()?;
     file.persist(path).map_err(|e| e.error)?;
     std::fs::File::open(dir)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restore_takes_the_state_but_listeners_and_admin_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |listen: &str, pools: &str| {
+            format!(
+                "[[listeners]]\nlisten = \"{listen}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                 state_file = \"state.json\"\n{pools}"
+            )
+        };
+        let one = "[pools.a]\ninstances = [{ url = \"http://127.0.0.1:1\" }]\n";
+        let two = format!("{one}[pools.b]\ninstances = [{{ url = \"http://127.0.0.1:2\" }}]\n");
+        let file = |t: &str| Config::parse(t, Path::new("c.toml"), dir.path()).unwrap();
+        // No state file: the file as it is.
+        let config = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap();
+        assert_eq!(config.pools.len(), 1);
+        // A state file with another pool and another listener.
+        let state = file(&text("127.0.0.1:9999", &two));
+        persist(&dir.path().join("state.json"), &state).unwrap();
+        let restored = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap();
+        assert_eq!(restored.pools.len(), 2, "acknowledged changes win");
+        assert_eq!(
+            restored.listeners[0].listen.port(),
+            8080,
+            "listeners come from the file"
+        );
+        // A corrupt state file is an error naming it, not a silent reset.
+        std::fs::write(dir.path().join("state.json"), "{").unwrap();
+        let err = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap_err();
+        assert!(err.contains("state.json"), "{err}");
+    }
 }
