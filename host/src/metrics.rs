@@ -18,7 +18,7 @@
 //! | `switchyard_instance_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `pool`, `instance` |
 //! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
 //! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
-//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` | counter | `pool`, `kind` |
+//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -288,18 +288,41 @@ fn state_registry(router: &Router) -> Registry {
             }
         }
     }
+    let mut plugins: Vec<(String, &str, std::sync::Arc<crate::plugin::PluginStats>)> = Vec::new();
     for pool in router.pools() {
-        if let Some(stats) = &pool.plugin_stats {
-            let labels = PluginLabels {
-                pool: pool.name.clone(),
-                kind: "balancer".into(),
-            };
-            calls.get_or_create(&labels).inc_by(stats.calls());
-            faults.get_or_create(&labels).inc_by(stats.faults());
-            call_seconds
-                .get_or_create(&labels)
-                .inc_by(stats.call_seconds());
+        let name = || pool.name.clone();
+        plugins.extend(pool.plugin_stats.clone().map(|s| (name(), "balancer", s)));
+        plugins.extend(
+            pool.active_check
+                .as_ref()
+                .and_then(|c| c.plugin_stats())
+                .map(|s| (name(), "health-check", s)),
+        );
+        plugins.extend(
+            pool.failover_plugin
+                .as_ref()
+                .map(|f| (name(), "failover", f.stats())),
+        );
+    }
+    for (index, route) in router.routes().iter().enumerate() {
+        if let Target::FanOut(fan_out) = &route.target {
+            plugins.extend(
+                fan_out
+                    .plugin_stats()
+                    .map(|s| (format!("route {index}"), "resolver", s)),
+            );
         }
+    }
+    for (pool, kind, stats) in plugins {
+        let labels = PluginLabels {
+            pool,
+            kind: kind.into(),
+        };
+        calls.get_or_create(&labels).inc_by(stats.calls());
+        faults.get_or_create(&labels).inc_by(stats.faults());
+        call_seconds
+            .get_or_create(&labels)
+            .inc_by(stats.call_seconds());
     }
     for (index, route) in router.routes().iter().enumerate() {
         if let Target::FanOut(fan_out) = &route.target

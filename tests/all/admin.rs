@@ -436,10 +436,18 @@ async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
     let ups = upstreams(2);
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(fixtures::HOSTILE_BALANCER, dir.path().join("trap.wasm")).unwrap();
-    let config = with_admin(&instances(&ups)).replace(
-        "strategy = { kind = \"round-robin\" }",
-        "strategy = { kind = \"plugin\", path = \"trap.wasm\", config = { mode = \"trap\" } }",
-    );
+    std::fs::copy(fixtures::HOSTILE_RESOLVER, dir.path().join("resolver.wasm")).unwrap();
+    let config = with_admin(&instances(&ups))
+        .replace(
+            "strategy = { kind = \"round-robin\" }",
+            "strategy = { kind = \"plugin\", path = \"trap.wasm\", config = { mode = \"trap\" } }",
+        )
+        .replace(
+            "[[routes]]\npool = \"p\"",
+            "[[routes]]\nmatch = { path_prefix = \"/fused\" }\n\
+             fan_out = { pool = \"p\", resolver = { kind = \"plugin\", plugin = { path = \"resolver.wasm\" } } }\n\
+             [[routes]]\npool = \"p\"",
+        );
     let proxy = serve(&dir, &config);
     let api = proxy.admin_url();
     let mut stream = client()
@@ -480,6 +488,24 @@ async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
     );
     assert!(
         text.contains(r#"switchyard_plugin_call_seconds_total{pool="p",kind="balancer"}"#),
+        "{text}"
+    );
+    let fused = client()
+        .get(format!("{}/fused", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fused.status(), 200, "the fallback resolver served");
+    let text = client()
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(r#"switchyard_plugin_faults_total{pool="route 0",kind="resolver"} 1"#),
         "{text}"
     );
 }

@@ -106,6 +106,11 @@ pub struct ActiveCheck {
 }
 
 impl ActiveCheck {
+    /// The health-check plugin's counters, when the check is a plugin.
+    pub fn plugin_stats(&self) -> Option<std::sync::Arc<crate::plugin::PluginStats>> {
+        self.plugin.as_ref().map(WasmHealthCheck::stats)
+    }
+
     /// Prepares `config` (validated at load), loading its plugin if any.
     ///
     /// # Errors

@@ -104,6 +104,11 @@ impl WasmFailover {
         Ok(failover)
     }
 
+    /// The plugin's call and fault counters.
+    pub fn stats(&self) -> std::sync::Arc<super::PluginStats> {
+        self.sandbox.stats()
+    }
+
     fn instantiate(&self) -> Result<Live<FailoverPlugin>, Fault> {
         self.sandbox.instantiate(
             |store| self.pre.instantiate(store),

@@ -55,6 +55,11 @@ impl WasmHealthCheck {
         Ok(check)
     }
 
+    /// The plugin's call and fault counters.
+    pub fn stats(&self) -> std::sync::Arc<super::PluginStats> {
+        self.sandbox.stats()
+    }
+
     fn instantiate(&self) -> Result<Live<HealthCheckPlugin>, Fault> {
         self.sandbox.instantiate(
             |store| self.pre.instantiate(store),

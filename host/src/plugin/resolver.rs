@@ -67,6 +67,11 @@ impl WasmResolver {
         Ok(resolver)
     }
 
+    /// The plugin's call and fault counters.
+    pub fn stats(&self) -> std::sync::Arc<super::PluginStats> {
+        self.sandbox.stats()
+    }
+
     fn instantiate(&self) -> Result<Live<ResolverPlugin>, Fault> {
         self.sandbox.instantiate(
             |store| self.pre.instantiate(store),

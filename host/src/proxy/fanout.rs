@@ -216,6 +216,14 @@ impl FanOut {
         &self.quality
     }
 
+    /// The resolver plugin's counters, when the resolver is a plugin.
+    pub fn plugin_stats(&self) -> Option<Arc<crate::plugin::PluginStats>> {
+        match &self.resolver {
+            Resolver::Plugin { plugin, .. } => Some(plugin.stats()),
+            Resolver::Builtin(_) => None,
+        }
+    }
+
     /// The cache, when configured.
     pub fn cache(&self) -> Option<&FusionCache> {
         self.cache.as_ref()
