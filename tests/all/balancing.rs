@@ -26,40 +26,53 @@ async fn round_robin_gives_the_exact_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn least_connections_sends_fewer_requests_to_a_slow_upstream() {
+async fn least_connections_avoids_an_instance_holding_requests() {
     let ups = upstreams(3);
-    // Slow by far more than a loaded machine slows the others: the contrast
-    // least-connections reacts to survives CPU contention.
-    ups[0].set_delay(Duration::from_millis(1_000));
+    // Requests to u0 are held for seconds: far longer than the probe below
+    // takes even on a loaded machine.
+    ups[0].set_delay(Duration::from_secs(8));
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
         &single_pool(r#"{ kind = "least-connections" }"#, &instances(&ups)),
     );
-    let client = client();
-    // 6 concurrent clients, 10 requests each.
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let client = client.clone();
-        let url = format!("{}/", proxy.url);
-        tasks.spawn(async move {
-            for _ in 0..10 {
-                let (status, _) = get(&client, &url).await;
+    let url = format!("{}/", proxy.url);
+    // One client, until u0 holds its request (it picks u0 sooner or later:
+    // while all are idle, ties go to a random instance).
+    let background = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let client = client();
+            loop {
+                let (status, body) = get(&client, &url).await;
                 assert_eq!(status, 200);
+                if body == "u0" {
+                    break;
+                }
             }
-        });
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while ups[0].hits() < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "u0 never got a request"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    while let Some(done) = tasks.join_next().await {
-        done.unwrap();
+    // While u0 has a request in flight and the others have none, every pick
+    // goes elsewhere: any two sampled include an idle instance, and P2C takes
+    // the one with fewer in flight (round robin would send a third to u0).
+    let client = client();
+    for _ in 0..20 {
+        let (status, body) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        assert_ne!(
+            body, "u0",
+            "a request went to the instance holding requests"
+        );
     }
-    let (slow, fast) = (ups[0].hits(), ups[1].hits().min(ups[2].hits()));
-    assert_eq!(ups.iter().map(|u| u.hits()).sum::<u64>(), 60);
-    // Round robin would give each 20; the slow one holds its requests longer,
-    // so least-connections sends it far fewer.
-    assert!(
-        slow * 2 < fast,
-        "slow upstream got {slow}, the fast ones at least {fast}"
-    );
+    background.await.unwrap();
 }
 
 /// Serves `requests` sequential GETs to `path` (with `header`, if any) and
