@@ -13,7 +13,8 @@ pub const LOG_WAIT: Duration = Duration::from_secs(60);
 /// The log lines (stderr and stdout) a process has written so far.
 #[derive(Default)]
 struct Log {
-    lines: Mutex<(Vec<String>, bool)>,
+    /// The lines, and how many of the two streams (stderr, stdout) ended.
+    lines: Mutex<(Vec<String>, usize)>,
     changed: Condvar,
 }
 
@@ -109,7 +110,7 @@ impl Switchyard {
                     log.changed.notify_all();
                 }
                 let mut guard = log.lines.lock().unwrap_or_else(|p| p.into_inner());
-                guard.1 = true;
+                guard.1 += 1;
                 log.changed.notify_all();
             });
         }
@@ -140,7 +141,8 @@ impl Switchyard {
                 return line.clone();
             }
             let now = Instant::now();
-            if now >= deadline || guard.1 {
+            // Both streams ended: nothing more will come.
+            if now >= deadline || guard.1 == 2 {
                 panic!(
                     "no log line with `{what}`; the log:\n{}",
                     guard.0.join("\n")
