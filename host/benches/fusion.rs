@@ -156,6 +156,7 @@ fn wasm_vs_builtin(c: &mut Criterion) {
         Limits {
             call_deadline_ms: 1_000,
             memory_limit_bytes: 256 << 20,
+            quarantine: Default::default(),
         },
     )
     .expect("mcp-federation loads");

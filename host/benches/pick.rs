@@ -129,6 +129,7 @@ fn bench_pick(c: &mut Criterion) {
             let limits = Limits {
                 call_deadline_ms: 50,
                 memory_limit_bytes: 64 << 20,
+                quarantine: Default::default(),
             };
             let wasm = WasmStrategy::load(
                 &host,

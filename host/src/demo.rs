@@ -87,6 +87,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                     fallback: BuiltinStrategy::RoundRobin,
                     call_deadline_ms: 5,
                     memory_limit_mib: 16,
+                    quarantine: Default::default(),
                 }),
                 instances,
                 connect_timeout_ms: 1_000,

@@ -19,6 +19,7 @@
 //! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
 //! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
 //! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
+//! | `switchyard_plugin_quarantined` | gauge (0/1) | `pool`, `kind` |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -232,6 +233,7 @@ fn state_registry(router: &Router) -> Registry {
     let faults = Family::<PluginLabels, Counter>::default();
     let call_seconds =
         Family::<PluginLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+    let quarantined = Family::<PluginLabels, Gauge>::default();
     registry.register(
         "switchyard_plugin_calls",
         "Calls into the pool's plugin",
@@ -241,6 +243,11 @@ fn state_registry(router: &Router) -> Registry {
         "switchyard_plugin_faults",
         "Plugin faults (the built-in served the decision)",
         faults.clone(),
+    );
+    registry.register(
+        "switchyard_plugin_quarantined",
+        "1 while the plugin is quarantined (the built-in decides)",
+        quarantined.clone(),
     );
     registry.register(
         "switchyard_plugin_call_seconds",
@@ -323,6 +330,9 @@ fn state_registry(router: &Router) -> Registry {
         call_seconds
             .get_or_create(&labels)
             .inc_by(stats.call_seconds());
+        quarantined
+            .get_or_create(&labels)
+            .set(i64::from(stats.quarantined()));
     }
     for (index, route) in router.routes().iter().enumerate() {
         if let Target::FanOut(fan_out) = &route.target

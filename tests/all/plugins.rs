@@ -204,3 +204,64 @@ async fn latency_p2c_avoids_a_slow_instance() {
     assert!(ups[2].hits() <= 6, "slow instance got {}", ups[2].hits());
     assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_keeps_faulting_is_quarantined_then_retried() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(fixtures::HOSTILE_BALANCER, dir.path().join("trap.wasm")).unwrap();
+    let proxy = serve(
+        &dir,
+        &single_pool(
+            r#"{ kind = "plugin", path = "trap.wasm", config = { mode = "trap" }, quarantine = { faults = 3, window_ms = 60000, backoff_ms = 300, max_backoff_ms = 60000 } }"#,
+            &instances(&ups),
+        ),
+    );
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    // Every request is served (the fallback decides); after 3 faults the
+    // plugin is set aside; after the backoff it is tried again, faults at
+    // once and is set aside for twice as long.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, _) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        if proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("plugin quarantined") && l.contains("backoff_ms=600"))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never quarantined twice:\n{}",
+            proxy.log().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let first = proxy.wait_for_log("plugin quarantined");
+    assert!(
+        first.contains("faults=3") && first.contains("backoff_ms=300"),
+        "{first}"
+    );
+    // While quarantined the plugin is not called: 3 faults to quarantine it,
+    // 1 on the probe — and no request since.
+    let faults = || {
+        proxy
+            .log()
+            .iter()
+            .filter(|l| l.contains("plugin fault;"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while faults() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            proxy.log().join("\n")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(faults(), 4, "{}", proxy.log().join("\n"));
+}

@@ -70,7 +70,8 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .filter_map(|p| {
             p.plugin_stats.as_ref().map(|s| {
                 json!({ "pool": p.name, "kind": "balancer", "calls": s.calls(),
-                        "faults": s.faults(), "call_seconds": s.call_seconds() })
+                        "faults": s.faults(), "call_seconds": s.call_seconds(),
+                        "quarantined": s.quarantined(), "quarantines": s.quarantines() })
             })
         })
         .collect();

@@ -77,6 +77,58 @@ pub struct PluginRef {
     /// Linear-memory cap of the plugin instance, MiB. Default 16.
     #[serde(default = "defaults::memory_limit_mib")]
     pub memory_limit_mib: u64,
+    /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
+}
+
+/// Quarantine of a plugin that faults repeatedly: after `faults` faults
+/// within `window_ms`, the built-in default makes every decision of the
+/// plugin for `backoff_ms`; then the plugin is tried again, and a fault on
+/// that first try sets it aside again for twice as long (up to
+/// `max_backoff_ms`) — the circuit-breaker pattern, applied to a plugin. A
+/// success ends the doubling. Faults are counted either way.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuarantineConfig {
+    /// Faults within the window that quarantine; 0 = never. Default 5.
+    pub faults: u32,
+    /// The window, ms. Default 10000.
+    pub window_ms: u64,
+    /// First quarantine, ms; doubles on each quarantine without a success
+    /// in between. Default 30000.
+    pub backoff_ms: u64,
+    /// Longest quarantine, ms. Default 600000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for QuarantineConfig {
+    fn default() -> Self {
+        Self {
+            faults: 5,
+            window_ms: 10_000,
+            backoff_ms: 30_000,
+            max_backoff_ms: 600_000,
+        }
+    }
+}
+
+impl QuarantineConfig {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        if self.faults > 0 && (self.window_ms == 0 || self.backoff_ms == 0) {
+            return Err((
+                "quarantine.window_ms".into(),
+                "window_ms and backoff_ms must be > 0".into(),
+            ));
+        }
+        if self.max_backoff_ms < self.backoff_ms {
+            return Err((
+                "quarantine.max_backoff_ms".into(),
+                "must be >= backoff_ms".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// How an active probe is made.
@@ -252,7 +304,7 @@ impl PluginRef {
         if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
             return Err(("memory_limit_mib".into(), "must be 1..=4096".into()));
         }
-        Ok(())
+        self.quarantine.validate()
     }
 
     /// The config as JSON text, and the sandbox limits.
@@ -262,6 +314,7 @@ impl PluginRef {
             crate::plugin::Limits {
                 call_deadline_ms: self.call_deadline_ms,
                 memory_limit_bytes: (self.memory_limit_mib as usize) << 20,
+                quarantine: self.quarantine,
             },
         )
     }

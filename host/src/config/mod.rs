@@ -39,9 +39,9 @@ pub use types::{
     FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
     InstanceConfig, LeastConnectionsConfig, ListenerConfig, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
-    QuorumConfig, ResolverConfig, ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn,
-    RouteConfig, RouteMatch, SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig,
-    WeightedVoteConfig,
+    QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig, ResourceAwareConfig,
+    RetryConfig, RetryOn, RouteConfig, RouteMatch, SourceConfig, StaleConfig, StickyConfig,
+    StrategyConfig, TrendConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

@@ -14,7 +14,9 @@ pub use super::fusion::{
     MostRecentConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig, SourceConfig,
     WeightedVoteConfig,
 };
-pub use super::health::{CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, TrendConfig};
+pub use super::health::{
+    CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, QuarantineConfig, TrendConfig,
+};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -240,6 +242,9 @@ pub struct PluginStrategyConfig {
     /// Linear-memory cap of the plugin instance, MiB. Default 16.
     #[serde(default = "defaults::memory_limit_mib")]
     pub memory_limit_mib: u64,
+    /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
+    #[serde(default)]
+    pub quarantine: QuarantineConfig,
 }
 
 mod defaults {
@@ -545,6 +550,10 @@ impl PoolConfig {
             if plugin.memory_limit_mib == 0 || plugin.memory_limit_mib > 4096 {
                 return Err((key("strategy.memory_limit_mib"), "must be 1..=4096".into()));
             }
+            plugin
+                .quarantine
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("strategy.{k}")), reason))?;
         }
         Ok(())
     }

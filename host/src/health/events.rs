@@ -53,6 +53,8 @@ pub enum EventKind {
     ConfigChanged,
     /// A plugin faulted; the built-in served the decision.
     PluginFault,
+    /// A plugin faulted repeatedly and is set aside for a while.
+    PluginQuarantined,
 }
 
 impl EventKind {
@@ -64,7 +66,7 @@ impl EventKind {
                 "failover"
             }
             EventKind::ConfigChanged => "config",
-            EventKind::PluginFault => "plugin",
+            EventKind::PluginFault | EventKind::PluginQuarantined => "plugin",
             _ => "health",
         }
     }

@@ -71,6 +71,12 @@ pub enum Fault {
     /// The instance could not be rebuilt after an earlier fault.
     #[error("could not be re-instantiated: {0}")]
     Reinstantiate(String),
+    /// Not called: the plugin is quarantined (not a new fault).
+    #[error("is quarantined for {remaining_ms} ms more")]
+    Quarantined {
+        /// Time left in quarantine.
+        remaining_ms: u64,
+    },
 }
 
 impl Fault {

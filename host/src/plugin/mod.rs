@@ -109,6 +109,22 @@ impl PluginHost {
         let _ = self.events.set(Arc::clone(events));
     }
 
+    /// A `plugin_quarantined` event.
+    pub(crate) fn publish_quarantine(&self, plugin: &str, backoff: Duration, faults: u64) {
+        if let Some(events) = self.events.get() {
+            events.publish(crate::health::HealthEvent::new(
+                "",
+                Some(plugin),
+                crate::health::EventKind::PluginQuarantined,
+                crate::health::Severity::Critical,
+                format!(
+                    "plugin {plugin} quarantined for {} ms after {faults} faults; the built-in decides",
+                    backoff.as_millis()
+                ),
+            ));
+        }
+    }
+
     /// A `plugin_fault` event (rate-limited per plugin by the bus's cooldown).
     pub(crate) fn publish_fault(&self, plugin: &str, faults: u64, fault: &Fault) {
         if let Some(events) = self.events.get() {
@@ -217,6 +233,8 @@ pub struct Limits {
     pub call_deadline_ms: u64,
     /// Linear-memory cap, bytes.
     pub memory_limit_bytes: usize,
+    /// When repeated faults set the plugin aside.
+    pub quarantine: crate::config::QuarantineConfig,
 }
 
 /// Counters of one loaded plugin; shared with whoever reports on it.
@@ -225,6 +243,8 @@ pub struct PluginStats {
     calls: AtomicU64,
     faults: AtomicU64,
     call_nanos: AtomicU64,
+    quarantines: AtomicU64,
+    quarantined: AtomicBool,
 }
 
 impl PluginStats {
@@ -236,6 +256,24 @@ impl PluginStats {
     /// Faults: traps, deadline or memory overruns and nonsense answers.
     pub fn faults(&self) -> u64 {
         self.faults.load(Ordering::Relaxed)
+    }
+
+    /// Times the plugin was quarantined.
+    pub fn quarantines(&self) -> u64 {
+        self.quarantines.load(Ordering::Relaxed)
+    }
+
+    /// Whether the plugin is quarantined now (the built-in decides).
+    pub fn quarantined(&self) -> bool {
+        self.quarantined.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_quarantined(&self, on: bool) {
+        if on && !self.quarantined.swap(true, Ordering::Relaxed) {
+            self.quarantines.fetch_add(1, Ordering::Relaxed);
+        } else if !on {
+            self.quarantined.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Time spent in calls, seconds (with [`calls`](Self::calls): the mean latency).

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
@@ -31,6 +32,79 @@ pub struct Sandbox<L> {
     limits: Limits,
     stats: Arc<PluginStats>,
     live: Mutex<Option<Live<L>>>,
+    quarantine: Mutex<Quarantine>,
+}
+
+/// Recent faults and the quarantine they led to (see
+/// [`QuarantineConfig`](crate::config::QuarantineConfig)).
+#[derive(Debug, Default)]
+struct Quarantine {
+    /// Times of the faults within the window, oldest first.
+    recent: std::collections::VecDeque<Instant>,
+    /// Quarantined until then.
+    until: Option<Instant>,
+    /// Quarantines since the last success (the backoff doubles with each).
+    trips: u32,
+    /// The next call is the first after a quarantine.
+    probing: bool,
+}
+
+impl Quarantine {
+    /// `Some(remaining)` while quarantined; when the time is up, the next
+    /// call is a probe.
+    fn blocked(&mut self, now: Instant) -> Option<Duration> {
+        match self.until {
+            Some(until) if now < until => Some(until - now),
+            Some(_) => {
+                self.until = None;
+                self.probing = true;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Records a fault at `now`; returns the quarantine it starts, if any.
+    fn fault(
+        &mut self,
+        now: Instant,
+        policy: &crate::config::QuarantineConfig,
+    ) -> Option<Duration> {
+        if policy.faults == 0 {
+            return None;
+        }
+        let window = Duration::from_millis(policy.window_ms);
+        self.recent.push_back(now);
+        while self
+            .recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            self.recent.pop_front();
+        }
+        if !self.probing && self.recent.len() < policy.faults as usize {
+            return None;
+        }
+        let backoff = Duration::from_millis(
+            policy
+                .backoff_ms
+                .saturating_mul(1 << self.trips.min(20))
+                .min(policy.max_backoff_ms),
+        );
+        self.trips += 1;
+        self.probing = false;
+        self.recent.clear();
+        self.until = Some(now + backoff);
+        Some(backoff)
+    }
+
+    /// Records a success: a probe that succeeds ends the doubling.
+    fn success(&mut self) {
+        if self.probing {
+            self.probing = false;
+            self.trips = 0;
+        }
+    }
 }
 
 impl<L> Sandbox<L> {
@@ -49,6 +123,7 @@ impl<L> Sandbox<L> {
             limits,
             stats: Arc::new(PluginStats::default()),
             live: Mutex::new(None),
+            quarantine: Mutex::new(Quarantine::default()),
         }
     }
 
@@ -144,6 +219,17 @@ impl<L> Sandbox<L> {
         instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
         call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
     ) -> Result<R, Fault> {
+        if let Some(remaining) = self
+            .quarantine
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .blocked(Instant::now())
+        {
+            return Err(Fault::Quarantined {
+                remaining_ms: remaining.as_millis() as u64,
+            });
+        }
+        self.stats.set_quarantined(false);
         let result = {
             let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
             if guard.is_none() {
@@ -166,8 +252,29 @@ impl<L> Sandbox<L> {
                 None => Err(Fault::Reinstantiate("no instance".into())),
             }
         };
+        if result.is_ok() {
+            self.quarantine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .success();
+        }
         result.map_err(|fault| {
             let faults = self.stats.count_fault();
+            let quarantined = self
+                .quarantine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .fault(Instant::now(), &self.limits.quarantine);
+            if let Some(backoff) = quarantined {
+                self.stats.set_quarantined(true);
+                tracing::error!(
+                    plugin = &*self.plugin,
+                    faults,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "plugin quarantined: the built-in makes its decisions until the backoff ends"
+                );
+                self.host.publish_quarantine(&self.plugin, backoff, faults);
+            }
             tracing::warn!(
                 plugin = &*self.plugin,
                 faults,
@@ -247,4 +354,67 @@ pub fn compile_checked(
         path: path.to_path_buf(),
         reason,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::QuarantineConfig;
+
+    const POLICY: QuarantineConfig = QuarantineConfig {
+        faults: 3,
+        window_ms: 1_000,
+        backoff_ms: 100,
+        max_backoff_ms: 250,
+    };
+
+    #[test]
+    fn faults_within_the_window_quarantine_and_the_backoff_doubles_to_its_cap() {
+        let mut q = Quarantine::default();
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        assert_eq!(q.fault(ms(0), &POLICY), None);
+        // An old fault leaves the window.
+        assert_eq!(q.fault(ms(1_500), &POLICY), None);
+        assert_eq!(q.fault(ms(1_600), &POLICY), None);
+        assert_eq!(
+            q.fault(ms(1_700), &POLICY),
+            Some(Duration::from_millis(100))
+        );
+        assert!(q.blocked(ms(1_750)).is_some());
+        // Time up: one probe; its fault quarantines at once, for twice as long.
+        assert_eq!(q.blocked(ms(1_800)), None);
+        assert_eq!(
+            q.fault(ms(1_801), &POLICY),
+            Some(Duration::from_millis(200))
+        );
+        assert_eq!(q.blocked(ms(2_001)), None);
+        assert_eq!(
+            q.fault(ms(2_002), &POLICY),
+            Some(Duration::from_millis(250)),
+            "capped"
+        );
+        // A successful probe ends the doubling.
+        assert_eq!(q.blocked(ms(2_300)), None);
+        q.success();
+        for n in 0..2 {
+            assert_eq!(q.fault(ms(2_400 + n), &POLICY), None);
+        }
+        assert_eq!(
+            q.fault(ms(2_500), &POLICY),
+            Some(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn zero_faults_means_never() {
+        let mut q = Quarantine::default();
+        let policy = QuarantineConfig {
+            faults: 0,
+            ..POLICY
+        };
+        for _ in 0..100 {
+            assert_eq!(q.fault(Instant::now(), &policy), None);
+        }
+    }
 }

@@ -134,6 +134,7 @@ impl Pool {
                 let limits = Limits {
                     call_deadline_ms: plugin.call_deadline_ms,
                     memory_limit_bytes: (plugin.memory_limit_mib as usize) << 20,
+                    quarantine: plugin.quarantine,
                 };
                 let strategy =
                     WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
