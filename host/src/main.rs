@@ -36,6 +36,9 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Work with a plugin file without running a proxy.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Run a self-contained demo: three upstreams behind a Wasm balancer plugin.
     Demo {
         /// Where the demo's listener binds.
@@ -44,6 +47,48 @@ enum Command {
         /// Where the demo's admin API and dashboard bind.
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Which world and WIT version FILE implements, its imports, and whether
+    /// this host can load it (configured with --config); non-zero exit with
+    /// the reason when it cannot.
+    Check {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The plugin's config, JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+    /// Size, sha256, exports and imports of FILE.
+    Inspect {
+        /// The `.wasm` component.
+        file: PathBuf,
+    },
+    /// Calls FILE with synthetic inputs of its kind and prints per-call
+    /// latency percentiles.
+    Bench {
+        /// The `.wasm` component.
+        file: PathBuf,
+        /// The plugin's config, JSON.
+        #[arg(long, default_value = "{}")]
+        config: String,
+        /// Calls to measure.
+        #[arg(long, default_value_t = 10_000)]
+        iterations: usize,
+    },
+    /// Creates a ready-to-build plugin crate NAME of KIND (balancer,
+    /// health-check, failover, resolver) from the SDK's template.
+    New {
+        /// balancer, health-check, failover or resolver.
+        kind: String,
+        /// The crate's name (and directory).
+        name: String,
+        /// Where to create it.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -85,6 +130,55 @@ async fn run(command: Command) -> anyhow::Result<()> {
             println!("{}: ok", path.display());
         }
         Command::Demo { listen, admin } => switchyard::demo::run(listen, admin).await?,
+        Command::Plugin(command) => plugin(command)?,
+    }
+    Ok(())
+}
+
+fn plugin(command: PluginCommand) -> anyhow::Result<()> {
+    use switchyard::plugin::tools;
+    let print = |file: &std::path::Path, i: &tools::Inspection| {
+        println!("{}", file.display());
+        println!(
+            "  kind:     {}",
+            i.kind.unwrap_or("none (not a Switchyard plugin)")
+        );
+        println!("  size:     {} bytes", i.size_bytes);
+        println!("  sha256:   {}", i.sha256);
+        println!("  exports:  {}", i.exports.join(", "));
+        println!("  imports:  {}", i.imports.join(", "));
+    };
+    match command {
+        PluginCommand::Check { file, config } => {
+            let host = PluginHost::new()?;
+            let inspection = tools::check(&host, &file, &config)?;
+            print(&file, &inspection);
+            println!(
+                "  loads:    yes (this host implements its world; configure accepted {config})"
+            );
+        }
+        PluginCommand::Inspect { file } => {
+            let host = PluginHost::new()?;
+            print(&file, &tools::inspect(&host, &file)?);
+        }
+        PluginCommand::Bench {
+            file,
+            config,
+            iterations,
+        } => {
+            let host = PluginHost::new()?;
+            let r = tools::bench(&host, &file, &config, iterations)?;
+            println!("{}: {} plugin, {}", file.display(), r.kind, r.call);
+            println!(
+                "  {} calls ({} faulted): p50 {:?}  p90 {:?}  p99 {:?}  max {:?}",
+                r.calls, r.faults, r.p50, r.p90, r.p99, r.max
+            );
+        }
+        PluginCommand::New { kind, name, dir } => {
+            let root = tools::new_plugin(&kind, &name, &dir).map_err(anyhow::Error::msg)?;
+            println!("created {} ({kind} plugin); build it with:", root.display());
+            println!("  cd {} && cargo build --release", root.display());
+        }
     }
     Ok(())
 }

@@ -265,3 +265,125 @@ async fn a_plugin_that_keeps_faulting_is_quarantined_then_retried() {
     }
     assert_eq!(faults(), 4, "{}", proxy.log().join("\n"));
 }
+
+/// Runs `switchyard ARGS`; (success, stdout + stderr).
+fn switchyard_cli(args: &[&str]) -> (bool, String) {
+    let output = std::process::Command::new(crate::BINARY)
+        .args(args)
+        .output()
+        .expect("run switchyard");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn plugin_check_inspect_and_bench_say_what_a_file_is() {
+    use sha2::Digest;
+    let (ok, text) = switchyard_cli(&["plugin", "check", fixtures::CANARY_SPLIT]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("kind:     balancer") && text.contains("loads:    yes"),
+        "{text}"
+    );
+    assert!(text.contains("switchyard:plugin/balancer@0.1.0"), "{text}");
+
+    let (ok, text) = switchyard_cli(&["plugin", "inspect", fixtures::RESOLVER_FIRST]);
+    assert!(ok, "{text}");
+    let sha = sha2::Sha256::digest(std::fs::read(fixtures::RESOLVER_FIRST).unwrap());
+    let hex: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        text.contains(&hex) && text.contains("kind:     resolver"),
+        "{text}"
+    );
+
+    // Refusals exit non-zero with the reason.
+    let dir = tempfile::tempdir().unwrap();
+    let text_file = dir.path().join("notes.wasm");
+    std::fs::write(&text_file, "not wasm").unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    for (file, config, reason) in [
+        (text_file.to_str().unwrap(), "{}", "no `\\0asm` magic bytes"),
+        (core.to_str().unwrap(), "{}", "core WebAssembly module"),
+        (
+            fixtures::RETRY_SCHEDULE,
+            r#"{"bogus": 1}"#,
+            "unknown field `bogus`",
+        ),
+    ] {
+        let (ok, text) = switchyard_cli(&["plugin", "check", file, "--config", config]);
+        assert!(!ok && text.contains(reason), "{file}: {text}");
+    }
+
+    let (ok, text) = switchyard_cli(&[
+        "plugin",
+        "bench",
+        fixtures::LATENCY_P2C,
+        "--iterations",
+        "200",
+    ]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("balancer plugin") && text.contains("200 calls (0 faulted): p50"),
+        "{text}"
+    );
+    let (ok, text) = switchyard_cli(&[
+        "plugin",
+        "bench",
+        fixtures::HOSTILE_FAILOVER,
+        "--iterations",
+        "20",
+    ]);
+    assert!(ok && text.contains("20 calls (20 faulted)"), "{text}");
+}
+
+#[test]
+fn plugin_new_creates_a_crate_that_builds_and_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    for kind in ["balancer", "health-check", "failover", "resolver"] {
+        let name = format!("my-{kind}");
+        let (ok, text) = switchyard_cli(&[
+            "plugin",
+            "new",
+            kind,
+            &name,
+            "--dir",
+            dir.path().to_str().unwrap(),
+        ]);
+        assert!(ok, "{text}");
+    }
+    let (ok, text) = switchyard_cli(&[
+        "plugin",
+        "new",
+        "router",
+        "x",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!ok && text.contains("unknown kind `router`"), "{text}");
+    // Build every new crate for wasm32-wasip2, sharing the plugins' target
+    // dir (its dependencies are built already), and check what came out.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-plugins");
+    for kind in ["balancer", "health-check", "failover", "resolver"] {
+        let root = dir.path().join(format!("my-{kind}"));
+        let status = std::process::Command::new(env!("CARGO"))
+            .args(["build", "--release", "--offline", "--quiet"])
+            .current_dir(&root)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo");
+        assert!(status.success(), "building the new {kind} plugin");
+        let wasm = target.join(format!(
+            "wasm32-wasip2/release/my_{}.wasm",
+            kind.replace('-', "_")
+        ));
+        let (ok, text) = switchyard_cli(&["plugin", "check", wasm.to_str().unwrap()]);
+        assert!(ok && text.contains(&format!("kind:     {kind}")), "{text}");
+    }
+}

@@ -35,6 +35,7 @@ mod failover;
 mod health;
 mod resolver;
 mod sandbox;
+pub mod tools;
 pub mod wasi;
 
 pub use balancer::WasmStrategy;

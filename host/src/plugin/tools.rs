@@ -1,0 +1,391 @@
+//! What `switchyard plugin check | inspect | bench` do with one `.wasm` file,
+//! without running a proxy.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::{
+    AttemptFacts, Limits, LoadError, PluginHost, RequestFacts, WasmFailover, WasmHealthCheck,
+    WasmResolver, WasmStrategy,
+};
+use crate::balance::{Endpoint, Ranking, RequestContext, Strategy};
+use crate::config::QuarantineConfig;
+use crate::failover::Failure;
+use crate::fusion::{Answer, Outcome, Source, UpstreamResponse};
+use crate::health::active::ProbeAnswer;
+
+/// What a component is.
+#[derive(Debug, Clone)]
+pub struct Inspection {
+    /// `balancer`, `health-check`, `failover` or `resolver`; `None` when it
+    /// exports none of the plugin interfaces this host supports.
+    pub kind: Option<&'static str>,
+    /// Its size, bytes.
+    pub size_bytes: usize,
+    /// sha256 of the file, hex.
+    pub sha256: String,
+    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.0`.
+    pub exports: Vec<String>,
+    /// Interfaces it imports (a plugin may import `host`, `types` and the
+    /// WASI pieces Rust's standard library links).
+    pub imports: Vec<String>,
+}
+
+/// Compiles `path` and describes it.
+///
+/// # Errors
+/// [`LoadError`]: unreadable or not a component.
+pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> {
+    let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+        path: path.to_path_buf(),
+        error,
+    })?;
+    let component = host.compile(path)?;
+    let exports = host.exports_of(&component);
+    let imports = component
+        .component_type()
+        .imports(host.engine())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let kind = super::KINDS
+        .iter()
+        .find(|(_, export)| exports.iter().any(|e| e == export))
+        .map(|(kind, _)| *kind);
+    Ok(Inspection {
+        kind,
+        size_bytes: bytes.len(),
+        sha256: Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
+        exports,
+        imports,
+    })
+}
+
+/// A plugin loaded the way the host loads it, ready to be called with
+/// synthetic inputs.
+enum Loaded {
+    Balancer(WasmStrategy, Vec<Arc<Endpoint>>),
+    Health(WasmHealthCheck, Arc<Endpoint>),
+    Failover(WasmFailover),
+    Resolver(WasmResolver, Vec<Source>),
+}
+
+/// Limits for the tools: a generous deadline (a bench measures, it does not
+/// judge) and no quarantine.
+const TOOL_LIMITS: Limits = Limits {
+    call_deadline_ms: 1_000,
+    memory_limit_bytes: 256 << 20,
+    quarantine: QuarantineConfig {
+        faults: 0,
+        window_ms: 1,
+        backoff_ms: 1,
+        max_backoff_ms: 1,
+    },
+};
+
+fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
+    (0..n)
+        .map(|i| {
+            let port = 9000 + i as u16;
+            let track = if i % 4 == 0 { "canary" } else { "stable" };
+            Arc::new(Endpoint::new(
+                i as u32,
+                format!("http://127.0.0.1:{port}"),
+                format!("127.0.0.1:{port}")
+                    .parse()
+                    .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:9000")),
+                1 + (i % 3) as u32,
+                vec![("track".to_string(), track.to_string())],
+            ))
+        })
+        .collect()
+}
+
+/// Loads `path` as its kind's world with `config_json`: what `check`
+/// reports and `bench` calls.
+fn load(host: &PluginHost, path: &Path, config_json: &str) -> Result<Loaded, LoadError> {
+    let kind = host.kind_of(path)?.0;
+    let json = config_json.to_string();
+    Ok(match kind {
+        "balancer" => {
+            let pool = endpoints(8);
+            Loaded::Balancer(
+                WasmStrategy::load(host, path, json, TOOL_LIMITS, &pool)?,
+                pool,
+            )
+        }
+        "health-check" => Loaded::Health(
+            WasmHealthCheck::load(host, path, json, TOOL_LIMITS)?,
+            endpoints(1).remove(0),
+        ),
+        "failover" => Loaded::Failover(WasmFailover::load(host, path, json, TOOL_LIMITS)?),
+        _ => Loaded::Resolver(
+            WasmResolver::load(host, path, json, TOOL_LIMITS)?,
+            (0..3)
+                .map(|i| Source {
+                    name: format!("source-{i}"),
+                    priority: i,
+                    weight: 1.0,
+                })
+                .collect(),
+        ),
+    })
+}
+
+/// Inspects `path` and loads it as the host would (compile, world and
+/// version check, link, instantiate, `configure(config_json)`).
+///
+/// # Errors
+/// [`LoadError`] with the reason it cannot be loaded.
+pub fn check(host: &PluginHost, path: &Path, config_json: &str) -> Result<Inspection, LoadError> {
+    let inspection = inspect(host, path)?;
+    load(host, path, config_json)?;
+    Ok(inspection)
+}
+
+/// Per-call latency of a plugin under synthetic inputs.
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    /// The plugin's kind.
+    pub kind: &'static str,
+    /// What one call was, e.g. `pick over 8 instances`.
+    pub call: &'static str,
+    /// Calls made (after a warm-up of a tenth as many).
+    pub calls: usize,
+    /// Calls the plugin faulted (the host would have used its fallback).
+    pub faults: usize,
+    /// Latency percentiles: p50, p90, p99, max.
+    pub p50: Duration,
+    /// 90th percentile.
+    pub p90: Duration,
+    /// 99th percentile.
+    pub p99: Duration,
+    /// Slowest call.
+    pub max: Duration,
+}
+
+/// Calls the plugin at `path` `iterations` times with synthetic inputs of
+/// its kind — a pick over 8 instances, a probe and its evaluation, a
+/// decision after a 503, a fusion of 3 JSON answers — through the full
+/// sandbox, and reports per-call latency.
+///
+/// # Errors
+/// [`LoadError`] when it cannot be loaded.
+pub fn bench(
+    host: &PluginHost,
+    path: &Path,
+    config_json: &str,
+    iterations: usize,
+) -> Result<BenchReport, LoadError> {
+    let loaded = load(host, path, config_json)?;
+    let client: SocketAddr = ([127, 0, 0, 1], 40_000).into();
+    let headers = HeaderMap::new();
+    let answers: Vec<Answer> = (0..3)
+        .map(|i| Answer {
+            source: i,
+            latency_us: 1_000,
+            outcome: Outcome::Response(UpstreamResponse {
+                status: StatusCode::OK,
+                headers: HeaderMap::new(),
+                body: Bytes::from(format!(r#"{{"value": {}, "source": {i}}}"#, 40 + i)),
+            }),
+            rejected: None,
+            json: None,
+            key: None,
+        })
+        .collect();
+    let mut ranking = Ranking::new();
+    // One call; true when the plugin faulted.
+    let mut call = || -> bool {
+        match &loaded {
+            Loaded::Balancer(strategy, pool) => {
+                ranking.clear();
+                strategy
+                    .rank(
+                        &RequestContext {
+                            method: &Method::GET,
+                            authority: "example.com",
+                            path: "/cart",
+                            headers: &headers,
+                            client_addr: client,
+                        },
+                        pool,
+                        &mut ranking,
+                    )
+                    .is_err()
+            }
+            Loaded::Health(check, target) => {
+                check.probe(target).is_err()
+                    || check
+                        .evaluate(
+                            target,
+                            &ProbeAnswer::Response {
+                                status: 200,
+                                headers: vec![("content-type".into(), "application/json".into())],
+                                body: Bytes::from_static(br#"{"status": "ok", "load": 0.4}"#),
+                                latency_us: 900,
+                            },
+                        )
+                        .is_err()
+            }
+            Loaded::Failover(failover) => failover
+                .on_failure(&AttemptFacts {
+                    method: "GET",
+                    authority: "example.com",
+                    path: "/cart",
+                    client_addr: client.to_string(),
+                    endpoint: 1,
+                    failure: Failure::Status(503),
+                    attempt: 1,
+                    elapsed_ms: 12,
+                    tried: &[1],
+                    replayable: true,
+                    retries_left: 2,
+                })
+                .is_err(),
+            Loaded::Resolver(resolver, sources) => resolver
+                .resolve(
+                    &RequestFacts {
+                        method: "GET",
+                        authority: "example.com",
+                        path: "/quote",
+                        client_addr: client,
+                    },
+                    sources,
+                    &answers,
+                    &(200..=299),
+                )
+                .is_err(),
+        }
+    };
+    for _ in 0..iterations.div_ceil(10) {
+        call();
+    }
+    let mut times = Vec::with_capacity(iterations);
+    let mut faults = 0;
+    for _ in 0..iterations.max(1) {
+        let started = Instant::now();
+        faults += usize::from(call());
+        times.push(started.elapsed());
+    }
+    times.sort_unstable();
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
+    let (kind, what) = match &loaded {
+        Loaded::Balancer(..) => ("balancer", "pick over 8 instances"),
+        Loaded::Health(..) => ("health-check", "probe + evaluate of a JSON answer"),
+        Loaded::Failover(..) => ("failover", "decision after a 503"),
+        Loaded::Resolver(..) => ("resolver", "resolve 3 JSON answers"),
+    };
+    Ok(BenchReport {
+        kind,
+        call: what,
+        calls: times.len(),
+        faults,
+        p50: at(0.50),
+        p90: at(0.90),
+        p99: at(0.99),
+        max: at(1.0),
+    })
+}
+
+/// The source of a new plugin of each kind (`sdk/templates/`).
+const TEMPLATES: [(&str, &str); 4] = [
+    (
+        "balancer",
+        include_str!("../../../sdk/templates/balancer.rs"),
+    ),
+    (
+        "health-check",
+        include_str!("../../../sdk/templates/health-check.rs"),
+    ),
+    (
+        "failover",
+        include_str!("../../../sdk/templates/failover.rs"),
+    ),
+    (
+        "resolver",
+        include_str!("../../../sdk/templates/resolver.rs"),
+    ),
+];
+
+/// Where this build's SDK lives (the new crate depends on it by path).
+const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+
+/// Creates `dir/NAME`, a ready-to-build plugin crate of `kind` on the SDK:
+/// `Cargo.toml` (a `cdylib`, its own workspace), `.cargo/config.toml`
+/// (builds for `wasm32-wasip2`), `src/lib.rs` (a working plugin of the
+/// kind to start from) and a README with the commands to build and check
+/// it. Returns the crate's directory.
+///
+/// # Errors
+/// A reason: unknown kind, a name that is not `[a-z0-9_-]+`, an existing
+/// directory, or an I/O error.
+pub fn new_plugin(kind: &str, name: &str, dir: &Path) -> Result<std::path::PathBuf, String> {
+    let template = TEMPLATES
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map(|(_, t)| *t)
+        .ok_or_else(|| {
+            format!(
+                "unknown kind `{kind}` (kinds: {})",
+                TEMPLATES.map(|(k, _)| k).join(", ")
+            )
+        })?;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "`{name}`: use lower-case letters, digits, `-` and `_`"
+        ));
+    }
+    let root = dir.join(name);
+    if root.exists() {
+        return Err(format!("`{}` already exists", root.display()));
+    }
+    let sdk = std::fs::canonicalize(SDK_DIR).unwrap_or_else(|_| SDK_DIR.into());
+    let files = [
+        (
+            "Cargo.toml",
+            format!(
+                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+                 [lib]\ncrate-type = [\"cdylib\"]\n\n\
+                 [dependencies]\nswitchyard-sdk = {{ path = {:?} }}\n\n\
+                 # A crate of its own, even inside another workspace.\n[workspace]\n",
+                sdk.display().to_string()
+            ),
+        ),
+        (
+            ".cargo/config.toml",
+            "[build]\ntarget = \"wasm32-wasip2\"\n".to_string(),
+        ),
+        ("src/lib.rs", template.to_string()),
+        (
+            "README.md",
+            format!(
+                "# {name} — a Switchyard {kind} plugin\n\n\
+                 ```sh\nrustup target add wasm32-wasip2\ncargo build --release\n\
+                 switchyard plugin check target/wasm32-wasip2/release/{file}.wasm\n\
+                 switchyard plugin bench target/wasm32-wasip2/release/{file}.wasm\n```\n",
+                file = name.replace('-', "_")
+            ),
+        ),
+    ];
+    for (path, text) in files {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(root)
+}
