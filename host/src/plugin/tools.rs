@@ -72,7 +72,7 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
 /// A plugin loaded the way the host loads it, ready to be called with
 /// synthetic inputs.
 enum Loaded {
-    Balancer(WasmStrategy, Vec<Arc<Endpoint>>),
+    Balancer(Box<WasmStrategy>, Vec<Arc<Endpoint>>),
     Health(WasmHealthCheck, Arc<Endpoint>),
     Failover(WasmFailover),
     Resolver(WasmResolver, Vec<Source>),
