@@ -118,7 +118,7 @@ fn load(host: &PluginHost, path: &Path, config_json: &str) -> Result<Loaded, Loa
         "balancer" => {
             let pool = endpoints(8);
             Loaded::Balancer(
-                WasmStrategy::load(host, path, json, TOOL_LIMITS, &pool)?,
+                Box::new(WasmStrategy::load(host, path, json, TOOL_LIMITS, &pool)?),
                 pool,
             )
         }
