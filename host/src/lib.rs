@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus counters, histograms and state gauges;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
+//! - [`watch`]: the drop-in plugins directory, reloaded without a restart;
 //! - [`telemetry`]: logging set-up.
 
 pub mod admin;
@@ -29,3 +30,4 @@ pub mod metrics;
 pub mod plugin;
 pub mod proxy;
 pub mod telemetry;
+pub mod watch;

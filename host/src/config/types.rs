@@ -417,6 +417,24 @@ impl Config {
 }
 
 impl Config {
+    /// Every plugin file the configuration loads.
+    pub fn plugin_paths(&self) -> Vec<PathBuf> {
+        let mut paths: Vec<PathBuf> = self
+            .pools
+            .values()
+            .flat_map(|pool| pool.plugin_keys().into_iter().map(|(_, p)| p.to_path_buf()))
+            .chain(self.routes.iter().filter_map(
+                |r| match r.fan_out.as_ref().map(|f| &f.resolver) {
+                    Some(ResolverConfig::Plugin(p)) => Some(p.plugin.path.clone()),
+                    _ => None,
+                },
+            ))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
     /// The config keys that load the plugin file `path`, e.g.
     /// `pools.web.strategy` or `routes[2].fan_out.resolver`.
     pub fn plugin_users(&self, path: &Path) -> Vec<String> {

@@ -134,6 +134,12 @@ impl Switchyard {
             });
         }
         self.control.start_health();
+        let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
+        let _watcher = plugins_dir.and_then(|dir| {
+            crate::watch::watch_plugins(Arc::clone(&self.control), &dir)
+                .map_err(|reason| tracing::warn!(%reason, "drop-in plugin reload is off"))
+                .ok()
+        });
         shutdown.await;
         self.control.stop_health();
         tracing::info!("shutting down: no new connections; draining in-flight requests");

@@ -1,0 +1,121 @@
+//! The drop-in plugins directory: adding, replacing or removing a `.wasm`
+//! there takes effect without a restart.
+//!
+//! A watcher (notify, events debounced over [`DEBOUNCE`]) reads every file
+//! that changed. A file whose sha256 did not change is left alone. A changed
+//! file that the configuration loads is reloaded through
+//! [`Control::reload_plugin`]: the new component is compiled, checked and
+//! configured *before* the router is swapped, so requests in flight finish
+//! on the old instance, none fails, and a broken replacement is refused with
+//! the reason while the old instance keeps serving. A new file nothing loads
+//! yet is checked and announced (its kind, or why it is not a plugin). A
+//! removed file that is still loaded keeps serving from memory until the
+//! configuration stops using it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use sha2::{Digest, Sha256};
+
+use crate::control::Control;
+
+/// Changes to one file within this long count as one.
+pub const DEBOUNCE: Duration = Duration::from_millis(250);
+
+/// Watches `dir` (created if missing) for as long as the returned handle lives.
+///
+/// # Errors
+/// A reason when the directory cannot be created or watched.
+pub fn watch_plugins(
+    control: Arc<Control>,
+    dir: &Path,
+) -> Result<Debouncer<RecommendedWatcher>, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut known: HashMap<PathBuf, [u8; 32]> = HashMap::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for path in entries.filter_map(Result::ok).map(|e| e.path()) {
+            if let Some(sha) = sha_of(&path) {
+                known.insert(canonical(&path), sha);
+            }
+        }
+    }
+    let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
+        Ok(events) => {
+            let mut paths: Vec<PathBuf> = events
+                .into_iter()
+                .map(|e| e.path)
+                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+                .collect();
+            paths.sort();
+            paths.dedup();
+            for path in paths {
+                changed(&control, &mut known, &path);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "plugins directory watcher"),
+    })
+    .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    debouncer
+        .watcher()
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    tracing::info!(dir = %dir.display(), "watching the plugins directory for drop-in changes");
+    Ok(debouncer)
+}
+
+fn sha_of(path: &Path) -> Option<[u8; 32]> {
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).into())
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// Handles one changed path.
+fn changed(control: &Control, known: &mut HashMap<PathBuf, [u8; 32]>, path: &Path) {
+    let key = canonical(path);
+    let config = control.config();
+    // The paths the configuration names this file by.
+    let loaded: Vec<PathBuf> = config
+        .plugin_paths()
+        .into_iter()
+        .filter(|p| canonical(p) == key)
+        .collect();
+    let Some(sha) = sha_of(path) else {
+        if known.remove(&key).is_some() && !loaded.is_empty() {
+            tracing::warn!(plugin = %path.display(), "plugin file removed; the loaded instance keeps serving until the configuration stops using it");
+        }
+        return;
+    };
+    if known.get(&key) == Some(&sha) {
+        return;
+    }
+    // Remembered whatever happens below: a refused file is not retried
+    // until it changes again (reading it must not start a reload loop).
+    known.insert(key.clone(), sha);
+    if loaded.is_empty() {
+        match control.plugin_host().kind_of(path) {
+            Ok((kind, interface)) => {
+                tracing::info!(plugin = %path.display(), kind, interface, "plugin available");
+            }
+            Err(error) => tracing::warn!(plugin = %path.display(), %error, "not loadable; ignored"),
+        }
+        return;
+    }
+    for config_path in loaded {
+        match control.reload_plugin(&config_path) {
+            Ok(users) => {
+                tracing::info!(plugin = %path.display(), users = %users.join(", "), "plugin reloaded");
+            }
+            Err(error) => {
+                tracing::error!(plugin = %path.display(), %error, "plugin replacement refused; the previous instance keeps serving");
+            }
+        }
+    }
+}
