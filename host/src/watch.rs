@@ -10,7 +10,8 @@
 //! the reason while the old instance keeps serving. A new file nothing loads
 //! yet is checked and announced (its kind, or why it is not a plugin). A
 //! removed file that is still loaded keeps serving from memory until the
-//! configuration stops using it.
+//! configuration stops using it. Verdicts are kept by sha256, so identical
+//! files (copies, a directory of many) are compiled once.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,7 @@ pub fn watch_plugins(
 ) -> Result<Debouncer<RecommendedWatcher>, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut known: HashMap<PathBuf, [u8; 32]> = HashMap::new();
+    let mut verdicts: Verdicts = HashMap::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for path in entries.filter_map(Result::ok).map(|e| e.path()) {
             if let Some(sha) = sha_of(&path) {
@@ -53,7 +55,7 @@ pub fn watch_plugins(
             paths.sort();
             paths.dedup();
             for path in paths {
-                changed(&control, &mut known, &path);
+                changed(&control, &mut known, &mut verdicts, &path);
             }
         }
         Err(error) => tracing::warn!(%error, "plugins directory watcher"),
@@ -77,8 +79,17 @@ fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
+/// What a file's content is, by sha256: `(kind, interface)` or why it is
+/// not a plugin — identical files are compiled once.
+type Verdicts = HashMap<[u8; 32], Result<(&'static str, &'static str), String>>;
+
 /// Handles one changed path.
-fn changed(control: &Control, known: &mut HashMap<PathBuf, [u8; 32]>, path: &Path) {
+fn changed(
+    control: &Control,
+    known: &mut HashMap<PathBuf, [u8; 32]>,
+    verdicts: &mut Verdicts,
+    path: &Path,
+) {
     let key = canonical(path);
     let config = control.config();
     // The paths the configuration names this file by.
@@ -100,7 +111,13 @@ fn changed(control: &Control, known: &mut HashMap<PathBuf, [u8; 32]>, path: &Pat
     // until it changes again (reading it must not start a reload loop).
     known.insert(key.clone(), sha);
     if loaded.is_empty() {
-        match control.plugin_host().kind_of(path) {
+        let verdict = verdicts.entry(sha).or_insert_with(|| {
+            control
+                .plugin_host()
+                .kind_of(path)
+                .map_err(|e| e.to_string())
+        });
+        match verdict {
             Ok((kind, interface)) => {
                 tracing::info!(plugin = %path.display(), kind, interface, "plugin available");
             }

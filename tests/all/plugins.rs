@@ -306,9 +306,20 @@ fn plugin_check_inspect_and_bench_say_what_a_file_is() {
     std::fs::write(&text_file, "not wasm").unwrap();
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    // Over the size limit: refused before it is read (a sparse file).
+    let huge = dir.path().join("huge.wasm");
+    std::fs::File::create(&huge)
+        .unwrap()
+        .set_len(65 << 20)
+        .unwrap();
     for (file, config, reason) in [
         (text_file.to_str().unwrap(), "{}", "no `\\0asm` magic bytes"),
         (core.to_str().unwrap(), "{}", "core WebAssembly module"),
+        (
+            huge.to_str().unwrap(),
+            "{}",
+            "over the 64 MiB a plugin may have",
+        ),
         (
             fixtures::RETRY_SCHEDULE,
             r#"{"bogus": 1}"#,
@@ -454,4 +465,57 @@ async fn a_plugin_replaced_in_the_plugins_dir_is_reloaded_live_and_a_broken_one_
         refusals, 1,
         "a refused file is not retried until it changes"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_200_plugins_and_junk_is_handled_file_by_file() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"plugins\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\ninstances = [{{ url = \"{}\" }}]\n",
+        ups[0].url()
+    );
+    let proxy = serve(&dir, &toml);
+    proxy.wait_for_log("watching the plugins directory");
+    // 200 plugins dropped in at once, plus a truncated one and a text file.
+    let component = std::fs::read(fixtures::CANARY_SPLIT).unwrap();
+    for i in 0..200 {
+        let temp = plugins.join(format!(".p{i}"));
+        std::fs::write(&temp, &component).unwrap();
+        std::fs::rename(&temp, plugins.join(format!("p{i}.wasm"))).unwrap();
+    }
+    std::fs::write(
+        plugins.join("truncated.wasm"),
+        &component[..component.len() / 2],
+    )
+    .unwrap();
+    std::fs::write(plugins.join("notes.wasm"), "hello").unwrap();
+    let available = || {
+        proxy
+            .log()
+            .iter()
+            .filter(|l| l.contains("plugin available"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while available() < 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 200 announced",
+            available()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for name in ["truncated.wasm", "notes.wasm"] {
+        let line = proxy.wait_for(
+            |l| l.contains("not loadable; ignored") && l.contains(name),
+            name,
+        );
+        assert!(line.contains("not a WebAssembly component"), "{line}");
+    }
+    // The proxy served on throughout and still does.
+    assert_eq!(get(&client(), &format!("{}/", proxy.url)).await.0, 200);
 }

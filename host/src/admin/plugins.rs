@@ -20,8 +20,8 @@ use super::{AdminState, ApiError};
 use crate::control::ChangeError;
 use crate::plugin::PluginHost;
 
-/// Largest upload, bytes (64 MiB).
-pub const MAX_UPLOAD_BYTES: usize = 64 << 20;
+/// Largest upload, bytes: the host's plugin size limit.
+pub const MAX_UPLOAD_BYTES: usize = crate::plugin::MAX_PLUGIN_BYTES;
 
 fn plugins_dir(state: &AdminState) -> PathBuf {
     state

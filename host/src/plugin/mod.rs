@@ -52,6 +52,10 @@ use std::time::Duration;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
+/// Largest plugin file the host reads, bytes (64 MiB): a plugin decides,
+/// it does not carry data; a larger file is refused before it is read.
+pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
+
 /// Interval of the epoch ticker; one tick is one unit of `call_deadline_ms`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 
@@ -148,13 +152,25 @@ impl PluginHost {
     /// small plugin).
     ///
     /// # Errors
-    /// [`LoadError::Read`] or [`LoadError::NotAComponent`] (with a hint when
-    /// the file is a core module rather than a component).
+    /// [`LoadError::Read`] or [`LoadError::NotAComponent`] (over
+    /// [`MAX_PLUGIN_BYTES`], or not a component — with a hint when the file
+    /// is a core module).
     pub fn compile(&self, path: &Path) -> Result<Component, LoadError> {
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+        let read_error = |error| LoadError::Read {
             path: path.to_path_buf(),
             error,
-        })?;
+        };
+        let size = std::fs::metadata(path).map_err(read_error)?.len();
+        if size > MAX_PLUGIN_BYTES as u64 {
+            return Err(LoadError::NotAComponent {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "{size} bytes is over the {} MiB a plugin may have",
+                    MAX_PLUGIN_BYTES >> 20
+                ),
+            });
+        }
+        let bytes = std::fs::read(path).map_err(read_error)?;
         Component::from_binary(&self.engine, &bytes).map_err(|e| {
             let reason = if !bytes.starts_with(b"\0asm") {
                 "not a WebAssembly file (no `\\0asm` magic bytes)".to_string()
