@@ -15,15 +15,7 @@ INSTANCES=${INSTANCES:-10000}
 source host/benches/wrk.sh
 
 UP=(19801 19802 19803)
-mkdir -p "$WORK/up/logs"
-cat > "$WORK/up/nginx.conf" <<NGINX
-worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:${UP[0]}; listen 127.0.0.1:${UP[1]}; listen 127.0.0.1:${UP[2]};
-           location / { return 200 "ok"; } } }
-NGINX
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+upstreams "${UP[@]}"
 
 # A: three real upstreams, admin on 19811. B: 10,000 instances (never sent
 # traffic), admin on 19812.

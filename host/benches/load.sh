@@ -11,15 +11,9 @@ CONNECTIONS=${CONNECTIONS:-32}
 source host/benches/wrk.sh
 
 UP=(19101 19102 19103)
-mkdir -p "$WORK/up/logs" "$WORK/px/logs"
 # Upstreams: one nginx worker answering a 2-byte body on three ports.
-cat > "$WORK/up/nginx.conf" <<NGINX
-worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:${UP[0]}; listen 127.0.0.1:${UP[1]}; listen 127.0.0.1:${UP[2]};
-           location / { return 200 "ok"; } } }
-NGINX
+upstreams "${UP[@]}"
+mkdir -p "$WORK/px/logs"
 # nginx as the reverse proxy: round robin, pooled keep-alive upstream connections.
 cat > "$WORK/px/nginx.conf" <<NGINX
 worker_processes 2; user root; daemon on; pid $WORK/px/nginx.pid; error_log $WORK/px/logs/error.log;
@@ -30,7 +24,6 @@ http { access_log off; keepalive_requests 1000000;
            location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection "";
                         proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for; } } }
 NGINX
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
 nginx -p "$WORK/px" -c "$WORK/px/nginx.conf"
 
 instances="[{ url = \"http://127.0.0.1:${UP[0]}\", labels = { track = \"stable\" } }, { url = \"http://127.0.0.1:${UP[1]}\", labels = { track = \"stable\" } }, { url = \"http://127.0.0.1:${UP[2]}\", labels = { track = \"canary\" } }]"

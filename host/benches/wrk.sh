@@ -2,7 +2,8 @@
 # `set -euo pipefail` and with CONNECTIONS' default set): checks for nginx and
 # wrk, builds the release binary ($BIN), makes a work dir ($WORK) that is
 # removed on exit with every nginx configured under it and every process in
-# `pids`, and defines `run NAME URL`, which drives wrk at $THREADS,
+# `pids`, defines `upstreams PORT...` (nginx answering `ok`) and
+# `run NAME URL`, which drives wrk at $THREADS,
 # $CONNECTIONS and $DURATION and prints one Markdown row:
 # | NAME | req/s | p50 | p99 | errors |
 DURATION=${DURATION:-10s}
@@ -21,6 +22,21 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+# `upstreams PORT...`: one nginx (1 worker) answering `ok` on every PORT of
+# 127.0.0.1, configured under $WORK/up.
+upstreams() {
+  local listen=""
+  for port in "$@"; do listen+="listen 127.0.0.1:$port; "; done
+  mkdir -p "$WORK/up/logs"
+  cat > "$WORK/up/nginx.conf" <<NGINX
+worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { $listen location / { return 200 "ok"; } } }
+NGINX
+  nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+}
 
 run() {
   local out rps p50 p99 errors

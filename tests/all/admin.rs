@@ -17,6 +17,24 @@ fn with_admin(list: &str) -> String {
     )
 }
 
+/// Reads a server-sent-events response until its text contains `needle`
+/// (within a generous bound); returns what was read.
+async fn read_events_until(stream: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` event; got {seen:?}"
+        );
+        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("stream ended: {other:?}; got {seen:?}"),
+        }
+    }
+    seen
+}
+
 async fn admin(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
     let mut request = client().request(method, url);
     if let Some(body) = body {
@@ -196,15 +214,7 @@ async fn events_stream_config_changes_filtered_by_kind() {
     )
     .await;
     assert_eq!(status, 200);
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.contains("config_changed") {
-        assert!(Instant::now() < deadline, "no event; got {seen:?}");
-        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
-            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            other => panic!("stream ended: {other:?}; got {seen:?}"),
-        }
-    }
+    let seen = read_events_until(&mut stream, "config_changed").await;
     assert!(seen.contains("event: config"), "{seen}");
     assert!(seen.contains("\"category\":\"config\""), "{seen}");
 }
@@ -461,15 +471,7 @@ async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "the fallback strategy served");
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.contains("plugin_fault") {
-        assert!(Instant::now() < deadline, "no event; got {seen:?}");
-        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
-            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            other => panic!("stream ended: {other:?}; got {seen:?}"),
-        }
-    }
+    let seen = read_events_until(&mut stream, "plugin_fault").await;
     assert!(
         seen.contains("event: plugin") && seen.contains("trap.wasm"),
         "{seen}"
