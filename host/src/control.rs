@@ -138,11 +138,6 @@ impl Control {
         self.router.load_full()
     }
 
-    /// The swappable router, for the data path.
-    pub fn routers(&self) -> &ArcSwap<Router> {
-        &self.router
-    }
-
     /// The configuration in force.
     pub fn config(&self) -> Config {
         self.lock().config.clone()

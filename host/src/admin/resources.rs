@@ -60,7 +60,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers and plugin counters", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, and per fan-out route each source's quality and the cache counts", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -75,7 +75,32 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             })
         })
         .collect();
-    Json(json!({ "pools": router.status(), "plugins": plugins }))
+    // Fan-out routes: each source's learned quality, and the cache counts.
+    let fan_outs: Vec<Value> = router
+        .routes()
+        .iter()
+        .filter_map(|r| match &r.target {
+            crate::proxy::Target::FanOut(f) => Some((r.index, f)),
+            crate::proxy::Target::Pool(_) => None,
+        })
+        .map(|(route, f)| {
+            let sources: Vec<Value> = f
+                .sources()
+                .iter()
+                .zip(f.quality().snapshot())
+                .map(|(s, q)| {
+                    json!({ "source": s.name, "priority": s.priority, "weight": s.weight,
+                            "acceptance": q.acceptance, "agreement": q.agreement })
+                })
+                .collect();
+            let cache = f.cache().map(|c| {
+                let s = c.stats();
+                json!({ "hits": s.hits, "misses": s.misses, "stale": s.stale })
+            });
+            json!({ "route": route, "sources": sources, "cache": cache })
+        })
+        .collect();
+    Json(json!({ "pools": router.status(), "plugins": plugins, "fan_outs": fan_outs }))
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.

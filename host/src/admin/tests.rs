@@ -378,3 +378,28 @@ async fn the_openapi_document_matches_the_routes_served() {
     // And the document is what `openapi()` generates.
     assert_eq!(spec, serde_json::to_value(super::openapi()).unwrap());
 }
+
+#[tokio::test]
+async fn status_shows_fan_out_sources_and_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = CONFIG.replace(
+        "[[routes]]\nmatch = { path_prefix = \"/api\" }",
+        "[[routes]]\nmatch = { path_prefix = \"/fused\" }\n\
+         fan_out = { sources = [{ pool = \"web\" }, { pool = \"spare\", weight = 2.0 }], resolver = { kind = \"all\" }, cache = {} }\n\
+         [[routes]]\nmatch = { path_prefix = \"/api\" }",
+    );
+    let config = Config::parse(&text, Path::new("t.toml"), dir.path()).unwrap();
+    let control = Arc::new(Control::new(config, PluginHost::new().unwrap(), None).unwrap());
+    let app = with_state(AdminState::new(control, None));
+    let (status, body) = call(&app, "GET", "/v1/status", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let fan_out = &body["fan_outs"][0];
+    assert_eq!(fan_out["route"], 0, "{body}");
+    assert_eq!(fan_out["sources"][1]["source"], "spare");
+    assert_eq!(fan_out["sources"][1]["weight"], 2.0);
+    assert_eq!(
+        fan_out["sources"][0]["acceptance"], 1.0,
+        "no fusion yet: full quality"
+    );
+    assert_eq!(fan_out["cache"]["hits"], 0);
+}

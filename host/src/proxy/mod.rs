@@ -94,11 +94,6 @@ impl Switchyard {
         self.admin.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    /// The configuration in force and its router.
-    pub fn control(&self) -> &Arc<Control> {
-        &self.control
-    }
-
     /// Serves until `shutdown` completes, then drains: stops accepting, lets
     /// in-flight requests finish for up to `shutdown_grace_ms`, and returns.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
