@@ -88,6 +88,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                     call_deadline_ms: 5,
                     memory_limit_mib: 16,
                     quarantine: Default::default(),
+                    capabilities: Vec::new(),
                 }),
                 instances,
                 connect_timeout_ms: 1_000,

@@ -80,6 +80,26 @@ pub struct PluginRef {
     /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Extras granted beyond the `host` interface, e.g. `["clock"]`.
+    /// Default: none (deny by default).
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+}
+
+/// An extra a plugin may be granted; a plugin calling one it was not
+/// granted traps (a fault, so the built-in serves that decision).
+///
+/// | name | what the plugin gets |
+/// |---|---|
+/// | `clock` | `wasi:clocks/monotonic-clock` `now`/`resolution` (ns since an arbitrary start) and `wasi:clocks/wall-clock` `now`/`resolution`; no sleeping (`subscribe-*` trap) |
+/// | `random` | `wasi:random/random` and `wasi:random/insecure`: bytes and `u64`s from the OS's CSPRNG (at most 64 KiB per call) |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Capability {
+    /// Monotonic and wall clocks (read only).
+    Clock,
+    /// Random numbers.
+    Random,
 }
 
 /// Quarantine of a plugin that faults repeatedly: after `faults` faults
@@ -315,6 +335,7 @@ impl PluginRef {
                 call_deadline_ms: self.call_deadline_ms,
                 memory_limit_bytes: (self.memory_limit_mib as usize) << 20,
                 quarantine: self.quarantine,
+                grants: crate::plugin::Grants::from(self.capabilities.as_slice()),
             },
         )
     }

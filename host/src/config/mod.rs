@@ -34,8 +34,8 @@ mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, CheckKind, Compare, CompareKeys,
-    Config, ConflictRule, ConsistentHashConfig, FallbackConfig, FanOutConfig,
+    AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CheckKind, Compare,
+    CompareKeys, Config, ConflictRule, ConsistentHashConfig, FallbackConfig, FanOutConfig,
     FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
     InstanceConfig, LeastConnectionsConfig, ListenerConfig, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,

@@ -15,7 +15,8 @@ pub use super::fusion::{
     WeightedVoteConfig,
 };
 pub use super::health::{
-    CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, QuarantineConfig, TrendConfig,
+    Capability, CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, QuarantineConfig,
+    TrendConfig,
 };
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
@@ -245,6 +246,25 @@ pub struct PluginStrategyConfig {
     /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Extras granted beyond the `host` interface (see [`Capability`]).
+    /// Default: none.
+    #[serde(default)]
+    pub capabilities: Vec<Capability>,
+}
+
+impl PluginStrategyConfig {
+    /// The plugin part of the strategy (everything but `fallback`), which
+    /// validates and sandboxes like every other plugin reference.
+    pub fn plugin_ref(&self) -> PluginRef {
+        PluginRef {
+            path: self.path.clone(),
+            config: self.config.clone(),
+            call_deadline_ms: self.call_deadline_ms,
+            memory_limit_mib: self.memory_limit_mib,
+            quarantine: self.quarantine,
+            capabilities: self.capabilities.clone(),
+        }
+    }
 }
 
 mod defaults {
@@ -556,20 +576,8 @@ impl PoolConfig {
                 .map_err(|(k, reason)| (key(&format!("sticky.{k}")), reason))?;
         }
         if let StrategyConfig::Plugin(plugin) = &self.strategy {
-            if !plugin.path.is_file() {
-                return Err((
-                    key("strategy.path"),
-                    format!("plugin file `{}` does not exist", plugin.path.display()),
-                ));
-            }
-            if plugin.call_deadline_ms == 0 {
-                return Err((key("strategy.call_deadline_ms"), "must be >= 1".into()));
-            }
-            if plugin.memory_limit_mib == 0 || plugin.memory_limit_mib > 4096 {
-                return Err((key("strategy.memory_limit_mib"), "must be 1..=4096".into()));
-            }
             plugin
-                .quarantine
+                .plugin_ref()
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("strategy.{k}")), reason))?;
         }

@@ -43,6 +43,7 @@ impl WasmHealthCheck {
             path,
             HEALTH_CHECK_EXPORT,
             "health-check",
+            limits.grants,
             |linker| HealthCheckPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             HealthCheckPluginPre::new,
         )?;

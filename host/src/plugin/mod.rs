@@ -252,6 +252,28 @@ pub struct Limits {
     pub memory_limit_bytes: usize,
     /// When repeated faults set the plugin aside.
     pub quarantine: crate::config::QuarantineConfig,
+    /// The capabilities granted beyond the `host` interface.
+    pub grants: Grants,
+}
+
+/// What a plugin may use beyond the `host` interface (deny by default;
+/// [`Capability`](crate::config::Capability) documents each).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Grants {
+    /// Monotonic and wall clocks.
+    pub clock: bool,
+    /// Random numbers.
+    pub random: bool,
+}
+
+impl From<&[crate::config::Capability]> for Grants {
+    fn from(capabilities: &[crate::config::Capability]) -> Self {
+        use crate::config::Capability;
+        Self {
+            clock: capabilities.contains(&Capability::Clock),
+            random: capabilities.contains(&Capability::Random),
+        }
+    }
 }
 
 /// Counters of one loaded plugin; shared with whoever reports on it.

@@ -10,7 +10,7 @@ use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::PluginState;
 use super::wasi::{self, Captured};
-use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
+use super::{Fault, Grants, Limits, LoadError, PluginHost, PluginStats};
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
 /// ms: generous, since `update` carries the whole endpoint set and set-up
@@ -299,13 +299,14 @@ pub fn link<P>(
     path: &Path,
     export: &str,
     kind: &str,
+    grants: Grants,
     add_world: impl FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
     make_pre: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<P>,
 ) -> Result<P, LoadError> {
     let component = compile_checked(host, path, export, kind)?;
     let mut linker = Linker::new(host.engine());
     add_world(&mut linker)
-        .and_then(|()| wasi::add_to_linker(&mut linker, &component))
+        .and_then(|()| wasi::add_to_linker(&mut linker, &component, grants))
         .map_err(|e| LoadError::Rejected {
             path: path.to_path_buf(),
             reason: format!("cannot link: {e:#}"),

@@ -11,8 +11,8 @@ use http::{HeaderMap, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
 use super::{
-    AttemptFacts, Limits, LoadError, PluginHost, RequestFacts, WasmFailover, WasmHealthCheck,
-    WasmResolver, WasmStrategy,
+    AttemptFacts, Grants, Limits, LoadError, PluginHost, RequestFacts, WasmFailover,
+    WasmHealthCheck, WasmResolver, WasmStrategy,
 };
 use crate::balance::{Endpoint, Ranking, RequestContext, Strategy};
 use crate::config::QuarantineConfig;
@@ -88,6 +88,10 @@ const TOOL_LIMITS: Limits = Limits {
         window_ms: 1,
         backoff_ms: 1,
         max_backoff_ms: 1,
+    },
+    grants: Grants {
+        clock: true,
+        random: true,
     },
 };
 

@@ -17,10 +17,12 @@
 //! every plugin call of the data path runs); its async bindings make every
 //! plugin call async and slower. Two output streams need neither.
 
+use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{
     Component, ComponentType, Linker, LinkerInstance, Lower, Resource, ResourceType,
 };
 
+use super::Grants;
 use super::bindings::PluginState;
 
 /// Longest line kept, bytes; the rest of a longer line starts a new one.
@@ -31,6 +33,10 @@ pub struct OutputStream;
 
 /// Marker type of the `wasi:io/poll.pollable` resource of an output stream.
 pub struct Pollable;
+
+/// Marker type of the `wasi:filesystem/types.descriptor` resource (never
+/// created: a plugin has no preopened directories).
+pub struct Descriptor;
 
 /// Marker type of the `wasi:io/error.error` resource (never created).
 pub struct IoError;
@@ -101,16 +107,30 @@ impl Captured {
 pub fn add_to_linker(
     linker: &mut Linker<PluginState>,
     component: &Component,
+    grants: Grants,
 ) -> wasmtime::Result<()> {
     let engine = linker.engine().clone();
-    let imports: Vec<String> = component
-        .component_type()
-        .imports(&engine)
-        .map(|(name, _)| name.to_string())
-        .collect();
-    for name in &imports {
-        // An interface that `use`s a resource re-exports its type, so the
-        // resource is defined in every instance that names it.
+    for (name, item) in component.component_type().imports(&engine) {
+        let ComponentItem::ComponentInstance(instance) = item.ty else {
+            continue;
+        };
+        let mut linker_instance = linker.instance(name)?;
+        // The resources these interfaces share must be one type wherever an
+        // interface `use`s them (a clock's `pollable` is `wasi:io/poll`'s),
+        // so each is defined by name in every instance that exports it.
+        for (resource, item) in instance.exports(&engine) {
+            if !matches!(item.ty, ComponentItem::Resource(_)) {
+                continue;
+            }
+            let ty = match resource {
+                "output-stream" => ResourceType::host::<OutputStream>(),
+                "pollable" => ResourceType::host::<Pollable>(),
+                "error" => ResourceType::host::<IoError>(),
+                "descriptor" => ResourceType::host::<Descriptor>(),
+                _ => continue,
+            };
+            linker_instance.resource(resource, ty, |_, _| Ok(()))?;
+        }
         if let Some(getter) = [
             ("wasi:cli/stdout@0.2.", "get-stdout", STDOUT),
             ("wasi:cli/stderr@0.2.", "get-stderr", STDERR),
@@ -119,27 +139,42 @@ pub fn add_to_linker(
         .find(|(prefix, _, _)| name.starts_with(prefix))
         {
             let (_, function, rep) = getter;
-            let mut instance = linker.instance(name)?;
-            instance.resource(
-                "output-stream",
-                ResourceType::host::<OutputStream>(),
-                |_, _| Ok(()),
-            )?;
-            instance.func_wrap(function, move |_, (): ()| {
+            linker_instance.func_wrap(function, move |_, (): ()| {
                 Ok((Resource::<OutputStream>::new_own(rep),))
             })?;
-        } else if name.starts_with("wasi:io/error@0.2.") {
-            linker
-                .instance(name)?
-                .resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
         } else if name.starts_with("wasi:io/poll@0.2.") {
-            add_poll(&mut linker.instance(name)?)?;
+            add_poll(&mut linker_instance)?;
         } else if name.starts_with("wasi:io/streams@0.2.") {
-            add_streams(&mut linker.instance(name)?)?;
+            add_streams(&mut linker_instance)?;
+        } else if name.starts_with("wasi:cli/environment@0.2.") {
+            add_empty_environment(&mut linker_instance)?;
+        } else if name.starts_with("wasi:filesystem/preopens@0.2.") {
+            linker_instance.func_wrap("get-directories", |_, (): ()| {
+                Ok((Vec::<(Resource<Descriptor>, String)>::new(),))
+            })?;
         } else if name.starts_with("wasi:random/insecure-seed@0.2.") {
-            linker
-                .instance(name)?
-                .func_wrap("insecure-seed", |_, (): ()| Ok(((seed(), seed()),)))?;
+            linker_instance.func_wrap("insecure-seed", |_, (): ()| Ok(((seed(), seed()),)))?;
+        } else if let Some((capability, granted)) = [
+            ("wasi:clocks/", "clock", grants.clock),
+            ("wasi:random/", "random", grants.random),
+        ]
+        .into_iter()
+        .find(|(prefix, _, _)| name.starts_with(prefix))
+        .map(|(_, capability, granted)| (capability, granted))
+        {
+            let defined = if granted {
+                add_granted(&mut linker_instance, name)?
+            } else {
+                &[]
+            };
+            deny_rest(
+                &mut linker_instance,
+                name,
+                &instance,
+                &engine,
+                capability,
+                defined,
+            )?;
         }
     }
     linker.define_unknown_imports_as_traps(component)?;
@@ -156,11 +191,135 @@ fn seed() -> u64 {
     hasher.finish()
 }
 
+/// The functions a granted capability gives (see
+/// [`Capability`](crate::config::Capability)); returns their names.
+fn add_granted(
+    instance: &mut LinkerInstance<'_, PluginState>,
+    name: &str,
+) -> wasmtime::Result<&'static [&'static str]> {
+    let interface = name.split('@').next().unwrap_or(name);
+    Ok(match interface {
+        "wasi:clocks/monotonic-clock" => {
+            instance.func_wrap("now", |_, (): ()| Ok((monotonic_ns(),)))?;
+            instance.func_wrap("resolution", |_, (): ()| Ok((1u64,)))?;
+            &["now", "resolution"]
+        }
+        "wasi:clocks/wall-clock" => {
+            instance.func_wrap("now", |_, (): ()| {
+                let since_epoch = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                Ok((Datetime {
+                    seconds: since_epoch.as_secs(),
+                    nanoseconds: since_epoch.subsec_nanos(),
+                },))
+            })?;
+            instance.func_wrap("resolution", |_, (): ()| {
+                Ok((Datetime {
+                    seconds: 0,
+                    nanoseconds: 1,
+                },))
+            })?;
+            &["now", "resolution"]
+        }
+        "wasi:random/random" | "wasi:random/insecure" => {
+            let names: &'static [&'static str] = if interface.ends_with("insecure") {
+                &["get-insecure-random-bytes", "get-insecure-random-u64"]
+            } else {
+                &["get-random-bytes", "get-random-u64"]
+            };
+            instance.func_wrap(names[0], |_, (len,): (u64,)| {
+                if len > MAX_RANDOM_BYTES {
+                    wasmtime::bail!(
+                        "asked for {len} random bytes; at most {MAX_RANDOM_BYTES} per call"
+                    )
+                }
+                let mut bytes = vec![0u8; len as usize];
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| wasmtime::format_err!("no random bytes from the OS: {e}"))?;
+                Ok((bytes,))
+            })?;
+            instance.func_wrap(names[1], |_, (): ()| {
+                getrandom::u64()
+                    .map(|n| (n,))
+                    .map_err(|e| wasmtime::format_err!("no random bytes from the OS: {e}"))
+            })?;
+            names
+        }
+        _ => &[],
+    })
+}
+
+/// Links every function of `name` but those `defined` to a trap that names
+/// the capability the plugin would need.
+fn deny_rest(
+    linker_instance: &mut LinkerInstance<'_, PluginState>,
+    name: &str,
+    instance: &wasmtime::component::types::ComponentInstance,
+    engine: &wasmtime::Engine,
+    capability: &'static str,
+    defined: &[&str],
+) -> wasmtime::Result<()> {
+    for (function, item) in instance.exports(engine) {
+        if !matches!(item.ty, ComponentItem::ComponentFunc(_)) || defined.contains(&function) {
+            continue;
+        }
+        let message = format!(
+            "`{name}#{function}` is not available to plugins{}",
+            if function.starts_with("subscribe") {
+                " (a plugin decides, it never waits)".to_string()
+            } else {
+                format!(
+                    " without the `{capability}` capability (grant it with `capabilities = [\"{capability}\"]`)"
+                )
+            }
+        );
+        linker_instance.func_new(function, move |_, _, _, _| {
+            Err(wasmtime::format_err!("{message}"))
+        })?;
+    }
+    Ok(())
+}
+
+/// Nanoseconds since the first call in this process (a monotonic clock's
+/// start is arbitrary).
+fn monotonic_ns() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos()
+        .try_into()
+        .unwrap_or(u64::MAX)
+}
+
+/// Largest `get-random-bytes` answer, bytes (64 KiB).
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+
+/// `wasi:clocks/wall-clock.datetime`.
+#[derive(ComponentType, Lower)]
+#[component(record)]
+struct Datetime {
+    seconds: u64,
+    nanoseconds: u32,
+}
+
+/// `wasi:cli/environment` of a plugin: no variables, no arguments, no
+/// working directory. Language runtimes (CPython, StarlingMonkey) read them
+/// at start; an empty answer gives nothing away.
+fn add_empty_environment(env: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
+    env.func_wrap("get-environment", |_, (): ()| {
+        Ok((Vec::<(String, String)>::new(),))
+    })?;
+    env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
+    env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
+    Ok(())
+}
+
 /// `wasi:io/poll`, for the output streams only: their pollables are always
 /// ready (a write never blocks), so `block` returns at once and `poll`
 /// reports every pollable ready.
 fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
-    poll.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
     poll.func_wrap(
         "[method]pollable.ready",
         |_, (_,): (Resource<Pollable>,)| Ok((true,)),
@@ -177,16 +336,9 @@ fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> 
 
 /// The `output-stream` methods of `wasi:io/streams` that write or flush.
 fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
-    streams.resource("error", ResourceType::host::<IoError>(), |_, _| Ok(()))?;
-    streams.resource("pollable", ResourceType::host::<Pollable>(), |_, _| Ok(()))?;
     streams.func_wrap(
         "[method]output-stream.subscribe",
         |_, (this,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(this.rep()),)),
-    )?;
-    streams.resource(
-        "output-stream",
-        ResourceType::host::<OutputStream>(),
-        |_, _| Ok(()),
     )?;
     streams.func_wrap(
         "[method]output-stream.check-write",

@@ -28,7 +28,7 @@ use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, EventKind, HealthEvent, PoolHealth, Severity};
 use crate::metrics::Metrics;
-use crate::plugin::{Limits, PluginHost, PluginStats, WasmFailover, WasmStrategy};
+use crate::plugin::{PluginHost, PluginStats, WasmFailover, WasmStrategy};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
@@ -129,13 +129,7 @@ impl Pool {
         let (balancer, plugin_stats) = match balance::build(&config.strategy, &endpoints) {
             Ok(strategy) => (Balancer::new(strategy, None), None),
             Err(plugin) => {
-                let config_json =
-                    serde_json::to_string(&plugin.config).unwrap_or_else(|_| "{}".to_string());
-                let limits = Limits {
-                    call_deadline_ms: plugin.call_deadline_ms,
-                    memory_limit_bytes: (plugin.memory_limit_mib as usize) << 20,
-                    quarantine: plugin.quarantine,
-                };
+                let (config_json, limits) = plugin.plugin_ref().sandbox();
                 let strategy =
                     WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
                         .map_err(|error| StartError::Plugin {
