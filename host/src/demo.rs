@@ -108,6 +108,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         )]),
         shutdown_grace_ms: 5_000,
         event_cooldown_ms: 30_000,
+        plugin_cache: Default::default(),
         admin: Some(AdminConfig {
             listen: admin,
             token_env: None,
@@ -118,7 +119,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         }),
     };
 
-    let host = PluginHost::new()?;
+    let host = PluginHost::with_cache(config.plugin_cache.directory().as_deref())?;
     let switchyard = Switchyard::bind(&config, &host).await?;
     let addr = switchyard
         .local_addrs()

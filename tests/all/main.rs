@@ -10,6 +10,7 @@ mod failover;
 mod fusion;
 mod health;
 mod plugins;
+mod polyglot;
 mod proxying;
 mod resilience;
 

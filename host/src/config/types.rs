@@ -45,6 +45,53 @@ pub struct Config {
     /// The admin API (REST, metrics, events, dashboard). Default: off.
     #[serde(default)]
     pub admin: Option<AdminConfig>,
+    /// The on-disk cache of compiled plugins. Default: on, in the user's
+    /// cache directory.
+    #[serde(default)]
+    pub plugin_cache: PluginCacheConfig,
+}
+
+/// The compiled-plugin cache: a component compiled once is kept on disk,
+/// keyed by a SHA-256 of its bytes and of the engine's compiler settings
+/// and version (wasmtime's cache), so a restart loads it in milliseconds
+/// instead of compiling again (seconds for a large component). Only files
+/// Switchyard compiled itself are loaded from it; the directory is created
+/// `0700`, and must stay writable by Switchyard's user alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PluginCacheConfig {
+    /// Whether compiled plugins are cached. Default true.
+    pub enabled: bool,
+    /// Where; relative to the config file. Default
+    /// `$XDG_CACHE_HOME/switchyard`, else `$HOME/.cache/switchyard`, else
+    /// `switchyard` in the system temp directory.
+    pub dir: Option<PathBuf>,
+}
+
+impl Default for PluginCacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            dir: None,
+        }
+    }
+}
+
+impl PluginCacheConfig {
+    /// The directory in use when the cache is enabled.
+    pub fn directory(&self) -> Option<PathBuf> {
+        if !self.enabled {
+            return None;
+        }
+        Some(self.dir.clone().unwrap_or_else(|| {
+            let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+            env("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .or_else(|| env("HOME").map(|home| PathBuf::from(home).join(".cache")))
+                .unwrap_or_else(std::env::temp_dir)
+                .join("switchyard")
+        }))
+    }
 }
 
 /// The admin listener: a separate socket for operators, on loopback by default.
@@ -346,6 +393,11 @@ impl Config {
                     *path = base.join(&*path);
                 }
             }
+        }
+        if let Some(dir) = &mut self.plugin_cache.dir
+            && dir.is_relative()
+        {
+            *dir = base.join(&*dir);
         }
         if let Some(admin) = &mut self.admin {
             for path in admin

@@ -65,6 +65,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 #[derive(Clone)]
 pub struct PluginHost {
     engine: Engine,
+    /// The compiled-plugin cache, when enabled (shares its counters with
+    /// the engine's).
+    cache: Option<wasmtime::Cache>,
     _ticker: Arc<Ticker>,
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
@@ -82,14 +85,41 @@ impl Drop for Ticker {
 }
 
 impl PluginHost {
-    /// Builds the engine (Cranelift, epoch interruption on) and starts the
-    /// epoch ticker thread.
+    /// Builds the engine (Cranelift, epoch interruption on), without a
+    /// compiled-plugin cache, and starts the epoch ticker thread.
     ///
     /// # Errors
     /// When wasmtime rejects the engine configuration or the thread cannot start.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_cache(None)
+    }
+
+    /// As [`new`](Self::new), caching compiled components in `cache_dir`
+    /// (created `0700` if missing; see
+    /// [`PluginCacheConfig`](crate::config::PluginCacheConfig)).
+    ///
+    /// # Errors
+    /// As `new`, or when the cache directory cannot be created.
+    pub fn with_cache(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        if let Some(dir) = cache_dir {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| anyhow::anyhow!("plugin cache `{}`: {e}", dir.display()))?;
+        }
+        let cache = cache_dir
+            .map(|dir| {
+                let mut cache = wasmtime::CacheConfig::new();
+                cache.with_directory(dir);
+                wasmtime::Cache::new(cache)
+                    .map_err(|e| anyhow::anyhow!("plugin cache `{}`: {e}", dir.display()))
+            })
+            .transpose()?;
+        config.cache(cache.clone());
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticker_engine = engine.clone();
@@ -104,6 +134,7 @@ impl PluginHost {
             })?;
         Ok(Self {
             engine,
+            cache,
             _ticker: Arc::new(Ticker { stop }),
             events: Arc::default(),
         })
@@ -171,7 +202,23 @@ impl PluginHost {
             });
         }
         let bytes = std::fs::read(path).map_err(read_error)?;
-        Component::from_binary(&self.engine, &bytes).map_err(|e| {
+        let started = std::time::Instant::now();
+        let hits = self.cache.as_ref().map(wasmtime::Cache::cache_hits);
+        let compiled = Component::from_binary(&self.engine, &bytes);
+        if compiled.is_ok() {
+            let from_cache = self.cache.as_ref().map(wasmtime::Cache::cache_hits) > hits;
+            tracing::info!(
+                plugin = %path.display(),
+                ms = started.elapsed().as_millis() as u64,
+                "{}",
+                if from_cache {
+                    "plugin loaded from the compile cache"
+                } else {
+                    "plugin compiled"
+                }
+            );
+        }
+        compiled.map_err(|e| {
             let reason = if !bytes.starts_with(b"\0asm") {
                 "not a WebAssembly file (no `\\0asm` magic bytes)".to_string()
             } else if bytes.get(4..8) == Some(b"\x01\0\0\0".as_slice()) {

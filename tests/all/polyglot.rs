@@ -1,0 +1,122 @@
+//! Balancer plugins written in Python (componentize-py) and JavaScript
+//! (componentize-js), built from source by the test and run in a real
+//! `switchyard` like the Rust ones.
+
+use switchyard_tests::polyglot;
+
+use crate::{BINARY, client, get, instances, serve, single_pool, upstreams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_smooth_weighted_round_robin_gives_exact_shares() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", capabilities = ["random"], call_deadline_ms = 1000, memory_limit_mib = 64 }}"#,
+        polyglot::python_balancer().display()
+    );
+    let weighted = format!(
+        r#"[{{ url = "{}", weight = 3 }}, {{ url = "{}", weight = 1 }}]"#,
+        ups[0].url(),
+        ups[1].url()
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &weighted));
+    let client = client();
+    let mut order = Vec::new();
+    for _ in 0..40 {
+        let (status, body) = get(&client, &format!("{}/", proxy.url)).await;
+        assert_eq!(status, 200);
+        order.push(body);
+    }
+    // nginx's smooth weighted round robin: 3:1 is u0 u0 u1 u0, repeated.
+    assert_eq!(order[..4], ["u0", "u0", "u1", "u0"], "{order:?}");
+    assert_eq!((ups[0].hits(), ups[1].hits()), (30, 10));
+    assert!(
+        !proxy.log().iter().any(|l| l.contains("plugin fault")),
+        "{:?}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_python_plugin_without_the_random_grant_is_refused_naming_it() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", call_deadline_ms = 1000, memory_limit_mib = 64 }}"#,
+        polyglot::python_balancer().display()
+    );
+    let config = switchyard_tests::process::write_config(
+        dir.path(),
+        &single_pool(&strategy, &instances(&ups)),
+    );
+    let output = std::process::Command::new(BINARY)
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    // CPython draws random bytes when it starts; the error says which
+    // capability to grant, and where.
+    assert!(stderr.contains("pools.p.strategy"), "{stderr}");
+    assert!(
+        stderr.contains("wasi:random/random") && stderr.contains(r#"capabilities = ["random"]"#),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn javascript_rendezvous_hashing_keeps_sessions_on_one_instance() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ header = "X-User" }}, call_deadline_ms = 1000, memory_limit_mib = 64 }}"#,
+        polyglot::js_balancer().display()
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    let mut homes = std::collections::BTreeMap::new();
+    for user in 0..12 {
+        for _ in 0..3 {
+            let response = client
+                .get(&url)
+                .header("x-user", format!("user-{user}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            let served = response.text().await.unwrap();
+            let home = homes.entry(user).or_insert_with(|| served.clone());
+            assert_eq!(*home, served, "user-{user} moved");
+        }
+    }
+    let used: std::collections::BTreeSet<_> = homes.values().collect();
+    assert!(used.len() >= 2, "12 sessions all hashed to {used:?}");
+    // Without the header: round robin over the three.
+    let before: Vec<u64> = ups.iter().map(|u| u.hits()).collect();
+    for _ in 0..9 {
+        assert_eq!(get(&client, &url).await.0, 200);
+    }
+    let spread: Vec<u64> = ups.iter().zip(&before).map(|(u, b)| u.hits() - b).collect();
+    assert_eq!(spread, [3, 3, 3]);
+    assert!(
+        !proxy.log().iter().any(|l| l.contains("plugin fault")),
+        "{:?}",
+        proxy.log()
+    );
+}
+
+#[test]
+fn a_javascript_plugin_refuses_a_bad_config_with_its_reason() {
+    let output = std::process::Command::new(BINARY)
+        .args(["plugin", "check"])
+        .arg(polyglot::js_balancer())
+        .args(["--config", r#"{"hdr": "x"}"#])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains("unknown key `hdr`"), "{stderr}");
+}

@@ -1,0 +1,93 @@
+//! The example plugins written in Python and JavaScript, built from source
+//! with their languages' own toolchains the first time a test asks for them
+//! (once per test process, into `target/polyglot/`):
+//!
+//! - Python: a virtualenv with `componentize-py` from PyPI (the version
+//!   pinned in the plugin's `requirements.txt`), then
+//!   `componentize-py componentize`.
+//! - JavaScript: `npm ci` of the plugin's pinned `componentize-js`, then its
+//!   `build.mjs`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The workspace root.
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `target/polyglot/`, created.
+fn out_dir() -> PathBuf {
+    let dir = workspace().join("target").join("polyglot");
+    std::fs::create_dir_all(&dir).expect("create target/polyglot");
+    dir
+}
+
+/// Runs `command`, panicking with its output when it fails.
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `plugins/py-weighted-rr` built with componentize-py (Python 3 with
+/// `venv` and `pip` needed).
+pub fn python_balancer() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace();
+        let source = root.join("plugins/py-weighted-rr");
+        let venv = out_dir().join("venv");
+        let componentize = venv.join("bin/componentize-py");
+        if !componentize.exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+            run(Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "-r"])
+                .arg(source.join("requirements.txt")));
+        }
+        let out = out_dir().join("py_weighted_rr.wasm");
+        run(Command::new(componentize)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg("-d")
+            .arg(root.join("wit"))
+            .args(["-w", "balancer-plugin", "componentize", "-p"])
+            .arg(&source)
+            .args(["app", "-o"])
+            .arg(&out));
+        out
+    })
+}
+
+/// `plugins/js-session-hash` built with componentize-js (Node.js and npm
+/// needed).
+pub fn js_balancer() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let source = workspace().join("plugins/js-session-hash");
+        if !source
+            .join("node_modules/@bytecodealliance/componentize-js")
+            .exists()
+        {
+            run(Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(&source));
+        }
+        let out = out_dir().join("js_session_hash.wasm");
+        run(Command::new("node")
+            .arg("build.mjs")
+            .arg("session-hash.js")
+            .arg(&out)
+            .current_dir(&source));
+        out
+    })
+}
