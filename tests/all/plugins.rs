@@ -519,3 +519,45 @@ async fn a_directory_of_200_plugins_and_junk_is_handled_file_by_file() {
     // The proxy served on throughout and still does.
     assert_eq!(get(&client(), &format!("{}/", proxy.url)).await.0, 200);
 }
+
+#[test]
+fn a_restart_loads_plugins_from_the_compile_cache() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[plugin_cache]\ndir = \"cache\"\n{}",
+        single_pool(
+            &format!(
+                r#"{{ kind = "plugin", path = "{}", call_deadline_ms = 1000 }}"#,
+                fixtures::CANARY_SPLIT
+            ),
+            &instances(&ups),
+        )
+    );
+    let config = switchyard_tests::process::write_config(dir.path(), &toml);
+    let check = || {
+        let output = std::process::Command::new(crate::BINARY)
+            .args(["check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(output.status.success(), "{stderr}");
+        stderr
+    };
+    let first = check();
+    assert!(first.contains("plugin compiled"), "{first}");
+    let cache = dir.path().join("cache");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&cache).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "cache dir mode {mode:o}");
+    let second = check();
+    assert!(
+        second.contains("plugin loaded from the compile cache") && !second.contains("plugin compiled"),
+        "{second}"
+    );
+    // Disabled: compiled again, nothing read from the cache.
+    std::fs::write(&config, toml.replace("dir = \"cache\"", "enabled = false")).unwrap();
+    let disabled = check();
+    assert!(disabled.contains("plugin compiled"), "{disabled}");
+}
