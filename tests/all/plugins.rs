@@ -553,7 +553,8 @@ fn a_restart_loads_plugins_from_the_compile_cache() {
     assert_eq!(mode & 0o777, 0o700, "cache dir mode {mode:o}");
     let second = check();
     assert!(
-        second.contains("plugin loaded from the compile cache") && !second.contains("plugin compiled"),
+        second.contains("plugin loaded from the compile cache")
+            && !second.contains("plugin compiled"),
         "{second}"
     );
     // Disabled: compiled again, nothing read from the cache.

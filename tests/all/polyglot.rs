@@ -120,3 +120,29 @@ fn a_javascript_plugin_refuses_a_bad_config_with_its_reason() {
     assert!(!output.status.success(), "{stderr}");
     assert!(stderr.contains("unknown key `hdr`"), "{stderr}");
 }
+
+#[test]
+fn the_python_plugins_native_unit_tests_pass() {
+    let output = std::process::Command::new("python3")
+        .args(["-m", "unittest", "-v"])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(polyglot::source("py-weighted-rr"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("Ran 5 tests"), "{report}");
+}
+
+#[test]
+fn the_javascript_plugins_native_unit_tests_pass() {
+    polyglot::js_balancer(); // installs the toolchain (`npm ci`)
+    let output = std::process::Command::new("npm")
+        .arg("test")
+        .current_dir(polyglot::source("js-session-hash"))
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{report}");
+    assert!(report.contains("# pass 4"), "{report}");
+}

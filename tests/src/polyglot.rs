@@ -20,6 +20,11 @@ fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// `plugins/NAME` of the workspace: an example plugin's sources.
+pub fn source(name: &str) -> PathBuf {
+    workspace().join("plugins").join(name)
+}
+
 /// `target/polyglot/`, created.
 fn out_dir() -> PathBuf {
     let dir = workspace().join("target").join("polyglot");
@@ -46,7 +51,7 @@ pub fn python_balancer() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
         let root = workspace();
-        let source = root.join("plugins/py-weighted-rr");
+        let source = source("py-weighted-rr");
         let venv = out_dir().join("venv");
         let componentize = venv.join("bin/componentize-py");
         if !componentize.exists() {
@@ -73,7 +78,7 @@ pub fn python_balancer() -> &'static Path {
 pub fn js_balancer() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let source = workspace().join("plugins/js-session-hash");
+        let source = source("js-session-hash");
         if !source
             .join("node_modules/@bytecodealliance/componentize-js")
             .exists()
