@@ -56,7 +56,7 @@ impl WasmStrategy {
         limits: Limits,
         endpoints: &[Arc<Endpoint>],
     ) -> Result<Self, LoadError> {
-        let pre = link(
+        let (pre, component) = link(
             host,
             path,
             BALANCER_EXPORT,
@@ -69,7 +69,7 @@ impl WasmStrategy {
             path: path.to_path_buf(),
             reason,
         };
-        let sandbox = Sandbox::new(host, path, limits);
+        let sandbox = Sandbox::new(host, path, limits, component);
         let mut strategy = Self {
             name: format!("plugin {}", sandbox.plugin()),
             sandbox,

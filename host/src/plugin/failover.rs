@@ -87,7 +87,7 @@ impl WasmFailover {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let pre = link(
+        let (pre, component) = link(
             host,
             path,
             FAILOVER_EXPORT,
@@ -97,7 +97,7 @@ impl WasmFailover {
             FailoverPluginPre::new,
         )?;
         let failover = Self {
-            sandbox: Sandbox::new(host, path, limits),
+            sandbox: Sandbox::new(host, path, limits, component),
             pre,
             config_json,
         };

@@ -38,7 +38,7 @@ impl WasmHealthCheck {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let pre = link(
+        let (pre, component) = link(
             host,
             path,
             HEALTH_CHECK_EXPORT,
@@ -48,7 +48,7 @@ impl WasmHealthCheck {
             HealthCheckPluginPre::new,
         )?;
         let check = Self {
-            sandbox: Sandbox::new(host, path, limits),
+            sandbox: Sandbox::new(host, path, limits, component),
             pre,
             config_json,
         };

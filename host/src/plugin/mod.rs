@@ -44,9 +44,12 @@ pub use failover::{AttemptFacts, Decision, WasmFailover};
 pub use health::WasmHealthCheck;
 pub use resolver::{RequestFacts, WasmResolver};
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use sha2::Digest as _;
 use std::time::Duration;
 
 use wasmtime::component::Component;
@@ -68,6 +71,9 @@ pub struct PluginHost {
     /// The compiled-plugin cache, when enabled (shares its counters with
     /// the engine's).
     cache: Option<wasmtime::Cache>,
+    /// Compiled components by SHA-256 of their bytes, while a loaded plugin
+    /// holds them: pools loading the same file share one copy of its code.
+    compiled: Arc<Mutex<HashMap<[u8; 32], Weak<Component>>>>,
     _ticker: Arc<Ticker>,
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
@@ -135,6 +141,7 @@ impl PluginHost {
         Ok(Self {
             engine,
             cache,
+            compiled: Arc::default(),
             _ticker: Arc::new(Ticker { stop }),
             events: Arc::default(),
         })
@@ -180,13 +187,14 @@ impl PluginHost {
     }
 
     /// Reads and compiles the component at `path` (Cranelift, ~40 ms for a
-    /// small plugin).
+    /// small plugin; milliseconds from the compile cache). A file whose
+    /// bytes match a component some loaded plugin still holds shares it.
     ///
     /// # Errors
     /// [`LoadError::Read`] or [`LoadError::NotAComponent`] (over
     /// [`MAX_PLUGIN_BYTES`], or not a component — with a hint when the file
     /// is a core module).
-    pub fn compile(&self, path: &Path) -> Result<Component, LoadError> {
+    pub fn compile(&self, path: &Path) -> Result<Arc<Component>, LoadError> {
         let read_error = |error| LoadError::Read {
             path: path.to_path_buf(),
             error,
@@ -202,6 +210,16 @@ impl PluginHost {
             });
         }
         let bytes = std::fs::read(path).map_err(read_error)?;
+        let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        let shared = self
+            .compiled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&digest)
+            .and_then(Weak::upgrade);
+        if let Some(component) = shared {
+            return Ok(component);
+        }
         let started = std::time::Instant::now();
         let hits = self.cache.as_ref().map(wasmtime::Cache::cache_hits);
         let compiled = Component::from_binary(&self.engine, &bytes);
@@ -218,7 +236,7 @@ impl PluginHost {
                 }
             );
         }
-        compiled.map_err(|e| {
+        let component = Arc::new(compiled.map_err(|e| {
             let reason = if !bytes.starts_with(b"\0asm") {
                 "not a WebAssembly file (no `\\0asm` magic bytes)".to_string()
             } else if bytes.get(4..8) == Some(b"\x01\0\0\0".as_slice()) {
@@ -232,7 +250,11 @@ impl PluginHost {
                 path: path.to_path_buf(),
                 reason,
             }
-        })
+        })?);
+        let mut compiled = self.compiled.lock().unwrap_or_else(PoisonError::into_inner);
+        compiled.retain(|_, held| held.strong_count() > 0);
+        compiled.insert(digest, Arc::downgrade(&component));
+        Ok(component)
     }
 
     /// The names the component at `path` exports, e.g.
@@ -241,7 +263,7 @@ impl PluginHost {
     /// # Errors
     /// As [`compile`](Self::compile).
     pub fn exports(&self, path: &Path) -> Result<Vec<String>, LoadError> {
-        Ok(self.exports_of(&self.compile(path)?))
+        Ok(self.exports_of(&*self.compile(path)?))
     }
 
     pub(crate) fn exports_of(&self, component: &Component) -> Vec<String> {

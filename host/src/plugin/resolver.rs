@@ -50,7 +50,7 @@ impl WasmResolver {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let pre = link(
+        let (pre, component) = link(
             host,
             path,
             RESOLVER_EXPORT,
@@ -60,7 +60,7 @@ impl WasmResolver {
             ResolverPluginPre::new,
         )?;
         let resolver = Self {
-            sandbox: Sandbox::new(host, path, limits),
+            sandbox: Sandbox::new(host, path, limits, component),
             pre,
             config_json,
         };

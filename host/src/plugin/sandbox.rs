@@ -33,6 +33,9 @@ pub struct Sandbox<L> {
     stats: Arc<PluginStats>,
     live: Mutex<Option<Live<L>>>,
     quarantine: Mutex<Quarantine>,
+    /// The compiled code, shared with other loads of the same file while
+    /// this one lives ([`PluginHost::compile`]).
+    _component: Arc<Component>,
 }
 
 /// Recent faults and the quarantine they led to (see
@@ -109,7 +112,7 @@ impl Quarantine {
 
 impl<L> Sandbox<L> {
     /// A sandbox for the plugin at `path` (named by its file name).
-    pub fn new(host: &PluginHost, path: &Path, limits: Limits) -> Self {
+    pub fn new(host: &PluginHost, path: &Path, limits: Limits, component: Arc<Component>) -> Self {
         let plugin: Arc<str> = path
             .file_name()
             .map_or_else(
@@ -124,6 +127,7 @@ impl<L> Sandbox<L> {
             stats: Arc::new(PluginStats::default()),
             live: Mutex::new(None),
             quarantine: Mutex::new(Quarantine::default()),
+            _component: component,
         }
     }
 
@@ -302,7 +306,7 @@ pub fn link<P>(
     grants: Grants,
     add_world: impl FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
     make_pre: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<P>,
-) -> Result<P, LoadError> {
+) -> Result<(P, Arc<Component>), LoadError> {
     let component = compile_checked(host, path, export, kind)?;
     let mut linker = Linker::new(host.engine());
     add_world(&mut linker)
@@ -314,6 +318,7 @@ pub fn link<P>(
     linker
         .instantiate_pre(&component)
         .and_then(make_pre)
+        .map(|pre| (pre, component))
         .map_err(|e| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!("does not match the {kind} world: {e:#}"),
@@ -331,7 +336,7 @@ pub fn compile_checked(
     path: &Path,
     export: &str,
     kind: &str,
-) -> Result<Component, LoadError> {
+) -> Result<Arc<Component>, LoadError> {
     let component = host.compile(path)?;
     let exports = host.exports_of(&component);
     if exports.iter().any(|e| e == export) {
