@@ -17,6 +17,7 @@ const COMPONENTS: &[&str] = &[
     "tests/fixtures/failover-static",
     "tests/fixtures/resolver-first",
     "tests/fixtures/hostile-resolver",
+    "tests/fixtures/legacy-balancer",
 ];
 
 fn main() {

@@ -48,6 +48,33 @@ pub use health::{Health, HealthCheck, ProbeRequest, ProbeResponse, ProbeResult, 
 pub use resolver::{FusedResponse, Outcome, Resolver, SourceAnswer, UpstreamResponse};
 #[doc(hidden)]
 pub use slot::Slot;
+
+/// The `kv` capability (WIT 0.1.1): a small key-value store the host keeps
+/// for this plugin file across instance rebuilds and reloads (not
+/// restarts), 64 KiB in all. Only for plugins whose config grants it
+/// (`capabilities = ["kv"]`): without the grant each call traps, a fault.
+pub mod kv {
+    use crate::wit::platform::switchyard::plugin::kv;
+
+    /// The value under `key`, if any.
+    pub fn get(key: &str) -> Option<Vec<u8>> {
+        kv::get(key)
+    }
+
+    /// Stores `value` under `key`; an error (the store unchanged) when the
+    /// store would exceed its 64 KiB bound.
+    ///
+    /// # Errors
+    /// The host's reason, naming the size the store would reach.
+    pub fn set(key: &str, value: &[u8]) -> Result<(), String> {
+        kv::set(key, value)
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn delete(key: &str) -> bool {
+        kv::delete(key)
+    }
+}
 pub use wit::platform::switchyard::plugin::types::{
     Endpoint, EndpointId, EndpointStats, PluginError, RequestInfo,
 };
@@ -68,8 +95,9 @@ pub mod wit {
             world: "balancer-plugin",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::balancer",
@@ -83,8 +111,9 @@ pub mod wit {
             world: "health-check-plugin",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::health",
@@ -98,8 +127,9 @@ pub mod wit {
             world: "failover-plugin",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::failover",
@@ -113,8 +143,9 @@ pub mod wit {
             world: "resolver-plugin",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.0": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.0": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::resolver",

@@ -124,16 +124,16 @@ async fn plugin_output_goes_to_the_log_with_its_name() {
 fn every_plugin_kind_compiles_through_the_sdk() {
     let host = switchyard::plugin::PluginHost::new().unwrap();
     for (path, interface) in [
-        (fixtures::CANARY_SPLIT, "switchyard:plugin/balancer@0.1.0"),
+        (fixtures::CANARY_SPLIT, "switchyard:plugin/balancer@0.1.1"),
         (
             fixtures::JSON_HEALTH,
-            "switchyard:plugin/health-check@0.1.0",
+            "switchyard:plugin/health-check@0.1.1",
         ),
         (
             fixtures::FAILOVER_STATIC,
-            "switchyard:plugin/failover@0.1.0",
+            "switchyard:plugin/failover@0.1.1",
         ),
-        (fixtures::RESOLVER_FIRST, "switchyard:plugin/resolver@0.1.0"),
+        (fixtures::RESOLVER_FIRST, "switchyard:plugin/resolver@0.1.1"),
     ] {
         let exports = host.exports(std::path::Path::new(path)).unwrap();
         assert_eq!(exports, [interface], "{path}");
@@ -289,7 +289,7 @@ fn plugin_check_inspect_and_bench_say_what_a_file_is() {
         text.contains("kind:     balancer") && text.contains("loads:    yes"),
         "{text}"
     );
-    assert!(text.contains("switchyard:plugin/balancer@0.1.0"), "{text}");
+    assert!(text.contains("switchyard:plugin/balancer@0.1.1"), "{text}");
 
     let (ok, text) = switchyard_cli(&["plugin", "inspect", fixtures::RESOLVER_FIRST]);
     assert!(ok, "{text}");
@@ -561,4 +561,83 @@ fn a_restart_loads_plugins_from_the_compile_cache() {
     std::fs::write(&config, toml.replace("dir = \"cache\"", "enabled = false")).unwrap();
     let disabled = check();
     assert!(disabled.contains("plugin compiled"), "{disabled}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kv_store_outlives_a_trapped_instance_and_needs_its_grant() {
+    let ups = upstreams(1);
+    let strategy = |grant: &str| {
+        format!(
+            r#"{{ kind = "plugin", path = "{}", config = {{ mode = "count" }}, call_deadline_ms = 1000{grant} }}"#,
+            fixtures::HOSTILE_BALANCER
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &single_pool(&strategy(r#", capabilities = ["kv"]"#), &instances(&ups)),
+    );
+    let client = client();
+    for _ in 0..7 {
+        assert_eq!(get(&client, &format!("{}/", proxy.url)).await.0, 200);
+    }
+    // Picks 3 and 6 trapped (their requests served by the fallback) and the
+    // instance was rebuilt each time; the count went on from the store.
+    proxy.wait_for_log("kv picks 7");
+    let counted: Vec<String> = proxy
+        .log()
+        .iter()
+        .filter_map(|l| l.split("kv picks ").nth(1))
+        .map(|n| n.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(counted, ["1", "2", "3", "4", "5", "6", "7"]);
+    assert_eq!(ups[0].hits(), 7);
+
+    // Without the grant every pick faults, naming the capability.
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &single_pool(&strategy(""), &instances(&ups)));
+    assert_eq!(get(&client, &format!("{}/", proxy.url)).await.0, 200);
+    let fault = proxy.wait_for_log("plugin fault");
+    assert!(
+        fault.contains(r#"capabilities = [\"kv\"]"#) || fault.contains(r#"capabilities = ["kv"]"#),
+        "{fault}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_built_against_the_previous_wit_version_still_loads() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    // Built from a frozen copy of `switchyard:plugin@0.1.0`; the host is 0.1.1.
+    let (ok, report) = switchyard_cli(&["plugin", "check", fixtures::LEGACY_BALANCER]);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("switchyard:plugin/balancer@0.1.0"),
+        "{report}"
+    );
+    assert!(report.contains("kind:     balancer"), "{report}");
+    let proxy = serve(
+        &dir,
+        &single_pool(
+            &format!(
+                r#"{{ kind = "plugin", path = "{}" }}"#,
+                fixtures::LEGACY_BALANCER
+            ),
+            &instances(&ups),
+        ),
+    );
+    // It ranks the last candidate first: every request goes to u2.
+    for _ in 0..6 {
+        assert_eq!(
+            get(&client(), &format!("{}/", proxy.url)).await,
+            (200, "u2".to_string())
+        );
+    }
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("legacy-balancer (switchyard:plugin@0.1.0) configured"))
+    );
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
 }

@@ -93,6 +93,7 @@ pub struct PluginRef {
 /// |---|---|
 /// | `clock` | `wasi:clocks/monotonic-clock` `now`/`resolution` (ns since an arbitrary start) and `wasi:clocks/wall-clock` `now`/`resolution`; no sleeping (`subscribe-*` trap) |
 /// | `random` | `wasi:random/random` and `wasi:random/insecure`: bytes and `u64`s from the OS's CSPRNG (at most 64 KiB per call) |
+/// | `kv` | `switchyard:plugin/kv` (since WIT 0.1.1): a 64 KiB key-value store per plugin file that survives instance rebuilds and reloads, not restarts |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
@@ -100,6 +101,8 @@ pub enum Capability {
     Clock,
     /// Random numbers.
     Random,
+    /// A key-value store that outlives instances.
+    Kv,
 }
 
 /// Quarantine of a plugin that faults repeatedly: after `faults` faults

@@ -42,7 +42,7 @@ struct Bound {
 
 impl WasmStrategy {
     /// Loads the component at `path` for a pool of `endpoints`: compiles it,
-    /// checks that it exports `switchyard:plugin/balancer@0.1.0`, links it in
+    /// checks that it exports `switchyard:plugin/balancer@0.1.1`, links it in
     /// the sandbox, instantiates it and calls `configure(config_json)` and
     /// `update`.
     ///

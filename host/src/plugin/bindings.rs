@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use wasmtime::StoreLimits;
 
+use super::kv::KvStore;
 use super::wasi::Captured;
 
 /// The `balancer-plugin` world.
@@ -12,10 +13,16 @@ pub mod balancer {
     wasmtime::component::bindgen!({
         world: "balancer-plugin",
         path: "../wit",
+        // Ungranted, the store traps (a fault), naming the capability.
+        imports: {
+            "switchyard:plugin/kv.get": trappable,
+            "switchyard:plugin/kv.set": trappable,
+            "switchyard:plugin/kv.delete": trappable,
+        },
     });
 }
 
-/// The `health-check-plugin` world; `types` and `host` are the balancer's.
+/// The `health-check-plugin` world; `types`, `host` and `kv` are the balancer's.
 pub mod health {
     wasmtime::component::bindgen!({
         world: "health-check-plugin",
@@ -23,11 +30,12 @@ pub mod health {
         with: {
             "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
             "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
+            "switchyard:plugin/kv": super::balancer::switchyard::plugin::kv,
         },
     });
 }
 
-/// The `failover-plugin` world; `types` and `host` are the balancer's.
+/// The `failover-plugin` world; `types`, `host` and `kv` are the balancer's.
 pub mod failover {
     wasmtime::component::bindgen!({
         world: "failover-plugin",
@@ -35,11 +43,12 @@ pub mod failover {
         with: {
             "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
             "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
+            "switchyard:plugin/kv": super::balancer::switchyard::plugin::kv,
         },
     });
 }
 
-/// The `resolver-plugin` world; `types` and `host` are the balancer's.
+/// The `resolver-plugin` world; `types`, `host` and `kv` are the balancer's.
 pub mod resolver {
     wasmtime::component::bindgen!({
         world: "resolver-plugin",
@@ -47,6 +56,7 @@ pub mod resolver {
         with: {
             "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
             "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
+            "switchyard:plugin/kv": super::balancer::switchyard::plugin::kv,
         },
     });
 }
@@ -54,16 +64,16 @@ pub mod resolver {
 pub use balancer::switchyard::plugin::host::Level;
 
 /// Name of the balancer interface a plugin must export.
-pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.0";
+pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.1";
 
 /// Name of the failover interface a plugin must export.
-pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.0";
+pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.1";
 
 /// Name of the resolver interface a plugin must export.
-pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.0";
+pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.1";
 
 /// Name of the health-check interface a plugin must export.
-pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.0";
+pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.1";
 
 /// The data of one plugin instance's store.
 pub struct PluginState {
@@ -73,6 +83,33 @@ pub struct PluginState {
     pub limits: StoreLimits,
     /// Partial stdout/stderr lines.
     pub captured: Captured,
+    /// The plugin's key-value store, when granted.
+    pub kv: Option<Arc<KvStore>>,
+}
+
+impl PluginState {
+    fn kv(&self) -> wasmtime::Result<&KvStore> {
+        self.kv.as_deref().ok_or_else(|| {
+            wasmtime::format_err!(
+                "`switchyard:plugin/kv` is not available to plugins without the `kv` \
+                 capability (grant it with `capabilities = [\"kv\"]`)"
+            )
+        })
+    }
+}
+
+impl balancer::switchyard::plugin::kv::Host for PluginState {
+    fn get(&mut self, key: String) -> wasmtime::Result<Option<Vec<u8>>> {
+        Ok(self.kv()?.get(&key))
+    }
+
+    fn set(&mut self, key: String, value: Vec<u8>) -> wasmtime::Result<Result<(), String>> {
+        Ok(self.kv()?.set(key, value))
+    }
+
+    fn delete(&mut self, key: String) -> wasmtime::Result<bool> {
+        Ok(self.kv()?.delete(&key))
+    }
 }
 
 impl balancer::switchyard::plugin::types::Host for PluginState {}

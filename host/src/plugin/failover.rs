@@ -76,7 +76,7 @@ pub struct WasmFailover {
 
 impl WasmFailover {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// `switchyard:plugin/failover@0.1.0`, links it in the sandbox,
+    /// `switchyard:plugin/failover@0.1.1`, links it in the sandbox,
     /// instantiates it and calls `configure(config_json)`.
     ///
     /// # Errors

@@ -27,7 +27,7 @@ pub struct WasmHealthCheck {
 
 impl WasmHealthCheck {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// `switchyard:plugin/health-check@0.1.0`, links it in the sandbox,
+    /// `switchyard:plugin/health-check@0.1.1`, links it in the sandbox,
     /// instantiates it and calls `configure(config_json)`.
     ///
     /// # Errors

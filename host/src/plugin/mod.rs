@@ -1,7 +1,7 @@
 //! Plugin hosting: every line of wasmtime code in Switchyard lives here.
 //!
 //! A plugin is a WebAssembly **component** exporting one of the worlds of the
-//! `switchyard:plugin@0.1.0` WIT package (`wit/`). This module compiles it,
+//! `switchyard:plugin@0.1.1` WIT package (`wit/`). This module compiles it,
 //! checks the world, sandboxes it and adapts it to the engine's Rust traits
 //! (today the balancer: [`WasmStrategy`] implements
 //! [`Strategy`](crate::balance::Strategy)).
@@ -33,6 +33,7 @@ mod bindings;
 mod error;
 mod failover;
 mod health;
+mod kv;
 mod resolver;
 mod sandbox;
 pub mod tools;
@@ -74,6 +75,8 @@ pub struct PluginHost {
     /// Compiled components by SHA-256 of their bytes, while a loaded plugin
     /// holds them: pools loading the same file share one copy of its code.
     compiled: Arc<Mutex<HashMap<[u8; 32], Weak<Component>>>>,
+    /// The `kv` stores of the plugins granted one.
+    kv: Arc<kv::KvStores>,
     _ticker: Arc<Ticker>,
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
@@ -142,6 +145,7 @@ impl PluginHost {
             engine,
             cache,
             compiled: Arc::default(),
+            kv: Arc::default(),
             _ticker: Arc::new(Ticker { stop }),
             events: Arc::default(),
         })
@@ -258,7 +262,7 @@ impl PluginHost {
     }
 
     /// The names the component at `path` exports, e.g.
-    /// `["switchyard:plugin/balancer@0.1.0"]`: which plugin kind it is.
+    /// `["switchyard:plugin/balancer@0.1.1"]`: which plugin kind it is.
     ///
     /// # Errors
     /// As [`compile`](Self::compile).
@@ -286,7 +290,7 @@ pub const KINDS: [(&str, &str); 4] = [
 
 impl PluginHost {
     /// The kind of the component at `path` and the interface it exports,
-    /// e.g. `("balancer", "switchyard:plugin/balancer@0.1.0")`.
+    /// e.g. `("balancer", "switchyard:plugin/balancer@0.1.1")`.
     ///
     /// # Errors
     /// [`LoadError`]: unreadable, not a component, or exporting none of the
@@ -295,7 +299,7 @@ impl PluginHost {
         let exports = self.exports(path)?;
         KINDS
             .iter()
-            .find(|(_, export)| exports.iter().any(|e| e == export))
+            .find(|(_, export)| exports.iter().any(|e| implements(e, export)))
             .copied()
             .ok_or_else(|| LoadError::WrongWorld {
                 path: path.to_path_buf(),
@@ -309,6 +313,30 @@ impl PluginHost {
                     }
                 ),
             })
+    }
+}
+
+/// Whether the exported interface name `exported` (e.g.
+/// `switchyard:plugin/balancer@0.1.0`) is one this host can call as
+/// `supported` (e.g. `switchyard:plugin/balancer@0.1.1`): the same
+/// interface at a semver-compatible version — the same major version, or
+/// before 1.0 the same minor one (`0.0.x` only exactly). This is the rule
+/// wasmtime applies when it links imports and finds exports, and the one
+/// `wit/README.md` promises plugin authors.
+pub(crate) fn implements(exported: &str, supported: &str) -> bool {
+    fn split(name: &str) -> Option<(&str, [u64; 3])> {
+        let (interface, version) = name.split_once('@')?;
+        let mut parts = version.split('.').map(str::parse::<u64>);
+        let mut next = || parts.next().and_then(Result::ok);
+        Some((interface, [next()?, next()?, next()?]))
+    }
+    match (split(exported), split(supported)) {
+        (Some((a, [a0, a1, a2])), Some((b, [b0, b1, b2]))) if a == b => match (b0, b1) {
+            (0, 0) => (a0, a1, a2) == (b0, b1, b2),
+            (0, _) => (a0, a1) == (b0, b1),
+            _ => a0 == b0,
+        },
+        _ => exported == supported,
     }
 }
 
@@ -333,6 +361,8 @@ pub struct Grants {
     pub clock: bool,
     /// Random numbers.
     pub random: bool,
+    /// A key-value store that outlives instances.
+    pub kv: bool,
 }
 
 impl From<&[crate::config::Capability]> for Grants {
@@ -341,6 +371,7 @@ impl From<&[crate::config::Capability]> for Grants {
         Self {
             clock: capabilities.contains(&Capability::Clock),
             random: capabilities.contains(&Capability::Random),
+            kv: capabilities.contains(&Capability::Kv),
         }
     }
 }
@@ -398,5 +429,23 @@ impl PluginStats {
     /// Counts a fault and returns the new total.
     pub(crate) fn count_fault(&self) -> u64 {
         self.faults.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::implements;
+
+    #[test]
+    fn exports_match_on_a_semver_compatible_version() {
+        let host = "switchyard:plugin/balancer@0.1.1";
+        assert!(implements("switchyard:plugin/balancer@0.1.0", host));
+        assert!(implements("switchyard:plugin/balancer@0.1.7", host));
+        assert!(!implements("switchyard:plugin/balancer@0.2.0", host));
+        assert!(!implements("switchyard:plugin/balancer@0.0.9", host));
+        assert!(!implements("switchyard:plugin/resolver@0.1.1", host));
+        assert!(!implements("switchyard:plugin/balancer", host));
+        assert!(implements("a:b/c@1.4.0", "a:b/c@1.0.2"));
+        assert!(!implements("a:b/c@0.0.1", "a:b/c@0.0.2"));
     }
 }

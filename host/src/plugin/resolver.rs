@@ -39,7 +39,7 @@ pub struct WasmResolver {
 
 impl WasmResolver {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// `switchyard:plugin/resolver@0.1.0`, instantiates it and calls
+    /// `switchyard:plugin/resolver@0.1.1`, instantiates it and calls
     /// `configure(config_json)`.
     ///
     /// # Errors

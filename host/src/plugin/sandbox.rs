@@ -33,6 +33,8 @@ pub struct Sandbox<L> {
     stats: Arc<PluginStats>,
     live: Mutex<Option<Live<L>>>,
     quarantine: Mutex<Quarantine>,
+    /// The plugin's key-value store, when granted.
+    kv: Option<Arc<super::kv::KvStore>>,
     /// The compiled code, shared with other loads of the same file while
     /// this one lives ([`PluginHost::compile`]).
     _component: Arc<Component>,
@@ -127,6 +129,7 @@ impl<L> Sandbox<L> {
             stats: Arc::new(PluginStats::default()),
             live: Mutex::new(None),
             quarantine: Mutex::new(Quarantine::default()),
+            kv: limits.grants.kv.then(|| host.kv.of(path)),
             _component: component,
         }
     }
@@ -151,6 +154,7 @@ impl<L> Sandbox<L> {
                 .trap_on_grow_failure(true)
                 .build(),
             captured: Captured::default(),
+            kv: self.kv.clone(),
         };
         let mut store = Store::new(self.host.engine(), state);
         store.limiter(|s| &mut s.limits);
@@ -326,7 +330,7 @@ pub fn link<P>(
 }
 
 /// Compiles the component at `path` and checks that it exports `export`
-/// (e.g. `switchyard:plugin/balancer@0.1.0`); `kind` names it in messages.
+/// (e.g. `switchyard:plugin/balancer@0.1.1`); `kind` names it in messages.
 ///
 /// # Errors
 /// [`LoadError`]: unreadable, not a component, or not exporting `export`
@@ -339,7 +343,7 @@ pub fn compile_checked(
 ) -> Result<Arc<Component>, LoadError> {
     let component = host.compile(path)?;
     let exports = host.exports_of(&component);
-    if exports.iter().any(|e| e == export) {
+    if exports.iter().any(|e| super::implements(e, export)) {
         return Ok(component);
     }
     let family = export.split('@').next().unwrap_or(export);

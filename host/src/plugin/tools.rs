@@ -30,7 +30,7 @@ pub struct Inspection {
     pub size_bytes: usize,
     /// sha256 of the file, hex.
     pub sha256: String,
-    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.0`.
+    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.1`.
     pub exports: Vec<String>,
     /// Interfaces it imports (a plugin may import `host`, `types` and the
     /// WASI pieces Rust's standard library links).
@@ -55,7 +55,7 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         .collect();
     let kind = super::KINDS
         .iter()
-        .find(|(_, export)| exports.iter().any(|e| e == export))
+        .find(|(_, export)| exports.iter().any(|e| super::implements(e, export)))
         .map(|(kind, _)| *kind);
     Ok(Inspection {
         kind,
@@ -92,6 +92,7 @@ const TOOL_LIMITS: Limits = Limits {
     grants: Grants {
         clock: true,
         random: true,
+        kv: true,
     },
 };
 

@@ -10,7 +10,10 @@
 //!   source of secrets and the plugin gets no other randomness.
 //!
 //! Every other WASI import is linked to a stub that traps when called, so a
-//! plugin has no files, sockets, clocks, environment or random bytes.
+//! plugin has no files, sockets or environment, and clocks and random bytes
+//! only when its config grants them ([`Grants`]): a denied call's message
+//! names the capability to grant. The environment and the preopened
+//! directories answer empty (language runtimes read them at start).
 //!
 //! Why not `wasmtime-wasi`: its synchronous bindings block on a Tokio runtime
 //! from inside the host call, which panics on a Tokio worker thread (where
@@ -111,13 +114,24 @@ pub fn add_to_linker(
 ) -> wasmtime::Result<()> {
     let engine = linker.engine().clone();
     for (name, item) in component.component_type().imports(&engine) {
+        if name.starts_with("switchyard:plugin/") {
+            // The world's own interfaces, linked by the world's bindings; an
+            // older compatible version resolves to them (semver), so no stub
+            // may shadow it under the older name.
+            continue;
+        }
         let ComponentItem::ComponentInstance(instance) = item.ty else {
+            let message = format!("`{name}` is not available to plugins");
+            linker
+                .root()
+                .func_new(name, move |_, _, _, _| Err(wasmtime::format_err!("{message}")))?;
             continue;
         };
         let mut linker_instance = linker.instance(name)?;
         // The resources these interfaces share must be one type wherever an
         // interface `use`s them (a clock's `pollable` is `wasi:io/poll`'s),
-        // so each is defined by name in every instance that exports it.
+        // so each is defined by name in every instance that exports it; any
+        // other resource is a type of its own that no plugin can obtain.
         for (resource, item) in instance.exports(&engine) {
             if !matches!(item.ty, ComponentItem::Resource(_)) {
                 continue;
@@ -127,57 +141,58 @@ pub fn add_to_linker(
                 "pollable" => ResourceType::host::<Pollable>(),
                 "error" => ResourceType::host::<IoError>(),
                 "descriptor" => ResourceType::host::<Descriptor>(),
-                _ => continue,
+                _ => ResourceType::host::<()>(),
             };
             linker_instance.resource(resource, ty, |_, _| Ok(()))?;
         }
-        if let Some(getter) = [
-            ("wasi:cli/stdout@0.2.", "get-stdout", STDOUT),
-            ("wasi:cli/stderr@0.2.", "get-stderr", STDERR),
-        ]
-        .into_iter()
-        .find(|(prefix, _, _)| name.starts_with(prefix))
-        {
-            let (_, function, rep) = getter;
-            linker_instance.func_wrap(function, move |_, (): ()| {
-                Ok((Resource::<OutputStream>::new_own(rep),))
-            })?;
-        } else if name.starts_with("wasi:io/poll@0.2.") {
-            add_poll(&mut linker_instance)?;
-        } else if name.starts_with("wasi:io/streams@0.2.") {
-            add_streams(&mut linker_instance)?;
-        } else if name.starts_with("wasi:cli/environment@0.2.") {
-            add_empty_environment(&mut linker_instance)?;
-        } else if name.starts_with("wasi:filesystem/preopens@0.2.") {
-            linker_instance.func_wrap("get-directories", |_, (): ()| {
-                Ok((Vec::<(Resource<Descriptor>, String)>::new(),))
-            })?;
-        } else if name.starts_with("wasi:random/insecure-seed@0.2.") {
-            linker_instance.func_wrap("insecure-seed", |_, (): ()| Ok(((seed(), seed()),)))?;
-        } else if let Some((capability, granted)) = [
-            ("wasi:clocks/", "clock", grants.clock),
-            ("wasi:random/", "random", grants.random),
-        ]
-        .into_iter()
-        .find(|(prefix, _, _)| name.starts_with(prefix))
-        .map(|(_, capability, granted)| (capability, granted))
-        {
-            let defined = if granted {
-                add_granted(&mut linker_instance, name)?
-            } else {
-                &[]
-            };
-            deny_rest(
-                &mut linker_instance,
-                name,
-                &instance,
-                &engine,
-                capability,
-                defined,
-            )?;
-        }
+        let interface = name.split('@').next().unwrap_or(name);
+        let version_ok = name[interface.len()..].starts_with("@0.2.");
+        let (defined, capability): (&[&str], _) = match interface {
+            _ if !version_ok => (&[], None),
+            "wasi:cli/stdout" | "wasi:cli/stderr" => {
+                let (function, rep) = if interface.ends_with("stdout") {
+                    ("get-stdout", STDOUT)
+                } else {
+                    ("get-stderr", STDERR)
+                };
+                linker_instance.func_wrap(function, move |_, (): ()| {
+                    Ok((Resource::<OutputStream>::new_own(rep),))
+                })?;
+                (&["get-stdout", "get-stderr"], None)
+            }
+            "wasi:io/poll" => (add_poll(&mut linker_instance)?, None),
+            "wasi:io/streams" => (add_streams(&mut linker_instance)?, None),
+            "wasi:cli/environment" => (add_empty_environment(&mut linker_instance)?, None),
+            "wasi:filesystem/preopens" => {
+                linker_instance.func_wrap("get-directories", |_, (): ()| {
+                    Ok((Vec::<(Resource<Descriptor>, String)>::new(),))
+                })?;
+                (&["get-directories"], None)
+            }
+            "wasi:random/insecure-seed" => {
+                linker_instance
+                    .func_wrap("insecure-seed", |_, (): ()| Ok(((seed(), seed()),)))?;
+                (&["insecure-seed"], None)
+            }
+            "wasi:clocks/monotonic-clock" | "wasi:clocks/wall-clock" if grants.clock => {
+                (add_granted(&mut linker_instance, interface)?, Some("clock"))
+            }
+            "wasi:random/random" | "wasi:random/insecure" if grants.random => {
+                (add_granted(&mut linker_instance, interface)?, Some("random"))
+            }
+            _ if interface.starts_with("wasi:clocks/") => (&[], Some("clock")),
+            _ if interface.starts_with("wasi:random/") => (&[], Some("random")),
+            _ => (&[], None),
+        };
+        deny_rest(
+            &mut linker_instance,
+            name,
+            &instance,
+            &engine,
+            capability,
+            defined,
+        )?;
     }
-    linker.define_unknown_imports_as_traps(component)?;
     Ok(())
 }
 
@@ -195,9 +210,8 @@ fn seed() -> u64 {
 /// [`Capability`](crate::config::Capability)); returns their names.
 fn add_granted(
     instance: &mut LinkerInstance<'_, PluginState>,
-    name: &str,
+    interface: &str,
 ) -> wasmtime::Result<&'static [&'static str]> {
-    let interface = name.split('@').next().unwrap_or(name);
     Ok(match interface {
         "wasi:clocks/monotonic-clock" => {
             instance.func_wrap("now", |_, (): ()| Ok((monotonic_ns(),)))?;
@@ -250,30 +264,30 @@ fn add_granted(
     })
 }
 
-/// Links every function of `name` but those `defined` to a trap that names
-/// the capability the plugin would need.
+/// Links every function of `name` but those `defined` to a trap that says
+/// it is not available, naming the `capability` that would grant it.
 fn deny_rest(
     linker_instance: &mut LinkerInstance<'_, PluginState>,
     name: &str,
     instance: &wasmtime::component::types::ComponentInstance,
     engine: &wasmtime::Engine,
-    capability: &'static str,
+    capability: Option<&'static str>,
     defined: &[&str],
 ) -> wasmtime::Result<()> {
     for (function, item) in instance.exports(engine) {
         if !matches!(item.ty, ComponentItem::ComponentFunc(_)) || defined.contains(&function) {
             continue;
         }
-        let message = format!(
-            "`{name}#{function}` is not available to plugins{}",
-            if function.starts_with("subscribe") {
+        let hint = match capability {
+            _ if function.starts_with("subscribe") => {
                 " (a plugin decides, it never waits)".to_string()
-            } else {
-                format!(
-                    " without the `{capability}` capability (grant it with `capabilities = [\"{capability}\"]`)"
-                )
             }
-        );
+            Some(capability) => format!(
+                " without the `{capability}` capability (grant it with `capabilities = [\"{capability}\"]`)"
+            ),
+            None => String::new(),
+        };
+        let message = format!("`{name}#{function}` is not available to plugins{hint}");
         linker_instance.func_new(function, move |_, _, _, _| {
             Err(wasmtime::format_err!("{message}"))
         })?;
@@ -307,19 +321,19 @@ struct Datetime {
 /// `wasi:cli/environment` of a plugin: no variables, no arguments, no
 /// working directory. Language runtimes (CPython, StarlingMonkey) read them
 /// at start; an empty answer gives nothing away.
-fn add_empty_environment(env: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
+fn add_empty_environment(env: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'static [&'static str]> {
     env.func_wrap("get-environment", |_, (): ()| {
         Ok((Vec::<(String, String)>::new(),))
     })?;
     env.func_wrap("get-arguments", |_, (): ()| Ok((Vec::<String>::new(),)))?;
     env.func_wrap("initial-cwd", |_, (): ()| Ok((None::<String>,)))?;
-    Ok(())
+    Ok(&["get-environment", "get-arguments", "initial-cwd"])
 }
 
 /// `wasi:io/poll`, for the output streams only: their pollables are always
 /// ready (a write never blocks), so `block` returns at once and `poll`
 /// reports every pollable ready.
-fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
+fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'static [&'static str]> {
     poll.func_wrap(
         "[method]pollable.ready",
         |_, (_,): (Resource<Pollable>,)| Ok((true,)),
@@ -331,11 +345,11 @@ fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> 
     poll.func_wrap("poll", |_, (pollables,): (Vec<Resource<Pollable>>,)| {
         Ok(((0..pollables.len() as u32).collect::<Vec<u32>>(),))
     })?;
-    Ok(())
+    Ok(&["[method]pollable.ready", "[method]pollable.block", "poll"])
 }
 
 /// The `output-stream` methods of `wasi:io/streams` that write or flush.
-fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<()> {
+fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'static [&'static str]> {
     streams.func_wrap(
         "[method]output-stream.subscribe",
         |_, (this,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(this.rep()),)),
@@ -360,7 +374,7 @@ fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Resul
             |_, (_,): (Resource<OutputStream>,)| -> StreamResult<()> { Ok((Ok(()),)) },
         )?;
     }
-    Ok(())
+    Ok(&["[method]output-stream.subscribe", "[method]output-stream.check-write", "[method]output-stream.write", "[method]output-stream.blocking-write-and-flush", "[method]output-stream.flush", "[method]output-stream.blocking-flush"])
 }
 
 #[cfg(test)]
