@@ -122,9 +122,9 @@ pub fn add_to_linker(
         }
         let ComponentItem::ComponentInstance(instance) = item.ty else {
             let message = format!("`{name}` is not available to plugins");
-            linker
-                .root()
-                .func_new(name, move |_, _, _, _| Err(wasmtime::format_err!("{message}")))?;
+            linker.root().func_new(name, move |_, _, _, _| {
+                Err(wasmtime::format_err!("{message}"))
+            })?;
             continue;
         };
         let mut linker_instance = linker.instance(name)?;
@@ -170,16 +170,16 @@ pub fn add_to_linker(
                 (&["get-directories"], None)
             }
             "wasi:random/insecure-seed" => {
-                linker_instance
-                    .func_wrap("insecure-seed", |_, (): ()| Ok(((seed(), seed()),)))?;
+                linker_instance.func_wrap("insecure-seed", |_, (): ()| Ok(((seed(), seed()),)))?;
                 (&["insecure-seed"], None)
             }
             "wasi:clocks/monotonic-clock" | "wasi:clocks/wall-clock" if grants.clock => {
                 (add_granted(&mut linker_instance, interface)?, Some("clock"))
             }
-            "wasi:random/random" | "wasi:random/insecure" if grants.random => {
-                (add_granted(&mut linker_instance, interface)?, Some("random"))
-            }
+            "wasi:random/random" | "wasi:random/insecure" if grants.random => (
+                add_granted(&mut linker_instance, interface)?,
+                Some("random"),
+            ),
             _ if interface.starts_with("wasi:clocks/") => (&[], Some("clock")),
             _ if interface.starts_with("wasi:random/") => (&[], Some("random")),
             _ => (&[], None),
@@ -321,7 +321,9 @@ struct Datetime {
 /// `wasi:cli/environment` of a plugin: no variables, no arguments, no
 /// working directory. Language runtimes (CPython, StarlingMonkey) read them
 /// at start; an empty answer gives nothing away.
-fn add_empty_environment(env: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'static [&'static str]> {
+fn add_empty_environment(
+    env: &mut LinkerInstance<'_, PluginState>,
+) -> wasmtime::Result<&'static [&'static str]> {
     env.func_wrap("get-environment", |_, (): ()| {
         Ok((Vec::<(String, String)>::new(),))
     })?;
@@ -333,7 +335,9 @@ fn add_empty_environment(env: &mut LinkerInstance<'_, PluginState>) -> wasmtime:
 /// `wasi:io/poll`, for the output streams only: their pollables are always
 /// ready (a write never blocks), so `block` returns at once and `poll`
 /// reports every pollable ready.
-fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'static [&'static str]> {
+fn add_poll(
+    poll: &mut LinkerInstance<'_, PluginState>,
+) -> wasmtime::Result<&'static [&'static str]> {
     poll.func_wrap(
         "[method]pollable.ready",
         |_, (_,): (Resource<Pollable>,)| Ok((true,)),
@@ -349,7 +353,9 @@ fn add_poll(poll: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'st
 }
 
 /// The `output-stream` methods of `wasi:io/streams` that write or flush.
-fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Result<&'static [&'static str]> {
+fn add_streams(
+    streams: &mut LinkerInstance<'_, PluginState>,
+) -> wasmtime::Result<&'static [&'static str]> {
     streams.func_wrap(
         "[method]output-stream.subscribe",
         |_, (this,): (Resource<OutputStream>,)| Ok((Resource::<Pollable>::new_own(this.rep()),)),
@@ -374,7 +380,14 @@ fn add_streams(streams: &mut LinkerInstance<'_, PluginState>) -> wasmtime::Resul
             |_, (_,): (Resource<OutputStream>,)| -> StreamResult<()> { Ok((Ok(()),)) },
         )?;
     }
-    Ok(&["[method]output-stream.subscribe", "[method]output-stream.check-write", "[method]output-stream.write", "[method]output-stream.blocking-write-and-flush", "[method]output-stream.flush", "[method]output-stream.blocking-flush"])
+    Ok(&[
+        "[method]output-stream.subscribe",
+        "[method]output-stream.check-write",
+        "[method]output-stream.write",
+        "[method]output-stream.blocking-write-and-flush",
+        "[method]output-stream.flush",
+        "[method]output-stream.blocking-flush",
+    ])
 }
 
 #[cfg(test)]
