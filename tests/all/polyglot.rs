@@ -136,7 +136,7 @@ fn the_python_plugins_native_unit_tests_pass() {
 
 #[test]
 fn the_javascript_plugins_native_unit_tests_pass() {
-    polyglot::js_balancer(); // installs the toolchain (`npm ci`)
+    polyglot::js_balancer(); // installs the toolchain (`npm install`)
     let output = std::process::Command::new("npm")
         .arg("test")
         .current_dir(polyglot::source("js-session-hash"))

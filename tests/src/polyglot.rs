@@ -5,8 +5,8 @@
 //! - Python: a virtualenv with `componentize-py` from PyPI (the version
 //!   pinned in the plugin's `requirements.txt`), then
 //!   `componentize-py componentize`.
-//! - JavaScript: `npm ci` of the plugin's pinned `componentize-js`, then its
-//!   `build.mjs`.
+//! - JavaScript: `npm install` of the plugin's pinned `componentize-js`
+//!   (from its lock file), then its `build.mjs`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -83,8 +83,12 @@ pub fn js_balancer() -> &'static Path {
             .join("node_modules/@bytecodealliance/componentize-js")
             .exists()
         {
+            // `npm install`, not `npm ci`: the lock pins every package this
+            // platform installs, but the registry has no metadata for some
+            // optional native packages of other platforms, which `npm ci`
+            // then reports as missing from the lock.
             run(Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
+                .args(["install", "--no-audit", "--no-fund"])
                 .current_dir(&source));
         }
         let out = out_dir().join("js_session_hash.wasm");

@@ -129,7 +129,7 @@ impl WasmStrategy {
         Ok((Live { store, inner }, requirements))
     }
 
-    /// Runs `call` on the live instance (see [`Sandbox::call`]).
+    /// Runs the decision `call` on the live instance (see [`Sandbox::call`]).
     fn call<R>(&self, call: impl FnOnce(&mut Live<Bound>) -> Result<R, Fault>) -> Result<R, Fault> {
         self.sandbox
             .call(|| self.instantiate().map(|(live, _)| live), call)
@@ -191,13 +191,16 @@ impl Strategy for WasmStrategy {
             return;
         }
         // A fault is counted and logged by the sandbox; nothing to fall back to.
-        let _ = self.call(|live| {
-            live.inner
-                .bindings
-                .switchyard_plugin_balancer()
-                .call_observe(&mut live.store, id, success, latency_us)
-                .map_err(|e| self.sandbox.fault(&e))
-        });
+        let _ = self.sandbox.feedback(
+            || self.instantiate().map(|(live, _)| live),
+            |live| {
+                live.inner
+                    .bindings
+                    .switchyard_plugin_balancer()
+                    .call_observe(&mut live.store, id, success, latency_us)
+                    .map_err(|e| self.sandbox.fault(&e))
+            },
+        );
     }
 }
 

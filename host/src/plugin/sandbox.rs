@@ -56,15 +56,19 @@ struct Quarantine {
 
 impl Quarantine {
     /// `Some(remaining)` while quarantined; when the time is up, the next
-    /// call is a probe.
-    fn blocked(&mut self, now: Instant) -> Option<Duration> {
+    /// decision call (`decides`) is the probe. Feedback calls (a balancer's
+    /// `observe`) wait until a probe has succeeded: a plugin that faults in
+    /// `pick` must not be trusted again because `observe` works.
+    fn blocked(&mut self, now: Instant, decides: bool) -> Option<Duration> {
         match self.until {
             Some(until) if now < until => Some(until - now),
-            Some(_) => {
+            Some(_) if decides => {
                 self.until = None;
                 self.probing = true;
                 None
             }
+            Some(_) => Some(Duration::ZERO),
+            None if self.probing && !decides => Some(Duration::ZERO),
             None => None,
         }
     }
@@ -219,11 +223,31 @@ impl<L> Sandbox<L> {
         *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
     }
 
-    /// Runs `call` on the live instance, first building one with
-    /// `instantiate` if the last one faulted. A trap discards the instance;
-    /// every fault is counted and logged (the caller falls back).
+    /// Runs the decision `call` on the live instance, first building one
+    /// with `instantiate` if the last one faulted. A trap discards the
+    /// instance; every fault is counted and logged (the caller falls back).
     pub fn call<R>(
         &self,
+        instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
+        call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
+        self.run(true, instantiate, call)
+    }
+
+    /// As [`call`](Self::call), for a feedback call (no decision): skipped
+    /// while quarantined and until a decision call has probed the plugin
+    /// successfully, and its success does not end a quarantine.
+    pub fn feedback<R>(
+        &self,
+        instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
+        call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
+        self.run(false, instantiate, call)
+    }
+
+    fn run<R>(
+        &self,
+        decides: bool,
         instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
         call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
     ) -> Result<R, Fault> {
@@ -231,7 +255,7 @@ impl<L> Sandbox<L> {
             .quarantine
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .blocked(Instant::now())
+            .blocked(Instant::now(), decides)
         {
             return Err(Fault::Quarantined {
                 remaining_ms: remaining.as_millis() as u64,
@@ -260,7 +284,7 @@ impl<L> Sandbox<L> {
                 None => Err(Fault::Reinstantiate("no instance".into())),
             }
         };
-        if result.is_ok() {
+        if result.is_ok() && decides {
             self.quarantine
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -391,21 +415,23 @@ mod tests {
             q.fault(ms(1_700), &POLICY),
             Some(Duration::from_millis(100))
         );
-        assert!(q.blocked(ms(1_750)).is_some());
+        assert!(q.blocked(ms(1_750), true).is_some());
+        // After the backoff, feedback waits for a decision call to probe.
+        assert!(q.blocked(ms(1_800), false).is_some());
         // Time up: one probe; its fault quarantines at once, for twice as long.
-        assert_eq!(q.blocked(ms(1_800)), None);
+        assert_eq!(q.blocked(ms(1_800), true), None);
         assert_eq!(
             q.fault(ms(1_801), &POLICY),
             Some(Duration::from_millis(200))
         );
-        assert_eq!(q.blocked(ms(2_001)), None);
+        assert_eq!(q.blocked(ms(2_001), true), None);
         assert_eq!(
             q.fault(ms(2_002), &POLICY),
             Some(Duration::from_millis(250)),
             "capped"
         );
         // A successful probe ends the doubling.
-        assert_eq!(q.blocked(ms(2_300)), None);
+        assert_eq!(q.blocked(ms(2_300), true), None);
         q.success();
         for n in 0..2 {
             assert_eq!(q.fault(ms(2_400 + n), &POLICY), None);
