@@ -8,6 +8,7 @@ mod config;
 mod dashboard;
 mod failover;
 mod fusion;
+mod harness;
 mod health;
 mod plugins;
 mod polyglot;

@@ -36,6 +36,7 @@ mod health;
 mod kv;
 mod resolver;
 mod sandbox;
+pub mod testing;
 pub mod tools;
 pub mod wasi;
 

@@ -10,12 +10,12 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use sha2::{Digest, Sha256};
 
+use super::testing::{TEST_LIMITS, endpoint};
 use super::{
-    AttemptFacts, Grants, Limits, LoadError, PluginHost, RequestFacts, WasmFailover,
-    WasmHealthCheck, WasmResolver, WasmStrategy,
+    AttemptFacts, LoadError, PluginHost, RequestFacts, WasmFailover, WasmHealthCheck, WasmResolver,
+    WasmStrategy,
 };
 use crate::balance::{Endpoint, Ranking, RequestContext, Strategy};
-use crate::config::QuarantineConfig;
 use crate::failover::Failure;
 use crate::fusion::{Answer, Outcome, Source, UpstreamResponse};
 use crate::health::active::ProbeAnswer;
@@ -78,38 +78,16 @@ enum Loaded {
     Resolver(WasmResolver, Vec<Source>),
 }
 
-/// Limits for the tools: a generous deadline (a bench measures, it does not
-/// judge) and no quarantine.
-const TOOL_LIMITS: Limits = Limits {
-    call_deadline_ms: 1_000,
-    memory_limit_bytes: 256 << 20,
-    quarantine: QuarantineConfig {
-        faults: 0,
-        window_ms: 1,
-        backoff_ms: 1,
-        max_backoff_ms: 1,
-    },
-    grants: Grants {
-        clock: true,
-        random: true,
-        kv: true,
-    },
-};
-
 fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
     (0..n)
         .map(|i| {
-            let port = 9000 + i as u16;
             let track = if i % 4 == 0 { "canary" } else { "stable" };
-            Arc::new(Endpoint::new(
+            endpoint(
                 i as u32,
-                format!("http://127.0.0.1:{port}"),
-                format!("127.0.0.1:{port}")
-                    .parse()
-                    .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1:9000")),
+                &format!("http://127.0.0.1:{}", 9000 + i),
                 1 + (i % 3) as u32,
-                vec![("track".to_string(), track.to_string())],
-            ))
+                &[("track", track)],
+            )
         })
         .collect()
 }
@@ -123,17 +101,17 @@ fn load(host: &PluginHost, path: &Path, config_json: &str) -> Result<Loaded, Loa
         "balancer" => {
             let pool = endpoints(8);
             Loaded::Balancer(
-                Box::new(WasmStrategy::load(host, path, json, TOOL_LIMITS, &pool)?),
+                Box::new(WasmStrategy::load(host, path, json, TEST_LIMITS, &pool)?),
                 pool,
             )
         }
         "health-check" => Loaded::Health(
-            WasmHealthCheck::load(host, path, json, TOOL_LIMITS)?,
+            WasmHealthCheck::load(host, path, json, TEST_LIMITS)?,
             endpoints(1).remove(0),
         ),
-        "failover" => Loaded::Failover(WasmFailover::load(host, path, json, TOOL_LIMITS)?),
+        "failover" => Loaded::Failover(WasmFailover::load(host, path, json, TEST_LIMITS)?),
         _ => Loaded::Resolver(
-            WasmResolver::load(host, path, json, TOOL_LIMITS)?,
+            WasmResolver::load(host, path, json, TEST_LIMITS)?,
             (0..3)
                 .map(|i| Source {
                     name: format!("source-{i}"),
