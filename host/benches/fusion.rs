@@ -157,6 +157,7 @@ fn wasm_vs_builtin(c: &mut Criterion) {
             call_deadline_ms: 1_000,
             memory_limit_bytes: 256 << 20,
             quarantine: Default::default(),
+            fuel_per_call: None,
             grants: Default::default(),
         },
     )

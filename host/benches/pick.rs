@@ -130,6 +130,7 @@ fn bench_pick(c: &mut Criterion) {
                 call_deadline_ms: 50,
                 memory_limit_bytes: 64 << 20,
                 quarantine: Default::default(),
+                fuel_per_call: None,
                 grants: Default::default(),
             };
             let wasm = WasmStrategy::load(

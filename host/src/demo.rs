@@ -88,6 +88,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                     call_deadline_ms: 5,
                     memory_limit_mib: 16,
                     quarantine: Default::default(),
+                    fuel_per_call: None,
                     capabilities: Vec::new(),
                 }),
                 instances,

@@ -641,3 +641,21 @@ async fn a_plugin_built_against_the_previous_wit_version_still_loads() {
     );
     assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fuel_budget_stops_a_spinning_plugin_deterministically() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ mode = "loop" }}, call_deadline_ms = 60000, fuel_per_call = 1000000 }}"#,
+        fixtures::HOSTILE_BALANCER
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
+    // The 60 s deadline never fires: the budget does, after a million units.
+    assert_eq!(get(&client(), &format!("{}/", proxy.url)).await.0, 200);
+    let fault = proxy.wait_for_log("plugin fault;");
+    assert!(
+        fault.contains("used up its fuel budget of 1000000 per call"),
+        "{fault}"
+    );
+}

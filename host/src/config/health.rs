@@ -80,6 +80,9 @@ pub struct PluginRef {
     /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Fuel (≈ wasm instructions) one call may burn: a deterministic CPU
+    /// limit beside the deadline. Default: none (the deadline alone).
+    pub fuel_per_call: Option<u64>,
     /// Extras granted beyond the `host` interface, e.g. `["clock"]`.
     /// Default: none (deny by default).
     #[serde(default)]
@@ -327,6 +330,9 @@ impl PluginRef {
         if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
             return Err(("memory_limit_mib".into(), "must be 1..=4096".into()));
         }
+        if self.fuel_per_call == Some(0) {
+            return Err(("fuel_per_call".into(), "must be >= 1".into()));
+        }
         self.quarantine.validate()
     }
 
@@ -338,6 +344,7 @@ impl PluginRef {
                 call_deadline_ms: self.call_deadline_ms,
                 memory_limit_bytes: (self.memory_limit_mib as usize) << 20,
                 quarantine: self.quarantine,
+                fuel_per_call: self.fuel_per_call,
                 grants: crate::plugin::Grants::from(self.capabilities.as_slice()),
             },
         )

@@ -293,6 +293,8 @@ pub struct PluginStrategyConfig {
     /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
     #[serde(default)]
     pub quarantine: QuarantineConfig,
+    /// Fuel one call may burn (see [`PluginRef`]). Default: none.
+    pub fuel_per_call: Option<u64>,
     /// Extras granted beyond the `host` interface (see [`Capability`]).
     /// Default: none.
     #[serde(default)]
@@ -309,6 +311,7 @@ impl PluginStrategyConfig {
             call_deadline_ms: self.call_deadline_ms,
             memory_limit_mib: self.memory_limit_mib,
             quarantine: self.quarantine,
+            fuel_per_call: self.fuel_per_call,
             capabilities: self.capabilities.clone(),
         }
     }

@@ -53,6 +53,12 @@ pub enum Fault {
         /// The configured deadline.
         deadline_ms: u64,
     },
+    /// The call used up its fuel budget (`fuel_per_call`).
+    #[error("used up its fuel budget of {budget} per call")]
+    Fuel {
+        /// The configured budget.
+        budget: u64,
+    },
     /// Linear memory would have grown past the cap.
     #[error("exceeded its memory limit of {limit_mib} MiB")]
     Memory {
@@ -80,16 +86,17 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Maps a wasmtime call error; `memory_limit_bytes` is the instance's cap.
-    pub(crate) fn from_call(
-        err: &wasmtime::Error,
-        deadline_ms: u64,
-        memory_limit_bytes: usize,
-    ) -> Self {
+    /// Maps a wasmtime call error under the instance's `limits`.
+    pub(crate) fn from_call(err: &wasmtime::Error, limits: &super::Limits) -> Self {
+        let deadline_ms = limits.call_deadline_ms;
+        let memory_limit_bytes = limits.memory_limit_bytes;
         let root = err.root_cause().to_string();
         let root = root.lines().next().unwrap_or_default();
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Deadline { deadline_ms },
+            Some(Trap::OutOfFuel) => Fault::Fuel {
+                budget: limits.fuel_per_call.unwrap_or(u64::MAX),
+            },
             _ if root.contains("grow") && root.contains("memory") => Fault::Memory {
                 limit_mib: (memory_limit_bytes >> 20) as u64,
             },

@@ -16,6 +16,9 @@
 //! - **CPU**: every call runs under an epoch deadline. A ticker thread bumps
 //!   the engine's epoch every [`EPOCH_TICK`]; a call may run for
 //!   `call_deadline_ms` ticks before it traps with `Trap::Interrupt`.
+//! - **Fuel** (optional): with `fuel_per_call`, a call traps once it has
+//!   burnt that much fuel (about one unit per wasm instruction): a
+//!   deterministic CPU limit, the same on every machine, unlike the deadline.
 //! - **Memory**: each instance's linear memory is capped (`memory_limit_mib`);
 //!   a growth past it traps.
 //!
@@ -113,6 +116,9 @@ impl PluginHost {
     pub fn with_cache(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        // Fuel is always metered so that any plugin may be given a budget
+        // (`fuel_per_call`); without one a call gets `u64::MAX`.
+        config.consume_fuel(true);
         if let Some(dir) = cache_dir {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -350,6 +356,9 @@ pub struct Limits {
     pub memory_limit_bytes: usize,
     /// When repeated faults set the plugin aside.
     pub quarantine: crate::config::QuarantineConfig,
+    /// Fuel (≈ wasm instructions) one call may burn; `None`: unlimited,
+    /// the epoch deadline alone bounds the call.
+    pub fuel_per_call: Option<u64>,
     /// The capabilities granted beyond the `host` interface.
     pub grants: Grants,
 }

@@ -167,23 +167,23 @@ impl<L> Sandbox<L> {
         store
     }
 
-    /// Arms the set-up deadline (before `configure` or `update`).
+    /// Arms the set-up deadline (before `configure` or `update`); set-up
+    /// has no fuel budget.
     pub fn arm_setup(&self, store: &mut Store<PluginState>) {
         store.set_epoch_deadline(SETUP_DEADLINE_MS.max(self.limits.call_deadline_ms));
+        refuel(store, u64::MAX);
     }
 
-    /// Re-arms the call deadline of `store` (before every call).
+    /// Re-arms the call deadline and the fuel budget of `store` (before
+    /// every call).
     pub fn arm(&self, store: &mut Store<PluginState>) {
         store.set_epoch_deadline(self.limits.call_deadline_ms);
+        refuel(store, self.limits.fuel_per_call.unwrap_or(u64::MAX));
     }
 
     /// Maps a wasmtime call error to a fault.
     pub fn fault(&self, err: &wasmtime::Error) -> Fault {
-        Fault::from_call(
-            err,
-            self.limits.call_deadline_ms,
-            self.limits.memory_limit_bytes,
-        )
+        Fault::from_call(err, &self.limits)
     }
 
     /// A fresh live instance of a plugin whose set-up is one `configure`
@@ -275,7 +275,10 @@ impl<L> Sandbox<L> {
                     self.stats.count_call(started.elapsed());
                     if matches!(
                         result,
-                        Err(Fault::Trap(_) | Fault::Deadline { .. } | Fault::Memory { .. })
+                        Err(Fault::Trap(_)
+                            | Fault::Deadline { .. }
+                            | Fault::Fuel { .. }
+                            | Fault::Memory { .. })
                     ) {
                         *guard = None;
                     }
@@ -316,6 +319,14 @@ impl<L> Sandbox<L> {
             self.host.publish_fault(&self.plugin, faults, &fault);
             fault
         })
+    }
+}
+
+/// Sets the fuel of `store` (the engine always consumes fuel; see
+/// [`PluginHost::new`]).
+fn refuel(store: &mut Store<PluginState>, fuel: u64) {
+    if let Err(e) = store.set_fuel(fuel) {
+        tracing::error!("cannot set plugin fuel: {e}");
     }
 }
 

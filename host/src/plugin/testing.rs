@@ -47,6 +47,7 @@ pub const TEST_LIMITS: Limits = Limits {
         backoff_ms: 1,
         max_backoff_ms: 1,
     },
+    fuel_per_call: None,
     grants: Grants {
         clock: true,
         random: true,
