@@ -101,8 +101,9 @@ impl Control {
     }
 
     /// The configuration to start with: the state file's when it exists
-    /// (the last acknowledged configuration) with `config`'s `listeners` and
-    /// `admin` (which change only through the file), else `config`.
+    /// (the last acknowledged configuration) with `config`'s `listeners`,
+    /// `admin`, `plugin_cache` and `plugin_fuel` (which change only through
+    /// the file), else `config`.
     ///
     /// # Errors
     /// A reason naming the state file when it exists but cannot be read,
@@ -121,6 +122,8 @@ impl Control {
         // Those two change only through the file (and a restart).
         restored.listeners = config.listeners;
         restored.admin = config.admin;
+        restored.plugin_cache = config.plugin_cache;
+        restored.plugin_fuel = config.plugin_fuel;
         restored
             .check()
             .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
@@ -207,9 +210,14 @@ impl Control {
         let mut inner = self.lock();
         let mut next = inner.config.clone();
         let edited = edit(&mut next)?;
-        if next.listeners != inner.config.listeners || next.admin != inner.config.admin {
+        if next.listeners != inner.config.listeners
+            || next.admin != inner.config.admin
+            || next.plugin_cache != inner.config.plugin_cache
+            || next.plugin_fuel != inner.config.plugin_fuel
+        {
             return Err(ChangeError::Conflict(
-                "`listeners` and `admin` cannot change at run time: edit the config file and restart"
+                "`listeners`, `admin`, `plugin_cache` and `plugin_fuel` cannot change at run \
+                 time: edit the config file and restart"
                     .into(),
             ));
         }

@@ -110,6 +110,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         shutdown_grace_ms: 5_000,
         event_cooldown_ms: 30_000,
         plugin_cache: Default::default(),
+        plugin_fuel: false,
         admin: Some(AdminConfig {
             listen: admin,
             token_env: None,
@@ -120,7 +121,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         }),
     };
 
-    let host = PluginHost::with_cache(config.plugin_cache.directory().as_deref())?;
+    let host = PluginHost::for_config(&config)?;
     let switchyard = Switchyard::bind(&config, &host).await?;
     let addr = switchyard
         .local_addrs()

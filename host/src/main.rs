@@ -115,7 +115,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config: path } => {
             let config = Control::restore(Config::load(&path)?).map_err(anyhow::Error::msg)?;
-            let host = PluginHost::with_cache(config.plugin_cache.directory().as_deref())?;
+            let host = PluginHost::for_config(&config)?;
             Switchyard::bind(&config, &host)
                 .await
                 .with_context(|| path.display().to_string())?
@@ -124,7 +124,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Check { config: path } => {
             let config = Config::load(&path)?;
-            let host = PluginHost::with_cache(config.plugin_cache.directory().as_deref())?;
+            let host = PluginHost::for_config(&config)?;
             switchyard::proxy::Router::build(&config, &host)
                 .with_context(|| path.display().to_string())?;
             println!("{}: ok", path.display());

@@ -650,7 +650,22 @@ async fn a_fuel_budget_stops_a_spinning_plugin_deterministically() {
         r#"{{ kind = "plugin", path = "{}", config = {{ mode = "loop" }}, call_deadline_ms = 60000, fuel_per_call = 1000000 }}"#,
         fixtures::HOSTILE_BALANCER
     );
-    let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
+    // Without fuel metering the budget is refused, naming the switch.
+    let (ok, refused) = {
+        let config = switchyard_tests::process::write_config(
+            dir.path(),
+            &single_pool(&strategy, &instances(&ups)),
+        );
+        switchyard_cli(&["check", "--config", config.to_str().unwrap()])
+    };
+    assert!(!ok && refused.contains("plugin_fuel = true"), "{refused}");
+    let proxy = serve(
+        &dir,
+        &format!(
+            "plugin_fuel = true\n{}",
+            single_pool(&strategy, &instances(&ups))
+        ),
+    );
     // The 60 s deadline never fires: the budget does, after a million units.
     assert_eq!(get(&client(), &format!("{}/", proxy.url)).await.0, 200);
     let fault = proxy.wait_for_log("plugin fault;");

@@ -49,6 +49,11 @@ pub struct Config {
     /// cache directory.
     #[serde(default)]
     pub plugin_cache: PluginCacheConfig,
+    /// Meter fuel in every plugin call, so that plugins may set
+    /// `fuel_per_call` (a deterministic CPU budget). Costs 8–25% per call.
+    /// Read at start. Default false.
+    #[serde(default)]
+    pub plugin_fuel: bool,
 }
 
 /// The compiled-plugin cache: a component compiled once is kept on disk,

@@ -61,7 +61,7 @@ impl WasmStrategy {
             path,
             BALANCER_EXPORT,
             "balancer",
-            limits.grants,
+            &limits,
             |linker| BalancerPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             BalancerPluginPre::new,
         )?;

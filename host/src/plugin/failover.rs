@@ -92,7 +92,7 @@ impl WasmFailover {
             path,
             FAILOVER_EXPORT,
             "failover",
-            limits.grants,
+            &limits,
             |linker| FailoverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             FailoverPluginPre::new,
         )?;

@@ -43,7 +43,7 @@ impl WasmHealthCheck {
             path,
             HEALTH_CHECK_EXPORT,
             "health-check",
-            limits.grants,
+            &limits,
             |linker| HealthCheckPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             HealthCheckPluginPre::new,
         )?;

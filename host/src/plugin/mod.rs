@@ -81,6 +81,8 @@ pub struct PluginHost {
     compiled: Arc<Mutex<HashMap<[u8; 32], Weak<Component>>>>,
     /// The `kv` stores of the plugins granted one.
     kv: Arc<kv::KvStores>,
+    /// Whether calls meter fuel (`plugin_fuel`).
+    fuel: bool,
     _ticker: Arc<Ticker>,
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
@@ -104,21 +106,32 @@ impl PluginHost {
     /// # Errors
     /// When wasmtime rejects the engine configuration or the thread cannot start.
     pub fn new() -> anyhow::Result<Self> {
-        Self::with_cache(None)
+        Self::with_options(None, false)
+    }
+
+    /// The host `config` asks for: its compile cache and fuel metering.
+    ///
+    /// # Errors
+    /// As [`with_options`](Self::with_options).
+    pub fn for_config(config: &crate::config::Config) -> anyhow::Result<Self> {
+        Self::with_options(
+            config.plugin_cache.directory().as_deref(),
+            config.plugin_fuel,
+        )
     }
 
     /// As [`new`](Self::new), caching compiled components in `cache_dir`
     /// (created `0700` if missing; see
-    /// [`PluginCacheConfig`](crate::config::PluginCacheConfig)).
+    /// [`PluginCacheConfig`](crate::config::PluginCacheConfig)) and, with
+    /// `fuel`, metering fuel in every call so that plugins may have a
+    /// `fuel_per_call` budget (it costs 8–25% per call, BENCHMARKS.md).
     ///
     /// # Errors
     /// As `new`, or when the cache directory cannot be created.
-    pub fn with_cache(cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn with_options(cache_dir: Option<&Path>, fuel: bool) -> anyhow::Result<Self> {
         let mut config = Config::new();
         config.epoch_interruption(true);
-        // Fuel is always metered so that any plugin may be given a budget
-        // (`fuel_per_call`); without one a call gets `u64::MAX`.
-        config.consume_fuel(true);
+        config.consume_fuel(fuel);
         if let Some(dir) = cache_dir {
             use std::os::unix::fs::DirBuilderExt;
             std::fs::DirBuilder::new()
@@ -153,6 +166,7 @@ impl PluginHost {
             cache,
             compiled: Arc::default(),
             kv: Arc::default(),
+            fuel,
             _ticker: Arc::new(Ticker { stop }),
             events: Arc::default(),
         })

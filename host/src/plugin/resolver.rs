@@ -55,7 +55,7 @@ impl WasmResolver {
             path,
             RESOLVER_EXPORT,
             "resolver",
-            limits.grants,
+            &limits,
             |linker| ResolverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             ResolverPluginPre::new,
         )?;

@@ -10,7 +10,7 @@ use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::PluginState;
 use super::wasi::{self, Captured};
-use super::{Fault, Grants, Limits, LoadError, PluginHost, PluginStats};
+use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
 /// ms: generous, since `update` carries the whole endpoint set and set-up
@@ -171,14 +171,18 @@ impl<L> Sandbox<L> {
     /// has no fuel budget.
     pub fn arm_setup(&self, store: &mut Store<PluginState>) {
         store.set_epoch_deadline(SETUP_DEADLINE_MS.max(self.limits.call_deadline_ms));
-        refuel(store, u64::MAX);
+        if self.host.fuel {
+            refuel(store, u64::MAX);
+        }
     }
 
     /// Re-arms the call deadline and the fuel budget of `store` (before
     /// every call).
     pub fn arm(&self, store: &mut Store<PluginState>) {
         store.set_epoch_deadline(self.limits.call_deadline_ms);
-        refuel(store, self.limits.fuel_per_call.unwrap_or(u64::MAX));
+        if self.host.fuel {
+            refuel(store, self.limits.fuel_per_call.unwrap_or(u64::MAX));
+        }
     }
 
     /// Maps a wasmtime call error to a fault.
@@ -322,8 +326,8 @@ impl<L> Sandbox<L> {
     }
 }
 
-/// Sets the fuel of `store` (the engine always consumes fuel; see
-/// [`PluginHost::new`]).
+/// Sets the fuel of `store` (an engine that meters fuel; see
+/// [`PluginHost::with_options`]).
 fn refuel(store: &mut Store<PluginState>, fuel: u64) {
     if let Err(e) = store.set_fuel(fuel) {
         tracing::error!("cannot set plugin fuel: {e}");
@@ -342,14 +346,22 @@ pub fn link<P>(
     path: &Path,
     export: &str,
     kind: &str,
-    grants: Grants,
+    limits: &Limits,
     add_world: impl FnOnce(&mut Linker<PluginState>) -> wasmtime::Result<()>,
     make_pre: impl FnOnce(InstancePre<PluginState>) -> wasmtime::Result<P>,
 ) -> Result<(P, Arc<Component>), LoadError> {
+    if limits.fuel_per_call.is_some() && !host.fuel {
+        return Err(LoadError::Rejected {
+            path: path.to_path_buf(),
+            reason: "`fuel_per_call` needs fuel metering: set `plugin_fuel = true` at the top \
+                     of the config (read at start)"
+                .into(),
+        });
+    }
     let component = compile_checked(host, path, export, kind)?;
     let mut linker = Linker::new(host.engine());
     add_world(&mut linker)
-        .and_then(|()| wasi::add_to_linker(&mut linker, &component, grants))
+        .and_then(|()| wasi::add_to_linker(&mut linker, &component, limits.grants))
         .map_err(|e| LoadError::Rejected {
             path: path.to_path_buf(),
             reason: format!("cannot link: {e:#}"),
