@@ -168,3 +168,66 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
         Decision::Fallback(pool) if pool == "backup"
     ));
 }
+
+#[test]
+fn mcp_federation_renames_clashing_tools_from_lower_priority_servers() {
+    use switchyard::fusion::{Answer, Outcome, Source, UpstreamResponse};
+    use switchyard::plugin::RequestFacts;
+    let resolver = testing::resolver(Path::new(fixtures::MCP_FEDERATION), "{}").unwrap();
+    let sources: Vec<Source> = ["github", "files"]
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Source {
+            name: (*name).to_string(),
+            priority: i as u32,
+            weight: 1.0,
+        })
+        .collect();
+    let answer = |source: usize, tools: &[&str]| {
+        let tools: Vec<_> = tools
+            .iter()
+            .map(|name| serde_json::json!({"name": name, "inputSchema": {"type": "object"}}))
+            .collect();
+        let body = serde_json::json!({"jsonrpc": "2.0", "id": 7, "result": {"tools": tools}});
+        Answer {
+            source,
+            latency_us: 1_000,
+            outcome: Outcome::Response(UpstreamResponse {
+                status: http::StatusCode::OK,
+                headers: http::HeaderMap::new(),
+                body: Bytes::from(body.to_string()),
+            }),
+            rejected: None,
+            json: None,
+            key: None,
+        }
+    };
+    let fused = resolver
+        .resolve(
+            &RequestFacts {
+                method: "POST",
+                authority: "localhost",
+                path: "/mcp",
+                client_addr: ([127, 0, 0, 1], 40_000).into(),
+            },
+            &sources,
+            &[
+                answer(0, &["search", "issues"]),
+                answer(1, &["search", "read"]),
+            ],
+            &(200..=299),
+        )
+        .unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&fused.body).unwrap();
+    let names: Vec<&str> = body["result"]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["search", "issues", "files__search", "read"]);
+    assert_eq!(
+        (body["id"].clone(), fused.conflicts),
+        (serde_json::json!(7), 1)
+    );
+}
