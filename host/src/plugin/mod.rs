@@ -11,8 +11,10 @@
 //!   (`log`), plus the two pieces of WASI a Rust guest's standard library
 //!   cannot do without ([`wasi`]): stdout/stderr, captured line by line into
 //!   the host's log tagged with the plugin's name, and the `HashMap` seed.
-//!   Every other import (files, sockets, clocks, environment, random bytes)
-//!   is linked to a stub that traps when called.
+//!   Clocks, random numbers and a key-value store only when the plugin's
+//!   config grants them ([`Grants`]); every other import (files, sockets,
+//!   environment) is linked to a stub that traps when called, naming the
+//!   capability that would grant it where there is one.
 //! - **CPU**: every call runs under an epoch deadline. A ticker thread bumps
 //!   the engine's epoch every [`EPOCH_TICK`]; a call may run for
 //!   `call_deadline_ms` ticks before it traps with `Trap::Interrupt`.
@@ -53,10 +55,9 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
-
-use sha2::Digest as _;
 use std::time::Duration;
 
+use sha2::Digest as _;
 use wasmtime::component::Component;
 use wasmtime::{Config, Engine};
 
