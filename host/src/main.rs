@@ -78,6 +78,9 @@ enum PluginCommand {
         /// Calls to measure.
         #[arg(long, default_value_t = 10_000)]
         iterations: usize,
+        /// Meter fuel, as `plugin_fuel = true` does (to measure its cost).
+        #[arg(long)]
+        fuel: bool,
     },
     /// Creates a ready-to-build plugin crate NAME of KIND (balancer,
     /// health-check, failover, resolver) from the SDK's template.
@@ -165,8 +168,9 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
             file,
             config,
             iterations,
+            fuel,
         } => {
-            let host = PluginHost::new()?;
+            let host = PluginHost::with_options(None, fuel)?;
             let r = tools::bench(&host, &file, &config, iterations)?;
             println!("{}: {} plugin, {}", file.display(), r.kind, r.call);
             println!(

@@ -14,11 +14,10 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{AdminState, ApiError};
 use crate::control::ChangeError;
-use crate::plugin::PluginHost;
+use crate::plugin::{PluginHost, sha256_hex};
 
 /// Largest upload, bytes: the host's plugin size limit.
 pub const MAX_UPLOAD_BYTES: usize = crate::plugin::MAX_PLUGIN_BYTES;
@@ -64,12 +63,8 @@ fn describe(
         "kind": kind,
         "interface": interface,
         "size_bytes": bytes.len(),
-        "sha256": hex(&Sha256::digest(bytes)),
+        "sha256": sha256_hex(bytes),
     }))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `GET /v1/plugins`: every uploaded plugin with its kind, sha256, the
@@ -99,10 +94,13 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Value>>, A
         entries
             .iter()
             .map(|path| {
-                let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                let name = path
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 let bytes = std::fs::read(path).unwrap_or_default();
                 let mut item = describe(host, &name, path, &bytes).unwrap_or_else(|e| {
-                    json!({ "name": name, "error": e.to_string(), "sha256": hex(&Sha256::digest(&bytes)) })
+                    json!({ "name": name, "error": e.to_string(), "sha256": sha256_hex(&bytes) })
                 });
                 let users = config.plugin_users(path);
                 let (calls, faults) = router

@@ -50,7 +50,7 @@ pub struct Config {
     #[serde(default)]
     pub plugin_cache: PluginCacheConfig,
     /// Meter fuel in every plugin call, so that plugins may set
-    /// `fuel_per_call` (a deterministic CPU budget). Costs 8–25% per call.
+    /// `fuel_per_call` (a deterministic CPU budget). Costs 12–25% per call.
     /// Read at start. Default false.
     #[serde(default)]
     pub plugin_fuel: bool,

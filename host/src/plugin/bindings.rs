@@ -90,10 +90,7 @@ pub struct PluginState {
 impl PluginState {
     fn kv(&self) -> wasmtime::Result<&KvStore> {
         self.kv.as_deref().ok_or_else(|| {
-            wasmtime::format_err!(
-                "`switchyard:plugin/kv` is not available to plugins without the `kv` \
-                 capability (grant it with `capabilities = [\"kv\"]`)"
-            )
+            wasmtime::format_err!("{}", super::wasi::not_granted("switchyard:plugin/kv", "kv"))
         })
     }
 }

@@ -125,7 +125,7 @@ impl PluginHost {
     /// (created `0700` if missing; see
     /// [`PluginCacheConfig`](crate::config::PluginCacheConfig)) and, with
     /// `fuel`, metering fuel in every call so that plugins may have a
-    /// `fuel_per_call` budget (it costs 8–25% per call, BENCHMARKS.md).
+    /// `fuel_per_call` budget (it costs 12–25% per call, BENCHMARKS.md).
     ///
     /// # Errors
     /// As `new`, or when the cache directory cannot be created.
@@ -310,6 +310,24 @@ pub const KINDS: [(&str, &str); 4] = [
     ("resolver", bindings::RESOLVER_EXPORT),
 ];
 
+/// The entry of [`KINDS`] whose interface one of `exports` implements
+/// (see [`implements`]), if any.
+pub(crate) fn kind_in(exports: &[String]) -> Option<(&'static str, &'static str)> {
+    KINDS
+        .iter()
+        .find(|(_, export)| exports.iter().any(|e| implements(e, export)))
+        .copied()
+}
+
+/// Lower-case hex SHA-256 of `bytes`: how plugin files are named in
+/// reports (`switchyard plugin inspect`, the admin API).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
 impl PluginHost {
     /// The kind of the component at `path` and the interface it exports,
     /// e.g. `("balancer", "switchyard:plugin/balancer@0.1.1")`.
@@ -319,22 +337,18 @@ impl PluginHost {
     /// plugin interfaces this host supports (naming what it exports).
     pub fn kind_of(&self, path: &Path) -> Result<(&'static str, &'static str), LoadError> {
         let exports = self.exports(path)?;
-        KINDS
-            .iter()
-            .find(|(_, export)| exports.iter().any(|e| implements(e, export)))
-            .copied()
-            .ok_or_else(|| LoadError::WrongWorld {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "is not a Switchyard plugin: it exports none of {} (it exports: {})",
-                    KINDS.map(|(_, e)| e).join(", "),
-                    if exports.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        exports.join(", ")
-                    }
-                ),
-            })
+        kind_in(&exports).ok_or_else(|| LoadError::WrongWorld {
+            path: path.to_path_buf(),
+            reason: format!(
+                "is not a Switchyard plugin: it exports none of {} (it exports: {})",
+                KINDS.map(|(_, e)| e).join(", "),
+                if exports.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    exports.join(", ")
+                }
+            ),
+        })
     }
 }
 

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
-use sha2::{Digest, Sha256};
 
 use super::testing::{TEST_LIMITS, endpoint};
 use super::{
@@ -53,17 +52,11 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         .imports(host.engine())
         .map(|(name, _)| name.to_string())
         .collect();
-    let kind = super::KINDS
-        .iter()
-        .find(|(_, export)| exports.iter().any(|e| super::implements(e, export)))
-        .map(|(kind, _)| *kind);
+    let kind = super::kind_in(&exports).map(|(kind, _)| kind);
     Ok(Inspection {
         kind,
         size_bytes: bytes.len(),
-        sha256: Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect(),
+        sha256: super::sha256_hex(&bytes),
         exports,
         imports,
     })

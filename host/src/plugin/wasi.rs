@@ -278,21 +278,28 @@ fn deny_rest(
         if !matches!(item.ty, ComponentItem::ComponentFunc(_)) || defined.contains(&function) {
             continue;
         }
-        let hint = match capability {
+        let what = format!("{name}#{function}");
+        let message = match capability {
             _ if function.starts_with("subscribe") => {
-                " (a plugin decides, it never waits)".to_string()
+                format!("`{what}` is not available to plugins (a plugin decides, it never waits)")
             }
-            Some(capability) => format!(
-                " without the `{capability}` capability (grant it with `capabilities = [\"{capability}\"]`)"
-            ),
-            None => String::new(),
+            Some(capability) => not_granted(&what, capability),
+            None => format!("`{what}` is not available to plugins"),
         };
-        let message = format!("`{name}#{function}` is not available to plugins{hint}");
         linker_instance.func_new(function, move |_, _, _, _| {
             Err(wasmtime::format_err!("{message}"))
         })?;
     }
     Ok(())
+}
+
+/// The message of a trap on `what` (an interface or function) called by a
+/// plugin not granted `capability`.
+pub fn not_granted(what: &str, capability: &str) -> String {
+    format!(
+        "`{what}` is not available to plugins without the `{capability}` capability \
+         (grant it with `capabilities = [\"{capability}\"]`)"
+    )
 }
 
 /// Nanoseconds since the first call in this process (a monotonic clock's
