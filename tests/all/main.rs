@@ -14,6 +14,7 @@ mod plugins;
 mod polyglot;
 mod proxying;
 mod resilience;
+mod state;
 
 use switchyard_tests::process::{Switchyard, write_config};
 use switchyard_tests::upstream::Upstream;

@@ -504,7 +504,7 @@ pub async fn pick(
         &target.endpoints,
     );
     let chosen = target
-        .next(&ranking, &[])
+        .peek(&ranking, &[])
         .ok_or_else(|| ApiError::Unavailable(format!("pool `{pool}` has no instance available")))?;
     let url = |id: u32| target.endpoints[id as usize].url.clone();
     Ok(Json(json!({

@@ -14,8 +14,15 @@
 //!
 //! Defaults: failure rate 0.5 and 60 s open, as the original design; 20
 //! requests minimum over 10 s; 5 consecutive failures; 3 half-open probes.
+//!
+//! Admission is a guard value ([`Admission`]): a half-open probe slot taken
+//! by [`Breakers::admit`] is given back when its admission is dropped without
+//! an outcome (the client went away, a fan-out source was cancelled), so a
+//! breaker can never be left half-open with every slot gone. Asking whether
+//! an instance would be admitted ([`Breakers::would_admit`], the admin API's
+//! pick) takes no slot at all.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
@@ -46,6 +53,9 @@ pub struct CircuitBreaker {
     open_until_ms: u64,
     half_open_admitted: u32,
     half_open_successes: u32,
+    /// Times the breaker went half-open: a probe slot given back belongs to
+    /// the half-open period that handed it out.
+    generation: u64,
 }
 
 /// A state change, for events.
@@ -67,8 +77,21 @@ impl Default for CircuitBreaker {
             open_until_ms: 0,
             half_open_admitted: 0,
             half_open_successes: 0,
+            generation: 0,
         }
     }
+}
+
+/// What [`CircuitBreaker::allow`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admit {
+    /// Refused: open, or every half-open probe slot is taken.
+    Refused,
+    /// Admitted while closed: nothing to give back.
+    Closed,
+    /// Admitted as a half-open probe of period `generation`: the slot must be
+    /// given back ([`CircuitBreaker::release`]) unless an outcome is recorded.
+    Probe(u64),
 }
 
 impl CircuitBreaker {
@@ -77,14 +100,24 @@ impl CircuitBreaker {
         self.state
     }
 
+    /// Whether a request would be admitted at `now_ms`, changing nothing.
+    pub fn would_allow(&self, config: &BreakerConfig, now_ms: u64) -> bool {
+        match self.state {
+            BreakerState::Closed => true,
+            BreakerState::Open => now_ms >= self.open_until_ms,
+            BreakerState::HalfOpen => self.half_open_admitted < config.half_open_requests,
+        }
+    }
+
     /// Whether a request may go to the instance at `now_ms`; moves an open
-    /// breaker whose time is up to half-open, and counts half-open probes.
-    pub fn allow(&mut self, config: &BreakerConfig, now_ms: u64) -> (bool, Option<Transition>) {
+    /// breaker whose time is up to half-open, and takes a half-open probe slot.
+    pub fn allow(&mut self, config: &BreakerConfig, now_ms: u64) -> (Admit, Option<Transition>) {
         let mut transition = None;
         if self.state == BreakerState::Open && now_ms >= self.open_until_ms {
             self.state = BreakerState::HalfOpen;
             self.half_open_admitted = 0;
             self.half_open_successes = 0;
+            self.generation += 1;
             transition = Some(Transition {
                 to: BreakerState::HalfOpen,
                 reason: format!(
@@ -93,16 +126,24 @@ impl CircuitBreaker {
                 ),
             });
         }
-        let allowed = match self.state {
-            BreakerState::Closed => true,
-            BreakerState::Open => false,
-            BreakerState::HalfOpen => {
-                let admit = self.half_open_admitted < config.half_open_requests;
-                self.half_open_admitted += u32::from(admit);
-                admit
+        let admit = match self.state {
+            BreakerState::Closed => Admit::Closed,
+            BreakerState::Open => Admit::Refused,
+            BreakerState::HalfOpen if self.half_open_admitted < config.half_open_requests => {
+                self.half_open_admitted += 1;
+                Admit::Probe(self.generation)
             }
+            BreakerState::HalfOpen => Admit::Refused,
         };
-        (allowed, transition)
+        (admit, transition)
+    }
+
+    /// Gives back a probe slot of half-open period `generation` that sent
+    /// nothing worth recording; a slot of an earlier period is void.
+    pub fn release(&mut self, generation: u64) {
+        if self.state == BreakerState::HalfOpen && self.generation == generation {
+            self.half_open_admitted = self.half_open_admitted.saturating_sub(1);
+        }
     }
 
     /// Folds one outcome in at `now_ms`; returns a transition when the state changed.
@@ -183,11 +224,40 @@ impl CircuitBreaker {
     }
 }
 
+type Shared = Arc<Mutex<CircuitBreaker>>;
+
+fn lock(breaker: &Shared) -> std::sync::MutexGuard<'_, CircuitBreaker> {
+    breaker.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An instance's admission by its breaker, held for the attempt: when it
+/// was a half-open probe and is dropped without
+/// [`Breakers::record`] (the attempt was abandoned), the probe slot is given
+/// back. The default admits with nothing to give back (no breaker).
+#[derive(Debug, Default)]
+#[must_use = "dropping an admission gives its probe slot back"]
+pub struct Admission(Option<(Shared, u64)>);
+
+impl Admission {
+    /// Whether this admission holds a half-open probe slot.
+    pub fn is_probe(&self) -> bool {
+        self.0.is_some()
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if let Some((breaker, generation)) = self.0.take() {
+            lock(&breaker).release(generation);
+        }
+    }
+}
+
 /// The breakers of one pool.
 #[derive(Debug)]
 pub struct Breakers {
     config: BreakerConfig,
-    breakers: Vec<Mutex<CircuitBreaker>>,
+    breakers: Vec<Shared>,
 }
 
 impl Breakers {
@@ -196,36 +266,54 @@ impl Breakers {
         Self {
             config: config.clone(),
             breakers: (0..pool_size)
-                .map(|_| Mutex::new(CircuitBreaker::default()))
+                .map(|_| Arc::new(Mutex::new(CircuitBreaker::default())))
                 .collect(),
         }
     }
 
-    /// See [`CircuitBreaker::allow`].
-    pub fn allow(&self, id: u32, now_ms: u64) -> (bool, Option<Transition>) {
-        self.breakers.get(id as usize).map_or((true, None), |b| {
-            b.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .allow(&self.config, now_ms)
-        })
+    /// Admits a request to instance `id` at `now_ms`, or refuses it (`None`);
+    /// see [`CircuitBreaker::allow`]. The transition to half-open, if this
+    /// call made it, comes back for events.
+    pub fn admit(&self, id: u32, now_ms: u64) -> (Option<Admission>, Option<Transition>) {
+        let Some(breaker) = self.breakers.get(id as usize) else {
+            return (Some(Admission::default()), None);
+        };
+        let (admit, transition) = lock(breaker).allow(&self.config, now_ms);
+        let admission = match admit {
+            Admit::Refused => None,
+            Admit::Closed => Some(Admission::default()),
+            Admit::Probe(generation) => Some(Admission(Some((Arc::clone(breaker), generation)))),
+        };
+        (admission, transition)
     }
 
-    /// See [`CircuitBreaker::record`].
-    pub fn record(&self, id: u32, success: bool, now_ms: u64) -> Option<Transition> {
-        self.breakers.get(id as usize).and_then(|b| {
-            b.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .record(&self.config, success, now_ms)
-        })
+    /// Whether instance `id` would be admitted at `now_ms`; takes no slot.
+    pub fn would_admit(&self, id: u32, now_ms: u64) -> bool {
+        self.breakers
+            .get(id as usize)
+            .is_none_or(|b| lock(b).would_allow(&self.config, now_ms))
+    }
+
+    /// Records the outcome of the attempt `admission` let through (its probe
+    /// slot, if any, is used up); see [`CircuitBreaker::record`].
+    pub fn record(
+        &self,
+        id: u32,
+        mut admission: Admission,
+        success: bool,
+        now_ms: u64,
+    ) -> Option<Transition> {
+        admission.0 = None;
+        self.breakers
+            .get(id as usize)
+            .and_then(|b| lock(b).record(&self.config, success, now_ms))
     }
 
     /// The state of instance `id`'s breaker.
     pub fn state(&self, id: u32) -> BreakerState {
         self.breakers
             .get(id as usize)
-            .map_or(BreakerState::Closed, |b| {
-                b.lock().unwrap_or_else(PoisonError::into_inner).state()
-            })
+            .map_or(BreakerState::Closed, |b| lock(b).state())
     }
 }
 
@@ -246,6 +334,10 @@ mod tests {
         }
     }
 
+    fn allowed(b: &mut CircuitBreaker, c: &BreakerConfig, now_ms: u64) -> bool {
+        b.allow(c, now_ms).0 != Admit::Refused
+    }
+
     #[test]
     fn opens_on_the_failure_rate_with_a_minimum_volume() {
         let (c, mut b) = (config(), CircuitBreaker::default());
@@ -255,7 +347,7 @@ mod tests {
         let t = b.record(&c, false, 10).unwrap();
         assert_eq!(t.to, BreakerState::Open);
         assert!(t.reason.contains("failure rate 50%"), "{}", t.reason);
-        assert_eq!(b.allow(&c, 50), (false, None));
+        assert_eq!(b.allow(&c, 50), (Admit::Refused, None));
     }
 
     #[test]
@@ -282,23 +374,23 @@ mod tests {
             b.record(&c, false, 0);
         }
         assert_eq!(b.state(), BreakerState::Open);
-        let (allowed, t) = b.allow(&c, 100);
-        assert!(allowed);
+        let (admit, t) = b.allow(&c, 100);
+        assert_eq!(admit, Admit::Probe(1));
         assert_eq!(t.unwrap().to, BreakerState::HalfOpen);
-        assert!(b.allow(&c, 100).0, "second probe");
-        assert!(!b.allow(&c, 100).0, "only two probes");
+        assert!(allowed(&mut b, &c, 100), "second probe");
+        assert!(!allowed(&mut b, &c, 100), "only two probes");
         // A failed probe reopens for 2 × 100 ms.
         assert_eq!(b.record(&c, false, 110).unwrap().to, BreakerState::Open);
-        assert!(!b.allow(&c, 309).0);
-        assert!(b.allow(&c, 310).0);
+        assert!(!allowed(&mut b, &c, 309));
+        assert!(allowed(&mut b, &c, 310));
         assert_eq!(b.record(&c, true, 311), None);
         assert_eq!(b.record(&c, true, 312).unwrap().to, BreakerState::Closed);
         // Closing forgives the trips: the next open is 100 ms again.
         for _ in 0..3 {
             b.record(&c, false, 400);
         }
-        assert!(!b.allow(&c, 499).0);
-        assert!(b.allow(&c, 500).0);
+        assert!(!allowed(&mut b, &c, 499));
+        assert!(allowed(&mut b, &c, 500));
     }
 
     #[test]
@@ -312,9 +404,51 @@ mod tests {
         for _ in 0..5 {
             b.record(&c, false, now);
             now = b.open_until_ms;
-            b.allow(&c, now);
+            let _ = b.allow(&c, now);
         }
         let t = b.record(&c, false, now).unwrap();
         assert!(t.reason.contains("open for 250 ms"), "{}", t.reason);
+    }
+
+    #[test]
+    fn an_abandoned_probe_gives_its_slot_back_and_a_stale_one_is_void() {
+        let c = BreakerConfig {
+            consecutive_failures: 1,
+            half_open_requests: 1,
+            close_after: 1,
+            ..config()
+        };
+        let breakers = Breakers::new(&c, 1);
+        assert!(breakers.record(0, Admission::default(), false, 0).is_some());
+        assert!(!breakers.would_admit(0, 50), "open");
+        assert!(breakers.would_admit(0, 100), "its open time is over");
+        let (probe, t) = breakers.admit(0, 100);
+        let probe = probe.expect("the one probe");
+        assert!(probe.is_probe());
+        assert_eq!(t.unwrap().to, BreakerState::HalfOpen);
+        assert!(breakers.admit(0, 100).0.is_none(), "the slot is taken");
+        assert!(!breakers.would_admit(0, 100));
+        drop(probe);
+        assert!(
+            breakers.would_admit(0, 100),
+            "the abandoned probe gave it back"
+        );
+        // A probe of an earlier half-open period gives nothing back to a later one.
+        let stale = breakers.admit(0, 100).0.unwrap();
+        let fresh = breakers.admit(0, 100).0;
+        assert!(fresh.is_none());
+        let taken = breakers.admit(0, 100).0;
+        assert!(taken.is_none());
+        assert!(breakers.record(0, stale, false, 110).is_some(), "reopened");
+        let (next, _) = breakers.admit(0, 310);
+        let next = next.expect("half-open again, generation 2");
+        assert!(breakers.admit(0, 310).0.is_none());
+        let old = Admission(Some((Arc::clone(&breakers.breakers[0]), 1)));
+        drop(old);
+        assert!(breakers.admit(0, 310).0.is_none(), "a stale slot is void");
+        assert_eq!(
+            breakers.record(0, next, true, 320).unwrap().to,
+            BreakerState::Closed
+        );
     }
 }

@@ -32,7 +32,7 @@ mod bulkhead;
 mod retry;
 mod stale;
 
-pub use breaker::{BreakerState, Breakers, CircuitBreaker};
+pub use breaker::{Admission, BreakerState, Breakers, CircuitBreaker};
 pub use bulkhead::{Bulkhead, Shed};
 pub use retry::{Failure, RetryBudget, RetryPolicy};
 pub use stale::{Recorder, StaleCache};

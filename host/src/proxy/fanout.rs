@@ -33,6 +33,7 @@ use super::pool::{Attempt, Pool};
 use super::{ProxyError, StartError, headers};
 use crate::balance::{Affinity, EndpointId};
 use crate::config::{FanOutConfig, ResolverConfig};
+use crate::failover::Admission;
 use crate::fusion::{
     Answer, Builtin, CacheLookup, FusionCache, FusionError, Judge, Outcome, Quality, Source,
     UpstreamResponse, judge,
@@ -268,8 +269,8 @@ impl FanOut {
             host,
             peer,
         };
-        let asked = self.select(&call);
-        let answers = self.collect(&call, &asked).await;
+        let (asked, admissions) = self.select(&call);
+        let answers = self.collect(&call, &asked, admissions).await;
         let facts = RequestFacts {
             method: parts.method.as_str(),
             authority: host,
@@ -328,31 +329,47 @@ impl FanOut {
     }
 
     /// The sources to ask: every source, or in instance mode the first
-    /// `count` acceptable instances of the pool's ranking.
-    fn select(&self, call: &Call<'_>) -> Vec<usize> {
+    /// `count` acceptable instances of the pool's ranking, each with its
+    /// breaker's admission (held until its attempt is recorded or dropped).
+    fn select(&self, call: &Call<'_>) -> (Vec<usize>, Vec<Admission>) {
         let Some((pool, count)) = &self.instances else {
-            return (0..self.sources.len()).collect();
+            return ((0..self.sources.len()).collect(), Vec::new());
         };
         let ranking = call.rank(pool);
         let mut asked: Vec<EndpointId> = Vec::with_capacity(*count);
+        let mut admissions = Vec::with_capacity(*count);
         while asked.len() < *count {
             match pool.next(&ranking, &asked) {
-                Some(id) => asked.push(id),
+                Some((id, admission)) => {
+                    asked.push(id);
+                    admissions.push(admission);
+                }
                 None => break,
             }
         }
         // Source i is endpoint i in instance mode.
-        asked.into_iter().map(|id| id as usize).collect()
+        (
+            asked.into_iter().map(|id| id as usize).collect(),
+            admissions,
+        )
     }
 
     /// Asks every source of `asked` at once; returns the judged answers in
     /// arrival order — every asked source's unless the resolver was settled
     /// early (then the pending requests are cancelled).
-    async fn collect(&self, call: &Call<'_>, asked: &[usize]) -> Vec<Answer> {
+    async fn collect(
+        &self,
+        call: &Call<'_>,
+        asked: &[usize],
+        admissions: Vec<Admission>,
+    ) -> Vec<Answer> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let judge_with = self.judge(self.primary());
-        let mut pending: FuturesUnordered<_> =
-            asked.iter().map(|&source| self.ask(source, call)).collect();
+        let mut admissions = admissions.into_iter();
+        let mut pending: FuturesUnordered<_> = asked
+            .iter()
+            .map(|&source| self.ask(source, admissions.next(), call))
+            .collect();
         let mut answers: Vec<Answer> = Vec::with_capacity(asked.len());
         let mut expired = false;
         loop {
@@ -410,14 +427,21 @@ impl FanOut {
         }
     }
 
-    /// One attempt on one source: (source, latency µs, outcome).
-    async fn ask(&self, source: usize, call: &Call<'_>) -> (usize, u64, Outcome) {
-        let (pool, id) = match &self.targets[source] {
-            Target::Instance(pool, id) => (pool, *id),
+    /// One attempt on one source: (source, latency µs, outcome). An
+    /// instance source comes with the admission [`select`](Self::select)
+    /// took; a pool source chooses its instance here.
+    async fn ask(
+        &self,
+        source: usize,
+        admission: Option<Admission>,
+        call: &Call<'_>,
+    ) -> (usize, u64, Outcome) {
+        let (pool, id, admission) = match &self.targets[source] {
+            Target::Instance(pool, id) => (pool, *id, admission.unwrap_or_default()),
             Target::Pool(pool) => {
                 let ranking = call.rank(pool);
                 match pool.next(&ranking, &[]) {
-                    Some(id) => (pool, id),
+                    Some((id, admission)) => (pool, id, admission),
                     None => {
                         return (
                             source,
@@ -440,6 +464,9 @@ impl FanOut {
         *request.headers_mut() = call.parts.headers.clone();
         let _in_flight = endpoint.start_request();
         let started = Instant::now();
+        // Recorded by whichever of the attempt and its timeout ends it;
+        // dropped unrecorded when early exit cancels this source.
+        let mut admission = Some(admission);
         let attempt = async {
             let response = match pool.client.request(request).await {
                 Ok(response) => response,
@@ -449,7 +476,12 @@ impl FanOut {
                     } else {
                         Attempt::Failed
                     };
-                    pool.record_attempt(endpoint, attempt, started.elapsed().as_micros() as u64);
+                    pool.record_attempt(
+                        endpoint,
+                        admission.take().unwrap_or_default(),
+                        attempt,
+                        started.elapsed().as_micros() as u64,
+                    );
                     return Outcome::Error(format!(
                         "{}: {}",
                         endpoint.url,
@@ -460,6 +492,7 @@ impl FanOut {
             let (mut head, incoming) = response.into_parts();
             pool.record_attempt(
                 endpoint,
+                admission.take().unwrap_or_default(),
                 Attempt::Answered {
                     status: head.status.as_u16(),
                     headers: &head.headers,
@@ -487,6 +520,7 @@ impl FanOut {
             Err(_elapsed) => {
                 pool.record_attempt(
                     endpoint,
+                    admission.take().unwrap_or_default(),
                     Attempt::Failed,
                     started.elapsed().as_micros() as u64,
                 );

@@ -127,7 +127,7 @@ async fn forward(
                     .unwrap_or_else(|| pool.retry.backoff(attempt as u32 - 1));
                 tokio::time::sleep(wait).await;
             }
-            let Some(id) = pool.next(&ranking, &tried) else {
+            let Some((id, admission)) = pool.next(&ranking, &tried) else {
                 break;
             };
             tried.push(id);
@@ -156,6 +156,7 @@ async fn forward(
                     let success = status < 500;
                     pool.record_attempt(
                         endpoint,
+                        admission,
                         Attempt::Answered {
                             status,
                             headers: response.headers(),
@@ -195,7 +196,7 @@ async fn forward(
                     } else {
                         Attempt::Failed
                     };
-                    pool.record_attempt(endpoint, booked, latency_us);
+                    pool.record_attempt(endpoint, admission, booked, latency_us);
                     let reason = format!("{}: {}", endpoint.url, error_chain(&error));
                     tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
                     failure = Some(ProxyError::NoUpstream {
@@ -213,7 +214,7 @@ async fn forward(
                 }
                 Err(_elapsed) => {
                     drop(in_flight);
-                    pool.record_attempt(endpoint, Attempt::Failed, latency_us);
+                    pool.record_attempt(endpoint, admission, Attempt::Failed, latency_us);
                     tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
                     failure = Some(ProxyError::Timeout {
                         pool: pool.name.clone(),

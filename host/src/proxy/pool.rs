@@ -22,7 +22,7 @@ use crate::balance::{
 };
 use crate::config::{PoolConfig, StrategyConfig};
 use crate::failover::breaker::Transition;
-use crate::failover::{BreakerState, Breakers, Bulkhead, RetryBudget, RetryPolicy};
+use crate::failover::{Admission, BreakerState, Breakers, Bulkhead, RetryBudget, RetryPolicy};
 use crate::health::active::{self, ActiveCheck};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
@@ -247,11 +247,38 @@ impl Pool {
         self.clock.elapsed().as_millis() as u64
     }
 
-    /// The instance to try next (see [`next_candidate`]), passing over
-    /// instances whose circuit breaker refuses the request; with trends on, a
-    /// degrading instance is passed over for the next fit one with
-    /// probability 1 − `degraded_share`.
-    pub fn next(&self, ranking: &Ranking, tried: &[EndpointId]) -> Option<EndpointId> {
+    /// The instance to try next (see [`next_candidate`]) and its breaker's
+    /// admission, passing over instances whose circuit breaker refuses the
+    /// request; with trends on, a degrading instance is passed over for the
+    /// next fit one with probability 1 − `degraded_share`. The admission is
+    /// held for the attempt and handed to [`record_attempt`](Self::record_attempt);
+    /// dropped unrecorded, it gives a half-open probe slot back.
+    pub fn next(&self, ranking: &Ranking, tried: &[EndpointId]) -> Option<(EndpointId, Admission)> {
+        let now = self.now_ms();
+        self.walk(ranking, tried, |id| self.admit(id, now))
+    }
+
+    /// The instance [`next`](Self::next) would choose now, asking the
+    /// breakers without taking an admission (nothing will be sent).
+    pub fn peek(&self, ranking: &Ranking, tried: &[EndpointId]) -> Option<EndpointId> {
+        let now = self.now_ms();
+        let would = |id| {
+            self.breakers
+                .as_ref()
+                .is_none_or(|b| b.would_admit(id, now))
+                .then_some(())
+        };
+        self.walk(ranking, tried, would).map(|(id, ())| id)
+    }
+
+    /// The walk of [`next`](Self::next) and [`peek`](Self::peek): the first
+    /// acceptable instance that `admit` lets through.
+    fn walk<A>(
+        &self,
+        ranking: &Ranking,
+        tried: &[EndpointId],
+        admit: impl Fn(EndpointId) -> Option<A>,
+    ) -> Option<(EndpointId, A)> {
         let (now, respect) = (self.now_ms(), self.health.respect_health());
         let mut skip: SmallVec<[EndpointId; 8]> = tried.iter().copied().collect();
         let share = self
@@ -268,11 +295,11 @@ impl Pool {
                 degraded_spare.get_or_insert(pick);
                 continue;
             }
-            if self.breaker_allows(pick, now) {
-                return Some(pick);
+            if let Some(admitted) = admit(pick) {
+                return Some((pick, admitted));
             }
         }
-        degraded_spare.filter(|id| self.breaker_allows(*id, now))
+        degraded_spare.and_then(|id| admit(id).map(|a| (id, a)))
     }
 
     /// Whether [`next`](Self::next) could find an instance, breakers aside
@@ -288,26 +315,15 @@ impl Pool {
         .is_some()
     }
 
-    fn breaker_allows(&self, id: EndpointId, now_ms: u64) -> bool {
+    fn admit(&self, id: EndpointId, now_ms: u64) -> Option<Admission> {
         let Some(breakers) = &self.breakers else {
-            return true;
+            return Some(Admission::default());
         };
-        let (allowed, transition) = breakers.allow(id, now_ms);
+        let (admission, transition) = breakers.admit(id, now_ms);
         if let Some(t) = transition {
             self.publish_breaker(id, t);
         }
-        allowed
-    }
-
-    /// Records an attempt's success in the instance's breaker, if any.
-    pub fn record_breaker(&self, id: EndpointId, success: bool) {
-        if let Some(t) = self
-            .breakers
-            .as_ref()
-            .and_then(|b| b.record(id, success, self.now_ms()))
-        {
-            self.publish_breaker(id, t);
-        }
+        admission
     }
 
     fn publish_breaker(&self, id: EndpointId, t: Transition) {
@@ -326,10 +342,17 @@ impl Pool {
         ));
     }
 
-    /// Books one attempt on `endpoint`: reachability, a load report, the
-    /// balancer's observation, outlier detection and the circuit breaker.
-    /// A connect failure also keeps the instance out for `fail_timeout_ms`.
-    pub fn record_attempt(&self, endpoint: &Endpoint, attempt: Attempt<'_>, latency_us: u64) {
+    /// Books one attempt on `endpoint`, let through by `admission`:
+    /// reachability, a load report, the balancer's observation, outlier
+    /// detection and the circuit breaker. A connect failure also keeps the
+    /// instance out for `fail_timeout_ms`.
+    pub fn record_attempt(
+        &self,
+        endpoint: &Endpoint,
+        admission: Admission,
+        attempt: Attempt<'_>,
+        latency_us: u64,
+    ) {
         let success = match attempt {
             Attempt::Answered { status, headers } => {
                 endpoint.mark_reachable();
@@ -358,7 +381,13 @@ impl Pool {
             _ => AttemptOutcome::GatewayError,
         };
         self.record_outcome(endpoint, outcome);
-        self.record_breaker(endpoint.id, success);
+        if let Some(t) = self
+            .breakers
+            .as_ref()
+            .and_then(|b| b.record(endpoint.id, admission, success, self.now_ms()))
+        {
+            self.publish_breaker(endpoint.id, t);
+        }
     }
 
     /// Whether any instance is fit (priority failover leaves a pool without one).
