@@ -37,7 +37,8 @@ fn bench_bookkeeping(c: &mut Criterion) {
             consecutive_5xx: u32::MAX,
             ..OutlierConfig::default()
         },
-        endpoints.len(),
+        &endpoints,
+        None,
     );
     let e = &endpoints[7];
     c.bench_function("bookkeeping/ewma record", |b| {

@@ -238,6 +238,7 @@ impl Control {
             })?;
         }
         self.router.store(Arc::clone(&router));
+        router.activate(&next, Some(&current));
         if let Some(health) = inner.health.take() {
             inner.health = Some(spawn_health(&router, health));
         }

@@ -122,3 +122,206 @@ async fn a_client_that_goes_away_gives_its_half_open_slot_back() {
     })
     .await;
 }
+
+/// Sends one request of `session` (none: a new session) to `url`; returns
+/// (status, body, the session id the answer assigned).
+async fn in_session(
+    client: &reqwest::Client,
+    url: &str,
+    session: Option<&str>,
+) -> (u16, String, Option<String>) {
+    let mut request = client.get(url);
+    if let Some(id) = session {
+        request = request.header("mcp-session-id", id);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    let assigned = response
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (status, response.text().await.expect("body"), assigned)
+}
+
+/// Every session's next request: how many did not reach their own instance.
+async fn broken(client: &reqwest::Client, url: &str, sessions: &[(String, String)]) -> Vec<String> {
+    let mut broken = Vec::new();
+    for (id, home) in sessions {
+        let (status, body, _) = in_session(client, url, Some(id)).await;
+        if status != 200 || body != *home {
+            broken.push(format!("{id}: {status} {body}"));
+        }
+    }
+    broken
+}
+
+/// The instance entry of `authority` in pool `p` of `/v1/status`.
+async fn instance_status(admin_url: &str, url: &str) -> Value {
+    let (_, status) = admin(
+        reqwest::Method::GET,
+        &format!("{admin_url}/v1/status"),
+        None,
+    )
+    .await;
+    let pools = status["pools"].as_array().cloned().unwrap_or_default();
+    pools
+        .iter()
+        .filter(|p| p["name"] == "p")
+        .flat_map(|p| p["instances"].as_array().cloned().unwrap_or_default())
+        .find(|i| i["url"] == url)
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_keep_sessions_ejections_and_breakers() {
+    // u0..u2 serve sessions; u3 is ejected; u4 drains; u5 joins later.
+    let ups = upstreams(6);
+    for u in &ups {
+        u.set_sessions(true);
+    }
+    ups[3].set_status(500);
+    let list = format!(
+        "[{}, {{ url = \"{}\", drain = true }}]",
+        instances(&ups[..4]).trim_matches(['[', ']']),
+        ups[4].url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &with_admin(
+            &list,
+            "sticky = { header = \"mcp-session-id\" }\n\
+             outlier = { consecutive_5xx = 2, consecutive_gateway_errors = 0, success_rate_stdev_factor = 0, base_ejection_ms = 600000, max_ejection_ms = 600000, max_ejection_percent = 50 }\n\
+             breaker = { consecutive_failures = 2, min_requests = 1000, open_ms = 600000, max_open_ms = 600000 }",
+        ),
+    );
+    let admin_url = proxy.admin_url();
+    let client = client();
+    let url = format!("{}/mcp", proxy.url);
+    let u3 = ups[3].url();
+    until("u3 is ejected", || async {
+        let _ = in_session(&client, &url, None).await;
+        let status = instance_status(&admin_url, &u3).await;
+        status["ejected"] == true && status["breaker"] == "open"
+    })
+    .await;
+    ups[3].set_status(200);
+    let u3_hits = ups[3].hits();
+    // 12 sessions, each bound by the id its instance assigned.
+    let mut sessions = Vec::new();
+    while sessions.len() < 12 {
+        let (status, home, assigned) = in_session(&client, &url, None).await;
+        assert_eq!(status, 200, "{home}");
+        sessions.push((assigned.expect("a session id"), home));
+    }
+    let homes: std::collections::BTreeSet<&str> =
+        sessions.iter().map(|(_, h)| h.as_str()).collect();
+    assert_eq!(homes.len(), 3, "sessions over u0..u2: {sessions:?}");
+    assert_eq!(broken(&client, &url, &sessions).await, Vec::<String>::new());
+
+    let instances = format!("{admin_url}/v1/pools/p/instances");
+    let authority = |i: usize| ups[i].url().trim_start_matches("http://").to_string();
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &instances,
+        Some(json!({ "url": ups[5].url() })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        broken(&client, &url, &sessions).await,
+        Vec::<String>::new(),
+        "after adding u5"
+    );
+    let (status, body) = admin(
+        reqwest::Method::PATCH,
+        &format!("{instances}/{}", authority(1)),
+        Some(json!({ "weight": 3 })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        broken(&client, &url, &sessions).await,
+        Vec::<String>::new(),
+        "after re-weighting u1"
+    );
+    let (status, body) = admin(
+        reqwest::Method::DELETE,
+        &format!("{instances}/{}", authority(4)),
+        None,
+    )
+    .await;
+    assert!(status < 300, "{status} {body}");
+    assert_eq!(
+        broken(&client, &url, &sessions).await,
+        Vec::<String>::new(),
+        "after removing u4"
+    );
+
+    // The ejected instance stayed ejected, its breaker open, through all three changes.
+    let after = instance_status(&admin_url, &u3).await;
+    assert_eq!(after["ejected"], true, "{after}");
+    assert_eq!(after["breaker"], "open", "{after}");
+    assert_eq!(ups[3].hits(), u3_hits, "an ejected instance got traffic");
+    // New sessions reach the new instance and the re-weighted one keeps its weight.
+    let mut reached_u5 = false;
+    for _ in 0..40 {
+        let (status, home, _) = in_session(&client, &url, None).await;
+        assert_eq!(status, 200);
+        reached_u5 |= home == "u5";
+    }
+    assert!(reached_u5, "the added instance takes new sessions");
+    assert_eq!(
+        instance_status(&admin_url, &ups[1].url()).await["weight"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_plugin_is_told_a_membership_change_and_keeps_its_state() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    // canary-split at 50%: its accumulator sends every second request to
+    // the canary, so the request after an odd count shows whether the
+    // plugin instance (and its accumulator) survived the change.
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ percent = 50 }}, call_deadline_ms = 1000 }}"#,
+        switchyard_tests::fixtures::CANARY_SPLIT
+    );
+    let labelled = format!(
+        r#"[{{ url = "{}", labels = {{ track = "stable" }} }}, {{ url = "{}", labels = {{ track = "canary" }} }}]"#,
+        ups[0].url(),
+        ups[1].url()
+    );
+    let config = with_admin(&labelled, "").replace(
+        "strategy = { kind = \"round-robin\" }",
+        &format!("strategy = {strategy}"),
+    );
+    let proxy = serve(&dir, &config);
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    assert_eq!(get(&client, &url).await, (200, "u0".to_string()));
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &format!("{}/v1/pools/p/instances", proxy.admin_url()),
+        Some(json!({ "url": ups[2].url(), "labels": { "track": "stable" } })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        get(&client, &url).await,
+        (200, "u1".to_string()),
+        "the accumulator was lost: a new plugin instance"
+    );
+    // The plugin knows the new stable instance: the stable picks rotate over both.
+    let mut stable = std::collections::BTreeSet::new();
+    for _ in 0..8 {
+        let (status, body) = get(&client, &url).await;
+        assert_eq!(status, 200);
+        if body != "u1" {
+            stable.insert(body);
+        }
+    }
+    assert_eq!(stable.into_iter().collect::<Vec<_>>(), ["u0", "u2"]);
+}

@@ -5,8 +5,9 @@
 //! failing, and can be killed: its runtime is dropped, which closes the
 //! listener and every connection at once, as when a process dies.
 
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ struct Behaviour {
     extra_header: Mutex<Option<(HeaderName, HeaderValue)>>,
     body: Mutex<Option<String>>,
     fail_every: AtomicU64,
+    sessions: AtomicBool,
+    issued: Mutex<HashSet<String>>,
 }
 
 /// A running upstream; killed when dropped.
@@ -130,6 +133,14 @@ impl Upstream {
         *self.behaviour.body.lock().expect("lock") = Some(body.to_string());
     }
 
+    /// Keeps sessions as a stateful MCP server does: a request without an
+    /// `mcp-session-id` is given a new id (`NAME-N`, in the response's
+    /// `mcp-session-id`); a request with an id this server did not issue is
+    /// answered 404, as the MCP transport spec requires.
+    pub fn set_sessions(&self, on: bool) {
+        self.behaviour.sessions.store(on, Ordering::Relaxed);
+    }
+
     /// Kills the server: listener and connections close at once.
     pub fn kill(&mut self) {
         if let Some(kill) = self.kill.take() {
@@ -175,6 +186,28 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
+    if behaviour.sessions.load(Ordering::Relaxed) {
+        let mut issued = behaviour.issued.lock().expect("lock");
+        match parts
+            .headers
+            .get("mcp-session-id")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(id) if !issued.contains(id) => {
+                *response.status_mut() = StatusCode::NOT_FOUND;
+                *response.body_mut() = Body::from(format!("{name}: unknown session {id}"));
+            }
+            Some(_) => {}
+            None => {
+                let id = format!("{name}-{hit}");
+                response.headers_mut().insert(
+                    "mcp-session-id",
+                    HeaderValue::from_str(&id).expect("session id"),
+                );
+                issued.insert(id);
+            }
+        }
+    }
     for (key, value) in &parts.headers {
         if let Ok(seen) = HeaderName::try_from(format!("x-seen-{key}")) {
             response.headers_mut().append(seen, value.clone());

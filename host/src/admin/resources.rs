@@ -501,12 +501,12 @@ pub async fn pick(
                 .client_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         },
-        &target.endpoints,
+        target.members.as_slice(),
     );
     let chosen = target
         .peek(&ranking, &[])
         .ok_or_else(|| ApiError::Unavailable(format!("pool `{pool}` has no instance available")))?;
-    let url = |id: u32| target.endpoints[id as usize].url.clone();
+    let url = |id: u32| target.members.get(id).map(|e| e.url.clone());
     Ok(Json(json!({
         "pool": pool,
         "instance": url(chosen),

@@ -205,7 +205,7 @@ async fn instances_add_patch_drain_delete() {
     let router = control.router();
     let web = router.pool_named("web").unwrap();
     assert_eq!(Some(web as *const _), before, "the pool was reused");
-    assert!(web.endpoints[0].is_draining());
+    assert!(web.members.as_slice()[0].is_draining());
     call(
         &app,
         "POST",
@@ -213,7 +213,15 @@ async fn instances_add_patch_drain_delete() {
         None,
     )
     .await;
-    assert!(!control.router().pool_named("web").unwrap().endpoints[0].is_draining());
+    assert!(
+        !control
+            .router()
+            .pool_named("web")
+            .unwrap()
+            .members
+            .as_slice()[0]
+            .is_draining()
+    );
 
     assert_eq!(
         call(&app, "GET", &format!("{base}/127.0.0.1:9999"), None)

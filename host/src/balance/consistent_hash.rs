@@ -37,7 +37,7 @@ use xxhash_rust::xxh64::xxh64;
 use super::maglev::Maglev;
 use super::ring::Ring;
 use super::{
-    Endpoint, EndpointId, RANK_LIMIT, Random, Ranking, RequestContext, Strategy, cookie_value,
+    ById, Endpoint, EndpointId, RANK_LIMIT, Random, Ranking, RequestContext, Strategy, cookie_value,
 };
 use crate::config::{ConsistentHashConfig, HashAlgorithm, HashKey};
 use crate::plugin::Fault;
@@ -49,6 +49,8 @@ pub struct ConsistentHash {
     table: Table,
     bounded_load_factor: Option<f64>,
     name: String,
+    /// Where each instance of the table stands in the pool (bounded loads).
+    positions: ById<u32>,
 }
 
 #[derive(Debug)]
@@ -94,6 +96,7 @@ impl ConsistentHash {
         Self {
             key,
             table,
+            positions: ById::positions(endpoints),
             bounded_load_factor: config.bounded_load_factor,
             name: name.to_string(),
         }
@@ -166,7 +169,11 @@ impl Strategy for ConsistentHash {
             let capacity = (factor * (total + 1) as f64 / n as f64).ceil() as u64;
             let mut found = None;
             self.walk(hash, |id| {
-                if u64::from(endpoints[id as usize].in_flight()) < capacity {
+                let in_flight = self
+                    .positions
+                    .get(id)
+                    .map_or(u64::MAX, |i| u64::from(endpoints[*i as usize].in_flight()));
+                if in_flight < capacity {
                     found = Some(id);
                     ControlFlow::Break(())
                 } else {

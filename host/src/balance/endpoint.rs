@@ -1,6 +1,7 @@
 //! One upstream instance and its live statistics.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use http::uri::Authority;
 
@@ -10,24 +11,30 @@ pub const EWMA_ALPHA: f64 = 0.1;
 
 /// An instance of a pool, with the statistics the balancer and plugins read.
 /// All statistics are lock-free atomics updated on the data path.
+///
+/// One `Endpoint` lives as long as the instance is a member of its pool:
+/// a membership change keeps it (with its statistics, health flags and
+/// in-flight count) and may change its weight and labels in place.
 #[derive(Debug)]
 pub struct Endpoint {
-    /// Index in the pool (`endpoint-id` for plugins).
+    /// Stable id in the pool, given when the instance joined and never
+    /// reused (`endpoint-id` for plugins; see [`super::Members`]).
     pub id: u32,
     /// `http://host:port` as configured.
     pub url: String,
-    /// `host:port`, the upstream request's authority.
+    /// `host:port`, the upstream request's authority (the instance's
+    /// identity in its pool).
     pub authority: Authority,
-    /// Relative weight, >= 1.
-    pub weight: u32,
-    /// Labels as configured.
-    pub labels: Vec<(String, String)>,
+    weight: AtomicU32,
+    labels: Mutex<Vec<(String, String)>>,
+    retired: AtomicBool,
     in_flight: AtomicU32,
     ewma_latency_us: AtomicU64,
     success_rate_bits: AtomicU32,
     unreachable_until_ms: AtomicU64,
     load_bits: AtomicU32,
-    draining: AtomicBool,
+    /// When draining started (pool clock, ms); [`NOT_DRAINING`] when not.
+    drain_started_ms: AtomicU64,
     health: AtomicU8,
 }
 
@@ -37,6 +44,9 @@ pub const UNHEALTHY: u8 = 1;
 pub const EJECTED: u8 = 2;
 /// Health flag: its trend is degrading (still routable).
 pub const DEGRADED: u8 = 4;
+
+/// The drain start of an instance that is not draining.
+const NOT_DRAINING: u64 = u64::MAX;
 
 /// Bits of the "no load reported" marker (a NaN).
 const NO_LOAD: u32 = 0x7fc0_0001;
@@ -67,16 +77,48 @@ impl Endpoint {
             id,
             url,
             authority,
-            weight,
-            labels,
+            weight: AtomicU32::new(weight.max(1)),
+            labels: Mutex::new(labels),
+            retired: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
             ewma_latency_us: AtomicU64::new(0),
             success_rate_bits: AtomicU32::new(1.0f32.to_bits()),
             unreachable_until_ms: AtomicU64::new(0),
             load_bits: AtomicU32::new(NO_LOAD),
-            draining: AtomicBool::new(false),
+            drain_started_ms: AtomicU64::new(NOT_DRAINING),
             health: AtomicU8::new(0),
         }
+    }
+
+    /// Relative weight, >= 1.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Labels as configured.
+    pub fn labels(&self) -> Vec<(String, String)> {
+        self.labels
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Applies a re-weighting or re-labelling in place (a membership change
+    /// that keeps the instance).
+    pub fn reconfigure(&self, weight: u32, labels: Vec<(String, String)>) {
+        self.weight.store(weight.max(1), Ordering::Relaxed);
+        *self.labels.lock().unwrap_or_else(PoisonError::into_inner) = labels;
+    }
+
+    /// Marks the instance as removed from its pool: its last requests may
+    /// still finish, but its health changes no longer count in the pool's.
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the instance was removed from its pool.
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
     }
 
     /// The current statistics.
@@ -103,14 +145,31 @@ impl Endpoint {
         }
     }
 
-    /// Starts (`true`) or ends draining: a draining instance gets no new requests.
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
+    /// Starts (`true`, at `now_ms` on the pool's clock; an instance already
+    /// draining keeps its start) or ends draining: a draining instance gets
+    /// no new requests.
+    pub fn set_draining(&self, draining: bool, now_ms: u64) {
+        if draining {
+            let _ = self.drain_started_ms.compare_exchange(
+                NOT_DRAINING,
+                now_ms.min(NOT_DRAINING - 1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        } else {
+            self.drain_started_ms.store(NOT_DRAINING, Ordering::Relaxed);
+        }
     }
 
     /// Whether the instance is draining.
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
+        self.drain_started_ms.load(Ordering::Relaxed) != NOT_DRAINING
+    }
+
+    /// When draining started (pool clock, ms), if it is draining.
+    pub fn drain_started_ms(&self) -> Option<u64> {
+        let started = self.drain_started_ms.load(Ordering::Relaxed);
+        (started != NOT_DRAINING).then_some(started)
     }
 
     /// The health flags ([`UNHEALTHY`], [`EJECTED`], [`DEGRADED`]); 0 = healthy.

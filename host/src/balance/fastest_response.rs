@@ -19,14 +19,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::sample::rank_sampled;
-use super::{Endpoint, EndpointId, Ranking, RequestContext, Strategy};
+use super::{ById, Endpoint, EndpointId, Ranking, RequestContext, Strategy};
 use crate::config::FastestResponseConfig;
 use crate::plugin::Fault;
 
 /// Peak-EWMA cost × load, power of two choices.
 #[derive(Debug)]
 pub struct FastestResponse {
-    costs: Vec<Mutex<PeakEwma>>,
+    costs: ById<Mutex<PeakEwma>>,
     decay_secs: f64,
     choice_count: usize,
 }
@@ -39,14 +39,14 @@ struct PeakEwma {
 }
 
 impl FastestResponse {
-    /// A strategy for `pool_size` instances.
-    pub fn new(pool_size: usize, config: &FastestResponseConfig) -> Self {
+    /// A strategy for the pool `endpoints`.
+    pub fn new(endpoints: &[Arc<Endpoint>], config: &FastestResponseConfig) -> Self {
         let start = PeakEwma {
             cost_ns: Duration::from_millis(config.default_rtt_ms).as_nanos() as f64,
             stamp: Instant::now(),
         };
         Self {
-            costs: (0..pool_size).map(|_| Mutex::new(start)).collect(),
+            costs: ById::build(endpoints, |_| Mutex::new(start)),
             decay_secs: Duration::from_millis(config.decay_ms).as_secs_f64(),
             choice_count: config.choice_count.max(2) as usize,
         }
@@ -54,7 +54,7 @@ impl FastestResponse {
 
     /// The cost of `id` at `now`, ns, decayed since its last sample.
     fn cost_ns(&self, id: EndpointId, now: Instant) -> f64 {
-        self.costs.get(id as usize).map_or(0.0, |c| {
+        self.costs.get(id).map_or(0.0, |c| {
             let ewma = *c.lock().unwrap_or_else(PoisonError::into_inner);
             let elapsed = now.saturating_duration_since(ewma.stamp).as_secs_f64();
             ewma.cost_ns * (-elapsed / self.decay_secs).exp()
@@ -77,14 +77,14 @@ impl Strategy for FastestResponse {
         rank_sampled(
             endpoints,
             self.choice_count,
-            |e| self.cost_ns(e.id, now) * (f64::from(e.in_flight()) + 1.0) / f64::from(e.weight),
+            |e| self.cost_ns(e.id, now) * (f64::from(e.in_flight()) + 1.0) / f64::from(e.weight()),
             out,
         );
         Ok(())
     }
 
     fn observe(&self, id: EndpointId, _success: bool, latency_us: u64) {
-        let Some(slot) = self.costs.get(id as usize) else {
+        let Some(slot) = self.costs.get(id) else {
             return;
         };
         let rtt_ns = latency_us as f64 * 1_000.0;
@@ -134,7 +134,7 @@ mod tests {
     fn the_faster_instance_ranks_first_when_both_are_compared() {
         let endpoints = pool(2);
         let fr = FastestResponse::new(
-            2,
+            &endpoints,
             &FastestResponseConfig {
                 choice_count: 2,
                 ..FastestResponseConfig::default()

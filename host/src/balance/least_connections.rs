@@ -54,7 +54,7 @@ impl Strategy for LeastConnections {
 
 /// (in-flight + 1) / weight.
 fn cost(endpoint: &Endpoint) -> f64 {
-    (f64::from(endpoint.in_flight()) + 1.0) / f64::from(endpoint.weight)
+    (f64::from(endpoint.in_flight()) + 1.0) / f64::from(endpoint.weight())
 }
 
 #[cfg(test)]

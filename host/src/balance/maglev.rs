@@ -35,14 +35,19 @@ impl Maglev {
             .iter()
             .map(|e| (identity_hash(e, SKIP_SEED) % (m.max(2) as u64 - 1)) as usize + 1)
             .collect();
-        let max_weight = endpoints.iter().map(|e| e.weight).max().unwrap_or(1).max(1);
+        let max_weight = endpoints
+            .iter()
+            .map(|e| e.weight())
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let mut next = vec![0usize; n];
         let mut credit = vec![0f64; n];
         let mut table = vec![EndpointId::MAX; m];
         let mut filled = 0;
         'fill: while filled < m {
             for i in 0..n {
-                credit[i] += f64::from(endpoints[i].weight) / f64::from(max_weight);
+                credit[i] += f64::from(endpoints[i].weight()) / f64::from(max_weight);
                 if credit[i] < 1.0 {
                     continue;
                 }

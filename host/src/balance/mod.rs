@@ -30,6 +30,7 @@ mod endpoint;
 mod fastest_response;
 mod least_connections;
 mod maglev;
+mod members;
 mod random;
 mod resource_aware;
 mod ring;
@@ -43,6 +44,7 @@ pub use endpoint::{DEGRADED, EJECTED, Endpoint, EndpointStats, InFlight, UNHEALT
 pub use fastest_response::FastestResponse;
 pub use least_connections::LeastConnections;
 pub use maglev::Maglev;
+pub use members::{ById, Members};
 pub use random::Random;
 pub use resource_aware::ResourceAware;
 pub use ring::Ring;
@@ -89,8 +91,12 @@ pub struct RequestContext<'a> {
 /// A balancing strategy: ranks the instances of one pool.
 ///
 /// Lifecycle: built once per pool with the pool's instances; `rank` is called
-/// per request from many threads at once; `observe` after every attempt.
-/// Implementations use interior mutability and never block or await.
+/// per request from many threads at once; `observe` after every attempt;
+/// `update` after a membership change, when the strategy is kept across it
+/// (a plugin, whose state lives in its instance; built-ins are built anew
+/// for the new membership). Rankings and observations name instances by
+/// stable id ([`Members`]). Implementations use interior mutability and
+/// never block or await.
 pub trait Strategy: Send + Sync + 'static {
     /// Short name for logs, e.g. `round-robin` or `plugin canary_split.wasm`.
     fn name(&self) -> &str;
@@ -111,6 +117,13 @@ pub trait Strategy: Send + Sync + 'static {
     fn observe(&self, id: EndpointId, success: bool, latency_us: u64) {
         let _ = (id, success, latency_us);
     }
+
+    /// The pool's membership changed to `endpoints` (some kept, some new,
+    /// some gone); requests of the previous membership may still be ranked
+    /// for a moment. Default: ignore.
+    fn update(&self, endpoints: &[Arc<Endpoint>]) {
+        let _ = endpoints;
+    }
 }
 
 fn _object_safe(_: &dyn Strategy) {}
@@ -127,10 +140,11 @@ pub(crate) fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a
         .map(|(_, v)| v)
 }
 
-/// Appends the pool in order starting at `start`, wrapping, up to
-/// [`RANK_LIMIT`]: the ranking of every rotation-based strategy.
-fn rotation(start: usize, n: usize, out: &mut Ranking) {
-    out.extend((0..n.min(RANK_LIMIT)).map(|i| ((start + i) % n) as EndpointId));
+/// Appends the ids of the pool in order starting at position `start`,
+/// wrapping, up to [`RANK_LIMIT`]: the ranking of every rotation-based strategy.
+fn rotation(start: usize, endpoints: &[Arc<Endpoint>], out: &mut Ranking) {
+    let n = endpoints.len();
+    out.extend((0..n.min(RANK_LIMIT)).map(|i| endpoints[(start + i) % n].id));
 }
 
 /// Where a rotating strategy starts for this request: `counter mod n`, then
@@ -162,7 +176,7 @@ pub fn build<'a>(
         StrategyConfig::WeightedRoundRobin(_) => Box::new(WeightedRoundRobin::new(endpoints.len())),
         StrategyConfig::Random(_) => Box::new(Random),
         StrategyConfig::LeastConnections(c) => Box::new(LeastConnections::new(c.choice_count)),
-        StrategyConfig::FastestResponse(c) => Box::new(FastestResponse::new(endpoints.len(), c)),
+        StrategyConfig::FastestResponse(c) => Box::new(FastestResponse::new(endpoints, c)),
         StrategyConfig::ConsistentHash(c) => Box::new(ConsistentHash::new(endpoints, c)),
         StrategyConfig::ResourceAware(c) => Box::new(ResourceAware::new(c)),
         StrategyConfig::Plugin(plugin) => return Err(plugin),
@@ -171,20 +185,30 @@ pub fn build<'a>(
 
 /// A pool's strategy with its fallback, and the filter over their rankings.
 pub struct Balancer {
-    strategy: Box<dyn Strategy>,
+    strategy: Arc<dyn Strategy>,
     fallback: Option<Box<dyn Strategy>>,
 }
 
 impl Balancer {
     /// A balancer over `strategy`; `fallback` ranks a request when `strategy`
     /// faults (when `None`, such a request gets an empty ranking and a 502).
-    pub fn new(strategy: Box<dyn Strategy>, fallback: Option<Box<dyn Strategy>>) -> Self {
+    pub fn new(strategy: Arc<dyn Strategy>, fallback: Option<Box<dyn Strategy>>) -> Self {
         Self { strategy, fallback }
     }
 
     /// The primary strategy's name.
     pub fn name(&self) -> &str {
         self.strategy.name()
+    }
+
+    /// The primary strategy, to keep across a membership change.
+    pub fn strategy(&self) -> &Arc<dyn Strategy> {
+        &self.strategy
+    }
+
+    /// Tells the primary strategy the pool's new membership.
+    pub fn update(&self, endpoints: &[Arc<Endpoint>]) {
+        self.strategy.update(endpoints);
     }
 
     /// Ranks `endpoints` for `request`; when the strategy faults (it has
@@ -219,28 +243,34 @@ impl Balancer {
 /// not draining, fit when `respect_health` (not unhealthy, not ejected; the
 /// pool turns it off in panic mode) and not recently unreachable; when every
 /// such instance is unreachable, the first of them anyway (better a likely
-/// failure than none). A draining instance is never chosen. When the ranking
+/// failure than none). A draining instance is not chosen, but for
+/// `drain_exempt`: the instance a request's session is bound to while it
+/// keeps its sessions through a drain ([`Sticky::keeps`]). When the ranking
 /// (at most [`RANK_LIMIT`] long) has nothing acceptable, the rest of the pool
-/// is searched in order.
+/// is searched in order. Ids that are not `members` (a ranking made for
+/// another generation of the pool) are passed over.
 pub fn next_candidate(
     ranking: &Ranking,
-    endpoints: &[Arc<Endpoint>],
+    members: &Members,
     tried: &[EndpointId],
     now_ms: u64,
     respect_health: bool,
+    drain_exempt: Option<EndpointId>,
 ) -> Option<EndpointId> {
     let mut open = ranking
         .iter()
         .copied()
-        .chain(0..endpoints.len() as EndpointId)
-        .filter(|id| {
-            let e = &endpoints[*id as usize];
-            !tried.contains(id) && !e.is_draining() && (!respect_health || e.is_fit())
+        .chain(members.as_slice().iter().map(|e| e.id))
+        .filter_map(|id| members.get(id))
+        .filter(|e| {
+            !tried.contains(&e.id)
+                && (!e.is_draining() || drain_exempt == Some(e.id))
+                && (!respect_health || e.is_fit())
         });
-    let first = open.clone().next()?;
+    let first = open.clone().next()?.id;
     Some(
-        open.find(|id| endpoints[*id as usize].is_reachable(now_ms))
-            .unwrap_or(first),
+        open.find(|e| e.is_reachable(now_ms))
+            .map_or(first, |e| e.id),
     )
 }
 
@@ -298,19 +328,60 @@ pub(crate) mod tests {
     fn next_candidate_skips_tried_and_unreachable() {
         let endpoints = pool(3);
         let ranking: Ranking = [2, 0, 1].into_iter().collect();
-        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, true), Some(2));
-        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 0, true), Some(0));
+        assert_eq!(
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[],
+                0,
+                true,
+                None
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[2],
+                0,
+                true,
+                None
+            ),
+            Some(0)
+        );
         endpoints[0].mark_unreachable(50);
         assert_eq!(
-            next_candidate(&ranking, &endpoints, &[2], 10, true),
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[2],
+                10,
+                true,
+                None
+            ),
             Some(1)
         );
         assert_eq!(
-            next_candidate(&ranking, &endpoints, &[2], 60, true),
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[2],
+                60,
+                true,
+                None
+            ),
             Some(0)
         );
         assert_eq!(
-            next_candidate(&ranking, &endpoints, &[2, 0, 1], 0, true),
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[2, 0, 1],
+                0,
+                true,
+                None
+            ),
             None
         );
     }
@@ -322,9 +393,39 @@ pub(crate) mod tests {
         endpoints[1].set_health_flag(EJECTED, true);
         endpoints[2].set_health_flag(DEGRADED, true);
         let ranking: Ranking = [0, 1, 2].into_iter().collect();
-        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, true), Some(2));
-        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, false), Some(0));
-        assert_eq!(next_candidate(&ranking, &endpoints, &[2], 0, true), None);
+        assert_eq!(
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[],
+                0,
+                true,
+                None
+            ),
+            Some(2)
+        );
+        assert_eq!(
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[],
+                0,
+                false,
+                None
+            ),
+            Some(0)
+        );
+        assert_eq!(
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[2],
+                0,
+                true,
+                None
+            ),
+            None
+        );
     }
 
     #[test]
@@ -333,7 +434,17 @@ pub(crate) mod tests {
         endpoints[0].mark_unreachable(100);
         endpoints[1].mark_unreachable(100);
         let ranking: Ranking = [1, 0].into_iter().collect();
-        assert_eq!(next_candidate(&ranking, &endpoints, &[], 0, true), Some(1));
+        assert_eq!(
+            next_candidate(
+                &ranking,
+                &Members::new(endpoints.clone()),
+                &[],
+                0,
+                true,
+                None
+            ),
+            Some(1)
+        );
     }
 
     struct Faulty;
@@ -355,12 +466,12 @@ pub(crate) mod tests {
     #[test]
     fn a_faulting_strategy_is_replaced_by_the_fallback_for_that_request() {
         let endpoints = pool(3);
-        let balancer = Balancer::new(Box::new(Faulty), Some(Box::new(RoundRobin::default())));
+        let balancer = Balancer::new(Arc::new(Faulty), Some(Box::new(RoundRobin::default())));
         let headers = HeaderMap::new();
         let request = request(&headers);
         assert_eq!(balancer.rank(&request, &endpoints).to_vec(), [0, 1, 2]);
         assert_eq!(balancer.rank(&request, &endpoints).to_vec(), [1, 2, 0]);
-        let no_fallback = Balancer::new(Box::new(Faulty), None);
+        let no_fallback = Balancer::new(Arc::new(Faulty), None);
         assert!(no_fallback.rank(&request, &endpoints).is_empty());
     }
 }

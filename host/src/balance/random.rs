@@ -28,7 +28,7 @@ impl Strategy for Random {
         let n = endpoints.len();
         if n > 0 {
             let start = fastrand::usize(..n);
-            rotation(start, n, out);
+            rotation(start, endpoints, out);
         }
         Ok(())
     }

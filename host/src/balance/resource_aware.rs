@@ -42,7 +42,7 @@ impl ResourceAware {
     /// The effective weight of `endpoint` given the pool's `mean_load`.
     pub fn effective_weight(&self, endpoint: &Endpoint, mean_load: f64) -> f64 {
         let load = endpoint.load().map_or(mean_load, f64::from);
-        f64::from(endpoint.weight) * (1.0 - load).max(self.min_weight_factor)
+        f64::from(endpoint.weight()) * (1.0 - load).max(self.min_weight_factor)
     }
 }
 
@@ -87,13 +87,10 @@ impl Strategy for ResourceAware {
         // the heaviest effective weights first, so a skipped instance's share
         // goes where the load reports say there is room.
         let mut spares: SmallVec<[(f64, EndpointId); RANK_LIMIT]> = SmallVec::new();
-        for (i, e) in endpoints.iter().enumerate().filter(|(i, _)| *i != chosen) {
-            insert_bounded(
-                &mut spares,
-                (-self.effective_weight(e, mean_load), i as EndpointId),
-            );
+        for (_, e) in endpoints.iter().enumerate().filter(|(i, _)| *i != chosen) {
+            insert_bounded(&mut spares, (-self.effective_weight(e, mean_load), e.id));
         }
-        out.push(chosen as EndpointId);
+        out.push(endpoints[chosen].id);
         out.extend(spares.iter().take(RANK_LIMIT - 1).map(|(_, id)| *id));
         Ok(())
     }

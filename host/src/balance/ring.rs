@@ -20,7 +20,7 @@ impl Ring {
     pub fn new(endpoints: &[Arc<Endpoint>], vnodes_per_weight: usize) -> Self {
         let mut nodes = Vec::new();
         for endpoint in endpoints {
-            let share = vnodes_per_weight as u64 * u64::from(endpoint.weight);
+            let share = vnodes_per_weight as u64 * u64::from(endpoint.weight());
             nodes.extend((0..share).map(|replica| (identity_hash(endpoint, replica), endpoint.id)));
         }
         nodes.sort_unstable();

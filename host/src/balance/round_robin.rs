@@ -32,7 +32,7 @@ impl Strategy for RoundRobin {
         let Some(start) = rotating_start(&self.next, n) else {
             return Ok(());
         };
-        rotation(start, n, out);
+        rotation(start, endpoints, out);
         Ok(())
     }
 }

@@ -27,16 +27,16 @@ pub fn rank_sampled(
         return;
     }
     let mut sample: SmallVec<[(f64, EndpointId); RANK_LIMIT]> = SmallVec::new();
+    let mut consider = |e: &Endpoint| insert_bounded(&mut sample, (cost(e), e.id));
     if choice_count >= n {
         // Keep the RANK_LIMIT cheapest, from a random start so ties rotate.
         let start = fastrand::usize(..n);
         for offset in 0..n {
-            let id = ((start + offset) % n) as EndpointId;
-            insert_bounded(&mut sample, (cost(&endpoints[id as usize]), id));
+            consider(&endpoints[(start + offset) % n]);
         }
     } else {
-        for id in distinct(n, choice_count.min(RANK_LIMIT)) {
-            insert_bounded(&mut sample, (cost(&endpoints[id as usize]), id));
+        for i in distinct(n, choice_count.min(RANK_LIMIT)) {
+            consider(&endpoints[i as usize]);
         }
     }
     out.extend(sample.iter().map(|(_, id)| *id));
@@ -45,7 +45,7 @@ pub fn rank_sampled(
         if out.len() >= RANK_LIMIT {
             break;
         }
-        let id = ((start + offset) % n) as EndpointId;
+        let id = endpoints[(start + offset) % n].id;
         if !out.contains(&id) {
             out.push(id);
         }

@@ -49,7 +49,7 @@ impl Strategy for WeightedRoundRobin {
             let mut total = 0i64;
             let mut best = 0usize;
             for (i, endpoint) in endpoints.iter().enumerate() {
-                let weight = i64::from(endpoint.weight);
+                let weight = i64::from(endpoint.weight());
                 current[i] += weight;
                 total += weight;
                 if current[i] > current[best] {
@@ -59,7 +59,7 @@ impl Strategy for WeightedRoundRobin {
             current[best] -= total;
             best
         };
-        rotation(best, n, out);
+        rotation(best, endpoints, out);
         Ok(())
     }
 }

@@ -242,8 +242,13 @@ pub struct PoolConfig {
 ///   bound to the instance in a table of at most `max_sessions` entries, each
 ///   dropped after `ttl_ms` without use.
 ///
-/// When the bound instance is draining or unreachable, the strategy picks
-/// another and the session is re-bound to it.
+/// When the bound instance is unreachable, unfit or gone, the strategy picks
+/// another and the session is re-bound to it if that one answers
+/// successfully (below 400; a 404 from it means the session is unknown
+/// there, and the client sees it). A draining instance keeps its sessions
+/// until `drain_timeout_ms` after the drain started, as Envoy's and
+/// HAProxy's graceful drain do (`drain_sessions = "keep"`, the default), or
+/// gives them up at once (`"move"`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StickyConfig {
@@ -257,6 +262,24 @@ pub struct StickyConfig {
     /// Header mode: most sessions remembered (least recently used go first). Default 100000.
     #[serde(default = "defaults::max_sessions")]
     pub max_sessions: u64,
+    /// What a draining instance does with its sessions. Default `keep`.
+    #[serde(default)]
+    pub drain_sessions: DrainSessions,
+    /// How long a draining instance keeps its sessions (`keep`), ms from
+    /// the start of the drain. Default 600000 (10 min, Envoy's drain time).
+    #[serde(default = "defaults::drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+}
+
+/// What a draining instance does with its sticky sessions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DrainSessions {
+    /// Sessions bound to it keep going to it until `drain_timeout_ms`.
+    #[default]
+    Keep,
+    /// Sessions move to another instance at once.
+    Move,
 }
 
 /// One upstream instance.
@@ -373,6 +396,9 @@ mod defaults {
     }
     pub fn max_sessions() -> u64 {
         100_000
+    }
+    pub fn drain_timeout_ms() -> u64 {
+        600_000
     }
 }
 

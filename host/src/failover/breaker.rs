@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
+use crate::balance::{ById, Endpoint};
 use crate::config::BreakerConfig;
 
 /// A breaker's state.
@@ -253,21 +254,26 @@ impl Drop for Admission {
     }
 }
 
-/// The breakers of one pool.
+/// The breakers of one pool, by instance id.
 #[derive(Debug)]
 pub struct Breakers {
     config: BreakerConfig,
-    breakers: Vec<Shared>,
+    breakers: ById<Shared>,
 }
 
 impl Breakers {
-    /// Closed breakers for `pool_size` instances.
-    pub fn new(config: &BreakerConfig, pool_size: usize) -> Self {
+    /// A breaker for each of `endpoints`: the one `previous` (the pool's
+    /// generation before a membership change) holds for it, else a closed one.
+    pub fn new(
+        config: &BreakerConfig,
+        endpoints: &[Arc<Endpoint>],
+        previous: Option<&Breakers>,
+    ) -> Self {
         Self {
             config: config.clone(),
-            breakers: (0..pool_size)
-                .map(|_| Arc::new(Mutex::new(CircuitBreaker::default())))
-                .collect(),
+            breakers: ById::carry(endpoints, previous.map(|p| &p.breakers), || {
+                Mutex::new(CircuitBreaker::default())
+            }),
         }
     }
 
@@ -275,7 +281,7 @@ impl Breakers {
     /// see [`CircuitBreaker::allow`]. The transition to half-open, if this
     /// call made it, comes back for events.
     pub fn admit(&self, id: u32, now_ms: u64) -> (Option<Admission>, Option<Transition>) {
-        let Some(breaker) = self.breakers.get(id as usize) else {
+        let Some(breaker) = self.breakers.get(id) else {
             return (Some(Admission::default()), None);
         };
         let (admit, transition) = lock(breaker).allow(&self.config, now_ms);
@@ -290,7 +296,7 @@ impl Breakers {
     /// Whether instance `id` would be admitted at `now_ms`; takes no slot.
     pub fn would_admit(&self, id: u32, now_ms: u64) -> bool {
         self.breakers
-            .get(id as usize)
+            .get(id)
             .is_none_or(|b| lock(b).would_allow(&self.config, now_ms))
     }
 
@@ -305,14 +311,14 @@ impl Breakers {
     ) -> Option<Transition> {
         admission.0 = None;
         self.breakers
-            .get(id as usize)
+            .get(id)
             .and_then(|b| lock(b).record(&self.config, success, now_ms))
     }
 
     /// The state of instance `id`'s breaker.
     pub fn state(&self, id: u32) -> BreakerState {
         self.breakers
-            .get(id as usize)
+            .get(id)
             .map_or(BreakerState::Closed, |b| lock(b).state())
     }
 }
@@ -418,7 +424,7 @@ mod tests {
             close_after: 1,
             ..config()
         };
-        let breakers = Breakers::new(&c, 1);
+        let breakers = Breakers::new(&c, &crate::balance::tests::pool(1), None);
         assert!(breakers.record(0, Admission::default(), false, 0).is_some());
         assert!(!breakers.would_admit(0, 50), "open");
         assert!(breakers.would_admit(0, 100), "its open time is over");
@@ -443,7 +449,7 @@ mod tests {
         let (next, _) = breakers.admit(0, 310);
         let next = next.expect("half-open again, generation 2");
         assert!(breakers.admit(0, 310).0.is_none());
-        let old = Admission(Some((Arc::clone(&breakers.breakers[0]), 1)));
+        let old = Admission(Some((Arc::clone(breakers.breakers.get(0).unwrap()), 1)));
         drop(old);
         assert!(breakers.admit(0, 310).0.is_none(), "a stale slot is void");
         assert_eq!(

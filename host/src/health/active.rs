@@ -13,7 +13,7 @@
 //! send and judges the answer (and may report the instance's load); when a
 //! plugin call faults, that probe is sent and judged by the built-in HTTP rule.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -305,15 +305,17 @@ impl RiseFall {
     }
 }
 
-/// Runs the checks of `endpoints` until the returned set is dropped.
+/// Runs the checks of `endpoints` until the returned set is dropped; each
+/// instance comes with its consecutive results, kept by the pool across
+/// membership changes (a change restarts the tasks, not the counts).
 pub fn spawn(
     check: Arc<ActiveCheck>,
-    endpoints: Vec<Arc<Endpoint>>,
+    endpoints: Vec<(Arc<Endpoint>, Arc<Mutex<RiseFall>>)>,
     health: Arc<PoolHealth>,
 ) -> JoinSet<()> {
     let permits = Arc::new(Semaphore::new(check.config.max_concurrent as usize));
     let mut tasks = JoinSet::new();
-    for endpoint in endpoints {
+    for (endpoint, counts) in endpoints {
         let (check, health, permits) = (
             Arc::clone(&check),
             Arc::clone(&health),
@@ -322,7 +324,6 @@ pub fn spawn(
         tasks.spawn(async move {
             let interval = check.config.interval_ms;
             tokio::time::sleep(Duration::from_millis(fastrand::u64(..interval.max(1)))).await;
-            let mut counts = RiseFall::default();
             loop {
                 let (outcome, load) = match permits.acquire().await {
                     Ok(_permit) => check.probe(&endpoint).await,
@@ -333,9 +334,11 @@ pub fn spawn(
                 }
                 let healthy = endpoint.health_flags() & UNHEALTHY == 0;
                 let passed = outcome == ProbeOutcome::Pass;
-                if let Some(now_healthy) =
-                    counts.record(passed, healthy, check.config.rise, check.config.fall)
-                {
+                let flipped = counts
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .record(passed, healthy, check.config.rise, check.config.fall);
+                if let Some(now_healthy) = flipped {
                     health.set_flag(&endpoint, UNHEALTHY, !now_healthy);
                     let (kind, severity, message) = match &outcome {
                         _ if now_healthy => (

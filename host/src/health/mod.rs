@@ -38,7 +38,7 @@ use crate::balance::Endpoint;
 /// A pool's health bookkeeping: how many instances are unfit, and panic mode.
 pub struct PoolHealth {
     pool: String,
-    size: usize,
+    size: AtomicUsize,
     unfit: AtomicUsize,
     panic_threshold: f64,
     in_panic: AtomicBool,
@@ -57,7 +57,7 @@ impl PoolHealth {
     ) -> Self {
         Self {
             pool: pool.to_string(),
-            size,
+            size: AtomicUsize::new(size),
             unfit: AtomicUsize::new(0),
             panic_threshold: f64::from(panic_threshold_percent) / 100.0,
             in_panic: AtomicBool::new(false),
@@ -96,10 +96,24 @@ impl PoolHealth {
         &self.pool
     }
 
+    /// Takes the pool's new membership: its size, and the unfit count
+    /// recounted from the members' flags (a kept instance keeps its flags;
+    /// a new one starts fit); panic mode follows.
+    pub fn resize(&self, members: &[Arc<Endpoint>]) {
+        self.size.store(members.len(), Ordering::Relaxed);
+        let unfit = members.iter().filter(|e| !e.is_fit()).count();
+        self.unfit.store(unfit, Ordering::Relaxed);
+        self.update_panic();
+    }
+
     /// Sets or clears `flag` on `endpoint`, keeping the unfit count and panic
-    /// mode current. Returns whether fitness changed.
+    /// mode current. Returns whether fitness changed. A retired instance's
+    /// flags change without counting (it is no longer one of the pool's).
     pub fn set_flag(&self, endpoint: &Endpoint, flag: u8, on: bool) -> bool {
         let (was_fit, is_fit) = endpoint.set_health_flag(flag, on);
+        if endpoint.is_retired() {
+            return false;
+        }
         if was_fit && !is_fit {
             self.unfit.fetch_add(1, Ordering::Relaxed);
         } else if !was_fit && is_fit {
@@ -112,10 +126,11 @@ impl PoolHealth {
     }
 
     fn update_panic(&self) {
-        if self.size == 0 {
+        let size = self.size.load(Ordering::Relaxed);
+        if size == 0 {
             return;
         }
-        let fit_share = (self.size - self.unfit().min(self.size)) as f64 / self.size as f64;
+        let fit_share = (size - self.unfit().min(size)) as f64 / size as f64;
         let panic = fit_share < self.panic_threshold;
         if self.in_panic.swap(panic, Ordering::Relaxed) != panic {
             if panic {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{EventKind, HealthEvent, PoolHealth, Severity};
-use crate::balance::{EJECTED, Endpoint};
+use crate::balance::{ById, EJECTED, Endpoint};
 use crate::config::OutlierConfig;
 
 /// How one attempt ended, as outlier detection sees it.
@@ -48,15 +48,21 @@ struct State {
 /// Outlier detection for one pool.
 pub struct OutlierDetector {
     config: OutlierConfig,
-    states: Vec<State>,
+    states: ById<Arc<State>>,
 }
 
 impl OutlierDetector {
-    /// A detector for `pool_size` instances.
-    pub fn new(config: &OutlierConfig, pool_size: usize) -> Self {
+    /// A detector for the pool `endpoints`, keeping the counts and ejection
+    /// times `previous` (the pool's generation before a membership change)
+    /// holds for them.
+    pub fn new(
+        config: &OutlierConfig,
+        endpoints: &[Arc<Endpoint>],
+        previous: Option<&OutlierDetector>,
+    ) -> Self {
         Self {
             config: config.clone(),
-            states: (0..pool_size).map(|_| State::default()).collect(),
+            states: ById::carry(endpoints, previous.map(|p| &p.states), State::default),
         }
     }
 
@@ -74,7 +80,7 @@ impl OutlierDetector {
         outcome: AttemptOutcome,
         now_ms: u64,
     ) {
-        let Some(state) = self.states.get(endpoint.id as usize) else {
+        let Some(state) = self.states.get(endpoint.id) else {
             return;
         };
         state.requests.fetch_add(1, Ordering::Relaxed);
@@ -134,7 +140,7 @@ impl OutlierDetector {
             tracing::debug!(pool = health.pool(), instance = %endpoint.url, why, "not ejected: max_ejection_percent reached");
             return;
         }
-        let Some(state) = self.states.get(endpoint.id as usize) else {
+        let Some(state) = self.states.get(endpoint.id) else {
             return;
         };
         let count = state.ejections.fetch_add(1, Ordering::Relaxed) + 1;
@@ -163,7 +169,10 @@ impl OutlierDetector {
     /// success rates. Call every [`interval_ms`](Self::interval_ms).
     pub fn tick(&self, health: &PoolHealth, endpoints: &[Arc<Endpoint>], now_ms: u64) {
         let mut rates = Vec::new();
-        for (endpoint, state) in endpoints.iter().zip(&self.states) {
+        for endpoint in endpoints {
+            let Some(state) = self.states.get(endpoint.id) else {
+                continue;
+            };
             let requests = state.requests.swap(0, Ordering::Relaxed);
             let successes = state.successes.swap(0, Ordering::Relaxed);
             if endpoint.health_flags() & EJECTED != 0 {
@@ -230,11 +239,9 @@ mod tests {
 
     fn setup(n: usize, config: OutlierConfig) -> (Vec<Arc<Endpoint>>, PoolHealth, OutlierDetector) {
         let events = Arc::new(EventBus::new(16, Duration::ZERO));
-        (
-            pool(n),
-            PoolHealth::new("p", n, 0, events),
-            OutlierDetector::new(&config, n),
-        )
+        let endpoints = pool(n);
+        let detector = OutlierDetector::new(&config, &endpoints, None);
+        (endpoints, PoolHealth::new("p", n, 0, events), detector)
     }
 
     #[test]

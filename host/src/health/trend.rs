@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 
 use super::{EventKind, HealthEvent, PoolHealth, Severity};
-use crate::balance::{DEGRADED, Endpoint};
+use crate::balance::{ById, DEGRADED, Endpoint};
 use crate::config::TrendConfig;
 
 /// The direction of an instance's health.
@@ -58,7 +58,7 @@ pub struct TrendStatus {
 /// The trends of one pool's instances.
 pub struct TrendTracker {
     config: TrendConfig,
-    windows: Vec<Mutex<Window>>,
+    windows: ById<Arc<Mutex<Window>>>,
 }
 
 #[derive(Default)]
@@ -68,13 +68,18 @@ struct Window {
 }
 
 impl TrendTracker {
-    /// A tracker for `pool_size` instances.
-    pub fn new(config: &TrendConfig, pool_size: usize) -> Self {
+    /// A tracker for the pool `endpoints`, keeping the windows `previous`
+    /// (the pool's generation before a membership change) holds for them.
+    pub fn new(
+        config: &TrendConfig,
+        endpoints: &[Arc<Endpoint>],
+        previous: Option<&TrendTracker>,
+    ) -> Self {
         Self {
             config: config.clone(),
-            windows: (0..pool_size)
-                .map(|_| Mutex::new(Window::default()))
-                .collect(),
+            windows: ById::carry(endpoints, previous.map(|p| &p.windows), || {
+                Mutex::new(Window::default())
+            }),
         }
     }
 
@@ -91,7 +96,7 @@ impl TrendTracker {
     /// The current status of instance `id`.
     pub fn status(&self, id: u32) -> TrendStatus {
         self.windows
-            .get(id as usize)
+            .get(id)
             .map(|w| w.lock().unwrap_or_else(PoisonError::into_inner).status)
             .unwrap_or_default()
     }
@@ -99,7 +104,10 @@ impl TrendTracker {
     /// Samples every instance at `now_s` (seconds on any monotonic clock),
     /// reclassifies, and publishes changes.
     pub fn tick(&self, health: &PoolHealth, endpoints: &[Arc<Endpoint>], now_s: f64) {
-        for (endpoint, window) in endpoints.iter().zip(&self.windows) {
+        for endpoint in endpoints {
+            let Some(window) = self.windows.get(endpoint.id) else {
+                continue;
+            };
             let stats = endpoint.stats();
             let latency_ms = stats.ewma_latency_us as f64 / 1_000.0;
             let error_rate = 1.0 - f64::from(stats.success_rate);
@@ -230,7 +238,11 @@ mod tests {
     }
 
     fn tracker() -> TrendTracker {
-        TrendTracker::new(&TrendConfig::default(), 1)
+        TrendTracker::new(
+            &TrendConfig::default(),
+            &crate::balance::tests::pool(1),
+            None,
+        )
     }
 
     #[test]

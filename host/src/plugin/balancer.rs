@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::HeaderName;
 use wasmtime::component::HasSelf;
@@ -20,15 +20,19 @@ use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, 
 
 /// A Wasm balancer plugin serving one pool.
 ///
-/// One instance per pool; calls are serialized by a mutex that is held only
-/// for the synchronous call (never across an await). Per-call buffers
-/// (request facts, candidate stats) are reused between calls.
+/// One instance per pool, kept across membership changes (it is told them
+/// with `update`, versions increasing from 1); calls are serialized by a
+/// mutex that is held only for the synchronous call (never across an
+/// await). Per-call buffers (request facts, candidate stats) are reused
+/// between calls.
 pub struct WasmStrategy {
     name: String,
     sandbox: Sandbox<Bound>,
     pre: BalancerPluginPre<PluginState>,
     config_json: String,
-    endpoints: Vec<WitEndpoint>,
+    /// The membership version and the endpoint set last given to `update`
+    /// (a rebuilt instance is told them again).
+    membership: Mutex<(u64, Vec<WitEndpoint>)>,
     request_headers: Vec<HeaderName>,
     observe: bool,
 }
@@ -75,7 +79,7 @@ impl WasmStrategy {
             sandbox,
             pre,
             config_json,
-            endpoints: endpoints.iter().map(|e| wit_endpoint(e)).collect(),
+            membership: Mutex::new((1, endpoints.iter().map(|e| wit_endpoint(e)).collect())),
             request_headers: Vec::new(),
             observe: true,
         };
@@ -112,9 +116,16 @@ impl WasmStrategy {
             .map_err(fault)?
             .map_err(|e| Fault::Refused(format!("configure: {}", describe(&e))))?;
         self.sandbox.arm_setup(&mut store);
-        exports
-            .call_update(&mut store, 1, &self.endpoints)
-            .map_err(fault)?;
+        let pool_size = {
+            let membership = self
+                .membership
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            exports
+                .call_update(&mut store, membership.0, &membership.1)
+                .map_err(fault)?;
+            membership.1.len()
+        };
         let inner = Bound {
             bindings,
             request: RequestInfo {
@@ -124,7 +135,7 @@ impl WasmStrategy {
                 headers: Vec::new(),
                 client_addr: String::new(),
             },
-            candidates: Vec::with_capacity(self.endpoints.len()),
+            candidates: Vec::with_capacity(pool_size),
         };
         Ok((Live { store, inner }, requirements))
     }
@@ -147,7 +158,6 @@ impl Strategy for WasmStrategy {
         endpoints: &[Arc<Endpoint>],
         out: &mut Ranking,
     ) -> Result<(), Fault> {
-        let pool_size = endpoints.len();
         self.call(|live| {
             let bound = &mut live.inner;
             fill_request(&mut bound.request, request, &self.request_headers);
@@ -176,14 +186,46 @@ impl Strategy for WasmStrategy {
             if ids.is_empty() {
                 return Err(Fault::Nonsense("empty ranking".into()));
             }
-            if let Some(bad) = ids.iter().find(|id| **id as usize >= pool_size) {
+            if let Some(bad) = ids
+                .iter()
+                .find(|id| !endpoints.iter().any(|e| e.id == **id))
+            {
                 return Err(Fault::Nonsense(format!(
-                    "unknown endpoint id {bad} (pool has {pool_size})"
+                    "unknown endpoint id {bad} (not one of the pool's {})",
+                    endpoints.len()
                 )));
             }
             out.extend(ids.into_iter().take(RANK_LIMIT));
             Ok(())
         })
+    }
+
+    fn update(&self, endpoints: &[Arc<Endpoint>]) {
+        let (version, list) = {
+            let mut membership = self
+                .membership
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            membership.0 += 1;
+            membership.1 = endpoints.iter().map(|e| wit_endpoint(e)).collect();
+            (membership.0, membership.1.clone())
+        };
+        // A fault is counted and logged by the sandbox. An instance that
+        // was not told (faulted, or skipped while quarantined) is dropped:
+        // the next call builds one, which is told the new membership.
+        let told = self.sandbox.feedback(
+            || self.instantiate().map(|(live, _)| live),
+            |live| {
+                live.inner
+                    .bindings
+                    .switchyard_plugin_balancer()
+                    .call_update(&mut live.store, version, &list)
+                    .map_err(|e| self.sandbox.fault(&e))
+            },
+        );
+        if told.is_err() {
+            self.sandbox.discard();
+        }
     }
 
     fn observe(&self, id: EndpointId, success: bool, latency_us: u64) {

@@ -158,7 +158,7 @@ pub(super) fn wit_endpoint(e: &Endpoint) -> WitEndpoint {
     WitEndpoint {
         id: e.id,
         address: e.url.clone(),
-        weight: e.weight,
-        labels: e.labels.clone(),
+        weight: e.weight(),
+        labels: e.labels(),
     }
 }

@@ -227,6 +227,12 @@ impl<L> Sandbox<L> {
         *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
     }
 
+    /// Drops the live instance: the next call builds a fresh one (for a
+    /// state change the live instance could not be told).
+    pub fn discard(&self) {
+        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
     /// Runs the decision `call` on the live instance, first building one
     /// with `instantiate` if the last one faulted. A trap discards the
     /// instance; every fault is counted and logged (the caller falls back).

@@ -118,20 +118,23 @@ impl FanOut {
                     .cloned()
                     .ok_or_else(|| StartError::Route(format!("unknown pool `{name}`")))?;
                 let sources = pool
-                    .endpoints
+                    .members
+                    .as_slice()
                     .iter()
-                    .map(|e| Source {
+                    .enumerate()
+                    .map(|(i, e)| Source {
                         name: format!("{name}/{}", e.authority),
-                        priority: e.id,
-                        weight: f64::from(e.weight),
+                        priority: i as u32,
+                        weight: f64::from(e.weight()),
                     })
                     .collect();
                 let targets = pool
-                    .endpoints
+                    .members
+                    .as_slice()
                     .iter()
                     .map(|e| Target::Instance(Arc::clone(&pool), e.id))
                     .collect();
-                let count = config.count.map_or(pool.endpoints.len(), |c| c as usize);
+                let count = config.count.map_or(pool.members.len(), |c| c as usize);
                 (sources, targets, Some((pool, count)))
             }
             None => {
@@ -339,7 +342,7 @@ impl FanOut {
         let mut asked: Vec<EndpointId> = Vec::with_capacity(*count);
         let mut admissions = Vec::with_capacity(*count);
         while asked.len() < *count {
-            match pool.next(&ranking, &asked) {
+            match pool.next(&ranking, &asked, None) {
                 Some((id, admission)) => {
                     asked.push(id);
                     admissions.push(admission);
@@ -347,9 +350,12 @@ impl FanOut {
                 None => break,
             }
         }
-        // Source i is endpoint i in instance mode.
+        // Source i is the pool's instance at position i in instance mode.
         (
-            asked.into_iter().map(|id| id as usize).collect(),
+            asked
+                .into_iter()
+                .filter_map(|id| pool.members.position(id))
+                .collect(),
             admissions,
         )
     }
@@ -440,7 +446,7 @@ impl FanOut {
             Target::Instance(pool, id) => (pool, *id, admission.unwrap_or_default()),
             Target::Pool(pool) => {
                 let ranking = call.rank(pool);
-                match pool.next(&ranking, &[]) {
+                match pool.next(&ranking, &[], None) {
                     Some((id, admission)) => (pool, id, admission),
                     None => {
                         return (
@@ -455,7 +461,10 @@ impl FanOut {
                 }
             }
         };
-        let endpoint = &pool.endpoints[id as usize];
+        let Some(endpoint) = pool.members.get(id) else {
+            let gone = format!("instance {id} left pool `{}`", pool.name);
+            return (source, 0, Outcome::Error(gone));
+        };
         let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
         *request.method_mut() = call.parts.method.clone();
         *request.uri_mut() =

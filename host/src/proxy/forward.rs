@@ -127,11 +127,13 @@ async fn forward(
                     .unwrap_or_else(|| pool.retry.backoff(attempt as u32 - 1));
                 tokio::time::sleep(wait).await;
             }
-            let Some((id, admission)) = pool.next(&ranking, &tried) else {
+            let Some((id, admission)) = pool.next(&ranking, &tried, affinity.bound) else {
                 break;
             };
             tried.push(id);
-            let endpoint = &pool.endpoints[id as usize];
+            let Some(endpoint) = pool.members.get(id) else {
+                break;
+            };
             let last = attempt == max_attempts || !body.replayable();
             let mut upstream = Request::new(body.for_attempt());
             *upstream.method_mut() = parts.method.clone();
@@ -249,7 +251,7 @@ async fn forward(
                 } => {
                     // A held answer is only given up for a retry that can happen.
                     let possible =
-                        held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried);
+                        held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried, affinity.bound);
                     match pool.budget.try_retry().filter(|_| possible) {
                         Some(retry) => {
                             _retry_slot = Some(retry);
@@ -352,7 +354,8 @@ fn deliver(
     slot: Option<OwnedSemaphorePermit>,
 ) -> Response<ProxyBody> {
     if let Some(sticky) = &pool.sticky {
-        sticky.bind(affinity, id, response.headers_mut());
+        let status = response.status();
+        sticky.bind(affinity, id, status, response.headers_mut());
     }
     headers::strip_hop_by_hop(response.headers_mut());
     let recorder = match &route.stale {
@@ -391,7 +394,7 @@ pub(super) fn rank(
             headers: &parts.headers,
             client_addr: peer,
         },
-        &pool.endpoints,
+        pool.members.as_slice(),
     );
     Sticky::prefer(affinity, &mut ranking);
     ranking

@@ -1,10 +1,11 @@
 //! A pool at run time: its instances, its balancer and its upstream client.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::HeaderName;
+use http::uri::Authority;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
@@ -17,13 +18,13 @@ use tokio::task::JoinSet;
 use smallvec::SmallVec;
 
 use crate::balance::{
-    self, Balancer, DEGRADED, EJECTED, Endpoint, EndpointId, Ranking, Sticky, UNHEALTHY,
-    next_candidate,
+    self, Balancer, ById, DEGRADED, EJECTED, Endpoint, EndpointId, Members, Ranking, Sticky,
+    Strategy, UNHEALTHY, next_candidate,
 };
-use crate::config::{PoolConfig, StrategyConfig};
+use crate::config::{InstanceConfig, PoolConfig, StrategyConfig};
 use crate::failover::breaker::Transition;
 use crate::failover::{Admission, BreakerState, Breakers, Bulkhead, RetryBudget, RetryPolicy};
-use crate::health::active::{self, ActiveCheck};
+use crate::health::active::{self, ActiveCheck, RiseFall};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, EventKind, HealthEvent, PoolHealth, Severity};
@@ -51,11 +52,23 @@ pub enum Attempt<'a> {
 }
 
 /// A pool of instances behind one balancer and one connection pool.
+///
+/// A `Pool` is one *generation* of a pool: its membership is fixed. A
+/// membership change (instances added, removed, re-weighted or re-labelled,
+/// by the admin API or a config change that touches only `instances`)
+/// builds the next generation from this one ([`Pool::build`] with
+/// `previous`), which keeps everything that is not membership: the
+/// instances that stay (their statistics, in-flight counts, health flags,
+/// ejections, breakers, trends and probe counts, all by stable id), the
+/// sticky-session table, the plugin instances (a balancer plugin is told
+/// the new membership with `update`), the bulkhead, the retry budget and
+/// the pooled connections. New instances start fresh; removed ones finish
+/// their in-flight requests in the generation that sent them.
 pub struct Pool {
     /// The pool's name in the config.
     pub name: String,
-    /// The instances, indexed by id.
-    pub endpoints: Vec<Arc<Endpoint>>,
+    /// The instances, by stable id and in config order.
+    pub members: Members,
     /// Ranks the instances per request.
     pub balancer: Balancer,
     /// Pooled keep-alive HTTP/1.1 connections to the instances.
@@ -81,112 +94,131 @@ pub struct Pool {
     /// Retry rules.
     pub retry: RetryPolicy,
     /// Retries in flight vs requests in flight.
-    pub budget: RetryBudget,
+    pub budget: Arc<RetryBudget>,
     /// Circuit breakers, when configured.
     pub breakers: Option<Breakers>,
     /// Bounded concurrency, when configured.
-    pub bulkhead: Option<Bulkhead>,
+    pub bulkhead: Option<Arc<Bulkhead>>,
     /// A failover plugin, when configured.
-    pub failover_plugin: Option<WasmFailover>,
+    pub failover_plugin: Option<Arc<WasmFailover>>,
     /// The config the pool was built from.
     pub config: PoolConfig,
     /// Retries sent (the `switchyard_retries_total` series of this pool).
     pub retries_total: prometheus_client::metrics::counter::Counter,
+    /// Active checks' consecutive results, by instance id.
+    probes: ById<Arc<Mutex<RiseFall>>>,
+    /// The id the next new instance gets.
+    next_id: EndpointId,
+    /// Whether this generation took its state from a previous one.
+    carried: bool,
     clock: Instant,
 }
 
+/// The instances of `config` with their `host:port` (validated when the
+/// config was loaded, so none is left out).
+fn instances(config: &PoolConfig) -> impl Iterator<Item = (&InstanceConfig, Authority)> {
+    config
+        .instances
+        .iter()
+        .filter_map(|i| i.upstream_authority().ok().map(|a| (i, a)))
+}
+
 impl Pool {
-    /// Builds the pool `name` from `config`, loading its plugin in `host`.
+    /// Builds the pool `name` from `config`, loading its plugins in `host`.
+    /// When `previous` (the pool's generation in force) differs from
+    /// `config` only in `instances`, the new generation takes its state
+    /// (see [`Pool`]); otherwise everything is built anew.
     ///
     /// # Errors
-    /// [`StartError::Plugin`] when the plugin is refused.
+    /// [`StartError::Plugin`] when a plugin is refused.
     pub fn build(
         name: &str,
         config: &PoolConfig,
         host: &PluginHost,
         events: &Arc<EventBus>,
         metrics: &Metrics,
+        previous: Option<&Pool>,
     ) -> Result<Self, StartError> {
-        let endpoints: Vec<Arc<Endpoint>> = config
-            .instances
-            .iter()
-            .enumerate()
-            .filter_map(|(i, instance)| {
-                // Validated when the config was loaded.
-                let authority = instance.upstream_authority().ok()?;
-                Some(Arc::new(Endpoint::new(
-                    i as u32,
+        let previous = previous.filter(|p| p.same_policy(config));
+        let mut next_id = previous.map_or(0, |p| p.next_id);
+        let clock = previous.map_or_else(Instant::now, |p| p.clock);
+        let endpoints: Vec<Arc<Endpoint>> = instances(config)
+            .map(|(instance, authority)| {
+                if let Some(kept) = previous.and_then(|p| p.members.by_authority(&authority)) {
+                    return Arc::clone(kept);
+                }
+                let endpoint = Endpoint::new(
+                    next_id,
                     instance.url.clone(),
                     authority,
                     instance.weight,
                     instance.labels.clone().into_iter().collect(),
-                )))
+                );
+                next_id += 1;
+                endpoint.set_draining(instance.drain, clock.elapsed().as_millis() as u64);
+                Arc::new(endpoint)
             })
             .collect();
-        for (endpoint, instance) in endpoints.iter().zip(&config.instances) {
-            endpoint.set_draining(instance.drain);
-        }
+        let plugin_key = |key: &str, error| StartError::Plugin {
+            key: format!("pools.{name}.{key}"),
+            error,
+        };
         let (balancer, plugin_stats) = match balance::build(&config.strategy, &endpoints) {
-            Ok(strategy) => (Balancer::new(strategy, None), None),
+            Ok(strategy) => (Balancer::new(Arc::from(strategy), None), None),
             Err(plugin) => {
-                let (config_json, limits) = plugin.plugin_ref().sandbox();
-                let strategy =
-                    WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
-                        .map_err(|error| StartError::Plugin {
-                            key: format!("pools.{name}.strategy"),
-                            error,
-                        })?;
-                let stats = strategy.stats();
+                let (strategy, stats): (Arc<dyn Strategy>, _) = match previous {
+                    Some(p) => (Arc::clone(p.balancer.strategy()), p.plugin_stats.clone()),
+                    None => {
+                        let (config_json, limits) = plugin.plugin_ref().sandbox();
+                        let strategy =
+                            WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
+                                .map_err(|e| plugin_key("strategy", e))?;
+                        let stats = strategy.stats();
+                        (Arc::new(strategy), Some(stats))
+                    }
+                };
                 (
-                    Balancer::new(Box::new(strategy), Some(balance::builtin(plugin.fallback))),
-                    Some(stats),
+                    Balancer::new(strategy, Some(balance::builtin(plugin.fallback))),
+                    stats,
                 )
             }
         };
-        let sticky = config.sticky.as_ref().map(|c| Sticky::new(c, &endpoints));
-        let active_check = match &config.health {
-            Some(c) => Some(Arc::new(ActiveCheck::new(c, host).map_err(|error| {
-                StartError::Plugin {
-                    key: format!("pools.{name}.health.plugin"),
-                    error,
-                }
-            })?)),
-            None => None,
+        let sticky = config
+            .sticky
+            .as_ref()
+            .map(|c| Sticky::new(c, &endpoints, previous.and_then(|p| p.sticky.as_ref())));
+        let active_check = match (previous, &config.health) {
+            (Some(p), _) => p.active_check.clone(),
+            (None, Some(c)) => Some(Arc::new(
+                ActiveCheck::new(c, host).map_err(|e| plugin_key("health.plugin", e))?,
+            )),
+            (None, None) => None,
         };
-        let pool_size = endpoints.len();
-        let failover_plugin = match &config.failover_plugin {
-            Some(p) => {
-                let (json, limits) = p.sandbox();
-                Some(
-                    WasmFailover::load(host, &p.path, json, limits).map_err(|error| {
-                        StartError::Plugin {
-                            key: format!("pools.{name}.failover_plugin"),
-                            error,
-                        }
-                    })?,
-                )
+        let failover_plugin = match (previous, &config.failover_plugin) {
+            (Some(p), _) => p.failover_plugin.clone(),
+            (None, Some(plugin)) => {
+                let (json, limits) = plugin.sandbox();
+                Some(Arc::new(
+                    WasmFailover::load(host, &plugin.path, json, limits)
+                        .map_err(|e| plugin_key("failover_plugin", e))?,
+                ))
             }
-            None => None,
+            (None, None) => None,
         };
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
         };
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
-            .build(connector);
+        let client = previous.map_or_else(|| new_client(config), |p| p.client.clone());
         tracing::info!(
             pool = name,
             strategy = balancer.name(),
             instances = endpoints.len(),
+            carried = previous.is_some(),
             "pool ready"
         );
         Ok(Self {
             name: name.to_string(),
-            endpoints,
             balancer,
             client,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
@@ -194,37 +226,69 @@ impl Pool {
             plugin_stats,
             load_header,
             sticky,
-            health: Arc::new(PoolHealth::new(
-                name,
-                pool_size,
-                config.panic_threshold_percent,
-                Arc::clone(events),
-            )),
+            health: previous.map_or_else(
+                || {
+                    Arc::new(PoolHealth::new(
+                        name,
+                        endpoints.len(),
+                        config.panic_threshold_percent,
+                        Arc::clone(events),
+                    ))
+                },
+                |p| Arc::clone(&p.health),
+            ),
             active_check,
-            outlier: config
-                .outlier
-                .as_ref()
-                .map(|c| OutlierDetector::new(c, pool_size)),
+            outlier: config.outlier.as_ref().map(|c| {
+                OutlierDetector::new(c, &endpoints, previous.and_then(|p| p.outlier.as_ref()))
+            }),
             trend: config
                 .trend
                 .as_ref()
-                .map(|c| TrendTracker::new(c, pool_size)),
+                .map(|c| TrendTracker::new(c, &endpoints, previous.and_then(|p| p.trend.as_ref()))),
             retry: RetryPolicy::new(&config.retry),
-            budget: RetryBudget::new(
-                config.retry.budget_ratio,
-                config.retry.budget_min_concurrent,
+            budget: previous.map_or_else(
+                || {
+                    Arc::new(RetryBudget::new(
+                        config.retry.budget_ratio,
+                        config.retry.budget_min_concurrent,
+                    ))
+                },
+                |p| Arc::clone(&p.budget),
             ),
-            breakers: config.breaker.as_ref().map(|c| Breakers::new(c, pool_size)),
-            bulkhead: config.bulkhead.as_ref().map(Bulkhead::new),
+            breakers: config
+                .breaker
+                .as_ref()
+                .map(|c| Breakers::new(c, &endpoints, previous.and_then(|p| p.breakers.as_ref()))),
+            bulkhead: match previous {
+                Some(p) => p.bulkhead.clone(),
+                None => config.bulkhead.as_ref().map(|c| Arc::new(Bulkhead::new(c))),
+            },
             failover_plugin,
             config: config.clone(),
             retries_total: metrics.retries(name),
-            clock: Instant::now(),
+            probes: ById::carry(&endpoints, previous.map(|p| &p.probes), || {
+                Mutex::new(RiseFall::default())
+            }),
+            next_id,
+            carried: previous.is_some(),
+            clock,
+            members: Members::new(endpoints),
         })
     }
 
+    /// Whether `config` differs from this pool's only in `instances` (the
+    /// next generation may then take this one's state).
+    fn same_policy(&self, config: &PoolConfig) -> bool {
+        let policy = |c: &PoolConfig| {
+            let mut c = c.clone();
+            c.instances.clear();
+            serde_json::to_value(c).ok()
+        };
+        policy(&self.config) == policy(config)
+    }
+
     /// Whether this pool can serve `config` as it is: the same config but
-    /// for instances' `drain` flags, which [`apply_drain`](Self::apply_drain)
+    /// for instances' `drain` flags, which [`activate`](Self::activate)
     /// sets without a rebuild.
     pub fn serves(&self, config: &PoolConfig) -> bool {
         let undrained = |c: &PoolConfig| {
@@ -235,10 +299,36 @@ impl Pool {
         undrained(&self.config) == undrained(config)
     }
 
-    /// Sets every instance's draining flag as `config` says.
-    pub fn apply_drain(&self, config: &PoolConfig) {
-        for (endpoint, instance) in self.endpoints.iter().zip(&config.instances) {
-            endpoint.set_draining(instance.drain);
+    /// Puts this generation in force once the router holding it was swapped
+    /// in (a failed change must change nothing, so nothing shared is
+    /// touched before): sets each instance's weight, labels and draining
+    /// flag as `config` says, retires the instances of `previous` that are
+    /// not members any more, recounts the pool's health over the new
+    /// membership, and tells a kept balancer plugin the new membership.
+    pub fn activate(&self, config: &PoolConfig, previous: Option<&Pool>) {
+        for (instance, authority) in instances(config) {
+            if let Some(endpoint) = self.members.by_authority(&authority) {
+                endpoint.reconfigure(
+                    instance.weight,
+                    instance.labels.clone().into_iter().collect(),
+                );
+                endpoint.set_draining(instance.drain, self.now_ms());
+            }
+        }
+        let Some(previous) = previous.filter(|p| !std::ptr::eq(*p, self)) else {
+            return;
+        };
+        for gone in previous.members.as_slice().iter().filter(|e| {
+            self.members
+                .get(e.id)
+                .is_none_or(|kept| !Arc::ptr_eq(kept, e))
+        }) {
+            gone.set_draining(true, previous.now_ms());
+            gone.retire();
+        }
+        if self.carried {
+            self.health.resize(self.members.as_slice());
+            self.balancer.update(self.members.as_slice());
         }
     }
 
@@ -252,10 +342,18 @@ impl Pool {
     /// request; with trends on, a degrading instance is passed over for the
     /// next fit one with probability 1 − `degraded_share`. The admission is
     /// held for the attempt and handed to [`record_attempt`](Self::record_attempt);
-    /// dropped unrecorded, it gives a half-open probe slot back.
-    pub fn next(&self, ranking: &Ranking, tried: &[EndpointId]) -> Option<(EndpointId, Admission)> {
+    /// dropped unrecorded, it gives a half-open probe slot back. `session`
+    /// is the instance the request's sticky session is bound to, if any: it
+    /// may be chosen while it drains, as long as it keeps its sessions
+    /// ([`Sticky::keeps`]).
+    pub fn next(
+        &self,
+        ranking: &Ranking,
+        tried: &[EndpointId],
+        session: Option<EndpointId>,
+    ) -> Option<(EndpointId, Admission)> {
         let now = self.now_ms();
-        self.walk(ranking, tried, |id| self.admit(id, now))
+        self.walk(ranking, tried, session, |id| self.admit(id, now))
     }
 
     /// The instance [`next`](Self::next) would choose now, asking the
@@ -268,7 +366,17 @@ impl Pool {
                 .is_none_or(|b| b.would_admit(id, now))
                 .then_some(())
         };
-        self.walk(ranking, tried, would).map(|(id, ())| id)
+        self.walk(ranking, tried, None, would).map(|(id, ())| id)
+    }
+
+    /// The instance of `session` when draining does not exclude it.
+    fn drain_exempt(&self, session: Option<EndpointId>, now_ms: u64) -> Option<EndpointId> {
+        let sticky = self.sticky.as_ref()?;
+        session.filter(|id| {
+            self.members
+                .get(*id)
+                .is_some_and(|e| sticky.keeps(e, now_ms))
+        })
     }
 
     /// The walk of [`next`](Self::next) and [`peek`](Self::peek): the first
@@ -277,19 +385,24 @@ impl Pool {
         &self,
         ranking: &Ranking,
         tried: &[EndpointId],
+        session: Option<EndpointId>,
         admit: impl Fn(EndpointId) -> Option<A>,
     ) -> Option<(EndpointId, A)> {
         let (now, respect) = (self.now_ms(), self.health.respect_health());
+        let exempt = self.drain_exempt(session, now);
         let mut skip: SmallVec<[EndpointId; 8]> = tried.iter().copied().collect();
         let share = self
             .trend
             .as_ref()
             .map_or(1.0, TrendTracker::degraded_share);
         let mut degraded_spare = None;
-        while let Some(pick) = next_candidate(ranking, &self.endpoints, &skip, now, respect) {
+        while let Some(pick) = next_candidate(ranking, &self.members, &skip, now, respect, exempt) {
             skip.push(pick);
             if share < 1.0
-                && self.endpoints[pick as usize].health_flags() & DEGRADED != 0
+                && self
+                    .members
+                    .get(pick)
+                    .is_some_and(|e| e.health_flags() & DEGRADED != 0)
                 && fastrand::f64() >= share
             {
                 degraded_spare.get_or_insert(pick);
@@ -304,13 +417,20 @@ impl Pool {
 
     /// Whether [`next`](Self::next) could find an instance, breakers aside
     /// (asking them would use up a half-open probe).
-    pub fn has_candidate(&self, ranking: &Ranking, tried: &[EndpointId]) -> bool {
+    pub fn has_candidate(
+        &self,
+        ranking: &Ranking,
+        tried: &[EndpointId],
+        session: Option<EndpointId>,
+    ) -> bool {
+        let now = self.now_ms();
         next_candidate(
             ranking,
-            &self.endpoints,
+            &self.members,
             tried,
-            self.now_ms(),
+            now,
             self.health.respect_health(),
+            self.drain_exempt(session, now),
         )
         .is_some()
     }
@@ -332,10 +452,10 @@ impl Pool {
             BreakerState::HalfOpen => (EventKind::BreakerHalfOpen, Severity::Info),
             BreakerState::Closed => (EventKind::BreakerClosed, Severity::Info),
         };
-        let url = &self.endpoints[id as usize].url;
+        let url = self.members.get(id).map(|e| e.url.as_str());
         self.health.events().publish(HealthEvent::new(
             &self.name,
-            Some(url),
+            url,
             kind,
             severity,
             format!("breaker {:?}: {}", t.to, t.reason).to_lowercase(),
@@ -392,7 +512,7 @@ impl Pool {
 
     /// Whether any instance is fit (priority failover leaves a pool without one).
     pub fn has_fit(&self) -> bool {
-        self.health.unfit() < self.endpoints.len()
+        self.health.unfit() < self.members.len()
     }
 
     /// Feeds one attempt's outcome to outlier detection, if configured.
@@ -400,7 +520,7 @@ impl Pool {
         if let Some(outlier) = &self.outlier {
             outlier.record(
                 &self.health,
-                &self.endpoints,
+                self.members.as_slice(),
                 endpoint,
                 outcome,
                 self.now_ms(),
@@ -414,7 +534,11 @@ impl Pool {
         let mut tasks = match &self.active_check {
             Some(check) => active::spawn(
                 Arc::clone(check),
-                self.endpoints.clone(),
+                self.members
+                    .as_slice()
+                    .iter()
+                    .filter_map(|e| Some((Arc::clone(e), Arc::clone(self.probes.get(e.id)?))))
+                    .collect(),
                 Arc::clone(&self.health),
             ),
             None => JoinSet::new(),
@@ -427,7 +551,11 @@ impl Pool {
                 loop {
                     tick.tick().await;
                     if let Some(trend) = &pool.trend {
-                        trend.tick(&pool.health, &pool.endpoints, start.elapsed().as_secs_f64());
+                        trend.tick(
+                            &pool.health,
+                            pool.members.as_slice(),
+                            start.elapsed().as_secs_f64(),
+                        );
                     }
                 }
             });
@@ -440,7 +568,7 @@ impl Pool {
                 loop {
                     tick.tick().await;
                     if let Some(outlier) = &pool.outlier {
-                        outlier.tick(&pool.health, &pool.endpoints, pool.now_ms());
+                        outlier.tick(&pool.health, pool.members.as_slice(), pool.now_ms());
                     }
                 }
             });
@@ -455,16 +583,17 @@ impl Pool {
             strategy: self.balancer.name().to_string(),
             panic: self.health.in_panic(),
             panics: self.health.panics(),
-            fit: self.endpoints.len() - self.health.unfit().min(self.endpoints.len()),
+            fit: self.members.len() - self.health.unfit().min(self.members.len()),
             instances: self
-                .endpoints
+                .members
+                .as_slice()
                 .iter()
                 .map(|e| {
                     let stats = e.stats();
                     let flags = e.health_flags();
                     InstanceStatus {
                         url: e.url.clone(),
-                        weight: e.weight,
+                        weight: e.weight(),
                         fit: e.is_fit(),
                         unhealthy: flags & UNHEALTHY != 0,
                         ejected: flags & EJECTED != 0,
@@ -480,6 +609,17 @@ impl Pool {
                 .collect(),
         }
     }
+}
+
+/// A client with pooled keep-alive HTTP/1.1 connections, per the pool's
+/// connect and idle timeouts.
+fn new_client(config: &PoolConfig) -> Client<HttpConnector, UpstreamBody> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
+        .build(connector)
 }
 
 /// A pool's state, as the status API shows it.

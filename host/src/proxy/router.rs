@@ -63,11 +63,13 @@ impl Router {
     }
 
     /// Builds the router for `config`, reusing every pool of `previous`
-    /// that [serves](Pool::serves) its new config — its health state,
-    /// breakers, pooled connections and plugin instances carry over, and
-    /// its drain flags are updated — unless `rebuild_anyway` says otherwise
-    /// (a plugin file was replaced). Other pools and every route are built
-    /// anew.
+    /// that [serves](Pool::serves) its new config as it is (only drain flags
+    /// changed; [`activate`](Self::activate) sets them), and building the
+    /// next generation of a pool whose `instances` changed from its
+    /// previous one, which keeps its state (see [`Pool`]) — unless
+    /// `rebuild_anyway` says otherwise (a plugin file was replaced). Other
+    /// pools and every route are built anew. Nothing the previous router
+    /// uses is changed until [`activate`](Self::activate).
     ///
     /// # Errors
     /// [`StartError::Plugin`] when a plugin is refused.
@@ -80,20 +82,18 @@ impl Router {
     ) -> Result<Self, StartError> {
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
-            let reused = previous
+            let before = previous
                 .and_then(|r| r.pools.iter().find(|p| &p.name == name))
-                .filter(|p| p.serves(pool) && !rebuild_anyway(pool));
-            let built = match reused {
-                Some(p) => {
-                    p.apply_drain(pool);
-                    Arc::clone(p)
-                }
-                None => Arc::new(Pool::build(
+                .filter(|_| !rebuild_anyway(pool));
+            let built = match before {
+                Some(p) if p.serves(pool) => Arc::clone(p),
+                _ => Arc::new(Pool::build(
                     name,
                     pool,
                     host,
                     &reporting.events,
                     &reporting.metrics,
+                    before.map(|p| &**p),
                 )?),
             };
             pools.insert(name.clone(), built);
@@ -231,6 +231,26 @@ impl Router {
     /// Every pool's state: health, panic mode, instances (the status API's query).
     pub fn status(&self) -> Vec<PoolStatus> {
         self.pools.iter().map(|p| p.status()).collect()
+    }
+
+    /// Puts this router's pools in force after it was swapped in for
+    /// `previous` (see [`Pool::activate`]); `config` is the configuration
+    /// it was built from.
+    pub fn activate(&self, config: &Config, previous: Option<&Router>) {
+        for pool in &self.pools {
+            if let Some(pool_config) = config.pools.get(&pool.name) {
+                pool.activate(pool_config, previous.and_then(|r| r.pool_named(&pool.name)));
+            }
+        }
+        // Pools that are gone retire their instances (their requests in
+        // flight finish in the router that sent them).
+        for gone in previous
+            .iter()
+            .flat_map(|r| &r.pools)
+            .filter(|p| self.pool_named(&p.name).is_none())
+        {
+            gone.members.as_slice().iter().for_each(|e| e.retire());
+        }
     }
 
     /// A pool by name (a failover plugin's fallback).
