@@ -325,3 +325,121 @@ async fn a_balancer_plugin_is_told_a_membership_change_and_keeps_its_state() {
     }
     assert_eq!(stable.into_iter().collect::<Vec<_>>(), ["u0", "u2"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_is_not_rebound_to_an_instance_that_does_not_know_it() {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_sessions(true);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &with_admin(
+            &instances(&ups),
+            "sticky = { header = \"mcp-session-id\" }\nretry = { retries = 1, retry_on = [\"5xx\"] }",
+        ),
+    );
+    let client = client();
+    let url = format!("{}/mcp", proxy.url);
+    let (_, home, session) = in_session(&client, &url, None).await;
+    let session = session.expect("a session id");
+    let (away, other) = if home == "u0" { (0, "u1") } else { (1, "u0") };
+    // The session's instance fails for a moment: the retry lands on the
+    // other, which does not know the session and says so.
+    ups[away].set_status(503);
+    let (status, body, _) = in_session(&client, &url, Some(&session)).await;
+    assert_eq!(status, 404, "the client sees the answer: {body}");
+    assert!(body.starts_with(other), "{body}");
+    // Its instance is back: the session was not moved by that 404.
+    ups[away].set_status(200);
+    assert_eq!(
+        in_session(&client, &url, Some(&session)).await,
+        (200, home, None)
+    );
+}
+
+/// Whether the instance at `url` drains in pool `p`, as `/v1/status` says.
+async fn draining(admin_url: &str, url: &str) -> bool {
+    instance_status(admin_url, url).await["draining"] == true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_instance_keeps_its_sessions_until_the_drain_timeout() {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_sessions(true);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &with_admin(
+            &instances(&ups),
+            // The default drain_timeout_ms (10 min) outlasts the test.
+            "sticky = { header = \"mcp-session-id\" }",
+        ),
+    );
+    let admin_url = proxy.admin_url();
+    let client = client();
+    let url = format!("{}/mcp", proxy.url);
+    let mut sessions = Vec::new();
+    while sessions.len() < 6 {
+        let (status, home, id) = in_session(&client, &url, None).await;
+        assert_eq!(status, 200);
+        sessions.push((id.expect("a session id"), home));
+    }
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &format!(
+            "{admin_url}/v1/pools/p/instances/{}/drain",
+            ups[0].url().trim_start_matches("http://")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(draining(&admin_url, &ups[0].url()).await);
+    // Every session keeps its instance, the draining one's included ...
+    assert_eq!(broken(&client, &url, &sessions).await, Vec::<String>::new());
+    // ... while new sessions go to the other instance only.
+    for _ in 0..6 {
+        let (status, home, _) = in_session(&client, &url, None).await;
+        assert_eq!((status, home.as_str()), (200, "u1"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_sessions_move_gives_a_draining_instance_s_sessions_up() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    // Upstreams that accept any session id (no 404), so a moved session
+    // shows where it went.
+    let proxy = serve(
+        &dir,
+        &with_admin(
+            &instances(&ups),
+            "sticky = { header = \"mcp-session-id\", drain_sessions = \"move\" }",
+        ),
+    );
+    let admin_url = proxy.admin_url();
+    let client = client();
+    let url = format!("{}/mcp", proxy.url);
+    // Bind one session per instance (the id is the client's own).
+    let mut homes = Vec::new();
+    for id in ["a", "b"] {
+        homes.push(in_session(&client, &url, Some(id)).await.1);
+    }
+    assert_eq!(homes, ["u0", "u1"]);
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!(
+            "{admin_url}/v1/pools/p/instances/{}/drain",
+            ups[0].url().trim_start_matches("http://")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(in_session(&client, &url, Some("a")).await.1, "u1");
+    assert_eq!(in_session(&client, &url, Some("b")).await.1, "u1");
+}

@@ -294,8 +294,10 @@ pub struct InstanceConfig {
     /// Free-form labels, passed to plugins (e.g. `{ track = "canary" }`).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
-    /// Start draining: the instance gets no new requests (sticky ones
-    /// included) while requests already in flight complete. Default false.
+    /// Start draining: the instance gets no new requests while requests
+    /// already in flight complete; sessions bound to it stay for the
+    /// pool's `sticky.drain_timeout_ms` (`drain_sessions = "keep"`, the
+    /// default) or move at once (`"move"`). Default false.
     #[serde(default)]
     pub drain: bool,
 }
