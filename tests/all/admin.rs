@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{client, instances, serve, upstreams};
+use crate::{admin, client, instances, serve, upstreams};
 
 /// A config with an admin listener on an ephemeral port and pool `p`.
 fn with_admin(list: &str) -> String {
@@ -33,19 +33,6 @@ async fn read_events_until(stream: &mut reqwest::Response, needle: &str) -> Stri
         }
     }
     seen
-}
-
-async fn admin(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = client().request(method, url);
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("admin request");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,3 +64,25 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.text().await.expect("body"))
 }
+
+/// Sends `method` to the admin API at `url` with an optional JSON body;
+/// returns (status, the JSON answer or `null`).
+pub async fn admin(
+    method: reqwest::Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = client().request(method, url);
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("admin request");
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{client, get, instances, serve, upstreams};
+use switchyard_tests::process::Switchyard;
+use switchyard_tests::upstream::Upstream;
+
+use crate::{admin, client, get, instances, serve, upstreams};
 
 /// A config with an admin listener, event cooldown off, and pool `p`
 /// (round robin over `list`) with the `extra` pool keys.
@@ -15,19 +18,6 @@ fn with_admin(list: &str, extra: &str) -> String {
         "event_cooldown_ms = 0\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[routes]]\npool = \"p\"\n[pools.p]\nstrategy = {{ kind = \"round-robin\" }}\ninstances = {list}\n{extra}\n"
     )
-}
-
-async fn admin(method: reqwest::Method, url: &str, body: Option<Value>) -> (u16, Value) {
-    let mut request = client().request(method, url);
-    if let Some(body) = body {
-        request = request
-            .header("content-type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("admin request");
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap_or_default();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// Polls `done` every 20 ms until it holds, failing after 60 s with `what`.
@@ -39,27 +29,34 @@ async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn picks_through_the_admin_api_take_no_half_open_slot() {
-    let ups = upstreams(1);
-    ups[0].set_status(500);
+/// One upstream behind a breaker with one half-open probe slot (200 ms
+/// open), opened by a 500; the upstream answers 200 again when this returns.
+async fn opened_breaker() -> (Upstream, tempfile::TempDir, Switchyard) {
+    let u0 = Upstream::start("u0");
+    u0.set_status(500);
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
         &with_admin(
-            &instances(&ups),
+            &instances(std::slice::from_ref(&u0)),
             "breaker = { consecutive_failures = 1, open_ms = 200, max_open_ms = 200, half_open_requests = 1, close_after = 1 }",
         ),
     );
-    let client = client();
-    let url = format!("{}/", proxy.url);
-    let u0 = ups[0].url();
-    assert_eq!(get(&client, &url).await.0, 500);
+    assert_eq!(get(&client(), &format!("{}/", proxy.url)).await.0, 500);
+    let url = u0.url();
     proxy.wait_for(
-        |l| l.contains("breaker open") && l.contains(&u0),
+        |l| l.contains("breaker open") && l.contains(&url),
         "the breaker opens",
     );
-    ups[0].set_status(200);
+    u0.set_status(200);
+    (u0, dir, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn picks_through_the_admin_api_take_no_half_open_slot() {
+    let (u0, _dir, proxy) = opened_breaker().await;
+    let client = client();
+    let url = format!("{}/", proxy.url);
     // Once the open time is over, a pick asks about the instance without
     // sending anything: it must not use up the one half-open probe.
     let pick = format!("{}/v1/pools/p/pick", proxy.admin_url());
@@ -73,34 +70,18 @@ async fn picks_through_the_admin_api_take_no_half_open_slot() {
     // The probe slot is still there: a request goes through and closes it.
     assert_eq!(get(&client, &url).await, (200, "u0".to_string()));
     proxy.wait_for(
-        |l| l.contains("breaker closed") && l.contains(&u0),
+        |l| l.contains("breaker closed") && l.contains(&u0.url()),
         "the breaker closes",
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_goes_away_gives_its_half_open_slot_back() {
-    let ups = upstreams(1);
-    ups[0].set_status(500);
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &dir,
-        &with_admin(
-            &instances(&ups),
-            "breaker = { consecutive_failures = 1, open_ms = 200, max_open_ms = 200, half_open_requests = 1, close_after = 1 }",
-        ),
-    );
+    let (u0, _dir, proxy) = opened_breaker().await;
     let url = format!("{}/", proxy.url);
-    let u0 = ups[0].url();
-    assert_eq!(get(&client(), &url).await.0, 500);
-    proxy.wait_for(
-        |l| l.contains("breaker open") && l.contains(&u0),
-        "the breaker opens",
-    );
     // The instance recovers but is slow: the probe's client gives up and
     // goes away long before the instance would answer.
-    ups[0].set_status(200);
-    ups[0].set_delay(Duration::from_secs(600));
+    u0.set_delay(Duration::from_secs(600));
     // Refused (502) while open; the first request admitted once the open
     // time is over is the probe, and its client times out.
     let impatient = reqwest::Client::builder()
@@ -112,11 +93,11 @@ async fn a_client_that_goes_away_gives_its_half_open_slot_back() {
     })
     .await;
     proxy.wait_for(
-        |l| l.contains("breaker halfopen") && l.contains(&u0),
+        |l| l.contains("breaker halfopen") && l.contains(&u0.url()),
         "the probe was admitted half-open",
     );
     // The abandoned probe gave its slot back: the next request is admitted.
-    ups[0].set_delay(Duration::ZERO);
+    u0.set_delay(Duration::ZERO);
     until("a request is admitted again", || async {
         get(&client(), &url).await.0 == 200
     })
@@ -328,17 +309,9 @@ async fn a_balancer_plugin_is_told_a_membership_change_and_keeps_its_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_is_not_rebound_to_an_instance_that_does_not_know_it() {
-    let ups = upstreams(2);
-    for u in &ups {
-        u.set_sessions(true);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &dir,
-        &with_admin(
-            &instances(&ups),
-            "sticky = { header = \"mcp-session-id\" }\nretry = { retries = 1, retry_on = [\"5xx\"] }",
-        ),
+    let (ups, _dir, proxy) = two_instances(
+        true,
+        "sticky = { header = \"mcp-session-id\" }\nretry = { retries = 1, retry_on = [\"5xx\"] }",
     );
     let client = client();
     let url = format!("{}/mcp", proxy.url);
@@ -359,26 +332,37 @@ async fn a_session_is_not_rebound_to_an_instance_that_does_not_know_it() {
     );
 }
 
-/// Whether the instance at `url` drains in pool `p`, as `/v1/status` says.
-async fn draining(admin_url: &str, url: &str) -> bool {
-    instance_status(admin_url, url).await["draining"] == true
+/// Two upstreams (keeping sessions as MCP servers do when `sessions`) behind
+/// pool `p` with the `extra` pool keys; the temp dir lives as long as the proxy.
+fn two_instances(sessions: bool, extra: &str) -> (Vec<Upstream>, tempfile::TempDir, Switchyard) {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_sessions(sessions);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &with_admin(&instances(&ups), extra));
+    (ups, dir, proxy)
+}
+
+/// Drains `upstream` in pool `p` through the admin API and checks that
+/// `/v1/status` shows it draining.
+async fn drain(admin_url: &str, upstream: &Upstream) {
+    let authority = upstream.url().trim_start_matches("http://").to_string();
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &format!("{admin_url}/v1/pools/p/instances/{authority}/drain"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let shown = instance_status(admin_url, &upstream.url()).await;
+    assert_eq!(shown["draining"], true, "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_instance_keeps_its_sessions_until_the_drain_timeout() {
-    let ups = upstreams(2);
-    for u in &ups {
-        u.set_sessions(true);
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &dir,
-        &with_admin(
-            &instances(&ups),
-            // The default drain_timeout_ms (10 min) outlasts the test.
-            "sticky = { header = \"mcp-session-id\" }",
-        ),
-    );
+    // The default drain_timeout_ms (10 min) outlasts the test.
+    let (ups, _dir, proxy) = two_instances(true, "sticky = { header = \"mcp-session-id\" }");
     let admin_url = proxy.admin_url();
     let client = client();
     let url = format!("{}/mcp", proxy.url);
@@ -388,17 +372,7 @@ async fn a_draining_instance_keeps_its_sessions_until_the_drain_timeout() {
         assert_eq!(status, 200);
         sessions.push((id.expect("a session id"), home));
     }
-    let (status, body) = admin(
-        reqwest::Method::POST,
-        &format!(
-            "{admin_url}/v1/pools/p/instances/{}/drain",
-            ups[0].url().trim_start_matches("http://")
-        ),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(draining(&admin_url, &ups[0].url()).await);
+    drain(&admin_url, &ups[0]).await;
     // Every session keeps its instance, the draining one's included ...
     assert_eq!(broken(&client, &url, &sessions).await, Vec::<String>::new());
     // ... while new sessions go to the other instance only.
@@ -410,16 +384,11 @@ async fn a_draining_instance_keeps_its_sessions_until_the_drain_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_sessions_move_gives_a_draining_instance_s_sessions_up() {
-    let ups = upstreams(2);
-    let dir = tempfile::tempdir().unwrap();
     // Upstreams that accept any session id (no 404), so a moved session
     // shows where it went.
-    let proxy = serve(
-        &dir,
-        &with_admin(
-            &instances(&ups),
-            "sticky = { header = \"mcp-session-id\", drain_sessions = \"move\" }",
-        ),
+    let (ups, _dir, proxy) = two_instances(
+        false,
+        "sticky = { header = \"mcp-session-id\", drain_sessions = \"move\" }",
     );
     let admin_url = proxy.admin_url();
     let client = client();
@@ -430,16 +399,7 @@ async fn drain_sessions_move_gives_a_draining_instance_s_sessions_up() {
         homes.push(in_session(&client, &url, Some(id)).await.1);
     }
     assert_eq!(homes, ["u0", "u1"]);
-    let (status, _) = admin(
-        reqwest::Method::POST,
-        &format!(
-            "{admin_url}/v1/pools/p/instances/{}/drain",
-            ups[0].url().trim_start_matches("http://")
-        ),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200);
+    drain(&admin_url, &ups[0]).await;
     assert_eq!(in_session(&client, &url, Some("a")).await.1, "u1");
     assert_eq!(in_session(&client, &url, Some("b")).await.1, "u1");
 }
