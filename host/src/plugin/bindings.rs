@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wasmtime::StoreLimits;
+use wasmtime::{ResourceLimiter, StoreLimits};
 
 use super::kv::KvStore;
 use super::wasi::Captured;
@@ -80,11 +80,67 @@ pub struct PluginState {
     /// The plugin's name (its file name), for log lines.
     pub name: Arc<str>,
     /// Memory and instance limits, enforced by the store's limiter.
-    pub limits: StoreLimits,
+    pub limits: Limiter,
     /// Partial stdout/stderr lines.
     pub captured: Captured,
     /// The plugin's key-value store, when granted.
     pub kv: Option<Arc<KvStore>>,
+}
+
+/// The store's resource limiter: wasmtime's [`StoreLimits`] (the memory cap;
+/// a denied grow traps) and a flag set when it denied a grow, so that a
+/// memory-cap fault is known from the limiter itself, not from the text of
+/// the trap.
+pub struct Limiter {
+    limits: StoreLimits,
+    /// A memory grow was denied since the flag was last taken.
+    pub memory_denied: bool,
+}
+
+impl Limiter {
+    /// A limiter over `limits`.
+    pub fn new(limits: StoreLimits) -> Self {
+        Self {
+            limits,
+            memory_denied: false,
+        }
+    }
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.memory_denied = true;
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.limits.table_growing(current, desired, maximum)
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
 }
 
 impl PluginState {

@@ -86,19 +86,17 @@ pub enum Fault {
 }
 
 impl Fault {
-    /// Maps a wasmtime call error under the instance's `limits`.
+    /// Maps a wasmtime call error under the instance's `limits`. A
+    /// memory-cap fault is not told apart here but by the store's limiter
+    /// (see the sandbox's call path), which knows it denied a grow.
     pub(crate) fn from_call(err: &wasmtime::Error, limits: &super::Limits) -> Self {
         let deadline_ms = limits.call_deadline_ms;
-        let memory_limit_bytes = limits.memory_limit_bytes;
         let root = err.root_cause().to_string();
         let root = root.lines().next().unwrap_or_default();
         match err.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => Fault::Deadline { deadline_ms },
             Some(Trap::OutOfFuel) => Fault::Fuel {
                 budget: limits.fuel_per_call.unwrap_or(u64::MAX),
-            },
-            _ if root.contains("grow") && root.contains("memory") => Fault::Memory {
-                limit_mib: (memory_limit_bytes >> 20) as u64,
             },
             Some(trap) => Fault::Trap(trap.to_string()),
             None => Fault::Trap(root.to_string()),

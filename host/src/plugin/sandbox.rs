@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 
-use super::bindings::PluginState;
+use super::bindings::{Limiter, PluginState};
 use super::wasi::{self, Captured};
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 
@@ -153,10 +153,12 @@ impl<L> Sandbox<L> {
     pub fn store(&self) -> Store<PluginState> {
         let state = PluginState {
             name: Arc::clone(&self.plugin),
-            limits: StoreLimitsBuilder::new()
-                .memory_size(self.limits.memory_limit_bytes)
-                .trap_on_grow_failure(true)
-                .build(),
+            limits: Limiter::new(
+                StoreLimitsBuilder::new()
+                    .memory_size(self.limits.memory_limit_bytes)
+                    .trap_on_grow_failure(true)
+                    .build(),
+            ),
             captured: Captured::default(),
             kv: self.kv.clone(),
         };
@@ -182,6 +184,18 @@ impl<L> Sandbox<L> {
         store.set_epoch_deadline(self.limits.call_deadline_ms);
         if self.host.fuel {
             refuel(store, self.limits.fuel_per_call.unwrap_or(u64::MAX));
+        }
+    }
+
+    /// `fault`, or a memory-cap fault when the store's limiter denied a
+    /// memory grow during the call (the flag is taken).
+    fn memory_cap(&self, live: &mut Live<L>, fault: Fault) -> Fault {
+        if std::mem::take(&mut live.store.data_mut().limits.memory_denied) {
+            Fault::Memory {
+                limit_mib: (self.limits.memory_limit_bytes >> 20) as u64,
+            }
+        } else {
+            fault
         }
     }
 
@@ -281,7 +295,7 @@ impl<L> Sandbox<L> {
                 Some(live) => {
                     self.arm(&mut live.store);
                     let started = std::time::Instant::now();
-                    let result = call(live);
+                    let result = call(live).map_err(|fault| self.memory_cap(live, fault));
                     self.stats.count_call(started.elapsed());
                     if matches!(
                         result,
