@@ -310,3 +310,44 @@ async fn a_huge_probe_body_is_cut_not_buffered() {
             .any(|l| l.contains("unhealthy after") && l.contains(&ups[0].url()))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_degraded_verdict_puts_an_instance_last_not_out() {
+    let ups = upstreams(2);
+    ups[0].set_body(r#"{"status":"ok"}"#);
+    ups[1].set_body(r#"{"status":"degraded"}"#);
+    let dir = tempfile::tempdir().unwrap();
+    let health = format!(
+        "health = {{ kind = \"plugin\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 1, plugin = {{ path = \"{}\", config = {{ path = \"/health\" }}, call_deadline_ms = 1000 }} }}",
+        switchyard_tests::fixtures::JSON_HEALTH
+    );
+    let proxy = serve(&dir, &pool_with(&health, &instances(&ups)));
+    proxy.wait_for(
+        |l| {
+            l.contains("degraded (chosen only when no healthy instance is)")
+                && l.contains(&ups[1].url())
+        },
+        "u1 judged degraded",
+    );
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    // Round robin would alternate; the degraded instance is passed over.
+    for _ in 0..20 {
+        assert_eq!(
+            get(&client, &url).await,
+            (200, r#"{"status":"ok"}"#.to_string())
+        );
+    }
+    // The healthy one goes down: the degraded one serves rather than nobody.
+    ups[0].set_body(r#"{"status":"down"}"#);
+    proxy.wait_for(
+        |l| l.contains("unhealthy after 1 failed checks") && l.contains(&ups[0].url()),
+        "u0 unhealthy",
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            get(&client, &url).await,
+            (200, r#"{"status":"degraded"}"#.to_string())
+        );
+    }
+}

@@ -33,6 +33,7 @@ pub struct Endpoint {
     success_rate_bits: AtomicU32,
     unreachable_until_ms: AtomicU64,
     load_bits: AtomicU32,
+    health_score_bits: AtomicU32,
     /// When draining started (pool clock, ms); [`NOT_DRAINING`] when not.
     drain_started_ms: AtomicU64,
     health: AtomicU8,
@@ -44,6 +45,9 @@ pub const UNHEALTHY: u8 = 1;
 pub const EJECTED: u8 = 2;
 /// Health flag: its trend is degrading (still routable).
 pub const DEGRADED: u8 = 4;
+/// Health flag: a health check judged it `degraded` (still fit, chosen
+/// only when no instance judged healthy is acceptable; Envoy's degraded hosts).
+pub const CHECK_DEGRADED: u8 = 8;
 
 /// The drain start of an instance that is not draining.
 const NOT_DRAINING: u64 = u64::MAX;
@@ -85,6 +89,7 @@ impl Endpoint {
             success_rate_bits: AtomicU32::new(1.0f32.to_bits()),
             unreachable_until_ms: AtomicU64::new(0),
             load_bits: AtomicU32::new(NO_LOAD),
+            health_score_bits: AtomicU32::new(1.0f32.to_bits()),
             drain_started_ms: AtomicU64::new(NOT_DRAINING),
             health: AtomicU8::new(0),
         }
@@ -172,7 +177,27 @@ impl Endpoint {
         (started != NOT_DRAINING).then_some(started)
     }
 
-    /// The health flags ([`UNHEALTHY`], [`EJECTED`], [`DEGRADED`]); 0 = healthy.
+    /// The score of the last health-check verdict, 0.0 (worst) ..= 1.0
+    /// (best); 1.0 until a health plugin gives one.
+    pub fn health_score(&self) -> f32 {
+        f32::from_bits(self.health_score_bits.load(Ordering::Relaxed))
+    }
+
+    /// Records a health-check verdict's score, clamped to 0.0..=1.0 (NaN ignored).
+    pub fn set_health_score(&self, score: f32) {
+        if !score.is_nan() {
+            self.health_score_bits
+                .store(score.clamp(0.0, 1.0).to_bits(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a health check judged it degraded ([`CHECK_DEGRADED`]).
+    pub fn is_check_degraded(&self) -> bool {
+        self.health_flags() & CHECK_DEGRADED != 0
+    }
+
+    /// The health flags ([`UNHEALTHY`], [`EJECTED`], [`DEGRADED`],
+    /// [`CHECK_DEGRADED`]); 0 = healthy.
     pub fn health_flags(&self) -> u8 {
         self.health.load(Ordering::Relaxed)
     }

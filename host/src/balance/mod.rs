@@ -40,7 +40,9 @@ mod sticky;
 mod weighted_round_robin;
 
 pub use consistent_hash::ConsistentHash;
-pub use endpoint::{DEGRADED, EJECTED, Endpoint, EndpointStats, InFlight, UNHEALTHY};
+pub use endpoint::{
+    CHECK_DEGRADED, DEGRADED, EJECTED, Endpoint, EndpointStats, InFlight, UNHEALTHY,
+};
 pub use fastest_response::FastestResponse;
 pub use least_connections::LeastConnections;
 pub use maglev::Maglev;
@@ -243,7 +245,10 @@ impl Balancer {
 /// not draining, fit when `respect_health` (not unhealthy, not ejected; the
 /// pool turns it off in panic mode) and not recently unreachable; when every
 /// such instance is unreachable, the first of them anyway (better a likely
-/// failure than none). A draining instance is not chosen, but for
+/// failure than none). An instance a health check judged degraded is chosen
+/// only when no acceptable reachable instance is judged healthy, the best
+/// health score first (Envoy's degraded hosts). A draining instance is not
+/// chosen, but for
 /// `drain_exempt`: the instance a request's session is bound to while it
 /// keeps its sessions through a drain ([`Sticky::keeps`]). When the ranking
 /// (at most [`RANK_LIMIT`] long) has nothing acceptable, the rest of the pool
@@ -257,7 +262,7 @@ pub fn next_candidate(
     respect_health: bool,
     drain_exempt: Option<EndpointId>,
 ) -> Option<EndpointId> {
-    let mut open = ranking
+    let open = ranking
         .iter()
         .copied()
         .chain(members.as_slice().iter().map(|e| e.id))
@@ -268,10 +273,16 @@ pub fn next_candidate(
                 && (!respect_health || e.is_fit())
         });
     let first = open.clone().next()?.id;
-    Some(
-        open.find(|e| e.is_reachable(now_ms))
-            .map_or(first, |e| e.id),
-    )
+    let mut degraded: Option<&Arc<Endpoint>> = None;
+    for e in open.filter(|e| e.is_reachable(now_ms)) {
+        if !e.is_check_degraded() {
+            return Some(e.id);
+        }
+        if degraded.is_none_or(|d| e.health_score() > d.health_score()) {
+            degraded = Some(e);
+        }
+    }
+    Some(degraded.map_or(first, |e| e.id))
 }
 
 #[cfg(test)]
@@ -425,6 +436,31 @@ pub(crate) mod tests {
                 None
             ),
             None
+        );
+    }
+
+    #[test]
+    fn degraded_instances_come_last_the_best_score_first() {
+        let endpoints = pool(3);
+        let members = Members::new(endpoints.clone());
+        for (e, score) in endpoints.iter().zip([0.2, 0.6, 1.0]) {
+            e.set_health_flag(CHECK_DEGRADED, true);
+            e.set_health_score(score);
+        }
+        endpoints[2].set_health_flag(CHECK_DEGRADED, false);
+        let ranking: Ranking = [0, 1, 2].into_iter().collect();
+        assert_eq!(
+            next_candidate(&ranking, &members, &[], 0, true, None),
+            Some(2)
+        );
+        assert_eq!(
+            next_candidate(&ranking, &members, &[2], 0, true, None),
+            Some(1)
+        );
+        endpoints[1].mark_unreachable(10);
+        assert_eq!(
+            next_candidate(&ranking, &members, &[2], 0, true, None),
+            Some(0)
         );
     }
 

@@ -26,7 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::{EventKind, HealthEvent, PoolHealth, Severity};
-use crate::balance::{Endpoint, UNHEALTHY};
+use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig};
 use crate::plugin::{LoadError, PluginHost, WasmHealthCheck};
 
@@ -40,6 +40,31 @@ pub enum ProbeOutcome {
     Pass,
     /// The probe failed, with the reason.
     Fail(String),
+}
+
+/// What one probe came to: the outcome, and what a health plugin's verdict
+/// adds to it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probed {
+    /// Passed or failed.
+    pub outcome: ProbeOutcome,
+    /// The load the instance reported (0.0..=1.0), from a plugin's verdict.
+    pub load: Option<f32>,
+    /// The verdict's score, 0.0 (worst) ..= 1.0 (best), from a plugin.
+    pub score: Option<f32>,
+    /// Passed, but judged `degraded` by a plugin, with its reason.
+    pub degraded: Option<String>,
+}
+
+impl From<ProbeOutcome> for Probed {
+    fn from(outcome: ProbeOutcome) -> Self {
+        Self {
+            outcome,
+            load: None,
+            score: None,
+            degraded: None,
+        }
+    }
 }
 
 /// An HTTP probe to send.
@@ -80,7 +105,8 @@ pub enum ProbeAnswer {
 pub enum VerdictHealth {
     /// Passes.
     Healthy,
-    /// Passes, but the plugin sees trouble (logged).
+    /// Passes, but the plugin sees trouble: the instance is chosen only
+    /// when no instance judged healthy is acceptable (Envoy's degraded hosts).
     Degraded,
     /// Fails.
     Unhealthy,
@@ -91,6 +117,8 @@ pub enum VerdictHealth {
 pub struct Verdict {
     /// The judgement.
     pub health: VerdictHealth,
+    /// 0.0 (worst) ..= 1.0 (best): orders degraded instances.
+    pub score: f32,
     /// The load the instance reported, 0..=1 (feeds `resource-aware`).
     pub load: Option<f32>,
     /// Why.
@@ -151,8 +179,8 @@ impl ActiveCheck {
         })
     }
 
-    /// Probes `endpoint` once: the outcome, and a load report if a plugin gave one.
-    pub async fn probe(&self, endpoint: &Endpoint) -> (ProbeOutcome, Option<f32>) {
+    /// Probes `endpoint` once: the outcome, and what a plugin's verdict adds.
+    pub async fn probe(&self, endpoint: &Endpoint) -> Probed {
         match (self.config.kind, &self.plugin) {
             (CheckKind::Tcp, _) => {
                 let timeout = Duration::from_millis(self.config.timeout_ms);
@@ -165,30 +193,32 @@ impl ActiveCheck {
                         self.config.timeout_ms
                     )),
                 };
-                (outcome, None)
+                outcome.into()
             }
             (CheckKind::Plugin, Some(plugin)) => {
                 // A fault at either call falls back to the built-in probe or rule.
                 let Ok(spec) = plugin.probe(endpoint) else {
-                    return (self.judge(&self.send(endpoint, &self.builtin).await), None);
+                    return self.judge(&self.send(endpoint, &self.builtin).await).into();
                 };
                 let answer = self.send(endpoint, &spec).await;
                 match plugin.evaluate(endpoint, &answer) {
                     Ok(verdict) => {
-                        let outcome = match verdict.health {
-                            VerdictHealth::Unhealthy => ProbeOutcome::Fail(verdict.reason),
-                            VerdictHealth::Degraded => {
-                                tracing::debug!(instance = %endpoint.url, reason = %verdict.reason, "probe passed degraded");
-                                ProbeOutcome::Pass
-                            }
-                            VerdictHealth::Healthy => ProbeOutcome::Pass,
+                        let (outcome, degraded) = match verdict.health {
+                            VerdictHealth::Unhealthy => (ProbeOutcome::Fail(verdict.reason), None),
+                            VerdictHealth::Degraded => (ProbeOutcome::Pass, Some(verdict.reason)),
+                            VerdictHealth::Healthy => (ProbeOutcome::Pass, None),
                         };
-                        (outcome, verdict.load)
+                        Probed {
+                            outcome,
+                            load: verdict.load,
+                            score: Some(verdict.score),
+                            degraded,
+                        }
                     }
-                    Err(_) => (self.judge(&answer), None),
+                    Err(_) => self.judge(&answer).into(),
                 }
             }
-            _ => (self.judge(&self.send(endpoint, &self.builtin).await), None),
+            _ => self.judge(&self.send(endpoint, &self.builtin).await).into(),
         }
     }
 
@@ -325,13 +355,20 @@ pub fn spawn(
             let interval = check.config.interval_ms;
             tokio::time::sleep(Duration::from_millis(fastrand::u64(..interval.max(1)))).await;
             loop {
-                let (outcome, load) = match permits.acquire().await {
+                let probed = match permits.acquire().await {
                     Ok(_permit) => check.probe(&endpoint).await,
                     Err(_) => return,
                 };
-                if let Some(load) = load {
+                if let Some(load) = probed.load {
                     endpoint.report_load(load);
                 }
+                if let Some(score) = probed.score {
+                    endpoint.set_health_score(score);
+                }
+                if probed.outcome == ProbeOutcome::Pass {
+                    grade(&health, &endpoint, probed.degraded.as_deref());
+                }
+                let outcome = probed.outcome;
                 let healthy = endpoint.health_flags() & UNHEALTHY == 0;
                 let passed = outcome == ProbeOutcome::Pass;
                 let flipped = counts
@@ -369,6 +406,34 @@ pub fn spawn(
         });
     }
     tasks
+}
+
+/// Sets or clears `endpoint`'s [`CHECK_DEGRADED`] flag after a passed
+/// probe, as the verdict says (`degraded`: its reason); a change is an event.
+fn grade(health: &PoolHealth, endpoint: &Endpoint, degraded: Option<&str>) {
+    if endpoint.is_check_degraded() == degraded.is_some() {
+        return;
+    }
+    health.set_flag(endpoint, CHECK_DEGRADED, degraded.is_some());
+    let (kind, severity, message) = match degraded {
+        Some(why) => (
+            EventKind::Degraded,
+            Severity::Warning,
+            format!("degraded (chosen only when no healthy instance is): {why}"),
+        ),
+        None => (
+            EventKind::Healthy,
+            Severity::Info,
+            "no longer degraded".to_string(),
+        ),
+    };
+    health.events().publish(HealthEvent::new(
+        health.pool(),
+        Some(&endpoint.url),
+        kind,
+        severity,
+        message,
+    ));
 }
 
 #[cfg(test)]

@@ -55,6 +55,8 @@ pub enum EventKind {
     PluginFault,
     /// A plugin faulted repeatedly and is set aside for a while.
     PluginQuarantined,
+    /// A health check judged an instance degraded (it is chosen last).
+    Degraded,
 }
 
 impl EventKind {

@@ -142,6 +142,7 @@ impl WasmHealthCheck {
             },
         )?;
         Ok(Verdict {
+            score: verdict.score,
             health: match verdict.health {
                 Health::Healthy => VerdictHealth::Healthy,
                 Health::Degraded => VerdictHealth::Degraded,

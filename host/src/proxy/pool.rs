@@ -18,8 +18,8 @@ use tokio::task::JoinSet;
 use smallvec::SmallVec;
 
 use crate::balance::{
-    self, Balancer, ById, DEGRADED, EJECTED, Endpoint, EndpointId, Members, Ranking, Sticky,
-    Strategy, UNHEALTHY, next_candidate,
+    self, Balancer, ById, CHECK_DEGRADED, DEGRADED, EJECTED, Endpoint, EndpointId, Members,
+    Ranking, Sticky, Strategy, UNHEALTHY, next_candidate,
 };
 use crate::config::{InstanceConfig, PoolConfig, StrategyConfig};
 use crate::failover::breaker::Transition;
@@ -597,6 +597,8 @@ impl Pool {
                         fit: e.is_fit(),
                         unhealthy: flags & UNHEALTHY != 0,
                         ejected: flags & EJECTED != 0,
+                        degraded: flags & CHECK_DEGRADED != 0,
+                        health_score: e.health_score(),
                         draining: e.is_draining(),
                         in_flight: stats.in_flight,
                         ewma_latency_us: stats.ewma_latency_us,
@@ -652,6 +654,11 @@ pub struct InstanceStatus {
     pub unhealthy: bool,
     /// Ejected by outlier detection.
     pub ejected: bool,
+    /// Judged degraded by a health check: chosen only when no instance
+    /// judged healthy is acceptable.
+    pub degraded: bool,
+    /// The last health-check verdict's score, 0.0..=1.0 (1.0 without a plugin).
+    pub health_score: f32,
     /// Draining.
     pub draining: bool,
     /// Requests in flight.
