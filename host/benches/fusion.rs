@@ -21,7 +21,8 @@ use switchyard::config::{ConflictRule, ResolverConfig};
 use switchyard::fusion::{
     Answer, Builtin, Judge, Outcome, Quality, Source, UpstreamResponse, judge,
 };
-use switchyard::plugin::{Limits, PluginHost, RequestFacts, WasmResolver};
+use switchyard::plugin::{Limits, PluginHost, WasmResolver};
+use switchyard::policy::RequestContext;
 
 const SIZES: [(&str, usize); 2] = [("1KB", 1024), ("100KB", 100 * 1024)];
 const SOURCES: [usize; 2] = [3, 10];
@@ -164,10 +165,12 @@ fn wasm_vs_builtin(c: &mut Criterion) {
     .expect("mcp-federation loads");
     let merge = Builtin::Merge(ConflictRule::Priority);
     let peer = "127.0.0.1:40000".parse().expect("addr");
-    let facts = RequestFacts {
-        method: "POST",
+    let headers = http::HeaderMap::new();
+    let facts = RequestContext {
+        method: &http::Method::POST,
         authority: "localhost",
         path: "/mcp",
+        headers: &headers,
         client_addr: peer,
     };
     let mut group = c.benchmark_group("resolver tools/list");

@@ -13,6 +13,8 @@
 //! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
 //! - [`fusion`]: fan-out answers judged, voted, merged and cached (data fusion);
 //! - [`metrics`]: Prometheus counters, histograms and state gauges;
+//! - [`policy`]: what the four engines share: the fault of a decision and
+//!   the primary-with-built-in-fallback wrapper;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`watch`]: the drop-in plugins directory, reloaded without a restart;
@@ -28,6 +30,7 @@ pub mod fusion;
 pub mod health;
 pub mod metrics;
 pub mod plugin;
+pub mod policy;
 pub mod proxy;
 pub mod telemetry;
 pub mod watch;

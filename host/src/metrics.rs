@@ -305,11 +305,7 @@ fn state_registry(router: &Router) -> Registry {
                 .and_then(|c| c.plugin_stats())
                 .map(|s| (name(), "health-check", s)),
         );
-        plugins.extend(
-            pool.failover_plugin
-                .as_ref()
-                .map(|f| (name(), "failover", f.stats())),
-        );
+        plugins.extend(pool.failover_stats.clone().map(|s| (name(), "failover", s)));
     }
     for (index, route) in router.routes().iter().enumerate() {
         if let Target::FanOut(fan_out) = &route.target {

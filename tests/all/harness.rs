@@ -7,9 +7,25 @@ use std::path::Path;
 
 use bytes::Bytes;
 use switchyard::failover::Failure;
+use switchyard::failover::{AttemptFacts, Decision, FailoverPolicy};
 use switchyard::health::active::{ProbeAnswer, VerdictHealth};
 use switchyard::plugin::testing::{self, BalancerHarness, endpoint};
-use switchyard::plugin::{AttemptFacts, Decision};
+use switchyard::policy::RequestContext;
+
+/// A `method` request for `path` on `example.com` from 127.0.0.1:40000.
+fn request<'a>(
+    method: &'a http::Method,
+    path: &'a str,
+    headers: &'a http::HeaderMap,
+) -> RequestContext<'a> {
+    RequestContext {
+        method,
+        authority: "example.com",
+        path,
+        headers,
+        client_addr: ([127, 0, 0, 1], 40_000).into(),
+    }
+}
 use switchyard_tests::fixtures;
 
 fn pool(labels: &[&str]) -> Vec<std::sync::Arc<switchyard::balance::Endpoint>> {
@@ -138,11 +154,9 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
         r#"{"delays_ms": [0, 250], "fallback_pool": "backup"}"#,
     )
     .unwrap();
+    let headers = http::HeaderMap::new();
     let after = |attempt: u32, failure: Failure| AttemptFacts {
-        method: "GET",
-        authority: "example.com",
-        path: "/",
-        client_addr: "127.0.0.1:40000".into(),
+        request: request(&http::Method::GET, "/", &headers),
         endpoint: 0,
         failure,
         attempt,
@@ -152,7 +166,7 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
         retries_left: 3,
     };
     let delay = |decision| match decision {
-        Decision::Retry { delay_ms, .. } => Some(delay_ms),
+        Decision::Retry { delay_ms, .. } => delay_ms,
         _ => None,
     };
     assert_eq!(
@@ -172,7 +186,6 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
 #[test]
 fn mcp_federation_renames_clashing_tools_from_lower_priority_servers() {
     use switchyard::fusion::{Answer, Outcome, Source, UpstreamResponse};
-    use switchyard::plugin::RequestFacts;
     let resolver = testing::resolver(Path::new(fixtures::MCP_FEDERATION), "{}").unwrap();
     let sources: Vec<Source> = ["github", "files"]
         .iter()
@@ -204,12 +217,7 @@ fn mcp_federation_renames_clashing_tools_from_lower_priority_servers() {
     };
     let fused = resolver
         .resolve(
-            &RequestFacts {
-                method: "POST",
-                authority: "localhost",
-                path: "/mcp",
-                client_addr: ([127, 0, 0, 1], 40_000).into(),
-            },
+            &request(&http::Method::POST, "/mcp", &http::HeaderMap::new()),
             &sources,
             &[
                 answer(0, &["search", "issues"]),

@@ -40,7 +40,7 @@ use super::{
     ById, Endpoint, EndpointId, RANK_LIMIT, Random, Ranking, RequestContext, Strategy, cookie_value,
 };
 use crate::config::{ConsistentHashConfig, HashAlgorithm, HashKey};
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Consistent hashing on a ring or a Maglev table, with optional bounded loads.
 #[derive(Debug)]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use super::sample::rank_sampled;
 use super::{ById, Endpoint, EndpointId, Ranking, RequestContext, Strategy};
 use crate::config::FastestResponseConfig;
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Peak-EWMA cost × load, power of two choices.
 #[derive(Debug)]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::sample::rank_sampled;
 use super::{Endpoint, Ranking, RequestContext, Strategy};
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Least in-flight requests among `choice_count` sampled instances.
 #[derive(Debug)]

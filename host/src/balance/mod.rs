@@ -54,15 +54,16 @@ pub use round_robin::RoundRobin;
 pub use sticky::{Affinity, Sticky};
 pub use weighted_round_robin::WeightedRoundRobin;
 
-use std::net::SocketAddr;
+pub use crate::policy::RequestContext;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 use smallvec::SmallVec;
 
 use crate::config::{BuiltinStrategy, PluginStrategyConfig, StrategyConfig};
-use crate::plugin::Fault;
+use crate::policy::{Fault, WithFallback};
 
 /// Index of an instance in its pool (the plugin API's `endpoint-id`).
 pub type EndpointId = u32;
@@ -74,21 +75,6 @@ pub const RANK_LIMIT: usize = 8;
 /// A ranking: instance ids, most preferred first. Inline up to [`RANK_LIMIT`],
 /// so ranking a request does not allocate.
 pub type Ranking = SmallVec<[EndpointId; RANK_LIMIT]>;
-
-/// The facts of the request being balanced, borrowed from it.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestContext<'a> {
-    /// The request method.
-    pub method: &'a Method,
-    /// Host the client addressed, without port.
-    pub authority: &'a str,
-    /// Path and query.
-    pub path: &'a str,
-    /// All request headers (a plugin receives only those it asked for).
-    pub headers: &'a HeaderMap,
-    /// The client's socket address.
-    pub client_addr: SocketAddr,
-}
 
 /// A balancing strategy: ranks the instances of one pool.
 ///
@@ -187,46 +173,44 @@ pub fn build<'a>(
 
 /// A pool's strategy with its fallback, and the filter over their rankings.
 pub struct Balancer {
-    strategy: Arc<dyn Strategy>,
-    fallback: Option<Box<dyn Strategy>>,
+    policy: WithFallback<dyn Strategy>,
 }
 
 impl Balancer {
     /// A balancer over `strategy`; `fallback` ranks a request when `strategy`
     /// faults (when `None`, such a request gets an empty ranking and a 502).
     pub fn new(strategy: Arc<dyn Strategy>, fallback: Option<Box<dyn Strategy>>) -> Self {
-        Self { strategy, fallback }
+        Self {
+            policy: WithFallback::new(strategy, fallback),
+        }
     }
 
     /// The primary strategy's name.
     pub fn name(&self) -> &str {
-        self.strategy.name()
+        self.policy.primary().name()
     }
 
     /// The primary strategy, to keep across a membership change.
     pub fn strategy(&self) -> &Arc<dyn Strategy> {
-        &self.strategy
+        self.policy.primary()
     }
 
     /// Tells the primary strategy the pool's new membership.
     pub fn update(&self, endpoints: &[Arc<Endpoint>]) {
-        self.strategy.update(endpoints);
+        self.policy.primary().update(endpoints);
     }
 
     /// Ranks `endpoints` for `request`; when the strategy faults (it has
-    /// already counted and logged that), the fallback ranks instead.
+    /// already counted and logged that), the fallback ranks instead. Built-ins
+    /// never fault; were one to, the ranking is empty (502).
     pub fn rank(&self, request: &RequestContext<'_>, endpoints: &[Arc<Endpoint>]) -> Ranking {
         let mut ranking = Ranking::new();
-        if self
-            .strategy
-            .rank(request, endpoints, &mut ranking)
-            .is_err()
-        {
+        let ranked = self.policy.decide(|strategy| {
             ranking.clear();
-            if let Some(fallback) = &self.fallback {
-                // Built-ins never fault; were one to, the ranking stays empty (502).
-                let _ = fallback.rank(request, endpoints, &mut ranking);
-            }
+            strategy.rank(request, endpoints, &mut ranking)
+        });
+        if ranked.is_none() {
+            ranking.clear();
         }
         ranking
     }
@@ -234,8 +218,10 @@ impl Balancer {
     /// Passes feedback to the strategies and records it in the instance's stats.
     pub fn observe(&self, endpoint: &Endpoint, success: bool, latency_us: u64) {
         endpoint.record(success, latency_us);
-        self.strategy.observe(endpoint.id, success, latency_us);
-        if let Some(fallback) = &self.fallback {
+        self.policy
+            .primary()
+            .observe(endpoint.id, success, latency_us);
+        if let Some(fallback) = self.policy.fallback() {
             fallback.observe(endpoint.id, success, latency_us);
         }
     }
@@ -288,6 +274,8 @@ pub fn next_candidate(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use http::Method;
+    use std::net::SocketAddr;
 
     /// A pool of `n` instances of weight 1 on unused ports.
     pub(crate) fn pool(n: usize) -> Vec<Arc<Endpoint>> {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::{Endpoint, Ranking, RequestContext, Strategy, rotation};
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Uniformly random first choice.
 #[derive(Debug, Default)]

@@ -23,7 +23,7 @@ use smallvec::SmallVec;
 use super::sample::insert_bounded;
 use super::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
 use crate::config::ResourceAwareConfig;
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Weighted random over weight × (1 − reported load).
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 
 use super::{Endpoint, Ranking, RequestContext, Strategy, rotating_start, rotation};
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Round robin over the pool in configured order. No config keys.
 #[derive(Debug, Default)]

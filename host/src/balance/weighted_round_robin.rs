@@ -11,7 +11,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{Endpoint, Ranking, RequestContext, Strategy, rotation};
-use crate::plugin::Fault;
+use crate::policy::Fault;
 
 /// Smooth weighted round robin over the instances' weights.
 #[derive(Debug)]

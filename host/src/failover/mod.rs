@@ -11,6 +11,10 @@
 //!   failures; open for a time that doubles on repeated trips (capped);
 //!   half-open admits a few probe requests and closes after enough
 //!   successes. An open breaker takes its instance out of the filter.
+//! - [`Failover`]: after a failed attempt, the pool's [`FailoverPolicy`]
+//!   (the built-in [`RetryPolicy`], or a Wasm plugin with the built-in
+//!   standing by) decides: retry, another pool, a response of its own, or
+//!   give up; the host's limits hold over any policy.
 //! - [`RetryPolicy`]: is this failure retryable, is the request replayable,
 //!   how long to back off (full jitter), and does the pool's [`RetryBudget`]
 //!   allow one more retry in flight. A retry goes to a different instance:
@@ -29,10 +33,12 @@
 
 pub mod breaker;
 mod bulkhead;
+mod policy;
 mod retry;
 mod stale;
 
 pub use breaker::{Admission, BreakerState, Breakers, CircuitBreaker};
 pub use bulkhead::{Bulkhead, Shed};
-pub use retry::{Failure, RetryBudget, RetryPolicy};
+pub use policy::{AttemptFacts, Decision, Failover, FailoverPolicy};
+pub use retry::{Active, Failure, RetryBudget, RetryPolicy};
 pub use stale::{Recorder, StaleCache};

@@ -1,6 +1,5 @@
 //! The Wasm balancer adapter: a `balancer-plugin` component as a [`Strategy`].
 
-use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -14,6 +13,7 @@ use super::bindings::balancer::switchyard::plugin::types::{
 use super::bindings::balancer::{BalancerPlugin, BalancerPluginPre};
 use super::bindings::{BALANCER_EXPORT, PluginState};
 use super::health::wit_endpoint;
+use super::request::fill_request;
 use super::sandbox::{Live, Sandbox, link};
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
@@ -128,13 +128,7 @@ impl WasmStrategy {
         };
         let inner = Bound {
             bindings,
-            request: RequestInfo {
-                method: String::new(),
-                authority: String::new(),
-                path: String::new(),
-                headers: Vec::new(),
-                client_addr: String::new(),
-            },
+            request: super::request::empty(),
             candidates: Vec::with_capacity(pool_size),
         };
         Ok((Live { store, inner }, requirements))
@@ -243,27 +237,6 @@ impl Strategy for WasmStrategy {
                     .map_err(|e| self.sandbox.fault(&e))
             },
         );
-    }
-}
-
-/// Copies the request facts into the reused `info`, keeping its buffers.
-fn fill_request(info: &mut RequestInfo, request: &RequestContext<'_>, wanted: &[HeaderName]) {
-    info.method.clear();
-    info.method.push_str(request.method.as_str());
-    info.authority.clear();
-    info.authority.push_str(request.authority);
-    info.path.clear();
-    info.path.push_str(request.path);
-    info.client_addr.clear();
-    let _ = write!(info.client_addr, "{}", request.client_addr);
-    info.headers.clear();
-    for name in wanted {
-        for value in request.headers.get_all(name) {
-            info.headers.push((
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            ));
-        }
     }
 }
 

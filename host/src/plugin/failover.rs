@@ -5,70 +5,19 @@ use std::path::Path;
 
 use wasmtime::component::HasSelf;
 
-use super::bindings::balancer::switchyard::plugin::types::RequestInfo;
 use super::bindings::failover::exports::switchyard::plugin::failover::{
     Decision as WitDecision, FailureContext, FailureKind,
 };
 use super::bindings::failover::{FailoverPlugin, FailoverPluginPre};
 use super::bindings::{FAILOVER_EXPORT, PluginState};
+use super::request::request_info;
 use super::sandbox::{Live, Sandbox, link};
 use super::{Fault, Limits, LoadError, PluginHost};
-use crate::failover::Failure;
+use crate::failover::{AttemptFacts, Decision, FailoverPolicy, Failure};
 
-/// What a failover plugin decided.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// Retry after `delay_ms`; on the same instance only if `same_endpoint`.
-    Retry {
-        /// Wait first, ms.
-        delay_ms: u32,
-        /// Allow the instance that just failed.
-        same_endpoint: bool,
-    },
-    /// Send the request to the named pool.
-    Fallback(String),
-    /// Answer with this response.
-    Respond {
-        /// Status code.
-        status: u16,
-        /// Headers.
-        headers: Vec<(String, String)>,
-        /// Body.
-        body: Vec<u8>,
-    },
-    /// Give up.
-    Fail,
-}
-
-/// The facts of one failed attempt, as the host gives them to the plugin.
-#[derive(Debug, Clone)]
-pub struct AttemptFacts<'a> {
-    /// Method, authority, path, client address.
-    pub method: &'a str,
-    /// Host the client addressed.
-    pub authority: &'a str,
-    /// Path and query.
-    pub path: &'a str,
-    /// Client address.
-    pub client_addr: String,
-    /// The instance that failed.
-    pub endpoint: u32,
-    /// How it failed.
-    pub failure: Failure,
-    /// 1 for the first attempt.
-    pub attempt: u32,
-    /// Since the request arrived, ms.
-    pub elapsed_ms: u64,
-    /// Instances tried so far.
-    pub tried: &'a [u32],
-    /// Whether the request can be sent again.
-    pub replayable: bool,
-    /// Retries still allowed (attempt cap and budget).
-    pub retries_left: u32,
-}
-
-/// A Wasm failover plugin serving one pool.
+/// A Wasm failover plugin serving one pool, as a [`FailoverPolicy`].
 pub struct WasmFailover {
+    name: String,
     sandbox: Sandbox<FailoverPlugin>,
     pre: FailoverPluginPre<PluginState>,
     config_json: String,
@@ -96,8 +45,10 @@ impl WasmFailover {
             |linker| FailoverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             FailoverPluginPre::new,
         )?;
+        let sandbox = Sandbox::new(host, path, limits, component);
         let failover = Self {
-            sandbox: Sandbox::new(host, path, limits, component),
+            name: format!("plugin {}", sandbox.plugin()),
+            sandbox,
             pre,
             config_json,
         };
@@ -120,12 +71,21 @@ impl WasmFailover {
             },
         )
     }
+}
 
-    /// Asks the plugin what to do after the failed attempt `facts`.
-    ///
-    /// # Errors
-    /// A [`Fault`] (counted and logged): the caller applies the built-in policy.
-    pub fn on_failure(&self, facts: &AttemptFacts<'_>) -> Result<Decision, Fault> {
+impl FailoverPolicy for WasmFailover {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A plugin judges every 4xx and 5xx answer.
+    fn judges_every_error(&self) -> bool {
+        true
+    }
+
+    /// Asks the plugin; a [`Fault`] is counted and logged by the sandbox
+    /// (the caller applies the built-in policy).
+    fn on_failure(&self, facts: &AttemptFacts<'_>) -> Result<Decision, Fault> {
         let (kind, status) = match facts.failure {
             Failure::ConnectFailure => (FailureKind::ConnectFailed, None),
             Failure::Reset => (FailureKind::Reset, None),
@@ -133,13 +93,7 @@ impl WasmFailover {
             Failure::Status(s) => (FailureKind::Status, Some(s)),
         };
         let context = FailureContext {
-            request: RequestInfo {
-                method: facts.method.to_string(),
-                authority: facts.authority.to_string(),
-                path: facts.path.to_string(),
-                headers: Vec::new(),
-                client_addr: facts.client_addr.clone(),
-            },
+            request: request_info(&facts.request, &[]),
             endpoint: facts.endpoint,
             kind,
             status,
@@ -160,7 +114,7 @@ impl WasmFailover {
         )?;
         Ok(match decision {
             WitDecision::Retry(plan) => Decision::Retry {
-                delay_ms: plan.delay_ms,
+                delay_ms: Some(plan.delay_ms),
                 same_endpoint: plan.same_endpoint,
             },
             WitDecision::Fallback(pool) => Decision::Fallback(pool),

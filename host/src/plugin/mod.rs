@@ -39,6 +39,7 @@ mod error;
 mod failover;
 mod health;
 mod kv;
+mod request;
 mod resolver;
 mod sandbox;
 pub mod testing;
@@ -47,9 +48,9 @@ pub mod wasi;
 
 pub use balancer::WasmStrategy;
 pub use error::{Fault, LoadError};
-pub use failover::{AttemptFacts, Decision, WasmFailover};
+pub use failover::WasmFailover;
 pub use health::WasmHealthCheck;
-pub use resolver::{RequestFacts, WasmResolver};
+pub use resolver::WasmResolver;
 
 use std::collections::HashMap;
 use std::path::Path;

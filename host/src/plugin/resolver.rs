@@ -8,27 +8,15 @@ use wasmtime::component::HasSelf;
 
 use super::bindings::PluginState;
 use super::bindings::RESOLVER_EXPORT;
-use super::bindings::balancer::switchyard::plugin::types::RequestInfo;
 use super::bindings::resolver::exports::switchyard::plugin::resolver::{
     FusedResponse, Outcome as WitOutcome, SourceAnswer, UpstreamResponse,
 };
 use super::bindings::resolver::{ResolverPlugin, ResolverPluginPre};
+use super::request::request_info;
 use super::sandbox::{Live, Sandbox, link};
 use super::{Fault, Limits, LoadError, PluginHost};
 use crate::fusion::{Answer, Fused, Outcome, Source};
-
-/// The request a resolver plugin is told about.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    /// Method.
-    pub method: &'a str,
-    /// Host the client addressed.
-    pub authority: &'a str,
-    /// Path and query.
-    pub path: &'a str,
-    /// Client address, `ip:port`.
-    pub client_addr: std::net::SocketAddr,
-}
+use crate::policy::RequestContext;
 
 /// A Wasm resolver serving one fan-out route.
 pub struct WasmResolver {
@@ -95,18 +83,12 @@ impl WasmResolver {
     /// asked: the caller uses the built-in fallback.
     pub fn resolve(
         &self,
-        request: &RequestFacts<'_>,
+        request: &RequestContext<'_>,
         sources: &[Source],
         answers: &[Answer],
         accept_status: &std::ops::RangeInclusive<u16>,
     ) -> Result<Fused, Fault> {
-        let info = RequestInfo {
-            method: request.method.to_string(),
-            authority: request.authority.to_string(),
-            path: request.path.to_string(),
-            headers: Vec::new(),
-            client_addr: request.client_addr.to_string(),
-        };
+        let info = request_info(request, &[]);
         let wit_answers: Vec<SourceAnswer> = answers
             .iter()
             .filter_map(|a| {

@@ -201,7 +201,7 @@ impl<L> Sandbox<L> {
 
     /// Maps a wasmtime call error to a fault.
     pub fn fault(&self, err: &wasmtime::Error) -> Fault {
-        Fault::from_call(err, &self.limits)
+        super::error::fault_from_call(err, &self.limits)
     }
 
     /// A fresh live instance of a plugin whose set-up is one `configure`

@@ -10,12 +10,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use super::testing::{TEST_LIMITS, endpoint};
-use super::{
-    AttemptFacts, LoadError, PluginHost, RequestFacts, WasmFailover, WasmHealthCheck, WasmResolver,
-    WasmStrategy,
-};
+use super::{LoadError, PluginHost, WasmFailover, WasmHealthCheck, WasmResolver, WasmStrategy};
 use crate::balance::{Endpoint, Ranking, RequestContext, Strategy};
-use crate::failover::Failure;
+use crate::failover::{AttemptFacts, FailoverPolicy, Failure};
 use crate::fusion::{Answer, Outcome, Source, UpstreamResponse};
 use crate::health::active::ProbeAnswer;
 
@@ -179,23 +176,20 @@ pub fn bench(
         })
         .collect();
     let mut ranking = Ranking::new();
+    let request = |path| RequestContext {
+        method: &Method::GET,
+        authority: "example.com",
+        path,
+        headers: &headers,
+        client_addr: client,
+    };
     // One call; true when the plugin faulted.
     let mut call = || -> bool {
         match &loaded {
             Loaded::Balancer(strategy, pool) => {
                 ranking.clear();
                 strategy
-                    .rank(
-                        &RequestContext {
-                            method: &Method::GET,
-                            authority: "example.com",
-                            path: "/cart",
-                            headers: &headers,
-                            client_addr: client,
-                        },
-                        pool,
-                        &mut ranking,
-                    )
+                    .rank(&request("/cart"), pool, &mut ranking)
                     .is_err()
             }
             Loaded::Health(check, target) => {
@@ -214,10 +208,7 @@ pub fn bench(
             }
             Loaded::Failover(failover) => failover
                 .on_failure(&AttemptFacts {
-                    method: "GET",
-                    authority: "example.com",
-                    path: "/cart",
-                    client_addr: client.to_string(),
+                    request: request("/cart"),
                     endpoint: 1,
                     failure: Failure::Status(503),
                     attempt: 1,
@@ -228,17 +219,7 @@ pub fn bench(
                 })
                 .is_err(),
             Loaded::Resolver(resolver, sources) => resolver
-                .resolve(
-                    &RequestFacts {
-                        method: "GET",
-                        authority: "example.com",
-                        path: "/quote",
-                        client_addr: client,
-                    },
-                    sources,
-                    &answers,
-                    &(200..=299),
-                )
+                .resolve(&request("/quote"), sources, &answers, &(200..=299))
                 .is_err(),
         }
     };

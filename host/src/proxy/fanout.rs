@@ -38,7 +38,8 @@ use crate::fusion::{
     Answer, Builtin, CacheLookup, FusionCache, FusionError, Judge, Outcome, Quality, Source,
     UpstreamResponse, judge,
 };
-use crate::plugin::{PluginHost, RequestFacts, WasmResolver};
+use crate::plugin::{PluginHost, WasmResolver};
+use crate::policy::RequestContext;
 
 /// Where a source's request goes.
 enum Target {
@@ -274,10 +275,11 @@ impl FanOut {
         };
         let (asked, admissions) = self.select(&call);
         let answers = self.collect(&call, &asked, admissions).await;
-        let facts = RequestFacts {
-            method: parts.method.as_str(),
+        let facts = RequestContext {
+            method: &parts.method,
             authority: host,
             path: path_and_query.as_str(),
+            headers: &parts.headers,
             client_addr: peer,
         };
         match self.fuse(&facts, &asked, answers) {
@@ -543,7 +545,7 @@ impl FanOut {
     /// which judges the answers anew for what it needs.
     fn fuse(
         &self,
-        facts: &RequestFacts<'_>,
+        facts: &RequestContext<'_>,
         asked: &[usize],
         answers: Vec<Answer>,
     ) -> Result<crate::fusion::Fused, FusionError> {

@@ -1,21 +1,36 @@
 //! Forwarding one request: route, rank, attempt, stream the answer back.
 //!
 //! The route picks a pool — its fallback pool instead while the primary has no
-//! fit instance (priority failover). The pool's bulkhead admits the request
-//! or sheds it (503 + `Retry-After`). The request is then attempted on the
-//! first acceptable instance of the ranking; a failed attempt is retried on
-//! the next acceptable instance when the pool's [`RetryPolicy`] says the
-//! failure is retryable, the request can be sent again — its body is empty
-//! or was buffered (up to `replay_limit_bytes`) — and the retry budget has
-//! room. The first retry goes at once; later ones after a jittered backoff.
-//! When every attempt failed, a route's static fallback answers, or the
-//! client gets a JSON error (502, 504). A connect failure also keeps the
-//! instance out of rotation for the pool's `fail_timeout_ms`.
+//! fit instance (priority failover). The request then goes through the
+//! phases of an [`Exchange`] (as pingora-proxy's phases over a per-request
+//! context):
 //!
-//! [`RetryPolicy`]: crate::failover::RetryPolicy
+//! 1. **start**: the pool's bulkhead admits the request or sheds it (503 +
+//!    `Retry-After`); the session is looked up, the pool ranks its
+//!    instances, the headers are prepared and the body made replayable when
+//!    it is small enough;
+//! 2. **next instance**: the first acceptable instance of the ranking that
+//!    its circuit breaker admits;
+//! 3. **send**: one attempt, booked on the instance (health, breaker,
+//!    balancer feedback);
+//! 4. **on failure**: the pool's failover policy ([`Failover`]) decides —
+//!    retry (first at once on another instance, later ones after a jittered
+//!    backoff, within the attempt cap and the retry budget), continue in
+//!    another pool, answer, or give up;
+//! 5. **deliver**: the answer streams back; the session is bound to the
+//!    instance if it answered successfully; a GET answer is copied for
+//!    stale-if-error;
+//! 6. **give up**: the last good answer (stale-if-error), the route's static
+//!    fallback, or a JSON error (502, 504).
+//!
+//! A connect failure also keeps the instance out of rotation for the pool's
+//! `fail_timeout_ms`.
+//!
+//! [`Failover`]: crate::failover::Failover
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
@@ -24,15 +39,14 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use smallvec::SmallVec;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ProxyBody;
 use super::pool::{Attempt, Pool, UpstreamBody};
-use super::router::{Fallback, PoolRoute, Target};
+use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::{ProxyError, RequestRecord, Router, headers};
-use crate::balance::{EndpointId, RequestContext, Sticky};
-use crate::failover::{Failure, StaleCache};
-use crate::plugin::{AttemptFacts, Decision};
-use tokio::sync::OwnedSemaphorePermit;
+use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
+use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
 
 /// Serves one client request; errors become JSON responses.
 pub async fn handle(
@@ -49,12 +63,13 @@ pub async fn handle(
     }
 }
 
+/// Routes the request, serves it, and records it (metrics, request log).
 async fn forward(
     router: &Router,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let authority: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -78,242 +93,25 @@ async fn forward(
     let logged = recent
         .enabled()
         .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned()));
-    let result = async {
-        let route = match &route.target {
-            Target::Pool(route) => route,
-            Target::FanOut(fan_out) => {
-                return fan_out
-                    .serve(parts, body, peer, host, authority.as_ref())
-                    .await;
-            }
-        };
-        let mut pool: &Pool = match &route.fallback {
-            Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
-            _ => &route.pool,
-        };
-        let _request = pool.budget.request();
-        let mut slot = match &pool.bulkhead {
-            Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
-                pool: pool.name.clone(),
-                why: shed,
-                retry_after_s: bulkhead.retry_after_secs(),
-            })?),
-            None => None,
-        };
-        let path_and_query = parts
-            .uri
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let affinity = pool
-            .sticky
-            .as_ref()
-            .map(|sticky| sticky.lookup(&parts.headers))
-            .unwrap_or_default();
-        let mut ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-        headers::prepare_request(&mut parts.headers, peer.ip(), authority.as_ref());
-
-        let started_at = Instant::now();
-        let max_attempts = pool.retry.max_attempts();
-        let mut body = RequestBody::prepare(body, &parts.headers, &pool.retry, max_attempts).await?;
-        let mut tried: SmallVec<[EndpointId; 4]> = SmallVec::new();
-        let mut failure: Option<ProxyError> = None;
-        let mut _retry_slot = None;
-        let mut delay = None;
-        for attempt in 1..=max_attempts {
-            if attempt > 1 {
-                let wait = delay
-                    .take()
-                    .unwrap_or_else(|| pool.retry.backoff(attempt as u32 - 1));
-                tokio::time::sleep(wait).await;
-            }
-            let Some((id, admission)) = pool.next(&ranking, &tried, affinity.bound) else {
-                break;
-            };
-            tried.push(id);
-            let Some(endpoint) = pool.members.get(id) else {
-                break;
-            };
-            let last = attempt == max_attempts || !body.replayable();
-            let mut upstream = Request::new(body.for_attempt());
-            *upstream.method_mut() = parts.method.clone();
-            *upstream.uri_mut() = upstream_uri(endpoint.authority.clone(), path_and_query.clone());
-            *upstream.version_mut() = Version::HTTP_11;
-            *upstream.headers_mut() = if last {
-                std::mem::take(&mut parts.headers)
-            } else {
-                parts.headers.clone()
-            };
-
-            let in_flight = endpoint.start_request();
-            let started = Instant::now();
-            let timeout = pool.retry.per_try_timeout(pool.request_timeout);
-            let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
-            let latency_us = started.elapsed().as_micros() as u64;
-            // A failed status is held while the decision is made: if no retry
-            // happens, it is still the best answer the client can get.
-            let (failed, held) = match outcome {
-                Ok(Ok(response)) => {
-                    let status = response.status().as_u16();
-                    let success = status < 500;
-                    pool.record_attempt(
-                        endpoint,
-                        admission,
-                        Attempt::Answered {
-                            status,
-                            headers: response.headers(),
-                        },
-                        latency_us,
-                    );
-                    // A failover plugin judges every 4xx and 5xx; the built-in
-                    // policy only 5xx and the listed statuses.
-                    let is_failure = !success
-                        || pool.retry.status_retryable(status)
-                        || (pool.failover_plugin.is_some() && status >= 400);
-                    if !is_failure || last {
-                        return Ok(deliver(
-                            route,
-                            pool,
-                            &affinity,
-                            id,
-                            &parts.method,
-                            host,
-                            &path_and_query,
-                            response,
-                            in_flight,
-                            slot.take(),
-                        ));
-                    }
-                    failure = Some(ProxyError::NoUpstream {
-                        pool: pool.name.clone(),
-                        reason: format!("{}: status {status}", endpoint.url),
-                    });
-                    (Failure::Status(status), Some((response, in_flight)))
-                }
-                Ok(Err(error)) => {
-                    drop(in_flight);
-                    let connect = error.is_connect();
-                    let booked = if connect {
-                        Attempt::ConnectFailed
-                    } else {
-                        Attempt::Failed
-                    };
-                    pool.record_attempt(endpoint, admission, booked, latency_us);
-                    let reason = format!("{}: {}", endpoint.url, error_chain(&error));
-                    tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
-                    failure = Some(ProxyError::NoUpstream {
-                        pool: pool.name.clone(),
-                        reason,
-                    });
-                    (
-                        if connect {
-                            Failure::ConnectFailure
-                        } else {
-                            Failure::Reset
-                        },
-                        None,
-                    )
-                }
-                Err(_elapsed) => {
-                    drop(in_flight);
-                    pool.record_attempt(endpoint, admission, Attempt::Failed, latency_us);
-                    tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
-                    failure = Some(ProxyError::Timeout {
-                        pool: pool.name.clone(),
-                        instance: endpoint.url.clone(),
-                        timeout_ms: timeout.as_millis() as u64,
-                    });
-                    (Failure::Timeout, None)
-                }
-            };
-            if last {
-                if !body.replayable() && attempt < max_attempts {
-                    tracing::info!(pool = %pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
-                }
-                break;
-            }
-            let facts = Facts {
-                parts: &parts,
+    let result = match &route.target {
+        Target::FanOut(fan_out) => {
+            fan_out
+                .serve(parts, body, peer, host, authority.as_ref())
+                .await
+        }
+        Target::Pool(pool_route) => {
+            let request = Inbound {
+                parts,
                 host,
-                path: path_and_query.as_str(),
                 peer,
-                endpoint: id,
-                failure: failed,
-                attempt,
-                started_at,
-                tried: &tried,
-                replayable: body.replayable(),
+                authority: authority.as_ref(),
             };
-            let go_on = match decide(router, pool, &facts) {
-                Next::Retry {
-                    wait,
-                    same_endpoint,
-                } => {
-                    // A held answer is only given up for a retry that can happen.
-                    let possible =
-                        held.is_none() || same_endpoint || pool.has_candidate(&ranking, &tried, affinity.bound);
-                    match pool.budget.try_retry().filter(|_| possible) {
-                        Some(retry) => {
-                            _retry_slot = Some(retry);
-                            pool.retries_total.inc();
-                            delay = wait;
-                            if same_endpoint {
-                                tried.pop();
-                            }
-                            true
-                        }
-                        None => {
-                            if held.is_none() {
-                                tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                            }
-                            false
-                        }
-                    }
-                }
-                Next::Respond(r) => return Ok(r.map(ProxyBody::Local)),
-                Next::Fallback(other) => {
-                    pool = other;
-                    ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-                    tried.clear();
-                    true
-                }
-                Next::Stop => false,
-            };
-            if !go_on {
-                // No retry: a held failed answer is still the best the client can get.
-                if let Some((response, in_flight)) = held {
-                    return Ok(deliver(
-                        route,
-                        pool,
-                        &affinity,
-                        id,
-                        &parts.method,
-                        host,
-                        &path_and_query,
-                        response,
-                        in_flight,
-                        slot.take(),
-                    ));
-                }
-                break;
+            match Exchange::start(router, pool_route, request, body).await {
+                Ok(exchange) => exchange.run().await,
+                Err(error) => Err(error),
             }
         }
-        if let Some(stale) = &route.stale
-            && parts.method == http::Method::GET
-            && let Some(response) = stale.serve(&StaleCache::key(host, path_and_query.as_str()))
-        {
-            tracing::info!(pool = %pool.name, path = %path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
-            return Ok(response.map(ProxyBody::Local));
-        }
-        if let Some(Fallback::Static(response)) = &route.fallback {
-            return Ok(response.to_response().map(ProxyBody::Local));
-        }
-        Err(failure.unwrap_or_else(|| ProxyError::NoUpstream {
-            pool: pool.name.clone(),
-            reason: "no instance available".into(),
-        }))
-    }
-    .await;
+    };
     let status = match &result {
         Ok(response) => response.status(),
         Err(error) => error.status(),
@@ -335,46 +133,398 @@ async fn forward(
     result
 }
 
-/// Sends an upstream answer on: binds the session, strips hop-by-hop
-/// headers, and copies a GET answer for stale-if-error.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "the pieces of one request, borrowed"
-)]
-fn deliver(
-    route: &PoolRoute,
-    pool: &Pool,
-    affinity: &crate::balance::Affinity,
-    id: EndpointId,
-    method: &http::Method,
-    host: &str,
-    path_and_query: &PathAndQuery,
-    mut response: Response<Incoming>,
-    in_flight: crate::balance::InFlight,
+/// The client's request as it arrived, with what routing read from it.
+struct Inbound<'a> {
+    parts: http::request::Parts,
+    /// Host the client addressed, without port.
+    host: &'a str,
+    peer: SocketAddr,
+    /// The `Host` header (or URI authority), passed on upstream.
+    authority: Option<&'a HeaderValue>,
+}
+
+/// An answer that came back, with the instance's in-flight count held for
+/// the body's lifetime.
+type Answered = (Response<Incoming>, InFlight);
+
+/// A failed attempt: how it failed, and the failed answer itself when there
+/// was one (held: if no retry happens, it is the best the client can get).
+struct Failed {
+    failure: Failure,
+    held: Option<Answered>,
+}
+
+/// What the exchange does after a failed attempt.
+enum Next {
+    /// Attempt again (the pool, ranking and delay are set).
+    Retry,
+    /// Answer with this response.
+    Respond(Response<ProxyBody>),
+    /// No more attempts.
+    Stop,
+}
+
+/// One request on a pool route, across its attempts: the per-request
+/// context the phases (module docs) read and update.
+struct Exchange<'a> {
+    router: &'a Router,
+    route: &'a PoolRoute,
+    /// The pool in use (a failover policy may move the request to another).
+    pool: &'a Pool,
+    parts: http::request::Parts,
+    host: &'a str,
+    peer: SocketAddr,
+    path_and_query: PathAndQuery,
+    affinity: Affinity,
+    ranking: Ranking,
+    body: RequestBody,
+    tried: SmallVec<[EndpointId; 4]>,
+    started_at: Instant,
+    /// The last failure, answered when nothing better is left.
+    failure: Option<ProxyError>,
+    /// The wait before the next attempt, when the failover policy chose one.
+    delay: Option<Duration>,
+    /// The bulkhead slot, held until the answer's body ends.
     slot: Option<OwnedSemaphorePermit>,
-) -> Response<ProxyBody> {
-    if let Some(sticky) = &pool.sticky {
-        let status = response.status();
-        sticky.bind(affinity, id, status, response.headers_mut());
+    /// The retry in flight, counted by the retry budget.
+    _retry: Option<Active<'a>>,
+    /// The request in flight, counted by the retry budget.
+    _request: Active<'a>,
+}
+
+impl<'a> Exchange<'a> {
+    /// Phase 1: the pool (priority failover), its bulkhead, the session, the
+    /// ranking, the upstream headers and a replayable body.
+    async fn start(
+        router: &'a Router,
+        route: &'a PoolRoute,
+        request: Inbound<'a>,
+        body: Incoming,
+    ) -> Result<Self, ProxyError> {
+        let Inbound {
+            mut parts,
+            host,
+            peer,
+            authority,
+        } = request;
+        let pool: &Pool = match &route.fallback {
+            Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
+            _ => &route.pool,
+        };
+        let counted = pool.budget.request();
+        let slot = match &pool.bulkhead {
+            Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
+                pool: pool.name.clone(),
+                why: shed,
+                retry_after_s: bulkhead.retry_after_secs(),
+            })?),
+            None => None,
+        };
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let affinity = lookup(pool, &parts.headers);
+        let ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
+        headers::prepare_request(&mut parts.headers, peer.ip(), authority);
+        let retry = pool.failover.retry();
+        let body = RequestBody::prepare(body, &parts.headers, retry, retry.max_attempts()).await?;
+        Ok(Self {
+            router,
+            route,
+            pool,
+            parts,
+            host,
+            peer,
+            path_and_query,
+            affinity,
+            ranking,
+            body,
+            tried: SmallVec::new(),
+            started_at: Instant::now(),
+            failure: None,
+            delay: None,
+            slot,
+            _retry: None,
+            _request: counted,
+        })
     }
-    headers::strip_hop_by_hop(response.headers_mut());
-    let recorder = match &route.stale {
-        Some(stale) if method == http::Method::GET => stale
-            .record(
-                StaleCache::key(host, path_and_query.as_str()),
-                response.status(),
-                response.headers(),
-                response.body().size_hint().exact(),
-            )
-            .map(Box::new),
-        _ => None,
-    };
-    response.map(|body| ProxyBody::Upstream {
-        body,
-        _in_flight: in_flight,
-        recorder,
-        _slot: slot,
-    })
+
+    /// Phases 2–6: attempts until an answer can be delivered or nothing is left.
+    async fn run(mut self) -> Result<Response<ProxyBody>, ProxyError> {
+        let max_attempts = self.pool.failover.retry().max_attempts();
+        for attempt in 1..=max_attempts {
+            if attempt > 1 {
+                let wait = self
+                    .delay
+                    .take()
+                    .unwrap_or_else(|| self.pool.failover.backoff(attempt as u32 - 1));
+                tokio::time::sleep(wait).await;
+            }
+            let Some((id, endpoint, admission)) = self.next_instance() else {
+                break;
+            };
+            let last = attempt == max_attempts || !self.body.replayable();
+            let failed = match self.send(endpoint, admission, last, attempt).await {
+                Ok(answered) => return Ok(self.deliver(id, answered)),
+                Err(failed) => failed,
+            };
+            if last {
+                if !self.body.replayable() && attempt < max_attempts {
+                    tracing::info!(pool = %self.pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
+                }
+                break;
+            }
+            match self.on_failure(id, &failed, attempt) {
+                Next::Retry => {}
+                Next::Respond(response) => return Ok(response),
+                Next::Stop => match failed.held {
+                    Some(answered) => return Ok(self.deliver(id, answered)),
+                    None => break,
+                },
+            }
+        }
+        self.give_up()
+    }
+
+    /// Phase 2: the next instance to try, with its breaker's admission.
+    fn next_instance(&mut self) -> Option<(EndpointId, &'a Arc<Endpoint>, Admission)> {
+        let pool = self.pool;
+        let (id, admission) = pool.next(&self.ranking, &self.tried, self.affinity.bound)?;
+        let endpoint = pool.members.get(id)?;
+        self.tried.push(id);
+        Some((id, endpoint, admission))
+    }
+
+    /// Phase 3: attempt number `attempt` on `endpoint`, booked on it. An
+    /// answer is returned to deliver unless it is a failure and more
+    /// attempts may follow (`last` is false); then it is held in the
+    /// [`Failed`].
+    async fn send(
+        &mut self,
+        endpoint: &'a Arc<Endpoint>,
+        admission: Admission,
+        last: bool,
+        attempt: usize,
+    ) -> Result<Answered, Failed> {
+        let pool = self.pool;
+        let mut upstream = Request::new(self.body.for_attempt());
+        *upstream.method_mut() = self.parts.method.clone();
+        *upstream.uri_mut() = upstream_uri(endpoint.authority.clone(), self.path_and_query.clone());
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = if last {
+            std::mem::take(&mut self.parts.headers)
+        } else {
+            self.parts.headers.clone()
+        };
+        let in_flight = endpoint.start_request();
+        let started = Instant::now();
+        let timeout = pool.failover.retry().per_try_timeout(pool.request_timeout);
+        let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
+        let latency_us = started.elapsed().as_micros() as u64;
+        let (failure, held) = match outcome {
+            Ok(Ok(response)) => {
+                let status = response.status().as_u16();
+                let headers = response.headers();
+                pool.record_attempt(
+                    endpoint,
+                    admission,
+                    Attempt::Answered { status, headers },
+                    latency_us,
+                );
+                if !pool.failover.is_failure(status) || last {
+                    return Ok((response, in_flight));
+                }
+                self.failure = Some(ProxyError::NoUpstream {
+                    pool: pool.name.clone(),
+                    reason: format!("{}: status {status}", endpoint.url),
+                });
+                (Failure::Status(status), Some((response, in_flight)))
+            }
+            Ok(Err(error)) => {
+                drop(in_flight);
+                let (booked, failure) = if error.is_connect() {
+                    (Attempt::ConnectFailed, Failure::ConnectFailure)
+                } else {
+                    (Attempt::Failed, Failure::Reset)
+                };
+                pool.record_attempt(endpoint, admission, booked, latency_us);
+                let reason = format!("{}: {}", endpoint.url, error_chain(&error));
+                tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
+                self.failure = Some(ProxyError::NoUpstream {
+                    pool: pool.name.clone(),
+                    reason,
+                });
+                (failure, None)
+            }
+            Err(_elapsed) => {
+                drop(in_flight);
+                pool.record_attempt(endpoint, admission, Attempt::Failed, latency_us);
+                tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
+                self.failure = Some(ProxyError::Timeout {
+                    pool: pool.name.clone(),
+                    instance: endpoint.url.clone(),
+                    timeout_ms: timeout.as_millis() as u64,
+                });
+                (Failure::Timeout, None)
+            }
+        };
+        Err(Failed { failure, held })
+    }
+
+    /// Phase 4: asks the pool's failover policy what follows the failed
+    /// attempt on `id`, and prepares it. A held failed answer is only given
+    /// up for a retry that can happen (an instance is left, and the retry
+    /// budget has room).
+    fn on_failure(&mut self, id: EndpointId, failed: &Failed, attempt: usize) -> Next {
+        let pool = self.pool;
+        let facts = AttemptFacts {
+            request: self.request_context(),
+            endpoint: id,
+            failure: failed.failure,
+            attempt: attempt as u32,
+            elapsed_ms: self.started_at.elapsed().as_millis() as u64,
+            tried: &self.tried,
+            replayable: self.body.replayable(),
+            retries_left: (pool.failover.retry().max_attempts().saturating_sub(attempt))
+                .min(pool.budget.room()) as u32,
+        };
+        match pool.failover.decide(&facts) {
+            Decision::Retry {
+                delay_ms,
+                same_endpoint,
+            } => {
+                let possible = failed.held.is_none()
+                    || same_endpoint
+                    || pool.has_candidate(&self.ranking, &self.tried, self.affinity.bound);
+                let Some(retry) = pool.budget.try_retry().filter(|_| possible) else {
+                    if failed.held.is_none() {
+                        tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                    }
+                    return Next::Stop;
+                };
+                self._retry = Some(retry);
+                pool.retries_total.inc();
+                self.delay = delay_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+                if same_endpoint {
+                    self.tried.pop();
+                }
+                Next::Retry
+            }
+            Decision::Respond {
+                status,
+                headers,
+                body,
+            } => {
+                let headers: std::collections::BTreeMap<String, String> =
+                    headers.into_iter().collect();
+                let text = String::from_utf8_lossy(&body);
+                let response = StaticResponse::new(status, &text, &headers).to_response();
+                Next::Respond(response.map(ProxyBody::Local))
+            }
+            Decision::Fallback(name) => match self.router.pool_named(&name) {
+                Some(other) if other.name != pool.name => {
+                    self.switch_pool(other);
+                    Next::Retry
+                }
+                _ => {
+                    tracing::warn!(pool = %pool.name, fallback = %name, "failover policy named an unknown pool; giving up");
+                    Next::Stop
+                }
+            },
+            Decision::Fail => Next::Stop,
+        }
+    }
+
+    /// Continues the request in `other`: its own session lookup and ranking,
+    /// nothing tried there yet.
+    fn switch_pool(&mut self, other: &'a Pool) {
+        self.pool = other;
+        self.affinity = lookup(other, &self.parts.headers);
+        self.ranking = rank(
+            other,
+            &self.parts,
+            self.host,
+            &self.path_and_query,
+            self.peer,
+            &self.affinity,
+        );
+        self.tried.clear();
+    }
+
+    /// Phase 5: sends the answer of instance `id` on: binds the session,
+    /// strips hop-by-hop headers, and copies a GET answer for stale-if-error.
+    fn deliver(
+        &mut self,
+        id: EndpointId,
+        (mut response, in_flight): Answered,
+    ) -> Response<ProxyBody> {
+        if let Some(sticky) = &self.pool.sticky {
+            let status = response.status();
+            sticky.bind(&self.affinity, id, status, response.headers_mut());
+        }
+        headers::strip_hop_by_hop(response.headers_mut());
+        let recorder = match &self.route.stale {
+            Some(stale) if self.parts.method == http::Method::GET => stale
+                .record(
+                    StaleCache::key(self.host, self.path_and_query.as_str()),
+                    response.status(),
+                    response.headers(),
+                    response.body().size_hint().exact(),
+                )
+                .map(Box::new),
+            _ => None,
+        };
+        let slot = self.slot.take();
+        response.map(|body| ProxyBody::Upstream {
+            body,
+            _in_flight: in_flight,
+            recorder,
+            _slot: slot,
+        })
+    }
+
+    /// Phase 6: every attempt failed (or none could be made): the last good
+    /// answer of a GET (stale-if-error), the route's static fallback, or the
+    /// last failure.
+    fn give_up(self) -> Result<Response<ProxyBody>, ProxyError> {
+        let pool = self.pool;
+        if let Some(stale) = &self.route.stale
+            && self.parts.method == http::Method::GET
+            && let Some(response) =
+                stale.serve(&StaleCache::key(self.host, self.path_and_query.as_str()))
+        {
+            tracing::info!(pool = %pool.name, path = %self.path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
+            return Ok(response.map(ProxyBody::Local));
+        }
+        if let Some(Fallback::Static(response)) = &self.route.fallback {
+            return Ok(response.to_response().map(ProxyBody::Local));
+        }
+        Err(self.failure.unwrap_or_else(|| ProxyError::NoUpstream {
+            pool: pool.name.clone(),
+            reason: "no instance available".into(),
+        }))
+    }
+
+    /// The request as the engines see it.
+    fn request_context(&self) -> RequestContext<'_> {
+        RequestContext {
+            method: &self.parts.method,
+            authority: self.host,
+            path: self.path_and_query.as_str(),
+            headers: &self.parts.headers,
+            client_addr: self.peer,
+        }
+    }
+}
+
+/// The request's session in `pool`, if it has session affinity.
+fn lookup(pool: &Pool, headers: &http::HeaderMap) -> Affinity {
+    pool.sticky
+        .as_ref()
+        .map(|sticky| sticky.lookup(headers))
+        .unwrap_or_default()
 }
 
 /// Ranks `pool` for the request, the sticky instance first.
@@ -384,8 +534,8 @@ pub(super) fn rank(
     host: &str,
     path_and_query: &PathAndQuery,
     peer: SocketAddr,
-    affinity: &crate::balance::Affinity,
-) -> crate::balance::Ranking {
+    affinity: &Affinity,
+) -> Ranking {
     let mut ranking = pool.balancer.rank(
         &RequestContext {
             method: &parts.method,
@@ -398,100 +548,6 @@ pub(super) fn rank(
     );
     Sticky::prefer(affinity, &mut ranking);
     ranking
-}
-
-/// The facts of a failed attempt.
-struct Facts<'a> {
-    parts: &'a http::request::Parts,
-    host: &'a str,
-    path: &'a str,
-    peer: SocketAddr,
-    endpoint: EndpointId,
-    failure: Failure,
-    attempt: usize,
-    started_at: Instant,
-    tried: &'a [EndpointId],
-    replayable: bool,
-}
-
-/// What to do after a failed attempt.
-enum Next<'a> {
-    /// Try again: after `wait` (else the policy's backoff), on the same
-    /// instance only if `same_endpoint`.
-    Retry {
-        wait: Option<std::time::Duration>,
-        same_endpoint: bool,
-    },
-    /// Answer with this response.
-    Respond(Response<Full<Bytes>>),
-    /// Continue in another pool.
-    Fallback(&'a Pool),
-    /// Give up.
-    Stop,
-}
-
-/// The pool's failover plugin decides, or — without one, or when it faults —
-/// the built-in retry policy. The host's limits hold either way: a retry
-/// needs a replayable request (unless nothing was sent), the attempt cap and
-/// the budget (checked by the caller); a plugin's delay is capped at
-/// `backoff_max_ms`.
-fn decide<'a>(router: &'a Router, pool: &Pool, facts: &Facts<'_>) -> Next<'a> {
-    let method = &facts.parts.method;
-    let may_resend = facts.failure == Failure::ConnectFailure || facts.replayable;
-    let builtin = || {
-        if may_resend && pool.retry.retryable(facts.failure, method) {
-            Next::Retry {
-                wait: None,
-                same_endpoint: false,
-            }
-        } else {
-            Next::Stop
-        }
-    };
-    let Some(plugin) = &pool.failover_plugin else {
-        return builtin();
-    };
-    let plugin_facts = AttemptFacts {
-        method: method.as_str(),
-        authority: facts.host,
-        path: facts.path,
-        client_addr: facts.peer.to_string(),
-        endpoint: facts.endpoint,
-        failure: facts.failure,
-        attempt: facts.attempt as u32,
-        elapsed_ms: facts.started_at.elapsed().as_millis() as u64,
-        tried: facts.tried,
-        replayable: facts.replayable,
-        retries_left: (pool.retry.max_attempts().saturating_sub(facts.attempt))
-            .min(pool.budget.room()) as u32,
-    };
-    match plugin.on_failure(&plugin_facts) {
-        Err(_fault) => builtin(),
-        Ok(Decision::Retry {
-            delay_ms,
-            same_endpoint,
-        }) if may_resend => Next::Retry {
-            wait: Some(pool.retry.cap_delay(u64::from(delay_ms))),
-            same_endpoint,
-        },
-        Ok(Decision::Retry { .. } | Decision::Fail) => Next::Stop,
-        Ok(Decision::Fallback(name)) => match router.pool_named(&name) {
-            Some(other) if other.name != pool.name => Next::Fallback(other),
-            _ => {
-                tracing::warn!(pool = %pool.name, fallback = %name, "failover plugin named an unknown pool; giving up");
-                Next::Stop
-            }
-        },
-        Ok(Decision::Respond {
-            status,
-            headers,
-            body,
-        }) => {
-            let headers: std::collections::BTreeMap<String, String> = headers.into_iter().collect();
-            let text = String::from_utf8_lossy(&body);
-            Next::Respond(super::router::StaticResponse::new(status, &text, &headers).to_response())
-        }
-    }
 }
 
 /// A request body across attempts: replayable bytes, or a one-shot stream.

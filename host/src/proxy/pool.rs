@@ -23,7 +23,9 @@ use crate::balance::{
 };
 use crate::config::{InstanceConfig, PoolConfig, StrategyConfig};
 use crate::failover::breaker::Transition;
-use crate::failover::{Admission, BreakerState, Breakers, Bulkhead, RetryBudget, RetryPolicy};
+use crate::failover::{
+    Admission, BreakerState, Breakers, Bulkhead, Failover, FailoverPolicy, RetryBudget, RetryPolicy,
+};
 use crate::health::active::{self, ActiveCheck, RiseFall};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
@@ -91,16 +93,17 @@ pub struct Pool {
     pub outlier: Option<OutlierDetector>,
     /// Predictive health, when configured.
     pub trend: Option<TrendTracker>,
-    /// Retry rules.
-    pub retry: RetryPolicy,
+    /// What happens after a failed attempt: the retry rules and the
+    /// failover policy (built-in, or a plugin with the built-in standing by).
+    pub failover: Failover,
     /// Retries in flight vs requests in flight.
     pub budget: Arc<RetryBudget>,
     /// Circuit breakers, when configured.
     pub breakers: Option<Breakers>,
     /// Bounded concurrency, when configured.
     pub bulkhead: Option<Arc<Bulkhead>>,
-    /// A failover plugin, when configured.
-    pub failover_plugin: Option<Arc<WasmFailover>>,
+    /// The failover plugin's counters, when the policy is a plugin.
+    pub failover_stats: Option<Arc<PluginStats>>,
     /// The config the pool was built from.
     pub config: PoolConfig,
     /// Retries sent (the `switchyard_retries_total` series of this pool).
@@ -194,16 +197,19 @@ impl Pool {
             )),
             (None, None) => None,
         };
-        let failover_plugin = match (previous, &config.failover_plugin) {
-            (Some(p), _) => p.failover_plugin.clone(),
+        let (failover_plugin, failover_stats) = match (previous, &config.failover_plugin) {
+            (Some(p), _) => (p.failover.plugin().cloned(), p.failover_stats.clone()),
             (None, Some(plugin)) => {
                 let (json, limits) = plugin.sandbox();
-                Some(Arc::new(
-                    WasmFailover::load(host, &plugin.path, json, limits)
-                        .map_err(|e| plugin_key("failover_plugin", e))?,
-                ))
+                let loaded = WasmFailover::load(host, &plugin.path, json, limits)
+                    .map_err(|e| plugin_key("failover_plugin", e))?;
+                let stats = loaded.stats();
+                (
+                    Some(Arc::new(loaded) as Arc<dyn FailoverPolicy>),
+                    Some(stats),
+                )
             }
-            (None, None) => None,
+            (None, None) => (None, None),
         };
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
@@ -245,7 +251,7 @@ impl Pool {
                 .trend
                 .as_ref()
                 .map(|c| TrendTracker::new(c, &endpoints, previous.and_then(|p| p.trend.as_ref()))),
-            retry: RetryPolicy::new(&config.retry),
+            failover: Failover::new(RetryPolicy::new(&config.retry), failover_plugin),
             budget: previous.map_or_else(
                 || {
                     Arc::new(RetryBudget::new(
@@ -263,7 +269,7 @@ impl Pool {
                 Some(p) => p.bulkhead.clone(),
                 None => config.bulkhead.as_ref().map(|c| Arc::new(Bulkhead::new(c))),
             },
-            failover_plugin,
+            failover_stats,
             config: config.clone(),
             retries_total: metrics.retries(name),
             probes: ById::carry(&endpoints, previous.map(|p| &p.probes), || {
@@ -323,7 +329,8 @@ impl Pool {
                 .get(e.id)
                 .is_none_or(|kept| !Arc::ptr_eq(kept, e))
         }) {
-            gone.set_draining(true, previous.now_ms());
+            // Not drained: a request that took the previous router just
+            // before the swap may still pick it, as that router would have.
             gone.retire();
         }
         if self.carried {
