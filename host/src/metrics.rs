@@ -300,9 +300,8 @@ fn state_registry(router: &Router) -> Registry {
         let name = || pool.name.clone();
         plugins.extend(pool.plugin_stats.clone().map(|s| (name(), "balancer", s)));
         plugins.extend(
-            pool.active_check
-                .as_ref()
-                .and_then(|c| c.plugin_stats())
+            pool.health_stats
+                .clone()
                 .map(|s| (name(), "health-check", s)),
         );
         plugins.extend(pool.failover_stats.clone().map(|s| (name(), "failover", s)));

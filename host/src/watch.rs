@@ -81,7 +81,7 @@ fn canonical(path: &Path) -> PathBuf {
 
 /// What a file's content is, by sha256: `(kind, interface)` or why it is
 /// not a plugin — identical files are compiled once.
-type Verdicts = HashMap<[u8; 32], Result<(&'static str, &'static str), String>>;
+type Verdicts = HashMap<[u8; 32], Result<crate::plugin::PluginKind, String>>;
 
 /// Handles one changed path.
 fn changed(
@@ -118,8 +118,8 @@ fn changed(
                 .map_err(|e| e.to_string())
         });
         match verdict {
-            Ok((kind, interface)) => {
-                tracing::info!(plugin = %path.display(), kind, interface, "plugin available");
+            Ok(kind) => {
+                tracing::info!(plugin = %path.display(), kind = kind.name(), interface = kind.export(), "plugin available");
             }
             Err(error) => tracing::warn!(plugin = %path.display(), %error, "not loadable; ignored"),
         }

@@ -8,6 +8,7 @@ use std::path::Path;
 use bytes::Bytes;
 use switchyard::failover::Failure;
 use switchyard::failover::{AttemptFacts, Decision, FailoverPolicy};
+use switchyard::health::HealthCheck;
 use switchyard::health::active::{ProbeAnswer, VerdictHealth};
 use switchyard::plugin::testing::{self, BalancerHarness, endpoint};
 use switchyard::policy::RequestContext;

@@ -52,7 +52,7 @@ fn describe(
     path: &std::path::Path,
     bytes: &[u8],
 ) -> Result<Value, ApiError> {
-    let (kind, interface) = host.kind_of(path).map_err(|e| {
+    let kind = host.kind_of(path).map_err(|e| {
         ApiError::Change(ChangeError::Invalid {
             key: format!("plugins.{name}"),
             reason: e.to_string(),
@@ -60,8 +60,8 @@ fn describe(
     })?;
     Ok(json!({
         "name": name,
-        "kind": kind,
-        "interface": interface,
+        "kind": kind.name(),
+        "interface": kind.export(),
         "size_bytes": bytes.len(),
         "sha256": sha256_hex(bytes),
     }))

@@ -10,8 +10,9 @@
 //! not UTF-8 is judged like any other; a larger body is cut, never buffered
 //! whole). A TCP probe passes when the connect completes. Either fails on
 //! `timeout_ms`. With `kind = "plugin"` a health-check plugin says what to
-//! send and judges the answer (and may report the instance's load); when a
-//! plugin call faults, that probe is sent and judged by the built-in HTTP rule.
+//! send and judges the answer (and may report the instance's load, and
+//! judge it degraded, with a score); when a plugin call faults, the built-in
+//! HTTP check ([`super::check::HttpCheck`]) makes that call instead.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,10 +26,11 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::check::{HealthCheck, HttpCheck};
 use super::{EventKind, HealthEvent, PoolHealth, Severity};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig};
-use crate::plugin::{LoadError, PluginHost, WasmHealthCheck};
+use crate::policy::WithFallback;
 
 /// Most body bytes an HTTP probe reads.
 pub const MAX_PROBE_BODY: usize = 64 * 1024;
@@ -54,6 +56,22 @@ pub struct Probed {
     pub score: Option<f32>,
     /// Passed, but judged `degraded` by a plugin, with its reason.
     pub degraded: Option<String>,
+}
+
+impl From<Verdict> for Probed {
+    fn from(verdict: Verdict) -> Self {
+        let (outcome, degraded) = match verdict.health {
+            VerdictHealth::Unhealthy => (ProbeOutcome::Fail(verdict.reason), None),
+            VerdictHealth::Degraded => (ProbeOutcome::Pass, Some(verdict.reason)),
+            VerdictHealth::Healthy => (ProbeOutcome::Pass, None),
+        };
+        Self {
+            outcome,
+            load: verdict.load,
+            score: Some(verdict.score),
+            degraded,
+        }
+    }
 }
 
 impl From<ProbeOutcome> for Probed {
@@ -128,97 +146,54 @@ pub struct Verdict {
 /// A prepared check for one pool.
 pub struct ActiveCheck {
     config: HealthCheckConfig,
-    builtin: ProbeSpec,
-    plugin: Option<WasmHealthCheck>,
+    check: WithFallback<dyn HealthCheck>,
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl ActiveCheck {
-    /// The health-check plugin's counters, when the check is a plugin.
-    pub fn plugin_stats(&self) -> Option<std::sync::Arc<crate::plugin::PluginStats>> {
-        self.plugin.as_ref().map(WasmHealthCheck::stats)
-    }
-
-    /// Prepares `config` (validated at load), loading its plugin if any.
-    ///
-    /// # Errors
-    /// [`LoadError`] when the health-check plugin is refused.
-    pub fn new(config: &HealthCheckConfig, host: &PluginHost) -> Result<Self, LoadError> {
+    /// Prepares `config` (validated at load): with `plugin` (a health-check
+    /// plugin the caller loaded, for `kind = "plugin"`) the built-in HTTP
+    /// check stands by; without, the built-in decides.
+    pub fn new(config: &HealthCheckConfig, plugin: Option<Arc<dyn HealthCheck>>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(config.timeout_ms)));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(1)
             .build(connector);
-        let plugin = match &config.plugin {
-            Some(p) => {
-                let (json, limits) = p.sandbox();
-                Some(WasmHealthCheck::load(host, &p.path, json, limits)?)
-            }
-            None => None,
+        let builtin = HttpCheck::new(config);
+        let check = match plugin {
+            Some(plugin) => WithFallback::new(plugin, Some(Box::new(builtin))),
+            None => WithFallback::new(Arc::new(builtin) as Arc<dyn HealthCheck>, None),
         };
-        let builtin = ProbeSpec {
-            method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
-            path: config.path.clone(),
-            headers: config
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::try_from(k).ok()?,
-                        HeaderValue::try_from(v).ok()?,
-                    ))
-                })
-                .collect(),
-            body: Bytes::new(),
-        };
-        Ok(Self {
+        Self {
             config: config.clone(),
-            builtin,
-            plugin,
+            check,
             client,
-        })
+        }
     }
 
-    /// Probes `endpoint` once: the outcome, and what a plugin's verdict adds.
+    /// Probes `endpoint` once: the outcome, and what the verdict adds.
     pub async fn probe(&self, endpoint: &Endpoint) -> Probed {
-        match (self.config.kind, &self.plugin) {
-            (CheckKind::Tcp, _) => {
-                let timeout = Duration::from_millis(self.config.timeout_ms);
-                let connect = tokio::net::TcpStream::connect(endpoint.authority.as_str());
-                let outcome = match tokio::time::timeout(timeout, connect).await {
-                    Ok(Ok(_)) => ProbeOutcome::Pass,
-                    Ok(Err(e)) => ProbeOutcome::Fail(format!("connect: {e}")),
-                    Err(_) => ProbeOutcome::Fail(format!(
-                        "no answer within {} ms",
-                        self.config.timeout_ms
-                    )),
-                };
-                outcome.into()
-            }
-            (CheckKind::Plugin, Some(plugin)) => {
-                // A fault at either call falls back to the built-in probe or rule.
-                let Ok(spec) = plugin.probe(endpoint) else {
-                    return self.judge(&self.send(endpoint, &self.builtin).await).into();
-                };
-                let answer = self.send(endpoint, &spec).await;
-                match plugin.evaluate(endpoint, &answer) {
-                    Ok(verdict) => {
-                        let (outcome, degraded) = match verdict.health {
-                            VerdictHealth::Unhealthy => (ProbeOutcome::Fail(verdict.reason), None),
-                            VerdictHealth::Degraded => (ProbeOutcome::Pass, Some(verdict.reason)),
-                            VerdictHealth::Healthy => (ProbeOutcome::Pass, None),
-                        };
-                        Probed {
-                            outcome,
-                            load: verdict.load,
-                            score: Some(verdict.score),
-                            degraded,
-                        }
-                    }
-                    Err(_) => self.judge(&answer).into(),
+        if self.config.kind == CheckKind::Tcp {
+            let timeout = Duration::from_millis(self.config.timeout_ms);
+            let connect = tokio::net::TcpStream::connect(endpoint.authority.as_str());
+            return match tokio::time::timeout(timeout, connect).await {
+                Ok(Ok(_)) => ProbeOutcome::Pass,
+                Ok(Err(e)) => ProbeOutcome::Fail(format!("connect: {e}")),
+                Err(_) => {
+                    ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms))
                 }
             }
-            _ => self.judge(&self.send(endpoint, &self.builtin).await).into(),
+            .into();
+        }
+        // Each call the plugin faults on is made by the built-in instead.
+        let Some(spec) = self.check.decide(|c| c.probe(endpoint)) else {
+            return ProbeOutcome::Fail("no probe to send".into()).into();
+        };
+        let answer = self.send(endpoint, &spec).await;
+        match self.check.decide(|c| c.evaluate(endpoint, &answer)) {
+            Some(verdict) => verdict.into(),
+            None => ProbeOutcome::Fail("no verdict".into()).into(),
         }
     }
 
@@ -283,33 +258,6 @@ impl ActiveCheck {
             Err(_) => ProbeAnswer::TimedOut,
         }
     }
-
-    /// The built-in rule: a status within `expect_status` and, if set,
-    /// `body_contains` in the (cut) body.
-    pub fn judge(&self, answer: &ProbeAnswer) -> ProbeOutcome {
-        match answer {
-            ProbeAnswer::TimedOut => {
-                ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms))
-            }
-            ProbeAnswer::ConnectFailed(why) => ProbeOutcome::Fail(why.clone()),
-            ProbeAnswer::Response { status, body, .. } => {
-                let [low, high] = self.config.expect_status;
-                if !(low..=high).contains(status) {
-                    return ProbeOutcome::Fail(format!("status {status}, expected {low}..={high}"));
-                }
-                match &self.config.body_contains {
-                    Some(needle) if !contains(body, needle.as_bytes()) => {
-                        ProbeOutcome::Fail(format!("body does not contain `{needle}`"))
-                    }
-                    _ => ProbeOutcome::Pass,
-                }
-            }
-        }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// Consecutive probe results of one instance, and the rise/fall rule.
@@ -456,12 +404,5 @@ mod tests {
         assert_eq!(c.record(true, false, rise, fall), None);
         assert_eq!(c.record(true, false, rise, fall), Some(true));
         assert_eq!(c.record(true, true, rise, fall), None);
-    }
-
-    #[test]
-    fn body_search_is_on_bytes() {
-        assert!(contains(b"\xff\xfe{\"status\":\"ok\"}", b"\"ok\""));
-        assert!(!contains(b"\xff\xfe", b"ok"));
-        assert!(contains(b"", b""));
     }
 }

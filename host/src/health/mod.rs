@@ -24,10 +24,12 @@
 //! with a severity and published to subscribers (the REST API streams them).
 
 pub mod active;
+pub mod check;
 mod events;
 pub mod outlier;
 pub mod trend;
 
+pub use check::{HealthCheck, HttpCheck};
 pub use events::{EventBus, EventKind, HealthEvent, Severity};
 
 use std::sync::Arc;

@@ -6,16 +6,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderName;
 use wasmtime::component::HasSelf;
 
+use super::bindings::PluginState;
 use super::bindings::balancer::exports::switchyard::plugin::balancer::Requirements;
 use super::bindings::balancer::switchyard::plugin::types::{
     Endpoint as WitEndpoint, EndpointStats as WitStats, PluginError, RequestInfo,
 };
 use super::bindings::balancer::{BalancerPlugin, BalancerPluginPre};
-use super::bindings::{BALANCER_EXPORT, PluginState};
 use super::health::wit_endpoint;
 use super::request::fill_request;
 use super::sandbox::{Live, Sandbox, link};
-use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
+use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
 use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
 
 /// A Wasm balancer plugin serving one pool.
@@ -63,8 +63,8 @@ impl WasmStrategy {
         let (pre, component) = link(
             host,
             path,
-            BALANCER_EXPORT,
-            "balancer",
+            PluginKind::Balancer.export(),
+            PluginKind::Balancer.name(),
             &limits,
             |linker| BalancerPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
             BalancerPluginPre::new,

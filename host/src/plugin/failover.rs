@@ -2,31 +2,25 @@
 //! happens after a failed attempt. The host still enforces its limits.
 
 use std::path::Path;
+use std::sync::Arc;
 
-use wasmtime::component::HasSelf;
-
+use super::adapter::WasmPlugin;
+use super::bindings::failover::FailoverPlugin;
 use super::bindings::failover::exports::switchyard::plugin::failover::{
     Decision as WitDecision, FailureContext, FailureKind,
 };
-use super::bindings::failover::{FailoverPlugin, FailoverPluginPre};
-use super::bindings::{FAILOVER_EXPORT, PluginState};
 use super::request::request_info;
-use super::sandbox::{Live, Sandbox, link};
-use super::{Fault, Limits, LoadError, PluginHost};
+use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use crate::failover::{AttemptFacts, Decision, FailoverPolicy, Failure};
 
 /// A Wasm failover plugin serving one pool, as a [`FailoverPolicy`].
 pub struct WasmFailover {
     name: String,
-    sandbox: Sandbox<FailoverPlugin>,
-    pre: FailoverPluginPre<PluginState>,
-    config_json: String,
+    plugin: WasmPlugin<FailoverPlugin>,
 }
 
 impl WasmFailover {
-    /// Loads the component at `path`: compiles it, checks that it exports
-    /// `switchyard:plugin/failover@0.1.1`, links it in the sandbox,
-    /// instantiates it and calls `configure(config_json)`.
+    /// Loads the component at `path` (see [`WasmPlugin::load`]).
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason.
@@ -36,40 +30,16 @@ impl WasmFailover {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let (pre, component) = link(
-            host,
-            path,
-            FAILOVER_EXPORT,
-            "failover",
-            &limits,
-            |linker| FailoverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            FailoverPluginPre::new,
-        )?;
-        let sandbox = Sandbox::new(host, path, limits, component);
-        let failover = Self {
-            name: format!("plugin {}", sandbox.plugin()),
-            sandbox,
-            pre,
-            config_json,
-        };
-        failover.sandbox.start(path, failover.instantiate())?;
-        Ok(failover)
+        let plugin = WasmPlugin::load(host, path, config_json, limits)?;
+        Ok(Self {
+            name: format!("plugin {}", plugin.name()),
+            plugin,
+        })
     }
 
     /// The plugin's call and fault counters.
-    pub fn stats(&self) -> std::sync::Arc<super::PluginStats> {
-        self.sandbox.stats()
-    }
-
-    fn instantiate(&self) -> Result<Live<FailoverPlugin>, Fault> {
-        self.sandbox.instantiate(
-            |store| self.pre.instantiate(store),
-            |bindings, store| {
-                bindings
-                    .switchyard_plugin_failover()
-                    .call_configure(store, &self.config_json)
-            },
-        )
+    pub fn stats(&self) -> Arc<PluginStats> {
+        self.plugin.stats()
     }
 }
 
@@ -103,15 +73,12 @@ impl FailoverPolicy for WasmFailover {
             replayable: facts.replayable,
             retries_left: facts.retries_left,
         };
-        let decision = self.sandbox.call(
-            || self.instantiate(),
-            |live| {
-                live.inner
-                    .switchyard_plugin_failover()
-                    .call_on_failure(&mut live.store, &context)
-                    .map_err(|e| self.sandbox.fault(&e))
-            },
-        )?;
+        let decision = self.plugin.call(|bindings, store| {
+            bindings
+                .switchyard_plugin_failover()
+                .call_on_failure(store, &context)
+                .map_err(|e| self.plugin.fault(&e))
+        })?;
         Ok(match decision {
             WitDecision::Retry(plan) => Decision::Retry {
                 delay_ms: Some(plan.delay_ms),

@@ -2,33 +2,29 @@
 //! says what probe to send and judges the answer; the host does the I/O.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
-use wasmtime::component::HasSelf;
 
+use super::adapter::WasmPlugin;
 use super::bindings::balancer::switchyard::plugin::types::Endpoint as WitEndpoint;
+use super::bindings::health::HealthCheckPlugin;
 use super::bindings::health::exports::switchyard::plugin::health_check::{
     Health, ProbeResponse, ProbeResult,
 };
-use super::bindings::health::{HealthCheckPlugin, HealthCheckPluginPre};
-use super::bindings::{HEALTH_CHECK_EXPORT, PluginState};
-use super::sandbox::{Live, Sandbox, link};
-use super::{Fault, Limits, LoadError, PluginHost};
+use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use crate::balance::Endpoint;
+use crate::health::HealthCheck;
 use crate::health::active::{ProbeAnswer, ProbeSpec, Verdict, VerdictHealth};
 
 /// A Wasm health-check plugin serving one pool's probes.
 pub struct WasmHealthCheck {
-    sandbox: Sandbox<HealthCheckPlugin>,
-    pre: HealthCheckPluginPre<PluginState>,
-    config_json: String,
+    plugin: WasmPlugin<HealthCheckPlugin>,
 }
 
 impl WasmHealthCheck {
-    /// Loads the component at `path`: compiles it, checks that it exports
-    /// `switchyard:plugin/health-check@0.1.1`, links it in the sandbox,
-    /// instantiates it and calls `configure(config_json)`.
+    /// Loads the component at `path` (see [`WasmPlugin::load`]).
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason.
@@ -38,55 +34,28 @@ impl WasmHealthCheck {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let (pre, component) = link(
-            host,
-            path,
-            HEALTH_CHECK_EXPORT,
-            "health-check",
-            &limits,
-            |linker| HealthCheckPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            HealthCheckPluginPre::new,
-        )?;
-        let check = Self {
-            sandbox: Sandbox::new(host, path, limits, component),
-            pre,
-            config_json,
-        };
-        check.sandbox.start(path, check.instantiate())?;
-        Ok(check)
+        Ok(Self {
+            plugin: WasmPlugin::load(host, path, config_json, limits)?,
+        })
     }
 
     /// The plugin's call and fault counters.
-    pub fn stats(&self) -> std::sync::Arc<super::PluginStats> {
-        self.sandbox.stats()
+    pub fn stats(&self) -> Arc<PluginStats> {
+        self.plugin.stats()
     }
+}
 
-    fn instantiate(&self) -> Result<Live<HealthCheckPlugin>, Fault> {
-        self.sandbox.instantiate(
-            |store| self.pre.instantiate(store),
-            |bindings, store| {
-                bindings
-                    .switchyard_plugin_health_check()
-                    .call_configure(store, &self.config_json)
-            },
-        )
-    }
-
-    /// The probe to send to `target`.
-    ///
-    /// # Errors
-    /// A [`Fault`] (counted and logged): the caller sends the built-in probe.
-    pub fn probe(&self, target: &Endpoint) -> Result<ProbeSpec, Fault> {
+/// A fault is counted and logged by the sandbox; the active check makes
+/// that call with the built-in HTTP check instead.
+impl HealthCheck for WasmHealthCheck {
+    fn probe(&self, target: &Endpoint) -> Result<ProbeSpec, Fault> {
         let target = wit_endpoint(target);
-        let request = self.sandbox.call(
-            || self.instantiate(),
-            |live| {
-                live.inner
-                    .switchyard_plugin_health_check()
-                    .call_probe(&mut live.store, &target)
-                    .map_err(|e| self.sandbox.fault(&e))
-            },
-        )?;
+        let request = self.plugin.call(|bindings, store| {
+            bindings
+                .switchyard_plugin_health_check()
+                .call_probe(store, &target)
+                .map_err(|e| self.plugin.fault(&e))
+        })?;
         let method = Method::from_bytes(request.method.as_bytes())
             .map_err(|_| Fault::Nonsense(format!("probe method `{}`", request.method)))?;
         if !request.path.starts_with('/') {
@@ -111,11 +80,7 @@ impl WasmHealthCheck {
         })
     }
 
-    /// Judges `answer`, what came of the probe sent to `target`.
-    ///
-    /// # Errors
-    /// A [`Fault`] (counted and logged): the caller judges with the built-in rule.
-    pub fn evaluate(&self, target: &Endpoint, answer: &ProbeAnswer) -> Result<Verdict, Fault> {
+    fn evaluate(&self, target: &Endpoint, answer: &ProbeAnswer) -> Result<Verdict, Fault> {
         let target = wit_endpoint(target);
         let result = match answer {
             ProbeAnswer::Response {
@@ -132,15 +97,12 @@ impl WasmHealthCheck {
             ProbeAnswer::ConnectFailed(why) => ProbeResult::ConnectFailed(why.clone()),
             ProbeAnswer::TimedOut => ProbeResult::TimedOut,
         };
-        let verdict = self.sandbox.call(
-            || self.instantiate(),
-            |live| {
-                live.inner
-                    .switchyard_plugin_health_check()
-                    .call_evaluate(&mut live.store, &target, &result)
-                    .map_err(|e| self.sandbox.fault(&e))
-            },
-        )?;
+        let verdict = self.plugin.call(|bindings, store| {
+            bindings
+                .switchyard_plugin_health_check()
+                .call_evaluate(store, &target, &result)
+                .map_err(|e| self.plugin.fault(&e))
+        })?;
         Ok(Verdict {
             score: verdict.score,
             health: match verdict.health {

@@ -33,6 +33,7 @@
 //! `configure` and `update`. Expected failures the plugin reports itself are
 //! WIT `result` values, not faults.
 
+mod adapter;
 mod balancer;
 mod bindings;
 mod error;
@@ -302,22 +303,63 @@ impl PluginHost {
     }
 }
 
-/// The plugin kinds and the interface each must export, as the admin API
-/// and `switchyard plugin` name them.
-pub const KINDS: [(&str, &str); 4] = [
-    ("balancer", bindings::BALANCER_EXPORT),
-    ("health-check", bindings::HEALTH_CHECK_EXPORT),
-    ("failover", bindings::FAILOVER_EXPORT),
-    ("resolver", bindings::RESOLVER_EXPORT),
-];
+/// The four kinds of plugin, one per engine and WIT world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PluginKind {
+    /// `balancer-plugin`: ranks a pool's instances ([`WasmStrategy`]).
+    Balancer,
+    /// `health-check-plugin`: a probe and its verdict ([`WasmHealthCheck`]).
+    HealthCheck,
+    /// `failover-plugin`: what follows a failed attempt ([`WasmFailover`]).
+    Failover,
+    /// `resolver-plugin`: fuses a fan-out's answers ([`WasmResolver`]).
+    Resolver,
+}
 
-/// The entry of [`KINDS`] whose interface one of `exports` implements
-/// (see [`implements`]), if any.
-pub(crate) fn kind_in(exports: &[String]) -> Option<(&'static str, &'static str)> {
-    KINDS
-        .iter()
-        .find(|(_, export)| exports.iter().any(|e| implements(e, export)))
-        .copied()
+impl PluginKind {
+    /// Every kind.
+    pub const ALL: [PluginKind; 4] = [
+        PluginKind::Balancer,
+        PluginKind::HealthCheck,
+        PluginKind::Failover,
+        PluginKind::Resolver,
+    ];
+
+    /// The kind's name, as the admin API, the metrics and `switchyard
+    /// plugin` say it: `balancer`, `health-check`, `failover`, `resolver`.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginKind::Balancer => "balancer",
+            PluginKind::HealthCheck => "health-check",
+            PluginKind::Failover => "failover",
+            PluginKind::Resolver => "resolver",
+        }
+    }
+
+    /// The interface a plugin of this kind must export, at the version this
+    /// host speaks, e.g. `switchyard:plugin/balancer@0.1.1`.
+    pub fn export(self) -> &'static str {
+        match self {
+            PluginKind::Balancer => bindings::BALANCER_EXPORT,
+            PluginKind::HealthCheck => bindings::HEALTH_CHECK_EXPORT,
+            PluginKind::Failover => bindings::FAILOVER_EXPORT,
+            PluginKind::Resolver => bindings::RESOLVER_EXPORT,
+        }
+    }
+}
+
+impl std::fmt::Display for PluginKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The kind whose interface one of `exports` implements (see
+/// [`implements`]), if any.
+pub(crate) fn kind_in(exports: &[String]) -> Option<PluginKind> {
+    PluginKind::ALL
+        .into_iter()
+        .find(|kind| exports.iter().any(|e| implements(e, kind.export())))
 }
 
 /// Lower-case hex SHA-256 of `bytes`: how plugin files are named in
@@ -330,19 +372,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl PluginHost {
-    /// The kind of the component at `path` and the interface it exports,
-    /// e.g. `("balancer", "switchyard:plugin/balancer@0.1.1")`.
+    /// The kind of the component at `path`.
     ///
     /// # Errors
     /// [`LoadError`]: unreadable, not a component, or exporting none of the
     /// plugin interfaces this host supports (naming what it exports).
-    pub fn kind_of(&self, path: &Path) -> Result<(&'static str, &'static str), LoadError> {
+    pub fn kind_of(&self, path: &Path) -> Result<PluginKind, LoadError> {
         let exports = self.exports(path)?;
         kind_in(&exports).ok_or_else(|| LoadError::WrongWorld {
             path: path.to_path_buf(),
             reason: format!(
                 "is not a Switchyard plugin: it exports none of {} (it exports: {})",
-                KINDS.map(|(_, e)| e).join(", "),
+                PluginKind::ALL.map(PluginKind::export).join(", "),
                 if exports.is_empty() {
                     "nothing".to_string()
                 } else {

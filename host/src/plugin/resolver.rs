@@ -2,33 +2,27 @@
 //! answers of a fan-out route. A fault falls back to the route's built-in.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, StatusCode};
-use wasmtime::component::HasSelf;
 
-use super::bindings::PluginState;
-use super::bindings::RESOLVER_EXPORT;
+use super::adapter::WasmPlugin;
+use super::bindings::resolver::ResolverPlugin;
 use super::bindings::resolver::exports::switchyard::plugin::resolver::{
     FusedResponse, Outcome as WitOutcome, SourceAnswer, UpstreamResponse,
 };
-use super::bindings::resolver::{ResolverPlugin, ResolverPluginPre};
 use super::request::request_info;
-use super::sandbox::{Live, Sandbox, link};
-use super::{Fault, Limits, LoadError, PluginHost};
+use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use crate::fusion::{Answer, Fused, Outcome, Source};
 use crate::policy::RequestContext;
 
 /// A Wasm resolver serving one fan-out route.
 pub struct WasmResolver {
-    sandbox: Sandbox<ResolverPlugin>,
-    pre: ResolverPluginPre<PluginState>,
-    config_json: String,
+    plugin: WasmPlugin<ResolverPlugin>,
 }
 
 impl WasmResolver {
-    /// Loads the component at `path`: compiles it, checks that it exports
-    /// `switchyard:plugin/resolver@0.1.1`, instantiates it and calls
-    /// `configure(config_json)`.
+    /// Loads the component at `path` (see [`WasmPlugin::load`]).
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason.
@@ -38,38 +32,14 @@ impl WasmResolver {
         config_json: String,
         limits: Limits,
     ) -> Result<Self, LoadError> {
-        let (pre, component) = link(
-            host,
-            path,
-            RESOLVER_EXPORT,
-            "resolver",
-            &limits,
-            |linker| ResolverPlugin::add_to_linker::<_, HasSelf<_>>(linker, |s| s),
-            ResolverPluginPre::new,
-        )?;
-        let resolver = Self {
-            sandbox: Sandbox::new(host, path, limits, component),
-            pre,
-            config_json,
-        };
-        resolver.sandbox.start(path, resolver.instantiate())?;
-        Ok(resolver)
+        Ok(Self {
+            plugin: WasmPlugin::load(host, path, config_json, limits)?,
+        })
     }
 
     /// The plugin's call and fault counters.
-    pub fn stats(&self) -> std::sync::Arc<super::PluginStats> {
-        self.sandbox.stats()
-    }
-
-    fn instantiate(&self) -> Result<Live<ResolverPlugin>, Fault> {
-        self.sandbox.instantiate(
-            |store| self.pre.instantiate(store),
-            |bindings, store| {
-                bindings
-                    .switchyard_plugin_resolver()
-                    .call_configure(store, &self.config_json)
-            },
-        )
+    pub fn stats(&self) -> Arc<PluginStats> {
+        self.plugin.stats()
     }
 
     /// Asks the plugin to fuse `answers` (one per asked source, in arrival
@@ -122,18 +92,14 @@ impl WasmResolver {
                 })
             })
             .collect();
-        self.sandbox.call(
-            || self.instantiate(),
-            |live| {
-                let fused = live
-                    .inner
-                    .switchyard_plugin_resolver()
-                    .call_resolve(&mut live.store, &info, &wit_answers)
-                    .map_err(|e| self.sandbox.fault(&e))?
-                    .map_err(|e| Fault::Refused(format!("{e:?}")))?;
-                convert(fused, sources, answers)
-            },
-        )
+        self.plugin.call(|bindings, store| {
+            let fused = bindings
+                .switchyard_plugin_resolver()
+                .call_resolve(store, &info, &wit_answers)
+                .map_err(|e| self.plugin.fault(&e))?
+                .map_err(|e| Fault::Refused(format!("{e:?}")))?;
+            convert(fused, sources, answers)
+        })
     }
 }
 

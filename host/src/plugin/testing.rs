@@ -18,9 +18,10 @@
 //! ```
 //!
 //! Health checks, failover policies and resolvers are loaded with
-//! [`health_check`], [`failover`] and [`resolver`]; their adapters'
-//! methods (`probe`/`evaluate`, `on_failure`, `resolve`) are the calls the
-//! proxy makes. A plugin's fault comes back as an `Err(`[`Fault`]`)`, where
+//! [`health_check`], [`failover`] and [`resolver`]; their engines' trait
+//! methods ([`HealthCheck`](crate::health::HealthCheck)'s `probe`/`evaluate`,
+//! [`FailoverPolicy`](crate::failover::FailoverPolicy)'s `on_failure`) and
+//! the resolver's `resolve` are the calls the proxy makes. A plugin's fault comes back as an `Err(`[`Fault`]`)`, where
 //! the proxy would have used its built-in default.
 
 use std::path::Path;

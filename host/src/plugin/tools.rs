@@ -10,10 +10,13 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 
 use super::testing::{TEST_LIMITS, endpoint};
-use super::{LoadError, PluginHost, WasmFailover, WasmHealthCheck, WasmResolver, WasmStrategy};
+use super::{
+    LoadError, PluginHost, PluginKind, WasmFailover, WasmHealthCheck, WasmResolver, WasmStrategy,
+};
 use crate::balance::{Endpoint, Ranking, RequestContext, Strategy};
 use crate::failover::{AttemptFacts, FailoverPolicy, Failure};
 use crate::fusion::{Answer, Outcome, Source, UpstreamResponse};
+use crate::health::HealthCheck;
 use crate::health::active::ProbeAnswer;
 
 /// What a component is.
@@ -49,7 +52,7 @@ pub fn inspect(host: &PluginHost, path: &Path) -> Result<Inspection, LoadError> 
         .imports(host.engine())
         .map(|(name, _)| name.to_string())
         .collect();
-    let kind = super::kind_in(&exports).map(|(kind, _)| kind);
+    let kind = super::kind_in(&exports).map(PluginKind::name);
     Ok(Inspection {
         kind,
         size_bytes: bytes.len(),
@@ -85,22 +88,23 @@ fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
 /// Loads `path` as its kind's world with `config_json`: what `check`
 /// reports and `bench` calls.
 fn load(host: &PluginHost, path: &Path, config_json: &str) -> Result<Loaded, LoadError> {
-    let kind = host.kind_of(path)?.0;
     let json = config_json.to_string();
-    Ok(match kind {
-        "balancer" => {
+    Ok(match host.kind_of(path)? {
+        PluginKind::Balancer => {
             let pool = endpoints(8);
             Loaded::Balancer(
                 Box::new(WasmStrategy::load(host, path, json, TEST_LIMITS, &pool)?),
                 pool,
             )
         }
-        "health-check" => Loaded::Health(
+        PluginKind::HealthCheck => Loaded::Health(
             WasmHealthCheck::load(host, path, json, TEST_LIMITS)?,
             endpoints(1).remove(0),
         ),
-        "failover" => Loaded::Failover(WasmFailover::load(host, path, json, TEST_LIMITS)?),
-        _ => Loaded::Resolver(
+        PluginKind::Failover => {
+            Loaded::Failover(WasmFailover::load(host, path, json, TEST_LIMITS)?)
+        }
+        PluginKind::Resolver => Loaded::Resolver(
             WasmResolver::load(host, path, json, TEST_LIMITS)?,
             (0..3)
                 .map(|i| Source {
@@ -236,13 +240,13 @@ pub fn bench(
     times.sort_unstable();
     let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).clamp(1, times.len()) - 1];
     let (kind, what) = match &loaded {
-        Loaded::Balancer(..) => ("balancer", "pick over 8 instances"),
-        Loaded::Health(..) => ("health-check", "probe + evaluate of a JSON answer"),
-        Loaded::Failover(..) => ("failover", "decision after a 503"),
-        Loaded::Resolver(..) => ("resolver", "resolve 3 JSON answers"),
+        Loaded::Balancer(..) => (PluginKind::Balancer, "pick over 8 instances"),
+        Loaded::Health(..) => (PluginKind::HealthCheck, "probe + evaluate of a JSON answer"),
+        Loaded::Failover(..) => (PluginKind::Failover, "decision after a 503"),
+        Loaded::Resolver(..) => (PluginKind::Resolver, "resolve 3 JSON answers"),
     };
     Ok(BenchReport {
-        kind,
+        kind: kind.name(),
         call: what,
         calls: times.len(),
         faults,
@@ -253,25 +257,15 @@ pub fn bench(
     })
 }
 
-/// The source of a new plugin of each kind (`sdk/templates/`).
-const TEMPLATES: [(&str, &str); 4] = [
-    (
-        "balancer",
-        include_str!("../../../sdk/templates/balancer.rs"),
-    ),
-    (
-        "health-check",
-        include_str!("../../../sdk/templates/health-check.rs"),
-    ),
-    (
-        "failover",
-        include_str!("../../../sdk/templates/failover.rs"),
-    ),
-    (
-        "resolver",
-        include_str!("../../../sdk/templates/resolver.rs"),
-    ),
-];
+/// The source of a new plugin of `kind` (`sdk/templates/`).
+fn template(kind: PluginKind) -> &'static str {
+    match kind {
+        PluginKind::Balancer => include_str!("../../../sdk/templates/balancer.rs"),
+        PluginKind::HealthCheck => include_str!("../../../sdk/templates/health-check.rs"),
+        PluginKind::Failover => include_str!("../../../sdk/templates/failover.rs"),
+        PluginKind::Resolver => include_str!("../../../sdk/templates/resolver.rs"),
+    }
+}
 
 /// Where this build's SDK lives (the new crate depends on it by path).
 const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
@@ -286,14 +280,14 @@ const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
 /// A reason: unknown kind, a name that is not `[a-z0-9_-]+`, an existing
 /// directory, or an I/O error.
 pub fn new_plugin(kind: &str, name: &str, dir: &Path) -> Result<std::path::PathBuf, String> {
-    let template = TEMPLATES
-        .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, t)| *t)
+    let template = PluginKind::ALL
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .map(template)
         .ok_or_else(|| {
             format!(
                 "unknown kind `{kind}` (kinds: {})",
-                TEMPLATES.map(|(k, _)| k).join(", ")
+                PluginKind::ALL.map(PluginKind::name).join(", ")
             )
         })?;
     if name.is_empty()

@@ -29,9 +29,9 @@ use crate::failover::{
 use crate::health::active::{self, ActiveCheck, RiseFall};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
-use crate::health::{EventBus, EventKind, HealthEvent, PoolHealth, Severity};
+use crate::health::{EventBus, EventKind, HealthCheck, HealthEvent, PoolHealth, Severity};
 use crate::metrics::Metrics;
-use crate::plugin::{PluginHost, PluginStats, WasmFailover, WasmStrategy};
+use crate::plugin::{PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
@@ -104,6 +104,8 @@ pub struct Pool {
     pub bulkhead: Option<Arc<Bulkhead>>,
     /// The failover plugin's counters, when the policy is a plugin.
     pub failover_stats: Option<Arc<PluginStats>>,
+    /// The health-check plugin's counters, when the check is a plugin.
+    pub health_stats: Option<Arc<PluginStats>>,
     /// The config the pool was built from.
     pub config: PoolConfig,
     /// Retries sent (the `switchyard_retries_total` series of this pool).
@@ -190,12 +192,24 @@ impl Pool {
             .sticky
             .as_ref()
             .map(|c| Sticky::new(c, &endpoints, previous.and_then(|p| p.sticky.as_ref())));
-        let active_check = match (previous, &config.health) {
-            (Some(p), _) => p.active_check.clone(),
-            (None, Some(c)) => Some(Arc::new(
-                ActiveCheck::new(c, host).map_err(|e| plugin_key("health.plugin", e))?,
-            )),
-            (None, None) => None,
+        let (active_check, health_stats) = match (previous, &config.health) {
+            (Some(p), _) => (p.active_check.clone(), p.health_stats.clone()),
+            (None, Some(c)) => {
+                let plugin = match &c.plugin {
+                    Some(plugin) => {
+                        let (json, limits) = plugin.sandbox();
+                        Some(
+                            WasmHealthCheck::load(host, &plugin.path, json, limits)
+                                .map_err(|e| plugin_key("health.plugin", e))?,
+                        )
+                    }
+                    None => None,
+                };
+                let stats = plugin.as_ref().map(WasmHealthCheck::stats);
+                let plugin = plugin.map(|p| Arc::new(p) as Arc<dyn HealthCheck>);
+                (Some(Arc::new(ActiveCheck::new(c, plugin))), stats)
+            }
+            (None, None) => (None, None),
         };
         let (failover_plugin, failover_stats) = match (previous, &config.failover_plugin) {
             (Some(p), _) => (p.failover.plugin().cloned(), p.failover_stats.clone()),
@@ -270,6 +284,7 @@ impl Pool {
                 None => config.bulkhead.as_ref().map(|c| Arc::new(Bulkhead::new(c))),
             },
             failover_stats,
+            health_stats,
             config: config.clone(),
             retries_total: metrics.retries(name),
             probes: ById::carry(&endpoints, previous.map(|p| &p.probes), || {
