@@ -336,18 +336,9 @@ impl PluginRef {
         self.quarantine.validate()
     }
 
-    /// The config as JSON text, and the sandbox limits.
-    pub fn sandbox(&self) -> (String, crate::plugin::Limits) {
-        (
-            serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into()),
-            crate::plugin::Limits {
-                call_deadline_ms: self.call_deadline_ms,
-                memory_limit_bytes: (self.memory_limit_mib as usize) << 20,
-                quarantine: self.quarantine,
-                fuel_per_call: self.fuel_per_call,
-                grants: crate::plugin::Grants::from(self.capabilities.as_slice()),
-            },
-        )
+    /// The plugin's `config` as JSON text, for its `configure`.
+    pub fn config_json(&self) -> String {
+        serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())
     }
 }
 

@@ -434,6 +434,19 @@ pub struct Limits {
     pub grants: Grants,
 }
 
+impl Limits {
+    /// The limits `plugin`'s config sets (validated at load).
+    pub fn of(plugin: &crate::config::PluginRef) -> Self {
+        Self {
+            call_deadline_ms: plugin.call_deadline_ms,
+            memory_limit_bytes: (plugin.memory_limit_mib as usize) << 20,
+            quarantine: plugin.quarantine,
+            fuel_per_call: plugin.fuel_per_call,
+            grants: Grants::from(plugin.capabilities.as_slice()),
+        }
+    }
+}
+
 /// What a plugin may use beyond the `host` interface (deny by default;
 /// [`Capability`](crate::config::Capability) documents each).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -38,7 +38,7 @@ use crate::fusion::{
     Answer, Builtin, CacheLookup, FusionCache, FusionError, Judge, Outcome, Quality, Source,
     UpstreamResponse, judge,
 };
-use crate::plugin::{PluginHost, WasmResolver};
+use crate::plugin::{Limits, PluginHost, WasmResolver};
 use crate::policy::RequestContext;
 
 /// Where a source's request goes.
@@ -159,7 +159,7 @@ impl FanOut {
         let key = format!("routes[{index}].fan_out.resolver");
         let resolver = match &config.resolver {
             ResolverConfig::Plugin(p) => {
-                let (config_json, limits) = p.plugin.sandbox();
+                let (config_json, limits) = (p.plugin.config_json(), Limits::of(&p.plugin));
                 let plugin = WasmResolver::load(host, &p.plugin.path, config_json, limits)
                     .map_err(|error| StartError::Plugin {
                         key: key.clone(),

@@ -31,7 +31,7 @@ use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, EventKind, HealthCheck, HealthEvent, PoolHealth, Severity};
 use crate::metrics::Metrics;
-use crate::plugin::{PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy};
+use crate::plugin::{Limits, PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
@@ -174,7 +174,9 @@ impl Pool {
                 let (strategy, stats): (Arc<dyn Strategy>, _) = match previous {
                     Some(p) => (Arc::clone(p.balancer.strategy()), p.plugin_stats.clone()),
                     None => {
-                        let (config_json, limits) = plugin.plugin_ref().sandbox();
+                        let plugin_ref = plugin.plugin_ref();
+                        let (config_json, limits) =
+                            (plugin_ref.config_json(), Limits::of(&plugin_ref));
                         let strategy =
                             WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
                                 .map_err(|e| plugin_key("strategy", e))?;
@@ -197,7 +199,7 @@ impl Pool {
             (None, Some(c)) => {
                 let plugin = match &c.plugin {
                     Some(plugin) => {
-                        let (json, limits) = plugin.sandbox();
+                        let (json, limits) = (plugin.config_json(), Limits::of(plugin));
                         Some(
                             WasmHealthCheck::load(host, &plugin.path, json, limits)
                                 .map_err(|e| plugin_key("health.plugin", e))?,
@@ -214,7 +216,7 @@ impl Pool {
         let (failover_plugin, failover_stats) = match (previous, &config.failover_plugin) {
             (Some(p), _) => (p.failover.plugin().cloned(), p.failover_stats.clone()),
             (None, Some(plugin)) => {
-                let (json, limits) = plugin.sandbox();
+                let (json, limits) = (plugin.config_json(), Limits::of(plugin));
                 let loaded = WasmFailover::load(host, &plugin.path, json, limits)
                     .map_err(|e| plugin_key("failover_plugin", e))?;
                 let stats = loaded.stats();
