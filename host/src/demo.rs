@@ -25,7 +25,7 @@ use crate::config::{
     PoolConfig, RouteConfig, RouteMatch, StrategyConfig,
 };
 use crate::plugin::PluginHost;
-use crate::proxy::{Switchyard, shutdown_signal};
+use crate::server::{Switchyard, shutdown_signal};
 
 /// The `canary-split` example plugin, compiled for `wasm32-wasip2` by the build script.
 pub const CANARY_SPLIT_WASM: &[u8] = include_bytes!(env!("SWITCHYARD_CANARY_SPLIT_WASM"));

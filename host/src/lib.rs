@@ -7,7 +7,8 @@
 //! - [`admin`]: the admin REST API over [`control`];
 //! - [`config`]: the TOML configuration and its validation;
 //! - [`control`]: the configuration in force, changed atomically and persisted;
-//! - [`proxy`]: listeners, routing and forwarding (the data path);
+//! - [`server`]: listeners, the accept loop, graceful shutdown;
+//! - [`proxy`]: routing and forwarding one request (the data path);
 //! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
 //! - [`health`]: active checks, passive outlier detection, panic mode, events;
 //! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
@@ -32,5 +33,6 @@ pub mod metrics;
 pub mod plugin;
 pub mod policy;
 pub mod proxy;
+pub mod server;
 pub mod telemetry;
 pub mod watch;

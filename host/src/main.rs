@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use switchyard::config::Config;
 use switchyard::control::Control;
 use switchyard::plugin::PluginHost;
-use switchyard::proxy::{Switchyard, shutdown_signal};
+use switchyard::server::{Switchyard, shutdown_signal};
 
 #[derive(Parser)]
 #[command(

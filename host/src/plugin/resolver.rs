@@ -22,7 +22,9 @@ pub struct WasmResolver {
 }
 
 impl WasmResolver {
-    /// Loads the component at `path` (see [`WasmPlugin::load`]).
+    /// Loads the component at `path`: compiles it, checks that it exports
+    /// its interface (`switchyard:plugin/…@0.1.1`), links it in the sandbox,
+    /// instantiates it and calls `configure(config_json)`.
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason.

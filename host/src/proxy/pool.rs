@@ -87,7 +87,7 @@ pub struct Pool {
     pub sticky: Option<Sticky>,
     /// Unfit count and panic mode.
     pub health: Arc<PoolHealth>,
-    /// Active checks, when configured (run by [`crate::proxy::Switchyard::serve`]).
+    /// Active checks, when configured (run by [`crate::server::Switchyard::serve`]).
     pub active_check: Option<Arc<ActiveCheck>>,
     /// Passive outlier detection, when configured.
     pub outlier: Option<OutlierDetector>,

@@ -1,0 +1,198 @@
+//! The server: listeners bound, the accept loop serving each connection
+//! (HTTP/1.1 and HTTP/2 prior knowledge, h2c) with the data path
+//! ([`crate::proxy`]), the admin API on its own listener, and a graceful
+//! shutdown: on the shutdown signal the listeners stop accepting, in-flight
+//! requests finish (up to `shutdown_grace_ms`), then connections close.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::control::Control;
+use crate::plugin::PluginHost;
+use crate::proxy::StartError;
+
+/// A configured proxy with its listeners bound, ready to [`serve`](Self::serve).
+pub struct Switchyard {
+    listeners: Vec<TcpListener>,
+    admin: Option<TcpListener>,
+    control: Arc<Control>,
+    shutdown_grace: Duration,
+}
+
+impl Switchyard {
+    /// Builds every pool (loading plugins in `host`) and binds every
+    /// listener, and the admin listener when configured. Changes through the
+    /// admin API are persisted to its `state_file`.
+    ///
+    /// # Errors
+    /// [`StartError`] when a plugin is refused or a listener cannot bind.
+    pub async fn bind(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
+        let state_file = config.admin.as_ref().map(|a| a.state_file.clone());
+        let control = Arc::new(Control::new(config.clone(), host.clone(), state_file)?);
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|error| StartError::Bind { addr, error })
+        };
+        let mut listeners = Vec::with_capacity(config.listeners.len());
+        for listener in &config.listeners {
+            listeners.push(bind(listener.listen).await?);
+        }
+        let admin = match &config.admin {
+            Some(admin) => Some(bind(admin.listen).await?),
+            None => None,
+        };
+        Ok(Self {
+            listeners,
+            admin,
+            control,
+            shutdown_grace: Duration::from_millis(config.shutdown_grace_ms),
+        })
+    }
+
+    /// The addresses actually bound (useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// The admin listener's address, when configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains: stops accepting, lets
+    /// in-flight requests finish for up to `shutdown_grace_ms`, and returns.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut loops = tokio::task::JoinSet::new();
+        for listener in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("listening on http://{addr}");
+            }
+            loops.spawn(accept_loop(
+                listener,
+                Arc::clone(&self.control),
+                stop_rx.clone(),
+                self.shutdown_grace,
+            ));
+        }
+        if let Some(listener) = self.admin {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!("admin API on http://{addr}");
+            }
+            let mut stop = stop_rx.clone();
+            let app = crate::admin::router(Arc::clone(&self.control));
+            loops.spawn(async move {
+                let stopped = async move {
+                    let _ = stop.changed().await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await
+                {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            });
+        }
+        self.control.start_health();
+        let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
+        let _watcher = plugins_dir.and_then(|dir| {
+            crate::watch::watch_plugins(Arc::clone(&self.control), &dir)
+                .map_err(|reason| tracing::warn!(%reason, "drop-in plugin reload is off"))
+                .ok()
+        });
+        shutdown.await;
+        self.control.stop_health();
+        tracing::info!("shutting down: no new connections; draining in-flight requests");
+        let _ = stop_tx.send(true);
+        while loops.join_next().await.is_some() {}
+        tracing::info!("shutdown complete");
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    control: Arc<Control>,
+    mut stop: watch::Receiver<bool>,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let control = Arc::clone(&control);
+        let service = service_fn(move |req| {
+            // The router in force when the request arrives serves all of it.
+            let router = control.router();
+            async move {
+                Ok::<_, std::convert::Infallible>(crate::proxy::handle(&router, req, peer).await)
+            }
+        });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = grace.as_millis() as u64,
+            "in-flight requests still running after the grace period; closing"
+        );
+    }
+}
+
+/// Completes on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
