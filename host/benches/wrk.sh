@@ -1,6 +1,7 @@
 # Shared by the wrk load scripts (sourced from the workspace root, after
 # `set -euo pipefail` and with CONNECTIONS' default set): checks for nginx and
-# wrk, builds the release binary ($BIN), makes a work dir ($WORK) that is
+# wrk, builds the release binary ($BIN; set BIN to compare another build,
+# e.g. BIN=/tmp/switchyard-before, and nothing is built), makes a work dir ($WORK) that is
 # removed on exit with every nginx configured under it and every process in
 # `pids`, defines `upstreams PORT...` (nginx answering `ok`) and
 # `run NAME URL`, which drives wrk at $THREADS,
@@ -10,8 +11,10 @@ DURATION=${DURATION:-10s}
 THREADS=${THREADS:-1}
 command -v nginx >/dev/null && command -v wrk >/dev/null || {
   echo "needs nginx and wrk: apt-get install -y nginx wrk" >&2; exit 1; }
-cargo build --release -p switchyard >/dev/null
-BIN=target/release/switchyard
+if [ -z "${BIN:-}" ]; then
+  cargo build --release -p switchyard >/dev/null
+  BIN=target/release/switchyard
+fi
 WORK=$(mktemp -d)
 pids=()
 cleanup() {

@@ -1,10 +1,15 @@
 //! Plugin hosting: every line of wasmtime code in Switchyard lives here.
 //!
 //! A plugin is a WebAssembly **component** exporting one of the worlds of the
-//! `switchyard:plugin@0.1.1` WIT package (`wit/`). This module compiles it,
-//! checks the world, sandboxes it and adapts it to the engine's Rust traits
-//! (today the balancer: [`WasmStrategy`] implements
-//! [`Strategy`](crate::balance::Strategy)).
+//! `switchyard:plugin@0.1.1` WIT package (`wit/`), one world per
+//! [`PluginKind`]. This module compiles it, checks the world, sandboxes it
+//! and adapts it to its engine's Rust trait: [`WasmStrategy`] is a
+//! [`Strategy`](crate::balance::Strategy), [`WasmHealthCheck`] a
+//! [`HealthCheck`](crate::health::HealthCheck), [`WasmFailover`] a
+//! [`FailoverPolicy`](crate::failover::FailoverPolicy); [`WasmResolver`]
+//! fuses a fan-out's answers. The health-check, failover and resolver
+//! adapters wrap the one generic adapter (`adapter::WasmPlugin`) and only
+//! convert types; the request context is converted to WIT in one place.
 //!
 //! ## Sandbox
 //! - **Capabilities**: the only import a plugin gets is the `host` interface

@@ -31,7 +31,9 @@ use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::{TrendStatus, TrendTracker};
 use crate::health::{EventBus, EventKind, HealthCheck, HealthEvent, PoolHealth, Severity};
 use crate::metrics::Metrics;
-use crate::plugin::{Limits, PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy};
+use crate::plugin::{
+    Limits, LoadError, PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy,
+};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
@@ -145,88 +147,22 @@ impl Pool {
         previous: Option<&Pool>,
     ) -> Result<Self, StartError> {
         let previous = previous.filter(|p| p.same_policy(config));
-        let mut next_id = previous.map_or(0, |p| p.next_id);
         let clock = previous.map_or_else(Instant::now, |p| p.clock);
-        let endpoints: Vec<Arc<Endpoint>> = instances(config)
-            .map(|(instance, authority)| {
-                if let Some(kept) = previous.and_then(|p| p.members.by_authority(&authority)) {
-                    return Arc::clone(kept);
-                }
-                let endpoint = Endpoint::new(
-                    next_id,
-                    instance.url.clone(),
-                    authority,
-                    instance.weight,
-                    instance.labels.clone().into_iter().collect(),
-                );
-                next_id += 1;
-                endpoint.set_draining(instance.drain, clock.elapsed().as_millis() as u64);
-                Arc::new(endpoint)
-            })
-            .collect();
+        let (endpoints, next_id) = members(config, previous, clock);
         let plugin_key = |key: &str, error| StartError::Plugin {
             key: format!("pools.{name}.{key}"),
             error,
         };
-        let (balancer, plugin_stats) = match balance::build(&config.strategy, &endpoints) {
-            Ok(strategy) => (Balancer::new(Arc::from(strategy), None), None),
-            Err(plugin) => {
-                let (strategy, stats): (Arc<dyn Strategy>, _) = match previous {
-                    Some(p) => (Arc::clone(p.balancer.strategy()), p.plugin_stats.clone()),
-                    None => {
-                        let plugin_ref = plugin.plugin_ref();
-                        let (config_json, limits) =
-                            (plugin_ref.config_json(), Limits::of(&plugin_ref));
-                        let strategy =
-                            WasmStrategy::load(host, &plugin.path, config_json, limits, &endpoints)
-                                .map_err(|e| plugin_key("strategy", e))?;
-                        let stats = strategy.stats();
-                        (Arc::new(strategy), Some(stats))
-                    }
-                };
-                (
-                    Balancer::new(strategy, Some(balance::builtin(plugin.fallback))),
-                    stats,
-                )
-            }
-        };
+        let (balancer, plugin_stats) =
+            balancer(config, host, &endpoints, previous).map_err(|e| plugin_key("strategy", e))?;
         let sticky = config
             .sticky
             .as_ref()
             .map(|c| Sticky::new(c, &endpoints, previous.and_then(|p| p.sticky.as_ref())));
-        let (active_check, health_stats) = match (previous, &config.health) {
-            (Some(p), _) => (p.active_check.clone(), p.health_stats.clone()),
-            (None, Some(c)) => {
-                let plugin = match &c.plugin {
-                    Some(plugin) => {
-                        let (json, limits) = (plugin.config_json(), Limits::of(plugin));
-                        Some(
-                            WasmHealthCheck::load(host, &plugin.path, json, limits)
-                                .map_err(|e| plugin_key("health.plugin", e))?,
-                        )
-                    }
-                    None => None,
-                };
-                let stats = plugin.as_ref().map(WasmHealthCheck::stats);
-                let plugin = plugin.map(|p| Arc::new(p) as Arc<dyn HealthCheck>);
-                (Some(Arc::new(ActiveCheck::new(c, plugin))), stats)
-            }
-            (None, None) => (None, None),
-        };
-        let (failover_plugin, failover_stats) = match (previous, &config.failover_plugin) {
-            (Some(p), _) => (p.failover.plugin().cloned(), p.failover_stats.clone()),
-            (None, Some(plugin)) => {
-                let (json, limits) = (plugin.config_json(), Limits::of(plugin));
-                let loaded = WasmFailover::load(host, &plugin.path, json, limits)
-                    .map_err(|e| plugin_key("failover_plugin", e))?;
-                let stats = loaded.stats();
-                (
-                    Some(Arc::new(loaded) as Arc<dyn FailoverPolicy>),
-                    Some(stats),
-                )
-            }
-            (None, None) => (None, None),
-        };
+        let (active_check, health_stats) =
+            active_check(config, host, previous).map_err(|e| plugin_key("health.plugin", e))?;
+        let (failover_plugin, failover_stats) = failover_plugin(config, host, previous)
+            .map_err(|e| plugin_key("failover_plugin", e))?;
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
@@ -635,6 +571,110 @@ impl Pool {
                 .collect(),
         }
     }
+}
+
+/// The instances of `config`: those `previous` has at the same
+/// `host:port` kept as they are (statistics, flags, in-flight count), new
+/// ones under the next ids (draining as configured, on the pool's `clock`);
+/// and the id the next new instance gets.
+fn members(
+    config: &PoolConfig,
+    previous: Option<&Pool>,
+    clock: Instant,
+) -> (Vec<Arc<Endpoint>>, EndpointId) {
+    let mut next_id = previous.map_or(0, |p| p.next_id);
+    let endpoints = instances(config)
+        .map(|(instance, authority)| {
+            if let Some(kept) = previous.and_then(|p| p.members.by_authority(&authority)) {
+                return Arc::clone(kept);
+            }
+            let endpoint = Endpoint::new(
+                next_id,
+                instance.url.clone(),
+                authority,
+                instance.weight,
+                instance.labels.clone().into_iter().collect(),
+            );
+            next_id += 1;
+            endpoint.set_draining(instance.drain, clock.elapsed().as_millis() as u64);
+            Arc::new(endpoint)
+        })
+        .collect();
+    (endpoints, next_id)
+}
+
+/// The pool's balancer over `endpoints`: a built-in built anew, or the
+/// plugin — `previous`'s instance when there is one, else loaded — with its
+/// built-in fallback; and the plugin's counters.
+fn balancer(
+    config: &PoolConfig,
+    host: &PluginHost,
+    endpoints: &[Arc<Endpoint>],
+    previous: Option<&Pool>,
+) -> Result<(Balancer, Option<Arc<PluginStats>>), LoadError> {
+    let plugin = match balance::build(&config.strategy, endpoints) {
+        Ok(strategy) => return Ok((Balancer::new(Arc::from(strategy), None), None)),
+        Err(plugin) => plugin,
+    };
+    let (strategy, stats): (Arc<dyn Strategy>, _) = match previous {
+        Some(p) => (Arc::clone(p.balancer.strategy()), p.plugin_stats.clone()),
+        None => {
+            let plugin_ref = plugin.plugin_ref();
+            let (json, limits) = (plugin_ref.config_json(), Limits::of(&plugin_ref));
+            let strategy = WasmStrategy::load(host, &plugin.path, json, limits, endpoints)?;
+            let stats = strategy.stats();
+            (Arc::new(strategy), Some(stats))
+        }
+    };
+    let fallback = Some(balance::builtin(plugin.fallback));
+    Ok((Balancer::new(strategy, fallback), stats))
+}
+
+/// A pool part, when configured, and the counters of the plugin behind it.
+type Loaded<T> = (Option<Arc<T>>, Option<Arc<PluginStats>>);
+
+/// The pool's active check, when configured (`previous`'s when there is
+/// one, else built, loading its plugin); and the plugin's counters.
+fn active_check(
+    config: &PoolConfig,
+    host: &PluginHost,
+    previous: Option<&Pool>,
+) -> Result<Loaded<ActiveCheck>, LoadError> {
+    if let Some(p) = previous {
+        return Ok((p.active_check.clone(), p.health_stats.clone()));
+    }
+    let Some(check) = &config.health else {
+        return Ok((None, None));
+    };
+    let plugin = match &check.plugin {
+        Some(plugin) => {
+            let (json, limits) = (plugin.config_json(), Limits::of(plugin));
+            Some(WasmHealthCheck::load(host, &plugin.path, json, limits)?)
+        }
+        None => None,
+    };
+    let stats = plugin.as_ref().map(WasmHealthCheck::stats);
+    let plugin = plugin.map(|p| Arc::new(p) as Arc<dyn HealthCheck>);
+    Ok((Some(Arc::new(ActiveCheck::new(check, plugin))), stats))
+}
+
+/// The pool's failover plugin, when configured (`previous`'s when there is
+/// one, else loaded); and its counters.
+fn failover_plugin(
+    config: &PoolConfig,
+    host: &PluginHost,
+    previous: Option<&Pool>,
+) -> Result<Loaded<dyn FailoverPolicy>, LoadError> {
+    if let Some(p) = previous {
+        return Ok((p.failover.plugin().cloned(), p.failover_stats.clone()));
+    }
+    let Some(plugin) = &config.failover_plugin else {
+        return Ok((None, None));
+    };
+    let (json, limits) = (plugin.config_json(), Limits::of(plugin));
+    let loaded = WasmFailover::load(host, &plugin.path, json, limits)?;
+    let stats = loaded.stats();
+    Ok((Some(Arc::new(loaded)), Some(stats)))
 }
 
 /// A client with pooled keep-alive HTTP/1.1 connections, per the pool's
