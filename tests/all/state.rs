@@ -403,3 +403,52 @@ async fn drain_sessions_move_gives_a_draining_instance_s_sessions_up() {
     assert_eq!(in_session(&client, &url, Some("a")).await.1, "u1");
     assert_eq!(in_session(&client, &url, Some("b")).await.1, "u1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_source_cancelled_by_early_exit_gives_its_half_open_slot_back() {
+    let ups = upstreams(2);
+    // u1 fails first (u0 is slow then), which opens its breaker.
+    ups[0].set_delay(Duration::from_millis(500));
+    ups[1].set_status(500);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "event_cooldown_ms = 0\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\n\
+         [routes.fan_out]\npool = \"p\"\nresolver = {{ kind = \"first-success\" }}\nearly_exit = true\n\
+         [pools.p]\ninstances = {}\n\
+         breaker = {{ consecutive_failures = 1, open_ms = 200, max_open_ms = 200, half_open_requests = 1, close_after = 1 }}\n",
+        instances(&ups)
+    );
+    let proxy = serve(&dir, &config);
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    let u1 = ups[1].url();
+    assert_eq!(get(&client, &url).await.0, 200);
+    proxy.wait_for(
+        |l| l.contains("breaker open") && l.contains(&u1),
+        "u1's breaker opens",
+    );
+    // u1 recovers but is slow; u0 answers at once: the fan-out that admits
+    // u1's probe ends on u0's answer and cancels it.
+    ups[1].set_status(200);
+    ups[1].set_delay(Duration::from_secs(600));
+    ups[0].set_delay(Duration::ZERO);
+    until("u1's probe is admitted (and cancelled)", || async {
+        assert_eq!(get(&client, &url).await.0, 200);
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("breaker halfopen") && l.contains(&u1))
+    })
+    .await;
+    // The cancelled probe gave its slot back: u1 is admitted again, answers,
+    // and its breaker closes.
+    ups[1].set_delay(Duration::ZERO);
+    until("u1's breaker closes", || async {
+        assert_eq!(get(&client, &url).await.0, 200);
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("breaker closed") && l.contains(&u1))
+    })
+    .await;
+}
