@@ -158,7 +158,7 @@ impl Control {
 
     /// The Prometheus text exposition of the data path and the router in force.
     pub fn render_metrics(&self) -> String {
-        self.reporting.metrics.render(&self.router())
+        self.reporting.metrics.render(&self.router().snapshot())
     }
 
     /// Starts the health tasks of every pool (and of every pool a later

@@ -14,6 +14,8 @@
 //! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
 //! - [`fusion`]: fan-out answers judged, voted, merged and cached (data fusion);
 //! - [`metrics`]: Prometheus counters, histograms and state gauges;
+//! - [`status`]: the snapshot of the data path's state the status API and
+//!   the metrics show;
 //! - [`policy`]: what the four engines share: the fault of a decision and
 //!   the primary-with-built-in-fallback wrapper;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
@@ -34,5 +36,6 @@ pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod status;
 pub mod telemetry;
 pub mod watch;

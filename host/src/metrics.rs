@@ -30,7 +30,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::failover::BreakerState;
-use crate::proxy::{Router, Target};
+use crate::status::Snapshot;
 
 /// Labels of a route's request metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -171,17 +171,17 @@ impl Metrics {
     }
 
     /// The text exposition (OpenMetrics text, which Prometheus reads): the
-    /// data-path counters, then the state of `router` as of now.
-    pub fn render(&self, router: &Router) -> String {
+    /// data-path counters, then the state in `snapshot`.
+    pub fn render(&self, snapshot: &Snapshot) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
-        let _ = prometheus_client::encoding::text::encode(&mut out, &state_registry(router));
+        let _ = prometheus_client::encoding::text::encode(&mut out, &state_registry(snapshot));
         out
     }
 }
 
-/// A registry of the router's state, filled at scrape time.
-fn state_registry(router: &Router) -> Registry {
+/// A registry of the state in `snapshot`, filled at scrape time.
+fn state_registry(snapshot: &Snapshot) -> Registry {
     let mut registry = Registry::default();
     let gauge = |registry: &mut Registry, name: &str, help: &str| {
         let family = Family::<InstanceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
@@ -261,7 +261,7 @@ fn state_registry(router: &Router) -> Registry {
         cache.clone(),
     );
 
-    for pool in router.status() {
+    for pool in &snapshot.pools {
         panic
             .get_or_create(&PoolLabels {
                 pool: pool.name.clone(),
@@ -295,31 +295,12 @@ fn state_registry(router: &Router) -> Registry {
             }
         }
     }
-    let mut plugins: Vec<(String, &str, std::sync::Arc<crate::plugin::PluginStats>)> = Vec::new();
-    for pool in router.pools() {
-        let name = || pool.name.clone();
-        plugins.extend(pool.plugin_stats.clone().map(|s| (name(), "balancer", s)));
-        plugins.extend(
-            pool.health_stats
-                .clone()
-                .map(|s| (name(), "health-check", s)),
-        );
-        plugins.extend(pool.failover_stats.clone().map(|s| (name(), "failover", s)));
-    }
-    for (index, route) in router.routes().iter().enumerate() {
-        if let Target::FanOut(fan_out) = &route.target {
-            plugins.extend(
-                fan_out
-                    .plugin_stats()
-                    .map(|s| (format!("route {index}"), "resolver", s)),
-            );
-        }
-    }
-    for (pool, kind, stats) in plugins {
+    for plugin in &snapshot.plugins {
         let labels = PluginLabels {
-            pool,
-            kind: kind.into(),
+            pool: plugin.owner.clone(),
+            kind: plugin.kind.name().into(),
         };
+        let stats = &plugin.stats;
         calls.get_or_create(&labels).inc_by(stats.calls());
         faults.get_or_create(&labels).inc_by(stats.faults());
         call_seconds
@@ -329,22 +310,18 @@ fn state_registry(router: &Router) -> Registry {
             .get_or_create(&labels)
             .set(i64::from(stats.quarantined()));
     }
-    for (index, route) in router.routes().iter().enumerate() {
-        if let Target::FanOut(fan_out) = &route.target
-            && let Some(stats) = fan_out.cache().map(crate::fusion::FusionCache::stats)
-        {
-            for (result, n) in [
-                ("hit", stats.hits),
-                ("miss", stats.misses),
-                ("stale", stats.stale),
-            ] {
-                cache
-                    .get_or_create(&CacheLabels {
-                        route: index.to_string(),
-                        result: result.into(),
-                    })
-                    .inc_by(n);
-            }
+    for (index, stats) in &snapshot.caches {
+        for (result, n) in [
+            ("hit", stats.hits),
+            ("miss", stats.misses),
+            ("stale", stats.stale),
+        ] {
+            cache
+                .get_or_create(&CacheLabels {
+                    route: index.to_string(),
+                    result: result.into(),
+                })
+                .inc_by(n);
         }
     }
     registry

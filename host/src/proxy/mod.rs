@@ -22,6 +22,6 @@ pub use error::{ProxyError, StartError};
 pub use forward::handle;
 
 pub use fanout::FanOut;
-pub use pool::{InstanceStatus, Pool, PoolStatus};
+pub use pool::Pool;
 pub use recent::{RecentRequests, RequestRecord};
 pub use router::{PoolRoute, Reporting, Route, Router, Target};

@@ -28,12 +28,13 @@ use crate::failover::{
 };
 use crate::health::active::{self, ActiveCheck, RiseFall};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
-use crate::health::trend::{TrendStatus, TrendTracker};
+use crate::health::trend::TrendTracker;
 use crate::health::{EventBus, EventKind, HealthCheck, HealthEvent, PoolHealth, Severity};
 use crate::metrics::Metrics;
 use crate::plugin::{
     Limits, LoadError, PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy,
 };
+use crate::status::{InstanceStatus, PoolStatus};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
@@ -686,55 +687,4 @@ fn new_client(config: &PoolConfig) -> Client<HttpConnector, UpstreamBody> {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
         .build(connector)
-}
-
-/// A pool's state, as the status API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct PoolStatus {
-    /// The pool's name.
-    pub name: String,
-    /// Its strategy's name.
-    pub strategy: String,
-    /// Whether it is in panic mode (routing over unfit instances too).
-    pub panic: bool,
-    /// Times it entered panic mode.
-    pub panics: u64,
-    /// Instances fit now.
-    pub fit: usize,
-    /// Every instance.
-    pub instances: Vec<InstanceStatus>,
-}
-
-/// An instance's state, as the status API shows it.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct InstanceStatus {
-    /// `http://host:port`.
-    pub url: String,
-    /// Configured weight.
-    pub weight: u32,
-    /// Fit to take requests (neither unhealthy nor ejected).
-    pub fit: bool,
-    /// Failed its active checks.
-    pub unhealthy: bool,
-    /// Ejected by outlier detection.
-    pub ejected: bool,
-    /// Judged degraded by a health check: chosen only when no instance
-    /// judged healthy is acceptable.
-    pub degraded: bool,
-    /// The last health-check verdict's score, 0.0..=1.0 (1.0 without a plugin).
-    pub health_score: f32,
-    /// Draining.
-    pub draining: bool,
-    /// Requests in flight.
-    pub in_flight: u32,
-    /// EWMA latency to response headers, µs.
-    pub ewma_latency_us: u64,
-    /// EWMA success, 0..=1.
-    pub success_rate: f32,
-    /// Last reported load, 0..=1.
-    pub load: Option<f32>,
-    /// Trend and prediction, when trends are on.
-    pub trend: Option<TrendStatus>,
-    /// Circuit breaker state, when breakers are on.
-    pub breaker: Option<BreakerState>,
 }

@@ -10,7 +10,6 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::Full;
 
 use super::fanout::FanOut;
-use super::pool::PoolStatus;
 use super::recent::RecentRequests;
 use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, PoolConfig, RouteMatch};
@@ -18,6 +17,8 @@ use crate::failover::StaleCache;
 use crate::health::{EventBus, HealthEvent};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::plugin::PluginHost;
+use crate::plugin::PluginKind;
+use crate::status::{PluginCounters, PoolStatus, Snapshot};
 
 /// The routes and the pools they lead to.
 pub struct Router {
@@ -231,6 +232,41 @@ impl Router {
     /// Every pool's state: health, panic mode, instances (the status API's query).
     pub fn status(&self) -> Vec<PoolStatus> {
         self.pools.iter().map(|p| p.status()).collect()
+    }
+
+    /// Everything the metrics show, as of now: every pool's state, every
+    /// loaded plugin's counters, every fan-out cache's counts.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut plugins = Vec::new();
+        for pool in &self.pools {
+            for (kind, stats) in [
+                (PluginKind::Balancer, &pool.plugin_stats),
+                (PluginKind::HealthCheck, &pool.health_stats),
+                (PluginKind::Failover, &pool.failover_stats),
+            ] {
+                plugins.extend(stats.clone().map(|stats| PluginCounters {
+                    owner: pool.name.clone(),
+                    kind,
+                    stats,
+                }));
+            }
+        }
+        let mut caches = Vec::new();
+        for (index, route) in self.routes.iter().enumerate() {
+            if let Target::FanOut(fan_out) = &route.target {
+                plugins.extend(fan_out.plugin_stats().map(|stats| PluginCounters {
+                    owner: format!("route {index}"),
+                    kind: PluginKind::Resolver,
+                    stats,
+                }));
+                caches.extend(fan_out.cache().map(|c| (index, c.stats())));
+            }
+        }
+        Snapshot {
+            pools: self.status(),
+            plugins,
+            caches,
+        }
     }
 
     /// Puts this router's pools in force after it was swapped in for

@@ -1,0 +1,83 @@
+//! What the status API, the dashboard and the metrics show of the data
+//! path: a [`Snapshot`] taken when asked ([`crate::proxy::Router::snapshot`]),
+//! so that none of them reads the router's internals.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::failover::BreakerState;
+use crate::fusion::CacheStats;
+use crate::health::trend::TrendStatus;
+use crate::plugin::{PluginKind, PluginStats};
+
+/// The state of the router in force, as of when it was taken.
+pub struct Snapshot {
+    /// Every pool.
+    pub pools: Vec<PoolStatus>,
+    /// Every loaded plugin's counters.
+    pub plugins: Vec<PluginCounters>,
+    /// Every fan-out route's cache counts, by route index.
+    pub caches: Vec<(usize, CacheStats)>,
+}
+
+/// The counters of one loaded plugin.
+pub struct PluginCounters {
+    /// Who loads it: a pool's name, or `route N` for a fan-out's resolver.
+    pub owner: String,
+    /// Its kind.
+    pub kind: PluginKind,
+    /// Calls, faults, call time, quarantine.
+    pub stats: Arc<PluginStats>,
+}
+
+/// A pool's state, as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolStatus {
+    /// The pool's name.
+    pub name: String,
+    /// Its strategy's name.
+    pub strategy: String,
+    /// Whether it is in panic mode (routing over unfit instances too).
+    pub panic: bool,
+    /// Times it entered panic mode.
+    pub panics: u64,
+    /// Instances fit now.
+    pub fit: usize,
+    /// Every instance.
+    pub instances: Vec<InstanceStatus>,
+}
+
+/// An instance's state, as the status API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceStatus {
+    /// `http://host:port`.
+    pub url: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Fit to take requests (neither unhealthy nor ejected).
+    pub fit: bool,
+    /// Failed its active checks.
+    pub unhealthy: bool,
+    /// Ejected by outlier detection.
+    pub ejected: bool,
+    /// Judged degraded by a health check: chosen only when no instance
+    /// judged healthy is acceptable.
+    pub degraded: bool,
+    /// The last health-check verdict's score, 0.0..=1.0 (1.0 without a plugin).
+    pub health_score: f32,
+    /// Draining.
+    pub draining: bool,
+    /// Requests in flight.
+    pub in_flight: u32,
+    /// EWMA latency to response headers, µs.
+    pub ewma_latency_us: u64,
+    /// EWMA success, 0..=1.
+    pub success_rate: f32,
+    /// Last reported load, 0..=1.
+    pub load: Option<f32>,
+    /// Trend and prediction, when trends are on.
+    pub trend: Option<TrendStatus>,
+    /// Circuit breaker state, when breakers are on.
+    pub breaker: Option<BreakerState>,
+}
