@@ -9,8 +9,8 @@
 //! `schema_path` — a body that satisfies the route's JSON Schema. Errors,
 //! timeouts and answers that do not count **abstain**.
 //!
-//! A **resolver** then makes the answer ([`Builtin`], or a resolver plugin
-//! with a built-in fallback). The resolvers follow the conflict-resolution
+//! A **resolver** then makes the answer ([`Resolve`]: a [`Builtin`], or a
+//! resolver plugin with a built-in standing by). The resolvers follow the conflict-resolution
 //! strategies of the data-fusion literature (Bleiholder & Naumann, "Data
 //! Fusion", ACM Computing Surveys 41(1), 2008): *trust your friends*
 //! (`priority`), *cry with the wolves* (`majority`, `quorum`,
@@ -31,11 +31,13 @@
 
 mod cache;
 mod json;
+mod policy;
 mod quality;
 mod resolve;
 
 pub use cache::{CacheLookup, CacheStats, FusionCache};
 pub use json::{canonical_hash, merge};
+pub use policy::{Judging, Resolve};
 pub use quality::{Quality, SourceQuality};
 pub use resolve::Builtin;
 

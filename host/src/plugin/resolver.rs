@@ -1,6 +1,7 @@
 //! The Wasm resolver adapter: a `resolver-plugin` component that fuses the
 //! answers of a fan-out route. A fault falls back to the route's built-in.
 
+use std::ops::RangeInclusive;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -13,12 +14,14 @@ use super::bindings::resolver::exports::switchyard::plugin::resolver::{
 };
 use super::request::request_info;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
-use crate::fusion::{Answer, Fused, Outcome, Source};
+use crate::fusion::{Answer, Fused, FusionError, Outcome, Quality, Resolve, Source};
 use crate::policy::RequestContext;
 
-/// A Wasm resolver serving one fan-out route.
+/// A Wasm resolver serving one fan-out route, as a [`Resolve`].
 pub struct WasmResolver {
     plugin: WasmPlugin<ResolverPlugin>,
+    /// The route's statuses that count (as a [`Resolve`]).
+    accept_status: RangeInclusive<u16>,
 }
 
 impl WasmResolver {
@@ -36,7 +39,18 @@ impl WasmResolver {
     ) -> Result<Self, LoadError> {
         Ok(Self {
             plugin: WasmPlugin::load(host, path, config_json, limits)?,
+            accept_status: 200..=299,
         })
+    }
+
+    /// The same plugin, for a route whose answers count with a status in
+    /// `accept_status` (default 200..=299).
+    #[must_use]
+    pub fn accepting(self, accept_status: RangeInclusive<u16>) -> Self {
+        Self {
+            accept_status,
+            ..self
+        }
     }
 
     /// The plugin's call and fault counters.
@@ -58,7 +72,7 @@ impl WasmResolver {
         request: &RequestContext<'_>,
         sources: &[Source],
         answers: &[Answer],
-        accept_status: &std::ops::RangeInclusive<u16>,
+        accept_status: &RangeInclusive<u16>,
     ) -> Result<Fused, Fault> {
         let info = request_info(request, &[]);
         let wit_answers: Vec<SourceAnswer> = answers
@@ -102,6 +116,23 @@ impl WasmResolver {
                 .map_err(|e| Fault::Refused(format!("{e:?}")))?;
             convert(fused, sources, answers)
         })
+    }
+}
+
+/// A fault is counted and logged by the sandbox; the route's built-in
+/// resolver fuses instead.
+impl Resolve for WasmResolver {
+    fn fuse(
+        &self,
+        request: &RequestContext<'_>,
+        sources: &[Source],
+        _asked: &[usize],
+        answers: &[Answer],
+        quality: &Quality,
+    ) -> Result<Result<Fused, FusionError>, Fault> {
+        let fused = self.resolve(request, sources, answers, &self.accept_status)?;
+        quality.record(answers.iter().map(|a| (a.source, a.accepted(), None)));
+        Ok(Ok(fused))
     }
 }
 

@@ -35,11 +35,11 @@ use crate::balance::{Affinity, EndpointId};
 use crate::config::{FanOutConfig, ResolverConfig};
 use crate::failover::Admission;
 use crate::fusion::{
-    Answer, Builtin, CacheLookup, FusionCache, FusionError, Judge, Outcome, Quality, Source,
-    UpstreamResponse, judge,
+    Answer, Builtin, CacheLookup, FusionCache, FusionError, Judge, Judging, Outcome, Quality,
+    Resolve, Source, UpstreamResponse, judge,
 };
-use crate::plugin::{Limits, PluginHost, WasmResolver};
-use crate::policy::RequestContext;
+use crate::plugin::{Limits, PluginHost, PluginStats, WasmResolver};
+use crate::policy::{RequestContext, WithFallback};
 
 /// Where a source's request goes.
 enum Target {
@@ -47,15 +47,6 @@ enum Target {
     Pool(Arc<Pool>),
     /// One instance of a pool.
     Instance(Arc<Pool>, EndpointId),
-}
-
-/// The route's resolver.
-enum Resolver {
-    Builtin(Builtin),
-    Plugin {
-        plugin: Box<WasmResolver>,
-        fallback: Builtin,
-    },
 }
 
 /// The request being fanned out, prepared once for every source.
@@ -88,7 +79,10 @@ pub struct FanOut {
     targets: Vec<Target>,
     /// Instance mode: the pool and how many of its instances to ask.
     instances: Option<(Arc<Pool>, usize)>,
-    resolver: Resolver,
+    /// The configured resolver, with a built-in standing by for a plugin.
+    resolver: WithFallback<dyn Resolve>,
+    /// The resolver plugin's counters, when it is one.
+    plugin_stats: Option<Arc<PluginStats>>,
     early_exit: bool,
     schema: Option<jsonschema::Validator>,
     cache: Option<FusionCache>,
@@ -157,26 +151,34 @@ impl FanOut {
             }
         };
         let key = format!("routes[{index}].fan_out.resolver");
-        let resolver = match &config.resolver {
+        let accept_status = config.accept_status[0]..=config.accept_status[1];
+        let (resolver, plugin_stats) = match &config.resolver {
             ResolverConfig::Plugin(p) => {
                 let (config_json, limits) = (p.plugin.config_json(), Limits::of(&p.plugin));
                 let plugin = WasmResolver::load(host, &p.plugin.path, config_json, limits)
                     .map_err(|error| StartError::Plugin {
                         key: key.clone(),
                         error,
-                    })?;
+                    })?
+                    .accepting(accept_status.clone());
                 let fallback = Builtin::new(&p.fallback).ok_or_else(|| {
                     StartError::Route(format!("{key}.fallback: not a built-in resolver"))
                 })?;
-                Resolver::Plugin {
-                    plugin: Box::new(plugin),
-                    fallback,
-                }
+                let stats = plugin.stats();
+                let plugin: Arc<dyn Resolve> = Arc::new(plugin);
+                (
+                    WithFallback::new(plugin, Some(Box::new(fallback) as Box<dyn Resolve>)),
+                    Some(stats),
+                )
             }
-            other => Resolver::Builtin(
-                Builtin::new(other)
-                    .ok_or_else(|| StartError::Route(format!("{key}: not a built-in resolver")))?,
-            ),
+            other => {
+                let builtin = Builtin::new(other)
+                    .ok_or_else(|| StartError::Route(format!("{key}: not a built-in resolver")))?;
+                (
+                    WithFallback::new(Arc::new(builtin) as Arc<dyn Resolve>, None),
+                    None,
+                )
+            }
         };
         // Validated when the config was loaded; re-read here.
         let schema = match &config.schema_path {
@@ -200,6 +202,7 @@ impl FanOut {
             targets,
             instances,
             resolver,
+            plugin_stats,
             early_exit: config.early_exit,
             schema,
             cache: config.cache.as_ref().map(FusionCache::new),
@@ -207,7 +210,7 @@ impl FanOut {
             source_timeout: Duration::from_millis(config.source_timeout_ms),
             max_request_body: config.max_request_body_bytes,
             max_answer: usize::try_from(config.max_answer_bytes).unwrap_or(usize::MAX),
-            accept_status: config.accept_status[0]..=config.accept_status[1],
+            accept_status,
         })
     }
 
@@ -222,11 +225,8 @@ impl FanOut {
     }
 
     /// The resolver plugin's counters, when the resolver is a plugin.
-    pub fn plugin_stats(&self) -> Option<Arc<crate::plugin::PluginStats>> {
-        match &self.resolver {
-            Resolver::Plugin { plugin, .. } => Some(plugin.stats()),
-            Resolver::Builtin(_) => None,
-        }
+    pub fn plugin_stats(&self) -> Option<Arc<PluginStats>> {
+        self.plugin_stats.clone()
     }
 
     /// The cache, when configured.
@@ -372,7 +372,8 @@ impl FanOut {
         admissions: Vec<Admission>,
     ) -> Vec<Answer> {
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let judge_with = self.judge(self.primary());
+        let primary = self.resolver.primary();
+        let judge_with = self.judge(primary.judging());
         let mut admissions = admissions.into_iter();
         let mut pending: FuturesUnordered<_> = asked
             .iter()
@@ -386,7 +387,7 @@ impl FanOut {
                     Some((source, latency_us, outcome)) => {
                         answers.push(judge(&judge_with, source, latency_us, outcome));
                         if self.early_exit
-                            && self.primary().is_some_and(|b| b.enough(&self.sources, asked, &answers))
+                            && primary.settled(&self.sources, asked, &answers)
                         {
                             break;
                         }
@@ -415,23 +416,14 @@ impl FanOut {
         answers
     }
 
-    /// The built-in resolver that judges answers and may end the fan-out
-    /// early; `None` for a plugin (it waits for every source and sees every
-    /// answer as received).
-    fn primary(&self) -> Option<&Builtin> {
-        match &self.resolver {
-            Resolver::Builtin(b) => Some(b),
-            Resolver::Plugin { .. } => None,
-        }
-    }
-
-    /// What `resolver` needs checked in an answer (a plugin: status and schema).
-    fn judge(&self, resolver: Option<&Builtin>) -> Judge<'_> {
+    /// What the route checks in an answer for a resolver that needs
+    /// `judging` (a plugin: status and schema only).
+    fn judge(&self, judging: Judging) -> Judge<'_> {
         Judge {
             accept_status: self.accept_status.clone(),
-            needs_json: resolver.is_some_and(Builtin::needs_json),
+            needs_json: judging.json,
             schema: self.schema.as_ref(),
-            vote: resolver.and_then(Builtin::vote),
+            vote: judging.vote,
         }
     }
 
@@ -541,33 +533,28 @@ impl FanOut {
         (source, started.elapsed().as_micros() as u64, outcome)
     }
 
-    /// Fuses the answers; a faulting plugin falls back to its built-in,
-    /// which judges the answers anew for what it needs.
+    /// Fuses the answers with the resolver; a built-in taking over from a
+    /// faulting plugin judges the answers anew for what it needs.
     fn fuse(
         &self,
-        facts: &RequestContext<'_>,
+        request: &RequestContext<'_>,
         asked: &[usize],
         answers: Vec<Answer>,
     ) -> Result<crate::fusion::Fused, FusionError> {
-        match &self.resolver {
-            Resolver::Builtin(b) => b.resolve(&self.sources, asked, &answers, &self.quality),
-            Resolver::Plugin { plugin, fallback } => {
-                match plugin.resolve(facts, &self.sources, &answers, &self.accept_status) {
-                    Ok(fused) => {
-                        self.quality
-                            .record(answers.iter().map(|a| (a.source, a.accepted(), None)));
-                        Ok(fused)
-                    }
-                    Err(_fault) => {
-                        let judge_with = self.judge(Some(fallback));
-                        let rejudged: Vec<Answer> = answers
-                            .into_iter()
-                            .map(|a| judge(&judge_with, a.source, a.latency_us, a.outcome))
-                            .collect();
-                        fallback.resolve(&self.sources, asked, &rejudged, &self.quality)
-                    }
-                }
+        let judged_for = self.resolver.primary().judging();
+        let fused = self.resolver.decide(|resolver| {
+            let judging = resolver.judging();
+            if judging == judged_for {
+                return resolver.fuse(request, &self.sources, asked, &answers, &self.quality);
             }
-        }
+            let judge_with = self.judge(judging);
+            let rejudged: Vec<Answer> = answers
+                .iter()
+                .map(|a| judge(&judge_with, a.source, a.latency_us, a.outcome.clone()))
+                .collect();
+            resolver.fuse(request, &self.sources, asked, &rejudged, &self.quality)
+        });
+        // Built-ins never fault; were every resolver to, nothing answered.
+        fused.unwrap_or_else(|| Err(FusionError::no_answer(&self.sources, &answers)))
     }
 }
