@@ -27,7 +27,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::check::{HealthCheck, HttpCheck};
-use super::{EventKind, HealthEvent, PoolHealth, Severity};
+use super::{EventKind, PoolHealth, Severity};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig};
 use crate::policy::WithFallback;
@@ -340,13 +340,7 @@ pub fn spawn(
                             (EventKind::Unhealthy, Severity::Critical, "unhealthy".into())
                         }
                     };
-                    health.events().publish(HealthEvent::new(
-                        health.pool(),
-                        Some(&endpoint.url),
-                        kind,
-                        severity,
-                        message,
-                    ));
+                    health.publish(&endpoint, kind, severity, message);
                 }
                 let jitter = fastrand::u64(..=check.config.jitter());
                 tokio::time::sleep(Duration::from_millis(interval + jitter)).await;
@@ -375,13 +369,7 @@ fn grade(health: &PoolHealth, endpoint: &Endpoint, degraded: Option<&str>) {
             "no longer degraded".to_string(),
         ),
     };
-    health.events().publish(HealthEvent::new(
-        health.pool(),
-        Some(&endpoint.url),
-        kind,
-        severity,
-        message,
-    ));
+    health.publish(endpoint, kind, severity, message);
 }
 
 #[cfg(test)]

@@ -108,6 +108,23 @@ impl PoolHealth {
         self.update_panic();
     }
 
+    /// Publishes an event about `endpoint` of this pool.
+    pub fn publish(
+        &self,
+        endpoint: &Endpoint,
+        kind: EventKind,
+        severity: Severity,
+        message: String,
+    ) {
+        self.events.publish(HealthEvent::new(
+            &self.pool,
+            Some(&endpoint.url),
+            kind,
+            severity,
+            message,
+        ));
+    }
+
     /// Sets or clears `flag` on `endpoint`, keeping the unfit count and panic
     /// mode current. Returns whether fitness changed. A retired instance's
     /// flags change without counting (it is no longer one of the pool's).

@@ -20,7 +20,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
-use super::{EventKind, HealthEvent, PoolHealth, Severity};
+use super::{EventKind, PoolHealth, Severity};
 use crate::balance::{ById, EJECTED, Endpoint};
 use crate::config::OutlierConfig;
 
@@ -155,13 +155,12 @@ impl OutlierDetector {
         state.consecutive_gateway.store(0, Ordering::Relaxed);
         state.consecutive_5xx.store(0, Ordering::Relaxed);
         health.set_flag(endpoint, EJECTED, true);
-        health.events().publish(HealthEvent::new(
-            health.pool(),
-            Some(&endpoint.url),
+        health.publish(
+            endpoint,
             EventKind::Ejected,
             Severity::Warning,
             format!("ejected for {duration} ms (ejection {count}): {why}"),
-        ));
+        );
     }
 
     /// The periodic pass: returns instances whose ejection time is over,
@@ -178,13 +177,12 @@ impl OutlierDetector {
             if endpoint.health_flags() & EJECTED != 0 {
                 if state.ejected_until_ms.load(Ordering::Relaxed) <= now_ms {
                     health.set_flag(endpoint, EJECTED, false);
-                    health.events().publish(HealthEvent::new(
-                        health.pool(),
-                        Some(&endpoint.url),
+                    health.publish(
+                        endpoint,
                         EventKind::Returned,
                         Severity::Info,
                         "returned after its ejection time".into(),
-                    ));
+                    );
                 }
                 continue;
             }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Serialize;
 
-use super::{EventKind, HealthEvent, PoolHealth, Severity};
+use super::{EventKind, PoolHealth, Severity};
 use crate::balance::{ById, DEGRADED, Endpoint};
 use crate::config::TrendConfig;
 
@@ -193,22 +193,15 @@ impl TrendTracker {
                 after.trend, after.latency_slope_ms_per_s, after.error_slope_per_s
             )
             .to_lowercase();
-            health.events().publish(HealthEvent::new(
-                health.pool(),
-                Some(&endpoint.url),
-                kind,
-                severity,
-                message,
-            ));
+            health.publish(endpoint, kind, severity, message);
         }
         if let (None, Some(seconds)) = (before.predicted_unfit_in_s, after.predicted_unfit_in_s) {
-            health.events().publish(HealthEvent::new(
-                health.pool(),
-                Some(&endpoint.url),
+            health.publish(
+                endpoint,
                 EventKind::Predicted,
                 Severity::Warning,
                 format!("predicted unfit in ~{seconds} s if the trend holds"),
-            ));
+            );
         }
     }
 }
