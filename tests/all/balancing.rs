@@ -26,6 +26,28 @@ async fn round_robin_gives_the_exact_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_connections_shares_equal_idle_instances_evenly() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &single_pool(r#"{ kind = "least-connections" }"#, &instances(&ups)),
+    );
+    let client = client();
+    // Sequential requests: every instance is idle at every pick, so every
+    // pick is a tie of the two sampled, broken at random.
+    for _ in 0..600 {
+        assert_eq!(get(&client, &format!("{}/", proxy.url)).await.0, 200);
+    }
+    // 200 each expected; ±60 is over five standard deviations.
+    let hits: Vec<u64> = ups.iter().map(|u| u.hits()).collect();
+    assert!(
+        hits.iter().all(|h| (140..=260).contains(h)),
+        "uneven shares of 600: {hits:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_connections_avoids_an_instance_holding_requests() {
     let ups = upstreams(3);
     // Requests to u0 are held for seconds: far longer than the probe below
