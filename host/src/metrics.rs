@@ -297,7 +297,7 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
     }
     for plugin in &snapshot.plugins {
         let labels = PluginLabels {
-            pool: plugin.owner.clone(),
+            pool: plugin.owner.to_string(),
             kind: plugin.kind.name().into(),
         };
         let stats = &plugin.stats;

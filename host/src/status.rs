@@ -21,10 +21,29 @@ pub struct Snapshot {
     pub caches: Vec<(usize, CacheStats)>,
 }
 
+/// Who loads a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Owner {
+    /// A pool (its balancer, health check or failover policy), by name.
+    Pool(String),
+    /// A fan-out route (its resolver), by index.
+    Route(usize),
+}
+
+impl std::fmt::Display for Owner {
+    /// The pool's name, or `route N`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::Pool(name) => f.write_str(name),
+            Owner::Route(index) => write!(f, "route {index}"),
+        }
+    }
+}
+
 /// The counters of one loaded plugin.
 pub struct PluginCounters {
-    /// Who loads it: a pool's name, or `route N` for a fan-out's resolver.
-    pub owner: String,
+    /// Who loads it.
+    pub owner: Owner,
     /// Its kind.
     pub kind: PluginKind,
     /// Calls, faults, call time, quarantine.

@@ -498,3 +498,61 @@ async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_lists_the_plugins_of_every_kind() {
+    use switchyard_tests::fixtures;
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_admin(&instances(&ups))
+        .replace(
+            "strategy = { kind = \"round-robin\" }",
+            &format!(
+                "strategy = {{ kind = \"plugin\", path = \"{}\" }}\n\
+                 health = {{ kind = \"plugin\", interval_ms = 200, timeout_ms = 100, plugin = {{ path = \"{}\" }} }}\n\
+                 failover_plugin = {{ path = \"{}\" }}",
+                fixtures::CANARY_SPLIT,
+                fixtures::JSON_HEALTH,
+                fixtures::RETRY_SCHEDULE
+            ),
+        )
+        .replace(
+            "[[routes]]\npool = \"p\"",
+            &format!(
+                "[[routes]]\nmatch = {{ path_prefix = \"/fused\" }}\n\
+                 fan_out = {{ pool = \"p\", resolver = {{ kind = \"plugin\", plugin = {{ path = \"{}\" }} }} }}\n\
+                 [[routes]]\npool = \"p\"",
+                fixtures::RESOLVER_FIRST
+            ),
+        );
+    let proxy = serve(&dir, &config);
+    let (status, body) = admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", proxy.admin_url()),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut listed: Vec<(String, String)> = body["plugins"]
+        .as_array()
+        .expect("plugins")
+        .iter()
+        .map(|p| {
+            let owner = p["pool"]
+                .as_str()
+                .map_or_else(|| format!("route {}", p["route"]), str::to_string);
+            (owner, p["kind"].as_str().unwrap_or_default().to_string())
+        })
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        [
+            ("p".to_string(), "balancer".to_string()),
+            ("p".to_string(), "failover".to_string()),
+            ("p".to_string(), "health-check".to_string()),
+            ("route 0".to_string(), "resolver".to_string()),
+        ],
+        "{body}"
+    );
+}

@@ -20,6 +20,7 @@ use super::{AdminState, ApiError};
 use crate::balance::RequestContext;
 use crate::config::{Config, InstanceConfig, PoolConfig, RouteConfig};
 use crate::control::ChangeError;
+use crate::status::Owner;
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -64,15 +65,21 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
+    // Every loaded plugin, of every kind: a pool's balancer, health check
+    // and failover policy, a fan-out route's resolver.
     let plugins: Vec<Value> = router
-        .pools()
+        .snapshot()
+        .plugins
         .iter()
-        .filter_map(|p| {
-            p.plugin_stats.as_ref().map(|s| {
-                json!({ "pool": p.name, "kind": "balancer", "calls": s.calls(),
-                        "faults": s.faults(), "call_seconds": s.call_seconds(),
-                        "quarantined": s.quarantined(), "quarantines": s.quarantines() })
-            })
+        .map(|p| {
+            let (pool, route) = match &p.owner {
+                Owner::Pool(name) => (Some(name.as_str()), None),
+                Owner::Route(index) => (None, Some(*index)),
+            };
+            let s = &p.stats;
+            json!({ "pool": pool, "route": route, "kind": p.kind.name(), "calls": s.calls(),
+                    "faults": s.faults(), "call_seconds": s.call_seconds(),
+                    "quarantined": s.quarantined(), "quarantines": s.quarantines() })
         })
         .collect();
     // Fan-out routes: each source's learned quality, and the cache counts.

@@ -18,7 +18,7 @@ use crate::health::{EventBus, HealthEvent};
 use crate::metrics::{Metrics, RouteMetrics};
 use crate::plugin::PluginHost;
 use crate::plugin::PluginKind;
-use crate::status::{PluginCounters, PoolStatus, Snapshot};
+use crate::status::{Owner, PluginCounters, PoolStatus, Snapshot};
 
 /// The routes and the pools they lead to.
 pub struct Router {
@@ -245,7 +245,7 @@ impl Router {
                 (PluginKind::Failover, &pool.failover_stats),
             ] {
                 plugins.extend(stats.clone().map(|stats| PluginCounters {
-                    owner: pool.name.clone(),
+                    owner: Owner::Pool(pool.name.clone()),
                     kind,
                     stats,
                 }));
@@ -255,7 +255,7 @@ impl Router {
         for (index, route) in self.routes.iter().enumerate() {
             if let Target::FanOut(fan_out) = &route.target {
                 plugins.extend(fan_out.plugin_stats().map(|stats| PluginCounters {
-                    owner: format!("route {index}"),
+                    owner: Owner::Route(index),
                     kind: PluginKind::Resolver,
                     stats,
                 }));
