@@ -351,3 +351,54 @@ async fn a_degraded_verdict_puts_an_instance_last_not_out() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flat_instances_raise_no_trend_alarm_at_start_up() {
+    let ups = upstreams(3);
+    for u in &ups {
+        // Flat, and long enough that scheduling jitter is small beside it.
+        u.set_delay(Duration::from_millis(50));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = pool_with(
+        "trend = { interval_ms = 100, window = 10, degrading_ratio = 0.5 }",
+        &instances(&ups),
+    ) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let proxy = serve(&dir, &config);
+    let status_url = format!("{}/v1/status", proxy.admin_url());
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    // Traffic until every instance's trend has been computed from real
+    // samples (a non-zero slope), then a little more.
+    let classified = |status: &serde_json::Value| {
+        status["pools"][0]["instances"]
+            .as_array()
+            .is_some_and(|all| {
+                all.iter()
+                    .all(|i| i["trend"]["latency_slope_ms_per_s"].as_f64().unwrap_or(0.0) != 0.0)
+            })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert_eq!(get(&client, &url).await.0, 200);
+        let status = crate::admin(reqwest::Method::GET, &status_url, None)
+            .await
+            .1;
+        if classified(&status) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never classified: {status}"
+        );
+    }
+    for _ in 0..10 {
+        assert_eq!(get(&client, &url).await.0, 200);
+    }
+    let alarms: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("trend degrading") || l.contains("predicted unfit"))
+        .collect();
+    assert!(alarms.is_empty(), "false alarms: {alarms:?}");
+}

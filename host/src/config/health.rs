@@ -372,6 +372,10 @@ pub struct TrendConfig {
     pub interval_ms: u64,
     /// Samples in the regression window (>= 3). Default 30.
     pub window: u32,
+    /// Samples of real traffic an instance needs before its trend may be
+    /// anything but stable (3..=`window`). Default 5. An instance without
+    /// traffic yet gives no sample.
+    pub min_samples: u32,
     /// Latency change over one window, relative to its mean, that counts as a
     /// trend: above +ratio is degrading, below −ratio improving. Default 0.25.
     pub degrading_ratio: f64,
@@ -392,6 +396,7 @@ impl Default for TrendConfig {
         Self {
             interval_ms: 1_000,
             window: 30,
+            min_samples: 5,
             degrading_ratio: 0.25,
             degrading_error_delta: 0.05,
             unfit_error_rate: 0.5,
@@ -410,6 +415,9 @@ impl TrendConfig {
         }
         if self.window < 3 {
             return err("window", "must be >= 3");
+        }
+        if !(3..=self.window).contains(&self.min_samples) {
+            return err("min_samples", "must be in 3..=window");
         }
         if !(self.degrading_ratio > 0.0 && self.degrading_ratio.is_finite()) {
             return err("degrading_ratio", "must be > 0");

@@ -17,8 +17,12 @@
 //! within `horizon_ms`, the instance is **predicted unfit in ~N s**, N =
 //! (limit − current) / slope — an early warning before checks or outlier
 //! detection act. A degrading instance is flagged [`DEGRADED`]; the data path
-//! keeps only `degraded_share` of its traffic (1.0: unchanged). Instances with
-//! no traffic keep their last estimate, which the slope then sees as flat.
+//! keeps only `degraded_share` of its traffic (1.0: unchanged). An instance
+//! that has had no traffic yet gives no sample (its latency EWMA of 0 means
+//! "no data", not "0 ms"), and a trend needs `min_samples` real samples
+//! before it may be anything but stable: no false alarm at start-up.
+//! Instances whose traffic stopped keep their last estimate, which the
+//! slope then sees as flat.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -109,6 +113,9 @@ impl TrendTracker {
                 continue;
             };
             let stats = endpoint.stats();
+            if stats.ewma_latency_us == 0 {
+                continue; // No traffic yet: no data, not a 0 ms sample.
+            }
             let latency_ms = stats.ewma_latency_us as f64 / 1_000.0;
             let error_rate = 1.0 - f64::from(stats.success_rate);
             let (before, after) = {
@@ -127,7 +134,7 @@ impl TrendTracker {
 
     /// Classifies a window (the model in the module docs).
     fn classify(&self, samples: &VecDeque<(f64, f64, f64)>) -> TrendStatus {
-        if samples.len() < 3 {
+        if samples.len() < self.config.min_samples.max(3) as usize {
             return TrendStatus::default();
         }
         let (first, last) = (samples[0].0, samples[samples.len() - 1].0);
@@ -271,9 +278,31 @@ mod tests {
             .collect();
         assert_eq!(t.classify(&window(&flat)).trend, Trend::Stable);
         assert_eq!(
-            t.classify(&window(&rising[..2])).trend,
+            t.classify(&window(&rising[..4])).trend,
             Trend::Stable,
-            "too few samples"
+            "fewer than min_samples (5)"
         );
+        assert_eq!(t.classify(&window(&rising[..5])).trend, Trend::Degrading);
+    }
+
+    #[test]
+    fn an_instance_without_traffic_gives_no_sample() {
+        let endpoints = crate::balance::tests::pool(1);
+        let t = TrendTracker::new(&TrendConfig::default(), &endpoints, None);
+        let events =
+            std::sync::Arc::new(crate::health::EventBus::new(16, std::time::Duration::ZERO));
+        let health = PoolHealth::new("p", 1, 0, events);
+        for i in 0..10 {
+            t.tick(&health, &endpoints, f64::from(i));
+        }
+        let window = t.windows.get(0).unwrap().lock().unwrap();
+        assert!(window.samples.is_empty(), "{:?}", window.samples);
+        drop(window);
+        // The first real sample starts the window; it does not rise from 0.
+        endpoints[0].record(true, 5_000);
+        for i in 10..20 {
+            t.tick(&health, &endpoints, f64::from(i));
+        }
+        assert_eq!(t.status(0).trend, Trend::Stable);
     }
 }
