@@ -402,3 +402,32 @@ async fn flat_instances_raise_no_trend_alarm_at_start_up() {
         .collect();
     assert!(alarms.is_empty(), "false alarms: {alarms:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooldown_never_hides_the_last_transition_of_a_flapping_instance() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pool_with(
+        "health = { path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 1 }",
+        &instances(&ups),
+    )
+    .replace("event_cooldown_ms = 0", "event_cooldown_ms = 30000");
+    let proxy = serve(&dir, &config);
+    let u0 = ups[0].url();
+    let transitions = |needle: &'static str| {
+        let u0 = u0.clone();
+        move |l: &str| l.contains(needle) && l.contains(&u0)
+    };
+    // Unhealthy, healthy again, unhealthy again — all within the cooldown.
+    ups[0].set_status(500);
+    proxy.wait_for(transitions("unhealthy after"), "u0 unhealthy");
+    ups[0].set_status(200);
+    let healthy = proxy.wait_for(transitions("healthy again"), "u0 healthy again");
+    ups[0].set_status(500);
+    // Log lines start with their RFC 3339 time: a later line sorts after.
+    let unhealthy_again = transitions("unhealthy after");
+    proxy.wait_for(
+        |l| unhealthy_again(l) && l > healthy.as_str(),
+        "the second unhealthy transition, published despite the cooldown",
+    );
+}

@@ -38,8 +38,9 @@ pub struct Config {
     /// How long shutdown waits for in-flight requests before closing, ms. Default 30000.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
-    /// A health event of the same kind for the same instance is published at
-    /// most once per this long, ms (alert cooldown). Default 30000.
+    /// Alert cooldown, ms: an event repeating the last one published for the
+    /// same instance (same kind) within this long is not published again; a
+    /// change of state always is. Default 30000.
     #[serde(default = "defaults::event_cooldown_ms")]
     pub event_cooldown_ms: u64,
     /// The admin API (REST, metrics, events, dashboard). Default: off.

@@ -114,19 +114,22 @@ impl HealthEvent {
     }
 }
 
-/// (pool, instance, kind): what a cooldown applies to.
-type CooldownKey = (String, Option<String>, EventKind);
+/// (pool, instance): whose events a cooldown merges.
+type Subject = (String, Option<String>);
 
 /// Publishes health events to the log and to subscribers.
 ///
-/// An event of the same kind for the same pool and instance within
-/// `cooldown` of the last one is logged at debug level only and not
-/// published (an alert cooldown); a different kind always goes through, so
-/// a recovery is never hidden behind the failure before it.
+/// The cooldown merges repeats: an event of the same kind as the last one
+/// published for the same pool and instance, within `cooldown` of it, is
+/// logged at debug level only and not published (an alert cooldown). Any
+/// other kind — a change of state, better or worse — always goes through,
+/// so the last event published for an instance always says its current
+/// state (a flapping instance's last transition is never swallowed).
 pub struct EventBus {
     tx: broadcast::Sender<HealthEvent>,
     cooldown: Duration,
-    last: Mutex<HashMap<CooldownKey, Instant>>,
+    /// The last event published per subject: its kind and when.
+    last: Mutex<HashMap<Subject, (EventKind, Instant)>>,
 }
 
 impl EventBus {
@@ -146,9 +149,10 @@ impl EventBus {
         self.tx.subscribe()
     }
 
-    /// Logs and publishes `event`, unless it is within its cooldown.
+    /// Logs and publishes `event`, unless it repeats the last one of its
+    /// subject within the cooldown.
     pub fn publish(&self, event: HealthEvent) {
-        let key = (event.pool.clone(), event.instance.clone(), event.kind);
+        let subject = (event.pool.clone(), event.instance.clone());
         let now = Instant::now();
         {
             let mut last = self
@@ -156,13 +160,14 @@ impl EventBus {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if event.kind != EventKind::ConfigChanged
-                && let Some(at) = last.get(&key)
+                && let Some((kind, at)) = last.get(&subject)
+                && *kind == event.kind
                 && now.duration_since(*at) < self.cooldown
             {
-                tracing::debug!(pool = %event.pool, kind = ?event.kind, "health event within cooldown: {}", event.message);
+                tracing::debug!(pool = %event.pool, kind = ?event.kind, "repeated health event within cooldown: {}", event.message);
                 return;
             }
-            last.insert(key, now);
+            last.insert(subject, (event.kind, now));
         }
         let instance = event.instance.as_deref().unwrap_or("-");
         match event.severity {
@@ -177,5 +182,42 @@ impl EventBus {
             }
         }
         let _ = self.tx.send(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: EventKind) -> HealthEvent {
+        HealthEvent::new("p", Some("http://a"), kind, Severity::Info, String::new())
+    }
+
+    #[test]
+    fn the_cooldown_merges_repeats_but_never_a_change_of_state() {
+        let bus = EventBus::new(16, Duration::from_secs(60));
+        let mut rx = bus.subscribe();
+        for kind in [
+            EventKind::Unhealthy,
+            EventKind::Unhealthy,
+            EventKind::Healthy,
+            EventKind::Unhealthy,
+            EventKind::Unhealthy,
+        ] {
+            bus.publish(event(kind));
+        }
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            seen.push(e.kind);
+        }
+        assert_eq!(
+            seen,
+            [
+                EventKind::Unhealthy,
+                EventKind::Healthy,
+                EventKind::Unhealthy
+            ],
+            "the last event says the current state"
+        );
     }
 }
