@@ -59,6 +59,8 @@ pub enum ChangeError {
 /// The configuration in force and its router.
 pub struct Control {
     host: PluginHost,
+    /// Becomes true at shutdown: the admin API's event streams end.
+    streams: tokio::sync::watch::Sender<bool>,
     reporting: Arc<Reporting>,
     router: ArcSwap<Router>,
     state_file: Option<PathBuf>,
@@ -90,6 +92,7 @@ impl Control {
         let router = Router::rebuild(&config, &host, &reporting, None, &|_| false)?;
         Ok(Self {
             host,
+            streams: tokio::sync::watch::Sender::new(false),
             reporting,
             router: ArcSwap::from_pointee(router),
             state_file,
@@ -149,6 +152,18 @@ impl Control {
     /// The event bus (health, breaker and config events).
     pub fn events(&self) -> &Arc<EventBus> {
         &self.reporting.events
+    }
+
+    /// Follows shutdown: the value becomes `true` when the admin API's
+    /// event streams must end ([`close_streams`](Self::close_streams)).
+    pub fn streams_closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.streams.subscribe()
+    }
+
+    /// Ends every event stream of the admin API (server-sent events and
+    /// WebSockets), so that a graceful shutdown is not held up by followers.
+    pub fn close_streams(&self) {
+        self.streams.send_replace(true);
     }
 
     /// The recent-request log.

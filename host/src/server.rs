@@ -116,6 +116,7 @@ impl Switchyard {
         });
         shutdown.await;
         self.control.stop_health();
+        self.control.close_streams();
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         let _ = stop_tx.send(true);
         while loops.join_next().await.is_some() {}

@@ -62,3 +62,35 @@ async fn sigterm_lets_in_flight_requests_finish() {
     assert!(exit.0.success(), "exit status {:?}", exit.0);
     exit.1.wait_for_log("shutdown complete");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_the_admin_event_streams() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "shutdown_grace_ms = 2000\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
+        instances(&ups)
+    );
+    let mut proxy = serve(&dir, &config);
+    // A follower of the server-sent events, connected (headers received).
+    let mut follower = client()
+        .get(format!("{}/v1/events", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(follower.status(), 200);
+    proxy.terminate();
+    // Its stream ends (within 30 s, before the client's own 60 s timeout),
+    // and the process exits (within the helper's bound,
+    // far past the 2 s grace; before, it waited for the follower to leave).
+    let ended = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Ok(Some(_)) = follower.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the event stream did not end at shutdown");
+    let status = tokio::task::spawn_blocking(move || proxy.wait_exit())
+        .await
+        .unwrap();
+    assert!(status.success(), "exit status {status:?}");
+}

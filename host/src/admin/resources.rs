@@ -634,13 +634,18 @@ pub struct EventFilter {
 
 /// The next event `filter` wants, as `(category, JSON with category added)`;
 /// a lag (the client read too slowly) is reported as a `lagged` event with
-/// the number missed. `None` when the bus is gone.
+/// the number missed. `None` when the bus is gone or at shutdown (`closed`).
 async fn next_event(
     rx: &mut tokio::sync::broadcast::Receiver<crate::health::HealthEvent>,
+    closed: &mut tokio::sync::watch::Receiver<bool>,
     wanted: Option<&[String]>,
 ) -> Option<(&'static str, Value)> {
     loop {
-        match rx.recv().await {
+        let received = tokio::select! {
+            received = rx.recv() => received,
+            _ = closed.wait_for(|closed| *closed) => return None,
+        };
+        match received {
             Ok(event) => {
                 let category = event.kind.category();
                 let mut value = serde_json::to_value(&event).unwrap_or(Value::Null);
@@ -679,24 +684,32 @@ pub async fn events(
         .kind
         .map(|k| k.split(',').map(|s| s.trim().to_string()).collect());
     let mut receiver = state.control.events().subscribe();
+    let mut closed = state.control.streams_closed();
     if let Ok(upgrade) = upgrade {
         return upgrade.on_upgrade(move |mut socket: WebSocket| async move {
-            while let Some((_, value)) = next_event(&mut receiver, wanted.as_deref()).await {
+            while let Some((_, value)) =
+                next_event(&mut receiver, &mut closed, wanted.as_deref()).await
+            {
                 if socket
                     .send(Message::Text(value.to_string().into()))
                     .await
                     .is_err()
                 {
-                    break;
+                    return;
                 }
             }
+            // Shutdown (or the bus is gone): say goodbye.
+            let _ = socket.send(Message::Close(None)).await;
         });
     }
-    let stream = futures_util::stream::unfold((receiver, wanted), |(mut rx, wanted)| async move {
-        let (category, value) = next_event(&mut rx, wanted.as_deref()).await?;
-        let sse = Event::default().event(category).data(value.to_string());
-        Some((Ok::<_, Infallible>(sse), (rx, wanted)))
-    });
+    let stream = futures_util::stream::unfold(
+        (receiver, closed, wanted),
+        |(mut rx, mut closed, wanted)| async move {
+            let (category, value) = next_event(&mut rx, &mut closed, wanted.as_deref()).await?;
+            let sse = Event::default().event(category).data(value.to_string());
+            Some((Ok::<_, Infallible>(sse), (rx, closed, wanted)))
+        },
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response()
