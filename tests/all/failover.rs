@@ -407,3 +407,42 @@ async fn a_faulting_failover_plugin_falls_back_to_the_built_in_policy() {
         "fault logged",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fallback_pool_serves_when_every_primary_instance_is_dead() {
+    // The /api route of examples/failover.toml, on ephemeral ports: three
+    // dead `api` instances (no health check, no outlier detection: nothing
+    // marks them unfit), `api-dr` up.
+    let mut api = upstreams(3);
+    let list = instances(&api);
+    for u in &mut api {
+        u.kill();
+    }
+    let dr = switchyard_tests::upstream::Upstream::start("dr");
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/failover.toml"
+    ))
+    .unwrap();
+    let api_instances = "instances = [\n  { url = \"http://127.0.0.1:9001\" },\n  { url = \"http://127.0.0.1:9002\" },\n  { url = \"http://127.0.0.1:9003\" },\n]";
+    assert!(example.contains(api_instances), "the example's api instances moved");
+    let config = example
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
+        .replace(api_instances, &format!("instances = {list}"))
+        .replace("http://127.0.0.1:9101", &dr.url());
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = client();
+    // Every attempt on `api` fails (connect refused): `api-dr` answers;
+    // then the breakers and unreachable marks send requests there at once.
+    for _ in 0..5 {
+        assert_eq!(
+            get(&client, &format!("{}/api/new", proxy.url)).await,
+            (200, "dr".to_string())
+        );
+    }
+    assert_eq!(dr.hits(), 5);
+    // The other route's static fallback still answers when no attempt succeeds.
+    let (status, body) = get(&client, &format!("{}/other", proxy.url)).await;
+    assert_eq!((status, body.as_str()), (503, "down for maintenance"));
+}

@@ -179,6 +179,8 @@ struct Exchange<'a> {
     ranking: Ranking,
     body: RequestBody,
     tried: SmallVec<[EndpointId; 4]>,
+    /// The route's fallback pool took over (it does only once).
+    fell_back: bool,
     started_at: Instant,
     /// The last failure, answered when nothing better is left.
     failure: Option<ProxyError>,
@@ -207,9 +209,9 @@ impl<'a> Exchange<'a> {
             peer,
             authority,
         } = request;
-        let pool: &Pool = match &route.fallback {
-            Some(Fallback::Pool(secondary)) if !route.pool.has_fit() => secondary,
-            _ => &route.pool,
+        let (pool, fell_back): (&Pool, bool) = match &route.fallback {
+            Some(Fallback::Pool(secondary)) if !route.pool.can_take() => (secondary, true),
+            _ => (&route.pool, false),
         };
         let counted = pool.budget.request();
         let slot = match &pool.bulkhead {
@@ -242,6 +244,7 @@ impl<'a> Exchange<'a> {
             ranking,
             body,
             tried: SmallVec::new(),
+            fell_back,
             started_at: Instant::now(),
             failure: None,
             delay: None,
@@ -251,9 +254,38 @@ impl<'a> Exchange<'a> {
         })
     }
 
-    /// Phases 2–6: attempts until an answer can be delivered or nothing is left.
+    /// Phases 2–6: attempts until an answer can be delivered or nothing is
+    /// left; when every attempt on the primary pool failed, the route's
+    /// fallback pool takes over (once, and only with a request that can be
+    /// sent again).
     async fn run(mut self) -> Result<Response<ProxyBody>, ProxyError> {
+        loop {
+            let held = match self.attempts().await {
+                Ok(response) => return Ok(response),
+                Err(held) => held,
+            };
+            match self.fallback_pool() {
+                Some(secondary) => {
+                    tracing::info!(pool = %self.pool.name, fallback = %secondary.name, "every attempt failed; the route's fallback pool takes over");
+                    self.fell_back = true;
+                    self.switch_pool(secondary);
+                }
+                None => {
+                    return match held {
+                        Some((id, answered)) => Ok(self.deliver(id, answered)),
+                        None => self.give_up(),
+                    };
+                }
+            }
+        }
+    }
+
+    /// The attempts on the pool in use, until an answer is delivered, the
+    /// failover policy answers, or nothing is left on this pool; then the
+    /// failed answer held, if any (the best the client can get so far).
+    async fn attempts(&mut self) -> Result<Response<ProxyBody>, Option<(EndpointId, Answered)>> {
         let max_attempts = self.pool.failover.retry().max_attempts();
+        let mut held = None;
         for attempt in 1..=max_attempts {
             if attempt > 1 {
                 let wait = self
@@ -266,26 +298,44 @@ impl<'a> Exchange<'a> {
                 break;
             };
             let last = attempt == max_attempts || !self.body.replayable();
-            let failed = match self.send(endpoint, admission, last, attempt).await {
+            // The last answer anywhere goes to the client even if it failed;
+            // with a fallback pool still to try, a failed one is held.
+            let final_answer = last && self.fallback_pool().is_none();
+            let failed = match self.send(endpoint, admission, final_answer, attempt).await {
                 Ok(answered) => return Ok(self.deliver(id, answered)),
                 Err(failed) => failed,
             };
+            let holding = failed.held.is_some();
+            held = failed.held.map(|answered| (id, answered));
             if last {
                 if !self.body.replayable() && attempt < max_attempts {
                     tracing::info!(pool = %self.pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
                 }
                 break;
             }
-            match self.on_failure(id, &failed, attempt) {
-                Next::Retry => {}
+            match self.on_failure(id, failed.failure, holding, attempt) {
+                // A held answer is given up for the retry.
+                Next::Retry => held = None,
                 Next::Respond(response) => return Ok(response),
-                Next::Stop => match failed.held {
-                    Some(answered) => return Ok(self.deliver(id, answered)),
-                    None => break,
-                },
+                Next::Stop => break,
             }
         }
-        self.give_up()
+        Err(held)
+    }
+
+    /// The route's fallback pool, when it may still take the request: not
+    /// used yet, not the pool in use, and the request can be sent again.
+    fn fallback_pool(&self) -> Option<&'a Pool> {
+        match &self.route.fallback {
+            Some(Fallback::Pool(secondary))
+                if !self.fell_back
+                    && self.body.replayable()
+                    && !std::ptr::eq(self.pool, &**secondary) =>
+            {
+                Some(secondary)
+            }
+            _ => None,
+        }
     }
 
     /// Phase 2: the next instance to try, with its breaker's admission.
@@ -374,15 +424,21 @@ impl<'a> Exchange<'a> {
     }
 
     /// Phase 4: asks the pool's failover policy what follows the failed
-    /// attempt on `id`, and prepares it. A held failed answer is only given
-    /// up for a retry that can happen (an instance is left, and the retry
-    /// budget has room).
-    fn on_failure(&mut self, id: EndpointId, failed: &Failed, attempt: usize) -> Next {
+    /// attempt on `id` (`holding`: its failed answer is held), and prepares
+    /// it. A held failed answer is only given up for a retry that can happen
+    /// (an instance is left, and the retry budget has room).
+    fn on_failure(
+        &mut self,
+        id: EndpointId,
+        failure: Failure,
+        holding: bool,
+        attempt: usize,
+    ) -> Next {
         let pool = self.pool;
         let facts = AttemptFacts {
             request: self.request_context(),
             endpoint: id,
-            failure: failed.failure,
+            failure,
             attempt: attempt as u32,
             elapsed_ms: self.started_at.elapsed().as_millis() as u64,
             tried: &self.tried,
@@ -395,11 +451,11 @@ impl<'a> Exchange<'a> {
                 delay_ms,
                 same_endpoint,
             } => {
-                let possible = failed.held.is_none()
+                let possible = !holding
                     || same_endpoint
                     || pool.has_candidate(&self.ranking, &self.tried, self.affinity.bound);
                 let Some(retry) = pool.budget.try_retry().filter(|_| possible) else {
-                    if failed.held.is_none() {
+                    if !holding {
                         tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
                     }
                     return Next::Stop;

@@ -471,9 +471,21 @@ impl Pool {
         }
     }
 
-    /// Whether any instance is fit (priority failover leaves a pool without one).
-    pub fn has_fit(&self) -> bool {
-        self.health.unfit() < self.members.len()
+    /// Whether any instance could take a request now: not draining, fit
+    /// (unless in panic mode), not recently unreachable, and admitted by its
+    /// breaker (asked without taking a probe slot). A route's fallback pool
+    /// takes the requests of a pool that cannot.
+    pub fn can_take(&self) -> bool {
+        let (now, respect) = (self.now_ms(), self.health.respect_health());
+        self.members.as_slice().iter().any(|e| {
+            !e.is_draining()
+                && (!respect || e.is_fit())
+                && e.is_reachable(now)
+                && self
+                    .breakers
+                    .as_ref()
+                    .is_none_or(|b| b.would_admit(e.id, now))
+        })
     }
 
     /// Feeds one attempt's outcome to outlier detection, if configured.
