@@ -425,7 +425,10 @@ async fn the_fallback_pool_serves_when_every_primary_instance_is_dead() {
     ))
     .unwrap();
     let api_instances = "instances = [\n  { url = \"http://127.0.0.1:9001\" },\n  { url = \"http://127.0.0.1:9002\" },\n  { url = \"http://127.0.0.1:9003\" },\n]";
-    assert!(example.contains(api_instances), "the example's api instances moved");
+    assert!(
+        example.contains(api_instances),
+        "the example's api instances moved"
+    );
     let config = example
         .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
         .replace(api_instances, &format!("instances = {list}"))
@@ -445,4 +448,44 @@ async fn the_fallback_pool_serves_when_every_primary_instance_is_dead() {
     // The other route's static fallback still answers when no attempt succeeds.
     let (status, body) = get(&client, &format!("{}/other", proxy.url)).await;
     assert_eq!((status, body.as_str()), (503, "down for maintenance"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_schedule_readme_example_reaches_its_fallback_pool() {
+    // plugins/retry-schedule/README.md's example, on ephemeral ports.
+    let ups = upstreams(2);
+    let dr = switchyard_tests::upstream::Upstream::start("dr");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"api\"\n\
+         [pools.api]\nretry = {{ retries = 3 }}\n\
+         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429, 503], delays_ms = [0, 50, 200], fallback_pool = \"api-dr\" }} }}\n\
+         instances = {list}\n\
+         [pools.api-dr]\ninstances = [{{ url = \"{dr}\" }}]\n",
+        plugin = switchyard_tests::fixtures::RETRY_SCHEDULE,
+        list = instances(&ups),
+        dr = dr.url(),
+    );
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    // Both answer 503: the schedule is used up, then api-dr answers.
+    for u in &ups {
+        u.set_status(503);
+    }
+    for _ in 0..3 {
+        assert_eq!(get(&client, &url).await, (200, "dr".to_string()));
+    }
+    assert_eq!(dr.hits(), 3);
+    // A status it does not list is the client's answer, not a fallback.
+    for u in &ups {
+        u.set_status(404);
+    }
+    assert_eq!(get(&client, &url).await.0, 404);
+    assert_eq!(dr.hits(), 3);
+    // Both dead: connect failures, retried at once, then api-dr.
+    drop(ups);
+    for _ in 0..3 {
+        assert_eq!(get(&client, &url).await, (200, "dr".to_string()));
+    }
 }

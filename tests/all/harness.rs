@@ -165,6 +165,7 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
         tried: &[0],
         replayable: true,
         retries_left: 3,
+        untried: 1,
     };
     let delay = |decision| match decision {
         Decision::Retry { delay_ms, .. } => delay_ms,

@@ -38,6 +38,9 @@ pub struct AttemptFacts<'a> {
     pub replayable: bool,
     /// Retries still allowed (attempt cap and retry budget).
     pub retries_left: u32,
+    /// Instances of the pool that could take a retry and were not tried
+    /// yet (breakers aside). With none, a retry goes to a tried instance.
+    pub untried: u32,
 }
 
 /// What to do after a failed attempt.
@@ -90,21 +93,24 @@ pub trait FailoverPolicy: Send + Sync + 'static {
 fn _object_safe(_: &dyn FailoverPolicy) {}
 
 /// The built-in: retry a retryable failure ([`RetryPolicy::retryable`]) on
-/// another instance after the policy's backoff; give up otherwise.
+/// another instance after the policy's backoff; give up otherwise, and when
+/// every instance was tried.
 impl FailoverPolicy for RetryPolicy {
     fn name(&self) -> &str {
         "retry"
     }
 
     fn on_failure(&self, facts: &AttemptFacts<'_>) -> Result<Decision, Fault> {
-        Ok(if self.retryable(facts.failure, facts.request.method) {
-            Decision::Retry {
-                delay_ms: None,
-                same_endpoint: false,
-            }
-        } else {
-            Decision::Fail
-        })
+        Ok(
+            if facts.untried > 0 && self.retryable(facts.failure, facts.request.method) {
+                Decision::Retry {
+                    delay_ms: None,
+                    same_endpoint: false,
+                }
+            } else {
+                Decision::Fail
+            },
+        )
     }
 }
 
@@ -218,6 +224,7 @@ mod tests {
             tried: &[0],
             replayable,
             retries_left: 1,
+            untried: 1,
         }
     }
 

@@ -220,6 +220,7 @@ pub fn bench(
                     tried: &[1],
                     replayable: true,
                     retries_left: 2,
+                    untried: 7,
                 })
                 .is_err(),
             Loaded::Resolver(resolver, sources) => resolver

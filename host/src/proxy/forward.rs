@@ -155,13 +155,23 @@ struct Failed {
 }
 
 /// What the exchange does after a failed attempt.
-enum Next {
-    /// Attempt again (the pool, ranking and delay are set).
+enum Next<'a> {
+    /// Attempt again (the ranking and delay are set).
     Retry,
+    /// Continue in this pool (the failover policy's fallback).
+    Switch(&'a Pool),
     /// Answer with this response.
     Respond(Response<ProxyBody>),
     /// No more attempts.
     Stop,
+}
+
+/// Why the attempts on a pool ended without an answer to deliver.
+enum Exhausted<'a> {
+    /// Nothing left: the failed answer held, if any.
+    Held(Option<(EndpointId, Answered)>),
+    /// The failover policy moves the request to this pool.
+    Switch(&'a Pool),
 }
 
 /// One request on a pool route, across its attempts: the per-request
@@ -181,6 +191,8 @@ struct Exchange<'a> {
     tried: SmallVec<[EndpointId; 4]>,
     /// The route's fallback pool took over (it does only once).
     fell_back: bool,
+    /// The failover policy moved the request to another pool (only once).
+    switched: bool,
     started_at: Instant,
     /// The last failure, answered when nothing better is left.
     failure: Option<ProxyError>,
@@ -245,6 +257,7 @@ impl<'a> Exchange<'a> {
             body,
             tried: SmallVec::new(),
             fell_back,
+            switched: false,
             started_at: Instant::now(),
             failure: None,
             delay: None,
@@ -262,7 +275,11 @@ impl<'a> Exchange<'a> {
         loop {
             let held = match self.attempts().await {
                 Ok(response) => return Ok(response),
-                Err(held) => held,
+                Err(Exhausted::Switch(other)) => {
+                    self.switch_pool(other);
+                    continue;
+                }
+                Err(Exhausted::Held(held)) => held,
             };
             match self.fallback_pool() {
                 Some(secondary) => {
@@ -283,7 +300,7 @@ impl<'a> Exchange<'a> {
     /// The attempts on the pool in use, until an answer is delivered, the
     /// failover policy answers, or nothing is left on this pool; then the
     /// failed answer held, if any (the best the client can get so far).
-    async fn attempts(&mut self) -> Result<Response<ProxyBody>, Option<(EndpointId, Answered)>> {
+    async fn attempts(&mut self) -> Result<Response<ProxyBody>, Exhausted<'a>> {
         let max_attempts = self.pool.failover.retry().max_attempts();
         let mut held = None;
         for attempt in 1..=max_attempts {
@@ -298,29 +315,35 @@ impl<'a> Exchange<'a> {
                 break;
             };
             let last = attempt == max_attempts || !self.body.replayable();
-            // The last answer anywhere goes to the client even if it failed;
-            // with a fallback pool still to try, a failed one is held.
-            let final_answer = last && self.fallback_pool().is_none();
+            // The last answer goes to the client as it is, even failed,
+            // unless a fallback pool or a failover plugin may still take the
+            // request elsewhere: then a failed one is held.
+            let final_answer = last
+                && (!self.body.replayable()
+                    || self.fallback_pool().is_none() && self.pool.failover.plugin().is_none());
             let failed = match self.send(endpoint, admission, final_answer, attempt).await {
                 Ok(answered) => return Ok(self.deliver(id, answered)),
                 Err(failed) => failed,
             };
             let holding = failed.held.is_some();
             held = failed.held.map(|answered| (id, answered));
-            if last {
+            if final_answer {
                 if !self.body.replayable() && attempt < max_attempts {
                     tracing::info!(pool = %self.pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
                 }
                 break;
             }
-            match self.on_failure(id, failed.failure, holding, attempt) {
+            // Even after the last attempt the policy is asked: it may move
+            // the request to another pool (a retry is over the cap then).
+            match self.on_failure(id, failed.failure, holding, attempt, last) {
                 // A held answer is given up for the retry.
                 Next::Retry => held = None,
+                Next::Switch(other) => return Err(Exhausted::Switch(other)),
                 Next::Respond(response) => return Ok(response),
                 Next::Stop => break,
             }
         }
-        Err(held)
+        Err(Exhausted::Held(held))
     }
 
     /// The route's fallback pool, when it may still take the request: not
@@ -424,17 +447,21 @@ impl<'a> Exchange<'a> {
     }
 
     /// Phase 4: asks the pool's failover policy what follows the failed
-    /// attempt on `id` (`holding`: its failed answer is held), and prepares
-    /// it. A held failed answer is only given up for a retry that can happen
-    /// (an instance is left, and the retry budget has room).
+    /// attempt on `id` (`holding`: its failed answer is held; `last`: the
+    /// attempt cap is reached, so a retry is not possible but another pool
+    /// or an answer of the policy's own is), and prepares it. A held failed
+    /// answer is only given up for a retry that can happen (an instance is
+    /// left — a tried one when no other is — and the retry budget has room).
     fn on_failure(
         &mut self,
         id: EndpointId,
         failure: Failure,
         holding: bool,
         attempt: usize,
-    ) -> Next {
+        last: bool,
+    ) -> Next<'a> {
         let pool = self.pool;
+        let untried = pool.untried(&self.ranking, &self.tried, self.affinity.bound);
         let facts = AttemptFacts {
             request: self.request_context(),
             endpoint: id,
@@ -445,15 +472,18 @@ impl<'a> Exchange<'a> {
             replayable: self.body.replayable(),
             retries_left: (pool.failover.retry().max_attempts().saturating_sub(attempt))
                 .min(pool.budget.room()) as u32,
+            untried: untried as u32,
         };
         match pool.failover.decide(&facts) {
+            Decision::Retry { .. } if last => Next::Stop,
             Decision::Retry {
                 delay_ms,
                 same_endpoint,
             } => {
+                // With no untried instance left, a retry goes to a tried one.
                 let possible = !holding
                     || same_endpoint
-                    || pool.has_candidate(&self.ranking, &self.tried, self.affinity.bound);
+                    || pool.has_candidate(&self.ranking, &[], self.affinity.bound);
                 let Some(retry) = pool.budget.try_retry().filter(|_| possible) else {
                     if !holding {
                         tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
@@ -465,6 +495,8 @@ impl<'a> Exchange<'a> {
                 self.delay = delay_ms.map(|ms| Duration::from_millis(u64::from(ms)));
                 if same_endpoint {
                     self.tried.pop();
+                } else if untried == 0 {
+                    self.tried.clear();
                 }
                 Next::Retry
             }
@@ -480,9 +512,9 @@ impl<'a> Exchange<'a> {
                 Next::Respond(response.map(ProxyBody::Local))
             }
             Decision::Fallback(name) => match self.router.pool_named(&name) {
-                Some(other) if other.name != pool.name => {
-                    self.switch_pool(other);
-                    Next::Retry
+                Some(other) if other.name != pool.name && !self.switched => {
+                    self.switched = true;
+                    Next::Switch(other)
                 }
                 _ => {
                     tracing::warn!(pool = %pool.name, fallback = %name, "failover policy named an unknown pool; giving up");

@@ -376,6 +376,26 @@ impl Pool {
         degraded_spare.and_then(|id| admit(id).map(|a| (id, a)))
     }
 
+    /// How many instances [`next`](Self::next) could still choose among,
+    /// breakers aside: acceptable and not in `tried`.
+    pub fn untried(
+        &self,
+        ranking: &Ranking,
+        tried: &[EndpointId],
+        session: Option<EndpointId>,
+    ) -> usize {
+        let mut skip: SmallVec<[EndpointId; 8]> = tried.iter().copied().collect();
+        let now = self.now_ms();
+        let (respect, exempt) = (
+            self.health.respect_health(),
+            self.drain_exempt(session, now),
+        );
+        while let Some(id) = next_candidate(ranking, &self.members, &skip, now, respect, exempt) {
+            skip.push(id);
+        }
+        skip.len() - tried.len()
+    }
+
     /// Whether [`next`](Self::next) could find an instance, breakers aside
     /// (asking them would use up a half-open probe).
     pub fn has_candidate(

@@ -1,12 +1,16 @@
 //! # retry-schedule: retry listed statuses on a schedule, then fall back
 //!
 //! After a failed attempt:
-//! - a connect failure (nothing was sent) is retried at once, elsewhere;
-//! - a response whose status is in `statuses` is retried after
+//! - a response whose status is not in `statuses` is not this plugin's
+//!   business: it fails (the client gets that answer);
+//! - a connect failure (nothing was sent) is retried at once;
+//! - a listed status, a reset or a timeout is retried after
 //!   `delays_ms[attempt − 1]` — attempt 1's failure waits `delays_ms[0]` —
-//!   on another instance, while the schedule lasts;
-//! - once the schedule is used up, the request goes to `fallback_pool` if
-//!   one is set, else it fails (the client gets the last answer).
+//!   while the schedule lasts (on another instance, or a tried one when
+//!   every instance was tried);
+//! - once the schedule or the host's retries (`retries-left`) are used up,
+//!   the request goes to `fallback_pool` if one is set, else it fails (the
+//!   client gets the last answer).
 //!
 //! The host still enforces the pool's attempt cap, retry budget and backoff
 //! cap, so a long schedule cannot cause a retry storm.
@@ -56,18 +60,18 @@ impl Failover for RetrySchedule {
                 same_endpoint: false,
             })
         };
+        let used_up = || match &self.0.fallback_pool {
+            Some(pool) => Decision::Fallback(pool.clone()),
+            None => Decision::Fail,
+        };
         let scheduled = self.0.delays_ms.get(failure.attempt as usize - 1).copied();
-        match (failure.kind, failure.status, scheduled) {
-            (FailureKind::ConnectFailed, _, _) => retry(0),
-            (FailureKind::Status, Some(status), Some(delay))
-                if self.0.statuses.contains(&status) =>
-            {
-                retry(delay)
+        match (failure.kind, failure.status) {
+            (FailureKind::Status, Some(status)) if !self.0.statuses.contains(&status) => {
+                Decision::Fail
             }
-            _ => match &self.0.fallback_pool {
-                Some(pool) => Decision::Fallback(pool.clone()),
-                None => Decision::Fail,
-            },
+            _ if failure.retries_left == 0 => used_up(),
+            (FailureKind::ConnectFailed, _) => retry(0),
+            _ => scheduled.map_or_else(used_up, retry),
         }
     }
 }
