@@ -257,13 +257,14 @@ impl Control {
         if let Some(health) = inner.health.take() {
             inner.health = Some(spawn_health(&router, health));
         }
+        let (pool, what) = describe_change(&inner.config, &next);
         inner.config = next.clone();
         self.reporting.events.publish(HealthEvent::new(
-            "",
+            &pool,
             None,
             EventKind::ConfigChanged,
             Severity::Info,
-            "configuration changed".into(),
+            what,
         ));
         Ok((next, edited))
     }
@@ -271,6 +272,92 @@ impl Control {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// What changed from `before` to `after`, for the config event: the pool
+/// when the change is one pool's (else empty) and a sentence, e.g.
+/// `pool web: instance 10.0.0.6:8080 draining` or `pools added: api-dr`.
+fn describe_change(before: &Config, after: &Config) -> (String, String) {
+    let names = |c: &Config| {
+        c.pools
+            .keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (old, new) = (names(before), names(after));
+    let added: Vec<&String> = new.difference(&old).collect();
+    let removed: Vec<&String> = old.difference(&new).collect();
+    let changed: Vec<&String> = new
+        .intersection(&old)
+        .filter(|p| {
+            serde_json::to_value(&before.pools[*p]).ok()
+                != serde_json::to_value(&after.pools[*p]).ok()
+        })
+        .collect();
+    let list = |names: &[&String]| {
+        names
+            .iter()
+            .map(|n| n.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !added.is_empty() {
+        parts.push(format!("pools added: {}", list(&added)));
+    }
+    if !removed.is_empty() {
+        parts.push(format!("pools removed: {}", list(&removed)));
+    }
+    if let [pool] = changed.as_slice()
+        && added.is_empty()
+        && removed.is_empty()
+    {
+        let (was, now) = (&before.pools[*pool], &after.pools[*pool]);
+        let instance = |i: &crate::config::InstanceConfig| {
+            i.upstream_authority()
+                .map_or_else(|_| i.url.clone(), |a| a.to_string())
+        };
+        let was_at: std::collections::BTreeMap<String, _> =
+            was.instances.iter().map(|i| (instance(i), i)).collect();
+        let now_at: std::collections::BTreeMap<String, _> =
+            now.instances.iter().map(|i| (instance(i), i)).collect();
+        let mut what = Vec::new();
+        for (at, i) in &now_at {
+            match was_at.get(at) {
+                None => what.push(format!("instance {at} added")),
+                Some(w) if w.drain != i.drain => what.push(format!(
+                    "instance {at} {}",
+                    if i.drain { "draining" } else { "undrained" }
+                )),
+                Some(w) if w.weight != i.weight || w.labels != i.labels => {
+                    what.push(format!("instance {at} re-weighted or re-labelled"));
+                }
+                Some(_) => {}
+            }
+        }
+        what.extend(
+            was_at
+                .keys()
+                .filter(|at| !now_at.contains_key(*at))
+                .map(|at| format!("instance {at} removed")),
+        );
+        if what.is_empty() {
+            what.push("settings changed".into());
+        }
+        return ((*pool).clone(), format!("pool {pool}: {}", what.join(", ")));
+    }
+    if !changed.is_empty() {
+        parts.push(format!("pools changed: {}", list(&changed)));
+    }
+    if before.routes.len() != after.routes.len()
+        || serde_json::to_value(&before.routes).ok() != serde_json::to_value(&after.routes).ok()
+    {
+        parts.push("routes changed".into());
+    }
+    if parts.is_empty() {
+        parts.push("configuration changed (nothing a route or pool uses)".into());
+    }
+    (String::new(), parts.join("; "))
 }
 
 /// The health tasks for `router`'s pools: a pool found in `running` (the
@@ -336,6 +423,22 @@ mod tests {
             "listeners come from the file"
         );
         // A corrupt state file is an error naming it, not a silent reset.
+        let drained = {
+            let mut c = file(&text("127.0.0.1:8080", &two));
+            c.pools.get_mut("b").unwrap().instances[0].drain = true;
+            c
+        };
+        assert_eq!(
+            describe_change(&file(&text("127.0.0.1:8080", &two)), &drained),
+            (
+                "b".to_string(),
+                "pool b: instance 127.0.0.1:2 draining".to_string()
+            )
+        );
+        assert_eq!(
+            describe_change(&file(&text("127.0.0.1:8080", one)), &drained).1,
+            "pools added: b"
+        );
         std::fs::write(dir.path().join("state.json"), "{").unwrap();
         let err = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap_err();
         assert!(err.contains("state.json"), "{err}");

@@ -27,6 +27,12 @@ fn the_dashboard_shows_pools_and_a_drain_live_in_chromium() {
         BINARY,
         &["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
     );
+    let proxy = demo
+        .wait_for_log("URL:")
+        .split("URL:")
+        .nth(1)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     let line = demo.wait_for_log("dashboard:");
     let admin = line
         .split("dashboard:")
@@ -39,6 +45,7 @@ fn the_dashboard_shows_pools_and_a_drain_live_in_chromium() {
         .arg(harness.join("check.mjs"))
         .args([admin.as_str(), "demo"])
         .arg(&screenshot)
+        .arg(&proxy)
         .output()
         .expect("node (Debian: apt-get install nodejs)");
     let stdout = String::from_utf8_lossy(&output.stdout);
