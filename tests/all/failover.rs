@@ -414,25 +414,12 @@ async fn the_fallback_pool_serves_when_every_primary_instance_is_dead() {
     // dead `api` instances (no health check, no outlier detection: nothing
     // marks them unfit), `api-dr` up.
     let mut api = upstreams(3);
-    let list = instances(&api);
+    let dr = switchyard_tests::upstream::Upstream::start("dr");
+    let config =
+        crate::examples::example("failover.toml", &api).replace("http://127.0.0.1:9101", &dr.url());
     for u in &mut api {
         u.kill();
     }
-    let dr = switchyard_tests::upstream::Upstream::start("dr");
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../examples/failover.toml"
-    ))
-    .unwrap();
-    let api_instances = "instances = [\n  { url = \"http://127.0.0.1:9001\" },\n  { url = \"http://127.0.0.1:9002\" },\n  { url = \"http://127.0.0.1:9003\" },\n]";
-    assert!(
-        example.contains(api_instances),
-        "the example's api instances moved"
-    );
-    let config = example
-        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"")
-        .replace(api_instances, &format!("instances = {list}"))
-        .replace("http://127.0.0.1:9101", &dr.url());
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(&dir, &config);
     let client = client();

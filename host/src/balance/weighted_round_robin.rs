@@ -5,8 +5,11 @@
 //! current weight is chosen and its current weight drops by the total. Over
 //! any window of Σweight requests each instance is chosen exactly `weight`
 //! times, interleaved: weights {5, 1, 1} give a a b a c a a, never five a's
-//! in a row (nginx `ngx_http_upstream_get_peer`, 2012). O(N) per request
-//! under a short lock. No config keys beyond the instances' `weight`.
+//! in a row (nginx `ngx_http_upstream_get_peer`, 2012). A draining instance
+//! counts with weight 0, as nginx leaves out a peer that is down: the others
+//! stay interleaved instead of the draining one's turns going to whichever
+//! follows it. O(N) per request under a short lock. No config keys beyond
+//! the instances' `weight`.
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -49,7 +52,11 @@ impl Strategy for WeightedRoundRobin {
             let mut total = 0i64;
             let mut best = 0usize;
             for (i, endpoint) in endpoints.iter().enumerate() {
-                let weight = i64::from(endpoint.weight());
+                let weight = if endpoint.is_draining() {
+                    0
+                } else {
+                    i64::from(endpoint.weight())
+                };
                 current[i] += weight;
                 total += weight;
                 if current[i] > current[best] {

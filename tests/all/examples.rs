@@ -1,0 +1,120 @@
+//! The shipped configs in `examples/`, run as their comments say, on
+//! ephemeral ports: each `http://127.0.0.1:900N` becomes a real upstream
+//! (`uN-1`), the listener an ephemeral port, plugins are the built fixtures.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use switchyard_tests::fixtures;
+use switchyard_tests::upstream::Upstream;
+
+use crate::{client, serve};
+
+/// `examples/NAME` with its listener on an ephemeral port and its instances
+/// `http://127.0.0.1:9001`… on `ups` (in order).
+pub fn example(name: &str, ups: &[Upstream]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples")
+        .join(name);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .replace("listen = \"127.0.0.1:8080\"", "listen = \"127.0.0.1:0\"");
+    for (i, up) in ups.iter().enumerate() {
+        text = text.replace(&format!("http://127.0.0.1:{}", 9001 + i), &up.url());
+    }
+    text
+}
+
+/// Which upstream answered each of `n` GETs of `path` (the body is its name).
+async fn answers(base: &str, path: &str, n: usize, header: Option<(&str, &str)>) -> Vec<String> {
+    let client = client();
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut request = client.get(format!("{base}{path}"));
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let response = request.send().await.expect("request");
+        assert_eq!(response.status(), 200);
+        out.push(response.text().await.expect("body"));
+    }
+    out
+}
+
+fn counts(answers: &[String]) -> BTreeMap<&str, usize> {
+    let mut counts = BTreeMap::new();
+    for a in answers {
+        *counts.entry(a.as_str()).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_robin_example_takes_turns() {
+    let ups = crate::upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &example("round-robin.toml", &ups));
+    assert_eq!(
+        answers(&proxy.url, "/", 6, None).await,
+        ["u0", "u1", "u2", "u0", "u1", "u2"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_plugin_example_sends_ten_percent_of_api_to_the_canary() {
+    let ups = crate::upstreams(5);
+    let dir = tempfile::tempdir().unwrap();
+    // `path` is relative to the config file: the plugin goes beside it.
+    std::fs::copy(fixtures::CANARY_SPLIT, dir.path().join("canary_split.wasm")).unwrap();
+    let proxy = serve(&dir, &example("canary-plugin.toml", &ups));
+    let api = counts(&answers(&proxy.url, "/api/items", 200, None).await)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect::<BTreeMap<_, _>>();
+    // Exactly 10% over every 100 requests; the stable two share the rest.
+    assert_eq!(api.get("u2"), Some(&20), "{api:?}");
+    assert_eq!(
+        api.get("u0").copied().unwrap_or(0) + api.get("u1").copied().unwrap_or(0),
+        180
+    );
+    // Everything else goes to the static pool (u3, u4).
+    let rest = answers(&proxy.url, "/index.html", 10, None).await;
+    assert!(rest.iter().all(|a| a == "u3" || a == "u4"), "{rest:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strategies_example_does_what_each_pool_says() {
+    let ups = crate::upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &example("strategies.toml", &ups));
+    // Weighted 3:1, interleaved; the draining third gets nothing.
+    let wrr = answers(&proxy.url, "/wrr", 8, None).await;
+    assert_eq!(
+        counts(&wrr),
+        BTreeMap::from([("u0", 6), ("u1", 2)]),
+        "{wrr:?}"
+    );
+    assert!(
+        !wrr.windows(4).any(|w| w.iter().all(|a| a == "u0")),
+        "bursts: {wrr:?}"
+    );
+    // One user, one instance.
+    let alice = answers(&proxy.url, "/users/me", 10, Some(("x-user", "alice"))).await;
+    assert_eq!(counts(&alice).len(), 1, "{alice:?}");
+    // An MCP session stays with the instance that served it first.
+    let session = answers(&proxy.url, "/mcp", 10, Some(("mcp-session-id", "s-1"))).await;
+    assert_eq!(counts(&session).len(), 1, "{session:?}");
+    // Browsers get an affinity cookie from the fastest-response pool.
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(cookie.starts_with("sy-affinity="), "{cookie}");
+}
