@@ -118,3 +118,70 @@ async fn strategies_example_does_what_each_pool_says() {
         .to_string();
     assert!(cookie.starts_with("sy-affinity="), "{cookie}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fusion_example_votes_takes_the_median_and_hedges() {
+    // vendor-a: u0 and u3; vendor-b: u1; vendor-c: u2; the MCP servers: u4, u5.
+    let ups = crate::upstreams(6);
+    let quote = |price: u32| format!(r#"{{"symbol": "ACME", "price": {price}}}"#);
+    ups[0].set_body(&quote(10));
+    ups[3].set_body(&quote(10));
+    ups[1].set_body(&quote(12));
+    ups[2].set_body(&quote(12));
+    let dir = tempfile::tempdir().unwrap();
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    std::fs::copy(
+        examples.join("quote.schema.json"),
+        dir.path().join("quote.schema.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        fixtures::MCP_FEDERATION,
+        dir.path().join("mcp_federation.wasm"),
+    )
+    .unwrap();
+    let config = example("fusion.toml", &ups[..4])
+        .replace("http://127.0.0.1:9201", &ups[4].url())
+        .replace("http://127.0.0.1:9202", &ups[5].url());
+    let proxy = serve(&dir, &config);
+    let client = client();
+    let get = |path: &str| client.get(format!("{}{path}", proxy.url)).send();
+    // /quote: the answer two vendors agree on (b and c: 12), then cached.
+    let first = get("/quote/ACME").await.unwrap();
+    assert_eq!(first.status(), 200);
+    let body: serde_json::Value = serde_json::from_str(&first.text().await.unwrap()).unwrap();
+    assert_eq!(body["price"], 12, "{body}");
+    let again = get("/quote/ACME").await.unwrap();
+    assert_eq!(again.headers()["x-switchyard-cache"], "hit");
+    // /price/median: the middle of 10, 12, 12.
+    let median = get("/price/median").await.unwrap().text().await.unwrap();
+    let median: serde_json::Value = serde_json::from_str(&median).unwrap();
+    assert_eq!(median["price"].as_f64(), Some(12.0), "{median}");
+    // /search: both replicas of vendor-a asked; the slow one loses.
+    ups[0].set_delay(std::time::Duration::from_secs(30));
+    let hedged = get("/search?q=x").await.unwrap();
+    assert_eq!(hedged.status(), 200);
+    let sources = hedged.headers()["x-switchyard-sources"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let u3 = ups[3].url().trim_start_matches("http://").to_string();
+    assert!(sources.contains(&u3), "{sources}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_example_takes_an_instance_out_after_three_failed_checks() {
+    let ups = crate::upstreams(3);
+    ups[1].set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &example("health.toml", &ups));
+    // Every 5 s (+ jitter), 3 failures: out within about 20 s.
+    let u1 = ups[1].url();
+    let line = proxy.wait_for(
+        |l| l.contains("unhealthy after 3 failed checks") && l.contains(&u1),
+        "u1 unhealthy after 3 checks",
+    );
+    assert!(line.contains("status 503"), "{line}");
+    let served = answers(&proxy.url, "/", 20, None).await;
+    assert!(served.iter().all(|a| a == "u0" || a == "u2"), "{served:?}");
+}
