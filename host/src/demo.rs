@@ -122,6 +122,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     };
 
     let host = PluginHost::for_config(&config)?;
+    let shutdown = shutdown_signal();
     let switchyard = Switchyard::bind(&config, &host).await?;
     let addr = switchyard
         .local_addrs()
@@ -169,7 +170,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             }
         }
     });
-    switchyard.serve(shutdown_signal()).await;
+    switchyard.serve(shutdown).await;
     reporter.abort();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -119,10 +119,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Serve { config: path } => {
             let config = Control::restore(Config::load(&path)?).map_err(anyhow::Error::msg)?;
             let host = PluginHost::for_config(&config)?;
+            let shutdown = shutdown_signal();
             Switchyard::bind(&config, &host)
                 .await
                 .with_context(|| path.display().to_string())?
-                .serve(shutdown_signal())
+                .serve(shutdown)
                 .await;
         }
         Command::Check { config: path } => {

@@ -46,6 +46,22 @@ pub use types::{
 
 use std::path::Path;
 
+/// The `name = value` headers of a config table (validated at load), as
+/// header pairs; an invalid one is left out.
+pub fn header_pairs(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| {
+            Some((
+                http::HeaderName::try_from(k).ok()?,
+                http::HeaderValue::try_from(v).ok()?,
+            ))
+        })
+        .collect()
+}
+
 impl Config {
     /// Reads, parses and validates the config file at `path`. Relative plugin
     /// paths are resolved against the file's directory.

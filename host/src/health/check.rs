@@ -11,7 +11,7 @@
 //! plugin call is made by the built-in instead.
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method};
+use http::Method;
 
 use super::active::{ProbeAnswer, ProbeSpec, Verdict, VerdictHealth};
 use crate::balance::Endpoint;
@@ -58,16 +58,7 @@ impl HttpCheck {
             spec: ProbeSpec {
                 method: Method::from_bytes(config.method.as_bytes()).unwrap_or(Method::GET),
                 path: config.path.clone(),
-                headers: config
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| {
-                        Some((
-                            HeaderName::try_from(k).ok()?,
-                            HeaderValue::try_from(v).ok()?,
-                        ))
-                    })
-                    .collect(),
+                headers: crate::config::header_pairs(&config.headers),
                 body: Bytes::new(),
             },
             expect_status: config.expect_status,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, StatusCode};
 use http_body_util::Full;
 
 use super::fanout::FanOut;
@@ -206,15 +206,7 @@ impl StaticResponse {
     pub fn new(status: u16, body: &str, headers: &BTreeMap<String, String>) -> Self {
         Self {
             status: StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            headers: headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    Some((
-                        HeaderName::try_from(k).ok()?,
-                        HeaderValue::try_from(v).ok()?,
-                    ))
-                })
-                .collect(),
+            headers: crate::config::header_pairs(headers).into_iter().collect(),
             body: Bytes::copy_from_slice(body.as_bytes()),
         }
     }
