@@ -289,10 +289,7 @@ fn describe_change(before: &Config, after: &Config) -> (String, String) {
     let removed: Vec<&String> = old.difference(&new).collect();
     let changed: Vec<&String> = new
         .intersection(&old)
-        .filter(|p| {
-            serde_json::to_value(&before.pools[*p]).ok()
-                != serde_json::to_value(&after.pools[*p]).ok()
-        })
+        .filter(|p| !before.pools[*p].same_as(&after.pools[*p], |_| {}))
         .collect();
     let list = |names: &[&String]| {
         names
@@ -349,9 +346,7 @@ fn describe_change(before: &Config, after: &Config) -> (String, String) {
     if !changed.is_empty() {
         parts.push(format!("pools changed: {}", list(&changed)));
     }
-    if before.routes.len() != after.routes.len()
-        || serde_json::to_value(&before.routes).ok() != serde_json::to_value(&after.routes).ok()
-    {
+    if serde_json::to_value(&before.routes).ok() != serde_json::to_value(&after.routes).ok() {
         parts.push("routes changed".into());
     }
     if parts.is_empty() {

@@ -65,10 +65,10 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
+    let snapshot = router.snapshot();
     // Every loaded plugin, of every kind: a pool's balancer, health check
     // and failover policy, a fan-out route's resolver.
-    let plugins: Vec<Value> = router
-        .snapshot()
+    let plugins: Vec<Value> = snapshot
         .plugins
         .iter()
         .map(|p| {
@@ -107,7 +107,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             json!({ "route": route, "sources": sources, "cache": cache })
         })
         .collect();
-    Json(json!({ "pools": router.status(), "plugins": plugins, "fan_outs": fan_outs }))
+    Json(json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs }))
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.

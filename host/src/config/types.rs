@@ -569,6 +569,18 @@ impl Config {
 }
 
 impl PoolConfig {
+    /// Whether `self` and `other` are the same config once `ignoring` has
+    /// blanked what does not count (e.g. the instances' `drain` flags);
+    /// compared as their serialized values.
+    pub fn same_as(&self, other: &PoolConfig, ignoring: impl Fn(&mut PoolConfig)) -> bool {
+        let value = |c: &PoolConfig| {
+            let mut c = c.clone();
+            ignoring(&mut c);
+            serde_json::to_value(c).ok()
+        };
+        value(self) == value(other)
+    }
+
     /// `(key, path)` of every plugin the pool loads.
     pub fn plugin_keys(&self) -> Vec<(&'static str, &Path)> {
         let mut keys = Vec::new();

@@ -239,24 +239,16 @@ impl Pool {
     /// Whether `config` differs from this pool's only in `instances` (the
     /// next generation may then take this one's state).
     fn same_policy(&self, config: &PoolConfig) -> bool {
-        let policy = |c: &PoolConfig| {
-            let mut c = c.clone();
-            c.instances.clear();
-            serde_json::to_value(c).ok()
-        };
-        policy(&self.config) == policy(config)
+        self.config.same_as(config, |c| c.instances.clear())
     }
 
     /// Whether this pool can serve `config` as it is: the same config but
     /// for instances' `drain` flags, which [`activate`](Self::activate)
     /// sets without a rebuild.
     pub fn serves(&self, config: &PoolConfig) -> bool {
-        let undrained = |c: &PoolConfig| {
-            let mut c = c.clone();
+        self.config.same_as(config, |c| {
             c.instances.iter_mut().for_each(|i| i.drain = false);
-            serde_json::to_value(c).ok()
-        };
-        undrained(&self.config) == undrained(config)
+        })
     }
 
     /// Puts this generation in force once the router holding it was swapped
@@ -314,7 +306,7 @@ impl Pool {
         session: Option<EndpointId>,
     ) -> Option<(EndpointId, Admission)> {
         let now = self.now_ms();
-        self.walk(ranking, tried, session, |id| self.admit(id, now))
+        self.walk(ranking, tried, session, now, |id| self.admit(id, now))
     }
 
     /// The instance [`next`](Self::next) would choose now, asking the
@@ -327,7 +319,8 @@ impl Pool {
                 .is_none_or(|b| b.would_admit(id, now))
                 .then_some(())
         };
-        self.walk(ranking, tried, None, would).map(|(id, ())| id)
+        self.walk(ranking, tried, None, now, would)
+            .map(|(id, ())| id)
     }
 
     /// The instance of `session` when draining does not exclude it.
@@ -341,15 +334,16 @@ impl Pool {
     }
 
     /// The walk of [`next`](Self::next) and [`peek`](Self::peek): the first
-    /// acceptable instance that `admit` lets through.
+    /// acceptable instance that `admit` lets through, at `now_ms` (pool clock).
     fn walk<A>(
         &self,
         ranking: &Ranking,
         tried: &[EndpointId],
         session: Option<EndpointId>,
+        now: u64,
         admit: impl Fn(EndpointId) -> Option<A>,
     ) -> Option<(EndpointId, A)> {
-        let (now, respect) = (self.now_ms(), self.health.respect_health());
+        let respect = self.health.respect_health();
         let exempt = self.drain_exempt(session, now);
         let mut skip: SmallVec<[EndpointId; 8]> = tried.iter().copied().collect();
         let share = self
