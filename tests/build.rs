@@ -18,6 +18,7 @@ const COMPONENTS: &[&str] = &[
     "tests/fixtures/resolver-first",
     "tests/fixtures/hostile-resolver",
     "tests/fixtures/legacy-balancer",
+    "tests/fixtures/legacy-failover",
 ];
 
 fn main() {

@@ -16,9 +16,16 @@ pub trait Failover: Sized + 'static {
     fn new(config: &str) -> Result<Self, PluginError>;
     /// Decides what to do after `failure`.
     fn on_failure(&mut self, failure: FailureContext) -> Decision;
+    /// Lower-case names of the request headers to pass in
+    /// `failure.request.headers` (WIT 0.1.2 `request-needs`), asked once
+    /// after [`new`](Failover::new). Default: none.
+    fn request_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Exports a [`Failover`] implementation as the component's `failover` interface.
+/// Exports a [`Failover`] implementation as the component's `failover` and
+/// `request-needs` interfaces.
 #[macro_export]
 macro_rules! export_failover {
     ($ty:ty) => {
@@ -36,7 +43,13 @@ macro_rules! export_failover {
                     SLOT.with(|slot| slot.with(|p| $crate::Failover::on_failure(p, failure)))
                 }
             }
-    $crate::wit::failover::export!(Export with_types_in $crate::wit::failover);
-        };
+            impl $crate::wit::needs::exports::switchyard::plugin::request_needs::Guest for Export {
+                fn request_headers() -> Vec<String> {
+                    SLOT.with(|slot| slot.with(|p| $crate::Failover::request_headers(p)))
+                }
+            }
+            $crate::wit::failover::export!(Export with_types_in $crate::wit::failover);
+            $crate::wit::needs::export!(Export with_types_in $crate::wit::needs);
+};
     };
 }

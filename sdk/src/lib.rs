@@ -95,9 +95,9 @@ pub mod wit {
             world: "balancer-plugin",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::balancer",
@@ -111,44 +111,77 @@ pub mod wit {
             world: "health-check-plugin",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::health",
             export_macro_name: "export",
         });
     }
-    /// Bindings of the `failover-plugin` world.
+    /// Bindings of the `failover-plugin` world but its `request-needs`
+    /// export, which is [`needs`]'s (the export macros of two worlds with a
+    /// common export cannot live in one crate); the component has both.
     #[allow(missing_docs)]
     pub mod failover {
         wit_bindgen::generate!({
-            world: "failover-plugin",
+            inline: "
+                package switchyard:sdk;
+                world failover {
+                    include switchyard:plugin/platform@0.1.2;
+                    export switchyard:plugin/failover@0.1.2;
+                }
+            ",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::failover",
             export_macro_name: "export",
         });
     }
-    /// Bindings of the `resolver-plugin` world.
+    /// Bindings of the `resolver-plugin` world but its `request-needs`
+    /// export, which is [`needs`]'s (the export macros of two worlds with a
+    /// common export cannot live in one crate); the component has both.
     #[allow(missing_docs)]
     pub mod resolver {
         wit_bindgen::generate!({
-            world: "resolver-plugin",
+            inline: "
+                package switchyard:sdk;
+                world resolver {
+                    include switchyard:plugin/platform@0.1.2;
+                    export switchyard:plugin/resolver@0.1.2;
+                }
+            ",
             path: "../wit",
             with: {
-                "switchyard:plugin/types@0.1.1": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.1": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.1": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::resolver",
+            export_macro_name: "export",
+        });
+    }
+    /// Bindings of the `request-needs` export (WIT 0.1.2) that the
+    /// `failover-plugin` and `resolver-plugin` worlds share.
+    #[allow(missing_docs)]
+    pub mod needs {
+        wit_bindgen::generate!({
+            inline: "
+                package switchyard:sdk;
+                world needs {
+                    export switchyard:plugin/request-needs@0.1.2;
+                }
+            ",
+            path: "../wit",
+            pub_export_macro: true,
+            default_bindings_module: "switchyard_sdk::wit::needs",
             export_macro_name: "export",
         });
     }

@@ -18,9 +18,16 @@ pub trait Resolver: Sized + 'static {
         request: &RequestInfo,
         answers: Vec<SourceAnswer>,
     ) -> Result<FusedResponse, PluginError>;
+    /// Lower-case names of the request headers to pass in
+    /// `request.headers` (WIT 0.1.2 `request-needs`), asked once after
+    /// [`new`](Resolver::new). Default: none.
+    fn request_headers(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
-/// Exports a [`Resolver`] implementation as the component's `resolver` interface.
+/// Exports a [`Resolver`] implementation as the component's `resolver` and
+/// `request-needs` interfaces.
 #[macro_export]
 macro_rules! export_resolver {
     ($ty:ty) => {
@@ -41,7 +48,13 @@ macro_rules! export_resolver {
                     SLOT.with(|slot| slot.with(|p| $crate::Resolver::resolve(p, &request, answers)))
                 }
             }
-    $crate::wit::resolver::export!(Export with_types_in $crate::wit::resolver);
-        };
+            impl $crate::wit::needs::exports::switchyard::plugin::request_needs::Guest for Export {
+                fn request_headers() -> Vec<String> {
+                    SLOT.with(|slot| slot.with(|p| $crate::Resolver::request_headers(p)))
+                }
+            }
+            $crate::wit::resolver::export!(Export with_types_in $crate::wit::resolver);
+            $crate::wit::needs::export!(Export with_types_in $crate::wit::needs);
+};
     };
 }

@@ -122,21 +122,30 @@ async fn plugin_output_goes_to_the_log_with_its_name() {
 
 #[test]
 fn every_plugin_kind_compiles_through_the_sdk() {
+    const NEEDS: &str = "switchyard:plugin/request-needs@0.1.2";
     let host = switchyard::plugin::PluginHost::new().unwrap();
-    for (path, interface) in [
-        (fixtures::CANARY_SPLIT, "switchyard:plugin/balancer@0.1.1"),
+    // Each kind's exports, sorted.
+    for (path, interfaces) in [
+        (
+            fixtures::CANARY_SPLIT,
+            &["switchyard:plugin/balancer@0.1.2"][..],
+        ),
         (
             fixtures::JSON_HEALTH,
-            "switchyard:plugin/health-check@0.1.1",
+            &["switchyard:plugin/health-check@0.1.2"],
         ),
         (
             fixtures::FAILOVER_STATIC,
-            "switchyard:plugin/failover@0.1.1",
+            &["switchyard:plugin/failover@0.1.2", NEEDS],
         ),
-        (fixtures::RESOLVER_FIRST, "switchyard:plugin/resolver@0.1.1"),
+        (
+            fixtures::RESOLVER_FIRST,
+            &[NEEDS, "switchyard:plugin/resolver@0.1.2"],
+        ),
     ] {
-        let exports = host.exports(std::path::Path::new(path)).unwrap();
-        assert_eq!(exports, [interface], "{path}");
+        let mut exports = host.exports(std::path::Path::new(path)).unwrap();
+        exports.sort();
+        assert_eq!(exports, interfaces, "{path}");
     }
 }
 
@@ -289,7 +298,7 @@ fn plugin_check_inspect_and_bench_say_what_a_file_is() {
         text.contains("kind:     balancer") && text.contains("loads:    yes"),
         "{text}"
     );
-    assert!(text.contains("switchyard:plugin/balancer@0.1.1"), "{text}");
+    assert!(text.contains("switchyard:plugin/balancer@0.1.2"), "{text}");
 
     let (ok, text) = switchyard_cli(&["plugin", "inspect", fixtures::RESOLVER_FIRST]);
     assert!(ok, "{text}");
@@ -608,7 +617,7 @@ async fn the_kv_store_outlives_a_trapped_instance_and_needs_its_grant() {
 async fn a_plugin_built_against_the_previous_wit_version_still_loads() {
     let ups = upstreams(3);
     let dir = tempfile::tempdir().unwrap();
-    // Built from a frozen copy of `switchyard:plugin@0.1.0`; the host is 0.1.1.
+    // Built from a frozen copy of `switchyard:plugin@0.1.0`; the host is 0.1.2.
     let (ok, report) = switchyard_cli(&["plugin", "check", fixtures::LEGACY_BALANCER]);
     assert!(ok, "{report}");
     assert!(
@@ -639,6 +648,104 @@ async fn a_plugin_built_against_the_previous_wit_version_still_loads() {
             .iter()
             .any(|l| l.contains("legacy-balancer (switchyard:plugin@0.1.0) configured"))
     );
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
+
+/// A pool of `ups` whose failover policy is the plugin at `path`, with one
+/// retry allowed.
+fn failover_pool(path: &str, ups: &[switchyard_tests::upstream::Upstream]) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+         [pools.p]\ninstances = {}\nretry = {{ retries = 1 }}\n\
+         failover_plugin = {{ path = \"{path}\", call_deadline_ms = 1000 }}\n",
+        instances(ups)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_plugin_built_against_wit_0_1_1_still_loads_and_decides() {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_status(503);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Built from a frozen copy of `switchyard:plugin@0.1.1`, before
+    // `request-needs`: it exports the failover interface alone.
+    let (ok, report) = switchyard_cli(&["plugin", "check", fixtures::LEGACY_FAILOVER]);
+    assert!(ok, "{report}");
+    assert!(
+        report.contains("switchyard:plugin/failover@0.1.1"),
+        "{report}"
+    );
+    assert!(!report.contains("request-needs"), "{report}");
+    let proxy = serve(&dir, &failover_pool(fixtures::LEGACY_FAILOVER, &ups));
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .header("x-request-id", "r-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    // Its static answer, and no request header reached it.
+    assert_eq!(response.text().await.unwrap(), "legacy-failover headers=0");
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("legacy-failover (switchyard:plugin@0.1.1) configured"))
+    );
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_plugin_gets_the_request_headers_it_asked_for() {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_status(503);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &failover_pool(fixtures::FAILOVER_STATIC, &ups));
+    // It retries once elsewhere, then answers naming `x-request-id`, the
+    // header its `request-needs` asked for.
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .header("x-request-id", "req-42")
+        .header("x-other", "not asked for")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["request_id"], "req-42");
+    assert_eq!(ups[0].hits() + ups[1].hits(), 2);
+    assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resolver_plugin_gets_the_request_headers_it_asked_for() {
+    let ups = upstreams(2);
+    ups[0].set_status(503);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\n[routes.fan_out]\n\
+         sources = [{{ pool = \"s0\" }}, {{ pool = \"s1\" }}]\nearly_exit = false\n\
+         resolver = {{ kind = \"plugin\", plugin = {{ path = \"{}\", call_deadline_ms = 1000 }} }}\n\
+         [pools.s0]\ninstances = [{{ url = \"{}\" }}]\n[pools.s1]\ninstances = [{{ url = \"{}\" }}]\n",
+        fixtures::RESOLVER_FIRST,
+        ups[0].url(),
+        ups[1].url()
+    );
+    let proxy = serve(&dir, &toml);
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .header("x-fusion-tag", "blue")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-fusion-tag-seen"], "blue");
+    assert_eq!(response.text().await.unwrap(), "u1");
     assert!(!proxy.log().iter().any(|l| l.contains("plugin fault")));
 }
 

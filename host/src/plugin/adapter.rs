@@ -5,17 +5,26 @@
 //! engine's types to and from WIT; the balancer adapter uses the same
 //! pieces ([`link`], [`Sandbox`]) for its richer set-up (requirements and
 //! the endpoint set).
+//!
+//! A world's optional `request-needs` export (WIT 0.1.2) is not part of its
+//! generated bindings, so that plugins built against 0.1.0/0.1.1 still
+//! match: [`WasmPlugin`] looks it up per component and, when it is there,
+//! asks it once at load for the request headers the plugin wants.
 
 use std::path::Path;
 use std::sync::Arc;
 
+use http::HeaderName;
 use wasmtime::Store;
-use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
 
 use super::bindings::PluginState;
 use super::bindings::balancer::switchyard::plugin::types::PluginError;
 use super::bindings::failover::{FailoverPlugin, FailoverPluginPre};
 use super::bindings::health::{HealthCheckPlugin, HealthCheckPluginPre};
+use super::bindings::needs::exports::switchyard::plugin::request_needs::{
+    Guest as RequestNeeds, GuestIndices as RequestNeedsIndices,
+};
 use super::bindings::resolver::{ResolverPlugin, ResolverPluginPre};
 use super::sandbox::{Live, Sandbox, link};
 use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
@@ -37,11 +46,13 @@ pub trait World: Sized + Send + 'static {
     /// # Errors
     /// The component does not match the world.
     fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre>;
-    /// A new instance in `store`.
+    /// The linked, type-checked component behind `pre`.
+    fn instance_pre(pre: &Self::Pre) -> &InstancePre<PluginState>;
+    /// The world's bindings of `instance`.
     ///
     /// # Errors
-    /// Instantiation failed (a trap in a start function, a limit).
-    fn instantiate(pre: &Self::Pre, store: &mut Store<PluginState>) -> wasmtime::Result<Self>;
+    /// The instance lacks an export of the world (checked by [`pre`](Self::pre)).
+    fn bind(store: &mut Store<PluginState>, instance: &Instance) -> wasmtime::Result<Self>;
     /// Calls the instance's `configure` with `config` (JSON text).
     ///
     /// # Errors
@@ -58,16 +69,22 @@ pub struct WasmPlugin<W: World> {
     sandbox: Sandbox<W>,
     pre: W::Pre,
     config_json: String,
+    /// The component's `request-needs` export, when it has one.
+    needs: Option<RequestNeedsIndices>,
+    /// The request headers it asked for (none without `request-needs`).
+    request_headers: Vec<HeaderName>,
 }
 
 impl<W: World> WasmPlugin<W> {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// `W`'s interface, links it in the sandbox, instantiates it and calls
-    /// `configure(config_json)`.
+    /// `W`'s interface, links it in the sandbox, instantiates it, calls
+    /// `configure(config_json)` and, if the component exports
+    /// `request-needs`, asks it for the request headers it wants.
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason: unreadable, not a
-    /// component, wrong world or version, or refused by its own `configure`.
+    /// component, wrong world or version, refused by its own `configure`,
+    /// or an invalid header name asked for.
     pub fn load(
         host: &PluginHost,
         path: &Path,
@@ -83,13 +100,36 @@ impl<W: World> WasmPlugin<W> {
             W::add_to_linker,
             W::pre,
         )?;
-        let plugin = Self {
+        let needs = RequestNeedsIndices::new(W::instance_pre(&pre)).ok();
+        let mut plugin = Self {
             sandbox: Sandbox::new(host, path, limits, component),
             pre,
             config_json,
+            needs,
+            request_headers: Vec::new(),
         };
-        plugin.sandbox.start(path, plugin.instantiate())?;
+        let rejected = |reason: String| LoadError::Rejected {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (mut live, needs) = plugin
+            .instantiate_with_needs()
+            .map_err(|e| rejected(e.to_string()))?;
+        if let Some(needs) = needs {
+            plugin.sandbox.arm_setup(&mut live.store);
+            let names = needs
+                .call_request_headers(&mut live.store)
+                .map_err(|e| rejected(format!("request-headers: {}", plugin.fault(&e))))?;
+            plugin.request_headers = header_names(&names).map_err(rejected)?;
+        }
+        plugin.sandbox.install(live);
         Ok(plugin)
+    }
+
+    /// The request headers the plugin asked for (lower-case names; empty
+    /// when it does not export `request-needs`).
+    pub fn request_headers(&self) -> &[HeaderName] {
+        &self.request_headers
     }
 
     /// The plugin's file name, for logs.
@@ -104,10 +144,24 @@ impl<W: World> WasmPlugin<W> {
 
     /// A fresh instance, configured.
     fn instantiate(&self) -> Result<Live<W>, Fault> {
-        self.sandbox.instantiate(
-            |store| W::instantiate(&self.pre, store),
+        self.instantiate_with_needs().map(|(live, _)| live)
+    }
+
+    /// A fresh instance, configured, with its `request-needs` export if the
+    /// component has one.
+    fn instantiate_with_needs(&self) -> Result<(Live<W>, Option<RequestNeeds>), Fault> {
+        let mut needs = None;
+        let live = self.sandbox.instantiate(
+            |store| {
+                let instance = W::instance_pre(&self.pre).instantiate(&mut *store)?;
+                if let Some(indices) = &self.needs {
+                    needs = Some(indices.load(&mut *store, &instance)?);
+                }
+                W::bind(store, &instance)
+            },
             |bindings, store| bindings.configure(store, &self.config_json),
-        )
+        )?;
+        Ok((live, needs))
     }
 
     /// Runs the decision `call` on the live instance (see
@@ -132,6 +186,20 @@ impl<W: World> WasmPlugin<W> {
     }
 }
 
+/// `names` (header names as a plugin gave them) as header names.
+///
+/// # Errors
+/// The first invalid name, quoted.
+pub fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
+    names
+        .iter()
+        .map(|h| {
+            HeaderName::try_from(h.as_str())
+                .map_err(|_| format!("asked for an invalid header name `{h}`"))
+        })
+        .collect()
+}
+
 /// Implements [`World`] for generated bindings whose exports are reached
 /// through `$exports`.
 macro_rules! world {
@@ -145,11 +213,11 @@ macro_rules! world {
             fn pre(pre: InstancePre<PluginState>) -> wasmtime::Result<Self::Pre> {
                 <$pre>::new(pre)
             }
-            fn instantiate(
-                pre: &Self::Pre,
-                store: &mut Store<PluginState>,
-            ) -> wasmtime::Result<Self> {
-                pre.instantiate(store)
+            fn instance_pre(pre: &Self::Pre) -> &InstancePre<PluginState> {
+                pre.instance_pre()
+            }
+            fn bind(store: &mut Store<PluginState>, instance: &Instance) -> wasmtime::Result<Self> {
+                <$world>::new(store, instance)
             }
             fn configure(
                 &self,

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::HeaderName;
 use wasmtime::component::HasSelf;
 
+use super::adapter::header_names;
 use super::bindings::PluginState;
 use super::bindings::balancer::exports::switchyard::plugin::balancer::Requirements;
 use super::bindings::balancer::switchyard::plugin::types::{
@@ -46,7 +47,7 @@ struct Bound {
 
 impl WasmStrategy {
     /// Loads the component at `path` for a pool of `endpoints`: compiles it,
-    /// checks that it exports `switchyard:plugin/balancer@0.1.1`, links it in
+    /// checks that it exports `switchyard:plugin/balancer@0.1.2`, links it in
     /// the sandbox, instantiates it and calls `configure(config_json)` and
     /// `update`.
     ///
@@ -87,14 +88,7 @@ impl WasmStrategy {
             .instantiate()
             .map_err(|e| rejected(e.to_string()))?;
         strategy.observe = requirements.observe;
-        strategy.request_headers = requirements
-            .request_headers
-            .iter()
-            .map(|h| {
-                HeaderName::try_from(h.as_str())
-                    .map_err(|_| rejected(format!("asked for an invalid header name `{h}`")))
-            })
-            .collect::<Result<_, _>>()?;
+        strategy.request_headers = header_names(&requirements.request_headers).map_err(rejected)?;
         strategy.sandbox.install(live);
         Ok(strategy)
     }

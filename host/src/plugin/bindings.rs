@@ -35,10 +35,18 @@ pub mod health {
     });
 }
 
-/// The `failover-plugin` world; `types`, `host` and `kv` are the balancer's.
+/// The `failover-plugin` world without its optional `request-needs` export
+/// (looked up per component, [`needs`]), so that plugins built against
+/// 0.1.0/0.1.1 still match; `types`, `host` and `kv` are the balancer's.
 pub mod failover {
     wasmtime::component::bindgen!({
-        world: "failover-plugin",
+        inline: "
+            package switchyard:host;
+            world failover-plugin {
+                include switchyard:plugin/platform@0.1.2;
+                export switchyard:plugin/failover@0.1.2;
+            }
+        ",
         path: "../wit",
         with: {
             "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
@@ -48,32 +56,54 @@ pub mod failover {
     });
 }
 
-/// The `resolver-plugin` world; `types`, `host` and `kv` are the balancer's.
+/// The `resolver-plugin` world without its optional `request-needs` export
+/// (as [`failover`]); `types`, `host` and `kv` are the balancer's.
 pub mod resolver {
     wasmtime::component::bindgen!({
-        world: "resolver-plugin",
+        inline: "
+            package switchyard:host;
+            world resolver-plugin {
+                include switchyard:plugin/platform@0.1.2;
+                export switchyard:plugin/resolver@0.1.2;
+            }
+        ",
         path: "../wit",
         with: {
             "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
             "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
             "switchyard:plugin/kv": super::balancer::switchyard::plugin::kv,
         },
+    });
+}
+
+/// The optional `request-needs` export (since 0.1.2), on its own: a
+/// component that has it is asked once after its first `configure`
+/// (`exports::switchyard::plugin::request_needs::Guest`).
+pub mod needs {
+    wasmtime::component::bindgen!({
+        inline: "
+            package switchyard:host;
+            world needs {
+                export switchyard:plugin/request-needs@0.1.2;
+            }
+        ",
+        path: "../wit",
     });
 }
 
 pub use balancer::switchyard::plugin::host::Level;
 
 /// Name of the balancer interface a plugin must export.
-pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.1";
+pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.2";
 
 /// Name of the failover interface a plugin must export.
-pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.1";
+pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.2";
 
 /// Name of the resolver interface a plugin must export.
-pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.1";
+pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.2";
 
 /// Name of the health-check interface a plugin must export.
-pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.1";
+pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.2";
 
 /// The data of one plugin instance's store.
 pub struct PluginState {

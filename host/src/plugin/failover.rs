@@ -21,8 +21,9 @@ pub struct WasmFailover {
 
 impl WasmFailover {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// its interface (`switchyard:plugin/…@0.1.1`), links it in the sandbox,
-    /// instantiates it and calls `configure(config_json)`.
+    /// its interface (`switchyard:plugin/…@0.1.2`), links it in the sandbox,
+    /// instantiates it, calls `configure(config_json)` and asks the
+    /// optional `request-needs` export which request headers to pass.
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason.
@@ -65,7 +66,7 @@ impl FailoverPolicy for WasmFailover {
             Failure::Status(s) => (FailureKind::Status, Some(s)),
         };
         let context = FailureContext {
-            request: request_info(&facts.request, &[]),
+            request: request_info(&facts.request, self.plugin.request_headers()),
             endpoint: facts.endpoint,
             kind,
             status,

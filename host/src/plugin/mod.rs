@@ -1,7 +1,7 @@
 //! Plugin hosting: every line of wasmtime code in Switchyard lives here.
 //!
 //! A plugin is a WebAssembly **component** exporting one of the worlds of the
-//! `switchyard:plugin@0.1.1` WIT package (`wit/`), one world per
+//! `switchyard:plugin@0.1.2` WIT package (`wit/`), one world per
 //! [`PluginKind`]. This module compiles it, checks the world, sandboxes it
 //! and adapts it to its engine's Rust trait: [`WasmStrategy`] is a
 //! [`Strategy`](crate::balance::Strategy), [`WasmHealthCheck`] a
@@ -291,7 +291,7 @@ impl PluginHost {
     }
 
     /// The names the component at `path` exports, e.g.
-    /// `["switchyard:plugin/balancer@0.1.1"]`: which plugin kind it is.
+    /// `["switchyard:plugin/balancer@0.1.2"]`: which plugin kind it is.
     ///
     /// # Errors
     /// As [`compile`](Self::compile).
@@ -342,7 +342,7 @@ impl PluginKind {
     }
 
     /// The interface a plugin of this kind must export, at the version this
-    /// host speaks, e.g. `switchyard:plugin/balancer@0.1.1`.
+    /// host speaks, e.g. `switchyard:plugin/balancer@0.1.2`.
     pub fn export(self) -> &'static str {
         match self {
             PluginKind::Balancer => bindings::BALANCER_EXPORT,
@@ -401,7 +401,7 @@ impl PluginHost {
 
 /// Whether the exported interface name `exported` (e.g.
 /// `switchyard:plugin/balancer@0.1.0`) is one this host can call as
-/// `supported` (e.g. `switchyard:plugin/balancer@0.1.1`): the same
+/// `supported` (e.g. `switchyard:plugin/balancer@0.1.2`): the same
 /// interface at a semver-compatible version — the same major version, or
 /// before 1.0 the same minor one (`0.0.x` only exactly). This is the rule
 /// wasmtime applies when it links imports and finds exports, and the one
@@ -537,12 +537,12 @@ mod tests {
 
     #[test]
     fn exports_match_on_a_semver_compatible_version() {
-        let host = "switchyard:plugin/balancer@0.1.1";
+        let host = "switchyard:plugin/balancer@0.1.2";
         assert!(implements("switchyard:plugin/balancer@0.1.0", host));
         assert!(implements("switchyard:plugin/balancer@0.1.7", host));
         assert!(!implements("switchyard:plugin/balancer@0.2.0", host));
         assert!(!implements("switchyard:plugin/balancer@0.0.9", host));
-        assert!(!implements("switchyard:plugin/resolver@0.1.1", host));
+        assert!(!implements("switchyard:plugin/resolver@0.1.2", host));
         assert!(!implements("switchyard:plugin/balancer", host));
         assert!(implements("a:b/c@1.4.0", "a:b/c@1.0.2"));
         assert!(!implements("a:b/c@0.0.1", "a:b/c@0.0.2"));

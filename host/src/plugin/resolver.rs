@@ -26,8 +26,9 @@ pub struct WasmResolver {
 
 impl WasmResolver {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// its interface (`switchyard:plugin/…@0.1.1`), links it in the sandbox,
-    /// instantiates it and calls `configure(config_json)`.
+    /// its interface (`switchyard:plugin/…@0.1.2`), links it in the sandbox,
+    /// instantiates it, calls `configure(config_json)` and asks the
+    /// optional `request-needs` export which request headers to pass.
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason.
@@ -74,7 +75,7 @@ impl WasmResolver {
         answers: &[Answer],
         accept_status: &RangeInclusive<u16>,
     ) -> Result<Fused, Fault> {
-        let info = request_info(request, &[]);
+        let info = request_info(request, self.plugin.request_headers());
         let wit_answers: Vec<SourceAnswer> = answers
             .iter()
             .filter_map(|a| {

@@ -222,20 +222,6 @@ impl<L> Sandbox<L> {
         Ok(Live { store, inner })
     }
 
-    /// Installs the first instance; when it could not be built, the plugin
-    /// at `path` is refused with the reason.
-    ///
-    /// # Errors
-    /// [`LoadError::Rejected`].
-    pub fn start(&self, path: &Path, first: Result<Live<L>, Fault>) -> Result<(), LoadError> {
-        let live = first.map_err(|e| LoadError::Rejected {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-        self.install(live);
-        Ok(())
-    }
-
     /// Installs `live` as the current instance.
     pub fn install(&self, live: Live<L>) {
         *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
@@ -397,7 +383,7 @@ pub fn link<P>(
 }
 
 /// Compiles the component at `path` and checks that it exports `export`
-/// (e.g. `switchyard:plugin/balancer@0.1.1`); `kind` names it in messages.
+/// (e.g. `switchyard:plugin/balancer@0.1.2`); `kind` names it in messages.
 ///
 /// # Errors
 /// [`LoadError`]: unreadable, not a component, or not exporting `export`

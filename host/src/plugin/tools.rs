@@ -29,7 +29,7 @@ pub struct Inspection {
     pub size_bytes: usize,
     /// sha256 of the file, hex.
     pub sha256: String,
-    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.1`.
+    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.2`.
     pub exports: Vec<String>,
     /// Interfaces it imports (a plugin may import `host`, `types` and the
     /// WASI pieces Rust's standard library links).
