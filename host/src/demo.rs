@@ -70,7 +70,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     plugin_config.insert("canary".into(), "canary".into());
     plugin_config.insert("percent".into(), CANARY_PERCENT.into());
     let config = Config {
-        listeners: vec![ListenerConfig { listen }],
+        listeners: vec![ListenerConfig::on(listen)],
         routes: vec![RouteConfig {
             matches: RouteMatch::default(),
             pool: Some("demo".into()),

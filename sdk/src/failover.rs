@@ -48,8 +48,8 @@ macro_rules! export_failover {
                     SLOT.with(|slot| slot.with(|p| $crate::Failover::request_headers(p)))
                 }
             }
-            $crate::wit::failover::export!(Export with_types_in $crate::wit::failover);
-            $crate::wit::needs::export!(Export with_types_in $crate::wit::needs);
-};
+    $crate::wit::failover::export!(Export with_types_in $crate::wit::failover);
+    $crate::wit::needs::export!(Export with_types_in $crate::wit::needs);
+        };
     };
 }

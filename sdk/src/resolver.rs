@@ -53,8 +53,8 @@ macro_rules! export_resolver {
                     SLOT.with(|slot| slot.with(|p| $crate::Resolver::request_headers(p)))
                 }
             }
-            $crate::wit::resolver::export!(Export with_types_in $crate::wit::resolver);
-            $crate::wit::needs::export!(Export with_types_in $crate::wit::needs);
-};
+    $crate::wit::resolver::export!(Export with_types_in $crate::wit::resolver);
+    $crate::wit::needs::export!(Export with_types_in $crate::wit::needs);
+        };
     };
 }

@@ -9,6 +9,7 @@ mod dashboard;
 mod examples;
 mod failover;
 mod fusion;
+mod hardening;
 mod harness;
 mod health;
 mod plugins;

@@ -66,6 +66,11 @@ impl Switchyard {
             .unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();

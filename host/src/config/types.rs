@@ -129,12 +129,99 @@ pub struct AdminConfig {
     pub recent_requests: usize,
 }
 
-/// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge).
+/// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge)
+/// and its bounds on clients, read at start. Defaults follow nginx
+/// (`client_header_timeout`, `keepalive_timeout`, `client_body_timeout`);
+/// the connection cap is also bounded by the process's file-descriptor
+/// limit (raised to its hard limit at start).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `ip:port` to bind, e.g. `0.0.0.0:8080`; port 0 picks a free port.
     pub listen: SocketAddr,
+    /// Time allowed to a client to send a whole request head, ms; on
+    /// HTTP/1.1 it also bounds the wait for the next request on a kept-alive
+    /// connection (the head timer starts when hyper waits for a head).
+    /// Default 30000; 1..=3600000.
+    #[serde(default = "defaults::header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// A connection with no request waiting for its answer and no byte
+    /// either way for this long is closed, ms (nginx's `keepalive_timeout`
+    /// between requests; a silent streamed answer is cut like nginx's
+    /// `proxy_read_timeout`). Default 75000; 1..=3600000.
+    #[serde(default = "defaults::client_idle_timeout_ms")]
+    pub idle_timeout_ms: u64,
+    /// Longest wait for the next piece of a request body, ms; a stalled
+    /// body is answered 408 and not booked on the instance. Default 60000;
+    /// 1..=3600000.
+    #[serde(default = "defaults::body_read_timeout_ms")]
+    pub body_read_timeout_ms: u64,
+    /// Client connections open at once; past it a new connection is
+    /// accepted and closed at once. Default 10000; 1..=1000000.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: u32,
+    /// Client connections open at once from one IP address; 0 = no limit
+    /// (the default: clients behind a NAT share an address).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
+}
+
+impl ListenerConfig {
+    /// Default of `body_read_timeout_ms`.
+    pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 60_000;
+    /// Largest accepted timeout of a listener, ms (one hour).
+    pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
+    /// Largest accepted `max_connections`.
+    pub const MAX_CONNECTIONS: u32 = 1_000_000;
+
+    /// A listener on `listen` with the default bounds.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            header_read_timeout_ms: defaults::header_read_timeout_ms(),
+            idle_timeout_ms: defaults::client_idle_timeout_ms(),
+            body_read_timeout_ms: defaults::body_read_timeout_ms(),
+            max_connections: defaults::max_connections(),
+            max_connections_per_ip: 0,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Invalid> {
+        for (key, value) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            ("body_read_timeout_ms", self.body_read_timeout_ms),
+        ] {
+            in_range(key, value, 1, Self::MAX_TIMEOUT_MS)?;
+        }
+        in_range(
+            "max_connections",
+            u64::from(self.max_connections),
+            1,
+            u64::from(Self::MAX_CONNECTIONS),
+        )?;
+        in_range(
+            "max_connections_per_ip",
+            u64::from(self.max_connections_per_ip),
+            0,
+            u64::from(self.max_connections),
+        )
+    }
+}
+
+/// `value` of `key` within `min..=max`.
+///
+/// # Errors
+/// The key and the range it must be in.
+pub(super) fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err((
+            key.into(),
+            format!("{value} is out of range: {min}..={max}"),
+        ))
+    }
 }
 
 /// A route: which requests go to which pool.
@@ -352,6 +439,18 @@ mod defaults {
     pub fn shutdown_grace_ms() -> u64 {
         30_000
     }
+    pub fn header_read_timeout_ms() -> u64 {
+        30_000
+    }
+    pub fn client_idle_timeout_ms() -> u64 {
+        75_000
+    }
+    pub fn body_read_timeout_ms() -> u64 {
+        super::ListenerConfig::DEFAULT_BODY_READ_TIMEOUT_MS
+    }
+    pub fn max_connections() -> u32 {
+        10_000
+    }
     pub fn event_cooldown_ms() -> u64 {
         30_000
     }
@@ -465,6 +564,11 @@ impl Config {
                 "listeners".into(),
                 "at least one listener is required".into(),
             ));
+        }
+        for (i, listener) in self.listeners.iter().enumerate() {
+            listener
+                .validate()
+                .map_err(|(k, reason)| (format!("listeners[{i}].{k}"), reason))?;
         }
         let names: Vec<&String> = self.pools.keys().collect();
         for (i, route) in self.routes.iter().enumerate() {

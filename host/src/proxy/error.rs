@@ -35,6 +35,12 @@ pub enum StartError {
     Engine(String),
 }
 
+/// 499, nginx's non-standard "client closed request": recorded in metrics
+/// and the request log for a client that went away mid-request.
+fn client_closed_request() -> StatusCode {
+    StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+}
+
 /// Why a request got an error response from Switchyard itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -67,6 +73,18 @@ pub enum ProxyError {
     /// The request could not be read (400).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The client sent no body bytes for the listener's
+    /// `body_read_timeout_ms` (408).
+    #[error("the request body stalled for {timeout_ms} ms")]
+    ClientTimeout {
+        /// The listener's `body_read_timeout_ms`.
+        timeout_ms: u64,
+    },
+    /// The client went away before its request was complete: nobody gets
+    /// the answer; logged and counted as 499 (nginx's "client closed
+    /// request").
+    #[error("the client closed the connection before its request was complete")]
+    ClientGone,
     /// The request body is over the route's limit (413).
     #[error("the request body is over the limit of {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -102,6 +120,8 @@ impl ProxyError {
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::ClientGone => client_closed_request(),
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Fusion { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -115,6 +135,8 @@ impl ProxyError {
             ProxyError::Timeout { .. } => "upstream_timeout",
             ProxyError::Shed { .. } => "overloaded",
             ProxyError::BadRequest(_) => "bad_request",
+            ProxyError::ClientTimeout { .. } => "request_timeout",
+            ProxyError::ClientGone => "client_closed_request",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::Fusion { error, .. } => match error {
                 crate::fusion::FusionError::NoAnswer { .. } => "no_acceptable_answer",

@@ -29,6 +29,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
+use super::client::{self, ClientLimits};
 use super::pool::{Attempt, Pool};
 use super::{ProxyError, StartError, headers};
 use crate::balance::{Affinity, EndpointId};
@@ -242,8 +243,9 @@ impl FanOut {
         peer: SocketAddr,
         host: &str,
         authority: Option<&HeaderValue>,
+        limits: &ClientLimits,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let body = self.read_body(body, &parts.headers).await?;
+        let body = self.read_body(body, &parts.headers, limits).await?;
         headers::prepare_request(&mut parts.headers, peer.ip(), authority);
         let path_and_query = parts
             .uri
@@ -309,28 +311,25 @@ impl FanOut {
     }
 
     /// The whole request body, or 413 past `max_request_body_bytes`.
-    async fn read_body(&self, body: Incoming, headers: &HeaderMap) -> Result<Bytes, ProxyError> {
+    async fn read_body(
+        &self,
+        body: Incoming,
+        headers: &HeaderMap,
+        limits: &ClientLimits,
+    ) -> Result<Bytes, ProxyError> {
         if body.is_end_stream() {
             return Ok(Bytes::new());
         }
-        let too_large = || ProxyError::PayloadTooLarge {
-            limit_bytes: self.max_request_body,
-        };
         let declared = headers
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         if declared.is_some_and(|n| n > self.max_request_body) {
-            return Err(too_large());
+            return Err(ProxyError::PayloadTooLarge {
+                limit_bytes: self.max_request_body,
+            });
         }
-        let limit = usize::try_from(self.max_request_body).unwrap_or(usize::MAX);
-        match Limited::new(body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-            Err(e) => Err(ProxyError::BadRequest(format!(
-                "reading the request body: {e}"
-            ))),
-        }
+        client::read_whole(body, limits, self.max_request_body).await
     }
 
     /// The sources to ask: every source, or in instance mode the first

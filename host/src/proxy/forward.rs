@@ -36,25 +36,28 @@ use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body::Body as _;
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use smallvec::SmallVec;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ProxyBody;
+use super::client::{self, ClientBody, ClientFault, ClientLimits, FaultCell};
 use super::pool::{Attempt, Pool, UpstreamBody};
 use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
 use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
 
-/// Serves one client request; errors become JSON responses.
+/// Serves one client request under the listener's `limits`; errors become
+/// JSON responses.
 pub async fn handle(
     router: &Router,
     request: Request<Incoming>,
     peer: SocketAddr,
+    limits: &ClientLimits,
 ) -> Response<ProxyBody> {
-    match forward(router, request, peer).await {
+    match forward(router, request, peer, limits).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%peer, %error, "request failed");
@@ -68,6 +71,7 @@ async fn forward(
     router: &Router,
     request: Request<Incoming>,
     peer: SocketAddr,
+    limits: &ClientLimits,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (parts, body) = request.into_parts();
     let authority: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
@@ -96,7 +100,7 @@ async fn forward(
     let result = match &route.target {
         Target::FanOut(fan_out) => {
             fan_out
-                .serve(parts, body, peer, host, authority.as_ref())
+                .serve(parts, body, peer, host, authority.as_ref(), limits)
                 .await
         }
         Target::Pool(pool_route) => {
@@ -105,6 +109,7 @@ async fn forward(
                 host,
                 peer,
                 authority: authority.as_ref(),
+                limits,
             };
             match Exchange::start(router, pool_route, request, body).await {
                 Ok(exchange) => exchange.run().await,
@@ -141,15 +146,25 @@ struct Inbound<'a> {
     peer: SocketAddr,
     /// The `Host` header (or URI authority), passed on upstream.
     authority: Option<&'a HeaderValue>,
+    /// The listener's limits on the client.
+    limits: &'a ClientLimits,
 }
 
 /// An answer that came back, with the instance's in-flight count held for
 /// the body's lifetime.
 type Answered = (Response<Incoming>, InFlight);
 
-/// A failed attempt: how it failed, and the failed answer itself when there
-/// was one (held: if no retry happens, it is the best the client can get).
-struct Failed {
+/// A failed attempt.
+enum Failed {
+    /// The instance's failure, and its failed answer when there was one
+    /// (held: if no retry happens, it is the best the client can get).
+    Upstream(UpstreamFailure),
+    /// The client's body failed: not the instance's doing.
+    Client(ClientFault),
+}
+
+/// How an instance failed an attempt.
+struct UpstreamFailure {
     failure: Failure,
     held: Option<Answered>,
 }
@@ -168,6 +183,9 @@ enum Next<'a> {
 
 /// Why the attempts on a pool ended without an answer to deliver.
 enum Exhausted<'a> {
+    /// The client's request failed (its body): answered as the client's
+    /// error, nothing booked on the instance, nothing else tried.
+    Client(ProxyError),
     /// Nothing left: the failed answer held, if any.
     Held(Option<(EndpointId, Answered)>),
     /// The failover policy moves the request to this pool.
@@ -188,6 +206,7 @@ struct Exchange<'a> {
     affinity: Affinity,
     ranking: Ranking,
     body: RequestBody,
+    limits: &'a ClientLimits,
     tried: SmallVec<[EndpointId; 4]>,
     /// The route's fallback pool took over (it does only once).
     fell_back: bool,
@@ -220,6 +239,7 @@ impl<'a> Exchange<'a> {
             host,
             peer,
             authority,
+            limits,
         } = request;
         let (pool, fell_back): (&Pool, bool) = match &route.fallback {
             Some(Fallback::Pool(secondary)) if !route.pool.can_take() => (secondary, true),
@@ -243,7 +263,7 @@ impl<'a> Exchange<'a> {
         let ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
         headers::prepare_request(&mut parts.headers, peer.ip(), authority);
         let retry = pool.failover.retry();
-        let body = RequestBody::prepare(body, &parts.headers, retry, retry.max_attempts()).await?;
+        let body = RequestBody::prepare(body, &parts.headers, retry, limits).await?;
         Ok(Self {
             router,
             route,
@@ -255,6 +275,7 @@ impl<'a> Exchange<'a> {
             affinity,
             ranking,
             body,
+            limits,
             tried: SmallVec::new(),
             fell_back,
             switched: false,
@@ -279,6 +300,7 @@ impl<'a> Exchange<'a> {
                     self.switch_pool(other);
                     continue;
                 }
+                Err(Exhausted::Client(error)) => return Err(error),
                 Err(Exhausted::Held(held)) => held,
             };
             match self.fallback_pool() {
@@ -323,7 +345,10 @@ impl<'a> Exchange<'a> {
                     || self.fallback_pool().is_none() && self.pool.failover.plugin().is_none());
             let failed = match self.send(endpoint, admission, final_answer, attempt).await {
                 Ok(answered) => return Ok(self.deliver(id, answered)),
-                Err(failed) => failed,
+                Err(Failed::Client(fault)) => {
+                    return Err(Exhausted::Client(fault.error(self.limits)));
+                }
+                Err(Failed::Upstream(failed)) => failed,
             };
             let holding = failed.held.is_some();
             held = failed.held.map(|answered| (id, answered));
@@ -396,6 +421,22 @@ impl<'a> Exchange<'a> {
         let timeout = pool.failover.retry().per_try_timeout(pool.request_timeout);
         let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
         let latency_us = started.elapsed().as_micros() as u64;
+        // The client's body failed, or was still coming when the attempt
+        // timed out: nothing is booked on the instance (the admission is
+        // given back unrecorded).
+        let client_fault = match &outcome {
+            Ok(Ok(_)) => None,
+            Ok(Err(_)) => self.body.client_fault(),
+            Err(_) => self
+                .body
+                .client_fault()
+                .or_else(|| self.body.awaiting_client().then_some(ClientFault::Stalled)),
+        };
+        if let Some(fault) = client_fault {
+            drop(in_flight);
+            tracing::debug!(pool = %pool.name, attempt, ?fault, "the client's request body failed");
+            return Err(Failed::Client(fault));
+        }
         let (failure, held) = match outcome {
             Ok(Ok(response)) => {
                 let status = response.status().as_u16();
@@ -443,7 +484,7 @@ impl<'a> Exchange<'a> {
                 (Failure::Timeout, None)
             }
         };
-        Err(Failed { failure, held })
+        Err(Failed::Upstream(UpstreamFailure { failure, held }))
     }
 
     /// Phase 4: asks the pool's failover policy what follows the failed
@@ -642,18 +683,27 @@ pub(super) fn rank(
 enum RequestBody {
     /// Empty, or buffered within the replay limit: every attempt sends a copy.
     Replay(Bytes),
-    /// Streamed: only the first attempt can send it.
-    Stream(Option<Incoming>),
+    /// Streamed: only the first attempt can send it; how it ended is
+    /// recorded in `fault`.
+    Stream {
+        body: Option<ClientBody>,
+        fault: Arc<FaultCell>,
+    },
 }
 
 impl RequestBody {
     /// Buffers `body` when it may need replaying (more than one attempt) and
     /// its declared length is within the limit; otherwise keeps the stream.
+    /// Either way each piece of it is awaited at most the listener's
+    /// `body_read_timeout_ms`.
+    ///
+    /// # Errors
+    /// The client's fault while buffering (400, 408, 499).
     async fn prepare(
         body: Incoming,
         headers: &http::HeaderMap,
         retry: &crate::failover::RetryPolicy,
-        max_attempts: usize,
+        limits: &ClientLimits,
     ) -> Result<Self, ProxyError> {
         if body.is_end_stream() {
             return Ok(RequestBody::Replay(Bytes::new()));
@@ -663,16 +713,18 @@ impl RequestBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
         match declared {
-            Some(length) if max_attempts > 1 && length <= retry.replay_limit() => {
-                let collected = Limited::new(body, retry.replay_limit() as usize)
-                    .collect()
+            Some(length) if retry.max_attempts() > 1 && length <= retry.replay_limit() => {
+                client::read_whole(body, limits, retry.replay_limit())
                     .await
-                    .map_err(|e| {
-                        ProxyError::BadRequest(format!("reading the request body: {e}"))
-                    })?;
-                Ok(RequestBody::Replay(collected.to_bytes()))
+                    .map(RequestBody::Replay)
             }
-            _ => Ok(RequestBody::Stream(Some(body))),
+            _ => {
+                let (body, fault) = ClientBody::new(body, limits);
+                Ok(RequestBody::Stream {
+                    body: Some(body),
+                    fault,
+                })
+            }
         }
     }
 
@@ -680,10 +732,26 @@ impl RequestBody {
         matches!(self, RequestBody::Replay(_))
     }
 
+    /// How the client's streamed body failed, if it did.
+    fn client_fault(&self) -> Option<ClientFault> {
+        match self {
+            RequestBody::Replay(_) => None,
+            RequestBody::Stream { fault, .. } => fault.get(),
+        }
+    }
+
+    /// Whether the streamed body was still coming from the client.
+    fn awaiting_client(&self) -> bool {
+        match self {
+            RequestBody::Replay(_) => false,
+            RequestBody::Stream { fault, .. } => !fault.complete(),
+        }
+    }
+
     fn for_attempt(&mut self) -> UpstreamBody {
         match self {
             RequestBody::Replay(bytes) => Either::Right(Full::new(bytes.clone())),
-            RequestBody::Stream(stream) => match stream.take() {
+            RequestBody::Stream { body, .. } => match body.take() {
                 Some(body) => Either::Left(body),
                 None => Either::Right(Full::new(Bytes::new())),
             },

@@ -10,6 +10,7 @@
 //! serves one request ([`handle`]).
 
 mod body;
+mod client;
 mod error;
 mod fanout;
 mod forward;
@@ -18,6 +19,7 @@ mod pool;
 mod recent;
 mod router;
 
+pub use client::ClientLimits;
 pub use error::{ProxyError, StartError};
 pub use forward::handle;
 

@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::HeaderName;
 use http::uri::Authority;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -38,7 +37,7 @@ use crate::status::{InstanceStatus, PoolStatus};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
-pub type UpstreamBody = Either<Incoming, Full<Bytes>>;
+pub type UpstreamBody = Either<super::client::ClientBody, Full<Bytes>>;
 
 /// What one upstream attempt came to (see [`Pool::record_attempt`]).
 #[derive(Debug, Clone, Copy)]

@@ -3,27 +3,34 @@
 //! ([`crate::proxy`]), the admin API on its own listener, and a graceful
 //! shutdown: on the shutdown signal the listeners stop accepting, in-flight
 //! requests finish (up to `shutdown_grace_ms`), then connections close.
+//!
+//! Each listener bounds its clients ([`limits`]): the time to send a request
+//! head, a body and between requests, and the connections open at once (in
+//! all and per client address); the open-file limit is raised at start.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod limits;
+
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::Config;
+use crate::config::{Config, ListenerConfig};
 use crate::control::Control;
 use crate::plugin::PluginHost;
-use crate::proxy::StartError;
+use crate::proxy::{ClientLimits, StartError};
+use limits::{Activity, Connections, IdleIo, Throttle};
 
 /// A configured proxy with its listeners bound, ready to [`serve`](Self::serve).
 pub struct Switchyard {
-    listeners: Vec<TcpListener>,
+    listeners: Vec<(TcpListener, ListenerConfig)>,
     admin: Option<TcpListener>,
     control: Arc<Control>,
     shutdown_grace: Duration,
@@ -44,9 +51,10 @@ impl Switchyard {
                 .await
                 .map_err(|error| StartError::Bind { addr, error })
         };
+        limits::raise_nofile_limit();
         let mut listeners = Vec::with_capacity(config.listeners.len());
         for listener in &config.listeners {
-            listeners.push(bind(listener.listen).await?);
+            listeners.push((bind(listener.listen).await?, listener.clone()));
         }
         let admin = match &config.admin {
             Some(admin) => Some(bind(admin.listen).await?),
@@ -64,7 +72,7 @@ impl Switchyard {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|(l, _)| l.local_addr().ok())
             .collect()
     }
 
@@ -78,12 +86,13 @@ impl Switchyard {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
-        for listener in self.listeners {
+        for (listener, config) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!("listening on http://{addr}");
             }
             loops.spawn(accept_loop(
                 listener,
+                config,
                 Arc::clone(&self.control),
                 stop_rx.clone(),
                 self.shutdown_grace,
@@ -124,41 +133,87 @@ impl Switchyard {
     }
 }
 
+/// Accepts and serves the connections of one listener, within its bounds
+/// (`config`), until `stop`; then lets in-flight requests finish for up to
+/// `grace`.
 async fn accept_loop(
     listener: TcpListener,
+    config: ListenerConfig,
     control: Arc<Control>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
 ) {
     let graceful = GracefulShutdown::new();
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms));
+    builder.http2().timer(TokioTimer::new());
+    let client_limits = ClientLimits {
+        body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+    };
+    let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+    let cap = limits::connection_cap(config.max_connections, limits::raise_nofile_limit());
+    if cap < config.max_connections as usize {
+        tracing::warn!(
+            listen = %config.listen,
+            max_connections = config.max_connections,
+            cap,
+            "the open-file limit allows fewer client connections than max_connections"
+        );
+    }
+    let connections = Connections::new(cap, config.max_connections_per_ip as usize);
+    let accept_errors = Throttle::new(Duration::from_secs(10));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
+                    // EMFILE and friends: back off briefly instead of
+                    // spinning, and say so at most every 10 s.
+                    if let Some(held) = accept_errors.pass() {
+                        tracing::warn!(error = %e, failed_since_last_warning = held + 1, "accept failed");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
             },
             _ = stop.changed() => break,
         };
+        // Past a cap, the connection is closed at once (it was accepted so
+        // that the backlog does not fill up with it).
+        let Ok(slot) = connections.admit(peer.ip()) else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
-        let control = Arc::clone(&control);
-        let service = service_fn(move |req| {
-            // The router in force when the request arrives serves all of it.
-            let router = control.router();
-            async move {
-                Ok::<_, std::convert::Infallible>(crate::proxy::handle(&router, req, peer).await)
-            }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let activity = Activity::new();
+        let service = {
+            let control = Arc::clone(&control);
+            let activity = Arc::clone(&activity);
+            service_fn(move |req| {
+                // The router in force when the request arrives serves all of it.
+                let router = control.router();
+                let waiting = activity.waiting();
+                async move {
+                    let response = crate::proxy::handle(&router, req, peer, &client_limits).await;
+                    drop(waiting);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
+        };
+        let io = TokioIo::new(IdleIo::new(stream, Arc::clone(&activity)));
+        let conn = builder.serve_connection(io, service);
         let conn = graceful.watch(conn.into_owned());
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            let _slot = slot;
+            tokio::select! {
+                ended = conn => if let Err(e) = ended {
+                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
+                },
+                () = activity.idle(idle_timeout) => {
+                    tracing::debug!(%peer, "idle client connection closed");
+                }
             }
         });
     }

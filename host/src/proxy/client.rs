@@ -1,0 +1,211 @@
+//! The client's side of a request: its body as sent upstream, bounded in
+//! time between frames, and the record of a failure that was the client's.
+//!
+//! A failure caused by the client — a body whose framing is invalid, a
+//! client that goes away before its body is complete, a body that stalls
+//! longer than `body_read_timeout_ms` — is answered as the client's error
+//! (400, 499, 408) and never counts against an instance: the attempt is
+//! not booked (no outlier detection, breaker, EWMA or plugin `observe`),
+//! not retried and not handed to the failover policy. nginx answers the
+//! same cases 400, 499 (logged) and 408 (`client_body_timeout`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use super::ProxyError;
+
+/// Per-listener limits on what a client sends, read at start.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// Longest wait for the next piece of a request body
+    /// (`body_read_timeout_ms`, default 60 s as nginx's
+    /// `client_body_timeout`).
+    pub body_read_timeout: Duration,
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            body_read_timeout: Duration::from_millis(
+                crate::config::ListenerConfig::DEFAULT_BODY_READ_TIMEOUT_MS,
+            ),
+        }
+    }
+}
+
+/// How a client's request body failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ClientFault {
+    /// Invalid framing (a bad chunk size, more bytes than declared): 400.
+    Framing = 1,
+    /// The client closed the connection before its body was complete: 499.
+    Gone = 2,
+    /// No body bytes for `body_read_timeout_ms`: 408.
+    Stalled = 3,
+}
+
+impl ClientFault {
+    /// The fault behind a failed read of `Incoming`.
+    fn of(error: &hyper::Error) -> Self {
+        if error.is_incomplete_message() || error.is_closed() || error.is_canceled() {
+            ClientFault::Gone
+        } else {
+            ClientFault::Framing
+        }
+    }
+
+    fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(ClientFault::Framing),
+            2 => Some(ClientFault::Gone),
+            3 => Some(ClientFault::Stalled),
+            _ => None,
+        }
+    }
+
+    /// The error answered (or, for a client gone, logged) for this fault.
+    pub fn error(self, limits: &ClientLimits) -> ProxyError {
+        match self {
+            ClientFault::Framing => {
+                ProxyError::BadRequest("the request body's framing is invalid".into())
+            }
+            ClientFault::Gone => ProxyError::ClientGone,
+            ClientFault::Stalled => ProxyError::ClientTimeout {
+                timeout_ms: limits.body_read_timeout.as_millis() as u64,
+            },
+        }
+    }
+}
+
+/// Where a [`ClientBody`] records how it ended, shared with the exchange
+/// that sent it (the body itself moves into the upstream request).
+#[derive(Debug, Default)]
+pub struct FaultCell {
+    fault: AtomicU8,
+    complete: AtomicBool,
+}
+
+impl FaultCell {
+    /// The recorded fault, if any.
+    pub fn get(&self) -> Option<ClientFault> {
+        ClientFault::from_u8(self.fault.load(Ordering::Acquire))
+    }
+
+    /// Whether the whole body was read.
+    pub fn complete(&self) -> bool {
+        self.complete.load(Ordering::Acquire)
+    }
+
+    fn set(&self, fault: ClientFault) {
+        self.fault.store(fault as u8, Ordering::Release);
+    }
+}
+
+/// Reads the whole of `body`, at most `limit_bytes`, each frame awaited at
+/// most the listener's `body_read_timeout_ms`.
+///
+/// # Errors
+/// 413 past `limit_bytes`; otherwise the client's fault (400, 408, 499).
+pub async fn read_whole(
+    body: Incoming,
+    limits: &ClientLimits,
+    limit_bytes: u64,
+) -> Result<Bytes, ProxyError> {
+    let (body, fault) = ClientBody::new(body, limits);
+    let limit = usize::try_from(limit_bytes).unwrap_or(usize::MAX);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<LengthLimitError>() => Err(ProxyError::PayloadTooLarge { limit_bytes }),
+        Err(_) => Err(fault.get().unwrap_or(ClientFault::Framing).error(limits)),
+    }
+}
+
+/// The error a [`ClientBody`] yields: the client's fault.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0:?}")]
+pub struct ClientBodyError(pub ClientFault);
+
+/// A client's request body: `Incoming` with a deadline between frames; a
+/// failure is recorded in the shared [`FaultCell`].
+pub struct ClientBody {
+    body: Incoming,
+    timeout: Duration,
+    /// Armed while a frame is awaited.
+    stall: Option<Pin<Box<Sleep>>>,
+    fault: Arc<FaultCell>,
+}
+
+impl ClientBody {
+    /// `body`, each frame awaited at most `limits.body_read_timeout`.
+    pub fn new(body: Incoming, limits: &ClientLimits) -> (Self, Arc<FaultCell>) {
+        let fault = Arc::new(FaultCell::default());
+        let body = Self {
+            body,
+            timeout: limits.body_read_timeout,
+            stall: None,
+            fault: Arc::clone(&fault),
+        };
+        (body, fault)
+    }
+
+    fn fail(&mut self, fault: ClientFault) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        self.fault.set(fault);
+        Poll::Ready(Some(Err(ClientBodyError(fault))))
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.body).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                this.stall = None;
+                if this.body.is_end_stream() {
+                    // hyper stops polling once the body says it ended.
+                    this.fault.complete.store(true, Ordering::Release);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(error))) => this.fail(ClientFault::of(&error)),
+            Poll::Ready(None) => {
+                this.fault.complete.store(true, Ordering::Release);
+                Poll::Ready(None)
+            }
+            Poll::Pending => {
+                let timeout = this.timeout;
+                let stall = this.stall.get_or_insert_with(|| {
+                    Box::pin(tokio::time::sleep_until(Instant::now() + timeout))
+                });
+                match stall.as_mut().poll(cx) {
+                    Poll::Ready(()) => this.fail(ClientFault::Stalled),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}

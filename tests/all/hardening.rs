@@ -1,0 +1,279 @@
+//! Hardening: what a client, a slow or hostile one, can and cannot do to
+//! Switchyard and to the standing of its upstreams.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use crate::{client, get, instances, serve, upstreams};
+
+/// Generous bound on any wait of these tests (the machine is small and noisy).
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A raw connection to the listener at `url` (`http://ip:port`).
+fn connect(url: &str) -> TcpStream {
+    let stream = TcpStream::connect(url.trim_start_matches("http://")).expect("connect");
+    stream.set_read_timeout(Some(WAIT)).expect("read timeout");
+    stream
+}
+
+/// Everything the server sends until it closes the connection (or [`WAIT`]
+/// passes: then the test fails).
+fn read_to_close(stream: &mut TcpStream) -> String {
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let started = Instant::now();
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!(
+                "the connection was not closed within {WAIT:?} (after {:?}): {e}; got {:?}",
+                started.elapsed(),
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// Sends `request` (raw bytes) on a new connection and returns the status
+/// line's code of the answer (0 when the connection closed without one).
+fn raw_status(url: &str, request: &[u8]) -> u16 {
+    let mut stream = connect(url);
+    stream.write_all(request).expect("write");
+    let answer = read_to_close(&mut stream);
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A listener with `listener` keys (TOML, may be empty) and one route to
+/// pool `p` of `instances` with `pool` keys.
+fn config(listener: &str, instances: &str, pool: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{listener}\n[[routes]]\npool = \"p\"\n\
+         [pools.p]\ninstances = {instances}\n{pool}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_with_a_broken_body_gets_a_client_error_and_costs_the_instances_nothing() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    // Thresholds low enough that two failures booked on an instance would
+    // eject it and open its breaker.
+    let proxy = serve(
+        &dir,
+        &config(
+            "",
+            &instances(&ups),
+            "outlier = { consecutive_gateway_errors = 2, consecutive_5xx = 2, base_ejection_ms = 60000 }\n\
+             breaker = { consecutive_failures = 2, open_ms = 60000 }",
+        ),
+    );
+    let url = proxy.url.clone();
+    let statuses = tokio::task::spawn_blocking(move || {
+        let mut statuses = Vec::new();
+        for _ in 0..6 {
+            // Invalid chunked framing: a chunk size that is not hex.
+            statuses.push(raw_status(
+                &url,
+                b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n",
+            ));
+        }
+        for _ in 0..6 {
+            // A client that goes away with its body incomplete.
+            let mut stream = connect(&url);
+            stream
+                .write_all(b"POST /upload HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+                .expect("write");
+            stream.shutdown(std::net::Shutdown::Both).ok();
+        }
+        statuses
+    })
+    .await
+    .unwrap();
+    assert!(statuses.iter().all(|s| *s == 400), "{statuses:?}");
+    // Both instances still take requests: nothing was ejected or opened.
+    let client = client();
+    let mut served = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let (status, body) = get(&client, &format!("{}/", proxy.url)).await;
+        assert_eq!(status, 200, "{body}");
+        served.insert(body);
+    }
+    assert_eq!(served.len(), 2, "{served:?}");
+    let log = proxy.log();
+    assert!(!log.iter().any(|l| l.contains("ejected")), "{log:#?}");
+    assert!(
+        !log.iter().any(|l| l.contains("breaker opened")),
+        "{log:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_answered_408_after_body_read_timeout_ms() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &config("body_read_timeout_ms = 300", &instances(&ups), ""),
+    );
+    let url = proxy.url.clone();
+    let statuses = tokio::task::spawn_blocking(move || {
+        [
+            // Buffered for replay: 10 of the 100 declared bytes, then nothing.
+            &b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789"[..],
+            // Streamed: one chunk, then nothing.
+            b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n",
+        ]
+        .map(|request| {
+            let mut stream = connect(&url);
+            stream.write_all(request).expect("write");
+            let answer = read_to_close(&mut stream);
+            answer.split(' ').nth(1).unwrap_or("").to_string()
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(statuses, ["408", "408"]);
+    let (status, _) = get(&client(), &format!("{}/", proxy.url)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_sent_heads_and_idle_connections_are_closed() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &config(
+            "header_read_timeout_ms = 300\nidle_timeout_ms = 300",
+            &instances(&ups),
+            "",
+        ),
+    );
+    let url = proxy.url.clone();
+    tokio::task::spawn_blocking(move || {
+        // Half a request head.
+        let mut half = connect(&url);
+        half.write_all(b"GET / HTTP/1.1\r\nHost:").expect("write");
+        read_to_close(&mut half);
+        // Nothing at all.
+        let mut silent = connect(&url);
+        read_to_close(&mut silent);
+        // A kept-alive connection after one exchange.
+        let mut kept = connect(&url);
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n")
+            .expect("write");
+        let answer = read_to_close(&mut kept);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_caps_are_closed_at_once() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config("max_connections = 3", &instances(&ups), ""));
+    let url = proxy.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let mut held: Vec<TcpStream> = (0..3)
+            .map(|_| {
+                let mut stream = connect(&url);
+                stream.write_all(request).expect("write");
+                let mut head = [0u8; 12];
+                stream.read_exact(&mut head).expect("an answer");
+                assert_eq!(&head, b"HTTP/1.1 200");
+                stream
+            })
+            .collect();
+        // The fourth is accepted and closed without an answer.
+        let mut fourth = connect(&url);
+        fourth.write_all(request).ok();
+        assert_eq!(read_to_close(&mut fourth), "");
+        // One closes: a new connection is served again (its slot is given
+        // back when the server sees the close).
+        drop(held.pop());
+        let started = Instant::now();
+        loop {
+            let mut next = connect(&url);
+            next.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                .ok();
+            if read_to_close(&mut next).starts_with("HTTP/1.1 200") {
+                break;
+            }
+            assert!(started.elapsed() < WAIT, "no slot was given back");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("connection limit reached"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_client_address_are_capped() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &config("max_connections_per_ip = 2", &instances(&ups), ""),
+    );
+    let url = proxy.url.clone();
+    tokio::task::spawn_blocking(move || {
+        let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+        let _held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = connect(&url);
+                stream.write_all(request).expect("write");
+                let mut head = [0u8; 12];
+                stream.read_exact(&mut head).expect("an answer");
+                stream
+            })
+            .collect();
+        let mut third = connect(&url);
+        third.write_all(request).ok();
+        assert_eq!(read_to_close(&mut third), "");
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let ups = upstreams(1);
+    let path =
+        switchyard_tests::process::write_config(dir.path(), &config("", &instances(&ups), ""));
+    // Started with a soft limit of 256.
+    let proxy = switchyard_tests::process::Switchyard::run(
+        "sh",
+        &[
+            "-c",
+            "ulimit -Sn 256 && exec \"$0\" serve --config \"$1\"",
+            crate::BINARY,
+            path.to_str().unwrap(),
+        ],
+    );
+    proxy.wait_for_log("listening on http://");
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", proxy.pid())).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("a limit line");
+    let values: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
+    assert_eq!(values[0], values[1], "{line}");
+}
