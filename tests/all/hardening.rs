@@ -277,3 +277,148 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
     let values: Vec<&str> = line.split_whitespace().skip(3).take(2).collect();
     assert_eq!(values[0], values[1], "{line}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wait_outlasts_the_request_deadline() {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_status(503);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The policy asks to wait a minute (the most `backoff_max_ms` allows)
+    // before the second retry; the request's deadline is 2 s.
+    let proxy = serve(
+        &dir,
+        &config(
+            "",
+            &instances(&ups),
+            &format!(
+                "request_timeout_ms = 2000\nretry = {{ retries = 2, backoff_max_ms = 60000 }}\n\
+                 failover_plugin = {{ path = \"{}\", config = {{ statuses = [503], delays_ms = [0, 60000] }}, call_deadline_ms = 1000 }}",
+                switchyard_tests::fixtures::RETRY_SCHEDULE
+            ),
+        ),
+    );
+    // The first retry is made at once; the one that would wait past the
+    // deadline is not: the client gets the last answer.
+    let (status, body) = get(&client(), &format!("{}/", proxy.url)).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(ups[0].hits() + ups[1].hits(), 2);
+    proxy.wait_for_log("the wait would pass the request's deadline");
+}
+
+#[test]
+fn waits_beyond_their_maxima_are_refused_naming_the_key() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    for (keys, named) in [
+        (
+            "retry = { backoff_base_ms = 25, backoff_max_ms = 3600000 }",
+            "pools.p.retry.backoff_max_ms",
+        ),
+        (
+            "request_timeout_ms = 86400000",
+            "pools.p.request_timeout_ms",
+        ),
+        (
+            "bulkhead = { max_concurrent = 10, queue_timeout_ms = 99999999 }",
+            "pools.p.bulkhead.queue_timeout_ms",
+        ),
+    ] {
+        let path = switchyard_tests::process::write_config(
+            dir.path(),
+            &config("", &instances(&ups), keys),
+        );
+        let output = std::process::Command::new(crate::BINARY)
+            .args(["check", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        assert!(!output.status.success(), "{keys}: accepted");
+        assert!(text.contains(named), "{keys}: {text}");
+        assert!(text.contains("out of range"), "{keys}: {text}");
+    }
+    let path = switchyard_tests::process::write_config(
+        dir.path(),
+        &config("header_read_timeout_ms = 0", &instances(&ups), ""),
+    );
+    let output = std::process::Command::new(crate::BINARY)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("listeners[0].header_read_timeout_ms"),
+        "{output:?}"
+    );
+}
+
+/// The status and the `x-upstream` and `x-upstream-path` headers of the
+/// answer to `request`, sent raw.
+fn raw_answer(url: &str, request: &str) -> (u16, String, String) {
+    let mut stream = connect(url);
+    stream.write_all(request.as_bytes()).expect("write");
+    let answer = read_to_close(&mut stream);
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let header = |name: &str| {
+        answer
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    };
+    (status, header("x-upstream:"), header("x-upstream-path:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_normalized_before_routing_and_forwarding() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/api\" }}\npool = \"api\"\n\
+         [[routes]]\npool = \"admin\"\n\
+         [pools.api]\ninstances = [{{ url = \"{}\" }}]\n\
+         [pools.admin]\ninstances = [{{ url = \"{}\" }}]\n",
+        ups[0].url(),
+        ups[1].url()
+    );
+    let proxy = serve(&dir, &toml);
+    let url = proxy.url.clone();
+    let answers = tokio::task::spawn_blocking(move || {
+        [
+            "GET /api/../admin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET /api/%2e%2E/admin?x=1 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET //api//v1/./items HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET /api/..%2fadmin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET /api/a%00b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET /api/v1 HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "GET /api/v1 HTTP/1.0\r\n\r\n",
+        ]
+        .map(|request| raw_answer(&url, request))
+    })
+    .await
+    .unwrap();
+    let expect =
+        |status: u16, upstream: &str, path: &str| (status, upstream.to_string(), path.to_string());
+    assert_eq!(
+        answers,
+        [
+            expect(200, "u1", "/admin"),
+            expect(200, "u1", "/admin?x=1"),
+            expect(200, "u0", "/api/v1/items"),
+            // An escaped slash, a NUL, HTTP/1.1 without Host: 400.
+            expect(400, "", ""),
+            expect(400, "", ""),
+            expect(400, "", ""),
+            // HTTP/1.0 needs no Host.
+            expect(200, "u0", "/api/v1"),
+        ]
+    );
+}

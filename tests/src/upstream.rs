@@ -1,7 +1,8 @@
 //! A real upstream HTTP server on its own thread and runtime.
 //!
 //! It answers every request with its name as the body (and the request's
-//! headers as `x-seen-*` response headers), counts hits, can be made slow or
+//! headers as `x-seen-*` response headers, its path and query as
+//! `x-upstream-path`), counts hits, can be made slow or
 //! failing, and can be killed: its runtime is dropped, which closes the
 //! listener and every connection at once, as when a process dies.
 
@@ -225,5 +226,10 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
         "x-upstream",
         HeaderValue::from_str(name).unwrap_or(HeaderValue::from_static("?")),
     );
+    if let Some(path) = parts.uri.path_and_query()
+        && let Ok(value) = HeaderValue::from_str(path.as_str())
+    {
+        response.headers_mut().insert("x-upstream-path", value);
+    }
     response
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::Invalid;
+use super::types::{Invalid, MAX_WAIT_MS, in_range};
 
 /// When and how a failed attempt is retried.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -29,13 +29,15 @@ pub struct RetryConfig {
     pub retry_on: Vec<RetryOn>,
     /// Statuses that retry besides `5xx`, e.g. `[429]`. Default none.
     pub retry_statuses: Vec<u16>,
-    /// Time allowed to one attempt's response headers, ms. Default: the pool's `request_timeout_ms`.
+    /// Time allowed to one attempt's response headers, ms, within the
+    /// request's deadline. Default: the pool's `request_timeout_ms`.
     pub per_try_timeout_ms: Option<u64>,
     /// Backoff before retry n: a random time in 0..=min(max, base × 2^(n−1)), ms
     /// ("full jitter", AWS Architecture Blog 2015). The first retry goes at once
     /// (immediate failover). Default 25.
     pub backoff_base_ms: u64,
-    /// Cap of the backoff, ms. Default 250 (Envoy's defaults: 25 ms × 10).
+    /// Cap of the backoff, ms. Default 250 (Envoy's defaults: 25 ms × 10);
+    /// at most 60000 (as `backoff_base_ms`).
     pub backoff_max_ms: u64,
     /// Retry budget: retries in flight may be at most this share of the pool's
     /// requests in flight… Default 0.2 (Envoy `budget_percent` 20%).
@@ -198,14 +200,31 @@ fn default_fallback_status() -> u16 {
 }
 
 impl RetryConfig {
+    /// The longest backoff that may be configured, ms (one minute); a
+    /// retry is also never made when its wait would pass the request's
+    /// deadline (`request_timeout_ms`).
+    pub const MAX_BACKOFF_MS: u64 = 60_000;
+
     pub(super) fn validate(&self) -> Result<(), Invalid> {
         let err = |k: &str, reason: String| Err((k.to_string(), reason));
         if self.retries > 10 {
             return err("retries", format!("must be 0..=10, got {}", self.retries));
         }
-        if self.per_try_timeout_ms == Some(0) {
-            return err("per_try_timeout_ms", "must be > 0".into());
+        if let Some(ms) = self.per_try_timeout_ms {
+            in_range("per_try_timeout_ms", ms, 1, MAX_WAIT_MS)?;
         }
+        in_range(
+            "backoff_base_ms",
+            self.backoff_base_ms,
+            0,
+            Self::MAX_BACKOFF_MS,
+        )?;
+        in_range(
+            "backoff_max_ms",
+            self.backoff_max_ms,
+            0,
+            Self::MAX_BACKOFF_MS,
+        )?;
         if self.backoff_max_ms < self.backoff_base_ms {
             return err("backoff_max_ms", "must be >= backoff_base_ms".into());
         }
@@ -256,10 +275,7 @@ impl BulkheadConfig {
         if self.max_concurrent == 0 {
             return Err(("max_concurrent".into(), "must be >= 1".into()));
         }
-        if self.queue_timeout_ms == 0 {
-            return Err(("queue_timeout_ms".into(), "must be > 0".into()));
-        }
-        Ok(())
+        in_range("queue_timeout_ms", self.queue_timeout_ms, 1, MAX_WAIT_MS)
     }
 }
 

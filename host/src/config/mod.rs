@@ -35,8 +35,8 @@ mod types;
 pub use error::ConfigError;
 pub use types::{
     AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CheckKind, Compare,
-    CompareKeys, Config, ConflictRule, ConsistentHashConfig, DrainSessions, FallbackConfig,
-    FanOutConfig, FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey,
+    CompareKeys, Config, ConflictRule, ConsistentHashConfig, DrainSessions, EscapedSlashes,
+    FallbackConfig, FanOutConfig, FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey,
     HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, MedianConfig,
     MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig,
     PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,

@@ -164,13 +164,35 @@ pub struct ListenerConfig {
     /// (the default: clients behind a NAT share an address).
     #[serde(default)]
     pub max_connections_per_ip: u32,
+    /// Decode percent-encoded unreserved characters and remove dot
+    /// segments of request paths before routing (RFC 3986 §6, §5.2.4;
+    /// Envoy's `normalize_path`). Default true.
+    #[serde(default = "defaults::yes")]
+    pub normalize_path: bool,
+    /// Merge runs of slashes in request paths (Envoy's `merge_slashes`).
+    /// Default true.
+    #[serde(default = "defaults::yes")]
+    pub merge_slashes: bool,
+    /// An escaped slash (`%2F`, `%5C`) in a path: `"reject"` (400, the
+    /// default) or `"keep"` (Envoy's `path_with_escaped_slashes_action`).
+    #[serde(default)]
+    pub escaped_slashes: EscapedSlashes,
+}
+
+/// What a listener does with an escaped slash (`%2F`, `%2f`, `%5C`, `%5c`)
+/// in a request path (Envoy's `path_with_escaped_slashes_action`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EscapedSlashes {
+    /// Answer 400 (the default: an upstream may decode it into a separator
+    /// that routing did not see).
+    #[default]
+    Reject,
+    /// Forward it unchanged, as a character of its segment.
+    Keep,
 }
 
 impl ListenerConfig {
-    /// Default of `body_read_timeout_ms`.
-    pub const DEFAULT_BODY_READ_TIMEOUT_MS: u64 = 60_000;
-    /// Largest accepted timeout of a listener, ms (one hour).
-    pub const MAX_TIMEOUT_MS: u64 = 3_600_000;
     /// Largest accepted `max_connections`.
     pub const MAX_CONNECTIONS: u32 = 1_000_000;
 
@@ -183,6 +205,9 @@ impl ListenerConfig {
             body_read_timeout_ms: defaults::body_read_timeout_ms(),
             max_connections: defaults::max_connections(),
             max_connections_per_ip: 0,
+            normalize_path: true,
+            merge_slashes: true,
+            escaped_slashes: EscapedSlashes::Reject,
         }
     }
 
@@ -192,7 +217,7 @@ impl ListenerConfig {
             ("idle_timeout_ms", self.idle_timeout_ms),
             ("body_read_timeout_ms", self.body_read_timeout_ms),
         ] {
-            in_range(key, value, 1, Self::MAX_TIMEOUT_MS)?;
+            in_range(key, value, 1, MAX_WAIT_MS)?;
         }
         in_range(
             "max_connections",
@@ -208,6 +233,11 @@ impl ListenerConfig {
         )
     }
 }
+
+/// The longest time any timeout or wait may be configured to, ms (one
+/// hour): a request, a probe or a queue that waits longer is a
+/// misconfiguration, refused naming its key.
+pub const MAX_WAIT_MS: u64 = 3_600_000;
 
 /// `value` of `key` within `min..=max`.
 ///
@@ -269,8 +299,12 @@ pub struct PoolConfig {
     /// TCP connect timeout per attempt, ms. Default 1000.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Time from sending a request to receiving the response headers, ms.
-    /// Default 30000. Streaming the body afterwards is not limited.
+    /// The request's deadline in this pool: from its arrival to its answer's
+    /// headers, across every attempt, backoff and policy delay (as Envoy's
+    /// route `timeout`; a retry that would wait past it is not made), ms.
+    /// Default 30000; at most 3600000. Streaming the body afterwards is not
+    /// limited. A switch to another pool (route fallback, failover policy)
+    /// starts that pool's deadline.
     #[serde(default = "defaults::request_timeout_ms")]
     pub request_timeout_ms: u64,
     /// After a connect failure, the instance is skipped for this long, ms, as
@@ -446,10 +480,13 @@ mod defaults {
         75_000
     }
     pub fn body_read_timeout_ms() -> u64 {
-        super::ListenerConfig::DEFAULT_BODY_READ_TIMEOUT_MS
+        60_000
     }
     pub fn max_connections() -> u32 {
         10_000
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn event_cooldown_ms() -> u64 {
         30_000
@@ -716,13 +753,13 @@ impl PoolConfig {
                 ));
             }
         }
-        for (k, v) in [
-            ("connect_timeout_ms", self.connect_timeout_ms),
-            ("request_timeout_ms", self.request_timeout_ms),
+        for (k, v, min) in [
+            ("connect_timeout_ms", self.connect_timeout_ms, 1),
+            ("request_timeout_ms", self.request_timeout_ms, 1),
+            ("fail_timeout_ms", self.fail_timeout_ms, 0),
+            ("idle_timeout_ms", self.idle_timeout_ms, 0),
         ] {
-            if v == 0 {
-                return Err((key(k), "must be > 0".into()));
-            }
+            in_range(k, v, min, MAX_WAIT_MS).map_err(|(k, reason)| (key(&k), reason))?;
         }
         self.strategy
             .validate()

@@ -23,22 +23,29 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::ProxyError;
+use super::path::PathRules;
+use crate::config::ListenerConfig;
 
-/// Per-listener limits on what a client sends, read at start.
+/// What a listener holds its clients to, read at start from its config.
 #[derive(Debug, Clone, Copy)]
-pub struct ClientLimits {
+pub struct ListenerRules {
     /// Longest wait for the next piece of a request body
     /// (`body_read_timeout_ms`, default 60 s as nginx's
     /// `client_body_timeout`).
     pub body_read_timeout: Duration,
+    /// How request paths are normalized before routing.
+    pub paths: PathRules,
 }
 
-impl Default for ClientLimits {
-    fn default() -> Self {
+impl From<&ListenerConfig> for ListenerRules {
+    fn from(config: &ListenerConfig) -> Self {
         Self {
-            body_read_timeout: Duration::from_millis(
-                crate::config::ListenerConfig::DEFAULT_BODY_READ_TIMEOUT_MS,
-            ),
+            body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
+            paths: PathRules {
+                normalize: config.normalize_path,
+                merge_slashes: config.merge_slashes,
+                escaped_slashes: config.escaped_slashes,
+            },
         }
     }
 }
@@ -75,7 +82,7 @@ impl ClientFault {
     }
 
     /// The error answered (or, for a client gone, logged) for this fault.
-    pub fn error(self, limits: &ClientLimits) -> ProxyError {
+    pub fn error(self, limits: &ListenerRules) -> ProxyError {
         match self {
             ClientFault::Framing => {
                 ProxyError::BadRequest("the request body's framing is invalid".into())
@@ -119,7 +126,7 @@ impl FaultCell {
 /// 413 past `limit_bytes`; otherwise the client's fault (400, 408, 499).
 pub async fn read_whole(
     body: Incoming,
-    limits: &ClientLimits,
+    limits: &ListenerRules,
     limit_bytes: u64,
 ) -> Result<Bytes, ProxyError> {
     let (body, fault) = ClientBody::new(body, limits);
@@ -148,7 +155,7 @@ pub struct ClientBody {
 
 impl ClientBody {
     /// `body`, each frame awaited at most `limits.body_read_timeout`.
-    pub fn new(body: Incoming, limits: &ClientLimits) -> (Self, Arc<FaultCell>) {
+    pub fn new(body: Incoming, limits: &ListenerRules) -> (Self, Arc<FaultCell>) {
         let fault = Arc::new(FaultCell::default());
         let body = Self {
             body,

@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::client::{self, ClientLimits};
+use super::client::{self, ListenerRules};
 use super::pool::{Attempt, Pool};
 use super::{ProxyError, StartError, headers};
 use crate::balance::{Affinity, EndpointId};
@@ -243,7 +243,7 @@ impl FanOut {
         peer: SocketAddr,
         host: &str,
         authority: Option<&HeaderValue>,
-        limits: &ClientLimits,
+        limits: &ListenerRules,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let body = self.read_body(body, &parts.headers, limits).await?;
         headers::prepare_request(&mut parts.headers, peer.ip(), authority);
@@ -315,7 +315,7 @@ impl FanOut {
         &self,
         body: Incoming,
         headers: &HeaderMap,
-        limits: &ClientLimits,
+        limits: &ListenerRules,
     ) -> Result<Bytes, ProxyError> {
         if body.is_end_stream() {
             return Ok(Bytes::new());

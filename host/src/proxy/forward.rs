@@ -15,8 +15,9 @@
 //!    balancer feedback);
 //! 4. **on failure**: the pool's failover policy ([`Failover`]) decides —
 //!    retry (first at once on another instance, later ones after a jittered
-//!    backoff, within the attempt cap and the retry budget), continue in
-//!    another pool, answer, or give up;
+//!    backoff, within the attempt cap, the retry budget and the request's
+//!    deadline, `request_timeout_ms`), continue in another pool, answer, or
+//!    give up;
 //! 5. **deliver**: the answer streams back; the session is bound to the
 //!    instance if it answered successfully; a GET answer is copied for
 //!    stale-if-error;
@@ -28,6 +29,7 @@
 //!
 //! [`Failover`]: crate::failover::Failover
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,7 +44,8 @@ use smallvec::SmallVec;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ProxyBody;
-use super::client::{self, ClientBody, ClientFault, ClientLimits, FaultCell};
+use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules};
+use super::path;
 use super::pool::{Attempt, Pool, UpstreamBody};
 use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::{ProxyError, RequestRecord, Router, headers};
@@ -55,7 +58,7 @@ pub async fn handle(
     router: &Router,
     request: Request<Incoming>,
     peer: SocketAddr,
-    limits: &ClientLimits,
+    limits: &ListenerRules,
 ) -> Response<ProxyBody> {
     match forward(router, request, peer, limits).await {
         Ok(response) => response,
@@ -71,9 +74,15 @@ async fn forward(
     router: &Router,
     request: Request<Incoming>,
     peer: SocketAddr,
-    limits: &ClientLimits,
+    limits: &ListenerRules,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+        return Err(ProxyError::BadRequest(
+            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".into(),
+        ));
+    }
+    normalize_path(&mut parts.uri, &limits.paths)?;
     let authority: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
             .uri
@@ -147,7 +156,7 @@ struct Inbound<'a> {
     /// The `Host` header (or URI authority), passed on upstream.
     authority: Option<&'a HeaderValue>,
     /// The listener's limits on the client.
-    limits: &'a ClientLimits,
+    limits: &'a ListenerRules,
 }
 
 /// An answer that came back, with the instance's in-flight count held for
@@ -206,16 +215,21 @@ struct Exchange<'a> {
     affinity: Affinity,
     ranking: Ranking,
     body: RequestBody,
-    limits: &'a ClientLimits,
+    limits: &'a ListenerRules,
     tried: SmallVec<[EndpointId; 4]>,
     /// The route's fallback pool took over (it does only once).
     fell_back: bool,
     /// The failover policy moved the request to another pool (only once).
     switched: bool,
     started_at: Instant,
+    /// When the request must have its answer's head: `request_timeout_ms`
+    /// of the pool in use after the request reached it. Every wait (an
+    /// attempt, a backoff, a policy's delay) ends by then.
+    deadline: Instant,
     /// The last failure, answered when nothing better is left.
     failure: Option<ProxyError>,
-    /// The wait before the next attempt, when the failover policy chose one.
+    /// The wait before the next attempt (a backoff or the failover
+    /// policy's delay), within the deadline.
     delay: Option<Duration>,
     /// The bulkhead slot, held until the answer's body ends.
     slot: Option<OwnedSemaphorePermit>,
@@ -280,6 +294,7 @@ impl<'a> Exchange<'a> {
             fell_back,
             switched: false,
             started_at: Instant::now(),
+            deadline: Instant::now() + pool.request_timeout,
             failure: None,
             delay: None,
             slot,
@@ -326,12 +341,16 @@ impl<'a> Exchange<'a> {
         let max_attempts = self.pool.failover.retry().max_attempts();
         let mut held = None;
         for attempt in 1..=max_attempts {
-            if attempt > 1 {
-                let wait = self
-                    .delay
-                    .take()
-                    .unwrap_or_else(|| self.pool.failover.backoff(attempt as u32 - 1));
+            if let Some(wait) = self.delay.take().filter(|w| !w.is_zero()) {
                 tokio::time::sleep(wait).await;
+            }
+            if Instant::now() >= self.deadline {
+                self.failure = Some(ProxyError::Timeout {
+                    pool: self.pool.name.clone(),
+                    instance: "(no attempt left within the deadline)".into(),
+                    timeout_ms: self.pool.request_timeout.as_millis() as u64,
+                });
+                break;
             }
             let Some((id, endpoint, admission)) = self.next_instance() else {
                 break;
@@ -418,7 +437,11 @@ impl<'a> Exchange<'a> {
         };
         let in_flight = endpoint.start_request();
         let started = Instant::now();
-        let timeout = pool.failover.retry().per_try_timeout(pool.request_timeout);
+        let timeout = pool
+            .failover
+            .retry()
+            .per_try_timeout(pool.request_timeout)
+            .min(self.deadline.saturating_duration_since(Instant::now()));
         let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
         let latency_us = started.elapsed().as_micros() as u64;
         // The client's body failed, or was still coming when the attempt
@@ -521,6 +544,17 @@ impl<'a> Exchange<'a> {
                 delay_ms,
                 same_endpoint,
             } => {
+                // The first retry goes at once; later ones after a backoff
+                // (or the policy's delay). One that would wait past the
+                // deadline is not made.
+                let wait = delay_ms.map_or_else(
+                    || pool.failover.backoff(attempt as u32),
+                    |ms| Duration::from_millis(u64::from(ms)),
+                );
+                if Instant::now() + wait >= self.deadline {
+                    tracing::info!(pool = %pool.name, wait_ms = wait.as_millis() as u64, "not retrying: the wait would pass the request's deadline (request_timeout_ms)");
+                    return Next::Stop;
+                }
                 // With no untried instance left, a retry goes to a tried one.
                 let possible = !holding
                     || same_endpoint
@@ -533,7 +567,7 @@ impl<'a> Exchange<'a> {
                 };
                 self._retry = Some(retry);
                 pool.retries_total.inc();
-                self.delay = delay_ms.map(|ms| Duration::from_millis(u64::from(ms)));
+                self.delay = Some(wait);
                 if same_endpoint {
                     self.tried.pop();
                 } else if untried == 0 {
@@ -566,10 +600,11 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Continues the request in `other`: its own session lookup and ranking,
-    /// nothing tried there yet.
+    /// Continues the request in `other`: its own session lookup, ranking and
+    /// deadline, nothing tried there yet.
     fn switch_pool(&mut self, other: &'a Pool) {
         self.pool = other;
+        self.deadline = Instant::now() + other.request_timeout;
         self.affinity = lookup(other, &self.parts.headers);
         self.ranking = rank(
             other,
@@ -703,7 +738,7 @@ impl RequestBody {
         body: Incoming,
         headers: &http::HeaderMap,
         retry: &crate::failover::RetryPolicy,
-        limits: &ClientLimits,
+        limits: &ListenerRules,
     ) -> Result<Self, ProxyError> {
         if body.is_end_stream() {
             return Ok(RequestBody::Replay(Bytes::new()));
@@ -757,6 +792,31 @@ impl RequestBody {
             },
         }
     }
+}
+
+/// Replaces the path of `uri` with its normal form (see [`path`]); the
+/// query stays as it is.
+///
+/// # Errors
+/// 400 for a path the rules refuse.
+fn normalize_path(uri: &mut Uri, rules: &path::PathRules) -> Result<(), ProxyError> {
+    let normal = match path::normalize(uri.path(), rules) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(refused) => return Err(ProxyError::BadRequest(refused.to_string())),
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(path_and_query)
+            .map_err(|e| ProxyError::BadRequest(format!("the normalized path is invalid: {e}")))?,
+    );
+    *uri = Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("the normalized URI is invalid: {e}")))?;
+    Ok(())
 }
 
 pub(super) fn upstream_uri(authority: http::uri::Authority, path_and_query: PathAndQuery) -> Uri {

@@ -15,11 +15,12 @@ mod error;
 mod fanout;
 mod forward;
 mod headers;
+mod path;
 mod pool;
 mod recent;
 mod router;
 
-pub use client::ClientLimits;
+pub use client::ListenerRules;
 pub use error::{ProxyError, StartError};
 pub use forward::handle;
 

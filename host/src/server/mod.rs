@@ -25,7 +25,7 @@ use tokio::sync::watch;
 use crate::config::{Config, ListenerConfig};
 use crate::control::Control;
 use crate::plugin::PluginHost;
-use crate::proxy::{ClientLimits, StartError};
+use crate::proxy::{ListenerRules, StartError};
 use limits::{Activity, Connections, IdleIo, Throttle};
 
 /// A configured proxy with its listeners bound, ready to [`serve`](Self::serve).
@@ -150,9 +150,7 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms));
     builder.http2().timer(TokioTimer::new());
-    let client_limits = ClientLimits {
-        body_read_timeout: Duration::from_millis(config.body_read_timeout_ms),
-    };
+    let listener_rules = ListenerRules::from(&config);
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
     let cap = limits::connection_cap(config.max_connections, limits::raise_nofile_limit());
     if cap < config.max_connections as usize {
@@ -196,7 +194,7 @@ async fn accept_loop(
                 let router = control.router();
                 let waiting = activity.waiting();
                 async move {
-                    let response = crate::proxy::handle(&router, req, peer, &client_limits).await;
+                    let response = crate::proxy::handle(&router, req, peer, &listener_rules).await;
                     drop(waiting);
                     Ok::<_, std::convert::Infallible>(response)
                 }
