@@ -1,7 +1,6 @@
 //! Failover through the real proxy: retries, budgets, breakers, bulkheads,
 //! replay rules and route fallbacks.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::{client, get, instances, serve, upstreams};
@@ -13,21 +12,17 @@ fn pool_with(extra: &str, list: &str) -> String {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_one_of_three_under_load_costs_no_idempotent_request() {
-    let ups = Arc::new(std::sync::Mutex::new(upstreams(3)));
-    let list = instances(&ups.lock().unwrap());
-    let dir = tempfile::tempdir().unwrap();
-    // The budget must cover the burst: every request in flight on the
-    // instance that dies fails at once and needs a retry slot.
-    let proxy = serve(
-        &dir,
-        &pool_with("retry = { retries = 2, budget_min_concurrent = 16 }", &list),
-    );
-    let url = format!("{}/", proxy.url);
+/// Runs 16 concurrent clients of 60 GETs each against `url`, calls `harm`
+/// once `victim_hits` says the victim served 20 of them, and returns how
+/// many GETs did not get a 200.
+async fn failures_under_load(
+    url: &str,
+    victim_hits: impl Fn() -> u64,
+    harm: impl FnOnce(),
+) -> usize {
     let mut clients = tokio::task::JoinSet::new();
-    for _ in 0..8 {
-        let url = url.clone();
+    for _ in 0..16 {
+        let url = url.to_string();
         clients.spawn(async move {
             let client = client();
             let mut failures = 0;
@@ -39,18 +34,64 @@ async fn killing_one_of_three_under_load_costs_no_idempotent_request() {
             failures
         });
     }
-    // Let traffic flow, then kill u1 while the clients run.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while ups.lock().unwrap()[1].hits() < 20 {
-        assert!(std::time::Instant::now() < deadline);
+    while victim_hits() < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no traffic reached the victim"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    ups.lock().unwrap()[1].kill();
+    harm();
     let mut failures = 0;
     while let Some(done) = clients.join_next().await {
         failures += done.unwrap();
     }
+    failures
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_one_of_three_under_load_costs_no_idempotent_request() {
+    let ups = std::sync::Mutex::new(upstreams(3));
+    // Each answer takes 10 ms, so that about a third of the 16 requests in
+    // flight are on the instance when it dies (as with real servers under
+    // load), and all of them need a retry at once.
+    for u in ups.lock().unwrap().iter() {
+        u.set_delay(Duration::from_millis(10));
+    }
+    let list = instances(&ups.lock().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    // The defaults: one retry; the retry budget's minimum covers the
+    // requests in flight on the instance that dies, and the connections it
+    // refuses afterwards are retried outside the budget.
+    let proxy = serve(&dir, &pool_with("", &list));
+    let failures = failures_under_load(
+        &format!("{}/", proxy.url),
+        || ups.lock().unwrap()[1].hits(),
+        || ups.lock().unwrap()[1].kill(),
+    )
+    .await;
     assert_eq!(failures, 0, "client-visible errors after the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_instance_under_load_costs_no_idempotent_request() {
+    let ups = upstreams(3);
+    let dir = tempfile::tempdir().unwrap();
+    // Defaults but a 2 s deadline (to keep the test short): each attempt
+    // gets half of it; a timed-out attempt is retried elsewhere and keeps
+    // the hung instance out for fail_timeout_ms.
+    let proxy = serve(
+        &dir,
+        &pool_with("request_timeout_ms = 2000", &instances(&ups)),
+    );
+    let failures = failures_under_load(
+        &format!("{}/", proxy.url),
+        || ups[1].hits(),
+        || ups[1].set_delay(Duration::from_secs(3600)),
+    )
+    .await;
+    assert_eq!(failures, 0, "client-visible errors after the hang");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -30,7 +30,9 @@ pub struct RetryConfig {
     /// Statuses that retry besides `5xx`, e.g. `[429]`. Default none.
     pub retry_statuses: Vec<u16>,
     /// Time allowed to one attempt's response headers, ms, within the
-    /// request's deadline. Default: the pool's `request_timeout_ms`.
+    /// request's deadline. Default: the pool's `request_timeout_ms` shared
+    /// evenly among the attempts (`retries + 1`), so that a hung instance
+    /// leaves time to try another (15 s of 30 s with the defaults).
     pub per_try_timeout_ms: Option<u64>,
     /// Backoff before retry n: a random time in 0..=min(max, base × 2^(n−1)), ms
     /// ("full jitter", AWS Architecture Blog 2015). The first retry goes at once
@@ -42,7 +44,11 @@ pub struct RetryConfig {
     /// Retry budget: retries in flight may be at most this share of the pool's
     /// requests in flight… Default 0.2 (Envoy `budget_percent` 20%).
     pub budget_ratio: f64,
-    /// …or this many, whichever is more. Default 3 (Envoy `min_retry_concurrency`).
+    /// …or this many, whichever is more. Default 10 (Linkerd's budget
+    /// minimum of 10 retries; Envoy's `min_retry_concurrency` is 3): enough
+    /// for the requests in flight on one instance that dies under a load of
+    /// tens of concurrent requests. Retries after a connect failure (nothing
+    /// was sent) are not counted.
     pub budget_min_concurrent: u32,
     /// Retry methods that are not idempotent (POST, PATCH) too. Default false.
     pub retry_non_idempotent: bool,
@@ -61,7 +67,7 @@ impl Default for RetryConfig {
             backoff_base_ms: 25,
             backoff_max_ms: 250,
             budget_ratio: 0.2,
-            budget_min_concurrent: 3,
+            budget_min_concurrent: 10,
             retry_non_idempotent: false,
             replay_limit_bytes: 65_536,
         }

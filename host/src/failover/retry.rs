@@ -39,11 +39,14 @@ impl RetryPolicy {
         1 + self.config.retries as usize
     }
 
-    /// The per-try timeout, or `default` (the pool's request timeout).
-    pub fn per_try_timeout(&self, default: Duration) -> Duration {
-        self.config
-            .per_try_timeout_ms
-            .map_or(default, Duration::from_millis)
+    /// The per-try timeout: as configured, or the request's `deadline`
+    /// shared evenly among the attempts (so that an instance that hangs
+    /// leaves time to try another).
+    pub fn per_try_timeout(&self, deadline: Duration) -> Duration {
+        self.config.per_try_timeout_ms.map_or_else(
+            || deadline / (self.max_attempts() as u32).max(1),
+            Duration::from_millis,
+        )
     }
 
     /// The largest body buffered for replay, bytes.

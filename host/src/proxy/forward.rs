@@ -24,8 +24,8 @@
 //! 6. **give up**: the last good answer (stale-if-error), the route's static
 //!    fallback, or a JSON error (502, 504).
 //!
-//! A connect failure also keeps the instance out of rotation for the pool's
-//! `fail_timeout_ms`.
+//! A connect failure or a timed-out attempt also keeps the instance out of
+//! rotation for the pool's `fail_timeout_ms`.
 //!
 //! [`Failover`]: crate::failover::Failover
 
@@ -497,7 +497,7 @@ impl<'a> Exchange<'a> {
             }
             Err(_elapsed) => {
                 drop(in_flight);
-                pool.record_attempt(endpoint, admission, Attempt::Failed, latency_us);
+                pool.record_attempt(endpoint, admission, Attempt::TimedOut, latency_us);
                 tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
                 self.failure = Some(ProxyError::Timeout {
                     pool: pool.name.clone(),
@@ -534,8 +534,13 @@ impl<'a> Exchange<'a> {
             elapsed_ms: self.started_at.elapsed().as_millis() as u64,
             tried: &self.tried,
             replayable: self.body.replayable(),
-            retries_left: (pool.failover.retry().max_attempts().saturating_sub(attempt))
-                .min(pool.budget.room()) as u32,
+            retries_left: (pool.failover.retry().max_attempts().saturating_sub(attempt)).min(
+                if failure == Failure::ConnectFailure {
+                    usize::MAX
+                } else {
+                    pool.budget.room()
+                },
+            ) as u32,
             untried: untried as u32,
         };
         match pool.failover.decide(&facts) {
@@ -559,13 +564,21 @@ impl<'a> Exchange<'a> {
                 let possible = !holding
                     || same_endpoint
                     || pool.has_candidate(&self.ranking, &[], self.affinity.bound);
-                let Some(retry) = pool.budget.try_retry().filter(|_| possible) else {
-                    if !holding {
-                        tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
-                    }
+                if !possible {
                     return Next::Stop;
-                };
-                self._retry = Some(retry);
+                }
+                // A connect failure sent nothing: its retry is not counted
+                // by the retry budget (it cannot add load to a struggling
+                // instance), only by the attempt cap.
+                if failure != Failure::ConnectFailure {
+                    let Some(retry) = pool.budget.try_retry() else {
+                        if !holding {
+                            tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                        }
+                        return Next::Stop;
+                    };
+                    self._retry = Some(retry);
+                }
                 pool.retries_total.inc();
                 self.delay = Some(wait);
                 if same_endpoint {

@@ -51,7 +51,9 @@ pub enum Attempt<'a> {
     },
     /// The TCP connection could not be made.
     ConnectFailed,
-    /// Reset or timed out.
+    /// No response head within the attempt's timeout.
+    TimedOut,
+    /// Reset, or a fan-out source that timed out.
     Failed,
 }
 
@@ -438,8 +440,10 @@ impl Pool {
 
     /// Books one attempt on `endpoint`, let through by `admission`:
     /// reachability, a load report, the balancer's observation, outlier
-    /// detection and the circuit breaker. A connect failure also keeps the
-    /// instance out for `fail_timeout_ms`.
+    /// detection and the circuit breaker. A connect failure or a timed-out
+    /// attempt also keeps the instance out for `fail_timeout_ms` (nginx's
+    /// `max_fails=1`, which counts both), so that a dead or hung instance
+    /// costs only the requests already on it.
     pub fn record_attempt(
         &self,
         endpoint: &Endpoint,
@@ -461,7 +465,7 @@ impl Pool {
                 }
                 status < 500
             }
-            Attempt::ConnectFailed => {
+            Attempt::ConnectFailed | Attempt::TimedOut => {
                 let until = self.now_ms() + self.fail_timeout.as_millis() as u64;
                 endpoint.mark_unreachable(until);
                 false
