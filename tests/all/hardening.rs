@@ -422,3 +422,41 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
         ]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_check_that_passes_again_ends_an_open_breaker_early() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    // The breaker would stay open a minute; checks run every 200 ms.
+    let proxy = serve(
+        &dir,
+        &config(
+            "",
+            &instances(&ups),
+            "strategy = { kind = \"round-robin\" }\n\
+             breaker = { consecutive_failures = 2, open_ms = 60000 }\n\
+             health = { interval_ms = 200, timeout_ms = 150, rise = 1, fall = 1 }",
+        ),
+    );
+    let client = client();
+    let url = format!("{}/", proxy.url);
+    // u1 fails requests and checks alike: its breaker opens.
+    ups[1].set_status(503);
+    let started = Instant::now();
+    while !proxy.log().iter().any(|l| l.contains("breaker open")) {
+        get(&client, &url).await;
+        assert!(started.elapsed() < WAIT, "the breaker never opened");
+    }
+    proxy.wait_for_log("unhealthy after 1 failed checks");
+    // It recovers: the next passing check sends it probe requests, which
+    // close the breaker, long before its open time is over.
+    ups[1].set_status(200);
+    proxy.wait_for_log("an active health check passes again");
+    let before = ups[1].hits();
+    let started = Instant::now();
+    while ups[1].hits() <= before + 3 {
+        assert_eq!(get(&client, &url).await.0, 200);
+        assert!(started.elapsed() < WAIT, "u1 got no traffic back");
+    }
+    proxy.wait_for_log("breaker closed");
+}

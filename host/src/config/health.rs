@@ -324,9 +324,9 @@ impl PluginRef {
                 format!("plugin file `{}` does not exist", self.path.display()),
             ));
         }
-        if self.call_deadline_ms == 0 {
-            return Err(("call_deadline_ms".into(), "must be >= 1".into()));
-        }
+        // A decision is microseconds; a minute is the most a call may block
+        // a data-path thread.
+        super::types::in_range("call_deadline_ms", self.call_deadline_ms, 1, 60_000)?;
         if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
             return Err(("memory_limit_mib".into(), "must be 1..=4096".into()));
         }

@@ -10,7 +10,10 @@
 //!   capped at `max_open_ms`, trips counting opens since the last close.
 //! - **half-open**: after the open time, up to `half_open_requests` probe
 //!   requests are admitted; `close_after` successes close the breaker, any
-//!   failure opens it again (for longer).
+//!   failure opens it again (for longer). With active health checks, a
+//!   check that passes again — after one failed while the breaker was
+//!   open — ends the open time at once ([`Breakers::checked`]): recovery
+//!   takes a check interval, not `open_ms`, and real requests still decide.
 //!
 //! Defaults: failure rate 0.5 and 60 s open, as the original design; 20
 //! requests minimum over 10 s; 5 consecutive failures; 3 half-open probes.
@@ -57,6 +60,8 @@ pub struct CircuitBreaker {
     /// Times the breaker went half-open: a probe slot given back belongs to
     /// the half-open period that handed it out.
     generation: u64,
+    /// An active health check failed since the breaker opened.
+    check_failed: bool,
 }
 
 /// A state change, for events.
@@ -79,6 +84,7 @@ impl Default for CircuitBreaker {
             half_open_admitted: 0,
             half_open_successes: 0,
             generation: 0,
+            check_failed: false,
         }
     }
 }
@@ -113,20 +119,8 @@ impl CircuitBreaker {
     /// Whether a request may go to the instance at `now_ms`; moves an open
     /// breaker whose time is up to half-open, and takes a half-open probe slot.
     pub fn allow(&mut self, config: &BreakerConfig, now_ms: u64) -> (Admit, Option<Transition>) {
-        let mut transition = None;
-        if self.state == BreakerState::Open && now_ms >= self.open_until_ms {
-            self.state = BreakerState::HalfOpen;
-            self.half_open_admitted = 0;
-            self.half_open_successes = 0;
-            self.generation += 1;
-            transition = Some(Transition {
-                to: BreakerState::HalfOpen,
-                reason: format!(
-                    "open time over; admitting {} probe requests",
-                    config.half_open_requests
-                ),
-            });
-        }
+        let transition = (self.state == BreakerState::Open && now_ms >= self.open_until_ms)
+            .then(|| self.half_open(config, "open time over"));
         let admit = match self.state {
             BreakerState::Closed => Admit::Closed,
             BreakerState::Open => Admit::Refused,
@@ -137,6 +131,36 @@ impl CircuitBreaker {
             BreakerState::HalfOpen => Admit::Refused,
         };
         (admit, transition)
+    }
+
+    /// Goes half-open (`why`), with every probe slot free.
+    fn half_open(&mut self, config: &BreakerConfig, why: &str) -> Transition {
+        self.state = BreakerState::HalfOpen;
+        self.half_open_admitted = 0;
+        self.half_open_successes = 0;
+        self.generation += 1;
+        Transition {
+            to: BreakerState::HalfOpen,
+            reason: format!(
+                "{why}; admitting {} probe requests",
+                config.half_open_requests
+            ),
+        }
+    }
+
+    /// Folds in an active health check's result: an open breaker whose
+    /// instance failed a check since it opened and now passes one goes
+    /// half-open at once.
+    pub fn checked(&mut self, config: &BreakerConfig, passed: bool) -> Option<Transition> {
+        if self.state != BreakerState::Open {
+            return None;
+        }
+        if !passed {
+            self.check_failed = true;
+            return None;
+        }
+        self.check_failed
+            .then(|| self.half_open(config, "an active health check passes again"))
     }
 
     /// Gives back a probe slot of half-open period `generation` that sent
@@ -218,6 +242,7 @@ impl CircuitBreaker {
         self.state = BreakerState::Open;
         self.open_until_ms = now_ms + open_ms;
         self.consecutive = 0;
+        self.check_failed = false;
         Transition {
             to: BreakerState::Open,
             reason: format!("{reason}; open for {open_ms} ms (trip {})", self.trips),
@@ -315,6 +340,14 @@ impl Breakers {
             .and_then(|b| lock(b).record(&self.config, success, now_ms))
     }
 
+    /// Folds in instance `id`'s active health check result; see
+    /// [`CircuitBreaker::checked`].
+    pub fn checked(&self, id: u32, passed: bool) -> Option<Transition> {
+        self.breakers
+            .get(id)
+            .and_then(|b| lock(b).checked(&self.config, passed))
+    }
+
     /// The state of instance `id`'s breaker.
     pub fn state(&self, id: u32) -> BreakerState {
         self.breakers
@@ -397,6 +430,34 @@ mod tests {
         }
         assert!(!allowed(&mut b, &c, 499));
         assert!(allowed(&mut b, &c, 500));
+    }
+
+    #[test]
+    fn a_check_that_passes_again_ends_the_open_time() {
+        let c = config();
+        let mut b = CircuitBreaker::default();
+        for _ in 0..10 {
+            b.record(&c, false, 0);
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+        // Passing checks alone (no failed one since the breaker opened)
+        // change nothing: the requests failed, not the checks.
+        assert_eq!(b.checked(&c, true), None);
+        assert!(!allowed(&mut b, &c, 1));
+        assert_eq!(b.checked(&c, false), None);
+        let t = b.checked(&c, true).expect("half-open");
+        assert_eq!(t.to, BreakerState::HalfOpen);
+        assert!(
+            allowed(&mut b, &c, 2),
+            "a probe request, long before open_ms"
+        );
+        // Checks do not close it: probe requests do.
+        assert_eq!(b.checked(&c, true), None);
+        b.record(&c, true, 3);
+        assert!(
+            b.record(&c, true, 4)
+                .is_some_and(|t| t.to == BreakerState::Closed)
+        );
     }
 
     #[test]

@@ -283,21 +283,28 @@ impl RiseFall {
     }
 }
 
+/// Hears each active check's result on an instance (whether it passed).
+pub type OnChecked = Arc<dyn Fn(&Endpoint, bool) + Send + Sync>;
+
 /// Runs the checks of `endpoints` until the returned set is dropped; each
 /// instance comes with its consecutive results, kept by the pool across
 /// membership changes (a change restarts the tasks, not the counts).
+/// `checked` hears every result (whether the probe passed), for the pool's
+/// circuit breakers.
 pub fn spawn(
     check: Arc<ActiveCheck>,
     endpoints: Vec<(Arc<Endpoint>, Arc<Mutex<RiseFall>>)>,
     health: Arc<PoolHealth>,
+    checked: OnChecked,
 ) -> JoinSet<()> {
     let permits = Arc::new(Semaphore::new(check.config.max_concurrent as usize));
     let mut tasks = JoinSet::new();
     for (endpoint, counts) in endpoints {
-        let (check, health, permits) = (
+        let (check, health, permits, checked) = (
             Arc::clone(&check),
             Arc::clone(&health),
             Arc::clone(&permits),
+            Arc::clone(&checked),
         );
         tasks.spawn(async move {
             let interval = check.config.interval_ms;
@@ -319,6 +326,7 @@ pub fn spawn(
                 let outcome = probed.outcome;
                 let healthy = endpoint.health_flags() & UNHEALTHY == 0;
                 let passed = outcome == ProbeOutcome::Pass;
+                checked(&endpoint, passed);
                 let flipped = counts
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)

@@ -518,6 +518,18 @@ impl Pool {
         }
     }
 
+    /// An active health check's result on `endpoint`: a check that passes
+    /// again closes its open breaker early (see [`Breakers::checked`]).
+    fn checked(&self, endpoint: &Endpoint, passed: bool) {
+        if let Some(t) = self
+            .breakers
+            .as_ref()
+            .and_then(|b| b.checked(endpoint.id, passed))
+        {
+            self.publish_breaker(endpoint.id, t);
+        }
+    }
+
     /// Starts the pool's background health work: active checks and the
     /// outlier detection interval. Dropping the set stops them.
     pub fn spawn_health(self: &Arc<Self>) -> JoinSet<()> {
@@ -530,6 +542,10 @@ impl Pool {
                     .filter_map(|e| Some((Arc::clone(e), Arc::clone(self.probes.get(e.id)?))))
                     .collect(),
                 Arc::clone(&self.health),
+                {
+                    let pool = Arc::clone(self);
+                    Arc::new(move |endpoint: &Endpoint, passed| pool.checked(endpoint, passed))
+                },
             ),
             None => JoinSet::new(),
         };
