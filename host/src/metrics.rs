@@ -18,7 +18,7 @@
 //! | `switchyard_instance_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `pool`, `instance` |
 //! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
 //! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
-//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
+//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` / `_output_dropped_bytes_total` / `_output_dropped_lines_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
 //! | `switchyard_plugin_quarantined` | gauge (0/1) | `pool`, `kind` |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
 
@@ -249,6 +249,18 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
         "1 while the plugin is quarantined (the built-in decides)",
         quarantined.clone(),
     );
+    let dropped_bytes = Family::<PluginLabels, Counter>::default();
+    let dropped_lines = Family::<PluginLabels, Counter>::default();
+    registry.register(
+        "switchyard_plugin_output_dropped_bytes",
+        "Plugin output bytes dropped over the per-call bound",
+        dropped_bytes.clone(),
+    );
+    registry.register(
+        "switchyard_plugin_output_dropped_lines",
+        "Plugin log lines dropped over the per-second rate",
+        dropped_lines.clone(),
+    );
     registry.register(
         "switchyard_plugin_call_seconds",
         "Time spent in calls into the pool's plugin (divided by calls: the mean call latency)",
@@ -309,6 +321,12 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
         quarantined
             .get_or_create(&labels)
             .set(i64::from(stats.quarantined()));
+        dropped_bytes
+            .get_or_create(&labels)
+            .inc_by(stats.output().dropped_bytes());
+        dropped_lines
+            .get_or_create(&labels)
+            .inc_by(stats.output().dropped_lines());
     }
     for (index, stats) in &snapshot.caches {
         for (result, n) in [

@@ -460,3 +460,89 @@ async fn a_health_check_that_passes_again_ends_an_open_breaker_early() {
     }
     proxy.wait_for_log("breaker closed");
 }
+
+/// A pool `p` of `ups` balanced by the hostile balancer in `mode`.
+fn hostile(mode: &str, ups: &[switchyard_tests::upstream::Upstream]) -> String {
+    config(
+        "",
+        &instances(ups),
+        &format!(
+            "strategy = {{ kind = \"plugin\", path = \"{}\", config = {{ mode = \"{mode}\" }}, call_deadline_ms = 1000 }}",
+            switchyard_tests::fixtures::HOSTILE_BALANCER
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_plugin_is_bounded_and_its_dropped_output_counted() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = hostile("chatty", &ups) + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    let started = Instant::now();
+    // 40 picks write 400 lines of 1 KiB.
+    for _ in 0..40 {
+        assert_eq!(get(&client, &format!("{}/", proxy.url)).await.0, 200);
+    }
+    let seconds = started.elapsed().as_secs() + 2;
+    let logged = proxy
+        .log()
+        .iter()
+        .filter(|l| l.contains("stream=\"stdout\""))
+        .count() as u64;
+    assert!(
+        logged <= 20 * seconds,
+        "{logged} lines in {seconds} s: over 20 a second"
+    );
+    let (_, status) = crate::admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", proxy.admin_url()),
+        None,
+    )
+    .await;
+    let plugin = &status["plugins"][0];
+    assert!(
+        plugin["output_dropped_lines"].as_u64().unwrap() > 0,
+        "{plugin}"
+    );
+    assert!(
+        plugin["output_dropped_bytes"].as_u64().unwrap() > 0,
+        "{plugin}"
+    );
+    assert_eq!(plugin["faults"], 0, "{plugin}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_plugin_faults_and_the_fault_names_its_pool() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &hostile("flood", &ups));
+    // 100 KiB of output in one pick: a fault; the built-in serves.
+    assert_eq!(get(&client(), &format!("{}/", proxy.url)).await.0, 200);
+    let fault = proxy.wait_for_log("kind=PluginFault");
+    assert!(fault.contains("bytes of output in one call"), "{fault}");
+    assert!(fault.contains("pool=p "), "{fault}");
+}
+
+#[test]
+fn a_panic_in_configure_is_named_in_the_refusal() {
+    let output = std::process::Command::new(crate::BINARY)
+        .args([
+            "plugin",
+            "check",
+            switchyard_tests::fixtures::HOSTILE_BALANCER,
+            "--config",
+            r#"{"mode": "refuse-panic"}"#,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let text = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    let refusal = text
+        .lines()
+        .find(|l| l.contains("wasm trap"))
+        .unwrap_or_else(|| panic!("no refusal in {text}"));
+    assert!(refusal.contains("bad config value 42"), "{refusal}");
+}

@@ -79,7 +79,9 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             let s = &p.stats;
             json!({ "pool": pool, "route": route, "kind": p.kind.name(), "calls": s.calls(),
                     "faults": s.faults(), "call_seconds": s.call_seconds(),
-                    "quarantined": s.quarantined(), "quarantines": s.quarantines() })
+                    "quarantined": s.quarantined(), "quarantines": s.quarantines(),
+                    "output_dropped_bytes": s.output().dropped_bytes(),
+                    "output_dropped_lines": s.output().dropped_lines() })
         })
         .collect();
     // Fan-out routes: each source's learned quality, and the cache counts.

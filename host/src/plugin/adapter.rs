@@ -117,9 +117,10 @@ impl<W: World> WasmPlugin<W> {
             .map_err(|e| rejected(e.to_string()))?;
         if let Some(needs) = needs {
             plugin.sandbox.arm_setup(&mut live.store);
-            let names = needs
-                .call_request_headers(&mut live.store)
-                .map_err(|e| rejected(format!("request-headers: {}", plugin.fault(&e))))?;
+            let names = needs.call_request_headers(&mut live.store).map_err(|e| {
+                let fault = plugin.sandbox.fault_in(&mut live.store, &e);
+                rejected(format!("request-headers: {fault}"))
+            })?;
             plugin.request_headers = header_names(&names).map_err(rejected)?;
         }
         plugin.sandbox.install(live);

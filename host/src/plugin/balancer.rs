@@ -101,13 +101,15 @@ impl WasmStrategy {
     /// A fresh instance, configured and told the endpoint set.
     fn instantiate(&self) -> Result<(Live<Bound>, Requirements), Fault> {
         let mut store = self.sandbox.store();
-        let fault = |e: wasmtime::Error| self.sandbox.fault(&e);
-        let bindings = self.pre.instantiate(&mut store).map_err(fault)?;
+        let bindings = self
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.sandbox.fault_in(&mut store, &e))?;
         let exports = bindings.switchyard_plugin_balancer();
         self.sandbox.arm_setup(&mut store);
         let requirements = exports
             .call_configure(&mut store, &self.config_json)
-            .map_err(fault)?
+            .map_err(|e| self.sandbox.fault_in(&mut store, &e))?
             .map_err(|e| Fault::Refused(format!("configure: {}", describe(&e))))?;
         self.sandbox.arm_setup(&mut store);
         let pool_size = {
@@ -117,7 +119,7 @@ impl WasmStrategy {
                 .unwrap_or_else(PoisonError::into_inner);
             exports
                 .call_update(&mut store, membership.0, &membership.1)
-                .map_err(fault)?;
+                .map_err(|e| self.sandbox.fault_in(&mut store, &e))?;
             membership.1.len()
         };
         let inner = Bound {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use wasmtime::{ResourceLimiter, StoreLimits};
 
+use super::PluginStats;
 use super::kv::KvStore;
-use super::wasi::Captured;
+use super::output::Captured;
 
 /// The `balancer-plugin` world.
 pub mod balancer {
@@ -18,6 +19,8 @@ pub mod balancer {
             "switchyard:plugin/kv.get": trappable,
             "switchyard:plugin/kv.set": trappable,
             "switchyard:plugin/kv.delete": trappable,
+            // Over the output bound of a call, logging traps (a fault).
+            "switchyard:plugin/host.log": trappable,
         },
     });
 }
@@ -111,8 +114,10 @@ pub struct PluginState {
     pub name: Arc<str>,
     /// Memory and instance limits, enforced by the store's limiter.
     pub limits: Limiter,
-    /// Partial stdout/stderr lines.
+    /// Partial stdout/stderr lines and the current call's output count.
     pub captured: Captured,
+    /// The plugin's counters (its output bounds among them).
+    pub stats: Arc<PluginStats>,
     /// The plugin's key-value store, when granted.
     pub kv: Option<Arc<KvStore>>,
 }
@@ -198,14 +203,9 @@ impl balancer::switchyard::plugin::kv::Host for PluginState {
 impl balancer::switchyard::plugin::types::Host for PluginState {}
 
 impl balancer::switchyard::plugin::host::Host for PluginState {
-    fn log(&mut self, level: Level, message: String) {
-        let plugin = &*self.name;
-        match level {
-            Level::Trace => tracing::trace!(target: "switchyard::plugin", plugin, "{message}"),
-            Level::Debug => tracing::debug!(target: "switchyard::plugin", plugin, "{message}"),
-            Level::Info => tracing::info!(target: "switchyard::plugin", plugin, "{message}"),
-            Level::Warn => tracing::warn!(target: "switchyard::plugin", plugin, "{message}"),
-            Level::Error => tracing::error!(target: "switchyard::plugin", plugin, "{message}"),
-        }
+    fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
+        self.captured
+            .log(&self.name, self.stats.output(), level, &message)?;
+        Ok(())
     }
 }

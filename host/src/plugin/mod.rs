@@ -45,6 +45,7 @@ mod error;
 mod failover;
 mod health;
 mod kv;
+pub mod output;
 mod request;
 mod resolver;
 mod sandbox;
@@ -186,10 +187,16 @@ impl PluginHost {
     }
 
     /// A `plugin_quarantined` event.
-    pub(crate) fn publish_quarantine(&self, plugin: &str, backoff: Duration, faults: u64) {
+    pub(crate) fn publish_quarantine(
+        &self,
+        serving: &str,
+        plugin: &str,
+        backoff: Duration,
+        faults: u64,
+    ) {
         if let Some(events) = self.events.get() {
             events.publish(crate::health::HealthEvent::new(
-                "",
+                serving,
                 Some(plugin),
                 crate::health::EventKind::PluginQuarantined,
                 crate::health::Severity::Critical,
@@ -202,10 +209,10 @@ impl PluginHost {
     }
 
     /// A `plugin_fault` event (rate-limited per plugin by the bus's cooldown).
-    pub(crate) fn publish_fault(&self, plugin: &str, faults: u64, fault: &Fault) {
+    pub(crate) fn publish_fault(&self, serving: &str, plugin: &str, faults: u64, fault: &Fault) {
         if let Some(events) = self.events.get() {
             events.publish(crate::health::HealthEvent::new(
-                "",
+                serving,
                 Some(plugin),
                 crate::health::EventKind::PluginFault,
                 crate::health::Severity::Warning,
@@ -483,9 +490,28 @@ pub struct PluginStats {
     call_nanos: AtomicU64,
     quarantines: AtomicU64,
     quarantined: AtomicBool,
+    output: output::OutputStats,
+    /// The pool or route the plugin serves, for its events (set once).
+    serving: std::sync::OnceLock<String>,
 }
 
 impl PluginStats {
+    /// Its output rate and what was dropped ([`output`]).
+    pub fn output(&self) -> &output::OutputStats {
+        &self.output
+    }
+
+    /// Names the pool (or route) the plugin serves, for its fault and
+    /// quarantine events; the first name given stays.
+    pub fn serve(&self, name: impl Into<String>) {
+        let _ = self.serving.set(name.into());
+    }
+
+    /// The pool (or route) the plugin serves; empty before [`serve`](Self::serve).
+    pub fn serving(&self) -> &str {
+        self.serving.get().map_or("", String::as_str)
+    }
+
     /// Calls made into the plugin (every exported function counts).
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::Relaxed)

@@ -9,7 +9,8 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::{Limiter, PluginState};
-use super::wasi::{self, Captured};
+use super::output::Captured;
+use super::wasi;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
@@ -160,6 +161,7 @@ impl<L> Sandbox<L> {
                     .build(),
             ),
             captured: Captured::default(),
+            stats: Arc::clone(&self.stats),
             kv: self.kv.clone(),
         };
         let mut store = Store::new(self.host.engine(), state);
@@ -172,6 +174,7 @@ impl<L> Sandbox<L> {
     /// Arms the set-up deadline (before `configure` or `update`); set-up
     /// has no fuel budget.
     pub fn arm_setup(&self, store: &mut Store<PluginState>) {
+        store.data_mut().captured.start_call();
         store.set_epoch_deadline(SETUP_DEADLINE_MS.max(self.limits.call_deadline_ms));
         if self.host.fuel {
             refuel(store, u64::MAX);
@@ -181,27 +184,47 @@ impl<L> Sandbox<L> {
     /// Re-arms the call deadline and the fuel budget of `store` (before
     /// every call).
     pub fn arm(&self, store: &mut Store<PluginState>) {
+        store.data_mut().captured.start_call();
         store.set_epoch_deadline(self.limits.call_deadline_ms);
         if self.host.fuel {
             refuel(store, self.limits.fuel_per_call.unwrap_or(u64::MAX));
         }
     }
 
-    /// `fault`, or a memory-cap fault when the store's limiter denied a
-    /// memory grow during the call (the flag is taken).
-    fn memory_cap(&self, live: &mut Live<L>, fault: Fault) -> Fault {
-        if std::mem::take(&mut live.store.data_mut().limits.memory_denied) {
-            Fault::Memory {
+    /// `fault` of a call in `store`, explained: a memory-cap fault when the
+    /// store's limiter denied a memory grow during the call (the flag is
+    /// taken); a trap with what the call last wrote to stderr (a panic's
+    /// message).
+    pub fn explain(&self, store: &mut Store<PluginState>, fault: Fault) -> Fault {
+        let state = store.data_mut();
+        if std::mem::take(&mut state.limits.memory_denied) {
+            return Fault::Memory {
                 limit_mib: (self.limits.memory_limit_bytes >> 20) as u64,
+            };
+        }
+        match fault {
+            Fault::Trap(trap) => {
+                let said = state.captured.recent_stderr();
+                Fault::Trap(if said.is_empty() {
+                    trap
+                } else {
+                    format!("{trap}; its stderr: {said}")
+                })
             }
-        } else {
-            fault
+            other => other,
         }
     }
 
     /// Maps a wasmtime call error to a fault.
     pub fn fault(&self, err: &wasmtime::Error) -> Fault {
         super::error::fault_from_call(err, &self.limits)
+    }
+
+    /// Maps the wasmtime error of a call in `store` to an explained fault
+    /// (see [`explain`](Self::explain)).
+    pub fn fault_in(&self, store: &mut Store<PluginState>, err: &wasmtime::Error) -> Fault {
+        let fault = self.fault(err);
+        self.explain(store, fault)
     }
 
     /// A fresh live instance of a plugin whose set-up is one `configure`
@@ -214,10 +237,10 @@ impl<L> Sandbox<L> {
         configure: impl FnOnce(&L, &mut Store<PluginState>) -> wasmtime::Result<Result<(), E>>,
     ) -> Result<Live<L>, Fault> {
         let mut store = self.store();
-        let inner = instantiate(&mut store).map_err(|e| self.fault(&e))?;
+        let inner = instantiate(&mut store).map_err(|e| self.fault_in(&mut store, &e))?;
         self.arm_setup(&mut store);
         configure(&inner, &mut store)
-            .map_err(|e| self.fault(&e))?
+            .map_err(|e| self.fault_in(&mut store, &e))?
             .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
         Ok(Live { store, inner })
     }
@@ -281,7 +304,7 @@ impl<L> Sandbox<L> {
                 Some(live) => {
                     self.arm(&mut live.store);
                     let started = std::time::Instant::now();
-                    let result = call(live).map_err(|fault| self.memory_cap(live, fault));
+                    let result = call(live).map_err(|fault| self.explain(&mut live.store, fault));
                     self.stats.count_call(started.elapsed());
                     if matches!(
                         result,
@@ -318,7 +341,8 @@ impl<L> Sandbox<L> {
                     backoff_ms = backoff.as_millis() as u64,
                     "plugin quarantined: the built-in makes its decisions until the backoff ends"
                 );
-                self.host.publish_quarantine(&self.plugin, backoff, faults);
+                self.host
+                    .publish_quarantine(self.stats.serving(), &self.plugin, backoff, faults);
             }
             tracing::warn!(
                 plugin = &*self.plugin,
@@ -326,7 +350,8 @@ impl<L> Sandbox<L> {
                 reason = %fault,
                 "plugin fault; the built-in fallback serves this decision"
             );
-            self.host.publish_fault(&self.plugin, faults, &fault);
+            self.host
+                .publish_fault(self.stats.serving(), &self.plugin, faults, &fault);
             fault
         })
     }

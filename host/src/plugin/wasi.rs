@@ -2,9 +2,7 @@
 //!
 //! - **Output**: a guest's standard library writes through `wasi:cli/stdout`,
 //!   `wasi:cli/stderr` and `wasi:io/streams` (a panic message goes to
-//!   stderr). Each complete line becomes one `tracing` event tagged with the
-//!   plugin's name (stdout at `info`, stderr at `warn`); a line longer than
-//!   [`MAX_LINE`] bytes is cut there.
+//!   stderr); the lines go to the log within the bounds of [`super::output`].
 //! - **Hash seed**: `wasi:random/insecure-seed`, which Rust's `HashMap`
 //!   needs for its keys, returns a seed the host draws per call. It is not a
 //!   source of secrets and the plugin gets no other randomness.
@@ -27,9 +25,7 @@ use wasmtime::component::{
 
 use super::Grants;
 use super::bindings::PluginState;
-
-/// Longest line kept, bytes; the rest of a longer line starts a new one.
-pub const MAX_LINE: usize = 4096;
+use super::output::{MAX_LINE, Stream};
 
 /// Marker type of the `output-stream` resource handed to guests.
 pub struct OutputStream;
@@ -63,43 +59,6 @@ enum StreamError {
 }
 
 type StreamResult<T> = wasmtime::Result<(Result<T, StreamError>,)>;
-
-/// One plugin's partial output lines.
-#[derive(Debug, Default)]
-pub struct Captured {
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
-}
-
-impl Captured {
-    fn write(&mut self, plugin: &str, stream: u32, bytes: &[u8]) {
-        let buffer = if stream == STDERR {
-            &mut self.stderr
-        } else {
-            &mut self.stdout
-        };
-        buffer.extend_from_slice(bytes);
-        while let Some(end) = buffer
-            .iter()
-            .position(|b| *b == b'\n')
-            .or((buffer.len() >= MAX_LINE).then_some(MAX_LINE))
-        {
-            let line = String::from_utf8_lossy(&buffer[..end.min(MAX_LINE)]);
-            let line = line.trim_end_matches('\r');
-            if stream == STDERR {
-                tracing::warn!(target: "switchyard::plugin", plugin, stream = "stderr", "{line}");
-            } else {
-                tracing::info!(target: "switchyard::plugin", plugin, stream = "stdout", "{line}");
-            }
-            let consumed = if end < buffer.len() && buffer[end] == b'\n' {
-                end + 1
-            } else {
-                end
-            };
-            buffer.drain(..consumed);
-        }
-    }
-}
 
 /// Links the WASI subset for the versions `component` imports, then
 /// every other import of it to a trapping stub.
@@ -376,7 +335,14 @@ fn add_streams(
             &format!("[method]output-stream.{method}"),
             |mut store, (this, bytes): (Resource<OutputStream>, Vec<u8>)| -> StreamResult<()> {
                 let state = store.data_mut();
-                state.captured.write(&state.name, this.rep(), &bytes);
+                let stream = if this.rep() == STDERR {
+                    Stream::Stderr
+                } else {
+                    Stream::Stdout
+                };
+                state
+                    .captured
+                    .write(&state.name, state.stats.output(), stream, &bytes)?;
                 Ok((Ok(()),))
             },
         )?;
@@ -395,27 +361,4 @@ fn add_streams(
         "[method]output-stream.flush",
         "[method]output-stream.blocking-flush",
     ])
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn complete_lines_are_emitted_and_partial_ones_kept() {
-        let mut captured = Captured::default();
-        captured.write("p", STDOUT, b"one\ntw");
-        assert_eq!(captured.stdout, b"tw");
-        captured.write("p", STDOUT, b"o\r\n");
-        assert!(captured.stdout.is_empty());
-        captured.write("p", STDERR, b"err");
-        assert_eq!(captured.stderr, b"err");
-    }
-
-    #[test]
-    fn long_lines_are_cut_at_the_limit() {
-        let mut captured = Captured::default();
-        captured.write("p", STDOUT, &vec![b'x'; MAX_LINE + 10]);
-        assert_eq!(captured.stdout.len(), 10);
-    }
 }

@@ -166,6 +166,7 @@ impl FanOut {
                     StartError::Route(format!("{key}.fallback: not a built-in resolver"))
                 })?;
                 let stats = plugin.stats();
+                stats.serve(format!("route {index}"));
                 let plugin: Arc<dyn Resolve> = Arc::new(plugin);
                 (
                     WithFallback::new(plugin, Some(Box::new(fallback) as Box<dyn Resolve>)),

@@ -165,6 +165,12 @@ impl Pool {
             active_check(config, host, previous).map_err(|e| plugin_key("health.plugin", e))?;
         let (failover_plugin, failover_stats) = failover_plugin(config, host, previous)
             .map_err(|e| plugin_key("failover_plugin", e))?;
+        for stats in [&plugin_stats, &health_stats, &failover_stats]
+            .into_iter()
+            .flatten()
+        {
+            stats.serve(name);
+        }
         let load_header = match &config.strategy {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
