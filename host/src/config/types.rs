@@ -157,9 +157,11 @@ pub struct ListenerConfig {
     #[serde(default = "defaults::body_read_timeout_ms")]
     pub body_read_timeout_ms: u64,
     /// Client connections open at once; past it a new connection is
-    /// accepted and closed at once. Default 10000; 1..=1000000.
-    #[serde(default = "defaults::max_connections")]
-    pub max_connections: u32,
+    /// accepted and closed at once. Default: as many as the open-file limit
+    /// allows, (limit − 256) / 2 (each may hold an upstream connection too),
+    /// at most 1000000; a configured value is capped the same way (with a
+    /// warning). 1..=1000000.
+    pub max_connections: Option<u32>,
     /// Client connections open at once from one IP address; 0 = no limit
     /// (the default: clients behind a NAT share an address).
     #[serde(default)]
@@ -203,7 +205,7 @@ impl ListenerConfig {
             header_read_timeout_ms: defaults::header_read_timeout_ms(),
             idle_timeout_ms: defaults::client_idle_timeout_ms(),
             body_read_timeout_ms: defaults::body_read_timeout_ms(),
-            max_connections: defaults::max_connections(),
+            max_connections: None,
             max_connections_per_ip: 0,
             normalize_path: true,
             merge_slashes: true,
@@ -219,17 +221,13 @@ impl ListenerConfig {
         ] {
             in_range(key, value, 1, MAX_WAIT_MS)?;
         }
-        in_range(
-            "max_connections",
-            u64::from(self.max_connections),
-            1,
-            u64::from(Self::MAX_CONNECTIONS),
-        )?;
+        let max = self.max_connections.unwrap_or(Self::MAX_CONNECTIONS);
+        in_range("max_connections", u64::from(max), 1, u64::from(Self::MAX_CONNECTIONS))?;
         in_range(
             "max_connections_per_ip",
             u64::from(self.max_connections_per_ip),
             0,
-            u64::from(self.max_connections),
+            u64::from(max),
         )
     }
 }
@@ -481,9 +479,6 @@ mod defaults {
     }
     pub fn body_read_timeout_ms() -> u64 {
         60_000
-    }
-    pub fn max_connections() -> u32 {
-        10_000
     }
     pub fn yes() -> bool {
         true

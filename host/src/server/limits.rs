@@ -35,11 +35,14 @@ pub fn raise_nofile_limit() -> Option<u64> {
     })
 }
 
-/// The client connections a listener may hold given `nofile`, the
-/// process's open-file limit: each client connection may also hold an
-/// upstream one, and [`RESERVED_FDS`] are kept for the rest.
-pub fn connection_cap(configured: u32, nofile: Option<u64>) -> usize {
-    let configured = configured as usize;
+/// The client connections a listener may hold: `configured` (default
+/// [`ListenerConfig::MAX_CONNECTIONS`](crate::config::ListenerConfig::MAX_CONNECTIONS)),
+/// within what `nofile`, the process's open-file limit, allows: each client
+/// connection may also hold an upstream one, and [`RESERVED_FDS`] are kept
+/// for the rest.
+pub fn connection_cap(configured: Option<u32>, nofile: Option<u64>) -> usize {
+    let configured =
+        configured.unwrap_or(crate::config::ListenerConfig::MAX_CONNECTIONS) as usize;
     match nofile {
         Some(limit) => {
             let fit = (limit.saturating_sub(RESERVED_FDS) / 2).max(1);
@@ -338,10 +341,12 @@ mod tests {
 
     #[test]
     fn the_cap_leaves_room_for_upstream_connections_and_the_rest() {
-        assert_eq!(connection_cap(10_000, Some(1024)), 384);
-        assert_eq!(connection_cap(10_000, Some(1_048_576)), 10_000);
-        assert_eq!(connection_cap(10_000, None), 10_000);
-        assert_eq!(connection_cap(10_000, Some(10)), 1);
+        assert_eq!(connection_cap(Some(10_000), Some(1024)), 384);
+        assert_eq!(connection_cap(Some(10_000), Some(1_048_576)), 10_000);
+        assert_eq!(connection_cap(Some(10_000), None), 10_000);
+        assert_eq!(connection_cap(Some(10_000), Some(10)), 1);
+        assert_eq!(connection_cap(None, Some(20_000)), 9_872);
+        assert_eq!(connection_cap(None, Some(1 << 30)), 1_000_000);
     }
 
     #[tokio::test]

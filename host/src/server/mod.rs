@@ -153,10 +153,12 @@ async fn accept_loop(
     let listener_rules = ListenerRules::from(&config);
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
     let cap = limits::connection_cap(config.max_connections, limits::raise_nofile_limit());
-    if cap < config.max_connections as usize {
+    if let Some(configured) = config.max_connections
+        && cap < configured as usize
+    {
         tracing::warn!(
             listen = %config.listen,
-            max_connections = config.max_connections,
+            max_connections = configured,
             cap,
             "the open-file limit allows fewer client connections than max_connections"
         );
