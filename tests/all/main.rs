@@ -12,6 +12,7 @@ mod fusion;
 mod hardening;
 mod harness;
 mod health;
+mod openapi;
 mod plugins;
 mod polyglot;
 mod proxying;

@@ -5,6 +5,7 @@
 
 pub mod polyglot;
 pub mod process;
+pub mod schemathesis;
 pub mod upstream;
 
 /// Paths of the `.wasm` components built for the tests.

@@ -96,7 +96,7 @@ pub fn router(control: Arc<Control>) -> Router {
 
 /// The API over `state` (tests build it directly), with `/openapi.json`.
 pub fn with_state(state: AdminState) -> Router {
-    let (router, spec) = documented().split_for_parts();
+    let (router, spec) = documented();
     let spec = Arc::new(spec);
     router
         .route(
@@ -121,19 +121,130 @@ pub fn with_state(state: AdminState) -> Router {
 /// The OpenAPI 3 document of the admin API, generated from the handlers'
 /// annotations (the same routes the API serves).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    documented().split_for_parts().1
+    documented().1
 }
 
 #[derive(utoipa::OpenApi)]
-#[openapi(info(
-    title = "Switchyard admin API",
-    description = "Pools, instances, routes, plugins, status, metrics and events of a running Switchyard. \
-                   Every request but /health and /ready needs `Authorization: Bearer <token>` when a token is configured."
-))]
+#[openapi(
+    info(
+        title = "Switchyard admin API",
+        description = "Pools, instances, routes, plugins, status, metrics and events of a running Switchyard. \
+                       Every request but /health and /ready needs `Authorization: Bearer <token>` when a token is configured. \
+                       Every error is the JSON `Error` object."
+    ),
+    components(schemas(error::ErrorBody))
+)]
 struct ApiDoc;
 
+/// Documents the errors every operation can answer, each with the JSON
+/// `Error` schema: 400 (an unreadable path parameter, query or body) and
+/// 401 (a token is configured and missing) on every operation but the open
+/// ones, 404 on every operation with a path parameter, 500 (not persisted)
+/// on every change; and gives each documented 4xx/5xx the `Error` body.
+struct ErrorResponses;
+
+impl utoipa::Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Error")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in &mut openapi.paths.paths {
+            let open = OPEN_PATHS.contains(&path.as_str());
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.delete, true),
+                (&mut item.patch, true),
+            ];
+            for (operation, changes) in operations {
+                let Some(operation) = operation else {
+                    continue;
+                };
+                let responses = &mut operation.responses.responses;
+                let mut add = |code: &str, description: &str| {
+                    responses
+                        .entry(code.to_string())
+                        .or_insert_with(|| RefOr::T(error(description)));
+                };
+                if !open {
+                    add("400", "Unreadable: a path parameter, the query or the body");
+                    add(
+                        "401",
+                        "A token is configured and the request does not carry it",
+                    );
+                }
+                if path.contains('{') {
+                    add("404", "No such resource");
+                }
+                if changes && !open {
+                    add("500", "The change could not be persisted (state file)");
+                }
+                for (code, response) in responses.iter_mut() {
+                    if let RefOr::T(response) = response
+                        && (code.starts_with('4') || code.starts_with('5'))
+                        && response.content.is_empty()
+                    {
+                        *response = error(&response.description);
+                    }
+                }
+            }
+        }
+        open_tagged_variants(openapi);
+    }
+}
+
+/// A `kind`-tagged config enum is documented as `oneOf` of `allOf [the
+/// variant's struct, {kind}]`; a struct that refuses unknown fields says
+/// `additionalProperties: false`, which no object with `kind` satisfies.
+/// Such structs stay open in the document (the server still refuses an
+/// unknown field, with 400 naming it).
+fn open_tagged_variants(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    let Some(components) = openapi.components.as_mut() else {
+        return;
+    };
+    let mut variants = Vec::new();
+    for schema in components.schemas.values() {
+        let RefOr::T(Schema::OneOf(one_of)) = schema else {
+            continue;
+        };
+        for item in &one_of.items {
+            if let RefOr::T(Schema::AllOf(all_of)) = item {
+                variants.extend(all_of.items.iter().filter_map(|part| match part {
+                    RefOr::Ref(r) => r.ref_location.rsplit('/').next().map(str::to_string),
+                    RefOr::T(_) => None,
+                }));
+            }
+        }
+    }
+    for name in variants {
+        if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(&name) {
+            object.additional_properties = None;
+        }
+    }
+}
+
+/// Every documented route and the OpenAPI document of them, with the
+/// errors each can answer ([`ErrorResponses`]).
+fn documented() -> (Router<AdminState>, utoipa::openapi::OpenApi) {
+    let (router, mut spec) = operations().split_for_parts();
+    utoipa::Modify::modify(&ErrorResponses, &mut spec);
+    (router, spec)
+}
+
 /// Every documented route: the handlers and their OpenAPI operations.
-fn documented() -> OpenApiRouter<AdminState> {
+fn operations() -> OpenApiRouter<AdminState> {
     OpenApiRouter::with_openapi(<ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(health))
         .routes(routes!(ready))

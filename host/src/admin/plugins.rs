@@ -11,10 +11,11 @@ use std::path::PathBuf;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::error::PathOf;
 use super::{AdminState, ApiError};
 use crate::control::ChangeError;
 use crate::plugin::{PluginHost, sha256_hex};
@@ -128,12 +129,12 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Value>>, A
     path = "/v1/plugins/{name}",
     tag = "plugins",
     request_body(content = Vec<u8>, content_type = "application/wasm", description = "The `.wasm` component"),
-    params(("name" = String, Path, description = "Plugin name (file stem)")),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_-]{1,100}$", description = "Plugin name (file stem): 1 to 100 of A-Z, a-z, 0-9, `_` and `-`")),
     responses((status = 200, description = "Replaced; its users rebuilt", body = serde_json::Value), (status = 201, description = "Stored", body = serde_json::Value), (status = 422, description = "Not a plugin this host can load: the reason"))
 )]
 pub async fn upload(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    PathOf(name): PathOf<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let path = file_of(&state, &name)?;
@@ -177,12 +178,12 @@ pub async fn upload(
     post,
     path = "/v1/plugins/{name}/reload",
     tag = "plugins",
-    params(("name" = String, Path, description = "Plugin name (file stem)")),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_-]{1,100}$", description = "Plugin name (file stem): 1 to 100 of A-Z, a-z, 0-9, `_` and `-`")),
     responses((status = 200, description = "Its users rebuilt", body = serde_json::Value), (status = 404, description = "No such plugin"))
 )]
 pub async fn reload(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    PathOf(name): PathOf<String>,
 ) -> Result<Json<Value>, ApiError> {
     let path = file_of(&state, &name)?;
     if !path.exists() {
@@ -200,12 +201,12 @@ pub async fn reload(
     delete,
     path = "/v1/plugins/{name}",
     tag = "plugins",
-    params(("name" = String, Path, description = "Plugin name (file stem)")),
+    params(("name" = String, Path, pattern = "^[A-Za-z0-9_-]{1,100}$", description = "Plugin name (file stem): 1 to 100 of A-Z, a-z, 0-9, `_` and `-`")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such plugin"), (status = 409, description = "Loaded by the config"))
 )]
 pub async fn delete(
     State(state): State<AdminState>,
-    Path(name): Path<String>,
+    PathOf(name): PathOf<String>,
 ) -> Result<StatusCode, ApiError> {
     let path = file_of(&state, &name)?;
     let users = state.control.config().plugin_users(&path);

@@ -8,7 +8,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -16,6 +16,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
+use super::error::PathOf;
 use super::{AdminState, ApiError};
 use crate::balance::RequestContext;
 use crate::config::{Config, InstanceConfig, PoolConfig, RouteConfig};
@@ -26,7 +27,33 @@ type ApiResult<T> = Result<T, ApiError>;
 
 /// Parses a JSON body as a `what`, with serde's reason (path and line) on failure.
 fn parse<T: DeserializeOwned>(body: &Bytes, what: &str) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadBody(format!("not a valid {what}: {e}")))
+    let bad = |e: serde_json::Error| ApiError::BadBody(format!("not a valid {what}: {e}"));
+    let mut value: Value = serde_json::from_slice(body).map_err(bad)?;
+    integral_floats_as_integers(&mut value);
+    serde_json::from_value(value).map_err(bad)
+}
+
+/// Turns every number like `3.0` into the integer `3`: JSON Schema counts
+/// it an integer (as the OpenAPI document's `integer` fields promise), and
+/// serde's integer types would refuse it.
+fn integral_floats_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) => {
+            if let Some(f) = n
+                .as_f64()
+                .filter(|f| f.fract() == 0.0 && !n.is_i64() && !n.is_u64())
+            {
+                if f >= 0.0 && f <= u64::MAX as f64 {
+                    *value = Value::from(f as u64);
+                } else if f < 0.0 && f >= i64::MIN as f64 {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
 }
 
 /// Runs a change off the async workers (building a pool may compile a plugin).
@@ -146,7 +173,7 @@ pub async fn requests(State(state): State<AdminState>) -> Json<Vec<crate::proxy:
     get,
     path = "/v1/config",
     tag = "config",
-    responses((status = 200, description = "The configuration in force", body = serde_json::Value))
+    responses((status = 200, description = "The configuration in force", body = Config))
 )]
 pub async fn get_config(State(state): State<AdminState>) -> Json<Config> {
     Json(state.control.config())
@@ -157,7 +184,7 @@ pub async fn get_config(State(state): State<AdminState>) -> Json<Config> {
     put,
     path = "/v1/config",
     tag = "config",
-    request_body = serde_json::Value,
+    request_body = Config,
     responses((status = 200, description = "Applied and persisted", body = serde_json::Value), (status = 400, description = "Not a configuration"), (status = 409, description = "`listeners` or `admin` changed"), (status = 422, description = "Invalid: `key` and `reason`"))
 )]
 pub async fn put_config(State(state): State<AdminState>, body: Bytes) -> ApiResult<Json<Config>> {
@@ -187,11 +214,11 @@ pub async fn list_pools(State(state): State<AdminState>) -> Json<BTreeMap<String
     path = "/v1/pools/{pool}",
     tag = "pools",
     params(("pool" = String, Path, description = "Pool name")),
-    responses((status = 200, description = "The pool's config", body = serde_json::Value), (status = 404, description = "No such pool"))
+    responses((status = 200, description = "The pool's config", body = PoolConfig), (status = 404, description = "No such pool"))
 )]
 pub async fn get_pool(
     State(state): State<AdminState>,
-    Path(pool): Path<String>,
+    PathOf(pool): PathOf<String>,
 ) -> ApiResult<Json<PoolConfig>> {
     state
         .control
@@ -207,13 +234,13 @@ pub async fn get_pool(
     put,
     path = "/v1/pools/{pool}",
     tag = "pools",
-    request_body = serde_json::Value,
+    request_body = PoolConfig,
     params(("pool" = String, Path, description = "Pool name")),
     responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 201, description = "Created", body = serde_json::Value), (status = 400, description = "Not a pool"), (status = 422, description = "Invalid: `key` and `reason`"))
 )]
 pub async fn put_pool(
     State(state): State<AdminState>,
-    Path(pool): Path<String>,
+    PathOf(pool): PathOf<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<PoolConfig>)> {
     let new: PoolConfig = parse(&body, "pool")?;
@@ -240,7 +267,7 @@ pub async fn put_pool(
 )]
 pub async fn delete_pool(
     State(state): State<AdminState>,
-    Path(pool): Path<String>,
+    PathOf(pool): PathOf<String>,
 ) -> ApiResult<StatusCode> {
     change(&state, move |config| {
         if let Some(i) = config.routes.iter().position(|r| route_uses(r, &pool)) {
@@ -277,9 +304,9 @@ fn route_uses(route: &RouteConfig, pool: &str) -> bool {
 )]
 pub async fn list_instances(
     State(state): State<AdminState>,
-    Path(pool): Path<String>,
+    PathOf(pool): PathOf<String>,
 ) -> ApiResult<Json<Vec<InstanceConfig>>> {
-    get_pool(State(state), Path(pool))
+    get_pool(State(state), PathOf(pool))
         .await
         .map(|Json(p)| Json(p.instances))
 }
@@ -290,13 +317,13 @@ pub async fn list_instances(
     post,
     path = "/v1/pools/{pool}/instances",
     tag = "instances",
-    request_body = serde_json::Value,
+    request_body = InstanceConfig,
     params(("pool" = String, Path, description = "Pool name")),
     responses((status = 201, description = "Added", body = serde_json::Value), (status = 409, description = "Already in the pool"), (status = 422, description = "Invalid"))
 )]
 pub async fn add_instance(
     State(state): State<AdminState>,
-    Path(pool): Path<String>,
+    PathOf(pool): PathOf<String>,
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<InstanceConfig>)> {
     let instance: InstanceConfig = parse(&body, "instance")?;
@@ -327,7 +354,7 @@ pub async fn add_instance(
 )]
 pub async fn get_instance(
     State(state): State<AdminState>,
-    Path((pool, instance)): Path<(String, String)>,
+    PathOf((pool, instance)): PathOf<(String, String)>,
 ) -> ApiResult<Json<InstanceConfig>> {
     let mut config = state.control.config();
     let target = pool_of(&mut config, &pool)?;
@@ -336,7 +363,7 @@ pub async fn get_instance(
 }
 
 /// The fields of an instance a `PATCH` may change.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstancePatch {
     weight: Option<u32>,
@@ -349,13 +376,13 @@ pub struct InstancePatch {
     patch,
     path = "/v1/pools/{pool}/instances/{instance}",
     tag = "instances",
-    request_body = serde_json::Value,
+    request_body = InstancePatch,
     params(("pool" = String, Path, description = "Pool name"), ("instance" = String, Path, description = "The instance's `host:port`")),
     responses((status = 200, description = "Changed: `weight`, `labels`, `drain`", body = serde_json::Value), (status = 400, description = "Unknown field"), (status = 422, description = "Invalid"))
 )]
 pub async fn patch_instance(
     State(state): State<AdminState>,
-    Path((pool, instance)): Path<(String, String)>,
+    PathOf((pool, instance)): PathOf<(String, String)>,
     body: Bytes,
 ) -> ApiResult<Json<InstanceConfig>> {
     let patch: InstancePatch = parse(&body, "instance patch (weight, labels, drain)")?;
@@ -383,7 +410,7 @@ pub async fn patch_instance(
 )]
 pub async fn drain(
     State(state): State<AdminState>,
-    Path((pool, instance)): Path<(String, String)>,
+    PathOf((pool, instance)): PathOf<(String, String)>,
 ) -> ApiResult<Json<InstanceConfig>> {
     edit_instance(&state, pool, instance, |i| i.drain = true).await
 }
@@ -398,7 +425,7 @@ pub async fn drain(
 )]
 pub async fn undrain(
     State(state): State<AdminState>,
-    Path((pool, instance)): Path<(String, String)>,
+    PathOf((pool, instance)): PathOf<(String, String)>,
 ) -> ApiResult<Json<InstanceConfig>> {
     edit_instance(&state, pool, instance, |i| i.drain = false).await
 }
@@ -432,7 +459,7 @@ async fn edit_instance(
 )]
 pub async fn delete_instance(
     State(state): State<AdminState>,
-    Path((pool, instance)): Path<(String, String)>,
+    PathOf((pool, instance)): PathOf<(String, String)>,
 ) -> ApiResult<StatusCode> {
     change(&state, move |config| {
         let target = pool_of(config, &pool)?;
@@ -444,11 +471,13 @@ pub async fn delete_instance(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// The request a `pick` is asked about; every field optional.
-#[derive(Debug, Default, Deserialize)]
+/// The request a `pick` is asked about; every field optional, and the
+/// body too (an empty body asks about `GET /`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PickRequest {
     /// Default `GET`.
+    #[schema(pattern = "^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]
     method: Option<String>,
     /// Host the client would address. Default empty.
     authority: String,
@@ -456,7 +485,8 @@ pub struct PickRequest {
     path: Option<String>,
     /// Request headers (hash keys, label routing).
     headers: BTreeMap<String, String>,
-    /// The client's address. Default `127.0.0.1:0`.
+    /// The client's address (`ip:port`). Default `127.0.0.1:0`.
+    #[schema(value_type = Option<String>)]
     client_addr: Option<SocketAddr>,
 }
 
@@ -468,19 +498,20 @@ pub struct PickRequest {
     post,
     path = "/v1/pools/{pool}/pick",
     tag = "pools",
-    request_body = serde_json::Value,
+    request_body = Option<PickRequest>,
     params(("pool" = String, Path, description = "Pool name")),
     responses((status = 200, description = "The instance the balancer would choose, and its ranking", body = serde_json::Value), (status = 404, description = "No such pool"), (status = 503, description = "No instance available"))
 )]
 pub async fn pick(
     State(state): State<AdminState>,
-    Path(pool): Path<String>,
+    PathOf(pool): PathOf<String>,
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
+    // No body, or `null`: a `GET /`.
     let request: PickRequest = if body.is_empty() {
         PickRequest::default()
     } else {
-        parse(&body, "pick request")?
+        parse::<Option<PickRequest>>(&body, "pick request")?.unwrap_or_default()
     };
     let method = Method::from_bytes(request.method.as_deref().unwrap_or("GET").as_bytes())
         .map_err(|_| ApiError::BadBody("`method` is not an HTTP method".into()))?;
@@ -528,7 +559,7 @@ pub async fn pick(
     get,
     path = "/v1/routes",
     tag = "routes",
-    responses((status = 200, description = "The routes in match order", body = serde_json::Value))
+    responses((status = 200, description = "The routes in match order", body = Vec<RouteConfig>))
 )]
 pub async fn list_routes(State(state): State<AdminState>) -> Json<Vec<RouteConfig>> {
     Json(state.control.config().routes)
@@ -539,7 +570,7 @@ pub async fn list_routes(State(state): State<AdminState>) -> Json<Vec<RouteConfi
     post,
     path = "/v1/routes",
     tag = "routes",
-    request_body = serde_json::Value,
+    request_body = RouteConfig,
     responses((status = 201, description = "Appended: its index", body = serde_json::Value), (status = 422, description = "Invalid"))
 )]
 pub async fn add_route(
@@ -571,12 +602,12 @@ fn route_at(config: &mut Config, index: usize) -> Result<&mut RouteConfig, Chang
     get,
     path = "/v1/routes/{index}",
     tag = "routes",
-    params(("index" = usize, Path, description = "Route position, from 0")),
-    responses((status = 200, description = "The route", body = serde_json::Value), (status = 404, description = "No such route"))
+    params(("index" = u64, Path, minimum = 0, description = "Route position, from 0")),
+    responses((status = 200, description = "The route", body = RouteConfig), (status = 404, description = "No such route"))
 )]
 pub async fn get_route(
     State(state): State<AdminState>,
-    Path(index): Path<usize>,
+    PathOf(index): PathOf<usize>,
 ) -> ApiResult<Json<RouteConfig>> {
     let mut config = state.control.config();
     Ok(Json(route_at(&mut config, index)?.clone()))
@@ -587,13 +618,13 @@ pub async fn get_route(
     put,
     path = "/v1/routes/{index}",
     tag = "routes",
-    request_body = serde_json::Value,
-    params(("index" = usize, Path, description = "Route position, from 0")),
+    request_body = RouteConfig,
+    params(("index" = u64, Path, minimum = 0, description = "Route position, from 0")),
     responses((status = 200, description = "Replaced", body = serde_json::Value), (status = 404, description = "No such route"), (status = 422, description = "Invalid"))
 )]
 pub async fn put_route(
     State(state): State<AdminState>,
-    Path(index): Path<usize>,
+    PathOf(index): PathOf<usize>,
     body: Bytes,
 ) -> ApiResult<Json<RouteConfig>> {
     let route: RouteConfig = parse(&body, "route")?;
@@ -611,12 +642,12 @@ pub async fn put_route(
     delete,
     path = "/v1/routes/{index}",
     tag = "routes",
-    params(("index" = usize, Path, description = "Route position, from 0")),
+    params(("index" = u64, Path, minimum = 0, description = "Route position, from 0")),
     responses((status = 204, description = "Deleted; later routes move up"), (status = 404, description = "No such route"))
 )]
 pub async fn delete_route(
     State(state): State<AdminState>,
-    Path(index): Path<usize>,
+    PathOf(index): PathOf<usize>,
 ) -> ApiResult<StatusCode> {
     change(&state, move |config| {
         route_at(config, index)?;

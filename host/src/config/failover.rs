@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::types::{Invalid, MAX_WAIT_MS, in_range};
 
 /// When and how a failed attempt is retried.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct RetryConfig {
     /// Extra attempts after the first. Default 1.
@@ -75,7 +75,7 @@ impl Default for RetryConfig {
 }
 
 /// A failure class that may retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum RetryOn {
     /// The TCP connection could not be made (the request never left).
@@ -90,7 +90,7 @@ pub enum RetryOn {
 }
 
 /// A circuit breaker per instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct BreakerConfig {
     /// Failure share over `window_ms` that opens the breaker, 0 < r <= 1. Default 0.5.
@@ -127,7 +127,7 @@ impl Default for BreakerConfig {
 }
 
 /// A bulkhead per pool: bounded concurrency and a bounded queue.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkheadConfig {
     /// Upstream requests in flight at once. Required.
@@ -145,7 +145,7 @@ fn default_queue_timeout_ms() -> u64 {
 }
 
 /// What a route does when its pool cannot serve.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged, deny_unknown_fields)]
 pub enum FallbackConfig {
     /// Send the request to another pool while this one has no fit instance.
@@ -157,6 +157,7 @@ pub enum FallbackConfig {
     Static {
         /// Status code. Default 503.
         #[serde(default = "default_fallback_status")]
+        #[schema(minimum = 100, maximum = 599)]
         status: u16,
         /// Body. Default empty.
         #[serde(default)]
@@ -168,7 +169,7 @@ pub enum FallbackConfig {
 }
 
 /// stale-if-error for a route: remember the last good GET answers.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct StaleConfig {
     /// Oldest answer served, ms. Default 300000 (5 min).

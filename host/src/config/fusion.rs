@@ -28,7 +28,7 @@ use super::types::Invalid;
 /// Exactly one of `sources` (several pools, one request each, the pool's
 /// balancer choosing the instance) and `pool` (`count` instances of one pool,
 /// each a source).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FanOutConfig {
     /// Pools to ask, one request each; a source's priority is its position
@@ -58,6 +58,7 @@ pub struct FanOutConfig {
     pub max_answer_bytes: u64,
     /// Inclusive range of statuses that count as an answer. Default `[200, 299]`.
     #[serde(default = "defaults::accept_status")]
+    #[schema(min_items = 2, max_items = 2)]
     pub accept_status: [u16; 2],
     /// End the fan-out as soon as the resolver's result is settled (the
     /// first success, a reached quorum, the best priority answered) and
@@ -69,13 +70,14 @@ pub struct FanOutConfig {
     pub resolver: ResolverConfig,
     /// A JSON Schema file (relative to the config file) every answer must
     /// satisfy to count. Default: none.
+    #[schema(value_type = Option<String>)]
     pub schema_path: Option<PathBuf>,
     /// Cache of fused answers. Default: none.
     pub cache: Option<FusionCacheConfig>,
 }
 
 /// One pool as a source of a fan-out route.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// The pool.
@@ -88,7 +90,7 @@ pub struct SourceConfig {
 }
 
 /// The resolver of a fan-out route.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum ResolverConfig {
     /// The first acceptable answer wins; the others are cancelled (hedging).
@@ -114,7 +116,7 @@ pub enum ResolverConfig {
 }
 
 /// How two answers are compared in a vote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Compare {
     /// Equal as JSON (key order and whitespace do not matter); an answer that
@@ -126,7 +128,7 @@ pub enum Compare {
 }
 
 /// Keys of `majority`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CompareKeys {
     /// `json` (default) or `body`.
@@ -134,7 +136,7 @@ pub struct CompareKeys {
 }
 
 /// Keys of `quorum`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuorumConfig {
     /// Sources that must give the same answer, >= 1. Required.
@@ -145,7 +147,7 @@ pub struct QuorumConfig {
 }
 
 /// Keys of `weighted-vote`.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct WeightedVoteConfig {
     /// `json` (default) or `body`.
@@ -169,7 +171,7 @@ impl Default for WeightedVoteConfig {
 }
 
 /// Keys of `most-recent`: exactly one of `field` and `header`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MostRecentConfig {
     /// JSON Pointer (RFC 6901) of the timestamp in the body, e.g. `/updated_at`.
@@ -179,7 +181,7 @@ pub struct MostRecentConfig {
 }
 
 /// Keys of `median`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MedianConfig {
     /// JSON Pointer (RFC 6901) of the number, e.g. `/price`. Required.
@@ -187,7 +189,7 @@ pub struct MedianConfig {
 }
 
 /// Keys of `merge`.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct MergeConfig {
     /// Which value wins a key that sources disagree on. Default `priority`.
@@ -195,7 +197,7 @@ pub struct MergeConfig {
 }
 
 /// The rule for a key that sources disagree on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ConflictRule {
     /// The best-priority source's value.
@@ -206,13 +208,14 @@ pub enum ConflictRule {
 }
 
 /// Keys of `plugin`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolverPluginConfig {
     /// The `resolver-plugin` component and its limits.
     pub plugin: PluginRef,
     /// The built-in resolver used when the plugin faults. Default `priority`.
     #[serde(default = "defaults::fallback")]
+    #[schema(no_recursion)]
     pub fallback: Box<ResolverConfig>,
 }
 
@@ -220,7 +223,7 @@ pub struct ResolverPluginConfig {
 ///
 /// Key: route, method, path and query, the `vary_headers` values and a hash
 /// of the request body. Only answers with a 2xx status are stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FusionCacheConfig {
     /// How long an answer is served from the cache, ms. Default 5000.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::types::Invalid;
 
 /// Active health checks: probes the host sends on a timer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `http` (default) or `tcp` (connect only).
@@ -48,6 +48,7 @@ pub struct HealthCheckConfig {
     pub headers: BTreeMap<String, String>,
     /// HTTP: inclusive range of passing statuses. Default `[200, 399]`.
     #[serde(default = "defaults::expect_status")]
+    #[schema(min_items = 2, max_items = 2)]
     pub expect_status: [u16; 2],
     /// HTTP: text the body must contain (first 64 KiB). Default: any body.
     pub body_contains: Option<String>,
@@ -63,13 +64,15 @@ pub struct HealthCheckConfig {
 /// health check, a faulting call means that probe is made and judged by the
 /// built-in HTTP check (`path`, `expect_status`, `body_contains` of the same
 /// table); for failover, the built-in retry policy decides.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginRef {
     /// The `.wasm` component; relative to the config file's directory.
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// Passed to the plugin's `configure` as JSON. Default `{}`.
     #[serde(default)]
+    #[schema(value_type = Object)]
     pub config: toml::Table,
     /// CPU deadline of one plugin call, ms. Default 5.
     #[serde(default = "defaults::call_deadline_ms")]
@@ -97,7 +100,7 @@ pub struct PluginRef {
 /// | `clock` | `wasi:clocks/monotonic-clock` `now`/`resolution` (ns since an arbitrary start) and `wasi:clocks/wall-clock` `now`/`resolution`; no sleeping (`subscribe-*` trap) |
 /// | `random` | `wasi:random/random` and `wasi:random/insecure`: bytes and `u64`s from the OS's CSPRNG (at most 64 KiB per call) |
 /// | `kv` | `switchyard:plugin/kv` (since WIT 0.1.1): a 64 KiB key-value store per plugin file that survives instance rebuilds and reloads, not restarts |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Capability {
     /// Monotonic and wall clocks (read only).
@@ -114,7 +117,7 @@ pub enum Capability {
 /// that first try sets it aside again for twice as long (up to
 /// `max_backoff_ms`) — the circuit-breaker pattern, applied to a plugin. A
 /// success ends the doubling. Faults are counted either way.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct QuarantineConfig {
     /// Faults within the window that quarantine; 0 = never. Default 5.
@@ -158,7 +161,7 @@ impl QuarantineConfig {
 }
 
 /// How an active probe is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CheckKind {
     /// An HTTP request judged by status and body.
@@ -171,7 +174,7 @@ pub enum CheckKind {
 }
 
 /// Passive outlier detection from live traffic, as Envoy's outlier detection.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutlierConfig {
     /// Consecutive connect failures, resets and timeouts that eject. Default 5; 0 = off.
@@ -365,7 +368,7 @@ impl OutlierConfig {
 }
 
 /// Predictive health: latency and error-rate trends per instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrendConfig {
     /// Time between samples of an instance's latency and error rate, ms. Default 1000.

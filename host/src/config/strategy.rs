@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use super::types::{Invalid, PluginStrategyConfig};
 
 /// How a pool ranks its instances.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StrategyConfig {
     /// Each request to the next instance in order ([`crate::balance::RoundRobin`]).
@@ -49,12 +49,12 @@ impl Default for StrategyConfig {
 }
 
 /// The keys of a strategy that has none: any key is refused as unknown.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoKeys {}
 
 /// A built-in strategy with its defaults, as used for a plugin's fallback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BuiltinStrategy {
     /// See [`StrategyConfig::RoundRobin`].
@@ -67,7 +67,7 @@ pub enum BuiltinStrategy {
 }
 
 /// Keys of `least-connections`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LeastConnectionsConfig {
     /// Instances sampled per request, >= 2. Default 2 (power of two choices,
@@ -82,7 +82,7 @@ impl Default for LeastConnectionsConfig {
 }
 
 /// Keys of `fastest-response`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct FastestResponseConfig {
     /// Time constant of the latency decay, ms. Default 10000 (Finagle and Linkerd).
@@ -104,11 +104,16 @@ impl Default for FastestResponseConfig {
 }
 
 /// Keys of `consistent-hash`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConsistentHashConfig {
     /// Where the hash key comes from: `header:NAME`, `cookie:NAME`,
     /// `query:NAME`, `path` or `client-ip`. Required.
+    #[schema(
+        value_type = String,
+        pattern = "^(header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|cookie:.+|query:.+|path|client-ip)$",
+        example = "header:x-user"
+    )]
     pub key: HashKey,
     /// `ring` (Karger et al. 1997, as Envoy's `RING_HASH`) or `maglev`
     /// (Eisenbud et al. 2016, as Envoy's `MAGLEV`). Default `ring`.
@@ -138,7 +143,7 @@ fn default_table_size() -> u32 {
 }
 
 /// The consistent-hash algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum HashAlgorithm {
     /// Ketama-style ring of virtual nodes.
@@ -213,7 +218,7 @@ impl fmt::Display for HashKey {
 }
 
 /// Keys of `resource-aware`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct ResourceAwareConfig {
     /// Response header in which instances report their load, 0.0 (idle) ..= 1.0

@@ -24,7 +24,7 @@ pub use super::strategy::{
 };
 
 /// The whole configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// Data-plane listeners; at least one.
@@ -63,7 +63,7 @@ pub struct Config {
 /// instead of compiling again (seconds for a large component). Only files
 /// Switchyard compiled itself are loaded from it; the directory is created
 /// `0700`, and must stay writable by Switchyard's user alone.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct PluginCacheConfig {
     /// Whether compiled plugins are cached. Default true.
@@ -71,6 +71,7 @@ pub struct PluginCacheConfig {
     /// Where; relative to the config file. Default
     /// `$XDG_CACHE_HOME/switchyard`, else `$HOME/.cache/switchyard`, else
     /// `switchyard` in the system temp directory.
+    #[schema(value_type = Option<String>)]
     pub dir: Option<PathBuf>,
 }
 
@@ -105,24 +106,28 @@ impl PluginCacheConfig {
 /// Changes made through it are validated, applied atomically and written to
 /// `state_file` before they are acknowledged; at start, an existing state
 /// file wins over the config file (it holds the last acknowledged config).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// `ip:port` to bind. Default `127.0.0.1:9901`.
     #[serde(default = "defaults::admin_listen")]
+    #[schema(value_type = String)]
     pub listen: SocketAddr,
     /// Environment variable holding the bearer token every request must
     /// carry (`Authorization: Bearer …`). Default: none.
     pub token_env: Option<String>,
     /// File holding the bearer token (trailing whitespace ignored). Default: none.
+    #[schema(value_type = Option<String>)]
     pub token_file: Option<PathBuf>,
     /// Where acknowledged changes are persisted (JSON, written atomically);
     /// relative to the config file. Default `switchyard-state.json`.
     #[serde(default = "defaults::state_file")]
+    #[schema(value_type = String)]
     pub state_file: PathBuf,
     /// Where plugins uploaded through the API are stored (`NAME.wasm`);
     /// relative to the config file. Default `switchyard-plugins`.
     #[serde(default = "defaults::plugins_dir")]
+    #[schema(value_type = String)]
     pub plugins_dir: PathBuf,
     /// Requests kept in the recent-request log. Default 256.
     #[serde(default = "defaults::recent_requests")]
@@ -134,10 +139,11 @@ pub struct AdminConfig {
 /// (`client_header_timeout`, `keepalive_timeout`, `client_body_timeout`);
 /// the connection cap is also bounded by the process's file-descriptor
 /// limit (raised to its hard limit at start).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListenerConfig {
     /// `ip:port` to bind, e.g. `0.0.0.0:8080`; port 0 picks a free port.
+    #[schema(value_type = String)]
     pub listen: SocketAddr,
     /// Time allowed to a client to send a whole request head, ms; on
     /// HTTP/1.1 it also bounds the wait for the next request on a kept-alive
@@ -183,7 +189,7 @@ pub struct ListenerConfig {
 
 /// What a listener does with an escaped slash (`%2F`, `%2f`, `%5C`, `%5c`)
 /// in a request path (Envoy's `path_with_escaped_slashes_action`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EscapedSlashes {
     /// Answer 400 (the default: an upstream may decode it into a separator
@@ -222,7 +228,12 @@ impl ListenerConfig {
             in_range(key, value, 1, MAX_WAIT_MS)?;
         }
         let max = self.max_connections.unwrap_or(Self::MAX_CONNECTIONS);
-        in_range("max_connections", u64::from(max), 1, u64::from(Self::MAX_CONNECTIONS))?;
+        in_range(
+            "max_connections",
+            u64::from(max),
+            1,
+            u64::from(Self::MAX_CONNECTIONS),
+        )?;
         in_range(
             "max_connections_per_ip",
             u64::from(self.max_connections_per_ip),
@@ -253,7 +264,7 @@ pub(super) fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), 
 }
 
 /// A route: which requests go to which pool.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     /// What the request must look like; an empty match takes every request.
@@ -274,7 +285,7 @@ pub struct RouteConfig {
 }
 
 /// Conditions of a route; all given conditions must hold.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
     /// Host the client addressed (`Host` header or HTTP/2 `:authority`),
@@ -286,7 +297,7 @@ pub struct RouteMatch {
 }
 
 /// A pool of upstream instances and how to choose among them.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// The balancing strategy. Default `round-robin`.
@@ -369,7 +380,7 @@ pub struct PoolConfig {
 /// until `drain_timeout_ms` after the drain started, as Envoy's and
 /// HAProxy's graceful drain do (`drain_sessions = "keep"`, the default), or
 /// gives them up at once (`"move"`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StickyConfig {
     /// Cookie that carries the affinity.
@@ -392,7 +403,7 @@ pub struct StickyConfig {
 }
 
 /// What a draining instance does with its sticky sessions.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum DrainSessions {
     /// Sessions bound to it keep going to it until `drain_timeout_ms`.
@@ -403,7 +414,7 @@ pub enum DrainSessions {
 }
 
 /// One upstream instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
     /// `http://host:port` (no path; `https` is not supported yet).
@@ -423,13 +434,15 @@ pub struct InstanceConfig {
 }
 
 /// A Wasm balancer plugin and its sandbox limits.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PluginStrategyConfig {
     /// The `.wasm` component; relative to the config file's directory.
+    #[schema(value_type = String)]
     pub path: PathBuf,
     /// Passed to the plugin's `configure` as JSON. Default `{}`.
     #[serde(default = "defaults::plugin_config")]
+    #[schema(value_type = Object)]
     pub config: toml::Table,
     /// Strategy that serves a request when the plugin faults. Default `round-robin`.
     #[serde(default)]

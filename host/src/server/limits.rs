@@ -41,8 +41,7 @@ pub fn raise_nofile_limit() -> Option<u64> {
 /// connection may also hold an upstream one, and [`RESERVED_FDS`] are kept
 /// for the rest.
 pub fn connection_cap(configured: Option<u32>, nofile: Option<u64>) -> usize {
-    let configured =
-        configured.unwrap_or(crate::config::ListenerConfig::MAX_CONNECTIONS) as usize;
+    let configured = configured.unwrap_or(crate::config::ListenerConfig::MAX_CONNECTIONS) as usize;
     match nofile {
         Some(limit) => {
             let fit = (limit.saturating_sub(RESERVED_FDS) / 2).max(1);
