@@ -30,6 +30,8 @@ pub mod control;
 pub mod demo;
 pub mod failover;
 pub mod fusion;
+#[cfg(test)]
+mod fuzzing;
 pub mod health;
 pub mod metrics;
 pub mod plugin;

@@ -398,6 +398,7 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
             "GET //api//v1/./items HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
             "GET /api/..%2fadmin HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
             "GET /api/a%00b HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+            "GET /api/%%330 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
             "GET /api/v1 HTTP/1.1\r\nConnection: close\r\n\r\n",
             "GET /api/v1 HTTP/1.0\r\n\r\n",
         ]
@@ -413,7 +414,9 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
             expect(200, "u1", "/admin"),
             expect(200, "u1", "/admin?x=1"),
             expect(200, "u0", "/api/v1/items"),
-            // An escaped slash, a NUL, HTTP/1.1 without Host: 400.
+            // An escaped slash, a NUL, a `%` that starts no escape,
+            // HTTP/1.1 without Host: 400.
+            expect(400, "", ""),
             expect(400, "", ""),
             expect(400, "", ""),
             expect(400, "", ""),

@@ -411,3 +411,43 @@ async fn status_shows_fan_out_sources_and_cache() {
     );
     assert_eq!(fan_out["cache"]["hits"], 0);
 }
+
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// The operations that read a JSON body.
+    const WITH_BODY: &[(&str, &str)] = &[
+        ("PUT", "/v1/config"),
+        ("PUT", "/v1/pools/fuzzed"),
+        ("POST", "/v1/pools/web/instances"),
+        ("PATCH", "/v1/pools/web/instances/127.0.0.1:9001"),
+        ("POST", "/v1/pools/web/pick"),
+        ("POST", "/v1/routes"),
+        ("PUT", "/v1/routes/0"),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any JSON body gets an answer below 500, and an error answer is
+        /// the JSON error object.
+        #[test]
+        fn any_body_gets_a_client_answer(
+            operation in proptest::sample::select(WITH_BODY),
+            body in crate::fuzzing::json(),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let (app, _, _dir) = api(None);
+            let (status, answer) = runtime.block_on(call(&app, operation.0, operation.1, Some(body)));
+            prop_assert!(status.as_u16() < 500, "{status}: {answer}");
+            if status.as_u16() >= 400 {
+                prop_assert!(answer["error"].is_string(), "{status}: {answer}");
+            }
+        }
+    }
+}

@@ -203,4 +203,32 @@ instances = [{ url = "http://127.0.0.1:9001" }]
             "{text}"
         );
     }
+
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::super::Config;
+        use crate::fuzzing::mutated;
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// The shipped examples, edited at random, are loaded or refused
+            /// naming the file; the loader never panics.
+            #[test]
+            fn the_loader_refuses_what_it_cannot_load_and_never_panics(
+                text in prop_oneof![
+                    mutated(include_str!("../../../examples/failover.toml")),
+                    mutated(include_str!("../../../examples/fusion.toml")),
+                    mutated(include_str!("../../../examples/strategies.toml")),
+                    mutated(include_str!("../../../examples/health.toml")),
+                ]
+            ) {
+                let dir = std::env::temp_dir();
+                if let Err(error) = Config::parse(&text, std::path::Path::new("fuzz.toml"), &dir) {
+                    prop_assert!(error.to_string().starts_with("fuzz.toml: "), "{error}");
+                }
+            }
+        }
+    }
 }

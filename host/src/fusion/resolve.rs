@@ -737,4 +737,109 @@ mod tests {
         assert_eq!(items[1]["error"], "timeout");
         assert!(run(&Builtin::All, &[None, None]).is_err());
     }
+
+    mod fuzz {
+        use bytes::Bytes;
+        use http::{HeaderMap, HeaderValue, StatusCode};
+        use proptest::prelude::*;
+
+        use super::super::super::{Judge, Outcome, UpstreamResponse, judge};
+        use super::super::*;
+        use super::sources;
+        use crate::config::ResolverConfig;
+
+        /// A resolver config of every kind, with arbitrary fields (JSON
+        /// Pointers, header names, thresholds).
+        fn resolver() -> impl Strategy<Value = Option<Builtin>> {
+            (
+                proptest::sample::select(
+                    &[
+                        "first-success",
+                        "priority",
+                        "majority",
+                        "quorum",
+                        "weighted-vote",
+                        "most-recent",
+                        "median",
+                        "merge",
+                        "all",
+                    ][..],
+                ),
+                crate::fuzzing::json(),
+                prop_oneof![Just("/price".to_string()), ".{0,10}"],
+            )
+                .prop_map(|(kind, extra, field)| {
+                    let mut config = serde_json::json!({ "kind": kind, "field": field });
+                    if let (Some(config), serde_json::Value::Object(extra)) =
+                        (config.as_object_mut(), extra)
+                    {
+                        for (k, v) in extra {
+                            config.entry(k).or_insert(v);
+                        }
+                    }
+                    serde_json::from_value::<ResolverConfig>(config)
+                        .ok()
+                        .and_then(|c| Builtin::new(&c))
+                })
+        }
+
+        /// An answer: a status, maybe a `last-modified`-style header, and a
+        /// body that is JSON (arbitrary) or arbitrary bytes.
+        fn outcome() -> impl Strategy<Value = Outcome> {
+            prop_oneof![
+                1 => Just(Outcome::Timeout),
+                8 => (
+                    prop_oneof![Just(200u16), 100u16..600],
+                    proptest::option::of(".{0,30}"),
+                    prop_oneof![
+                        crate::fuzzing::json().prop_map(|v| v.to_string().into_bytes()),
+                        prop::collection::vec(any::<u8>(), 0..40),
+                    ],
+                )
+                    .prop_map(|(status, date, body)| {
+                        let mut headers = HeaderMap::new();
+                        if let Some(v) = date.and_then(|d| HeaderValue::from_str(&d).ok()) {
+                            headers.insert("last-modified", v.clone());
+                            headers.insert("date", v);
+                        }
+                        Outcome::Response(UpstreamResponse {
+                            status: StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                            headers,
+                            body: Bytes::from(body),
+                        })
+                    }),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+            /// Every built-in judges and fuses any answers without panicking:
+            /// a result, or an error with the tally.
+            #[test]
+            fn judges_and_resolvers_take_any_answers(
+                resolver in resolver(),
+                outcomes in prop::collection::vec(outcome(), 1..6),
+            ) {
+                let Some(resolver) = resolver else { return Ok(()); };
+                let j = Judge {
+                    accept_status: 200..=299,
+                    needs_json: resolver.needs_json(),
+                    schema: None,
+                    vote: resolver.vote(),
+                };
+                let s = sources(outcomes.len());
+                let asked: Vec<usize> = (0..outcomes.len()).collect();
+                let answers: Vec<Answer> = outcomes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, o)| judge(&j, i, 1_000, o))
+                    .collect();
+                let _ = resolver.enough(&s, &asked, &answers);
+                if let Ok(fused) = resolver.resolve(&s, &asked, &answers, &Quality::new(s.len())) {
+                    prop_assert!(fused.used.iter().all(|u| *u < s.len()));
+                }
+            }
+        }
+    }
 }

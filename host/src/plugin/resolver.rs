@@ -175,3 +175,60 @@ fn convert(fused: FusedResponse, sources: &[Source], answers: &[Answer]) -> Resu
         conflicts: fused.conflicts,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::fusion::{Judge, judge};
+
+    fn sources() -> Vec<Source> {
+        (0..3)
+            .map(|i| Source {
+                name: format!("s{i}"),
+                priority: i,
+                weight: 1.0,
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// A resolver plugin's answer, whatever it says, is taken (a valid
+        /// status, valid headers, sources that were asked) or is a fault;
+        /// the host never panics on it.
+        #[test]
+        fn any_plugin_answer_is_taken_or_a_fault(
+            status in any::<u16>(),
+            headers in prop::collection::vec((".{0,12}", ".{0,12}"), 0..4),
+            used in prop::collection::vec(prop_oneof![Just("s1".to_string()), ".{0,4}"], 0..4),
+        ) {
+            let sources = sources();
+            let j = Judge { accept_status: 200..=299, needs_json: false, schema: None, vote: None };
+            let answers: Vec<Answer> = (0..2)
+                .map(|i| judge(&j, i, 0, Outcome::Timeout))
+                .collect();
+            let fused = FusedResponse {
+                status,
+                headers: headers.clone(),
+                body: Vec::new(),
+                sources_used: used.clone(),
+                conflicts: 0,
+            };
+            let valid = StatusCode::from_u16(status).is_ok()
+                && headers.iter().all(|(n, v)| {
+                    HeaderName::try_from(n.as_str()).is_ok() && HeaderValue::try_from(v.as_str()).is_ok()
+                })
+                && used.iter().all(|u| u == "s0" || u == "s1");
+            match convert(fused, &sources, &answers) {
+                Ok(f) => {
+                    prop_assert!(valid);
+                    prop_assert_eq!(f.used.len(), used.len());
+                }
+                Err(fault) => prop_assert!(!valid, "{fault}"),
+            }
+        }
+    }
+}

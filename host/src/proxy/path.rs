@@ -3,7 +3,9 @@
 //! `path_with_escaped_slashes_action`: routes match, and upstreams get, the
 //! path a client cannot disguise (`/api/../admin`, `/api/%2e%2e/admin`).
 //!
-//! In order: a `%00` is refused; an escaped slash (`%2F`, `%5C`) is refused
+//! In order: a `%` that does not start an escape of two hex digits is
+//! refused (as nginx does: decoding around it could make a new escape, a
+//! double-decoding hole); a `%00` is refused; an escaped slash (`%2F`, `%5C`) is refused
 //! or kept (`escaped_slashes`); percent-encoded unreserved characters are
 //! decoded (RFC 3986 §6.2.2.2) and hex digits of the rest upper-cased
 //! (§6.2.2.1); runs of slashes are merged (`merge_slashes`); dot segments
@@ -42,6 +44,9 @@ pub enum PathError {
     /// It contains `%00`.
     #[error("the path contains an encoded NUL (%00)")]
     Nul,
+    /// A `%` does not start an escape of two hex digits.
+    #[error("the path contains a `%` that is not followed by two hex digits")]
+    BadEscape,
     /// It contains an escaped slash and the listener rejects them.
     #[error("the path contains an escaped slash (%2F or %5C)")]
     EscapedSlash,
@@ -88,11 +93,8 @@ pub fn normalize<'a>(path: &'a str, rules: &PathRules) -> Result<Cow<'a, str>, P
 /// Refuses `%00`, and escaped slashes when the rules say so.
 fn check_escapes(bytes: &[u8], rules: &PathRules) -> Result<(), PathError> {
     for (i, _) in bytes.iter().enumerate().filter(|(_, b)| **b == b'%') {
-        let code = bytes
-            .get(i + 1..i + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match code {
+        match escape_at(bytes, i) {
+            None => return Err(PathError::BadEscape),
             Some(0) => return Err(PathError::Nul),
             Some(b'/' | b'\\') if rules.escaped_slashes == EscapedSlashes::Reject => {
                 return Err(PathError::EscapedSlash);
@@ -101,6 +103,17 @@ fn check_escapes(bytes: &[u8], rules: &PathRules) -> Result<(), PathError> {
         }
     }
     Ok(())
+}
+
+/// The byte escaped at `i` (`%` and two hex digits), if one is.
+fn escape_at(bytes: &[u8], i: usize) -> Option<u8> {
+    let hex = bytes.get(i + 1..i + 3)?;
+    if bytes[i] != b'%' || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    std::str::from_utf8(hex)
+        .ok()
+        .and_then(|hex| u8::from_str_radix(hex, 16).ok())
 }
 
 /// Whether a segment of `path` is `.` or `..`.
@@ -116,12 +129,7 @@ fn decode_unreserved(path: &str) -> String {
     let mut out = String::with_capacity(path.len());
     let mut i = 0;
     while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
+        match escape_at(bytes, i) {
             Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') => {
                 out.push(char::from(c));
                 i += 3;
@@ -131,8 +139,8 @@ fn decode_unreserved(path: &str) -> String {
                 i += 3;
             }
             None => {
-                // Not an escape: the byte as it is (the path is ASCII, as
-                // hyper checked).
+                // Not an escape (every `%` was checked to start one): the
+                // byte as it is (the path is ASCII, as hyper checked).
                 out.push(char::from(bytes[i]));
                 i += 1;
             }
@@ -228,7 +236,11 @@ mod tests {
         assert_eq!(normal("/caf%c3%a9").unwrap(), "/caf%C3%A9");
         assert_eq!(normal("/a%20b").unwrap(), "/a%20b");
         assert_eq!(normal("/%7euser").unwrap(), "/~user");
-        assert_eq!(normal("/100%").unwrap(), "/100%");
+        assert_eq!(normal("/100%"), Err(PathError::BadEscape));
+        // Found by fuzzing: decoding `%33` after a stray `%` made `%30`.
+        assert_eq!(normal("/%%330"), Err(PathError::BadEscape));
+        assert_eq!(normal("/%zz"), Err(PathError::BadEscape));
+        assert_eq!(normal("/%+1"), Err(PathError::BadEscape));
     }
 
     #[test]
