@@ -111,6 +111,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         event_cooldown_ms: 30_000,
         plugin_cache: Default::default(),
         plugin_fuel: false,
+        runtime: Default::default(),
         admin: Some(AdminConfig {
             listen: admin,
             token_env: None,

@@ -98,14 +98,16 @@ enum PluginCommand {
 fn main() -> ExitCode {
     switchyard::telemetry::init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // `serve` sizes its runtime as its config file says.
+        Command::Serve { config: path } => Config::load(&path)
+            .map_err(anyhow::Error::from)
+            .and_then(|config| {
+                runtime(config.runtime.worker_threads)?.block_on(serve(path, config))
+            }),
+        command => runtime(None).and_then(|runtime| runtime.block_on(run(command))),
     };
-    match runtime.block_on(run(cli.command)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -114,18 +116,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// A multi-threaded runtime of `workers` worker threads (default: Tokio's,
+/// the cores the process may use).
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    builder.build().context("cannot start the runtime")
+}
+
+/// Serves as `config` (loaded from `path`) says, with the admin API's
+/// state file restored over it, until a shutdown signal.
+async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
+    let config = Control::restore(config).map_err(anyhow::Error::msg)?;
+    let host = PluginHost::for_config(&config)?;
+    let shutdown = shutdown_signal();
+    Switchyard::bind(&config, &host)
+        .await
+        .with_context(|| path.display().to_string())?
+        .serve(shutdown)
+        .await;
+    Ok(())
+}
+
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Serve { config: path } => {
-            let config = Control::restore(Config::load(&path)?).map_err(anyhow::Error::msg)?;
-            let host = PluginHost::for_config(&config)?;
-            let shutdown = shutdown_signal();
-            Switchyard::bind(&config, &host)
-                .await
-                .with_context(|| path.display().to_string())?
-                .serve(shutdown)
-                .await;
-        }
+        Command::Serve { config: path } => serve(path.clone(), Config::load(&path)?).await?,
         Command::Check { config: path } => {
             let config = Config::load(&path)?;
             let host = PluginHost::for_config(&config)?;

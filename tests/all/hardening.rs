@@ -544,3 +544,19 @@ fn a_panic_in_configure_is_named_in_the_refusal() {
         .unwrap_or_else(|| panic!("no refusal in {text}"));
     assert!(refusal.contains("bad config value 42"), "{refusal}");
 }
+
+#[test]
+fn runtime_worker_threads_sizes_the_runtime() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = config("", &instances(&ups), "") + "[runtime]\nworker_threads = 3\n";
+    let proxy = serve(&dir, &toml);
+    // Tokio names its workers `tokio-rt-worker`; nothing here uses its
+    // blocking pool (no request was sent).
+    let workers = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count();
+    assert_eq!(workers, 3);
+}

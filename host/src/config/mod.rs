@@ -40,8 +40,8 @@ pub use types::{
     HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, MedianConfig,
     MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig,
     PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
-    ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, SourceConfig, StaleConfig,
-    StickyConfig, StrategyConfig, TrendConfig, WeightedVoteConfig,
+    ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
+    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

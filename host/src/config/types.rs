@@ -55,6 +55,19 @@ pub struct Config {
     /// Read at start. Default false.
     #[serde(default)]
     pub plugin_fuel: bool,
+    /// The async runtime (read from the file at start).
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// The async runtime: how many worker threads serve the listeners, as
+/// nginx's `worker_processes`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Worker threads. Default: the cores the process may use (its CPU
+    /// affinity, as `taskset` sets it); 1..=1024.
+    pub worker_threads: Option<usize>,
 }
 
 /// The compiled-plugin cache: a component compiled once is kept on disk,
@@ -609,6 +622,9 @@ impl Config {
                 "listeners".into(),
                 "at least one listener is required".into(),
             ));
+        }
+        if let Some(workers) = self.runtime.worker_threads {
+            in_range("runtime.worker_threads", workers as u64, 1, 1024)?;
         }
         for (i, listener) in self.listeners.iter().enumerate() {
             listener

@@ -21,7 +21,8 @@
 //!   environment) is linked to a stub that traps when called, naming the
 //!   capability that would grant it where there is one.
 //! - **CPU**: every call runs under an epoch deadline. A ticker thread bumps
-//!   the engine's epoch every [`EPOCH_TICK`]; a call may run for
+//!   the engine's epoch every [`EPOCH_TICK`] while any plugin is loaded
+//!   (it sleeps while none is); a call may run for
 //!   `call_deadline_ms` ticks before it traps with `Trap::Interrupt`.
 //! - **Fuel** (optional): with `fuel_per_call`, a call traps once it has
 //!   burnt that much fuel (about one unit per wasm instruction): a
@@ -92,19 +93,78 @@ pub struct PluginHost {
     kv: Arc<kv::KvStores>,
     /// Whether calls meter fuel (`plugin_fuel`).
     fuel: bool,
-    _ticker: Arc<Ticker>,
+    ticker: Arc<Ticker>,
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
     events: Arc<std::sync::OnceLock<Arc<crate::health::EventBus>>>,
 }
 
-struct Ticker {
-    stop: Arc<AtomicBool>,
+/// The epoch ticker's switch: it ticks only while some plugin holds a
+/// [`TickerLease`] (a loaded plugin), so a Switchyard without plugins has
+/// no thread waking a thousand times a second.
+#[derive(Debug, Default)]
+struct TickerState {
+    /// Plugins loaded.
+    leases: usize,
+    /// The host is gone: the thread ends.
+    stopped: bool,
 }
+
+/// The ticker thread's state, shared with the host and the leases.
+#[derive(Debug, Default)]
+struct TickerControl {
+    state: Mutex<TickerState>,
+    wake: std::sync::Condvar,
+    /// Ticks made since start.
+    ticks: AtomicU64,
+}
+
+impl TickerControl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, TickerState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ticks while leased, until stopped.
+    fn run(&self, engine: &Engine) {
+        loop {
+            {
+                let mut state = self.lock();
+                while state.leases == 0 && !state.stopped {
+                    state = self
+                        .wake
+                        .wait(state)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+                if state.stopped {
+                    return;
+                }
+            }
+            std::thread::sleep(EPOCH_TICK);
+            engine.increment_epoch();
+            self.ticks.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Stops the ticker thread when the last clone of the host goes.
+struct Ticker(Arc<TickerControl>);
 
 impl Drop for Ticker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.0.lock().stopped = true;
+        self.0.wake.notify_all();
+    }
+}
+
+/// Keeps the epoch ticker running while a plugin is loaded (held by its
+/// sandbox).
+#[derive(Debug)]
+pub struct TickerLease(Arc<TickerControl>);
+
+impl Drop for TickerLease {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.leases -= 1;
     }
 }
 
@@ -159,26 +219,35 @@ impl PluginHost {
             .transpose()?;
         config.cache(cache.clone());
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("wasmtime engine: {e}"))?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let ticker_engine = engine.clone();
-        let ticker_stop = Arc::clone(&stop);
+        let control = Arc::new(TickerControl::default());
+        let (ticker_engine, ticker_control) = (engine.clone(), Arc::clone(&control));
         std::thread::Builder::new()
             .name("switchyard-epoch".into())
-            .spawn(move || {
-                while !ticker_stop.load(Ordering::Relaxed) {
-                    std::thread::sleep(EPOCH_TICK);
-                    ticker_engine.increment_epoch();
-                }
-            })?;
+            .spawn(move || ticker_control.run(&ticker_engine))?;
         Ok(Self {
             engine,
             cache,
             compiled: Arc::default(),
             kv: Arc::default(),
             fuel,
-            _ticker: Arc::new(Ticker { stop }),
+            ticker: Arc::new(Ticker(control)),
             events: Arc::default(),
         })
+    }
+
+    /// Keeps the epoch ticker running until the lease is dropped (a
+    /// plugin's sandbox holds one while the plugin is loaded).
+    pub fn ticker_lease(&self) -> TickerLease {
+        let control = &self.ticker.0;
+        control.lock().leases += 1;
+        control.wake.notify_all();
+        TickerLease(Arc::clone(control))
+    }
+
+    /// Epoch ticks made since the host started (none while no plugin is
+    /// loaded).
+    pub fn ticks(&self) -> u64 {
+        self.ticker.0.ticks.load(Ordering::Relaxed)
     }
 
     /// Publishes plugin faults on `events` from now on (the first bus set stays).
@@ -559,7 +628,35 @@ impl PluginStats {
 
 #[cfg(test)]
 mod tests {
-    use super::implements;
+    use super::{PluginHost, implements};
+
+    /// Polls `done` every 10 ms for up to 10 s.
+    fn eventually(mut done: impl FnMut() -> bool) -> bool {
+        (0..1000).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            done()
+        })
+    }
+
+    #[test]
+    fn the_epoch_ticker_ticks_only_while_a_plugin_holds_a_lease() {
+        let host = PluginHost::new().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(host.ticks(), 0, "no plugin: no ticks");
+        let lease = host.ticker_lease();
+        assert!(eventually(|| host.ticks() > 3), "a lease starts the ticks");
+        drop(lease);
+        let mut last = host.ticks();
+        assert!(
+            eventually(|| {
+                let now = host.ticks();
+                let still = now == last;
+                last = now;
+                still
+            }),
+            "the last lease gone, the ticks stop"
+        );
+    }
 
     #[test]
     fn exports_match_on_a_semver_compatible_version() {

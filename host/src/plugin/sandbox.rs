@@ -39,6 +39,8 @@ pub struct Sandbox<L> {
     /// The compiled code, shared with other loads of the same file while
     /// this one lives ([`PluginHost::compile`]).
     _component: Arc<Component>,
+    /// Keeps the epoch ticker running while the plugin is loaded.
+    _ticker: super::TickerLease,
 }
 
 /// Recent faults and the quarantine they led to (see
@@ -136,6 +138,7 @@ impl<L> Sandbox<L> {
             quarantine: Mutex::new(Quarantine::default()),
             kv: limits.grants.kv.then(|| host.kv.of(path)),
             _component: component,
+            _ticker: host.ticker_lease(),
         }
     }
 
