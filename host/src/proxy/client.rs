@@ -100,7 +100,9 @@ impl ClientFault {
 #[derive(Debug, Default)]
 pub struct FaultCell {
     fault: AtomicU8,
-    complete: AtomicBool,
+    /// The body is waiting for bytes from the client (not for the
+    /// upstream to read what it has).
+    waiting: AtomicBool,
 }
 
 impl FaultCell {
@@ -109,9 +111,11 @@ impl FaultCell {
         ClientFault::from_u8(self.fault.load(Ordering::Acquire))
     }
 
-    /// Whether the whole body was read.
-    pub fn complete(&self) -> bool {
-        self.complete.load(Ordering::Acquire)
+    /// Whether the body is waiting for the client's next bytes: an attempt
+    /// that times out then waited on the client, not on the instance (an
+    /// instance that stops reading a body leaves it not waiting).
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
     }
 
     fn set(&self, fault: ClientFault) {
@@ -184,18 +188,16 @@ impl Body for ClientBody {
         match Pin::new(&mut this.body).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 this.stall = None;
-                if this.body.is_end_stream() {
-                    // hyper stops polling once the body says it ended.
-                    this.fault.complete.store(true, Ordering::Release);
-                }
+                this.fault.waiting.store(false, Ordering::Release);
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => this.fail(ClientFault::of(&error)),
             Poll::Ready(None) => {
-                this.fault.complete.store(true, Ordering::Release);
+                this.fault.waiting.store(false, Ordering::Release);
                 Poll::Ready(None)
             }
             Poll::Pending => {
+                this.fault.waiting.store(true, Ordering::Release);
                 let timeout = this.timeout;
                 let stall = this.stall.get_or_insert_with(|| {
                     Box::pin(tokio::time::sleep_until(Instant::now() + timeout))

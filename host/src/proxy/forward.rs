@@ -444,9 +444,9 @@ impl<'a> Exchange<'a> {
             .min(self.deadline.saturating_duration_since(Instant::now()));
         let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
         let latency_us = started.elapsed().as_micros() as u64;
-        // The client's body failed, or was still coming when the attempt
-        // timed out: nothing is booked on the instance (the admission is
-        // given back unrecorded).
+        // The client's body failed, or the attempt timed out while the body
+        // waited for the client's next bytes: nothing is booked on the
+        // instance (the admission is given back unrecorded).
         let client_fault = match &outcome {
             Ok(Ok(_)) => None,
             Ok(Err(_)) => self.body.client_fault(),
@@ -788,11 +788,11 @@ impl RequestBody {
         }
     }
 
-    /// Whether the streamed body was still coming from the client.
+    /// Whether the streamed body is waiting for the client's next bytes.
     fn awaiting_client(&self) -> bool {
         match self {
             RequestBody::Replay(_) => false,
-            RequestBody::Stream { fault, .. } => !fault.complete(),
+            RequestBody::Stream { fault, .. } => fault.waiting_on_client(),
         }
     }
 
