@@ -24,21 +24,7 @@ source host/benches/wrk.sh
 taskset -p -c 0 $$ >/dev/null
 
 UP=(19511 19512 19513)
-# The upstreams serve files: /0b (empty), /1k, /64k.
-mkdir -p "$WORK/up/www"
-: > "$WORK/up/www/0b"
-head -c 1024 /dev/zero | tr '\0' x > "$WORK/up/www/1k"
-head -c 65536 /dev/zero | tr '\0' x > "$WORK/up/www/64k"
-listen=""
-for port in "${UP[@]}"; do listen+="listen 127.0.0.1:$port; "; done
-mkdir -p "$WORK/up/logs"
-cat > "$WORK/up/nginx.conf" <<NGINX
-worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { $listen location / { root $WORK/up/www; } } }
-NGINX
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
+upstreams "${UP[@]}"
 
 PORT=19600
 servers=""

@@ -3,7 +3,8 @@
 # wrk, builds the release binary ($BIN; set BIN to compare another build,
 # e.g. BIN=/tmp/switchyard-before, and nothing is built), makes a work dir ($WORK) that is
 # removed on exit with every nginx configured under it and every process in
-# `pids`, defines `upstreams PORT...` (nginx answering `ok`) and
+# `pids`, defines `upstreams PORT...` (nginx answering `ok` at `/`, and
+# bodies of 0 B, 1 KiB and 64 KiB at `/0b`, `/1k`, `/64k`) and
 # `run NAME URL`, which drives wrk at $THREADS,
 # $CONNECTIONS and $DURATION and prints one Markdown row:
 # | NAME | req/s | p50 | p99 | errors |
@@ -26,17 +27,21 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# `upstreams PORT...`: one nginx (1 worker) answering `ok` on every PORT of
-# 127.0.0.1, configured under $WORK/up.
+# `upstreams PORT...`: one nginx (1 worker) on every PORT of 127.0.0.1,
+# answering `ok` at `/` and the files `/0b` (empty), `/1k` and `/64k`,
+# configured under $WORK/up.
 upstreams() {
   local listen=""
   for port in "$@"; do listen+="listen 127.0.0.1:$port; "; done
-  mkdir -p "$WORK/up/logs"
+  mkdir -p "$WORK/up/logs" "$WORK/up/www"
+  : > "$WORK/up/www/0b"
+  head -c 1024 /dev/zero | tr '\0' x > "$WORK/up/www/1k"
+  head -c 65536 /dev/zero | tr '\0' x > "$WORK/up/www/64k"
   cat > "$WORK/up/nginx.conf" <<NGINX
 worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
-  server { $listen location / { return 200 "ok"; } } }
+  server { $listen location = / { return 200 "ok"; } location / { root $WORK/up/www; } } }
 NGINX
   nginx -p "$WORK/up" -c "$WORK/up/nginx.conf"
 }

@@ -97,17 +97,7 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     switchyard::telemetry::init();
-    let cli = Cli::parse();
-    let result = match cli.command {
-        // `serve` sizes its runtime as its config file says.
-        Command::Serve { config: path } => Config::load(&path)
-            .map_err(anyhow::Error::from)
-            .and_then(|config| {
-                runtime(config.runtime.worker_threads)?.block_on(serve(path, config))
-            }),
-        command => runtime(None).and_then(|runtime| runtime.block_on(run(command))),
-    };
-    match result {
+    match run(Cli::parse().command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -127,6 +117,28 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
     builder.build().context("cannot start the runtime")
 }
 
+/// Runs `command`; `serve` sizes its runtime as its config file says.
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Serve { config: path } => {
+            let config = Config::load(&path)?;
+            runtime(config.runtime.worker_threads)?.block_on(serve(path, config))
+        }
+        Command::Check { config: path } => runtime(None)?.block_on(async {
+            let config = Config::load(&path)?;
+            let host = PluginHost::for_config(&config)?;
+            switchyard::proxy::Router::build(&config, &host)
+                .with_context(|| path.display().to_string())?;
+            println!("{}: ok", path.display());
+            Ok(())
+        }),
+        Command::Demo { listen, admin } => {
+            runtime(None)?.block_on(switchyard::demo::run(listen, admin))
+        }
+        Command::Plugin(command) => runtime(None)?.block_on(async { plugin(command) }),
+    }
+}
+
 /// Serves as `config` (loaded from `path`) says, with the admin API's
 /// state file restored over it, until a shutdown signal.
 async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
@@ -138,22 +150,6 @@ async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
         .with_context(|| path.display().to_string())?
         .serve(shutdown)
         .await;
-    Ok(())
-}
-
-async fn run(command: Command) -> anyhow::Result<()> {
-    match command {
-        Command::Serve { config: path } => serve(path.clone(), Config::load(&path)?).await?,
-        Command::Check { config: path } => {
-            let config = Config::load(&path)?;
-            let host = PluginHost::for_config(&config)?;
-            switchyard::proxy::Router::build(&config, &host)
-                .with_context(|| path.display().to_string())?;
-            println!("{}: ok", path.display());
-        }
-        Command::Demo { listen, admin } => switchyard::demo::run(listen, admin).await?,
-        Command::Plugin(command) => plugin(command)?,
-    }
     Ok(())
 }
 

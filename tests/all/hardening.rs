@@ -551,12 +551,19 @@ fn runtime_worker_threads_sizes_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let toml = config("", &instances(&ups), "") + "[runtime]\nworker_threads = 3\n";
     let proxy = serve(&dir, &toml);
-    // Tokio names its workers `tokio-rt-worker`; nothing here uses its
-    // blocking pool (no request was sent).
-    let workers = std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
-        .unwrap()
-        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-        .filter(|name| name.trim() == "tokio-rt-worker")
-        .count();
-    assert_eq!(workers, 3);
+    // Tokio names its workers `tokio-rt-worker` (each thread names itself
+    // once it runs, so the count is polled); nothing here uses its blocking
+    // pool (no request was sent).
+    let workers = || {
+        std::fs::read_dir(format!("/proc/{}/task", proxy.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .filter(|name| name.trim() == "tokio-rt-worker")
+            .count()
+    };
+    let started = Instant::now();
+    while workers() != 3 && started.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(workers(), 3);
 }
