@@ -139,6 +139,7 @@ fn bench_pick(c: &mut Criterion) {
                 config.to_string(),
                 limits,
                 &endpoints,
+                switchyard::config::DEFAULT_MAX_CANDIDATES as usize,
             )
             .expect("load plugin");
             strategies.push((name, Box::new(wasm)));

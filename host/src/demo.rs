@@ -90,6 +90,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                     quarantine: Default::default(),
                     fuel_per_call: None,
                     capabilities: Vec::new(),
+                    max_candidates: crate::config::DEFAULT_MAX_CANDIDATES,
                 }),
                 instances,
                 connect_timeout_ms: 1_000,

@@ -38,6 +38,40 @@ async fn canary_split_gives_its_documented_split() {
     );
 }
 
+/// A pool larger than `max_candidates` gives each pick a fresh sample of
+/// that many: the plugin (which takes its first candidate) never sees more,
+/// and over many requests every instance is in some sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_pool_gives_the_plugin_a_fresh_bounded_sample() {
+    let ups = upstreams(12);
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ mode = "print" }}, max_candidates = 4, call_deadline_ms = 1000 }}"#,
+        fixtures::HOSTILE_BALANCER
+    );
+    let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
+    let client = client();
+    // Each instance is first in a sample with probability 1/12: missing
+    // one over 300 picks has odds below 1e-10.
+    for _ in 0..300 {
+        let (status, _) = get(&client, &format!("{}/", proxy.url)).await;
+        assert_eq!(status, 200);
+    }
+    let hits: Vec<u64> = ups.iter().map(|u| u.hits()).collect();
+    assert!(
+        hits.iter().all(|h| *h > 0),
+        "an instance was never sampled: {hits:?}"
+    );
+    proxy.wait_for_log("hello on stdout (4 candidates)");
+    let counts: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("hello on stdout"))
+        .filter(|l| !l.contains("(4 candidates)"))
+        .collect();
+    assert!(counts.is_empty(), "a pick saw another count: {counts:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_plugins_never_cost_a_request() {
     const MODES: [&str; 5] = ["loop", "alloc", "trap", "unknown-id", "empty"];

@@ -51,6 +51,7 @@ pub use random::Random;
 pub use resource_aware::ResourceAware;
 pub use ring::Ring;
 pub use round_robin::RoundRobin;
+pub(crate) use sample::spread;
 pub use sticky::{Affinity, Sticky};
 pub use weighted_round_robin::WeightedRoundRobin;
 

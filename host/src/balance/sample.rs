@@ -89,6 +89,44 @@ pub fn distinct(n: usize, k: usize) -> SmallVec<[EndpointId; RANK_LIMIT]> {
     picked
 }
 
+/// `k` distinct positions of `0..n` (k <= n) in O(k) time and no
+/// allocation: a uniformly random start and a random stride coprime with
+/// `n`, so every position is equally likely to be among them. With `k ==
+/// n` it is every position, from position 0 in order.
+///
+/// This bounds the candidates a balancer plugin sees in a large pool; the
+/// positions are not independent of each other (a Floyd draw would be, at
+/// O(k²) or an O(n) scratch table per request), which a sample meant to
+/// bound the cost of one decision does not need.
+pub fn spread(n: usize, k: usize) -> impl Iterator<Item = usize> {
+    let (start, stride) = if k < n {
+        (fastrand::usize(..n), coprime_stride(n))
+    } else {
+        (0, 1)
+    };
+    (0..k.min(n)).map(move |i| (start + i * stride) % n)
+}
+
+/// A random stride in `1..n` sharing no factor with `n` (1 when `n` <= 2).
+fn coprime_stride(n: usize) -> usize {
+    if n <= 2 {
+        return 1;
+    }
+    loop {
+        let stride = fastrand::usize(1..n);
+        if gcd(stride, n) == 1 {
+            return stride;
+        }
+    }
+}
+
+fn gcd(mut a: usize, mut b: usize) -> usize {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +162,37 @@ mod tests {
                 prop_assert!(
                     count.abs_diff(400) <= 120,
                     "instance {} of {} got {} of {} picks (choice_count {})", i, n, count, picks, choice_count
+                );
+            }
+        }
+
+        /// A spread is `min(k, n)` distinct positions in range, and over
+        /// many draws every position is included about equally often.
+        #[test]
+        fn spreads_are_distinct_and_cover_the_pool_evenly(n in 1usize..300, k in 1usize..80, seed: u64) {
+            fastrand::seed(seed);
+            let draws = 200;
+            let mut included = vec![0usize; n];
+            for _ in 0..draws {
+                let positions: Vec<usize> = spread(n, k).collect();
+                prop_assert_eq!(positions.len(), k.min(n));
+                let mut unique = positions.clone();
+                unique.sort_unstable();
+                unique.dedup();
+                prop_assert_eq!(unique.len(), positions.len(), "repeated position in {:?}", positions);
+                for p in positions {
+                    prop_assert!(p < n);
+                    included[p] += 1;
+                }
+            }
+            // Each position is included with probability min(k, n) / n:
+            // expected `draws · k / n`; allow a wide binomial margin.
+            let expected = (draws * k.min(n)) as f64 / n as f64;
+            let margin = 6.0 * expected.sqrt() + 2.0;
+            for (p, count) in included.iter().enumerate() {
+                prop_assert!(
+                    (*count as f64 - expected).abs() <= margin,
+                    "position {} of {} included {} times, expected {:.1} (k {})", p, n, count, expected, k
                 );
             }
         }

@@ -35,13 +35,14 @@ mod types;
 pub use error::ConfigError;
 pub use types::{
     AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CheckKind, Compare,
-    CompareKeys, Config, ConflictRule, ConsistentHashConfig, DrainSessions, EscapedSlashes,
-    FallbackConfig, FanOutConfig, FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey,
-    HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, MedianConfig,
-    MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig,
-    PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
-    ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
-    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, WeightedVoteConfig,
+    CompareKeys, Config, ConflictRule, ConsistentHashConfig, DEFAULT_MAX_CANDIDATES, DrainSessions,
+    EscapedSlashes, FallbackConfig, FanOutConfig, FastestResponseConfig, FusionCacheConfig,
+    HashAlgorithm, HashKey, HealthCheckConfig, InstanceConfig, LeastConnectionsConfig,
+    ListenerConfig, MedianConfig, MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef,
+    PluginStrategyConfig, PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig,
+    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
+    RuntimeConfig, SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig,
+    WeightedVoteConfig,
 };
 
 use std::path::Path;

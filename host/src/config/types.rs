@@ -265,6 +265,12 @@ pub const MAX_WAIT_MS: u64 = 3_600_000;
 ///
 /// # Errors
 /// The key and the range it must be in.
+/// A balancer plugin's `max_candidates` when not set.
+pub const DEFAULT_MAX_CANDIDATES: u32 = 64;
+
+/// Upper bound of a balancer plugin's `max_candidates`.
+const MAX_CANDIDATES: u64 = 65_536;
+
 pub(super) fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -475,9 +481,28 @@ pub struct PluginStrategyConfig {
     /// Default: none.
     #[serde(default)]
     pub capabilities: Vec<Capability>,
+    /// Most candidates one `pick` receives, 2..=65536. Default 64. A pool
+    /// with more fit instances gives the plugin a fresh uniform sample of
+    /// this many per request (a random start and a random stride coprime
+    /// with the pool size), so that a decision's cost stays bounded as the
+    /// pool grows — the power-of-d-choices argument (Mitzenmacher, 2001)
+    /// that Envoy's least-request balancer rests on.
+    #[serde(default = "defaults::max_candidates")]
+    pub max_candidates: u32,
 }
 
 impl PluginStrategyConfig {
+    /// The strategy's own keys' checks, then its plugin reference's.
+    fn validate(&self) -> Result<(), Invalid> {
+        in_range(
+            "max_candidates",
+            u64::from(self.max_candidates),
+            2,
+            MAX_CANDIDATES,
+        )?;
+        self.plugin_ref().validate()
+    }
+
     /// The plugin part of the strategy (everything but `fallback`), which
     /// validates and sandboxes like every other plugin reference.
     pub fn plugin_ref(&self) -> PluginRef {
@@ -535,6 +560,9 @@ mod defaults {
     }
     pub fn memory_limit_mib() -> u64 {
         16
+    }
+    pub fn max_candidates() -> u32 {
+        super::DEFAULT_MAX_CANDIDATES
     }
     pub fn panic_threshold_percent() -> u32 {
         50
@@ -843,7 +871,6 @@ impl PoolConfig {
         }
         if let StrategyConfig::Plugin(plugin) = &self.strategy {
             plugin
-                .plugin_ref()
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("strategy.{k}")), reason))?;
         }

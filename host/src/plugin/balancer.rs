@@ -17,7 +17,7 @@ use super::health::wit_endpoint;
 use super::request::fill_request;
 use super::sandbox::{Live, Sandbox, link};
 use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
-use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy};
+use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, Strategy, spread};
 
 /// A Wasm balancer plugin serving one pool.
 ///
@@ -36,6 +36,8 @@ pub struct WasmStrategy {
     membership: Mutex<(u64, Vec<WitEndpoint>)>,
     request_headers: Vec<HeaderName>,
     observe: bool,
+    /// Most candidates one `pick` receives (a sample beyond).
+    max_candidates: usize,
 }
 
 /// The live bindings and the per-call buffers reused between calls.
@@ -49,7 +51,8 @@ impl WasmStrategy {
     /// Loads the component at `path` for a pool of `endpoints`: compiles it,
     /// checks that it exports `switchyard:plugin/balancer@0.1.2`, links it in
     /// the sandbox, instantiates it and calls `configure(config_json)` and
-    /// `update`.
+    /// `update`. A `pick` receives at most `max_candidates` candidates: a
+    /// fresh sample ([`spread`]) when more are fit.
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason: unreadable, not a
@@ -60,6 +63,7 @@ impl WasmStrategy {
         config_json: String,
         limits: Limits,
         endpoints: &[Arc<Endpoint>],
+        max_candidates: usize,
     ) -> Result<Self, LoadError> {
         let (pre, component) = link(
             host,
@@ -83,6 +87,7 @@ impl WasmStrategy {
             membership: Mutex::new((1, endpoints.iter().map(|e| wit_endpoint(e)).collect())),
             request_headers: Vec::new(),
             observe: true,
+            max_candidates,
         };
         let (live, requirements) = strategy
             .instantiate()
@@ -125,7 +130,7 @@ impl WasmStrategy {
         let inner = Bound {
             bindings,
             request: super::request::empty(),
-            candidates: Vec::with_capacity(pool_size),
+            candidates: Vec::with_capacity(pool_size.min(self.max_candidates)),
         };
         Ok((Live { store, inner }, requirements))
     }
@@ -152,16 +157,19 @@ impl Strategy for WasmStrategy {
             let bound = &mut live.inner;
             fill_request(&mut bound.request, request, &self.request_headers);
             bound.candidates.clear();
-            bound.candidates.extend(endpoints.iter().map(|e| {
-                let s = e.stats();
-                WitStats {
-                    id: e.id,
-                    in_flight: s.in_flight,
-                    ewma_latency_us: s.ewma_latency_us,
-                    success_rate: s.success_rate,
-                    load: s.load,
-                }
-            }));
+            bound
+                .candidates
+                .extend(spread(endpoints.len(), self.max_candidates).map(|i| {
+                    let e = &endpoints[i];
+                    let s = e.stats();
+                    WitStats {
+                        id: e.id,
+                        in_flight: s.in_flight,
+                        ewma_latency_us: s.ewma_latency_us,
+                        success_rate: s.success_rate,
+                        load: s.load,
+                    }
+                }));
             let ids = bound
                 .bindings
                 .switchyard_plugin_balancer()
@@ -178,11 +186,11 @@ impl Strategy for WasmStrategy {
             }
             if let Some(bad) = ids
                 .iter()
-                .find(|id| !endpoints.iter().any(|e| e.id == **id))
+                .find(|id| !bound.candidates.iter().any(|c| c.id == **id))
             {
                 return Err(Fault::Nonsense(format!(
-                    "unknown endpoint id {bad} (not one of the pool's {})",
-                    endpoints.len()
+                    "unknown endpoint id {bad} (not one of the {} candidates)",
+                    bound.candidates.len()
                 )));
             }
             out.extend(ids.into_iter().take(RANK_LIMIT));

@@ -2,6 +2,7 @@
 //! store, one live instance rebuilt after a trap, and fault accounting.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -34,6 +35,9 @@ pub struct Sandbox<L> {
     stats: Arc<PluginStats>,
     live: Mutex<Option<Live<L>>>,
     quarantine: Mutex<Quarantine>,
+    /// Whether `quarantine` is quarantined or probing: a call looks at it
+    /// (and takes its lock, shared by every worker) only then.
+    guarded: AtomicBool,
     /// The plugin's key-value store, when granted.
     kv: Option<Arc<super::kv::KvStore>>,
     /// The compiled code, shared with other loads of the same file while
@@ -58,6 +62,11 @@ struct Quarantine {
 }
 
 impl Quarantine {
+    /// Whether a call must consult the quarantine: quarantined or probing.
+    fn guarding(&self) -> bool {
+        self.until.is_some() || self.probing
+    }
+
     /// `Some(remaining)` while quarantined; when the time is up, the next
     /// decision call (`decides`) is the probe. Feedback calls (a balancer's
     /// `observe`) wait until a probe has succeeded: a plugin that faults in
@@ -136,6 +145,7 @@ impl<L> Sandbox<L> {
             stats: Arc::new(PluginStats::default()),
             live: Mutex::new(None),
             quarantine: Mutex::new(Quarantine::default()),
+            guarded: AtomicBool::new(false),
             kv: limits.grants.kv.then(|| host.kv.of(path)),
             _component: component,
             _ticker: host.ticker_lease(),
@@ -287,17 +297,20 @@ impl<L> Sandbox<L> {
         instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
         call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
     ) -> Result<R, Fault> {
-        if let Some(remaining) = self
-            .quarantine
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .blocked(Instant::now(), decides)
-        {
-            return Err(Fault::Quarantined {
-                remaining_ms: remaining.as_millis() as u64,
-            });
+        if self.guarded.load(Ordering::Acquire) {
+            let mut quarantine = self
+                .quarantine
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let blocked = quarantine.blocked(Instant::now(), decides);
+            self.guarded.store(quarantine.guarding(), Ordering::Release);
+            if let Some(remaining) = blocked {
+                return Err(Fault::Quarantined {
+                    remaining_ms: remaining.as_millis() as u64,
+                });
+            }
+            self.stats.set_quarantined(false);
         }
-        self.stats.set_quarantined(false);
         let result = {
             let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
             if guard.is_none() {
@@ -323,19 +336,25 @@ impl<L> Sandbox<L> {
                 None => Err(Fault::Reinstantiate("no instance".into())),
             }
         };
-        if result.is_ok() && decides {
-            self.quarantine
+        if result.is_ok() && decides && self.guarded.load(Ordering::Acquire) {
+            let mut quarantine = self
+                .quarantine
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .success();
+                .unwrap_or_else(PoisonError::into_inner);
+            quarantine.success();
+            self.guarded.store(quarantine.guarding(), Ordering::Release);
         }
         result.map_err(|fault| {
             let faults = self.stats.count_fault();
-            let quarantined = self
-                .quarantine
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .fault(Instant::now(), &self.limits.quarantine);
+            let quarantined = {
+                let mut quarantine = self
+                    .quarantine
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let started = quarantine.fault(Instant::now(), &self.limits.quarantine);
+                self.guarded.store(quarantine.guarding(), Ordering::Release);
+                started
+            };
             if let Some(backoff) = quarantined {
                 self.stats.set_quarantined(true);
                 tracing::error!(

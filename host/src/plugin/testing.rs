@@ -106,6 +106,7 @@ impl BalancerHarness {
             config_json.into(),
             TEST_LIMITS,
             &pool,
+            crate::config::DEFAULT_MAX_CANDIDATES as usize,
         )?;
         Ok(Self { strategy, pool })
     }

@@ -14,6 +14,7 @@ use super::{
     LoadError, PluginHost, PluginKind, WasmFailover, WasmHealthCheck, WasmResolver, WasmStrategy,
 };
 use crate::balance::{Endpoint, Ranking, RequestContext, Strategy};
+use crate::config::DEFAULT_MAX_CANDIDATES;
 use crate::failover::{AttemptFacts, FailoverPolicy, Failure};
 use crate::fusion::{Answer, Outcome, Source, UpstreamResponse};
 use crate::health::HealthCheck;
@@ -93,7 +94,14 @@ fn load(host: &PluginHost, path: &Path, config_json: &str) -> Result<Loaded, Loa
         PluginKind::Balancer => {
             let pool = endpoints(8);
             Loaded::Balancer(
-                Box::new(WasmStrategy::load(host, path, json, TEST_LIMITS, &pool)?),
+                Box::new(WasmStrategy::load(
+                    host,
+                    path,
+                    json,
+                    TEST_LIMITS,
+                    &pool,
+                    DEFAULT_MAX_CANDIDATES as usize,
+                )?),
                 pool,
             )
         }

@@ -673,7 +673,14 @@ fn balancer(
         None => {
             let plugin_ref = plugin.plugin_ref();
             let (json, limits) = (plugin_ref.config_json(), Limits::of(&plugin_ref));
-            let strategy = WasmStrategy::load(host, &plugin.path, json, limits, endpoints)?;
+            let strategy = WasmStrategy::load(
+                host,
+                &plugin.path,
+                json,
+                limits,
+                endpoints,
+                plugin.max_candidates as usize,
+            )?;
             let stats = strategy.stats();
             (Arc::new(strategy), Some(stats))
         }
