@@ -25,8 +25,9 @@ async fn canary_split_gives_its_documented_split() {
         let (status, _) = get(&client, &format!("{}/", proxy.url)).await;
         assert_eq!(status, 200);
     }
-    // Documented: exactly `percent`% over every 100 requests, round robin
-    // within the stable group. Tolerance: 2 percentage points (4 requests).
+    // Documented: exactly `percent`% over every 100 requests an instance
+    // decides (one per worker: two here), round robin within the stable
+    // group. Tolerance: 2 percentage points (4 requests).
     let hits: Vec<u64> = ups.iter().map(|u| u.hits()).collect();
     assert!((36..=44).contains(&hits[2]), "canary got {hits:?}");
     assert!((76..=84).contains(&hits[0]), "stable u0 got {hits:?}");

@@ -275,10 +275,11 @@ async fn a_balancer_plugin_is_told_a_membership_change_and_keeps_its_state() {
         ups[0].url(),
         ups[1].url()
     );
+    // One worker: one plugin instance, whose accumulator every request sees.
     let config = with_admin(&labelled, "").replace(
         "strategy = { kind = \"round-robin\" }",
         &format!("strategy = {strategy}"),
-    );
+    ) + "[runtime]\nworker_threads = 1\n";
     let proxy = serve(&dir, &config);
     let client = client();
     let url = format!("{}/", proxy.url);
@@ -305,6 +306,85 @@ async fn a_balancer_plugin_is_told_a_membership_change_and_keeps_its_state() {
         }
     }
     assert_eq!(stable.into_iter().collect::<Vec<_>>(), ["u0", "u2"]);
+}
+
+/// The `instances` count of the balancer plugin of pool `p` in `/v1/status`.
+async fn balancer_instances(admin_url: &str) -> u64 {
+    let (_, status) = admin(
+        reqwest::Method::GET,
+        &format!("{admin_url}/v1/status"),
+        None,
+    )
+    .await;
+    status["plugins"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["pool"] == "p" && p["kind"] == "balancer")
+        .and_then(|p| p["instances"].as_u64())
+        .unwrap_or(0)
+}
+
+/// With two workers, a balancer plugin gets an instance per worker (no
+/// lock shared between them), and a membership change reaches every one:
+/// canary-split at 100% sends everything to an added canary only if each
+/// instance was told that the new instance is a canary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_worker_has_its_own_plugin_instance_and_all_learn_a_membership_change() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let strategy = format!(
+        r#"{{ kind = "plugin", path = "{}", config = {{ percent = 100 }}, call_deadline_ms = 1000 }}"#,
+        switchyard_tests::fixtures::CANARY_SPLIT
+    );
+    let stable = format!(
+        r#"[{{ url = "{}", labels = {{ track = "stable" }} }}]"#,
+        ups[0].url()
+    );
+    let config = with_admin(&stable, "").replace(
+        "strategy = { kind = \"round-robin\" }",
+        &format!("strategy = {strategy}"),
+    ) + "[runtime]\nworker_threads = 2\n";
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/", proxy.url);
+    let admin_url = proxy.admin_url();
+    // Concurrent connections until both workers have served a pick.
+    let burst = || async {
+        let requests = (0..16).map(|_| {
+            let url = url.clone();
+            async move { get(&client(), &url).await }
+        });
+        futures_util::future::join_all(requests).await
+    };
+    until("a plugin instance on each worker", || async {
+        for (status, _) in burst().await {
+            assert_eq!(status, 200);
+        }
+        balancer_instances(&admin_url).await >= 2
+    })
+    .await;
+    assert_eq!(
+        balancer_instances(&admin_url).await,
+        2,
+        "one per worker, no more"
+    );
+    let (status, body) = admin(
+        reqwest::Method::POST,
+        &format!("{admin_url}/v1/pools/p/instances"),
+        Some(json!({ "url": ups[1].url(), "labels": { "track": "canary" } })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    for _ in 0..4 {
+        for (status, body) in burst().await {
+            assert_eq!(
+                (status, body.as_str()),
+                (200, "u1"),
+                "an instance was not told"
+            );
+        }
+    }
+    assert_eq!(balancer_instances(&admin_url).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

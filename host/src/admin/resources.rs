@@ -107,6 +107,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             json!({ "pool": pool, "route": route, "kind": p.kind.name(), "calls": s.calls(),
                     "faults": s.faults(), "call_seconds": s.call_seconds(),
                     "quarantined": s.quarantined(), "quarantines": s.quarantines(),
+                    "instances": s.instances(),
                     "output_dropped_bytes": s.output().dropped_bytes(),
                     "output_dropped_lines": s.output().dropped_lines() })
         })

@@ -102,7 +102,7 @@ impl<W: World> WasmPlugin<W> {
         )?;
         let needs = RequestNeedsIndices::new(W::instance_pre(&pre)).ok();
         let mut plugin = Self {
-            sandbox: Sandbox::new(host, path, limits, component),
+            sandbox: Sandbox::new(host, W::KIND, path, limits, component),
             pre,
             config_json,
             needs,

@@ -21,11 +21,11 @@ use crate::balance::{Endpoint, EndpointId, RANK_LIMIT, Ranking, RequestContext, 
 
 /// A Wasm balancer plugin serving one pool.
 ///
-/// One instance per pool, kept across membership changes (it is told them
-/// with `update`, versions increasing from 1); calls are serialized by a
-/// mutex that is held only for the synchronous call (never across an
-/// await). Per-call buffers (request facts, candidate stats) are reused
-/// between calls.
+/// One instance per worker thread ([`PluginKind::per_worker`]), kept
+/// across membership changes (each is told them with `update`, versions
+/// increasing from 1); a worker's calls go to its own instance, whose lock
+/// is held only for the synchronous call (never across an await). Per-call
+/// buffers (request facts, candidate stats) are reused between calls.
 pub struct WasmStrategy {
     name: String,
     sandbox: Sandbox<Bound>,
@@ -43,6 +43,8 @@ pub struct WasmStrategy {
 /// The live bindings and the per-call buffers reused between calls.
 struct Bound {
     bindings: BalancerPlugin,
+    /// The membership version this instance was last told.
+    version: u64,
     request: RequestInfo,
     candidates: Vec<WitStats>,
 }
@@ -78,7 +80,7 @@ impl WasmStrategy {
             path: path.to_path_buf(),
             reason,
         };
-        let sandbox = Sandbox::new(host, path, limits, component);
+        let sandbox = Sandbox::new(host, PluginKind::Balancer, path, limits, component);
         let mut strategy = Self {
             name: format!("plugin {}", sandbox.plugin()),
             sandbox,
@@ -117,7 +119,7 @@ impl WasmStrategy {
             .map_err(|e| self.sandbox.fault_in(&mut store, &e))?
             .map_err(|e| Fault::Refused(format!("configure: {}", describe(&e))))?;
         self.sandbox.arm_setup(&mut store);
-        let pool_size = {
+        let (version, pool_size) = {
             let membership = self
                 .membership
                 .lock()
@@ -125,10 +127,11 @@ impl WasmStrategy {
             exports
                 .call_update(&mut store, membership.0, &membership.1)
                 .map_err(|e| self.sandbox.fault_in(&mut store, &e))?;
-            membership.1.len()
+            (membership.0, membership.1.len())
         };
         let inner = Bound {
             bindings,
+            version,
             request: super::request::empty(),
             candidates: Vec::with_capacity(pool_size.min(self.max_candidates)),
         };
@@ -208,22 +211,22 @@ impl Strategy for WasmStrategy {
             membership.1 = endpoints.iter().map(|e| wit_endpoint(e)).collect();
             (membership.0, membership.1.clone())
         };
-        // A fault is counted and logged by the sandbox. An instance that
-        // was not told (faulted, or skipped while quarantined) is dropped:
-        // the next call builds one, which is told the new membership.
-        let told = self.sandbox.feedback(
-            || self.instantiate().map(|(live, _)| live),
-            |live| {
-                live.inner
-                    .bindings
-                    .switchyard_plugin_balancer()
-                    .call_update(&mut live.store, version, &list)
-                    .map_err(|e| self.sandbox.fault(&e))
-            },
-        );
-        if told.is_err() {
-            self.sandbox.discard();
-        }
+        // Every live instance (one per worker) is told. A fault is counted
+        // and logged by the sandbox; an instance that was not told is
+        // dropped, and its next call builds one told the new membership.
+        // An instance built since the change was told it when built.
+        self.sandbox.broadcast(|live| {
+            if live.inner.version >= version {
+                return Ok(());
+            }
+            live.inner
+                .bindings
+                .switchyard_plugin_balancer()
+                .call_update(&mut live.store, version, &list)
+                .map_err(|e| self.sandbox.fault(&e))?;
+            live.inner.version = version;
+            Ok(())
+        });
     }
 
     fn observe(&self, id: EndpointId, success: bool, latency_us: u64) {

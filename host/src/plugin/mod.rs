@@ -62,7 +62,7 @@ pub use resolver::WasmResolver;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -97,6 +97,9 @@ pub struct PluginHost {
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
     events: Arc<std::sync::OnceLock<Arc<crate::health::EventBus>>>,
+    /// Worker threads of the runtime serving requests: the instances a
+    /// data-path plugin may have (see [`PluginKind::per_worker`]).
+    workers: usize,
 }
 
 /// The epoch ticker's switch: it ticks only while some plugin holds a
@@ -183,10 +186,14 @@ impl PluginHost {
     /// # Errors
     /// As [`with_options`](Self::with_options).
     pub fn for_config(config: &crate::config::Config) -> anyhow::Result<Self> {
-        Self::with_options(
+        let mut host = Self::with_options(
             config.plugin_cache.directory().as_deref(),
             config.plugin_fuel,
-        )
+        )?;
+        if let Some(workers) = config.runtime.worker_threads {
+            host.workers = workers.max(1);
+        }
+        Ok(host)
     }
 
     /// As [`new`](Self::new), caching compiled components in `cache_dir`
@@ -232,6 +239,7 @@ impl PluginHost {
             fuel,
             ticker: Arc::new(Ticker(control)),
             events: Arc::default(),
+            workers: std::thread::available_parallelism().map_or(1, usize::from),
         })
     }
 
@@ -398,6 +406,18 @@ pub enum PluginKind {
 }
 
 impl PluginKind {
+    /// Whether a plugin of this kind has an instance per worker thread (up
+    /// to the runtime's worker count, each built on its worker's first
+    /// call), so that workers never wait on each other's calls — as each
+    /// nginx worker and each Envoy worker thread has its own balancer
+    /// state. True for the kinds called on the data path (balancer,
+    /// failover, resolver): their state (an accumulator, a cursor, what
+    /// `observe` taught) is per worker. A health check has one instance:
+    /// its probes run off the data path and see one state.
+    pub fn per_worker(self) -> bool {
+        !matches!(self, PluginKind::HealthCheck)
+    }
+
     /// Every kind.
     pub const ALL: [PluginKind; 4] = [
         PluginKind::Balancer,
@@ -559,6 +579,7 @@ pub struct PluginStats {
     call_nanos: AtomicU64,
     quarantines: AtomicU64,
     quarantined: AtomicBool,
+    instances: AtomicUsize,
     output: output::OutputStats,
     /// The pool or route the plugin serves, for its events (set once).
     serving: std::sync::OnceLock<String>,
@@ -594,6 +615,22 @@ impl PluginStats {
     /// Times the plugin was quarantined.
     pub fn quarantines(&self) -> u64 {
         self.quarantines.load(Ordering::Relaxed)
+    }
+
+    /// Live instances: up to one per worker thread for a data-path kind
+    /// ([`PluginKind::per_worker`]), each built on its worker's first call.
+    pub fn instances(&self) -> usize {
+        self.instances.load(Ordering::Relaxed)
+    }
+
+    /// Counts an instance built.
+    fn instance_built(&self) {
+        self.instances.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an instance dropped.
+    fn instance_dropped(&self) {
+        self.instances.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Whether the plugin is quarantined now (the built-in decides).

@@ -1,8 +1,9 @@
 //! What every plugin kind shares: loading with a world check, a sandboxed
-//! store, one live instance rebuilt after a trap, and fault accounting.
+//! store, live instances (one per worker thread for the data-path kinds)
+//! rebuilt after a trap, and fault accounting.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,7 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use super::bindings::{Limiter, PluginState};
 use super::output::Captured;
 use super::wasi;
-use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
+use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
 /// ms: generous, since `update` carries the whole endpoint set and set-up
@@ -27,13 +28,19 @@ pub struct Live<L> {
     pub inner: L,
 }
 
-/// One plugin's instance slot and counters.
+/// An instance slot: empty until its first call, or after a trap.
+type Slot<L> = Mutex<Option<Live<L>>>;
+
+/// One plugin's instance slots and counters.
 pub struct Sandbox<L> {
     host: PluginHost,
     plugin: Arc<str>,
     limits: Limits,
     stats: Arc<PluginStats>,
-    live: Mutex<Option<Live<L>>>,
+    /// One slot per worker thread for a data-path kind, one for the others
+    /// ([`PluginKind::per_worker`]): a worker's slot lock is never contended
+    /// by other workers while serving.
+    slots: Box<[Slot<L>]>,
     quarantine: Mutex<Quarantine>,
     /// Whether `quarantine` is quarantined or probing: a call looks at it
     /// (and takes its lock, shared by every worker) only then.
@@ -128,9 +135,31 @@ impl Quarantine {
     }
 }
 
+/// The slot of the calling thread among `n`. Threads are numbered in the
+/// order of their first plugin call; while serving, the only callers are
+/// the runtime's worker threads, which thus get distinct slots when `n` is
+/// the worker count. Any other thread shares a slot (correct, through its
+/// lock, just not contention-free).
+fn slot_of_this_thread(n: usize) -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    if n == 1 { 0 } else { INDEX.with(|i| *i % n) }
+}
+
 impl<L> Sandbox<L> {
-    /// A sandbox for the plugin at `path` (named by its file name).
-    pub fn new(host: &PluginHost, path: &Path, limits: Limits, component: Arc<Component>) -> Self {
+    /// A sandbox for the plugin at `path` (named by its file name) of
+    /// `kind`, with an instance slot per worker thread when the kind runs
+    /// on the data path.
+    pub fn new(
+        host: &PluginHost,
+        kind: PluginKind,
+        path: &Path,
+        limits: Limits,
+        component: Arc<Component>,
+    ) -> Self {
+        let slots = if kind.per_worker() { host.workers } else { 1 };
         let plugin: Arc<str> = path
             .file_name()
             .map_or_else(
@@ -143,7 +172,7 @@ impl<L> Sandbox<L> {
             plugin,
             limits,
             stats: Arc::new(PluginStats::default()),
-            live: Mutex::new(None),
+            slots: (0..slots).map(|_| Mutex::new(None)).collect(),
             quarantine: Mutex::new(Quarantine::default()),
             guarded: AtomicBool::new(false),
             kv: limits.grants.kv.then(|| host.kv.of(path)),
@@ -258,15 +287,41 @@ impl<L> Sandbox<L> {
         Ok(Live { store, inner })
     }
 
-    /// Installs `live` as the current instance.
+    /// Installs `live` (the instance built at load) in the first slot; the
+    /// others are built on their first call.
     pub fn install(&self, live: Live<L>) {
-        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = Some(live);
+        self.fill(&mut lock(&self.slots[0]), live);
     }
 
-    /// Drops the live instance: the next call builds a fresh one (for a
-    /// state change the live instance could not be told).
-    pub fn discard(&self) {
-        *self.live.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    /// Puts `live` in `slot`, counting it.
+    fn fill(&self, slot: &mut Option<Live<L>>, live: Live<L>) {
+        if slot.replace(live).is_none() {
+            self.stats.instance_built();
+        }
+    }
+
+    /// Empties `slot`, counting the instance dropped.
+    fn empty(&self, slot: &mut Option<Live<L>>) {
+        if slot.take().is_some() {
+            self.stats.instance_dropped();
+        }
+    }
+
+    /// Runs the feedback `call` on every live instance (a state change all
+    /// must know, such as a balancer's `update`); an instance the call
+    /// fails on, or that is skipped while quarantined, is dropped, so that
+    /// its slot builds one that knows on its next call. Empty slots are
+    /// left empty.
+    pub fn broadcast(&self, call: impl Fn(&mut Live<L>) -> Result<(), Fault>) {
+        for slot in &self.slots {
+            let mut live = lock(slot);
+            if live.is_some() {
+                let no_instance = || Err(Fault::Reinstantiate("no instance".into()));
+                if self.run_in(&mut live, false, no_instance, &call).is_err() {
+                    self.empty(&mut live);
+                }
+            }
+        }
     }
 
     /// Runs the decision `call` on the live instance, first building one
@@ -297,6 +352,18 @@ impl<L> Sandbox<L> {
         instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
         call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
     ) -> Result<R, Fault> {
+        let slot = &self.slots[slot_of_this_thread(self.slots.len())];
+        self.run_in(&mut lock(slot), decides, instantiate, call)
+    }
+
+    /// [`run`](Self::run) on the instance in `slot` (locked by the caller).
+    fn run_in<R>(
+        &self,
+        slot: &mut Option<Live<L>>,
+        decides: bool,
+        instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
+        call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
+    ) -> Result<R, Fault> {
         if self.guarded.load(Ordering::Acquire) {
             let mut quarantine = self
                 .quarantine
@@ -312,11 +379,11 @@ impl<L> Sandbox<L> {
             self.stats.set_quarantined(false);
         }
         let result = {
-            let mut guard = self.live.lock().unwrap_or_else(PoisonError::into_inner);
-            if guard.is_none() {
-                *guard = Some(instantiate().map_err(|f| Fault::Reinstantiate(f.to_string()))?);
+            if slot.is_none() {
+                let live = instantiate().map_err(|f| Fault::Reinstantiate(f.to_string()))?;
+                self.fill(slot, live);
             }
-            match guard.as_mut() {
+            match slot.as_mut() {
                 Some(live) => {
                     self.arm(&mut live.store);
                     let started = std::time::Instant::now();
@@ -329,7 +396,7 @@ impl<L> Sandbox<L> {
                             | Fault::Fuel { .. }
                             | Fault::Memory { .. })
                     ) {
-                        *guard = None;
+                        self.empty(slot);
                     }
                     result
                 }
@@ -377,6 +444,11 @@ impl<L> Sandbox<L> {
             fault
         })
     }
+}
+
+/// Locks `slot`; a poisoned lock (a panic while held) is taken as is.
+fn lock<L>(slot: &Slot<L>) -> std::sync::MutexGuard<'_, Option<Live<L>>> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Sets the fuel of `store` (an engine that meters fuel; see

@@ -3,9 +3,12 @@
 //! Sends `percent`% of requests to the instances whose label `label` equals
 //! `canary` (the canary group) and the rest to the other instances (the stable
 //! group), round robin within each group. The split is exact over every 100
-//! requests: an accumulator adds `percent` per request and a request goes to
-//! the canary group whenever it passes 100 (the same error-diffusion idea as
-//! smooth weighted round robin in nginx), so there are no bursts.
+//! requests an instance decides: an accumulator adds `percent` per request
+//! and a request goes to the canary group whenever it passes 100 (the same
+//! error-diffusion idea as smooth weighted round robin in nginx), so there
+//! are no bursts. Switchyard runs an instance per worker thread, so over
+//! every 100 requests the proxy serves the split is off by at most a request
+//! per worker.
 //!
 //! The ranking lists the chosen group first and the other group after it, so
 //! when the host filters out an unreachable canary the request falls over to
