@@ -101,6 +101,8 @@ impl<W: World> WasmPlugin<W> {
             W::pre,
         )?;
         let needs = RequestNeedsIndices::new(W::instance_pre(&pre)).ok();
+        // The set-up calls below run under their deadline: keep the ticker ticking.
+        let _calling = host.calling();
         let mut plugin = Self {
             sandbox: Sandbox::new(host, W::KIND, path, limits, component),
             pre,

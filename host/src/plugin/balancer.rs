@@ -81,6 +81,8 @@ impl WasmStrategy {
             reason,
         };
         let sandbox = Sandbox::new(host, PluginKind::Balancer, path, limits, component);
+        // The set-up calls below run under their deadline: keep the ticker ticking.
+        let _calling = host.calling();
         let mut strategy = Self {
             name: format!("plugin {}", sandbox.plugin()),
             sandbox,

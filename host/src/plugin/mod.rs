@@ -21,9 +21,11 @@
 //!   environment) is linked to a stub that traps when called, naming the
 //!   capability that would grant it where there is one.
 //! - **CPU**: every call runs under an epoch deadline. A ticker thread bumps
-//!   the engine's epoch every [`EPOCH_TICK`] while any plugin is loaded
-//!   (it sleeps while none is); a call may run for
-//!   `call_deadline_ms` ticks before it traps with `Trap::Interrupt`.
+//!   the engine's epoch every [`EPOCH_TICK`] while a plugin call is in
+//!   progress (it looks every [`IDLE_TICK`] while none is, and sleeps while
+//!   no plugin is loaded); a call may run for `call_deadline_ms` ticks
+//!   before it traps with `Trap::Interrupt` — at most [`IDLE_TICK`] later
+//!   than that.
 //! - **Fuel** (optional): with `fuel_per_call`, a call traps once it has
 //!   burnt that much fuel (about one unit per wasm instruction): a
 //!   deterministic CPU limit, the same on every machine, unlike the deadline.
@@ -74,8 +76,47 @@ use wasmtime::{Config, Engine};
 /// it does not carry data; a larger file is refused before it is read.
 pub const MAX_PLUGIN_BYTES: usize = 64 << 20;
 
-/// Interval of the epoch ticker; one tick is one unit of `call_deadline_ms`.
+/// Interval of the epoch ticker while a plugin call is in progress; one
+/// tick is one unit of `call_deadline_ms`.
 pub const EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// How long the epoch ticker sleeps when it finds no plugin call in
+/// progress (a call that starts meanwhile is ticked from the next wake, so
+/// a deadline holds to within this much). A 1 ms wake on a core that is
+/// busy serving cost ~10% of its requests (BENCHMARKS.md); calls take
+/// microseconds, so the ticker mostly finds none.
+pub const IDLE_TICK: Duration = Duration::from_millis(10);
+
+/// Stripes of the calls-in-progress count (threads map onto them by
+/// [`thread_index`]), each on its own cache line: workers never write
+/// the same line.
+const CALL_STRIPES: usize = 64;
+
+/// A number for the calling thread, given in the order of threads' first
+/// plugin call (see [`sandbox`] for how slots use it).
+pub(crate) fn thread_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
+    }
+    INDEX.with(|i| *i)
+}
+
+/// One stripe of the calls-in-progress count, alone on its cache line.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct CallStripe(AtomicUsize);
+
+/// Marks a plugin call (or a load, whose set-up calls run under the
+/// set-up deadline) in progress while it lives, so that the epoch ticker
+/// ticks every [`EPOCH_TICK`] until it ends.
+pub(crate) struct Calling<'a>(&'a AtomicUsize);
+
+impl Drop for Calling<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// The wasmtime engine shared by every plugin, plus its epoch ticker thread.
 ///
@@ -114,12 +155,25 @@ struct TickerState {
 }
 
 /// The ticker thread's state, shared with the host and the leases.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TickerControl {
     state: Mutex<TickerState>,
     wake: std::sync::Condvar,
     /// Ticks made since start.
     ticks: AtomicU64,
+    /// Calls in progress, striped by thread.
+    calls: Box<[CallStripe]>,
+}
+
+impl Default for TickerControl {
+    fn default() -> Self {
+        Self {
+            state: Mutex::default(),
+            wake: std::sync::Condvar::new(),
+            ticks: AtomicU64::new(0),
+            calls: (0..CALL_STRIPES).map(|_| CallStripe::default()).collect(),
+        }
+    }
 }
 
 impl TickerControl {
@@ -127,7 +181,15 @@ impl TickerControl {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Ticks while leased, until stopped.
+    /// Whether some plugin call is in progress.
+    fn calling(&self) -> bool {
+        self.calls.iter().any(|c| c.0.load(Ordering::Relaxed) > 0)
+    }
+
+    /// While leased, until stopped: ticks every [`EPOCH_TICK`] while a call
+    /// is in progress, and looks again after [`IDLE_TICK`] when none is
+    /// (the epoch only matters to a call in progress: its deadline is set
+    /// relative to the epoch when it starts).
     fn run(&self, engine: &Engine) {
         loop {
             {
@@ -142,9 +204,13 @@ impl TickerControl {
                     return;
                 }
             }
-            std::thread::sleep(EPOCH_TICK);
-            engine.increment_epoch();
-            self.ticks.fetch_add(1, Ordering::Relaxed);
+            if self.calling() {
+                engine.increment_epoch();
+                self.ticks.fetch_add(1, Ordering::Relaxed);
+                std::thread::sleep(EPOCH_TICK);
+            } else {
+                std::thread::sleep(IDLE_TICK);
+            }
         }
     }
 }
@@ -252,8 +318,16 @@ impl PluginHost {
         TickerLease(Arc::clone(control))
     }
 
-    /// Epoch ticks made since the host started (none while no plugin is
-    /// loaded).
+    /// Marks a plugin call in progress on this thread until the guard is
+    /// dropped (see [`Calling`]).
+    pub(crate) fn calling(&self) -> Calling<'_> {
+        let stripe = &self.ticker.0.calls[thread_index() % CALL_STRIPES].0;
+        stripe.fetch_add(1, Ordering::Relaxed);
+        Calling(stripe)
+    }
+
+    /// Epoch ticks made since the host started (only while a plugin call
+    /// is in progress).
     pub fn ticks(&self) -> u64 {
         self.ticker.0.ticks.load(Ordering::Relaxed)
     }
@@ -675,24 +749,38 @@ mod tests {
         })
     }
 
+    /// Waits until the ticks stop changing between two polls.
+    fn ticks_settle(host: &PluginHost) -> bool {
+        let mut last = host.ticks();
+        eventually(|| {
+            let now = host.ticks();
+            let still = now == last;
+            last = now;
+            still
+        })
+    }
+
     #[test]
-    fn the_epoch_ticker_ticks_only_while_a_plugin_holds_a_lease() {
+    fn the_epoch_ticker_ticks_only_while_a_plugin_holds_a_lease_and_a_call_runs() {
         let host = PluginHost::new().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(host.ticks(), 0, "no plugin: no ticks");
         let lease = host.ticker_lease();
-        assert!(eventually(|| host.ticks() > 3), "a lease starts the ticks");
-        drop(lease);
-        let mut last = host.ticks();
+        let calling = host.calling();
         assert!(
-            eventually(|| {
-                let now = host.ticks();
-                let still = now == last;
-                last = now;
-                still
-            }),
-            "the last lease gone, the ticks stop"
+            eventually(|| host.ticks() > 3),
+            "a call in progress is ticked"
         );
+        drop(calling);
+        assert!(ticks_settle(&host), "no call in progress: no ticks");
+        let calling = host.calling();
+        assert!(
+            eventually(|| host.ticks() > 6),
+            "ticks again for a new call"
+        );
+        drop(lease);
+        assert!(ticks_settle(&host), "the last lease gone, the ticks stop");
+        drop(calling);
     }
 
     #[test]

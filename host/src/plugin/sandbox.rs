@@ -3,7 +3,7 @@
 //! rebuilt after a trap, and fault accounting.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -13,7 +13,7 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use super::bindings::{Limiter, PluginState};
 use super::output::Captured;
 use super::wasi;
-use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
+use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats, thread_index};
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
 /// ms: generous, since `update` carries the whole endpoint set and set-up
@@ -135,17 +135,13 @@ impl Quarantine {
     }
 }
 
-/// The slot of the calling thread among `n`. Threads are numbered in the
-/// order of their first plugin call; while serving, the only callers are
-/// the runtime's worker threads, which thus get distinct slots when `n` is
-/// the worker count. Any other thread shares a slot (correct, through its
-/// lock, just not contention-free).
+/// The slot of the calling thread among `n`: by [`thread_index`], so
+/// while serving, when the only callers are the runtime's worker threads
+/// (numbered consecutively by their first call), each worker has its own
+/// slot when `n` is the worker count. Any other thread shares a slot
+/// (correct, through its lock, just not contention-free).
 fn slot_of_this_thread(n: usize) -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    if n == 1 { 0 } else { INDEX.with(|i| *i % n) }
+    if n == 1 { 0 } else { thread_index() % n }
 }
 
 impl<L> Sandbox<L> {
@@ -364,6 +360,7 @@ impl<L> Sandbox<L> {
         instantiate: impl FnOnce() -> Result<Live<L>, Fault>,
         call: impl FnOnce(&mut Live<L>) -> Result<R, Fault>,
     ) -> Result<R, Fault> {
+        let _calling = self.host.calling();
         if self.guarded.load(Ordering::Acquire) {
             let mut quarantine = self
                 .quarantine
