@@ -40,4 +40,5 @@ pub mod proxy;
 pub mod server;
 pub mod status;
 pub mod telemetry;
+pub mod threads;
 pub mod watch;

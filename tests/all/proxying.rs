@@ -98,3 +98,73 @@ async fn request_and_response_bodies_stream_through() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.bytes().await.unwrap().as_ref(), payload.as_slice());
 }
+
+/// Upstream connections are kept alive and reused: sequential requests
+/// (bodies of every kind: empty, small, streamed) share one connection;
+/// one idle past `idle_timeout_ms` is not used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_until_idle_past_the_timeout() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    // One worker: one table of idle connections, so reuse is certain.
+    let config = one_pool(&instances(&ups)).replace(
+        "connect_timeout_ms = 500",
+        "connect_timeout_ms = 500\nidle_timeout_ms = 300",
+    ) + "[runtime]\nworker_threads = 1\n";
+    let proxy = serve(&dir, &config);
+    let client = client();
+    for i in 0..30 {
+        // An empty body ends with the head: the connection goes back at once.
+        ups[0].set_body(if i % 3 == 0 { "" } else { "some body" });
+        let (status, _) = get(&client, &format!("{}/app/{i}", proxy.url)).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(ups[0].hits(), 30);
+    assert_eq!(
+        ups[0].connections(),
+        1,
+        "sequential requests share a connection"
+    );
+    // Idle past the timeout (300 ms): that connection is not used again.
+    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    let (status, _) = get(&client, &format!("{}/app/late", proxy.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ups[0].connections(),
+        2,
+        "a new connection after the idle timeout"
+    );
+}
+
+/// An instance that closes each keep-alive connection right after its
+/// answer (as one whose keep-alive timeout fires) costs no request: a
+/// request that a pooled connection could not take goes on a new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            // Read the head; the requests have no body.
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                line.clear();
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            // Dropped here: closed without a `connection: close`.
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &one_pool(&format!(r#"[{{ url = "http://{addr}" }}]"#)),
+    );
+    let client = client();
+    for i in 0..20 {
+        let (status, body) = get(&client, &format!("{}/app/{i}", proxy.url)).await;
+        assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
+    }
+}

@@ -15,12 +15,14 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, Response, StatusCode};
+use axum::serve::ListenerExt as _;
 use tokio::sync::oneshot;
 
 /// Behaviour shared between the test and the server.
 #[derive(Debug, Default)]
 struct Behaviour {
     hits: AtomicU64,
+    connections: AtomicU64,
     delay_ms: AtomicU64,
     status: AtomicU16,
     extra_header: Mutex<Option<(HeaderName, HeaderValue)>>,
@@ -64,6 +66,10 @@ impl Upstream {
                 addr_tx
                     .send(listener.local_addr().expect("addr"))
                     .expect("send addr");
+                let counted = Arc::clone(&shared);
+                let listener = listener.tap_io(move |_| {
+                    counted.connections.fetch_add(1, Ordering::Relaxed);
+                });
                 let app = axum::Router::new().fallback(move |req: Request| {
                     let shared = Arc::clone(&shared);
                     let name = server_name.clone();
@@ -94,6 +100,11 @@ impl Upstream {
     /// Requests served so far.
     pub fn hits(&self) -> u64 {
         self.behaviour.hits.load(Ordering::Relaxed)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> u64 {
+        self.behaviour.connections.load(Ordering::Relaxed)
     }
 
     /// Delays every response by `delay`.

@@ -88,19 +88,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(1);
 pub const IDLE_TICK: Duration = Duration::from_millis(10);
 
 /// Stripes of the calls-in-progress count (threads map onto them by
-/// [`thread_index`]), each on its own cache line: workers never write
+/// [`thread_index`](crate::threads::thread_index)), each on its own cache line: workers never write
 /// the same line.
 const CALL_STRIPES: usize = 64;
-
-/// A number for the calling thread, given in the order of threads' first
-/// plugin call (see [`sandbox`] for how slots use it).
-pub(crate) fn thread_index() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed);
-    }
-    INDEX.with(|i| *i)
-}
 
 /// One stripe of the calls-in-progress count, alone on its cache line.
 #[derive(Debug, Default)]
@@ -321,7 +311,7 @@ impl PluginHost {
     /// Marks a plugin call in progress on this thread until the guard is
     /// dropped (see [`Calling`]).
     pub(crate) fn calling(&self) -> Calling<'_> {
-        let stripe = &self.ticker.0.calls[thread_index() % CALL_STRIPES].0;
+        let stripe = &self.ticker.0.calls[crate::threads::thread_index() % CALL_STRIPES].0;
         stripe.fetch_add(1, Ordering::Relaxed);
         Calling(stripe)
     }

@@ -13,7 +13,8 @@ use wasmtime::{Store, StoreLimitsBuilder};
 use super::bindings::{Limiter, PluginState};
 use super::output::Captured;
 use super::wasi;
-use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats, thread_index};
+use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
+use crate::threads::thread_index;
 
 /// CPU deadline of the set-up calls (instantiation, `configure`, `update`),
 /// ms: generous, since `update` carries the whole endpoint set and set-up

@@ -6,8 +6,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
-use hyper::body::Incoming;
 
+use super::upstream::PooledBody;
 use crate::balance::InFlight;
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -19,7 +19,7 @@ pub enum ProxyBody {
     /// flight until the body ends or the client goes away.
     Upstream {
         /// The upstream body.
-        body: Incoming,
+        body: PooledBody,
         /// Held for the body's lifetime.
         _in_flight: InFlight,
         /// Copies the body for stale-if-error, when the route has it.

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use http::uri::PathAndQuery;
-use http::{HeaderMap, HeaderValue, Request, Response, Version, header};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
@@ -461,8 +461,7 @@ impl FanOut {
         };
         let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
         *request.method_mut() = call.parts.method.clone();
-        *request.uri_mut() =
-            super::forward::upstream_uri(endpoint.authority.clone(), call.path_and_query.clone());
+        *request.uri_mut() = Uri::from(call.path_and_query.clone());
         *request.version_mut() = Version::HTTP_11;
         *request.headers_mut() = call.parts.headers.clone();
         let _in_flight = endpoint.start_request();
@@ -471,7 +470,7 @@ impl FanOut {
         // dropped unrecorded when early exit cancels this source.
         let mut admission = Some(admission);
         let attempt = async {
-            let response = match pool.client.request(request).await {
+            let response = match pool.upstreams.request(endpoint, request).await {
                 Ok(response) => response,
                 Err(error) => {
                     let attempt = if error.is_connect() {

@@ -35,7 +35,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
@@ -48,6 +48,7 @@ use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules};
 use super::path;
 use super::pool::{Attempt, Pool, UpstreamBody};
 use super::router::{Fallback, PoolRoute, StaticResponse, Target};
+use super::upstream::PooledBody;
 use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
 use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
@@ -161,13 +162,14 @@ struct Inbound<'a> {
 
 /// An answer that came back, with the instance's in-flight count held for
 /// the body's lifetime.
-type Answered = (Response<Incoming>, InFlight);
+type Answered = (Response<PooledBody>, InFlight);
 
 /// A failed attempt.
 enum Failed {
     /// The instance's failure, and its failed answer when there was one
-    /// (held: if no retry happens, it is the best the client can get).
-    Upstream(UpstreamFailure),
+    /// (held: if no retry happens, it is the best the client can get);
+    /// boxed, being the rare case and the large one.
+    Upstream(Box<UpstreamFailure>),
     /// The client's body failed: not the instance's doing.
     Client(ClientFault),
 }
@@ -184,8 +186,8 @@ enum Next<'a> {
     Retry,
     /// Continue in this pool (the failover policy's fallback).
     Switch(&'a Pool),
-    /// Answer with this response.
-    Respond(Response<ProxyBody>),
+    /// Answer with this response (boxed: rare, and large).
+    Respond(Box<Response<ProxyBody>>),
     /// No more attempts.
     Stop,
 }
@@ -383,7 +385,7 @@ impl<'a> Exchange<'a> {
                 // A held answer is given up for the retry.
                 Next::Retry => held = None,
                 Next::Switch(other) => return Err(Exhausted::Switch(other)),
-                Next::Respond(response) => return Ok(response),
+                Next::Respond(response) => return Ok(*response),
                 Next::Stop => break,
             }
         }
@@ -428,7 +430,7 @@ impl<'a> Exchange<'a> {
         let pool = self.pool;
         let mut upstream = Request::new(self.body.for_attempt());
         *upstream.method_mut() = self.parts.method.clone();
-        *upstream.uri_mut() = upstream_uri(endpoint.authority.clone(), self.path_and_query.clone());
+        *upstream.uri_mut() = Uri::from(self.path_and_query.clone());
         *upstream.version_mut() = Version::HTTP_11;
         *upstream.headers_mut() = if last {
             std::mem::take(&mut self.parts.headers)
@@ -442,7 +444,8 @@ impl<'a> Exchange<'a> {
             .retry()
             .per_try_timeout(pool.request_timeout)
             .min(self.deadline.saturating_duration_since(Instant::now()));
-        let outcome = tokio::time::timeout(timeout, pool.client.request(upstream)).await;
+        let outcome =
+            tokio::time::timeout(timeout, pool.upstreams.request(endpoint, upstream)).await;
         let latency_us = started.elapsed().as_micros() as u64;
         // The client's body failed, or the attempt timed out while the body
         // waited for the client's next bytes: nothing is booked on the
@@ -507,7 +510,10 @@ impl<'a> Exchange<'a> {
                 (Failure::Timeout, None)
             }
         };
-        Err(Failed::Upstream(UpstreamFailure { failure, held }))
+        Err(Failed::Upstream(Box::new(UpstreamFailure {
+            failure,
+            held,
+        })))
     }
 
     /// Phase 4: asks the pool's failover policy what follows the failed
@@ -597,7 +603,7 @@ impl<'a> Exchange<'a> {
                     headers.into_iter().collect();
                 let text = String::from_utf8_lossy(&body);
                 let response = StaticResponse::new(status, &text, &headers).to_response();
-                Next::Respond(response.map(ProxyBody::Local))
+                Next::Respond(Box::new(response.map(ProxyBody::Local)))
             }
             Decision::Fallback(name) => match self.router.pool_named(&name) {
                 Some(other) if other.name != pool.name && !self.switched => {
@@ -830,15 +836,6 @@ fn normalize_path(uri: &mut Uri, rules: &path::PathRules) -> Result<(), ProxyErr
     *uri = Uri::from_parts(parts)
         .map_err(|e| ProxyError::BadRequest(format!("the normalized URI is invalid: {e}")))?;
     Ok(())
-}
-
-pub(super) fn upstream_uri(authority: http::uri::Authority, path_and_query: PathAndQuery) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(Scheme::HTTP);
-    parts.authority = Some(authority);
-    parts.path_and_query = Some(path_and_query);
-    // Scheme, authority and path are all present, so this cannot fail.
-    Uri::from_parts(parts).unwrap_or_default()
 }
 
 /// `host` without a `:port` suffix (IPv6 literals keep their brackets).

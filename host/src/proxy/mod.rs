@@ -19,6 +19,7 @@ mod path;
 mod pool;
 mod recent;
 mod router;
+mod upstream;
 
 pub use client::ListenerRules;
 pub use error::{ProxyError, StartError};

@@ -1,4 +1,4 @@
-//! A pool at run time: its instances, its balancer and its upstream client.
+//! A pool at run time: its instances, its balancer and its upstream connections.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -7,11 +7,9 @@ use bytes::Bytes;
 use http::HeaderName;
 use http::uri::Authority;
 use http_body_util::{Either, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 
 use super::StartError;
+use super::upstream::Upstreams;
 use tokio::task::JoinSet;
 
 use smallvec::SmallVec;
@@ -78,7 +76,7 @@ pub struct Pool {
     /// Ranks the instances per request.
     pub balancer: Balancer,
     /// Pooled keep-alive HTTP/1.1 connections to the instances.
-    pub client: Client<HttpConnector, UpstreamBody>,
+    pub upstreams: Arc<Upstreams>,
     /// Time allowed to the response headers.
     pub request_timeout: Duration,
     /// How long a connect failure keeps an instance out of rotation.
@@ -175,7 +173,15 @@ impl Pool {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
         };
-        let client = previous.map_or_else(|| new_client(config), |p| p.client.clone());
+        let upstreams = previous.map_or_else(
+            || {
+                Upstreams::new(
+                    Duration::from_millis(config.connect_timeout_ms),
+                    Duration::from_millis(config.idle_timeout_ms),
+                )
+            },
+            |p| Arc::clone(&p.upstreams),
+        );
         tracing::info!(
             pool = name,
             strategy = balancer.name(),
@@ -186,7 +192,7 @@ impl Pool {
         Ok(Self {
             name: name.to_string(),
             balancer,
-            client,
+            upstreams,
             request_timeout: Duration::from_millis(config.request_timeout_ms),
             fail_timeout: Duration::from_millis(config.fail_timeout_ms),
             plugin_stats,
@@ -734,15 +740,4 @@ fn failover_plugin(
     let loaded = WasmFailover::load(host, &plugin.path, json, limits)?;
     let stats = loaded.stats();
     Ok((Some(Arc::new(loaded)), Some(stats)))
-}
-
-/// A client with pooled keep-alive HTTP/1.1 connections, per the pool's
-/// connect and idle timeouts.
-fn new_client(config: &PoolConfig) -> Client<HttpConnector, UpstreamBody> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_millis(config.connect_timeout_ms)));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(config.idle_timeout_ms))
-        .build(connector)
 }
