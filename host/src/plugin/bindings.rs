@@ -120,6 +120,8 @@ pub struct PluginState {
     pub stats: Arc<PluginStats>,
     /// The plugin's key-value store, when granted.
     pub kv: Option<Arc<KvStore>>,
+    /// The current call's CPU deadline.
+    pub deadline: super::deadline::CpuDeadline,
 }
 
 /// The store's resource limiter: wasmtime's [`StoreLimits`] (the memory cap;

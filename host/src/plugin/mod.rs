@@ -23,9 +23,11 @@
 //! - **CPU**: every call runs under an epoch deadline. A ticker thread bumps
 //!   the engine's epoch every [`EPOCH_TICK`] while a plugin call is in
 //!   progress (it looks every [`IDLE_TICK`] while none is, and sleeps while
-//!   no plugin is loaded); a call may run for `call_deadline_ms` ticks
-//!   before it traps with `Trap::Interrupt` — at most [`IDLE_TICK`] later
-//!   than that.
+//!   no plugin is loaded). A call still running after `call_deadline_ms`
+//!   ticks is checked against its thread's CPU clock ([`deadline`]): it
+//!   traps with `Trap::Interrupt` once it has kept its core busy for half
+//!   of a further window of that length, so a spinning call is stopped by
+//!   about twice its deadline and a call the OS preempted is not blamed.
 //! - **Fuel** (optional): with `fuel_per_call`, a call traps once it has
 //!   burnt that much fuel (about one unit per wasm instruction): a
 //!   deterministic CPU limit, the same on every machine, unlike the deadline.
@@ -44,6 +46,7 @@
 mod adapter;
 mod balancer;
 mod bindings;
+pub mod deadline;
 mod error;
 mod failover;
 mod health;

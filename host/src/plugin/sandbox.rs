@@ -11,6 +11,7 @@ use wasmtime::component::{Component, InstancePre, Linker};
 use wasmtime::{Store, StoreLimitsBuilder};
 
 use super::bindings::{Limiter, PluginState};
+use super::deadline::{CpuDeadline, thread_cpu_time};
 use super::output::Captured;
 use super::wasi;
 use super::{Fault, Limits, LoadError, PluginHost, PluginKind, PluginStats};
@@ -202,10 +203,13 @@ impl<L> Sandbox<L> {
             captured: Captured::default(),
             stats: Arc::clone(&self.stats),
             kv: self.kv.clone(),
+            deadline: CpuDeadline::default(),
         };
         let mut store = Store::new(self.host.engine(), state);
         store.limiter(|s| &mut s.limits);
-        store.epoch_deadline_trap();
+        store.epoch_deadline_callback(|mut store| {
+            Ok(store.data_mut().deadline.on_expiry(thread_cpu_time()))
+        });
         self.arm_setup(&mut store);
         store
     }
@@ -213,8 +217,11 @@ impl<L> Sandbox<L> {
     /// Arms the set-up deadline (before `configure` or `update`); set-up
     /// has no fuel budget.
     pub fn arm_setup(&self, store: &mut Store<PluginState>) {
-        store.data_mut().captured.start_call();
-        store.set_epoch_deadline(SETUP_DEADLINE_MS.max(self.limits.call_deadline_ms));
+        let ticks = SETUP_DEADLINE_MS.max(self.limits.call_deadline_ms);
+        let state = store.data_mut();
+        state.captured.start_call();
+        state.deadline = CpuDeadline::new(ticks);
+        store.set_epoch_deadline(ticks);
         if self.host.fuel {
             refuel(store, u64::MAX);
         }
@@ -223,8 +230,11 @@ impl<L> Sandbox<L> {
     /// Re-arms the call deadline and the fuel budget of `store` (before
     /// every call).
     pub fn arm(&self, store: &mut Store<PluginState>) {
-        store.data_mut().captured.start_call();
-        store.set_epoch_deadline(self.limits.call_deadline_ms);
+        let ticks = self.limits.call_deadline_ms;
+        let state = store.data_mut();
+        state.captured.start_call();
+        state.deadline = CpuDeadline::new(ticks);
+        store.set_epoch_deadline(ticks);
         if self.host.fuel {
             refuel(store, self.limits.fuel_per_call.unwrap_or(u64::MAX));
         }
