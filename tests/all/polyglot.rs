@@ -19,7 +19,10 @@ async fn python_smooth_weighted_round_robin_gives_exact_shares() {
         ups[0].url(),
         ups[1].url()
     );
-    let proxy = serve(&dir, &single_pool(&strategy, &weighted));
+    // One worker: the plugin's rotation is an instance's state, and each
+    // worker thread has its own instance.
+    let config = single_pool(&strategy, &weighted) + "[runtime]\nworker_threads = 1\n";
+    let proxy = serve(&dir, &config);
     let client = client();
     let mut order = Vec::new();
     for _ in 0..40 {
