@@ -106,6 +106,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 bulkhead: None,
                 failover_plugin: None,
                 panic_threshold_percent: 50,
+                tls: None,
             },
         )]),
         shutdown_grace_ms: 5_000,
@@ -120,6 +121,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             state_file: dir.join("state.json"),
             plugins_dir: dir.join("plugins"),
             recent_requests: 256,
+            tls: None,
         }),
     };
 

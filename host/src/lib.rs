@@ -41,4 +41,5 @@ pub mod server;
 pub mod status;
 pub mod telemetry;
 pub mod threads;
+pub mod tls;
 pub mod watch;

@@ -43,8 +43,10 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             vec!["pools.p.instances[0].url", "must start with `http://`"],
         ),
         (
-            format!("{LISTENER}[pools.p]\ninstances = [{{ url = \"http://127.0.0.1\" }}]\n"),
-            vec!["pools.p.instances[0].url", "must name a port"],
+            format!(
+                "{LISTENER}[pools.p]\ninstances = [{{ url = \"https://127.0.0.1\" }}]\ntls = {{ ca_file = \"missing-ca.pem\" }}\n"
+            ),
+            vec!["pools.p.tls.ca_file", "missing-ca.pem"],
         ),
         (
             format!(
@@ -242,6 +244,7 @@ fn every_example_config_parses() {
         dir.path().join("mcp_federation.wasm"),
     )
     .unwrap();
+    crate::examples::tls_example_certificates(dir.path());
     let files: Vec<std::path::PathBuf> = std::fs::read_dir(&examples)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use switchyard_tests::fixtures;
+use switchyard_tests::pki::{Issued, Pki, Usage};
 use switchyard_tests::upstream::Upstream;
 
 use crate::{client, serve};
@@ -184,4 +185,87 @@ async fn health_example_takes_an_instance_out_after_three_failed_checks() {
     assert!(line.contains("status 503"), "{line}");
     let served = answers(&proxy.url, "/", 20, None).await;
     assert!(served.iter().all(|a| a == "u0" || a == "u2"), "{served:?}");
+}
+
+/// The files `examples/tls.toml` names, under `dir/certs`, made by three
+/// test CAs: the site's (server certificates for `localhost` and
+/// `api.example.test`), the clients' (a client certificate for
+/// `spiffe://example.org/billing`) and the internal one (the billing
+/// instance's certificate for `billing.internal`).
+pub struct TlsExampleCertificates {
+    /// The CA of the listener's certificates.
+    pub site: Pki,
+    /// The billing client's certificate.
+    pub client: Issued,
+    /// The billing instance's certificate.
+    pub instance: Issued,
+}
+
+pub fn tls_example_certificates(dir: &Path) -> TlsExampleCertificates {
+    let certs = dir.join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let site = Pki::new(&certs, "site");
+    site.issue("site", "localhost", &["localhost"], Usage::Server, false);
+    site.issue(
+        "api",
+        "api.example.test",
+        &["api.example.test"],
+        Usage::Server,
+        false,
+    );
+    let clients = Pki::new(&certs, "clients");
+    let client = clients.issue(
+        "billing-client",
+        "billing",
+        &["spiffe://example.org/billing"],
+        Usage::Client,
+        false,
+    );
+    let instance = Pki::new(&certs, "internal").issue(
+        "billing-instance",
+        "billing.internal",
+        &["billing.internal"],
+        Usage::Server,
+        false,
+    );
+    TlsExampleCertificates {
+        site,
+        client,
+        instance,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_example_serves_https_by_sni_routes_by_client_certificate_and_verifies_instances() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tls_example_certificates(dir.path());
+    let web = Upstream::start("web");
+    let billing_instance = Upstream::start_tls("billing", &certs.instance);
+    let text = example("tls.toml", std::slice::from_ref(&web))
+        .replace("listen = \"127.0.0.1:8443\"", "listen = \"127.0.0.1:0\"")
+        .replace("https://127.0.0.1:9002", &billing_instance.url());
+    let proxy = serve(&dir, &text);
+    let port = crate::tls::port(&proxy.url);
+    let ca = certs.site.ca_file();
+
+    // No client certificate: the catch-all route.
+    let (ok, out, err) = crate::tls::curl("localhost", port, "/", &ca, &[]).await;
+    assert!(ok && out.contains("web"), "{out}{err}");
+    // SNI api.example.test gets the second certificate (curl checks the name).
+    let (ok, out, err) = crate::tls::curl("api.example.test", port, "/", &ca, &[]).await;
+    assert!(ok && out.contains("web"), "{out}{err}");
+    // The billing identity goes to the HTTPS instance, verified for `sni`.
+    let client_cert = [
+        "--cert",
+        certs.client.cert_file.to_str().unwrap(),
+        "--key",
+        certs.client.key_file.to_str().unwrap(),
+    ];
+    let (ok, out, err) = crate::tls::curl("localhost", port, "/", &ca, &client_cert).await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("billing") && out.contains("x-seen-x-forwarded-client-cert"),
+        "{out}"
+    );
+    assert_eq!(billing_instance.hits(), 1);
 }

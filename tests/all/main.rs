@@ -18,6 +18,7 @@ mod polyglot;
 mod proxying;
 mod resilience;
 mod state;
+mod tls;
 
 use switchyard_tests::process::{Switchyard, write_config};
 use switchyard_tests::upstream::Upstream;

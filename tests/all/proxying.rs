@@ -168,3 +168,39 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
         assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_1_0_instance_answers_an_http_1_1_client_in_http_1_1() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An instance that speaks HTTP/1.0 only: one answer per connection.
+    let instance = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", instance.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = instance.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = conn.read(&mut head).await;
+                let _ = conn
+                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nold ok")
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &one_pool(&format!("[{{ url = \"{url}\" }}]")));
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    conn.write_all(b"GET /app HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        conn.read_to_string(&mut answer),
+    )
+    .await
+    .expect("an answer")
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("old ok"), "{answer}");
+}

@@ -22,7 +22,8 @@ struct Log {
 pub struct Switchyard {
     child: Child,
     log: Arc<Log>,
-    /// `http://ip:port` of the first listener, read from the log.
+    /// `http://ip:port` (`https://` with TLS) of the first listener, read
+    /// from the log.
     pub url: String,
 }
 
@@ -44,7 +45,7 @@ impl Switchyard {
     /// message carries its log.
     pub fn serve(binary: &str, config: &Path) -> Self {
         let mut process = Self::spawn(binary, &["serve", "--config"], config);
-        let line = process.wait_for_log("listening on http://");
+        let line = process.wait_for_log("listening on http");
         let url = line
             .split("listening on ")
             .nth(1)
@@ -54,12 +55,12 @@ impl Switchyard {
         process
     }
 
-    /// `http://ip:port` of the admin listener, read from the log.
+    /// `http://ip:port` (or `https://`) of the admin listener, read from the log.
     ///
     /// # Panics
     /// When the admin API does not start within [`LOG_WAIT`].
     pub fn admin_url(&self) -> String {
-        let line = self.wait_for_log("admin API on http://");
+        let line = self.wait_for_log("admin API on http");
         line.split("admin API on ")
             .nth(1)
             .map(|s| s.trim().to_string())

@@ -36,6 +36,7 @@ struct Behaviour {
 pub struct Upstream {
     /// The server's name, returned as the response body.
     pub name: String,
+    scheme: &'static str,
     addr: SocketAddr,
     behaviour: Arc<Behaviour>,
     kill: Option<oneshot::Sender<()>>,
@@ -48,6 +49,36 @@ impl Upstream {
     /// # Panics
     /// When the thread, runtime or socket cannot be created (test set-up).
     pub fn start(name: &str) -> Self {
+        Self::start_with(name, None)
+    }
+
+    /// Starts an upstream named `name` on `127.0.0.1:0` that speaks TLS
+    /// (HTTP/1.1 and HTTP/2 by ALPN) with `cert`; its [`url`](Self::url) is
+    /// `https://127.0.0.1:PORT`, so `cert` should name `127.0.0.1`.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start), and when `cert` cannot be read.
+    pub fn start_tls(name: &str, cert: &crate::pki::Issued) -> Self {
+        use rustls::pki_types::pem::PemObject;
+        let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert.cert_file)
+            .expect("certificate file")
+            .collect::<Result<Vec<_>, _>>()
+            .expect("certificates");
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_file).expect("key");
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Self::start_with(name, Some(Arc::new(config)))
+    }
+
+    fn start_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let behaviour = Arc::new(Behaviour::default());
         behaviour.status.store(200, Ordering::Relaxed);
         let (kill_tx, kill_rx) = oneshot::channel::<()>();
@@ -67,17 +98,25 @@ impl Upstream {
                     .send(listener.local_addr().expect("addr"))
                     .expect("send addr");
                 let counted = Arc::clone(&shared);
-                let listener = listener.tap_io(move |_| {
-                    counted.connections.fetch_add(1, Ordering::Relaxed);
-                });
                 let app = axum::Router::new().fallback(move |req: Request| {
                     let shared = Arc::clone(&shared);
                     let name = server_name.clone();
                     async move { respond(&name, &shared, req).await }
                 });
-                tokio::select! {
-                    _ = axum::serve(listener, app) => {},
-                    _ = kill_rx => {},
+                match tls {
+                    None => {
+                        let listener = listener.tap_io(move |_| {
+                            counted.connections.fetch_add(1, Ordering::Relaxed);
+                        });
+                        tokio::select! {
+                            _ = axum::serve(listener, app) => {},
+                            _ = kill_rx => {},
+                        }
+                    }
+                    Some(tls) => tokio::select! {
+                        () = serve_tls(listener, tls, app, counted) => {},
+                        _ = kill_rx => {},
+                    },
                 }
             });
             // Dropping the runtime here aborts every connection task.
@@ -85,6 +124,7 @@ impl Upstream {
         let addr = addr_rx.recv().expect("upstream address");
         Self {
             name: name.to_string(),
+            scheme,
             addr,
             behaviour,
             kill: Some(kill_tx),
@@ -92,9 +132,9 @@ impl Upstream {
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` (`https://` for [`start_tls`](Self::start_tls)).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.scheme, self.addr)
     }
 
     /// Requests served so far.
@@ -243,4 +283,31 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
         response.headers_mut().insert("x-upstream-path", value);
     }
     response
+}
+
+/// Serves `app` over TLS on `listener`, counting connections.
+async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    app: axum::Router,
+    behaviour: Arc<Behaviour>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        behaviour.connections.fetch_add(1, Ordering::Relaxed);
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        tokio::spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            let _ =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+        });
+    }
 }

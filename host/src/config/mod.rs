@@ -30,18 +30,20 @@ mod failover;
 mod fusion;
 mod health;
 mod strategy;
+mod tls;
 mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CheckKind, Compare,
-    CompareKeys, Config, ConflictRule, ConsistentHashConfig, DEFAULT_MAX_CANDIDATES, DrainSessions,
-    EscapedSlashes, FallbackConfig, FanOutConfig, FastestResponseConfig, FusionCacheConfig,
-    HashAlgorithm, HashKey, HealthCheckConfig, InstanceConfig, LeastConnectionsConfig,
-    ListenerConfig, MedianConfig, MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef,
-    PluginStrategyConfig, PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig,
-    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
-    RuntimeConfig, SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig,
+    AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CertificateFiles,
+    CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
+    DEFAULT_MAX_CANDIDATES, DrainSessions, EscapedSlashes, FallbackConfig, FanOutConfig,
+    FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
+    InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig, MedianConfig,
+    MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig,
+    PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
+    ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
+    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, UpstreamTlsConfig,
     WeightedVoteConfig,
 };
 

@@ -22,6 +22,7 @@ pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
 };
+pub use super::tls::{CertificateFiles, ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -145,6 +146,9 @@ pub struct AdminConfig {
     /// Requests kept in the recent-request log. Default 256.
     #[serde(default = "defaults::recent_requests")]
     pub recent_requests: usize,
+    /// TLS on the admin listener, as on a proxy listener (`client_ca_file`
+    /// makes it mTLS). Default: none.
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge)
@@ -198,6 +202,9 @@ pub struct ListenerConfig {
     /// default) or `"keep"` (Envoy's `path_with_escaped_slashes_action`).
     #[serde(default)]
     pub escaped_slashes: EscapedSlashes,
+    /// TLS termination: with it the listener speaks HTTPS only (HTTP/1.1
+    /// and HTTP/2 by ALPN). Default: none (plain HTTP/1.1 and h2c).
+    pub tls: Option<ListenerTlsConfig>,
 }
 
 /// What a listener does with an escaped slash (`%2F`, `%2f`, `%5C`, `%5c`)
@@ -229,6 +236,7 @@ impl ListenerConfig {
             normalize_path: true,
             merge_slashes: true,
             escaped_slashes: EscapedSlashes::Reject,
+            tls: None,
         }
     }
 
@@ -252,7 +260,13 @@ impl ListenerConfig {
             u64::from(self.max_connections_per_ip),
             0,
             u64::from(max),
-        )
+        )?;
+        match &self.tls {
+            Some(tls) => tls
+                .validate()
+                .map_err(|(k, reason)| (format!("tls.{k}"), reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -313,6 +327,11 @@ pub struct RouteMatch {
     /// Plain string prefix of the path, as Envoy's `prefix` match: `/api`
     /// matches `/api`, `/api/v1` and `/apix`.
     pub path_prefix: Option<String>,
+    /// A subject alternative name (DNS name, URI such as a SPIFFE id,
+    /// e-mail or IP address) of the client certificate the listener
+    /// verified (mTLS, `client_ca_file`), compared case-insensitively. A
+    /// request without a verified certificate does not match.
+    pub client_san: Option<String>,
 }
 
 /// A pool of upstream instances and how to choose among them.
@@ -343,6 +362,9 @@ pub struct PoolConfig {
     /// Idle pooled upstream connections are closed after this long, ms. Default 90000.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// TLS to the pool's `https://` instances: CA bundle, SNI name, client
+    /// certificate. Default: Mozilla's roots, each instance's host.
+    pub tls: Option<UpstreamTlsConfig>,
     /// Session affinity on top of the strategy. Default: none.
     #[serde(default)]
     pub sticky: Option<StickyConfig>,
@@ -436,7 +458,9 @@ pub enum DrainSessions {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
-    /// `http://host:port` (no path; `https` is not supported yet).
+    /// `http://host[:port]` or `https://host[:port]` (port 80 or 443 when
+    /// not given; no path). An `https` instance is reached over TLS (the
+    /// pool's `tls`).
     pub url: String,
     /// Relative weight, >= 1. Default 1. Used by `least-connections` and plugins.
     #[serde(default = "defaults::weight")]
@@ -595,6 +619,23 @@ pub(super) type Invalid = (String, String);
 
 impl Config {
     pub(super) fn resolve_paths(&mut self, base: &Path) {
+        let tls_paths = self
+            .listeners
+            .iter_mut()
+            .filter_map(|l| l.tls.as_mut())
+            .chain(self.admin.as_mut().and_then(|a| a.tls.as_mut()))
+            .flat_map(ListenerTlsConfig::paths_mut)
+            .chain(
+                self.pools
+                    .values_mut()
+                    .filter_map(|p| p.tls.as_mut())
+                    .flat_map(UpstreamTlsConfig::paths_mut),
+            );
+        for path in tls_paths {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
         for pool in self.pools.values_mut() {
             let strategy_plugin = match &mut pool.strategy {
                 StrategyConfig::Plugin(plugin) => Some(&mut plugin.path),
@@ -658,6 +699,10 @@ impl Config {
             listener
                 .validate()
                 .map_err(|(k, reason)| (format!("listeners[{i}].{k}"), reason))?;
+        }
+        if let Some(tls) = self.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            tls.validate()
+                .map_err(|(k, reason)| (format!("admin.tls.{k}"), reason))?;
         }
         let names: Vec<&String> = self.pools.keys().collect();
         for (i, route) in self.routes.iter().enumerate() {
@@ -805,6 +850,10 @@ impl PoolConfig {
                 ));
             }
         }
+        if let Some(tls) = &self.tls {
+            tls.validate()
+                .map_err(|(k, reason)| (key(&format!("tls.{k}")), reason))?;
+        }
         for (k, v, min) in [
             ("connect_timeout_ms", self.connect_timeout_ms, 1),
             ("request_timeout_ms", self.request_timeout_ms, 1),
@@ -919,34 +968,28 @@ impl StickyConfig {
 }
 
 impl InstanceConfig {
-    /// The `host:port` authority of [`url`](Self::url), validated.
+    /// The `host[:port]` authority of [`url`](Self::url), validated (the
+    /// upstream request's `Host`; the port is the scheme's when absent).
     ///
     /// # Errors
-    /// A reason when the URL does not parse, is not `http`, lacks a port or
-    /// has a path, query or user info.
+    /// A reason when the URL does not parse, is neither `http://` nor
+    /// `https://`, or has a path, query or user info.
     pub fn upstream_authority(&self) -> Result<http::uri::Authority, String> {
         let uri: http::Uri = self
             .url
             .parse()
             .map_err(|e| format!("`{}` is not a URL: {e}", self.url))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some("https") => {
-                return Err(format!(
-                    "`{}`: https upstreams are not supported yet",
-                    self.url
-                ));
-            }
-            _ => return Err(format!("`{}` must start with `http://`", self.url)),
+        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
+            return Err(format!(
+                "`{}` must start with `http://` or `https://`",
+                self.url
+            ));
         }
         let authority = uri
             .authority()
             .ok_or_else(|| format!("`{}` has no host", self.url))?;
         if authority.as_str().contains('@') {
             return Err(format!("`{}` must not carry user info", self.url));
-        }
-        if authority.port_u16().is_none() {
-            return Err(format!("`{}` must name a port", self.url));
         }
         if uri.path_and_query().is_some_and(|pq| pq.as_str() != "/") {
             return Err(format!("`{}` must not have a path or query", self.url));

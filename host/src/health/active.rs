@@ -20,9 +20,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, header};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -31,6 +28,8 @@ use super::{EventKind, PoolHealth, Severity};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig};
 use crate::policy::WithFallback;
+use crate::proxy::{connect_tcp, open};
+use crate::tls::UpstreamTls;
 
 /// Most body bytes an HTTP probe reads.
 pub const MAX_PROBE_BODY: usize = 64 * 1024;
@@ -147,19 +146,19 @@ pub struct Verdict {
 pub struct ActiveCheck {
     config: HealthCheckConfig,
     check: WithFallback<dyn HealthCheck>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    tls: Arc<UpstreamTls>,
 }
 
 impl ActiveCheck {
     /// Prepares `config` (validated at load): with `plugin` (a health-check
     /// plugin the caller loaded, for `kind = "plugin"`) the built-in HTTP
-    /// check stands by; without, the built-in decides.
-    pub fn new(config: &HealthCheckConfig, plugin: Option<Arc<dyn HealthCheck>>) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(config.timeout_ms)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(1)
-            .build(connector);
+    /// check stands by; without, the built-in decides. `https://` instances
+    /// are probed over `tls` (the pool's).
+    pub fn new(
+        config: &HealthCheckConfig,
+        plugin: Option<Arc<dyn HealthCheck>>,
+        tls: Arc<UpstreamTls>,
+    ) -> Self {
         let builtin = HttpCheck::new(config);
         let check = match plugin {
             Some(plugin) => WithFallback::new(plugin, Some(Box::new(builtin))),
@@ -168,7 +167,7 @@ impl ActiveCheck {
         Self {
             config: config.clone(),
             check,
-            client,
+            tls,
         }
     }
 
@@ -176,7 +175,7 @@ impl ActiveCheck {
     pub async fn probe(&self, endpoint: &Endpoint) -> Probed {
         if self.config.kind == CheckKind::Tcp {
             let timeout = Duration::from_millis(self.config.timeout_ms);
-            let connect = tokio::net::TcpStream::connect(endpoint.authority.as_str());
+            let connect = connect_tcp(&endpoint.authority, endpoint.url.starts_with("https://"));
             return match tokio::time::timeout(timeout, connect).await {
                 Ok(Ok(_)) => ProbeOutcome::Pass,
                 Ok(Err(e)) => ProbeOutcome::Fail(format!("connect: {e}")),
@@ -202,9 +201,10 @@ impl ActiveCheck {
     pub async fn send(&self, endpoint: &Endpoint, spec: &ProbeSpec) -> ProbeAnswer {
         let started = std::time::Instant::now();
         let exchange = async {
-            let uri: http::Uri = format!("http://{}{}", endpoint.authority, spec.path)
+            let uri: http::Uri = spec
+                .path
                 .parse()
-                .map_err(|e| ProbeAnswer::ConnectFailed(format!("bad probe URI: {e}")))?;
+                .map_err(|e| ProbeAnswer::ConnectFailed(format!("bad probe path: {e}")))?;
             let mut request = Request::new(Full::new(spec.body.clone()));
             *request.method_mut() = spec.method.clone();
             *request.uri_mut() = uri;
@@ -214,9 +214,13 @@ impl ActiveCheck {
             if let Ok(host) = HeaderValue::try_from(endpoint.authority.as_str()) {
                 request.headers_mut().entry(header::HOST).or_insert(host);
             }
-            let response = self
-                .client
-                .request(request)
+            // A new connection per probe: a probe takes no connection the
+            // data path would reuse, and sees the instance as a new client.
+            let mut sender = open(&self.tls, endpoint)
+                .await
+                .map_err(|e| ProbeAnswer::ConnectFailed(format!("connect: {e}")))?;
+            let response = sender
+                .send_request(request)
                 .await
                 .map_err(|e| ProbeAnswer::ConnectFailed(format!("request failed: {e}")))?;
             let status = response.status().as_u16();

@@ -27,6 +27,15 @@ pub enum StartError {
         /// The OS error.
         error: std::io::Error,
     },
+    /// A listener's TLS files could not be loaded (they changed since the
+    /// config was validated).
+    #[error("{key}: {reason}")]
+    Tls {
+        /// The config key, e.g. `listeners[0].tls.certificates[0].key_file`.
+        key: String,
+        /// Why.
+        reason: String,
+    },
     /// A route could not be built from its (validated) config.
     #[error("route: {0}")]
     Route(String),

@@ -41,6 +41,7 @@ use crate::fusion::{
 };
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmResolver};
 use crate::policy::{RequestContext, WithFallback};
+use crate::tls::ClientTls;
 
 /// Where a source's request goes.
 enum Target {
@@ -247,7 +248,8 @@ impl FanOut {
         limits: &ListenerRules,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let body = self.read_body(body, &parts.headers, limits).await?;
-        headers::prepare_request(&mut parts.headers, peer.ip(), authority);
+        let tls = parts.extensions.get::<ClientTls>().is_some();
+        headers::prepare_request(&mut parts.headers, peer.ip(), authority, tls);
         let path_and_query = parts
             .uri
             .path_and_query()

@@ -52,6 +52,7 @@ use super::upstream::PooledBody;
 use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
 use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
+use crate::tls::ClientTls;
 
 /// Serves one client request under the listener's `limits`; errors become
 /// JSON responses.
@@ -94,12 +95,15 @@ async fn forward(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .map_or("", strip_port);
-    let Some(route) = router.route(host, parts.uri.path()) else {
+    let client_tls = parts.extensions.get::<ClientTls>();
+    let identity = client_tls.and_then(|t| t.identity.as_deref());
+    let Some(route) = router.route(host, parts.uri.path(), identity) else {
         return Err(ProxyError::NoRoute {
             host: host.to_string(),
             path: parts.uri.path().to_string(),
         });
     };
+    headers::forward_client_cert(&mut parts.headers, identity);
     let started = Instant::now();
     let recent = &router.reporting().recent;
     // Only with a request log: copies of the method and the path (cheap
@@ -277,7 +281,8 @@ impl<'a> Exchange<'a> {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let affinity = lookup(pool, &parts.headers);
         let ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-        headers::prepare_request(&mut parts.headers, peer.ip(), authority);
+        let tls = parts.extensions.get::<ClientTls>().is_some();
+        headers::prepare_request(&mut parts.headers, peer.ip(), authority, tls);
         let retry = pool.failover.retry();
         let body = RequestBody::prepare(body, &parts.headers, retry, limits).await?;
         Ok(Self {
@@ -637,7 +642,7 @@ impl<'a> Exchange<'a> {
     }
 
     /// Phase 5: sends the answer of instance `id` on: binds the session,
-    /// strips hop-by-hop headers, and copies a GET answer for stale-if-error.
+    /// strips hop-by-hop headers, sets the version, and copies a GET answer for stale-if-error.
     fn deliver(
         &mut self,
         id: EndpointId,
@@ -648,6 +653,11 @@ impl<'a> Exchange<'a> {
             sticky.bind(&self.affinity, id, status, response.headers_mut());
         }
         headers::strip_hop_by_hop(response.headers_mut());
+        // The answer goes out in this proxy's protocol, not the instance's:
+        // hyper writes an HTTP/1 status line with the response's version
+        // (an HTTP/1.0 instance's must not reach an HTTP/1.1 client as
+        // `HTTP/1.0`, RFC 9110 §2.5); HTTP/2 ignores it.
+        *response.version_mut() = Version::HTTP_11;
         let recorder = match &self.route.stale {
             Some(stale) if self.parts.method == http::Method::GET => stale
                 .record(

@@ -5,13 +5,17 @@
 //! `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
 //! belong to one connection and are removed in both directions. Requests get
 //! `X-Forwarded-For` (the client IP appended to any list the client sent, as
-//! nginx's `$proxy_add_x_forwarded_for`) and `X-Forwarded-Proto`. The client's
+//! nginx's `$proxy_add_x_forwarded_for`) and `X-Forwarded-Proto` (`https` from
+//! a TLS listener), and `X-Forwarded-Client-Cert` only from a verified client
+//! certificate (any the client sent is removed). The client's
 //! `Host` is kept (as Envoy does); an HTTP/2 request, which carries its host in
 //! `:authority`, gets it as `Host` so HTTP/1.1 upstreams see it.
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::tls::{ClientIdentity, FORWARDED_CLIENT_CERT};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -47,13 +51,26 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Removes any `X-Forwarded-Client-Cert` the client sent and sets it from
+/// `identity`, the client certificate the listener verified (Envoy's
+/// `SANITIZE_SET`): done before balancing, so plugins that ask for the
+/// header read only what Switchyard verified.
+pub fn forward_client_cert(headers: &mut HeaderMap, identity: Option<&ClientIdentity>) {
+    headers.remove(&FORWARDED_CLIENT_CERT);
+    if let Some(identity) = identity {
+        headers.insert(FORWARDED_CLIENT_CERT, identity.forwarded.clone());
+    }
+}
+
 /// Prepares a client's request headers for an upstream: strips hop-by-hop
-/// headers, sets `X-Forwarded-For`/`X-Forwarded-Proto`, and sets `Host` from
-/// `authority` when the request has none (HTTP/2).
+/// headers, sets `X-Forwarded-For` and `X-Forwarded-Proto` (`https` when the
+/// client came over TLS), and sets `Host` from `authority` when the request
+/// has none (HTTP/2).
 pub fn prepare_request(
     headers: &mut HeaderMap,
     client_ip: IpAddr,
     authority: Option<&HeaderValue>,
+    tls: bool,
 ) {
     strip_hop_by_hop(headers);
     let forwarded = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
@@ -73,7 +90,8 @@ pub fn prepare_request(
     if let Ok(value) = forwarded {
         headers.insert(X_FORWARDED_FOR.clone(), value);
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if tls { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     if let (false, Some(host)) = (headers.contains_key(header::HOST), authority) {
         headers.insert(header::HOST, host.clone());
     }
@@ -107,7 +125,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        prepare_request(&mut h, "127.0.0.9".parse().unwrap(), None);
+        prepare_request(&mut h, "127.0.0.9".parse().unwrap(), None, false);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "http");
     }
@@ -116,11 +134,12 @@ mod tests {
     fn sets_host_only_when_missing() {
         let mut h = HeaderMap::new();
         let authority = HeaderValue::from_static("example.test");
-        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&authority));
+        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&authority), true);
         assert_eq!(h[header::HOST], "example.test");
+        assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("client.test"));
-        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&authority));
+        prepare_request(&mut h, "127.0.0.1".parse().unwrap(), Some(&authority), true);
         assert_eq!(h[header::HOST], "client.test");
     }
 }

@@ -29,3 +29,4 @@ pub use fanout::FanOut;
 pub use pool::Pool;
 pub use recent::{RecentRequests, RequestRecord};
 pub use router::{PoolRoute, Reporting, Route, Router, Target};
+pub use upstream::{connect_tcp, open};

@@ -10,6 +10,7 @@ use http_body_util::{Either, Full};
 
 use super::StartError;
 use super::upstream::Upstreams;
+use crate::tls::UpstreamTls;
 use tokio::task::JoinSet;
 
 use smallvec::SmallVec;
@@ -137,7 +138,8 @@ impl Pool {
     /// (see [`Pool`]); otherwise everything is built anew.
     ///
     /// # Errors
-    /// [`StartError::Plugin`] when a plugin is refused.
+    /// [`StartError::Plugin`] when a plugin is refused; [`StartError::Tls`]
+    /// when the pool's TLS files cannot be read.
     pub fn build(
         name: &str,
         config: &PoolConfig,
@@ -159,8 +161,15 @@ impl Pool {
             .sticky
             .as_ref()
             .map(|c| Sticky::new(c, &endpoints, previous.and_then(|p| p.sticky.as_ref())));
-        let (active_check, health_stats) =
-            active_check(config, host, previous).map_err(|e| plugin_key("health.plugin", e))?;
+        let tls = match previous {
+            Some(p) => Arc::clone(p.upstreams.tls()),
+            None => upstream_tls(name, config)?,
+        };
+        let (active_check, health_stats) = match previous {
+            Some(p) => (p.active_check.clone(), p.health_stats.clone()),
+            None => active_check(config, host, Arc::clone(&tls))
+                .map_err(|e| plugin_key("health.plugin", e))?,
+        };
         let (failover_plugin, failover_stats) = failover_plugin(config, host, previous)
             .map_err(|e| plugin_key("failover_plugin", e))?;
         for stats in [&plugin_stats, &health_stats, &failover_stats]
@@ -173,15 +182,14 @@ impl Pool {
             StrategyConfig::ResourceAware(c) => HeaderName::try_from(c.load_header.as_str()).ok(),
             _ => None,
         };
-        let upstreams = previous.map_or_else(
-            || {
-                Upstreams::new(
-                    Duration::from_millis(config.connect_timeout_ms),
-                    Duration::from_millis(config.idle_timeout_ms),
-                )
-            },
-            |p| Arc::clone(&p.upstreams),
-        );
+        let upstreams = match previous {
+            Some(p) => Arc::clone(&p.upstreams),
+            None => Upstreams::new(
+                Duration::from_millis(config.connect_timeout_ms),
+                Duration::from_millis(config.idle_timeout_ms),
+                tls,
+            ),
+        };
         tracing::info!(
             pool = name,
             strategy = balancer.name(),
@@ -703,11 +711,8 @@ type Loaded<T> = (Option<Arc<T>>, Option<Arc<PluginStats>>);
 fn active_check(
     config: &PoolConfig,
     host: &PluginHost,
-    previous: Option<&Pool>,
+    tls: Arc<UpstreamTls>,
 ) -> Result<Loaded<ActiveCheck>, LoadError> {
-    if let Some(p) = previous {
-        return Ok((p.active_check.clone(), p.health_stats.clone()));
-    }
     let Some(check) = &config.health else {
         return Ok((None, None));
     };
@@ -720,7 +725,18 @@ fn active_check(
     };
     let stats = plugin.as_ref().map(WasmHealthCheck::stats);
     let plugin = plugin.map(|p| Arc::new(p) as Arc<dyn HealthCheck>);
-    Ok((Some(Arc::new(ActiveCheck::new(check, plugin))), stats))
+    Ok((Some(Arc::new(ActiveCheck::new(check, plugin, tls))), stats))
+}
+
+/// The pool's TLS client for its `https://` instances (its files were read
+/// when the config was validated; this reads them again).
+fn upstream_tls(name: &str, config: &PoolConfig) -> Result<Arc<UpstreamTls>, StartError> {
+    UpstreamTls::load(config.tls.as_ref())
+        .map(Arc::new)
+        .map_err(|(key, reason)| StartError::Tls {
+            key: format!("pools.{name}.tls.{key}"),
+            reason,
+        })
 }
 
 /// The pool's failover plugin, when configured (`previous`'s when there is

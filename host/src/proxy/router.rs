@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, RouteMetrics};
 use crate::plugin::PluginHost;
 use crate::plugin::PluginKind;
 use crate::status::{Owner, PluginCounters, PoolStatus, Snapshot};
+use crate::tls::ClientIdentity;
 
 /// The routes and the pools they lead to.
 pub struct Router {
@@ -150,8 +151,10 @@ impl Router {
     }
 
     /// The first route matching `host` (without port) and `path`.
-    pub fn route(&self, host: &str, path: &str) -> Option<&Route> {
-        self.routes.iter().find(|r| matches(&r.matches, host, path))
+    pub fn route(&self, host: &str, path: &str, client: Option<&ClientIdentity>) -> Option<&Route> {
+        self.routes
+            .iter()
+            .find(|r| matches(&r.matches, host, path, client))
     }
 }
 
@@ -307,11 +310,14 @@ impl Router {
     }
 }
 
-fn matches(m: &RouteMatch, host: &str, path: &str) -> bool {
+fn matches(m: &RouteMatch, host: &str, path: &str, client: Option<&ClientIdentity>) -> bool {
     m.host
         .as_deref()
         .is_none_or(|h| h.eq_ignore_ascii_case(host))
         && m.path_prefix.as_deref().is_none_or(|p| path.starts_with(p))
+        && m.client_san
+            .as_deref()
+            .is_none_or(|san| client.is_some_and(|c| c.has_san(san)))
 }
 
 #[cfg(test)]
@@ -323,10 +329,11 @@ mod tests {
         let m = RouteMatch {
             host: Some("API.example.com".into()),
             path_prefix: Some("/v1".into()),
+            client_san: None,
         };
-        assert!(matches(&m, "api.example.com", "/v1/users"));
-        assert!(!matches(&m, "www.example.com", "/v1/users"));
-        assert!(!matches(&m, "api.example.com", "/v2"));
-        assert!(matches(&RouteMatch::default(), "any", "/"));
+        assert!(matches(&m, "api.example.com", "/v1/users", None));
+        assert!(!matches(&m, "www.example.com", "/v1/users", None));
+        assert!(!matches(&m, "api.example.com", "/v2", None));
+        assert!(matches(&RouteMatch::default(), "any", "/", None));
     }
 }

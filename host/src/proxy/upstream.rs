@@ -12,9 +12,10 @@
 //! takes one uncontended lock and no allocation to find one.
 //!
 //! Each connection still has its task (hyper's `Connection` future),
-//! which reads and writes the socket. The shape leaves room for TLS (the
-//! step that turns a socket into the connection's stream) and for HTTP/2
-//! (a sender shared by many requests instead of taken by one).
+//! which reads and writes the socket, over TLS for `https://` instances
+//! (the handshake is part of connecting: a failed one is a connect
+//! failure, for health, breakers and retries alike). The shape leaves room
+//! for HTTP/2 (a sender shared by many requests instead of taken by one).
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,7 @@ use tokio::net::TcpStream;
 
 use super::pool::UpstreamBody;
 use crate::balance::{Endpoint, EndpointId};
+use crate::tls::UpstreamTls;
 
 /// Stripes of the idle-connection table; threads map onto them by
 /// [`thread_index`](crate::threads::thread_index).
@@ -42,6 +44,8 @@ const STRIPES: usize = 16;
 /// A pool's upstream connections: how to open one, and the idle ones.
 pub struct Upstreams {
     connect_timeout: Duration,
+    /// TLS to the `https://` instances.
+    tls: Arc<UpstreamTls>,
     idle_timeout: Duration,
     /// Idle connections per stripe, indexed by instance id, oldest first.
     idle: Box<[Mutex<Vec<Vec<Idle>>>]>,
@@ -102,12 +106,18 @@ impl std::error::Error for UpstreamError {
 }
 
 impl Upstreams {
-    /// Connections opened within `connect_timeout`, kept while idle for at
-    /// most `idle_timeout` (the pool's `connect_timeout_ms` and
+    /// Connections opened within `connect_timeout` (the TLS handshake
+    /// included), over `tls` to `https://` instances, kept while idle for
+    /// at most `idle_timeout` (the pool's `connect_timeout_ms`, `tls` and
     /// `idle_timeout_ms`).
-    pub fn new(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        tls: Arc<UpstreamTls>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             connect_timeout,
+            tls,
             idle_timeout,
             idle: (0..STRIPES).map(|_| Mutex::default()).collect(),
             sweeping: AtomicBool::new(false),
@@ -135,7 +145,7 @@ impl Upstreams {
                 Some(sender) => (sender, true),
                 None => {
                     self.start_sweeper();
-                    (self.connect(&endpoint.authority).await?, false)
+                    (self.connect(endpoint).await?, false)
                 }
             };
             if let Err(e) = sender.ready().await {
@@ -160,6 +170,11 @@ impl Upstreams {
                 },
             }
         }
+    }
+
+    /// The TLS client for `https://` instances.
+    pub fn tls(&self) -> &Arc<UpstreamTls> {
+        &self.tls
     }
 
     /// The idle table of this thread's stripe.
@@ -255,19 +270,14 @@ impl Upstreams {
             .sum()
     }
 
-    /// A new connection to `authority` (port 80 when it names none), no
-    /// Nagle, its task spawned.
+    /// A new connection to `endpoint` (port 80, or 443 for `https://`,
+    /// when its URL names none), no Nagle, over TLS for `https://`, its
+    /// task spawned; all within the connect timeout.
     async fn connect(
         &self,
-        authority: &Authority,
+        endpoint: &Endpoint,
     ) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
-        let host = authority.host();
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        let port = authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+        tokio::time::timeout(self.connect_timeout, open(&self.tls, endpoint))
             .await
             .map_err(|_| {
                 UpstreamError::connect(format!(
@@ -275,18 +285,77 @@ impl Upstreams {
                     self.connect_timeout.as_millis()
                 ))
             })?
-            .map_err(UpstreamError::connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::connect)?;
-        let (sender, connection) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(UpstreamError::connect)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("upstream connection ended: {e}");
-            }
-        });
-        Ok(sender)
     }
+}
+
+/// A new HTTP/1.1 connection to `endpoint`, over `tls` when its URL is
+/// `https://`, its task spawned (the connection closes when the sender is
+/// dropped).
+///
+/// # Errors
+/// [`UpstreamError`] of the connect kind: no TCP connection, a failed TLS
+/// handshake, or a failed HTTP/1.1 handshake.
+pub async fn open<B>(
+    tls: &UpstreamTls,
+    endpoint: &Endpoint,
+) -> Result<http1::SendRequest<B>, UpstreamError>
+where
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let secure = endpoint.url.starts_with("https://");
+    let stream = connect_tcp(&endpoint.authority, secure)
+        .await
+        .map_err(UpstreamError::connect)?;
+    if secure {
+        let stream = tls
+            .connect(host_of(&endpoint.authority), stream)
+            .await
+            .map_err(|e| UpstreamError::connect(format!("TLS handshake: {e}")))?;
+        handshake(stream).await
+    } else {
+        handshake(stream).await
+    }
+}
+
+/// The host of `authority`, without an IPv6 address's brackets.
+fn host_of(authority: &Authority) -> &str {
+    let host = authority.host();
+    host.strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+}
+
+/// A TCP connection to `authority` (its port, else 443 with `tls` or 80),
+/// no Nagle.
+///
+/// # Errors
+/// The name does not resolve, or the connection is refused or unreachable.
+pub async fn connect_tcp(authority: &Authority, tls: bool) -> std::io::Result<TcpStream> {
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let stream = TcpStream::connect((host_of(authority), port)).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// An HTTP/1.1 connection over `io`, its task spawned.
+async fn handshake<IO, B>(io: IO) -> Result<http1::SendRequest<B>, UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// Gives `request` a `Host` header naming `authority` when the client sent

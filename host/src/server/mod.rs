@@ -1,5 +1,6 @@
 //! The server: listeners bound, the accept loop serving each connection
-//! (HTTP/1.1 and HTTP/2 prior knowledge, h2c) with the data path
+//! (HTTP/1.1 and HTTP/2 prior knowledge, h2c; or HTTPS, the TLS handshake
+//! within `header_read_timeout_ms`, see [`crate::tls`]) with the data path
 //! ([`crate::proxy`]), the admin API on its own listener, and a graceful
 //! shutdown: on the shutdown signal the listeners stop accepting, in-flight
 //! requests finish (up to `shutdown_grace_ms`), then connections close.
@@ -22,16 +23,17 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::{Config, ListenerConfig};
+use crate::config::{Config, ListenerConfig, ListenerTlsConfig};
 use crate::control::Control;
 use crate::plugin::PluginHost;
 use crate::proxy::{ListenerRules, StartError};
+use crate::tls::{ClientTls, ServerTls};
 use limits::{Activity, Connections, IdleIo, Throttle};
 
 /// A configured proxy with its listeners bound, ready to [`serve`](Self::serve).
 pub struct Switchyard {
-    listeners: Vec<(TcpListener, ListenerConfig)>,
-    admin: Option<TcpListener>,
+    listeners: Vec<(TcpListener, ListenerConfig, Option<Arc<ServerTls>>)>,
+    admin: Option<(TcpListener, Option<Arc<ServerTls>>)>,
     control: Arc<Control>,
     shutdown_grace: Duration,
 }
@@ -52,12 +54,28 @@ impl Switchyard {
                 .map_err(|error| StartError::Bind { addr, error })
         };
         limits::raise_nofile_limit();
+        let tls = |settings: Option<&ListenerTlsConfig>, key: String| {
+            settings
+                .map(|s| {
+                    ServerTls::load(s)
+                        .map(Arc::new)
+                        .map_err(|(k, reason)| StartError::Tls {
+                            key: format!("{key}.tls.{k}"),
+                            reason,
+                        })
+                })
+                .transpose()
+        };
         let mut listeners = Vec::with_capacity(config.listeners.len());
-        for listener in &config.listeners {
-            listeners.push((bind(listener.listen).await?, listener.clone()));
+        for (i, listener) in config.listeners.iter().enumerate() {
+            let tls = tls(listener.tls.as_ref(), format!("listeners[{i}]"))?;
+            listeners.push((bind(listener.listen).await?, listener.clone(), tls));
         }
         let admin = match &config.admin {
-            Some(admin) => Some(bind(admin.listen).await?),
+            Some(admin) => Some((
+                bind(admin.listen).await?,
+                tls(admin.tls.as_ref(), "admin".into())?,
+            )),
             None => None,
         };
         Ok(Self {
@@ -72,13 +90,13 @@ impl Switchyard {
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
+            .filter_map(|(l, _, _)| l.local_addr().ok())
             .collect()
     }
 
     /// The admin listener's address, when configured.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
-        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+        self.admin.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then drains: stops accepting, lets
@@ -86,36 +104,44 @@ impl Switchyard {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
-        for (listener, config) in self.listeners {
+        let mut watched = Vec::new();
+        for (listener, config, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
-                tracing::info!("listening on http://{addr}");
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!("listening on {scheme}://{addr}");
+                if let Some(tls) = &tls {
+                    tls.warn_if_expired(&addr.to_string());
+                    watched.push((addr.to_string(), Arc::clone(tls)));
+                }
             }
             loops.spawn(accept_loop(
                 listener,
                 config,
+                tls,
                 Arc::clone(&self.control),
                 stop_rx.clone(),
                 self.shutdown_grace,
             ));
         }
-        if let Some(listener) = self.admin {
-            if let Ok(addr) = listener.local_addr() {
-                tracing::info!("admin API on http://{addr}");
-            }
-            let mut stop = stop_rx.clone();
+        if let Some((listener, tls)) = self.admin {
             let app = crate::admin::router(Arc::clone(&self.control));
-            loops.spawn(async move {
-                let stopped = async move {
-                    let _ = stop.changed().await;
-                };
-                if let Err(e) = axum::serve(listener, app)
-                    .with_graceful_shutdown(stopped)
-                    .await
-                {
-                    tracing::error!(error = %e, "admin API stopped");
+            if let Ok(addr) = listener.local_addr() {
+                let scheme = if tls.is_some() { "https" } else { "http" };
+                tracing::info!("admin API on {scheme}://{addr}");
+                if let Some(tls) = &tls {
+                    tls.warn_if_expired("admin");
+                    watched.push(("admin".to_string(), Arc::clone(tls)));
                 }
-            });
+            }
+            loops.spawn(admin_loop(listener, app, tls, stop_rx.clone()));
         }
+        let _certificates = (!watched.is_empty())
+            .then(|| {
+                crate::tls::watch_certificates(watched)
+                    .map_err(|reason| tracing::warn!(%reason, "TLS certificates will not reload"))
+                    .ok()
+            })
+            .flatten();
         self.control.start_health();
         let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
         let _watcher = plugins_dir.and_then(|dir| {
@@ -139,6 +165,7 @@ impl Switchyard {
 async fn accept_loop(
     listener: TcpListener,
     config: ListenerConfig,
+    tls: Option<Arc<ServerTls>>,
     control: Arc<Control>,
     mut stop: watch::Receiver<bool>,
     grace: Duration,
@@ -152,6 +179,7 @@ async fn accept_loop(
     builder.http2().timer(TokioTimer::new());
     let listener_rules = ListenerRules::from(&config);
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
+    let handshake_timeout = Duration::from_millis(config.header_read_timeout_ms);
     let cap = limits::connection_cap(config.max_connections, limits::raise_nofile_limit());
     if let Some(configured) = config.max_connections
         && cap < configured as usize
@@ -188,32 +216,27 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let service = {
-            let control = Arc::clone(&control);
-            let activity = Arc::clone(&activity);
-            service_fn(move |req| {
-                // The router in force when the request arrives serves all of it.
-                let router = control.router();
-                let waiting = activity.waiting();
-                async move {
-                    let response = crate::proxy::handle(&router, req, peer, &listener_rules).await;
-                    drop(waiting);
-                    Ok::<_, std::convert::Infallible>(response)
-                }
-            })
+        let io = IdleIo::new(stream, Arc::clone(&activity));
+        let connection = Connection {
+            control: Arc::clone(&control),
+            activity,
+            peer,
+            rules: listener_rules,
+            idle_timeout,
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
         };
-        let io = TokioIo::new(IdleIo::new(stream, Arc::clone(&activity)));
-        let conn = builder.serve_connection(io, service);
-        let conn = graceful.watch(conn.into_owned());
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            tokio::select! {
-                ended = conn => if let Err(e) = ended {
-                    tracing::debug!(%peer, error = %e, "client connection ended with an error");
-                },
-                () = activity.idle(idle_timeout) => {
-                    tracing::debug!(%peer, "idle client connection closed");
-                }
+            let Some(tls) = tls else {
+                return connection.serve(io, None).await;
+            };
+            let handshake = tokio::time::timeout(handshake_timeout, tls.accept(io)).await;
+            match handshake {
+                Ok(Ok((io, identity))) => connection.serve(io, Some(ClientTls { identity })).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "no TLS handshake within header_read_timeout_ms"),
             }
         });
     }
@@ -226,6 +249,116 @@ async fn accept_loop(
             grace_ms = grace.as_millis() as u64,
             "in-flight requests still running after the grace period; closing"
         );
+    }
+}
+
+/// Serves the admin API on `listener` (over TLS with `tls`) until `stop`;
+/// requests in flight then finish.
+async fn admin_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    tls: Option<Arc<ServerTls>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(tls) = tls else {
+        let stopped = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(stopped)
+            .await
+        {
+            tracing::error!(error = %e, "admin API stopped");
+        }
+        return;
+    };
+    let graceful = GracefulShutdown::new();
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let (tls, builder, watcher) = (Arc::clone(&tls), builder.clone(), graceful.watcher());
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let handshake = tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, tls.accept(stream)).await;
+            let Ok(Ok((io, _))) = handshake else {
+                tracing::debug!(%peer, "admin TLS handshake failed");
+                return;
+            };
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            if let Err(e) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+}
+
+/// How long an admin client has to complete its TLS handshake.
+const ADMIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One accepted client connection and what serving it needs.
+struct Connection {
+    control: Arc<Control>,
+    activity: Arc<Activity>,
+    peer: SocketAddr,
+    rules: ListenerRules,
+    idle_timeout: Duration,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+}
+
+impl Connection {
+    /// Serves the requests of `io` (HTTP/1.1 or HTTP/2, by its first
+    /// bytes) until it closes or stays idle past the listener's
+    /// `idle_timeout_ms`; each request over TLS carries `tls`.
+    async fn serve<IO>(self, io: IO, tls: Option<ClientTls>)
+    where
+        IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Self {
+            control,
+            activity,
+            peer,
+            rules,
+            idle_timeout,
+            builder,
+            watcher,
+        } = self;
+        let service = {
+            let activity = Arc::clone(&activity);
+            service_fn(move |mut req| {
+                // The router in force when the request arrives serves all of it.
+                let router = control.router();
+                let waiting = activity.waiting();
+                if let Some(tls) = &tls {
+                    req.extensions_mut().insert(tls.clone());
+                }
+                async move {
+                    let response = crate::proxy::handle(&router, req, peer, &rules).await;
+                    drop(waiting);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            })
+        };
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let conn = watcher.watch(conn.into_owned());
+        tokio::select! {
+            ended = conn => if let Err(e) = ended {
+                tracing::debug!(%peer, error = %e, "client connection ended with an error");
+            },
+            () = activity.idle(idle_timeout) => {
+                tracing::debug!(%peer, "idle client connection closed");
+            }
+        }
     }
 }
 
