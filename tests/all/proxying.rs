@@ -204,3 +204,78 @@ async fn an_http_1_0_instance_answers_an_http_1_1_client_in_http_1_1() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("old ok"), "{answer}");
 }
+
+/// One text message sent on `socket` and its echo, within a generous bound.
+async fn echoed<S>(socket: &mut tokio_tungstenite::WebSocketStream<S>, text: &str) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    socket.send(Message::text(text)).await.expect("send");
+    let reply = tokio::time::timeout(std::time::Duration::from_secs(60), socket.next())
+        .await
+        .expect("an echo within the bound")
+        .expect("open")
+        .expect("a message");
+    reply.into_text().expect("text").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_are_relayed_both_ways_as_one_request() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+             [pools.p]\ninstances = {}\n",
+            instances(&ups)
+        ),
+    );
+    let url = format!("{}/ws", proxy.url.replace("http://", "ws://"));
+    let (mut socket, response) = tokio_tungstenite::connect_async(url)
+        .await
+        .expect("the handshake through switchyard");
+    assert_eq!(response.status(), 101);
+    for i in 0..5 {
+        let text = format!("message {i}");
+        assert_eq!(echoed(&mut socket, &text).await, text);
+    }
+    socket.close(None).await.unwrap();
+    // One connection to the instance carried it all.
+    assert_eq!(ups[0].connections(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_lives_through_the_shutdown_grace_period() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = serve(
+        &dir,
+        &format!(
+            "shutdown_grace_ms = 60000\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+             [[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
+            instances(&ups)
+        ),
+    );
+    let url = format!("{}/ws", proxy.url.replace("http://", "ws://"));
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(echoed(&mut socket, "before").await, "before");
+    proxy.terminate();
+    proxy.wait_for_log("shutting down");
+    // Draining: no new connections, but the open tunnel still relays.
+    assert_eq!(echoed(&mut socket, "during").await, "during");
+    socket.close(None).await.unwrap();
+    drop(socket);
+    // With the tunnel closed nothing holds the process.
+    assert!(proxy.wait_exit().success());
+    assert!(
+        !proxy
+            .log()
+            .iter()
+            .any(|l| l.contains("still open after the grace")),
+        "{:?}",
+        proxy.log()
+    );
+}

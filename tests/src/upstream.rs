@@ -1,6 +1,7 @@
 //! A real upstream HTTP server on its own thread and runtime.
 //!
-//! It answers every request with its name as the body (and the request's
+//! `/ws` is a WebSocket echo (every message back as it came). It answers
+//! every other request with its name as the body (and the request's
 //! headers as `x-seen-*` response headers, its path and query as
 //! `x-upstream-path`), counts hits, can be made slow or
 //! failing, and can be killed: its runtime is dropped, which closes the
@@ -98,11 +99,13 @@ impl Upstream {
                     .send(listener.local_addr().expect("addr"))
                     .expect("send addr");
                 let counted = Arc::clone(&shared);
-                let app = axum::Router::new().fallback(move |req: Request| {
-                    let shared = Arc::clone(&shared);
-                    let name = server_name.clone();
-                    async move { respond(&name, &shared, req).await }
-                });
+                let app = axum::Router::new()
+                    .route("/ws", axum::routing::get(echo))
+                    .fallback(move |req: Request| {
+                        let shared = Arc::clone(&shared);
+                        let name = server_name.clone();
+                        async move { respond(&name, &shared, req).await }
+                    });
                 match tls {
                     None => {
                         let listener = listener.tap_io(move |_| {
@@ -310,4 +313,17 @@ async fn serve_tls(
                     .await;
         });
     }
+}
+
+/// A WebSocket that sends every message back until it is closed.
+async fn echo(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::response::Response {
+    upgrade.on_upgrade(|mut socket| async move {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, axum::extract::ws::Message::Close(_))
+                || socket.send(message).await.is_err()
+            {
+                break;
+            }
+        }
+    })
 }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -243,6 +243,8 @@ struct Exchange<'a> {
     _retry: Option<Active<'a>>,
     /// The request in flight, counted by the retry budget.
     _request: Active<'a>,
+    /// The client asked to switch protocols (a WebSocket handshake).
+    upgrading: bool,
 }
 
 impl<'a> Exchange<'a> {
@@ -282,7 +284,11 @@ impl<'a> Exchange<'a> {
         let affinity = lookup(pool, &parts.headers);
         let ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
         let tls = parts.extensions.get::<ClientTls>().is_some();
+        let upgrade = headers::upgrade(parts.version, &parts.headers);
         headers::prepare_request(&mut parts.headers, peer.ip(), authority, tls);
+        if let Some(protocol) = &upgrade {
+            headers::keep_upgrade(&mut parts.headers, protocol.clone());
+        }
         let retry = pool.failover.retry();
         let body = RequestBody::prepare(body, &parts.headers, retry, limits).await?;
         Ok(Self {
@@ -307,6 +313,7 @@ impl<'a> Exchange<'a> {
             slot,
             _retry: None,
             _request: counted,
+            upgrading: upgrade.is_some(),
         })
     }
 
@@ -641,6 +648,42 @@ impl<'a> Exchange<'a> {
         self.tried.clear();
     }
 
+    /// Phase 5 for an instance that switched protocols (101): once the
+    /// client's connection and the instance's are both upgraded, the
+    /// request's tunnel relays them both ways (see [`super::Tunnels`]),
+    /// holding the in-flight mark and the bulkhead slot until it closes. A
+    /// 101 to a request that asked for no upgrade is a bad gateway.
+    fn switch_protocols(
+        &mut self,
+        mut response: Response<PooledBody>,
+        in_flight: InFlight,
+    ) -> Response<ProxyBody> {
+        let client = self.parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        let Some(client) = client.filter(|_| self.upgrading) else {
+            return ProxyError::NoUpstream {
+                pool: self.pool.name.clone(),
+                reason:
+                    "the instance switched protocols (101) though the request asked for no upgrade"
+                        .into(),
+            }
+            .into_response()
+            .map(ProxyBody::Local);
+        };
+        let upstream = hyper::upgrade::on(&mut response);
+        let protocol = response.headers().get(header::UPGRADE).cloned();
+        headers::strip_hop_by_hop(response.headers_mut());
+        if let Some(protocol) = protocol {
+            headers::keep_upgrade(response.headers_mut(), protocol);
+        }
+        let held = (in_flight, self.slot.take());
+        self.router
+            .reporting()
+            .tunnels
+            .relay(client, upstream, held);
+        *response.version_mut() = Version::HTTP_11;
+        response.map(|_| ProxyBody::Local(Full::default()))
+    }
+
     /// Phase 5: sends the answer of instance `id` on: binds the session,
     /// strips hop-by-hop headers, sets the version, and copies a GET answer for stale-if-error.
     fn deliver(
@@ -648,6 +691,9 @@ impl<'a> Exchange<'a> {
         id: EndpointId,
         (mut response, in_flight): Answered,
     ) -> Response<ProxyBody> {
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switch_protocols(response, in_flight);
+        }
         if let Some(sticky) = &self.pool.sticky {
             let status = response.status();
             sticky.bind(&self.affinity, id, status, response.headers_mut());

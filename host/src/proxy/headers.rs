@@ -3,7 +3,8 @@
 //! Hop-by-hop headers (RFC 9110 §7.6.1: `Connection` and every header it
 //! names, plus `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
 //! `Proxy-Authorization`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`)
-//! belong to one connection and are removed in both directions. Requests get
+//! belong to one connection and are removed in both directions, but for an
+//! upgrade (`Connection: upgrade` + `Upgrade`), which is kept. Requests get
 //! `X-Forwarded-For` (the client IP appended to any list the client sent, as
 //! nginx's `$proxy_add_x_forwarded_for`) and `X-Forwarded-Proto` (`https` from
 //! a TLS listener), and `X-Forwarded-Client-Cert` only from a verified client
@@ -13,6 +14,7 @@
 
 use std::net::IpAddr;
 
+use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use crate::tls::{ClientIdentity, FORWARDED_CLIENT_CERT};
@@ -49,6 +51,29 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(name);
     }
     headers.remove(header::UPGRADE);
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: its `Upgrade`
+/// header, when `upgrade` is one of its `Connection` tokens (RFC 9110
+/// §7.8; a WebSocket handshake, RFC 6455 §4.1).
+pub fn upgrade(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = version == Version::HTTP_11
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| headers.get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+/// Puts `Connection: upgrade` and `Upgrade: protocol` back after the
+/// hop-by-hop headers were stripped: an upgrade is asked of, and granted
+/// by, the next hop.
+pub fn keep_upgrade(headers: &mut HeaderMap, protocol: HeaderValue) {
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, protocol);
 }
 
 /// Removes any `X-Forwarded-Client-Cert` the client sent and sets it from

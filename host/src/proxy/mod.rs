@@ -19,6 +19,7 @@ mod path;
 mod pool;
 mod recent;
 mod router;
+mod tunnel;
 mod upstream;
 
 pub use client::ListenerRules;
@@ -29,4 +30,5 @@ pub use fanout::FanOut;
 pub use pool::Pool;
 pub use recent::{RecentRequests, RequestRecord};
 pub use router::{PoolRoute, Reporting, Route, Router, Target};
+pub use tunnel::Tunnels;
 pub use upstream::{connect_tcp, open};

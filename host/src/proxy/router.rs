@@ -11,6 +11,7 @@ use http_body_util::Full;
 
 use super::fanout::FanOut;
 use super::recent::RecentRequests;
+use super::tunnel::Tunnels;
 use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, PoolConfig, RouteMatch};
 use crate::failover::StaleCache;
@@ -29,7 +30,8 @@ pub struct Router {
 }
 
 /// Where the data path reports, shared by every router a process builds:
-/// events, metrics and the recent-request log.
+/// events, metrics, the recent-request log, and the upgraded connections
+/// being relayed.
 pub struct Reporting {
     /// Health, failover and config events.
     pub events: Arc<EventBus>,
@@ -37,6 +39,8 @@ pub struct Reporting {
     pub metrics: Metrics,
     /// The last requests answered.
     pub recent: RecentRequests,
+    /// Upgraded connections (WebSocket) being relayed.
+    pub tunnels: Arc<Tunnels>,
 }
 
 impl Reporting {
@@ -50,6 +54,7 @@ impl Reporting {
             )),
             metrics: Metrics::default(),
             recent: RecentRequests::new(config.admin.as_ref().map_or(0, |a| a.recent_requests)),
+            tunnels: Arc::default(),
         })
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -129,7 +129,7 @@ impl Upstreams {
     /// with a `Host` header naming the instance when it has none. A request that
     /// an idle connection could not take (closed by the instance meanwhile)
     /// is sent on the next one; the response body gives the connection back
-    /// when it ends.
+    /// when it ends (a 101 answer's connection is the upgrade's instead).
     ///
     /// # Errors
     /// [`UpstreamError`]: no connection ([`is_connect`](UpstreamError::is_connect)),
@@ -155,6 +155,10 @@ impl Upstreams {
                 return Err(UpstreamError::send(e));
             }
             match sender.try_send_request(request).await {
+                Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    // The connection becomes the upgrade's: not pooled.
+                    return Ok(response.map(PooledBody::unpooled));
+                }
                 Ok(response) => {
                     let give_back = GiveBack {
                         upstreams: Arc::clone(self),
@@ -339,7 +343,8 @@ pub async fn connect_tcp(authority: &Authority, tls: bool) -> std::io::Result<Tc
     Ok(stream)
 }
 
-/// An HTTP/1.1 connection over `io`, its task spawned.
+/// An HTTP/1.1 connection over `io` that can be upgraded (101), its task
+/// spawned.
 async fn handshake<IO, B>(io: IO) -> Result<http1::SendRequest<B>, UpstreamError>
 where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -351,7 +356,7 @@ where
         .await
         .map_err(UpstreamError::connect)?;
     tokio::spawn(async move {
-        if let Err(e) = connection.await {
+        if let Err(e) = connection.with_upgrades().await {
             tracing::debug!("upstream connection ended: {e}");
         }
     });
@@ -392,6 +397,14 @@ impl PooledBody {
             pooled.ended();
         }
         pooled
+    }
+
+    /// A body whose connection is not given back (it was upgraded).
+    fn unpooled(body: Incoming) -> Self {
+        Self {
+            body,
+            give_back: None,
+        }
     }
 
     /// The body ended: its connection can take the next request.

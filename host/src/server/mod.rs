@@ -154,7 +154,11 @@ impl Switchyard {
         self.control.close_streams();
         tracing::info!("shutting down: no new connections; draining in-flight requests");
         let _ = stop_tx.send(true);
-        while loops.join_next().await.is_some() {}
+        // Upgraded connections (WebSocket) are no longer the listeners':
+        // they drain beside them, within the same grace period.
+        let tunnels = Arc::clone(&self.control.router().reporting().tunnels);
+        let listeners = async { while loops.join_next().await.is_some() {} };
+        tokio::join!(listeners, tunnels.drain(self.shutdown_grace));
         tracing::info!("shutdown complete");
     }
 }
@@ -349,7 +353,7 @@ impl Connection {
                 }
             })
         };
-        let conn = builder.serve_connection(TokioIo::new(io), service);
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
         let conn = watcher.watch(conn.into_owned());
         tokio::select! {
             ended = conn => if let Err(e) = ended {
