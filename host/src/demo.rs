@@ -107,6 +107,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 failover_plugin: None,
                 panic_threshold_percent: 50,
                 tls: None,
+                protocol: Default::default(),
             },
         )]),
         shutdown_grace_ms: 5_000,

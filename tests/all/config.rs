@@ -183,7 +183,14 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
         ),
         (
             pool(r#"{ kind = "random" }"#, one) + "health = { kind = \"grpc\" }\n",
-            vec!["unknown variant `grpc`"],
+            vec![
+                "pools.p.health.kind",
+                "needs the pool's `protocol = \"h2\"`",
+            ],
+        ),
+        (
+            pool(r#"{ kind = "random" }"#, one) + "health = { kind = \"dns\" }\n",
+            vec!["unknown variant `dns`"],
         ),
         (
             pool(r#"{ kind = "random" }"#, one) + "outlier = { max_ejection_percent = 150 }\n",

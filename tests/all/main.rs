@@ -12,6 +12,7 @@ mod fusion;
 mod hardening;
 mod harness;
 mod health;
+mod http2;
 mod openapi;
 mod plugins;
 mod polyglot;

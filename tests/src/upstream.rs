@@ -3,9 +3,11 @@
 //! `/ws` is a WebSocket echo (every message back as it came). It answers
 //! every other request with its name as the body (and the request's
 //! headers as `x-seen-*` response headers, its path and query as
-//! `x-upstream-path`), counts hits, can be made slow or
-//! failing, and can be killed: its runtime is dropped, which closes the
-//! listener and every connection at once, as when a process dies.
+//! `x-upstream-path`, the HTTP version it was asked in as
+//! `x-upstream-version`), counts hits, can be made slow or failing, and
+//! can be killed: its runtime is dropped, which closes the listener and
+//! every connection at once, as when a process dies. It speaks HTTP/1.1
+//! and HTTP/2 (prior knowledge, or ALPN over TLS).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -284,6 +286,9 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
         && let Ok(value) = HeaderValue::from_str(path.as_str())
     {
         response.headers_mut().insert("x-upstream-path", value);
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("{:?}", parts.version)) {
+        response.headers_mut().insert("x-upstream-version", value);
     }
     response
 }

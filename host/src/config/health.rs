@@ -19,7 +19,8 @@ use super::types::Invalid;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
-    /// `http` (default) or `tcp` (connect only).
+    /// `http` (default), `tcp` (connect only), `grpc` (the gRPC health
+    /// protocol; the pool's `protocol` must be `"h2"`) or `plugin`.
     #[serde(default)]
     pub kind: CheckKind,
     /// Time between probes of one instance, ms. Default 5000.
@@ -52,6 +53,10 @@ pub struct HealthCheckConfig {
     pub expect_status: [u16; 2],
     /// HTTP: text the body must contain (first 64 KiB). Default: any body.
     pub body_contains: Option<String>,
+    /// gRPC: the service asked about (`grpc.health.v1.HealthCheckRequest`
+    /// `service`). Default `""`: the server as a whole.
+    #[serde(default)]
+    pub grpc_service: String,
     /// Probes in flight at once for this pool. Default 64.
     #[serde(default = "defaults::max_concurrent")]
     pub max_concurrent: u32,
@@ -169,6 +174,8 @@ pub enum CheckKind {
     Http,
     /// A TCP connect; success is a completed handshake.
     Tcp,
+    /// `grpc.health.v1.Health/Check` over HTTP/2; success is `SERVING`.
+    Grpc,
     /// A health-check plugin (see [`PluginRef`]).
     Plugin,
 }

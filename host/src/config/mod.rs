@@ -43,8 +43,8 @@ pub use types::{
     MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig,
     PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
     ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
-    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, UpstreamTlsConfig,
-    WeightedVoteConfig,
+    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, UpstreamProtocol,
+    UpstreamTlsConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

@@ -116,6 +116,6 @@ impl UpstreamTlsConfig {
 
     /// Reads every file and checks the SNI name.
     pub(super) fn validate(&self) -> Result<(), Invalid> {
-        crate::tls::UpstreamTls::load(Some(self)).map(drop)
+        crate::tls::UpstreamTls::load(Some(self), super::types::UpstreamProtocol::Http1).map(drop)
     }
 }

@@ -365,6 +365,13 @@ pub struct PoolConfig {
     /// TLS to the pool's `https://` instances: CA bundle, SNI name, client
     /// certificate. Default: Mozilla's roots, each instance's host.
     pub tls: Option<UpstreamTlsConfig>,
+    /// The HTTP version spoken to the instances: `"http1"` (the default;
+    /// idle keep-alive connections reused), `"h2"` (HTTP/2: ALPN `h2` over
+    /// TLS, prior knowledge over plain TCP; one connection per instance and
+    /// worker, its streams multiplexed; gRPC needs it) or `"auto"` (over
+    /// TLS, what ALPN settles; plain TCP, HTTP/1.1).
+    #[serde(default)]
+    pub protocol: UpstreamProtocol,
     /// Session affinity on top of the strategy. Default: none.
     #[serde(default)]
     pub sticky: Option<StickyConfig>,
@@ -452,6 +459,19 @@ pub enum DrainSessions {
     Keep,
     /// Sessions move to another instance at once.
     Move,
+}
+
+/// The HTTP version a pool speaks to its instances.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    #[default]
+    Http1,
+    /// HTTP/2 (ALPN `h2`, or prior knowledge without TLS).
+    H2,
+    /// HTTP/2 when ALPN settles on it, else HTTP/1.1 (plain TCP: HTTP/1.1).
+    Auto,
 }
 
 /// One upstream instance.
@@ -853,6 +873,17 @@ impl PoolConfig {
         if let Some(tls) = &self.tls {
             tls.validate()
                 .map_err(|(k, reason)| (key(&format!("tls.{k}")), reason))?;
+        }
+        if self
+            .health
+            .as_ref()
+            .is_some_and(|h| h.kind == CheckKind::Grpc)
+            && self.protocol != UpstreamProtocol::H2
+        {
+            return Err((
+                key("health.kind"),
+                "a gRPC check needs the pool's `protocol = \"h2\"` (gRPC is HTTP/2)".into(),
+            ));
         }
         for (k, v, min) in [
             ("connect_timeout_ms", self.connect_timeout_ms, 1),

@@ -19,14 +19,15 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method, Request, header};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::check::{HealthCheck, HttpCheck};
+use super::grpc;
 use super::{EventKind, PoolHealth, Severity};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
-use crate::config::{CheckKind, HealthCheckConfig};
+use crate::config::{CheckKind, HealthCheckConfig, UpstreamProtocol};
 use crate::policy::WithFallback;
 use crate::proxy::{connect_tcp, open};
 use crate::tls::UpstreamTls;
@@ -147,17 +148,19 @@ pub struct ActiveCheck {
     config: HealthCheckConfig,
     check: WithFallback<dyn HealthCheck>,
     tls: Arc<UpstreamTls>,
+    protocol: UpstreamProtocol,
 }
 
 impl ActiveCheck {
     /// Prepares `config` (validated at load): with `plugin` (a health-check
     /// plugin the caller loaded, for `kind = "plugin"`) the built-in HTTP
-    /// check stands by; without, the built-in decides. `https://` instances
-    /// are probed over `tls` (the pool's).
+    /// check stands by; without, the built-in decides. Probes speak the
+    /// pool's `protocol`, over `tls` (the pool's) to `https://` instances.
     pub fn new(
         config: &HealthCheckConfig,
         plugin: Option<Arc<dyn HealthCheck>>,
         tls: Arc<UpstreamTls>,
+        protocol: UpstreamProtocol,
     ) -> Self {
         let builtin = HttpCheck::new(config);
         let check = match plugin {
@@ -168,6 +171,7 @@ impl ActiveCheck {
             config: config.clone(),
             check,
             tls,
+            protocol,
         }
     }
 
@@ -185,6 +189,9 @@ impl ActiveCheck {
             }
             .into();
         }
+        if self.config.kind == CheckKind::Grpc {
+            return self.probe_grpc(endpoint).await.into();
+        }
         // Each call the plugin faults on is made by the built-in instead.
         let Some(spec) = self.check.decide(|c| c.probe(endpoint)) else {
             return ProbeOutcome::Fail("no probe to send".into()).into();
@@ -193,6 +200,39 @@ impl ActiveCheck {
         match self.check.decide(|c| c.evaluate(endpoint, &answer)) {
             Some(verdict) => verdict.into(),
             None => ProbeOutcome::Fail("no verdict".into()).into(),
+        }
+    }
+
+    /// A gRPC health probe (`grpc.health.v1.Health/Check` for
+    /// `grpc_service`) within `timeout_ms`, on a new HTTP/2 connection.
+    async fn probe_grpc(&self, endpoint: &Endpoint) -> ProbeOutcome {
+        let exchange = async {
+            let mut conn = open(&self.tls, endpoint, self.protocol)
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let request =
+                grpc::check_request(&self.config.grpc_service, endpoint.authority.as_str());
+            let response = conn
+                .send(endpoint, request)
+                .await
+                .map_err(|e| format!("request failed: {e}"))?;
+            let (head, body) = response.into_parts();
+            let answer = Limited::new(body, MAX_PROBE_BODY)
+                .collect()
+                .await
+                .map_err(|e| format!("answer broke: {e}"))?;
+            let trailers = answer.trailers().cloned();
+            grpc::judge(
+                head.status,
+                &head.headers,
+                trailers.as_ref(),
+                &answer.to_bytes(),
+            )
+        };
+        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await {
+            Ok(Ok(())) => ProbeOutcome::Pass,
+            Ok(Err(reason)) => ProbeOutcome::Fail(reason),
+            Err(_) => ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms)),
         }
     }
 
@@ -216,11 +256,11 @@ impl ActiveCheck {
             }
             // A new connection per probe: a probe takes no connection the
             // data path would reuse, and sees the instance as a new client.
-            let mut sender = open(&self.tls, endpoint)
+            let mut sender = open(&self.tls, endpoint, self.protocol)
                 .await
                 .map_err(|e| ProbeAnswer::ConnectFailed(format!("connect: {e}")))?;
             let response = sender
-                .send_request(request)
+                .send(endpoint, request)
                 .await
                 .map_err(|e| ProbeAnswer::ConnectFailed(format!("request failed: {e}")))?;
             let status = response.status().as_u16();

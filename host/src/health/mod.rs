@@ -26,6 +26,7 @@
 pub mod active;
 pub mod check;
 mod events;
+pub mod grpc;
 pub mod outlier;
 pub mod trend;
 

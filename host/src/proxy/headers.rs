@@ -88,7 +88,7 @@ pub fn forward_client_cert(headers: &mut HeaderMap, identity: Option<&ClientIden
 }
 
 /// Prepares a client's request headers for an upstream: strips hop-by-hop
-/// headers, sets `X-Forwarded-For` and `X-Forwarded-Proto` (`https` when the
+/// headers (but `TE: trailers`, which gRPC needs), sets `X-Forwarded-For` and `X-Forwarded-Proto` (`https` when the
 /// client came over TLS), and sets `Host` from `authority` when the request
 /// has none (HTTP/2).
 pub fn prepare_request(
@@ -97,7 +97,17 @@ pub fn prepare_request(
     authority: Option<&HeaderValue>,
     tls: bool,
 ) {
+    let trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
     strip_hop_by_hop(headers);
+    if trailers {
+        // The one TE HTTP/2 allows, which gRPC requires (RFC 9113 §8.2.2).
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
     let forwarded = match headers.get_all(&X_FORWARDED_FOR).iter().count() {
         0 => HeaderValue::from_str(&client_ip.to_string()),
         _ => {

@@ -185,6 +185,7 @@ impl Pool {
         let upstreams = match previous {
             Some(p) => Arc::clone(&p.upstreams),
             None => Upstreams::new(
+                config.protocol,
                 Duration::from_millis(config.connect_timeout_ms),
                 Duration::from_millis(config.idle_timeout_ms),
                 tls,
@@ -725,13 +726,21 @@ fn active_check(
     };
     let stats = plugin.as_ref().map(WasmHealthCheck::stats);
     let plugin = plugin.map(|p| Arc::new(p) as Arc<dyn HealthCheck>);
-    Ok((Some(Arc::new(ActiveCheck::new(check, plugin, tls))), stats))
+    Ok((
+        Some(Arc::new(ActiveCheck::new(
+            check,
+            plugin,
+            tls,
+            config.protocol,
+        ))),
+        stats,
+    ))
 }
 
 /// The pool's TLS client for its `https://` instances (its files were read
 /// when the config was validated; this reads them again).
 fn upstream_tls(name: &str, config: &PoolConfig) -> Result<Arc<UpstreamTls>, StartError> {
-    UpstreamTls::load(config.tls.as_ref())
+    UpstreamTls::load(config.tls.as_ref(), config.protocol)
         .map(Arc::new)
         .map_err(|(key, reason)| StartError::Tls {
             key: format!("pools.{name}.tls.{key}"),

@@ -1,5 +1,6 @@
-//! Upstream connections: Switchyard's own keep-alive pool of HTTP/1.1
-//! connections to a pool's instances.
+//! Upstream connections: Switchyard's own pool of connections to a
+//! pool's instances (HTTP/1.1 kept alive, HTTP/2 multiplexed; TLS to
+//! `https://` instances).
 //!
 //! Why not hyper-util's pooled client: per request it hashes a
 //! scheme-and-authority key under one lock shared by every worker, races
@@ -14,8 +15,12 @@
 //! Each connection still has its task (hyper's `Connection` future),
 //! which reads and writes the socket, over TLS for `https://` instances
 //! (the handshake is part of connecting: a failed one is a connect
-//! failure, for health, breakers and retries alike). The shape leaves room
-//! for HTTP/2 (a sender shared by many requests instead of taken by one).
+//! failure, for health, breakers and retries alike).
+//!
+//! HTTP/2 (`protocol = "h2"`, or `"auto"` when ALPN settles on it) keeps
+//! one connection per instance and thread stripe instead, its sender
+//! shared by the requests of those threads (streams multiplexed), as each
+//! Envoy worker keeps its own HTTP/2 connection per host.
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,15 +31,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::header::HOST;
 use http::uri::Authority;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use super::pool::UpstreamBody;
 use crate::balance::{Endpoint, EndpointId};
+use crate::config::UpstreamProtocol;
 use crate::tls::UpstreamTls;
 
 /// Stripes of the idle-connection table; threads map onto them by
@@ -47,8 +53,14 @@ pub struct Upstreams {
     /// TLS to the `https://` instances.
     tls: Arc<UpstreamTls>,
     idle_timeout: Duration,
-    /// Idle connections per stripe, indexed by instance id, oldest first.
+    /// The HTTP version spoken to the instances.
+    protocol: UpstreamProtocol,
+    /// Idle HTTP/1.1 connections per stripe, indexed by instance id,
+    /// oldest first.
     idle: Box<[Mutex<Vec<Vec<Idle>>>]>,
+    /// The HTTP/2 connection per stripe, indexed by instance id, shared by
+    /// the requests of that stripe's threads.
+    multiplexed: Box<[Mutex<Vec<Multiplexed>>]>,
     /// Whether the sweeper task runs (started with the first connection).
     sweeping: AtomicBool,
 }
@@ -57,6 +69,15 @@ pub struct Upstreams {
 struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
     since: Instant,
+}
+
+/// A stripe's HTTP/2 connection to one instance.
+#[derive(Default)]
+struct Multiplexed {
+    sender: Option<http2::SendRequest<UpstreamBody>>,
+    /// Held while the connection is being opened: requests that arrive
+    /// meanwhile wait for it instead of opening their own.
+    opening: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Why an upstream request failed.
@@ -106,11 +127,12 @@ impl std::error::Error for UpstreamError {
 }
 
 impl Upstreams {
-    /// Connections opened within `connect_timeout` (the TLS handshake
-    /// included), over `tls` to `https://` instances, kept while idle for
-    /// at most `idle_timeout` (the pool's `connect_timeout_ms`, `tls` and
-    /// `idle_timeout_ms`).
+    /// Connections speaking `protocol`, opened within `connect_timeout`
+    /// (the TLS handshake included), over `tls` to `https://` instances,
+    /// kept while idle for at most `idle_timeout` (the pool's `protocol`,
+    /// `connect_timeout_ms`, `tls` and `idle_timeout_ms`).
     pub fn new(
+        protocol: UpstreamProtocol,
         connect_timeout: Duration,
         idle_timeout: Duration,
         tls: Arc<UpstreamTls>,
@@ -118,35 +140,47 @@ impl Upstreams {
         Arc::new(Self {
             connect_timeout,
             tls,
+            protocol,
             idle_timeout,
             idle: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            multiplexed: (0..STRIPES).map(|_| Mutex::default()).collect(),
             sweeping: AtomicBool::new(false),
         })
     }
 
     /// Sends `request` (its URI in origin form, `/path?query`) to
-    /// `endpoint` on an idle connection of this thread's, else on a new one,
-    /// with a `Host` header naming the instance when it has none. A request that
-    /// an idle connection could not take (closed by the instance meanwhile)
-    /// is sent on the next one; the response body gives the connection back
-    /// when it ends (a 101 answer's connection is the upgrade's instead).
+    /// `endpoint` with a `Host` header naming the instance when it has
+    /// none: over HTTP/2, on this thread stripe's connection to it (opened
+    /// if there is none); over HTTP/1.1, on an idle connection of this
+    /// thread's, else on a new one. A request that an idle connection could
+    /// not take (closed by the instance meanwhile) is sent on the next one;
+    /// an HTTP/1.1 response body gives the connection back when it ends (a
+    /// 101 answer's connection is the upgrade's instead).
     ///
     /// # Errors
-    /// [`UpstreamError`]: no connection ([`is_connect`](UpstreamError::is_connect)),
-    /// or the exchange failed.
+    /// [`UpstreamError`]: no connection ([`is_connect`](UpstreamError::is_connect),
+    /// which includes an instance that does not speak the HTTP/2 it was
+    /// asked for), or the exchange failed.
     pub async fn request(
         self: &Arc<Self>,
         endpoint: &Endpoint,
         mut request: Request<UpstreamBody>,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         ensure_host(&mut request, &endpoint.authority);
+        if self.protocol != UpstreamProtocol::Http1
+            && let Some(sender) = self.multiplexed(endpoint.id)
+        {
+            return send_h2(sender, endpoint, request, false).await;
+        }
         loop {
             let (mut sender, reused) = match self.checkout(endpoint.id) {
                 Some(sender) => (sender, true),
-                None => {
-                    self.start_sweeper();
-                    (self.connect(endpoint).await?, false)
-                }
+                None => match self.open_new(endpoint).await? {
+                    (Connected::Http1(sender), _) => (sender, false),
+                    (Connected::H2(sender), fresh) => {
+                        return send_h2(sender, endpoint, request, fresh).await;
+                    }
+                },
             };
             if let Err(e) = sender.ready().await {
                 if reused {
@@ -172,6 +206,53 @@ impl Upstreams {
                     Some(unsent) if reused => request = unsent,
                     _ => return Err(UpstreamError::send(e.into_error())),
                 },
+            }
+        }
+    }
+
+    /// A new connection to `endpoint`, and whether it is new. HTTP/2
+    /// connections are opened one at a time per instance and stripe: a
+    /// request that arrives while one is being opened waits for it and
+    /// shares it (then it is not new).
+    async fn open_new(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+    ) -> Result<(Connected<UpstreamBody>, bool), UpstreamError> {
+        if self.protocol == UpstreamProtocol::Http1 {
+            return Ok((self.connect(endpoint).await?, true));
+        }
+        let opening = {
+            let mut stripe = self.multiplexed_stripe();
+            Arc::clone(&slot(&mut stripe, endpoint.id).opening)
+        };
+        let _turn = opening.lock().await;
+        if let Some(sender) = self.multiplexed(endpoint.id) {
+            return Ok((Connected::H2(sender), false));
+        }
+        let connected = self.connect(endpoint).await?;
+        if let Connected::H2(sender) = &connected {
+            slot(&mut self.multiplexed_stripe(), endpoint.id).sender = Some(sender.clone());
+        }
+        Ok((connected, true))
+    }
+
+    /// The HTTP/2 table of this thread's stripe.
+    fn multiplexed_stripe(&self) -> std::sync::MutexGuard<'_, Vec<Multiplexed>> {
+        self.multiplexed[crate::threads::thread_index() % STRIPES]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// This stripe's open HTTP/2 connection to instance `id`, if any (a
+    /// closed one is forgotten).
+    fn multiplexed(&self, id: EndpointId) -> Option<http2::SendRequest<UpstreamBody>> {
+        let mut stripe = self.multiplexed_stripe();
+        let entry = stripe.get_mut(id as usize)?;
+        match &entry.sender {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            _ => {
+                entry.sender = None;
+                None
             }
         }
     }
@@ -274,37 +355,138 @@ impl Upstreams {
             .sum()
     }
 
-    /// A new connection to `endpoint` (port 80, or 443 for `https://`,
-    /// when its URL names none), no Nagle, over TLS for `https://`, its
-    /// task spawned; all within the connect timeout.
+    /// A new connection to `endpoint` (see [`open`]) within the connect
+    /// timeout.
     async fn connect(
-        &self,
+        self: &Arc<Self>,
         endpoint: &Endpoint,
-    ) -> Result<http1::SendRequest<UpstreamBody>, UpstreamError> {
-        tokio::time::timeout(self.connect_timeout, open(&self.tls, endpoint))
-            .await
-            .map_err(|_| {
-                UpstreamError::connect(format!(
-                    "no connection within {} ms",
-                    self.connect_timeout.as_millis()
-                ))
-            })?
+    ) -> Result<Connected<UpstreamBody>, UpstreamError> {
+        self.start_sweeper();
+        tokio::time::timeout(
+            self.connect_timeout,
+            open(&self.tls, endpoint, self.protocol),
+        )
+        .await
+        .map_err(|_| {
+            UpstreamError::connect(format!(
+                "no connection within {} ms",
+                self.connect_timeout.as_millis()
+            ))
+        })?
     }
 }
 
-/// A new HTTP/1.1 connection to `endpoint`, over `tls` when its URL is
-/// `https://`, its task spawned (the connection closes when the sender is
-/// dropped).
+/// Instance `id`'s entry of a stripe's HTTP/2 table, made if missing.
+fn slot(stripe: &mut Vec<Multiplexed>, id: EndpointId) -> &mut Multiplexed {
+    let at = id as usize;
+    if stripe.len() <= at {
+        stripe.resize_with(at + 1, Multiplexed::default);
+    }
+    &mut stripe[at]
+}
+
+/// A new connection to an instance, in the HTTP version settled.
+pub enum Connected<B> {
+    /// HTTP/1.1: one request at a time.
+    Http1(http1::SendRequest<B>),
+    /// HTTP/2: the sender is cloned for concurrent requests.
+    H2(http2::SendRequest<B>),
+}
+
+impl<B> Connected<B>
+where
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// Sends one request (origin-form URI; made absolute for HTTP/2 from
+    /// its `Host` and `endpoint`) once the connection can take it.
+    ///
+    /// # Errors
+    /// The connection closed or the exchange failed.
+    pub async fn send(
+        &mut self,
+        endpoint: &Endpoint,
+        mut request: Request<B>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Connected::Http1(sender) => {
+                sender.ready().await?;
+                sender.send_request(request).await
+            }
+            Connected::H2(sender) => {
+                absolute_uri(&mut request, endpoint);
+                sender.ready().await?;
+                sender.send_request(request).await
+            }
+        }
+    }
+}
+
+/// Sends `request` on the HTTP/2 connection `sender` to `endpoint`. On a
+/// `fresh` connection, a failure before any answer means the instance
+/// does not speak HTTP/2: a connect failure (nothing was processed).
+async fn send_h2(
+    mut sender: http2::SendRequest<UpstreamBody>,
+    endpoint: &Endpoint,
+    mut request: Request<UpstreamBody>,
+    fresh: bool,
+) -> Result<Response<PooledBody>, UpstreamError> {
+    absolute_uri(&mut request, endpoint);
+    let sent = match sender.ready().await {
+        Ok(()) => sender.send_request(request).await,
+        Err(e) => Err(e),
+    };
+    match sent {
+        Ok(response) => Ok(response.map(PooledBody::unpooled)),
+        Err(e) if fresh && !e.is_canceled() => Err(UpstreamError::connect(format!(
+            "the instance does not speak HTTP/2 (protocol = \"h2\"): {e}"
+        ))),
+        Err(e) => Err(UpstreamError::send(e)),
+    }
+}
+
+/// Makes `request`'s origin-form URI absolute for HTTP/2's `:scheme` and
+/// `:authority`: the scheme of `endpoint`, the authority of the `Host`
+/// header (the client's, kept as over HTTP/1.1) or else of `endpoint`.
+fn absolute_uri<B>(request: &mut Request<B>, endpoint: &Endpoint) {
+    let scheme = if endpoint.url.starts_with("https://") {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let authority = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .unwrap_or_else(|| endpoint.authority.clone());
+    let mut parts = std::mem::take(request.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+}
+
+/// A new connection to `endpoint`, over `tls` when its URL is `https://`,
+/// in `protocol` (HTTP/2 by ALPN over TLS, or by prior knowledge over
+/// plain TCP when `protocol` is `h2`), its task spawned (the connection
+/// closes when the sender is dropped).
 ///
 /// # Errors
 /// [`UpstreamError`] of the connect kind: no TCP connection, a failed TLS
-/// handshake, or a failed HTTP/1.1 handshake.
+/// handshake, an instance whose ALPN refuses the `h2` asked for, or a
+/// failed HTTP handshake.
 pub async fn open<B>(
     tls: &UpstreamTls,
     endpoint: &Endpoint,
-) -> Result<http1::SendRequest<B>, UpstreamError>
+    protocol: UpstreamProtocol,
+) -> Result<Connected<B>, UpstreamError>
 where
-    B: Body + Send + 'static,
+    B: Body + Send + Unpin + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
@@ -312,15 +494,49 @@ where
     let stream = connect_tcp(&endpoint.authority, secure)
         .await
         .map_err(UpstreamError::connect)?;
-    if secure {
-        let stream = tls
-            .connect(host_of(&endpoint.authority), stream)
-            .await
-            .map_err(|e| UpstreamError::connect(format!("TLS handshake: {e}")))?;
-        handshake(stream).await
-    } else {
-        handshake(stream).await
+    if !secure {
+        return match protocol {
+            UpstreamProtocol::H2 => handshake_h2(stream).await.map(Connected::H2),
+            UpstreamProtocol::Http1 | UpstreamProtocol::Auto => {
+                handshake(stream).await.map(Connected::Http1)
+            }
+        };
     }
+    let stream = tls
+        .connect(host_of(&endpoint.authority), stream)
+        .await
+        .map_err(|e| UpstreamError::connect(format!("TLS handshake: {e}")))?;
+    let alpn_h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    match (protocol, alpn_h2) {
+        (UpstreamProtocol::H2 | UpstreamProtocol::Auto, true) => {
+            handshake_h2(stream).await.map(Connected::H2)
+        }
+        (UpstreamProtocol::H2, false) => Err(UpstreamError::connect(
+            "the instance does not speak HTTP/2 (protocol = \"h2\"): ALPN did not settle on h2",
+        )),
+        _ => handshake(stream).await.map(Connected::Http1),
+    }
+}
+
+/// An HTTP/2 connection over `io`, its task spawned.
+async fn handshake_h2<IO, B>(io: IO) -> Result<http2::SendRequest<B>, UpstreamError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(UpstreamError::connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!("upstream HTTP/2 connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// The host of `authority`, without an IPv6 address's brackets.

@@ -10,7 +10,7 @@ use tokio_rustls::client::TlsStream;
 use super::{
     VERSIONS, certified_key, provider, read_ca_bundle, read_certificates, read_private_key,
 };
-use crate::config::UpstreamTlsConfig;
+use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
 
 /// A pool's TLS client: how it verifies its instances and what it shows
 /// them.
@@ -31,14 +31,19 @@ fn mozilla_roots() -> Arc<RootCertStore> {
 
 impl UpstreamTls {
     /// The client for a pool with `settings` (`None`: Mozilla's roots, the
-    /// instance's host as the name, no client certificate).
+    /// instance's host as the name, no client certificate), offering by
+    /// ALPN what `protocol` allows (`http/1.1`, `h2`, or `h2` then
+    /// `http/1.1`).
     ///
     /// # Errors
     /// `(key, reason)`, the key relative to the `tls` table: an unreadable
     /// or empty CA bundle, a client certificate without its key (or the
     /// reverse) or with a key that does not match, an `sni` that is not a
     /// DNS name or IP address.
-    pub fn load(settings: Option<&UpstreamTlsConfig>) -> Result<Self, (String, String)> {
+    pub fn load(
+        settings: Option<&UpstreamTlsConfig>,
+        protocol: UpstreamProtocol,
+    ) -> Result<Self, (String, String)> {
         let default = UpstreamTlsConfig::default();
         let settings = settings.unwrap_or(&default);
         let roots = match &settings.ca_file {
@@ -74,7 +79,11 @@ impl UpstreamTls {
                 ));
             }
         };
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = match protocol {
+            UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+            UpstreamProtocol::H2 => vec![b"h2".to_vec()],
+            UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+        };
         let sni = match &settings.sni {
             Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
                 (
