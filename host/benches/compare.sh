@@ -12,13 +12,16 @@
 # Needs: nginx, haproxy, wrk (Debian: apt-get install nginx haproxy wrk), 2+ cores.
 # Env: ROUNDS (default 3), DURATION (default 8s), BIN (a switchyard binary;
 #      default: build the release one), SCENARIOS (default all, e.g.
-#      "0b-c32 1k-c32"): 0b-c32, 0b-c256, 0b-close, 1k-c32, 64k-c32.
+#      "0b-c32 1k-c32"): 0b-c32, 0b-c256, 0b-close, 1k-c32, 64k-c32 over
+#      plain HTTP; tls-c32 (HTTPS keep-alive, 0 B) and tls-close (a new TLS
+#      connection, so a full handshake, per request) on each proxy's TLS
+#      listener: the same ECDSA P-256 certificate for all (openssl), TLS 1.3.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CONNECTIONS=32
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-8s}
-SCENARIOS=${SCENARIOS:-0b-c32 0b-c256 0b-close 1k-c32 64k-c32}
+SCENARIOS=${SCENARIOS:-0b-c32 0b-c256 0b-close 1k-c32 64k-c32 tls-c32 tls-close}
 command -v haproxy >/dev/null || { echo "needs haproxy: apt-get install -y haproxy" >&2; exit 1; }
 source host/benches/wrk.sh
 taskset -p -c 0 $$ >/dev/null
@@ -27,6 +30,11 @@ UP=(19511 19512 19513)
 upstreams "${UP[@]}"
 
 PORT=19600
+TLS_PORT=19601
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+  -addext subjectAltName=DNS:localhost,IP:127.0.0.1 \
+  -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat "$WORK/cert.pem" "$WORK/key.pem" > "$WORK/combined.pem"
 servers=""
 for port in "${UP[@]}"; do servers+="server 127.0.0.1:$port; "; done
 mkdir -p "$WORK/px/logs"
@@ -35,7 +43,8 @@ worker_processes 1; user root; daemon off; pid $WORK/px/nginx.pid; error_log $WO
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream up { $servers keepalive 64; }
-  server { listen 127.0.0.1:$PORT;
+  server { listen 127.0.0.1:$PORT; listen 127.0.0.1:$TLS_PORT ssl;
+    ssl_certificate $WORK/cert.pem; ssl_certificate_key $WORK/key.pem;
     location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGINX
 backends=""
@@ -52,6 +61,7 @@ defaults
     option http-keep-alive
 frontend in
     bind 127.0.0.1:$PORT
+    bind 127.0.0.1:$TLS_PORT ssl crt $WORK/combined.pem
     default_backend up
 backend up
     balance roundrobin
@@ -60,8 +70,8 @@ $backends
 HAPROXY
 instances=""
 for port in "${UP[@]}"; do instances+="{ url = \"http://127.0.0.1:$port\" }, "; done
-printf '[runtime]\nworker_threads = 1\n[[listeners]]\nlisten = "127.0.0.1:%s"\n[[routes]]\npool = "p"\n[pools.p]\nstrategy = { kind = "round-robin" }\ninstances = [%s]\n' \
-  "$PORT" "$instances" > "$WORK/rr.toml"
+printf '[runtime]\nworker_threads = 1\n[[listeners]]\nlisten = "127.0.0.1:%s"\n[[listeners]]\nlisten = "127.0.0.1:%s"\ntls = { certificates = [{ cert_file = "%s", key_file = "%s" }] }\n[[routes]]\npool = "p"\n[pools.p]\nstrategy = { kind = "round-robin" }\ninstances = [%s]\n' \
+  "$PORT" "$TLS_PORT" "$WORK/cert.pem" "$WORK/key.pem" "$instances" > "$WORK/rr.toml"
 p2c=$(ls target/wasm-plugins/wasm32-wasip2/release/latency_p2c.wasm 2>/dev/null || true)
 proxies="nginx haproxy switchyard"
 if [ -n "$p2c" ]; then
@@ -86,15 +96,17 @@ start() {
 
 # `measure SCENARIO`: one wrk run; prints "req/s p50_us p99_us errors".
 measure() {
-  local path=/0b connections=32 header=()
+  local path=/0b connections=32 header=() base="http://127.0.0.1:$PORT"
   case $1 in
     0b-c256) connections=256 ;;
     0b-close) header=(-H "Connection: close") ;;
     1k-c32) path=/1k ;;
     64k-c32) path=/64k ;;
+    tls-c32) base="https://127.0.0.1:$TLS_PORT" ;;
+    tls-close) base="https://127.0.0.1:$TLS_PORT" header=(-H "Connection: close") ;;
   esac
   local out
-  out=$(wrk -t1 -c"$connections" -d"$DURATION" --latency "${header[@]}" "http://127.0.0.1:$PORT$path")
+  out=$(wrk -t1 -c"$connections" -d"$DURATION" --latency "${header[@]}" "$base$path")
   awk '
     function us(v) { if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000; if (v ~ /s$/) return v * 1e6; return v }
     /Requests\/sec/ { rps = $2 }

@@ -155,3 +155,35 @@ async fn grpc_passes_through_unary_streaming_and_trailers_and_is_health_checked(
         "the instance judged unhealthy by its gRPC check",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_over_tls_is_spoken_to_in_the_protocol_the_pool_asks_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "nginx");
+    let cert = pki.issue("nginx", "127.0.0.1", &["127.0.0.1"], Usage::Server, false);
+    let nginx = switchyard_tests::nginx::Nginx::start_tls(dir.path(), &cert);
+    for (protocol, expected) in [
+        ("h2", "HTTP/2.0"),
+        ("auto", "HTTP/2.0"),
+        ("http1", "HTTP/1.1"),
+    ] {
+        let config_dir = tempfile::tempdir().unwrap();
+        let proxy = serve(
+            &config_dir,
+            &format!(
+                "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+                 [pools.p]\nprotocol = \"{protocol}\"\ninstances = [{{ url = \"{}\" }}]\n\
+                 tls = {{ ca_file = \"{}\" }}\n",
+                nginx.url(),
+                pki.ca_file().display()
+            ),
+        );
+        let response = client()
+            .get(format!("{}/", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "protocol {protocol}");
+        assert_eq!(response.text().await.unwrap(), format!("nginx {expected}"));
+    }
+}

@@ -448,7 +448,9 @@ async fn send_h2(
 
 /// Makes `request`'s origin-form URI absolute for HTTP/2's `:scheme` and
 /// `:authority`: the scheme of `endpoint`, the authority of the `Host`
-/// header (the client's, kept as over HTTP/1.1) or else of `endpoint`.
+/// header (the client's, kept as over HTTP/1.1; the header itself goes, as
+/// RFC 9113 §8.3.1 asks of an intermediary, and nginx refuses both) or
+/// else of `endpoint`.
 fn absolute_uri<B>(request: &mut Request<B>, endpoint: &Endpoint) {
     let scheme = if endpoint.url.starts_with("https://") {
         http::uri::Scheme::HTTPS
@@ -456,8 +458,8 @@ fn absolute_uri<B>(request: &mut Request<B>, endpoint: &Endpoint) {
         http::uri::Scheme::HTTP
     };
     let authority = request
-        .headers()
-        .get(HOST)
+        .headers_mut()
+        .remove(HOST)
         .and_then(|h| Authority::try_from(h.as_bytes()).ok())
         .unwrap_or_else(|| endpoint.authority.clone());
     let mut parts = std::mem::take(request.uri_mut()).into_parts();
