@@ -175,7 +175,10 @@ impl Upstreams {
         loop {
             let (mut sender, reused) = match self.checkout(endpoint.id) {
                 Some(sender) => (sender, true),
-                None => match self.open_new(endpoint).await? {
+                // Boxed: connecting (a TLS handshake's state included) is
+                // rare and large; inline, it would swell every request's
+                // future, which the data path moves and allocates.
+                None => match Box::pin(self.open_new(endpoint)).await? {
                     (Connected::Http1(sender), _) => (sender, false),
                     (Connected::H2(sender), fresh) => {
                         return send_h2(sender, endpoint, request, fresh).await;
@@ -218,7 +221,13 @@ impl Upstreams {
         self: &Arc<Self>,
         endpoint: &Endpoint,
     ) -> Result<(Connected<UpstreamBody>, bool), UpstreamError> {
-        if self.protocol == UpstreamProtocol::Http1 {
+        let multiplexes = match self.protocol {
+            UpstreamProtocol::Http1 => false,
+            UpstreamProtocol::H2 => true,
+            // Only TLS can settle on HTTP/2 (ALPN); plain TCP is HTTP/1.1.
+            UpstreamProtocol::Auto => endpoint.url.starts_with("https://"),
+        };
+        if !multiplexes {
             return Ok((self.connect(endpoint).await?, true));
         }
         let opening = {
