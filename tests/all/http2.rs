@@ -66,20 +66,10 @@ async fn h2_by_prior_knowledge_and_a_clear_error_from_an_instance_without_it() {
     assert_eq!(response.headers()["x-upstream-version"], "HTTP/2.0");
 
     // An instance that speaks HTTP/1.x only: the preface gets an HTTP/1 answer.
-    let old = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", old.local_addr().unwrap());
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        while let Ok((mut conn, _)) = old.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 1024];
-                let _ = conn.read(&mut head).await;
-                let _ = conn
-                    .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
-                    .await;
-            });
-        }
-    });
+    let url = switchyard_tests::upstream::fixed_answer(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(&dir, &pool(&url, ""));
     let response = client()

@@ -173,19 +173,10 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
 async fn an_http_1_0_instance_answers_an_http_1_1_client_in_http_1_1() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     // An instance that speaks HTTP/1.0 only: one answer per connection.
-    let instance = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", instance.local_addr().unwrap());
-    tokio::spawn(async move {
-        while let Ok((mut conn, _)) = instance.accept().await {
-            tokio::spawn(async move {
-                let mut head = [0u8; 4096];
-                let _ = conn.read(&mut head).await;
-                let _ = conn
-                    .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nold ok")
-                    .await;
-            });
-        }
-    });
+    let url = switchyard_tests::upstream::fixed_answer(
+        b"HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nold ok",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(&dir, &one_pool(&format!("[{{ url = \"{url}\" }}]")));
     let addr = proxy.url.trim_start_matches("http://").to_string();

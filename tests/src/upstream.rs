@@ -332,3 +332,28 @@ async fn echo(upgrade: axum::extract::ws::WebSocketUpgrade) -> axum::response::R
         }
     })
 }
+
+/// A bare instance on `127.0.0.1:0`, served on the caller's runtime, that
+/// reads what a connection sends first and writes `answer`, then closes:
+/// for instances no HTTP library would mimic (an HTTP/1.0-only server, one
+/// that does not speak HTTP/2). Returns its `http://` URL.
+///
+/// # Panics
+/// When the socket cannot be bound (test set-up).
+pub async fn fixed_answer(answer: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = [0u8; 4096];
+                let _ = conn.read(&mut head).await;
+                let _ = conn.write_all(answer).await;
+            });
+        }
+    });
+    url
+}

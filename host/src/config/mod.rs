@@ -30,7 +30,6 @@ mod failover;
 mod fusion;
 mod health;
 mod strategy;
-mod tls;
 mod types;
 
 pub use error::ConfigError;

@@ -22,7 +22,7 @@ pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
 };
-pub use super::tls::{CertificateFiles, ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
+pub use crate::tls::{CertificateFiles, ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

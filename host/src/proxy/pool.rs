@@ -740,7 +740,7 @@ fn active_check(
 /// The pool's TLS client for its `https://` instances (its files were read
 /// when the config was validated; this reads them again).
 fn upstream_tls(name: &str, config: &PoolConfig) -> Result<Arc<UpstreamTls>, StartError> {
-    UpstreamTls::load(config.tls.as_ref(), config.protocol)
+    UpstreamTls::load(config.tls.as_ref(), super::upstream::alpn(config.protocol))
         .map(Arc::new)
         .map_err(|(key, reason)| StartError::Tls {
             key: format!("pools.{name}.tls.{key}"),

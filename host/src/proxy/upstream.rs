@@ -385,6 +385,16 @@ impl Upstreams {
     }
 }
 
+/// The ALPN protocols a pool speaking `protocol` offers its `https://`
+/// instances, in order of preference.
+pub fn alpn(protocol: UpstreamProtocol) -> Vec<Vec<u8>> {
+    match protocol {
+        UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
+        UpstreamProtocol::H2 => vec![b"h2".to_vec()],
+        UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+    }
+}
+
 /// Instance `id`'s entry of a stripe's HTTP/2 table, made if missing.
 fn slot(stripe: &mut Vec<Multiplexed>, id: EndpointId) -> &mut Multiplexed {
     let at = id as usize;

@@ -7,10 +7,10 @@ use rustls::{ClientConfig, RootCertStore};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::UpstreamTlsConfig;
 use super::{
     VERSIONS, certified_key, provider, read_ca_bundle, read_certificates, read_private_key,
 };
-use crate::config::{UpstreamProtocol, UpstreamTlsConfig};
 
 /// A pool's TLS client: how it verifies its instances and what it shows
 /// them.
@@ -31,9 +31,8 @@ fn mozilla_roots() -> Arc<RootCertStore> {
 
 impl UpstreamTls {
     /// The client for a pool with `settings` (`None`: Mozilla's roots, the
-    /// instance's host as the name, no client certificate), offering by
-    /// ALPN what `protocol` allows (`http/1.1`, `h2`, or `h2` then
-    /// `http/1.1`).
+    /// instance's host as the name, no client certificate), offering the
+    /// `alpn` protocols (e.g. `h2`, `http/1.1`), in order.
     ///
     /// # Errors
     /// `(key, reason)`, the key relative to the `tls` table: an unreadable
@@ -42,7 +41,7 @@ impl UpstreamTls {
     /// DNS name or IP address.
     pub fn load(
         settings: Option<&UpstreamTlsConfig>,
-        protocol: UpstreamProtocol,
+        alpn: Vec<Vec<u8>>,
     ) -> Result<Self, (String, String)> {
         let default = UpstreamTlsConfig::default();
         let settings = settings.unwrap_or(&default);
@@ -79,11 +78,7 @@ impl UpstreamTls {
                 ));
             }
         };
-        config.alpn_protocols = match protocol {
-            UpstreamProtocol::Http1 => vec![b"http/1.1".to_vec()],
-            UpstreamProtocol::H2 => vec![b"h2".to_vec()],
-            UpstreamProtocol::Auto => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
-        };
+        config.alpn_protocols = alpn;
         let sni = match &settings.sni {
             Some(name) => Some(ServerName::try_from(name.clone()).map_err(|_| {
                 (

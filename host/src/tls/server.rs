@@ -17,7 +17,7 @@ use super::{
     CertificateFacts, ClientIdentity, VERSIONS, certified_key, provider, read_ca_bundle,
     read_certificates, read_private_key, unix_now,
 };
-use crate::config::{ClientAuth, ListenerTlsConfig};
+use super::{ClientAuth, ListenerTlsConfig};
 
 /// A listener's TLS: the rustls config in force (replaced whole when a
 /// file changes) and how to build it again.

@@ -1,4 +1,5 @@
-//! TLS settings: a listener's (termination) and a pool's (to its
+//! TLS settings, as the config file gives them (re-exported by
+//! [`crate::config`]): a listener's (termination) and a pool's (to its
 //! `https://` instances). Files are PEM; relative paths are resolved
 //! against the config file's directory. Loading the config reads every
 //! file, so a missing file, a key that does not match its certificate or
@@ -8,7 +9,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::Invalid;
+/// A failed check: `(key relative to the table, reason)`.
+type Invalid = (String, String);
 
 /// TLS on a listener (`[listeners.tls]`, or `[admin.tls]`): TLS 1.2 and
 /// 1.3, ALPN `h2` and `http/1.1`.
@@ -91,7 +93,7 @@ pub struct UpstreamTlsConfig {
 
 impl ListenerTlsConfig {
     /// The paths in this table, to resolve against the config's directory.
-    pub(super) fn paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+    pub fn paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
         self.certificates
             .iter_mut()
             .flat_map(|c| [&mut c.cert_file, &mut c.key_file])
@@ -99,14 +101,17 @@ impl ListenerTlsConfig {
     }
 
     /// Reads every file (the checks a handshake would make later).
-    pub(super) fn validate(&self) -> Result<(), Invalid> {
-        crate::tls::ServerTls::load(self).map(drop)
+    ///
+    /// # Errors
+    /// As [`ServerTls::load`](super::ServerTls::load).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        super::ServerTls::load(self).map(drop)
     }
 }
 
 impl UpstreamTlsConfig {
     /// The paths in this table, to resolve against the config's directory.
-    pub(super) fn paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+    pub fn paths_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
         self.ca_file
             .as_mut()
             .into_iter()
@@ -115,7 +120,10 @@ impl UpstreamTlsConfig {
     }
 
     /// Reads every file and checks the SNI name.
-    pub(super) fn validate(&self) -> Result<(), Invalid> {
-        crate::tls::UpstreamTls::load(Some(self), super::types::UpstreamProtocol::Http1).map(drop)
+    ///
+    /// # Errors
+    /// As [`UpstreamTls::load`](super::UpstreamTls::load).
+    pub fn validate(&self) -> Result<(), Invalid> {
+        super::UpstreamTls::load(Some(self), Vec::new()).map(drop)
     }
 }
