@@ -46,9 +46,10 @@ async fn h2_instances_over_tls_take_concurrent_requests_on_few_connections() {
         assert_eq!(response.status(), 200);
         assert_eq!(response.headers()["x-upstream-version"], "HTTP/2.0");
     }
-    // 20 requests in flight at once, over at most one connection per
-    // worker thread of Switchyard's (2 here).
-    assert!(up.connections() <= 2, "{} connections", up.connections());
+    // 20 requests in flight at once, multiplexed: one connection per
+    // thread stripe that served them (two workers here, and the thread a
+    // task happened to start on), not one per request as HTTP/1.1 needs.
+    assert!(up.connections() <= 4, "{} connections", up.connections());
     assert_eq!(up.hits(), 20);
 }
 

@@ -270,3 +270,55 @@ async fn an_open_websocket_lives_through_the_shutdown_grace_period() {
         proxy.log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_over_http2_extended_connect_reaches_an_http_1_1_instance() {
+    use http_body_util::Empty;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+             [pools.p]\ninstances = {}\n",
+            instances(&ups)
+        ),
+    );
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut h2, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .handshake::<_, Empty<bytes::Bytes>>(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // A first exchange, so that the server's SETTINGS (which allow
+    // extended CONNECT) have arrived before the CONNECT goes.
+    let plain = http::Request::get(format!("http://{addr}/"))
+        .body(Empty::new())
+        .unwrap();
+    assert_eq!(h2.send_request(plain).await.unwrap().status(), 200);
+    let mut connect = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(format!("http://{addr}/ws"))
+        .header("sec-websocket-version", "13")
+        .body(Empty::new())
+        .unwrap();
+    connect
+        .extensions_mut()
+        .insert(hyper::ext::Protocol::from_static("websocket"));
+    let mut response = h2.send_request(connect).await.unwrap();
+    // RFC 8441: the instance's 101 reaches an HTTP/2 client as 200.
+    assert_eq!(response.status(), 200);
+    let stream = hyper::upgrade::on(&mut response).await.unwrap();
+    let mut socket = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        TokioIo::new(stream),
+        Role::Client,
+        None,
+    )
+    .await;
+    for text in ["over", "http/2"] {
+        assert_eq!(echoed(&mut socket, text).await, text);
+    }
+}

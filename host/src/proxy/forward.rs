@@ -207,6 +207,15 @@ enum Exhausted<'a> {
     Switch(&'a Pool),
 }
 
+/// How a client asked to switch protocols.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upgrading {
+    /// HTTP/1.1 `Connection: upgrade`; answered 101.
+    Http1,
+    /// HTTP/2 extended CONNECT (RFC 8441); answered 200.
+    Connect,
+}
+
 /// One request on a pool route, across its attempts: the per-request
 /// context the phases (module docs) read and update.
 struct Exchange<'a> {
@@ -243,8 +252,9 @@ struct Exchange<'a> {
     _retry: Option<Active<'a>>,
     /// The request in flight, counted by the retry budget.
     _request: Active<'a>,
-    /// The client asked to switch protocols (a WebSocket handshake).
-    upgrading: bool,
+    /// The client asked to switch protocols (a WebSocket handshake): over
+    /// HTTP/1.1, or by an HTTP/2 extended CONNECT.
+    upgrading: Option<Upgrading>,
 }
 
 impl<'a> Exchange<'a> {
@@ -281,14 +291,18 @@ impl<'a> Exchange<'a> {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let upgrade = match headers::upgrade(parts.version, &parts.headers) {
+            Some(protocol) => Some((protocol, Upgrading::Http1)),
+            None => headers::extended_connect(&mut parts).map(|p| (p, Upgrading::Connect)),
+        };
         let affinity = lookup(pool, &parts.headers);
         let ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
         let tls = parts.extensions.get::<ClientTls>().is_some();
-        let upgrade = headers::upgrade(parts.version, &parts.headers);
         headers::prepare_request(&mut parts.headers, peer.ip(), authority, tls);
-        if let Some(protocol) = &upgrade {
-            headers::keep_upgrade(&mut parts.headers, protocol.clone());
-        }
+        let upgrading = upgrade.map(|(protocol, how)| {
+            headers::keep_upgrade(&mut parts.headers, protocol);
+            how
+        });
         let retry = pool.failover.retry();
         let body = RequestBody::prepare(body, &parts.headers, retry, limits).await?;
         Ok(Self {
@@ -313,7 +327,7 @@ impl<'a> Exchange<'a> {
             slot,
             _retry: None,
             _request: counted,
-            upgrading: upgrade.is_some(),
+            upgrading,
         })
     }
 
@@ -648,9 +662,10 @@ impl<'a> Exchange<'a> {
         self.tried.clear();
     }
 
-    /// Phase 5 for an instance that switched protocols (101): once the
-    /// client's connection and the instance's are both upgraded, the
-    /// request's tunnel relays them both ways (see [`super::Tunnels`]),
+    /// Phase 5 for an instance that switched protocols (101; an HTTP/2
+    /// client that asked by extended CONNECT is answered 200): once the
+    /// client's connection (or stream) and the instance's are both
+    /// upgraded, the request's tunnel relays them both ways (see [`super::Tunnels`]),
     /// holding the in-flight mark and the bulkhead slot until it closes. A
     /// 101 to a request that asked for no upgrade is a bad gateway.
     fn switch_protocols(
@@ -659,7 +674,7 @@ impl<'a> Exchange<'a> {
         in_flight: InFlight,
     ) -> Response<ProxyBody> {
         let client = self.parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        let Some(client) = client.filter(|_| self.upgrading) else {
+        let Some((client, how)) = client.zip(self.upgrading) else {
             return ProxyError::NoUpstream {
                 pool: self.pool.name.clone(),
                 reason:
@@ -680,8 +695,12 @@ impl<'a> Exchange<'a> {
             .reporting()
             .tunnels
             .relay(client, upstream, held);
-        *response.version_mut() = Version::HTTP_11;
-        response.map(|_| ProxyBody::Local(Full::default()))
+        let (mut head, _) = response.into_parts();
+        head.version = Version::HTTP_11;
+        if how == Upgrading::Connect {
+            headers::connect_accepted(&mut head);
+        }
+        Response::from_parts(head, ProxyBody::Local(Full::default()))
     }
 
     /// Phase 5: sends the answer of instance `id` on: binds the session,

@@ -68,6 +68,42 @@ pub fn upgrade(version: Version, headers: &HeaderMap) -> Option<HeaderValue> {
         .flatten()
 }
 
+/// Turns an HTTP/2 extended CONNECT (RFC 8441: `CONNECT` with a
+/// `:protocol`, a WebSocket over HTTP/2) into the HTTP/1.1 upgrade an
+/// instance expects (RFC 8441 §5): the method becomes `GET`, and a
+/// WebSocket gets the `Sec-WebSocket-Key` HTTP/2 clients do not send.
+/// Returns the protocol to ask the instance for, or `None` (nothing
+/// changed) when the request is not one.
+pub fn extended_connect(parts: &mut http::request::Parts) -> Option<HeaderValue> {
+    if parts.method != http::Method::CONNECT {
+        return None;
+    }
+    let protocol = parts.extensions.get::<hyper::ext::Protocol>()?;
+    let value = HeaderValue::from_str(protocol.as_str()).ok()?;
+    if protocol.as_str().eq_ignore_ascii_case("websocket")
+        && !parts.headers.contains_key(header::SEC_WEBSOCKET_KEY)
+    {
+        use base64::Engine as _;
+        let nonce: [u8; 16] = std::array::from_fn(|_| fastrand::u8(..));
+        let key = base64::engine::general_purpose::STANDARD.encode(nonce);
+        if let Ok(key) = HeaderValue::from_str(&key) {
+            parts.headers.insert(header::SEC_WEBSOCKET_KEY, key);
+        }
+    }
+    parts.method = http::Method::GET;
+    Some(value)
+}
+
+/// The answer an HTTP/2 client gets when the instance accepted its
+/// extended CONNECT with a 101: `200 OK` (RFC 8441 §5) without the
+/// HTTP/1.1 handshake's `Sec-WebSocket-Accept`.
+pub fn connect_accepted(response: &mut http::response::Parts) {
+    response.status = http::StatusCode::OK;
+    response.headers.remove(header::SEC_WEBSOCKET_ACCEPT);
+    response.headers.remove(header::CONNECTION);
+    response.headers.remove(header::UPGRADE);
+}
+
 /// Puts `Connection: upgrade` and `Upgrade: protocol` back after the
 /// hop-by-hop headers were stripped: an upgrade is asked of, and granted
 /// by, the next hop.

@@ -180,7 +180,11 @@ async fn accept_loop(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(config.header_read_timeout_ms));
-    builder.http2().timer(TokioTimer::new());
+    // Extended CONNECT (RFC 8441): WebSockets over HTTP/2.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .enable_connect_protocol();
     let listener_rules = ListenerRules::from(&config);
     let idle_timeout = Duration::from_millis(config.idle_timeout_ms);
     let handshake_timeout = Duration::from_millis(config.header_read_timeout_ms);
