@@ -362,6 +362,51 @@ async fn https_instances_are_verified_and_an_untrusted_one_is_a_connect_failure(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_shows_its_client_certificate_to_instances_that_ask() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "upstreams");
+    let cert = pki.issue("up", "127.0.0.1", &["127.0.0.1"], Usage::Server, false);
+    let proxies = Pki::new(dir.path(), "proxies");
+    let switchyard = proxies.issue(
+        "sy",
+        "switchyard",
+        &["switchyard.test"],
+        Usage::Client,
+        false,
+    );
+    let up = Upstream::start_mtls("mutual", &cert, &proxies.ca_file());
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/with\" }}\npool = \"with\"\n\
+         [[routes]]\npool = \"without\"\n\
+         [pools.with]\ninstances = [{{ url = \"{url}\" }}]\n\
+         tls = {{ ca_file = \"{ca}\", cert_file = \"{cert}\", key_file = \"{key}\" }}\n\
+         [pools.without]\ninstances = [{{ url = \"{url}\" }}]\ntls = {{ ca_file = \"{ca}\" }}\n",
+        url = up.url(),
+        ca = pki.ca_file().display(),
+        cert = switchyard.cert_file.display(),
+        key = switchyard.key_file.display(),
+    );
+    let proxy = serve(&dir, &config);
+    let http = client();
+    let response = http
+        .get(format!("{}/with", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "mutual");
+    // Without a client certificate the instance ends the handshake.
+    let response = http
+        .get(format!("{}/other", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_certificate_is_offered_to_new_handshakes_while_open_connections_live_on() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "site");

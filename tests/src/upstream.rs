@@ -62,22 +62,16 @@ impl Upstream {
     /// # Panics
     /// As [`start`](Self::start), and when `cert` cannot be read.
     pub fn start_tls(name: &str, cert: &crate::pki::Issued) -> Self {
-        use rustls::pki_types::pem::PemObject;
-        let chain = rustls::pki_types::CertificateDer::pem_file_iter(&cert.cert_file)
-            .expect("certificate file")
-            .collect::<Result<Vec<_>, _>>()
-            .expect("certificates");
-        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&cert.key_file).expect("key");
-        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .expect("server config");
-        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-        Self::start_with(name, Some(Arc::new(config)))
+        Self::start_with(name, Some(server_config(cert, None)))
+    }
+
+    /// As [`start_tls`](Self::start_tls), and a client must show a
+    /// certificate that `clients` (a CA's PEM file) signed.
+    ///
+    /// # Panics
+    /// As [`start_tls`](Self::start_tls), and when `clients` cannot be read.
+    pub fn start_mtls(name: &str, cert: &crate::pki::Issued, clients: &std::path::Path) -> Self {
+        Self::start_with(name, Some(server_config(cert, Some(clients))))
     }
 
     fn start_with(name: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
@@ -291,6 +285,45 @@ async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Respons
         response.headers_mut().insert("x-upstream-version", value);
     }
     response
+}
+
+/// A TLS server config with `cert`, ALPN `h2` and `http/1.1`, asking for
+/// client certificates signed by the CA in `clients` when given.
+fn server_config(
+    cert: &crate::pki::Issued,
+    clients: Option<&std::path::Path>,
+) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(&cert.cert_file)
+        .expect("certificate file")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("certificates");
+    let key = PrivateKeyDer::from_pem_file(&cert.key_file).expect("key");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .expect("versions");
+    let builder = match clients {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_file_iter(ca).expect("client CA file") {
+                roots.add(cert.expect("client CA")).expect("a CA");
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                )
+                .build()
+                .expect("client verifier"),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_single_cert(chain, key).expect("server config");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
 }
 
 /// Serves `app` over TLS on `listener`, counting connections.
