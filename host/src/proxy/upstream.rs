@@ -444,7 +444,9 @@ where
 
 /// Sends `request` on the HTTP/2 connection `sender` to `endpoint`. On a
 /// `fresh` connection, a failure before any answer means the instance
-/// does not speak HTTP/2: a connect failure (nothing was processed).
+/// does not speak HTTP/2 (its HTTP/1 answer to the preface comes as a
+/// protocol error or as the connection closing, whichever hyper sees
+/// first), or dropped the connection at once: a connect failure.
 async fn send_h2(
     mut sender: http2::SendRequest<UpstreamBody>,
     endpoint: &Endpoint,
@@ -458,8 +460,10 @@ async fn send_h2(
     };
     match sent {
         Ok(response) => Ok(response.map(PooledBody::unpooled)),
-        Err(e) if fresh && !e.is_canceled() => Err(UpstreamError::connect(format!(
-            "the instance does not speak HTTP/2 (protocol = \"h2\"): {e}"
+        // Whether the HTTP/1 answer to the preface came as a protocol error
+        // or as the connection closing under the request.
+        Err(e) if fresh => Err(UpstreamError::connect(format!(
+            "the instance does not speak HTTP/2 (protocol = \"h2\"), or closed the new connection: {e}"
         ))),
         Err(e) => Err(UpstreamError::send(e)),
     }
