@@ -431,3 +431,48 @@ async fn a_cooldown_never_hides_the_last_transition_of_a_flapping_instance() {
         "the second unhealthy transition, published despite the cooldown",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_check_tells_an_mcp_server_from_a_plain_http_one_and_a_stopped_one() {
+    use switchyard_tests::mcp::McpServer;
+    let mut mcp = McpServer::start();
+    let plain = switchyard_tests::upstream::Upstream::start("plain");
+    let stopped = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &pool_with(
+            "health = { kind = \"mcp\", path = \"/mcp\", interval_ms = 1000, timeout_ms = 800, rise = 1, fall = 1 }",
+            &format!(
+                "[{{ url = \"{}\" }}, {{ url = \"{}\" }}, {{ url = \"{stopped}\" }}]",
+                mcp.url(),
+                plain.url()
+            ),
+        ),
+    );
+    let plain_line = proxy.wait_for(
+        |l| l.contains("unhealthy after") && l.contains(&plain.url()),
+        "the plain HTTP server unhealthy",
+    );
+    assert!(plain_line.contains("initialize"), "{plain_line}");
+    let stopped_line = proxy.wait_for(
+        |l| l.contains("unhealthy after") && l.contains(&stopped),
+        "the stopped server unhealthy",
+    );
+    assert!(stopped_line.contains("connect"), "{stopped_line}");
+    // The real MCP server: out when it stops, back when it answers MCP again.
+    let (url, port) = (mcp.url(), mcp.port());
+    mcp.stop();
+    proxy.wait_for(
+        |l| l.contains("unhealthy after") && l.contains(&url),
+        "the MCP server unhealthy once stopped",
+    );
+    let _again = McpServer::start_on(port);
+    proxy.wait_for(
+        |l| l.contains("healthy again") && l.contains(&url),
+        "the MCP server healthy again",
+    );
+}

@@ -20,7 +20,9 @@ use super::types::Invalid;
 #[serde(deny_unknown_fields)]
 pub struct HealthCheckConfig {
     /// `http` (default), `tcp` (connect only), `grpc` (the gRPC health
-    /// protocol; the pool's `protocol` must be `"h2"`) or `plugin`.
+    /// protocol; the pool's `protocol` must be `"h2"`), `mcp` (MCP's
+    /// `initialize` and `ping` at `path`, the server's MCP endpoint, e.g.
+    /// `/mcp`) or `plugin`.
     #[serde(default)]
     pub kind: CheckKind,
     /// Time between probes of one instance, ms. Default 5000.
@@ -176,6 +178,9 @@ pub enum CheckKind {
     Tcp,
     /// `grpc.health.v1.Health/Check` over HTTP/2; success is `SERVING`.
     Grpc,
+    /// MCP over streamable HTTP: `initialize` (or `server/discover`), then
+    /// `ping`; success is `ping`'s result (see [`crate::health::mcp`]).
+    Mcp,
     /// A health-check plugin (see [`PluginRef`]).
     Plugin,
 }

@@ -24,12 +24,12 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::check::{HealthCheck, HttpCheck};
-use super::grpc;
 use super::{EventKind, PoolHealth, Severity};
+use super::{grpc, mcp};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig, UpstreamProtocol};
 use crate::policy::WithFallback;
-use crate::proxy::{connect_tcp, open};
+use crate::proxy::{Connected, connect_tcp, open};
 use crate::tls::UpstreamTls;
 
 /// Most body bytes an HTTP probe reads.
@@ -189,8 +189,10 @@ impl ActiveCheck {
             }
             .into();
         }
-        if self.config.kind == CheckKind::Grpc {
-            return self.probe_grpc(endpoint).await.into();
+        match self.config.kind {
+            CheckKind::Grpc => return self.probe_grpc(endpoint).await.into(),
+            CheckKind::Mcp => return self.probe_mcp(endpoint).await.into(),
+            CheckKind::Http | CheckKind::Tcp | CheckKind::Plugin => {}
         }
         // Each call the plugin faults on is made by the built-in instead.
         let Some(spec) = self.check.decide(|c| c.probe(endpoint)) else {
@@ -206,10 +208,8 @@ impl ActiveCheck {
     /// A gRPC health probe (`grpc.health.v1.Health/Check` for
     /// `grpc_service`) within `timeout_ms`, on a new HTTP/2 connection.
     async fn probe_grpc(&self, endpoint: &Endpoint) -> ProbeOutcome {
-        let exchange = async {
-            let mut conn = open(&self.tls, endpoint, self.protocol)
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
+        self.within(async {
+            let mut conn = self.connect(endpoint).await?;
             let request =
                 grpc::check_request(&self.config.grpc_service, endpoint.authority.as_str());
             let response = conn
@@ -228,7 +228,33 @@ impl ActiveCheck {
                 trailers.as_ref(),
                 &answer.to_bytes(),
             )
-        };
+        })
+        .await
+    }
+
+    /// An MCP health probe (see [`mcp`]) at `path` within `timeout_ms`, on
+    /// a new connection.
+    async fn probe_mcp(&self, endpoint: &Endpoint) -> ProbeOutcome {
+        self.within(async {
+            let mut conn = self.connect(endpoint).await?;
+            mcp::probe(&mut conn, endpoint, &self.config.path).await
+        })
+        .await
+    }
+
+    /// A new connection to `endpoint` for one probe, in the pool's protocol.
+    async fn connect(&self, endpoint: &Endpoint) -> Result<Connected<Full<Bytes>>, String> {
+        open(&self.tls, endpoint, self.protocol)
+            .await
+            .map_err(|e| format!("connect: {e}"))
+    }
+
+    /// `exchange`'s verdict, or a failure when it takes longer than
+    /// `timeout_ms`.
+    async fn within(
+        &self,
+        exchange: impl std::future::Future<Output = Result<(), String>>,
+    ) -> ProbeOutcome {
         match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await {
             Ok(Ok(())) => ProbeOutcome::Pass,
             Ok(Err(reason)) => ProbeOutcome::Fail(reason),

@@ -27,6 +27,7 @@ pub mod active;
 pub mod check;
 mod events;
 pub mod grpc;
+pub mod mcp;
 pub mod outlier;
 pub mod trend;
 

@@ -31,4 +31,4 @@ pub use pool::Pool;
 pub use recent::{RecentRequests, RequestRecord};
 pub use router::{PoolRoute, Reporting, Route, Router, Target};
 pub use tunnel::Tunnels;
-pub use upstream::{connect_tcp, open};
+pub use upstream::{Connected, connect_tcp, open};

@@ -1,0 +1,98 @@
+//! A real MCP server: the official Python SDK's FastMCP
+//! (`tests/mcp/server.py`, the SDK pinned in `tests/mcp/requirements.txt`,
+//! installed into a virtualenv under `target/mcp/` the first time a test
+//! asks), serving streamable HTTP at `/mcp`.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::polyglot::{run, workspace};
+
+/// A running MCP server; stopped when dropped.
+pub struct McpServer {
+    child: Child,
+    port: u16,
+}
+
+/// The virtualenv's Python, with the pinned SDK installed.
+fn python() -> &'static PathBuf {
+    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let venv = workspace().join("target/mcp/venv");
+        let python = venv.join("bin/python");
+        if !venv.join("installed").exists() {
+            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+            run(Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "-r"])
+                .arg(workspace().join("tests/mcp/requirements.txt")));
+            std::fs::write(venv.join("installed"), "").expect("mark the venv");
+        }
+        python
+    })
+}
+
+impl McpServer {
+    /// Starts the server on a free port of 127.0.0.1 and waits until it
+    /// listens.
+    ///
+    /// # Panics
+    /// When Python or the SDK cannot be installed or the server does not
+    /// listen within two minutes (test set-up).
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Starts the server on `port` of 127.0.0.1 (e.g. again, after
+    /// [`stop`](Self::stop)) and waits until it listens.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn start_on(port: u16) -> Self {
+        let python = python();
+        let child = Command::new(python)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .arg(workspace().join("tests/mcp/server.py"))
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the MCP server");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the MCP server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    /// `http://127.0.0.1:PORT` (its endpoint is `/mcp`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server (SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for McpServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
