@@ -326,8 +326,10 @@ async fn https_instances_are_verified_and_an_untrusted_one_is_a_connect_failure(
     let cert = pki.issue("up", "127.0.0.1", &["127.0.0.1"], Usage::Server, false);
     let up = Upstream::start_tls("secure", &cert);
     assert!(up.url().starts_with("https://"));
+    // One worker: idle connections are kept per worker thread, and the
+    // reuse below is of one thread's.
     let config = format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+        "[runtime]\nworker_threads = 1\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
          [[routes]]\nmatch = {{ path_prefix = \"/trusted\" }}\npool = \"trusted\"\n\
          [[routes]]\npool = \"untrusted\"\n\
          [pools.trusted]\ninstances = [{{ url = \"{url}\" }}]\ntls = {{ ca_file = \"{ca}\" }}\n\
