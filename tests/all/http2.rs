@@ -178,3 +178,37 @@ async fn nginx_over_tls_is_spoken_to_in_the_protocol_the_pool_asks_for() {
         assert_eq!(response.text().await.unwrap(), format!("nginx {expected}"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_connection_is_reused_until_idle_past_the_timeout() {
+    let up = Upstream::start("h2-idle");
+    let dir = tempfile::tempdir().unwrap();
+    // One worker: one stripe, so the reuse is certain.
+    let proxy = serve(
+        &dir,
+        &(pool(&up.url(), "idle_timeout_ms = 300\n") + "[runtime]\nworker_threads = 1\n"),
+    );
+    let http = client();
+    for i in 0..10 {
+        let response = http.get(format!("{}/{i}", proxy.url)).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(
+        up.connections(),
+        1,
+        "sequential requests share a connection"
+    );
+    // Unused past the idle timeout (300 ms): that connection is let go.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let response = http
+        .get(format!("{}/late", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        up.connections(),
+        2,
+        "a new connection after the idle timeout"
+    );
+}

@@ -359,7 +359,9 @@ pub struct PoolConfig {
     /// instance is skipped, all are tried rather than none.
     #[serde(default = "defaults::fail_timeout_ms")]
     pub fail_timeout_ms: u64,
-    /// Idle pooled upstream connections are closed after this long, ms. Default 90000.
+    /// Idle pooled upstream connections are closed after this long, ms (an
+    /// HTTP/2 connection no request used for this long is let go, and
+    /// closes when its streams end). Default 90000.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
     /// TLS to the pool's `https://` instances: CA bundle, SNI name, client

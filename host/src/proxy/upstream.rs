@@ -75,6 +75,9 @@ struct Idle {
 #[derive(Default)]
 struct Multiplexed {
     sender: Option<http2::SendRequest<UpstreamBody>>,
+    /// When the last request was sent on it: a connection unused for
+    /// `idle_timeout_ms` is let go (it closes once its streams end).
+    used: Option<Instant>,
     /// Held while the connection is being opened: requests that arrive
     /// meanwhile wait for it instead of opening their own.
     opening: Arc<tokio::sync::Mutex<()>>,
@@ -240,7 +243,10 @@ impl Upstreams {
         }
         let connected = self.connect(endpoint).await?;
         if let Connected::H2(sender) = &connected {
-            slot(&mut self.multiplexed_stripe(), endpoint.id).sender = Some(sender.clone());
+            let mut stripe = self.multiplexed_stripe();
+            let entry = slot(&mut stripe, endpoint.id);
+            entry.sender = Some(sender.clone());
+            entry.used = Some(Instant::now());
         }
         Ok((connected, true))
     }
@@ -252,18 +258,28 @@ impl Upstreams {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// This stripe's open HTTP/2 connection to instance `id`, if any (a
-    /// closed one is forgotten).
+    /// This stripe's open HTTP/2 connection to instance `id`, if any, for
+    /// a request sent now (a closed one, or one unused past the idle
+    /// timeout, is let go).
     fn multiplexed(&self, id: EndpointId) -> Option<http2::SendRequest<UpstreamBody>> {
+        let now = Instant::now();
         let mut stripe = self.multiplexed_stripe();
         let entry = stripe.get_mut(id as usize)?;
-        match &entry.sender {
-            Some(sender) if !sender.is_closed() => Some(sender.clone()),
-            _ => {
-                entry.sender = None;
-                None
-            }
+        if !self.usable(entry, now) {
+            entry.sender = None;
+            return None;
         }
+        entry.used = Some(now);
+        entry.sender.clone()
+    }
+
+    /// Whether `entry` holds an open HTTP/2 connection used within the
+    /// idle timeout before `now`.
+    fn usable(&self, entry: &Multiplexed, now: Instant) -> bool {
+        entry.sender.as_ref().is_some_and(|s| !s.is_closed())
+            && entry
+                .used
+                .is_some_and(|used| now.duration_since(used) < self.idle_timeout)
     }
 
     /// The TLS client for `https://` instances.
@@ -335,9 +351,9 @@ impl Upstreams {
         });
     }
 
-    /// Drops the connections idle past the timeout, in every stripe (a
-    /// connection to an instance that gets no more requests would
-    /// otherwise stay open until the instance closes it).
+    /// Drops the connections idle past the timeout, HTTP/1.1 and HTTP/2,
+    /// in every stripe (a connection to an instance that gets no more
+    /// requests would otherwise stay open until the instance closes it).
     fn sweep(&self) {
         let now = Instant::now();
         for stripe in &self.idle {
@@ -346,6 +362,14 @@ impl Upstreams {
                 idle.retain(|c| {
                     now.duration_since(c.since) < self.idle_timeout && !c.sender.is_closed()
                 });
+            }
+        }
+        for stripe in &self.multiplexed {
+            let mut stripe = stripe.lock().unwrap_or_else(PoisonError::into_inner);
+            for entry in stripe.iter_mut() {
+                if !self.usable(entry, now) {
+                    entry.sender = None;
+                }
             }
         }
     }
