@@ -816,3 +816,29 @@ async fn a_fuel_budget_stops_a_spinning_plugin_deterministically() {
         "{fault}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_plugin_answering_an_impossible_status_is_a_fault_and_the_built_in_decides() {
+    let ups = upstreams(2);
+    for u in &ups {
+        u.set_status(503);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let toml = failover_pool(fixtures::FAILOVER_STATIC, &ups).replace(
+        "call_deadline_ms = 1000",
+        "call_deadline_ms = 1000, config = { status = 1000 }",
+    );
+    let proxy = serve(&dir, &toml);
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    // The built-in policy's answer: the last instance's 503, passed on.
+    assert_eq!(response.status(), 503);
+    assert!(response.headers().get("retry-after").is_none());
+    proxy.wait_for(
+        |l| l.contains("plugin fault") && l.contains("respond with status 1000"),
+        "the fault, naming the status",
+    );
+}

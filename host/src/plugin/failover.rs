@@ -77,10 +77,18 @@ impl FailoverPolicy for WasmFailover {
             retries_left: facts.retries_left,
         };
         let decision = self.plugin.call(|bindings, store| {
-            bindings
+            let decision = bindings
                 .switchyard_plugin_failover()
                 .call_on_failure(store, &context)
-                .map_err(|e| self.plugin.fault(&e))
+                .map_err(|e| self.plugin.fault(&e))?;
+            // An answer must carry a final HTTP status; anything else is a
+            // fault (the built-in policy decides instead).
+            match &decision {
+                WitDecision::Respond(r) if !(200..=599).contains(&r.status) => {
+                    Err(Fault::Nonsense(format!("respond with status {}", r.status)))
+                }
+                _ => Ok(decision),
+            }
         })?;
         Ok(match decision {
             WitDecision::Retry(plan) => Decision::Retry {
