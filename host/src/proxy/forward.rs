@@ -665,9 +665,10 @@ impl<'a> Exchange<'a> {
     /// Phase 5 for an instance that switched protocols (101; an HTTP/2
     /// client that asked by extended CONNECT is answered 200): once the
     /// client's connection (or stream) and the instance's are both
-    /// upgraded, the request's tunnel relays them both ways (see [`super::Tunnels`]),
-    /// holding the in-flight mark and the bulkhead slot until it closes. A
-    /// 101 to a request that asked for no upgrade is a bad gateway.
+    /// upgraded, the request's tunnel relays them both ways (see
+    /// [`super::Tunnels`]), holding the in-flight mark and the bulkhead
+    /// slot until it closes. A 101 to a request that asked for no upgrade
+    /// is a bad gateway.
     fn switch_protocols(
         &mut self,
         mut response: Response<PooledBody>,
@@ -704,7 +705,8 @@ impl<'a> Exchange<'a> {
     }
 
     /// Phase 5: sends the answer of instance `id` on: binds the session,
-    /// strips hop-by-hop headers, sets the version, and copies a GET answer for stale-if-error.
+    /// strips hop-by-hop headers, sets the version, and copies a GET answer
+    /// for stale-if-error.
     fn deliver(
         &mut self,
         id: EndpointId,
