@@ -2,8 +2,9 @@
 //!
 //! The file is data: every table rejects unknown keys
 //! (`deny_unknown_fields`), and [`Config::load`] validates what types cannot
-//! say (every route names a pool that exists, instance URLs are `http://host:port`,
-//! plugin files exist). Every error names the file, the key and the reason.
+//! say (every route names a pool that exists, instance URLs are
+//! `http(s)://host[:port]`, plugin and TLS files exist and load). Every
+//! error names the file, the key and the reason.
 //!
 //! ```toml
 //! [[listeners]]

@@ -151,8 +151,8 @@ pub struct AdminConfig {
     pub tls: Option<ListenerTlsConfig>,
 }
 
-/// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge)
-/// and its bounds on clients, read at start. Defaults follow nginx
+/// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge,
+/// or HTTPS with `tls`) and its bounds on clients, read at start. Defaults follow nginx
 /// (`client_header_timeout`, `keepalive_timeout`, `client_body_timeout`);
 /// the connection cap is also bounded by the process's file-descriptor
 /// limit (raised to its hard limit at start).
