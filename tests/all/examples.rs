@@ -204,6 +204,11 @@ pub struct TlsExampleCertificates {
     pub instance: Issued,
 }
 
+/// Makes the files `examples/tls.toml` names under `dir/certs` (see
+/// [`TlsExampleCertificates`]).
+///
+/// # Panics
+/// When a file cannot be written (test set-up).
 pub fn tls_example_certificates(dir: &Path) -> TlsExampleCertificates {
     let certs = dir.join("certs");
     std::fs::create_dir_all(&certs).unwrap();
@@ -258,12 +263,7 @@ async fn tls_example_serves_https_by_sni_routes_by_client_certificate_and_verifi
     let (ok, out, err) = crate::tls::curl("api.example.test", port, "/", &ca, &[]).await;
     assert!(ok && out.contains("web"), "{out}{err}");
     // The billing identity goes to the HTTPS instance, verified for `sni`.
-    let client_cert = [
-        "--cert",
-        certs.client.cert_file.to_str().unwrap(),
-        "--key",
-        certs.client.key_file.to_str().unwrap(),
-    ];
+    let client_cert = crate::tls::client_cert(&certs.client);
     let (ok, out, err) = crate::tls::curl("localhost", port, "/", &ca, &client_cert).await;
     assert!(ok, "{err}");
     assert!(

@@ -1,6 +1,8 @@
 //! The data path: headers, errors, HTTP/2, streaming bodies.
 
-use crate::{client, get, instances, serve, upstreams};
+use crate::{client, get, instances, serve, single_pool, upstreams};
+
+const ROUND_ROBIN: &str = r#"{ kind = "round-robin" }"#;
 
 fn one_pool(upstream_list: &str) -> String {
     format!(
@@ -216,14 +218,7 @@ where
 async fn websockets_are_relayed_both_ways_as_one_request() {
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &dir,
-        &format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
-             [pools.p]\ninstances = {}\n",
-            instances(&ups)
-        ),
-    );
+    let proxy = serve(&dir, &single_pool(ROUND_ROBIN, &instances(&ups)));
     let url = format!("{}/ws", proxy.url.replace("http://", "ws://"));
     let (mut socket, response) = tokio_tungstenite::connect_async(url)
         .await
@@ -244,11 +239,7 @@ async fn an_open_websocket_lives_through_the_shutdown_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let mut proxy = serve(
         &dir,
-        &format!(
-            "shutdown_grace_ms = 60000\n[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
-             [[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
-            instances(&ups)
-        ),
+        &("shutdown_grace_ms = 60000\n".to_string() + &single_pool(ROUND_ROBIN, &instances(&ups))),
     );
     let url = format!("{}/ws", proxy.url.replace("http://", "ws://"));
     let (mut socket, _) = tokio_tungstenite::connect_async(url).await.unwrap();
@@ -278,14 +269,7 @@ async fn a_websocket_over_http2_extended_connect_reaches_an_http_1_1_instance() 
     use tokio_tungstenite::tungstenite::protocol::Role;
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
-    let proxy = serve(
-        &dir,
-        &format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
-             [pools.p]\ninstances = {}\n",
-            instances(&ups)
-        ),
-    );
+    let proxy = serve(&dir, &single_pool(ROUND_ROBIN, &instances(&ups)));
     let addr = proxy.url.trim_start_matches("http://").to_string();
     let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let (mut h2, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())

@@ -76,6 +76,16 @@ pub async fn curl(
     run("curl", &args, "").await
 }
 
+/// curl's arguments that show the client certificate `issued`.
+pub fn client_cert(issued: &Issued) -> [&str; 4] {
+    [
+        "--cert",
+        issued.cert_file.to_str().expect("a UTF-8 path"),
+        "--key",
+        issued.key_file.to_str().expect("a UTF-8 path"),
+    ]
+}
+
 /// `[[listeners]]` with TLS `tls` (a TOML inline table) and one catch-all
 /// route to pool `p` over `instances`.
 fn tls_config(tls: &str, instances: &str) -> String {
@@ -225,18 +235,8 @@ async fn mtls_requires_a_client_certificate_forwards_its_identity_and_routes_by_
             .expect("url"),
     );
     let ca = site.ca_file();
-    let alice_args = [
-        "--cert",
-        alice.cert_file.to_str().unwrap(),
-        "--key",
-        alice.key_file.to_str().unwrap(),
-    ];
-    let bob_args = [
-        "--cert",
-        bob.cert_file.to_str().unwrap(),
-        "--key",
-        bob.key_file.to_str().unwrap(),
-    ];
+    let alice_args = client_cert(&alice);
+    let bob_args = client_cert(&bob);
 
     // No certificate: no connection.
     let (ok, out, _) = curl("a.test", required, "/", &ca, &[]).await;
@@ -308,12 +308,7 @@ async fn the_admin_api_speaks_tls_with_client_certificates() {
     let ca = site.ca_file();
     let (ok, _, _) = curl("admin.test", port, "/ready", &ca, &[]).await;
     assert!(!ok, "the admin API answered a client without a certificate");
-    let with_cert = [
-        "--cert",
-        operator.cert_file.to_str().unwrap(),
-        "--key",
-        operator.key_file.to_str().unwrap(),
-    ];
+    let with_cert = client_cert(&operator);
     let (ok, out, err) = curl("admin.test", port, "/v1/status", &ca, &with_cert).await;
     assert!(ok && out.contains("HTTP/2 200"), "{out}{err}");
     assert!(out.contains("\"pools\""), "{out}");

@@ -282,9 +282,10 @@ impl ActiveCheck {
             }
             // A new connection per probe: a probe takes no connection the
             // data path would reuse, and sees the instance as a new client.
-            let mut sender = open(&self.tls, endpoint, self.protocol)
+            let mut sender = self
+                .connect(endpoint)
                 .await
-                .map_err(|e| ProbeAnswer::ConnectFailed(format!("connect: {e}")))?;
+                .map_err(ProbeAnswer::ConnectFailed)?;
             let response = sender
                 .send(endpoint, request)
                 .await

@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::client::{self, ListenerRules};
+use super::forward::Inbound;
 use super::pool::{Attempt, Pool};
 use super::{ProxyError, StartError, headers};
 use crate::balance::{Affinity, EndpointId};
@@ -41,7 +42,6 @@ use crate::fusion::{
 };
 use crate::plugin::{Limits, PluginHost, PluginStats, WasmResolver};
 use crate::policy::{RequestContext, WithFallback};
-use crate::tls::ClientTls;
 
 /// Where a source's request goes.
 enum Target {
@@ -240,15 +240,18 @@ impl FanOut {
     /// Serves one request: buffer, cache, fan out, fuse.
     pub(super) async fn serve(
         &self,
-        mut parts: http::request::Parts,
+        request: Inbound<'_>,
         body: Incoming,
-        peer: SocketAddr,
-        host: &str,
-        authority: Option<&HeaderValue>,
-        limits: &ListenerRules,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Inbound {
+            mut parts,
+            host,
+            peer,
+            authority,
+            limits,
+            tls,
+        } = request;
         let body = self.read_body(body, &parts.headers, limits).await?;
-        let tls = parts.extensions.get::<ClientTls>().is_some();
         headers::prepare_request(&mut parts.headers, peer.ip(), authority, tls);
         let path_and_query = parts
             .uri

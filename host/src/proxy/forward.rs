@@ -54,15 +54,17 @@ use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestC
 use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
 use crate::tls::ClientTls;
 
-/// Serves one client request under the listener's `limits`; errors become
-/// JSON responses.
+/// Serves one client request under the listener's `limits`, from a
+/// connection over `tls` when it came over TLS; errors become JSON
+/// responses.
 pub async fn handle(
     router: &Router,
     request: Request<Incoming>,
     peer: SocketAddr,
     limits: &ListenerRules,
+    tls: Option<&ClientTls>,
 ) -> Response<ProxyBody> {
-    match forward(router, request, peer, limits).await {
+    match forward(router, request, peer, limits, tls).await {
         Ok(response) => response,
         Err(error) => {
             tracing::debug!(%peer, %error, "request failed");
@@ -77,6 +79,7 @@ async fn forward(
     request: Request<Incoming>,
     peer: SocketAddr,
     limits: &ListenerRules,
+    tls: Option<&ClientTls>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
@@ -95,8 +98,7 @@ async fn forward(
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .map_or("", strip_port);
-    let client_tls = parts.extensions.get::<ClientTls>();
-    let identity = client_tls.and_then(|t| t.identity.as_deref());
+    let identity = tls.and_then(|t| t.identity.as_deref());
     let Some(route) = router.route(host, parts.uri.path(), identity) else {
         return Err(ProxyError::NoRoute {
             host: host.to_string(),
@@ -111,20 +113,17 @@ async fn forward(
     let logged = recent
         .enabled()
         .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned()));
+    let request = Inbound {
+        parts,
+        host,
+        peer,
+        authority: authority.as_ref(),
+        limits,
+        tls: tls.is_some(),
+    };
     let result = match &route.target {
-        Target::FanOut(fan_out) => {
-            fan_out
-                .serve(parts, body, peer, host, authority.as_ref(), limits)
-                .await
-        }
+        Target::FanOut(fan_out) => fan_out.serve(request, body).await,
         Target::Pool(pool_route) => {
-            let request = Inbound {
-                parts,
-                host,
-                peer,
-                authority: authority.as_ref(),
-                limits,
-            };
             match Exchange::start(router, pool_route, request, body).await {
                 Ok(exchange) => exchange.run().await,
                 Err(error) => Err(error),
@@ -153,15 +152,19 @@ async fn forward(
 }
 
 /// The client's request as it arrived, with what routing read from it.
-struct Inbound<'a> {
-    parts: http::request::Parts,
+pub(super) struct Inbound<'a> {
+    /// Its head.
+    pub(super) parts: http::request::Parts,
     /// Host the client addressed, without port.
-    host: &'a str,
-    peer: SocketAddr,
+    pub(super) host: &'a str,
+    /// The client's address.
+    pub(super) peer: SocketAddr,
     /// The `Host` header (or URI authority), passed on upstream.
-    authority: Option<&'a HeaderValue>,
+    pub(super) authority: Option<&'a HeaderValue>,
     /// The listener's limits on the client.
-    limits: &'a ListenerRules,
+    pub(super) limits: &'a ListenerRules,
+    /// Whether the client came over TLS.
+    pub(super) tls: bool,
 }
 
 /// An answer that came back, with the instance's in-flight count held for
@@ -272,6 +275,7 @@ impl<'a> Exchange<'a> {
             peer,
             authority,
             limits,
+            tls,
         } = request;
         let (pool, fell_back): (&Pool, bool) = match &route.fallback {
             Some(Fallback::Pool(secondary)) if !route.pool.can_take() => (secondary, true),
@@ -297,7 +301,6 @@ impl<'a> Exchange<'a> {
         };
         let affinity = lookup(pool, &parts.headers);
         let ranking = rank(pool, &parts, host, &path_and_query, peer, &affinity);
-        let tls = parts.extensions.get::<ClientTls>().is_some();
         headers::prepare_request(&mut parts.headers, peer.ip(), authority, tls);
         let upgrading = upgrade.map(|(protocol, how)| {
             headers::keep_upgrade(&mut parts.headers, protocol);

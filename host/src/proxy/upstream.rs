@@ -472,17 +472,12 @@ where
 /// protocol error or as the connection closing, whichever hyper sees
 /// first), or dropped the connection at once: a connect failure.
 async fn send_h2(
-    mut sender: http2::SendRequest<UpstreamBody>,
+    sender: http2::SendRequest<UpstreamBody>,
     endpoint: &Endpoint,
-    mut request: Request<UpstreamBody>,
+    request: Request<UpstreamBody>,
     fresh: bool,
 ) -> Result<Response<PooledBody>, UpstreamError> {
-    absolute_uri(&mut request, endpoint);
-    let sent = match sender.ready().await {
-        Ok(()) => sender.send_request(request).await,
-        Err(e) => Err(e),
-    };
-    match sent {
+    match Connected::H2(sender).send(endpoint, request).await {
         Ok(response) => Ok(response.map(PooledBody::unpooled)),
         // Whether the HTTP/1 answer to the preface came as a protocol error
         // or as the connection closing under the request.

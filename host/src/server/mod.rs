@@ -327,7 +327,8 @@ struct Connection {
 impl Connection {
     /// Serves the requests of `io` (HTTP/1.1 or HTTP/2, by its first
     /// bytes) until it closes or stays idle past the listener's
-    /// `idle_timeout_ms`; each request over TLS carries `tls`.
+    /// `idle_timeout_ms`; each request is served knowing `tls`, the
+    /// connection's TLS facts when it is one.
     async fn serve<IO>(self, io: IO, tls: Option<ClientTls>)
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -343,15 +344,15 @@ impl Connection {
         } = self;
         let service = {
             let activity = Arc::clone(&activity);
-            service_fn(move |mut req| {
+            service_fn(move |req| {
                 // The router in force when the request arrives serves all of it.
                 let router = control.router();
                 let waiting = activity.waiting();
-                if let Some(tls) = &tls {
-                    req.extensions_mut().insert(tls.clone());
-                }
+                // The connection's TLS facts: an `Arc` count, not a copy.
+                let tls = tls.clone();
                 async move {
-                    let response = crate::proxy::handle(&router, req, peer, &rules).await;
+                    let response =
+                        crate::proxy::handle(&router, req, peer, &rules, tls.as_ref()).await;
                     drop(waiting);
                     Ok::<_, std::convert::Infallible>(response)
                 }
