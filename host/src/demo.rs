@@ -75,6 +75,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             matches: RouteMatch::default(),
             pool: Some("demo".into()),
             fan_out: None,
+            mcp: None,
             fallback: None,
             stale_if_error: None,
         }],
@@ -115,6 +116,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         plugin_cache: Default::default(),
         plugin_fuel: false,
         runtime: Default::default(),
+        mcp_sessions: Default::default(),
         admin: Some(AdminConfig {
             listen: admin,
             token_env: None,

@@ -38,6 +38,7 @@ pub mod plugin;
 pub mod policy;
 pub mod proxy;
 pub mod server;
+pub mod sse;
 pub mod status;
 pub mod telemetry;
 pub mod threads;

@@ -21,6 +21,9 @@
 //! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` / `_output_dropped_bytes_total` / `_output_dropped_lines_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
 //! | `switchyard_plugin_quarantined` | gauge (0/1) | `pool`, `kind` |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
+//! | `switchyard_mcp_calls_total` | counter | `route`, `target`, `method` (JSON-RPC), `outcome` (`ok`, `failed`, `timeout`, `unreachable`, `no_instance`, `session_gone`) |
+//! | `switchyard_mcp_call_duration_seconds` | histogram | `route`, `target`, `method` |
+//! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -79,12 +82,41 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
 }
 
+/// Labels of an MCP route's calls to its targets.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpLabels {
+    route: String,
+    target: String,
+    method: String,
+    outcome: String,
+}
+
+/// Labels of an MCP route's call latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpLatencyLabels {
+    route: String,
+    target: String,
+    method: String,
+}
+
+/// Labels of an MCP route's tool calls.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct McpToolLabels {
+    route: String,
+    target: String,
+    tool: String,
+    outcome: String,
+}
+
 /// The long-lived metrics of the data path.
 pub struct Metrics {
     registry: Registry,
     requests: Family<RouteLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     retries: Family<PoolLabels, Counter>,
+    mcp_calls: Family<McpLabels, Counter>,
+    mcp_latency: Family<McpLatencyLabels, Histogram, fn() -> Histogram>,
+    mcp_tools: Family<McpToolLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -110,11 +142,35 @@ impl Default for Metrics {
             "Retries sent to a pool's instances",
             retries.clone(),
         );
+        let mcp_calls = Family::<McpLabels, Counter>::default();
+        let mcp_latency =
+            Family::<McpLatencyLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        let mcp_tools = Family::<McpToolLabels, Counter>::default();
+        registry.register(
+            "switchyard_mcp_calls",
+            "Requests of MCP routes to their targets, by route, target, JSON-RPC method and outcome",
+            mcp_calls.clone(),
+        );
+        registry.register(
+            "switchyard_mcp_call_duration_seconds",
+            "Time of an MCP route's request to a target, to its answer's head",
+            mcp_latency.clone(),
+        );
+        registry.register(
+            "switchyard_mcp_tool_calls",
+            "tools/call of MCP routes, by route, target, tool and outcome",
+            mcp_tools.clone(),
+        );
         Self {
             registry,
             requests,
             latency,
             retries,
+            mcp_calls,
+            mcp_latency,
+            mcp_tools,
         }
     }
 }
@@ -159,6 +215,38 @@ impl Metrics {
                 })
                 .clone(),
         }
+    }
+
+    /// Counts a request of MCP route `route` to `target` (`method`, its
+    /// `outcome`) that took `seconds`.
+    pub fn mcp_call(&self, route: usize, target: &str, method: &str, outcome: &str, seconds: f64) {
+        self.mcp_calls
+            .get_or_create(&McpLabels {
+                route: route.to_string(),
+                target: target.to_string(),
+                method: method.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.mcp_latency
+            .get_or_create(&McpLatencyLabels {
+                route: route.to_string(),
+                target: target.to_string(),
+                method: method.to_string(),
+            })
+            .observe(seconds);
+    }
+
+    /// Counts a `tools/call` of `tool` on MCP route `route`'s `target`.
+    pub fn mcp_tool_call(&self, route: usize, target: &str, tool: &str, outcome: &str) {
+        self.mcp_tools
+            .get_or_create(&McpToolLabels {
+                route: route.to_string(),
+                target: target.to_string(),
+                tool: tool.to_string(),
+                outcome: outcome.to_string(),
+            })
+            .inc();
     }
 
     /// The retry counter of `pool`.

@@ -118,7 +118,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .iter()
         .filter_map(|r| match &r.target {
             crate::proxy::Target::FanOut(f) => Some((r.index, f)),
-            crate::proxy::Target::Pool(_) => None,
+            crate::proxy::Target::Pool(_) | crate::proxy::Target::Mcp(_) => None,
         })
         .map(|(route, f)| {
             let sources: Vec<Value> = f

@@ -30,6 +30,7 @@ mod error;
 mod failover;
 mod fusion;
 mod health;
+mod mcp;
 mod strategy;
 mod types;
 
@@ -37,14 +38,15 @@ pub use error::ConfigError;
 pub use types::{
     AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CertificateFiles,
     CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
-    DEFAULT_MAX_CANDIDATES, DrainSessions, EscapedSlashes, FallbackConfig, FanOutConfig,
-    FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
-    InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig, MedianConfig,
-    MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig,
-    PoolConfig, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
+    DEFAULT_MAX_CANDIDATES, DrainSessions, EscapedSlashes, FailureMode, FallbackConfig,
+    FanOutConfig, FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey,
+    HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig,
+    McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
+    MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
+    PrefixMode, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
     ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
-    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, TrendConfig, UpstreamProtocol,
-    UpstreamTlsConfig, WeightedVoteConfig,
+    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, ToolConfig, ToolFusion, TrendConfig,
+    UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

@@ -18,6 +18,10 @@ pub use super::health::{
     Capability, CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, QuarantineConfig,
     TrendConfig,
 };
+pub use super::mcp::{
+    FailureMode, McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, PrefixMode,
+    ToolConfig, ToolFusion,
+};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -59,6 +63,9 @@ pub struct Config {
     /// The async runtime (read from the file at start).
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    /// The keys that seal the session ids of `mcp` routes (read at start).
+    #[serde(default)]
+    pub mcp_sessions: McpSessionsConfig,
 }
 
 /// The async runtime: how many worker threads serve the listeners, as
@@ -303,11 +310,15 @@ pub struct RouteConfig {
     /// What the request must look like; an empty match takes every request.
     #[serde(default, rename = "match")]
     pub matches: RouteMatch,
-    /// Name of the pool that serves the route (exactly one of `pool` and `fan_out`).
+    /// Name of the pool that serves the route (exactly one of `pool`,
+    /// `fan_out` and `mcp`).
     pub pool: Option<String>,
     /// Fan the request out to several sources and fuse their answers.
     #[serde(default)]
     pub fan_out: Option<FanOutConfig>,
+    /// An MCP gateway over one or more pools of MCP servers.
+    #[serde(default)]
+    pub mcp: Option<McpConfig>,
     /// What to do when the pool cannot serve. Default: the error response.
     #[serde(default)]
     pub fallback: Option<FallbackConfig>,
@@ -705,6 +716,11 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        if let Some(path) = self.mcp_sessions.key_file.as_mut()
+            && path.is_relative()
+        {
+            *path = base.join(&*path);
+        }
     }
 
     pub(super) fn validate(&self) -> Result<(), Invalid> {
@@ -728,8 +744,8 @@ impl Config {
         }
         let names: Vec<&String> = self.pools.keys().collect();
         for (i, route) in self.routes.iter().enumerate() {
-            match (&route.pool, &route.fan_out) {
-                (Some(pool), None) if !self.pools.contains_key(pool) => {
+            match (&route.pool, &route.fan_out, &route.mcp) {
+                (Some(pool), None, None) if !self.pools.contains_key(pool) => {
                     return Err((
                         format!("routes[{i}].pool"),
                         format!(
@@ -738,16 +754,25 @@ impl Config {
                         ),
                     ));
                 }
-                (Some(_), None) => {}
-                (None, Some(fan_out)) => fan_out
+                (Some(_), None, None) => {}
+                (None, Some(fan_out), None) => fan_out
                     .validate(&names)
                     .map_err(|(k, reason)| (format!("routes[{i}].fan_out.{k}"), reason))?,
+                (None, None, Some(mcp)) => mcp
+                    .validate(&names)
+                    .map_err(|(k, reason)| (format!("routes[{i}].mcp.{k}"), reason))?,
                 _ => {
                     return Err((
                         format!("routes[{i}].pool"),
-                        "give exactly one of `pool` and `fan_out`".into(),
+                        "give exactly one of `pool`, `fan_out` and `mcp`".into(),
                     ));
                 }
+            }
+            if route.mcp.is_some() && (route.fallback.is_some() || route.stale_if_error.is_some()) {
+                return Err((
+                    format!("routes[{i}].mcp"),
+                    "`fallback` and `stale_if_error` are for `pool` routes".into(),
+                ));
             }
             if route.fan_out.is_some()
                 && (route.fallback.is_some() || route.stale_if_error.is_some())
@@ -780,6 +805,10 @@ impl Config {
         }
         for (name, pool) in &self.pools {
             pool.validate(name)?;
+        }
+        if self.mcp_sessions.key_file.is_some() {
+            crate::proxy::SessionKeys::load(&self.mcp_sessions, false)
+                .map_err(|e| ("mcp_sessions.key_file".into(), format!("{e:#}")))?;
         }
         Ok(())
     }

@@ -57,11 +57,18 @@ pub enum EventKind {
     PluginQuarantined,
     /// A health check judged an instance degraded (it is chosen last).
     Degraded,
+    /// An MCP target failed a request fanned out to every target and was
+    /// left out of the answer (`failure_mode = "open"`).
+    McpTargetFailed,
+    /// Several MCP targets list one name and `prefix = "never"`: it was
+    /// left out.
+    McpNameConflict,
 }
 
 impl EventKind {
     /// The family of the kind, for filters: `health` (checks, ejections,
-    /// panic mode, trends), `failover` (breakers), `plugin` (faults) or `config`.
+    /// panic mode, trends), `failover` (breakers), `plugin` (faults),
+    /// `mcp` (MCP routes) or `config`.
     pub fn category(self) -> &'static str {
         match self {
             EventKind::BreakerOpen | EventKind::BreakerHalfOpen | EventKind::BreakerClosed => {
@@ -69,6 +76,7 @@ impl EventKind {
             }
             EventKind::ConfigChanged => "config",
             EventKind::PluginFault | EventKind::PluginQuarantined => "plugin",
+            EventKind::McpTargetFailed | EventKind::McpNameConflict => "mcp",
             _ => "health",
         }
     }

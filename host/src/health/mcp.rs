@@ -193,55 +193,34 @@ async fn answer(response: Response<Incoming>, id: u64) -> Result<Value, String> 
         .is_some_and(|v| v.starts_with("text/event-stream"));
     let mut body = response.into_body();
     let mut read = BytesMut::new();
+    let mut events = crate::sse::Parser::default();
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("answer broke: {e}"))?;
-        if let Ok(data) = frame.into_data() {
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if !sse {
             read.extend_from_slice(&data);
+            if read.len() > MAX_ANSWER {
+                return Err(format!("answer over {MAX_ANSWER} bytes"));
+            }
+            continue;
         }
-        if read.len() > MAX_ANSWER {
-            return Err(format!("answer over {MAX_ANSWER} bytes"));
+        events.push(&data);
+        while let Some(event) = events.next_event() {
+            if let Some(found) = serde_json::from_str::<Value>(&event.data)
+                .ok()
+                .filter(|m| m.get("id").and_then(Value::as_u64) == Some(id))
+            {
+                return Ok(found);
+            }
         }
-        if sse && let Some(found) = sse_response(&read, id) {
-            return Ok(found);
+        if events.pending() > MAX_ANSWER {
+            return Err(format!("an event over {MAX_ANSWER} bytes"));
         }
     }
     if sse {
         return Err("the event stream ended without the response".into());
     }
     serde_json::from_slice(&read).map_err(|_| "not a JSON-RPC answer".into())
-}
-
-/// The JSON-RPC response to `id` among the complete events of `stream`
-/// (text/event-stream: events end with a blank line; an event's `data:`
-/// lines joined by newlines).
-fn sse_response(stream: &[u8], id: u64) -> Option<Value> {
-    let text = std::str::from_utf8(stream).ok()?.replace("\r\n", "\n");
-    let complete = &text[..text.rfind("\n\n")?];
-    complete.split("\n\n").find_map(|event| {
-        let data: Vec<&str> = event
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(|d| d.strip_prefix(' ').unwrap_or(d))
-            .collect();
-        let message: Value = serde_json::from_str(&data.join("\n")).ok()?;
-        (message.get("id").and_then(Value::as_u64) == Some(id)).then_some(message)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_sse_stream_gives_the_event_with_the_response() {
-        let stream = b"event: message\r\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\r\n\r\n\
-                       event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\ndata: \"result\":{}}\n\n";
-        assert_eq!(
-            sse_response(stream, 2),
-            Some(json!({"jsonrpc": "2.0", "id": 2, "result": {}}))
-        );
-        assert_eq!(sse_response(stream, 3), None);
-        // An event not yet complete is not read.
-        assert_eq!(sse_response(b"data: {\"id\":2}\n", 2), None);
-    }
 }

@@ -29,6 +29,9 @@ pub enum ProxyBody {
     },
     /// A body Switchyard made (errors).
     Local(Full<Bytes>),
+    /// A body Switchyard writes as it goes (an MCP route's event stream):
+    /// chunks until the sender is dropped.
+    Channel(tokio::sync::mpsc::Receiver<Bytes>),
 }
 
 impl Body for ProxyBody {
@@ -71,6 +74,9 @@ impl Body for ProxyBody {
             ProxyBody::Local(full) => Pin::new(full)
                 .poll_frame(cx)
                 .map_err(|never| match never {}),
+            ProxyBody::Channel(rx) => rx
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
         }
     }
 
@@ -78,6 +84,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
+            ProxyBody::Channel(_) => false,
         }
     }
 
@@ -85,6 +92,7 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
+            ProxyBody::Channel(_) => SizeHint::default(),
         }
     }
 }

@@ -123,6 +123,7 @@ async fn forward(
     };
     let result = match &route.target {
         Target::FanOut(fan_out) => fan_out.serve(request, body).await,
+        Target::Mcp(mcp) => mcp.serve(request, body).await,
         Target::Pool(pool_route) => {
             match Exchange::start(router, pool_route, request, body).await {
                 Ok(exchange) => exchange.run().await,

@@ -10,6 +10,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::Full;
 
 use super::fanout::FanOut;
+use super::mcp::{McpRoute, SessionKeys};
 use super::recent::RecentRequests;
 use super::tunnel::Tunnels;
 use super::{Pool, StartError};
@@ -41,12 +42,21 @@ pub struct Reporting {
     pub recent: RecentRequests,
     /// Upgraded connections (WebSocket) being relayed.
     pub tunnels: Arc<Tunnels>,
+    /// The keys that seal MCP routes' session ids.
+    pub mcp_keys: SessionKeys,
 }
 
 impl Reporting {
-    /// Reporting for `config`: its event cooldown, and a recent-request log
-    /// of `admin.recent_requests` entries (none without an admin listener).
+    /// Reporting for `config`: its event cooldown, a recent-request log
+    /// of `admin.recent_requests` entries (none without an admin listener),
+    /// and the MCP session keys of `mcp_sessions` (validated with the
+    /// config; a random key should they fail to load now).
     pub fn new(config: &Config) -> Arc<Self> {
+        let has_mcp = config.routes.iter().any(|r| r.mcp.is_some());
+        let mcp_keys = SessionKeys::load(&config.mcp_sessions, has_mcp).unwrap_or_else(|error| {
+            tracing::error!(%error, "MCP session keys; using a random key");
+            SessionKeys::new(&[random_key()])
+        });
         Arc::new(Self {
             events: Arc::new(EventBus::new(
                 1024,
@@ -55,8 +65,16 @@ impl Reporting {
             metrics: Metrics::default(),
             recent: RecentRequests::new(config.admin.as_ref().map_or(0, |a| a.recent_requests)),
             tunnels: Arc::default(),
+            mcp_keys,
         })
     }
+}
+
+/// A random AES-256 key.
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let _ = getrandom::fill(&mut key);
+    key
 }
 
 impl Router {
@@ -107,11 +125,14 @@ impl Router {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
-            let target = match (&r.pool, &r.fan_out) {
-                (_, Some(fan_out)) => {
+            let target = match (&r.pool, &r.fan_out, &r.mcp) {
+                (_, _, Some(mcp)) => {
+                    Target::Mcp(Box::new(McpRoute::build(index, mcp, &pools, reporting)?))
+                }
+                (_, Some(fan_out), None) => {
                     Target::FanOut(Box::new(FanOut::build(index, fan_out, &pools, host)?))
                 }
-                (Some(name), None) => {
+                (Some(name), None, None) => {
                     let Some(pool) = pools.get(name) else {
                         continue;
                     };
@@ -134,12 +155,13 @@ impl Router {
                         stale: r.stale_if_error.as_ref().map(StaleCache::new),
                     })
                 }
-                // Validation refuses a route with neither.
-                (None, None) => continue,
+                // Validation refuses a route with none.
+                (None, None, None) => continue,
             };
             let served_by = match &target {
                 Target::Pool(p) => p.pool.name.as_str(),
                 Target::FanOut(_) => "fan-out",
+                Target::Mcp(_) => "mcp",
             };
             routes.push(Route {
                 matches: r.matches.clone(),
@@ -181,6 +203,8 @@ pub enum Target {
     Pool(PoolRoute),
     /// Several sources at once, fused.
     FanOut(Box<FanOut>),
+    /// An MCP gateway over one or more pools.
+    Mcp(Box<McpRoute>),
 }
 
 /// A route to one pool: the pool and its fallback.

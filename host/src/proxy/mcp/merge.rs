@@ -1,0 +1,520 @@
+//! Merging the targets' answers into one: `initialize`/`server/discover`
+//! results, and the pages of the four lists with their names prefixed
+//! (or not) and their cursors combined.
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde_json::{Map, Value, json};
+
+use crate::config::PrefixMode;
+
+/// The key under a result's `_meta` where the gateway says how each target
+/// fared.
+pub const META_TARGETS: &str = "io.switchyard/targets";
+
+/// One of the lists a federation merges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ListKind {
+    /// `tools/list`.
+    Tools,
+    /// `prompts/list`.
+    Prompts,
+    /// `resources/list`.
+    Resources,
+    /// `resources/templates/list`.
+    Templates,
+}
+
+impl ListKind {
+    /// The list a method asks for.
+    pub fn of(method: &str) -> Option<Self> {
+        Some(match method {
+            "tools/list" => Self::Tools,
+            "prompts/list" => Self::Prompts,
+            "resources/list" => Self::Resources,
+            "resources/templates/list" => Self::Templates,
+            _ => return None,
+        })
+    }
+
+    /// Its method.
+    pub fn method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/list",
+            Self::Prompts => "prompts/list",
+            Self::Resources => "resources/list",
+            Self::Templates => "resources/templates/list",
+        }
+    }
+
+    /// The result field holding the items.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+            Self::Templates => "resourceTemplates",
+        }
+    }
+
+    /// The item field that identifies an item.
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Tools | Self::Prompts => "name",
+            Self::Resources => "uri",
+            Self::Templates => "uriTemplate",
+        }
+    }
+
+    /// Whether items are renamed with their target's prefix (tools and
+    /// prompts; resources are identified by URIs, which are global).
+    pub fn renamed(self) -> bool {
+        matches!(self, Self::Tools | Self::Prompts)
+    }
+}
+
+/// How names are exposed.
+pub struct Naming<'a> {
+    /// When a prefix is added.
+    pub mode: PrefixMode,
+    /// Between target name and item name.
+    pub separator: &'a str,
+    /// The targets' names, by index.
+    pub targets: &'a [String],
+}
+
+impl Naming<'_> {
+    /// `name` of target `target` with its prefix.
+    pub fn prefixed(&self, target: usize, name: &str) -> String {
+        format!("{}{}{name}", self.targets[target], self.separator)
+    }
+
+    /// The target and unprefixed name `exposed` stands for when it carries
+    /// a target's prefix.
+    pub fn split<'n>(&self, exposed: &'n str) -> Option<(usize, &'n str)> {
+        self.targets.iter().enumerate().find_map(|(i, t)| {
+            exposed
+                .strip_prefix(t.as_str())?
+                .strip_prefix(self.separator)
+                .filter(|rest| !rest.is_empty())
+                .map(|rest| (i, rest))
+        })
+    }
+}
+
+/// One item of a merged list: what the client sees and whose it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The name (or URI) the client sees.
+    pub exposed: String,
+    /// The target that listed it.
+    pub target: usize,
+    /// Its name (or URI) at the target.
+    pub original: String,
+    /// For a tool: whether its annotations say a call may be repeated
+    /// (`readOnlyHint` or `idempotentHint`).
+    pub idempotent: bool,
+}
+
+/// A merged list.
+pub struct MergedList {
+    /// The result sent to the client.
+    pub result: Value,
+    /// Its items.
+    pub entries: Vec<Entry>,
+    /// Names left out as ambiguous (`prefix = "never"`).
+    pub dropped: Vec<String>,
+}
+
+/// Merges the list `kind` of each target that answered (`pages`: target,
+/// result) into one result: every item, named by `naming` (a name is in
+/// conflict when another target lists it in this answer or when
+/// `elsewhere(target, name)` says another target was seen listing it);
+/// `nextCursor` combines the targets' cursors; the other fields merge as
+/// [`merge_fields`] says; `failed` targets are named in `_meta`.
+pub fn merge_list(
+    kind: ListKind,
+    pages: &[(usize, Value)],
+    failed: &[(usize, String)],
+    naming: &Naming<'_>,
+    elsewhere: impl Fn(usize, &str) -> bool,
+) -> MergedList {
+    let items = |result: &Value| -> Vec<Value> {
+        result
+            .get(kind.field())
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let key = kind.key();
+    let mut listed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (target, result) in pages {
+        for item in items(result) {
+            if let Some(name) = item.get(key).and_then(Value::as_str) {
+                listed.entry(name.to_string()).or_default().push(*target);
+            }
+        }
+    }
+    let mut merged_items = Vec::new();
+    let mut entries = Vec::new();
+    let mut dropped = Vec::new();
+    for (target, result) in pages {
+        for mut item in items(result) {
+            let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else {
+                continue;
+            };
+            let exposed = if kind.renamed() {
+                let conflict =
+                    listed.get(&name).is_some_and(|t| t.len() > 1) || elsewhere(*target, &name);
+                match (naming.mode, conflict) {
+                    (PrefixMode::Always, _) | (PrefixMode::OnConflict, true) => {
+                        naming.prefixed(*target, &name)
+                    }
+                    (PrefixMode::Never, true) => {
+                        if !dropped.contains(&name) {
+                            dropped.push(name);
+                        }
+                        continue;
+                    }
+                    (_, false) => name.clone(),
+                }
+            } else {
+                name.clone()
+            };
+            item[key] = Value::String(exposed.clone());
+            let hint = |h: &str| {
+                item.pointer(&format!("/annotations/{h}"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false)
+            };
+            entries.push(Entry {
+                idempotent: hint("readOnlyHint") || hint("idempotentHint"),
+                exposed,
+                target: *target,
+                original: name,
+            });
+            merged_items.push(item);
+        }
+    }
+    let mut result = merge_fields(pages, failed, naming.targets, &[kind.field(), "nextCursor"]);
+    let cursors: BTreeMap<&str, &str> = pages
+        .iter()
+        .filter_map(|(t, r)| {
+            let cursor = r.get("nextCursor").and_then(Value::as_str)?;
+            Some((naming.targets[*t].as_str(), cursor))
+        })
+        .collect();
+    result.insert(kind.field().into(), Value::Array(merged_items));
+    if !cursors.is_empty() {
+        result.insert("nextCursor".into(), Value::String(encode_cursor(&cursors)));
+    }
+    MergedList {
+        result: Value::Object(result),
+        entries,
+        dropped,
+    }
+}
+
+/// The fields of the targets' results other than `skip`, merged: `_meta`
+/// objects joined (the first target's key wins) with [`META_TARGETS`]
+/// saying how each target fared; `ttlMs` the smallest; `cacheScope` and
+/// `resultType` kept when every target agrees (a `cacheScope` in dispute
+/// is left out: nothing may be cached); any other field the first
+/// target's.
+pub fn merge_fields(
+    results: &[(usize, Value)],
+    failed: &[(usize, String)],
+    names: &[String],
+    skip: &[&str],
+) -> Map<String, Value> {
+    let mut merged = Map::new();
+    let mut meta = Map::new();
+    let mut ttl: Option<u64> = None;
+    let mut agreed: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for (_, result) in results {
+        let Some(fields) = result.as_object() else {
+            continue;
+        };
+        for (key, value) in fields {
+            match key.as_str() {
+                k if skip.contains(&k) => {}
+                "_meta" => {
+                    for (k, v) in value.as_object().into_iter().flatten() {
+                        meta.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                "ttlMs" => {
+                    if let Some(t) = value.as_u64() {
+                        ttl = Some(ttl.map_or(t, |m| m.min(t)));
+                    }
+                }
+                k @ ("cacheScope" | "resultType") => agreed.entry(k).or_default().push(value),
+                _ => {
+                    merged.entry(key.clone()).or_insert_with(|| value.clone());
+                }
+            }
+        }
+    }
+    for (key, values) in agreed {
+        // Every target must have said the same.
+        if values.len() == results.len() && values.windows(2).all(|w| w[0] == w[1]) {
+            merged.insert(key.into(), values[0].clone());
+        }
+    }
+    if let Some(ttl) = ttl {
+        merged.insert("ttlMs".into(), json!(ttl));
+    }
+    let mut targets = Map::new();
+    for (t, _) in results {
+        targets.insert(names[*t].clone(), json!({ "ok": true }));
+    }
+    for (t, why) in failed {
+        targets.insert(names[*t].clone(), json!({ "ok": false, "error": why }));
+    }
+    meta.insert(META_TARGETS.into(), Value::Object(targets));
+    merged.insert("_meta".into(), Value::Object(meta));
+    merged
+}
+
+/// Merges the `initialize` (or `server/discover`) results of the targets
+/// that answered: the lowest protocol revision, the union of the
+/// capabilities, the instructions of each target under its name, the
+/// gateway as `serverInfo` (a single target's own when it is alone).
+pub fn merge_initialize(
+    results: &[(usize, Value)],
+    failed: &[(usize, String)],
+    names: &[String],
+) -> Value {
+    let skip = [
+        "protocolVersion",
+        "capabilities",
+        "serverInfo",
+        "instructions",
+    ];
+    let mut merged = merge_fields(results, failed, names, &skip);
+    let lowest = results
+        .iter()
+        .filter_map(|(_, r)| r.get("protocolVersion").and_then(Value::as_str))
+        .min();
+    if let Some(version) = lowest {
+        merged.insert("protocolVersion".into(), json!(version));
+    }
+    let mut capabilities = Value::Object(Map::new());
+    for (_, r) in results {
+        if let Some(c) = r.get("capabilities") {
+            union(&mut capabilities, c);
+        }
+    }
+    merged.insert("capabilities".into(), capabilities);
+    let server_info = match (names.len(), results.first()) {
+        (1, Some((_, r))) => r.get("serverInfo").cloned(),
+        _ => None,
+    };
+    merged.insert(
+        "serverInfo".into(),
+        server_info.unwrap_or_else(|| {
+            json!({ "name": "switchyard", "title": "Switchyard MCP gateway", "version": env!("CARGO_PKG_VERSION") })
+        }),
+    );
+    let instructions: Vec<String> = results
+        .iter()
+        .filter_map(|(t, r)| {
+            let text = r.get("instructions").and_then(Value::as_str)?;
+            Some(if names.len() == 1 {
+                text.to_string()
+            } else {
+                format!("## {}\n{text}", names[*t])
+            })
+        })
+        .collect();
+    if !instructions.is_empty() {
+        merged.insert("instructions".into(), json!(instructions.join("\n\n")));
+    }
+    Value::Object(merged)
+}
+
+/// `into` ∪ `from`: objects merged key by key, `true` wins over `false`,
+/// otherwise what `into` has.
+fn union(into: &mut Value, from: &Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                match a.get_mut(k) {
+                    Some(existing) => union(existing, v),
+                    None => {
+                        a.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+        }
+        (a @ Value::Bool(false), Value::Bool(true)) => *a = Value::Bool(true),
+        _ => {}
+    }
+}
+
+/// The composite cursor of the targets' cursors (by target name).
+pub fn encode_cursor(cursors: &BTreeMap<&str, &str>) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(cursors).expect("strings serialize"))
+}
+
+/// The targets' cursors in a composite cursor; `None` when it is not one.
+pub fn decode_cursor(cursor: &str) -> Option<BTreeMap<String, String>> {
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names() -> Vec<String> {
+        vec!["alpha".into(), "beta".into()]
+    }
+
+    fn tools(list: &[&str], cursor: Option<&str>) -> Value {
+        let tools: Vec<Value> = list.iter().map(|n| json!({ "name": n })).collect();
+        let mut result = json!({ "tools": tools });
+        if let Some(c) = cursor {
+            result["nextCursor"] = json!(c);
+        }
+        result
+    }
+
+    fn exposed(merged: &MergedList) -> Vec<&str> {
+        merged.entries.iter().map(|e| e.exposed.as_str()).collect()
+    }
+
+    #[test]
+    fn names_are_prefixed_as_the_mode_says() {
+        let names = names();
+        let pages = [
+            (0, tools(&["echo", "a"], None)),
+            (1, tools(&["echo", "b"], None)),
+        ];
+        let naming = |mode| Naming {
+            mode,
+            separator: "__",
+            targets: &names,
+        };
+        let never_elsewhere = |_: usize, _: &str| false;
+        let on_conflict = merge_list(
+            ListKind::Tools,
+            &pages,
+            &[],
+            &naming(PrefixMode::OnConflict),
+            never_elsewhere,
+        );
+        assert_eq!(
+            exposed(&on_conflict),
+            ["alpha__echo", "a", "beta__echo", "b"]
+        );
+        let always = merge_list(
+            ListKind::Tools,
+            &pages,
+            &[],
+            &naming(PrefixMode::Always),
+            never_elsewhere,
+        );
+        assert_eq!(
+            exposed(&always),
+            ["alpha__echo", "alpha__a", "beta__echo", "beta__b"]
+        );
+        let never = merge_list(
+            ListKind::Tools,
+            &pages,
+            &[],
+            &naming(PrefixMode::Never),
+            never_elsewhere,
+        );
+        assert_eq!(exposed(&never), ["a", "b"]);
+        assert_eq!(never.dropped, ["echo"]);
+        // A name another target was seen listing before is in conflict too.
+        let seen = merge_list(
+            ListKind::Tools,
+            &[(0, tools(&["a"], None))],
+            &[],
+            &naming(PrefixMode::OnConflict),
+            |t, n| t == 0 && n == "a",
+        );
+        assert_eq!(exposed(&seen), ["alpha__a"]);
+        assert_eq!(
+            naming(PrefixMode::Always).split("beta__echo"),
+            Some((1, "echo"))
+        );
+        assert_eq!(naming(PrefixMode::Always).split("gamma__echo"), None);
+        assert_eq!(naming(PrefixMode::Always).split("alpha__"), None);
+    }
+
+    #[test]
+    fn cursors_and_fields_merge() {
+        let names = names();
+        let naming = Naming {
+            mode: PrefixMode::OnConflict,
+            separator: "__",
+            targets: &names,
+        };
+        let mut a = tools(&["x"], Some("a-2"));
+        a["ttlMs"] = json!(5000);
+        a["cacheScope"] = json!("public");
+        a["_meta"] = json!({ "k": 1 });
+        let mut b = tools(&["y"], None);
+        b["ttlMs"] = json!(1000);
+        b["cacheScope"] = json!("public");
+        let merged = merge_list(ListKind::Tools, &[(0, a), (1, b)], &[], &naming, |_, _| {
+            false
+        });
+        let r = &merged.result;
+        assert_eq!(r["ttlMs"], json!(1000));
+        assert_eq!(r["cacheScope"], json!("public"));
+        assert_eq!(r["_meta"]["k"], json!(1));
+        assert_eq!(r["_meta"][META_TARGETS]["beta"]["ok"], json!(true));
+        let cursor = decode_cursor(r["nextCursor"].as_str().unwrap()).unwrap();
+        assert_eq!(cursor, BTreeMap::from([("alpha".into(), "a-2".into())]));
+        assert_eq!(decode_cursor("not a cursor!"), None);
+        // Scopes in dispute are dropped; a failing target is named.
+        let (mut c, mut d) = (tools(&[], None), tools(&[], None));
+        c["cacheScope"] = json!("public");
+        d["cacheScope"] = json!("private");
+        let merged = merge_list(
+            ListKind::Tools,
+            &[(0, c)],
+            &[(1, "down".into())],
+            &naming,
+            |_, _| false,
+        );
+        assert_eq!(
+            merged.result["_meta"][META_TARGETS]["beta"]["error"],
+            json!("down")
+        );
+        let fields = merge_fields(&[(0, tools(&[], None)), (1, d)], &[], &names, &[]);
+        assert!(!fields.contains_key("cacheScope"));
+    }
+
+    #[test]
+    fn initialize_results_merge_to_the_lowest_revision_and_the_union() {
+        let names = names();
+        let a = json!({
+            "protocolVersion": "2025-06-18",
+            "capabilities": { "tools": { "listChanged": false } },
+            "serverInfo": { "name": "a", "version": "1" },
+            "instructions": "use a",
+        });
+        let b = json!({
+            "protocolVersion": "2025-03-26",
+            "capabilities": { "tools": { "listChanged": true }, "prompts": {} },
+            "serverInfo": { "name": "b", "version": "1" },
+        });
+        let merged = merge_initialize(&[(0, a.clone()), (1, b)], &[], &names);
+        assert_eq!(merged["protocolVersion"], json!("2025-03-26"));
+        assert_eq!(
+            merged["capabilities"],
+            json!({ "tools": { "listChanged": true }, "prompts": {} })
+        );
+        assert_eq!(merged["serverInfo"]["name"], json!("switchyard"));
+        assert_eq!(merged["instructions"], json!("## alpha\nuse a"));
+        let alone = merge_initialize(&[(0, a)], &[], &names[..1]);
+        assert_eq!(alone["serverInfo"]["name"], json!("a"));
+        assert_eq!(alone["instructions"], json!("use a"));
+    }
+}

@@ -1,0 +1,1749 @@
+//! MCP routes: Switchyard as an MCP gateway over the streamable HTTP
+//! transport (MCP revisions 2025-03-26 and 2025-06-18, with sessions; and
+//! the 2026-07-28 revision's `server/discover`, session-less requests and
+//! `Mcp-Method`/`Mcp-Name` headers).
+//!
+//! The gateway is an MCP server to its clients and an MCP client of its
+//! targets (pools; any strategy, health check and failover policy). What
+//! each JSON-RPC message does:
+//!
+//! | client sends | the gateway |
+//! |---|---|
+//! | `initialize` | asks every target (a balancer-chosen instance each), merges the results ([`merge::merge_initialize`]) and issues a sealed session id ([`session`]) that records, per target, the instance and the session it issued |
+//! | `server/discover` | asks every target, merges as above; no session |
+//! | `ping` | answers itself |
+//! | `tools/list`, `prompts/list`, `resources/list`, `resources/templates/list` | asks every target (the targets named in a composite cursor, for a next page) and merges the pages ([`merge::merge_list`]): names prefixed per `prefix`, `nextCursor` combined |
+//! | `tools/call`, `prompts/get`, `completion/complete` (prompt refs) | the one target that owns the name, the prefix removed |
+//! | `resources/read`, `resources/subscribe`, `resources/unsubscribe`, `completion/complete` (resource refs) | the target that listed the URI (or a template it starts with) |
+//! | `logging/setLevel` and notifications | every target of the session |
+//! | a response (to a server's request) | the target whose request it answers (the gateway's id for it says which) |
+//! | anything else | the target, with one; "method not found" with several |
+//!
+//! GET opens the session's notification stream: the targets' GET streams
+//! merged into one (a target that offers none is left out; event ids are
+//! `TARGET.ID`, so `Last-Event-ID` resumes the right target's stream).
+//! DELETE ends every upstream session and the gateway's.
+//!
+//! A target's answer may be JSON or an SSE stream; a stream is relayed as
+//! it comes, each server-to-client request (sampling, elicitation, roots)
+//! given an id `TARGET:ID` that routes the client's answer back.
+//!
+//! **Sessions.** A request of a session goes to the instance that holds
+//! the target's session. When that instance has left its pool, cannot be
+//! reached, or answers 404, the client gets HTTP 404 with a JSON-RPC
+//! error saying to initialize again — never a silent move to an instance
+//! that does not know the session (the MCP spec's "session expired").
+//!
+//! **Calls.** A `tools/call` is sent once, unless the tool is idempotent
+//! (its annotations say `readOnlyHint` or `idempotentHint`, or the route's
+//! `tools` table says so): then a failure is retried, up to 3 attempts, on
+//! another instance when the target keeps no session (on the same one when
+//! it does). A call that never reached an instance (no connection) is tried
+//! on another either way. A tool with `fuse` is asked of `count` instances
+//! at once and their results resolved by the built-in resolver
+//! ([`crate::fusion`]), with provenance in the result's `_meta`. A call is
+//! bounded by `idle_timeout_ms` between events (and to the answer's head)
+//! and by `call_timeout_ms` in all, not by the pool's `request_timeout_ms`.
+
+mod merge;
+mod session;
+mod upstream;
+
+pub use session::{KEYS_ENV, SessionKeys};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::{Value, json};
+
+use self::merge::{Entry, ListKind, Naming};
+use self::session::{Pinned, SessionState, UpstreamSession};
+use self::upstream::{Call, CallError, Caller, Reply, Sent, Stream, Target, Via};
+use super::body::ProxyBody;
+use super::client;
+use super::forward::Inbound;
+use super::pool::Pool;
+use super::router::Reporting;
+use super::{ProxyError, StartError, headers};
+use crate::config::{FailureMode, McpConfig, PrefixMode};
+use crate::fusion::{Answer, Builtin, Judge, Outcome, Quality, Resolve, Source, UpstreamResponse};
+use crate::health::{EventKind, HealthEvent, Severity};
+use crate::sse;
+
+/// JSON-RPC: the message is not JSON.
+const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC: not a valid request.
+const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC: no such method.
+const METHOD_NOT_FOUND: i64 = -32601;
+/// JSON-RPC: bad parameters (an unknown tool, a bad cursor).
+const INVALID_PARAMS: i64 = -32602;
+/// JSON-RPC: the gateway could not get an answer.
+const INTERNAL_ERROR: i64 = -32603;
+/// The session is unknown, expired or broken: initialize again.
+const SESSION_GONE: i64 = -32001;
+
+/// Attempts of an idempotent call.
+const IDEMPOTENT_ATTEMPTS: usize = 3;
+
+/// Request headers passed on to targets (the rest are the client's
+/// business with the gateway: its credentials above all).
+const PASSED_ON: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "traceparent",
+    "tracestate",
+    "x-request-id",
+];
+
+/// The operator's settings of one tool.
+struct ToolSettings {
+    idempotent: Option<bool>,
+    fuse: Option<(usize, Builtin)>,
+}
+
+/// What this Switchyard has seen of a session.
+#[derive(Clone, Copy)]
+enum Seen {
+    /// Used last at this instant.
+    Active(Instant),
+    /// Ended by the client (DELETE).
+    Ended,
+}
+
+/// What the route learned from the targets' lists: who owns each name.
+#[derive(Default)]
+struct Catalog {
+    /// By list and exposed name.
+    entries: HashMap<(ListKind, String), Entry>,
+    /// By list and name at the target: the targets seen listing it.
+    listed_by: HashMap<(ListKind, String), Vec<usize>>,
+}
+
+/// An MCP route at run time.
+pub struct McpRoute {
+    index: usize,
+    targets: Vec<Target>,
+    names: Vec<String>,
+    prefix: PrefixMode,
+    separator: String,
+    failure_mode: FailureMode,
+    call_timeout: Duration,
+    idle_timeout: Duration,
+    fan_out_timeout: Duration,
+    session_idle: Duration,
+    session_max_age: Duration,
+    max_message: usize,
+    tools: BTreeMap<String, ToolSettings>,
+    catalog: RwLock<Catalog>,
+    seen: moka::sync::Cache<String, Seen>,
+    reporting: Arc<Reporting>,
+}
+
+/// One client request being served.
+struct Client<'a> {
+    caller: Caller<'a>,
+    /// The session, when the request has one.
+    session: Option<SessionState>,
+    /// The client's `MCP-Protocol-Version`.
+    protocol: Option<String>,
+}
+
+impl Client<'_> {
+    /// Target `t`'s side of the session: `Err` when the session exists but
+    /// the target is not part of it (it joined the route later).
+    fn upstream(&self, name: &str) -> Result<Option<&UpstreamSession>, ()> {
+        match &self.session {
+            None => Ok(None),
+            Some(s) => s
+                .upstreams
+                .iter()
+                .find(|u| u.target == name)
+                .map(Some)
+                .ok_or(()),
+        }
+    }
+}
+
+impl McpRoute {
+    /// Builds route number `index` from `config` (validated) over `pools`.
+    ///
+    /// # Errors
+    /// [`StartError::Route`] for a target whose pool does not exist or a
+    /// fused tool whose resolver is not built in.
+    pub fn build(
+        index: usize,
+        config: &McpConfig,
+        pools: &BTreeMap<String, Arc<Pool>>,
+        reporting: &Arc<Reporting>,
+    ) -> Result<Self, StartError> {
+        let mut targets = Vec::with_capacity(config.targets.len());
+        for t in &config.targets {
+            let pool = pools
+                .get(t.pool())
+                .cloned()
+                .ok_or_else(|| StartError::Route(format!("unknown pool `{}`", t.pool())))?;
+            targets.push(Target {
+                name: t.name().to_string(),
+                pool,
+                path: t.path().and_then(|p| p.parse().ok()),
+                headers: t
+                    .headers()
+                    .map(crate::config::header_pairs)
+                    .unwrap_or_default(),
+            });
+        }
+        let mut tools = BTreeMap::new();
+        for (name, tool) in &config.tools {
+            let fuse = match &tool.fuse {
+                Some(f) => Some((
+                    f.count as usize,
+                    Builtin::new(&f.resolver).ok_or_else(|| {
+                        StartError::Route(format!(
+                            "routes[{index}].mcp.tools.{name}.fuse.resolver: not a built-in resolver"
+                        ))
+                    })?,
+                )),
+                None => None,
+            };
+            tools.insert(
+                name.clone(),
+                ToolSettings {
+                    idempotent: tool.idempotent,
+                    fuse,
+                },
+            );
+        }
+        Ok(Self {
+            index,
+            names: targets.iter().map(|t| t.name.clone()).collect(),
+            targets,
+            prefix: config.prefix,
+            separator: config.separator.clone(),
+            failure_mode: config.failure_mode,
+            call_timeout: Duration::from_millis(config.call_timeout_ms),
+            idle_timeout: Duration::from_millis(config.idle_timeout_ms),
+            fan_out_timeout: Duration::from_millis(config.fan_out_timeout_ms),
+            session_idle: Duration::from_millis(config.session_idle_timeout_ms),
+            session_max_age: Duration::from_millis(config.session_max_age_ms),
+            max_message: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
+            tools,
+            catalog: RwLock::default(),
+            seen: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_live(Duration::from_millis(config.session_max_age_ms))
+                .build(),
+            reporting: Arc::clone(reporting),
+        })
+    }
+
+    /// The targets' names, in configured order.
+    pub fn target_names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Serves one request of the transport: POST a message, GET the
+    /// notification stream, DELETE the session.
+    pub(super) async fn serve(
+        &self,
+        request: Inbound<'_>,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let Inbound {
+            mut parts,
+            host,
+            peer,
+            limits,
+            tls,
+            ..
+        } = request;
+        let mut forwarded = parts.headers.clone();
+        headers::prepare_request(&mut forwarded, peer.ip(), None, tls);
+        let forwarded: HeaderMap = forwarded
+            .into_iter()
+            .filter_map(|(name, value)| {
+                let name = name?;
+                PASSED_ON.contains(&name.as_str()).then_some((name, value))
+            })
+            .collect();
+        let text = |name: &HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (token, protocol, last_event_id) = (
+            text(&upstream::SESSION_ID),
+            text(&upstream::PROTOCOL_VERSION),
+            text(&upstream::LAST_EVENT_ID),
+        );
+        let session = match &token {
+            Some(token) => match self.open_session(token) {
+                Ok(state) => Some(state),
+                Err(why) => return Ok(session_gone(&Value::Null, &why)),
+            },
+            None => None,
+        };
+        let message = if parts.method == Method::POST {
+            let body = client::read_whole(body, limits, self.max_message as u64).await?;
+            match parse(&body) {
+                Ok(message) => Some(message),
+                Err(response) => return Ok(response),
+            }
+        } else {
+            None
+        };
+        let method = message
+            .as_ref()
+            .and_then(|m| m.get("method"))
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        if let Some(m) = method
+            .as_deref()
+            .and_then(|m| HeaderValue::from_str(m).ok())
+        {
+            parts.headers.insert(upstream::MCP_METHOD.clone(), m);
+        }
+        let name = message.as_ref().and_then(subject).map(str::to_owned);
+        if let Some(n) = name.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
+            parts.headers.insert(upstream::MCP_NAME.clone(), n);
+        }
+        let fans_out = method.as_deref().is_some_and(|m| {
+            m == "initialize" || m == "server/discover" || ListKind::of(m).is_some()
+        });
+        let path_and_query = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let within = if fans_out {
+            self.fan_out_timeout
+        } else {
+            self.call_timeout
+        };
+        let client = Client {
+            caller: Caller {
+                parts: &parts,
+                host,
+                path_and_query: &path_and_query,
+                peer,
+                forwarded,
+                idle: self.idle_timeout,
+                deadline: tokio::time::Instant::now() + within,
+                max_message: self.max_message,
+            },
+            session,
+            protocol,
+        };
+        Ok(match (&parts.method, message) {
+            (&Method::POST, Some(message)) => self.post(&client, message).await,
+            (&Method::GET, _) => self.notifications(&client, last_event_id.as_deref()).await,
+            (&Method::DELETE, _) => self.end(&client, token.as_deref()).await,
+            _ => {
+                let mut response = rpc_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &Value::Null,
+                    INVALID_REQUEST,
+                    "the MCP transport takes POST, GET and DELETE",
+                );
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+                response
+            }
+        })
+    }
+
+    /// The session sealed in `token`, if this Switchyard may serve it: it
+    /// opens with an accepted key, is younger than `session_max_age_ms`,
+    /// was not ended, and was used within `session_idle_timeout_ms` as far
+    /// as this Switchyard saw.
+    fn open_session(&self, token: &str) -> Result<SessionState, String> {
+        let reporting_keys = &self.reporting.mcp_keys;
+        let Some(state) = reporting_keys.open(token) else {
+            return Err("unknown session".into());
+        };
+        let age = now_ms().saturating_sub(state.issued_ms);
+        if age > self.session_max_age.as_millis() as u64 {
+            return Err("the session is older than session_max_age_ms".into());
+        }
+        match self.seen.get(token) {
+            Some(Seen::Ended) => return Err("the session was ended".into()),
+            Some(Seen::Active(last)) if last.elapsed() > self.session_idle => {
+                self.seen.insert(token.to_string(), Seen::Ended);
+                return Err("the session was idle longer than session_idle_timeout_ms".into());
+            }
+            _ => {}
+        }
+        self.seen
+            .insert(token.to_string(), Seen::Active(Instant::now()));
+        Ok(state)
+    }
+
+    /// A POSTed message: a request, a notification or a response.
+    async fn post(&self, client: &Client<'_>, message: Value) -> Response<ProxyBody> {
+        let id = message.get("id").cloned();
+        let method = message.get("method").and_then(Value::as_str);
+        match (method, id) {
+            (Some(method), Some(id)) => self.request(client, method, &id, &message).await,
+            (Some(_), None) => self.broadcast(client, &message).await,
+            (None, Some(id))
+                if message.get("result").is_some() || message.get("error").is_some() =>
+            {
+                self.answer_server(client, &id, message).await
+            }
+            _ => rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "neither a request, a notification nor a response",
+            ),
+        }
+    }
+
+    /// A JSON-RPC request.
+    async fn request(
+        &self,
+        client: &Client<'_>,
+        method: &str,
+        id: &Value,
+        message: &Value,
+    ) -> Response<ProxyBody> {
+        match method {
+            "initialize" | "server/discover" => self.initialize(client, method, id, message).await,
+            "ping" => rpc_result(id, json!({})),
+            "logging/setLevel" => {
+                let targets = self.session_targets(client);
+                let (_, failed, gone) = self.fan_out(client, &targets, |_| message.clone()).await;
+                match gone {
+                    Some(why) => session_gone(id, &why),
+                    None => self.fanned_out(id, &failed, json!({})),
+                }
+            }
+            m if ListKind::of(m).is_some() => {
+                let kind = ListKind::of(m).expect("a list");
+                self.list(client, kind, id, message).await
+            }
+            "tools/call" | "prompts/get" => {
+                let kind = if method == "tools/call" {
+                    ListKind::Tools
+                } else {
+                    ListKind::Prompts
+                };
+                let name = message
+                    .pointer("/params/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.routed(client, kind, name, "/params/name", id, message)
+                    .await
+            }
+            "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+                let uri = message
+                    .pointer("/params/uri")
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.routed(client, ListKind::Resources, uri, "/params/uri", id, message)
+                    .await
+            }
+            "completion/complete" => {
+                let reference = message.pointer("/params/ref");
+                let kind = match reference
+                    .and_then(|r| r.get("type"))
+                    .and_then(Value::as_str)
+                {
+                    Some("ref/prompt") => (ListKind::Prompts, "/params/ref/name"),
+                    _ => (ListKind::Resources, "/params/ref/uri"),
+                };
+                let name = message
+                    .pointer(kind.1)
+                    .and_then(Value::as_str)
+                    .unwrap_or("");
+                self.routed(client, kind.0, name, kind.1, id, message).await
+            }
+            _ if self.targets.len() == 1 => self.relay(client, 0, id, message, false).await,
+            _ => rpc_error(
+                StatusCode::OK,
+                id,
+                METHOD_NOT_FOUND,
+                &format!("`{method}` is not federated by this gateway"),
+            ),
+        }
+    }
+
+    /// The targets a fan-out asks: those of the session (every one without).
+    fn session_targets(&self, client: &Client<'_>) -> Vec<usize> {
+        (0..self.targets.len())
+            .filter(|&t| client.upstream(&self.names[t]).is_ok())
+            .collect()
+    }
+
+    /// `initialize` or `server/discover`: every target asked, the results
+    /// merged, and for `initialize` a new sealed session.
+    async fn initialize(
+        &self,
+        client: &Client<'_>,
+        method: &str,
+        id: &Value,
+        message: &Value,
+    ) -> Response<ProxyBody> {
+        let all: Vec<usize> = (0..self.targets.len()).collect();
+        let body = Bytes::from(message.to_string());
+        let asks = all.iter().map(|&t| {
+            let body = body.clone();
+            async move {
+                let started = Instant::now();
+                let call = Call {
+                    method: Method::POST,
+                    body,
+                    session: None,
+                    protocol: client.protocol.as_deref(),
+                    mcp_method: Some(method),
+                    mcp_name: None,
+                    last_event_id: None,
+                };
+                let answered = self.ask(client, t, Via::Any, &call, id).await;
+                self.record(t, method, answered.as_ref().err(), started);
+                (t, answered)
+            }
+        });
+        let mut results = Vec::new();
+        let mut failed = Vec::new();
+        let mut upstreams = Vec::new();
+        for (t, answered) in join_all(asks).await {
+            match answered.and_then(|(response, sent)| Ok((result_of(response)?, sent))) {
+                Ok((result, sent)) => {
+                    let protocol = result
+                        .get("protocolVersion")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string();
+                    upstreams.push(UpstreamSession {
+                        target: self.names[t].clone(),
+                        pinned: sent.session.map(|session| Pinned {
+                            instance: sent.instance,
+                            session,
+                        }),
+                        protocol,
+                    });
+                    results.push((t, result));
+                }
+                Err(e) => failed.push((t, e.to_string())),
+            }
+        }
+        if let Some(response) = self.refuse(id, &failed, results.is_empty()) {
+            return response;
+        }
+        let merged = merge::merge_initialize(&results, &failed, &self.names);
+        let mut response = rpc_result(id, merged.clone());
+        if method == "initialize" {
+            let state = SessionState {
+                issued_ms: now_ms(),
+                protocol: merged
+                    .get("protocolVersion")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                upstreams,
+            };
+            let token = self.reporting.mcp_keys.seal(&state);
+            self.seen
+                .insert(token.clone(), Seen::Active(Instant::now()));
+            if let Ok(v) = HeaderValue::from_str(&token) {
+                response
+                    .headers_mut()
+                    .insert(upstream::SESSION_ID.clone(), v);
+            }
+        }
+        response
+    }
+
+    /// In `failure_mode = "closed"` (or when no target answered), the error
+    /// that refuses a fanned-out request; otherwise each failing target is
+    /// published as an event and `None` returned.
+    fn refuse(
+        &self,
+        id: &Value,
+        failed: &[(usize, String)],
+        none_answered: bool,
+    ) -> Option<Response<ProxyBody>> {
+        if failed.is_empty() {
+            return None;
+        }
+        let named: Vec<String> = failed
+            .iter()
+            .map(|(t, why)| format!("target `{}`: {why}", self.names[*t]))
+            .collect();
+        if self.failure_mode == FailureMode::Closed || none_answered {
+            let data = json!({ "targets": failed.iter().map(|(t, _)| &self.names[*t]).collect::<Vec<_>>() });
+            return Some(rpc_error_data(
+                StatusCode::OK,
+                id,
+                INTERNAL_ERROR,
+                &named.join("; "),
+                Some(data),
+            ));
+        }
+        for (t, why) in failed {
+            self.reporting.events.publish(HealthEvent::new(
+                &self.targets[*t].pool.name,
+                None,
+                EventKind::McpTargetFailed,
+                Severity::Warning,
+                format!(
+                    "route {}: MCP target `{}` left out of an answer: {why}",
+                    self.index, self.names[*t]
+                ),
+            ));
+        }
+        None
+    }
+
+    /// The answer to a request fanned out for its side effect only.
+    fn fanned_out(
+        &self,
+        id: &Value,
+        failed: &[(usize, String)],
+        result: Value,
+    ) -> Response<ProxyBody> {
+        self.refuse(id, failed, false)
+            .unwrap_or_else(|| rpc_result(id, result))
+    }
+
+    /// Asks `targets` the message `message_for(t)` at once; the results of
+    /// those that answered one, the failures of the others, and whether a
+    /// session turned out gone.
+    async fn fan_out(
+        &self,
+        client: &Client<'_>,
+        targets: &[usize],
+        message_for: impl Fn(usize) -> Value,
+    ) -> (Vec<(usize, Value)>, Vec<(usize, String)>, Option<String>) {
+        let asks = targets.iter().map(|&t| {
+            let message = message_for(t);
+            async move {
+                let started = Instant::now();
+                let method = message.get("method").and_then(Value::as_str).unwrap_or("");
+                let id = message.get("id").cloned().unwrap_or(Value::Null);
+                let answered = self.ask_session(client, t, &message, &id).await;
+                self.record(t, method, answered.as_ref().err(), started);
+                (t, answered.and_then(result_of))
+            }
+        });
+        let mut results = Vec::new();
+        let mut failed = Vec::new();
+        let mut gone = None;
+        for (t, answered) in join_all(asks).await {
+            match answered {
+                Ok(result) => results.push((t, result)),
+                Err(CallError::Gone(why)) => {
+                    gone = Some(format!("target `{}`: {why}", self.names[t]));
+                }
+                Err(e) => failed.push((t, e.to_string())),
+            }
+        }
+        (results, failed, gone)
+    }
+
+    /// Sends `message` (a request) to target `t` within the client's
+    /// session; the JSON-RPC response.
+    async fn ask_session(
+        &self,
+        client: &Client<'_>,
+        t: usize,
+        message: &Value,
+        id: &Value,
+    ) -> Result<Value, CallError> {
+        let upstream = client
+            .upstream(&self.names[t])
+            .map_err(|()| CallError::Failed("not part of this session".into()))?;
+        let call = Call {
+            method: Method::POST,
+            body: Bytes::from(message.to_string()),
+            session: upstream
+                .and_then(|u| u.pinned.as_ref())
+                .map(|p| p.session.as_str()),
+            protocol: upstream
+                .map(|u| u.protocol.as_str())
+                .or(client.protocol.as_deref()),
+            mcp_method: message.get("method").and_then(Value::as_str),
+            mcp_name: subject(message),
+            last_event_id: None,
+        };
+        let via = match upstream.and_then(|u| u.pinned.as_ref()) {
+            Some(pinned) => Via::Pinned(pinned),
+            None => Via::Any,
+        };
+        self.ask(client, t, via, &call, id).await.map(|(r, _)| r)
+    }
+
+    /// Sends `call` (a request `id`) to target `t` via `via`, trying another
+    /// instance while nothing was sent (`Via::Any` only); the JSON-RPC
+    /// response (read out of a stream if need be) and who gave it.
+    async fn ask(
+        &self,
+        client: &Client<'_>,
+        t: usize,
+        via: Via<'_>,
+        call: &Call<'_>,
+        id: &Value,
+    ) -> Result<(Value, Sent), CallError> {
+        let target = &self.targets[t];
+        let mut tried = Vec::new();
+        loop {
+            let sent = match client.caller.send(target, via, call, &mut tried).await {
+                Err(e)
+                    if e.nothing_sent()
+                        && matches!(via, Via::Any)
+                        && !matches!(e, CallError::NoInstance(_)) =>
+                {
+                    continue;
+                }
+                other => other?,
+            };
+            let response = match &sent.reply {
+                Reply::Message(message) => message.clone(),
+                Reply::Accepted => {
+                    return Err(CallError::Failed("202 Accepted for a request".into()));
+                }
+                Reply::Stream(_) => {
+                    let Sent {
+                        reply: Reply::Stream(mut stream),
+                        instance,
+                        session,
+                    } = sent
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let response = stream.response_to(id, drop).await?;
+                    return Ok((
+                        response,
+                        Sent {
+                            reply: Reply::Accepted,
+                            instance,
+                            session,
+                        },
+                    ));
+                }
+            };
+            return Ok((response, sent));
+        }
+    }
+
+    /// A list: the targets asked (those of the cursor, for a next page),
+    /// the pages merged.
+    async fn list(
+        &self,
+        client: &Client<'_>,
+        kind: ListKind,
+        id: &Value,
+        message: &Value,
+    ) -> Response<ProxyBody> {
+        let cursors = match message.pointer("/params/cursor").and_then(Value::as_str) {
+            None => None,
+            Some(c) => match merge::decode_cursor(c) {
+                Some(cursors) => Some(cursors),
+                None => return rpc_error(StatusCode::OK, id, INVALID_PARAMS, "invalid cursor"),
+            },
+        };
+        let targets: Vec<usize> = self
+            .session_targets(client)
+            .into_iter()
+            .filter(|&t| {
+                cursors
+                    .as_ref()
+                    .is_none_or(|c| c.contains_key(&self.names[t]))
+            })
+            .collect();
+        let message_for = |t: usize| {
+            let mut m = message.clone();
+            let cursor = cursors.as_ref().and_then(|c| c.get(&self.names[t]));
+            match (m.get_mut("params").and_then(Value::as_object_mut), cursor) {
+                (Some(params), Some(c)) => {
+                    params.insert("cursor".into(), json!(c));
+                }
+                (Some(params), None) => {
+                    params.remove("cursor");
+                }
+                (None, Some(c)) => m["params"] = json!({ "cursor": c }),
+                (None, None) => {}
+            }
+            m
+        };
+        let (pages, failed, gone) = self.fan_out(client, &targets, message_for).await;
+        if let Some(why) = gone {
+            return session_gone(id, &why);
+        }
+        if let Some(response) = self.refuse(id, &failed, pages.is_empty() && !targets.is_empty()) {
+            return response;
+        }
+        let merged = self.merge(kind, &pages, &failed);
+        rpc_result(id, merged.result)
+    }
+
+    /// Merges the pages of `kind` and learns their owners.
+    fn merge(
+        &self,
+        kind: ListKind,
+        pages: &[(usize, Value)],
+        failed: &[(usize, String)],
+    ) -> merge::MergedList {
+        let naming = self.naming();
+        let merged = {
+            let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+            merge::merge_list(kind, pages, failed, &naming, |t, name| {
+                catalog
+                    .listed_by
+                    .get(&(kind, name.to_string()))
+                    .is_some_and(|by| by.iter().any(|&other| other != t))
+            })
+        };
+        let mut catalog = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+        for entry in &merged.entries {
+            let by = catalog
+                .listed_by
+                .entry((kind, entry.original.clone()))
+                .or_default();
+            if !by.contains(&entry.target) {
+                by.push(entry.target);
+            }
+            catalog
+                .entries
+                .insert((kind, entry.exposed.clone()), entry.clone());
+        }
+        drop(catalog);
+        for name in &merged.dropped {
+            self.reporting.events.publish(HealthEvent::new(
+                &format!("route {}", self.index),
+                None,
+                EventKind::McpNameConflict,
+                Severity::Warning,
+                format!(
+                    "route {}: `{name}` is listed by more than one MCP target and prefix = \"never\": left out",
+                    self.index
+                ),
+            ));
+        }
+        merged
+    }
+
+    fn naming(&self) -> Naming<'_> {
+        Naming {
+            mode: self.prefix,
+            separator: &self.separator,
+            targets: &self.names,
+        }
+    }
+
+    /// The owner of `name` in the list `kind`: learned from the lists, or
+    /// read from its prefix, or learned by listing every page anew.
+    async fn owner(&self, client: &Client<'_>, kind: ListKind, name: &str) -> Option<Entry> {
+        if let Some(entry) = self.known_owner(kind, name) {
+            return Some(entry);
+        }
+        if self.targets.len() == 1 {
+            return Some(Entry {
+                exposed: name.to_string(),
+                target: 0,
+                original: name.to_string(),
+                idempotent: false,
+            });
+        }
+        self.learn(client, kind).await;
+        self.known_owner(kind, name)
+            .or_else(|| match (self.prefix, self.naming().split(name)) {
+                (PrefixMode::Never, _) | (_, None) => None,
+                (_, Some((target, original))) => Some(Entry {
+                    exposed: name.to_string(),
+                    target,
+                    original: original.to_string(),
+                    idempotent: false,
+                }),
+            })
+    }
+
+    /// The owner the catalog knows; for a resource, a template's too (the
+    /// longest literal start of a template the URI begins with).
+    fn known_owner(&self, kind: ListKind, name: &str) -> Option<Entry> {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(entry) = catalog.entries.get(&(kind, name.to_string())) {
+            return Some(entry.clone());
+        }
+        if kind != ListKind::Resources {
+            return None;
+        }
+        catalog
+            .entries
+            .iter()
+            .filter(|((k, _), _)| *k == ListKind::Templates)
+            .filter_map(|((_, template), entry)| {
+                let literal = template.split('{').next().unwrap_or("");
+                (!literal.is_empty() && name.starts_with(literal)).then_some((literal.len(), entry))
+            })
+            .max_by_key(|(len, _)| *len)
+            .map(|(_, entry)| Entry {
+                exposed: name.to_string(),
+                original: name.to_string(),
+                ..entry.clone()
+            })
+    }
+
+    /// Lists every page of `kind` (and, for resources, the templates) so
+    /// that the catalog knows every name.
+    async fn learn(&self, client: &Client<'_>, kind: ListKind) {
+        let kinds: &[ListKind] = if kind == ListKind::Resources {
+            &[ListKind::Resources, ListKind::Templates]
+        } else {
+            std::slice::from_ref(&kind)
+        };
+        for &kind in kinds {
+            let mut cursors: Option<BTreeMap<String, String>> = None;
+            // At most 100 pages: a server that never stops paginating does
+            // not hold the call forever.
+            for _ in 0..100 {
+                let targets: Vec<usize> = self
+                    .session_targets(client)
+                    .into_iter()
+                    .filter(|&t| {
+                        cursors
+                            .as_ref()
+                            .is_none_or(|c| c.contains_key(&self.names[t]))
+                    })
+                    .collect();
+                let (pages, failed, _) = self
+                    .fan_out(client, &targets, |t| {
+                        let cursor = cursors.as_ref().and_then(|c| c.get(&self.names[t]));
+                        let params = cursor.map_or_else(|| json!({}), |c| json!({ "cursor": c }));
+                        json!({ "jsonrpc": "2.0", "id": 0, "method": kind.method(), "params": params })
+                    })
+                    .await;
+                let merged = self.merge(kind, &pages, &failed);
+                cursors = merged
+                    .result
+                    .get("nextCursor")
+                    .and_then(Value::as_str)
+                    .and_then(merge::decode_cursor);
+                if cursors.is_none() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// A request for one name's owner: the name put back as the target
+    /// knows it (at `pointer`), then relayed (or fused).
+    async fn routed(
+        &self,
+        client: &Client<'_>,
+        kind: ListKind,
+        name: &str,
+        pointer: &str,
+        id: &Value,
+        message: &Value,
+    ) -> Response<ProxyBody> {
+        let Some(owner) = self.owner(client, kind, name).await else {
+            let what = match kind {
+                ListKind::Tools => "tool",
+                ListKind::Prompts => "prompt",
+                _ => "resource",
+            };
+            return rpc_error(
+                StatusCode::OK,
+                id,
+                INVALID_PARAMS,
+                &format!("unknown {what} `{name}`"),
+            );
+        };
+        let mut message = message.clone();
+        if let Some(slot) = message.pointer_mut(pointer) {
+            *slot = Value::String(owner.original.clone());
+        }
+        let settings = (kind == ListKind::Tools)
+            .then(|| self.tools.get(name))
+            .flatten();
+        let idempotent = kind == ListKind::Tools
+            && settings
+                .and_then(|s| s.idempotent)
+                .unwrap_or(owner.idempotent);
+        if let (true, Some((count, resolver))) =
+            (idempotent, settings.and_then(|s| s.fuse.as_ref()))
+        {
+            return self
+                .fused(client, owner.target, id, &message, *count, resolver)
+                .await;
+        }
+        self.relay(client, owner.target, id, &message, idempotent)
+            .await
+    }
+
+    /// Relays a request to target `t` and its answer (JSON or a stream)
+    /// back; an `idempotent` one is retried (module docs).
+    async fn relay(
+        &self,
+        client: &Client<'_>,
+        t: usize,
+        id: &Value,
+        message: &Value,
+        idempotent: bool,
+    ) -> Response<ProxyBody> {
+        let upstream = match client.upstream(&self.names[t]) {
+            Ok(u) => u,
+            Err(()) => {
+                return session_gone(
+                    id,
+                    &format!("target `{}` joined after this session began", self.names[t]),
+                );
+            }
+        };
+        let pinned = upstream.and_then(|u| u.pinned.as_ref());
+        let method = message.get("method").and_then(Value::as_str).unwrap_or("");
+        let call = Call {
+            method: Method::POST,
+            body: Bytes::from(message.to_string()),
+            session: pinned.map(|p| p.session.as_str()),
+            protocol: upstream
+                .map(|u| u.protocol.as_str())
+                .or(client.protocol.as_deref()),
+            mcp_method: Some(method),
+            mcp_name: subject(message),
+            last_event_id: None,
+        };
+        let via = pinned.map_or(Via::Any, Via::Pinned);
+        let attempts = if idempotent { IDEMPOTENT_ATTEMPTS } else { 1 };
+        let mut tried = Vec::new();
+        let mut sent_attempts = 0;
+        let started = Instant::now();
+        let error = loop {
+            if pinned.is_some() {
+                tried.clear();
+            }
+            match client
+                .caller
+                .send(&self.targets[t], via, &call, &mut tried)
+                .await
+            {
+                Ok(sent) => {
+                    self.record(t, method, None, started);
+                    self.record_tool(t, message, None);
+                    return match sent.reply {
+                        Reply::Message(answer) => json_response(StatusCode::OK, &answer),
+                        Reply::Stream(stream) => self.stream_back(t, stream, Some(id.clone())),
+                        Reply::Accepted => empty(StatusCode::ACCEPTED),
+                    };
+                }
+                Err(CallError::Gone(why)) => {
+                    return session_gone(id, &format!("target `{}`: {why}", self.names[t]));
+                }
+                Err(CallError::NoInstance(why)) => break CallError::NoInstance(why),
+                Err(e) if e.nothing_sent() => continue,
+                Err(e) => {
+                    sent_attempts += 1;
+                    if sent_attempts >= attempts {
+                        break e;
+                    }
+                }
+            }
+        };
+        self.record(t, method, Some(&error), started);
+        self.record_tool(t, message, Some(&error));
+        let data = json!({ "target": self.names[t], "attempts": sent_attempts });
+        let text = format!("target `{}`: {error}", self.names[t]);
+        rpc_error_data(StatusCode::OK, id, INTERNAL_ERROR, &text, Some(data))
+    }
+
+    /// A `tools/call` asked of `count` instances of target `t`'s pool at
+    /// once, each in a session of its own unless it holds the client's; the
+    /// results resolved by `resolver`.
+    async fn fused(
+        &self,
+        client: &Client<'_>,
+        t: usize,
+        id: &Value,
+        message: &Value,
+        count: usize,
+        resolver: &Builtin,
+    ) -> Response<ProxyBody> {
+        let target = &self.targets[t];
+        let pool = &target.pool;
+        let ranking = super::forward::rank(
+            pool,
+            client.caller.parts,
+            client.caller.host,
+            client.caller.path_and_query,
+            client.caller.peer,
+            &crate::balance::Affinity::default(),
+        );
+        let mut asked_ids = Vec::with_capacity(count);
+        while asked_ids.len() < count {
+            match pool.next(&ranking, &asked_ids, None) {
+                Some((instance, _admission)) => asked_ids.push(instance),
+                None => break,
+            }
+        }
+        let pinned = client
+            .upstream(&self.names[t])
+            .ok()
+            .flatten()
+            .and_then(|u| u.pinned.clone());
+        let protocol = client
+            .upstream(&self.names[t])
+            .ok()
+            .flatten()
+            .map(|u| u.protocol.clone())
+            .or_else(|| client.protocol.clone());
+        let sources: Vec<Source> = asked_ids
+            .iter()
+            .enumerate()
+            .map(|(i, &instance)| Source {
+                name: pool
+                    .members
+                    .get(instance)
+                    .map_or_else(|| instance.to_string(), |e| e.url.clone()),
+                priority: i as u32,
+                weight: pool
+                    .members
+                    .get(instance)
+                    .map_or(1.0, |e| f64::from(e.weight())),
+            })
+            .collect();
+        let calls = asked_ids.iter().enumerate().map(|(i, &instance)| {
+            let holds = pinned
+                .as_ref()
+                .filter(|p| p.instance == sources[i].name)
+                .cloned();
+            let protocol = protocol.clone();
+            async move {
+                let started = Instant::now();
+                let outcome = self
+                    .call_instance(client, t, instance, holds, protocol, id, message)
+                    .await;
+                (i, started.elapsed().as_micros() as u64, outcome)
+            }
+        });
+        let judging = resolver.judging();
+        let judge_with = Judge {
+            accept_status: 200..=200,
+            needs_json: true,
+            schema: None,
+            vote: judging.vote,
+        };
+        let answers: Vec<Answer> = join_all(calls)
+            .await
+            .into_iter()
+            .map(|(i, latency, outcome)| crate::fusion::judge(&judge_with, i, latency, outcome))
+            .collect();
+        let asked: Vec<usize> = (0..sources.len()).collect();
+        let facts = crate::policy::RequestContext {
+            method: &client.caller.parts.method,
+            authority: client.caller.host,
+            path: client.caller.path_and_query.as_str(),
+            headers: &client.caller.parts.headers,
+            client_addr: client.caller.peer,
+        };
+        let quality = Quality::new(sources.len());
+        match resolver.fuse(&facts, &sources, &asked, &answers, &quality) {
+            Ok(Ok(fused)) => {
+                let mut result: Value = serde_json::from_slice(&fused.body).unwrap_or(Value::Null);
+                let used: Vec<&str> = fused
+                    .used
+                    .iter()
+                    .map(|&i| sources[i].name.as_str())
+                    .collect();
+                if let Some(object) = result.as_object_mut() {
+                    let meta = object.entry("_meta").or_insert_with(|| json!({}));
+                    meta["io.switchyard/fusion"] = json!({
+                        "target": self.names[t],
+                        "asked": sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
+                        "used": used,
+                        "agreement": fused.agreement,
+                    });
+                }
+                self.record_tool(t, message, None);
+                rpc_result(id, result)
+            }
+            Ok(Err(error)) => {
+                let error = CallError::Failed(format!("no fused result: {error}"));
+                self.record_tool(t, message, Some(&error));
+                rpc_error(
+                    StatusCode::OK,
+                    id,
+                    INTERNAL_ERROR,
+                    &format!("target `{}`: {error}", self.names[t]),
+                )
+            }
+            Err(fault) => rpc_error(StatusCode::OK, id, INTERNAL_ERROR, &format!("{fault:?}")),
+        }
+    }
+
+    /// One fused call on one instance: in the client's session when the
+    /// instance holds it, else in a session opened for the call (ended
+    /// after it) or none when the server keeps none. Its result (without
+    /// `_meta`) as the answer the resolver judges.
+    #[allow(clippy::too_many_arguments)]
+    async fn call_instance(
+        &self,
+        client: &Client<'_>,
+        t: usize,
+        instance: crate::balance::EndpointId,
+        holds: Option<Pinned>,
+        protocol: Option<String>,
+        id: &Value,
+        message: &Value,
+    ) -> Outcome {
+        let via = Via::Instance(instance);
+        let mut opened: Option<String> = None;
+        let session = match holds {
+            Some(p) => Some(p.session),
+            None => {
+                let hello = json!({
+                    "jsonrpc": "2.0", "id": 0, "method": "initialize",
+                    "params": {
+                        "protocolVersion": protocol.as_deref().unwrap_or(crate::health::mcp::PROTOCOL_VERSION),
+                        "capabilities": {},
+                        "clientInfo": { "name": "switchyard-fusion", "version": env!("CARGO_PKG_VERSION") },
+                    },
+                });
+                let call = Call {
+                    method: Method::POST,
+                    body: Bytes::from(hello.to_string()),
+                    session: None,
+                    protocol: None,
+                    mcp_method: Some("initialize"),
+                    mcp_name: None,
+                    last_event_id: None,
+                };
+                match self.ask(client, t, via, &call, &json!(0)).await {
+                    Ok((_, sent)) => {
+                        opened = sent.session.clone();
+                        if let Some(s) = &opened {
+                            let note =
+                                json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
+                            let call = Call {
+                                method: Method::POST,
+                                body: Bytes::from(note.to_string()),
+                                session: Some(s),
+                                protocol: protocol.as_deref(),
+                                mcp_method: Some("notifications/initialized"),
+                                mcp_name: None,
+                                last_event_id: None,
+                            };
+                            let _ = client
+                                .caller
+                                .send(&self.targets[t], via, &call, &mut Vec::new())
+                                .await;
+                        }
+                        opened.clone()
+                    }
+                    Err(e) => return Outcome::Error(e.to_string()),
+                }
+            }
+        };
+        let call = Call {
+            method: Method::POST,
+            body: Bytes::from(message.to_string()),
+            session: session.as_deref(),
+            protocol: protocol.as_deref(),
+            mcp_method: Some("tools/call"),
+            mcp_name: subject(message),
+            last_event_id: None,
+        };
+        let outcome = match self.ask(client, t, via, &call, id).await {
+            Ok((response, _)) => match response.get("result") {
+                Some(result) if result.get("isError") != Some(&Value::Bool(true)) => {
+                    let mut result = result.clone();
+                    if let Some(o) = result.as_object_mut() {
+                        o.remove("_meta");
+                    }
+                    Outcome::Response(UpstreamResponse {
+                        status: StatusCode::OK,
+                        headers: HeaderMap::new(),
+                        body: Bytes::from(result.to_string()),
+                    })
+                }
+                _ => Outcome::Error(format!("the tool failed: {response}")),
+            },
+            Err(e) => Outcome::Error(e.to_string()),
+        };
+        if let Some(s) = &opened {
+            let call = Call {
+                method: Method::DELETE,
+                body: Bytes::new(),
+                session: Some(s),
+                protocol: protocol.as_deref(),
+                mcp_method: None,
+                mcp_name: None,
+                last_event_id: None,
+            };
+            let _ = client
+                .caller
+                .send(&self.targets[t], via, &call, &mut Vec::new())
+                .await;
+        }
+        outcome
+    }
+
+    /// Relays target `t`'s event stream to the client as it comes (server
+    /// requests renamed `T:ID`, event ids `T.ID`), until the response to
+    /// `until` (a POST's) or the end of the stream.
+    fn stream_back(
+        &self,
+        t: usize,
+        mut stream: Stream,
+        until: Option<Value>,
+    ) -> Response<ProxyBody> {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let target = self.names[t].clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    () = tx.closed() => return,
+                };
+                let event = match next {
+                    Ok(Some(event)) => event,
+                    Ok(None) => return,
+                    Err(e) => {
+                        if let Some(id) = &until {
+                            let text = format!("target `{target}`: {e}");
+                            let error = json!({ "jsonrpc": "2.0", "id": id, "error": { "code": INTERNAL_ERROR, "message": text } });
+                            let _ = tx
+                                .send(Bytes::from(sse::encode(None, &error.to_string())))
+                                .await;
+                        }
+                        return;
+                    }
+                };
+                let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                    continue;
+                };
+                let done = until.as_ref().is_some_and(|id| {
+                    message.get("method").is_none() && message.get("id") == Some(id)
+                });
+                let message = outbound(t, message);
+                let event_id = event.id.map(|i| format!("{t}.{i}"));
+                if tx
+                    .send(Bytes::from(sse::encode(
+                        event_id.as_deref(),
+                        &message.to_string(),
+                    )))
+                    .await
+                    .is_err()
+                    || done
+                {
+                    return;
+                }
+            }
+        });
+        event_stream(rx)
+    }
+
+    /// A notification: passed to every target of the session.
+    async fn broadcast(&self, client: &Client<'_>, message: &Value) -> Response<ProxyBody> {
+        let body = Bytes::from(message.to_string());
+        let method = message.get("method").and_then(Value::as_str);
+        let sends = self.session_targets(client).into_iter().map(|t| {
+            let body = body.clone();
+            async move {
+                let upstream = client.upstream(&self.names[t]).ok().flatten();
+                let pinned = upstream.and_then(|u| u.pinned.as_ref());
+                let call = Call {
+                    method: Method::POST,
+                    body,
+                    session: pinned.map(|p| p.session.as_str()),
+                    protocol: upstream
+                        .map(|u| u.protocol.as_str())
+                        .or(client.protocol.as_deref()),
+                    mcp_method: method,
+                    mcp_name: None,
+                    last_event_id: None,
+                };
+                let via = pinned.map_or(Via::Any, Via::Pinned);
+                client
+                    .caller
+                    .send(&self.targets[t], via, &call, &mut Vec::new())
+                    .await
+            }
+        });
+        let results = join_all(sends).await;
+        if let Some(Err(CallError::Gone(why))) = results
+            .iter()
+            .find(|r| matches!(r, Err(CallError::Gone(_))))
+        {
+            return session_gone(&Value::Null, why);
+        }
+        empty(StatusCode::ACCEPTED)
+    }
+
+    /// The client's response to a server's request: to the target whose
+    /// request it answers, with the target's id.
+    async fn answer_server(
+        &self,
+        client: &Client<'_>,
+        id: &Value,
+        mut message: Value,
+    ) -> Response<ProxyBody> {
+        let Some((t, original)) = inbound(id).filter(|(t, _)| *t < self.targets.len()) else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "a response to no request of the gateway's",
+            );
+        };
+        message["id"] = original;
+        let upstream = client.upstream(&self.names[t]).ok().flatten();
+        let pinned = upstream.and_then(|u| u.pinned.as_ref());
+        let call = Call {
+            method: Method::POST,
+            body: Bytes::from(message.to_string()),
+            session: pinned.map(|p| p.session.as_str()),
+            protocol: upstream
+                .map(|u| u.protocol.as_str())
+                .or(client.protocol.as_deref()),
+            mcp_method: None,
+            mcp_name: None,
+            last_event_id: None,
+        };
+        let via = pinned.map_or(Via::Any, Via::Pinned);
+        match client
+            .caller
+            .send(&self.targets[t], via, &call, &mut Vec::new())
+            .await
+        {
+            Ok(_) => empty(StatusCode::ACCEPTED),
+            Err(CallError::Gone(why)) => session_gone(&Value::Null, &why),
+            Err(e) => rpc_error(
+                StatusCode::BAD_GATEWAY,
+                &Value::Null,
+                INTERNAL_ERROR,
+                &format!("target `{}`: {e}", self.names[t]),
+            ),
+        }
+    }
+
+    /// GET: the session's notification stream, merged from the targets'.
+    async fn notifications(
+        &self,
+        client: &Client<'_>,
+        last_event_id: Option<&str>,
+    ) -> Response<ProxyBody> {
+        let Some(session) = &client.session else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "GET needs an Mcp-Session-Id",
+            );
+        };
+        // `T.ID`: the stream of target T resumes after its event ID.
+        let resume = last_event_id
+            .and_then(|l| l.split_once('.'))
+            .and_then(|(t, rest)| Some((t.parse::<usize>().ok()?, rest)));
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let mut opened = 0;
+        for upstream in &session.upstreams {
+            let Some(t) = self.names.iter().position(|n| *n == upstream.target) else {
+                continue;
+            };
+            let Some(pinned) = &upstream.pinned else {
+                continue;
+            };
+            let call = Call {
+                method: Method::GET,
+                body: Bytes::new(),
+                session: Some(&pinned.session),
+                protocol: Some(&upstream.protocol),
+                mcp_method: None,
+                mcp_name: None,
+                last_event_id: resume.filter(|(r, _)| *r == t).map(|(_, id)| id),
+            };
+            match client
+                .caller
+                .send(
+                    &self.targets[t],
+                    Via::Pinned(pinned),
+                    &call,
+                    &mut Vec::new(),
+                )
+                .await
+            {
+                Ok(Sent {
+                    reply: Reply::Stream(mut stream),
+                    ..
+                }) => {
+                    opened += 1;
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        loop {
+                            let event = tokio::select! {
+                                next = stream.next() => match next {
+                                    Ok(Some(event)) => event,
+                                    _ => return,
+                                },
+                                () = tx.closed() => return,
+                            };
+                            let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                                continue;
+                            };
+                            let event_id = event.id.map(|i| format!("{t}.{i}"));
+                            let chunk =
+                                sse::encode(event_id.as_deref(), &outbound(t, message).to_string());
+                            if tx.send(Bytes::from(chunk)).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+                Err(CallError::Gone(why)) => return session_gone(&Value::Null, &why),
+                Ok(_) | Err(_) => {}
+            }
+        }
+        if opened == 0 {
+            let mut response = rpc_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &Value::Null,
+                INVALID_REQUEST,
+                "no target offers a notification stream",
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
+            return response;
+        }
+        event_stream(rx)
+    }
+
+    /// DELETE: every upstream session ended, and the gateway's.
+    async fn end(&self, client: &Client<'_>, token: Option<&str>) -> Response<ProxyBody> {
+        let (Some(session), Some(token)) = (&client.session, token) else {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                INVALID_REQUEST,
+                "DELETE needs an Mcp-Session-Id",
+            );
+        };
+        let ends = session.upstreams.iter().filter_map(|u| {
+            let t = self.names.iter().position(|n| *n == u.target)?;
+            let pinned = u.pinned.as_ref()?;
+            Some(async move {
+                let call = Call {
+                    method: Method::DELETE,
+                    body: Bytes::new(),
+                    session: Some(&pinned.session),
+                    protocol: Some(&u.protocol),
+                    mcp_method: None,
+                    mcp_name: None,
+                    last_event_id: None,
+                };
+                let _ = client
+                    .caller
+                    .send(
+                        &self.targets[t],
+                        Via::Pinned(pinned),
+                        &call,
+                        &mut Vec::new(),
+                    )
+                    .await;
+            })
+        });
+        join_all(ends).await;
+        self.seen.insert(token.to_string(), Seen::Ended);
+        empty(StatusCode::OK)
+    }
+
+    /// Counts a call to target `t` in the metrics.
+    fn record(&self, t: usize, method: &str, error: Option<&CallError>, started: Instant) {
+        self.reporting.metrics.mcp_call(
+            self.index,
+            &self.names[t],
+            method,
+            error.map_or("ok", CallError::kind),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+
+    /// Counts a `tools/call` by tool.
+    fn record_tool(&self, t: usize, message: &Value, error: Option<&CallError>) {
+        if message.get("method").and_then(Value::as_str) == Some("tools/call") {
+            let tool = subject(message).unwrap_or("");
+            self.reporting.metrics.mcp_tool_call(
+                self.index,
+                &self.names[t],
+                tool,
+                error.map_or("ok", CallError::kind),
+            );
+        }
+    }
+}
+
+/// The tool, prompt or resource a message is about (`Mcp-Name`).
+fn subject(message: &Value) -> Option<&str> {
+    let params = message.get("params")?;
+    params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+}
+
+/// A server's message bound for the client: a request's id becomes `T:ID`
+/// (so that the client's response finds target `t`).
+fn outbound(t: usize, mut message: Value) -> Value {
+    if message.get("method").is_some()
+        && let Some(id) = message.get_mut("id")
+    {
+        *id = Value::String(format!("{t}:{id}"));
+    }
+    message
+}
+
+/// The target and original id of a gateway id `T:ID`.
+fn inbound(id: &Value) -> Option<(usize, Value)> {
+    let (t, original) = id.as_str()?.split_once(':')?;
+    Some((t.parse().ok()?, serde_json::from_str(original).ok()?))
+}
+
+/// The `result` of a JSON-RPC response; its `error` as a failure.
+fn result_of(response: Value) -> Result<Value, CallError> {
+    if let Some(result) = response.get("result") {
+        return Ok(result.clone());
+    }
+    let error = response.get("error").cloned().unwrap_or(Value::Null);
+    let code = error.get("code").and_then(Value::as_i64).unwrap_or(0);
+    let message = error.get("message").and_then(Value::as_str).unwrap_or("");
+    Err(CallError::Failed(format!(
+        "JSON-RPC error {code}: {message}"
+    )))
+}
+
+/// A POST body as one JSON-RPC message.
+fn parse(body: &[u8]) -> Result<Value, Response<ProxyBody>> {
+    let message: Value = serde_json::from_slice(body).map_err(|e| {
+        rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            PARSE_ERROR,
+            &format!("not JSON: {e}"),
+        )
+    })?;
+    if message.is_array() {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "JSON-RPC batches are not supported (MCP 2025-06-18 removed them)",
+        ));
+    }
+    if message.get("jsonrpc") != Some(&json!("2.0")) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &Value::Null,
+            INVALID_REQUEST,
+            "not JSON-RPC 2.0",
+        ));
+    }
+    Ok(message)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::from(value.to_string()))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn rpc_result(id: &Value, result: Value) -> Response<ProxyBody> {
+    json_response(
+        StatusCode::OK,
+        &json!({ "jsonrpc": "2.0", "id": id, "result": result }),
+    )
+}
+
+/// A JSON-RPC error answer, with `data` when given.
+fn rpc_error_data(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response<ProxyBody> {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(data) = data {
+        error["data"] = data;
+    }
+    json_response(
+        status,
+        &json!({ "jsonrpc": "2.0", "id": id, "error": error }),
+    )
+}
+
+fn rpc_error(status: StatusCode, id: &Value, code: i64, message: &str) -> Response<ProxyBody> {
+    rpc_error_data(status, id, code, message, None)
+}
+
+/// 404 with a JSON-RPC error: the client must initialize a new session.
+fn session_gone(id: &Value, why: &str) -> Response<ProxyBody> {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        id,
+        SESSION_GONE,
+        &format!("session expired ({why}); initialize a new session"),
+    )
+}
+
+fn empty(status: StatusCode) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
+    *response.status_mut() = status;
+    response
+}
+
+fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Channel(rx));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_request_id_goes_out_and_comes_back() {
+        let out = outbound(
+            2,
+            json!({ "jsonrpc": "2.0", "id": "x:1", "method": "sampling/createMessage" }),
+        );
+        assert_eq!(out["id"], json!("2:\"x:1\""));
+        assert_eq!(inbound(&out["id"]), Some((2, json!("x:1"))));
+        let numeric = outbound(
+            0,
+            json!({ "jsonrpc": "2.0", "id": 7, "method": "roots/list" }),
+        );
+        assert_eq!(inbound(&numeric["id"]), Some((0, json!(7))));
+        // Responses and notifications keep their ids.
+        let response = outbound(1, json!({ "jsonrpc": "2.0", "id": 3, "result": {} }));
+        assert_eq!(response["id"], json!(3));
+        assert_eq!(inbound(&json!(5)), None);
+    }
+}
