@@ -13,6 +13,7 @@ mod hardening;
 mod harness;
 mod health;
 mod http2;
+mod mcp;
 mod openapi;
 mod plugins;
 mod polyglot;

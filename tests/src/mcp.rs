@@ -1,7 +1,8 @@
-//! A real MCP server: the official Python SDK's FastMCP
-//! (`tests/mcp/server.py`, the SDK pinned in `tests/mcp/requirements.txt`,
-//! installed into a virtualenv under `target/mcp/` the first time a test
-//! asks), serving streamable HTTP at `/mcp`.
+//! Real MCP servers and a real MCP client: the official Python SDK's
+//! FastMCP (`tests/mcp/server.py`) serving streamable HTTP at `/mcp`, and
+//! its `ClientSession` (`tests/mcp/client.py`); the SDK pinned in
+//! `tests/mcp/requirements.txt`, installed into a virtualenv under
+//! `target/mcp/` the first time a test asks.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,6 +15,7 @@ use crate::polyglot::{run, workspace};
 pub struct McpServer {
     child: Child,
     port: u16,
+    args: Vec<String>,
 }
 
 /// The virtualenv's Python, with the pinned SDK installed.
@@ -41,11 +43,21 @@ impl McpServer {
     /// When Python or the SDK cannot be installed or the server does not
     /// listen within two minutes (test set-up).
     pub fn start() -> Self {
+        Self::with(&[])
+    }
+
+    /// Starts the server with `server.py`'s options `args` (`--name`,
+    /// `--stateless`, `--json`, `--answer`, `--page-size`, `--log`) on a
+    /// free port.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn with(args: &[&str]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        Self::start_on(port)
+        Self::launch(port, args.iter().map(|a| (*a).to_string()).collect())
     }
 
     /// Starts the server on `port` of 127.0.0.1 (e.g. again, after
@@ -54,11 +66,25 @@ impl McpServer {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_on(port: u16) -> Self {
+        Self::launch(port, Vec::new())
+    }
+
+    /// Starts it again, as it was, on its port (after [`stop`](Self::stop)).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn restart(&mut self) {
+        self.stop();
+        *self = Self::launch(self.port, self.args.clone());
+    }
+
+    fn launch(port: u16, args: Vec<String>) -> Self {
         let python = python();
         let child = Command::new(python)
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .arg(workspace().join("tests/mcp/server.py"))
             .arg(port.to_string())
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -71,7 +97,7 @@ impl McpServer {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, port }
+        Self { child, port, args }
     }
 
     /// `http://127.0.0.1:PORT` (its endpoint is `/mcp`).
@@ -95,4 +121,30 @@ impl Drop for McpServer {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Runs the SDK's client (`tests/mcp/client.py`) against the MCP endpoint
+/// `url` with `steps`; one JSON value per step.
+///
+/// # Panics
+/// When the client fails as a whole (it could not connect or initialize):
+/// its output and errors are shown.
+pub fn client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
+    let output = Command::new(python())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg(workspace().join("tests/mcp/client.py"))
+        .arg(url)
+        .arg(steps.to_string())
+        .output()
+        .expect("the MCP client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the MCP client failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
 }

@@ -125,6 +125,10 @@ struct Catalog {
     entries: HashMap<(ListKind, String), Entry>,
     /// By list and name at the target: the targets seen listing it.
     listed_by: HashMap<(ListKind, String), Vec<usize>>,
+    /// By list, target and name at the target: the exposed name.
+    exposed: HashMap<(ListKind, usize, String), String>,
+    /// The lists read in full (every page of every target) at least once.
+    learned: Vec<ListKind>,
 }
 
 /// An MCP route at run time.
@@ -753,6 +757,12 @@ impl McpRoute {
                 None => return rpc_error(StatusCode::OK, id, INVALID_PARAMS, "invalid cursor"),
             },
         };
+        // Whether a name is in conflict depends on every target's list, not
+        // just the page asked for: the first list of its kind reads every
+        // page first (names then stay the same from page to page).
+        if self.targets.len() > 1 && self.prefix != PrefixMode::Always && !self.learned(kind) {
+            self.learn(client, kind).await;
+        }
         let targets: Vec<usize> = self
             .session_targets(client)
             .into_iter()
@@ -813,6 +823,15 @@ impl McpRoute {
                 .or_default();
             if !by.contains(&entry.target) {
                 by.push(entry.target);
+            }
+            // A name exposed differently before (its conflict was not yet
+            // known) is forgotten.
+            if let Some(before) = catalog.exposed.insert(
+                (kind, entry.target, entry.original.clone()),
+                entry.exposed.clone(),
+            ) && before != entry.exposed
+            {
+                catalog.entries.remove(&(kind, before));
             }
             catalog
                 .entries
@@ -895,6 +914,12 @@ impl McpRoute {
             })
     }
 
+    /// Whether the list `kind` was read in full.
+    fn learned(&self, kind: ListKind) -> bool {
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        catalog.learned.contains(&kind)
+    }
+
     /// Lists every page of `kind` (and, for resources, the templates) so
     /// that the catalog knows every name.
     async fn learn(&self, client: &Client<'_>, kind: ListKind) {
@@ -933,6 +958,10 @@ impl McpRoute {
                 if cursors.is_none() {
                     break;
                 }
+            }
+            let mut catalog = self.catalog.write().unwrap_or_else(|p| p.into_inner());
+            if !catalog.learned.contains(&kind) {
+                catalog.learned.push(kind);
             }
         }
     }

@@ -1,0 +1,65 @@
+"""An MCP client of the official Python SDK for the tests: connects to URL
+over streamable HTTP, runs STEPS (a JSON list) and prints one JSON line
+per step.
+
+    client.py URL STEPS
+
+Steps: {"op": "tools"} -> every tool name, following nextCursor;
+{"op": "page", "cursor": C} -> one page: {"names": [...], "next": C};
+{"op": "call", "tool": T, "args": {...}} -> {"text": ..., "error": bool}
+(a failed call prints {"exception": "..."}); {"op": "session"} -> the
+session id; {"op": "instructions"} -> the server's instructions.
+The sampling callback answers every request with "yes from the client".
+"""
+
+import asyncio
+import json
+import sys
+
+from mcp import ClientSession, types
+from mcp.client.streamable_http import streamablehttp_client
+
+
+async def sampling(context, params):
+    return types.CreateMessageResult(
+        role="assistant",
+        content=types.TextContent(type="text", text="yes from the client"),
+        model="test",
+    )
+
+
+async def main(url, steps):
+    async with streamablehttp_client(url) as (read, write, session_id):
+        async with ClientSession(read, write, sampling_callback=sampling) as session:
+            hello = await session.initialize()
+            for step in steps:
+                op = step["op"]
+                try:
+                    if op == "tools":
+                        names, cursor = [], None
+                        while True:
+                            page = await session.list_tools(cursor=cursor)
+                            names += [t.name for t in page.tools]
+                            cursor = page.nextCursor
+                            if not cursor:
+                                break
+                        out = names
+                    elif op == "page":
+                        page = await session.list_tools(cursor=step.get("cursor"))
+                        out = {"names": [t.name for t in page.tools], "next": page.nextCursor}
+                    elif op == "call":
+                        result = await session.call_tool(step["tool"], step.get("args", {}))
+                        text = "".join(c.text for c in result.content if c.type == "text")
+                        out = {"text": text, "error": result.isError}
+                    elif op == "session":
+                        out = session_id()
+                    elif op == "instructions":
+                        out = hello.instructions
+                    else:
+                        out = {"exception": f"unknown op {op}"}
+                except Exception as e:  # the test reads what went wrong
+                    out = {"exception": f"{type(e).__name__}: {e}"}
+                print(json.dumps(out), flush=True)
+
+
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
