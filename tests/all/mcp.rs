@@ -112,3 +112,147 @@ fn two_stateful_servers_federate_with_a_clashing_tool_name() {
     let session = out[11].as_str().unwrap();
     assert!(session.len() > 100, "{session}");
 }
+
+/// A JSON-RPC exchange over the streamable HTTP transport, by hand: the
+/// HTTP status, the `Mcp-Session-Id` answered, and the JSON-RPC message (a
+/// JSON body or the last message of an SSE body).
+async fn post(url: &str, session: Option<&str>, message: Value) -> (u16, Option<String>, Value) {
+    let mut request = crate::client()
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("content-type", "application/json")
+        .body(message.to_string());
+    if let Some(s) = session {
+        request = request.header("mcp-session-id", s);
+    }
+    let response = request.send().await.expect("the gateway answers");
+    let status = response.status().as_u16();
+    let id = response
+        .headers()
+        .get("mcp-session-id")
+        .map(|v| v.to_str().unwrap().to_string());
+    let sse = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let body = response.text().await.unwrap();
+    let message = if sse {
+        body.lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .last()
+            .map_or(Value::Null, |d| serde_json::from_str(d).unwrap())
+    } else if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{body}: {e}"))
+    };
+    (status, id, message)
+}
+
+/// Opens a session at `url`: `initialize`, then `notifications/initialized`.
+async fn initialize(url: &str) -> String {
+    let (status, session, _) = post(
+        url,
+        None,
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "test", "version": "1" } } }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let session = session.expect("a session id");
+    let (status, _, _) = post(
+        url,
+        Some(&session),
+        json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    session
+}
+
+/// `tools/call` of `echo` in `session`: the status and the message.
+async fn echo(url: &str, session: &str, text: &str) -> (u16, Value) {
+    let (status, _, message) = post(
+        url,
+        Some(session),
+        json!({ "jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                "params": { "name": "echo", "arguments": { "text": text } } }),
+    )
+    .await;
+    (status, message)
+}
+
+fn echoed(message: &Value) -> &str {
+    message["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no echo in {message}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_new_instance_a_restart_and_another_switchyard() {
+    let mut s1 = McpServer::with(&["--name", "s1"]);
+    let s2 = McpServer::with(&["--name", "s2"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("keys"),
+        format!("# test key\n{}\n", "ab".repeat(32)),
+    )
+    .unwrap();
+    let config = format!(
+        "[mcp_sessions]\nkey_file = \"keys\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{}",
+        mcp_config("[\"docs\"]", "", &pool("docs", &[&s1]))
+    );
+    let mut first = serve(&dir, &config);
+    let url = format!("{}/mcp", first.url);
+    let session = initialize(&url).await;
+    let (status, message) = echo(&url, &session, "one").await;
+    assert_eq!((status, echoed(&message)), (200, "s1: one"));
+
+    // An instance added through the admin API takes new sessions; this
+    // one stays where it is.
+    let (status, body) = crate::admin(
+        reqwest::Method::POST,
+        &format!("{}/v1/pools/docs/instances", first.admin_url()),
+        Some(json!({ "url": s2.url() })),
+    )
+    .await;
+    assert!((200..300).contains(&status), "{status} {body}");
+    for _ in 0..4 {
+        let (status, message) = echo(&url, &session, "two").await;
+        assert_eq!((status, echoed(&message)), (200, "s1: two"));
+    }
+
+    // Switchyard restarted (the admin change is in its state file), and a
+    // second Switchyard with the same key: the session is served by both.
+    first.kill_hard();
+    let restarted = serve(&dir, &config);
+    let other_dir = tempfile::tempdir().unwrap();
+    std::fs::copy(dir.path().join("keys"), other_dir.path().join("keys")).unwrap();
+    let other = serve(&other_dir, &config);
+    for proxy in [&restarted, &other] {
+        let (status, message) = echo(&format!("{}/mcp", proxy.url), &session, "three").await;
+        assert_eq!((status, echoed(&message)), (200, "s1: three"));
+    }
+
+    // The instance that holds the session stops: the client is told to
+    // initialize again (404, JSON-RPC error), and a new session works.
+    s1.stop();
+    let url = format!("{}/mcp", restarted.url);
+    let (status, message) = echo(&url, &session, "four").await;
+    assert_eq!(status, 404, "{message}");
+    assert_eq!(message["error"]["code"], json!(-32001), "{message}");
+    assert!(
+        message["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("initialize"),
+        "{message}"
+    );
+    let fresh = initialize(&url).await;
+    let (status, message) = echo(&url, &fresh, "five").await;
+    assert_eq!((status, echoed(&message)), (200, "s2: five"));
+    // A session id no key opens is unknown.
+    let (status, _) = echo(&url, "forged", "six").await;
+    assert_eq!(status, 404);
+}
