@@ -256,3 +256,88 @@ async fn a_session_survives_a_new_instance_a_restart_and_another_switchyard() {
     let (status, _) = echo(&url, "forged", "six").await;
     assert_eq!(status, 404);
 }
+
+#[test]
+fn a_read_only_tool_is_fused_by_majority_over_three_instances_with_one_wrong() {
+    let right = [
+        McpServer::with(&["--name", "r1", "--answer", "42"]),
+        McpServer::with(&["--name", "r2", "--answer", "42"]),
+    ];
+    let wrong = McpServer::with(&["--name", "w", "--answer", "41"]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &mcp_config(
+            "[\"calc\"]",
+            ", tools = { answer = { fuse = { count = 3, resolver = { kind = \"majority\" } } } }",
+            &pool("calc", &[&right[0], &wrong, &right[1]]),
+        ),
+    );
+    let url = format!("{}/mcp", proxy.url);
+    // Whichever instance holds the client's session, the majority wins.
+    let steps: Vec<Value> = (0..4)
+        .map(|_| json!({ "op": "call", "tool": "answer" }))
+        .collect();
+    for _ in 0..3 {
+        for answer in client(&url, &Value::Array(steps.clone())) {
+            assert_eq!(text(&answer), "42", "{answer}");
+            // Asked of all three; the two that agree were used.
+            let fusion = &answer["meta"]["io.switchyard/fusion"];
+            assert_eq!(
+                fusion["asked"].as_array().map(Vec::len),
+                Some(3),
+                "{answer}"
+            );
+            let used = fusion["used"].as_array().unwrap();
+            assert_eq!(used.len(), 2, "{answer}");
+            assert!(!used.contains(&json!(wrong.url())), "{answer}");
+        }
+    }
+}
+
+#[test]
+fn a_tool_call_is_retried_only_when_the_tool_is_idempotent() {
+    // Three session-less instances that share a log: the first call of a
+    // tag ends the process that serves it before it answers.
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("calls.log");
+    let log = log.to_str().unwrap();
+    let servers = [
+        McpServer::with(&["--name", "a", "--stateless", "--log", log]),
+        McpServer::with(&["--name", "b", "--stateless", "--log", log]),
+        McpServer::with(&["--name", "c", "--stateless", "--log", log]),
+    ];
+    let proxy = serve(
+        &dir,
+        &mcp_config(
+            "[\"ops\"]",
+            "",
+            &pool("ops", &[&servers[0], &servers[1], &servers[2]]),
+        ),
+    );
+    let out = client(
+        &format!("{}/mcp", proxy.url),
+        &json!([
+            { "op": "call", "tool": "record", "args": { "tag": "launch" } },
+            { "op": "call", "tool": "lookup", "args": { "tag": "status" } },
+        ]),
+    );
+    let lines = std::fs::read_to_string(log).unwrap();
+    let ran = |tag: &str| {
+        lines
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {tag}")))
+            .count()
+    };
+    // `record` (no annotation: not idempotent) ran once and failed: its
+    // instance died with it, and it was not sent again.
+    assert_eq!(ran("launch"), 1, "{lines}");
+    assert!(
+        out[0]["error"] == json!(true) || out[0]["exception"].is_string(),
+        "{}",
+        out[0]
+    );
+    // `lookup` (readOnlyHint) was sent again, to another instance.
+    assert_eq!(ran("status"), 2, "{lines}");
+    assert!(text(&out[1]).ends_with("did status"), "{}", out[1]);
+}

@@ -6,9 +6,10 @@ per step.
 
 Steps: {"op": "tools"} -> every tool name, following nextCursor;
 {"op": "page", "cursor": C} -> one page: {"names": [...], "next": C};
-{"op": "call", "tool": T, "args": {...}} -> {"text": ..., "error": bool}
-(a failed call prints {"exception": "..."}); {"op": "session"} -> the
-session id; {"op": "instructions"} -> the server's instructions.
+{"op": "call", "tool": T, "args": {...}} -> {"text": ..., "error": bool,
+"meta": the result's _meta} (a failed call prints {"exception": "..."});
+{"op": "session"} -> the session id; {"op": "instructions"} -> the
+server's instructions.
 The sampling callback answers every request with "yes from the client".
 """
 
@@ -50,7 +51,7 @@ async def main(url, steps):
                     elif op == "call":
                         result = await session.call_tool(step["tool"], step.get("args", {}))
                         text = "".join(c.text for c in result.content if c.type == "text")
-                        out = {"text": text, "error": result.isError}
+                        out = {"text": text, "error": result.isError, "meta": result.meta}
                     elif op == "session":
                         out = session_id()
                     elif op == "instructions":

@@ -867,6 +867,12 @@ impl McpRoute {
         if let Some(entry) = self.known_owner(kind, name) {
             return Some(entry);
         }
+        // The client did not list (or the list changed since): learn, so
+        // that the owner and the tool's annotations are known.
+        self.learn(client, kind).await;
+        if let Some(entry) = self.known_owner(kind, name) {
+            return Some(entry);
+        }
         if self.targets.len() == 1 {
             return Some(Entry {
                 exposed: name.to_string(),
@@ -875,7 +881,6 @@ impl McpRoute {
                 idempotent: false,
             });
         }
-        self.learn(client, kind).await;
         self.known_owner(kind, name)
             .or_else(|| match (self.prefix, self.naming().split(name)) {
                 (PrefixMode::Never, _) | (_, None) => None,
@@ -1059,13 +1064,30 @@ impl McpRoute {
                 .await
             {
                 Ok(sent) => {
+                    let (held, stream) = match sent.reply {
+                        Reply::Message(answer) => {
+                            self.record(t, method, None, started);
+                            self.record_tool(t, message, None);
+                            return json_response(StatusCode::OK, &answer);
+                        }
+                        Reply::Accepted => return empty(StatusCode::ACCEPTED),
+                        // A retry is still possible: the stream is held
+                        // until its answer (or a request to the client).
+                        Reply::Stream(stream) if sent_attempts + 1 < attempts => {
+                            match hold(stream, id).await {
+                                Ok(held) => held,
+                                Err(e) => {
+                                    sent_attempts += 1;
+                                    tracing::debug!(target = %self.names[t], error = %e, "an idempotent call failed; retrying");
+                                    continue;
+                                }
+                            }
+                        }
+                        Reply::Stream(stream) => (Vec::new(), Some(stream)),
+                    };
                     self.record(t, method, None, started);
                     self.record_tool(t, message, None);
-                    return match sent.reply {
-                        Reply::Message(answer) => json_response(StatusCode::OK, &answer),
-                        Reply::Stream(stream) => self.stream_back(t, stream, Some(id.clone())),
-                        Reply::Accepted => empty(StatusCode::ACCEPTED),
-                    };
+                    return self.stream_back(t, held, stream, Some(id.clone()));
                 }
                 Err(CallError::Gone(why)) => {
                     return session_gone(id, &format!("target `{}`: {why}", self.names[t]));
@@ -1324,19 +1346,49 @@ impl McpRoute {
     fn stream_back(
         &self,
         t: usize,
-        mut stream: Stream,
+        held: Vec<sse::Event>,
+        stream: Option<Stream>,
         until: Option<Value>,
     ) -> Response<ProxyBody> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let target = self.names[t].clone();
         tokio::spawn(async move {
+            // Relays one event; whether the stream is over for the client.
+            let relay = |event: sse::Event| {
+                let tx = &tx;
+                let until = &until;
+                async move {
+                    let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                        return false;
+                    };
+                    let done = until.as_ref().is_some_and(|id| {
+                        message.get("method").is_none() && message.get("id") == Some(id)
+                    });
+                    let message = outbound(t, message);
+                    let event_id = event.id.map(|i| format!("{t}.{i}"));
+                    let chunk = sse::encode(event_id.as_deref(), &message.to_string());
+                    tx.send(Bytes::from(chunk)).await.is_err() || done
+                }
+            };
+            for event in held {
+                if relay(event).await {
+                    return;
+                }
+            }
+            let Some(mut stream) = stream else {
+                return;
+            };
             loop {
                 let next = tokio::select! {
                     next = stream.next() => next,
                     () = tx.closed() => return,
                 };
-                let event = match next {
-                    Ok(Some(event)) => event,
+                match next {
+                    Ok(Some(event)) => {
+                        if relay(event).await {
+                            return;
+                        }
+                    }
                     Ok(None) => return,
                     Err(e) => {
                         if let Some(id) = &until {
@@ -1348,25 +1400,6 @@ impl McpRoute {
                         }
                         return;
                     }
-                };
-                let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
-                    continue;
-                };
-                let done = until.as_ref().is_some_and(|id| {
-                    message.get("method").is_none() && message.get("id") == Some(id)
-                });
-                let message = outbound(t, message);
-                let event_id = event.id.map(|i| format!("{t}.{i}"));
-                if tx
-                    .send(Bytes::from(sse::encode(
-                        event_id.as_deref(),
-                        &message.to_string(),
-                    )))
-                    .await
-                    .is_err()
-                    || done
-                {
-                    return;
                 }
             }
         });
@@ -1611,6 +1644,35 @@ impl McpRoute {
             );
         }
     }
+}
+
+/// Reads `stream` until the client must see it: the response to `id`
+/// (then the stream is complete) or a request to the client (then it
+/// continues); the events read, and the rest of the stream.
+///
+/// # Errors
+/// The stream failed or ended first.
+async fn hold(
+    mut stream: Stream,
+    id: &Value,
+) -> Result<(Vec<sse::Event>, Option<Stream>), CallError> {
+    let mut held = Vec::new();
+    while let Some(event) = stream.next().await? {
+        let message = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
+        let method = message.get("method").is_some();
+        let answered = !method && message.get("id") == Some(id);
+        let asks = method && message.get("id").is_some();
+        held.push(event);
+        if answered {
+            return Ok((held, None));
+        }
+        if asks {
+            return Ok((held, Some(stream)));
+        }
+    }
+    Err(CallError::Failed(
+        "the event stream ended without the response".into(),
+    ))
 }
 
 /// The tool, prompt or resource a message is about (`Mcp-Name`).
