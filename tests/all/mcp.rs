@@ -341,3 +341,60 @@ fn a_tool_call_is_retried_only_when_the_tool_is_idempotent() {
     assert_eq!(ran("status"), 2, "{lines}");
     assert!(text(&out[1]).ends_with("did status"), "{}", out[1]);
 }
+
+#[test]
+fn the_typescript_reference_server_federates_with_a_python_one() {
+    let py = McpServer::with(&["--name", "py", "--json"]);
+    let ts = switchyard_tests::mcp::Everything::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pools = format!(
+        "[pools.py]\ninstances = [{{ url = \"{}\" }}]\n[pools.ts]\ninstances = [{{ url = \"{}\" }}]\n",
+        py.url(),
+        ts.url()
+    );
+    let proxy = serve(
+        &dir,
+        &mcp_config("[\"py\", { pool = \"ts\", path = \"/mcp\" }]", "", &pools),
+    );
+    let out = client(
+        &format!("{}/mcp", proxy.url),
+        &json!([
+            { "op": "tools" },
+            { "op": "call", "tool": "ts__echo", "args": { "message": "hi" } },
+            { "op": "call", "tool": "py__echo", "args": { "text": "hi" } },
+            { "op": "call", "tool": "get-sum", "args": { "a": 2, "b": 3 } },
+            { "op": "call", "tool": "trigger-sampling-request", "args": { "prompt": "hello", "maxTokens": 5 } },
+            { "op": "resources" },
+            { "op": "read", "uri": "demo://resource/dynamic/text/1" },
+        ]),
+    );
+    let tools: Vec<&str> = out[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for tool in [
+        "py__echo",
+        "ts__echo",
+        "get-sum",
+        "trigger-sampling-request",
+        "py_only",
+    ] {
+        assert!(tools.contains(&tool), "{tool} not in {tools:?}");
+    }
+    assert_eq!(text(&out[1]), "Echo: hi");
+    assert_eq!(text(&out[2]), "py: hi");
+    assert!(text(&out[3]).contains('5'), "{}", out[3]);
+    // The server's sampling request went to the client over the gateway.
+    assert!(text(&out[4]).contains("yes from the client"), "{}", out[4]);
+    let resources = out[5].as_array().unwrap();
+    assert!(
+        resources
+            .iter()
+            .any(|r| r.as_str().unwrap().starts_with("demo://resource/static/")),
+        "{resources:?}"
+    );
+    // A URI of one of its templates reaches it.
+    assert!(!out[6].as_str().unwrap().is_empty(), "{}", out[6]);
+}

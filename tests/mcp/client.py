@@ -8,7 +8,9 @@ Steps: {"op": "tools"} -> every tool name, following nextCursor;
 {"op": "page", "cursor": C} -> one page: {"names": [...], "next": C};
 {"op": "call", "tool": T, "args": {...}} -> {"text": ..., "error": bool,
 "meta": the result's _meta} (a failed call prints {"exception": "..."});
-{"op": "session"} -> the session id; {"op": "instructions"} -> the
+{"op": "resources"} -> every resource URI, following nextCursor;
+{"op": "read", "uri": U} -> the resource's text; {"op": "session"} -> the
+session id; {"op": "instructions"} -> the
 server's instructions.
 The sampling callback answers every request with "yes from the client".
 """
@@ -52,6 +54,18 @@ async def main(url, steps):
                         result = await session.call_tool(step["tool"], step.get("args", {}))
                         text = "".join(c.text for c in result.content if c.type == "text")
                         out = {"text": text, "error": result.isError, "meta": result.meta}
+                    elif op == "resources":
+                        uris, cursor = [], None
+                        while True:
+                            page = await session.list_resources(cursor=cursor)
+                            uris += [str(r.uri) for r in page.resources]
+                            cursor = page.nextCursor
+                            if not cursor:
+                                break
+                        out = uris
+                    elif op == "read":
+                        result = await session.read_resource(step["uri"])
+                        out = "".join(getattr(c, "text", "") for c in result.contents)
                     elif op == "session":
                         out = session_id()
                     elif op == "instructions":

@@ -148,3 +148,74 @@ pub fn client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
         .collect()
 }
+
+/// The TypeScript SDK's reference server, npm
+/// `@modelcontextprotocol/server-everything` (pinned with its lock in
+/// `tests/mcp/everything/`, installed with `npm ci` into
+/// `target/mcp/everything/` the first time a test asks), serving
+/// streamable HTTP at `/mcp`; stopped when dropped.
+pub struct Everything {
+    child: Child,
+    port: u16,
+}
+
+impl Everything {
+    /// Starts it on a free port of 127.0.0.1 and waits until it listens.
+    ///
+    /// # Panics
+    /// When npm cannot install it or it does not listen within two minutes
+    /// (test set-up).
+    pub fn start() -> Self {
+        static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+        let dir = INSTALLED.get_or_init(|| {
+            let dir = workspace().join("target/mcp/everything");
+            if !dir.join("node_modules/.package-lock.json").exists() {
+                std::fs::create_dir_all(&dir).expect("target/mcp/everything");
+                for file in ["package.json", "package-lock.json"] {
+                    std::fs::copy(
+                        workspace().join("tests/mcp/everything").join(file),
+                        dir.join(file),
+                    )
+                    .expect("copy the pinned package");
+                }
+                run(Command::new("npm")
+                    .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+                    .arg(&dir));
+            }
+            dir.clone()
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = Command::new("node")
+            .arg(dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("node (Debian: apt-get install nodejs npm)");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server-everything did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Self { child, port }
+    }
+
+    /// `http://127.0.0.1:PORT` (its endpoint is `/mcp`).
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Everything {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
