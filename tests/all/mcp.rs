@@ -398,3 +398,40 @@ fn the_typescript_reference_server_federates_with_a_python_one() {
     // A URI of one of its templates reaches it.
     assert!(!out[6].as_str().unwrap().is_empty(), "{}", out[6]);
 }
+
+#[test]
+fn a_client_of_the_2026_revision_discovers_and_calls_without_a_session() {
+    let (m1, m2) = (McpServer::modern("m1"), McpServer::modern("m2"));
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &mcp_config(
+            "[\"m1\", \"m2\"]",
+            "",
+            &(pool("m1", &[&m1]) + &pool("m2", &[&m2])),
+        ),
+    );
+    let out = switchyard_tests::mcp::modern_client(
+        &format!("{}/mcp", proxy.url),
+        &json!([
+            { "op": "version" },
+            { "op": "tools" },
+            { "op": "call", "tool": "m2__echo", "args": { "text": "hi" } },
+            { "op": "call", "tool": "m1_only" },
+        ]),
+    );
+    // server/discover answered by the gateway: the client chose 2026-07-28
+    // (no session, Mcp-Method/Mcp-Name on every request, checked by the
+    // servers against the renamed body).
+    assert_eq!(out[0], json!("2026-07-28"));
+    let mut tools: Vec<&str> = out[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    tools.sort_unstable();
+    assert_eq!(tools, ["m1__echo", "m1_only", "m2__echo", "m2_only"]);
+    assert_eq!(text(&out[2]), "m2: hi");
+    assert_eq!(text(&out[3]), "m1");
+}

@@ -15,20 +15,39 @@ use crate::polyglot::{run, workspace};
 pub struct McpServer {
     child: Child,
     port: u16,
+    sdk: Sdk,
     args: Vec<String>,
 }
 
-/// The virtualenv's Python, with the pinned SDK installed.
-fn python() -> &'static PathBuf {
-    static PYTHON: OnceLock<PathBuf> = OnceLock::new();
-    PYTHON.get_or_init(|| {
-        let venv = workspace().join("target/mcp/venv");
+/// A line of the official Python SDK, each pinned in its own virtualenv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sdk {
+    /// 1.x (`tests/mcp/requirements.txt`): FastMCP, the session-based
+    /// revisions.
+    Legacy,
+    /// 2.x (`tests/mcp/requirements-modern.txt`): the 2026-07-28 revision.
+    Modern,
+}
+
+/// The virtualenv's Python of `sdk`, with the pinned SDK installed.
+fn python(sdk: Sdk) -> &'static PathBuf {
+    static PYTHONS: [OnceLock<PathBuf>; 2] = [OnceLock::new(), OnceLock::new()];
+    let (slot, venv, requirements) = match sdk {
+        Sdk::Legacy => (&PYTHONS[0], "target/mcp/venv", "tests/mcp/requirements.txt"),
+        Sdk::Modern => (
+            &PYTHONS[1],
+            "target/mcp/venv-modern",
+            "tests/mcp/requirements-modern.txt",
+        ),
+    };
+    slot.get_or_init(|| {
+        let venv = workspace().join(venv);
         let python = venv.join("bin/python");
         if !venv.join("installed").exists() {
             run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
             run(Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", "-r"])
-                .arg(workspace().join("tests/mcp/requirements.txt")));
+                .arg(workspace().join(requirements)));
             std::fs::write(venv.join("installed"), "").expect("mark the venv");
         }
         python
@@ -57,7 +76,24 @@ impl McpServer {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        Self::launch(port, args.iter().map(|a| (*a).to_string()).collect())
+        Self::launch(
+            port,
+            Sdk::Legacy,
+            args.iter().map(|a| (*a).to_string()).collect(),
+        )
+    }
+
+    /// Starts `tests/mcp/server_modern.py` (SDK 2.x, the 2026-07-28
+    /// revision) named `name` on a free port.
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn modern(name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::launch(port, Sdk::Modern, vec![name.to_string()])
     }
 
     /// Starts the server on `port` of 127.0.0.1 (e.g. again, after
@@ -66,7 +102,7 @@ impl McpServer {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn start_on(port: u16) -> Self {
-        Self::launch(port, Vec::new())
+        Self::launch(port, Sdk::Legacy, Vec::new())
     }
 
     /// Starts it again, as it was, on its port (after [`stop`](Self::stop)).
@@ -75,14 +111,17 @@ impl McpServer {
     /// As [`start`](Self::start).
     pub fn restart(&mut self) {
         self.stop();
-        *self = Self::launch(self.port, self.args.clone());
+        *self = Self::launch(self.port, self.sdk, self.args.clone());
     }
 
-    fn launch(port: u16, args: Vec<String>) -> Self {
-        let python = python();
-        let child = Command::new(python)
+    fn launch(port: u16, sdk: Sdk, args: Vec<String>) -> Self {
+        let script = match sdk {
+            Sdk::Legacy => "tests/mcp/server.py",
+            Sdk::Modern => "tests/mcp/server_modern.py",
+        };
+        let child = Command::new(python(sdk))
             .env("PYTHONDONTWRITEBYTECODE", "1")
-            .arg(workspace().join("tests/mcp/server.py"))
+            .arg(workspace().join(script))
             .arg(port.to_string())
             .args(&args)
             .stdout(Stdio::null())
@@ -97,7 +136,12 @@ impl McpServer {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-        Self { child, port, args }
+        Self {
+            child,
+            port,
+            sdk,
+            args,
+        }
     }
 
     /// `http://127.0.0.1:PORT` (its endpoint is `/mcp`).
@@ -123,16 +167,33 @@ impl Drop for McpServer {
     }
 }
 
-/// Runs the SDK's client (`tests/mcp/client.py`) against the MCP endpoint
-/// `url` with `steps`; one JSON value per step.
+/// Runs the 1.x SDK's client (`tests/mcp/client.py`) against the MCP
+/// endpoint `url` with `steps`; one JSON value per step.
 ///
 /// # Panics
 /// When the client fails as a whole (it could not connect or initialize):
 /// its output and errors are shown.
 pub fn client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
-    let output = Command::new(python())
+    run_client(Sdk::Legacy, url, steps)
+}
+
+/// Runs the 2.x SDK's client (`tests/mcp/client_modern.py`, which tries
+/// the 2026-07-28 revision first) against `url` with `steps`.
+///
+/// # Panics
+/// As [`client`].
+pub fn modern_client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
+    run_client(Sdk::Modern, url, steps)
+}
+
+fn run_client(sdk: Sdk, url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
+    let script = match sdk {
+        Sdk::Legacy => "tests/mcp/client.py",
+        Sdk::Modern => "tests/mcp/client_modern.py",
+    };
+    let output = Command::new(python(sdk))
         .env("PYTHONDONTWRITEBYTECODE", "1")
-        .arg(workspace().join("tests/mcp/client.py"))
+        .arg(workspace().join(script))
         .arg(url)
         .arg(steps.to_string())
         .output()

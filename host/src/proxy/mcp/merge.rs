@@ -14,6 +14,9 @@ use crate::config::PrefixMode;
 /// fared.
 pub const META_TARGETS: &str = "io.switchyard/targets";
 
+/// Where the 2026-07-28 revision names the server: a `_meta` key.
+const SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+
 /// One of the lists a federation merges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ListKind {
@@ -280,8 +283,9 @@ pub fn merge_fields(
 
 /// Merges the `initialize` (or `server/discover`) results of the targets
 /// that answered: the lowest protocol revision, the union of the
-/// capabilities, the instructions of each target under its name, the
-/// gateway as `serverInfo` (a single target's own when it is alone).
+/// capabilities, the `supportedVersions` every target supports (2026-07-28),
+/// the instructions of each target under its name, the gateway as
+/// `serverInfo` (a single target's own when it is alone).
 pub fn merge_initialize(
     results: &[(usize, Value)],
     failed: &[(usize, String)],
@@ -308,16 +312,25 @@ pub fn merge_initialize(
         }
     }
     merged.insert("capabilities".into(), capabilities);
-    let server_info = match (names.len(), results.first()) {
-        (1, Some((_, r))) => r.get("serverInfo").cloned(),
-        _ => None,
-    };
-    merged.insert(
-        "serverInfo".into(),
-        server_info.unwrap_or_else(|| {
-            json!({ "name": "switchyard", "title": "Switchyard MCP gateway", "version": env!("CARGO_PKG_VERSION") })
-        }),
-    );
+    let gateway = || json!({ "name": "switchyard", "title": "Switchyard MCP gateway", "version": env!("CARGO_PKG_VERSION") });
+    match (names.len(), results.first()) {
+        (1, Some((_, r))) => {
+            if let Some(info) = r.get("serverInfo") {
+                merged.insert("serverInfo".into(), info.clone());
+            }
+        }
+        _ => {
+            if results.iter().any(|(_, r)| r.get("serverInfo").is_some()) {
+                merged.insert("serverInfo".into(), gateway());
+            }
+            // 2026-07-28 stamps it in `_meta`.
+            if let Some(meta) = merged.get_mut("_meta").and_then(Value::as_object_mut)
+                && meta.contains_key(SERVER_INFO)
+            {
+                meta.insert(SERVER_INFO.into(), gateway());
+            }
+        }
+    }
     let instructions: Vec<String> = results
         .iter()
         .filter_map(|(t, r)| {
