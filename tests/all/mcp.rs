@@ -74,7 +74,7 @@ fn two_stateful_servers_federate_with_a_clashing_tool_name() {
     let mut expected = Vec::new();
     for server in ["alpha", "beta"] {
         expected.push(format!("{server}_only"));
-        for tool in ["answer", "ask_client", "calls", "echo", "lookup", "record"] {
+        for tool in ["answer", "ask_client", "calls", "echo", "lookup", "record", "slow"] {
             expected.push(format!("{server}__{tool}"));
         }
     }
@@ -83,7 +83,7 @@ fn two_stateful_servers_federate_with_a_clashing_tool_name() {
     // A first page holds alpha's first two tools and all of beta's, and a
     // composite cursor for the rest of alpha's.
     let first = &out[1];
-    assert_eq!(first["names"].as_array().unwrap().len(), 2 + 7, "{first}");
+    assert_eq!(first["names"].as_array().unwrap().len(), 2 + 8, "{first}");
     assert!(first["next"].is_string(), "{first}");
     // Each call ran once, on its owner, the prefix removed.
     assert_eq!(text(&out[2]), "alpha: hi");
@@ -434,4 +434,157 @@ fn a_client_of_the_2026_revision_discovers_and_calls_without_a_session() {
     assert_eq!(tools, ["m1__echo", "m1_only", "m2__echo", "m2_only"]);
     assert_eq!(text(&out[2]), "m2: hi");
     assert_eq!(text(&out[3]), "m1");
+}
+
+#[test]
+fn a_balancer_plugin_routes_a_tool_by_the_mcp_name_header() {
+    // label-affinity reads `mcp-name`, which the gateway sets (as the
+    // 2026-07-28 revision does) for every revision: calls of `answer` go
+    // to the instance labelled for it, the others anywhere.
+    let small = McpServer::with(&["--name", "small", "--stateless", "--answer", "small"]);
+    let big = McpServer::with(&["--name", "big", "--stateless", "--answer", "big"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pools = format!(
+        "[pools.tools]\nstrategy = {{ kind = \"plugin\", path = \"{}\", config = {{ header = \"mcp-name\", label = \"tool\" }}, call_deadline_ms = 1000 }}\n\
+         instances = [{{ url = \"{}\", labels = {{ tool = \"none\" }} }}, {{ url = \"{}\", labels = {{ tool = \"answer\" }} }}]\n",
+        switchyard_tests::fixtures::LABEL_AFFINITY,
+        small.url(),
+        big.url()
+    );
+    let proxy = serve(&dir, &mcp_config("[\"tools\"]", "", &pools));
+    let mut steps = Vec::new();
+    for _ in 0..4 {
+        steps.push(json!({ "op": "call", "tool": "answer" }));
+        steps.push(json!({ "op": "call", "tool": "echo", "args": { "text": "x" } }));
+    }
+    let out = client(&format!("{}/mcp", proxy.url), &Value::Array(steps));
+    let answers: Vec<&str> = out.iter().step_by(2).map(text).collect();
+    assert_eq!(answers, ["big"; 4]);
+    let echoes: Vec<&str> = out.iter().skip(1).step_by(2).map(text).collect();
+    assert!(echoes.contains(&"small: x"), "{echoes:?}");
+}
+
+#[test]
+fn a_long_tool_call_is_bounded_by_the_idle_timeout_not_the_pools_request_timeout() {
+    // JSON answers: the head comes when the tool is done.
+    let server = McpServer::with(&["--name", "s", "--json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let pools = format!(
+        "[pools.s]\nrequest_timeout_ms = 300\ninstances = [{{ url = \"{}\" }}]\n",
+        server.url()
+    );
+    let patient = serve(&dir, &mcp_config("[\"s\"]", "", &pools));
+    let out = client(
+        &format!("{}/mcp", patient.url),
+        &json!([{ "op": "call", "tool": "slow", "args": { "seconds": 1.0 } }]),
+    );
+    assert_eq!(text(&out[0]), "s slept");
+    let other = tempfile::tempdir().unwrap();
+    let strict = serve(
+        &other,
+        &mcp_config("[\"s\"]", ", idle_timeout_ms = 200", &pools),
+    );
+    let out = client(
+        &format!("{}/mcp", strict.url),
+        &json!([{ "op": "call", "tool": "slow", "args": { "seconds": 3.0 } }]),
+    );
+    let failed = out[0].to_string();
+    assert!(failed.contains("did not answer in time"), "{failed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_target_is_left_out_when_open_and_named_when_closed() {
+    let up = McpServer::with(&["--name", "up"]);
+    let down = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", listener.local_addr().unwrap())
+    };
+    let pools = format!(
+        "{}[pools.down]\ninstances = [{{ url = \"{down}\" }}]\n",
+        pool("up", &[&up])
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let open = serve(&dir, &mcp_config("[\"up\", \"down\"]", "", &pools));
+    let url = format!("{}/mcp", open.url);
+    let session = initialize(&url).await;
+    let (status, _, listed) = post(
+        &url,
+        Some(&session),
+        json!({ "jsonrpc": "2.0", "id": 3, "method": "tools/list" }),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let tools = listed["result"]["tools"].as_array().unwrap();
+    assert!(tools.iter().any(|t| t["name"] == "up_only"), "{listed}");
+    let (_, _, hello) = post(
+        &url,
+        None,
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "test", "version": "1" } } }),
+    )
+    .await;
+    let targets = &hello["result"]["_meta"]["io.switchyard/targets"];
+    assert_eq!(targets["up"]["ok"], json!(true), "{hello}");
+    assert_eq!(targets["down"]["ok"], json!(false), "{hello}");
+    open.wait_for_log("MCP target `down` left out");
+
+    let other = tempfile::tempdir().unwrap();
+    let closed = serve(
+        &other,
+        &mcp_config("[\"up\", \"down\"]", ", failure_mode = \"closed\"", &pools),
+    );
+    let (status, session, refused) = post(
+        &format!("{}/mcp", closed.url),
+        None,
+        json!({ "jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": { "name": "test", "version": "1" } } }),
+    )
+    .await;
+    assert_eq!((status, session), (200, None));
+    assert_eq!(
+        refused["error"]["data"]["targets"],
+        json!(["down"]),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("target `down`"),
+        "{refused}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_opens_the_notification_stream_and_delete_ends_the_session() {
+    let server = McpServer::with(&["--name", "s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &mcp_config("[\"s\"]", "", &pool("s", &[&server])));
+    let url = format!("{}/mcp", proxy.url);
+    let session = initialize(&url).await;
+    let stream = crate::client()
+        .get(&url)
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    drop(stream);
+    let ended = crate::client()
+        .delete(&url)
+        .header("mcp-session-id", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status(), 200);
+    let (status, message) = echo(&url, &session, "after").await;
+    assert_eq!(status, 404, "{message}");
+    // The server's session ended too: a new one is needed there as well.
+    let fresh = initialize(&url).await;
+    let (status, message) = echo(&url, &fresh, "new").await;
+    assert_eq!((status, echoed(&message)), (200, "s: new"));
 }

@@ -12,6 +12,7 @@ Tools (NAME defaults to "echo"):
 - `record(tag)` and `lookup(tag)` append "NAME tag" to --log, then end the
   process abruptly (the connection drops before any answer) when the log
   had no line for `tag` yet; `lookup` is read-only, `record` is not;
+- `slow(seconds)` -> "NAME slept", after that long;
 - `ask_client(question)` -> what the client's sampling callback answered.
 
 Answers are SSE streams unless --json; --stateless keeps no session;
@@ -19,6 +20,7 @@ Answers are SSE streams unless --json; --stateless keeps no session;
 """
 
 import argparse
+import asyncio
 import os
 
 from mcp import types
@@ -94,6 +96,13 @@ def record(tag: str) -> str:
 def lookup(tag: str) -> str:
     """Looks `tag` up (read-only)."""
     return log_and_maybe_crash(tag)
+
+
+@server.tool()
+async def slow(seconds: float) -> str:
+    """Answers after `seconds`."""
+    await asyncio.sleep(seconds)
+    return f"{args.name} slept"
 
 
 @server.tool()
