@@ -74,7 +74,15 @@ fn two_stateful_servers_federate_with_a_clashing_tool_name() {
     let mut expected = Vec::new();
     for server in ["alpha", "beta"] {
         expected.push(format!("{server}_only"));
-        for tool in ["answer", "ask_client", "calls", "echo", "lookup", "record", "slow"] {
+        for tool in [
+            "answer",
+            "ask_client",
+            "calls",
+            "echo",
+            "lookup",
+            "record",
+            "slow",
+        ] {
             expected.push(format!("{server}__{tool}"));
         }
     }
@@ -222,6 +230,27 @@ async fn a_session_survives_a_new_instance_a_restart_and_another_switchyard() {
         let (status, message) = echo(&url, &session, "two").await;
         assert_eq!((status, echoed(&message)), (200, "s1: two"));
     }
+    let (_, status) = crate::admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", first.admin_url()),
+        None,
+    )
+    .await;
+    let route = &status["mcp_routes"][0];
+    assert_eq!(
+        route["targets"],
+        json!([{ "name": "docs", "pool": "docs" }]),
+        "{route}"
+    );
+    assert_eq!(route["sessions"], json!(1), "{route}");
+    assert!(
+        route["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["name"] == "echo"),
+        "{route}"
+    );
 
     // Switchyard restarted (the admin change is in its state file), and a
     // second Switchyard with the same key: the session is served by both.

@@ -88,7 +88,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, and per fan-out route each source's quality and the cache counts", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -137,7 +137,18 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             json!({ "route": route, "sources": sources, "cache": cache })
         })
         .collect();
-    Json(json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs }))
+    // MCP routes: targets, sessions in use, tools learned.
+    let mcp: Vec<Value> = router
+        .routes()
+        .iter()
+        .filter_map(|r| match &r.target {
+            crate::proxy::Target::Mcp(m) => Some(m.status()),
+            _ => None,
+        })
+        .collect();
+    Json(
+        json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp }),
+    )
 }
 
 /// `GET /metrics`: the Prometheus (OpenMetrics) text exposition.

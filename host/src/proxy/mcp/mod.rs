@@ -248,9 +248,34 @@ impl McpRoute {
         })
     }
 
-    /// The targets' names, in configured order.
-    pub fn target_names(&self) -> &[String] {
-        &self.names
+    /// What the status API shows: the targets (name, pool), the sessions
+    /// this Switchyard saw in use within `session_idle_timeout_ms`, and the
+    /// tools learned (exposed name, target, name at the target).
+    pub fn status(&self) -> Value {
+        let targets: Vec<Value> = self
+            .targets
+            .iter()
+            .map(|t| json!({ "name": t.name, "pool": t.pool.name }))
+            .collect();
+        let sessions = self
+            .seen
+            .iter()
+            .filter(
+                |(_, seen)| matches!(seen, Seen::Active(at) if at.elapsed() <= self.session_idle),
+            )
+            .count();
+        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
+        let mut tools: Vec<Value> = catalog
+            .entries
+            .iter()
+            .filter(|((kind, _), _)| *kind == ListKind::Tools)
+            .map(|((_, exposed), e)| {
+                json!({ "name": exposed, "target": self.names[e.target], "original": e.original,
+                        "idempotent": e.idempotent })
+            })
+            .collect();
+        tools.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+        json!({ "route": self.index, "targets": targets, "sessions": sessions, "tools": tools })
     }
 
     /// Serves one request of the transport: POST a message, GET the
