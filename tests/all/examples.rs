@@ -294,3 +294,38 @@ async fn grpc_example_passes_calls_through_over_http2() {
         .into_inner();
     assert_eq!(answer.status(), ServingStatus::Serving);
 }
+
+#[test]
+fn mcp_example_federates_and_fuses() {
+    use switchyard_tests::mcp::{McpServer, client};
+    let docs = McpServer::with(&["--name", "docs"]);
+    let search = [
+        McpServer::with(&["--name", "search", "--answer", "7"]),
+        McpServer::with(&["--name", "search", "--answer", "7"]),
+        McpServer::with(&["--name", "search", "--answer", "8"]),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = example("mcp.toml", &[]).replace("http://127.0.0.1:9001", &docs.url());
+    for (i, server) in search.iter().enumerate() {
+        text = text.replace(&format!("http://127.0.0.1:{}", 9002 + i), &server.url());
+    }
+    let proxy = serve(&dir, &text);
+    let out = client(
+        &format!("{}/mcp", proxy.url),
+        &serde_json::json!([
+            { "op": "call", "tool": "docs__echo", "args": { "text": "hi" } },
+            { "op": "call", "tool": "search_only" },
+            { "op": "call", "tool": "search__answer" },
+        ]),
+    );
+    assert_eq!(out[0]["text"], "docs: hi");
+    assert_eq!(out[1]["text"], "search");
+    assert_eq!(out[2]["text"], "7", "{}", out[2]);
+    let fusion = &out[2]["meta"]["io.switchyard/fusion"];
+    assert_eq!(
+        fusion["used"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        out[2]
+    );
+}
