@@ -147,7 +147,7 @@ async fn post(url: &str, session: Option<&str>, message: Value) -> (u16, Option<
     let message = if sse {
         body.lines()
             .filter_map(|l| l.strip_prefix("data: "))
-            .last()
+            .next_back()
             .map_or(Value::Null, |d| serde_json::from_str(d).unwrap())
     } else if body.is_empty() {
         Value::Null

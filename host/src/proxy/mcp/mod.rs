@@ -45,8 +45,11 @@
 //! bounded by `idle_timeout_ms` between events (and to the answer's head)
 //! and by `call_timeout_ms` in all, not by the pool's `request_timeout_ms`.
 
+mod fuse;
+mod lists;
 mod merge;
 mod session;
+mod stream;
 mod upstream;
 
 pub use session::{KEYS_ENV, SessionKeys};
@@ -63,9 +66,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
-use self::merge::{Entry, ListKind, Naming};
+use self::merge::{Entry, ListKind};
 use self::session::{Pinned, SessionState, UpstreamSession};
-use self::upstream::{Call, CallError, Caller, Reply, Sent, Stream, Target, Via};
+use self::stream::hold;
+use self::upstream::{Call, CallError, Caller, Reply, Sent, Target, Via};
 use super::body::ProxyBody;
 use super::client;
 use super::forward::Inbound;
@@ -73,9 +77,8 @@ use super::pool::Pool;
 use super::router::Reporting;
 use super::{ProxyError, StartError, headers};
 use crate::config::{FailureMode, McpConfig, PrefixMode};
-use crate::fusion::{Answer, Builtin, Judge, Outcome, Quality, Resolve, Source, UpstreamResponse};
+use crate::fusion::Builtin;
 use crate::health::{EventKind, HealthEvent, Severity};
-use crate::sse;
 
 /// JSON-RPC: the message is not JSON.
 const PARSE_ERROR: i64 = -32700;
@@ -325,7 +328,9 @@ impl McpRoute {
             let body = client::read_whole(body, limits, self.max_message as u64).await?;
             match parse(&body) {
                 Ok(message) => Some(message),
-                Err(response) => return Ok(response),
+                Err((code, why)) => {
+                    return Ok(rpc_error(StatusCode::BAD_REQUEST, &Value::Null, code, &why));
+                }
             }
         } else {
             None
@@ -766,236 +771,6 @@ impl McpRoute {
         }
     }
 
-    /// A list: the targets asked (those of the cursor, for a next page),
-    /// the pages merged.
-    async fn list(
-        &self,
-        client: &Client<'_>,
-        kind: ListKind,
-        id: &Value,
-        message: &Value,
-    ) -> Response<ProxyBody> {
-        let cursors = match message.pointer("/params/cursor").and_then(Value::as_str) {
-            None => None,
-            Some(c) => match merge::decode_cursor(c) {
-                Some(cursors) => Some(cursors),
-                None => return rpc_error(StatusCode::OK, id, INVALID_PARAMS, "invalid cursor"),
-            },
-        };
-        // Whether a name is in conflict depends on every target's list, not
-        // just the page asked for: the first list of its kind reads every
-        // page first (names then stay the same from page to page).
-        if self.targets.len() > 1 && self.prefix != PrefixMode::Always && !self.learned(kind) {
-            self.learn(client, kind).await;
-        }
-        let targets: Vec<usize> = self
-            .session_targets(client)
-            .into_iter()
-            .filter(|&t| {
-                cursors
-                    .as_ref()
-                    .is_none_or(|c| c.contains_key(&self.names[t]))
-            })
-            .collect();
-        let message_for = |t: usize| {
-            let mut m = message.clone();
-            let cursor = cursors.as_ref().and_then(|c| c.get(&self.names[t]));
-            match (m.get_mut("params").and_then(Value::as_object_mut), cursor) {
-                (Some(params), Some(c)) => {
-                    params.insert("cursor".into(), json!(c));
-                }
-                (Some(params), None) => {
-                    params.remove("cursor");
-                }
-                (None, Some(c)) => m["params"] = json!({ "cursor": c }),
-                (None, None) => {}
-            }
-            m
-        };
-        let (pages, failed, gone) = self.fan_out(client, &targets, message_for).await;
-        if let Some(why) = gone {
-            return session_gone(id, &why);
-        }
-        if let Some(response) = self.refuse(id, &failed, pages.is_empty() && !targets.is_empty()) {
-            return response;
-        }
-        let merged = self.merge(kind, &pages, &failed);
-        rpc_result(id, merged.result)
-    }
-
-    /// Merges the pages of `kind` and learns their owners.
-    fn merge(
-        &self,
-        kind: ListKind,
-        pages: &[(usize, Value)],
-        failed: &[(usize, String)],
-    ) -> merge::MergedList {
-        let naming = self.naming();
-        let merged = {
-            let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-            merge::merge_list(kind, pages, failed, &naming, |t, name| {
-                catalog
-                    .listed_by
-                    .get(&(kind, name.to_string()))
-                    .is_some_and(|by| by.iter().any(|&other| other != t))
-            })
-        };
-        let mut catalog = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-        for entry in &merged.entries {
-            let by = catalog
-                .listed_by
-                .entry((kind, entry.original.clone()))
-                .or_default();
-            if !by.contains(&entry.target) {
-                by.push(entry.target);
-            }
-            // A name exposed differently before (its conflict was not yet
-            // known) is forgotten.
-            if let Some(before) = catalog.exposed.insert(
-                (kind, entry.target, entry.original.clone()),
-                entry.exposed.clone(),
-            ) && before != entry.exposed
-            {
-                catalog.entries.remove(&(kind, before));
-            }
-            catalog
-                .entries
-                .insert((kind, entry.exposed.clone()), entry.clone());
-        }
-        drop(catalog);
-        for name in &merged.dropped {
-            self.reporting.events.publish(HealthEvent::new(
-                &format!("route {}", self.index),
-                None,
-                EventKind::McpNameConflict,
-                Severity::Warning,
-                format!(
-                    "route {}: `{name}` is listed by more than one MCP target and prefix = \"never\": left out",
-                    self.index
-                ),
-            ));
-        }
-        merged
-    }
-
-    fn naming(&self) -> Naming<'_> {
-        Naming {
-            mode: self.prefix,
-            separator: &self.separator,
-            targets: &self.names,
-        }
-    }
-
-    /// The owner of `name` in the list `kind`: learned from the lists, or
-    /// read from its prefix, or learned by listing every page anew.
-    async fn owner(&self, client: &Client<'_>, kind: ListKind, name: &str) -> Option<Entry> {
-        if let Some(entry) = self.known_owner(kind, name) {
-            return Some(entry);
-        }
-        // The client did not list (or the list changed since): learn, so
-        // that the owner and the tool's annotations are known.
-        self.learn(client, kind).await;
-        if let Some(entry) = self.known_owner(kind, name) {
-            return Some(entry);
-        }
-        if self.targets.len() == 1 {
-            return Some(Entry {
-                exposed: name.to_string(),
-                target: 0,
-                original: name.to_string(),
-                idempotent: false,
-            });
-        }
-        self.known_owner(kind, name)
-            .or_else(|| match (self.prefix, self.naming().split(name)) {
-                (PrefixMode::Never, _) | (_, None) => None,
-                (_, Some((target, original))) => Some(Entry {
-                    exposed: name.to_string(),
-                    target,
-                    original: original.to_string(),
-                    idempotent: false,
-                }),
-            })
-    }
-
-    /// The owner the catalog knows; for a resource, a template's too (the
-    /// longest literal start of a template the URI begins with).
-    fn known_owner(&self, kind: ListKind, name: &str) -> Option<Entry> {
-        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        if let Some(entry) = catalog.entries.get(&(kind, name.to_string())) {
-            return Some(entry.clone());
-        }
-        if kind != ListKind::Resources {
-            return None;
-        }
-        catalog
-            .entries
-            .iter()
-            .filter(|((k, _), _)| *k == ListKind::Templates)
-            .filter_map(|((_, template), entry)| {
-                let literal = template.split('{').next().unwrap_or("");
-                (!literal.is_empty() && name.starts_with(literal)).then_some((literal.len(), entry))
-            })
-            .max_by_key(|(len, _)| *len)
-            .map(|(_, entry)| Entry {
-                exposed: name.to_string(),
-                original: name.to_string(),
-                ..entry.clone()
-            })
-    }
-
-    /// Whether the list `kind` was read in full.
-    fn learned(&self, kind: ListKind) -> bool {
-        let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
-        catalog.learned.contains(&kind)
-    }
-
-    /// Lists every page of `kind` (and, for resources, the templates) so
-    /// that the catalog knows every name.
-    async fn learn(&self, client: &Client<'_>, kind: ListKind) {
-        let kinds: &[ListKind] = if kind == ListKind::Resources {
-            &[ListKind::Resources, ListKind::Templates]
-        } else {
-            std::slice::from_ref(&kind)
-        };
-        for &kind in kinds {
-            let mut cursors: Option<BTreeMap<String, String>> = None;
-            // At most 100 pages: a server that never stops paginating does
-            // not hold the call forever.
-            for _ in 0..100 {
-                let targets: Vec<usize> = self
-                    .session_targets(client)
-                    .into_iter()
-                    .filter(|&t| {
-                        cursors
-                            .as_ref()
-                            .is_none_or(|c| c.contains_key(&self.names[t]))
-                    })
-                    .collect();
-                let (pages, failed, _) = self
-                    .fan_out(client, &targets, |t| {
-                        let cursor = cursors.as_ref().and_then(|c| c.get(&self.names[t]));
-                        let params = cursor.map_or_else(|| json!({}), |c| json!({ "cursor": c }));
-                        json!({ "jsonrpc": "2.0", "id": 0, "method": kind.method(), "params": params })
-                    })
-                    .await;
-                let merged = self.merge(kind, &pages, &failed);
-                cursors = merged
-                    .result
-                    .get("nextCursor")
-                    .and_then(Value::as_str)
-                    .and_then(merge::decode_cursor);
-                if cursors.is_none() {
-                    break;
-                }
-            }
-            let mut catalog = self.catalog.write().unwrap_or_else(|p| p.into_inner());
-            if !catalog.learned.contains(&kind) {
-                catalog.learned.push(kind);
-            }
-        }
-    }
-
     /// A request for one name's owner: the name put back as the target
     /// knows it (at `pointer`), then relayed (or fused).
     async fn routed(
@@ -1134,303 +909,6 @@ impl McpRoute {
         rpc_error_data(StatusCode::OK, id, INTERNAL_ERROR, &text, Some(data))
     }
 
-    /// A `tools/call` asked of `count` instances of target `t`'s pool at
-    /// once, each in a session of its own unless it holds the client's; the
-    /// results resolved by `resolver`.
-    async fn fused(
-        &self,
-        client: &Client<'_>,
-        t: usize,
-        id: &Value,
-        message: &Value,
-        count: usize,
-        resolver: &Builtin,
-    ) -> Response<ProxyBody> {
-        let target = &self.targets[t];
-        let pool = &target.pool;
-        let ranking = super::forward::rank(
-            pool,
-            client.caller.parts,
-            client.caller.host,
-            client.caller.path_and_query,
-            client.caller.peer,
-            &crate::balance::Affinity::default(),
-        );
-        let mut asked_ids = Vec::with_capacity(count);
-        while asked_ids.len() < count {
-            match pool.next(&ranking, &asked_ids, None) {
-                Some((instance, _admission)) => asked_ids.push(instance),
-                None => break,
-            }
-        }
-        let pinned = client
-            .upstream(&self.names[t])
-            .ok()
-            .flatten()
-            .and_then(|u| u.pinned.clone());
-        let protocol = client
-            .upstream(&self.names[t])
-            .ok()
-            .flatten()
-            .map(|u| u.protocol.clone())
-            .or_else(|| client.protocol.clone());
-        let sources: Vec<Source> = asked_ids
-            .iter()
-            .enumerate()
-            .map(|(i, &instance)| Source {
-                name: pool
-                    .members
-                    .get(instance)
-                    .map_or_else(|| instance.to_string(), |e| e.url.clone()),
-                priority: i as u32,
-                weight: pool
-                    .members
-                    .get(instance)
-                    .map_or(1.0, |e| f64::from(e.weight())),
-            })
-            .collect();
-        let calls = asked_ids.iter().enumerate().map(|(i, &instance)| {
-            let holds = pinned
-                .as_ref()
-                .filter(|p| p.instance == sources[i].name)
-                .cloned();
-            let protocol = protocol.clone();
-            async move {
-                let started = Instant::now();
-                let outcome = self
-                    .call_instance(client, t, instance, holds, protocol, id, message)
-                    .await;
-                (i, started.elapsed().as_micros() as u64, outcome)
-            }
-        });
-        let judging = resolver.judging();
-        let judge_with = Judge {
-            accept_status: 200..=200,
-            needs_json: true,
-            schema: None,
-            vote: judging.vote,
-        };
-        let answers: Vec<Answer> = join_all(calls)
-            .await
-            .into_iter()
-            .map(|(i, latency, outcome)| crate::fusion::judge(&judge_with, i, latency, outcome))
-            .collect();
-        let asked: Vec<usize> = (0..sources.len()).collect();
-        let facts = crate::policy::RequestContext {
-            method: &client.caller.parts.method,
-            authority: client.caller.host,
-            path: client.caller.path_and_query.as_str(),
-            headers: &client.caller.parts.headers,
-            client_addr: client.caller.peer,
-        };
-        let quality = Quality::new(sources.len());
-        match resolver.fuse(&facts, &sources, &asked, &answers, &quality) {
-            Ok(Ok(fused)) => {
-                let mut result: Value = serde_json::from_slice(&fused.body).unwrap_or(Value::Null);
-                let used: Vec<&str> = fused
-                    .used
-                    .iter()
-                    .map(|&i| sources[i].name.as_str())
-                    .collect();
-                if let Some(object) = result.as_object_mut() {
-                    let meta = object.entry("_meta").or_insert_with(|| json!({}));
-                    meta["io.switchyard/fusion"] = json!({
-                        "target": self.names[t],
-                        "asked": sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
-                        "used": used,
-                        "agreement": fused.agreement,
-                    });
-                }
-                self.record_tool(t, message, None);
-                rpc_result(id, result)
-            }
-            Ok(Err(error)) => {
-                let error = CallError::Failed(format!("no fused result: {error}"));
-                self.record_tool(t, message, Some(&error));
-                rpc_error(
-                    StatusCode::OK,
-                    id,
-                    INTERNAL_ERROR,
-                    &format!("target `{}`: {error}", self.names[t]),
-                )
-            }
-            Err(fault) => rpc_error(StatusCode::OK, id, INTERNAL_ERROR, &format!("{fault:?}")),
-        }
-    }
-
-    /// One fused call on one instance: in the client's session when the
-    /// instance holds it, else in a session opened for the call (ended
-    /// after it) or none when the server keeps none. Its result (without
-    /// `_meta`) as the answer the resolver judges.
-    #[allow(clippy::too_many_arguments)]
-    async fn call_instance(
-        &self,
-        client: &Client<'_>,
-        t: usize,
-        instance: crate::balance::EndpointId,
-        holds: Option<Pinned>,
-        protocol: Option<String>,
-        id: &Value,
-        message: &Value,
-    ) -> Outcome {
-        let via = Via::Instance(instance);
-        let mut opened: Option<String> = None;
-        let session = match holds {
-            Some(p) => Some(p.session),
-            None => {
-                let hello = json!({
-                    "jsonrpc": "2.0", "id": 0, "method": "initialize",
-                    "params": {
-                        "protocolVersion": protocol.as_deref().unwrap_or(crate::health::mcp::PROTOCOL_VERSION),
-                        "capabilities": {},
-                        "clientInfo": { "name": "switchyard-fusion", "version": env!("CARGO_PKG_VERSION") },
-                    },
-                });
-                let call = Call {
-                    method: Method::POST,
-                    body: Bytes::from(hello.to_string()),
-                    session: None,
-                    protocol: None,
-                    mcp_method: Some("initialize"),
-                    mcp_name: None,
-                    last_event_id: None,
-                };
-                match self.ask(client, t, via, &call, &json!(0)).await {
-                    Ok((_, sent)) => {
-                        opened = sent.session.clone();
-                        if let Some(s) = &opened {
-                            let note =
-                                json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
-                            let call = Call {
-                                method: Method::POST,
-                                body: Bytes::from(note.to_string()),
-                                session: Some(s),
-                                protocol: protocol.as_deref(),
-                                mcp_method: Some("notifications/initialized"),
-                                mcp_name: None,
-                                last_event_id: None,
-                            };
-                            let _ = client
-                                .caller
-                                .send(&self.targets[t], via, &call, &mut Vec::new())
-                                .await;
-                        }
-                        opened.clone()
-                    }
-                    Err(e) => return Outcome::Error(e.to_string()),
-                }
-            }
-        };
-        let call = Call {
-            method: Method::POST,
-            body: Bytes::from(message.to_string()),
-            session: session.as_deref(),
-            protocol: protocol.as_deref(),
-            mcp_method: Some("tools/call"),
-            mcp_name: subject(message),
-            last_event_id: None,
-        };
-        let outcome = match self.ask(client, t, via, &call, id).await {
-            Ok((response, _)) => match response.get("result") {
-                Some(result) if result.get("isError") != Some(&Value::Bool(true)) => {
-                    let mut result = result.clone();
-                    if let Some(o) = result.as_object_mut() {
-                        o.remove("_meta");
-                    }
-                    Outcome::Response(UpstreamResponse {
-                        status: StatusCode::OK,
-                        headers: HeaderMap::new(),
-                        body: Bytes::from(result.to_string()),
-                    })
-                }
-                _ => Outcome::Error(format!("the tool failed: {response}")),
-            },
-            Err(e) => Outcome::Error(e.to_string()),
-        };
-        if let Some(s) = &opened {
-            let call = Call {
-                method: Method::DELETE,
-                body: Bytes::new(),
-                session: Some(s),
-                protocol: protocol.as_deref(),
-                mcp_method: None,
-                mcp_name: None,
-                last_event_id: None,
-            };
-            let _ = client
-                .caller
-                .send(&self.targets[t], via, &call, &mut Vec::new())
-                .await;
-        }
-        outcome
-    }
-
-    /// Relays target `t`'s event stream to the client as it comes (server
-    /// requests renamed `T:ID`, event ids `T.ID`), until the response to
-    /// `until` (a POST's) or the end of the stream.
-    fn stream_back(
-        &self,
-        t: usize,
-        held: Vec<sse::Event>,
-        stream: Option<Stream>,
-        until: Option<Value>,
-    ) -> Response<ProxyBody> {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let target = self.names[t].clone();
-        tokio::spawn(async move {
-            // Relays one event; whether the stream is over for the client.
-            let relay = |event: sse::Event| {
-                let tx = &tx;
-                let until = &until;
-                async move {
-                    let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
-                        return false;
-                    };
-                    let done = until.as_ref().is_some_and(|id| {
-                        message.get("method").is_none() && message.get("id") == Some(id)
-                    });
-                    let message = outbound(t, message);
-                    let event_id = event.id.map(|i| format!("{t}.{i}"));
-                    let chunk = sse::encode(event_id.as_deref(), &message.to_string());
-                    tx.send(Bytes::from(chunk)).await.is_err() || done
-                }
-            };
-            for event in held {
-                if relay(event).await {
-                    return;
-                }
-            }
-            let Some(mut stream) = stream else {
-                return;
-            };
-            loop {
-                let next = tokio::select! {
-                    next = stream.next() => next,
-                    () = tx.closed() => return,
-                };
-                match next {
-                    Ok(Some(event)) => {
-                        if relay(event).await {
-                            return;
-                        }
-                    }
-                    Ok(None) => return,
-                    Err(e) => {
-                        if let Some(id) = &until {
-                            let text = format!("target `{target}`: {e}");
-                            let error = json!({ "jsonrpc": "2.0", "id": id, "error": { "code": INTERNAL_ERROR, "message": text } });
-                            let _ = tx
-                                .send(Bytes::from(sse::encode(None, &error.to_string())))
-                                .await;
-                        }
-                        return;
-                    }
-                }
-            }
-        });
-        event_stream(rx)
-    }
-
     /// A notification: passed to every target of the session.
     async fn broadcast(&self, client: &Client<'_>, message: &Value) -> Response<ProxyBody> {
         let body = Bytes::from(message.to_string());
@@ -1515,98 +993,6 @@ impl McpRoute {
         }
     }
 
-    /// GET: the session's notification stream, merged from the targets'.
-    async fn notifications(
-        &self,
-        client: &Client<'_>,
-        last_event_id: Option<&str>,
-    ) -> Response<ProxyBody> {
-        let Some(session) = &client.session else {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &Value::Null,
-                INVALID_REQUEST,
-                "GET needs an Mcp-Session-Id",
-            );
-        };
-        // `T.ID`: the stream of target T resumes after its event ID.
-        let resume = last_event_id
-            .and_then(|l| l.split_once('.'))
-            .and_then(|(t, rest)| Some((t.parse::<usize>().ok()?, rest)));
-        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-        let mut opened = 0;
-        for upstream in &session.upstreams {
-            let Some(t) = self.names.iter().position(|n| *n == upstream.target) else {
-                continue;
-            };
-            let Some(pinned) = &upstream.pinned else {
-                continue;
-            };
-            let call = Call {
-                method: Method::GET,
-                body: Bytes::new(),
-                session: Some(&pinned.session),
-                protocol: Some(&upstream.protocol),
-                mcp_method: None,
-                mcp_name: None,
-                last_event_id: resume.filter(|(r, _)| *r == t).map(|(_, id)| id),
-            };
-            match client
-                .caller
-                .send(
-                    &self.targets[t],
-                    Via::Pinned(pinned),
-                    &call,
-                    &mut Vec::new(),
-                )
-                .await
-            {
-                Ok(Sent {
-                    reply: Reply::Stream(mut stream),
-                    ..
-                }) => {
-                    opened += 1;
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        loop {
-                            let event = tokio::select! {
-                                next = stream.next() => match next {
-                                    Ok(Some(event)) => event,
-                                    _ => return,
-                                },
-                                () = tx.closed() => return,
-                            };
-                            let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
-                                continue;
-                            };
-                            let event_id = event.id.map(|i| format!("{t}.{i}"));
-                            let chunk =
-                                sse::encode(event_id.as_deref(), &outbound(t, message).to_string());
-                            if tx.send(Bytes::from(chunk)).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-                Err(CallError::Gone(why)) => return session_gone(&Value::Null, &why),
-                Ok(_) | Err(_) => {}
-            }
-        }
-        if opened == 0 {
-            let mut response = rpc_error(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &Value::Null,
-                INVALID_REQUEST,
-                "no target offers a notification stream",
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
-            return response;
-        }
-        event_stream(rx)
-    }
-
     /// DELETE: every upstream session ended, and the gateway's.
     async fn end(&self, client: &Client<'_>, token: Option<&str>) -> Response<ProxyBody> {
         let (Some(session), Some(token)) = (&client.session, token) else {
@@ -1671,35 +1057,6 @@ impl McpRoute {
     }
 }
 
-/// Reads `stream` until the client must see it: the response to `id`
-/// (then the stream is complete) or a request to the client (then it
-/// continues); the events read, and the rest of the stream.
-///
-/// # Errors
-/// The stream failed or ended first.
-async fn hold(
-    mut stream: Stream,
-    id: &Value,
-) -> Result<(Vec<sse::Event>, Option<Stream>), CallError> {
-    let mut held = Vec::new();
-    while let Some(event) = stream.next().await? {
-        let message = serde_json::from_str::<Value>(&event.data).unwrap_or(Value::Null);
-        let method = message.get("method").is_some();
-        let answered = !method && message.get("id") == Some(id);
-        let asks = method && message.get("id").is_some();
-        held.push(event);
-        if answered {
-            return Ok((held, None));
-        }
-        if asks {
-            return Ok((held, Some(stream)));
-        }
-    }
-    Err(CallError::Failed(
-        "the event stream ended without the response".into(),
-    ))
-}
-
 /// The tool, prompt or resource a message is about (`Mcp-Name`).
 fn subject(message: &Value) -> Option<&str> {
     let params = message.get("params")?;
@@ -1739,31 +1096,19 @@ fn result_of(response: Value) -> Result<Value, CallError> {
     )))
 }
 
-/// A POST body as one JSON-RPC message.
-fn parse(body: &[u8]) -> Result<Value, Response<ProxyBody>> {
-    let message: Value = serde_json::from_slice(body).map_err(|e| {
-        rpc_error(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            PARSE_ERROR,
-            &format!("not JSON: {e}"),
-        )
-    })?;
+/// A POST body as one JSON-RPC message; else the JSON-RPC error code and
+/// why (answered 400).
+fn parse(body: &[u8]) -> Result<Value, (i64, String)> {
+    let message: Value =
+        serde_json::from_slice(body).map_err(|e| (PARSE_ERROR, format!("not JSON: {e}")))?;
     if message.is_array() {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
+        return Err((
             INVALID_REQUEST,
-            "JSON-RPC batches are not supported (MCP 2025-06-18 removed them)",
+            "JSON-RPC batches are not supported (MCP 2025-06-18 removed them)".into(),
         ));
     }
     if message.get("jsonrpc") != Some(&json!("2.0")) {
-        return Err(rpc_error(
-            StatusCode::BAD_REQUEST,
-            &Value::Null,
-            INVALID_REQUEST,
-            "not JSON-RPC 2.0",
-        ));
+        return Err((INVALID_REQUEST, "not JSON-RPC 2.0".into()));
     }
     Ok(message)
 }
@@ -1826,17 +1171,6 @@ fn session_gone(id: &Value, why: &str) -> Response<ProxyBody> {
 fn empty(status: StatusCode) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::Local(Full::new(Bytes::new())));
     *response.status_mut() = status;
-    response
-}
-
-fn event_stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::Channel(rx));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
 
