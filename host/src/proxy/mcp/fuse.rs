@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use super::session::Pinned;
 use super::upstream::{Call, CallError, Via};
-use super::{Client, INTERNAL_ERROR, McpRoute, rpc_error, rpc_result, subject};
+use super::{Client, INTERNAL_ERROR, McpRoute, rpc_error, rpc_result};
 use crate::fusion::{Answer, Builtin, Judge, Outcome, Quality, Resolve, Source, UpstreamResponse};
 use crate::proxy::body::ProxyBody;
 
@@ -165,15 +165,7 @@ impl McpRoute {
                         "clientInfo": { "name": "switchyard-fusion", "version": env!("CARGO_PKG_VERSION") },
                     },
                 });
-                let call = Call {
-                    method: Method::POST,
-                    body: Bytes::from(hello.to_string()),
-                    session: None,
-                    protocol: None,
-                    mcp_method: Some("initialize"),
-                    mcp_name: None,
-                    last_event_id: None,
-                };
+                let call = Call::post(&hello);
                 match self.ask(client, t, via, &call, &json!(0)).await {
                     Ok((_, sent)) => {
                         opened = sent.session.clone();
@@ -181,13 +173,9 @@ impl McpRoute {
                             let note =
                                 json!({ "jsonrpc": "2.0", "method": "notifications/initialized" });
                             let call = Call {
-                                method: Method::POST,
-                                body: Bytes::from(note.to_string()),
                                 session: Some(s),
                                 protocol: protocol.as_deref(),
-                                mcp_method: Some("notifications/initialized"),
-                                mcp_name: None,
-                                last_event_id: None,
+                                ..Call::post(&note)
                             };
                             let _ = client
                                 .caller
@@ -201,13 +189,9 @@ impl McpRoute {
             }
         };
         let call = Call {
-            method: Method::POST,
-            body: Bytes::from(message.to_string()),
             session: session.as_deref(),
             protocol: protocol.as_deref(),
-            mcp_method: Some("tools/call"),
-            mcp_name: subject(message),
-            last_event_id: None,
+            ..Call::post(message)
         };
         let outcome = match self.ask(client, t, via, &call, id).await {
             Ok((response, _)) => match response.get("result") {
@@ -228,13 +212,9 @@ impl McpRoute {
         };
         if let Some(s) = &opened {
             let call = Call {
-                method: Method::DELETE,
-                body: Bytes::new(),
                 session: Some(s),
                 protocol: protocol.as_deref(),
-                mcp_method: None,
-                mcp_name: None,
-                last_event_id: None,
+                ..Call::new(Method::DELETE, Bytes::new())
             };
             let _ = client
                 .caller

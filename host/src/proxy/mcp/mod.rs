@@ -69,7 +69,7 @@ use serde_json::{Value, json};
 use self::merge::{Entry, ListKind};
 use self::session::{Pinned, SessionState, UpstreamSession};
 use self::stream::hold;
-use self::upstream::{Call, CallError, Caller, Reply, Sent, Target, Via};
+use self::upstream::{Call, CallError, Caller, Reply, Sent, Target, Via, subject};
 use super::body::ProxyBody;
 use super::client;
 use super::forward::Inbound;
@@ -163,7 +163,24 @@ struct Client<'a> {
     protocol: Option<String>,
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    /// A POST of `message` to target `name` in the session: to the instance
+    /// that holds the target's session, with its session id and revision
+    /// (else to any instance, with the client's revision). `Err` when the
+    /// session exists but the target is not part of it.
+    fn post<'m>(&'m self, name: &str, message: &'m Value) -> Result<(Call<'m>, Via<'m>), ()> {
+        let upstream = self.upstream(name)?;
+        let pinned = upstream.and_then(|u| u.pinned.as_ref());
+        let call = Call {
+            session: pinned.map(|p| p.session.as_str()),
+            protocol: upstream
+                .map(|u| u.protocol.as_str())
+                .or(self.protocol.as_deref()),
+            ..Call::post(message)
+        };
+        Ok((call, pinned.map_or(Via::Any, Via::Pinned)))
+    }
+
     /// Target `t`'s side of the session: `Err` when the session exists but
     /// the target is not part of it (it joined the route later).
     fn upstream(&self, name: &str) -> Result<Option<&UpstreamSession>, ()> {
@@ -535,13 +552,9 @@ impl McpRoute {
             async move {
                 let started = Instant::now();
                 let call = Call {
-                    method: Method::POST,
-                    body,
-                    session: None,
                     protocol: client.protocol.as_deref(),
                     mcp_method: Some(method),
-                    mcp_name: None,
-                    last_event_id: None,
+                    ..Call::new(Method::POST, body)
                 };
                 let answered = self.ask(client, t, Via::Any, &call, id).await;
                 self.record(t, method, answered.as_ref().err(), started);
@@ -695,26 +708,9 @@ impl McpRoute {
         message: &Value,
         id: &Value,
     ) -> Result<Value, CallError> {
-        let upstream = client
-            .upstream(&self.names[t])
+        let (call, via) = client
+            .post(&self.names[t], message)
             .map_err(|()| CallError::Failed("not part of this session".into()))?;
-        let call = Call {
-            method: Method::POST,
-            body: Bytes::from(message.to_string()),
-            session: upstream
-                .and_then(|u| u.pinned.as_ref())
-                .map(|p| p.session.as_str()),
-            protocol: upstream
-                .map(|u| u.protocol.as_str())
-                .or(client.protocol.as_deref()),
-            mcp_method: message.get("method").and_then(Value::as_str),
-            mcp_name: subject(message),
-            last_event_id: None,
-        };
-        let via = match upstream.and_then(|u| u.pinned.as_ref()) {
-            Some(pinned) => Via::Pinned(pinned),
-            None => Via::Any,
-        };
         self.ask(client, t, via, &call, id).await.map(|(r, _)| r)
     }
 
@@ -827,35 +823,20 @@ impl McpRoute {
         message: &Value,
         idempotent: bool,
     ) -> Response<ProxyBody> {
-        let upstream = match client.upstream(&self.names[t]) {
-            Ok(u) => u,
-            Err(()) => {
-                return session_gone(
-                    id,
-                    &format!("target `{}` joined after this session began", self.names[t]),
-                );
-            }
+        let Ok((call, via)) = client.post(&self.names[t], message) else {
+            return session_gone(
+                id,
+                &format!("target `{}` joined after this session began", self.names[t]),
+            );
         };
-        let pinned = upstream.and_then(|u| u.pinned.as_ref());
+        let pinned = matches!(via, Via::Pinned(_));
         let method = message.get("method").and_then(Value::as_str).unwrap_or("");
-        let call = Call {
-            method: Method::POST,
-            body: Bytes::from(message.to_string()),
-            session: pinned.map(|p| p.session.as_str()),
-            protocol: upstream
-                .map(|u| u.protocol.as_str())
-                .or(client.protocol.as_deref()),
-            mcp_method: Some(method),
-            mcp_name: subject(message),
-            last_event_id: None,
-        };
-        let via = pinned.map_or(Via::Any, Via::Pinned);
         let attempts = if idempotent { IDEMPOTENT_ATTEMPTS } else { 1 };
         let mut tried = Vec::new();
         let mut sent_attempts = 0;
         let started = Instant::now();
         let error = loop {
-            if pinned.is_some() {
+            if pinned {
                 tried.clear();
             }
             match client
@@ -911,31 +892,18 @@ impl McpRoute {
 
     /// A notification: passed to every target of the session.
     async fn broadcast(&self, client: &Client<'_>, message: &Value) -> Response<ProxyBody> {
-        let body = Bytes::from(message.to_string());
-        let method = message.get("method").and_then(Value::as_str);
-        let sends = self.session_targets(client).into_iter().map(|t| {
-            let body = body.clone();
-            async move {
-                let upstream = client.upstream(&self.names[t]).ok().flatten();
-                let pinned = upstream.and_then(|u| u.pinned.as_ref());
-                let call = Call {
-                    method: Method::POST,
-                    body,
-                    session: pinned.map(|p| p.session.as_str()),
-                    protocol: upstream
-                        .map(|u| u.protocol.as_str())
-                        .or(client.protocol.as_deref()),
-                    mcp_method: method,
-                    mcp_name: None,
-                    last_event_id: None,
-                };
-                let via = pinned.map_or(Via::Any, Via::Pinned);
+        let sends = self
+            .session_targets(client)
+            .into_iter()
+            .map(|t| async move {
+                let (call, via) = client
+                    .post(&self.names[t], message)
+                    .map_err(|()| CallError::Failed("not part of this session".into()))?;
                 client
                     .caller
                     .send(&self.targets[t], via, &call, &mut Vec::new())
                     .await
-            }
-        });
+            });
         let results = join_all(sends).await;
         if let Some(Err(CallError::Gone(why))) = results
             .iter()
@@ -963,20 +931,12 @@ impl McpRoute {
             );
         };
         message["id"] = original;
-        let upstream = client.upstream(&self.names[t]).ok().flatten();
-        let pinned = upstream.and_then(|u| u.pinned.as_ref());
-        let call = Call {
-            method: Method::POST,
-            body: Bytes::from(message.to_string()),
-            session: pinned.map(|p| p.session.as_str()),
-            protocol: upstream
-                .map(|u| u.protocol.as_str())
-                .or(client.protocol.as_deref()),
-            mcp_method: None,
-            mcp_name: None,
-            last_event_id: None,
+        let Ok((call, via)) = client.post(&self.names[t], &message) else {
+            return session_gone(
+                &Value::Null,
+                &format!("target `{}` is not part of this session", self.names[t]),
+            );
         };
-        let via = pinned.map_or(Via::Any, Via::Pinned);
         match client
             .caller
             .send(&self.targets[t], via, &call, &mut Vec::new())
@@ -1008,13 +968,9 @@ impl McpRoute {
             let pinned = u.pinned.as_ref()?;
             Some(async move {
                 let call = Call {
-                    method: Method::DELETE,
-                    body: Bytes::new(),
                     session: Some(&pinned.session),
                     protocol: Some(&u.protocol),
-                    mcp_method: None,
-                    mcp_name: None,
-                    last_event_id: None,
+                    ..Call::new(Method::DELETE, Bytes::new())
                 };
                 let _ = client
                     .caller
@@ -1055,15 +1011,6 @@ impl McpRoute {
             );
         }
     }
-}
-
-/// The tool, prompt or resource a message is about (`Mcp-Name`).
-fn subject(message: &Value) -> Option<&str> {
-    let params = message.get("params")?;
-    params
-        .get("name")
-        .or_else(|| params.get("uri"))
-        .and_then(Value::as_str)
 }
 
 /// A server's message bound for the client: a request's id becomes `T:ID`

@@ -105,13 +105,10 @@ impl McpRoute {
                 continue;
             };
             let call = Call {
-                method: Method::GET,
-                body: Bytes::new(),
                 session: Some(&pinned.session),
                 protocol: Some(&upstream.protocol),
-                mcp_method: None,
-                mcp_name: None,
                 last_event_id: resume.filter(|(r, _)| *r == t).map(|(_, id)| id),
+                ..Call::new(Method::GET, Bytes::new())
             };
             match client
                 .caller

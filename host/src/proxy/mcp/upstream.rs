@@ -237,6 +237,39 @@ pub struct Call<'a> {
     pub last_event_id: Option<&'a str>,
 }
 
+impl<'a> Call<'a> {
+    /// A `method` request with `body` and no MCP headers.
+    pub fn new(method: Method, body: Bytes) -> Self {
+        Self {
+            method,
+            body,
+            session: None,
+            protocol: None,
+            mcp_method: None,
+            mcp_name: None,
+            last_event_id: None,
+        }
+    }
+
+    /// A POST of `message`, with `Mcp-Method` and `Mcp-Name` from it.
+    pub fn post(message: &'a Value) -> Self {
+        Self {
+            mcp_method: message.get("method").and_then(Value::as_str),
+            mcp_name: subject(message),
+            ..Self::new(Method::POST, Bytes::from(message.to_string()))
+        }
+    }
+}
+
+/// The tool, prompt or resource a message is about (`Mcp-Name`).
+pub fn subject(message: &Value) -> Option<&str> {
+    let params = message.get("params")?;
+    params
+        .get("name")
+        .or_else(|| params.get("uri"))
+        .and_then(Value::as_str)
+}
+
 impl Caller<'_> {
     /// Sends `call` to `target` on the instance `via` says, skipping
     /// `tried` (the instance used is added to it); a GET's stream has no
