@@ -34,15 +34,7 @@ impl McpRoute {
         if self.targets.len() > 1 && self.prefix != PrefixMode::Always && !self.learned(kind) {
             self.learn(client, kind).await;
         }
-        let targets: Vec<usize> = self
-            .session_targets(client)
-            .into_iter()
-            .filter(|&t| {
-                cursors
-                    .as_ref()
-                    .is_none_or(|c| c.contains_key(&self.names[t]))
-            })
-            .collect();
+        let targets = self.page_targets(client, cursors.as_ref());
         let message_for = |t: usize| {
             let mut m = message.clone();
             let cursor = cursors.as_ref().and_then(|c| c.get(&self.names[t]));
@@ -67,6 +59,19 @@ impl McpRoute {
         }
         let merged = self.merge(kind, &pages, &failed);
         rpc_result(id, merged.result)
+    }
+
+    /// The targets asked for a page: those of the session, or of a
+    /// composite cursor's.
+    fn page_targets(
+        &self,
+        client: &Client<'_>,
+        cursors: Option<&BTreeMap<String, String>>,
+    ) -> Vec<usize> {
+        self.session_targets(client)
+            .into_iter()
+            .filter(|&t| cursors.is_none_or(|c| c.contains_key(&self.names[t])))
+            .collect()
     }
 
     /// Merges the pages of `kind` and learns their owners.
@@ -214,15 +219,7 @@ impl McpRoute {
             // At most 100 pages: a server that never stops paginating does
             // not hold the call forever.
             for _ in 0..100 {
-                let targets: Vec<usize> = self
-                    .session_targets(client)
-                    .into_iter()
-                    .filter(|&t| {
-                        cursors
-                            .as_ref()
-                            .is_none_or(|c| c.contains_key(&self.names[t]))
-                    })
-                    .collect();
+                let targets = self.page_targets(client, cursors.as_ref());
                 let (pages, failed, _) = self
                     .fan_out(client, &targets, |t| {
                         let cursor = cursors.as_ref().and_then(|c| c.get(&self.names[t]));
