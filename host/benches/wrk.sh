@@ -5,8 +5,9 @@
 # removed on exit with every nginx configured under it and every process in
 # `pids`, defines `upstreams PORT...` (nginx answering `ok` at `/`, and
 # bodies of 0 B, 1 KiB and 64 KiB at `/0b`, `/1k`, `/64k`) and
-# `run NAME URL`, which drives wrk at $THREADS,
-# $CONNECTIONS and $DURATION and prints one Markdown row:
+# `run NAME URL [SCRIPT]`, which drives wrk at $THREADS,
+# $CONNECTIONS and $DURATION (with the wrk Lua SCRIPT when given) and
+# prints one Markdown row:
 # | NAME | req/s | p50 | p99 | errors |
 DURATION=${DURATION:-10s}
 THREADS=${THREADS:-1}
@@ -48,7 +49,7 @@ NGINX
 
 run() {
   local out rps p50 p99 errors
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$2")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency ${3:+-s "$3"} "$2")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")

@@ -15,7 +15,7 @@ mod error;
 mod fanout;
 mod forward;
 mod headers;
-mod mcp;
+pub mod mcp;
 mod path;
 mod pool;
 mod recent;
@@ -28,7 +28,7 @@ pub use error::{ProxyError, StartError};
 pub use forward::handle;
 
 pub use fanout::FanOut;
-pub use mcp::{KEYS_ENV as MCP_SESSION_KEYS_ENV, McpRoute, SessionKeys};
+pub use mcp::{McpRoute, SessionKeys};
 pub use pool::Pool;
 pub use recent::{RecentRequests, RequestRecord};
 pub use router::{PoolRoute, Reporting, Route, Router, Target};

@@ -10,7 +10,7 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::Full;
 
 use super::fanout::FanOut;
-use super::mcp::{McpRoute, SessionKeys};
+use super::mcp::{McpRoute, SessionKeys, SessionsSeen};
 use super::recent::RecentRequests;
 use super::tunnel::Tunnels;
 use super::{Pool, StartError};
@@ -44,6 +44,8 @@ pub struct Reporting {
     pub tunnels: Arc<Tunnels>,
     /// The keys that seal MCP routes' session ids.
     pub mcp_keys: SessionKeys,
+    /// What was seen of MCP sessions: last use, ended.
+    pub mcp_sessions: SessionsSeen,
 }
 
 impl Reporting {
@@ -66,6 +68,7 @@ impl Reporting {
             recent: RecentRequests::new(config.admin.as_ref().map_or(0, |a| a.recent_requests)),
             tunnels: Arc::default(),
             mcp_keys,
+            mcp_sessions: SessionsSeen::default(),
         })
     }
 }
@@ -126,9 +129,9 @@ impl Router {
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             let target = match (&r.pool, &r.fan_out, &r.mcp) {
-                (_, _, Some(mcp)) => {
-                    Target::Mcp(Box::new(McpRoute::build(index, mcp, &pools, reporting)?))
-                }
+                (_, _, Some(mcp)) => Target::Mcp(Box::new(McpRoute::build(
+                    index, &r.matches, mcp, &pools, reporting,
+                )?)),
                 (_, Some(fan_out), None) => {
                     Target::FanOut(Box::new(FanOut::build(index, fan_out, &pools, host)?))
                 }

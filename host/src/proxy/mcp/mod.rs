@@ -47,12 +47,12 @@
 
 mod fuse;
 mod lists;
-mod merge;
+pub mod merge;
 mod session;
 mod stream;
 mod upstream;
 
-pub use session::{KEYS_ENV, SessionKeys};
+pub use session::{KEYS_ENV, SessionKeys, SessionsSeen};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -76,7 +76,7 @@ use super::forward::Inbound;
 use super::pool::Pool;
 use super::router::Reporting;
 use super::{ProxyError, StartError, headers};
-use crate::config::{FailureMode, McpConfig, PrefixMode};
+use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
 use crate::fusion::Builtin;
 use crate::health::{EventKind, HealthEvent, Severity};
 
@@ -112,15 +112,6 @@ struct ToolSettings {
     fuse: Option<(usize, Builtin)>,
 }
 
-/// What this Switchyard has seen of a session.
-#[derive(Clone, Copy)]
-enum Seen {
-    /// Used last at this instant.
-    Active(Instant),
-    /// Ended by the client (DELETE).
-    Ended,
-}
-
 /// What the route learned from the targets' lists: who owns each name.
 #[derive(Default)]
 struct Catalog {
@@ -150,7 +141,8 @@ pub struct McpRoute {
     max_message: usize,
     tools: BTreeMap<String, ToolSettings>,
     catalog: RwLock<Catalog>,
-    seen: moka::sync::Cache<String, Seen>,
+    /// The route's match, `HOST PATH_PREFIX`: the sessions it issues say so.
+    key: Arc<str>,
     reporting: Arc<Reporting>,
 }
 
@@ -197,13 +189,15 @@ impl<'a> Client<'a> {
 }
 
 impl McpRoute {
-    /// Builds route number `index` from `config` (validated) over `pools`.
+    /// Builds route number `index`, matching `matches`, from `config`
+    /// (validated) over `pools`.
     ///
     /// # Errors
     /// [`StartError::Route`] for a target whose pool does not exist or a
     /// fused tool whose resolver is not built in.
     pub fn build(
         index: usize,
+        matches: &RouteMatch,
         config: &McpConfig,
         pools: &BTreeMap<String, Arc<Pool>>,
         reporting: &Arc<Reporting>,
@@ -245,6 +239,11 @@ impl McpRoute {
                 },
             );
         }
+        let key = format!(
+            "{} {}",
+            matches.host.as_deref().unwrap_or("*"),
+            matches.path_prefix.as_deref().unwrap_or("/")
+        );
         Ok(Self {
             index,
             names: targets.iter().map(|t| t.name.clone()).collect(),
@@ -260,10 +259,7 @@ impl McpRoute {
             max_message: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
             tools,
             catalog: RwLock::default(),
-            seen: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_live(Duration::from_millis(config.session_max_age_ms))
-                .build(),
+            key: Arc::from(key),
             reporting: Arc::clone(reporting),
         })
     }
@@ -278,12 +274,9 @@ impl McpRoute {
             .map(|t| json!({ "name": t.name, "pool": t.pool.name }))
             .collect();
         let sessions = self
-            .seen
-            .iter()
-            .filter(
-                |(_, seen)| matches!(seen, Seen::Active(at) if at.elapsed() <= self.session_idle),
-            )
-            .count();
+            .reporting
+            .mcp_sessions
+            .active(&self.key, self.session_idle);
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         let mut tools: Vec<Value> = catalog
             .entries
@@ -418,24 +411,19 @@ impl McpRoute {
     /// was not ended, and was used within `session_idle_timeout_ms` as far
     /// as this Switchyard saw.
     fn open_session(&self, token: &str) -> Result<SessionState, String> {
-        let reporting_keys = &self.reporting.mcp_keys;
-        let Some(state) = reporting_keys.open(token) else {
+        let Some(state) = self.reporting.mcp_keys.open(token) else {
             return Err("unknown session".into());
         };
+        if *state.route != *self.key {
+            return Err("a session of another route".into());
+        }
         let age = now_ms().saturating_sub(state.issued_ms);
         if age > self.session_max_age.as_millis() as u64 {
             return Err("the session is older than session_max_age_ms".into());
         }
-        match self.seen.get(token) {
-            Some(Seen::Ended) => return Err("the session was ended".into()),
-            Some(Seen::Active(last)) if last.elapsed() > self.session_idle => {
-                self.seen.insert(token.to_string(), Seen::Ended);
-                return Err("the session was idle longer than session_idle_timeout_ms".into());
-            }
-            _ => {}
-        }
-        self.seen
-            .insert(token.to_string(), Seen::Active(Instant::now()));
+        self.reporting
+            .mcp_sessions
+            .touch(token, &self.key, self.session_idle)?;
         Ok(state)
     }
 
@@ -592,6 +580,7 @@ impl McpRoute {
         let mut response = rpc_result(id, merged.clone());
         if method == "initialize" {
             let state = SessionState {
+                route: self.key.to_string(),
                 issued_ms: now_ms(),
                 protocol: merged
                     .get("protocolVersion")
@@ -601,8 +590,11 @@ impl McpRoute {
                 upstreams,
             };
             let token = self.reporting.mcp_keys.seal(&state);
-            self.seen
-                .insert(token.clone(), Seen::Active(Instant::now()));
+            // Freshly issued: cannot be ended nor idle.
+            let _ = self
+                .reporting
+                .mcp_sessions
+                .touch(&token, &self.key, self.session_idle);
             if let Ok(v) = HeaderValue::from_str(&token) {
                 response
                     .headers_mut()
@@ -984,7 +976,7 @@ impl McpRoute {
             })
         });
         join_all(ends).await;
-        self.seen.insert(token.to_string(), Seen::Ended);
+        self.reporting.mcp_sessions.end(token);
         empty(StatusCode::OK)
     }
 

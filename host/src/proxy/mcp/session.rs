@@ -8,6 +8,8 @@
 //! 96-bit nonce; the plaintext is the JSON of [`SessionState`].
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use aes_gcm::aead::{Aead, KeyInit};
 use aes_gcm::{Aes256Gcm, Nonce};
@@ -31,6 +33,10 @@ pub struct SessionKeys {
 /// What a gateway session is, as sealed in its id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionState {
+    /// The route that issued it (its match, `HOST PATH_PREFIX`): a session
+    /// is served by that route only.
+    #[serde(rename = "r")]
+    pub route: String,
     /// When it was issued, ms since the Unix epoch.
     #[serde(rename = "t")]
     pub issued_ms: u64,
@@ -151,6 +157,69 @@ impl SessionKeys {
     }
 }
 
+/// What this Switchyard saw of the sessions it served, across config
+/// changes (it lives as long as the process): when each was last used, on
+/// which route, and which were ended. Bounded at 1,000,000 sessions (the
+/// least used are forgotten first, and then count as never seen).
+pub struct SessionsSeen {
+    cache: moka::sync::Cache<String, Seen>,
+}
+
+/// What was seen of one session.
+#[derive(Clone)]
+enum Seen {
+    /// Used last at this instant, on this route.
+    Active(Instant, Arc<str>),
+    /// Ended by its client (DELETE), or idle too long.
+    Ended,
+}
+
+impl Default for SessionsSeen {
+    fn default() -> Self {
+        Self {
+            cache: moka::sync::Cache::builder().max_capacity(1_000_000).build(),
+        }
+    }
+}
+
+impl SessionsSeen {
+    /// Records a use of `token` on `route` now.
+    ///
+    /// # Errors
+    /// Why it may not be used: it was ended, or it was last used longer
+    /// than `idle` ago (it is ended then).
+    pub fn touch(&self, token: &str, route: &Arc<str>, idle: Duration) -> Result<(), String> {
+        match self.cache.get(token) {
+            Some(Seen::Ended) => return Err("the session was ended".into()),
+            Some(Seen::Active(last, _)) if last.elapsed() > idle => {
+                self.cache.insert(token.to_string(), Seen::Ended);
+                return Err("the session was idle longer than session_idle_timeout_ms".into());
+            }
+            _ => {}
+        }
+        self.cache.insert(
+            token.to_string(),
+            Seen::Active(Instant::now(), Arc::clone(route)),
+        );
+        Ok(())
+    }
+
+    /// Ends `token`: it will not be served again.
+    pub fn end(&self, token: &str) {
+        self.cache.insert(token.to_string(), Seen::Ended);
+    }
+
+    /// How many sessions of `route` were used within `idle`.
+    pub fn active(&self, route: &str, idle: Duration) -> usize {
+        self.cache
+            .iter()
+            .filter(|(_, seen)| {
+                matches!(seen, Seen::Active(at, r) if &**r == route && at.elapsed() <= idle)
+            })
+            .count()
+    }
+}
+
 fn read(path: &Path) -> anyhow::Result<String> {
     std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("mcp_sessions.key_file `{}`: {e}", path.display()))
@@ -179,6 +248,7 @@ mod tests {
 
     fn state() -> SessionState {
         SessionState {
+            route: "* /mcp".into(),
             issued_ms: 1,
             protocol: "2025-06-18".into(),
             upstreams: vec![UpstreamSession {
@@ -212,6 +282,22 @@ mod tests {
         assert_eq!(keys.open(&URL_SAFE_NO_PAD.encode(raw)), None);
         assert_eq!(keys.open("not a token"), None);
         assert_eq!(keys.open(""), None);
+    }
+
+    #[test]
+    fn an_ended_or_idle_session_is_not_served_again() {
+        let seen = SessionsSeen::default();
+        let route: Arc<str> = Arc::from("* /mcp");
+        let long = Duration::from_secs(60);
+        assert_eq!(seen.touch("a", &route, long), Ok(()));
+        assert_eq!(seen.touch("b", &route, long), Ok(()));
+        assert_eq!(seen.active("* /mcp", long), 2);
+        seen.end("a");
+        assert!(seen.touch("a", &route, long).is_err());
+        // Idle past the bound: refused, and from then on.
+        assert!(seen.touch("b", &route, Duration::ZERO).is_err());
+        assert!(seen.touch("b", &route, long).is_err());
+        assert_eq!(seen.active("* /mcp", long), 0);
     }
 
     #[test]
