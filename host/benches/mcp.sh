@@ -24,7 +24,7 @@ serve() { # port, targets
   printf '[[listeners]]\nlisten = "127.0.0.1:%s"\n[[routes]]\nmcp = { targets = %s }\n' "$1" "$2" > "$config"
   printf '[pools.a]\ninstances = [{ url = "http://127.0.0.1:19601" }]\n' >> "$config"
   printf '[pools.b]\ninstances = [{ url = "http://127.0.0.1:19602" }]\n' >> "$config"
-  RUST_LOG=warn "$BIN" serve --config "$config" & pids+=($!)
+  RUST_LOG=error "$BIN" serve --config "$config" & pids+=($!)
 }
 serve 19611 '["a"]'
 serve 19612 '["a", "b"]'
@@ -37,9 +37,17 @@ LUA
 # Two targets both have `echo`: the federation's name is a__echo.
 sed 's/"name":"echo"/"name":"a__echo"/' "$WORK/call.lua" > "$WORK/call-prefixed.lua"
 for port in 19601 19602 19611 19612; do
-  for _ in $(seq 1 400); do curl -fs -o /dev/null "http://127.0.0.1:$port/" -X POST 2>/dev/null; [ $? -ne 7 ] && break; sleep 0.05; done
+  for _ in $(seq 1 400); do (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break; sleep 0.05; done
 done
-sleep 1
+# Each path answers the call (a JSON-RPC error would be a 200 to wrk too).
+check() { # url, tool
+  curl -s "$1" -H 'content-type: application/json' -H 'accept: application/json, text/event-stream' \
+    -d "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"$2\",\"arguments\":{\"text\":\"hi\"}}}" \
+    | grep -q '"text":"s19601: hi"' || { echo "$1 does not answer $2" >&2; exit 1; }
+}
+check http://127.0.0.1:19601/mcp echo
+check http://127.0.0.1:19611/mcp echo
+check http://127.0.0.1:19612/mcp a__echo
 warm() { wrk -t1 -c1 -d2s -s "$2" "$1" >/dev/null; }
 warm http://127.0.0.1:19601/mcp "$WORK/call.lua"
 warm http://127.0.0.1:19611/mcp "$WORK/call.lua"

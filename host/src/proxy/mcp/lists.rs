@@ -57,7 +57,7 @@ impl McpRoute {
         if let Some(response) = self.refuse(id, &failed, pages.is_empty() && !targets.is_empty()) {
             return response;
         }
-        let merged = self.merge(kind, &pages, &failed);
+        let merged = self.merge(kind, pages, &failed);
         rpc_result(id, merged.result)
     }
 
@@ -78,7 +78,7 @@ impl McpRoute {
     pub(super) fn merge(
         &self,
         kind: ListKind,
-        pages: &[(usize, Value)],
+        pages: Vec<(usize, Value)>,
         failed: &[(usize, String)],
     ) -> merge::MergedList {
         let naming = self.naming();
@@ -227,7 +227,7 @@ impl McpRoute {
                         json!({ "jsonrpc": "2.0", "id": 0, "method": kind.method(), "params": params })
                     })
                     .await;
-                let merged = self.merge(kind, &pages, &failed);
+                let merged = self.merge(kind, pages, &failed);
                 cursors = merged
                     .result
                     .get("nextCursor")

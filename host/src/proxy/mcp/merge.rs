@@ -2,7 +2,7 @@
 //! results, and the pages of the four lists with their names prefixed
 //! (or not) and their cursors combined.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -132,48 +132,51 @@ pub struct MergedList {
 }
 
 /// Merges the list `kind` of each target that answered (`pages`: target,
-/// result) into one result: every item, named by `naming` (a name is in
+/// result; their items are moved into the merged list) into one result: every item, named by `naming` (a name is in
 /// conflict when another target lists it in this answer or when
 /// `elsewhere(target, name)` says another target was seen listing it);
 /// `nextCursor` combines the targets' cursors; the other fields merge as
 /// [`merge_fields`] says; `failed` targets are named in `_meta`.
 pub fn merge_list(
     kind: ListKind,
-    pages: &[(usize, Value)],
+    mut pages: Vec<(usize, Value)>,
     failed: &[(usize, String)],
     naming: &Naming<'_>,
     elsewhere: impl Fn(usize, &str) -> bool,
 ) -> MergedList {
-    let items = |result: &Value| -> Vec<Value> {
-        result
-            .get(kind.field())
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let key = kind.key();
-    let mut listed: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (target, result) in pages {
-        for item in items(result) {
-            if let Some(name) = item.get(key).and_then(Value::as_str) {
-                listed.entry(name.to_string()).or_default().push(*target);
-            }
+    let (field, key) = (kind.field(), kind.key());
+    // Each page's items, taken out (moved, not copied); the rest of the
+    // page merges as fields.
+    let lists: Vec<(usize, Vec<Value>)> = pages
+        .iter_mut()
+        .map(|(t, page)| match page.get_mut(field).map(Value::take) {
+            Some(Value::Array(items)) => (*t, items),
+            _ => (*t, Vec::new()),
+        })
+        .collect();
+    let name_of = |item: &Value| item.get(key).and_then(Value::as_str).map(str::to_owned);
+    // How many targets list each name in this answer.
+    let mut listed: HashMap<String, usize> = HashMap::new();
+    for (_, items) in &lists {
+        for name in items.iter().filter_map(name_of) {
+            *listed.entry(name).or_default() += 1;
         }
     }
-    let mut merged_items = Vec::new();
-    let mut entries = Vec::new();
-    let mut dropped = Vec::new();
-    for (target, result) in pages {
-        for mut item in items(result) {
-            let Some(name) = item.get(key).and_then(Value::as_str).map(str::to_owned) else {
+    let total = lists.iter().map(|(_, items)| items.len()).sum();
+    let mut merged_items = Vec::with_capacity(total);
+    let mut entries = Vec::with_capacity(total);
+    let mut dropped: Vec<String> = Vec::new();
+    for (target, items) in lists {
+        for mut item in items {
+            let Some(name) = name_of(&item) else {
                 continue;
             };
             let exposed = if kind.renamed() {
                 let conflict =
-                    listed.get(&name).is_some_and(|t| t.len() > 1) || elsewhere(*target, &name);
+                    listed.get(&name).is_some_and(|&n| n > 1) || elsewhere(target, &name);
                 match (naming.mode, conflict) {
                     (PrefixMode::Always, _) | (PrefixMode::OnConflict, true) => {
-                        naming.prefixed(*target, &name)
+                        naming.prefixed(target, &name)
                     }
                     (PrefixMode::Never, true) => {
                         if !dropped.contains(&name) {
@@ -186,22 +189,23 @@ pub fn merge_list(
             } else {
                 name.clone()
             };
-            item[key] = Value::String(exposed.clone());
             let hint = |h: &str| {
-                item.pointer(&format!("/annotations/{h}"))
+                item.get("annotations")
+                    .and_then(|a| a.get(h))
                     .and_then(Value::as_bool)
                     .unwrap_or(false)
             };
             entries.push(Entry {
                 idempotent: hint("readOnlyHint") || hint("idempotentHint"),
-                exposed,
-                target: *target,
+                target,
                 original: name,
+                exposed: exposed.clone(),
             });
+            item[key] = Value::String(exposed);
             merged_items.push(item);
         }
     }
-    let mut result = merge_fields(pages, failed, naming.targets, &[kind.field(), "nextCursor"]);
+    let mut result = merge_fields(&pages, failed, naming.targets, &[field, "nextCursor"]);
     let cursors: BTreeMap<&str, &str> = pages
         .iter()
         .filter_map(|(t, r)| {
@@ -209,7 +213,7 @@ pub fn merge_list(
             Some((naming.targets[*t].as_str(), cursor))
         })
         .collect();
-    result.insert(kind.field().into(), Value::Array(merged_items));
+    result.insert(field.into(), Value::Array(merged_items));
     if !cursors.is_empty() {
         result.insert("nextCursor".into(), Value::String(encode_cursor(&cursors)));
     }
@@ -413,7 +417,7 @@ mod tests {
         let never_elsewhere = |_: usize, _: &str| false;
         let on_conflict = merge_list(
             ListKind::Tools,
-            &pages,
+            pages.to_vec(),
             &[],
             &naming(PrefixMode::OnConflict),
             never_elsewhere,
@@ -424,7 +428,7 @@ mod tests {
         );
         let always = merge_list(
             ListKind::Tools,
-            &pages,
+            pages.to_vec(),
             &[],
             &naming(PrefixMode::Always),
             never_elsewhere,
@@ -435,7 +439,7 @@ mod tests {
         );
         let never = merge_list(
             ListKind::Tools,
-            &pages,
+            pages.to_vec(),
             &[],
             &naming(PrefixMode::Never),
             never_elsewhere,
@@ -445,7 +449,7 @@ mod tests {
         // A name another target was seen listing before is in conflict too.
         let seen = merge_list(
             ListKind::Tools,
-            &[(0, tools(&["a"], None))],
+            vec![(0, tools(&["a"], None))],
             &[],
             &naming(PrefixMode::OnConflict),
             |t, n| t == 0 && n == "a",
@@ -474,9 +478,13 @@ mod tests {
         let mut b = tools(&["y"], None);
         b["ttlMs"] = json!(1000);
         b["cacheScope"] = json!("public");
-        let merged = merge_list(ListKind::Tools, &[(0, a), (1, b)], &[], &naming, |_, _| {
-            false
-        });
+        let merged = merge_list(
+            ListKind::Tools,
+            vec![(0, a), (1, b)],
+            &[],
+            &naming,
+            |_, _| false,
+        );
         let r = &merged.result;
         assert_eq!(r["ttlMs"], json!(1000));
         assert_eq!(r["cacheScope"], json!("public"));
@@ -491,7 +499,7 @@ mod tests {
         d["cacheScope"] = json!("private");
         let merged = merge_list(
             ListKind::Tools,
-            &[(0, c)],
+            vec![(0, c)],
             &[(1, "down".into())],
             &naming,
             |_, _| false,
