@@ -485,7 +485,7 @@ fn fan_out_config_errors_name_the_key() {
         (
             "pool = \"a\"\nfan_out = { pool = \"a\", resolver = { kind = \"all\" } }",
             "routes[0].pool",
-            "exactly one of `pool` and `fan_out`",
+            "exactly one of `pool`, `fan_out` and `mcp`",
         ),
         (
             "fan_out = { resolver = { kind = \"all\" } }",

@@ -617,3 +617,66 @@ async fn get_opens_the_notification_stream_and_delete_ends_the_session() {
     let (status, message) = echo(&url, &fresh, "new").await;
     assert_eq!((status, echoed(&message)), (200, "s: new"));
 }
+
+#[test]
+fn mcp_config_errors_name_the_key() {
+    use std::path::Path;
+    use switchyard::config::Config;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("short-key"), "abcd\n").unwrap();
+    let base = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[pools.a]\ninstances = [{ url = \"http://127.0.0.1:1\" }]\n";
+    for (extra, key, reason) in [
+        (
+            "[[routes]]\nmcp = { targets = [] }",
+            "routes[0].mcp.targets",
+            "at least one",
+        ),
+        (
+            "[[routes]]\nmcp = { targets = [\"b\"] }",
+            "routes[0].mcp.targets[0].pool",
+            "unknown pool `b`",
+        ),
+        (
+            "[[routes]]\nmcp = { targets = [\"a\", { pool = \"a\" }] }",
+            "routes[0].mcp.targets[1].name",
+            "names two targets",
+        ),
+        (
+            "[[routes]]\nmcp = { targets = [{ pool = \"a\", name = \"a b\" }] }",
+            "routes[0].mcp.targets[0].name",
+            "A-Z a-z 0-9",
+        ),
+        (
+            "[[routes]]\nmcp = { targets = [\"a\"], separator = \"\" }",
+            "routes[0].mcp.separator",
+            "1..=8",
+        ),
+        (
+            "[[routes]]\nmcp = { targets = [\"a\"], call_timeout_ms = 0 }",
+            "call_timeout_ms",
+            "out of range",
+        ),
+        (
+            "[[routes]]\nmcp = { targets = [\"a\"], tools = { t = { idempotent = false, fuse = { count = 3, resolver = { kind = \"majority\" } } } } }",
+            "routes[0].mcp.tools.t.fuse",
+            "never fanned out",
+        ),
+        (
+            "[[routes]]\npool = \"a\"\nmcp = { targets = [\"a\"] }",
+            "routes[0].pool",
+            "exactly one of `pool`, `fan_out` and `mcp`",
+        ),
+        (
+            "[mcp_sessions]\nkey_file = \"short-key\"",
+            "mcp_sessions.key_file",
+            "3 bytes; an AES-256 key is 32",
+        ),
+    ] {
+        let text = format!("{base}{extra}\n");
+        let err = Config::parse(&text, Path::new("f.toml"), dir.path())
+            .expect_err(extra)
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+}
