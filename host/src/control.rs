@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::config::Config;
 use crate::health::{EventBus, EventKind, HealthEvent, Severity};
 use crate::plugin::PluginHost;
+use crate::process::Supervisor;
 use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};
 
 /// Why a change was not applied.
@@ -65,6 +66,8 @@ pub struct Control {
     router: ArcSwap<Router>,
     state_file: Option<PathBuf>,
     inner: Mutex<Inner>,
+    /// The processes of managed pools, once started.
+    supervisor: std::sync::OnceLock<Arc<Supervisor>>,
 }
 
 /// Each pool's health tasks, by pool name, with the pool they run for.
@@ -100,7 +103,19 @@ impl Control {
                 config,
                 health: None,
             }),
+            supervisor: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Starts supervising the processes of managed pools (once; see
+    /// [`Supervisor::start`]).
+    pub fn start_processes(self: &Arc<Self>) -> Arc<Supervisor> {
+        Arc::clone(self.supervisor.get_or_init(|| Supervisor::start(self)))
+    }
+
+    /// The processes of managed pools, once started.
+    pub fn processes(&self) -> Option<&Arc<Supervisor>> {
+        self.supervisor.get()
     }
 
     /// The configuration to start with: the state file's when it exists

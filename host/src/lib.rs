@@ -36,6 +36,7 @@ pub mod health;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;
+pub mod process;
 pub mod proxy;
 pub mod server;
 pub mod sse;

@@ -48,6 +48,17 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Internal: how a pool's process starts — it dies with Switchyard
+    /// (PR_SET_PDEATHSIG), then becomes COMMAND.
+    #[command(hide = true)]
+    ExecChild {
+        /// The Switchyard that started it.
+        #[arg(long)]
+        parent: u32,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -136,6 +147,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime(None)?.block_on(switchyard::demo::run(listen, admin))
         }
         Command::Plugin(command) => runtime(None)?.block_on(async { plugin(command) }),
+        Command::ExecChild { parent, command } => {
+            let error = switchyard::process::exec_child(parent, &command);
+            Err(anyhow::anyhow!(
+                "cannot run `{}`: {error}",
+                command.join(" ")
+            ))
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod mcp;
 mod openapi;
 mod plugins;
 mod polyglot;
+mod processes;
 mod proxying;
 mod resilience;
 mod state;

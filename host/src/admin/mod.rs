@@ -267,6 +267,11 @@ fn operations() -> OpenApiRouter<AdminState> {
         .routes(routes!(resources::drain))
         .routes(routes!(resources::undrain))
         .routes(routes!(resources::pick))
+        .routes(routes!(
+            resources::list_processes,
+            resources::scale_processes
+        ))
+        .routes(routes!(resources::restart_process))
         .routes(routes!(resources::list_routes, resources::add_route))
         .routes(routes!(
             resources::get_route,

@@ -759,3 +759,96 @@ pub async fn events(
         .keep_alive(KeepAlive::default())
         .into_response()
 }
+
+/// The replicas of a managed pool (`pool` must have a `process` table).
+fn processes_of(state: &AdminState, pool: &str) -> ApiResult<Vec<crate::process::ReplicaStatus>> {
+    state
+        .control
+        .processes()
+        .ok_or_else(|| ApiError::Unavailable("process supervision is not running".into()))?
+        .replicas(pool)
+        .map_err(|e| ApiError::NotFound(e.to_string()))
+}
+
+/// `GET /v1/pools/{pool}/processes`: each replica's state, pid, port,
+/// restarts, last exit status, time up and last lines of output.
+#[utoipa::path(
+    get,
+    path = "/v1/pools/{pool}/processes",
+    tag = "processes",
+    params(("pool" = String, Path, description = "Pool name")),
+    responses((status = 200, description = "The pool's replicas", body = serde_json::Value), (status = 404, description = "No such managed pool"))
+)]
+pub async fn list_processes(
+    State(state): State<AdminState>,
+    PathOf(pool): PathOf<String>,
+) -> ApiResult<Json<Vec<crate::process::ReplicaStatus>>> {
+    processes_of(&state, &pool).map(Json)
+}
+
+/// The body of `PATCH /v1/pools/{pool}/processes`.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessesPatch {
+    /// How many replicas, 0..=256; the highest numbers are drained and
+    /// stopped first when scaling down.
+    pub replicas: u32,
+}
+
+/// `PATCH /v1/pools/{pool}/processes`: scale the replicas.
+#[utoipa::path(
+    patch,
+    path = "/v1/pools/{pool}/processes",
+    tag = "processes",
+    params(("pool" = String, Path, description = "Pool name")),
+    request_body = ProcessesPatch,
+    responses((status = 200, description = "The pool's process table", body = serde_json::Value), (status = 404, description = "No such managed pool"))
+)]
+pub async fn scale_processes(
+    State(state): State<AdminState>,
+    PathOf(pool): PathOf<String>,
+    body: Bytes,
+) -> ApiResult<Json<crate::config::ProcessConfig>> {
+    let patch: ProcessesPatch = parse(&body, "processes patch (replicas)")?;
+    let name = pool.clone();
+    let (config, ()) = change(&state, move |config| {
+        let target = pool_of(config, &name)?;
+        let process = target
+            .process
+            .as_mut()
+            .ok_or_else(|| ChangeError::NotFound(format!("pool `{name}` has no processes")))?;
+        process.replicas = patch.replicas;
+        Ok(())
+    })
+    .await?;
+    config.pools[&pool]
+        .process
+        .clone()
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("pool `{pool}` has no processes")))
+}
+
+/// `POST /v1/pools/{pool}/processes/{replica}/restart`: restart a replica
+/// now (a crash-looped one too).
+#[utoipa::path(
+    post,
+    path = "/v1/pools/{pool}/processes/{replica}/restart",
+    tag = "processes",
+    params(("pool" = String, Path, description = "Pool name"), ("replica" = u32, Path, description = "The replica's number")),
+    responses((status = 202, description = "Restarting", body = serde_json::Value), (status = 404, description = "No such managed pool or replica"))
+)]
+pub async fn restart_process(
+    State(state): State<AdminState>,
+    PathOf((pool, replica)): PathOf<(String, u32)>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    state
+        .control
+        .processes()
+        .ok_or_else(|| ApiError::Unavailable("process supervision is not running".into()))?
+        .restart(&pool, replica)
+        .map_err(|e| ApiError::NotFound(e.to_string()))?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "pool": pool, "replica": replica, "restarting": true })),
+    ))
+}

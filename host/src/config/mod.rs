@@ -31,6 +31,7 @@ mod failover;
 mod fusion;
 mod health;
 mod mcp;
+mod process;
 mod strategy;
 mod types;
 
@@ -43,10 +44,10 @@ pub use types::{
     HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig,
     McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
-    PrefixMode, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
-    ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
-    SourceConfig, StaleConfig, StickyConfig, StrategyConfig, ToolConfig, ToolFusion, TrendConfig,
-    UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
+    PrefixMode, ProcessConfig, QuarantineConfig, QuorumConfig, ResolverConfig,
+    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
+    RuntimeConfig, SourceConfig, StaleConfig, StickyConfig, StrategyConfig, ToolConfig, ToolFusion,
+    TrendConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

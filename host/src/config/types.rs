@@ -22,6 +22,7 @@ pub use super::mcp::{
     FailureMode, McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, PrefixMode,
     ToolConfig, ToolFusion,
 };
+pub use super::process::ProcessConfig;
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -352,8 +353,23 @@ pub struct PoolConfig {
     /// The balancing strategy. Default `round-robin`.
     #[serde(default)]
     pub strategy: StrategyConfig,
-    /// The instances; at least one.
+    /// The instances; at least one, unless `process` starts them (then
+    /// they are its replicas, set by Switchyard).
+    #[serde(default)]
     pub instances: Vec<InstanceConfig>,
+    /// Processes Switchyard starts, supervises and restarts; each replica
+    /// is an instance. Default: none (the instances run on their own).
+    #[serde(default)]
+    pub process: Option<ProcessConfig>,
+    /// Pools whose processes must be ready before this pool's start (each
+    /// with its `min_ready` fit instances); stopped after this one.
+    /// Default: none.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// Fit instances this pool needs to count as ready for the pools that
+    /// depend on it. Default 1.
+    #[serde(default = "defaults::min_ready")]
+    pub min_ready: u32,
     /// TCP connect timeout per attempt, ms. Default 1000.
     #[serde(default = "defaults::connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -576,6 +592,9 @@ impl PluginStrategyConfig {
 }
 
 mod defaults {
+    pub fn min_ready() -> u32 {
+        1
+    }
     pub fn shutdown_grace_ms() -> u64 {
         30_000
     }
@@ -716,6 +735,16 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        for cwd in self
+            .pools
+            .values_mut()
+            .filter_map(|p| p.process.as_mut())
+            .map(|p| p.cwd.get_or_insert_with(|| base.to_path_buf()))
+        {
+            if cwd.is_relative() {
+                *cwd = base.join(&*cwd);
+            }
+        }
         if let Some(path) = self.mcp_sessions.key_file.as_mut()
             && path.is_relative()
         {
@@ -806,6 +835,7 @@ impl Config {
         for (name, pool) in &self.pools {
             pool.validate(name)?;
         }
+        self.check_dependencies()?;
         if self.mcp_sessions.key_file.is_some() {
             crate::proxy::SessionKeys::load(&self.mcp_sessions, false)
                 .map_err(|e| ("mcp_sessions.key_file".into(), format!("{e:#}")))?;
@@ -815,6 +845,63 @@ impl Config {
 }
 
 impl Config {
+    /// Every `depends_on` names a pool, and no pool depends on itself,
+    /// directly or through others (the cycle is named).
+    fn check_dependencies(&self) -> Result<(), Invalid> {
+        for (name, pool) in &self.pools {
+            for (i, dependency) in pool.depends_on.iter().enumerate() {
+                if !self.pools.contains_key(dependency) {
+                    return Err((
+                        format!("pools.{name}.depends_on[{i}]"),
+                        format!("unknown pool `{dependency}`"),
+                    ));
+                }
+            }
+        }
+        self.start_order().map(drop)
+    }
+
+    /// The pools in an order where each comes after every pool it depends
+    /// on (then by name).
+    ///
+    /// # Errors
+    /// A dependency cycle, named: `pools.a.depends_on`, `a -> b -> a`.
+    pub fn start_order(&self) -> Result<Vec<String>, Invalid> {
+        let mut order: Vec<String> = Vec::with_capacity(self.pools.len());
+        let mut visiting: Vec<&str> = Vec::new();
+        fn visit<'c>(
+            config: &'c Config,
+            name: &'c str,
+            visiting: &mut Vec<&'c str>,
+            order: &mut Vec<String>,
+        ) -> Result<(), Invalid> {
+            if order.iter().any(|o| o == name) {
+                return Ok(());
+            }
+            if let Some(at) = visiting.iter().position(|v| *v == name) {
+                let mut cycle: Vec<&str> = visiting[at..].to_vec();
+                cycle.push(name);
+                return Err((
+                    format!("pools.{name}.depends_on"),
+                    format!("a dependency cycle: {}", cycle.join(" -> ")),
+                ));
+            }
+            visiting.push(name);
+            for dependency in config.pools.get(name).map_or(&[][..], |p| &p.depends_on) {
+                if config.pools.contains_key(dependency) {
+                    visit(config, dependency, visiting, order)?;
+                }
+            }
+            visiting.pop();
+            order.push(name.to_string());
+            Ok(())
+        }
+        for name in self.pools.keys() {
+            visit(self, name, &mut visiting, &mut order)?;
+        }
+        Ok(order)
+    }
+
     /// Every plugin file the configuration loads.
     pub fn plugin_paths(&self) -> Vec<PathBuf> {
         let mut paths: Vec<PathBuf> = self
@@ -887,8 +974,13 @@ impl PoolConfig {
 
     fn validate(&self, name: &str) -> Result<(), Invalid> {
         let key = |k: &str| format!("pools.{name}.{k}");
-        if self.instances.is_empty() {
+        if self.instances.is_empty() && self.process.is_none() {
             return Err((key("instances"), "at least one instance is required".into()));
+        }
+        if let Some(process) = &self.process {
+            process
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("process.{k}")), reason))?;
         }
         for (i, instance) in self.instances.iter().enumerate() {
             if let Err(reason) = instance.upstream_authority() {

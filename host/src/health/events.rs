@@ -63,12 +63,20 @@ pub enum EventKind {
     /// Several MCP targets list one name and `prefix = "never"`: it was
     /// left out.
     McpNameConflict,
+    /// A pool's process was started.
+    ProcessStarted,
+    /// A pool's process exited or was stopped.
+    ProcessExited,
+    /// A pool's process was restarted.
+    ProcessRestarted,
+    /// A pool's process restarted too often and is left stopped.
+    ProcessCrashLoop,
 }
 
 impl EventKind {
     /// The family of the kind, for filters: `health` (checks, ejections,
     /// panic mode, trends), `failover` (breakers), `plugin` (faults),
-    /// `mcp` (MCP routes) or `config`.
+    /// `mcp` (MCP routes), `process` (managed upstreams) or `config`.
     pub fn category(self) -> &'static str {
         match self {
             EventKind::BreakerOpen | EventKind::BreakerHalfOpen | EventKind::BreakerClosed => {
@@ -77,6 +85,10 @@ impl EventKind {
             EventKind::ConfigChanged => "config",
             EventKind::PluginFault | EventKind::PluginQuarantined => "plugin",
             EventKind::McpTargetFailed | EventKind::McpNameConflict => "mcp",
+            EventKind::ProcessStarted
+            | EventKind::ProcessExited
+            | EventKind::ProcessRestarted
+            | EventKind::ProcessCrashLoop => "process",
             _ => "health",
         }
     }

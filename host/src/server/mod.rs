@@ -143,6 +143,7 @@ impl Switchyard {
             })
             .flatten();
         self.control.start_health();
+        let processes = self.control.start_processes();
         let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
         let _watcher = plugins_dir.and_then(|dir| {
             crate::watch::watch_plugins(Arc::clone(&self.control), &dir)
@@ -159,6 +160,8 @@ impl Switchyard {
         let tunnels = Arc::clone(&self.control.router().reporting().tunnels);
         let listeners = async { while loops.join_next().await.is_some() {} };
         tokio::join!(listeners, tunnels.drain(self.shutdown_grace));
+        // The pools' own processes last, dependents first.
+        processes.stop().await;
         tracing::info!("shutdown complete");
     }
 }

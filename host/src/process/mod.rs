@@ -1,0 +1,850 @@
+//! Managed upstreams: the processes behind a pool with a `process` table,
+//! started, supervised and restarted by Switchyard, in dependency order.
+//!
+//! Each replica is one process (`command` with `{port}` and `{replica}`
+//! expanded), in its own process group, which dies with Switchyard even
+//! when Switchyard is killed (`PR_SET_PDEATHSIG`, set by `switchyard
+//! exec-child` before it becomes the command). A replica's life:
+//!
+//! 1. **start**, once every pool in the pool's `depends_on` has its
+//!    `min_ready` fit instances; a port is chosen (free on 127.0.0.1, or
+//!    the replica's entry of `ports`); `process_started`;
+//! 2. **ready** when the pool's active check passes (HTTP, TCP, MCP, gRPC
+//!    or a plugin; without a check, when its port accepts a connection),
+//!    within `ready_timeout_ms`: only then is `http://127.0.0.1:PORT` added
+//!    to the pool's instances (a config change, like the admin API's);
+//! 3. **supervised**: probed at the check's interval; `exit` or
+//!    `restart_after_failed_checks` failed probes in a row end it. Its
+//!    instance leaves the pool at once, its process group is stopped
+//!    (`stop_signal`, then `SIGKILL` after `stop_timeout_ms`);
+//!    `process_exited`;
+//! 4. **restart** after the next tier of `restart_backoff_ms` (tiers start
+//!    again once a replica stayed ready `stable_after_ms`);
+//!    `process_restarted`. More than `max_restarts` in `restart_window_ms`:
+//!    `crash-loop`, an alert event (`process_crash_loop`), no more restarts
+//!    until one is asked through the API.
+//!
+//! Scaling down, a pool removed, and shutdown (in reverse dependency order)
+//! drain a replica's instance first (its requests in flight finish, up to
+//! `stop_timeout_ms`), then stop it. The supervisor follows the
+//! configuration: every config change (file at start, admin API) is
+//! reconciled against the replicas running.
+
+mod child;
+
+pub use child::{KEPT_LINES, exec_child};
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use self::child::{Lines, Process, stop_signal};
+use crate::balance::Endpoint;
+use crate::config::{InstanceConfig, ProcessConfig};
+use crate::control::{ChangeError, Control};
+use crate::health::active::ProbeOutcome;
+use crate::health::{EventKind, HealthEvent, Severity};
+
+/// How often a starting replica is probed for readiness, and a waiting one
+/// looks at its dependencies.
+const POLL: Duration = Duration::from_millis(200);
+
+/// Where a replica is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplicaState {
+    /// Waiting for the pools it depends on.
+    Waiting,
+    /// Started, not yet ready.
+    Starting,
+    /// Ready: an instance of the pool.
+    Ready,
+    /// Exited (or failed its checks); waiting out its backoff.
+    Backoff,
+    /// Restarted too often: left stopped until asked through the API.
+    CrashLoop,
+    /// Being drained and stopped.
+    Stopping,
+    /// Stopped for good (scaled down, pool removed, shutdown).
+    Stopped,
+}
+
+/// What the API shows of a replica.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    /// Its number in the pool, 0..replicas.
+    pub replica: u32,
+    /// Where it is in its life.
+    pub state: ReplicaState,
+    /// Its process id, while it runs.
+    pub pid: Option<u32>,
+    /// Its port, once started.
+    pub port: Option<u16>,
+    /// Restarts so far.
+    pub restarts: u32,
+    /// How its last process ended (e.g. `exit status: 1`, `signal: 9`).
+    pub exit_status: Option<String>,
+    /// Time ready, ms (0 when not ready).
+    pub up_ms: u64,
+    /// Its last lines of output (at most [`KEPT_LINES`]).
+    pub last_lines: Vec<String>,
+}
+
+/// A replica's shared record.
+struct Replica {
+    status: Mutex<ReplicaStatus>,
+    ready_since: Mutex<Option<Instant>>,
+    lines: Arc<Lines>,
+}
+
+impl Replica {
+    fn update(&self, f: impl FnOnce(&mut ReplicaStatus)) {
+        f(&mut self.status.lock().unwrap_or_else(PoisonError::into_inner));
+    }
+
+    fn status(&self) -> ReplicaStatus {
+        let mut status = self
+            .status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        status.up_ms = self
+            .ready_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
+        status.last_lines = self.lines.snapshot();
+        status
+    }
+
+    fn set_ready(&self, ready: bool) {
+        *self
+            .ready_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = ready.then(Instant::now);
+    }
+}
+
+/// What a replica's task is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Order {
+    /// Restart now (from the API): backoff and crash-loop reset.
+    Restart,
+    /// Drain and stop for good.
+    Stop,
+}
+
+/// A replica's task and its line of orders.
+struct Running {
+    replica: Arc<Replica>,
+    orders: mpsc::UnboundedSender<Order>,
+    task: JoinHandle<()>,
+}
+
+/// The processes of every managed pool.
+pub struct Supervisor {
+    control: Weak<Control>,
+    pools: Mutex<BTreeMap<String, BTreeMap<u32, Running>>>,
+}
+
+/// Why an API request about processes failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// No such pool, or not a managed one (404).
+    #[error("{0}")]
+    NotFound(String),
+}
+
+impl Supervisor {
+    /// Starts supervising the managed pools of `control`'s configuration:
+    /// their instances are the replicas this supervisor starts (any left
+    /// from an earlier run are removed first), and every config change from
+    /// now on is reconciled.
+    pub fn start(control: &Arc<Control>) -> Arc<Self> {
+        let supervisor = Arc::new(Self {
+            control: Arc::downgrade(control),
+            pools: Mutex::default(),
+        });
+        // Instances of managed pools from an earlier run (persisted in the
+        // state file) are not this run's replicas.
+        let stale = control
+            .config()
+            .pools
+            .values()
+            .any(|p| p.process.is_some() && !p.instances.is_empty());
+        if stale {
+            let cleared = control.change(|config| {
+                for pool in config.pools.values_mut().filter(|p| p.process.is_some()) {
+                    pool.instances.clear();
+                }
+                Ok(())
+            });
+            if let Err(error) = cleared {
+                tracing::warn!(%error, "could not clear the instances of managed pools");
+            }
+        }
+        supervisor.reconcile();
+        let mut changes = control.events().subscribe();
+        let weak = Arc::downgrade(&supervisor);
+        tokio::spawn(async move {
+            loop {
+                match changes.recv().await {
+                    Ok(event) if event.kind != EventKind::ConfigChanged => continue,
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                let Some(supervisor) = weak.upgrade() else {
+                    return;
+                };
+                supervisor.reconcile();
+            }
+        });
+        supervisor
+    }
+
+    /// Starts the replicas the configuration asks for and stops those it
+    /// no longer does (scaled down, pool removed or no longer managed).
+    fn reconcile(self: &Arc<Self>) {
+        let Some(control) = self.control.upgrade() else {
+            return;
+        };
+        let config = control.config();
+        let mut pools = self.lock();
+        pools.retain(|name, replicas| {
+            let wanted = config
+                .pools
+                .get(name)
+                .and_then(|p| p.process.as_ref())
+                .map_or(0, |p| p.replicas);
+            replicas.retain(|index, running| {
+                let keep = *index < wanted && !running.task.is_finished();
+                if !keep {
+                    let _ = running.orders.send(Order::Stop);
+                }
+                keep || !running.task.is_finished()
+            });
+            // Stopping ones are kept until their task ends.
+            !replicas.is_empty() || wanted > 0
+        });
+        for (name, pool) in &config.pools {
+            let Some(process) = &pool.process else {
+                continue;
+            };
+            let replicas = pools.entry(name.clone()).or_default();
+            for index in 0..process.replicas {
+                if replicas.get(&index).is_some_and(|r| !r.task.is_finished()) {
+                    continue;
+                }
+                let replica = Arc::new(Replica {
+                    status: Mutex::new(ReplicaStatus {
+                        replica: index,
+                        state: ReplicaState::Waiting,
+                        pid: None,
+                        port: None,
+                        restarts: 0,
+                        exit_status: None,
+                        up_ms: 0,
+                        last_lines: Vec::new(),
+                    }),
+                    ready_since: Mutex::default(),
+                    lines: Arc::default(),
+                });
+                let (orders, received) = mpsc::unbounded_channel();
+                let task = tokio::spawn(run(
+                    Arc::downgrade(self),
+                    name.clone(),
+                    index,
+                    Arc::clone(&replica),
+                    received,
+                ));
+                replicas.insert(
+                    index,
+                    Running {
+                        replica,
+                        orders,
+                        task,
+                    },
+                );
+            }
+        }
+    }
+
+    /// The replicas of `pool`.
+    ///
+    /// # Errors
+    /// [`ProcessError::NotFound`] when `pool` is not a managed pool.
+    pub fn replicas(&self, pool: &str) -> Result<Vec<ReplicaStatus>, ProcessError> {
+        let pools = self.lock();
+        let replicas = pools
+            .get(pool)
+            .ok_or_else(|| ProcessError::NotFound(format!("pool `{pool}` has no processes")))?;
+        Ok(replicas.values().map(|r| r.replica.status()).collect())
+    }
+
+    /// Restarts replica `replica` of `pool` now (a crash-looped one too).
+    ///
+    /// # Errors
+    /// [`ProcessError::NotFound`] for an unknown pool or replica.
+    pub fn restart(&self, pool: &str, replica: u32) -> Result<(), ProcessError> {
+        let pools = self.lock();
+        let running = pools
+            .get(pool)
+            .and_then(|r| r.get(&replica))
+            .ok_or_else(|| {
+                ProcessError::NotFound(format!("pool `{pool}` has no replica {replica}"))
+            })?;
+        let _ = running.orders.send(Order::Restart);
+        Ok(())
+    }
+
+    /// Stops every replica, the pools that depend on others first (reverse
+    /// start order), each drained first; returns when all have exited.
+    pub async fn stop(&self) {
+        let order = self
+            .control
+            .upgrade()
+            .and_then(|c| c.config().start_order().ok())
+            .unwrap_or_default();
+        let mut pools = std::mem::take(&mut *self.lock());
+        let mut names: Vec<String> = order.into_iter().rev().collect();
+        names.extend(
+            pools
+                .keys()
+                .filter(|k| !names.contains(k))
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        for name in names {
+            let Some(replicas) = pools.remove(&name) else {
+                continue;
+            };
+            for running in replicas.values() {
+                let _ = running.orders.send(Order::Stop);
+            }
+            for (_, running) in replicas {
+                let _ = running.task.await;
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, BTreeMap<u32, Running>>> {
+        self.pools.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How one run of a replica's process ended.
+enum Ended {
+    /// It exited on its own.
+    Exited(String),
+    /// It did not become ready in time, or failed its checks.
+    Unfit(String),
+    /// Ordered.
+    Ordered(Order),
+}
+
+/// A replica's life: start, ready, supervise, restart (module docs).
+async fn run(
+    supervisor: Weak<Supervisor>,
+    pool: String,
+    index: u32,
+    replica: Arc<Replica>,
+    mut orders: mpsc::UnboundedReceiver<Order>,
+) {
+    let mut tier = 0usize;
+    let mut restarts: VecDeque<Instant> = VecDeque::new();
+    loop {
+        let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
+            return;
+        };
+        let Some(config) = control
+            .config()
+            .pools
+            .get(&pool)
+            .and_then(|p| p.process.clone())
+        else {
+            replica.update(|s| s.state = ReplicaState::Stopped);
+            return;
+        };
+        drop(control);
+        // Dependencies first.
+        replica.update(|s| s.state = ReplicaState::Waiting);
+        loop {
+            let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
+                return;
+            };
+            if dependencies_ready(&control, &pool) {
+                break;
+            }
+            drop(control);
+            tokio::select! {
+                () = tokio::time::sleep(POLL) => {}
+                order = orders.recv() => if matches!(order, None | Some(Order::Stop)) {
+                    replica.update(|s| s.state = ReplicaState::Stopped);
+                    return;
+                },
+            }
+        }
+        let ended = live(&supervisor, &pool, index, &config, &replica, &mut orders).await;
+        let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
+            return;
+        };
+        let stable = replica
+            .ready_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some_and(|t| t.elapsed() >= Duration::from_millis(config.stable_after_ms));
+        replica.set_ready(false);
+        if stable {
+            tier = 0;
+        }
+        let why = match ended {
+            Ended::Ordered(Order::Stop) => {
+                replica.update(|s| {
+                    s.state = ReplicaState::Stopped;
+                    s.pid = None;
+                });
+                return;
+            }
+            Ended::Ordered(Order::Restart) => {
+                tier = 0;
+                restarts.clear();
+                publish(
+                    &control,
+                    &pool,
+                    None,
+                    EventKind::ProcessRestarted,
+                    Severity::Info,
+                    format!("pool {pool}: replica {index} restarted (asked through the API)"),
+                );
+                replica.update(|s| s.restarts += 1);
+                continue;
+            }
+            Ended::Exited(why) | Ended::Unfit(why) => why,
+        };
+        // A restart after a failure: within the window's budget, after the
+        // tier's wait.
+        let now = Instant::now();
+        restarts.push_back(now);
+        let window = Duration::from_millis(config.restart_window_ms);
+        while restarts
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > window)
+        {
+            restarts.pop_front();
+        }
+        if restarts.len() > config.max_restarts as usize {
+            replica.update(|s| s.state = ReplicaState::CrashLoop);
+            publish(
+                &control,
+                &pool,
+                None,
+                EventKind::ProcessCrashLoop,
+                Severity::Critical,
+                format!(
+                    "pool {pool}: replica {index} restarted {} times within {} ms ({why}); left stopped until restarted through the API",
+                    restarts.len() - 1,
+                    config.restart_window_ms
+                ),
+            );
+            drop(control);
+            match orders.recv().await {
+                Some(Order::Restart) => {
+                    tier = 0;
+                    restarts.clear();
+                    continue;
+                }
+                _ => {
+                    replica.update(|s| s.state = ReplicaState::Stopped);
+                    return;
+                }
+            }
+        }
+        let wait = config.restart_backoff_ms[tier.min(config.restart_backoff_ms.len() - 1)];
+        tier += 1;
+        replica.update(|s| s.state = ReplicaState::Backoff);
+        drop(control);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(wait)) => {}
+            order = orders.recv() => match order {
+                Some(Order::Restart) => { tier = 0; restarts.clear(); }
+                _ => {
+                    replica.update(|s| s.state = ReplicaState::Stopped);
+                    return;
+                }
+            },
+        }
+        let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
+            return;
+        };
+        replica.update(|s| s.restarts += 1);
+        publish(
+            &control,
+            &pool,
+            None,
+            EventKind::ProcessRestarted,
+            Severity::Warning,
+            format!(
+                "pool {pool}: replica {index} restarted after {wait} ms (tier {tier} of restart_backoff_ms; it ended: {why})"
+            ),
+        );
+    }
+}
+
+/// Whether every pool `pool` depends on has its `min_ready` fit instances.
+fn dependencies_ready(control: &Control, pool: &str) -> bool {
+    let config = control.config();
+    let Some(depends_on) = config.pools.get(pool).map(|p| p.depends_on.clone()) else {
+        return true;
+    };
+    let router = control.router();
+    depends_on.iter().all(|dependency| {
+        let min = config.pools.get(dependency).map_or(1, |p| p.min_ready) as usize;
+        router.pool_named(dependency).is_some_and(|p| {
+            p.members
+                .as_slice()
+                .iter()
+                .filter(|e| e.is_fit() && !e.is_draining())
+                .count()
+                >= min
+        })
+    })
+}
+
+/// One run of the replica's process: start, ready, supervise, end.
+async fn live(
+    supervisor: &Weak<Supervisor>,
+    pool: &str,
+    index: u32,
+    config: &ProcessConfig,
+    replica: &Replica,
+    orders: &mut mpsc::UnboundedReceiver<Order>,
+) -> Ended {
+    let port = match config.ports.get(index as usize) {
+        Some(port) => *port,
+        None => match free_port() {
+            Ok(port) => port,
+            Err(e) => return Ended::Exited(format!("no free port: {e}")),
+        },
+    };
+    let url = format!("http://127.0.0.1:{port}");
+    let mut process = match Process::start(pool, index, port, config, &replica.lines) {
+        Ok(p) => p,
+        Err(e) => {
+            let why = format!("could not start `{}`: {e}", config.command);
+            tracing::warn!(pool, replica = index, "{why}");
+            replica.update(|s| s.exit_status = Some(why.clone()));
+            return Ended::Exited(why);
+        }
+    };
+    replica.update(|s| {
+        s.state = ReplicaState::Starting;
+        s.pid = Some(process.pid);
+        s.port = Some(port);
+    });
+    if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
+        publish(
+            &control,
+            pool,
+            Some(&url),
+            EventKind::ProcessStarted,
+            Severity::Info,
+            format!(
+                "pool {pool}: replica {index} started (pid {}, port {port})",
+                process.pid
+            ),
+        );
+    }
+    let endpoint = match format!("127.0.0.1:{port}").parse() {
+        Ok(authority) => Endpoint::new(u32::MAX, url.clone(), authority, 1, Vec::new()),
+        Err(_) => return Ended::Exited(format!("bad URL {url}")),
+    };
+    // Ready, or why not.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(config.ready_timeout_ms);
+    let ended = loop {
+        tokio::select! {
+            status = process.wait() => break Some(Ended::Exited(describe(status))),
+            order = orders.recv() => break Some(Ended::Ordered(order.unwrap_or(Order::Stop))),
+            () = tokio::time::sleep_until(deadline) => break Some(Ended::Unfit(format!(
+                "not ready within ready_timeout_ms ({})", config.ready_timeout_ms
+            ))),
+            passed = probe(supervisor, pool, &endpoint) => {
+                if passed.is_ok() {
+                    break None;
+                }
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    };
+    let ended = match ended {
+        Some(ended) => ended,
+        None => {
+            let joined = with_instance(supervisor, pool, &url, Membership::Join).await;
+            if let Err(error) = joined {
+                tracing::warn!(pool, replica = index, %error, "could not add the replica's instance");
+            }
+            replica.set_ready(true);
+            replica.update(|s| s.state = ReplicaState::Ready);
+            supervise(supervisor, pool, config, &endpoint, &mut process, orders).await
+        }
+    };
+    // Out of the pool first (draining it when ordered to stop), then the
+    // process stopped.
+    if matches!(ended, Ended::Ordered(Order::Stop)) {
+        replica.update(|s| s.state = ReplicaState::Stopping);
+        drain(
+            supervisor,
+            pool,
+            &url,
+            Duration::from_millis(config.stop_timeout_ms),
+        )
+        .await;
+    }
+    if let Err(error) = with_instance(supervisor, pool, &url, Membership::Leave).await {
+        tracing::warn!(pool, replica = index, %error, "could not remove the replica's instance");
+    }
+    let status = match &ended {
+        Ended::Exited(why) => {
+            process.kill_group();
+            why.clone()
+        }
+        _ => describe_stopped(
+            process
+                .stop(
+                    stop_signal(&config.stop_signal),
+                    Duration::from_millis(config.stop_timeout_ms),
+                )
+                .await,
+        ),
+    };
+    replica.update(|s| {
+        s.pid = None;
+        s.exit_status = Some(status.clone());
+    });
+    if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
+        let why = match &ended {
+            Ended::Exited(_) => "exited".to_string(),
+            Ended::Unfit(why) => format!("stopped: {why}"),
+            Ended::Ordered(Order::Stop) => "stopped".to_string(),
+            Ended::Ordered(Order::Restart) => "stopped to restart".to_string(),
+        };
+        publish(
+            &control,
+            pool,
+            Some(&url),
+            EventKind::ProcessExited,
+            Severity::Warning,
+            format!("pool {pool}: replica {index} {why} ({status})"),
+        );
+    }
+    match ended {
+        Ended::Unfit(why) => Ended::Unfit(format!("{why}; {status}")),
+        other => other,
+    }
+}
+
+/// Watches a ready replica: its exit, its probes, its orders.
+async fn supervise(
+    supervisor: &Weak<Supervisor>,
+    pool: &str,
+    config: &ProcessConfig,
+    endpoint: &Endpoint,
+    process: &mut Process,
+    orders: &mut mpsc::UnboundedReceiver<Order>,
+) -> Ended {
+    let interval = supervisor
+        .upgrade()
+        .and_then(|s| s.control.upgrade())
+        .and_then(|c| {
+            c.config()
+                .pools
+                .get(pool)
+                .and_then(|p| p.health.as_ref().map(|h| h.interval_ms))
+        })
+        .map_or(Duration::from_secs(1), Duration::from_millis);
+    let mut failed = 0u32;
+    loop {
+        tokio::select! {
+            status = process.wait() => return Ended::Exited(describe(status)),
+            order = orders.recv() => return Ended::Ordered(order.unwrap_or(Order::Stop)),
+            () = tokio::time::sleep(interval) => {
+                if config.restart_after_failed_checks == 0 {
+                    continue;
+                }
+                match probe(supervisor, pool, endpoint).await {
+                    Ok(()) => failed = 0,
+                    Err(why) => {
+                        failed += 1;
+                        if failed >= config.restart_after_failed_checks {
+                            return Ended::Unfit(format!("{failed} failed checks in a row, the last: {why}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One probe of `endpoint` with `pool`'s active check, or a TCP connect
+/// without one.
+async fn probe(
+    supervisor: &Weak<Supervisor>,
+    pool: &str,
+    endpoint: &Endpoint,
+) -> Result<(), String> {
+    let check = supervisor
+        .upgrade()
+        .and_then(|s| s.control.upgrade())
+        .and_then(|c| {
+            c.router()
+                .pool_named(pool)
+                .and_then(|p| p.active_check.clone())
+        });
+    match check {
+        Some(check) => match check.probe(endpoint).await.outcome {
+            ProbeOutcome::Pass => Ok(()),
+            ProbeOutcome::Fail(why) => Err(why),
+        },
+        None => crate::proxy::connect_tcp(&endpoint.authority, false)
+            .await
+            .map(drop)
+            .map_err(|e| format!("connect: {e}")),
+    }
+}
+
+/// Adding or removing an instance.
+#[derive(Clone, Copy)]
+enum Membership {
+    Join,
+    Leave,
+}
+
+/// Adds `url` to `pool`'s instances, or removes it (a config change, made
+/// off the async threads: it writes the state file).
+async fn with_instance(
+    supervisor: &Weak<Supervisor>,
+    pool: &str,
+    url: &str,
+    membership: Membership,
+) -> Result<(), ChangeError> {
+    let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
+        return Ok(());
+    };
+    let (pool, url) = (pool.to_string(), url.to_string());
+    tokio::task::spawn_blocking(move || edit_instances(&control, &pool, &url, membership))
+        .await
+        .unwrap_or(Ok(()))
+}
+
+fn edit_instances(
+    control: &Control,
+    pool: &str,
+    url: &str,
+    membership: Membership,
+) -> Result<(), ChangeError> {
+    let present = control
+        .config()
+        .pools
+        .get(pool)
+        .is_some_and(|p| p.instances.iter().any(|i| i.url == url));
+    match (membership, present) {
+        (Membership::Join, true) | (Membership::Leave, false) => return Ok(()),
+        _ => {}
+    }
+    control
+        .change(|config| {
+            let Some(p) = config.pools.get_mut(pool) else {
+                return Ok(());
+            };
+            match membership {
+                Membership::Join => p.instances.push(InstanceConfig {
+                    url: url.to_string(),
+                    weight: 1,
+                    labels: BTreeMap::new(),
+                    drain: false,
+                }),
+                Membership::Leave => p.instances.retain(|i| i.url != url),
+            }
+            Ok(())
+        })
+        .map(drop)
+}
+
+/// Drains `url` in `pool` and waits, up to `timeout`, for its requests in
+/// flight to finish.
+async fn drain(supervisor: &Weak<Supervisor>, pool: &str, url: &str, timeout: Duration) {
+    let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
+        return;
+    };
+    let drained = {
+        let (control, pool, url) = (Arc::clone(&control), pool.to_string(), url.to_string());
+        tokio::task::spawn_blocking(move || {
+            control.change(|config| {
+                if let Some(i) = config
+                    .pools
+                    .get_mut(&pool)
+                    .and_then(|p| p.instances.iter_mut().find(|i| i.url == url))
+                {
+                    i.drain = true;
+                }
+                Ok(())
+            })
+        })
+        .await
+    };
+    if !matches!(drained, Ok(Ok(_))) {
+        return;
+    }
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let in_flight = control
+            .router()
+            .pool_named(pool)
+            .and_then(|p| {
+                p.members
+                    .as_slice()
+                    .iter()
+                    .find(|e| e.url == url)
+                    .map(|e| e.in_flight())
+            })
+            .unwrap_or(0);
+        if in_flight == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn publish(
+    control: &Control,
+    pool: &str,
+    instance: Option<&str>,
+    kind: EventKind,
+    severity: Severity,
+    message: String,
+) {
+    control
+        .events()
+        .publish(HealthEvent::new(pool, instance, kind, severity, message));
+}
+
+/// A free port of 127.0.0.1 (bound and released; the process binds it next).
+fn free_port() -> std::io::Result<u16> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+}
+
+fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
+    match status {
+        Ok(status) => status.to_string(),
+        Err(e) => format!("wait failed: {e}"),
+    }
+}
+
+fn describe_stopped(status: Option<std::process::ExitStatus>) -> String {
+    status.map_or_else(|| "gone".into(), |s| s.to_string())
+}
