@@ -161,3 +161,167 @@ async fn a_killed_replica_is_restarted_and_no_request_fails() {
     proxy.wait_exit();
     wait_gone(&running);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_processes_die_with_a_killed_switchyard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxy = Switchyard::serve(
+        BINARY,
+        &write_config(dir.path(), &config(&managed("web", 2, &[], ""))),
+    );
+    let api = proxy.admin_url();
+    let running = pids(&replicas_until(&api, "web", "two replicas ready", all_ready(2)).await);
+    assert!(running.iter().all(|p| alive(*p)));
+    // No shutdown of any kind: the kernel kills them (PR_SET_PDEATHSIG).
+    proxy.kill_hard();
+    wait_gone(&running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashing_replica_backs_off_in_tiers_then_is_left_in_crash_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    // Crashes after its first request; the health probes do not count.
+    let pool = managed("web", 1, &["--crash-after", "1"], "")
+        + "restart_backoff_ms = [0, 300, 600]\nmax_restarts = 3\nrestart_window_ms = 600000\n";
+    let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(&pool)));
+    let api = proxy.admin_url();
+    for tier in ["after 0 ms", "after 300 ms", "after 600 ms"] {
+        replicas_until(&api, "web", "ready", all_ready(1)).await;
+        let _ = client().get(format!("{}/", proxy.url)).send().await;
+        proxy.wait_for_log(&format!("pool web: replica 0 restarted {tier}"));
+    }
+    // The fourth crash is one too many within the window.
+    replicas_until(&api, "web", "ready", all_ready(1)).await;
+    let _ = client().get(format!("{}/", proxy.url)).send().await;
+    proxy.wait_for_log("replica 0 restarted 3 times within 600000 ms");
+    let replicas =
+        replicas_until(&api, "web", "crash-loop", |r| r[0]["state"] == "crash-loop").await;
+    assert_eq!(replicas[0]["restarts"], 3, "{replicas:?}");
+    assert!(
+        replicas[0]["exit_status"]
+            .as_str()
+            .unwrap()
+            .contains("exit status: 3"),
+        "{replicas:?}"
+    );
+    // The pool runs with what is left (nothing); a restart through the API
+    // brings it back.
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!("{api}/v1/pools/web/processes/0/restart"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    replicas_until(&api, "web", "ready after the restart", all_ready(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_start_in_dependency_order_and_stop_in_reverse() {
+    let dir = tempfile::tempdir().unwrap();
+    // web depends on api, api on db: db starts first, web last.
+    let pools = managed("web", 1, &[], "depends_on = [\"api\"]")
+        + &managed("api", 1, &[], "depends_on = [\"db\"]")
+        + &managed("db", 1, &[], "");
+    let mut proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(&pools)));
+    let api = proxy.admin_url();
+    replicas_until(&api, "web", "web ready", all_ready(1)).await;
+    let started: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("replica 0 started"))
+        .collect();
+    let position = |pool: &str| {
+        started
+            .iter()
+            .position(|l| l.contains(&format!("pool {pool}: replica 0 started")))
+            .unwrap_or_else(|| panic!("{pool} started: {started:?}"))
+    };
+    assert!(
+        position("db") < position("api") && position("api") < position("web"),
+        "{started:?}"
+    );
+    proxy.terminate();
+    proxy.wait_exit();
+    let stopped: Vec<String> = proxy
+        .log()
+        .into_iter()
+        .filter(|l| l.contains("replica 0 stopped ("))
+        .collect();
+    let position = |pool: &str| {
+        stopped
+            .iter()
+            .position(|l| l.contains(&format!("pool {pool}: replica 0 stopped")))
+            .unwrap_or_else(|| panic!("{pool} stopped: {stopped:?}"))
+    };
+    assert!(
+        position("web") < position("api") && position("api") < position("db"),
+        "{stopped:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_never_becomes_healthy_never_joins_the_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = managed("web", 1, &["--unhealthy"], "")
+        + "ready_timeout_ms = 1000\nrestart_backoff_ms = [200]\n";
+    let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(&pools)));
+    let api = proxy.admin_url();
+    proxy.wait_for_log("stopped: not ready within ready_timeout_ms (1000)");
+    let (_, pool) = admin(reqwest::Method::GET, &format!("{api}/v1/pools/web"), None).await;
+    assert_eq!(pool["instances"], serde_json::json!([]), "{pool}");
+    let response = client()
+        .get(format!("{}/", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 502);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaling_through_the_api_drains_and_a_stubborn_replica_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let pools = managed("web", 1, &["--ignore-term"], "");
+    let mut proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(&pools)));
+    let api = proxy.admin_url();
+    replicas_until(&api, "web", "one ready", all_ready(1)).await;
+    let scale = format!("{api}/v1/pools/web/processes");
+    let patch = |n: u32| {
+        admin(
+            reqwest::Method::PATCH,
+            &scale,
+            Some(serde_json::json!({ "replicas": n })),
+        )
+    };
+    let (status, body) = patch(3).await;
+    assert_eq!(status, 200, "{body}");
+    let three = replicas_until(&api, "web", "three ready", all_ready(3)).await;
+    let (_, pool) = admin(reqwest::Method::GET, &format!("{api}/v1/pools/web"), None).await;
+    assert_eq!(
+        pool["instances"].as_array().map(Vec::len),
+        Some(3),
+        "{pool}"
+    );
+    // Down to one: replicas 1 and 2 are drained, then stopped; they ignore
+    // SIGTERM, so SIGKILL ends them after stop_timeout_ms.
+    let (status, body) = patch(1).await;
+    assert_eq!(status, 200, "{body}");
+    let left = replicas_until(&api, "web", "one left", |r| {
+        r.len() == 1 && r[0]["state"] == "ready"
+    })
+    .await;
+    assert_eq!(left[0]["pid"], three[0]["pid"]);
+    let gone: Vec<u32> = pids(&three[1..]);
+    wait_gone(&gone);
+    proxy.wait_for_log("replica 2 stopped (signal: 9");
+    let (_, pool) = admin(reqwest::Method::GET, &format!("{api}/v1/pools/web"), None).await;
+    assert_eq!(
+        pool["instances"].as_array().map(Vec::len),
+        Some(1),
+        "{pool}"
+    );
+    let running = pids(&left);
+    proxy.terminate();
+    proxy.wait_exit();
+    wait_gone(&running);
+}

@@ -278,10 +278,12 @@ impl Supervisor {
     /// # Errors
     /// [`ProcessError::NotFound`] when `pool` is not a managed pool.
     pub fn replicas(&self, pool: &str) -> Result<Vec<ReplicaStatus>, ProcessError> {
-        let pools = self.lock();
+        let mut pools = self.lock();
         let replicas = pools
-            .get(pool)
+            .get_mut(pool)
             .ok_or_else(|| ProcessError::NotFound(format!("pool `{pool}` has no processes")))?;
+        // Replicas stopped for good (scaled down) are forgotten.
+        replicas.retain(|_, r| !r.task.is_finished());
         Ok(replicas.values().map(|r| r.replica.status()).collect())
     }
 
