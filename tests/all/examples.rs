@@ -329,3 +329,45 @@ fn mcp_example_federates_and_fuses() {
         out[2]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_example_starts_its_pools_in_order_and_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = example("processes.toml", &[])
+        .replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:0\"");
+    // http.server serves the config file's directory (the processes' cwd).
+    std::fs::create_dir(dir.path().join("db")).unwrap();
+    let proxy = serve(&dir, &text);
+    let api = proxy.admin_url();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let (_, replicas) = crate::admin(
+            reqwest::Method::GET,
+            &format!("{api}/v1/pools/api/processes"),
+            None,
+        )
+        .await;
+        let ready = replicas
+            .as_array()
+            .is_some_and(|r| r.len() == 2 && r.iter().all(|r| r["state"] == "ready"));
+        if ready {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "api ready: {replicas}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let db = proxy.wait_for_log("pool db: replica 0 started");
+    let api_started = proxy.wait_for_log("pool api: replica 0 started");
+    assert!(db < api_started, "{db} / {api_started}");
+    for path in ["/", "/db/"] {
+        let response = client()
+            .get(format!("{}{path}", proxy.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+}
