@@ -24,6 +24,8 @@
 //! | `switchyard_mcp_calls_total` | counter | `route`, `target`, `method` (JSON-RPC), `outcome` (`ok`, `failed`, `timeout`, `unreachable`, `no_instance`, `session_gone`) |
 //! | `switchyard_mcp_call_duration_seconds` | histogram | `route`, `target`, `method` |
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
+//! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
+//! | `switchyard_process_ready_since_seconds` | gauge (Unix time; 0 when not ready) | `pool`, `replica` |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -108,6 +110,13 @@ struct McpToolLabels {
     outcome: String,
 }
 
+/// Labels of a managed pool's replica.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReplicaLabels {
+    pool: String,
+    replica: String,
+}
+
 /// The long-lived metrics of the data path.
 pub struct Metrics {
     registry: Registry,
@@ -117,6 +126,8 @@ pub struct Metrics {
     mcp_calls: Family<McpLabels, Counter>,
     mcp_latency: Family<McpLatencyLabels, Histogram, fn() -> Histogram>,
     mcp_tools: Family<McpToolLabels, Counter>,
+    process_restarts: Family<ReplicaLabels, Counter>,
+    process_ready_since: Family<ReplicaLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -148,6 +159,18 @@ impl Default for Metrics {
                 latency_histogram,
             );
         let mcp_tools = Family::<McpToolLabels, Counter>::default();
+        let process_restarts = Family::<ReplicaLabels, Counter>::default();
+        let process_ready_since = Family::<ReplicaLabels, Gauge>::default();
+        registry.register(
+            "switchyard_process_restarts",
+            "Restarts of a managed pool's replica",
+            process_restarts.clone(),
+        );
+        registry.register(
+            "switchyard_process_ready_since_seconds",
+            "Unix time a managed pool's replica became ready (0 while it is not): its up time is now minus this",
+            process_ready_since.clone(),
+        );
         registry.register(
             "switchyard_mcp_calls",
             "Requests of MCP routes to their targets, by route, target, JSON-RPC method and outcome",
@@ -171,6 +194,8 @@ impl Default for Metrics {
             mcp_calls,
             mcp_latency,
             mcp_tools,
+            process_restarts,
+            process_ready_since,
         }
     }
 }
@@ -247,6 +272,27 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// Counts a restart of replica `replica` of `pool`.
+    pub fn process_restart(&self, pool: &str, replica: u32) {
+        self.process_restarts
+            .get_or_create(&ReplicaLabels {
+                pool: pool.to_string(),
+                replica: replica.to_string(),
+            })
+            .inc();
+    }
+
+    /// Replica `replica` of `pool` became ready at `unix_seconds` (0: it
+    /// is no longer ready).
+    pub fn process_ready(&self, pool: &str, replica: u32, unix_seconds: i64) {
+        self.process_ready_since
+            .get_or_create(&ReplicaLabels {
+                pool: pool.to_string(),
+                replica: replica.to_string(),
+            })
+            .set(unix_seconds);
     }
 
     /// The retry counter of `pool`.

@@ -197,6 +197,18 @@ async fn a_crashing_replica_backs_off_in_tiers_then_is_left_in_crash_loop() {
     let replicas =
         replicas_until(&api, "web", "crash-loop", |r| r[0]["state"] == "crash-loop").await;
     assert_eq!(replicas[0]["restarts"], 3, "{replicas:?}");
+    let metrics = crate::client()
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("switchyard_process_restarts_total{pool=\"web\",replica=\"0\"} 3"),
+        "{metrics}"
+    );
     assert!(
         replicas[0]["exit_status"]
             .as_str()

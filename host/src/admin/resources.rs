@@ -88,7 +88,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -146,8 +146,15 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             _ => None,
         })
         .collect();
+    // Managed pools: their replicas.
+    let processes = state
+        .control
+        .processes()
+        .map(|s| s.all())
+        .unwrap_or_default();
     Json(
-        json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp }),
+        json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp,
+                "processes": processes }),
     )
 }
 

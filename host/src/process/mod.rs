@@ -287,6 +287,22 @@ impl Supervisor {
         Ok(replicas.values().map(|r| r.replica.status()).collect())
     }
 
+    /// Every managed pool's replicas, by pool.
+    pub fn all(&self) -> BTreeMap<String, Vec<ReplicaStatus>> {
+        let pools = self.lock();
+        pools
+            .iter()
+            .map(|(name, replicas)| {
+                let statuses = replicas
+                    .values()
+                    .filter(|r| !r.task.is_finished())
+                    .map(|r| r.replica.status())
+                    .collect();
+                (name.clone(), statuses)
+            })
+            .collect()
+    }
+
     /// Restarts replica `replica` of `pool` now (a crash-looped one too).
     ///
     /// # Errors
@@ -400,6 +416,11 @@ async fn run(
             .unwrap_or_else(PoisonError::into_inner)
             .is_some_and(|t| t.elapsed() >= Duration::from_millis(config.stable_after_ms));
         replica.set_ready(false);
+        control
+            .router()
+            .reporting()
+            .metrics
+            .process_ready(&pool, index, 0);
         if stable {
             tier = 0;
         }
@@ -423,6 +444,11 @@ async fn run(
                     format!("pool {pool}: replica {index} restarted (asked through the API)"),
                 );
                 replica.update(|s| s.restarts += 1);
+                control
+                    .router()
+                    .reporting()
+                    .metrics
+                    .process_restart(&pool, index);
                 continue;
             }
             Ended::Exited(why) | Ended::Unfit(why) => why,
@@ -483,6 +509,11 @@ async fn run(
             return;
         };
         replica.update(|s| s.restarts += 1);
+        control
+            .router()
+            .reporting()
+            .metrics
+            .process_restart(&pool, index);
         publish(
             &control,
             &pool,
@@ -589,6 +620,16 @@ async fn live(
                 tracing::warn!(pool, replica = index, %error, "could not add the replica's instance");
             }
             replica.set_ready(true);
+            if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs() as i64);
+                control
+                    .router()
+                    .reporting()
+                    .metrics
+                    .process_ready(pool, index, now);
+            }
             replica.update(|s| s.state = ReplicaState::Ready);
             supervise(supervisor, pool, config, &endpoint, &mut process, orders).await
         }
