@@ -337,3 +337,91 @@ async fn scaling_through_the_api_drains_and_a_stubborn_replica_is_killed() {
     proxy.wait_exit();
     wait_gone(&running);
 }
+
+#[test]
+fn a_stdio_mcp_server_is_served_over_http_with_a_process_per_session() {
+    use switchyard_tests::mcp::{client, sdk_python};
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/stdio_server.py");
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/mcp\" }}\nmcp = {{ targets = [\"tools\"] }}\n\
+         [pools.tools]\n[pools.tools.process]\ncommand = \"{}\"\nargs = [\"{}\"]\ntransport = \"stdio\"\nmax_processes = 4\n",
+        sdk_python().display(),
+        script.display()
+    );
+    let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config));
+    let api = proxy.admin_url();
+    let url = format!("{}/mcp", proxy.url);
+    // The bridge is ready (its port) before any server process runs.
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(replicas_until(
+            &api,
+            "tools",
+            "the bridge ready",
+            all_ready(1),
+        ));
+    let steps = serde_json::json!([
+        { "op": "tools" },
+        { "op": "call", "tool": "echo", "args": { "text": "hi" } },
+        { "op": "call", "tool": "pid" },
+        { "op": "call", "tool": "pid" },
+    ]);
+    let first = client(&url, &steps);
+    let tools: Vec<&str> = first[0]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        tools.contains(&"echo") && tools.contains(&"crash"),
+        "{tools:?}"
+    );
+    assert_eq!(first[1]["text"], "stdio: hi");
+    // One process per session: the same within one, another for the next.
+    assert_eq!(first[2]["text"], first[3]["text"]);
+    let second = client(&url, &steps);
+    assert_ne!(first[2]["text"], second[2]["text"]);
+    // A crashed server's session is told to initialize again.
+    let crashed = client(
+        &url,
+        &serde_json::json!([
+            { "op": "call", "tool": "crash" },
+            { "op": "call", "tool": "echo", "args": { "text": "after" } },
+        ]),
+    );
+    assert!(
+        crashed[0].to_string().contains("initialize a new session")
+            || crashed[0]["exception"].is_string(),
+        "{crashed:?}"
+    );
+    assert!(crashed[1]["exception"].is_string(), "{crashed:?}");
+    let fresh = client(
+        &url,
+        &serde_json::json!([{ "op": "call", "tool": "echo", "args": { "text": "again" } }]),
+    );
+    assert_eq!(fresh[0]["text"], "stdio: again");
+}
+
+#[test]
+fn a_shared_stdio_mcp_server_serves_every_session() {
+    use switchyard_tests::mcp::{client, sdk_python};
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/mcp/stdio_server.py");
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/mcp\" }}\nmcp = {{ targets = [\"tools\"] }}\n\
+         [pools.tools]\n[pools.tools.process]\ncommand = \"{}\"\nargs = [\"{}\"]\ntransport = \"stdio\"\nstdio_sessions = \"shared\"\n",
+        sdk_python().display(),
+        script.display()
+    );
+    let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config));
+    proxy.wait_for_log("pool tools: replica 0 started (pid ");
+    let url = format!("{}/mcp", proxy.url);
+    let steps = serde_json::json!([{ "op": "call", "tool": "pid" }, { "op": "call", "tool": "echo", "args": { "text": "x" } }]);
+    let (a, b) = (client(&url, &steps), client(&url, &steps));
+    assert_eq!(a[0]["text"], b[0]["text"], "one process for both sessions");
+    assert_eq!(b[1]["text"], "stdio: x");
+}

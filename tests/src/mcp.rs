@@ -11,6 +11,12 @@ use std::time::{Duration, Instant};
 
 use crate::polyglot::{run, workspace};
 
+/// The Python of the 1.x SDK's virtualenv (installed on first use), to run
+/// an MCP server as a pool's process.
+pub fn sdk_python() -> PathBuf {
+    python(Sdk::Legacy).clone()
+}
+
 /// A running MCP server; stopped when dropped.
 pub struct McpServer {
     child: Child,

@@ -44,10 +44,10 @@ pub use types::{
     HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig,
     McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
-    PrefixMode, ProcessConfig, QuarantineConfig, QuorumConfig, ResolverConfig,
+    PrefixMode, ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, ResolverConfig,
     ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
-    RuntimeConfig, SourceConfig, StaleConfig, StickyConfig, StrategyConfig, ToolConfig, ToolFusion,
-    TrendConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
+    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StrategyConfig,
+    ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

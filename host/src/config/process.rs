@@ -79,6 +79,43 @@ pub struct ProcessConfig {
     /// See `max_restarts`, ms. Default 60000.
     #[serde(default = "defaults::restart_window_ms")]
     pub restart_window_ms: u64,
+    /// How the process is reached: `http` (it listens on its port) or
+    /// `stdio` (an MCP server speaking JSON-RPC over stdin/stdout:
+    /// Switchyard listens on the port and frames the messages). Default
+    /// `http`.
+    #[serde(default)]
+    pub transport: ProcessTransport,
+    /// With `transport = "stdio"`: a process per MCP session, or one shared
+    /// by every session (a stateless server). Default `per-session`.
+    #[serde(default)]
+    pub stdio_sessions: StdioSessions,
+    /// With `stdio_sessions = "per-session"`: most processes (sessions) a
+    /// replica runs at once; one more `initialize` is refused. Default 16.
+    #[serde(default = "defaults::max_processes")]
+    pub max_processes: u32,
+}
+
+/// How a pool's process is reached.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProcessTransport {
+    /// It serves HTTP on its port.
+    #[default]
+    Http,
+    /// An MCP server over stdin/stdout, served over HTTP by Switchyard.
+    Stdio,
+}
+
+/// Which sessions a stdio MCP server's process serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StdioSessions {
+    /// One process per MCP session, started by its `initialize`, stopped by
+    /// its `DELETE`.
+    #[default]
+    PerSession,
+    /// One process per replica for every session.
+    Shared,
 }
 
 mod defaults {
@@ -108,6 +145,9 @@ mod defaults {
     }
     pub fn restart_window_ms() -> u64 {
         60_000
+    }
+    pub fn max_processes() -> u32 {
+        16
     }
 }
 
@@ -150,6 +190,7 @@ impl ProcessConfig {
         ] {
             in_range(key, value, 1, MAX_WAIT_MS)?;
         }
+        in_range("max_processes", u64::from(self.max_processes), 1, 4096)?;
         if self.restart_backoff_ms.is_empty() {
             return Err(("restart_backoff_ms".into(), "at least one tier".into()));
         }

@@ -22,7 +22,7 @@ pub use super::mcp::{
     FailureMode, McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, PrefixMode,
     ToolConfig, ToolFusion,
 };
-pub use super::process::ProcessConfig;
+pub use super::process::{ProcessConfig, ProcessTransport, StdioSessions};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,

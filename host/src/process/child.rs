@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rustix::process::{Pid, Signal, kill_process_group};
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 use crate::config::ProcessConfig;
 
@@ -53,7 +53,9 @@ fn expand(text: &str, port: u16, replica: u32) -> String {
 
 impl Process {
     /// Starts replica `replica` of `pool` on `port`; its output goes to
-    /// the log (tagged with pool and replica) and to `lines`.
+    /// the log (tagged with pool and replica) and to `lines` — but its
+    /// stdout when `stdio` (an MCP server over stdio: its stdin and stdout
+    /// are the caller's, [`take_stdio`](Self::take_stdio)).
     ///
     /// # Errors
     /// The process could not be started (no such program, no permission).
@@ -63,6 +65,7 @@ impl Process {
         port: u16,
         config: &ProcessConfig,
         lines: &Arc<Lines>,
+        stdio: bool,
     ) -> std::io::Result<Self> {
         let exe = std::env::current_exe()?;
         let mut command = Command::new(exe);
@@ -80,7 +83,7 @@ impl Process {
                     .map(|(k, v)| (k, expand(v, port, replica))),
             )
             .env("PORT", port.to_string())
-            .stdin(Stdio::null())
+            .stdin(if stdio { Stdio::piped() } else { Stdio::null() })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             // Its own group: a stop signal reaches its children too, and
@@ -97,7 +100,7 @@ impl Process {
                 "stdout",
                 child
                     .stdout
-                    .take()
+                    .take_if(|_| !stdio)
                     .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
             ),
             (
@@ -119,6 +122,11 @@ impl Process {
             });
         }
         Ok(Self { child, pid })
+    }
+
+    /// Its stdin and stdout, once (started with `stdio`).
+    pub fn take_stdio(&mut self) -> Option<(ChildStdin, ChildStdout)> {
+        Some((self.child.stdin.take()?, self.child.stdout.take()?))
     }
 
     /// Waits for the process to exit.

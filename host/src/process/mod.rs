@@ -31,6 +31,7 @@
 //! reconciled against the replicas running.
 
 mod child;
+mod stdio;
 
 pub use child::{KEPT_LINES, exec_child};
 
@@ -43,8 +44,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use self::child::{Lines, Process, stop_signal};
+use self::stdio::Bridge;
 use crate::balance::Endpoint;
-use crate::config::{InstanceConfig, ProcessConfig};
+use crate::config::{InstanceConfig, ProcessConfig, ProcessTransport};
 use crate::control::{ChangeError, Control};
 use crate::health::active::ProbeOutcome;
 use crate::health::{EventKind, HealthEvent, Severity};
@@ -564,7 +566,7 @@ async fn live(
         },
     };
     let url = format!("http://127.0.0.1:{port}");
-    let mut process = match Process::start(pool, index, port, config, &replica.lines) {
+    let mut process = match Runner::start(pool, index, port, config, &replica.lines).await {
         Ok(p) => p,
         Err(e) => {
             let why = format!("could not start `{}`: {e}", config.command);
@@ -573,9 +575,10 @@ async fn live(
             return Ended::Exited(why);
         }
     };
+    let pid = process.pid().await;
     replica.update(|s| {
         s.state = ReplicaState::Starting;
-        s.pid = Some(process.pid);
+        s.pid = pid;
         s.port = Some(port);
     });
     if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
@@ -587,7 +590,7 @@ async fn live(
             Severity::Info,
             format!(
                 "pool {pool}: replica {index} started (pid {}, port {port})",
-                process.pid
+                pid.map_or_else(|| "none yet".into(), |p| p.to_string())
             ),
         );
     }
@@ -599,7 +602,7 @@ async fn live(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(config.ready_timeout_ms);
     let ended = loop {
         tokio::select! {
-            status = process.wait() => break Some(Ended::Exited(describe(status))),
+            why = process.wait() => break Some(Ended::Exited(why)),
             order = orders.recv() => break Some(Ended::Ordered(order.unwrap_or(Order::Stop))),
             () = tokio::time::sleep_until(deadline) => break Some(Ended::Unfit(format!(
                 "not ready within ready_timeout_ms ({})", config.ready_timeout_ms
@@ -651,17 +654,10 @@ async fn live(
     }
     let status = match &ended {
         Ended::Exited(why) => {
-            process.kill_group();
+            process.kill_group().await;
             why.clone()
         }
-        _ => describe_stopped(
-            process
-                .stop(
-                    stop_signal(&config.stop_signal),
-                    Duration::from_millis(config.stop_timeout_ms),
-                )
-                .await,
-        ),
+        _ => process.stop(config).await,
     };
     replica.update(|s| {
         s.pid = None;
@@ -695,7 +691,7 @@ async fn supervise(
     pool: &str,
     config: &ProcessConfig,
     endpoint: &Endpoint,
-    process: &mut Process,
+    process: &mut Runner,
     orders: &mut mpsc::UnboundedReceiver<Order>,
 ) -> Ended {
     let interval = supervisor
@@ -711,7 +707,7 @@ async fn supervise(
     let mut failed = 0u32;
     loop {
         tokio::select! {
-            status = process.wait() => return Ended::Exited(describe(status)),
+            why = process.wait() => return Ended::Exited(why),
             order = orders.recv() => return Ended::Ordered(order.unwrap_or(Order::Stop)),
             () = tokio::time::sleep(interval) => {
                 if config.restart_after_failed_checks == 0 {
@@ -879,6 +875,73 @@ fn free_port() -> std::io::Result<u16> {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
+}
+
+/// What runs a replica: its process, or (stdio) Switchyard's bridge to
+/// its server processes.
+enum Runner {
+    Process(Process),
+    Bridge(Bridge),
+}
+
+impl Runner {
+    async fn start(
+        pool: &str,
+        index: u32,
+        port: u16,
+        config: &ProcessConfig,
+        lines: &Arc<Lines>,
+    ) -> std::io::Result<Self> {
+        Ok(match config.transport {
+            ProcessTransport::Http => {
+                Self::Process(Process::start(pool, index, port, config, lines, false)?)
+            }
+            ProcessTransport::Stdio => {
+                Self::Bridge(Bridge::start(pool, index, port, config, lines).await?)
+            }
+        })
+    }
+
+    /// The process id (a stdio bridge's shared process; none per session).
+    async fn pid(&self) -> Option<u32> {
+        match self {
+            Self::Process(p) => Some(p.pid),
+            Self::Bridge(b) => b.pid().await,
+        }
+    }
+
+    /// Waits until it exits; how.
+    async fn wait(&mut self) -> String {
+        match self {
+            Self::Process(p) => describe(p.wait().await),
+            Self::Bridge(b) => b.wait().await,
+        }
+    }
+
+    /// Stops it (the stop signal, then SIGKILL); how it ended.
+    async fn stop(&mut self, config: &ProcessConfig) -> String {
+        match self {
+            Self::Process(p) => describe_stopped(
+                p.stop(
+                    stop_signal(&config.stop_signal),
+                    Duration::from_millis(config.stop_timeout_ms),
+                )
+                .await,
+            ),
+            Self::Bridge(b) => {
+                b.stop().await;
+                "stopped".into()
+            }
+        }
+    }
+
+    /// Kills what is left after it exited on its own.
+    async fn kill_group(&self) {
+        match self {
+            Self::Process(p) => p.kill_group(),
+            Self::Bridge(b) => b.stop().await,
+        }
+    }
 }
 
 fn describe(status: std::io::Result<std::process::ExitStatus>) -> String {
