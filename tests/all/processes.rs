@@ -326,6 +326,10 @@ async fn scaling_through_the_api_drains_and_a_stubborn_replica_is_killed() {
     let gone: Vec<u32> = pids(&three[1..]);
     wait_gone(&gone);
     proxy.wait_for_log("replica 2 stopped (signal: 9");
+    // Each was drained before it was stopped.
+    for replica in &three[1..] {
+        proxy.wait_for_log(&format!("127.0.0.1:{} draining", replica["port"]));
+    }
     let (_, pool) = admin(reqwest::Method::GET, &format!("{api}/v1/pools/web"), None).await;
     assert_eq!(
         pool["instances"].as_array().map(Vec::len),
