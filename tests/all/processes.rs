@@ -429,3 +429,76 @@ fn a_shared_stdio_mcp_server_serves_every_session() {
     assert_eq!(a[0]["text"], b[0]["text"], "one process for both sessions");
     assert_eq!(b[1]["text"], "stdio: x");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_failing_its_checks_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("unhealthy");
+    let flag_arg = flag.display().to_string();
+    let pools = managed("web", 1, &["--unhealthy-if", &flag_arg], "")
+        + "restart_after_failed_checks = 2\nrestart_backoff_ms = [0]\n";
+    let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(&pools)));
+    let api = proxy.admin_url();
+    let first = replicas_until(&api, "web", "ready", all_ready(1)).await;
+    std::fs::write(&flag, "").unwrap();
+    proxy.wait_for_log("2 failed checks in a row");
+    std::fs::remove_file(&flag).unwrap();
+    let again = replicas_until(&api, "web", "ready again, restarted", |r| {
+        all_ready(1)(r) && r[0]["restarts"] == 1
+    })
+    .await;
+    assert_ne!(first[0]["pid"], again[0]["pid"]);
+}
+
+#[test]
+fn process_config_errors_name_the_key() {
+    use switchyard::config::Config;
+    let base = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n";
+    let run = "[pools.b.process]\ncommand = \"true\"\n";
+    for (pools, key, reason) in [
+        (
+            format!(
+                "[pools.a]\ndepends_on = [\"b\"]\n[pools.a.process]\ncommand = \"true\"\n[pools.b]\ndepends_on = [\"a\"]\n{run}"
+            ),
+            "depends_on",
+            "a dependency cycle: a -> b -> a",
+        ),
+        (
+            format!(
+                "[pools.a]\ndepends_on = [\"c\"]\n[pools.a.process]\ncommand = \"true\"\n[pools.b]\n{run}"
+            ),
+            "pools.a.depends_on[0]",
+            "unknown pool `c`",
+        ),
+        (
+            "[pools.b]\n[pools.b.process]\ncommand = \"true\"\nreplicas = 2\nports = [9000]\n"
+                .to_string(),
+            "pools.b.process.ports",
+            "1 ports for 2 replicas",
+        ),
+        (
+            "[pools.b]\n[pools.b.process]\ncommand = \"true\"\nstop_signal = \"SIGKILL\"\n"
+                .to_string(),
+            "pools.b.process.stop_signal",
+            "one of SIGTERM",
+        ),
+        (
+            "[pools.b]\n[pools.b.process]\ncommand = \"true\"\nrestart_backoff_ms = []\n"
+                .to_string(),
+            "pools.b.process.restart_backoff_ms",
+            "at least one tier",
+        ),
+        (
+            "[pools.b]\ninstances = []\n".to_string(),
+            "pools.b.instances",
+            "at least one instance",
+        ),
+    ] {
+        let text = format!("{base}{pools}");
+        let err = Config::parse(&text, Path::new("f.toml"), Path::new("."))
+            .expect_err(&pools)
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+}

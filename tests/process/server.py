@@ -2,10 +2,12 @@
 a pool's process): answers `GET /` with its name and `/healthz` with 200.
 
     server.py PORT NAME [--crash-after N] [--ignore-term] [--unhealthy]
+                        [--unhealthy-if FILE]
 
 --crash-after N: exits abruptly (status 3) after answering N requests;
 --ignore-term: ignores SIGTERM (only SIGKILL stops it);
---unhealthy: answers /healthz with 503 (it never becomes ready).
+--unhealthy: answers /healthz with 503 (it never becomes ready);
+--unhealthy-if FILE: answers /healthz with 503 while FILE exists.
 """
 
 import argparse
@@ -19,6 +21,7 @@ parser.add_argument("name")
 parser.add_argument("--crash-after", type=int, default=0)
 parser.add_argument("--ignore-term", action="store_true")
 parser.add_argument("--unhealthy", action="store_true")
+parser.add_argument("--unhealthy-if", default="")
 args = parser.parse_args()
 if args.ignore_term:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -28,7 +31,8 @@ served = {"n": 0}
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         status, body = 200, args.name.encode()
-        if self.path == "/healthz" and args.unhealthy:
+        failing = args.unhealthy or (args.unhealthy_if and os.path.exists(args.unhealthy_if))
+        if self.path == "/healthz" and failing:
             status = 503
         elif self.path != "/healthz":
             served["n"] += 1

@@ -784,7 +784,7 @@ fn processes_of(state: &AdminState, pool: &str) -> ApiResult<Vec<crate::process:
     path = "/v1/pools/{pool}/processes",
     tag = "processes",
     params(("pool" = String, Path, description = "Pool name")),
-    responses((status = 200, description = "The pool's replicas", body = serde_json::Value), (status = 404, description = "No such managed pool"))
+    responses((status = 200, description = "The pool's replicas", body = serde_json::Value), (status = 404, description = "No such managed pool"), (status = 503, description = "Process supervision is not running"))
 )]
 pub async fn list_processes(
     State(state): State<AdminState>,
@@ -809,7 +809,7 @@ pub struct ProcessesPatch {
     tag = "processes",
     params(("pool" = String, Path, description = "Pool name")),
     request_body = ProcessesPatch,
-    responses((status = 200, description = "The pool's process table", body = serde_json::Value), (status = 404, description = "No such managed pool"))
+    responses((status = 200, description = "The pool's process table", body = serde_json::Value), (status = 404, description = "No such managed pool"), (status = 422, description = "The resulting configuration is invalid (`key` names the field)"))
 )]
 pub async fn scale_processes(
     State(state): State<AdminState>,
@@ -842,7 +842,7 @@ pub async fn scale_processes(
     path = "/v1/pools/{pool}/processes/{replica}/restart",
     tag = "processes",
     params(("pool" = String, Path, description = "Pool name"), ("replica" = u32, Path, description = "The replica's number")),
-    responses((status = 202, description = "Restarting", body = serde_json::Value), (status = 404, description = "No such managed pool or replica"))
+    responses((status = 202, description = "Restarting", body = serde_json::Value), (status = 404, description = "No such managed pool or replica"), (status = 503, description = "Process supervision is not running"))
 )]
 pub async fn restart_process(
     State(state): State<AdminState>,

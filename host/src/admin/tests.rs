@@ -359,7 +359,7 @@ async fn the_openapi_document_matches_the_routes_served() {
     assert_eq!(status, StatusCode::OK);
     assert!(spec["openapi"].as_str().unwrap().starts_with('3'));
     let paths = spec["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 19, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 21, "{:?}", paths.keys().collect::<Vec<_>>());
     let mut operations = 0;
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
@@ -373,6 +373,7 @@ async fn the_openapi_document_matches_the_routes_served() {
                 .replace("{pool}", "web")
                 .replace("{instance}", "127.0.0.1:9001")
                 .replace("{index}", "0")
+                .replace("{replica}", "0")
                 .replace("{name}", "nothing");
             if uri == "/v1/events" {
                 continue; // a stream: served, but it never ends
