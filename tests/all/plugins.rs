@@ -198,7 +198,12 @@ async fn label_affinity_routes_by_header_and_falls_back() {
         r#"{{ kind = "plugin", path = "{}", config = {{ header = "x-region", label = "region" }}, call_deadline_ms = 1000 }}"#,
         fixtures::LABEL_AFFINITY
     );
-    let proxy = serve(&dir, &single_pool(&strategy, &labelled));
+    // One worker: the plugin's round-robin cursor is per worker thread, and
+    // the exact shares below assume one cursor.
+    let proxy = serve(
+        &dir,
+        &(single_pool(&strategy, &labelled) + "[runtime]\nworker_threads = 1\n"),
+    );
     let client = client();
     let url = format!("{}/", proxy.url);
     let region = |r: &'static str| {
