@@ -102,7 +102,12 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 fail_timeout_ms: 10_000,
                 idle_timeout_ms: 90_000,
                 sticky: None,
-                health: None,
+                // Checked every second, so that an instance that stops is
+                // seen on the dashboard's timeline within seconds.
+                health: Some(
+                    toml::from_str("interval_ms = 1000\ntimeout_ms = 500\nrise = 1\nfall = 2")
+                        .context("the demo's health check")?,
+                ),
                 outlier: None,
                 trend: None,
                 retry: Default::default(),

@@ -89,6 +89,9 @@ pub struct InstanceStatus {
     pub draining: bool,
     /// Requests in flight.
     pub in_flight: u32,
+    /// Requests sent to it since it joined the pool (every attempt): its
+    /// share of the traffic over an interval is the change of this.
+    pub requests: u64,
     /// EWMA latency to response headers, µs.
     pub ewma_latency_us: u64,
     /// EWMA success, 0..=1.

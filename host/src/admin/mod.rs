@@ -5,7 +5,8 @@
 //! |---|---|
 //! | `/health`, `/ready` | `GET` — liveness and readiness (no token needed) |
 //! | `/openapi.json` | `GET` — this API as an OpenAPI 3 document, generated from the handlers (no token needed) |
-//! | `/dashboard` | `GET` — the web dashboard (one page; `#token=…` when a token is configured) |
+//! | `/dashboard` | `GET` — the web dashboard (one page; it asks for the token when one is configured) |
+//! | `/dashboard/uplot.js`, `/dashboard/uplot.css` | `GET` — the charting library it uses (uPlot, vendored) |
 //! | `/v1/status` | `GET` — pools, instances, health, breakers, plugin counters |
 //! | `/metrics` | `GET` — Prometheus text format ([`crate::metrics`]) |
 //! | `/v1/requests` | `GET` — the last requests answered, newest first |
@@ -102,6 +103,24 @@ pub fn with_state(state: AdminState) -> Router {
         .route(
             "/dashboard",
             get(|| async { axum::response::Html(include_str!("dashboard.html")) }),
+        )
+        .route(
+            "/dashboard/uplot.js",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+                    include_str!("vendor/uplot/uPlot.iife.min.js"),
+                )
+            }),
+        )
+        .route(
+            "/dashboard/uplot.css",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+                    include_str!("vendor/uplot/uPlot.min.css"),
+                )
+            }),
         )
         .route(
             "/openapi.json",
@@ -308,7 +327,14 @@ impl AdminState {
 
 /// Paths open without the token: probes, the API's own description and
 /// the dashboard page (which asks the API with the token itself).
-const OPEN_PATHS: [&str; 4] = ["/health", "/ready", "/openapi.json", "/dashboard"];
+const OPEN_PATHS: [&str; 6] = [
+    "/health",
+    "/ready",
+    "/openapi.json",
+    "/dashboard",
+    "/dashboard/uplot.js",
+    "/dashboard/uplot.css",
+];
 
 /// Refuses a request without the configured bearer token (401), except
 /// for [`OPEN_PATHS`].

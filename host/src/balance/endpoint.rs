@@ -29,6 +29,7 @@ pub struct Endpoint {
     labels: Mutex<Vec<(String, String)>>,
     retired: AtomicBool,
     in_flight: AtomicU32,
+    requests: AtomicU64,
     ewma_latency_us: AtomicU64,
     success_rate_bits: AtomicU32,
     unreachable_until_ms: AtomicU64,
@@ -85,6 +86,7 @@ impl Endpoint {
             labels: Mutex::new(labels),
             retired: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            requests: AtomicU64::new(0),
             ewma_latency_us: AtomicU64::new(0),
             success_rate_bits: AtomicU32::new(1.0f32.to_bits()),
             unreachable_until_ms: AtomicU64::new(0),
@@ -220,14 +222,21 @@ impl Endpoint {
         (fit(before), fit(after))
     }
 
+    /// Requests sent to it since it joined (every attempt).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
     /// Requests in flight now.
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Counts a request in flight until the returned guard drops.
+    /// Counts a request in flight until the returned guard drops (and in
+    /// [`requests`](Self::requests)).
     pub fn start_request(self: &std::sync::Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
         InFlight(std::sync::Arc::clone(self))
     }
 

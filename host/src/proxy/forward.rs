@@ -49,6 +49,7 @@ use super::path;
 use super::pool::{Attempt, Pool, UpstreamBody};
 use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::upstream::PooledBody;
+use super::recent::Served;
 use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
 use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
@@ -138,6 +139,17 @@ async fn forward(
     let elapsed = started.elapsed();
     route.metrics.record(status.as_u16(), elapsed.as_secs_f64());
     if let Some((method, path)) = logged {
+        let served = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.extensions().get::<Served>().cloned());
+        let pool = match (&served, &result) {
+            (Some(s), _) => Some(s.pool.clone()),
+            (None, Err(ProxyError::NoUpstream { pool, .. } | ProxyError::Timeout { pool, .. })) => {
+                Some(pool.clone())
+            }
+            _ => None,
+        };
         recent.record(RequestRecord {
             at_ms: 0,
             method: method.to_string(),
@@ -147,6 +159,9 @@ async fn forward(
             status: status.as_u16(),
             duration_us: elapsed.as_micros() as u64,
             client: peer.ip(),
+            attempts: served.as_ref().map_or(0, |s| s.attempts),
+            instance: served.map(|s| s.instance),
+            pool,
         });
     }
     result
@@ -724,6 +739,15 @@ impl<'a> Exchange<'a> {
             sticky.bind(&self.affinity, id, status, response.headers_mut());
         }
         headers::strip_hop_by_hop(response.headers_mut());
+        if self.router.reporting().recent.enabled()
+            && let Some(endpoint) = self.pool.members.get(id)
+        {
+            response.extensions_mut().insert(Served {
+                pool: self.pool.name.clone(),
+                instance: endpoint.url.clone(),
+                attempts: self.tried.len() as u32,
+            });
+        }
         // The answer goes out in this proxy's protocol, not the instance's:
         // hyper writes an HTTP/1 status line with the response's version
         // (an HTTP/1.0 instance's must not reach an HTTP/1.1 client as

@@ -628,6 +628,7 @@ impl Pool {
                         health_score: e.health_score(),
                         draining: e.is_draining(),
                         in_flight: stats.in_flight,
+                        requests: e.requests(),
                         ewma_latency_us: stats.ewma_latency_us,
                         success_rate: stats.success_rate,
                         load: stats.load,

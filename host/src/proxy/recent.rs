@@ -27,6 +27,24 @@ pub struct RequestRecord {
     pub duration_us: u64,
     /// The client's address.
     pub client: IpAddr,
+    /// The pool that answered, when one did.
+    pub pool: Option<String>,
+    /// The instance that answered (`http://host:port`), when one did.
+    pub instance: Option<String>,
+    /// Attempts made (1 without a retry; 0 when none could be made).
+    pub attempts: u32,
+}
+
+/// Who served a request: set on a pool route's answer while the
+/// recent-request log is on, read back when it is logged.
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The pool.
+    pub pool: String,
+    /// The instance's URL.
+    pub instance: String,
+    /// Attempts made.
+    pub attempts: u32,
 }
 
 /// The last `capacity` requests, oldest dropped first.
