@@ -74,6 +74,8 @@ pub struct InstanceStatus {
     pub url: String,
     /// Configured weight.
     pub weight: u32,
+    /// Its labels.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Fit to take requests (neither unhealthy nor ejected).
     pub fit: bool,
     /// Failed its active checks.

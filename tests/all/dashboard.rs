@@ -1,8 +1,10 @@
 //! The dashboard in a real browser: headless Chromium (Debian's `chromium`)
-//! driven by playwright-core (npm, `tests/dashboard/`) against a running
-//! `switchyard demo`. The page must show the demo's pool and show an
-//! instance drained through the admin API as draining, live. The screenshot
-//! is kept at `target/dashboard.png`.
+//! driven by playwright-core (npm, `tests/dashboard/`, `check.mjs` says what
+//! it checks) against a running `switchyard demo` with traffic. The
+//! screenshots are kept in `target/dashboard/`; with
+//! `SWITCHYARD_DASHBOARD_PNG=PATH` the wide one is also copied to PATH
+//! (how README's `docs/dashboard.png` is made:
+//! `SWITCHYARD_DASHBOARD_PNG=docs/dashboard.png cargo test -p switchyard --test all -- dashboard`).
 
 use std::path::Path;
 use std::process::Command;
@@ -12,7 +14,7 @@ use switchyard_tests::process::Switchyard;
 use crate::BINARY;
 
 #[test]
-fn the_dashboard_shows_pools_and_a_drain_live_in_chromium() {
+fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chromium() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let harness = workspace.join("tests/dashboard");
     if !harness.join("node_modules/playwright-core").is_dir() {
@@ -39,12 +41,13 @@ fn the_dashboard_shows_pools_and_a_drain_live_in_chromium() {
         .nth(1)
         .map(|s| s.trim().trim_end_matches("/dashboard").to_string())
         .unwrap_or_default();
-    let screenshot = workspace.join("target/dashboard.png");
-    let _ = std::fs::remove_file(&screenshot);
+    let shots = workspace.join("target/dashboard");
+    let _ = std::fs::remove_dir_all(&shots);
+    std::fs::create_dir_all(&shots).expect("target/dashboard");
     let output = Command::new("node")
         .arg(harness.join("check.mjs"))
         .args([admin.as_str(), "demo"])
-        .arg(&screenshot)
+        .arg(&shots)
         .arg(&proxy)
         .output()
         .expect("node (Debian: apt-get install nodejs)");
@@ -63,5 +66,30 @@ fn the_dashboard_shows_pools_and_a_drain_live_in_chromium() {
     );
     assert_eq!(seen["before"], "fit", "{seen}");
     assert_eq!(seen["after"], "draining", "{seen}");
-    assert!(std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 0));
+    assert_eq!(seen["drainedInApi"], true, "{seen}");
+    assert_eq!(seen["killedState"], "unhealthy", "{seen}");
+    let share = seen["canaryShare"].as_f64().unwrap_or_default();
+    assert!((share - 20.0).abs() <= 6.0, "{seen}");
+    assert!(
+        seen["chartPoints"]
+            .as_object()
+            .is_some_and(|c| c.values().any(|p| p.as_u64() >= Some(3))),
+        "{seen}"
+    );
+    assert!(
+        seen["bannerText"]
+            .as_str()
+            .is_some_and(|b| b.contains("unreachable")),
+        "{seen}"
+    );
+    for shot in ["dashboard.png", "dashboard-narrow.png"] {
+        assert!(
+            std::fs::metadata(shots.join(shot)).is_ok_and(|m| m.len() > 0),
+            "{shot}"
+        );
+    }
+    if let Some(path) = std::env::var_os("SWITCHYARD_DASHBOARD_PNG") {
+        std::fs::copy(shots.join("dashboard.png"), workspace.join(path))
+            .expect("copy the screenshot");
+    }
 }

@@ -621,6 +621,7 @@ impl Pool {
                     InstanceStatus {
                         url: e.url.clone(),
                         weight: e.weight(),
+                        labels: e.labels().into_iter().collect(),
                         fit: e.is_fit(),
                         unhealthy: flags & UNHEALTHY != 0,
                         ejected: flags & EJECTED != 0,
