@@ -1,4 +1,5 @@
-//! The `switchyard` command: `serve`, `check` and `demo`.
+//! The `switchyard` command: `serve`, `check`, `demo`, `plugin …`,
+//! `completions` and `man`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,10 +12,17 @@ use switchyard::control::Control;
 use switchyard::plugin::PluginHost;
 use switchyard::server::{Switchyard, shutdown_signal};
 
+/// `--version`: the binary's, and the WIT package it speaks.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nWIT: switchyard:plugin@0.1.2 (plugins built against any 0.1.x load: 0.1.0, 0.1.1, 0.1.2)"
+);
+
 #[derive(Parser)]
 #[command(
     name = "switchyard",
     version,
+    long_version = LONG_VERSION,
     about = "L7 orchestrator with sandboxed WebAssembly traffic policies"
 )]
 struct Cli {
@@ -48,6 +56,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
     },
+    /// Shell completions for SHELL (bash, zsh, fish, elvish, powershell)
+    /// on stdout, e.g. `switchyard completions bash > /etc/bash_completion.d/switchyard`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff) on stdout, e.g. `switchyard man > switchyard.1`.
+    Man,
     /// Internal: how a pool's process starts — it dies with Switchyard
     /// (PR_SET_PDEATHSIG), then becomes COMMAND.
     #[command(hide = true)]
@@ -93,16 +109,27 @@ enum PluginCommand {
         #[arg(long)]
         fuel: bool,
     },
-    /// Creates a ready-to-build plugin crate NAME of KIND (balancer,
-    /// health-check, failover, resolver) from the SDK's template.
+    /// Creates a ready-to-build plugin project NAME of KIND (balancer,
+    /// health-check, failover, resolver) that builds anywhere: the SDK and
+    /// the WIT package this binary carries are written beside it.
     New {
         /// balancer, health-check, failover or resolver.
         kind: String,
-        /// The crate's name (and directory).
+        /// The project's name (and directory).
         name: String,
+        /// rust (any kind), python or js (a balancer).
+        #[arg(long, default_value = "rust")]
+        lang: switchyard::plugin::tools::Lang,
         /// Where to create it.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+    /// Writes the WIT package this binary speaks (every interface and
+    /// world) into DIR, for any language's bindings generator.
+    Wit {
+        /// Where to write it.
+        #[arg(long, default_value = "wit")]
+        out: PathBuf,
     },
 }
 
@@ -147,6 +174,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime(None)?.block_on(switchyard::demo::run(listen, admin))
         }
         Command::Plugin(command) => runtime(None)?.block_on(async { plugin(command) }),
+        Command::Completions { shell } => {
+            use clap::CommandFactory as _;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "switchyard",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory as _;
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("writing the man page")
+        }
         Command::ExecChild { parent, command } => {
             let error = switchyard::process::exec_child(parent, &command);
             Err(anyhow::anyhow!(
@@ -211,10 +254,26 @@ fn plugin(command: PluginCommand) -> anyhow::Result<()> {
                 r.calls, r.faults, r.p50, r.p90, r.p99, r.max
             );
         }
-        PluginCommand::New { kind, name, dir } => {
-            let root = tools::new_plugin(&kind, &name, &dir).map_err(anyhow::Error::msg)?;
-            println!("created {} ({kind} plugin); build it with:", root.display());
-            println!("  cd {} && cargo build --release", root.display());
+        PluginCommand::New {
+            kind,
+            name,
+            lang,
+            dir,
+        } => {
+            let root = tools::new_plugin(&kind, &name, lang, &dir).map_err(anyhow::Error::msg)?;
+            println!(
+                "created {} ({kind} plugin); its README.md says how to build it",
+                root.display()
+            );
+        }
+        PluginCommand::Wit { out } => {
+            let files = tools::write_wit(&out).map_err(anyhow::Error::msg)?;
+            println!(
+                "{}: {} ({} files)",
+                out.display(),
+                tools::wit_package(),
+                files.len()
+            );
         }
     }
     Ok(())

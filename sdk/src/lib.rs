@@ -85,7 +85,7 @@ pub mod wit {
     /// The shared `types` and `host` interfaces.
     #[allow(missing_docs)]
     pub mod platform {
-        wit_bindgen::generate!({ world: "platform", path: "../wit" });
+        wit_bindgen::generate!({ world: "platform", path: "wit" });
     }
 
     /// Bindings of the `balancer-plugin` world.
@@ -93,7 +93,7 @@ pub mod wit {
     pub mod balancer {
         wit_bindgen::generate!({
             world: "balancer-plugin",
-            path: "../wit",
+            path: "wit",
             with: {
                 "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
                 "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
@@ -109,7 +109,7 @@ pub mod wit {
     pub mod health {
         wit_bindgen::generate!({
             world: "health-check-plugin",
-            path: "../wit",
+            path: "wit",
             with: {
                 "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
                 "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
@@ -133,7 +133,7 @@ pub mod wit {
                     export switchyard:plugin/failover@0.1.2;
                 }
             ",
-            path: "../wit",
+            path: "wit",
             with: {
                 "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
                 "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
@@ -157,7 +157,7 @@ pub mod wit {
                     export switchyard:plugin/resolver@0.1.2;
                 }
             ",
-            path: "../wit",
+            path: "wit",
             with: {
                 "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
                 "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
@@ -179,7 +179,7 @@ pub mod wit {
                     export switchyard:plugin/request-needs@0.1.2;
                 }
             ",
-            path: "../wit",
+            path: "wit",
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::needs",
             export_macro_name: "export",

@@ -401,44 +401,79 @@ fn plugin_check_inspect_and_bench_say_what_a_file_is() {
     assert!(ok && text.contains("20 calls (20 faulted)"), "{text}");
 }
 
+/// Runs `command` in `dir` as a plugin author elsewhere would: `HOME` is a
+/// directory of its own (the toolchains' homes are passed on, so that rustup,
+/// cargo and npm find what is installed and cached); fails with its output.
+fn run_as_author(
+    command: &mut std::process::Command,
+    dir: &std::path::Path,
+    home: &std::path::Path,
+) {
+    let real_home = std::env::var_os("HOME")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_default();
+    let keep = |var: &str, default: &str| {
+        std::env::var_os(var).unwrap_or_else(|| real_home.join(default).into_os_string())
+    };
+    let output = command
+        .current_dir(dir)
+        .env("HOME", home)
+        .env("CARGO_HOME", keep("CARGO_HOME", ".cargo"))
+        .env("RUSTUP_HOME", keep("RUSTUP_HOME", ".rustup"))
+        .env("npm_config_cache", keep("npm_config_cache", ".npm"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .expect("run the build");
+    assert!(
+        output.status.success(),
+        "{command:?} in {}: {}\n{}",
+        dir.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
-fn plugin_new_creates_a_crate_that_builds_and_loads() {
+fn plugin_new_projects_build_outside_the_repository() {
+    // Outside the workspace (the system temp dir), with a HOME of its own.
     let dir = tempfile::tempdir().unwrap();
+    let (projects, home) = (dir.path().join("projects"), dir.path().join("home"));
+    std::fs::create_dir_all(&projects).unwrap();
+    std::fs::create_dir_all(&home).unwrap();
+    let at = projects.to_str().unwrap();
+    let new = |kind: &str, name: &str, lang: &str| {
+        switchyard_cli(&["plugin", "new", kind, name, "--lang", lang, "--dir", at])
+    };
     for kind in ["balancer", "health-check", "failover", "resolver"] {
-        let name = format!("my-{kind}");
-        let (ok, text) = switchyard_cli(&[
-            "plugin",
-            "new",
-            kind,
-            &name,
-            "--dir",
-            dir.path().to_str().unwrap(),
-        ]);
+        let (ok, text) = new(kind, &format!("my-{kind}"), "rust");
         assert!(ok, "{text}");
     }
-    let (ok, text) = switchyard_cli(&[
-        "plugin",
-        "new",
-        "router",
-        "x",
-        "--dir",
-        dir.path().to_str().unwrap(),
-    ]);
+    let (ok, text) = new("router", "x", "rust");
     assert!(!ok && text.contains("unknown kind `router`"), "{text}");
-    // Build every new crate for wasm32-wasip2, sharing the plugins' target
-    // dir (its dependencies are built already), and check what came out.
-    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm-plugins");
+    let (ok, text) = new("failover", "x", "python");
+    assert!(!ok && text.contains("no template"), "{text}");
+    // Nothing points back into the checkout.
+    let manifest = std::fs::read_to_string(projects.join("my-balancer/Cargo.toml")).unwrap();
+    assert!(
+        manifest.contains("path = \"vendor/switchyard-sdk\""),
+        "{manifest}"
+    );
+    assert!(!manifest.contains(env!("CARGO_MANIFEST_DIR")), "{manifest}");
+    // Each Rust crate builds on its vendored SDK (a target dir of this
+    // test's own, kept between runs under target/ for speed: the
+    // checkout's SDK is never in its dependency graph).
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new");
     for kind in ["balancer", "health-check", "failover", "resolver"] {
-        let root = dir.path().join(format!("my-{kind}"));
-        let status = std::process::Command::new(env!("CARGO"))
-            .args(["build", "--release", "--offline", "--quiet"])
-            .current_dir(&root)
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("cargo");
-        assert!(status.success(), "building the new {kind} plugin");
+        let root = projects.join(format!("my-{kind}"));
+        run_as_author(
+            std::process::Command::new(env!("CARGO"))
+                .args(["build", "--release", "--offline", "--quiet"])
+                .env("CARGO_TARGET_DIR", &target),
+            &root,
+            &home,
+        );
         let wasm = target.join(format!(
             "wasm32-wasip2/release/my_{}.wasm",
             kind.replace('-', "_")
@@ -446,6 +481,78 @@ fn plugin_new_creates_a_crate_that_builds_and_loads() {
         let (ok, text) = switchyard_cli(&["plugin", "check", wasm.to_str().unwrap()]);
         assert!(ok && text.contains(&format!("kind:     {kind}")), "{text}");
     }
+    // A balancer in Python, built with its own pinned componentize-py.
+    let (ok, text) = new("balancer", "py-bal", "python");
+    assert!(ok, "{text}");
+    let componentize = switchyard_tests::polyglot::componentize_py();
+    let path = format!(
+        "{}:{}",
+        componentize.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    run_as_author(
+        std::process::Command::new("sh")
+            .arg("build.sh")
+            .env("PATH", &path),
+        &projects.join("py-bal"),
+        &home,
+    );
+    let (ok, text) = switchyard_cli(&[
+        "plugin",
+        "check",
+        projects.join("py-bal/py_bal.wasm").to_str().unwrap(),
+    ]);
+    assert!(ok && text.contains("kind:     balancer"), "{text}");
+    // And in JavaScript, with its package.json and lock.
+    let (ok, text) = new("balancer", "js-bal", "js");
+    assert!(ok, "{text}");
+    let js = projects.join("js-bal");
+    run_as_author(
+        std::process::Command::new("npm").args(["install", "--no-audit", "--no-fund"]),
+        &js,
+        &home,
+    );
+    run_as_author(
+        std::process::Command::new("npm").args(["run", "build"]),
+        &js,
+        &home,
+    );
+    let (ok, text) = switchyard_cli(&["plugin", "check", js.join("js_bal.wasm").to_str().unwrap()]);
+    assert!(ok && text.contains("kind:     balancer"), "{text}");
+    // The WIT package for any bindings generator, and the version it is.
+    let wit = dir.path().join("wit");
+    let (ok, text) = switchyard_cli(&["plugin", "wit", "--out", wit.to_str().unwrap()]);
+    assert!(
+        ok && text.contains(switchyard::plugin::tools::wit_package()),
+        "{text}"
+    );
+    assert!(
+        std::fs::read_to_string(wit.join("worlds.wit"))
+            .unwrap()
+            .contains("world balancer-plugin")
+    );
+    let (ok, text) = switchyard_cli(&["--version"]);
+    assert!(
+        ok && text.contains(switchyard::plugin::tools::wit_package()),
+        "{text}"
+    );
+}
+
+#[test]
+fn completions_and_the_man_page_come_from_the_cli_definitions() {
+    for shell in ["bash", "zsh", "fish"] {
+        let (ok, text) = switchyard_cli(&["completions", shell]);
+        assert!(
+            ok && text.contains("switchyard") && text.contains("serve"),
+            "{shell}: {text}"
+        );
+    }
+    let (ok, text) = switchyard_cli(&["man"]);
+    assert!(
+        ok && text.starts_with(".ie") || text.contains(".TH switchyard"),
+        "{text}"
+    );
+    assert!(text.contains("serve") && text.contains("plugin"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,6 +45,20 @@ pub(crate) fn run(command: &mut Command) {
     );
 }
 
+/// componentize-py as `plugins/py-weighted-rr/requirements.txt` pins it,
+/// in a virtualenv under `target/polyglot/` (made on first use).
+pub fn componentize_py() -> PathBuf {
+    let venv = out_dir().join("venv");
+    let componentize = venv.join("bin/componentize-py");
+    if !componentize.exists() {
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "-r"])
+            .arg(source("py-weighted-rr").join("requirements.txt")));
+    }
+    componentize
+}
+
 /// `plugins/py-weighted-rr` built with componentize-py (Python 3 with
 /// `venv` and `pip` needed).
 pub fn python_balancer() -> &'static Path {
@@ -52,14 +66,7 @@ pub fn python_balancer() -> &'static Path {
     BUILT.get_or_init(|| {
         let root = workspace();
         let source = source("py-weighted-rr");
-        let venv = out_dir().join("venv");
-        let componentize = venv.join("bin/componentize-py");
-        if !componentize.exists() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&venv));
-            run(Command::new(venv.join("bin/pip"))
-                .args(["install", "--quiet", "-r"])
-                .arg(source.join("requirements.txt")));
-        }
+        let componentize = componentize_py();
         let out = out_dir().join("py_weighted_rr.wasm");
         run(Command::new(componentize)
             .env("PYTHONDONTWRITEBYTECODE", "1")

@@ -276,29 +276,145 @@ fn template(kind: PluginKind) -> &'static str {
     }
 }
 
-/// Where this build's SDK lives (the new crate depends on it by path).
-const SDK_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../sdk");
+/// The WIT package this binary speaks: every file of `wit/`, by name.
+pub const WIT_FILES: [(&str, &str); 9] = [
+    ("README.md", include_str!("../../../wit/README.md")),
+    ("balancer.wit", include_str!("../../../wit/balancer.wit")),
+    ("failover.wit", include_str!("../../../wit/failover.wit")),
+    ("health.wit", include_str!("../../../wit/health.wit")),
+    ("kv.wit", include_str!("../../../wit/kv.wit")),
+    ("needs.wit", include_str!("../../../wit/needs.wit")),
+    ("resolver.wit", include_str!("../../../wit/resolver.wit")),
+    ("types.wit", include_str!("../../../wit/types.wit")),
+    ("worlds.wit", include_str!("../../../wit/worlds.wit")),
+];
 
-/// Creates `dir/NAME`, a ready-to-build plugin crate of `kind` on the SDK:
-/// `Cargo.toml` (a `cdylib`, its own workspace), `.cargo/config.toml`
-/// (builds for `wasm32-wasip2`), `src/lib.rs` (a working plugin of the
-/// kind to start from) and a README with the commands to build and check
-/// it. Returns the crate's directory.
+/// The Rust SDK's sources, by path in its crate.
+const SDK_FILES: [(&str, &str); 7] = [
+    ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
+    (
+        "src/balancer.rs",
+        include_str!("../../../sdk/src/balancer.rs"),
+    ),
+    (
+        "src/failover.rs",
+        include_str!("../../../sdk/src/failover.rs"),
+    ),
+    ("src/health.rs", include_str!("../../../sdk/src/health.rs")),
+    (
+        "src/resolver.rs",
+        include_str!("../../../sdk/src/resolver.rs"),
+    ),
+    ("src/slot.rs", include_str!("../../../sdk/src/slot.rs")),
+    ("README.md", include_str!("../../../sdk/README.md")),
+];
+
+/// The `wit-bindgen` the SDK is built with (the workspace's pin; a unit
+/// test keeps the two equal).
+const WIT_BINDGEN: &str = "0.62.0";
+
+/// The WIT package's name and version, from `types.wit`.
+pub fn wit_package() -> &'static str {
+    WIT_FILES[7]
+        .1
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("package "))
+        .map_or("switchyard:plugin", |p| p.trim_end_matches(';'))
+}
+
+/// Writes the WIT package into `dir` (created); the files written.
 ///
 /// # Errors
-/// A reason: unknown kind, a name that is not `[a-z0-9_-]+`, an existing
-/// directory, or an I/O error.
-pub fn new_plugin(kind: &str, name: &str, dir: &Path) -> Result<std::path::PathBuf, String> {
-    let template = PluginKind::ALL
+/// An I/O error, naming the file.
+pub fn write_wit(dir: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    write_files(
+        dir,
+        WIT_FILES
+            .iter()
+            .map(|(p, t)| (p.to_string(), t.to_string())),
+    )
+}
+
+fn write_files(
+    root: &Path,
+    files: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut written = Vec::new();
+    for (path, text) in files {
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The language of a new plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    /// A Rust crate on the SDK.
+    Rust,
+    /// Python, built with componentize-py.
+    Python,
+    /// JavaScript, built with componentize-js.
+    Js,
+}
+
+impl std::str::FromStr for Lang {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "rust" => Ok(Self::Rust),
+            "python" => Ok(Self::Python),
+            "js" => Ok(Self::Js),
+            other => Err(format!("`{other}`: rust, python or js")),
+        }
+    }
+}
+
+/// Creates `dir/NAME`, a plugin project of `kind` in `lang` that builds
+/// with no checkout of Switchyard around: everything it needs is written
+/// beside it from this binary.
+///
+/// - Rust: a `cdylib` crate (its own workspace, `.cargo/config.toml`
+///   building for `wasm32-wasip2`, `src/lib.rs` a working plugin of the
+///   kind) depending on `vendor/switchyard-sdk` by path — the SDK's source
+///   and the WIT package as this binary carries them. A path, not a
+///   registry version: the crate then builds offline and against exactly
+///   the WIT this binary loads.
+/// - Python (balancer only): the `py-weighted-rr` example as a start,
+///   `requirements.txt` pinning componentize-py, `build.sh`, `wit/`.
+/// - JavaScript (balancer only): the `js-session-hash` example, its
+///   `package.json` and lock pinning componentize-js, `build.mjs`, `wit/`.
+///
+/// Each comes with a README giving the commands. Returns its directory.
+///
+/// # Errors
+/// A reason: unknown kind, a kind the language has no template for, a
+/// name that is not `[a-z0-9_-]+`, an existing directory, or an I/O error.
+pub fn new_plugin(
+    kind: &str,
+    name: &str,
+    lang: Lang,
+    dir: &Path,
+) -> Result<std::path::PathBuf, String> {
+    let plugin_kind = PluginKind::ALL
         .into_iter()
         .find(|k| k.name() == kind)
-        .map(template)
         .ok_or_else(|| {
             format!(
                 "unknown kind `{kind}` (kinds: {})",
                 PluginKind::ALL.map(PluginKind::name).join(", ")
             )
         })?;
+    if lang != Lang::Rust && plugin_kind != PluginKind::Balancer {
+        return Err(format!(
+            "a {kind} plugin in {lang:?} has no template yet: start from a balancer, or write it in Rust"
+        ));
+    }
     if name.is_empty()
         || !name
             .bytes()
@@ -312,40 +428,143 @@ pub fn new_plugin(kind: &str, name: &str, dir: &Path) -> Result<std::path::PathB
     if root.exists() {
         return Err(format!("`{}` already exists", root.display()));
     }
-    let sdk = std::fs::canonicalize(SDK_DIR).unwrap_or_else(|_| SDK_DIR.into());
-    let files = [
-        (
-            "Cargo.toml",
-            format!(
-                "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
-                 [lib]\ncrate-type = [\"cdylib\"]\n\n\
-                 [dependencies]\nswitchyard-sdk = {{ path = {:?} }}\n\n\
-                 # A crate of its own, even inside another workspace.\n[workspace]\n",
-                sdk.display().to_string()
-            ),
-        ),
-        (
-            ".cargo/config.toml",
-            "[build]\ntarget = \"wasm32-wasip2\"\n".to_string(),
-        ),
-        ("src/lib.rs", template.to_string()),
-        (
-            "README.md",
-            format!(
-                "# {name} — a Switchyard {kind} plugin\n\n\
-                 ```sh\nrustup target add wasm32-wasip2\ncargo build --release\n\
-                 switchyard plugin check target/wasm32-wasip2/release/{file}.wasm\n\
-                 switchyard plugin bench target/wasm32-wasip2/release/{file}.wasm\n```\n",
-                file = name.replace('-', "_")
-            ),
-        ),
-    ];
-    for (path, text) in files {
-        let path = root.join(path);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    let file = name.replace('-', "_");
+    let check = format!(
+        "switchyard plugin check {file}.wasm      # what it is, and whether this Switchyard loads it\n\
+         switchyard plugin bench {file}.wasm      # its pick cost"
+    );
+    let wit = |prefix: &'static str| {
+        WIT_FILES
+            .iter()
+            .map(move |(p, t)| (format!("{prefix}{p}"), t.to_string()))
+    };
+    let files: Vec<(String, String)> = match lang {
+        Lang::Rust => {
+            let mut files = vec![
+                (
+                    "Cargo.toml".to_string(),
+                    format!(
+                        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n\
+                         [lib]\ncrate-type = [\"cdylib\"]\n\n\
+                         [dependencies]\n\
+                         # The SDK as this `switchyard` carries it (its WIT package included).\n\
+                         switchyard-sdk = {{ path = \"vendor/switchyard-sdk\" }}\n\n\
+                         # A crate of its own, even inside another workspace.\n[workspace]\n"
+                    ),
+                ),
+                (
+                    ".cargo/config.toml".to_string(),
+                    "[build]\ntarget = \"wasm32-wasip2\"\n".to_string(),
+                ),
+                ("src/lib.rs".to_string(), template(plugin_kind).to_string()),
+                (
+                    "README.md".to_string(),
+                    format!(
+                        "# {name} — a Switchyard {kind} plugin\n\n\
+                         ```sh\nrustup target add wasm32-wasip2\ncargo build --release\n\
+                         cp target/wasm32-wasip2/release/{file}.wasm .\n{check}\n```\n\n\
+                         `vendor/` holds the SDK and the WIT package ({}) of the `switchyard` that\n\
+                         wrote this crate; `switchyard plugin new` again with a newer one to update.\n",
+                        wit_package()
+                    ),
+                ),
+                (
+                    "vendor/switchyard-sdk/Cargo.toml".to_string(),
+                    format!(
+                        "[package]\nname = \"switchyard-sdk\"\nversion = \"{}\"\nedition = \"2024\"\n\
+                         license = \"Apache-2.0\"\npublish = false\n\n\
+                         [dependencies]\nwit-bindgen = \"{WIT_BINDGEN}\"\n",
+                        env!("CARGO_PKG_VERSION")
+                    ),
+                ),
+            ];
+            files.extend(
+                SDK_FILES
+                    .iter()
+                    .map(|(p, t)| (format!("vendor/switchyard-sdk/{p}"), t.to_string())),
+            );
+            files.extend(wit("vendor/switchyard-sdk/wit/"));
+            files
         }
-        std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
-    }
+        Lang::Python => {
+            let mut files = vec![
+                (
+                    "app.py".to_string(),
+                    include_str!("../../../plugins/py-weighted-rr/app.py").to_string(),
+                ),
+                (
+                    "weighted.py".to_string(),
+                    include_str!("../../../plugins/py-weighted-rr/weighted.py").to_string(),
+                ),
+                (
+                    "requirements.txt".to_string(),
+                    include_str!("../../../plugins/py-weighted-rr/requirements.txt").to_string(),
+                ),
+                (
+                    "build.sh".to_string(),
+                    format!(
+                        "#!/bin/sh\n# Builds {file}.wasm with componentize-py (pip install -r requirements.txt).\n\
+                         set -e\ncd \"$(dirname \"$0\")\"\n\
+                         componentize-py -d wit -w balancer-plugin componentize -p . app -o {file}.wasm\n"
+                    ),
+                ),
+                (
+                    "README.md".to_string(),
+                    format!(
+                        "# {name} — a Switchyard balancer plugin in Python\n\n\
+                         Starts as nginx's smooth weighted round robin (`app.py`, `weighted.py`).\n\n\
+                         ```sh\npython3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n\
+                         sh build.sh\n{check}\n```\n\n\
+                         Grant it `capabilities = [\"random\"]`: CPython draws random bytes when it starts.\n\
+                         `wit/` is the WIT package ({}) of the `switchyard` that wrote this project.\n",
+                        wit_package()
+                    ),
+                ),
+            ];
+            files.extend(wit("wit/"));
+            files
+        }
+        Lang::Js => {
+            let rename = |text: &str| text.replace("js-session-hash", name);
+            let mut files = vec![
+                (
+                    "plugin.js".to_string(),
+                    include_str!("../../../plugins/js-session-hash/session-hash.js").to_string(),
+                ),
+                (
+                    "build.mjs".to_string(),
+                    include_str!("../../../plugins/js-session-hash/build.mjs")
+                        .replace("../../wit", "./wit"),
+                ),
+                (
+                    "package.json".to_string(),
+                    rename(include_str!("../../../plugins/js-session-hash/package.json"))
+                        .replace("session-hash.js js_session_hash.wasm", &format!("plugin.js {file}.wasm"))
+                        // The example's tests are not part of the template.
+                        .replace(
+                            ",\n    \"test\": \"node --import ./test/host-stub.mjs --test test/*.test.js\"",
+                            "",
+                        ),
+                ),
+                (
+                    "package-lock.json".to_string(),
+                    rename(include_str!("../../../plugins/js-session-hash/package-lock.json")),
+                ),
+                (
+                    "README.md".to_string(),
+                    format!(
+                        "# {name} — a Switchyard balancer plugin in JavaScript\n\n\
+                         Starts as session affinity by rendezvous hashing (`plugin.js`).\n\n\
+                         ```sh\nnpm install\nnpm run build\n{check}\n```\n\n\
+                         `wit/` is the WIT package ({}) of the `switchyard` that wrote this project.\n",
+                        wit_package()
+                    ),
+                ),
+            ];
+            files.extend(wit("wit/"));
+            files
+        }
+    };
+    write_files(&root, files)?;
     Ok(root)
 }
