@@ -568,3 +568,51 @@ pub fn new_plugin(
     write_files(&root, files)?;
     Ok(root)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The files of `dir` (relative to the workspace) with `ext`, sorted.
+    fn files(dir: &str, exts: &[&str]) -> Vec<String> {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        let mut names: Vec<String> = std::fs::read_dir(&root)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| exts.iter().any(|x| n.ends_with(x)))
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn the_binary_carries_every_wit_and_sdk_file() {
+        let mut wit: Vec<String> = WIT_FILES.iter().map(|(n, _)| n.to_string()).collect();
+        wit.sort();
+        assert_eq!(wit, files("wit", &[".wit", ".md"]));
+        let mut sdk: Vec<String> = SDK_FILES
+            .iter()
+            .filter_map(|(n, _)| n.strip_prefix("src/"))
+            .map(str::to_owned)
+            .collect();
+        sdk.sort();
+        assert_eq!(sdk, files("sdk/src", &[".rs"]));
+        assert!(
+            wit_package().starts_with("switchyard:plugin@"),
+            "{}",
+            wit_package()
+        );
+    }
+
+    #[test]
+    fn the_vendored_sdk_pins_the_workspaces_wit_bindgen() {
+        let workspace =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+                .unwrap();
+        assert!(
+            workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")),
+            "the workspace's wit-bindgen is not {WIT_BINDGEN}"
+        );
+    }
+}
