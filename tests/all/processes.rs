@@ -62,6 +62,20 @@ async fn replicas_until(
     }
 }
 
+/// Where in the log `pool P: replica 0 WHAT` stands for each of `pools`.
+fn log_order(proxy: &Switchyard, what: &str, pools: &[&str]) -> Vec<usize> {
+    let log = proxy.log();
+    pools
+        .iter()
+        .map(|pool| {
+            let needle = format!("pool {pool}: replica 0 {what}");
+            log.iter()
+                .position(|l| l.contains(&needle))
+                .unwrap_or_else(|| panic!("no `{needle}` in the log"))
+        })
+        .collect()
+}
+
 fn all_ready(n: usize) -> impl Fn(&[Value]) -> bool {
     move |r: &[Value]| r.len() == n && r.iter().all(|r| r["state"] == "ready")
 }
@@ -238,36 +252,16 @@ async fn pools_start_in_dependency_order_and_stop_in_reverse() {
     let mut proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(&pools)));
     let api = proxy.admin_url();
     replicas_until(&api, "web", "web ready", all_ready(1)).await;
-    let started: Vec<String> = proxy
-        .log()
-        .into_iter()
-        .filter(|l| l.contains("replica 0 started"))
-        .collect();
-    let position = |pool: &str| {
-        started
-            .iter()
-            .position(|l| l.contains(&format!("pool {pool}: replica 0 started")))
-            .unwrap_or_else(|| panic!("{pool} started: {started:?}"))
-    };
+    let started = log_order(&proxy, "started", &["db", "api", "web"]);
     assert!(
-        position("db") < position("api") && position("api") < position("web"),
+        started[0] < started[1] && started[1] < started[2],
         "{started:?}"
     );
     proxy.terminate();
     proxy.wait_exit();
-    let stopped: Vec<String> = proxy
-        .log()
-        .into_iter()
-        .filter(|l| l.contains("replica 0 stopped ("))
-        .collect();
-    let position = |pool: &str| {
-        stopped
-            .iter()
-            .position(|l| l.contains(&format!("pool {pool}: replica 0 stopped")))
-            .unwrap_or_else(|| panic!("{pool} stopped: {stopped:?}"))
-    };
+    let stopped = log_order(&proxy, "stopped (", &["web", "api", "db"]);
     assert!(
-        position("web") < position("api") && position("api") < position("db"),
+        stopped[0] < stopped[1] && stopped[1] < stopped[2],
         "{stopped:?}"
     );
 }

@@ -445,12 +445,7 @@ async fn run(
                     Severity::Info,
                     format!("pool {pool}: replica {index} restarted (asked through the API)"),
                 );
-                replica.update(|s| s.restarts += 1);
-                control
-                    .router()
-                    .reporting()
-                    .metrics
-                    .process_restart(&pool, index);
+                count_restart(&control, &pool, index, &replica);
                 continue;
             }
             Ended::Exited(why) | Ended::Unfit(why) => why,
@@ -510,12 +505,7 @@ async fn run(
         let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
             return;
         };
-        replica.update(|s| s.restarts += 1);
-        control
-            .router()
-            .reporting()
-            .metrics
-            .process_restart(&pool, index);
+        count_restart(&control, &pool, index, &replica);
         publish(
             &control,
             &pool,
@@ -527,6 +517,16 @@ async fn run(
             ),
         );
     }
+}
+
+/// One more restart of `replica` (its status and the metrics).
+fn count_restart(control: &Control, pool: &str, index: u32, replica: &Replica) {
+    replica.update(|s| s.restarts += 1);
+    control
+        .router()
+        .reporting()
+        .metrics
+        .process_restart(pool, index);
 }
 
 /// Whether every pool `pool` depends on has its `min_ready` fit instances.
