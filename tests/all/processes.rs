@@ -330,6 +330,13 @@ async fn scaling_through_the_api_drains_and_a_stubborn_replica_is_killed() {
         Some(1),
         "{pool}"
     );
+    // Up, down and at once up again: replica 1 comes back even while it is
+    // still being stopped.
+    for n in [2, 1, 2] {
+        let (status, body) = patch(n).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let left = replicas_until(&api, "web", "two ready again", all_ready(2)).await;
     let running = pids(&left);
     proxy.terminate();
     proxy.wait_exit();

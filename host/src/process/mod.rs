@@ -151,6 +151,16 @@ struct Running {
 pub struct Supervisor {
     control: Weak<Control>,
     pools: Mutex<BTreeMap<String, BTreeMap<u32, Running>>>,
+    /// Set by [`stop`](Self::stop): nothing is started any more.
+    stopping: std::sync::atomic::AtomicBool,
+}
+
+impl Running {
+    /// Whether it is over: stopped for good (its task may still be
+    /// returning) or its task ended.
+    fn gone(&self) -> bool {
+        self.task.is_finished() || self.replica.status().state == ReplicaState::Stopped
+    }
 }
 
 /// Why an API request about processes failed.
@@ -170,6 +180,7 @@ impl Supervisor {
         let supervisor = Arc::new(Self {
             control: Arc::downgrade(control),
             pools: Mutex::default(),
+            stopping: std::sync::atomic::AtomicBool::new(false),
         });
         // Instances of managed pools from an earlier run (persisted in the
         // state file) are not this run's replicas.
@@ -211,6 +222,9 @@ impl Supervisor {
     /// Starts the replicas the configuration asks for and stops those it
     /// no longer does (scaled down, pool removed or no longer managed).
     fn reconcile(self: &Arc<Self>) {
+        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let Some(control) = self.control.upgrade() else {
             return;
         };
@@ -223,11 +237,11 @@ impl Supervisor {
                 .and_then(|p| p.process.as_ref())
                 .map_or(0, |p| p.replicas);
             replicas.retain(|index, running| {
-                let keep = *index < wanted && !running.task.is_finished();
+                let keep = *index < wanted && !running.gone();
                 if !keep {
                     let _ = running.orders.send(Order::Stop);
                 }
-                keep || !running.task.is_finished()
+                keep || !running.gone()
             });
             // Stopping ones are kept until their task ends.
             !replicas.is_empty() || wanted > 0
@@ -238,7 +252,7 @@ impl Supervisor {
             };
             let replicas = pools.entry(name.clone()).or_default();
             for index in 0..process.replicas {
-                if replicas.get(&index).is_some_and(|r| !r.task.is_finished()) {
+                if replicas.get(&index).is_some_and(|r| !r.gone()) {
                     continue;
                 }
                 let replica = Arc::new(Replica {
@@ -285,7 +299,7 @@ impl Supervisor {
             .get_mut(pool)
             .ok_or_else(|| ProcessError::NotFound(format!("pool `{pool}` has no processes")))?;
         // Replicas stopped for good (scaled down) are forgotten.
-        replicas.retain(|_, r| !r.task.is_finished());
+        replicas.retain(|_, r| !r.gone());
         Ok(replicas.values().map(|r| r.replica.status()).collect())
     }
 
@@ -297,7 +311,7 @@ impl Supervisor {
             .map(|(name, replicas)| {
                 let statuses = replicas
                     .values()
-                    .filter(|r| !r.task.is_finished())
+                    .filter(|r| !r.gone())
                     .map(|r| r.replica.status())
                     .collect();
                 (name.clone(), statuses)
@@ -329,6 +343,8 @@ impl Supervisor {
             .upgrade()
             .and_then(|c| c.config().start_order().ok())
             .unwrap_or_default();
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut pools = std::mem::take(&mut *self.lock());
         let mut names: Vec<String> = order.into_iter().rev().collect();
         names.extend(
@@ -432,6 +448,11 @@ async fn run(
                     s.state = ReplicaState::Stopped;
                     s.pid = None;
                 });
+                // Scaled back up while it stopped: its number starts anew.
+                drop(control);
+                if let Some(supervisor) = supervisor.upgrade() {
+                    supervisor.reconcile();
+                }
                 return;
             }
             Ended::Ordered(Order::Restart) => {
