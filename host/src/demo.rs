@@ -95,6 +95,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 }),
                 instances,
                 process: None,
+                discovery: None,
                 depends_on: Vec::new(),
                 min_ready: 1,
                 connect_timeout_ms: 1_000,

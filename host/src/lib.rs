@@ -28,6 +28,7 @@ pub mod balance;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod discovery;
 pub mod failover;
 pub mod fusion;
 #[cfg(test)]

@@ -6,6 +6,7 @@ mod admin;
 mod balancing;
 mod config;
 mod dashboard;
+mod discovery;
 mod examples;
 mod failover;
 mod fusion;

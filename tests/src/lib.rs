@@ -3,6 +3,7 @@
 //! a real `switchyard` process whose log a test reads, and the paths of the
 //! plugin components built from source by this crate's build script.
 
+pub mod dns;
 pub mod grpc;
 pub mod mcp;
 pub mod nginx;

@@ -26,6 +26,7 @@
 //! ]
 //! ```
 
+mod discovery;
 mod error;
 mod failover;
 mod fusion;
@@ -39,15 +40,16 @@ pub use error::ConfigError;
 pub use types::{
     AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CertificateFiles,
     CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
-    DEFAULT_MAX_CANDIDATES, DrainSessions, EscapedSlashes, FailureMode, FallbackConfig,
-    FanOutConfig, FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey,
-    HealthCheckConfig, InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig,
-    McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
-    MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
-    PrefixMode, ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, ResolverConfig,
-    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
-    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StrategyConfig,
-    ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
+    DEFAULT_MAX_CANDIDATES, DiscoveryConfig, DnsDiscovery, DnsRecordType, DrainSessions,
+    EscapedSlashes, FailureMode, FallbackConfig, FanOutConfig, FastestResponseConfig,
+    FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig, InstanceConfig,
+    LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig, McpConfig, McpSessionsConfig,
+    McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig, MostRecentConfig, NoKeys,
+    OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig, PrefixMode, ProcessConfig,
+    ProcessTransport, QuarantineConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig,
+    ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig,
+    SourceConfig, StaleConfig, StdioSessions, StickyConfig, StrategyConfig, ToolConfig, ToolFusion,
+    TrendConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
 };
 
 use std::path::Path;

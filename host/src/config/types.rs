@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use super::discovery::{DiscoveryConfig, DnsDiscovery, DnsRecordType};
 pub use super::failover::{
     BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
@@ -361,6 +362,10 @@ pub struct PoolConfig {
     /// is an instance. Default: none (the instances run on their own).
     #[serde(default)]
     pub process: Option<ProcessConfig>,
+    /// Instances discovered (from DNS) beside the static `instances`, kept
+    /// up to date. Default: none.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
     /// Pools whose processes must be ready before this pool's start (each
     /// with its `min_ready` fit instances); stopped after this one.
     /// Default: none.
@@ -974,8 +979,13 @@ impl PoolConfig {
 
     fn validate(&self, name: &str) -> Result<(), Invalid> {
         let key = |k: &str| format!("pools.{name}.{k}");
-        if self.instances.is_empty() && self.process.is_none() {
+        if self.instances.is_empty() && self.process.is_none() && self.discovery.is_none() {
             return Err((key("instances"), "at least one instance is required".into()));
+        }
+        if let Some(discovery) = &self.discovery {
+            discovery
+                .validate()
+                .map_err(|(k, reason)| (key(&format!("discovery.{k}")), reason))?;
         }
         if let Some(process) = &self.process {
             process

@@ -144,6 +144,7 @@ impl Switchyard {
             .flatten();
         self.control.start_health();
         let processes = self.control.start_processes();
+        let discovery = crate::discovery::spawn(&self.control);
         let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
         let _watcher = plugins_dir.and_then(|dir| {
             crate::watch::watch_plugins(Arc::clone(&self.control), &dir)
@@ -161,6 +162,7 @@ impl Switchyard {
         let listeners = async { while loops.join_next().await.is_some() {} };
         tokio::join!(listeners, tunnels.drain(self.shutdown_grace));
         // The pools' own processes last, dependents first.
+        discovery.abort();
         processes.stop().await;
         tracing::info!("shutdown complete");
     }
