@@ -106,3 +106,39 @@ async fn dns_records_add_and_remove_instances_and_an_outage_keeps_them() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+#[test]
+fn discovery_config_errors_name_the_key() {
+    use std::path::Path;
+    use switchyard::config::Config;
+    let base = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[pools.p]\n";
+    for (pool, key, reason) in [
+        (
+            "discovery = { kind = \"dns\", name = \"api.internal\" }",
+            "pools.p.discovery.port",
+            "needs the instances' port",
+        ),
+        (
+            "discovery = { kind = \"dns\", name = \"\", type = \"SRV\" }",
+            "pools.p.discovery.name",
+            "must not be empty",
+        ),
+        (
+            "discovery = { kind = \"dns\", name = \"x\", type = \"SRV\", refresh_ms = 1 }",
+            "pools.p.discovery.refresh_ms",
+            "out of range",
+        ),
+        (
+            "discovery = { kind = \"consul\", name = \"x\" }",
+            "discovery",
+            "unknown variant `consul`",
+        ),
+    ] {
+        let text = format!("{base}{pool}\n");
+        let err = Config::parse(&text, Path::new("f.toml"), Path::new("."))
+            .expect_err(pool)
+            .to_string();
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+}
