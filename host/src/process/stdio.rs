@@ -342,6 +342,14 @@ async fn post(state: &BridgeState, session: Option<String>, body: &[u8]) -> Resp
         },
     };
     if !server.alive.load(Ordering::Acquire) {
+        // Its session is over: it no longer counts against max_processes.
+        if state.shared.is_none() {
+            state
+                .sessions
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, s| !Arc::ptr_eq(s, &server));
+        }
         return gone(
             id.as_ref().unwrap_or(&Value::Null),
             "the stdio MCP server of this session exited",
