@@ -1,13 +1,20 @@
-//! Service discovery from DNS (`discovery = { kind = "dns", … }` on a pool),
-//! as Envoy's `STRICT_DNS` clusters: every `refresh_ms` the name is resolved
-//! (an `A`/`AAAA` address with the configured port, or each `SRV` record's
-//! target resolved, with the record's port) and the pool's discovered
-//! instances are made to match the answer — through a config change, so
-//! that instances that stay keep their state (the in-place membership
-//! update) and new ones start fresh. Discovered instances carry the label
-//! `discovered = "dns"`; the static `instances` are never touched. A failed
-//! lookup keeps the instances as they are (and says so in the log): a DNS
-//! outage does not empty a pool.
+//! Service discovery (`discovery = { kind = … }` on a pool): every
+//! `refresh_ms` the pool's discovered instances are made to match what the
+//! source says — through a config change, so that instances that stay keep
+//! their state (the in-place membership update) and new ones start fresh.
+//! Discovered instances carry the label `discovered = "dns"` (or `"etcd"`);
+//! the static `instances` are never touched. A failed lookup keeps the
+//! instances as they are (and says so in the log): an outage of the source
+//! does not empty a pool.
+//!
+//! - `dns`, as Envoy's `STRICT_DNS` clusters: the name resolved (an
+//!   `A`/`AAAA` address with the configured port, or each `SRV` record's
+//!   target resolved, with the record's port).
+//! - `etcd`: every key under the prefix, its value an instance's URL;
+//!   instances register with a lease and vanish when it expires. Read with
+//!   etcd's own HTTP/JSON API (its gRPC gateway, `/v3/kv/range`) over
+//!   hyper: the gRPC client crates compile etcd's protobufs at build time
+//!   and would make `protoc` a requirement of everyone building Switchyard.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -20,11 +27,11 @@ use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
 use tokio::time::Instant;
 
-use crate::config::{DiscoveryConfig, DnsDiscovery, DnsRecordType, InstanceConfig};
+use crate::config::{DiscoveryConfig, DnsDiscovery, DnsRecordType, EtcdDiscovery, InstanceConfig};
 use crate::control::Control;
 
-/// The label discovered instances carry: `discovered = "dns"`.
-pub const LABEL: (&str, &str) = ("discovered", "dns");
+/// The label discovered instances carry (its value: `dns` or `etcd`).
+pub const LABEL: &str = "discovered";
 
 /// Runs discovery for every pool that has it, until `control` is dropped.
 pub fn spawn(control: &Arc<Control>) -> tokio::task::JoinHandle<()> {
@@ -43,28 +50,32 @@ pub fn spawn(control: &Arc<Control>) -> tokio::task::JoinHandle<()> {
 /// Resolves every pool whose time has come; when the next one is due
 /// (`None` once Switchyard is gone).
 async fn round(control: &Weak<Control>, due: &mut BTreeMap<String, Instant>) -> Option<Instant> {
-    let pools: Vec<(String, DnsDiscovery)> = control
+    let pools: Vec<(String, DiscoveryConfig)> = control
         .upgrade()?
         .config()
         .pools
         .iter()
-        .filter_map(|(name, p)| {
-            p.discovery
-                .as_ref()
-                .map(|DiscoveryConfig::Dns(dns)| (name.clone(), dns.clone()))
-        })
+        .filter_map(|(name, p)| p.discovery.clone().map(|d| (name.clone(), d)))
         .collect();
     due.retain(|name, _| pools.iter().any(|(n, _)| n == name));
     let now = Instant::now();
-    for (pool, dns) in &pools {
+    for (pool, discovery) in &pools {
         if due.get(pool).is_some_and(|at| *at > now) {
             continue;
         }
-        due.insert(pool.clone(), now + Duration::from_millis(dns.refresh_ms));
-        match resolve(dns).await {
-            Ok(urls) => apply(control, pool, urls).await,
+        let (refresh_ms, source, found) = match discovery {
+            DiscoveryConfig::Dns(dns) => (dns.refresh_ms, "dns", resolve(dns).await),
+            DiscoveryConfig::Etcd(etcd) => (etcd.refresh_ms, "etcd", read_etcd(etcd).await),
+        };
+        due.insert(pool.clone(), now + Duration::from_millis(refresh_ms));
+        match found {
+            Ok(urls) => apply(control, pool, source, urls).await,
             Err(why) => {
-                tracing::warn!(pool, name = %dns.name, "DNS discovery failed; the instances stay as they are: {why}")
+                tracing::warn!(
+                    pool,
+                    source,
+                    "discovery failed; the instances stay as they are: {why}"
+                )
             }
         }
     }
@@ -139,13 +150,75 @@ fn resolver(dns: &DnsDiscovery) -> Result<TokioResolver, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
-/// Makes `pool`'s discovered instances `urls` (a config change, off the
-/// async threads: it writes the state file), when they differ.
-async fn apply(control: &Weak<Control>, pool: &str, urls: BTreeSet<String>) {
+/// The instances' URLs under `etcd.prefix`: the values of its keys.
+///
+/// # Errors
+/// Why etcd could not be read (every endpoint tried).
+pub async fn read_etcd(etcd: &EtcdDiscovery) -> Result<BTreeSet<String>, String> {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use http_body_util::BodyExt as _;
+    let b64 = |bytes: &[u8]| STANDARD.encode(bytes);
+    // The range of every key with the prefix: [prefix, prefix + 1).
+    let mut end = etcd.prefix.as_bytes().to_vec();
+    if let Some(last) = end.last_mut() {
+        *last = last.saturating_add(1);
+    }
+    let body = serde_json::json!({ "key": b64(etcd.prefix.as_bytes()), "range_end": b64(&end) })
+        .to_string();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut last = String::from("no endpoint");
+    for endpoint in &etcd.endpoints {
+        let request =
+            http::Request::post(format!("{}/v3/kv/range", endpoint.trim_end_matches('/')))
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+                .map_err(|e| e.to_string())?;
+        let answer = async {
+            let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
+                .await
+                .map_err(|_| "no answer within 5 s".to_string())?
+                .map_err(|e| e.to_string())?;
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("HTTP {status}"));
+            }
+            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
+        };
+        match answer.await {
+            Ok(range) => {
+                return Ok(range["kvs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|kv| kv["value"].as_str())
+                    .filter_map(|v| STANDARD.decode(v).ok())
+                    .filter_map(|v| String::from_utf8(v).ok())
+                    .map(|v| v.trim().to_string())
+                    .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+                    .collect());
+            }
+            Err(why) => last = format!("{endpoint}: {why}"),
+        }
+    }
+    Err(last)
+}
+
+/// Makes `pool`'s instances discovered from `source` `urls` (a config
+/// change, off the async threads: it writes the state file), when they
+/// differ.
+async fn apply(control: &Weak<Control>, pool: &str, source: &'static str, urls: BTreeSet<String>) {
     let Some(control) = control.upgrade() else {
         return;
     };
-    let discovered = |i: &InstanceConfig| i.labels.get(LABEL.0).is_some_and(|v| v == LABEL.1);
+    let discovered = move |i: &InstanceConfig| i.labels.get(LABEL).is_some_and(|v| v == source);
     let now: BTreeSet<String> = control
         .config()
         .pools
@@ -172,7 +245,7 @@ async fn apply(control: &Weak<Control>, pool: &str, urls: BTreeSet<String>) {
                         p.instances.push(InstanceConfig {
                             url: url.clone(),
                             weight: 1,
-                            labels: BTreeMap::from([(LABEL.0.to_string(), LABEL.1.to_string())]),
+                            labels: BTreeMap::from([(LABEL.to_string(), source.to_string())]),
                             drain: false,
                         });
                     }

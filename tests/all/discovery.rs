@@ -97,7 +97,7 @@ async fn dns_records_add_and_remove_instances_and_an_outage_keeps_them() {
     assert_eq!(requests(&after, &url(2)), 0, "{after}");
     // The DNS server gone: the instances stay (and keep serving).
     dns.stop();
-    proxy.wait_for_log("DNS discovery failed; the instances stay as they are");
+    proxy.wait_for_log("discovery failed; the instances stay as they are");
     instances_become(&api, &[url(1), url(2)]).await;
     let response = crate::client()
         .get(format!("{}/", proxy.url))
@@ -141,4 +141,36 @@ fn discovery_config_errors_name_the_key() {
         assert!(err.contains(key), "{key}: {err}");
         assert!(err.contains(reason), "{reason}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_registered_in_etcd_join_and_leave_with_their_lease() {
+    let ups = [Upstream::start("u0"), Upstream::start("u1")];
+    let etcd = switchyard_tests::etcd::Etcd::start();
+    let url = |i: usize| ups[i].url().replace("localhost", "127.0.0.1");
+    // u0 for good; u1 with a 2-second lease that nobody keeps alive.
+    etcd.put("/services/p/u0", &url(0), None);
+    let lease = etcd.lease(2);
+    etcd.put("/services/p/u1", &url(1), Some(&lease));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
+         [pools.p]\ndiscovery = {{ kind = \"etcd\", endpoints = [\"{}\"], prefix = \"/services/p/\", refresh_ms = 200 }}\n",
+        etcd.url()
+    );
+    let proxy = serve(&dir, &config);
+    let api = proxy.admin_url();
+    // u1 leaves when its lease expires; u0 stays.
+    instances_become(&api, &[url(0)]).await;
+    let response = crate::client()
+        .get(format!("{}/", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // A new registration with a longer lease joins, and leaves when it expires.
+    let lease = etcd.lease(3);
+    etcd.put("/services/p/u1", &url(1), Some(&lease));
+    instances_become(&api, &[url(0), url(1)]).await;
+    instances_become(&api, &[url(0)]).await;
 }

@@ -4,6 +4,7 @@
 //! plugin components built from source by this crate's build script.
 
 pub mod dns;
+pub mod etcd;
 pub mod grpc;
 pub mod mcp;
 pub mod nginx;

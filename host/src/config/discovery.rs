@@ -5,6 +5,7 @@
 //! [pools.api]
 //! discovery = { kind = "dns", name = "_http._tcp.api.internal", type = "SRV", refresh_ms = 5000 }
 //! # or: { kind = "dns", name = "api.internal", type = "A", port = 8080, nameserver = "10.0.0.2:53" }
+//! # or: { kind = "etcd", endpoints = ["http://127.0.0.1:2379"], prefix = "/services/api/" }
 //! ```
 
 use std::net::SocketAddr;
@@ -19,6 +20,23 @@ use super::types::{Invalid, MAX_WAIT_MS, in_range};
 pub enum DiscoveryConfig {
     /// From DNS records.
     Dns(DnsDiscovery),
+    /// From keys under a prefix in etcd (instances register with a lease).
+    Etcd(EtcdDiscovery),
+}
+
+/// etcd service discovery: every key under `prefix` is an instance, its
+/// value the instance's URL (`http://host:port`). Instances register with a
+/// lease (`etcdctl put --lease=…`) and disappear when it expires.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdDiscovery {
+    /// etcd's client URLs, e.g. `["http://10.0.0.5:2379"]`; at least one.
+    pub endpoints: Vec<String>,
+    /// The key prefix, e.g. `/services/api/`.
+    pub prefix: String,
+    /// How often the prefix is read again, ms. Default 1000.
+    #[serde(default = "defaults::etcd_refresh_ms")]
+    pub refresh_ms: u64,
 }
 
 /// DNS service discovery: every address (or SRV target and port) the name
@@ -62,12 +80,26 @@ mod defaults {
     pub fn refresh_ms() -> u64 {
         5_000
     }
+    pub fn etcd_refresh_ms() -> u64 {
+        1_000
+    }
 }
 
 impl DiscoveryConfig {
     /// Checks what types cannot say.
     pub(super) fn validate(&self) -> Result<(), Invalid> {
-        let Self::Dns(dns) = self;
+        let dns = match self {
+            Self::Dns(dns) => dns,
+            Self::Etcd(etcd) => {
+                if etcd.endpoints.is_empty() {
+                    return Err(("endpoints".into(), "at least one endpoint".into()));
+                }
+                if etcd.prefix.is_empty() {
+                    return Err(("prefix".into(), "must not be empty".into()));
+                }
+                return in_range("refresh_ms", etcd.refresh_ms, 100, MAX_WAIT_MS);
+            }
+        };
         if dns.name.trim().is_empty() {
             return Err(("name".into(), "must not be empty".into()));
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-pub use super::discovery::{DiscoveryConfig, DnsDiscovery, DnsRecordType};
+pub use super::discovery::{DiscoveryConfig, DnsDiscovery, DnsRecordType, EtcdDiscovery};
 pub use super::failover::{
     BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
