@@ -730,32 +730,25 @@ impl McpRoute {
                 }
                 other => other?,
             };
-            let response = match &sent.reply {
-                Reply::Message(message) => message.clone(),
+            let Sent {
+                reply,
+                instance,
+                session,
+            } = sent;
+            let response = match reply {
+                Reply::Message(message) => message,
                 Reply::Accepted => {
                     return Err(CallError::Failed("202 Accepted for a request".into()));
                 }
-                Reply::Stream(_) => {
-                    let Sent {
-                        reply: Reply::Stream(mut stream),
-                        instance,
-                        session,
-                    } = sent
-                    else {
-                        unreachable!("matched above")
-                    };
-                    let response = stream.response_to(id, drop).await?;
-                    return Ok((
-                        response,
-                        Sent {
-                            reply: Reply::Accepted,
-                            instance,
-                            session,
-                        },
-                    ));
-                }
+                Reply::Stream(mut stream) => stream.response_to(id, drop).await?,
             };
-            return Ok((response, sent));
+            // Who answered (the reply itself is the response, read).
+            let who = Sent {
+                reply: Reply::Accepted,
+                instance,
+                session,
+            };
+            return Ok((response, who));
         }
     }
 
