@@ -767,14 +767,12 @@ pub async fn events(
         .into_response()
 }
 
-/// The replicas of a managed pool (`pool` must have a `process` table).
-fn processes_of(state: &AdminState, pool: &str) -> ApiResult<Vec<crate::process::ReplicaStatus>> {
+/// The process supervisor (503 when it is not running).
+fn supervisor(state: &AdminState) -> ApiResult<&std::sync::Arc<crate::process::Supervisor>> {
     state
         .control
         .processes()
-        .ok_or_else(|| ApiError::Unavailable("process supervision is not running".into()))?
-        .replicas(pool)
-        .map_err(|e| ApiError::NotFound(e.to_string()))
+        .ok_or_else(|| ApiError::Unavailable("process supervision is not running".into()))
 }
 
 /// `GET /v1/pools/{pool}/processes`: each replica's state, pid, port,
@@ -790,7 +788,10 @@ pub async fn list_processes(
     State(state): State<AdminState>,
     PathOf(pool): PathOf<String>,
 ) -> ApiResult<Json<Vec<crate::process::ReplicaStatus>>> {
-    processes_of(&state, &pool).map(Json)
+    supervisor(&state)?
+        .replicas(&pool)
+        .map(Json)
+        .map_err(|e| ApiError::NotFound(e.to_string()))
 }
 
 /// The body of `PATCH /v1/pools/{pool}/processes`.
@@ -848,10 +849,7 @@ pub async fn restart_process(
     State(state): State<AdminState>,
     PathOf((pool, replica)): PathOf<(String, u32)>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    state
-        .control
-        .processes()
-        .ok_or_else(|| ApiError::Unavailable("process supervision is not running".into()))?
+    supervisor(&state)?
         .restart(&pool, replica)
         .map_err(|e| ApiError::NotFound(e.to_string()))?;
     Ok((
