@@ -25,6 +25,7 @@ use crate::health::{EventBus, EventKind, HealthEvent, Severity};
 use crate::plugin::PluginHost;
 use crate::process::Supervisor;
 use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};
+use crate::store::{EtcdStore, Shared, Store, SyncState, block_on};
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,9 @@ pub enum ChangeError {
     /// A plugin of the resulting configuration was refused (422).
     #[error(transparent)]
     Build(#[from] StartError),
+    /// The config store (etcd) cannot be reached; nothing changed (503).
+    #[error("{0}")]
+    Unavailable(String),
     /// The state file could not be written; nothing changed (500).
     #[error("cannot persist the change to `{}`: {error}", path.display())]
     Persist {
@@ -64,7 +68,7 @@ pub struct Control {
     streams: tokio::sync::watch::Sender<bool>,
     reporting: Arc<Reporting>,
     router: ArcSwap<Router>,
-    state_file: Option<PathBuf>,
+    store: Store,
     inner: Mutex<Inner>,
     /// The processes of managed pools, once started.
     supervisor: std::sync::OnceLock<Arc<Supervisor>>,
@@ -75,20 +79,23 @@ type HealthTasks = HashMap<String, (Arc<Pool>, JoinSet<()>)>;
 
 struct Inner {
     config: Config,
+    /// The store's revision of `config` ([`SyncState::revision`]).
+    revision: i64,
     /// Health tasks per pool, while running.
     health: Option<HealthTasks>,
 }
 
 impl Control {
-    /// Builds the router for `config`; changes will be persisted to
-    /// `state_file` when given.
+    /// Builds the router for `config`, at `revision` of `store` (see
+    /// [`crate::store::open`]), where changes will be persisted.
     ///
     /// # Errors
     /// [`StartError`] when a plugin is refused.
     pub fn new(
         config: Config,
         host: PluginHost,
-        state_file: Option<PathBuf>,
+        store: Store,
+        revision: i64,
     ) -> Result<Self, StartError> {
         let reporting = Reporting::new(&config);
         host.publish_faults_to(&reporting.events);
@@ -98,9 +105,10 @@ impl Control {
             streams: tokio::sync::watch::Sender::new(false),
             reporting,
             router: ArcSwap::from_pointee(router),
-            state_file,
+            store,
             inner: Mutex::new(Inner {
                 config,
+                revision,
                 health: None,
             }),
             supervisor: std::sync::OnceLock::new(),
@@ -142,6 +150,7 @@ impl Control {
         restored.admin = config.admin;
         restored.plugin_cache = config.plugin_cache;
         restored.plugin_fuel = config.plugin_fuel;
+        restored.store = config.store;
         restored
             .check()
             .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
@@ -209,14 +218,48 @@ impl Control {
     /// what `edit` returned.
     /// Nothing changes when any step fails.
     ///
+    /// With the etcd store the change is shared: this replica first
+    /// catches up with etcd, `edit` runs on that, and the result is
+    /// committed only if nobody wrote in between ([`crate::store`]);
+    /// `precondition`, when given, is the revision the change must be
+    /// based on (`If-Match`). Call it off the async workers (it blocks on
+    /// etcd).
+    ///
     /// # Errors
-    /// [`ChangeError`]: from `edit`, validation, a refused plugin, or the
-    /// state file.
+    /// [`ChangeError`]: from `edit`, validation, a refused plugin, the
+    /// state file; with etcd, `Unavailable` (unreachable) and `Conflict`
+    /// (another write came first, or `precondition` is not the revision).
+    pub fn change_at<R>(
+        &self,
+        precondition: Option<i64>,
+        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
+    ) -> Result<(Config, R), ChangeError> {
+        self.apply(edit, &|_| false, Scope::Shared(precondition))
+    }
+
+    /// [`change_at`](Self::change_at) with no precondition.
+    ///
+    /// # Errors
+    /// As [`change_at`](Self::change_at).
     pub fn change<R>(
         &self,
         edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
     ) -> Result<(Config, R), ChangeError> {
-        self.apply(edit, &|_| false)
+        self.change_at(None, edit)
+    }
+
+    /// A change of this replica's own instances (managed processes,
+    /// discovery): applied and persisted like [`change`](Self::change),
+    /// but never sent to a shared store, so it works while etcd is down.
+    ///
+    /// # Errors
+    /// As [`change`](Self::change); `Conflict` if `edit` touched what
+    /// replicas share.
+    pub fn change_local<R>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
+    ) -> Result<(Config, R), ChangeError> {
+        self.apply(edit, &|_| false, Scope::Local)
     }
 
     /// Rebuilds everything that loads the plugin file `path` (pools using
@@ -228,52 +271,86 @@ impl Control {
     pub fn reload_plugin(&self, path: &Path) -> Result<Vec<String>, ChangeError> {
         let uses =
             |pool: &crate::config::PoolConfig| pool.plugin_keys().iter().any(|(_, p)| *p == path);
-        self.apply(|config| Ok(config.plugin_users(path)), &uses)
+        self.apply(|config| Ok(config.plugin_users(path)), &uses, Scope::Local)
             .map(|(_, users)| users)
     }
 
-    fn apply<R>(
-        &self,
-        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
-        rebuild_anyway: &dyn Fn(&crate::config::PoolConfig) -> bool,
-    ) -> Result<(Config, R), ChangeError> {
+    /// Applies `shared` (revision `revision` of the etcd store, written by
+    /// any replica) over this replica's own settings and instances, unless
+    /// this replica already has that revision or a newer one. Whether it
+    /// was applied.
+    ///
+    /// # Errors
+    /// It is invalid here or a plugin is refused: nothing changes.
+    pub fn adopt(&self, shared: Shared, revision: i64) -> Result<bool, ChangeError> {
         let mut inner = self.lock();
-        let mut next = inner.config.clone();
-        let edited = edit(&mut next)?;
-        if next.listeners != inner.config.listeners
-            || next.admin != inner.config.admin
-            || next.plugin_cache != inner.config.plugin_cache
-            || next.plugin_fuel != inner.config.plugin_fuel
-        {
-            return Err(ChangeError::Conflict(
-                "`listeners`, `admin`, `plugin_cache` and `plugin_fuel` cannot change at run \
-                 time: edit the config file and restart"
-                    .into(),
-            ));
+        self.adopt_locked(&mut inner, shared, revision)
+    }
+
+    fn adopt_locked(
+        &self,
+        inner: &mut Inner,
+        shared: Shared,
+        revision: i64,
+    ) -> Result<bool, ChangeError> {
+        if revision <= inner.revision {
+            return Ok(false);
         }
+        let next = shared.clone().into_config(&inner.config);
         next.check()
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
+        let router = self.build(&next, &|_| false)?;
+        self.swap(inner, next, router, revision);
+        if let Store::Etcd(store) = &self.store {
+            store.applied(revision, &shared);
+        }
+        Ok(true)
+    }
+
+    /// The store's revision of the configuration in force.
+    pub fn revision(&self) -> i64 {
+        self.lock().revision
+    }
+
+    /// Where this replica stands with its config store.
+    pub fn store_state(&self) -> SyncState {
+        let revision = self.revision();
+        self.store.state(revision)
+    }
+
+    /// The etcd store, when that is the store.
+    pub fn etcd(&self) -> Option<&Arc<EtcdStore>> {
+        match &self.store {
+            Store::Etcd(store) => Some(store),
+            Store::File(_) => None,
+        }
+    }
+
+    fn build(
+        &self,
+        next: &Config,
+        rebuild_anyway: &dyn Fn(&crate::config::PoolConfig) -> bool,
+    ) -> Result<Arc<Router>, ChangeError> {
         let current = self.router();
-        let router = Arc::new(Router::rebuild(
-            &next,
+        Ok(Arc::new(Router::rebuild(
+            next,
             &self.host,
             &self.reporting,
             Some(&current),
             rebuild_anyway,
-        )?);
-        if let Some(path) = &self.state_file {
-            persist(path, &next).map_err(|error| ChangeError::Persist {
-                path: path.clone(),
-                error,
-            })?;
-        }
-        self.router.store(Arc::clone(&router));
+        )?))
+    }
+
+    /// Puts `next` and its `router` in force at `revision`.
+    fn swap(&self, inner: &mut Inner, next: Config, router: Arc<Router>, revision: i64) {
+        let current = self.router.swap(Arc::clone(&router));
         router.activate(&next, Some(&current));
         if let Some(health) = inner.health.take() {
             inner.health = Some(spawn_health(&router, health));
         }
         let (pool, what) = describe_change(&inner.config, &next);
-        inner.config = next.clone();
+        inner.config = next;
+        inner.revision = revision;
         self.reporting.events.publish(HealthEvent::new(
             &pool,
             None,
@@ -281,7 +358,123 @@ impl Control {
             Severity::Info,
             what,
         ));
+    }
+
+    fn apply<R>(
+        &self,
+        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
+        rebuild_anyway: &dyn Fn(&crate::config::PoolConfig) -> bool,
+        scope: Scope,
+    ) -> Result<(Config, R), ChangeError> {
+        let mut inner = self.lock();
+        let etcd = match (&self.store, scope) {
+            (Store::Etcd(store), Scope::Shared(precondition)) => {
+                self.catch_up(&mut inner, store, precondition)?;
+                Some(store)
+            }
+            _ => None,
+        };
+        let mut next = inner.config.clone();
+        let edited = edit(&mut next)?;
+        if next.listeners != inner.config.listeners
+            || next.admin != inner.config.admin
+            || next.plugin_cache != inner.config.plugin_cache
+            || next.plugin_fuel != inner.config.plugin_fuel
+            || next.store != inner.config.store
+        {
+            return Err(ChangeError::Conflict(
+                "`listeners`, `admin`, `plugin_cache`, `plugin_fuel` and `store` cannot change \
+                 at run time: edit the config file and restart"
+                    .into(),
+            ));
+        }
+        next.check()
+            .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
+        let router = self.build(&next, rebuild_anyway)?;
+        let mut revision = inner.revision;
+        match &self.store {
+            Store::File(Some(path)) => {
+                write_atomically(path, &next).map_err(|error| ChangeError::Persist {
+                    path: path.clone(),
+                    error,
+                })?;
+                revision += 1;
+            }
+            Store::File(None) => revision += 1,
+            Store::Etcd(_) => {
+                let shared = Shared::of(&next);
+                if !shared.same_as(&Shared::of(&inner.config)) {
+                    let Some(store) = etcd else {
+                        return Err(ChangeError::Conflict(
+                            "a change of this replica's own instances touched the shared \
+                             configuration"
+                                .into(),
+                        ));
+                    };
+                    revision = self.commit(&mut inner, store, &shared)?;
+                    store.applied(revision, &shared);
+                }
+            }
+        }
+        self.swap(&mut inner, next.clone(), router, revision);
         Ok((next, edited))
+    }
+
+    /// Brings `inner` up to etcd's newest revision before a shared change,
+    /// and checks the change's `precondition`.
+    fn catch_up(
+        &self,
+        inner: &mut Inner,
+        store: &EtcdStore,
+        precondition: Option<i64>,
+    ) -> Result<(), ChangeError> {
+        match block_on(store.read_document()) {
+            Ok(Some((shared, revision))) => {
+                self.adopt_locked(inner, shared, revision).map_err(|e| {
+                    ChangeError::Conflict(format!(
+                        "etcd holds revision {revision}, which this replica cannot apply ({e}); \
+                         it serves revision {}",
+                        inner.revision
+                    ))
+                })?;
+            }
+            Ok(None) => {}
+            Err(why) => return Err(unavailable(&why, inner.revision)),
+        }
+        match precondition {
+            Some(base) if base != inner.revision => Err(ChangeError::Conflict(format!(
+                "the change is based on revision {base} but the configuration is at revision {} \
+                 (another write came first): read it again and retry",
+                inner.revision
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Commits `shared` to etcd on top of `inner.revision`: the new revision.
+    fn commit(
+        &self,
+        inner: &mut Inner,
+        store: &EtcdStore,
+        shared: &Shared,
+    ) -> Result<i64, ChangeError> {
+        let base = inner.revision;
+        match block_on(store.commit(base, shared)) {
+            Ok(Ok(revision)) => Ok(revision),
+            Ok(Err(newer)) => {
+                let now = newer.as_ref().map_or(0, |(_, r)| *r);
+                if let Some((theirs, revision)) = newer
+                    && let Err(error) = self.adopt_locked(inner, theirs, revision)
+                {
+                    tracing::error!(revision, %error, "a configuration from etcd was refused");
+                }
+                Err(ChangeError::Conflict(format!(
+                    "another write changed the configuration (now revision {now}) after revision \
+                     {base} this change was based on; nothing was written: read it again and retry"
+                )))
+            }
+            Err(error) => Err(unavailable(&error.to_string(), base)),
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -387,15 +580,35 @@ fn spawn_health(router: &Router, mut running: HealthTasks) -> HealthTasks {
         .collect()
 }
 
-/// Writes `config` to `path` atomically: a temp file beside it, fsync,
-/// rename over `path`, fsync of the directory — after a crash the file is
-/// the old or the new configuration, never a mix.
-fn persist(path: &Path, config: &Config) -> std::io::Result<()> {
+/// Whether a change is shared by replicas or this replica's own.
+#[derive(Clone, Copy)]
+enum Scope {
+    /// Shared, with the revision it must be based on when given.
+    Shared(Option<i64>),
+    /// This replica's own instances, or a plugin reloaded.
+    Local,
+}
+
+/// The 503 of a shared change while etcd is unreachable.
+fn unavailable(why: &str, revision: i64) -> ChangeError {
+    ChangeError::Unavailable(format!(
+        "the config store is unreachable ({why}): writes are refused until it answers; this \
+         replica keeps serving revision {revision}"
+    ))
+}
+
+/// Writes `value` as JSON to `path` atomically: a temp file beside it,
+/// fsync, rename over `path`, fsync of the directory — after a crash the
+/// file is the old or the new content, never a mix.
+///
+/// # Errors
+/// The I/O error.
+pub fn write_atomically(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let text = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
     let mut file = tempfile::NamedTempFile::new_in(dir)?;
     file.write_all(&text)?;
     file.as_file().sync_all()?;
@@ -424,7 +637,7 @@ mod tests {
         assert_eq!(config.pools.len(), 1);
         // A state file with another pool and another listener.
         let state = file(&text("127.0.0.1:9999", &two));
-        persist(&dir.path().join("state.json"), &state).unwrap();
+        write_atomically(&dir.path().join("state.json"), &state).unwrap();
         let restored = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap();
         assert_eq!(restored.pools.len(), 2, "acknowledged changes win");
         assert_eq!(

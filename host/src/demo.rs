@@ -126,6 +126,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         plugin_fuel: false,
         runtime: Default::default(),
         mcp_sessions: Default::default(),
+        store: Default::default(),
         admin: Some(AdminConfig {
             listen: admin,
             token_env: None,

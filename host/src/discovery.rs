@@ -12,9 +12,10 @@
 //!   target resolved, with the record's port).
 //! - `etcd`: every key under the prefix, its value an instance's URL;
 //!   instances register with a lease and vanish when it expires. Read with
-//!   etcd's own HTTP/JSON API (its gRPC gateway, `/v3/kv/range`) over
-//!   hyper: the gRPC client crates compile etcd's protobufs at build time
-//!   and would make `protoc` a requirement of everyone building Switchyard.
+//!   [`crate::store::etcd`], the client of etcd's HTTP/JSON API.
+//!
+//! Discovered instances are each replica's own: with the etcd config
+//! store, they are never written to the shared configuration.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -29,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::config::{DiscoveryConfig, DnsDiscovery, DnsRecordType, EtcdDiscovery, InstanceConfig};
 use crate::control::Control;
+use crate::store::etcd::{Etcd, prefix_end};
 
 /// The label discovered instances carry (its value: `dns` or `etcd`).
 pub const LABEL: &str = "discovered";
@@ -155,60 +157,18 @@ fn resolver(dns: &DnsDiscovery) -> Result<TokioResolver, String> {
 /// # Errors
 /// Why etcd could not be read (every endpoint tried).
 pub async fn read_etcd(etcd: &EtcdDiscovery) -> Result<BTreeSet<String>, String> {
-    use base64::Engine as _;
-    use base64::engine::general_purpose::STANDARD;
-    use http_body_util::BodyExt as _;
-    let b64 = |bytes: &[u8]| STANDARD.encode(bytes);
-    // The range of every key with the prefix: [prefix, prefix + 1).
-    let mut end = etcd.prefix.as_bytes().to_vec();
-    if let Some(last) = end.last_mut() {
-        *last = last.saturating_add(1);
-    }
-    let body = serde_json::json!({ "key": b64(etcd.prefix.as_bytes()), "range_end": b64(&end) })
-        .to_string();
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<http_body_util::Full<bytes::Bytes>>();
-    let mut last = String::from("no endpoint");
-    for endpoint in &etcd.endpoints {
-        let request =
-            http::Request::post(format!("{}/v3/kv/range", endpoint.trim_end_matches('/')))
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
-                .map_err(|e| e.to_string())?;
-        let answer = async {
-            let response = tokio::time::timeout(Duration::from_secs(5), client.request(request))
-                .await
-                .map_err(|_| "no answer within 5 s".to_string())?
-                .map_err(|e| e.to_string())?;
-            let status = response.status();
-            let bytes = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
-            if !status.is_success() {
-                return Err(format!("HTTP {status}"));
-            }
-            serde_json::from_slice::<serde_json::Value>(&bytes).map_err(|e| e.to_string())
-        };
-        match answer.await {
-            Ok(range) => {
-                return Ok(range["kvs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|kv| kv["value"].as_str())
-                    .filter_map(|v| STANDARD.decode(v).ok())
-                    .filter_map(|v| String::from_utf8(v).ok())
-                    .map(|v| v.trim().to_string())
-                    .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
-                    .collect());
-            }
-            Err(why) => last = format!("{endpoint}: {why}"),
-        }
-    }
-    Err(last)
+    let client = Etcd::new(&etcd.endpoints, None, None, Duration::from_secs(5))?;
+    let prefix = etcd.prefix.as_bytes();
+    let (kvs, _) = client
+        .range(prefix, Some(&prefix_end(prefix)))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(kvs
+        .into_iter()
+        .filter_map(|kv| String::from_utf8(kv.value).ok())
+        .map(|v| v.trim().to_string())
+        .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
+        .collect())
 }
 
 /// Makes `pool`'s instances discovered from `source` `urls` (a config
@@ -236,7 +196,7 @@ async fn apply(control: &Weak<Control>, pool: &str, source: &'static str, urls: 
     }
     let pool = pool.to_string();
     let changed = tokio::task::spawn_blocking(move || {
-        control.change(|config| {
+        control.change_local(|config| {
             if let Some(p) = config.pools.get_mut(&pool) {
                 p.instances
                     .retain(|i| !discovered(i) || urls.contains(&i.url));
@@ -256,6 +216,6 @@ async fn apply(control: &Weak<Control>, pool: &str, source: &'static str, urls: 
     })
     .await;
     if let Ok(Err(error)) = changed {
-        tracing::warn!(%error, "DNS discovery could not update the pool");
+        tracing::warn!(%error, "discovery could not update the pool");
     }
 }

@@ -20,6 +20,8 @@
 //!   the primary-with-built-in-fallback wrapper;
 //! - [`plugin`]: the Wasm host (all wasmtime code) and the plugin adapters;
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
+//! - [`store`]: where the configuration is kept: the state file, or etcd
+//!   shared by several replicas;
 //! - [`watch`]: the drop-in plugins directory, reloaded without a restart;
 //! - [`telemetry`]: logging set-up.
 
@@ -42,6 +44,7 @@ pub mod proxy;
 pub mod server;
 pub mod sse;
 pub mod status;
+pub mod store;
 pub mod telemetry;
 pub mod threads;
 pub mod tls;

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
-use switchyard::control::Control;
 use switchyard::plugin::PluginHost;
 use switchyard::server::{Switchyard, shutdown_signal};
 
@@ -200,13 +199,15 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-/// Serves as `config` (loaded from `path`) says, with the admin API's
-/// state file restored over it, until a shutdown signal.
+/// Serves as `config` (loaded from `path`) says, with what its store holds
+/// (the admin API's state file, or etcd) over it, until a shutdown signal.
 async fn serve(path: PathBuf, config: Config) -> anyhow::Result<()> {
-    let config = Control::restore(config).map_err(anyhow::Error::msg)?;
+    let (config, store, revision) = switchyard::store::open(config)
+        .await
+        .map_err(anyhow::Error::msg)?;
     let host = PluginHost::for_config(&config)?;
     let shutdown = shutdown_signal();
-    Switchyard::bind(&config, &host)
+    Switchyard::bind_to_store(&config, &host, store, revision)
         .await
         .with_context(|| path.display().to_string())?
         .serve(shutdown)

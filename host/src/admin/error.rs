@@ -81,7 +81,9 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(_) | ApiError::Change(ChangeError::NotFound(_)) => {
                 (StatusCode::NOT_FOUND, "not_found")
             }
-            ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Unavailable(_) | ApiError::Change(ChangeError::Unavailable(_)) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Change(ChangeError::Conflict(_)) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Change(ChangeError::Invalid { .. } | ChangeError::Build(_)) => {

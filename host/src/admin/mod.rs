@@ -24,6 +24,11 @@
 //! | `/v1/plugins/{name}` | `PUT` (the `.wasm` as the body; checked first), `DELETE` |
 //! | `/v1/plugins/{name}/reload` | `POST` — rebuild whatever loads it |
 //!
+//! Every successful `/v1/` answer carries `ETag: "N"`, the configuration's
+//! revision; a change sent with `If-Match: "N"` is applied only at that
+//! revision (409 otherwise). With the etcd store every change is shared by
+//! all replicas ([`crate::store`]); 503 while etcd is unreachable.
+//!
 //! `{instance}` is the instance's `host:port`. The token goes in
 //! `Authorization: Bearer …`, or in `?access_token=…` (for WebSockets). Every change goes through
 //! [`Control::change`]: validated, applied atomically, persisted, then
@@ -129,6 +134,7 @@ pub fn with_state(state: AdminState) -> Router {
                 async move { axum::Json((*spec).clone()) }
             }),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), revisions))
         .route_layer(middleware::from_fn_with_state(state.clone(), authorize))
         .layer(axum::extract::DefaultBodyLimit::max(
             plugins::MAX_UPLOAD_BYTES,
@@ -206,7 +212,15 @@ impl utoipa::Modify for ErrorResponses {
                     add("404", "No such resource");
                 }
                 if changes && !open {
+                    add(
+                        "409",
+                        "Conflicts with the configuration, or another write came first (`If-Match`)",
+                    );
                     add("500", "The change could not be persisted (state file)");
+                    add(
+                        "503",
+                        "The config store (etcd) is unreachable: nothing changed",
+                    );
                 }
                 for (code, response) in responses.iter_mut() {
                     if let RefOr::T(response) = response
@@ -309,10 +323,61 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// `GET /ready`: routes are built and listeners bound.
-#[utoipa::path(get, path = "/ready", tag = "probes", responses((status = 200, description = "Ready", body = serde_json::Value)))]
-async fn ready() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({"status": "ready"}))
+/// `GET /ready`: routes are built and listeners bound; `store` says
+/// whether the configuration follows its store and at which revision (a
+/// replica out of touch with etcd is still ready: it serves the last
+/// configuration it applied).
+#[utoipa::path(get, path = "/ready", tag = "probes", responses((status = 200, description = "Ready, with the config store's sync state", body = serde_json::Value)))]
+async fn ready(State(state): State<AdminState>) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({"status": "ready", "store": state.control.store_state()}))
+}
+
+tokio::task_local! {
+    /// The revision an admin request's change must be based on: its
+    /// `If-Match` header.
+    static PRECONDITION: Option<i64>;
+}
+
+/// The `If-Match` revision of the request being served, if any.
+fn precondition() -> Option<i64> {
+    PRECONDITION.try_with(|p| *p).ok().flatten()
+}
+
+/// Optimistic concurrency over the configuration's revision ([`Control::revision`]):
+/// every successful `/v1/` answer carries `ETag: "N"`, and a change sent
+/// with `If-Match: "N"` is applied only if the configuration is still at
+/// revision N (else 409, as Kubernetes answers a stale `resourceVersion`).
+/// An `If-Match` that is not one revision is refused with 400.
+async fn revisions(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let given = match request.headers().get(header::IF_MATCH) {
+        None => None,
+        Some(value) => {
+            let parsed = value
+                .to_str()
+                .ok()
+                .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
+                .and_then(|v| v.parse::<i64>().ok());
+            match parsed {
+                Some(revision) => Some(revision),
+                None => {
+                    return ApiError::BadBody(
+                        "If-Match: give one configuration revision, as the ETag said: \"12\""
+                            .into(),
+                    )
+                    .into_response();
+                }
+            }
+        }
+    };
+    let tagged = request.uri().path().starts_with("/v1/");
+    let mut response = PRECONDITION.scope(given, next.run(request)).await;
+    if tagged && response.status().is_success() {
+        let etag = format!("\"{}\"", state.control.revision());
+        if let Ok(value) = header::HeaderValue::from_str(&etag) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+    }
+    response
 }
 
 impl AdminState {

@@ -5,6 +5,9 @@
 //! failover or resolver, at a WIT version this host supports) — else 422
 //! with the reason, and nothing changes. An accepted file replaces
 //! `NAME.wasm` atomically (rename); whatever loads it is rebuilt with it.
+//! With the etcd store, an accepted upload (or a delete) is first written
+//! to etcd ([`crate::store::plugins`]) so that every replica gets it; 503
+//! and nothing changes while etcd is unreachable.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -44,6 +47,13 @@ fn file_of(state: &AdminState, name: &str) -> Result<PathBuf, ApiError> {
         )));
     }
     Ok(plugins_dir(state).join(format!("{name}.wasm")))
+}
+
+/// The 503 of a plugin change while etcd cannot take it.
+fn unavailable(error: &crate::store::etcd::EtcdError) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the plugin could not be shared through the config store ({error}); nothing changed"
+    ))
 }
 
 /// A description of the component at `path` (its kind, interface, size, sha256).
@@ -154,6 +164,11 @@ pub async fn upload(
         temp.write_all(&body).map_err(io)?;
         temp.as_file().sync_all().map_err(io)?;
         let mut described = describe(control.plugin_host(), &name, temp.path(), &body)?;
+        if let Some(store) = control.etcd() {
+            // Shared before it is acknowledged: every replica fetches it.
+            crate::store::block_on(crate::store::plugins::publish(store, &name, &body))
+                .map_err(|e| unavailable(&e))?;
+        }
         let existed = path.exists();
         temp.persist(&path).map_err(|e| io(e.error))?;
         let users = if existed {
@@ -215,6 +230,14 @@ pub async fn delete(
             "plugin `{name}` is loaded by {}",
             users.join(", ")
         ))));
+    }
+    if !path.exists() {
+        return Err(ApiError::NotFound(format!("no plugin `{name}`")));
+    }
+    if let Some(store) = state.control.etcd() {
+        crate::store::plugins::remove(store, &name)
+            .await
+            .map_err(|e| unavailable(&e))?;
     }
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -56,13 +56,15 @@ fn integral_floats_as_integers(value: &mut Value) {
     }
 }
 
-/// Runs a change off the async workers (building a pool may compile a plugin).
+/// Runs a change off the async workers (building a pool may compile a
+/// plugin; with etcd, it waits on etcd), based on the request's `If-Match`.
 async fn change<R: Send + 'static>(
     state: &AdminState,
     edit: impl FnOnce(&mut Config) -> Result<R, ChangeError> + Send + 'static,
 ) -> ApiResult<(Config, R)> {
     let control = std::sync::Arc::clone(&state.control);
-    tokio::task::spawn_blocking(move || control.change(edit))
+    let precondition = super::precondition();
+    tokio::task::spawn_blocking(move || control.change_at(precondition, edit))
         .await
         .map_err(|e| ApiError::Internal(format!("the change did not complete: {e}")))?
         .map_err(ApiError::from)
@@ -88,7 +90,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas, the config store's sync state and revision", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -154,7 +156,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .unwrap_or_default();
     Json(
         json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp,
-                "processes": processes }),
+                "processes": processes, "store": state.control.store_state() }),
     )
 }
 

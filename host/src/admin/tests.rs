@@ -14,6 +14,7 @@ use super::{AdminState, with_state};
 use crate::config::Config;
 use crate::control::Control;
 use crate::plugin::PluginHost;
+use crate::store::Store;
 
 const CONFIG: &str = r#"
 [[listeners]]
@@ -35,7 +36,8 @@ fn api(token: Option<&str>) -> (axum::Router, Arc<Control>, tempfile::TempDir) {
         Control::new(
             config,
             PluginHost::new().unwrap(),
-            Some(dir.path().join("state.json")),
+            Store::File(Some(dir.path().join("state.json"))),
+            0,
         )
         .unwrap(),
     );
@@ -398,7 +400,8 @@ async fn status_shows_fan_out_sources_and_cache() {
          [[routes]]\nmatch = { path_prefix = \"/api\" }",
     );
     let config = Config::parse(&text, Path::new("t.toml"), dir.path()).unwrap();
-    let control = Arc::new(Control::new(config, PluginHost::new().unwrap(), None).unwrap());
+    let control =
+        Arc::new(Control::new(config, PluginHost::new().unwrap(), Store::File(None), 0).unwrap());
     let app = with_state(AdminState::new(control, None));
     let (status, body) = call(&app, "GET", "/v1/status", None).await;
     assert_eq!(status, StatusCode::OK);

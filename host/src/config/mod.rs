@@ -33,6 +33,7 @@ mod fusion;
 mod health;
 mod mcp;
 mod process;
+mod store;
 mod strategy;
 mod types;
 
@@ -41,15 +42,16 @@ pub use types::{
     AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CertificateFiles,
     CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
     DEFAULT_MAX_CANDIDATES, DiscoveryConfig, DnsDiscovery, DnsRecordType, DrainSessions,
-    EscapedSlashes, EtcdDiscovery, FailureMode, FallbackConfig, FanOutConfig,
+    EscapedSlashes, EtcdDiscovery, EtcdStoreConfig, FailureMode, FallbackConfig, FanOutConfig,
     FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
     InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig, McpConfig,
     McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
     PrefixMode, ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, ResolverConfig,
     ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
-    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StrategyConfig,
-    ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol, UpstreamTlsConfig, WeightedVoteConfig,
+    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StoreConfig,
+    StrategyConfig, ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol, UpstreamTlsConfig,
+    WeightedVoteConfig,
 };
 
 use std::path::Path;

@@ -24,6 +24,7 @@ pub use super::mcp::{
     ToolConfig, ToolFusion,
 };
 pub use super::process::{ProcessConfig, ProcessTransport, StdioSessions};
+pub use super::store::{EtcdStoreConfig, StoreConfig};
 pub use super::strategy::{
     BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
     LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
@@ -68,6 +69,10 @@ pub struct Config {
     /// The keys that seal the session ids of `mcp` routes (read at start).
     #[serde(default)]
     pub mcp_sessions: McpSessionsConfig,
+    /// Where the configuration the admin API changes is kept: this
+    /// machine's state file, or etcd for several replicas (read at start).
+    #[serde(default)]
+    pub store: StoreConfig,
 }
 
 /// The async runtime: how many worker threads serve the listeners, as
@@ -675,6 +680,30 @@ mod defaults {
 pub(super) type Invalid = (String, String);
 
 impl Config {
+    /// Every file the pools and routes load: plugins (strategy, health
+    /// check, failover, resolver) and fan-out schemas.
+    pub fn loaded_files_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
+        let pools = self.pools.values_mut().flat_map(|pool| {
+            let strategy = match &mut pool.strategy {
+                StrategyConfig::Plugin(plugin) => Some(&mut plugin.path),
+                _ => None,
+            };
+            let health = pool
+                .health
+                .as_mut()
+                .and_then(|h| h.plugin.as_mut())
+                .map(|p| &mut p.path);
+            let failover = pool.failover_plugin.as_mut().map(|p| &mut p.path);
+            strategy.into_iter().chain(health).chain(failover)
+        });
+        let routes = self
+            .routes
+            .iter_mut()
+            .filter_map(|r| r.fan_out.as_mut())
+            .flat_map(FanOutConfig::paths_mut);
+        pools.chain(routes)
+    }
+
     pub(super) fn resolve_paths(&mut self, base: &Path) {
         let tls_paths = self
             .listeners
@@ -693,25 +722,9 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
-        for pool in self.pools.values_mut() {
-            let strategy_plugin = match &mut pool.strategy {
-                StrategyConfig::Plugin(plugin) => Some(&mut plugin.path),
-                _ => None,
-            };
-            let health_plugin = pool
-                .health
-                .as_mut()
-                .and_then(|h| h.plugin.as_mut())
-                .map(|p| &mut p.path);
-            let failover_plugin = pool.failover_plugin.as_mut().map(|p| &mut p.path);
-            for path in strategy_plugin
-                .into_iter()
-                .chain(health_plugin)
-                .chain(failover_plugin)
-            {
-                if path.is_relative() {
-                    *path = base.join(&*path);
-                }
+        for path in self.loaded_files_mut() {
+            if path.is_relative() {
+                *path = base.join(&*path);
             }
         }
         if let Some(dir) = &mut self.plugin_cache.dir
@@ -730,16 +743,6 @@ impl Config {
                 }
             }
         }
-        for path in self
-            .routes
-            .iter_mut()
-            .filter_map(|r| r.fan_out.as_mut())
-            .flat_map(FanOutConfig::paths_mut)
-        {
-            if path.is_relative() {
-                *path = base.join(&*path);
-            }
-        }
         for cwd in self
             .pools
             .values_mut()
@@ -754,6 +757,11 @@ impl Config {
             && path.is_relative()
         {
             *path = base.join(&*path);
+        }
+        if let StoreConfig::Etcd(etcd) = &mut self.store {
+            for path in etcd.paths_mut().filter(|p| p.is_relative()) {
+                *path = base.join(&*path);
+            }
         }
     }
 
@@ -844,6 +852,10 @@ impl Config {
         if self.mcp_sessions.key_file.is_some() {
             crate::proxy::SessionKeys::load(&self.mcp_sessions, false)
                 .map_err(|e| ("mcp_sessions.key_file".into(), format!("{e:#}")))?;
+        }
+        if let StoreConfig::Etcd(etcd) = &self.store {
+            etcd.validate()
+                .map_err(|(k, reason)| (format!("store.{k}"), reason))?;
         }
         Ok(())
     }

@@ -190,7 +190,7 @@ impl Supervisor {
             .values()
             .any(|p| p.process.is_some() && !p.instances.is_empty());
         if stale {
-            let cleared = control.change(|config| {
+            let cleared = control.change_local(|config| {
                 for pool in config.pools.values_mut().filter(|p| p.process.is_some()) {
                     pool.instances.clear();
                 }
@@ -815,7 +815,7 @@ fn edit_instances(
         _ => {}
     }
     control
-        .change(|config| {
+        .change_local(|config| {
             let Some(p) = config.pools.get_mut(pool) else {
                 return Ok(());
             };
@@ -842,7 +842,7 @@ async fn drain(supervisor: &Weak<Supervisor>, pool: &str, url: &str, timeout: Du
     let drained = {
         let (control, pool, url) = (Arc::clone(&control), pool.to_string(), url.to_string());
         tokio::task::spawn_blocking(move || {
-            control.change(|config| {
+            control.change_local(|config| {
                 if let Some(i) = config
                     .pools
                     .get_mut(&pool)

@@ -27,6 +27,7 @@ use crate::config::{Config, ListenerConfig, ListenerTlsConfig};
 use crate::control::Control;
 use crate::plugin::PluginHost;
 use crate::proxy::{ListenerRules, StartError};
+use crate::store::Store;
 use crate::tls::{ClientTls, ServerTls};
 use limits::{Activity, Connections, IdleIo, Throttle};
 
@@ -47,7 +48,22 @@ impl Switchyard {
     /// [`StartError`] when a plugin is refused or a listener cannot bind.
     pub async fn bind(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
         let state_file = config.admin.as_ref().map(|a| a.state_file.clone());
-        let control = Arc::new(Control::new(config.clone(), host.clone(), state_file)?);
+        Self::bind_to_store(config, host, Store::File(state_file), 0).await
+    }
+
+    /// [`bind`](Self::bind), with changes kept in `store`, whose revision
+    /// `revision` `config` is ([`crate::store::open`]); with etcd, the
+    /// store is followed while serving.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub async fn bind_to_store(
+        config: &Config,
+        host: &PluginHost,
+        store: Store,
+        revision: i64,
+    ) -> Result<Self, StartError> {
+        let control = Arc::new(Control::new(config.clone(), host.clone(), store, revision)?);
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -145,6 +161,10 @@ impl Switchyard {
         self.control.start_health();
         let processes = self.control.start_processes();
         let discovery = crate::discovery::spawn(&self.control);
+        let follower = self
+            .control
+            .etcd()
+            .map(|store| crate::store::follow(&self.control, Arc::clone(store)));
         let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
         let _watcher = plugins_dir.and_then(|dir| {
             crate::watch::watch_plugins(Arc::clone(&self.control), &dir)
@@ -163,6 +183,9 @@ impl Switchyard {
         tokio::join!(listeners, tunnels.drain(self.shutdown_grace));
         // The pools' own processes last, dependents first.
         discovery.abort();
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         processes.stop().await;
         tracing::info!("shutdown complete");
     }

@@ -1,0 +1,220 @@
+//! Plugins uploaded through the admin API, shared through etcd.
+//!
+//! A plugin is stored **content-addressed**: its bytes under
+//! `PREFIX blobs/SHA256/NNNNN`, in chunks of [`CHUNK_BYTES`], and its name
+//! as `PREFIX plugins/NAME` → `{"sha256", "size", "chunks"}`. Chunks,
+//! because etcd refuses a request over 1.5 MiB (`--max-request-bytes`) and
+//! is tuned for small values; a plugin is usually 100 KiB–20 MiB. Chunks
+//! are written first (each its own request, idempotent: same content, same
+//! keys), the name last, so a replica that sees the name finds every chunk.
+//! A replica fetches the chunks, checks the sha256 of their concatenation
+//! against the name's, and only then writes `plugins_dir/NAME.wasm`
+//! (atomically); the plugins directory's watcher ([`crate::watch`])
+//! reloads whatever loads it, as for a file dropped in by hand.
+//!
+//! The alternative, a shared volume or object store with etcd holding the
+//! hash, would add a second system to run; chunking keeps etcd the one
+//! shared dependency.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::EtcdStore;
+use super::etcd::{EtcdError, Kv, b64, prefix_end};
+use crate::plugin::sha256_hex;
+
+/// Bytes per chunk: 512 KiB (683 KiB as the gateway's base64), well under
+/// etcd's default request limit of 1.5 MiB.
+pub const CHUNK_BYTES: usize = 512 << 10;
+
+/// What `PREFIX plugins/NAME` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Manifest {
+    sha256: String,
+    size: usize,
+    chunks: usize,
+}
+
+fn name_key(store: &EtcdStore, name: &str) -> Vec<u8> {
+    format!("{}plugins/{name}", store.prefix).into_bytes()
+}
+
+fn blob_prefix(store: &EtcdStore, sha256: &str) -> Vec<u8> {
+    format!("{}blobs/{sha256}/", store.prefix).into_bytes()
+}
+
+/// The plugin name of `key` when it is a `PREFIX plugins/NAME` key.
+pub fn name_of<'k>(store: &EtcdStore, key: &'k [u8]) -> Option<&'k str> {
+    let rest = key.strip_prefix(format!("{}plugins/", store.prefix).as_bytes())?;
+    std::str::from_utf8(rest).ok().filter(|n| !n.is_empty())
+}
+
+/// Stores `bytes` as the plugin `name`: chunks first, then the name.
+///
+/// # Errors
+/// etcd unreachable or refusing.
+pub async fn publish(store: &EtcdStore, name: &str, bytes: &[u8]) -> Result<(), EtcdError> {
+    let sha256 = sha256_hex(bytes);
+    let blob = blob_prefix(store, &sha256);
+    let chunks = bytes.chunks(CHUNK_BYTES).collect::<Vec<_>>();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let mut key = blob.clone();
+        key.extend_from_slice(format!("{i:05}").as_bytes());
+        put(store, &key, chunk).await?;
+    }
+    let manifest = Manifest {
+        sha256,
+        size: bytes.len(),
+        chunks: chunks.len(),
+    };
+    put(
+        store,
+        &name_key(store, name),
+        &serde_json::to_vec(&manifest).unwrap_or_default(),
+    )
+    .await
+}
+
+async fn put(store: &EtcdStore, key: &[u8], value: &[u8]) -> Result<(), EtcdError> {
+    store
+        .client
+        .txn(
+            Vec::new(),
+            vec![json!({ "request_put": { "key": b64(key), "value": b64(value) } })],
+            Vec::new(),
+        )
+        .await
+        .map(drop)
+}
+
+/// Removes the plugin `name`, and its chunks unless another name has the
+/// same content.
+///
+/// # Errors
+/// etcd unreachable or refusing.
+pub async fn remove(store: &EtcdStore, name: &str) -> Result<(), EtcdError> {
+    let all = names(store).await?;
+    let mut delete =
+        vec![json!({ "request_delete_range": { "key": b64(&name_key(store, name)) } })];
+    if let Some(manifest) = all.iter().find(|(n, _)| n == name).map(|(_, m)| m)
+        && !all
+            .iter()
+            .any(|(n, m)| n != name && m.sha256 == manifest.sha256)
+    {
+        let blob = blob_prefix(store, &manifest.sha256);
+        delete.push(json!({ "request_delete_range": {
+            "key": b64(&blob), "range_end": b64(&prefix_end(&blob)) } }));
+    }
+    store
+        .client
+        .txn(Vec::new(), delete, Vec::new())
+        .await
+        .map(drop)
+}
+
+/// Every stored plugin's name and manifest.
+async fn names(store: &EtcdStore) -> Result<Vec<(String, Manifest)>, EtcdError> {
+    let prefix = format!("{}plugins/", store.prefix).into_bytes();
+    let (kvs, _) = store
+        .client
+        .range(&prefix, Some(&prefix_end(&prefix)))
+        .await?;
+    Ok(kvs
+        .iter()
+        .filter_map(|kv| {
+            let name = name_of(store, &kv.key)?.to_string();
+            serde_json::from_slice(&kv.value).ok().map(|m| (name, m))
+        })
+        .collect())
+}
+
+/// Makes `dir` hold every stored plugin (those whose file differs are
+/// fetched and written).
+///
+/// # Errors
+/// etcd unreachable, or a plugin whose chunks do not match its hash.
+pub async fn fetch_all(store: &EtcdStore, dir: &Path) -> Result<(), String> {
+    for (name, manifest) in names(store).await.map_err(|e| e.to_string())? {
+        fetch(store, dir, &name, &manifest).await?;
+    }
+    Ok(())
+}
+
+/// Applies a change of `PREFIX plugins/NAME` seen by the watch: `Some`
+/// stored or replaced, `None` removed. Failures are logged (the next
+/// resync tries again).
+pub async fn apply_change(store: &EtcdStore, dir: &Path, name: &str, kv: Option<Kv>) {
+    let outcome = match kv {
+        Some(kv) => match serde_json::from_slice::<Manifest>(&kv.value) {
+            Ok(manifest) => fetch(store, dir, name, &manifest).await,
+            Err(e) => Err(format!("plugin `{name}` in etcd: {e}")),
+        },
+        None => match std::fs::remove_file(file(dir, name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+            _ => Ok(()),
+        },
+    };
+    if let Err(error) = outcome {
+        tracing::warn!(plugin = name, %error, "a plugin from etcd was not applied");
+    }
+}
+
+fn file(dir: &Path, name: &str) -> std::path::PathBuf {
+    dir.join(format!("{name}.wasm"))
+}
+
+/// Writes the plugin `name` of `manifest` into `dir` unless the file there
+/// already has its hash.
+async fn fetch(
+    store: &EtcdStore,
+    dir: &Path,
+    name: &str,
+    manifest: &Manifest,
+) -> Result<(), String> {
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !valid_name {
+        return Err(format!("plugin name `{name}` in etcd is not a file name"));
+    }
+    let path = file(dir, name);
+    if std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == manifest.sha256) {
+        return Ok(());
+    }
+    let blob = blob_prefix(store, &manifest.sha256);
+    let (chunks, _) = store
+        .client
+        .range(&blob, Some(&prefix_end(&blob)))
+        .await
+        .map_err(|e| e.to_string())?;
+    // Keys sort as their zero-padded indexes: concatenation in order.
+    let bytes: Vec<u8> = chunks.into_iter().flat_map(|kv| kv.value).collect();
+    if bytes.len() != manifest.size || sha256_hex(&bytes) != manifest.sha256 {
+        return Err(format!(
+            "plugin `{name}`: the stored chunks ({} bytes) do not match sha256 {}",
+            bytes.len(),
+            manifest.sha256
+        ));
+    }
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::create_dir_all(&dir)?;
+        let mut temp = tempfile::Builder::new().suffix(".part").tempfile_in(&dir)?;
+        temp.write_all(&bytes)?;
+        temp.as_file().sync_all()?;
+        temp.persist(&path).map(drop).map_err(|e| e.error)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| format!("writing plugin `{name}`: {e}"))?;
+    tracing::info!(
+        plugin = name,
+        sha256 = %manifest.sha256,
+        "plugin fetched from etcd"
+    );
+    Ok(())
+}
