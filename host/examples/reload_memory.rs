@@ -38,7 +38,12 @@ fn main() -> anyhow::Result<()> {
         plugin.display().to_string()
     );
     let config = Config::parse(&text, Path::new("reload.toml"), dir.path())?;
-    let control = Control::new(config, PluginHost::new()?, None)?;
+    let control = Control::new(
+        config,
+        PluginHost::new()?,
+        switchyard::store::Store::File(None),
+        0,
+    )?;
     println!("reloads | RSS (MiB) | per reload (ms)");
     println!("---|---|---");
     let started = std::time::Instant::now();

@@ -69,6 +69,9 @@ pub struct Control {
     reporting: Arc<Reporting>,
     router: ArcSwap<Router>,
     store: Store,
+    /// The configuration in force and its revision, for readers: the
+    /// writers' lock in `inner` is held across calls to etcd.
+    current: ArcSwap<(Config, i64)>,
     inner: Mutex<Inner>,
     /// The processes of managed pools, once started.
     supervisor: std::sync::OnceLock<Arc<Supervisor>>,
@@ -106,6 +109,7 @@ impl Control {
             reporting,
             router: ArcSwap::from_pointee(router),
             store,
+            current: ArcSwap::from_pointee((config.clone(), revision)),
             inner: Mutex::new(Inner {
                 config,
                 revision,
@@ -170,7 +174,7 @@ impl Control {
 
     /// The configuration in force.
     pub fn config(&self) -> Config {
-        self.lock().config.clone()
+        self.current.load().0.clone()
     }
 
     /// The event bus (health, breaker and config events).
@@ -309,7 +313,7 @@ impl Control {
 
     /// The store's revision of the configuration in force.
     pub fn revision(&self) -> i64 {
-        self.lock().revision
+        self.current.load().1
     }
 
     /// Where this replica stands with its config store.
@@ -349,6 +353,7 @@ impl Control {
             inner.health = Some(spawn_health(&router, health));
         }
         let (pool, what) = describe_change(&inner.config, &next);
+        self.current.store(Arc::new((next.clone(), revision)));
         inner.config = next;
         inner.revision = revision;
         self.reporting.events.publish(HealthEvent::new(

@@ -20,6 +20,7 @@ mod plugins;
 mod polyglot;
 mod processes;
 mod proxying;
+mod replicas;
 mod resilience;
 mod state;
 mod tls;

@@ -1,6 +1,7 @@
-//! A real etcd for the discovery tests: Debian's `etcd-server` (one
-//! member, on loopback ports, its data in a temporary directory), and a
-//! client of its HTTP/JSON API for what the tests write.
+//! A real etcd for the discovery and replica tests: Debian's
+//! `etcd-server` (one member or a cluster, on loopback ports, its data in
+//! a temporary directory; members killed and started again), and a client
+//! of its HTTP/JSON API for what the tests write.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,11 +9,18 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 
-/// A running etcd; stopped when dropped.
+/// A running etcd cluster (one member or more); stopped when dropped.
 pub struct Etcd {
-    child: Child,
-    port: u16,
+    members: Vec<Member>,
     _data: tempfile::TempDir,
+}
+
+/// One member: its ports and data directory stay across a stop and start.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
 }
 
 fn free_port() -> u16 {
@@ -28,13 +36,52 @@ impl Etcd {
     /// # Panics
     /// When etcd cannot start or does not serve within a minute.
     pub fn start() -> Self {
-        let (port, peer) = (free_port(), free_port());
+        Self::cluster(1)
+    }
+
+    /// Starts an etcd cluster of `size` members and waits until each serves.
+    ///
+    /// # Panics
+    /// When etcd cannot start or does not serve within a minute.
+    pub fn cluster(size: usize) -> Self {
         let data = tempfile::tempdir().expect("a data dir");
-        let client = format!("http://127.0.0.1:{port}");
-        let peer = format!("http://127.0.0.1:{peer}");
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                child: None,
+            })
+            .collect();
+        let mut etcd = Self {
+            members,
+            _data: data,
+        };
+        for i in 0..size {
+            etcd.start_member(i);
+        }
+        for i in 0..size {
+            etcd.wait_serving(i);
+        }
+        etcd
+    }
+
+    /// Starts member `i` again (on its data: it rejoins the cluster).
+    ///
+    /// # Panics
+    /// When etcd cannot start.
+    pub fn start_member(&mut self, i: usize) {
+        let initial: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
+            .collect();
+        let member = &self.members[i];
+        let client = format!("http://127.0.0.1:{}", member.client);
+        let peer = format!("http://127.0.0.1:{}", member.peer);
         let child = Command::new("etcd")
-            .args(["--name", "test", "--data-dir"])
-            .arg(data.path())
+            .args(["--name", &member.name, "--data-dir"])
+            .arg(self._data.path().join(&member.name))
             .args([
                 "--listen-client-urls",
                 &client,
@@ -47,41 +94,113 @@ impl Etcd {
                 "--initial-advertise-peer-urls",
                 &peer,
             ])
-            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--initial-cluster", &initial.join(",")])
+            .args(["--initial-cluster-token", "switchyard-test"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("etcd (Debian: apt-get install etcd-server)");
-        let etcd = Self {
-            child,
-            port,
-            _data: data,
-        };
+        self.members[i].child = Some(child);
+    }
+
+    /// Waits until member `i` answers reads (it has a leader).
+    ///
+    /// # Panics
+    /// After a minute.
+    pub fn wait_serving(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
-        while etcd
+        let body = serde_json::json!({ "key": STANDARD.encode("x") });
+        while self.call_member(i, "/v3/kv/range", &body).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "etcd member {i} does not serve on {}",
+                self.members[i].client
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills member `i` (SIGKILL).
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills every member.
+    pub fn stop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill_member(i);
+        }
+    }
+
+    /// Starts every member again and waits until each serves.
+    pub fn restart(&mut self) {
+        for i in 0..self.members.len() {
+            self.start_member(i);
+        }
+        for i in 0..self.members.len() {
+            self.wait_serving(i);
+        }
+    }
+
+    /// The client URLs of every member.
+    pub fn urls(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .collect()
+    }
+
+    /// Compacts the history up to the current revision: a watch from an
+    /// older revision is told so.
+    ///
+    /// # Panics
+    /// When etcd refuses.
+    pub fn compact(&self) {
+        let header = self
             .call(
                 "/v3/kv/range",
                 &serde_json::json!({ "key": STANDARD.encode("x") }),
             )
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "etcd does not serve on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        etcd
+            .expect("a read");
+        let revision = header["header"]["revision"].clone();
+        self.call(
+            "/v3/kv/compaction",
+            &serde_json::json!({ "revision": revision, "physical": true }),
+        )
+        .expect("compaction");
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT` of the first member.
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.urls().swap_remove(0)
     }
 
-    /// POSTs `body` to `path` of the JSON API; the answer.
+    /// POSTs `body` to `path` of the JSON API of the first member that
+    /// answers; the answer.
     fn call(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value, String> {
+        let mut last = String::from("no member runs");
+        for i in (0..self.members.len()).filter(|i| self.members[*i].child.is_some()) {
+            match self.call_member(i, path, body) {
+                Ok(answer) => return Ok(answer),
+                Err(why) => last = why,
+            }
+        }
+        Err(last)
+    }
+
+    fn call_member(
+        &self,
+        i: usize,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, String> {
         let output = Command::new("curl")
-            .args(["-sf", "-X", "POST", "-d"])
+            .args(["-sf", "-m", "5", "-X", "POST", "-d"])
             .arg(body.to_string())
-            .arg(format!("{}{path}", self.url()))
+            .arg(format!("http://127.0.0.1:{}{path}", self.members[i].client))
             .output()
             .map_err(|e| e.to_string())?;
         if !output.status.success() {
@@ -117,7 +236,6 @@ impl Etcd {
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -32,7 +32,7 @@ pub enum StoreConfig {
     #[default]
     File,
     /// An etcd cluster shared by every replica.
-    Etcd(EtcdStoreConfig),
+    Etcd(Box<EtcdStoreConfig>),
 }
 
 /// The configuration kept in etcd, under `prefix`.

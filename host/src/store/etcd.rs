@@ -523,7 +523,7 @@ mod tests {
         let client = |e: &str| Etcd::new(&[e.to_string()], None, None, Duration::from_secs(1));
         assert!(client("http://127.0.0.1:2379").is_ok());
         assert!(client("https://etcd.internal").is_ok());
-        assert!(client("ftp://x").unwrap_err().contains("ftp://x"));
+        assert!(client("ftp://x").err().unwrap().contains("ftp://x"));
         assert!(Etcd::new(&[], None, None, Duration::from_secs(1)).is_err());
     }
 }

@@ -71,6 +71,12 @@ fn plugins_dir(config: &Config) -> Option<&Path> {
     config.admin.as_ref().map(|a| a.plugins_dir.as_path())
 }
 
+/// `config`'s plugins directory as an absolute path (the config file's
+/// directory may have been given as a relative one).
+fn absolute_plugins_dir(config: &Config) -> Option<PathBuf> {
+    plugins_dir(config).and_then(|dir| std::path::absolute(dir).ok())
+}
+
 impl Shared {
     /// What of `config` replicas share: its own instances left out, plugin
     /// paths under its `plugins_dir` made portable.
@@ -81,9 +87,10 @@ impl Shared {
             let mut keep = local.into_iter().map(|l| !l);
             pool.instances.retain(|_| keep.next().unwrap_or(true));
         }
-        if let Some(dir) = plugins_dir(config) {
+        if let Some(dir) = absolute_plugins_dir(config) {
             for path in copy.loaded_files_mut() {
-                if let Ok(name) = path.strip_prefix(dir) {
+                let absolute = std::path::absolute(&*path).unwrap_or_else(|_| path.clone());
+                if let Ok(name) = absolute.strip_prefix(&dir) {
                     *path = Path::new(PLUGINS_DIR).join(name);
                 }
             }
@@ -121,7 +128,7 @@ impl Shared {
                 pool.instances.extend(own);
             }
         }
-        if let Some(dir) = plugins_dir(local).map(Path::to_path_buf) {
+        if let Some(dir) = absolute_plugins_dir(local) {
             for path in config.loaded_files_mut() {
                 if let Ok(name) = path.strip_prefix(PLUGINS_DIR) {
                     *path = dir.join(name);
@@ -561,4 +568,90 @@ async fn adopt(control: &Weak<Control>, store: &Arc<EtcdStore>, kv: &Kv) {
         store.lock().refused = Some(refused);
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StrategyConfig;
+
+    /// A replica's config in `dir`: pool `p` with a plugin strategy from
+    /// its plugins dir, a static instance and one discovered; pool `m`
+    /// managed (its instance is a replica of this machine).
+    fn replica(dir: &Path, extra: &str) -> Config {
+        std::fs::create_dir_all(dir.join("plugins")).unwrap();
+        std::fs::write(dir.join("plugins/b.wasm"), b"").unwrap();
+        let text = format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nplugins_dir = \"plugins\"\n\
+             [[routes]]\npool = \"p\"\n[pools.p]\n\
+             strategy = {{ kind = \"plugin\", path = \"plugins/b.wasm\" }}\n\
+             instances = [{{ url = \"http://10.0.0.1:80\" }}, \
+             {{ url = \"http://10.0.0.9:80\", labels = {{ discovered = \"dns\" }} }}{extra}]\n\
+             [pools.m]\nprocess = {{ command = \"true\" }}\n\
+             instances = [{{ url = \"http://127.0.0.1:7000\" }}]\n"
+        );
+        Config::parse(&text, &dir.join("c.toml"), dir).unwrap()
+    }
+
+    fn urls(config: &Config, pool: &str) -> Vec<String> {
+        config.pools[pool]
+            .instances
+            .iter()
+            .map(|i| i.url.clone())
+            .collect()
+    }
+
+    #[test]
+    fn replicas_share_static_instances_and_keep_their_own() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let writer = replica(a.path(), ", { url = \"http://10.0.0.2:80\" }");
+        let reader = replica(b.path(), "");
+        let shared = Shared::of(&writer);
+        // Discovered and managed instances are the writer's own.
+        assert_eq!(
+            shared.pools["p"]
+                .instances
+                .iter()
+                .map(|i| i.url.as_str())
+                .collect::<Vec<_>>(),
+            ["http://10.0.0.1:80", "http://10.0.0.2:80"]
+        );
+        assert!(shared.pools["m"].instances.is_empty());
+        // The plugin under the writer's plugins dir is written portably…
+        let StrategyConfig::Plugin(plugin) = &shared.pools["p"].strategy else {
+            panic!("a plugin strategy");
+        };
+        assert_eq!(plugin.path, Path::new("$plugins_dir/b.wasm"));
+        // …and read back under the reader's, beside the reader's own instances.
+        let applied = shared.into_config(&reader);
+        let StrategyConfig::Plugin(plugin) = &applied.pools["p"].strategy else {
+            panic!("a plugin strategy");
+        };
+        assert_eq!(
+            plugin.path,
+            std::path::absolute(b.path().join("plugins/b.wasm")).unwrap()
+        );
+        assert_eq!(
+            urls(&applied, "p"),
+            [
+                "http://10.0.0.1:80",
+                "http://10.0.0.2:80",
+                "http://10.0.0.9:80"
+            ]
+        );
+        assert_eq!(urls(&applied, "m"), ["http://127.0.0.1:7000"]);
+        assert!(applied.check().is_ok());
+        // Only the replica's own instances differ: nothing shared changed.
+        assert!(Shared::of(&applied).same_as(&Shared::of(&writer)));
+        assert!(!Shared::of(&reader).same_as(&Shared::of(&writer)));
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_to_five_seconds() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        let last = (0..20).map(|_| backoff.next()).last().unwrap();
+        assert!(last >= Duration::from_millis(2500) && last <= Duration::from_secs(5));
+    }
 }
