@@ -371,3 +371,56 @@ async fn processes_example_starts_its_pools_in_order_and_serves() {
         assert_eq!(response.status(), 200, "{path}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_example_shares_a_change_and_discovered_instances() {
+    let etcd = switchyard_tests::etcd::Etcd::start();
+    let ups = crate::upstreams(3);
+    let text = example("replicas.toml", &ups[..2])
+        .replace("listen = \"127.0.0.1:9901\"", "listen = \"127.0.0.1:0\"")
+        .replace("http://127.0.0.1:2379", &etcd.url());
+    let dirs: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let replicas: Vec<_> = dirs.iter().map(|d| serve(d, &text)).collect();
+    let apis: Vec<String> = replicas.iter().map(|r| r.admin_url()).collect();
+    let client = client();
+    for replica in &replicas {
+        let mut seen = counts(&answers(&replica.url, "/", 4, None).await)
+            .into_keys()
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        seen.sort();
+        assert_eq!(seen, ["u0", "u1"]);
+    }
+    // A drain through the first replica's API is in force on the second.
+    let drain = format!(
+        "{}/v1/pools/web/instances/{}/drain",
+        apis[0],
+        ups[1].url().trim_start_matches("http://")
+    );
+    let response = client.post(&drain).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, body) = crate::get(&client, &format!("{}/v1/pools/web", apis[1])).await;
+        let pool: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if pool["instances"][1]["drain"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{pool}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(answers(&replicas[1].url, "/", 4, None).await, ["u0"; 4]);
+    // An instance registered in etcd with a lease serves /api on both.
+    let lease = etcd.lease(60);
+    etcd.put("/services/api/a", &ups[2].url(), Some(&lease));
+    for replica in &replicas {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while crate::get(&client, &format!("{}/api", replica.url)).await.1 != "u2" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "/api never reached u2"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -60,6 +60,31 @@ impl Replica {
     }
 }
 
+/// `component` with a custom section of `size` bytes appended (a valid
+/// component still: custom sections are ignored by the runtime).
+fn padded(mut component: Vec<u8>, size: usize) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let name = b"padding";
+    let mut payload = Vec::with_capacity(size + 16);
+    leb128(name.len(), &mut payload);
+    payload.extend_from_slice(name);
+    payload.resize(payload.len() + size, 0x5a);
+    component.push(0);
+    leb128(payload.len(), &mut component);
+    component.extend_from_slice(&payload);
+    component
+}
+
 /// Polls `done` every 20 ms until it holds, failing after 60 s with `what`.
 async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -222,8 +247,9 @@ async fn three_replicas_share_one_configuration_through_etcd() {
     }
 
     // A plugin uploaded on one replica reaches the others, byte for byte,
-    // and a pool using it is built on each from its own copy.
-    let bytes = std::fs::read(fixtures::LABEL_AFFINITY).unwrap();
+    // and a pool using it is built on each from its own copy. 1.3 MB of
+    // padding make it three chunks in etcd.
+    let bytes = padded(std::fs::read(fixtures::LABEL_AFFINITY).unwrap(), 1_300_000);
     let uploaded = client()
         .put(format!("{}/v1/plugins/affinity", replicas[0].api))
         .body(bytes.clone())

@@ -454,6 +454,8 @@ impl Etcd {
                     continue;
                 };
                 if let Some(error) = message.get("error") {
+                    // Perhaps an expired token: authenticate again next time.
+                    *self.token_slot() = None;
                     return Err(EtcdError::Refused(format!("watch: {error}")));
                 }
                 let result = &message["result"];

@@ -16,7 +16,8 @@
 //! - **Follow**: a watch on the prefix applies each new revision of the
 //!   document; a watch that fell behind a compaction, or broke, resyncs
 //!   from a fresh read (reconnecting with exponential backoff and jitter,
-//!   100 ms to 5 s).
+//!   100 ms to 5 s). The document is also read every 10 s, so a connection
+//!   that died silently is noticed.
 //! - **Write** (the admin API): the replica first catches up with etcd (a
 //!   linearizable read), then applies the change on top and commits it
 //!   with a transaction conditioned on the document's `mod_revision` it
@@ -47,6 +48,9 @@ use serde_json::json;
 use self::etcd::{Etcd, EtcdError, Kv, WatchEvent, b64, prefix_end};
 use crate::config::{Config, EtcdStoreConfig, PoolConfig, StoreConfig};
 use crate::control::Control;
+
+/// How often a replica that follows etcd reads it besides the watch.
+const CHECK: Duration = Duration::from_secs(10);
 
 /// How a plugin path under the writing replica's `plugins_dir` is written
 /// in the shared document.
@@ -499,6 +503,10 @@ async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
     let end = prefix_end(&prefix);
     let watch = store.client.watch(&prefix, &end, revision + 1, &events);
     tokio::pin!(watch);
+    // A watch on a connection that silently died (a partition: no FIN)
+    // would wait forever: etcd is read every CHECK, which also catches a
+    // revision the watch missed.
+    let mut check = tokio::time::interval_at(tokio::time::Instant::now() + CHECK, CHECK);
     loop {
         tokio::select! {
             ended = &mut watch => {
@@ -511,6 +519,16 @@ async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
             Some(event) = received.recv() => {
                 if !handle(control, store, dir.as_deref(), event).await {
                     return Ok(());
+                }
+            }
+            _ = check.tick() => {
+                let (kvs, _) = store
+                    .client
+                    .range(&store.config_key(), None)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if let Some(kv) = kvs.first() {
+                    adopt(control, store, kv).await;
                 }
             }
         }

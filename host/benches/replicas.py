@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""Several replicas, one configuration: what sharing it through etcd costs.
+
+  propagation  Three release `switchyard` replicas share one etcd (one
+               member). WRITES times (default 100), a replica (in turn)
+               replaces pool `p`'s instance with the other upstream; from
+               the write's acknowledgement, every replica's listener is
+               polled (keep-alive GETs, round robin) until all three answer
+               from the new upstream. Prints the ack latency and the time
+               until all three serve the change: median, p90, max.
+  churn        One replica, a pool discovered from etcd (`refresh_ms` 1000)
+               of INSTANCES (default 1000) instances, all served by one
+               nginx on 127.0.0.0/8 addresses. For DURATION s (default 20)
+               without changes, then with CHURN (default 100) instances
+               replaced every second: Switchyard's CPU time (utime+stime
+               from /proc) and the time until a replaced set is in the pool.
+
+Run (from the workspace root, release binary built):
+  cargo build --release -p switchyard
+  python3 host/benches/replicas.py propagation
+  python3 host/benches/replicas.py churn
+Needs: etcd (Debian: etcd-server), nginx for `churn`.
+"""
+
+import base64
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+BIN = os.environ.get("BIN", "target/release/switchyard")
+WORK = tempfile.mkdtemp(prefix="switchyard-replicas-")
+PROCS = []
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(what, check, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise SystemExit(f"timed out: {what}")
+
+
+def call(url, method="GET", body=None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("content-type", "application/json")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, json.loads(response.read() or b"null")
+
+
+def start_etcd():
+    client, peer = free_port(), free_port()
+    c, p = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    PROCS.append(subprocess.Popen(
+        ["etcd", "--name", "b", "--data-dir", f"{WORK}/etcd",
+         "--listen-client-urls", c, "--advertise-client-urls", c,
+         "--listen-peer-urls", p, "--initial-advertise-peer-urls", p,
+         "--initial-cluster", f"b={p}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    key = base64.b64encode(b"x").decode()
+    wait_until("etcd", lambda: call(f"{c}/v3/kv/range", "POST", {"key": key})[0] == 200)
+    return c
+
+
+def etcd_txn(etcd, puts=(), deletes=()):
+    ops = [{"request_put": {"key": base64.b64encode(k.encode()).decode(),
+                            "value": base64.b64encode(v.encode()).decode()}} for k, v in puts]
+    ops += [{"request_delete_range": {"key": base64.b64encode(k.encode()).decode()}}
+            for k in deletes]
+    call(f"{etcd}/v3/kv/txn", "POST", {"success": ops})
+
+
+class Named(BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = self.server.name.encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def upstream(name):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Named)
+    server.name = name
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def replica(i, etcd, pool_toml):
+    listen, admin = free_port(), free_port()
+    d = f"{WORK}/r{i}"
+    os.makedirs(d)
+    with open(f"{d}/config.toml", "w") as f:
+        f.write(f'[[listeners]]\nlisten = "127.0.0.1:{listen}"\n'
+                f'[admin]\nlisten = "127.0.0.1:{admin}"\n'
+                f'[store]\nkind = "etcd"\nendpoints = ["{etcd}"]\n'
+                f'[[routes]]\npool = "p"\n{pool_toml}')
+    PROCS.append(subprocess.Popen([BIN, "serve", "--config", f"{d}/config.toml"],
+                                  env={**os.environ, "RUST_LOG": "error"}))
+    api = f"http://127.0.0.1:{admin}"
+    wait_until(f"replica {i}", lambda: call(f"{api}/ready")[1]["store"]["in_sync"])
+    return listen, api, PROCS[-1]
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def propagation():
+    writes = int(os.environ.get("WRITES", "100"))
+    etcd = start_etcd()
+    ups = {"a": upstream("a"), "b": upstream("b")}
+    pool = f'[pools.p]\ninstances = [{{ url = "{ups["a"]}" }}]\n'
+    replicas = [replica(i, etcd, pool) for i in range(3)]
+    conns = [http.client.HTTPConnection("127.0.0.1", port) for port, _, _ in replicas]
+
+    def served(i):
+        conns[i].request("GET", "/")
+        return conns[i].getresponse().read().decode()
+
+    acks, all_served = [], []
+    for n in range(writes):
+        target = "b" if n % 2 == 0 else "a"
+        api = replicas[n % 3][1]
+        start = time.perf_counter()
+        status, _ = call(f"{api}/v1/pools/p", "PUT", {"instances": [{"url": ups[target]}]})
+        acked = time.perf_counter()
+        assert status == 200, status
+        pending = {0, 1, 2}
+        while pending:
+            for i in list(pending):
+                if served(i) == target:
+                    pending.discard(i)
+        done = time.perf_counter()
+        acks.append((acked - start) * 1000)
+        all_served.append((done - acked) * 1000)
+    print(f"| writes | ack p50 | ack max | all 3 serve it: p50 | p90 | max |")
+    print(f"|---|---|---|---|---|---|")
+    print(f"| {writes} | {statistics.median(acks):.2f} ms | {max(acks):.2f} ms "
+          f"| {statistics.median(all_served):.2f} ms | {percentile(all_served, 0.9):.2f} ms "
+          f"| {max(all_served):.2f} ms |")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def churn():
+    instances = int(os.environ.get("INSTANCES", "1000"))
+    per_second = int(os.environ.get("CHURN", "100"))
+    duration = float(os.environ.get("DURATION", "20"))
+    etcd = start_etcd()
+    # One nginx answers on every 127.0.0.0/8 address of its ports.
+    ports = [free_port() for _ in range(4)]
+    ngx = f"{WORK}/nginx"
+    os.makedirs(f"{ngx}/logs")
+    with open(f"{ngx}/nginx.conf", "w") as f:
+        listen = "".join(f"listen {p}; " for p in ports)
+        f.write("worker_processes 1; error_log logs/error.log; pid logs/nginx.pid;\n"
+                "events {} http { access_log off; server { " + listen +
+                "location / { return 200 ok; } } }\n")
+    subprocess.run(["nginx", "-p", ngx, "-c", f"{ngx}/nginx.conf"], check=True)
+    try:
+        urls = [f"http://127.0.{1 + i // 250}.{1 + i % 250}:{ports[i % 4]}"
+                for i in range(instances * 2)]
+        live = {f"/svc/{i}": urls[i] for i in range(instances)}
+        for chunk in range(0, instances, 100):
+            etcd_txn(etcd, puts=list(live.items())[chunk:chunk + 100])
+        pool = ('[pools.p]\ndiscovery = { kind = "etcd", endpoints = ["' + etcd +
+                '"], prefix = "/svc/", refresh_ms = 1000 }\n')
+        port, api, proc = replica(0, etcd, pool)
+
+        def pool_urls():
+            status = call(f"{api}/v1/pools/p/instances")[1]
+            return {i["url"] for i in status}
+
+        wait_until("all instances discovered", lambda: len(pool_urls()) == instances)
+        t0, c0 = time.monotonic(), cpu_seconds(proc.pid)
+        time.sleep(duration)
+        idle = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+        keys = list(live)
+        next_id = instances
+        applied = []
+        t0, c0 = time.monotonic(), cpu_seconds(proc.pid)
+        rounds = 0
+        while time.monotonic() - t0 < duration:
+            # The oldest leave, as many new ones join (URLs of 2N cycle:
+            # never one that is live).
+            gone, keys = keys[:per_second], keys[per_second:]
+            new = [(f"/svc/{n}", urls[n % len(urls)]) for n in range(next_id, next_id + len(gone))]
+            next_id += len(gone)
+            etcd_txn(etcd, puts=new, deletes=gone)
+            keys += [k for k, _ in new]
+            want = {u for _, u in new}
+            start = time.monotonic()
+            wait_until("the churn applied", lambda: want <= pool_urls(), timeout=30)
+            applied.append(time.monotonic() - start)
+            rounds += 1
+            time.sleep(max(0.0, t0 + rounds - time.monotonic()))
+        busy = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
+        print("| instances | churn | CPU without changes | CPU while churning | change seen in pool: p50 | max |")
+        print("|---|---|---|---|---|---|")
+        print(f"| {instances} | {per_second} replaced/s ({rounds} rounds) | {idle * 100:.1f}% of a core "
+              f"| {busy * 100:.1f}% of a core | {statistics.median(applied) * 1000:.0f} ms "
+              f"| {max(applied) * 1000:.0f} ms |")
+    finally:
+        subprocess.run(["nginx", "-p", ngx, "-c", f"{ngx}/nginx.conf", "-s", "stop"],
+                       stderr=subprocess.DEVNULL)
+
+
+if __name__ == "__main__":
+    try:
+        {"propagation": propagation, "churn": churn}[sys.argv[1] if len(sys.argv) > 1 else "propagation"]()
+    finally:
+        for p in PROCS:
+            p.kill()
+            p.wait()
+        shutil.rmtree(WORK, ignore_errors=True)
