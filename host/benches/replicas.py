@@ -10,16 +10,17 @@
                until all three serve the change: median, p90, max.
   churn        One replica, a pool discovered from etcd (`refresh_ms` 1000)
                of INSTANCES (default 1000) instances, all served by one
-               nginx on 127.0.0.0/8 addresses. For DURATION s (default 20)
-               without changes, then with CHURN (default 100) instances
-               replaced every second: Switchyard's CPU time (utime+stime
-               from /proc) and the time until a replaced set is in the pool.
+               nginx on 127.0.0.0/8 addresses. Switchyard's CPU time
+               (utime+stime from /proc) for DURATION s (default 20) without
+               changes, then with CHURN (default 100) instances replaced
+               every second; the time until a change is in the pool; wrk
+               (1 thread, 16 connections) through it, steady and churning.
 
 Run (from the workspace root, release binary built):
   cargo build --release -p switchyard
   python3 host/benches/replicas.py propagation
   python3 host/benches/replicas.py churn
-Needs: etcd (Debian: etcd-server), nginx for `churn`.
+Needs: etcd (Debian: etcd-server); nginx and wrk for `churn`.
 """
 
 import base64
@@ -201,34 +202,68 @@ def churn():
             return {i["url"] for i in status}
 
         wait_until("all instances discovered", lambda: len(pool_urls()) == instances)
-        t0, c0 = time.monotonic(), cpu_seconds(proc.pid)
-        time.sleep(duration)
-        idle = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
         keys = list(live)
-        next_id = instances
-        applied = []
-        t0, c0 = time.monotonic(), cpu_seconds(proc.pid)
-        rounds = 0
-        while time.monotonic() - t0 < duration:
+        next_id = [instances]
+
+        def churn_once():
             # The oldest leave, as many new ones join (URLs of 2N cycle:
-            # never one that is live).
+            # never one that is live); two transactions: etcd allows 128
+            # operations in one.
+            nonlocal keys
             gone, keys = keys[:per_second], keys[per_second:]
-            new = [(f"/svc/{n}", urls[n % len(urls)]) for n in range(next_id, next_id + len(gone))]
-            next_id += len(gone)
-            etcd_txn(etcd, puts=new, deletes=gone)
+            start_id = next_id[0]
+            new = [(f"/svc/{n}", urls[n % len(urls)]) for n in range(start_id, start_id + len(gone))]
+            next_id[0] += len(gone)
+            etcd_txn(etcd, deletes=gone)
+            etcd_txn(etcd, puts=new)
             keys += [k for k, _ in new]
-            want = {u for _, u in new}
+            return {u for _, u in new}
+
+        def churning(seconds, stop=None):
+            t0, rounds = time.monotonic(), 0
+            while time.monotonic() - t0 < seconds and not (stop and stop.is_set()):
+                churn_once()
+                rounds += 1
+                time.sleep(max(0.0, t0 + rounds - time.monotonic()))
+            return rounds
+
+        def cpu_share(action):
+            t0, c0 = time.monotonic(), cpu_seconds(proc.pid)
+            result = action()
+            return (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0), result
+
+        idle, _ = cpu_share(lambda: time.sleep(duration))
+        busy, rounds = cpu_share(lambda: churning(duration))
+        wait_until("the last churn applied", lambda: pool_urls() == {live_url for live_url in
+                   (urls[int(k.rsplit("/", 1)[1]) % len(urls)] for k in keys)})
+        # The time until a change is in the pool (bounded by refresh_ms).
+        seen = []
+        for _ in range(5):
+            want = churn_once()
             start = time.monotonic()
             wait_until("the churn applied", lambda: want <= pool_urls(), timeout=30)
-            applied.append(time.monotonic() - start)
-            rounds += 1
-            time.sleep(max(0.0, t0 + rounds - time.monotonic()))
-        busy = (cpu_seconds(proc.pid) - c0) / (time.monotonic() - t0)
-        print("| instances | churn | CPU without changes | CPU while churning | change seen in pool: p50 | max |")
-        print("|---|---|---|---|---|---|")
+            seen.append(time.monotonic() - start)
+
+        def wrk():
+            out = subprocess.run(["wrk", "-t1", "-c16", f"-d{int(duration)}s", "--latency",
+                                  f"http://127.0.0.1:{port}/"], capture_output=True, text=True,
+                                 check=True).stdout
+            rps = float(out.split("Requests/sec:")[1].split()[0])
+            p99 = out.split(" 99%")[1].split()[0]
+            return rps, p99
+
+        steady = wrk()
+        stop = threading.Event()
+        background = threading.Thread(target=churning, args=(duration + 5, stop))
+        background.start()
+        moving = wrk()
+        stop.set()
+        background.join()
+        print("| instances | churn | Switchyard CPU, no changes | while churning | change in the pool after (refresh_ms 1000): p50 / max | wrk -c16 steady | while churning |")
+        print("|---|---|---|---|---|---|---|")
         print(f"| {instances} | {per_second} replaced/s ({rounds} rounds) | {idle * 100:.1f}% of a core "
-              f"| {busy * 100:.1f}% of a core | {statistics.median(applied) * 1000:.0f} ms "
-              f"| {max(applied) * 1000:.0f} ms |")
+              f"| {busy * 100:.1f}% of a core | {statistics.median(seen) * 1000:.0f} / {max(seen) * 1000:.0f} ms "
+              f"| {steady[0]:.0f} req/s, p99 {steady[1]} | {moving[0]:.0f} req/s, p99 {moving[1]} |")
     finally:
         subprocess.run(["nginx", "-p", ngx, "-c", f"{ngx}/nginx.conf", "-s", "stop"],
                        stderr=subprocess.DEVNULL)
