@@ -468,14 +468,22 @@ impl Control {
             Ok(Ok(revision)) => Ok(revision),
             Ok(Err(newer)) => {
                 let now = newer.as_ref().map_or(0, |(_, r)| *r);
-                if let Some((theirs, revision)) = newer
-                    && let Err(error) = self.adopt_locked(inner, theirs, revision)
-                {
-                    tracing::error!(revision, %error, "a configuration from etcd was refused");
-                }
+                // What the write that came first changed, to name it.
+                let before = inner.config.clone();
+                let theirs = match newer {
+                    Some((theirs, revision)) => match self.adopt_locked(inner, theirs, revision) {
+                        Ok(_) => format!(" ({})", describe_change(&before, &inner.config).1),
+                        Err(error) => {
+                            tracing::error!(revision, %error, "a configuration from etcd was refused");
+                            String::new()
+                        }
+                    },
+                    None => String::new(),
+                };
                 Err(ChangeError::Conflict(format!(
-                    "another write changed the configuration (now revision {now}) after revision \
-                     {base} this change was based on; nothing was written: read it again and retry"
+                    "another write changed the configuration{theirs} after revision {base} this \
+                     change was based on (now revision {now}); nothing was written: read it again \
+                     and retry"
                 )))
             }
             Err(error) => Err(unavailable(&error.to_string(), base)),

@@ -368,6 +368,80 @@ async fn an_etcd_member_killed_the_replicas_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_reach_etcd_over_mutual_tls_as_an_etcd_user() {
+    use switchyard_tests::pki::{Pki, Usage};
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(pki_dir.path(), "etcd");
+    let server = pki.issue(
+        "server",
+        "etcd",
+        &["127.0.0.1"],
+        Usage::ServerAndClient,
+        false,
+    );
+    let curl = pki.issue("curl", "root", &[], Usage::Client, false);
+    // No CommonName: with authentication on, etcd's JSON gateway refuses a
+    // client certificate that has one (it would not be taken as the user).
+    let replica_cert = pki.issue("replica", "", &[], Usage::Client, false);
+    let etcd = Etcd::start_tls(&pki, server, curl);
+    etcd.enable_auth("s3cret");
+    std::fs::write(pki_dir.path().join("password"), "s3cret\n").unwrap();
+    let ups = upstreams(2);
+    let secure = format!(
+        "username = \"root\"\npassword_file = \"{}\"\n\
+         tls = {{ ca_file = \"{}\", cert_file = \"{}\", key_file = \"{}\" }}\n",
+        pki_dir.path().join("password").display(),
+        pki.ca_file().display(),
+        replica_cert.cert_file.display(),
+        replica_cert.key_file.display()
+    );
+    let config = replica_config(&etcd.urls(), &ups[0]).replace(
+        "timeout_ms = 1000\n",
+        &format!("timeout_ms = 1000\n{secure}"),
+    );
+    let start = || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = switchyard_tests::process::write_config(dir.path(), &config);
+        let process = Switchyard::serve(BINARY, &path);
+        let api = process.admin_url();
+        Replica { dir, process, api }
+    };
+    let replicas = [start(), start()];
+    for replica in &replicas {
+        let store = replica.store().await;
+        assert_eq!(store["in_sync"], true, "{store}");
+        assert_eq!(store["loaded_from"], "etcd", "{store}");
+    }
+    let (status, body) = set_instances(&replicas[0], &[&ups[1]]).await;
+    assert_eq!(status, 200, "{body}");
+    all_served_by(&replicas, "u1").await;
+
+    // A wrong password: the replica cannot read etcd, says why, and serves
+    // the file.
+    let wrong = config.replace(
+        &pki_dir.path().join("password").display().to_string(),
+        &pki_dir.path().join("wrong").display().to_string(),
+    );
+    std::fs::write(pki_dir.path().join("wrong"), "nope").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = switchyard_tests::process::write_config(dir.path(), &wrong);
+    let refused = Switchyard::serve(BINARY, &path);
+    let api = refused.admin_url();
+    let store = admin(reqwest::Method::GET, &format!("{api}/ready"), None)
+        .await
+        .1["store"]
+        .clone();
+    assert_eq!(store["in_sync"], false, "{store}");
+    assert!(
+        store["error"]
+            .as_str()
+            .unwrap()
+            .contains("authentication as `root` failed"),
+        "{store}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_from_a_compacted_revision_is_told_to_read_again() {
     use switchyard::store::etcd::{Etcd as Client, WatchEvent, prefix_end};
     let etcd = Etcd::start();

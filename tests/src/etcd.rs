@@ -3,6 +3,7 @@
 //! a temporary directory; members killed and started again), and a client
 //! of its HTTP/JSON API for what the tests write.
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,16 @@ use base64::engine::general_purpose::STANDARD;
 /// A running etcd cluster (one member or more); stopped when dropped.
 pub struct Etcd {
     members: Vec<Member>,
+    /// With TLS: the CA, etcd's certificate, and the client certificate
+    /// curl shows.
+    tls: Option<Tls>,
     _data: tempfile::TempDir,
+}
+
+struct Tls {
+    ca: PathBuf,
+    server: crate::pki::Issued,
+    client: crate::pki::Issued,
 }
 
 /// One member: its ports and data directory stay across a stop and start.
@@ -53,8 +63,41 @@ impl Etcd {
                 child: None,
             })
             .collect();
+        Self::launch(members, None, data)
+    }
+
+    /// Starts a one-member etcd serving clients over TLS only, with
+    /// `server` (a certificate of `pki` for `127.0.0.1`), requiring a
+    /// client certificate of `pki` (`--client-cert-auth`); curl shows
+    /// `client`.
+    ///
+    /// # Panics
+    /// When etcd cannot start or does not serve within a minute.
+    pub fn start_tls(
+        pki: &crate::pki::Pki,
+        server: crate::pki::Issued,
+        client: crate::pki::Issued,
+    ) -> Self {
+        let data = tempfile::tempdir().expect("a data dir");
+        let members = vec![Member {
+            name: "m0".into(),
+            client: free_port(),
+            peer: free_port(),
+            child: None,
+        }];
+        let tls = Tls {
+            ca: pki.ca_file(),
+            server,
+            client,
+        };
+        Self::launch(members, Some(tls), data)
+    }
+
+    fn launch(members: Vec<Member>, tls: Option<Tls>, data: tempfile::TempDir) -> Self {
+        let size = members.len();
         let mut etcd = Self {
             members,
+            tls,
             _data: data,
         };
         for i in 0..size {
@@ -77,9 +120,20 @@ impl Etcd {
             .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer))
             .collect();
         let member = &self.members[i];
-        let client = format!("http://127.0.0.1:{}", member.client);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), member.client);
         let peer = format!("http://127.0.0.1:{}", member.peer);
-        let child = Command::new("etcd")
+        let mut command = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            command
+                .arg("--cert-file")
+                .arg(&tls.server.cert_file)
+                .arg("--key-file")
+                .arg(&tls.server.key_file)
+                .arg("--trusted-ca-file")
+                .arg(&tls.ca)
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .args(["--name", &member.name, "--data-dir"])
             .arg(self._data.path().join(&member.name))
             .args([
@@ -145,12 +199,37 @@ impl Etcd {
         }
     }
 
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
+    }
+
     /// The client URLs of every member.
     pub fn urls(&self) -> Vec<String> {
         self.members
             .iter()
-            .map(|m| format!("http://127.0.0.1:{}", m.client))
+            .map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client))
             .collect()
+    }
+
+    /// Turns on etcd's authentication with user `root` (password
+    /// `password`): from then on every request needs a token.
+    ///
+    /// # Panics
+    /// When etcd refuses.
+    pub fn enable_auth(&self, password: &str) {
+        let call = |path: &str, body: serde_json::Value| {
+            self.call(path, &body)
+                .unwrap_or_else(|e| panic!("{path}: {e}"))
+        };
+        call(
+            "/v3/auth/user/add",
+            serde_json::json!({ "name": "root", "password": password }),
+        );
+        call(
+            "/v3/auth/user/grant",
+            serde_json::json!({ "user": "root", "role": "root" }),
+        );
+        call("/v3/auth/enable", serde_json::json!({}));
     }
 
     /// Compacts the history up to the current revision: a watch from an
@@ -197,10 +276,23 @@ impl Etcd {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<serde_json::Value, String> {
-        let output = Command::new("curl")
+        let mut curl = Command::new("curl");
+        if let Some(tls) = &self.tls {
+            curl.arg("--cacert")
+                .arg(&tls.ca)
+                .arg("--cert")
+                .arg(&tls.client.cert_file)
+                .arg("--key")
+                .arg(&tls.client.key_file);
+        }
+        let output = curl
             .args(["-sf", "-m", "5", "-X", "POST", "-d"])
             .arg(body.to_string())
-            .arg(format!("http://127.0.0.1:{}{path}", self.members[i].client))
+            .arg(format!(
+                "{}://127.0.0.1:{}{path}",
+                self.scheme(),
+                self.members[i].client
+            ))
             .output()
             .map_err(|e| e.to_string())?;
         if !output.status.success() {

@@ -31,6 +31,10 @@ pub enum Usage {
     Server,
     /// A TLS client's certificate.
     Client,
+    /// Both: a server that also connects to itself as a client (etcd's
+    /// gateway does, with its server certificate, under
+    /// `--client-cert-auth`).
+    ServerAndClient,
 }
 
 impl Pki {
@@ -85,10 +89,14 @@ impl Pki {
             });
         }
         params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![match usage {
-            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-        }];
+        params.extended_key_usages = match usage {
+            Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+            Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+            Usage::ServerAndClient => vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+        };
         if expired {
             params.not_before = rcgen::date_time_ymd(2019, 1, 1);
             params.not_after = rcgen::date_time_ymd(2020, 1, 1);

@@ -327,7 +327,14 @@ impl Etcd {
         let token = value["token"]
             .as_str()
             .filter(|_| status.is_success())
-            .ok_or_else(|| format!("authentication as `{name}` failed: HTTP {status}"))?
+            .ok_or_else(|| {
+                let text = String::from_utf8_lossy(&bytes);
+                let why = value["message"].as_str().or(value["error"].as_str());
+                format!(
+                    "authentication as `{name}` failed: HTTP {status}: {}",
+                    why.unwrap_or(text.trim())
+                )
+            })?
             .to_string();
         *self.token_slot() = Some(token.clone());
         Ok(Some(token))
