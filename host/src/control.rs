@@ -201,6 +201,7 @@ impl Control {
 
     /// The Prometheus text exposition of the data path and the router in force.
     pub fn render_metrics(&self) -> String {
+        self.reporting.metrics.store(&self.store_state());
         self.reporting.metrics.render(&self.router().snapshot())
     }
 

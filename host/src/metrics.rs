@@ -26,6 +26,8 @@
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
 //! | `switchyard_process_ready_since_seconds` | gauge (Unix time; 0 when not ready) | `pool`, `replica` |
+//! | `switchyard_config_revision` | gauge (the config store's revision in force) | — |
+//! | `switchyard_config_store_in_sync` | gauge (0/1: following the store now) | — |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -128,6 +130,8 @@ pub struct Metrics {
     mcp_tools: Family<McpToolLabels, Counter>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
+    config_revision: Gauge,
+    store_in_sync: Gauge,
 }
 
 impl Default for Metrics {
@@ -186,6 +190,18 @@ impl Default for Metrics {
             "tools/call of MCP routes, by route, target, tool and outcome",
             mcp_tools.clone(),
         );
+        let config_revision = Gauge::default();
+        let store_in_sync = Gauge::default();
+        registry.register(
+            "switchyard_config_revision",
+            "The revision of the configuration in force (etcd's, or the changes since start with the state file)",
+            config_revision.clone(),
+        );
+        registry.register(
+            "switchyard_config_store_in_sync",
+            "1 while the replica follows its config store (always with the state file), 0 while etcd is out of reach",
+            store_in_sync.clone(),
+        );
         Self {
             registry,
             requests,
@@ -196,6 +212,8 @@ impl Default for Metrics {
             mcp_tools,
             process_restarts,
             process_ready_since,
+            config_revision,
+            store_in_sync,
         }
     }
 }
@@ -293,6 +311,12 @@ impl Metrics {
                 replica: replica.to_string(),
             })
             .set(unix_seconds);
+    }
+
+    /// The config store's `state`, shown at the next scrape.
+    pub fn store(&self, state: &crate::store::SyncState) {
+        self.config_revision.set(state.revision);
+        self.store_in_sync.set(i64::from(state.in_sync));
     }
 
     /// The retry counter of `pool`.

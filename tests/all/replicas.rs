@@ -316,6 +316,27 @@ async fn three_replicas_share_one_configuration_through_etcd() {
         .await;
         assert_eq!(replica.served_by().await, "u1");
     }
+    let status = admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", replicas[0].api),
+        None,
+    )
+    .await
+    .1;
+    assert_eq!(status["store"]["in_sync"], false, "{}", status["store"]);
+    assert!(
+        status["store"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("unreachable")
+    );
+    let metrics = get(&client(), &format!("{}/metrics", replicas[0].api))
+        .await
+        .1;
+    assert!(
+        metrics.contains("switchyard_config_store_in_sync 0"),
+        "the metric says so too"
+    );
     // A replica restarted while etcd is down serves its cached copy.
     replicas[2].restart();
     let store = replicas[2].store().await;
