@@ -47,6 +47,8 @@ try {
   const instances = await rows.evaluateAll((trs) => trs.map((tr) => tr.dataset.instance));
   if (instances.length === 0) throw new Error("no instance rows");
   await page.locator("#live", { hasText: "live" }).waitFor({ timeout: bound });
+  // The config store and its revision (the demo keeps a state file).
+  await page.waitForFunction(() => /^file r\d+$/.test(document.getElementById("store").textContent), null, { timeout: bound });
 
   // Charts with points.
   await page.waitForFunction(() => [...document.querySelectorAll("[data-chart]")].some((c) => Number(c.dataset.points) >= 3), null, { timeout: bound });
