@@ -374,12 +374,21 @@ impl Control {
     ) -> Result<(Config, R), ChangeError> {
         let mut inner = self.lock();
         let etcd = match (&self.store, scope) {
-            (Store::Etcd(store), Scope::Shared(precondition)) => {
-                self.catch_up(&mut inner, store, precondition)?;
+            (Store::Etcd(store), Scope::Shared(_)) => {
+                self.catch_up(&mut inner, store)?;
                 Some(store)
             }
             _ => None,
         };
+        if let Scope::Shared(Some(base)) = scope
+            && base != inner.revision
+        {
+            return Err(ChangeError::Conflict(format!(
+                "the change is based on revision {base} but the configuration is at revision {} \
+                 (another write came first): read it again and retry",
+                inner.revision
+            )));
+        }
         let mut next = inner.config.clone();
         let edited = edit(&mut next)?;
         if next.listeners != inner.config.listeners
@@ -426,14 +435,8 @@ impl Control {
         Ok((next, edited))
     }
 
-    /// Brings `inner` up to etcd's newest revision before a shared change,
-    /// and checks the change's `precondition`.
-    fn catch_up(
-        &self,
-        inner: &mut Inner,
-        store: &EtcdStore,
-        precondition: Option<i64>,
-    ) -> Result<(), ChangeError> {
+    /// Brings `inner` up to etcd's newest revision before a shared change.
+    fn catch_up(&self, inner: &mut Inner, store: &EtcdStore) -> Result<(), ChangeError> {
         match block_on(store.read_document()) {
             Ok(Some((shared, revision))) => {
                 self.adopt_locked(inner, shared, revision).map_err(|e| {
@@ -443,17 +446,10 @@ impl Control {
                         inner.revision
                     ))
                 })?;
+                Ok(())
             }
-            Ok(None) => {}
-            Err(why) => return Err(unavailable(&why, inner.revision)),
-        }
-        match precondition {
-            Some(base) if base != inner.revision => Err(ChangeError::Conflict(format!(
-                "the change is based on revision {base} but the configuration is at revision {} \
-                 (another write came first): read it again and retry",
-                inner.revision
-            ))),
-            _ => Ok(()),
+            Ok(None) => Ok(()),
+            Err(why) => Err(unavailable(&why, inner.revision)),
         }
     }
 

@@ -347,10 +347,13 @@ fn precondition() -> Option<i64> {
 /// every successful `/v1/` answer carries `ETag: "N"`, and a change sent
 /// with `If-Match: "N"` is applied only if the configuration is still at
 /// revision N (else 409, as Kubernetes answers a stale `resourceVersion`).
-/// An `If-Match` that is not one revision is refused with 400.
+/// `If-Match: *` is no precondition; one that is not a revision is refused
+/// with 400.
 async fn revisions(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let given = match request.headers().get(header::IF_MATCH) {
+        // `*`: any revision (RFC 9110: the configuration always exists).
         None => None,
+        Some(value) if value.as_bytes() == b"*" => None,
         Some(value) => {
             let parsed = value
                 .to_str()

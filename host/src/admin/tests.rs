@@ -455,3 +455,46 @@ mod fuzz {
         }
     }
 }
+
+#[tokio::test]
+async fn if_match_makes_a_change_conditional_on_the_revision() {
+    let (app, _, _dir) = api(None);
+    let send = |method: &str, uri: &str, if_match: Option<&str>, body: Option<Value>| {
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(tag) = if_match {
+            request = request.header("if-match", tag);
+        }
+        let request = request
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let etag = response
+                .headers()
+                .get("etag")
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status(), etag)
+        }
+    };
+    let (status, etag) = send("GET", "/v1/config", None, None).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"0\"")));
+    let drain = "/v1/pools/web/instances/127.0.0.1:9001/drain";
+    // Stale: refused, nothing changed.
+    let (status, _) = send("POST", drain, Some("\"7\""), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Current: applied, and the answer carries the new revision.
+    let (status, etag) = send("POST", drain, Some("\"0\""), None).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"1\"")));
+    // The same precondition again is now stale.
+    let (status, _) = send("POST", drain, Some("\"0\""), None).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    // Not a revision: 400.
+    let (status, _) = send("POST", drain, Some("\"seven\""), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // `*`, or no precondition: on the newest.
+    let (status, etag) = send("POST", drain, Some("*"), None).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"2\"")));
+    let (status, etag) = send("POST", drain, None, None).await;
+    assert_eq!((status, etag.as_deref()), (StatusCode::OK, Some("\"3\"")));
+}
