@@ -250,45 +250,42 @@ impl Etcd {
         send.send_request(request).await.map_err(|e| e.to_string())
     }
 
-    /// A unary call: `body` POSTed to `path` on the endpoints in turn;
-    /// etcd's JSON answer.
-    async fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
-        let body = body.to_string();
+    /// [`post`](Self::post), and the whole answer read: status and body.
+    async fn post_and_read(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        body: &str,
+        token: Option<&str>,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let response = self.post(endpoint, path, body, token).await?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// `attempt` on the endpoints in turn, from the one that answered
+    /// last, each bounded by the call timeout: the first answer (its
+    /// endpoint is preferred from then on).
+    async fn on_some_endpoint<'a, T, F, Fut>(&'a self, attempt: F) -> Result<T, EtcdError>
+    where
+        F: Fn(&'a Endpoint) -> Fut,
+        Fut: std::future::Future<Output = Result<T, String>>,
+    {
         let mut last = String::from("no endpoint");
         let start = self.preferred.load(Ordering::Relaxed);
         for n in 0..self.endpoints.len() {
             let index = (start + n) % self.endpoints.len();
             let endpoint = &self.endpoints[index];
-            let attempt = async {
-                let token = self.token_for(endpoint).await?;
-                let response = self.post(endpoint, path, &body, token.as_deref()).await?;
-                let status = response.status();
-                let bytes = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .to_bytes();
-                let value: Value = serde_json::from_slice(&bytes)
-                    .map_err(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))?;
-                Ok::<_, String>((status, value))
-            };
-            match tokio::time::timeout(self.timeout, attempt).await {
-                Ok(Ok((status, value))) => {
+            match tokio::time::timeout(self.timeout, attempt(endpoint)).await {
+                Ok(Ok(answer)) => {
                     self.preferred.store(index, Ordering::Relaxed);
-                    if status.is_success() {
-                        return Ok(value);
-                    }
-                    let message = value["message"]
-                        .as_str()
-                        .or(value["error"].as_str())
-                        .unwrap_or("no message")
-                        .to_string();
-                    if message.contains("invalid auth token") {
-                        // Expired: authenticate again at the next call.
-                        *self.token_slot() = None;
-                    }
-                    return Err(EtcdError::Refused(format!("HTTP {status}: {message}")));
+                    return Ok(answer);
                 }
                 Ok(Err(why)) => last = format!("{}: {why}", endpoint.url),
                 Err(_) => {
@@ -296,11 +293,40 @@ impl Etcd {
                         "{}: no answer within {} ms",
                         endpoint.url,
                         self.timeout.as_millis()
-                    )
+                    );
                 }
             }
         }
         Err(EtcdError::Unreachable(last))
+    }
+
+    /// A unary call: `body` POSTed to `path` on the endpoints in turn;
+    /// etcd's JSON answer.
+    async fn call(&self, path: &str, body: &Value) -> Result<Value, EtcdError> {
+        let body = body.to_string();
+        let (status, value) = self
+            .on_some_endpoint(|endpoint| async {
+                let token = self.token_for(endpoint).await?;
+                let (status, bytes) = self
+                    .post_and_read(endpoint, path, &body, token.as_deref())
+                    .await?;
+                let value: Value = serde_json::from_slice(&bytes)
+                    .map_err(|_| format!("HTTP {status}: {}", String::from_utf8_lossy(&bytes)))?;
+                Ok((status, value))
+            })
+            .await?;
+        if status.is_success() {
+            return Ok(value);
+        }
+        let message = value["message"]
+            .as_str()
+            .or(value["error"].as_str())
+            .unwrap_or("no message");
+        if message.contains("invalid auth token") {
+            // Expired: authenticate again at the next call.
+            *self.token_slot() = None;
+        }
+        Err(EtcdError::Refused(format!("HTTP {status}: {message}")))
     }
 
     /// The auth token to send to `endpoint` (authenticating first when
@@ -313,16 +339,9 @@ impl Etcd {
             return Ok(Some(token));
         }
         let body = json!({ "name": name, "password": password }).to_string();
-        let response = self
-            .post(endpoint, "/v3/auth/authenticate", &body, None)
+        let (status, bytes) = self
+            .post_and_read(endpoint, "/v3/auth/authenticate", &body, None)
             .await?;
-        let status = response.status();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| e.to_string())?
-            .to_bytes();
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         let token = value["token"]
             .as_str()
@@ -420,34 +439,20 @@ impl Etcd {
             "start_revision": start_revision.to_string(),
         }})
         .to_string();
-        let mut opened = None;
-        let mut last = String::from("no endpoint");
-        let start = self.preferred.load(Ordering::Relaxed);
-        for n in 0..self.endpoints.len() {
-            let index = (start + n) % self.endpoints.len();
-            let endpoint = &self.endpoints[index];
-            let open = async {
+        let response = self
+            .on_some_endpoint(|endpoint| async {
                 let token = self.token_for(endpoint).await?;
                 self.post(endpoint, "/v3/watch", &body, token.as_deref())
                     .await
-            };
-            match tokio::time::timeout(self.timeout, open).await {
-                Ok(Ok(response)) if response.status().is_success() => {
-                    self.preferred.store(index, Ordering::Relaxed);
-                    opened = Some(response);
-                    break;
-                }
-                Ok(Ok(response)) => {
-                    return Err(EtcdError::Refused(format!(
-                        "watch: HTTP {}",
-                        response.status()
-                    )));
-                }
-                Ok(Err(why)) => last = format!("{}: {why}", endpoint.url),
-                Err(_) => last = format!("{}: no answer", endpoint.url),
-            }
+            })
+            .await?;
+        if !response.status().is_success() {
+            return Err(EtcdError::Refused(format!(
+                "watch: HTTP {}",
+                response.status()
+            )));
         }
-        let mut body = opened.ok_or(EtcdError::Unreachable(last))?.into_body();
+        let mut body = response.into_body();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| EtcdError::Unreachable(format!("watch: {e}")))?;

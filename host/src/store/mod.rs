@@ -487,14 +487,7 @@ async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
         plugins::fetch_all(store, dir).await?;
     }
     let prefix = store.prefix.as_bytes().to_vec();
-    let (kvs, revision) = store
-        .client
-        .range(&store.config_key(), None)
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(kv) = kvs.first() {
-        adopt(control, store, kv).await;
-    }
+    let revision = read_and_adopt(control, store).await?;
     if !store.lock().in_sync {
         tracing::info!(revision, "the config store is in sync again");
     }
@@ -522,17 +515,23 @@ async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
                 }
             }
             _ = check.tick() => {
-                let (kvs, _) = store
-                    .client
-                    .range(&store.config_key(), None)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if let Some(kv) = kvs.first() {
-                    adopt(control, store, kv).await;
-                }
+                read_and_adopt(control, store).await?;
             }
         }
     }
+}
+
+/// Reads the shared document and applies it when newer; etcd's revision.
+async fn read_and_adopt(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Result<i64, String> {
+    let (kvs, revision) = store
+        .client
+        .range(&store.config_key(), None)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(kv) = kvs.first() {
+        adopt(control, store, kv).await;
+    }
+    Ok(revision)
 }
 
 /// Applies one watch event; false when a resync is needed.
