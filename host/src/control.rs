@@ -6,7 +6,9 @@
 //! config did not change are reused with their health state, breakers,
 //! connections and plugin instances; drain flags are set in place),
 //! **persisted** (the whole configuration as JSON in the state file: temp
-//! file, fsync, rename, fsync of the directory) and only then **swapped in**
+//! file, fsync, rename, fsync of the directory; or, with the etcd store,
+//! committed to etcd by a transaction conditioned on the revision it was
+//! based on, see [`crate::store`]) and only then **swapped in**
 //! atomically ([`ArcSwap`]): a request already in flight keeps the router it
 //! started with, the next one gets the new router. Changes are serialised;
 //! a failed one changes nothing. Health tasks follow the pools: a reused
@@ -289,16 +291,20 @@ impl Control {
     /// It is invalid here or a plugin is refused: nothing changes.
     pub fn adopt(&self, shared: Shared, revision: i64) -> Result<bool, ChangeError> {
         let mut inner = self.lock();
-        self.adopt_locked(&mut inner, shared, revision)
+        self.adopt_locked(&mut inner, shared, revision, false)
     }
 
+    /// [`adopt`](Self::adopt); with `older_too`, a revision older than the
+    /// one in force is applied too (etcd was restored or replaced: its
+    /// newest is the truth).
     fn adopt_locked(
         &self,
         inner: &mut Inner,
         shared: Shared,
         revision: i64,
+        older_too: bool,
     ) -> Result<bool, ChangeError> {
-        if revision <= inner.revision {
+        if revision == inner.revision || (revision < inner.revision && !older_too) {
             return Ok(false);
         }
         let next = shared.clone().into_config(&inner.config);
@@ -439,7 +445,15 @@ impl Control {
     fn catch_up(&self, inner: &mut Inner, store: &EtcdStore) -> Result<(), ChangeError> {
         match block_on(store.read_document()) {
             Ok(Some((shared, revision))) => {
-                self.adopt_locked(inner, shared, revision).map_err(|e| {
+                if revision < inner.revision {
+                    tracing::warn!(
+                        revision,
+                        applied = inner.revision,
+                        "etcd's configuration is older than the one in force (etcd restored or \
+                         replaced?): taking etcd's"
+                    );
+                }
+                self.adopt_locked(inner, shared, revision, true).map_err(|e| {
                     ChangeError::Conflict(format!(
                         "etcd holds revision {revision}, which this replica cannot apply ({e}); \
                          it serves revision {}",
@@ -448,7 +462,19 @@ impl Control {
                 })?;
                 Ok(())
             }
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                if inner.revision != 0 {
+                    // Wiped or replaced: this change stores the whole
+                    // configuration again (conditioned on its absence).
+                    tracing::warn!(
+                        applied = inner.revision,
+                        "etcd holds no configuration any more: this change seeds it again"
+                    );
+                    inner.revision = 0;
+                    self.current.store(Arc::new((inner.config.clone(), 0)));
+                }
+                Ok(())
+            }
             Err(why) => Err(unavailable(&why, inner.revision)),
         }
     }
@@ -468,13 +494,15 @@ impl Control {
                 // What the write that came first changed, to name it.
                 let before = inner.config.clone();
                 let theirs = match newer {
-                    Some((theirs, revision)) => match self.adopt_locked(inner, theirs, revision) {
-                        Ok(_) => format!(" ({})", describe_change(&before, &inner.config).1),
-                        Err(error) => {
-                            tracing::error!(revision, %error, "a configuration from etcd was refused");
-                            String::new()
+                    Some((theirs, revision)) => {
+                        match self.adopt_locked(inner, theirs, revision, true) {
+                            Ok(_) => format!(" ({})", describe_change(&before, &inner.config).1),
+                            Err(error) => {
+                                tracing::error!(revision, %error, "a configuration from etcd was refused");
+                                String::new()
+                            }
                         }
-                    },
+                    }
                     None => String::new(),
                 };
                 Err(ChangeError::Conflict(format!(

@@ -389,6 +389,24 @@ async fn an_etcd_member_killed_the_replicas_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_store_is_seeded_again_by_the_next_write() {
+    let etcd = Etcd::start();
+    let ups = upstreams(2);
+    let replicas: Vec<Replica> = (0..2)
+        .map(|_| Replica::start(&etcd.urls(), &ups[0]))
+        .collect();
+    all_served_by(&replicas, "u0").await;
+    etcd.delete_prefix("/switchyard/");
+    // Both keep serving; the next write stores the whole configuration again.
+    all_served_by(&replicas, "u0").await;
+    let (status, body) = set_instances(&replicas[1], &[&ups[1]]).await;
+    assert_eq!(status, 200, "{body}");
+    all_served_by(&replicas, "u1").await;
+    let a = replicas[0].store().await["revision"].clone();
+    assert_eq!(a, replicas[1].store().await["revision"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_reach_etcd_over_mutual_tls_as_an_etcd_user() {
     use switchyard_tests::pki::{Pki, Usage};
     let pki_dir = tempfile::tempdir().unwrap();

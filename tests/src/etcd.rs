@@ -312,6 +312,22 @@ impl Etcd {
         granted["ID"].as_str().expect("a lease id").to_string()
     }
 
+    /// Deletes every key under `prefix`.
+    ///
+    /// # Panics
+    /// When etcd refuses.
+    pub fn delete_prefix(&self, prefix: &str) {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        self.call(
+            "/v3/kv/deleterange",
+            &serde_json::json!({ "key": STANDARD.encode(prefix), "range_end": STANDARD.encode(end) }),
+        )
+        .expect("delete");
+    }
+
     /// Puts `key` = `value`, with `lease` when given.
     ///
     /// # Panics

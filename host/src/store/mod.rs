@@ -214,16 +214,6 @@ impl EtcdStore {
         })
     }
 
-    /// The etcd client.
-    pub fn client(&self) -> &Etcd {
-        &self.client
-    }
-
-    /// The key prefix of this deployment.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-
     fn config_key(&self) -> Vec<u8> {
         format!("{}config", self.prefix).into_bytes()
     }
@@ -464,8 +454,10 @@ pub fn follow(control: &Arc<Control>, store: Arc<EtcdStore>) -> tokio::task::Joi
     })
 }
 
-/// Exponential backoff with full jitter (AWS's "Exponential Backoff And
-/// Jitter"): 100 ms doubling to 5 s.
+/// Exponential backoff with "equal jitter" (AWS's "Exponential Backoff
+/// And Jitter"): a delay doubling from 100 ms to 5 s, of which a random
+/// half is waited, so that replicas that lost etcd together do not all
+/// come back at once.
 #[derive(Default)]
 struct Backoff(u32);
 
