@@ -66,6 +66,7 @@ pub struct Etcd {
     endpoints: Vec<Endpoint>,
     /// The endpoint that answered last: tried first.
     preferred: AtomicUsize,
+    /// TLS to `https://` endpoints (set whenever there is one).
     tls: Option<Arc<UpstreamTls>>,
     credentials: Option<(String, String)>,
     /// The auth token, replaced when etcd says it expired.
@@ -77,9 +78,29 @@ pub struct Etcd {
 #[derive(Debug, Clone)]
 struct Endpoint {
     https: bool,
+    /// The host to connect to (an IPv6 address without brackets).
     host: String,
+    /// `host:port` as the Host header says it.
+    authority: String,
     port: u16,
     url: String,
+}
+
+/// An HTTP/1.1 client connection over `io`, driven by its own task.
+async fn handshake<IO>(
+    io: IO,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(send)
 }
 
 /// `bytes` as base64, as the gateway wants keys and values.
@@ -158,10 +179,15 @@ impl Etcd {
                     .trim_end_matches(']')
                     .to_string();
                 let port = uri.port_u16().unwrap_or(2379);
+                let authority = match uri.port_u16() {
+                    Some(_) => uri.authority().map(ToString::to_string).unwrap_or_default(),
+                    None => format!("{}:{port}", uri.host().unwrap_or_default()),
+                };
                 Ok(Endpoint {
                     https,
                     host,
                     port,
+                    authority,
                     url: url.trim_end_matches('/').to_string(),
                 })
             })
@@ -169,6 +195,13 @@ impl Etcd {
         if endpoints.is_empty() {
             return Err("give at least one endpoint".into());
         }
+        // `https://` without TLS settings: Mozilla's roots, built once.
+        let tls = match tls {
+            None if endpoints.iter().any(|e| e.https) => Some(Arc::new(
+                UpstreamTls::load(None, Vec::new()).map_err(|(_, e)| e)?,
+            )),
+            tls => tls,
+        };
         Ok(Self {
             endpoints,
             preferred: AtomicUsize::new(0),
@@ -185,11 +218,6 @@ impl Etcd {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The endpoints' URLs, as configured.
-    pub fn endpoint_urls(&self) -> Vec<String> {
-        self.endpoints.iter().map(|e| e.url.clone()).collect()
-    }
-
     /// Opens an HTTP/1.1 connection to `endpoint`.
     async fn connect(
         &self,
@@ -199,31 +227,16 @@ impl Etcd {
             .await
             .map_err(|e| e.to_string())?;
         let _ = tcp.set_nodelay(true);
-        macro_rules! handshake {
-            ($io:expr) => {{
-                let (send, connection) =
-                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new($io))
-                        .await
-                        .map_err(|e| e.to_string())?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-                send
-            }};
-        }
-        Ok(if endpoint.https {
-            let tls = match &self.tls {
-                Some(tls) => Arc::clone(tls),
-                None => Arc::new(UpstreamTls::load(None, Vec::new()).map_err(|(_, e)| e)?),
-            };
-            handshake!(
-                tls.connect(&endpoint.host, tcp)
+        match (&self.tls, endpoint.https) {
+            (Some(tls), true) => {
+                let tls = tls
+                    .connect(&endpoint.host, tcp)
                     .await
-                    .map_err(|e| e.to_string())?
-            )
-        } else {
-            handshake!(tcp)
-        })
+                    .map_err(|e| e.to_string())?;
+                handshake(tls).await
+            }
+            _ => handshake(tcp).await,
+        }
     }
 
     /// POSTs `body` to `path` on `endpoint`; the response's head.
@@ -236,10 +249,7 @@ impl Etcd {
     ) -> Result<http::Response<Incoming>, String> {
         let mut send = self.connect(endpoint).await?;
         let mut request = http::Request::post(path)
-            .header(
-                http::header::HOST,
-                format!("{}:{}", endpoint.host, endpoint.port),
-            )
+            .header(http::header::HOST, &endpoint.authority)
             .header(http::header::CONTENT_TYPE, "application/json");
         if let Some(token) = token {
             request = request.header(http::header::AUTHORIZATION, token);
