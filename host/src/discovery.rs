@@ -1,18 +1,21 @@
-//! Service discovery (`discovery = { kind = … }` on a pool): every
-//! `refresh_ms` the pool's discovered instances are made to match what the
-//! source says — through a config change, so that instances that stay keep
+//! Service discovery (`discovery = { kind = … }` on a pool): the pool's
+//! discovered instances are made to match what the source says — through a
+//! config change, so that instances that stay keep
 //! their state (the in-place membership update) and new ones start fresh.
 //! Discovered instances carry the label `discovered = "dns"` (or `"etcd"`);
 //! the static `instances` are never touched. A failed lookup keeps the
 //! instances as they are (and says so in the log): an outage of the source
 //! does not empty a pool.
 //!
-//! - `dns`, as Envoy's `STRICT_DNS` clusters: the name resolved (an
-//!   `A`/`AAAA` address with the configured port, or each `SRV` record's
-//!   target resolved, with the record's port).
+//! - `dns`, as Envoy's `STRICT_DNS` clusters: every `refresh_ms` the name
+//!   resolved (an `A`/`AAAA` address with the configured port, or each
+//!   `SRV` record's target resolved, with the record's port).
 //! - `etcd`: every key under the prefix, its value an instance's URL;
-//!   instances register with a lease and vanish when it expires. Read with
-//!   [`crate::store::etcd`], the client of etcd's HTTP/JSON API.
+//!   instances register with a lease and vanish when it expires. The prefix
+//!   is read, then watched (a change reaches the pool as it happens; a
+//!   burst of changes is one config change), and read again in full every
+//!   `refresh_ms`; with [`crate::store::etcd`], the client of etcd's
+//!   HTTP/JSON API.
 //!
 //! Discovered instances are each replica's own: with the etcd config
 //! store, they are never written to the shared configuration.
@@ -30,18 +33,20 @@ use tokio::time::Instant;
 
 use crate::config::{DiscoveryConfig, DnsDiscovery, DnsRecordType, EtcdDiscovery, InstanceConfig};
 use crate::control::Control;
-use crate::store::etcd::{Etcd, prefix_end};
+use crate::store::etcd::{Etcd, WatchEvent, prefix_end};
 
 /// The label discovered instances carry (its value: `dns` or `etcd`).
 pub const LABEL: &str = "discovered";
 
-/// Runs discovery for every pool that has it, until `control` is dropped.
+/// Runs discovery for every pool that has it, until `control` is dropped
+/// (its etcd watchers with it).
 pub fn spawn(control: &Arc<Control>) -> tokio::task::JoinHandle<()> {
     let control = Arc::downgrade(control);
     tokio::spawn(async move {
         let mut due: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut watchers = Watchers::default();
         loop {
-            let Some(next) = round(&control, &mut due).await else {
+            let Some(next) = round(&control, &mut due, &mut watchers).await else {
                 return;
             };
             tokio::time::sleep_until(next).await;
@@ -49,9 +54,54 @@ pub fn spawn(control: &Arc<Control>) -> tokio::task::JoinHandle<()> {
     })
 }
 
+/// The etcd watcher of each pool discovered from etcd, with the settings it
+/// follows; aborted when dropped.
+#[derive(Default)]
+struct Watchers(BTreeMap<String, (EtcdDiscovery, tokio::task::JoinHandle<()>)>);
+
+impl Watchers {
+    /// Makes the watchers those of `pools` (started, restarted with new
+    /// settings, stopped for pools that no longer have one).
+    fn keep(&mut self, control: &Weak<Control>, pools: &[(String, DiscoveryConfig)]) {
+        let wanted: BTreeMap<&String, &EtcdDiscovery> = pools
+            .iter()
+            .filter_map(|(pool, d)| match d {
+                DiscoveryConfig::Etcd(etcd) => Some((pool, etcd)),
+                DiscoveryConfig::Dns(_) => None,
+            })
+            .collect();
+        self.0.retain(|pool, (settings, task)| {
+            let keep = wanted.get(pool).is_some_and(|w| *w == settings);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (pool, settings) in wanted {
+            if !self.0.contains_key(pool) {
+                let task =
+                    tokio::spawn(follow_etcd(control.clone(), pool.clone(), settings.clone()));
+                self.0.insert(pool.clone(), (settings.clone(), task));
+            }
+        }
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        for (_, task) in self.0.values() {
+            task.abort();
+        }
+    }
+}
+
 /// Resolves every pool whose time has come; when the next one is due
 /// (`None` once Switchyard is gone).
-async fn round(control: &Weak<Control>, due: &mut BTreeMap<String, Instant>) -> Option<Instant> {
+async fn round(
+    control: &Weak<Control>,
+    due: &mut BTreeMap<String, Instant>,
+    watchers: &mut Watchers,
+) -> Option<Instant> {
     let pools: Vec<(String, DiscoveryConfig)> = control
         .upgrade()?
         .config()
@@ -59,26 +109,20 @@ async fn round(control: &Weak<Control>, due: &mut BTreeMap<String, Instant>) -> 
         .iter()
         .filter_map(|(name, p)| p.discovery.clone().map(|d| (name.clone(), d)))
         .collect();
+    watchers.keep(control, &pools);
     due.retain(|name, _| pools.iter().any(|(n, _)| n == name));
     let now = Instant::now();
     for (pool, discovery) in &pools {
+        let DiscoveryConfig::Dns(dns) = discovery else {
+            continue;
+        };
         if due.get(pool).is_some_and(|at| *at > now) {
             continue;
         }
-        let (refresh_ms, source, found) = match discovery {
-            DiscoveryConfig::Dns(dns) => (dns.refresh_ms, "dns", resolve(dns).await),
-            DiscoveryConfig::Etcd(etcd) => (etcd.refresh_ms, "etcd", read_etcd(etcd).await),
-        };
-        due.insert(pool.clone(), now + Duration::from_millis(refresh_ms));
-        match found {
-            Ok(urls) => apply(control, pool, source, urls).await,
-            Err(why) => {
-                tracing::warn!(
-                    pool,
-                    source,
-                    "discovery failed; the instances stay as they are: {why}"
-                )
-            }
+        due.insert(pool.clone(), now + Duration::from_millis(dns.refresh_ms));
+        match resolve(dns).await {
+            Ok(urls) => apply(control, pool, "dns", urls).await,
+            Err(why) => failed(pool, "dns", &why),
         }
     }
     // Look again at least every second: a pool may have gained discovery.
@@ -152,23 +196,93 @@ fn resolver(dns: &DnsDiscovery) -> Result<TokioResolver, String> {
     builder.build().map_err(|e| e.to_string())
 }
 
-/// The instances' URLs under `etcd.prefix`: the values of its keys.
-///
-/// # Errors
-/// Why etcd could not be read (every endpoint tried).
-pub async fn read_etcd(etcd: &EtcdDiscovery) -> Result<BTreeSet<String>, String> {
-    let client = Etcd::new(&etcd.endpoints, None, None, Duration::from_secs(5))?;
+fn failed(pool: &str, source: &str, why: &str) {
+    tracing::warn!(
+        pool,
+        source,
+        "discovery failed; the instances stay as they are: {why}"
+    );
+}
+
+/// An instance's URL from the value of an etcd key, if it is one.
+fn instance_url(value: &[u8]) -> Option<String> {
+    let url = std::str::from_utf8(value).ok()?.trim();
+    (url.starts_with("http://") || url.starts_with("https://")).then(|| url.to_string())
+}
+
+/// Follows `pool`'s instances under `etcd.prefix`, until aborted: the
+/// prefix read (every key an instance, its value the URL), then watched
+/// from that revision — a registration or an expired lease reaches the
+/// pool as it happens — and read again in full every `refresh_ms`. A failed
+/// read or a broken watch keeps the instances and tries again with backoff.
+async fn follow_etcd(control: Weak<Control>, pool: String, etcd: EtcdDiscovery) {
+    let client = match Etcd::new(&etcd.endpoints, None, None, Duration::from_secs(5)) {
+        Ok(client) => client,
+        Err(why) => return failed(&pool, "etcd", &why),
+    };
+    let mut backoff = crate::store::Backoff::default();
+    loop {
+        match watch_etcd(&control, &pool, &etcd, &client).await {
+            Ok(()) => backoff = crate::store::Backoff::default(),
+            Err(why) => failed(&pool, "etcd", &why),
+        }
+        if control.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+/// One read and watch of [`follow_etcd`]; `Ok` when the watch asks for a
+/// fresh read (compaction, or the full read is due).
+async fn watch_etcd(
+    control: &Weak<Control>,
+    pool: &str,
+    etcd: &EtcdDiscovery,
+    client: &Etcd,
+) -> Result<(), String> {
     let prefix = etcd.prefix.as_bytes();
-    let (kvs, _) = client
-        .range(prefix, Some(&prefix_end(prefix)))
+    let end = prefix_end(prefix);
+    let (kvs, revision) = client
+        .range(prefix, Some(&end))
         .await
         .map_err(|e| e.to_string())?;
-    Ok(kvs
+    let mut instances: BTreeMap<Vec<u8>, String> = kvs
         .into_iter()
-        .filter_map(|kv| String::from_utf8(kv.value).ok())
-        .map(|v| v.trim().to_string())
-        .filter(|v| v.starts_with("http://") || v.starts_with("https://"))
-        .collect())
+        .filter_map(|kv| instance_url(&kv.value).map(|url| (kv.key, url)))
+        .collect();
+    apply(control, pool, "etcd", instances.values().cloned().collect()).await;
+    let (events, mut received) = tokio::sync::mpsc::channel(64);
+    let watch = client.watch(prefix, &end, revision + 1, &events);
+    tokio::pin!(watch);
+    let reread = tokio::time::sleep(Duration::from_millis(etcd.refresh_ms));
+    tokio::pin!(reread);
+    loop {
+        let event = tokio::select! {
+            ended = &mut watch => return ended.map_err(|e| e.to_string()),
+            () = &mut reread => return Ok(()),
+            Some(event) = received.recv() => event,
+        };
+        // What arrived meanwhile too: one config change for a burst.
+        let mut pending = vec![event];
+        while let Ok(more) = received.try_recv() {
+            pending.push(more);
+        }
+        for event in pending {
+            match event {
+                WatchEvent::Compacted(_) => return Ok(()),
+                WatchEvent::Changed(changes, _) => {
+                    for (key, kv) in changes {
+                        match kv.and_then(|kv| instance_url(&kv.value)) {
+                            Some(url) => instances.insert(key, url),
+                            None => instances.remove(&key),
+                        };
+                    }
+                }
+            }
+        }
+        apply(control, pool, "etcd", instances.values().cloned().collect()).await;
+    }
 }
 
 /// Makes `pool`'s instances discovered from `source` `urls` (a config

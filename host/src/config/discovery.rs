@@ -26,7 +26,8 @@ pub enum DiscoveryConfig {
 
 /// etcd service discovery: every key under `prefix` is an instance, its
 /// value the instance's URL (`http://host:port`). Instances register with a
-/// lease (`etcdctl put --lease=…`) and disappear when it expires.
+/// lease (`etcdctl put --lease=…`) and disappear when it expires. The
+/// prefix is watched: changes reach the pool as they happen.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EtcdDiscovery {
@@ -34,7 +35,8 @@ pub struct EtcdDiscovery {
     pub endpoints: Vec<String>,
     /// The key prefix, e.g. `/services/api/`.
     pub prefix: String,
-    /// How often the prefix is read again, ms. Default 1000.
+    /// How often the prefix is read again in full, besides the watch (a
+    /// safety net for a connection that died silently), ms. Default 10000.
     #[serde(default = "defaults::etcd_refresh_ms")]
     pub refresh_ms: u64,
 }
@@ -81,7 +83,7 @@ mod defaults {
         5_000
     }
     pub fn etcd_refresh_ms() -> u64 {
-        1_000
+        10_000
     }
 }
 

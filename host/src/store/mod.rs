@@ -449,7 +449,7 @@ pub fn follow(control: &Arc<Control>, store: Arc<EtcdStore>) -> tokio::task::Joi
                     store.set_error(Some(why));
                 }
             }
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     })
 }
@@ -459,10 +459,11 @@ pub fn follow(control: &Arc<Control>, store: Arc<EtcdStore>) -> tokio::task::Joi
 /// half is waited, so that replicas that lost etcd together do not all
 /// come back at once.
 #[derive(Default)]
-struct Backoff(u32);
+pub struct Backoff(u32);
 
 impl Backoff {
-    fn next(&mut self) -> Duration {
+    /// The next delay to wait.
+    pub fn next_delay(&mut self) -> Duration {
         let cap = 100u64.saturating_mul(1 << self.0.min(6)).min(5000);
         self.0 = self.0.saturating_add(1);
         Duration::from_millis(fastrand::u64(cap / 2..=cap))
@@ -658,9 +659,9 @@ mod tests {
     #[test]
     fn backoff_grows_with_jitter_to_five_seconds() {
         let mut backoff = Backoff::default();
-        let first = backoff.next();
+        let first = backoff.next_delay();
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
-        let last = (0..20).map(|_| backoff.next()).last().unwrap();
+        let last = (0..20).map(|_| backoff.next_delay()).last().unwrap();
         assert!(last >= Duration::from_millis(2500) && last <= Duration::from_secs(5));
     }
 }
