@@ -389,6 +389,39 @@ async fn an_etcd_member_killed_the_replicas_go_on() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_or_deleted_plugin_leaves_no_chunks_behind() {
+    let etcd = Etcd::start();
+    let ups = upstreams(1);
+    let replica = Replica::start(&etcd.urls(), &ups[0]);
+    let put = |bytes: Vec<u8>| {
+        let request = client()
+            .put(format!("{}/v1/plugins/p1", replica.api))
+            .body(bytes);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    let plugin = std::fs::read(fixtures::LABEL_AFFINITY).unwrap();
+    assert_eq!(put(padded(plugin.clone(), 600_000)).await, 201);
+    let chunks = etcd.keys("/switchyard/blobs/");
+    assert_eq!(chunks.len(), 2, "{chunks:?}");
+    // Replaced: only the new content's chunks are left.
+    assert_eq!(put(plugin.clone()).await, 200);
+    let sha = switchyard::plugin::sha256_hex(&plugin);
+    assert_eq!(
+        etcd.keys("/switchyard/blobs/"),
+        [format!("/switchyard/blobs/{sha}/00000")]
+    );
+    // Deleted: nothing is left.
+    let deleted = client()
+        .delete(format!("{}/v1/plugins/p1", replica.api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert!(etcd.keys("/switchyard/blobs/").is_empty());
+    assert!(etcd.keys("/switchyard/plugins/").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_store_is_seeded_again_by_the_next_write() {
     let etcd = Etcd::start();
     let ups = upstreams(2);

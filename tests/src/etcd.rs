@@ -312,6 +312,31 @@ impl Etcd {
         granted["ID"].as_str().expect("a lease id").to_string()
     }
 
+    /// Every key under `prefix`, in order.
+    ///
+    /// # Panics
+    /// When etcd refuses.
+    pub fn keys(&self, prefix: &str) -> Vec<String> {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let range = self
+            .call(
+                "/v3/kv/range",
+                &serde_json::json!({ "key": STANDARD.encode(prefix), "range_end": STANDARD.encode(end), "keys_only": true }),
+            )
+            .expect("range");
+        range["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| kv["key"].as_str())
+            .filter_map(|k| STANDARD.decode(k).ok())
+            .filter_map(|k| String::from_utf8(k).ok())
+            .collect()
+    }
+
     /// Deletes every key under `prefix`.
     ///
     /// # Panics

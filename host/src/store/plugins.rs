@@ -52,11 +52,13 @@ pub fn name_of<'k>(store: &EtcdStore, key: &'k [u8]) -> Option<&'k str> {
     std::str::from_utf8(rest).ok().filter(|n| !n.is_empty())
 }
 
-/// Stores `bytes` as the plugin `name`: chunks first, then the name.
+/// Stores `bytes` as the plugin `name`: chunks first, then the name; the
+/// chunks of the content it replaced go unless another name has it.
 ///
 /// # Errors
 /// etcd unreachable or refusing.
 pub async fn publish(store: &EtcdStore, name: &str, bytes: &[u8]) -> Result<(), EtcdError> {
+    let before = names(store).await?;
     let sha256 = sha256_hex(bytes);
     let blob = blob_prefix(store, &sha256);
     let chunks = bytes.chunks(CHUNK_BYTES).collect::<Vec<_>>();
@@ -75,7 +77,30 @@ pub async fn publish(store: &EtcdStore, name: &str, bytes: &[u8]) -> Result<(), 
         &name_key(store, name),
         &serde_json::to_vec(&manifest).unwrap_or_default(),
     )
-    .await
+    .await?;
+    match orphaned(&before, name, &manifest.sha256) {
+        Some(old) => delete_blob(store, old).await,
+        None => Ok(()),
+    }
+}
+
+/// The content `name` had in `all` when no other name has it and it is not
+/// `kept`: its chunks can go.
+fn orphaned<'a>(all: &'a [(String, Manifest)], name: &str, kept: &str) -> Option<&'a str> {
+    let (_, old) = all.iter().find(|(n, _)| n == name)?;
+    let shared = all.iter().any(|(n, m)| n != name && m.sha256 == old.sha256);
+    (old.sha256 != kept && !shared).then_some(old.sha256.as_str())
+}
+
+async fn delete_blob(store: &EtcdStore, sha256: &str) -> Result<(), EtcdError> {
+    let blob = blob_prefix(store, sha256);
+    let delete = json!({ "request_delete_range": {
+        "key": b64(&blob), "range_end": b64(&prefix_end(&blob)) } });
+    store
+        .client
+        .txn(Vec::new(), vec![delete], Vec::new())
+        .await
+        .map(drop)
 }
 
 async fn put(store: &EtcdStore, key: &[u8], value: &[u8]) -> Result<(), EtcdError> {
@@ -217,4 +242,34 @@ async fn fetch(
         "plugin fetched from etcd"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(sha256: &str) -> Manifest {
+        Manifest {
+            sha256: sha256.into(),
+            size: 1,
+            chunks: 1,
+        }
+    }
+
+    #[test]
+    fn chunks_go_when_no_name_has_them_any_more() {
+        let all = vec![
+            ("a".to_string(), manifest("111")),
+            ("b".to_string(), manifest("222")),
+            ("c".to_string(), manifest("222")),
+        ];
+        // `a` replaced by other content: its old chunks go.
+        assert_eq!(orphaned(&all, "a", "333"), Some("111"));
+        // Replaced by the same content: they stay.
+        assert_eq!(orphaned(&all, "a", "111"), None);
+        // `b`'s content is `c`'s too: it stays.
+        assert_eq!(orphaned(&all, "b", ""), None);
+        // A new name replaces nothing.
+        assert_eq!(orphaned(&all, "d", "444"), None);
+    }
 }
