@@ -182,6 +182,24 @@ impl utoipa::Modify for ErrorResponses {
                 )
                 .build()
         };
+        let if_match = {
+            use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+            use utoipa::openapi::schema::{ObjectBuilder, Type};
+            ParameterBuilder::new()
+                .name("If-Match")
+                .parameter_in(ParameterIn::Header)
+                .required(utoipa::openapi::Required::False)
+                .description(Some(
+                    "Apply the change only if the configuration is at this revision (the `ETag` \
+                     of an earlier answer), else 409",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .pattern(Some(r#"^(\*|"[0-9]{1,18}")$"#)),
+                ))
+                .build()
+        };
         for (path, item) in &mut openapi.paths.paths {
             let open = OPEN_PATHS.contains(&path.as_str());
             let operations = [
@@ -195,6 +213,12 @@ impl utoipa::Modify for ErrorResponses {
                 let Some(operation) = operation else {
                     continue;
                 };
+                if changes && !open {
+                    operation
+                        .parameters
+                        .get_or_insert_with(Vec::new)
+                        .push(RefOr::T(if_match.clone()));
+                }
                 let responses = &mut operation.responses.responses;
                 let mut add = |code: &str, description: &str| {
                     responses
