@@ -164,12 +164,13 @@ pub async fn upload(
         temp.write_all(&body).map_err(io)?;
         temp.as_file().sync_all().map_err(io)?;
         let mut described = describe(control.plugin_host(), &name, temp.path(), &body)?;
+        let existed = path.exists();
         if let Some(store) = control.etcd() {
-            // Shared before it is acknowledged: every replica fetches it.
+            // Shared before it is acknowledged: every replica fetches it
+            // (this one's follower may write the file before we do).
             crate::store::block_on(crate::store::plugins::publish(store, &name, &body))
                 .map_err(|e| unavailable(&e))?;
         }
-        let existed = path.exists();
         temp.persist(&path).map_err(|e| io(e.error))?;
         let users = if existed {
             control.reload_plugin(&path)?
@@ -240,10 +241,10 @@ pub async fn delete(
             .map_err(|e| unavailable(&e))?;
     }
     match std::fs::remove_file(&path) {
+        // NotFound: it existed above; with etcd, this replica's follower
+        // may have removed it first.
         Ok(()) => Ok(StatusCode::NO_CONTENT),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            Err(ApiError::NotFound(format!("no plugin `{name}`")))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StatusCode::NO_CONTENT),
         Err(e) => Err(ApiError::Internal(format!("{}: {e}", path.display()))),
     }
 }

@@ -553,7 +553,7 @@ async fn handle(
         } else if let Some(dir) = dir
             && let Some(name) = plugins::name_of(store, &key)
         {
-            plugins::apply_change(store, dir, name, kv).await;
+            plugins::apply_change(store, dir, name).await;
         }
     }
     true

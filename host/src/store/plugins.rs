@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::EtcdStore;
-use super::etcd::{EtcdError, Kv, b64, prefix_end};
+use super::etcd::{EtcdError, b64, prefix_end};
 use crate::plugin::sha256_hex;
 
 /// Bytes per chunk: 512 KiB (683 KiB as the gateway's base64), well under
@@ -168,21 +168,30 @@ pub async fn fetch_all(store: &EtcdStore, dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies a change of `PREFIX plugins/NAME` seen by the watch: `Some`
-/// stored or replaced, `None` removed. Failures are logged (the next
-/// resync tries again).
-pub async fn apply_change(store: &EtcdStore, dir: &Path, name: &str, kv: Option<Kv>) {
-    let outcome = match kv {
-        Some(kv) => match serde_json::from_slice::<Manifest>(&kv.value) {
-            Ok(manifest) => fetch(store, dir, name, &manifest).await,
-            Err(e) => Err(format!("plugin `{name}` in etcd: {e}")),
-        },
-        None => match std::fs::remove_file(file(dir, name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-            _ => Ok(()),
-        },
+/// Applies a change of `PREFIX plugins/NAME` seen by the watch: what the
+/// name holds *now* is read and made the file (stored or replaced) or the
+/// file removed — an event older than a write of this replica's own never
+/// puts older bytes back. Failures are logged (the next resync tries again).
+pub async fn apply_change(store: &EtcdStore, dir: &Path, name: &str) {
+    let outcome = async {
+        let (kvs, _) = store
+            .client
+            .range(&name_key(store, name), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        match kvs.first() {
+            Some(kv) => {
+                let manifest = serde_json::from_slice::<Manifest>(&kv.value)
+                    .map_err(|e| format!("plugin `{name}` in etcd: {e}"))?;
+                fetch(store, dir, name, &manifest).await
+            }
+            None => match std::fs::remove_file(file(dir, name)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
+                _ => Ok(()),
+            },
+        }
     };
-    if let Err(error) = outcome {
+    if let Err(error) = outcome.await {
         tracing::warn!(plugin = name, %error, "a plugin from etcd was not applied");
     }
 }
