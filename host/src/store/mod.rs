@@ -479,15 +479,17 @@ async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
     if let Some(dir) = &dir {
         plugins::fetch_all(store, dir).await?;
     }
-    let prefix = store.prefix.as_bytes().to_vec();
     let revision = read_and_adopt(control, store).await?;
     if !store.lock().in_sync {
         tracing::info!(revision, "the config store is in sync again");
     }
     store.set_error(None);
     let (events, mut received) = tokio::sync::mpsc::channel(64);
-    let end = prefix_end(&prefix);
-    let watch = store.client.watch(&prefix, &end, revision + 1, &events);
+    // From `PREFIX config` to the prefix's end: the document and the plugin
+    // names (`PREFIX plugins/…`), not the chunks (`PREFIX blobs/…` sorts
+    // before), whose megabytes each replica reads once, by range, anyway.
+    let (from, end) = (store.config_key(), prefix_end(store.prefix.as_bytes()));
+    let watch = store.client.watch(&from, &end, revision + 1, &events);
     tokio::pin!(watch);
     // A watch on a connection that silently died (a partition: no FIN)
     // would wait forever: etcd is read every CHECK, which also catches a

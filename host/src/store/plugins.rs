@@ -42,6 +42,8 @@ fn name_key(store: &EtcdStore, name: &str) -> Vec<u8> {
     format!("{}plugins/{name}", store.prefix).into_bytes()
 }
 
+/// Chunks live under `PREFIX blobs/`, which sorts before `PREFIX config`:
+/// the follower's watch (from `config` on) does not carry them.
 fn blob_prefix(store: &EtcdStore, sha256: &str) -> Vec<u8> {
     format!("{}blobs/{sha256}/", store.prefix).into_bytes()
 }
