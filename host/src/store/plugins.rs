@@ -62,12 +62,9 @@ pub fn name_of<'k>(store: &EtcdStore, key: &'k [u8]) -> Option<&'k str> {
 pub async fn publish(store: &EtcdStore, name: &str, bytes: &[u8]) -> Result<(), EtcdError> {
     let before = names(store).await?;
     let sha256 = sha256_hex(bytes);
-    let blob = blob_prefix(store, &sha256);
     let chunks = bytes.chunks(CHUNK_BYTES).collect::<Vec<_>>();
     for (i, chunk) in chunks.iter().enumerate() {
-        let mut key = blob.clone();
-        key.extend_from_slice(format!("{i:05}").as_bytes());
-        put(store, &key, chunk).await?;
+        put(store, &chunk_key(store, &sha256, i), chunk).await?;
     }
     let manifest = Manifest {
         sha256,
@@ -81,7 +78,11 @@ pub async fn publish(store: &EtcdStore, name: &str, bytes: &[u8]) -> Result<(), 
     )
     .await?;
     match orphaned(&before, name, &manifest.sha256) {
-        Some(old) => delete_blob(store, old).await,
+        Some(old) => store
+            .client
+            .txn(Vec::new(), vec![blob_deletion(store, old)], Vec::new())
+            .await
+            .map(drop),
         None => Ok(()),
     }
 }
@@ -94,15 +95,17 @@ fn orphaned<'a>(all: &'a [(String, Manifest)], name: &str, kept: &str) -> Option
     (old.sha256 != kept && !shared).then_some(old.sha256.as_str())
 }
 
-async fn delete_blob(store: &EtcdStore, sha256: &str) -> Result<(), EtcdError> {
+/// The operation that deletes every chunk of `sha256`.
+fn blob_deletion(store: &EtcdStore, sha256: &str) -> serde_json::Value {
     let blob = blob_prefix(store, sha256);
-    let delete = json!({ "request_delete_range": {
-        "key": b64(&blob), "range_end": b64(&prefix_end(&blob)) } });
-    store
-        .client
-        .txn(Vec::new(), vec![delete], Vec::new())
-        .await
-        .map(drop)
+    json!({ "request_delete_range": { "key": b64(&blob), "range_end": b64(&prefix_end(&blob)) } })
+}
+
+/// The key of chunk `index` of `sha256`.
+fn chunk_key(store: &EtcdStore, sha256: &str, index: usize) -> Vec<u8> {
+    let mut key = blob_prefix(store, sha256);
+    key.extend_from_slice(format!("{index:05}").as_bytes());
+    key
 }
 
 async fn put(store: &EtcdStore, key: &[u8], value: &[u8]) -> Result<(), EtcdError> {
@@ -118,7 +121,7 @@ async fn put(store: &EtcdStore, key: &[u8], value: &[u8]) -> Result<(), EtcdErro
 }
 
 /// Removes the plugin `name`, and its chunks unless another name has the
-/// same content.
+/// same content, in one transaction.
 ///
 /// # Errors
 /// etcd unreachable or refusing.
@@ -126,15 +129,7 @@ pub async fn remove(store: &EtcdStore, name: &str) -> Result<(), EtcdError> {
     let all = names(store).await?;
     let mut delete =
         vec![json!({ "request_delete_range": { "key": b64(&name_key(store, name)) } })];
-    if let Some(manifest) = all.iter().find(|(n, _)| n == name).map(|(_, m)| m)
-        && !all
-            .iter()
-            .any(|(n, m)| n != name && m.sha256 == manifest.sha256)
-    {
-        let blob = blob_prefix(store, &manifest.sha256);
-        delete.push(json!({ "request_delete_range": {
-            "key": b64(&blob), "range_end": b64(&prefix_end(&blob)) } }));
-    }
+    delete.extend(orphaned(&all, name, "").map(|old| blob_deletion(store, old)));
     store
         .client
         .txn(Vec::new(), delete, Vec::new())
@@ -221,14 +216,23 @@ async fn fetch(
     if std::fs::read(&path).is_ok_and(|b| sha256_hex(&b) == manifest.sha256) {
         return Ok(());
     }
-    let blob = blob_prefix(store, &manifest.sha256);
-    let (chunks, _) = store
-        .client
-        .range(&blob, Some(&prefix_end(&blob)))
-        .await
-        .map_err(|e| e.to_string())?;
-    // Keys sort as their zero-padded indexes: concatenation in order.
-    let bytes: Vec<u8> = chunks.into_iter().flat_map(|kv| kv.value).collect();
+    // One chunk a read: no answer grows with the plugin.
+    let mut bytes = Vec::with_capacity(manifest.size.min(crate::plugin::MAX_PLUGIN_BYTES));
+    for index in 0..manifest.chunks {
+        let (kvs, _) = store
+            .client
+            .range(&chunk_key(store, &manifest.sha256, index), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        let chunk = kvs
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("plugin `{name}`: chunk {index} is missing in etcd"))?;
+        bytes.extend_from_slice(&chunk.value);
+        if bytes.len() > crate::plugin::MAX_PLUGIN_BYTES {
+            return Err(format!("plugin `{name}`: larger than a plugin may be"));
+        }
+    }
     if bytes.len() != manifest.size || sha256_hex(&bytes) != manifest.sha256 {
         return Err(format!(
             "plugin `{name}`: the stored chunks ({} bytes) do not match sha256 {}",
