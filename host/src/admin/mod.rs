@@ -375,8 +375,8 @@ fn precondition() -> Option<i64> {
 /// with 400.
 async fn revisions(State(state): State<AdminState>, request: Request, next: Next) -> Response {
     let given = match request.headers().get(header::IF_MATCH) {
-        // `*`: any revision (RFC 9110: the configuration always exists).
         None => None,
+        // `*`: any revision (RFC 9110: the configuration always exists).
         Some(value) if value.as_bytes() == b"*" => None,
         Some(value) => {
             let parsed = value
