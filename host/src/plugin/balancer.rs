@@ -54,7 +54,7 @@ impl WasmStrategy {
     /// checks that it exports `switchyard:plugin/balancer@0.1.2`, links it in
     /// the sandbox, instantiates it and calls `configure(config_json)` and
     /// `update`. A `pick` receives at most `max_candidates` candidates: a
-    /// fresh sample ([`spread`]) when more are fit.
+    /// fresh sample (`spread`) when more are fit.
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason: unreadable, not a

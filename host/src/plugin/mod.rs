@@ -257,7 +257,7 @@ impl PluginHost {
 
     /// As [`new`](Self::new), caching compiled components in `cache_dir`
     /// (created `0700` if missing; see
-    /// [`PluginCacheConfig`](crate::config::PluginCacheConfig)) and, with
+    /// [`plugin_cache`](crate::config::Config::plugin_cache)) and, with
     /// `fuel`, metering fuel in every call so that plugins may have a
     /// `fuel_per_call` budget (it costs 12–25% per call, BENCHMARKS.md).
     ///

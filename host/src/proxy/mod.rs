@@ -1,10 +1,10 @@
 //! The data path: listeners, routing, forwarding to pooled upstream connections.
 //!
-//! A request is matched against the routes in order ([`router`]); the route's
+//! A request is matched against the routes in order (`router`); the route's
 //! pool ranks its instances ([`crate::balance`]); the request is forwarded to
 //! the first acceptable instance over a pooled keep-alive HTTP/1.1 connection
-//! ([`forward`]). Bodies stream in both directions; hop-by-hop headers are
-//! removed and `X-Forwarded-For`/`X-Forwarded-Proto` set ([`headers`]).
+//! (`forward`). Bodies stream in both directions; hop-by-hop headers are
+//! removed and `X-Forwarded-For`/`X-Forwarded-Proto` set (`headers`).
 //!
 //! The listeners and their accept loop are [`crate::server`]'s; this module
 //! serves one request ([`handle`]).

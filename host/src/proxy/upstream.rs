@@ -521,7 +521,7 @@ fn absolute_uri<B>(request: &mut Request<B>, endpoint: &Endpoint) {
 /// closes when the sender is dropped).
 ///
 /// # Errors
-/// [`UpstreamError`] of the connect kind: no TCP connection, a failed TLS
+/// `UpstreamError` of the connect kind: no TCP connection, a failed TLS
 /// handshake, an instance whose ALPN refuses the `h2` asked for, or a
 /// failed HTTP handshake.
 pub async fn open<B>(

@@ -38,7 +38,7 @@ pub fn raise_nofile_limit() -> Option<u64> {
 /// The client connections a listener may hold: `configured` (default
 /// [`ListenerConfig::MAX_CONNECTIONS`](crate::config::ListenerConfig::MAX_CONNECTIONS)),
 /// within what `nofile`, the process's open-file limit, allows: each client
-/// connection may also hold an upstream one, and [`RESERVED_FDS`] are kept
+/// connection may also hold an upstream one, and `RESERVED_FDS` are kept
 /// for the rest.
 pub fn connection_cap(configured: Option<u32>, nofile: Option<u64>) -> usize {
     let configured = configured.unwrap_or(crate::config::ListenerConfig::MAX_CONNECTIONS) as usize;

@@ -9,7 +9,7 @@
 //!
 //! | client sends | the gateway |
 //! |---|---|
-//! | `initialize` | asks every target (a balancer-chosen instance each), merges the results ([`merge::merge_initialize`]) and issues a sealed session id ([`session`]) that records, per target, the instance and the session it issued |
+//! | `initialize` | asks every target (a balancer-chosen instance each), merges the results ([`merge::merge_initialize`]) and issues a sealed session id (`session`) that records, per target, the instance and the session it issued |
 //! | `server/discover` | asks every target, merges as above; no session |
 //! | `ping` | answers itself |
 //! | `tools/list`, `prompts/list`, `resources/list`, `resources/templates/list` | asks every target (the targets named in a composite cursor, for a next page) and merges the pages ([`merge::merge_list`]): names prefixed per `prefix`, `nextCursor` combined |
