@@ -428,6 +428,41 @@ async fn a_replaced_or_deleted_plugin_leaves_no_chunks_behind() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_deleted_while_a_replica_was_down_is_gone_when_it_is_back() {
+    let etcd = Etcd::start();
+    let ups = upstreams(1);
+    let mut replicas: Vec<Replica> = (0..2)
+        .map(|_| Replica::start(&etcd.urls(), &ups[0]))
+        .collect();
+    let plugin = std::fs::read(fixtures::LABEL_AFFINITY).unwrap();
+    let uploaded = client()
+        .put(format!("{}/v1/plugins/gone", replicas[0].api))
+        .body(plugin.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(uploaded.status(), 201);
+    let file = replicas[1].dir.path().join("switchyard-plugins/gone.wasm");
+    until("the plugin reaches the second replica", || async {
+        std::fs::read(&file).is_ok_and(|b| b == plugin)
+    })
+    .await;
+    // A file dropped in by hand beside it is the replica's own.
+    let own = replicas[1].dir.path().join("switchyard-plugins/own.wasm");
+    std::fs::write(&own, &plugin).unwrap();
+    replicas[1].process.kill_hard();
+    let deleted = client()
+        .delete(format!("{}/v1/plugins/gone", replicas[0].api))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    replicas[1].restart();
+    assert!(!file.exists(), "the deleted plugin is gone");
+    assert!(own.exists(), "the hand-dropped one stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_store_is_seeded_again_by_the_next_write() {
     let etcd = Etcd::start();
     let ups = upstreams(2);

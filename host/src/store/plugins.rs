@@ -16,6 +16,7 @@
 //! hash, would add a second system to run; chunking keeps etcd the one
 //! shared dependency.
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::Path;
 
@@ -153,15 +154,74 @@ async fn names(store: &EtcdStore) -> Result<Vec<(String, Manifest)>, EtcdError> 
         .collect())
 }
 
+/// The plugins of `dir` that came from etcd, name → sha256: the file
+/// `dir/.etcd-plugins.json` (not a `.wasm`, so the watcher ignores it).
+/// A plugin removed from etcd while this replica was away is removed from
+/// `dir` when it is back — if its file is still what etcd gave (a file put
+/// there by hand since is left alone).
+type Record = BTreeMap<String, String>;
+
+fn record_path(dir: &Path) -> std::path::PathBuf {
+    dir.join(".etcd-plugins.json")
+}
+
+fn read_record(dir: &Path) -> Record {
+    std::fs::read(record_path(dir))
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or_default()
+}
+
+fn write_record(dir: &Path, record: &Record) {
+    let written = std::fs::create_dir_all(dir)
+        .and_then(|()| crate::control::write_atomically(&record_path(dir), record));
+    if let Err(error) = written {
+        tracing::warn!(dir = %dir.display(), %error, "cannot record the plugins fetched from etcd");
+    }
+}
+
 /// Makes `dir` hold every stored plugin (those whose file differs are
-/// fetched and written).
+/// fetched and written), and removes those that came from etcd and are no
+/// longer there ([`Record`]).
 ///
 /// # Errors
 /// etcd unreachable, or a plugin whose chunks do not match its hash.
 pub async fn fetch_all(store: &EtcdStore, dir: &Path) -> Result<(), String> {
-    for (name, manifest) in names(store).await.map_err(|e| e.to_string())? {
-        fetch(store, dir, &name, &manifest).await?;
+    let stored = names(store).await.map_err(|e| e.to_string())?;
+    let was = read_record(dir);
+    let mut record = was.clone();
+    // Recorded before written: a file of etcd's is never unrecorded.
+    for (name, manifest) in &stored {
+        record.insert(name.clone(), manifest.sha256.clone());
     }
+    if record != was {
+        write_record(dir, &record);
+    }
+    for (name, manifest) in &stored {
+        fetch(store, dir, name, manifest).await?;
+    }
+    let gone: Vec<String> = record
+        .keys()
+        .filter(|name| stored.iter().all(|(n, _)| n != *name))
+        .cloned()
+        .collect();
+    if gone.is_empty() {
+        return Ok(());
+    }
+    for name in gone {
+        let path = file(dir, &name);
+        let unchanged =
+            std::fs::read(&path).is_ok_and(|bytes| Some(&sha256_hex(&bytes)) == record.get(&name));
+        if unchanged {
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            tracing::info!(
+                plugin = name,
+                "plugin removed from etcd while this replica was away: removed"
+            );
+        }
+        record.remove(&name);
+    }
+    write_record(dir, &record);
     Ok(())
 }
 
@@ -176,17 +236,28 @@ pub async fn apply_change(store: &EtcdStore, dir: &Path, name: &str) {
             .range(&name_key(store, name), None)
             .await
             .map_err(|e| e.to_string())?;
+        let mut record = read_record(dir);
         match kvs.first() {
             Some(kv) => {
                 let manifest = serde_json::from_slice::<Manifest>(&kv.value)
                     .map_err(|e| format!("plugin `{name}` in etcd: {e}"))?;
-                fetch(store, dir, name, &manifest).await
+                // Recorded before written: a file of etcd's is never unrecorded.
+                record.insert(name.to_string(), manifest.sha256.clone());
+                write_record(dir, &record);
+                fetch(store, dir, name, &manifest).await?;
             }
-            None => match std::fs::remove_file(file(dir, name)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.to_string()),
-                _ => Ok(()),
-            },
+            None => {
+                match std::fs::remove_file(file(dir, name)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(e.to_string());
+                    }
+                    _ => {}
+                }
+                record.remove(name);
+                write_record(dir, &record);
+            }
         }
+        Ok::<_, String>(())
     };
     if let Err(error) = outcome.await {
         tracing::warn!(plugin = name, %error, "a plugin from etcd was not applied");
