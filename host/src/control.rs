@@ -71,8 +71,9 @@ pub struct Control {
     reporting: Arc<Reporting>,
     router: ArcSwap<Router>,
     store: Store,
-    /// The configuration in force and its revision, for readers: the
-    /// writers' lock in `inner` is held across calls to etcd.
+    /// The configuration in force and its revision: read without a lock
+    /// (the writers' lock, `inner`, is held across calls to etcd), stored
+    /// only by a writer holding it.
     current: ArcSwap<(Config, i64)>,
     inner: Mutex<Inner>,
     /// The processes of managed pools, once started.
@@ -82,10 +83,8 @@ pub struct Control {
 /// Each pool's health tasks, by pool name, with the pool they run for.
 type HealthTasks = HashMap<String, (Arc<Pool>, JoinSet<()>)>;
 
+/// What only the writer holding the lock touches.
 struct Inner {
-    config: Config,
-    /// The store's revision of `config` ([`SyncState::revision`]).
-    revision: i64,
     /// Health tasks per pool, while running.
     health: Option<HealthTasks>,
 }
@@ -111,12 +110,8 @@ impl Control {
             reporting,
             router: ArcSwap::from_pointee(router),
             store,
-            current: ArcSwap::from_pointee((config.clone(), revision)),
-            inner: Mutex::new(Inner {
-                config,
-                revision,
-                health: None,
-            }),
+            current: ArcSwap::from_pointee((config, revision)),
+            inner: Mutex::new(Inner { health: None }),
             supervisor: std::sync::OnceLock::new(),
         })
     }
@@ -304,10 +299,11 @@ impl Control {
         revision: i64,
         older_too: bool,
     ) -> Result<bool, ChangeError> {
-        if revision == inner.revision || (revision < inner.revision && !older_too) {
+        let now = self.current.load_full();
+        if revision == now.1 || (revision < now.1 && !older_too) {
             return Ok(false);
         }
-        let next = shared.clone().into_config(&inner.config);
+        let next = shared.clone().into_config(&now.0);
         next.check()
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
         let router = self.build(&next, &|_| false)?;
@@ -359,10 +355,8 @@ impl Control {
         if let Some(health) = inner.health.take() {
             inner.health = Some(spawn_health(&router, health));
         }
-        let (pool, what) = describe_change(&inner.config, &next);
-        self.current.store(Arc::new((next.clone(), revision)));
-        inner.config = next;
-        inner.revision = revision;
+        let (pool, what) = describe_change(&self.current.load().0, &next);
+        self.current.store(Arc::new((next, revision)));
         self.reporting.events.publish(HealthEvent::new(
             &pool,
             None,
@@ -386,22 +380,22 @@ impl Control {
             }
             _ => None,
         };
+        let (now, mut revision) = (*self.current.load_full()).clone();
         if let Scope::Shared(Some(base)) = scope
-            && base != inner.revision
+            && base != revision
         {
             return Err(ChangeError::Conflict(format!(
-                "the change is based on revision {base} but the configuration is at revision {} \
-                 (another write came first): read it again and retry",
-                inner.revision
+                "the change is based on revision {base} but the configuration is at revision \
+                 {revision} (another write came first): read it again and retry"
             )));
         }
-        let mut next = inner.config.clone();
+        let mut next = now.clone();
         let edited = edit(&mut next)?;
-        if next.listeners != inner.config.listeners
-            || next.admin != inner.config.admin
-            || next.plugin_cache != inner.config.plugin_cache
-            || next.plugin_fuel != inner.config.plugin_fuel
-            || next.store != inner.config.store
+        if next.listeners != now.listeners
+            || next.admin != now.admin
+            || next.plugin_cache != now.plugin_cache
+            || next.plugin_fuel != now.plugin_fuel
+            || next.store != now.store
         {
             return Err(ChangeError::Conflict(
                 "`listeners`, `admin`, `plugin_cache`, `plugin_fuel` and `store` cannot change \
@@ -412,7 +406,6 @@ impl Control {
         next.check()
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
         let router = self.build(&next, rebuild_anyway)?;
-        let mut revision = inner.revision;
         match &self.store {
             Store::File(Some(path)) => {
                 write_atomically(path, &next).map_err(|error| ChangeError::Persist {
@@ -424,7 +417,7 @@ impl Control {
             Store::File(None) => revision += 1,
             Store::Etcd(_) => {
                 let shared = Shared::of(&next);
-                if !shared.same_as(&Shared::of(&inner.config)) {
+                if !shared.same_as(&Shared::of(&now)) {
                     let Some(store) = etcd else {
                         return Err(ChangeError::Conflict(
                             "a change of this replica's own instances touched the shared \
@@ -441,14 +434,15 @@ impl Control {
         Ok((next, edited))
     }
 
-    /// Brings `inner` up to etcd's newest revision before a shared change.
+    /// Brings the configuration in force up to etcd's newest revision
+    /// before a shared change (the caller holds the writers' lock, `inner`).
     fn catch_up(&self, inner: &mut Inner, store: &EtcdStore) -> Result<(), ChangeError> {
         match block_on(store.read_document()) {
             Ok(Some((shared, revision))) => {
-                if revision < inner.revision {
+                if revision < self.revision() {
                     tracing::warn!(
                         revision,
-                        applied = inner.revision,
+                        applied = self.revision(),
                         "etcd's configuration is older than the one in force (etcd restored or \
                          replaced?): taking etcd's"
                     );
@@ -457,46 +451,49 @@ impl Control {
                     ChangeError::Conflict(format!(
                         "etcd holds revision {revision}, which this replica cannot apply ({e}); \
                          it serves revision {}",
-                        inner.revision
+                        self.revision()
                     ))
                 })?;
                 Ok(())
             }
             Ok(None) => {
-                if inner.revision != 0 {
+                let now = self.current.load_full();
+                if now.1 != 0 {
                     // Wiped or replaced: this change stores the whole
                     // configuration again (conditioned on its absence).
                     tracing::warn!(
-                        applied = inner.revision,
+                        applied = now.1,
                         "etcd holds no configuration any more: this change seeds it again"
                     );
-                    inner.revision = 0;
-                    self.current.store(Arc::new((inner.config.clone(), 0)));
+                    self.current.store(Arc::new((now.0.clone(), 0)));
                 }
                 Ok(())
             }
-            Err(why) => Err(unavailable(&why, inner.revision)),
+            Err(why) => Err(unavailable(&why, self.revision())),
         }
     }
 
-    /// Commits `shared` to etcd on top of `inner.revision`: the new revision.
+    /// Commits `shared` to etcd on top of the revision in force: the new one.
     fn commit(
         &self,
         inner: &mut Inner,
         store: &EtcdStore,
         shared: &Shared,
     ) -> Result<i64, ChangeError> {
-        let base = inner.revision;
+        let before = self.current.load_full();
+        let base = before.1;
         match block_on(store.commit(base, shared)) {
             Ok(Ok(revision)) => Ok(revision),
             Ok(Err(newer)) => {
                 let now = newer.as_ref().map_or(0, |(_, r)| *r);
                 // What the write that came first changed, to name it.
-                let before = inner.config.clone();
                 let theirs = match newer {
                     Some((theirs, revision)) => {
                         match self.adopt_locked(inner, theirs, revision, true) {
-                            Ok(_) => format!(" ({})", describe_change(&before, &inner.config).1),
+                            Ok(_) => {
+                                let after = &self.current.load().0;
+                                format!(" ({})", describe_change(&before.0, after).1)
+                            }
                             Err(error) => {
                                 tracing::error!(revision, %error, "a configuration from etcd was refused");
                                 String::new()
