@@ -20,6 +20,15 @@ fn srv(ups: &[&Upstream]) -> Vec<String> {
     records
 }
 
+/// A config whose pool `p` (the one route's) has only `discovery` (a TOML
+/// inline table), with an admin API.
+fn discovered(discovery: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\ndiscovery = {discovery}\n"
+    )
+}
+
 /// Waits until pool `p`'s instances are `urls` (sorted); returns the pool's status.
 async fn instances_become(api: &str, urls: &[String]) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -66,11 +75,10 @@ async fn dns_records_add_and_remove_instances_and_an_outage_keeps_them() {
     ];
     let mut dns = Dnsmasq::start(&srv(&[&ups[0], &ups[1]]));
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
-         [pools.p]\ndiscovery = {{ kind = \"dns\", name = \"_http._tcp.svc.test\", type = \"SRV\", refresh_ms = 200, nameserver = \"{}\" }}\n",
+    let config = discovered(&format!(
+        "{{ kind = \"dns\", name = \"_http._tcp.svc.test\", type = \"SRV\", refresh_ms = 200, nameserver = \"{}\" }}",
         dns.address()
-    );
+    ));
     let proxy = serve(&dir, &config);
     let api = proxy.admin_url();
     let url = |i: usize| ups[i].url().replace("localhost", "127.0.0.1");
@@ -153,11 +161,10 @@ async fn instances_registered_in_etcd_join_and_leave_with_their_lease() {
     let lease = etcd.lease(2);
     etcd.put("/services/p/u1", &url(1), Some(&lease));
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
-         [pools.p]\ndiscovery = {{ kind = \"etcd\", endpoints = [\"{}\"], prefix = \"/services/p/\", refresh_ms = 600000 }}\n",
+    let config = discovered(&format!(
+        "{{ kind = \"etcd\", endpoints = [\"{}\"], prefix = \"/services/p/\", refresh_ms = 600000 }}",
         etcd.url()
-    );
+    ));
     // No full re-read within the test (refresh_ms 10 min): what changes,
     // the watch brings.
     let proxy = serve(&dir, &config);

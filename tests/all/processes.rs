@@ -211,14 +211,7 @@ async fn a_crashing_replica_backs_off_in_tiers_then_is_left_in_crash_loop() {
     let replicas =
         replicas_until(&api, "web", "crash-loop", |r| r[0]["state"] == "crash-loop").await;
     assert_eq!(replicas[0]["restarts"], 3, "{replicas:?}");
-    let metrics = crate::client()
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = crate::get(&crate::client(), &format!("{api}/metrics")).await;
     assert!(
         metrics.contains("switchyard_process_restarts_total{pool=\"web\",replica=\"0\"} 3"),
         "{metrics}"
@@ -276,12 +269,8 @@ async fn a_replica_that_never_becomes_healthy_never_joins_the_pool() {
     proxy.wait_for_log("stopped: not ready within ready_timeout_ms (1000)");
     let (_, pool) = admin(reqwest::Method::GET, &format!("{api}/v1/pools/web"), None).await;
     assert_eq!(pool["instances"], serde_json::json!([]), "{pool}");
-    let response = client()
-        .get(format!("{}/", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 502);
+    let (status, _) = crate::get(&client(), &format!("{}/", proxy.url)).await;
+    assert_eq!(status, 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -60,6 +60,20 @@ impl Replica {
     }
 }
 
+/// PUTs `bytes` as plugin `name` through the admin API at `api`: the status.
+async fn upload(api: &str, name: &str, bytes: &[u8]) -> u16 {
+    let request = client()
+        .put(format!("{api}/v1/plugins/{name}"))
+        .body(bytes.to_vec());
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// DELETEs plugin `name` through the admin API at `api`: the status.
+async fn delete_plugin(api: &str, name: &str) -> u16 {
+    let request = client().delete(format!("{api}/v1/plugins/{name}"));
+    request.send().await.unwrap().status().as_u16()
+}
+
 /// `component` with a custom section of `size` bytes appended (a valid
 /// component still: custom sections are ignored by the runtime).
 fn padded(mut component: Vec<u8>, size: usize) -> Vec<u8> {
@@ -250,13 +264,7 @@ async fn three_replicas_share_one_configuration_through_etcd() {
     // and a pool using it is built on each from its own copy. 1.3 MB of
     // padding make it three chunks in etcd.
     let bytes = padded(std::fs::read(fixtures::LABEL_AFFINITY).unwrap(), 1_300_000);
-    let uploaded = client()
-        .put(format!("{}/v1/plugins/affinity", replicas[0].api))
-        .body(bytes.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 201);
+    assert_eq!(upload(&replicas[0].api, "affinity", &bytes).await, 201);
     for replica in &replicas {
         let file = replica.dir.path().join("switchyard-plugins/affinity.wasm");
         until("the plugin is on every replica", || async {
@@ -399,30 +407,20 @@ async fn a_replaced_or_deleted_plugin_leaves_no_chunks_behind() {
     let etcd = Etcd::start();
     let ups = upstreams(1);
     let replica = Replica::start(&etcd.urls(), &ups[0]);
-    let put = |bytes: Vec<u8>| {
-        let request = client()
-            .put(format!("{}/v1/plugins/p1", replica.api))
-            .body(bytes);
-        async move { request.send().await.unwrap().status().as_u16() }
-    };
     let plugin = std::fs::read(fixtures::LABEL_AFFINITY).unwrap();
-    assert_eq!(put(padded(plugin.clone(), 600_000)).await, 201);
+    let padded_plugin = padded(plugin.clone(), 600_000);
+    assert_eq!(upload(&replica.api, "p1", &padded_plugin).await, 201);
     let chunks = etcd.keys("/switchyard/blobs/");
     assert_eq!(chunks.len(), 2, "{chunks:?}");
     // Replaced: only the new content's chunks are left.
-    assert_eq!(put(plugin.clone()).await, 200);
+    assert_eq!(upload(&replica.api, "p1", &plugin).await, 200);
     let sha = switchyard::plugin::sha256_hex(&plugin);
     assert_eq!(
         etcd.keys("/switchyard/blobs/"),
         [format!("/switchyard/blobs/{sha}/00000")]
     );
     // Deleted: nothing is left.
-    let deleted = client()
-        .delete(format!("{}/v1/plugins/p1", replica.api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(delete_plugin(&replica.api, "p1").await, 204);
     assert!(etcd.keys("/switchyard/blobs/").is_empty());
     assert!(etcd.keys("/switchyard/plugins/").is_empty());
 }
@@ -435,13 +433,7 @@ async fn a_plugin_deleted_while_a_replica_was_down_is_gone_when_it_is_back() {
         .map(|_| Replica::start(&etcd.urls(), &ups[0]))
         .collect();
     let plugin = std::fs::read(fixtures::LABEL_AFFINITY).unwrap();
-    let uploaded = client()
-        .put(format!("{}/v1/plugins/gone", replicas[0].api))
-        .body(plugin.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(uploaded.status(), 201);
+    assert_eq!(upload(&replicas[0].api, "gone", &plugin).await, 201);
     let file = replicas[1].dir.path().join("switchyard-plugins/gone.wasm");
     until("the plugin reaches the second replica", || async {
         std::fs::read(&file).is_ok_and(|b| b == plugin)
@@ -451,12 +443,7 @@ async fn a_plugin_deleted_while_a_replica_was_down_is_gone_when_it_is_back() {
     let own = replicas[1].dir.path().join("switchyard-plugins/own.wasm");
     std::fs::write(&own, &plugin).unwrap();
     replicas[1].process.kill_hard();
-    let deleted = client()
-        .delete(format!("{}/v1/plugins/gone", replicas[0].api))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(deleted.status(), 204);
+    assert_eq!(delete_plugin(&replicas[0].api, "gone").await, 204);
     replicas[1].restart();
     assert!(!file.exists(), "the deleted plugin is gone");
     assert!(own.exists(), "the hand-dropped one stays");
