@@ -424,8 +424,13 @@ async fn paths_are_normalized_before_routing_and_forwarding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_health_check_that_passes_again_ends_an_open_breaker_early() {
     let ups = upstreams(2);
+    for up in &ups {
+        up.set_body("alive");
+    }
     let dir = tempfile::tempdir().unwrap();
-    // The breaker would stay open a minute; checks run every 200 ms.
+    // The breaker would stay open a minute; checks run every 200 ms and
+    // pass on any status up to 503 whose body says "alive", so requests and
+    // checks can be made to fail one at a time.
     let proxy = serve(
         &dir,
         &config(
@@ -433,22 +438,27 @@ async fn a_health_check_that_passes_again_ends_an_open_breaker_early() {
             &instances(&ups),
             "strategy = { kind = \"round-robin\" }\n\
              breaker = { consecutive_failures = 2, open_ms = 60000 }\n\
-             health = { interval_ms = 200, timeout_ms = 150, rise = 1, fall = 1 }",
+             health = { interval_ms = 200, timeout_ms = 150, rise = 1, fall = 1, \
+                        expect_status = [200, 503], body_contains = \"alive\" }",
         ),
     );
     let client = client();
     let url = format!("{}/", proxy.url);
-    // u1 fails requests and checks alike: its breaker opens.
+    // u1 fails requests while its checks still pass: its breaker opens
+    // (were its checks failing too, u1 could leave the rotation first).
     ups[1].set_status(503);
     let started = Instant::now();
     while !proxy.log().iter().any(|l| l.contains("breaker open")) {
         get(&client, &url).await;
         assert!(started.elapsed() < WAIT, "the breaker never opened");
     }
+    // Then its checks fail while the breaker is open.
+    ups[1].set_body("dead");
     proxy.wait_for_log("unhealthy after 1 failed checks");
     // It recovers: the next passing check sends it probe requests, which
     // close the breaker, long before its open time is over.
     ups[1].set_status(200);
+    ups[1].set_body("alive");
     proxy.wait_for_log("an active health check passes again");
     let before = ups[1].hits();
     let started = Instant::now();
