@@ -18,6 +18,7 @@
 //! | `switchyard_instance_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `pool`, `instance` |
 //! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
 //! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
+//! | `switchyard_pool_bulkhead_active` / `_queued` | gauge (requests holding a slot / waiting for one; pools with a bulkhead) | `pool` |
 //! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` / `_output_dropped_bytes_total` / `_output_dropped_lines_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
 //! | `switchyard_plugin_quarantined` | gauge (0/1) | `pool`, `kind` |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
@@ -387,6 +388,18 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
         "1 while the pool is in panic mode",
         panic.clone(),
     );
+    let bulkhead_active = Family::<PoolLabels, Gauge>::default();
+    registry.register(
+        "switchyard_pool_bulkhead_active",
+        "Requests holding one of the pool's bulkhead slots",
+        bulkhead_active.clone(),
+    );
+    let bulkhead_queued = Family::<PoolLabels, Gauge>::default();
+    registry.register(
+        "switchyard_pool_bulkhead_queued",
+        "Requests waiting in the pool's bulkhead queue",
+        bulkhead_queued.clone(),
+    );
     let calls = Family::<PluginLabels, Counter>::default();
     let faults = Family::<PluginLabels, Counter>::default();
     let call_seconds =
@@ -432,11 +445,19 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
     );
 
     for pool in &snapshot.pools {
-        panic
-            .get_or_create(&PoolLabels {
-                pool: pool.name.clone(),
-            })
-            .set(i64::from(pool.panic));
+        let labels = PoolLabels {
+            pool: pool.name.clone(),
+        };
+        panic.get_or_create(&labels).set(i64::from(pool.panic));
+        if let Some(bulkhead) = pool.bulkhead {
+            let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+            bulkhead_active
+                .get_or_create(&labels)
+                .set(count(bulkhead.active));
+            bulkhead_queued
+                .get_or_create(&labels)
+                .set(count(bulkhead.queued));
+        }
         for instance in &pool.instances {
             let labels = InstanceLabels {
                 pool: pool.name.clone(),

@@ -63,8 +63,21 @@ pub struct PoolStatus {
     pub panics: u64,
     /// Instances fit now.
     pub fit: usize,
+    /// Its bulkhead's occupancy; absent without a bulkhead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bulkhead: Option<BulkheadStatus>,
     /// Every instance.
     pub instances: Vec<InstanceStatus>,
+}
+
+/// A pool bulkhead's occupancy (Envoy's `upstream_rq_active` and
+/// `upstream_rq_pending_active`, per pool).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BulkheadStatus {
+    /// Requests holding one of its `max_concurrent` slots.
+    pub active: usize,
+    /// Requests waiting in its queue for a slot.
+    pub queued: usize,
 }
 
 /// An instance's state, as the status API shows it.

@@ -103,7 +103,7 @@ async fn a_half_failing_instance_trips_its_breaker_which_recovers() {
         &dir,
         &pool_with(
             "retry = { retries = 1, retry_on = [\"5xx\"] }\n\
-             breaker = { failure_rate = 0.5, min_requests = 6, window_ms = 10000, consecutive_failures = 0, open_ms = 300, max_open_ms = 1000, half_open_requests = 2, close_after = 2 }",
+             breaker = { failure_rate = 0.5, min_requests = 6, window_ms = 10000, consecutive_failures = 0, open_ms = 3000, max_open_ms = 6000, half_open_requests = 2, close_after = 2 }",
             &instances(&ups),
         ),
     );
@@ -188,53 +188,86 @@ async fn a_pool_wide_outage_causes_no_retry_storm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_bulkhead_sheds_at_once_and_the_queue_times_out() {
     let ups = upstreams(1);
-    ups[0].set_delay(Duration::from_millis(1500));
+    // The one slot stays taken twice as long as the queue waits.
+    ups[0].set_delay(Duration::from_millis(6000));
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &pool_with(
-            "bulkhead = { max_concurrent = 1, max_queue = 1, queue_timeout_ms = 300 }",
+        &(pool_with(
+            "bulkhead = { max_concurrent = 1, max_queue = 1, queue_timeout_ms = 3000 }",
             &instances(&ups),
-        ),
+        ) + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
     );
     let url = format!("{}/", proxy.url);
-    let busy = tokio::spawn({
-        let url = url.clone();
-        async move { client().get(&url).send().await.unwrap().status().as_u16() }
-    });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while ups[0].hits() == 0 {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let queued = tokio::spawn({
-        let url = url.clone();
+    let send = |url: String| async move {
+        let started = std::time::Instant::now();
+        let response = client().get(&url).send().await.unwrap();
+        let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").cloned();
+        let body: serde_json::Value =
+            serde_json::from_str(&response.text().await.unwrap()).unwrap_or_default();
+        (status, retry_after, body, started.elapsed())
+    };
+    let status = format!("{}/v1/status", proxy.admin_url());
+    // Waits until the bulkhead holds `active` and `queued` requests.
+    let occupied = |active: u64, queued: u64| {
+        let status = status.clone();
         async move {
-            let started = std::time::Instant::now();
-            let status = client().get(&url).send().await.unwrap().status().as_u16();
-            (status, started.elapsed())
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let (_, now) = crate::admin(reqwest::Method::GET, &status, None).await;
+                let bulkhead = &now["pools"][0]["bulkhead"];
+                if bulkhead["active"] == active && bulkhead["queued"] == queued {
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "bulkhead {bulkhead}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
-    });
-    // Give the queued request time to take the queue's one place, then overflow it.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = std::time::Instant::now();
-    let shed = client().get(&url).send().await.unwrap();
-    let shed_after = started.elapsed();
-    assert_eq!(shed.status(), 503);
-    assert_eq!(shed.headers()["retry-after"], "1");
-    let json: serde_json::Value = serde_json::from_str(&shed.text().await.unwrap()).unwrap();
-    assert_eq!(json["error"], "overloaded");
+    };
+    let busy = tokio::spawn(send(url.clone()));
+    occupied(1, 0).await;
+    let queued = tokio::spawn(send(url.clone()));
+    occupied(1, 1).await;
+    let metrics = client()
+        .get(format!("{}/metrics", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "switchyard_pool_bulkhead_active{pool=\"p\"} 1",
+        "switchyard_pool_bulkhead_queued{pool=\"p\"} 1",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
+    // Slot and queue full: shed at once, not queued.
+    let (status, retry_after, body, _) = send(url.clone()).await;
+    assert_eq!(status, 503);
+    assert_eq!(retry_after.unwrap(), "3");
+    assert_eq!(body["error"], "overloaded");
     assert!(
-        shed_after < Duration::from_millis(1000),
-        "shed at once, not after {shed_after:?}"
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("the queue is full"),
+        "{body}"
     );
-    let (status, waited) = queued.await.unwrap();
-    assert_eq!(status, 503, "the queued request times out");
+    // The queued request gives up after the queue timeout.
+    let (status, _, body, waited) = queued.await.unwrap();
+    assert_eq!(status, 503, "the queued request times out: {body}");
     assert!(
-        waited >= Duration::from_millis(250) && waited < Duration::from_millis(1400),
-        "{waited:?}"
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("no slot within the queue timeout"),
+        "{body}"
     );
-    assert_eq!(busy.await.unwrap(), 200);
+    assert!(waited >= Duration::from_millis(3000), "{waited:?}");
+    occupied(1, 0).await;
+    assert_eq!(busy.await.unwrap().0, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,7 +186,7 @@ async fn an_h2_connection_is_reused_until_idle_past_the_timeout() {
     // One worker: one stripe, so the reuse is certain.
     let proxy = serve(
         &dir,
-        &(pool(&up.url(), "idle_timeout_ms = 300\n") + "[runtime]\nworker_threads = 1\n"),
+        &(pool(&up.url(), "idle_timeout_ms = 2000\n") + "[runtime]\nworker_threads = 1\n"),
     );
     let http = client();
     for i in 0..10 {
@@ -198,8 +198,8 @@ async fn an_h2_connection_is_reused_until_idle_past_the_timeout() {
         1,
         "sequential requests share a connection"
     );
-    // Unused past the idle timeout (300 ms): that connection is let go.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Unused past the idle timeout (2 s): that connection is let go.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let response = http
         .get(format!("{}/late", proxy.url))
         .send()

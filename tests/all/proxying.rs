@@ -111,7 +111,7 @@ async fn upstream_connections_are_reused_until_idle_past_the_timeout() {
     // One worker: one table of idle connections, so reuse is certain.
     let config = one_pool(&instances(&ups)).replace(
         "connect_timeout_ms = 500",
-        "connect_timeout_ms = 500\nidle_timeout_ms = 300",
+        "connect_timeout_ms = 500\nidle_timeout_ms = 2000",
     ) + "[runtime]\nworker_threads = 1\n";
     let proxy = serve(&dir, &config);
     let client = client();
@@ -127,8 +127,8 @@ async fn upstream_connections_are_reused_until_idle_past_the_timeout() {
         1,
         "sequential requests share a connection"
     );
-    // Idle past the timeout (300 ms): that connection is not used again.
-    tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    // Idle past the timeout (2 s): that connection is not used again.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let (status, _) = get(&client, &format!("{}/app/late", proxy.url)).await;
     assert_eq!(status, 200);
     assert_eq!(

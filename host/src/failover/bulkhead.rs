@@ -8,13 +8,17 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::BulkheadConfig;
+use crate::status::BulkheadStatus;
 
-/// Why a request was shed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a request was shed; shown as `the queue is full` or `no slot within
+/// the queue timeout` in the 503's message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Shed {
     /// The queue was full.
+    #[error("the queue is full")]
     QueueFull,
     /// The request waited `queue_timeout_ms` without a slot.
+    #[error("no slot within the queue timeout")]
     QueueTimeout,
 }
 
@@ -22,6 +26,7 @@ pub enum Shed {
 #[derive(Debug)]
 pub struct Bulkhead {
     slots: Arc<Semaphore>,
+    max_concurrent: usize,
     waiting: AtomicUsize,
     max_queue: usize,
     queue_timeout: Duration,
@@ -32,6 +37,7 @@ impl Bulkhead {
     pub fn new(config: &BulkheadConfig) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(config.max_concurrent as usize)),
+            max_concurrent: config.max_concurrent as usize,
             waiting: AtomicUsize::new(0),
             max_queue: config.max_queue as usize,
             queue_timeout: Duration::from_millis(config.queue_timeout_ms),
@@ -65,6 +71,14 @@ impl Bulkhead {
         }
     }
 
+    /// Requests holding a slot and requests waiting in the queue, now.
+    pub fn occupancy(&self) -> BulkheadStatus {
+        BulkheadStatus {
+            active: self.max_concurrent - self.slots.available_permits(),
+            queued: self.waiting.load(Ordering::Relaxed),
+        }
+    }
+
     /// Seconds a shed client should wait before retrying (`Retry-After`).
     pub fn retry_after_secs(&self) -> u64 {
         self.queue_timeout.as_secs().max(1)
@@ -82,10 +96,14 @@ mod tests {
             max_queue: 1,
             queue_timeout_ms: 100,
         });
+        let occupancy = |active, queued| BulkheadStatus { active, queued };
+        assert_eq!(b.occupancy(), occupancy(0, 0));
         let first = b.enter().await.unwrap();
+        assert_eq!(b.occupancy(), occupancy(1, 0));
         // One may wait; a third is shed at once.
         let (queued, shed) = tokio::join!(b.enter(), async {
             tokio::task::yield_now().await;
+            assert_eq!(b.occupancy(), occupancy(1, 1));
             b.enter().await.map(|_| ())
         });
         assert_eq!(shed, Err(Shed::QueueFull));
@@ -94,7 +112,9 @@ mod tests {
             Err(Shed::QueueTimeout),
             "the slot was never freed"
         );
+        assert_eq!(b.occupancy(), occupancy(1, 0));
         drop(first);
+        assert_eq!(b.occupancy(), occupancy(0, 0));
         assert!(b.enter().await.is_ok());
     }
 }

@@ -70,7 +70,7 @@ pub enum ProxyError {
         reason: String,
     },
     /// The pool's bulkhead shed the request (503 + `Retry-After`).
-    #[error("pool `{pool}` is at capacity ({why:?}); retry after {retry_after_s} s")]
+    #[error("pool `{pool}` is at capacity: {why}; retry after {retry_after_s} s")]
     Shed {
         /// The pool.
         pool: String,

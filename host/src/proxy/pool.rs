@@ -611,6 +611,7 @@ impl Pool {
             panic: self.health.in_panic(),
             panics: self.health.panics(),
             fit: self.members.len() - self.health.unfit().min(self.members.len()),
+            bulkhead: self.bulkhead.as_ref().map(|b| b.occupancy()),
             instances: self
                 .members
                 .as_slice()
