@@ -103,7 +103,7 @@ impl Control {
     ) -> Result<Self, StartError> {
         let reporting = Reporting::new(&config);
         host.publish_faults_to(&reporting.events);
-        let router = Router::rebuild(&config, &host, &reporting, None, &|_| false)?;
+        let router = Router::rebuild(&config, &host, &reporting, None, None)?;
         Ok(Self {
             host,
             streams: tokio::sync::watch::Sender::new(false),
@@ -236,7 +236,7 @@ impl Control {
         precondition: Option<i64>,
         edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
     ) -> Result<(Config, R), ChangeError> {
-        self.apply(edit, &|_| false, Scope::Shared(precondition))
+        self.apply(edit, None, Scope::Shared(precondition))
     }
 
     /// [`change_at`](Self::change_at) with no precondition.
@@ -261,20 +261,22 @@ impl Control {
         &self,
         edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
     ) -> Result<(Config, R), ChangeError> {
-        self.apply(edit, &|_| false, Scope::Local)
+        self.apply(edit, None, Scope::Local)
     }
 
-    /// Rebuilds everything that loads the plugin file `path` (pools using
-    /// it; routes are always rebuilt), so that a replaced file takes
+    /// Rebuilds everything that loads the plugin file `path` (pools and
+    /// fan-out routes using it), so that a replaced file takes
     /// effect; returns the config keys that load it.
     ///
     /// # Errors
     /// As [`change`](Self::change): the new plugin may be refused.
     pub fn reload_plugin(&self, path: &Path) -> Result<Vec<String>, ChangeError> {
-        let uses =
-            |pool: &crate::config::PoolConfig| pool.plugin_keys().iter().any(|(_, p)| *p == path);
-        self.apply(|config| Ok(config.plugin_users(path)), &uses, Scope::Local)
-            .map(|(_, users)| users)
+        self.apply(
+            |config| Ok(config.plugin_users(path)),
+            Some(path),
+            Scope::Local,
+        )
+        .map(|(_, users)| users)
     }
 
     /// Applies `shared` (revision `revision` of the etcd store, written by
@@ -306,7 +308,7 @@ impl Control {
         let next = shared.clone().into_config(&now.0);
         next.check()
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
-        let router = self.build(&next, &|_| false)?;
+        let router = self.build(&next, None)?;
         self.swap(inner, next, router, revision);
         if let Store::Etcd(store) = &self.store {
             store.applied(revision, &shared);
@@ -333,18 +335,16 @@ impl Control {
         }
     }
 
-    fn build(
-        &self,
-        next: &Config,
-        rebuild_anyway: &dyn Fn(&crate::config::PoolConfig) -> bool,
-    ) -> Result<Arc<Router>, ChangeError> {
+    /// The router for `next`, built over the one in force (see
+    /// [`Router::rebuild`]; `replaced`: a plugin file replaced).
+    fn build(&self, next: &Config, replaced: Option<&Path>) -> Result<Arc<Router>, ChangeError> {
         let current = self.router();
         Ok(Arc::new(Router::rebuild(
             next,
             &self.host,
             &self.reporting,
             Some(&current),
-            rebuild_anyway,
+            replaced,
         )?))
     }
 
@@ -369,7 +369,7 @@ impl Control {
     fn apply<R>(
         &self,
         edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
-        rebuild_anyway: &dyn Fn(&crate::config::PoolConfig) -> bool,
+        replaced: Option<&Path>,
         scope: Scope,
     ) -> Result<(Config, R), ChangeError> {
         let mut inner = self.lock();
@@ -405,7 +405,7 @@ impl Control {
         }
         next.check()
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
-        let router = self.build(&next, rebuild_anyway)?;
+        let router = self.build(&next, replaced)?;
         match &self.store {
             Store::File(Some(path)) => {
                 write_atomically(path, &next).map_err(|error| ChangeError::Persist {

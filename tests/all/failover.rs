@@ -454,6 +454,70 @@ async fn stale_if_error_serves_the_last_good_answer() {
     assert_eq!(post.status(), 502);
 }
 
+/// A pool's membership changes (an instance added through the admin API):
+/// the routes keep what they learned — a route's stale-if-error answers and
+/// a fan-out's cached answer — as the pools keep their instances' state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_membership_change_costs_no_route_its_cached_answers() {
+    let mut ups = upstreams(2);
+    let mut joining = switchyard_tests::upstream::Upstream::start("joining");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/fused\" }}\n\
+         fan_out = {{ sources = [{{ pool = \"p\" }}, {{ pool = \"q\" }}], resolver = {{ kind = \"first-success\" }}, cache = {{ ttl_ms = 600000 }} }}\n\
+         [[routes]]\npool = \"p\"\nstale_if_error = {{ max_age_ms = 600000 }}\n\
+         [pools.p]\ninstances = [{{ url = \"{}\" }}]\n[pools.q]\ninstances = [{{ url = \"{}\" }}]\n",
+        ups[0].url(),
+        ups[1].url()
+    );
+    let proxy = serve(&dir, &toml);
+    let client = client();
+    let cache_state = |response: &reqwest::Response| {
+        response.headers()["x-switchyard-cache"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let fused = format!("{}/fused?id=1", proxy.url);
+    let first = client.get(&fused).send().await.unwrap();
+    assert_eq!(
+        (first.status().as_u16(), cache_state(&first)),
+        (200, "miss".into())
+    );
+    assert_eq!(
+        get(&client, &format!("{}/item?id=7", proxy.url)).await,
+        (200, "u0".to_string())
+    );
+    // p gains an instance.
+    let (status, body) = crate::admin(
+        reqwest::Method::POST,
+        &format!("{}/v1/pools/p/instances", proxy.admin_url()),
+        Some(serde_json::json!({ "url": joining.url() })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    // The fan-out's answer is still cached: no source is asked.
+    let asked = ups[0].hits() + ups[1].hits() + joining.hits();
+    let again = client.get(&fused).send().await.unwrap();
+    assert_eq!(
+        (again.status().as_u16(), cache_state(&again)),
+        (200, "hit".into())
+    );
+    assert_eq!(ups[0].hits() + ups[1].hits() + joining.hits(), asked);
+    // Every instance of p is gone: the answer from before the change is served.
+    ups[0].kill();
+    joining.kill();
+    let stale = client
+        .get(format!("{}/item?id=7", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stale.status(), 200);
+    assert_eq!(stale.headers()["x-switchyard-stale"], "1");
+    assert_eq!(stale.text().await.unwrap(), "u0");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulting_failover_plugin_falls_back_to_the_built_in_policy() {
     let mut ups = upstreams(2);

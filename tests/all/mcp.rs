@@ -226,10 +226,8 @@ async fn a_session_survives_a_new_instance_a_restart_and_another_switchyard() {
     )
     .await;
     assert!((200..300).contains(&status), "{status} {body}");
-    for _ in 0..4 {
-        let (status, message) = echo(&url, &session, "two").await;
-        assert_eq!((status, echoed(&message)), (200, "s1: two"));
-    }
+    // The route kept what it learned of the tools (the echo above listed
+    // them), as its pool kept its instance.
     let (_, status) = crate::admin(
         reqwest::Method::GET,
         &format!("{}/v1/status", first.admin_url()),
@@ -251,6 +249,11 @@ async fn a_session_survives_a_new_instance_a_restart_and_another_switchyard() {
             .any(|t| t["name"] == "echo"),
         "{route}"
     );
+
+    for _ in 0..4 {
+        let (status, message) = echo(&url, &session, "two").await;
+        assert_eq!((status, echoed(&message)), (200, "s1: two"));
+    }
 
     // Switchyard restarted (the admin change is in its state file), and a
     // second Switchyard with the same key: the session is served by both.

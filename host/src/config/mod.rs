@@ -56,6 +56,13 @@ pub use types::{
 
 use std::path::Path;
 
+/// Whether two config values say the same, compared as their serialized
+/// values (the config types have no `PartialEq` of their own: some hold
+/// floats and free-form plugin config).
+pub fn same_json<T: serde::Serialize>(a: &T, b: &T) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
 /// The `name = value` headers of a config table (validated at load), as
 /// header pairs; an invalid one is left out.
 pub fn header_pairs(

@@ -951,13 +951,21 @@ impl Config {
             })
             .collect();
         for (i, route) in self.routes.iter().enumerate() {
-            if let Some(ResolverConfig::Plugin(p)) = route.fan_out.as_ref().map(|f| &f.resolver)
-                && p.plugin.path == path
-            {
+            if route.plugin_path() == Some(path) {
                 users.push(format!("routes[{i}].fan_out.resolver"));
             }
         }
         users
+    }
+}
+
+impl RouteConfig {
+    /// The plugin file the route loads: its fan-out's resolver plugin.
+    pub fn plugin_path(&self) -> Option<&Path> {
+        match self.fan_out.as_ref().map(|f| &f.resolver) {
+            Some(ResolverConfig::Plugin(p)) => Some(&p.plugin.path),
+            _ => None,
+        }
     }
 }
 
@@ -966,12 +974,12 @@ impl PoolConfig {
     /// blanked what does not count (e.g. the instances' `drain` flags);
     /// compared as their serialized values.
     pub fn same_as(&self, other: &PoolConfig, ignoring: impl Fn(&mut PoolConfig)) -> bool {
-        let value = |c: &PoolConfig| {
+        let blanked = |c: &PoolConfig| {
             let mut c = c.clone();
             ignoring(&mut c);
-            serde_json::to_value(c).ok()
+            c
         };
-        value(self) == value(other)
+        super::same_json(&blanked(self), &blanked(other))
     }
 
     /// `(key, path)` of every plugin the pool loads.

@@ -87,8 +87,8 @@ pub struct FanOut {
     plugin_stats: Option<Arc<PluginStats>>,
     early_exit: bool,
     schema: Option<jsonschema::Validator>,
-    cache: Option<FusionCache>,
-    quality: Quality,
+    cache: Option<Arc<FusionCache>>,
+    quality: Arc<Quality>,
     timeout: Duration,
     source_timeout: Duration,
     max_request_body: u64,
@@ -98,7 +98,10 @@ pub struct FanOut {
 
 impl FanOut {
     /// Builds route number `index` from `config` (validated) over `pools`,
-    /// loading a resolver plugin in `host`.
+    /// loading a resolver plugin in `host`. `previous`, the same route as
+    /// built before a change, hands on its cache, and its sources' quality
+    /// when the sources are the same (in instance mode they follow the
+    /// pool's membership).
     ///
     /// # Errors
     /// [`StartError::Plugin`] when the resolver plugin is refused.
@@ -107,6 +110,7 @@ impl FanOut {
         config: &FanOutConfig,
         pools: &std::collections::BTreeMap<String, Arc<Pool>>,
         host: &PluginHost,
+        previous: Option<&FanOut>,
     ) -> Result<Self, StartError> {
         let (sources, targets, instances) = match &config.pool {
             Some(name) => {
@@ -198,9 +202,26 @@ impl FanOut {
             }
             None => None,
         };
+        let quality = previous
+            .filter(|p| {
+                p.sources.len() == sources.len()
+                    && p.sources
+                        .iter()
+                        .zip(&sources)
+                        .all(|(a, b)| a.name == b.name)
+            })
+            .map_or_else(
+                || Arc::new(Quality::new(sources.len())),
+                |p| Arc::clone(&p.quality),
+            );
+        let cache = config.cache.as_ref().map(|c| {
+            previous
+                .and_then(|p| p.cache.clone())
+                .unwrap_or_else(|| Arc::new(FusionCache::new(c)))
+        });
         Ok(Self {
             index,
-            quality: Quality::new(sources.len()),
+            quality,
             sources,
             targets,
             instances,
@@ -208,7 +229,7 @@ impl FanOut {
             plugin_stats,
             early_exit: config.early_exit,
             schema,
-            cache: config.cache.as_ref().map(FusionCache::new),
+            cache,
             timeout: Duration::from_millis(config.timeout_ms),
             source_timeout: Duration::from_millis(config.source_timeout_ms),
             max_request_body: config.max_request_body_bytes,
@@ -234,7 +255,7 @@ impl FanOut {
 
     /// The cache, when configured.
     pub fn cache(&self) -> Option<&FusionCache> {
-        self.cache.as_ref()
+        self.cache.as_deref()
     }
 
     /// Serves one request: buffer, cache, fan out, fuse.

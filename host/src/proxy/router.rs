@@ -1,6 +1,7 @@
 //! Routes: the first route whose conditions all hold picks the pool.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -14,7 +15,7 @@ use super::mcp::{McpRoute, SessionKeys, SessionsSeen};
 use super::recent::RecentRequests;
 use super::tunnel::Tunnels;
 use super::{Pool, StartError};
-use crate::config::{Config, FallbackConfig, PoolConfig, RouteMatch};
+use crate::config::{Config, FallbackConfig, RouteConfig, RouteMatch, same_json};
 use crate::failover::StaleCache;
 use crate::health::{EventBus, HealthEvent};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -87,17 +88,20 @@ impl Router {
     /// # Errors
     /// [`StartError::Plugin`] when a pool's plugin is refused.
     pub fn build(config: &Config, host: &PluginHost) -> Result<Self, StartError> {
-        Self::rebuild(config, host, &Reporting::new(config), None, &|_| false)
+        Self::rebuild(config, host, &Reporting::new(config), None, None)
     }
 
     /// Builds the router for `config`, reusing every pool of `previous`
     /// that [serves](Pool::serves) its new config as it is (only drain flags
     /// changed; [`activate`](Self::activate) sets them), and building the
     /// next generation of a pool whose `instances` changed from its
-    /// previous one, which keeps its state (see [`Pool`]) — unless
-    /// `rebuild_anyway` says otherwise (a plugin file was replaced). Other
-    /// pools and every route are built anew. Nothing the previous router
-    /// uses is changed until [`activate`](Self::activate).
+    /// previous one, which keeps its state (see [`Pool`]) — unless it loads
+    /// the plugin file `replaced`. Other pools and every route are built
+    /// anew; a route whose config is unchanged keeps what it learned (its
+    /// stale-if-error answers, its fan-out's cache and source quality, its
+    /// MCP catalog), unless its resolver is the plugin `replaced`: a pool's
+    /// membership change costs no route its state. Nothing the previous
+    /// router uses is changed until [`activate`](Self::activate).
     ///
     /// # Errors
     /// [`StartError::Plugin`] when a plugin is refused.
@@ -106,13 +110,14 @@ impl Router {
         host: &PluginHost,
         reporting: &Arc<Reporting>,
         previous: Option<&Router>,
-        rebuild_anyway: &dyn Fn(&PoolConfig) -> bool,
+        replaced: Option<&Path>,
     ) -> Result<Self, StartError> {
+        let is_replaced = |path: &Path| replaced == Some(path);
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
             let before = previous
                 .and_then(|r| r.pools.iter().find(|p| &p.name == name))
-                .filter(|_| !rebuild_anyway(pool));
+                .filter(|_| !pool.plugin_keys().iter().any(|(_, p)| is_replaced(p)));
             let built = match before {
                 Some(p) if p.serves(pool) => Arc::clone(p),
                 _ => Arc::new(Pool::build(
@@ -128,12 +133,28 @@ impl Router {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
+            let before = previous
+                .and_then(|p| p.routes.iter().find(|old| same_json(&old.config, r)))
+                .filter(|_| !r.plugin_path().is_some_and(is_replaced))
+                .map(|old| &old.target);
             let target = match (&r.pool, &r.fan_out, &r.mcp) {
-                (_, _, Some(mcp)) => Target::Mcp(Box::new(McpRoute::build(
-                    index, &r.matches, mcp, &pools, reporting,
-                )?)),
+                (_, _, Some(mcp)) => {
+                    let before = match before {
+                        Some(Target::Mcp(m)) => Some(&**m),
+                        _ => None,
+                    };
+                    Target::Mcp(Box::new(McpRoute::build(
+                        index, &r.matches, mcp, &pools, reporting, before,
+                    )?))
+                }
                 (_, Some(fan_out), None) => {
-                    Target::FanOut(Box::new(FanOut::build(index, fan_out, &pools, host)?))
+                    let before = match before {
+                        Some(Target::FanOut(f)) => Some(&**f),
+                        _ => None,
+                    };
+                    Target::FanOut(Box::new(FanOut::build(
+                        index, fan_out, &pools, host, before,
+                    )?))
                 }
                 (Some(name), None, None) => {
                     let Some(pool) = pools.get(name) else {
@@ -152,10 +173,17 @@ impl Router {
                         ))),
                         None => None,
                     };
+                    let stale = match before {
+                        Some(Target::Pool(p)) => p.stale.clone(),
+                        _ => None,
+                    };
                     Target::Pool(PoolRoute {
                         pool: Arc::clone(pool),
                         fallback,
-                        stale: r.stale_if_error.as_ref().map(StaleCache::new),
+                        stale: r
+                            .stale_if_error
+                            .as_ref()
+                            .map(|c| stale.unwrap_or_else(|| Arc::new(StaleCache::new(c)))),
                     })
                 }
                 // Validation refuses a route with none.
@@ -167,6 +195,7 @@ impl Router {
                 Target::Mcp(_) => "mcp",
             };
             routes.push(Route {
+                config: r.clone(),
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
                 index,
@@ -198,6 +227,9 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Its position in the config's `routes`.
     pub index: usize,
+    /// The config it was built from (the next router keeps the state of
+    /// a route whose config is the same).
+    config: RouteConfig,
 }
 
 /// Where a route sends its requests.
@@ -217,7 +249,7 @@ pub struct PoolRoute {
     /// What answers when the pool cannot.
     pub fallback: Option<Fallback>,
     /// Last good GET answers, when `stale_if_error` is on.
-    pub stale: Option<StaleCache>,
+    pub stale: Option<Arc<StaleCache>>,
 }
 
 /// A route's graceful degradation.

@@ -110,7 +110,7 @@ impl Shared {
     /// Whether `self` and `other` say the same (compared as JSON: the
     /// config types have no `PartialEq` of their own).
     pub fn same_as(&self, other: &Shared) -> bool {
-        serde_json::to_value(self).ok() == serde_json::to_value(other).ok()
+        crate::config::same_json(self, other)
     }
 
     /// `local` with what is shared replaced by this: the replica's own

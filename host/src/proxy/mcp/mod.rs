@@ -140,7 +140,8 @@ pub struct McpRoute {
     session_max_age: Duration,
     max_message: usize,
     tools: BTreeMap<String, ToolSettings>,
-    catalog: RwLock<Catalog>,
+    /// Shared with the same route built after a change (see `build`).
+    catalog: Arc<RwLock<Catalog>>,
     /// The route's match, `HOST PATH_PREFIX`: the sessions it issues say so.
     key: Arc<str>,
     reporting: Arc<Reporting>,
@@ -190,7 +191,8 @@ impl<'a> Client<'a> {
 
 impl McpRoute {
     /// Builds route number `index`, matching `matches`, from `config`
-    /// (validated) over `pools`.
+    /// (validated) over `pools`. `previous`, the same route as built before
+    /// a change, hands on the catalog it learned (the targets are the same).
     ///
     /// # Errors
     /// [`StartError::Route`] for a target whose pool does not exist or a
@@ -201,6 +203,7 @@ impl McpRoute {
         config: &McpConfig,
         pools: &BTreeMap<String, Arc<Pool>>,
         reporting: &Arc<Reporting>,
+        previous: Option<&McpRoute>,
     ) -> Result<Self, StartError> {
         let mut targets = Vec::with_capacity(config.targets.len());
         for t in &config.targets {
@@ -258,7 +261,7 @@ impl McpRoute {
             session_max_age: Duration::from_millis(config.session_max_age_ms),
             max_message: usize::try_from(config.max_message_bytes).unwrap_or(usize::MAX),
             tools,
-            catalog: RwLock::default(),
+            catalog: previous.map_or_else(Arc::default, |p| Arc::clone(&p.catalog)),
             key: Arc::from(key),
             reporting: Arc::clone(reporting),
         })
