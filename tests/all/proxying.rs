@@ -167,8 +167,80 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
     let client = client();
     for i in 0..20 {
         let (status, body) = get(&client, &format!("{}/app/{i}", proxy.url)).await;
-        assert_eq!((status, body.as_str()), (200, "ok"), "request {i}");
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "ok"),
+            "request {i}; switchyard's log:\n{}",
+            proxy.log().join("\n")
+        );
     }
+}
+
+/// The keep-alive race made certain: an instance that answers the first
+/// request of each connection and closes it when the next one arrives, so
+/// that every request after the first goes on a connection the instance
+/// closes under it. An idempotent request is sent again on a new
+/// connection — with no retry configured, and nothing booked on the
+/// instance — and a POST is not (it may have been processed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_connection_closed_as_the_request_arrives_costs_no_idempotent_request() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            // Reads a request head (and its body, by content-length).
+            let mut read_request = || {
+                let (mut line, mut length) = (String::new(), 0);
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                std::io::Read::read_exact(&mut reader, &mut body).is_ok() && line == "\r\n"
+            };
+            if read_request() {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+            // The next request arrives: closed without an answer.
+            read_request();
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &(one_pool(&format!(r#"[{{ url = "http://{addr}" }}]"#)).replace(
+            "connect_timeout_ms = 500",
+            "connect_timeout_ms = 500\nretry = { retries = 0 }",
+        ) + "[runtime]\nworker_threads = 1\n"),
+    );
+    let client = client();
+    for i in 0..10 {
+        let (status, body) = get(&client, &format!("{}/app/{i}", proxy.url)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "ok"),
+            "request {i}; switchyard's log:\n{}",
+            proxy.log().join("\n")
+        );
+    }
+    assert!(
+        !proxy.log().iter().any(|l| l.contains("attempt failed")),
+        "a closed kept connection booked as the instance's failure:\n{}",
+        proxy.log().join("\n")
+    );
+    // A POST is not sent twice: it fails with the connection.
+    let post = client
+        .post(format!("{}/app/post", proxy.url))
+        .body("data")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(post.status(), 502);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -485,18 +485,27 @@ impl FanOut {
             let gone = format!("instance {id} left pool `{}`", pool.name);
             return (source, 0, Outcome::Error(gone));
         };
-        let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
-        *request.method_mut() = call.parts.method.clone();
-        *request.uri_mut() = Uri::from(call.path_and_query.clone());
-        *request.version_mut() = Version::HTTP_11;
-        *request.headers_mut() = call.parts.headers.clone();
+        let build = |_again| {
+            let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
+            *request.method_mut() = call.parts.method.clone();
+            *request.uri_mut() = Uri::from(call.path_and_query.clone());
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = call.parts.headers.clone();
+            request
+        };
+        // The body is buffered: a request the pool may repeat can be sent again.
+        let resendable = pool.failover.retry().method_retryable(&call.parts.method);
         let _in_flight = endpoint.start_request();
         let started = Instant::now();
         // Recorded by whichever of the attempt and its timeout ends it;
         // dropped unrecorded when early exit cancels this source.
         let mut admission = Some(admission);
         let attempt = async {
-            let response = match pool.upstreams.request(endpoint, request).await {
+            let response = match pool
+                .upstreams
+                .request_or_resend(endpoint, resendable, build)
+                .await
+            {
                 Ok(response) => response,
                 Err(error) => {
                     let attempt = if error.is_connect() {

@@ -473,15 +473,12 @@ impl<'a> Exchange<'a> {
         attempt: usize,
     ) -> Result<Answered, Failed> {
         let pool = self.pool;
-        let mut upstream = Request::new(self.body.for_attempt());
-        *upstream.method_mut() = self.parts.method.clone();
-        *upstream.uri_mut() = Uri::from(self.path_and_query.clone());
-        *upstream.version_mut() = Version::HTTP_11;
-        *upstream.headers_mut() = if last {
-            std::mem::take(&mut self.parts.headers)
-        } else {
-            self.parts.headers.clone()
-        };
+        // A request whose kept connection failed before any answer (closed
+        // by the instance as it was taken) goes once more, on a new
+        // connection, when it may be repeated: not an attempt of its own,
+        // nothing booked on the instance (as nginx does).
+        let resendable =
+            self.body.replayable() && pool.failover.retry().method_retryable(&self.parts.method);
         let in_flight = endpoint.start_request();
         let started = Instant::now();
         let timeout = pool
@@ -489,8 +486,13 @@ impl<'a> Exchange<'a> {
             .retry()
             .per_try_timeout(pool.request_timeout)
             .min(self.deadline.saturating_duration_since(Instant::now()));
-        let outcome =
-            tokio::time::timeout(timeout, pool.upstreams.request(endpoint, upstream)).await;
+        // The headers are moved into the last request that can be sent.
+        let request = pool
+            .upstreams
+            .request_or_resend(endpoint, resendable, |again| {
+                self.upstream_request(last && (again || !resendable))
+            });
+        let outcome = tokio::time::timeout(timeout, request).await;
         let latency_us = started.elapsed().as_micros() as u64;
         // The client's body failed, or the attempt timed out while the body
         // waited for the client's next bytes: nothing is booked on the
@@ -559,6 +561,22 @@ impl<'a> Exchange<'a> {
             failure,
             held,
         })))
+    }
+
+    /// The request for one attempt: the client's, its body replayed (or
+    /// streamed), its headers moved when `take_headers` (nothing will be
+    /// sent after it), else copied.
+    fn upstream_request(&mut self, take_headers: bool) -> Request<UpstreamBody> {
+        let mut upstream = Request::new(self.body.for_attempt());
+        *upstream.method_mut() = self.parts.method.clone();
+        *upstream.uri_mut() = Uri::from(self.path_and_query.clone());
+        *upstream.version_mut() = Version::HTTP_11;
+        *upstream.headers_mut() = if take_headers {
+            std::mem::take(&mut self.parts.headers)
+        } else {
+            self.parts.headers.clone()
+        };
+        upstream
     }
 
     /// Phase 4: asks the pool's failover policy what follows the failed

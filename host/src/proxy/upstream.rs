@@ -87,6 +87,7 @@ struct Multiplexed {
 #[derive(Debug)]
 pub struct UpstreamError {
     connect: bool,
+    stale: bool,
     source: Box<dyn std::error::Error + Send + Sync>,
 }
 
@@ -98,16 +99,29 @@ impl UpstreamError {
         self.connect
     }
 
+    /// Whether the request went on an idle HTTP/1.1 connection kept from
+    /// an earlier request and failed before any answer: most likely the
+    /// instance closed that connection as it was taken (its keep-alive
+    /// timeout), which says nothing of the instance's health. RFC 9112
+    /// §9.3.1 lets a client send an idempotent request again on a new
+    /// connection then; nginx does so without counting an attempt.
+    pub fn is_stale(&self) -> bool {
+        self.stale
+    }
+
     fn connect(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self {
             connect: true,
+            stale: false,
             source: source.into(),
         }
     }
 
-    fn send(source: hyper::Error) -> Self {
+    /// A failed exchange; `stale` when on a kept connection.
+    fn send(source: hyper::Error, stale: bool) -> Self {
         Self {
             connect: false,
+            stale,
             source: source.into(),
         }
     }
@@ -167,7 +181,41 @@ impl Upstreams {
     pub async fn request(
         self: &Arc<Self>,
         endpoint: &Endpoint,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        self.send(endpoint, request, true).await
+    }
+
+    /// [`request`](Self::request) of the request `build(false)` makes;
+    /// should that fail on a kept connection ([`UpstreamError::is_stale`])
+    /// and the request be `resendable` (may be repeated, and its body can
+    /// be), the request `build(true)` makes goes once more, on a new
+    /// connection. Not an attempt of its own: the caller books one outcome.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request), of the last request sent.
+    pub async fn request_or_resend(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
+        resendable: bool,
+        mut build: impl FnMut(bool) -> Request<UpstreamBody>,
+    ) -> Result<Response<PooledBody>, UpstreamError> {
+        match self.send(endpoint, build(false), true).await {
+            Err(error) if error.is_stale() && resendable => {
+                tracing::debug!(instance = %endpoint.url, error = %super::forward::error_chain(&error), "a kept connection failed before any answer; sending again on a new one");
+                self.send(endpoint, build(true), false).await
+            }
+            other => other,
+        }
+    }
+
+    /// [`request`](Self::request), on an idle HTTP/1.1 connection only when
+    /// `reuse` says so.
+    async fn send(
+        self: &Arc<Self>,
+        endpoint: &Endpoint,
         mut request: Request<UpstreamBody>,
+        reuse: bool,
     ) -> Result<Response<PooledBody>, UpstreamError> {
         ensure_host(&mut request, &endpoint.authority);
         if self.protocol != UpstreamProtocol::Http1
@@ -176,7 +224,12 @@ impl Upstreams {
             return send_h2(sender, endpoint, request, false).await;
         }
         loop {
-            let (mut sender, reused) = match self.checkout(endpoint.id) {
+            let idle = if reuse {
+                self.checkout(endpoint.id)
+            } else {
+                None
+            };
+            let (mut sender, reused) = match idle {
                 Some(sender) => (sender, true),
                 // Boxed: connecting (a TLS handshake's state included) is
                 // rare and large; inline, it would swell every request's
@@ -192,7 +245,7 @@ impl Upstreams {
                 if reused {
                     continue;
                 }
-                return Err(UpstreamError::send(e));
+                return Err(UpstreamError::send(e, false));
             }
             match sender.try_send_request(request).await {
                 Ok(response) if response.status() == StatusCode::SWITCHING_PROTOCOLS => {
@@ -210,7 +263,7 @@ impl Upstreams {
                 Err(mut e) => match e.take_message() {
                     // Not sent: the connection closed as it was taken.
                     Some(unsent) if reused => request = unsent,
-                    _ => return Err(UpstreamError::send(e.into_error())),
+                    _ => return Err(UpstreamError::send(e.into_error(), reused)),
                 },
             }
         }
@@ -484,7 +537,7 @@ async fn send_h2(
         Err(e) if fresh => Err(UpstreamError::connect(format!(
             "the instance does not speak HTTP/2 (protocol = \"h2\"), or closed the new connection: {e}"
         ))),
-        Err(e) => Err(UpstreamError::send(e)),
+        Err(e) => Err(UpstreamError::send(e, false)),
     }
 }
 
