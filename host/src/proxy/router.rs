@@ -15,7 +15,7 @@ use super::mcp::{McpRoute, SessionKeys, SessionsSeen};
 use super::recent::RecentRequests;
 use super::tunnel::Tunnels;
 use super::{Pool, StartError};
-use crate::config::{Config, FallbackConfig, RouteConfig, RouteMatch, same_json};
+use crate::config::{Config, FallbackConfig, RouteMatch};
 use crate::failover::StaleCache;
 use crate::health::{EventBus, HealthEvent};
 use crate::metrics::{Metrics, RouteMetrics};
@@ -133,8 +133,17 @@ impl Router {
         }
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
+            // The same route before the change: the one at the same place
+            // first (routes rarely move), serialized once.
+            let json = serde_json::to_value(r).ok();
+            let same = |old: &&Route| json.is_some() && old.config == json;
             let before = previous
-                .and_then(|p| p.routes.iter().find(|old| same_json(&old.config, r)))
+                .and_then(|p| {
+                    p.routes
+                        .get(index)
+                        .filter(same)
+                        .or_else(|| p.routes.iter().find(same))
+                })
                 .filter(|_| !r.plugin_path().is_some_and(is_replaced))
                 .map(|old| &old.target);
             let target = match (&r.pool, &r.fan_out, &r.mcp) {
@@ -195,7 +204,7 @@ impl Router {
                 Target::Mcp(_) => "mcp",
             };
             routes.push(Route {
-                config: r.clone(),
+                config: json,
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
                 index,
@@ -227,9 +236,9 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Its position in the config's `routes`.
     pub index: usize,
-    /// The config it was built from (the next router keeps the state of
-    /// a route whose config is the same).
-    config: RouteConfig,
+    /// The config it was built from, as JSON: the next router keeps the
+    /// state of a route whose config is the same.
+    config: Option<serde_json::Value>,
 }
 
 /// Where a route sends its requests.
