@@ -102,6 +102,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 request_timeout_ms: 30_000,
                 fail_timeout_ms: 10_000,
                 idle_timeout_ms: 90_000,
+                max_idle_connections: 64,
                 sticky: None,
                 // Checked every second, so that an instance that stops is
                 // seen on the dashboard's timeline within seconds.

@@ -39,6 +39,15 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             vec!["routes[0].pool", "unknown pool `missing`"],
         ),
         (
+            format!(
+                "{LISTENER}[pools.p]\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\nmax_idle_connections = 70000\n"
+            ),
+            vec![
+                "pools.p.max_idle_connections",
+                "70000 is out of range: 0..=65536",
+            ],
+        ),
+        (
             format!("{LISTENER}[pools.p]\ninstances = [{{ url = \"ftp://127.0.0.1:1\" }}]\n"),
             vec!["pools.p.instances[0].url", "must start with `http://`"],
         ),

@@ -138,6 +138,54 @@ async fn upstream_connections_are_reused_until_idle_past_the_timeout() {
     );
 }
 
+/// At most `max_idle_connections` idle connections are kept per instance
+/// (and worker): after a burst of six requests in flight at once, two are
+/// kept, so the next burst of six opens four more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_upstream_connections_are_capped_per_instance() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    // One worker: one table of idle connections.
+    let config = one_pool(&instances(&ups)).replace(
+        "connect_timeout_ms = 500",
+        "connect_timeout_ms = 500\nmax_idle_connections = 2",
+    ) + "[runtime]\nworker_threads = 1\n";
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/app", proxy.url);
+    // Six requests held by the instance at once (six connections), then
+    // answered.
+    let burst = |hits_before: u64| {
+        let url = url.clone();
+        let up = &ups[0];
+        async move {
+            up.hold();
+            let requests: Vec<_> = (0..6)
+                .map(|_| {
+                    let url = url.clone();
+                    tokio::spawn(async move { get(&client(), &url).await.0 })
+                })
+                .collect();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while up.hits() < hits_before + 6 {
+                assert!(std::time::Instant::now() < deadline, "{} held", up.hits());
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            up.release();
+            for request in requests {
+                assert_eq!(request.await.unwrap(), 200);
+            }
+        }
+    };
+    burst(0).await;
+    assert_eq!(ups[0].connections(), 6);
+    burst(6).await;
+    assert_eq!(
+        ups[0].connections(),
+        10,
+        "two idle connections reused, four opened"
+    );
+}
+
 /// An instance that closes each keep-alive connection right after its
 /// answer (as one whose keep-alive timeout fires) costs no request: a
 /// request that a pooled connection could not take goes on a new one.

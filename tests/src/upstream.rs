@@ -33,6 +33,8 @@ struct Behaviour {
     fail_every: AtomicU64,
     sessions: AtomicBool,
     issued: Mutex<HashSet<String>>,
+    held: AtomicBool,
+    released: tokio::sync::Notify,
 }
 
 /// A running upstream; killed when dropped.
@@ -158,6 +160,19 @@ impl Upstream {
         self.behaviour.status.store(status, Ordering::Relaxed);
     }
 
+    /// Holds every request that arrives (counted in [`hits`](Self::hits))
+    /// without an answer until [`release`](Self::release): a test knows
+    /// how many are in flight at once.
+    pub fn hold(&self) {
+        self.behaviour.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets the held requests (and those to come) be answered.
+    pub fn release(&self) {
+        self.behaviour.held.store(false, Ordering::SeqCst);
+        self.behaviour.released.notify_waiters();
+    }
+
     /// Answers every `n`-th request with 503 (0: never), whatever `set_status` says.
     pub fn set_fail_every(&self, n: u64) {
         self.behaviour.fail_every.store(n, Ordering::Relaxed);
@@ -211,6 +226,16 @@ impl Drop for Upstream {
 
 async fn respond(name: &str, behaviour: &Behaviour, request: Request) -> Response<Body> {
     let hit = behaviour.hits.fetch_add(1, Ordering::Relaxed) + 1;
+    loop {
+        // Registered before the flag is read: a release in between wakes it.
+        let released = behaviour.released.notified();
+        tokio::pin!(released);
+        released.as_mut().enable();
+        if !behaviour.held.load(Ordering::SeqCst) {
+            break;
+        }
+        released.await;
+    }
     let every = behaviour.fail_every.load(Ordering::Relaxed);
     let forced_failure = every > 0 && hit.is_multiple_of(every);
     let delay = behaviour.delay_ms.load(Ordering::Relaxed);

@@ -178,9 +178,11 @@ instances = [{ url = "http://127.0.0.1:9001" }]
             (
                 pool.connect_timeout_ms,
                 pool.request_timeout_ms,
-                pool.fail_timeout_ms
+                pool.fail_timeout_ms,
+                pool.idle_timeout_ms,
+                pool.max_idle_connections
             ),
-            (1_000, 30_000, 10_000)
+            (1_000, 30_000, 10_000, 90_000, 64)
         );
         assert_eq!(pool.instances[0].weight, 1);
         assert_eq!(config.shutdown_grace_ms, 30_000);

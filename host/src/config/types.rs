@@ -401,6 +401,13 @@ pub struct PoolConfig {
     /// closes when its streams end). Default 90000.
     #[serde(default = "defaults::idle_timeout_ms")]
     pub idle_timeout_ms: u64,
+    /// Idle HTTP/1.1 connections kept per instance and worker thread, as
+    /// nginx's `keepalive` (which counts per worker process): when one more
+    /// would be kept, the one idle longest is closed; 0 keeps none (a new
+    /// connection per request). Bounds the sockets a burst leaves open for
+    /// `idle_timeout_ms`. Default 64, at most 65536.
+    #[serde(default = "defaults::max_idle_connections")]
+    pub max_idle_connections: u32,
     /// TLS to the pool's `https://` instances: CA bundle, SNI name, client
     /// certificate. Default: Mozilla's roots, each instance's host.
     pub tls: Option<UpstreamTlsConfig>,
@@ -634,6 +641,9 @@ mod defaults {
     }
     pub fn idle_timeout_ms() -> u64 {
         90_000
+    }
+    pub fn max_idle_connections() -> u32 {
+        64
     }
     pub fn weight() -> u32 {
         1
@@ -1046,6 +1056,13 @@ impl PoolConfig {
         ] {
             in_range(k, v, min, MAX_WAIT_MS).map_err(|(k, reason)| (key(&k), reason))?;
         }
+        in_range(
+            "max_idle_connections",
+            u64::from(self.max_idle_connections),
+            0,
+            65_536,
+        )
+        .map_err(|(k, reason)| (key(&k), reason))?;
         self.strategy
             .validate()
             .map_err(|(k, reason)| (key(&format!("strategy.{k}")), reason))?;

@@ -188,6 +188,7 @@ impl Pool {
                 config.protocol,
                 Duration::from_millis(config.connect_timeout_ms),
                 Duration::from_millis(config.idle_timeout_ms),
+                config.max_idle_connections as usize,
                 tls,
             ),
         };

@@ -53,6 +53,8 @@ pub struct Upstreams {
     /// TLS to the `https://` instances.
     tls: Arc<UpstreamTls>,
     idle_timeout: Duration,
+    /// Idle HTTP/1.1 connections kept per instance and stripe.
+    max_idle: usize,
     /// The HTTP version spoken to the instances.
     protocol: UpstreamProtocol,
     /// Idle HTTP/1.1 connections per stripe, indexed by instance id,
@@ -146,12 +148,15 @@ impl std::error::Error for UpstreamError {
 impl Upstreams {
     /// Connections speaking `protocol`, opened within `connect_timeout`
     /// (the TLS handshake included), over `tls` to `https://` instances,
-    /// kept while idle for at most `idle_timeout` (the pool's `protocol`,
-    /// `connect_timeout_ms`, `tls` and `idle_timeout_ms`).
+    /// kept while idle for at most `idle_timeout`, at most `max_idle` of
+    /// them per instance and thread stripe (the pool's `protocol`,
+    /// `connect_timeout_ms`, `tls`, `idle_timeout_ms` and
+    /// `max_idle_connections`).
     pub fn new(
         protocol: UpstreamProtocol,
         connect_timeout: Duration,
         idle_timeout: Duration,
+        max_idle: usize,
         tls: Arc<UpstreamTls>,
     ) -> Arc<Self> {
         Arc::new(Self {
@@ -159,6 +164,7 @@ impl Upstreams {
             tls,
             protocol,
             idle_timeout,
+            max_idle,
             idle: (0..STRIPES).map(|_| Mutex::default()).collect(),
             multiplexed: (0..STRIPES).map(|_| Mutex::default()).collect(),
             sweeping: AtomicBool::new(false),
@@ -362,9 +368,11 @@ impl Upstreams {
     }
 
     /// Keeps `sender` as an idle connection to instance `id` (unless it is
-    /// closed); the ones idle past the timeout go.
+    /// closed, or none may be kept); the ones idle past the timeout go, and
+    /// the one idle longest when the stripe holds `max_idle` already.
+    /// A connection let go closes once its sender is dropped.
     fn give_back(&self, id: EndpointId, sender: http1::SendRequest<UpstreamBody>) {
-        if sender.is_closed() {
+        if sender.is_closed() || self.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -379,6 +387,9 @@ impl Upstreams {
             .take_while(|c| now.duration_since(c.since) >= self.idle_timeout)
             .count();
         idle.drain(..expired);
+        if idle.len() >= self.max_idle {
+            idle.drain(..=idle.len() - self.max_idle);
+        }
         idle.push(Idle { sender, since: now });
     }
 
