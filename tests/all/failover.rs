@@ -229,14 +229,7 @@ async fn a_full_bulkhead_sheds_at_once_and_the_queue_times_out() {
     occupied(1, 0).await;
     let queued = tokio::spawn(send(url.clone()));
     occupied(1, 1).await;
-    let metrics = client()
-        .get(format!("{}/metrics", proxy.admin_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = get(&client(), &format!("{}/metrics", proxy.admin_url())).await;
     for line in [
         "switchyard_pool_bulkhead_active{pool=\"p\"} 1",
         "switchyard_pool_bulkhead_queued{pool=\"p\"} 1",
@@ -431,15 +424,7 @@ async fn stale_if_error_serves_the_last_good_answer() {
         (200, "u0".to_string())
     );
     ups[0].kill();
-    let stale = client
-        .get(format!("{}/item?id=7", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(stale.status(), 200);
-    assert_eq!(stale.headers()["x-switchyard-stale"], "1");
-    assert!(stale.headers().contains_key("age"));
-    assert_eq!(stale.text().await.unwrap(), "u0");
+    served_stale(&client, &format!("{}/item?id=7", proxy.url), "u0").await;
     // Another query was never answered: no stale copy, the error stands.
     assert_eq!(
         get(&client, &format!("{}/item?id=8", proxy.url)).await.0,
@@ -508,14 +493,17 @@ async fn a_membership_change_costs_no_route_its_cached_answers() {
     // Every instance of p is gone: the answer from before the change is served.
     ups[0].kill();
     joining.kill();
-    let stale = client
-        .get(format!("{}/item?id=7", proxy.url))
-        .send()
-        .await
-        .unwrap();
+    served_stale(&client, &format!("{}/item?id=7", proxy.url), "u0").await;
+}
+
+/// Asserts that `url` is answered from the stale-if-error copy: 200,
+/// marked stale, with its age, the body `body`.
+async fn served_stale(client: &reqwest::Client, url: &str, body: &str) {
+    let stale = client.get(url).send().await.unwrap();
     assert_eq!(stale.status(), 200);
     assert_eq!(stale.headers()["x-switchyard-stale"], "1");
-    assert_eq!(stale.text().await.unwrap(), "u0");
+    assert!(stale.headers().contains_key("age"));
+    assert_eq!(stale.text().await.unwrap(), body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,16 @@ instances = {upstream_list}
     )
 }
 
+/// [`one_pool`] with `pool_keys` added to the pool, served by one worker
+/// thread: one table of idle upstream connections, so which connection a
+/// request takes is certain.
+fn one_worker_pool(upstream_list: &str, pool_keys: &str) -> String {
+    one_pool(upstream_list).replace(
+        "connect_timeout_ms = 500",
+        &format!("connect_timeout_ms = 500\n{pool_keys}"),
+    ) + "[runtime]\nworker_threads = 1\n"
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_headers_and_strips_hop_by_hop() {
     let ups = upstreams(1);
@@ -108,11 +118,7 @@ async fn request_and_response_bodies_stream_through() {
 async fn upstream_connections_are_reused_until_idle_past_the_timeout() {
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
-    // One worker: one table of idle connections, so reuse is certain.
-    let config = one_pool(&instances(&ups)).replace(
-        "connect_timeout_ms = 500",
-        "connect_timeout_ms = 500\nidle_timeout_ms = 2000",
-    ) + "[runtime]\nworker_threads = 1\n";
+    let config = one_worker_pool(&instances(&ups), "idle_timeout_ms = 2000");
     let proxy = serve(&dir, &config);
     let client = client();
     for i in 0..30 {
@@ -145,11 +151,7 @@ async fn upstream_connections_are_reused_until_idle_past_the_timeout() {
 async fn idle_upstream_connections_are_capped_per_instance() {
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
-    // One worker: one table of idle connections.
-    let config = one_pool(&instances(&ups)).replace(
-        "connect_timeout_ms = 500",
-        "connect_timeout_ms = 500\nmax_idle_connections = 2",
-    ) + "[runtime]\nworker_threads = 1\n";
+    let config = one_worker_pool(&instances(&ups), "max_idle_connections = 2");
     let proxy = serve(&dir, &config);
     let url = format!("{}/app", proxy.url);
     // Six requests held by the instance at once (six connections), then
@@ -261,10 +263,10 @@ async fn a_kept_connection_closed_as_the_request_arrives_costs_no_idempotent_req
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &(one_pool(&format!(r#"[{{ url = "http://{addr}" }}]"#)).replace(
-            "connect_timeout_ms = 500",
-            "connect_timeout_ms = 500\nretry = { retries = 0 }",
-        ) + "[runtime]\nworker_threads = 1\n"),
+        &one_worker_pool(
+            &format!(r#"[{{ url = "http://{addr}" }}]"#),
+            "retry = { retries = 0 }",
+        ),
     );
     let client = client();
     for i in 0..10 {
