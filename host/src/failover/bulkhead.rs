@@ -74,7 +74,9 @@ impl Bulkhead {
     /// Requests holding a slot and requests waiting in the queue, now.
     pub fn occupancy(&self) -> BulkheadStatus {
         BulkheadStatus {
-            active: self.max_concurrent - self.slots.available_permits(),
+            active: self
+                .max_concurrent
+                .saturating_sub(self.slots.available_permits()),
             queued: self.waiting.load(Ordering::Relaxed),
         }
     }
