@@ -177,8 +177,9 @@ async fn instances_registered_in_etcd_join_and_leave_with_their_lease() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // A new registration with a longer lease joins, and leaves when it expires.
-    let lease = etcd.lease(3);
+    // A new registration with a longer lease joins, and leaves when it
+    // expires (10 s: time enough to see it joined on a loaded machine).
+    let lease = etcd.lease(10);
     etcd.put("/services/p/u1", &url(1), Some(&lease));
     instances_become(&api, &[url(0), url(1)]).await;
     instances_become(&api, &[url(0)]).await;
