@@ -13,6 +13,7 @@
 //! | `switchyard_requests_total` | counter | `route`, `pool`, `class` (`2xx`…) |
 //! | `switchyard_request_duration_seconds` | histogram (to response headers) | `route`, `pool` |
 //! | `switchyard_retries_total` | counter | `pool` |
+//! | `switchyard_upstream_resends_total` | counter (requests sent again on a new connection after a kept one closed under them) | `pool` |
 //! | `switchyard_instance_in_flight` | gauge | `pool`, `instance` |
 //! | `switchyard_instance_fit` / `_unhealthy` / `_ejected` / `_draining` | gauge (0/1) | `pool`, `instance` |
 //! | `switchyard_instance_breaker_state` | gauge (0 closed, 1 half-open, 2 open) | `pool`, `instance` |
@@ -126,6 +127,7 @@ pub struct Metrics {
     requests: Family<RouteLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     retries: Family<PoolLabels, Counter>,
+    resends: Family<PoolLabels, Counter>,
     mcp_calls: Family<McpLabels, Counter>,
     mcp_latency: Family<McpLatencyLabels, Histogram, fn() -> Histogram>,
     mcp_tools: Family<McpToolLabels, Counter>,
@@ -157,6 +159,12 @@ impl Default for Metrics {
             "switchyard_retries",
             "Retries sent to a pool's instances",
             retries.clone(),
+        );
+        let resends = Family::<PoolLabels, Counter>::default();
+        registry.register(
+            "switchyard_upstream_resends",
+            "Requests sent again on a new connection after a kept one closed under them (not retries)",
+            resends.clone(),
         );
         let mcp_calls = Family::<McpLabels, Counter>::default();
         let mcp_latency =
@@ -208,6 +216,7 @@ impl Default for Metrics {
             requests,
             latency,
             retries,
+            resends,
             mcp_calls,
             mcp_latency,
             mcp_tools,
@@ -322,11 +331,12 @@ impl Metrics {
 
     /// The retry counter of `pool`.
     pub fn retries(&self, pool: &str) -> Counter {
-        self.retries
-            .get_or_create(&PoolLabels {
-                pool: pool.to_string(),
-            })
-            .clone()
+        pool_counter(&self.retries, pool)
+    }
+
+    /// The counter of `pool`'s requests sent again on a new connection.
+    pub fn resends(&self, pool: &str) -> Counter {
+        pool_counter(&self.resends, pool)
     }
 
     /// The text exposition (OpenMetrics text, which Prometheus reads): the
@@ -337,6 +347,15 @@ impl Metrics {
         let _ = prometheus_client::encoding::text::encode(&mut out, &state_registry(snapshot));
         out
     }
+}
+
+/// `pool`'s counter of `family`.
+fn pool_counter(family: &Family<PoolLabels, Counter>, pool: &str) -> Counter {
+    family
+        .get_or_create(&PoolLabels {
+            pool: pool.to_string(),
+        })
+        .clone()
 }
 
 /// A registry of the state in `snapshot`, filled at scrape time.

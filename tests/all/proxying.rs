@@ -263,10 +263,10 @@ async fn a_kept_connection_closed_as_the_request_arrives_costs_no_idempotent_req
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
-        &one_worker_pool(
+        &(one_worker_pool(
             &format!(r#"[{{ url = "http://{addr}" }}]"#),
             "retry = { retries = 0 }",
-        ),
+        ) + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
     );
     let client = client();
     for i in 0..10 {
@@ -291,6 +291,10 @@ async fn a_kept_connection_closed_as_the_request_arrives_costs_no_idempotent_req
         .await
         .unwrap();
     assert_eq!(post.status(), 502);
+    // Requests 1 to 9 each went twice; the POST once.
+    let (_, metrics) = get(&client, &format!("{}/metrics", proxy.admin_url())).await;
+    let resends = r#"switchyard_upstream_resends_total{pool="p"} 9"#;
+    assert!(metrics.contains(resends), "{resends} in\n{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,6 +190,7 @@ impl Pool {
                 Duration::from_millis(config.idle_timeout_ms),
                 config.max_idle_connections as usize,
                 tls,
+                metrics.resends(name),
             ),
         };
         tracing::info!(

@@ -36,6 +36,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 
 use super::pool::UpstreamBody;
@@ -55,6 +56,8 @@ pub struct Upstreams {
     idle_timeout: Duration,
     /// Idle HTTP/1.1 connections kept per instance and stripe.
     max_idle: usize,
+    /// Requests sent again after a kept connection closed under them.
+    resends: Counter,
     /// The HTTP version spoken to the instances.
     protocol: UpstreamProtocol,
     /// Idle HTTP/1.1 connections per stripe, indexed by instance id,
@@ -151,13 +154,15 @@ impl Upstreams {
     /// kept while idle for at most `idle_timeout`, at most `max_idle` of
     /// them per instance and thread stripe (the pool's `protocol`,
     /// `connect_timeout_ms`, `tls`, `idle_timeout_ms` and
-    /// `max_idle_connections`).
+    /// `max_idle_connections`); requests sent again on a new connection
+    /// are counted in `resends`.
     pub fn new(
         protocol: UpstreamProtocol,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
         tls: Arc<UpstreamTls>,
+        resends: Counter,
     ) -> Arc<Self> {
         Arc::new(Self {
             connect_timeout,
@@ -165,6 +170,7 @@ impl Upstreams {
             protocol,
             idle_timeout,
             max_idle,
+            resends,
             idle: (0..STRIPES).map(|_| Mutex::default()).collect(),
             multiplexed: (0..STRIPES).map(|_| Mutex::default()).collect(),
             sweeping: AtomicBool::new(false),
@@ -209,6 +215,7 @@ impl Upstreams {
         match self.send(endpoint, build(false), true).await {
             Err(error) if error.is_stale() && resendable => {
                 tracing::debug!(instance = %endpoint.url, error = %super::forward::error_chain(&error), "a kept connection failed before any answer; sending again on a new one");
+                self.resends.inc();
                 self.send(endpoint, build(true), false).await
             }
             other => other,
