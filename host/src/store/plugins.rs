@@ -182,7 +182,7 @@ fn write_record(dir: &Path, record: &Record) {
 
 /// Makes `dir` hold every stored plugin (those whose file differs are
 /// fetched and written), and removes those that came from etcd and are no
-/// longer there ([`Record`]).
+/// longer there (as recorded in `dir/.etcd-plugins.json`).
 ///
 /// # Errors
 /// etcd unreachable, or a plugin whose chunks do not match its hash.
