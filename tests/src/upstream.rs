@@ -4,10 +4,11 @@
 //! every other request with its name as the body (and the request's
 //! headers as `x-seen-*` response headers, its path and query as
 //! `x-upstream-path`, the HTTP version it was asked in as
-//! `x-upstream-version`), counts hits, can be made slow or failing, and
-//! can be killed: its runtime is dropped, which closes the listener and
-//! every connection at once, as when a process dies. It speaks HTTP/1.1
-//! and HTTP/2 (prior knowledge, or ALPN over TLS).
+//! `x-upstream-version`), counts hits, can be made slow or failing, can
+//! hold requests until released, and can be killed: its runtime is
+//! dropped, which closes the listener and every connection at once, as
+//! when a process dies. It speaks HTTP/1.1 and HTTP/2 (prior knowledge,
+//! or ALPN over TLS).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;

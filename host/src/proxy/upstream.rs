@@ -10,7 +10,15 @@
 //! (the proxy is streaming it anyway), idle connections are kept per
 //! worker thread (as each nginx worker keeps its own `keepalive` cache),
 //! by instance id, last in first out (the warmest first), so a request
-//! takes one uncontended lock and no allocation to find one.
+//! takes one uncontended lock and no allocation to find one. At most
+//! `max_idle_connections` are kept per instance and thread (nginx's
+//! `keepalive`); the one idle longest goes first.
+//!
+//! A kept connection can be closed by the instance just as a request is
+//! sent on it (its keep-alive timeout firing): the request fails before
+//! any answer. [`Upstreams::request_or_resend`] sends such a request once
+//! more on a new connection when it may be repeated (RFC 9112 §9.3.1, as
+//! nginx does), without it counting as an attempt.
 //!
 //! Each connection still has its task (hyper's `Connection` future),
 //! which reads and writes the socket, over TLS for `https://` instances
