@@ -401,23 +401,25 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
         "switchyard_instance_latency_ewma_seconds",
         "Moving average of the instance's latency to response headers",
     );
-    let panic = Family::<PoolLabels, Gauge>::default();
-    registry.register(
+    let pool_gauge = |registry: &mut Registry, name: &str, help: &str| {
+        let family = Family::<PoolLabels, Gauge>::default();
+        registry.register(name, help, family.clone());
+        family
+    };
+    let panic = pool_gauge(
+        &mut registry,
         "switchyard_pool_panic",
         "1 while the pool is in panic mode",
-        panic.clone(),
     );
-    let bulkhead_active = Family::<PoolLabels, Gauge>::default();
-    registry.register(
+    let bulkhead_active = pool_gauge(
+        &mut registry,
         "switchyard_pool_bulkhead_active",
         "Requests holding one of the pool's bulkhead slots",
-        bulkhead_active.clone(),
     );
-    let bulkhead_queued = Family::<PoolLabels, Gauge>::default();
-    registry.register(
+    let bulkhead_queued = pool_gauge(
+        &mut registry,
         "switchyard_pool_bulkhead_queued",
         "Requests waiting in the pool's bulkhead queue",
-        bulkhead_queued.clone(),
     );
     let calls = Family::<PluginLabels, Counter>::default();
     let faults = Family::<PluginLabels, Counter>::default();

@@ -29,6 +29,41 @@ fn one_worker_pool(upstream_list: &str, pool_keys: &str) -> String {
     ) + "[runtime]\nworker_threads = 1\n"
 }
 
+/// An instance on a plain socket that answers one request per connection
+/// (`200 ok`, no `connection: close`) and then closes it: at once, or —
+/// with `wait_for_next` — only when the next request arrives, unanswered.
+/// Its `host:port`.
+fn one_answer_per_connection(wait_for_next: bool) -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            // Reads a request head (and its body, by content-length).
+            let mut read_request = || {
+                let (mut line, mut length) = (String::new(), 0);
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    line.clear();
+                }
+                let mut body = vec![0; length];
+                reader.read_exact(&mut body).is_ok() && line == "\r\n"
+            };
+            if read_request() {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+            }
+            if wait_for_next {
+                read_request();
+            }
+        }
+    });
+    addr
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_headers_and_strips_hop_by_hop() {
     let ups = upstreams(1);
@@ -193,22 +228,7 @@ async fn idle_upstream_connections_are_capped_per_instance() {
 /// request that a pooled connection could not take goes on a new one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upstream_closing_idle_connections_costs_no_request() {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            // Read the head; the requests have no body.
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-            // Dropped here: closed without a `connection: close`.
-        }
-    });
+    let addr = one_answer_per_connection(false);
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
@@ -234,32 +254,7 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
 /// instance — and a POST is not (it may have been processed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_connection_closed_as_the_request_arrives_costs_no_idempotent_request() {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            // Reads a request head (and its body, by content-length).
-            let mut read_request = || {
-                let (mut line, mut length) = (String::new(), 0);
-                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                        length = v.trim().parse().unwrap_or(0);
-                    }
-                    line.clear();
-                }
-                let mut body = vec![0; length];
-                std::io::Read::read_exact(&mut reader, &mut body).is_ok() && line == "\r\n"
-            };
-            if read_request() {
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
-            }
-            // The next request arrives: closed without an answer.
-            read_request();
-        }
-    });
+    let addr = one_answer_per_connection(true);
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(
         &dir,
