@@ -29,6 +29,24 @@ fn one_worker_pool(upstream_list: &str, pool_keys: &str) -> String {
     ) + "[runtime]\nworker_threads = 1\n"
 }
 
+/// Sends `n` GETs to `/app/N` one after the other; each must be `200 ok`
+/// (the proxy's log in the message of a failure).
+async fn sequential_gets_answer_ok(
+    client: &reqwest::Client,
+    proxy: &switchyard_tests::process::Switchyard,
+    n: usize,
+) {
+    for i in 0..n {
+        let (status, body) = get(client, &format!("{}/app/{i}", proxy.url)).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, "ok"),
+            "request {i}; switchyard's log:\n{}",
+            proxy.log().join("\n")
+        );
+    }
+}
+
 /// An instance on a plain socket that answers one request per connection
 /// (`200 ok`, no `connection: close`) and then closes it: at once, or —
 /// with `wait_for_next` — only when the next request arrives, unanswered.
@@ -235,15 +253,7 @@ async fn an_upstream_closing_idle_connections_costs_no_request() {
         &one_pool(&format!(r#"[{{ url = "http://{addr}" }}]"#)),
     );
     let client = client();
-    for i in 0..20 {
-        let (status, body) = get(&client, &format!("{}/app/{i}", proxy.url)).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (200, "ok"),
-            "request {i}; switchyard's log:\n{}",
-            proxy.log().join("\n")
-        );
-    }
+    sequential_gets_answer_ok(&client, &proxy, 20).await;
 }
 
 /// The keep-alive race made certain: an instance that answers the first
@@ -264,15 +274,7 @@ async fn a_kept_connection_closed_as_the_request_arrives_costs_no_idempotent_req
         ) + "[admin]\nlisten = \"127.0.0.1:0\"\n"),
     );
     let client = client();
-    for i in 0..10 {
-        let (status, body) = get(&client, &format!("{}/app/{i}", proxy.url)).await;
-        assert_eq!(
-            (status, body.as_str()),
-            (200, "ok"),
-            "request {i}; switchyard's log:\n{}",
-            proxy.log().join("\n")
-        );
-    }
+    sequential_gets_answer_ok(&client, &proxy, 10).await;
     assert!(
         !proxy.log().iter().any(|l| l.contains("attempt failed")),
         "a closed kept connection booked as the instance's failure:\n{}",
