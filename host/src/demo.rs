@@ -105,9 +105,12 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 max_idle_connections: 64,
                 sticky: None,
                 // Checked every second, so that an instance that stops is
-                // seen on the dashboard's timeline within seconds.
+                // seen on the dashboard's timeline within seconds; on a path
+                // of their own, so that probes are not counted as traffic.
                 health: Some(
-                    toml::from_str("interval_ms = 1000\ntimeout_ms = 500\nrise = 1\nfall = 2")
+                    toml::from_str(&format!(
+                        "path = \"{HEALTH_PATH}\"\ninterval_ms = 1000\ntimeout_ms = 500\nrise = 1\nfall = 2"
+                    ))
                         .context("the demo's health check")?,
                 ),
                 outlier: None,
@@ -136,6 +139,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             plugins_dir: dir.join("plugins"),
             recent_requests: 256,
             tls: None,
+            insecure: false,
         }),
     };
 
@@ -194,7 +198,11 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A demo upstream: answers every request with a small JSON naming itself.
+/// The path the demo's health checks probe (answered, not counted).
+const HEALTH_PATH: &str = "/healthz";
+
+/// A demo upstream: answers every request with a small JSON naming itself,
+/// and counts it in `hits` — all but the health checks on [`HEALTH_PATH`].
 async fn spawn_upstream(
     name: &'static str,
     track: &'static str,
@@ -202,13 +210,15 @@ async fn spawn_upstream(
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let app = axum::Router::new().fallback(move || {
-        let hits = Arc::clone(&hits);
-        async move {
-            hits.fetch_add(1, Ordering::Relaxed);
-            axum::Json(serde_json::json!({ "upstream": name, "track": track }))
-        }
-    });
+    let app = axum::Router::new()
+        .route(HEALTH_PATH, axum::routing::get(|| async { "ok" }))
+        .fallback(move || {
+            let hits = Arc::clone(&hits);
+            async move {
+                hits.fetch_add(1, Ordering::Relaxed);
+                axum::Json(serde_json::json!({ "upstream": name, "track": track }))
+            }
+        });
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(upstream = name, error = %e, "demo upstream stopped");

@@ -22,6 +22,7 @@
 //! - [`demo`]: the self-contained demo behind `switchyard demo`;
 //! - [`store`]: where the configuration is kept: the state file, or etcd
 //!   shared by several replicas;
+//! - [`fswatch`]: folders watched for files whose content changed;
 //! - [`watch`]: the drop-in plugins directory, reloaded without a restart;
 //! - [`telemetry`]: logging set-up.
 
@@ -32,6 +33,7 @@ pub mod control;
 pub mod demo;
 pub mod discovery;
 pub mod failover;
+pub mod fswatch;
 pub mod fusion;
 #[cfg(test)]
 mod fuzzing;

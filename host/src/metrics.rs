@@ -27,6 +27,8 @@
 //! | `switchyard_mcp_call_duration_seconds` | histogram | `route`, `target`, `method` |
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
+//! | `switchyard_client_connections_refused_total` | counter (client connections closed at once: a connection cap reached, nothing evictable) | `listener` |
+//! | `switchyard_client_connections_evicted_total` | counter (client connections closed to admit a new one at `max_connections`) | `listener` |
 //! | `switchyard_process_ready_since_seconds` | gauge (Unix time; 0 when not ready) | `pool`, `replica` |
 //! | `switchyard_config_revision` | gauge (the config store's revision in force) | — |
 //! | `switchyard_config_store_in_sync` | gauge (0/1: following the store now) | — |
@@ -60,6 +62,12 @@ struct LatencyLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     pool: String,
+}
+
+/// Labels of listener metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabels {
+    listener: String,
 }
 
 /// Labels of instance metrics.
@@ -133,6 +141,8 @@ pub struct Metrics {
     mcp_tools: Family<McpToolLabels, Counter>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
+    connections_refused: Family<ListenerLabels, Counter>,
+    connections_evicted: Family<ListenerLabels, Counter>,
     config_revision: Gauge,
     store_in_sync: Gauge,
 }
@@ -165,6 +175,18 @@ impl Default for Metrics {
             "switchyard_upstream_resends",
             "Requests sent again on a new connection after a kept one closed under them (not retries)",
             resends.clone(),
+        );
+        let connections_refused = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "switchyard_client_connections_refused",
+            "Client connections closed at once: a connection cap was reached and none could be evicted",
+            connections_refused.clone(),
+        );
+        let connections_evicted = Family::<ListenerLabels, Counter>::default();
+        registry.register(
+            "switchyard_client_connections_evicted",
+            "Client connections closed to admit a new one at max_connections (the longest waiting for a request head, else the longest idle)",
+            connections_evicted.clone(),
         );
         let mcp_calls = Family::<McpLabels, Counter>::default();
         let mcp_latency =
@@ -222,6 +244,8 @@ impl Default for Metrics {
             mcp_tools,
             process_restarts,
             process_ready_since,
+            connections_refused,
+            connections_evicted,
             config_revision,
             store_in_sync,
         }
@@ -300,6 +324,18 @@ impl Metrics {
                 outcome: outcome.to_string(),
             })
             .inc();
+    }
+
+    /// The counters of client connections refused and evicted on the
+    /// listener bound to `listener` (`ip:port`).
+    pub fn connection_counters(&self, listener: &str) -> (Counter, Counter) {
+        let labels = ListenerLabels {
+            listener: listener.to_string(),
+        };
+        (
+            self.connections_refused.get_or_create(&labels).clone(),
+            self.connections_evicted.get_or_create(&labels).clone(),
+        )
     }
 
     /// Counts a restart of replica `replica` of `pool`.

@@ -1,8 +1,8 @@
 //! The drop-in plugins directory: adding, replacing or removing a `.wasm`
 //! there takes effect without a restart.
 //!
-//! A watcher (notify, events debounced over [`DEBOUNCE`]) reads every file
-//! that changed. A file whose sha256 did not change is left alone. A changed
+//! A watcher ([`crate::fswatch`]: content changes only, debounced) reads
+//! every file that changed. A file whose sha256 did not change is left alone. A changed
 //! file that the configuration loads is reloaded through
 //! [`Control::reload_plugin`]: the new component is compiled, checked and
 //! configured *before* the router is swapped, so requests in flight finish
@@ -16,25 +16,17 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use sha2::{Digest, Sha256};
 
 use crate::control::Control;
-
-/// Changes to one file within this long count as one.
-pub const DEBOUNCE: Duration = Duration::from_millis(250);
+use crate::fswatch::{Watch, canonical, watch_dirs};
 
 /// Watches `dir` (created if missing) for as long as the returned handle lives.
 ///
 /// # Errors
 /// A reason when the directory cannot be created or watched.
-pub fn watch_plugins(
-    control: Arc<Control>,
-    dir: &Path,
-) -> Result<Debouncer<RecommendedWatcher>, String> {
+pub fn watch_plugins(control: Arc<Control>, dir: &Path) -> Result<Watch, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut known: HashMap<PathBuf, [u8; 32]> = HashMap::new();
     let mut verdicts: Verdicts = HashMap::new();
@@ -45,38 +37,22 @@ pub fn watch_plugins(
             }
         }
     }
-    let mut debouncer = new_debouncer(DEBOUNCE, move |events: DebounceEventResult| match events {
-        Ok(events) => {
-            let mut paths: Vec<PathBuf> = events
-                .into_iter()
-                .map(|e| e.path)
-                .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-                .collect();
-            paths.sort();
-            paths.dedup();
-            for path in paths {
-                changed(&control, &mut known, &mut verdicts, &path);
-            }
+    let watch = watch_dirs(&[dir.to_path_buf()], move |paths| {
+        for path in paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+        {
+            changed(&control, &mut known, &mut verdicts, path);
         }
-        Err(error) => tracing::warn!(%error, "plugins directory watcher"),
-    })
-    .map_err(|e| format!("watching {}: {e}", dir.display()))?;
-    debouncer
-        .watcher()
-        .watch(dir, RecursiveMode::NonRecursive)
-        .map_err(|e| format!("watching {}: {e}", dir.display()))?;
+    })?;
     tracing::info!(dir = %dir.display(), "watching the plugins directory for drop-in changes");
-    Ok(debouncer)
+    Ok(watch)
 }
 
 fn sha_of(path: &Path) -> Option<[u8; 32]> {
     std::fs::read(path)
         .ok()
         .map(|bytes| Sha256::digest(bytes).into())
-}
-
-fn canonical(path: &Path) -> PathBuf {
-    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 /// What a file's content is, by sha256: `(kind, interface)` or why it is

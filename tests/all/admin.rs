@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::{admin, client, instances, serve, upstreams};
+use crate::{admin, client, instances, read_events_until, serve, upstreams};
 
 /// A config with an admin listener on an ephemeral port and pool `p`.
 fn with_admin(list: &str) -> String {
@@ -15,24 +15,6 @@ fn with_admin(list: &str) -> String {
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
          [[routes]]\npool = \"p\"\n[pools.p]\nstrategy = {{ kind = \"round-robin\" }}\ninstances = {list}\n"
     )
-}
-
-/// Reads a server-sent-events response until its text contains `needle`
-/// (within a generous bound); returns what was read.
-async fn read_events_until(stream: &mut reqwest::Response, needle: &str) -> String {
-    let mut seen = String::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !seen.contains(needle) {
-        assert!(
-            Instant::now() < deadline,
-            "no `{needle}` event; got {seen:?}"
-        );
-        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
-            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
-            other => panic!("stream ended: {other:?}; got {seen:?}"),
-        }
-    }
-    seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

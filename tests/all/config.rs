@@ -288,3 +288,46 @@ fn every_example_config_parses() {
         examples.display()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_admin_listener_needs_authentication_or_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = format!(
+        "{LISTENER}[[routes]]\npool = \"p\"\n[pools.p]\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n\
+         [admin]\nlisten = \"0.0.0.0:0\"\n"
+    );
+    // No token, no client certificates: refused, naming the key.
+    let (code, log) = refused(&dir, &base);
+    assert_ne!(code, Some(0), "{log}");
+    assert!(
+        log.contains("admin.listen") && log.contains("no authentication"),
+        "{log}"
+    );
+    // With a token it starts (the token is what protects it).
+    let token = dir.path().join("token");
+    std::fs::write(&token, "secret\n").unwrap();
+    let with_token = Switchyard::serve(
+        BINARY,
+        &write_config(dir.path(), &format!("{base}token_file = \"token\"\n")),
+    );
+    with_token.admin_url();
+    drop(with_token);
+    // Said to be insecure: it starts, with a warning at start and in
+    // /v1/status.
+    let open = Switchyard::serve(
+        BINARY,
+        &write_config(dir.path(), &format!("{base}insecure = true\n")),
+    );
+    let api = open.admin_url().replace("0.0.0.0", "127.0.0.1");
+    let warning = open.wait_for_log("has no authentication");
+    assert!(warning.contains("WARN"), "{warning}");
+    let (status, body) =
+        crate::admin(reqwest::Method::GET, &format!("{api}/v1/status"), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        body["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("no authentication")),
+        "{body}"
+    );
+}

@@ -424,3 +424,41 @@ async fn replicas_example_shares_a_change_and_discovered_instances() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_counts_proxied_requests_not_its_health_checks() {
+    let demo = switchyard_tests::process::Switchyard::run(
+        crate::BINARY,
+        &["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let url = demo
+        .wait_for_log("URL:")
+        .split("URL:")
+        .nth(1)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    let client = client();
+    for _ in 0..50 {
+        assert_eq!(crate::get(&client, &url).await.0, 200);
+    }
+    // The readout: "  N requests   upstream-1 (stable): n (p%)   …", once a
+    // second while the total changes. The health checks (every second,
+    // from the start) must not be in it.
+    let total = |line: &str| -> u64 {
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let last = demo.wait_for(
+        |l| l.contains(" requests   upstream-1") && total(l) >= 50,
+        "a readout of the 50 requests",
+    );
+    assert_eq!(total(&last), 50, "{last}");
+    let counts: u64 = last
+        .split("): ")
+        .skip(1)
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counts, 50, "the upstreams' counts: {last}");
+}

@@ -577,3 +577,43 @@ fn runtime_worker_threads_sizes_the_runtime() {
     }
     assert_eq!(workers(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_slow_clients_are_evicted_and_a_normal_one_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let ups = upstreams(1);
+    // Slow clients would hold their places for 10 minutes.
+    let path = switchyard_tests::process::write_config(
+        dir.path(),
+        &config("header_read_timeout_ms = 600000", &instances(&ups), ""),
+    );
+    // Under a 1024 file limit, soft and hard (a usual default): 384 places.
+    let mut command = std::process::Command::new("prlimit");
+    command
+        .args([
+            "--nofile=1024:1024",
+            "--",
+            crate::BINARY,
+            "serve",
+            "--config",
+        ])
+        .arg(&path);
+    let proxy = switchyard_tests::process::Switchyard::start(command).listening();
+    let addr = proxy.url.trim_start_matches("http://").to_string();
+    // One client opens 1,100 connections, each with half a request head.
+    let slow: Vec<TcpStream> = (0..1_100)
+        .map(|_| {
+            let mut stream = TcpStream::connect(&addr).unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: slow\r\n")
+                .unwrap();
+            stream
+        })
+        .collect();
+    // A normal client is served.
+    let (status, body) = get(&client(), &format!("{}/", proxy.url)).await;
+    assert_eq!((status, body.as_str()), (200, "u0"));
+    let line = proxy.wait_for_log("closed a connection to admit a new one");
+    assert!(line.contains("max_connections=384"), "{line}");
+    drop(slow);
+}

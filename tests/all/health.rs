@@ -476,3 +476,71 @@ async fn the_mcp_check_tells_an_mcp_server_from_a_plain_http_one_and_a_stopped_o
         "the MCP server healthy again",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_instance_gives_one_flapping_event_then_its_state_once_stable() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let config = pool_with(
+        "health = { path = \"/healthz\", interval_ms = 100, timeout_ms = 100, rise = 1, fall = 1 }",
+        &instances(&ups),
+    )
+    .replace("event_cooldown_ms = 0", "event_cooldown_ms = 5000")
+        + "[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let proxy = serve(&dir, &config);
+    let api = proxy.admin_url();
+    let mut events = client()
+        .get(format!("{api}/v1/events?kind=health"))
+        .send()
+        .await
+        .unwrap();
+    let u0 = ups[0].url();
+    // u0 as /v1/status shows it: unhealthy or not.
+    let unhealthy = || async {
+        let (_, status) =
+            crate::admin(reqwest::Method::GET, &format!("{api}/v1/status"), None).await;
+        status["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["instances"].as_array().into_iter().flatten())
+            .find(|i| i["url"] == u0.as_str())
+            .and_then(|i| i["unhealthy"].as_bool())
+    };
+    let until = |want: bool| async move {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while unhealthy().await != Some(want) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "u0 never unhealthy = {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Six round trips, each seen in /v1/status, then it stays down.
+    for _ in 0..6 {
+        ups[0].set_status(503);
+        until(true).await;
+        ups[0].set_status(200);
+        until(false).await;
+    }
+    ups[0].set_status(503);
+    until(true).await;
+    let seen = crate::read_events_until(&mut events, "after flapping").await;
+    let of_u0: Vec<serde_json::Value> = seen
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .filter(|e: &serde_json::Value| e["instance"] == u0.as_str())
+        .collect();
+    let kinds: Vec<&str> = of_u0.iter().filter_map(|e| e["kind"].as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "flapping").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(kinds.len() < 13, "13 transitions, not damped: {kinds:?}");
+    // The trailing edge says what /v1/status says.
+    assert_eq!(kinds.last(), Some(&"unhealthy"), "{kinds:?}");
+    assert_eq!(unhealthy().await, Some(true));
+}

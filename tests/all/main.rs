@@ -25,6 +25,8 @@ mod resilience;
 mod state;
 mod tls;
 
+use std::time::{Duration, Instant};
+
 use switchyard_tests::process::{Switchyard, write_config};
 use switchyard_tests::upstream::Upstream;
 
@@ -94,4 +96,22 @@ pub async fn admin(
         status,
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
+}
+
+/// Reads a server-sent-events response until its text contains `needle`
+/// (within a generous bound); returns what was read.
+pub async fn read_events_until(stream: &mut reqwest::Response, needle: &str) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !seen.contains(needle) {
+        assert!(
+            Instant::now() < deadline,
+            "no `{needle}` event; got {seen:?}"
+        );
+        match tokio::time::timeout(Duration::from_secs(60), stream.chunk()).await {
+            Ok(Ok(Some(chunk))) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("stream ended: {other:?}; got {seen:?}"),
+        }
+    }
+    seen
 }

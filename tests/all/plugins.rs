@@ -951,3 +951,36 @@ async fn a_failover_plugin_answering_an_impossible_status_is_a_fault_and_the_bui
         "the fault, naming the status",
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_dropped_in_is_read_once_and_not_again() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"plugins\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
+        instances(&ups)
+    );
+    let proxy = serve(&dir, &toml);
+    proxy.wait_for_log("watching the plugins directory");
+    std::fs::copy(fixtures::LATENCY_P2C, plugins.join("new.wasm")).unwrap();
+    proxy.wait_for_log("plugin available");
+    // Absence needs a wait: a watcher that took its own reads for changes
+    // read (and hashed) the file again within every debounce period (250 ms).
+    let before = proxy.bytes_read();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let read = proxy.bytes_read() - before;
+    let size = std::fs::metadata(plugins.join("new.wasm")).unwrap().len();
+    assert!(
+        read < size,
+        "{read} bytes read in 2 s with no change and no traffic (the plugin is {size})"
+    );
+    let announced = proxy
+        .log()
+        .iter()
+        .filter(|l| l.contains("plugin available"))
+        .count();
+    assert_eq!(announced, 1, "one new file, one announcement");
+}

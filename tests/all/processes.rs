@@ -236,6 +236,43 @@ async fn a_crashing_replica_backs_off_in_tiers_then_is_left_in_crash_loop() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_restart_of_a_crash_loop_and_of_the_api_is_an_event() {
+    let dir = tempfile::tempdir().unwrap();
+    // A command that exits at once, never ready: restarted after 0, 500
+    // and 1000 ms, then left in crash-loop (the default cooldown, 30 s,
+    // in force).
+    let pool = "[pools.web]\n[pools.web.process]\ncommand = \"false\"\nreplicas = 1\n\
+                restart_backoff_ms = [0, 500, 1000]\nmax_restarts = 3\nrestart_window_ms = 600000\n";
+    let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(pool)));
+    let api = proxy.admin_url();
+    let mut events = client()
+        .get(format!("{api}/v1/events?kind=process"))
+        .send()
+        .await
+        .unwrap();
+    let seen = crate::read_events_until(&mut events, "process_crash_loop").await;
+    for tier in ["after 0 ms", "after 500 ms", "after 1000 ms"] {
+        assert!(
+            seen.contains(&format!("replica 0 restarted {tier}")),
+            "no event of the restart {tier}: {seen}"
+        );
+    }
+    // A restart through the API, out of the crash loop, is one too.
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!("{api}/v1/pools/web/processes/0/restart"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let seen = crate::read_events_until(&mut events, "asked through the API").await;
+    assert!(
+        seen.contains("replica 0 restarted out of crash-loop (asked through the API)"),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_start_in_dependency_order_and_stop_in_reverse() {
     let dir = tempfile::tempdir().unwrap();
     // web depends on api, api on db: db starts first, web last.

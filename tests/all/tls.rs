@@ -415,14 +415,7 @@ async fn a_replaced_certificate_is_offered_to_new_handshakes_while_open_connecti
         &tls_config(&tls, &format!("[{{ url = \"{}\" }}]", up.url())),
     );
     let port = port(&proxy.url);
-    let roots = {
-        use rustls::pki_types::pem::PemObject;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.ca_file()).unwrap() {
-            roots.add(cert.unwrap()).unwrap();
-        }
-        Arc::new(roots)
-    };
+    let roots = roots_of(&pki);
     let (mut open, first_der) = tls_connection(port, &roots).await;
     assert_eq!(send(&mut open).await, 200);
 
@@ -447,6 +440,16 @@ async fn a_replaced_certificate_is_offered_to_new_handshakes_while_open_connecti
     }
     // The connection opened before the change still serves.
     assert_eq!(send(&mut open).await, 200);
+}
+
+/// The roots a client trusts: `pki`'s CA.
+fn roots_of(pki: &Pki) -> Arc<rustls::RootCertStore> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pki.ca_file()).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    Arc::new(roots)
 }
 
 /// An HTTP/1.1 connection over TLS to `a.test` on 127.0.0.1:`port`, and
@@ -534,4 +537,95 @@ async fn tls_files_are_checked_at_load_and_an_expired_certificate_is_named() {
     let proxy = serve(&dir, &tls_config(&tls, &instances));
     let line = proxy.wait_for_log("certificate has expired");
     assert!(line.contains("2020"), "{line}");
+}
+
+/// Replaces `issued`'s certificate and key with a new pair, as a renewal
+/// does: written aside, then renamed over.
+fn renew(pki: &Pki, issued: &Issued) {
+    let next = pki.issue("renewed", "renewed", &["a.test"], Usage::Server, false);
+    std::fs::rename(&next.key_file, &issued.key_file).unwrap();
+    std::fs::rename(&next.cert_file, &issued.cert_file).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_replaced_certificate_is_one_reload_and_then_the_files_are_not_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::new(dir.path(), "site");
+    let site = pki.issue("site", "first", &["a.test"], Usage::Server, false);
+    let up = Upstream::start("plain");
+    let tls = format!("{{ certificates = [{}] }}", cert_table(&site));
+    let proxy = serve(
+        &dir,
+        &tls_config(&tls, &format!("[{{ url = \"{}\" }}]", up.url())),
+    );
+    renew(&pki, &site);
+    proxy.wait_for_log("TLS certificates reloaded");
+    // Absence needs a wait: a watcher that took its own reads for changes
+    // read the files again within every debounce period (250 ms).
+    let before = proxy.bytes_read();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let read = proxy.bytes_read() - before;
+    let log = proxy.log();
+    let first = log
+        .iter()
+        .position(|l| l.contains("TLS certificates reloaded"))
+        .unwrap();
+    let after: Vec<&String> = log[first + 1..]
+        .iter()
+        .filter(|l| l.contains("TLS certificates reloaded") || l.contains("TLS files changed"))
+        .collect();
+    assert!(after.is_empty(), "reloaded again with no change: {after:?}");
+    let files = std::fs::metadata(&site.cert_file).unwrap().len()
+        + std::fs::metadata(&site.key_file).unwrap().len();
+    assert!(
+        read < files,
+        "{read} bytes read in 2 s with no change and no traffic (the files hold {files})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_reload_however_the_config_file_is_named() {
+    let up = Upstream::start("plain");
+    // The config as `site.toml` from its own folder, `./NAME/site.toml`
+    // from the folder above, and by its absolute path; the files it names
+    // relative to itself, as README writes them.
+    for how in ["site.toml", "./NAME/site.toml", "ABSOLUTE"] {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = Pki::new(dir.path(), "site");
+        let site = pki.issue("site", "first", &["a.test"], Usage::Server, false);
+        let config = dir.path().join("site.toml");
+        std::fs::write(
+            &config,
+            tls_config(
+                "{ certificates = [{ cert_file = \"site.pem\", key_file = \"site.key\" }] }",
+                &format!("[{{ url = \"{}\" }}]", up.url()),
+            ),
+        )
+        .unwrap();
+        let parent = dir.path().parent().unwrap();
+        let name = dir.path().file_name().unwrap().to_str().unwrap();
+        let (cwd, arg) = match how {
+            "site.toml" => (dir.path(), "site.toml".to_string()),
+            "ABSOLUTE" => (Path::new("/"), config.display().to_string()),
+            _ => (parent, how.replace("NAME", name)),
+        };
+        let mut command = std::process::Command::new(crate::BINARY);
+        command
+            .current_dir(cwd)
+            .args(["serve", "--config", arg.as_str()]);
+        let proxy = switchyard_tests::process::Switchyard::start(command).listening();
+        let roots = roots_of(&pki);
+        let (_, before) = tls_connection(port(&proxy.url), &roots).await;
+        renew(&pki, &site);
+        proxy.wait_for(
+            |l| l.contains("TLS certificates reloaded"),
+            &format!("a reload with --config {arg} from {}", cwd.display()),
+        );
+        let (mut fresh, after) = tls_connection(port(&proxy.url), &roots).await;
+        assert_ne!(
+            before, after,
+            "--config {arg}: the old certificate is still offered"
+        );
+        assert_eq!(send(&mut fresh).await, 200);
+    }
 }

@@ -10,7 +10,8 @@
 // - the requests/s readout stays plausible when two refreshes run at once;
 // - a banner, not a frozen page, when the admin API is unreachable;
 // - no page error, nothing the page asks for is a 404; it reads at
-//   1280×800 and in a narrow window (screenshots of both).
+//   1280×800 (no card cut at its edge) and in a narrow window
+//   (screenshots of both).
 //
 // Usage: node check.mjs ADMIN_URL POOL SCREENSHOT_DIR PROXY_URL
 // Env: CHROMIUM (default /usr/bin/chromium).
@@ -102,6 +103,11 @@ try {
   await page.locator("tr[data-request]").first().waitFor({ timeout: bound });
   await page.fill("#filter", "");
   await page.evaluate(() => { for (const e of document.querySelectorAll("section")) e.scrollLeft = 0; window.scrollTo(0, 0); });
+  // At 1280 px every card shows all of its columns (none cut at the edge).
+  const cut = await page.evaluate(() => [...document.querySelectorAll("section")]
+    .filter((e) => e.scrollWidth - e.clientWidth > 1)
+    .map((e) => `${e.querySelector("h2").textContent} (${e.scrollWidth - e.clientWidth}px)`));
+  if (cut.length) throw new Error(`cards wider than their place at 1280 px: ${cut.join(", ")}`);
   await page.screenshot({ path: `${shots}/dashboard.png`, fullPage: true });
 
   // A narrow window: one column, nothing wider than the window.

@@ -44,7 +44,16 @@ impl Switchyard {
     /// When it cannot start or does not listen within [`LOG_WAIT`]; the
     /// message carries its log.
     pub fn serve(binary: &str, config: &Path) -> Self {
-        let mut process = Self::spawn(binary, &["serve", "--config"], config);
+        Self::spawn(binary, &["serve", "--config"], config).listening()
+    }
+
+    /// Waits until the process listens and records its first listener's URL.
+    ///
+    /// # Panics
+    /// When it does not listen within [`LOG_WAIT`]; the message carries its log.
+    #[must_use]
+    pub fn listening(self) -> Self {
+        let mut process = self;
         let line = process.wait_for_log("listening on http");
         let url = line
             .split("listening on ")
@@ -72,6 +81,19 @@ impl Switchyard {
         self.child.id()
     }
 
+    /// Bytes the process has read so far, from files and sockets alike
+    /// (`rchar` of `/proc/PID/io`).
+    ///
+    /// # Panics
+    /// When the process's counters cannot be read (it ended).
+    pub fn bytes_read(&self) -> u64 {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid())).expect("/proc/PID/io");
+        io.lines()
+            .find_map(|l| l.strip_prefix("rchar: "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("rchar in /proc/PID/io")
+    }
+
     /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
     pub fn kill_hard(&mut self) {
         let _ = self.child.kill();
@@ -94,8 +116,19 @@ impl Switchyard {
     /// # Panics
     /// When the process cannot start.
     pub fn run(binary: &str, args: &[&str]) -> Self {
-        let mut child = Command::new(binary)
-            .args(args)
+        let mut command = Command::new(binary);
+        command.args(args);
+        Self::start(command)
+    }
+
+    /// Runs `command` (a `switchyard` command line, maybe behind a wrapper
+    /// such as `prlimit`, maybe in a working directory of its own) without
+    /// waiting for anything; its log is read as [`Switchyard::run`]'s.
+    ///
+    /// # Panics
+    /// When the process cannot start.
+    pub fn start(mut command: Command) -> Self {
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -91,7 +91,14 @@ impl Config {
             file: path.to_path_buf(),
             error,
         })?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // Absolute, so that every way of naming the file (`site.toml`,
+        // `./site.toml`, `/etc/site.toml`) resolves its relative paths to
+        // the same files, and a watcher's absolute paths match them.
+        let absolute = std::path::absolute(path).map_err(|error| ConfigError::Read {
+            file: path.to_path_buf(),
+            error,
+        })?;
+        let base = absolute.parent().unwrap_or(Path::new("/"));
         Self::parse(&text, path, base)
     }
 

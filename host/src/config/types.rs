@@ -47,8 +47,12 @@ pub struct Config {
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
     /// Alert cooldown, ms: an event repeating the last one published for the
-    /// same instance (same kind) within this long is not published again; a
-    /// change of state always is. Default 30000.
+    /// same instance (same kind) within this long is not published again,
+    /// and an instance whose health state changes
+    /// [`FLAP_TRANSITIONS`](crate::health::FLAP_TRANSITIONS) times within it
+    /// is flapping: one `flapping` event, then its state once it has kept
+    /// it this long (see [`EventBus`](crate::health::EventBus)). 0: every
+    /// event published. Default 30000.
     #[serde(default = "defaults::event_cooldown_ms")]
     pub event_cooldown_ms: u64,
     /// The admin API (REST, metrics, events, dashboard). Default: off.
@@ -163,6 +167,32 @@ pub struct AdminConfig {
     /// TLS on the admin listener, as on a proxy listener (`client_ca_file`
     /// makes it mTLS). Default: none.
     pub tls: Option<ListenerTlsConfig>,
+    /// Serve the admin API on an address other than loopback with no
+    /// authentication (neither a token nor required client certificates):
+    /// anyone who reaches it may change routes and pools, drain instances
+    /// and upload plugins. Without it such a config is refused (as Traefik
+    /// refuses its API on a public entry point unless `api.insecure`); with
+    /// it, a warning at start and in `/v1/status`. Default false.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+impl AdminConfig {
+    /// Whether every admin request must authenticate: a bearer token is
+    /// configured, or TLS requires client certificates.
+    pub fn authenticates(&self) -> bool {
+        self.token_env.is_some()
+            || self.token_file.is_some()
+            || self.tls.as_ref().is_some_and(|t| {
+                t.client_ca_file.is_some() && t.client_auth == ClientAuth::Required
+            })
+    }
+
+    /// Whether the admin API is open to anyone who can reach a non-loopback
+    /// address (allowed only with `insecure = true`).
+    pub fn is_exposed(&self) -> bool {
+        !self.listen.ip().is_loopback() && !self.authenticates()
+    }
 }
 
 /// One listening socket (plain HTTP/1.1 and HTTP/2 with prior knowledge,
@@ -793,6 +823,21 @@ impl Config {
         if let Some(tls) = self.admin.as_ref().and_then(|a| a.tls.as_ref()) {
             tls.validate()
                 .map_err(|(k, reason)| (format!("admin.tls.{k}"), reason))?;
+        }
+        if let Some(admin) = &self.admin
+            && admin.is_exposed()
+            && !admin.insecure
+        {
+            return Err((
+                "admin.listen".into(),
+                format!(
+                    "`{}` is not a loopback address and the admin API has no authentication: \
+                     set `token_env` or `token_file`, or TLS with `client_ca_file` (client \
+                     certificates required), or listen on 127.0.0.1; `insecure = true` serves \
+                     it open anyway",
+                    admin.listen
+                ),
+            ));
         }
         let names: Vec<&String> = self.pools.keys().collect();
         for (i, route) in self.routes.iter().enumerate() {

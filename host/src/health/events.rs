@@ -1,14 +1,37 @@
-//! Health events: structured, with a severity, rate-limited per instance.
+//! Health events: structured, with a severity, damped per instance.
+//!
+//! # The cooldown, and flapping
+//!
+//! An alert feed that repeats itself, or that follows an instance through
+//! every flip of a failing check, is one operators learn to ignore. Within
+//! `event_cooldown_ms` the [`EventBus`] therefore does two things, as
+//! monitoring systems do (Nagios/Icinga flap detection, Alertmanager's
+//! grouping):
+//!
+//! - **repeats** of the last event published for the same pool and
+//!   instance (the same kind) are logged at debug level only;
+//! - **flapping**: once one instance changed health state
+//!   ([`EventKind::is_health_state`]) [`FLAP_TRANSITIONS`] times within the
+//!   cooldown, one `flapping` warning is published and its further
+//!   transitions are held; once it has stayed in one state for the
+//!   cooldown, that state is published (the trailing edge, so the last
+//!   event of an instance always says what `/v1/status` says). A held
+//!   transition into a state worse than any of the episode (a severity
+//!   higher than all seen) is still published at once.
+//!
+//! The first transition into a worse state is never delayed: holding
+//! starts only once an instance has flapped. Configuration and process
+//! events are never merged or held (each restart of a crash loop is one).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-/// How bad an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+/// How bad an event is (ordered: `Info < Warning < Critical`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// A recovery or a routine change.
@@ -71,6 +94,9 @@ pub enum EventKind {
     ProcessRestarted,
     /// A pool's process restarted too often and is left stopped.
     ProcessCrashLoop,
+    /// The instance changed health state [`FLAP_TRANSITIONS`] times within
+    /// the cooldown: its transitions are held until it is stable.
+    Flapping,
 }
 
 impl EventKind {
@@ -92,7 +118,32 @@ impl EventKind {
             _ => "health",
         }
     }
+
+    /// Whether the kind is a change of an instance's health state (what
+    /// flap detection counts): healthy, unhealthy, degraded, ejected,
+    /// returned.
+    pub fn is_health_state(self) -> bool {
+        matches!(
+            self,
+            EventKind::Healthy
+                | EventKind::Unhealthy
+                | EventKind::Degraded
+                | EventKind::Ejected
+                | EventKind::Returned
+        )
+    }
+
+    /// Whether the cooldown never merges or holds the kind: configuration
+    /// changes, flapping notices, and process events (each restart is news).
+    fn is_never_damped(self) -> bool {
+        matches!(self, EventKind::ConfigChanged | EventKind::Flapping)
+            || self.category() == "process"
+    }
 }
+
+/// Health-state changes of one instance within the cooldown that make it
+/// flapping (two round trips, down-up-down-up).
+pub const FLAP_TRANSITIONS: usize = 4;
 
 /// One health event.
 #[derive(Debug, Clone, Serialize)]
@@ -137,30 +188,48 @@ impl HealthEvent {
 /// (pool, instance): whose events a cooldown merges.
 type Subject = (String, Option<String>);
 
-/// Publishes health events to the log and to subscribers.
-///
-/// The cooldown merges repeats: an event of the same kind as the last one
-/// published for the same pool and instance, within `cooldown` of it, is
-/// logged at debug level only and not published (an alert cooldown). Any
-/// other kind — a change of state, better or worse — always goes through,
-/// so the last event published for an instance always says its current
-/// state (a flapping instance's last transition is never swallowed).
+/// What the cooldown remembers of one subject.
+#[derive(Default)]
+struct Track {
+    /// The kind of the last event published, and when.
+    last: Option<(EventKind, Instant)>,
+    /// Its last health state reported (published or held).
+    state: Option<EventKind>,
+    /// When its health state changed within the cooldown, and how bad
+    /// the new state was.
+    transitions: VecDeque<(Instant, Severity)>,
+    /// Set while it flaps.
+    flap: Option<Flap>,
+}
+
+/// One flapping episode of an instance.
+struct Flap {
+    /// The latest transition, held until the instance is stable.
+    held: Option<HealthEvent>,
+    /// Counts held transitions: the trailing-edge timer that finds the
+    /// count it started with publishes.
+    generation: u64,
+    /// The worst severity of the episode's transitions.
+    worst: Severity,
+}
+
+/// Publishes health events to the log and to subscribers, damped by the
+/// cooldown (see the [module docs](self)).
 pub struct EventBus {
     tx: broadcast::Sender<HealthEvent>,
     cooldown: Duration,
-    /// The last event published per subject: its kind and when.
-    last: Mutex<HashMap<Subject, (EventKind, Instant)>>,
+    tracks: Arc<Mutex<HashMap<Subject, Track>>>,
 }
 
 impl EventBus {
     /// A bus keeping up to `capacity` unread events per subscriber, with
-    /// the given per-instance cooldown.
+    /// the given per-instance cooldown (zero: every event published).
     pub fn new(capacity: usize, cooldown: Duration) -> Self {
         let (tx, _) = broadcast::channel(capacity.max(1));
         Self {
             tx,
             cooldown,
-            last: Mutex::new(HashMap::new()),
+            tracks: Arc::default(),
         }
     }
 
@@ -169,40 +238,127 @@ impl EventBus {
         self.tx.subscribe()
     }
 
-    /// Logs and publishes `event`, unless it repeats the last one of its
-    /// subject within the cooldown.
+    /// Logs and publishes `event`, unless the cooldown merges or holds it.
     pub fn publish(&self, event: HealthEvent) {
+        if event.kind.is_never_damped() || self.cooldown.is_zero() {
+            return emit(&self.tx, event);
+        }
         let subject = (event.pool.clone(), event.instance.clone());
         let now = Instant::now();
-        {
-            let mut last = self
-                .last
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if event.kind != EventKind::ConfigChanged
-                && let Some((kind, at)) = last.get(&subject)
-                && *kind == event.kind
-                && now.duration_since(*at) < self.cooldown
+        let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
+        let track = tracks.entry(subject.clone()).or_default();
+        if event.kind.is_health_state() && event.instance.is_some() {
+            track
+                .transitions
+                .retain(|(at, _)| now.duration_since(*at) < self.cooldown);
+            if track.state.replace(event.kind) != Some(event.kind) {
+                track.transitions.push_back((now, event.severity));
+            }
+            if let Some(flap) = &mut track.flap {
+                flap.generation += 1;
+                let generation = flap.generation;
+                let worse = event.severity > flap.worst;
+                if worse {
+                    // Worse than anything of the episode: news at once.
+                    flap.worst = event.severity;
+                    flap.held = None;
+                    track.last = Some((event.kind, now));
+                } else {
+                    tracing::debug!(pool = %event.pool, kind = ?event.kind, "flapping instance's transition held: {}", event.message);
+                    flap.held = Some(event.clone());
+                }
+                drop(tracks);
+                if worse {
+                    emit(&self.tx, event);
+                }
+                return self.publish_when_stable(subject, generation);
+            }
+            if track.transitions.len() >= FLAP_TRANSITIONS
+                && tokio::runtime::Handle::try_current().is_ok()
             {
-                tracing::debug!(pool = %event.pool, kind = ?event.kind, "repeated health event within cooldown: {}", event.message);
+                let flapping = HealthEvent::new(
+                    &event.pool,
+                    event.instance.as_deref(),
+                    EventKind::Flapping,
+                    Severity::Warning,
+                    format!(
+                        "flapping: {} health-state changes within {} ms; its transitions are held until it has kept one state for {} ms",
+                        track.transitions.len(),
+                        self.cooldown.as_millis(),
+                        self.cooldown.as_millis()
+                    ),
+                );
+                let worst = track.transitions.iter().map(|(_, s)| *s).max();
+                track.flap = Some(Flap {
+                    worst: worst.unwrap_or(event.severity),
+                    held: Some(event),
+                    generation: 0,
+                });
+                drop(tracks);
+                emit(&self.tx, flapping);
+                return self.publish_when_stable(subject, 0);
+            }
+        }
+        if let Some((kind, at)) = track.last
+            && kind == event.kind
+            && now.duration_since(at) < self.cooldown
+        {
+            tracing::debug!(pool = %event.pool, kind = ?event.kind, "repeated health event within cooldown: {}", event.message);
+            return;
+        }
+        track.last = Some((event.kind, now));
+        drop(tracks);
+        emit(&self.tx, event);
+    }
+
+    /// After the cooldown, publishes the held transition of `subject` if
+    /// none came after the one numbered `generation`, and ends its episode.
+    fn publish_when_stable(&self, subject: Subject, generation: u64) {
+        let (tracks, tx, cooldown) = (Arc::clone(&self.tracks), self.tx.clone(), self.cooldown);
+        tokio::spawn(async move {
+            tokio::time::sleep(cooldown).await;
+            let mut all = tracks.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(track) = all.get_mut(&subject) else {
+                return;
+            };
+            if track
+                .flap
+                .as_ref()
+                .is_none_or(|f| f.generation != generation)
+            {
                 return;
             }
-            last.insert(subject, (event.kind, now));
-        }
-        let instance = event.instance.as_deref().unwrap_or("-");
-        match event.severity {
-            Severity::Info => {
-                tracing::info!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+            let held = track.flap.take().and_then(|f| f.held);
+            track.transitions.clear();
+            if let Some(mut event) = held {
+                track.last = Some((event.kind, Instant::now()));
+                drop(all);
+                event.message = format!(
+                    "stable for {} ms after flapping: {}",
+                    cooldown.as_millis(),
+                    event.message
+                );
+                emit(&tx, event);
             }
-            Severity::Warning => {
-                tracing::warn!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
-            }
-            Severity::Critical => {
-                tracing::error!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
-            }
-        }
-        let _ = self.tx.send(event);
+        });
     }
+}
+
+/// Logs `event` at its severity's level and sends it to the subscribers.
+fn emit(tx: &broadcast::Sender<HealthEvent>, event: HealthEvent) {
+    let instance = event.instance.as_deref().unwrap_or("-");
+    match event.severity {
+        Severity::Info => {
+            tracing::info!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+        }
+        Severity::Warning => {
+            tracing::warn!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+        }
+        Severity::Critical => {
+            tracing::error!(pool = %event.pool, instance, kind = ?event.kind, "{}", event.message)
+        }
+    }
+    let _ = tx.send(event);
 }
 
 #[cfg(test)]
@@ -239,5 +395,83 @@ mod tests {
             ],
             "the last event says the current state"
         );
+    }
+
+    fn drain(rx: &mut broadcast::Receiver<HealthEvent>) -> Vec<EventKind> {
+        let mut seen = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            seen.push(e.kind);
+        }
+        seen
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_instance_gives_one_notice_then_its_state_once_stable() {
+        use EventKind::{Flapping, Healthy, Unhealthy};
+        let bus = EventBus::new(64, Duration::from_millis(2_500));
+        let mut rx = bus.subscribe();
+        let flip = |kind| {
+            let severity = if kind == Healthy {
+                Severity::Info
+            } else {
+                Severity::Critical
+            };
+            HealthEvent::new("p", Some("http://a"), kind, severity, String::new())
+        };
+        for kind in [
+            Unhealthy, Healthy, Unhealthy, Healthy, Unhealthy, Healthy, Unhealthy,
+        ] {
+            bus.publish(flip(kind));
+            tokio::time::sleep(Duration::from_millis(600)).await;
+        }
+        assert_eq!(drain(&mut rx), [Unhealthy, Healthy, Unhealthy, Flapping]);
+        // Stable for the cooldown: its current state, once.
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        assert_eq!(drain(&mut rx), [Unhealthy]);
+        // A new change after that is published at once.
+        bus.publish(flip(Healthy));
+        assert_eq!(drain(&mut rx), [Healthy]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worse_state_while_flapping_is_published_at_once() {
+        use EventKind::{Degraded, Flapping, Healthy, Unhealthy};
+        let bus = EventBus::new(64, Duration::from_secs(10));
+        let mut rx = bus.subscribe();
+        for (kind, severity) in [
+            (Degraded, Severity::Warning),
+            (Healthy, Severity::Info),
+            (Degraded, Severity::Warning),
+            (Healthy, Severity::Info),
+            (Unhealthy, Severity::Critical),
+        ] {
+            bus.publish(HealthEvent::new(
+                "p",
+                Some("http://a"),
+                kind,
+                severity,
+                String::new(),
+            ));
+        }
+        assert_eq!(
+            drain(&mut rx),
+            [Degraded, Healthy, Degraded, Flapping, Unhealthy]
+        );
+    }
+
+    #[test]
+    fn process_events_are_never_merged() {
+        let bus = EventBus::new(16, Duration::from_secs(60));
+        let mut rx = bus.subscribe();
+        for _ in 0..3 {
+            bus.publish(HealthEvent::new(
+                "p",
+                None,
+                EventKind::ProcessRestarted,
+                Severity::Warning,
+                String::new(),
+            ));
+        }
+        assert_eq!(drain(&mut rx).len(), 3);
     }
 }

@@ -32,7 +32,7 @@ pub mod outlier;
 pub mod trend;
 
 pub use check::{HealthCheck, HttpCheck};
-pub use events::{EventBus, EventKind, HealthEvent, Severity};
+pub use events::{EventBus, EventKind, FLAP_TRANSITIONS, HealthEvent, Severity};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

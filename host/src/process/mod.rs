@@ -458,15 +458,7 @@ async fn run(
             Ended::Ordered(Order::Restart) => {
                 tier = 0;
                 restarts.clear();
-                publish(
-                    &control,
-                    &pool,
-                    None,
-                    EventKind::ProcessRestarted,
-                    Severity::Info,
-                    format!("pool {pool}: replica {index} restarted (asked through the API)"),
-                );
-                count_restart(&control, &pool, index, &replica);
+                restarted_by_api(&control, &pool, index, &replica, "");
                 continue;
             }
             Ended::Exited(why) | Ended::Unfit(why) => why,
@@ -501,6 +493,9 @@ async fn run(
                 Some(Order::Restart) => {
                     tier = 0;
                     restarts.clear();
+                    if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
+                        restarted_by_api(&control, &pool, index, &replica, " out of crash-loop");
+                    }
                     continue;
                 }
                 _ => {
@@ -538,6 +533,20 @@ async fn run(
             ),
         );
     }
+}
+
+/// A restart asked through the API (`from`: what it was in, for the
+/// message): counted, and published as an event.
+fn restarted_by_api(control: &Control, pool: &str, index: u32, replica: &Replica, from: &str) {
+    publish(
+        control,
+        pool,
+        None,
+        EventKind::ProcessRestarted,
+        Severity::Info,
+        format!("pool {pool}: replica {index} restarted{from} (asked through the API)"),
+    );
+    count_restart(control, pool, index, replica);
 }
 
 /// One more restart of `replica` (its status and the metrics).

@@ -6,12 +6,14 @@ use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// File descriptors kept for everything but client connections (upstream
@@ -94,6 +96,22 @@ pub enum Refusal {
 }
 
 /// The open client connections of one listener and their caps.
+///
+/// # At the cap: eviction before refusal
+///
+/// When `max` connections are open, a new one does not simply lose to
+/// whoever came first — a client holding many connections that never
+/// finish a request head (slowloris) would lock everyone else out until
+/// `header_read_timeout_ms`. Instead the cheapest connection to lose is
+/// closed and the new one admitted: first the one that has waited longest
+/// without completing a request head, then the keep-alive connection idle
+/// longest; a connection with a request in flight, or upgraded (a
+/// WebSocket, a CONNECT tunnel), is never evicted. Only when every one is
+/// busy is the new connection refused. Envoy's overload manager and
+/// HAProxy likewise close idle connections first under pressure.
+/// Evictions are counted and logged (at most one line per 10 s). The
+/// choice scans the open connections: it costs O(open) per eviction, paid
+/// only at the cap.
 #[derive(Debug)]
 pub struct Connections {
     max: usize,
@@ -101,37 +119,58 @@ pub struct Connections {
     per_ip: usize,
     open: AtomicUsize,
     by_ip: Mutex<HashMap<IpAddr, usize>>,
-    refused: AtomicU64,
+    /// Every open connection's activity, by a number of its own.
+    registry: Mutex<HashMap<u64, Arc<Activity>>>,
+    next_id: AtomicU64,
+    refused: Counter,
+    evicted: Counter,
     warning: Throttle,
+    eviction_warning: Throttle,
 }
 
 impl Connections {
     /// At most `max` open connections, `per_ip` per client address (0 =
-    /// no per-address cap).
-    pub fn new(max: usize, per_ip: usize) -> Arc<Self> {
+    /// no per-address cap); refusals and evictions are counted in
+    /// `(refused, evicted)` (the listener's metrics).
+    pub fn new(max: usize, per_ip: usize, (refused, evicted): (Counter, Counter)) -> Arc<Self> {
         Arc::new(Self {
             max,
             per_ip,
             open: AtomicUsize::new(0),
             by_ip: Mutex::new(HashMap::new()),
-            refused: AtomicU64::new(0),
+            registry: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(0),
+            refused,
+            evicted,
             warning: Throttle::new(Duration::from_secs(10)),
+            eviction_warning: Throttle::new(Duration::from_secs(10)),
         })
     }
 
     /// Connections refused since start.
     pub fn refused(&self) -> u64 {
-        self.refused.load(Ordering::Relaxed)
+        self.refused.get()
     }
 
-    /// A slot for a connection from `ip`, held while it is open.
+    /// Connections evicted to make room since start.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.get()
+    }
+
+    /// A slot for a connection from `ip` whose activity is `activity`, held
+    /// while it is open. At the listener's cap another connection is
+    /// evicted to make room when one can be (see [`Connections`]).
     ///
     /// # Errors
-    /// A [`Refusal`] when a cap is reached (counted, and warned about at
-    /// most every 10 s).
-    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<ConnectionSlot, Refusal> {
+    /// A [`Refusal`] when a cap is reached and nothing can be evicted
+    /// (counted, and warned about at most every 10 s).
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        activity: &Arc<Activity>,
+    ) -> Result<ConnectionSlot, Refusal> {
         let refused = |why: Refusal| {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+            self.refused.inc();
             if let Some(held) = self.warning.pass() {
                 tracing::warn!(
                     ?why,
@@ -150,10 +189,20 @@ impl Connections {
             })
             .is_err()
         {
-            return refused(Refusal::Total);
+            if !self.evict_one() {
+                return refused(Refusal::Total);
+            }
+            // The evicted connection gives its place back as it closes.
+            self.open.fetch_add(1, Ordering::AcqRel);
         }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, Arc::clone(activity));
         let mut slot = ConnectionSlot {
             connections: Arc::clone(self),
+            id,
             ip: None,
         };
         if self.per_ip > 0 {
@@ -168,6 +217,40 @@ impl Connections {
         }
         Ok(slot)
     }
+
+    /// Closes the open connection that is cheapest to lose, if any is
+    /// evictable: the one waiting longest for a request head, else the one
+    /// idle longest.
+    fn evict_one(&self) -> bool {
+        let victim = {
+            let registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
+            registry
+                .values()
+                .filter(|a| a.is_evictable())
+                .min_by_key(|a| a.eviction_rank())
+                .map(Arc::clone)
+        };
+        let Some(victim) = victim else {
+            return false;
+        };
+        let unfinished = !victim.served.load(Ordering::Relaxed);
+        victim.evict();
+        let evicted = self.evicted.inc() + 1;
+        if let Some(held) = self.eviction_warning.pass() {
+            tracing::warn!(
+                max_connections = self.max,
+                evicted_since_last_warning = held + 1,
+                evicted_since_start = evicted,
+                closed = if unfinished {
+                    "the connection waiting longest for a request head"
+                } else {
+                    "the longest-idle keep-alive connection"
+                },
+                "connection limit reached; closed a connection to admit a new one"
+            );
+        }
+        true
+    }
 }
 
 /// One open connection's place under its listener's caps; given back when
@@ -175,12 +258,19 @@ impl Connections {
 #[derive(Debug)]
 pub struct ConnectionSlot {
     connections: Arc<Connections>,
+    /// Its number in the registry.
+    id: u64,
     /// Counted per address too.
     ip: Option<IpAddr>,
 }
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
+        self.connections
+            .registry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
         if let Some(ip) = self.ip {
             let mut by_ip = self
                 .connections
@@ -198,14 +288,24 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// What a connection last did, for its idle timeout: when a byte last
-/// went either way, and how many requests wait for their answer's head.
+/// What a connection last did, for its idle timeout and for eviction at
+/// the cap: when a byte last went either way, how many requests wait for
+/// their answer's head, whether a request head ever arrived, whether it
+/// was upgraded, and whether it was told to close.
 #[derive(Debug)]
 pub struct Activity {
+    /// When it opened.
     epoch: Instant,
     /// Milliseconds from `epoch` to the last byte read or written.
     last_ms: AtomicU64,
     waiting: AtomicUsize,
+    /// A request head was complete at least once.
+    served: AtomicBool,
+    /// Upgraded (101) or tunnelling (CONNECT): never evicted.
+    upgraded: AtomicBool,
+    /// Chosen for eviction.
+    evicted: AtomicBool,
+    evict: Notify,
 }
 
 impl Activity {
@@ -215,7 +315,44 @@ impl Activity {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
             waiting: AtomicUsize::new(0),
+            served: AtomicBool::new(false),
+            upgraded: AtomicBool::new(false),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
         })
+    }
+
+    /// Marks the connection upgraded (a WebSocket, a tunnel): it is never
+    /// evicted.
+    pub fn upgrade(&self) {
+        self.upgraded.store(true, Ordering::Relaxed);
+    }
+
+    /// Completes once the connection is chosen for eviction at the cap.
+    pub async fn evicted(&self) {
+        self.evict.notified().await;
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Relaxed);
+        self.evict.notify_one();
+    }
+
+    fn is_evictable(&self) -> bool {
+        self.waiting.load(Ordering::Acquire) == 0
+            && !self.upgraded.load(Ordering::Relaxed)
+            && !self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Lower goes first: never a complete head before a kept-alive
+    /// connection, then the longest waiting (since it opened) or idle
+    /// (since its last byte).
+    fn eviction_rank(&self) -> (bool, Instant) {
+        if self.served.load(Ordering::Relaxed) {
+            (true, self.last())
+        } else {
+            (false, self.epoch)
+        }
     }
 
     fn touch(&self) {
@@ -230,6 +367,7 @@ impl Activity {
     /// Counts a request as waiting for its answer until the guard drops.
     pub fn waiting(self: &Arc<Self>) -> Waiting {
         self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.served.store(true, Ordering::Relaxed);
         Waiting(Arc::clone(self))
     }
 
@@ -256,6 +394,13 @@ impl Activity {
 /// A request waiting for its answer (see [`Activity::waiting`]).
 #[derive(Debug)]
 pub struct Waiting(Arc<Activity>);
+
+impl Waiting {
+    /// The connection the request came on.
+    pub fn connection(&self) -> &Activity {
+        &self.0
+    }
+}
 
 impl Drop for Waiting {
     fn drop(&mut self) {
@@ -348,19 +493,80 @@ mod tests {
         assert_eq!(connection_cap(None, Some(1 << 30)), 1_000_000);
     }
 
+    /// A connection with a request waiting for its answer.
+    fn busy() -> (Arc<Activity>, Waiting) {
+        let activity = Activity::new();
+        let waiting = activity.waiting();
+        (activity, waiting)
+    }
+
     #[tokio::test]
     async fn caps_count_in_all_and_per_address_and_free_on_drop() {
-        let connections = Connections::new(3, 2);
+        let connections = Connections::new(3, 2, Default::default());
         let a: IpAddr = "10.0.0.1".parse().unwrap();
         let b: IpAddr = "10.0.0.2".parse().unwrap();
-        let a1 = connections.admit(a).unwrap();
-        let _a2 = connections.admit(a).unwrap();
-        assert_eq!(connections.admit(a).unwrap_err(), Refusal::PerIp);
-        let _b1 = connections.admit(b).unwrap();
-        assert_eq!(connections.admit(b).unwrap_err(), Refusal::Total);
+        let (busy_a1, _w1) = busy();
+        let (busy_a2, _w2) = busy();
+        let (busy_b1, _w3) = busy();
+        let a1 = connections.admit(a, &busy_a1).unwrap();
+        let _a2 = connections.admit(a, &busy_a2).unwrap();
+        assert_eq!(
+            connections.admit(a, &Activity::new()).unwrap_err(),
+            Refusal::PerIp
+        );
+        let _b1 = connections.admit(b, &busy_b1).unwrap();
+        assert_eq!(
+            connections.admit(b, &Activity::new()).unwrap_err(),
+            Refusal::Total
+        );
         drop(a1);
-        let _a3 = connections.admit(a).unwrap();
-        assert_eq!(connections.refused(), 2);
+        let _a3 = connections.admit(a, &Activity::new()).unwrap();
+        assert_eq!((connections.refused(), connections.evicted()), (2, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn at_the_cap_the_longest_unfinished_then_the_longest_idle_is_evicted() {
+        let connections = Connections::new(3, 0, Default::default());
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // A kept-alive connection idle since its first request …
+        let idle = Activity::new();
+        drop(idle.waiting());
+        let _idle = connections.admit(ip, &idle).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // … one that never sent a whole head, older than …
+        let unfinished = Activity::new();
+        let _unfinished = connections.admit(ip, &unfinished).unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+        // … a busy one, never evicted.
+        let (working, _waiting) = busy();
+        let _working = connections.admit(ip, &working).unwrap();
+
+        let first = Activity::new();
+        let _first = connections.admit(ip, &first).unwrap();
+        assert!(unfinished.evicted.load(Ordering::Relaxed));
+        assert!(!idle.evicted.load(Ordering::Relaxed));
+        // `first` completes a request: no unfinished one is left, so the
+        // keep-alive connection idle longest goes next …
+        drop(first.waiting());
+        let second = Activity::new();
+        let _second = connections.admit(ip, &second).unwrap();
+        assert!(idle.evicted.load(Ordering::Relaxed));
+        assert!(!first.evicted.load(Ordering::Relaxed));
+        // … and an unfinished one before any kept-alive one.
+        let third = Activity::new();
+        let _third = connections.admit(ip, &third).unwrap();
+        assert!(second.evicted.load(Ordering::Relaxed));
+        assert!(!first.evicted.load(Ordering::Relaxed) && !working.evicted.load(Ordering::Relaxed));
+        assert_eq!(connections.evicted(), 3);
+        // Upgraded connections stay too: with only those, busy ones and
+        // ones already closing, the new one is refused.
+        first.upgrade();
+        third.upgrade();
+        assert_eq!(
+            connections.admit(ip, &Activity::new()).unwrap_err(),
+            Refusal::Total
+        );
+        assert_eq!(connections.refused(), 1);
     }
 
     #[test]

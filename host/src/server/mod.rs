@@ -144,6 +144,17 @@ impl Switchyard {
             if let Ok(addr) = listener.local_addr() {
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 tracing::info!("admin API on {scheme}://{addr}");
+                if self
+                    .control
+                    .config()
+                    .admin
+                    .as_ref()
+                    .is_some_and(|a| a.is_exposed())
+                {
+                    tracing::warn!(
+                        "the admin API on {scheme}://{addr} has no authentication (`admin.insecure = true`): anyone who reaches it may change the configuration"
+                    );
+                }
                 if let Some(tls) = &tls {
                     tls.warn_if_expired("admin");
                     watched.push(("admin".to_string(), Arc::clone(tls)));
@@ -227,7 +238,12 @@ async fn accept_loop(
             "the open-file limit allows fewer client connections than max_connections"
         );
     }
-    let connections = Connections::new(cap, config.max_connections_per_ip as usize);
+    let counters = control.router().reporting().metrics.connection_counters(
+        &listener
+            .local_addr()
+            .map_or_else(|_| config.listen.to_string(), |a| a.to_string()),
+    );
+    let connections = Connections::new(cap, config.max_connections_per_ip as usize, counters);
     let accept_errors = Throttle::new(Duration::from_secs(10));
     loop {
         let (stream, peer) = tokio::select! {
@@ -245,13 +261,14 @@ async fn accept_loop(
             },
             _ = stop.changed() => break,
         };
-        // Past a cap, the connection is closed at once (it was accepted so
-        // that the backlog does not fill up with it).
-        let Ok(slot) = connections.admit(peer.ip()) else {
+        // At the cap another connection is evicted to make room, or this
+        // one is closed at once (it was accepted so that the backlog does
+        // not fill up with it).
+        let activity = Activity::new();
+        let Ok(slot) = connections.admit(peer.ip(), &activity) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
         let io = IdleIo::new(stream, Arc::clone(&activity));
         let connection = Connection {
             control: Arc::clone(&control),
@@ -263,8 +280,8 @@ async fn accept_loop(
             watcher: graceful.watcher(),
         };
         let tls = tls.clone();
-        tokio::spawn(async move {
-            let _slot = slot;
+        let evicted = Arc::clone(&connection.activity);
+        let serve = async move {
             let Some(tls) = tls else {
                 return connection.serve(io, None).await;
             };
@@ -273,6 +290,13 @@ async fn accept_loop(
                 Ok(Ok((io, identity))) => connection.serve(io, Some(ClientTls { identity })).await,
                 Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!(%peer, "no TLS handshake within header_read_timeout_ms"),
+            }
+        };
+        tokio::spawn(async move {
+            let _slot = slot;
+            tokio::select! {
+                () = serve => {}
+                () = evicted.evicted() => tracing::debug!(%peer, "client connection evicted at the connection cap"),
             }
         });
     }
@@ -372,15 +396,20 @@ impl Connection {
         } = self;
         let service = {
             let activity = Arc::clone(&activity);
-            service_fn(move |req| {
+            service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 // The router in force when the request arrives serves all of it.
                 let router = control.router();
                 let waiting = activity.waiting();
                 // The connection's TLS facts: an `Arc` count, not a copy.
                 let tls = tls.clone();
+                let connect = req.method() == hyper::Method::CONNECT;
                 async move {
                     let response =
                         crate::proxy::handle(&router, req, peer, &rules, tls.as_ref()).await;
+                    // A WebSocket or a tunnel: never evicted at the cap.
+                    if connect || response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                        waiting.connection().upgrade();
+                    }
                     drop(waiting);
                     Ok::<_, std::convert::Infallible>(response)
                 }

@@ -1,12 +1,10 @@
 //! TLS termination on a listener.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use notify_debouncer_mini::notify::{RecommendedWatcher, RecursiveMode};
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
@@ -18,6 +16,7 @@ use super::{
     read_certificates, read_private_key, unix_now,
 };
 use super::{ClientAuth, ListenerTlsConfig};
+use crate::fswatch::{canonical, folder_of};
 
 /// A listener's TLS: the rustls config in force (replaced whole when a
 /// file changes) and how to build it again.
@@ -176,35 +175,27 @@ fn read(settings: &ListenerTlsConfig) -> Result<Loaded, (String, String)> {
 
 /// Watches the files of every TLS listener (the directories that hold
 /// them, so that a file replaced by a rename is seen) for as long as the
-/// returned handle lives, and reloads a listener's TLS when one of its
-/// files changes (events debounced over [`crate::watch::DEBOUNCE`]).
+/// returned handle lives, and reloads a listener's TLS once when one of its
+/// files changes (content changes only, debounced: [`crate::fswatch`]).
 ///
 /// # Errors
 /// A reason when a directory cannot be watched.
 pub fn watch_certificates(
     listeners: Vec<(String, Arc<ServerTls>)>,
-) -> Result<Debouncer<RecommendedWatcher>, String> {
+) -> Result<crate::fswatch::Watch, String> {
     let mut by_file: HashMap<PathBuf, Vec<usize>> = HashMap::new();
     for (i, (_, tls)) in listeners.iter().enumerate() {
         for file in tls.files() {
             by_file.entry(canonical(&file)).or_default().push(i);
         }
     }
-    let dirs: Vec<PathBuf> = {
-        let mut dirs: Vec<PathBuf> = by_file
-            .keys()
-            .filter_map(|f| f.parent())
-            .map(Path::to_path_buf)
-            .collect();
-        dirs.sort();
-        dirs.dedup();
-        dirs
-    };
-    let mut debouncer = new_debouncer(crate::watch::DEBOUNCE, move |events: DebounceEventResult| {
-        let Ok(events) = events else { return };
-        let mut touched: Vec<usize> = events
+    let mut dirs: Vec<PathBuf> = by_file.keys().map(|f| folder_of(f)).collect();
+    dirs.sort();
+    dirs.dedup();
+    crate::fswatch::watch_dirs(&dirs, move |paths| {
+        let mut touched: Vec<usize> = paths
             .iter()
-            .filter_map(|e| by_file.get(&canonical(&e.path)))
+            .filter_map(|p| by_file.get(&canonical(p)))
             .flatten()
             .copied()
             .collect();
@@ -226,23 +217,4 @@ pub fn watch_certificates(
             }
         }
     })
-    .map_err(|e| format!("watching TLS files: {e}"))?;
-    for dir in &dirs {
-        debouncer
-            .watcher()
-            .watch(dir, RecursiveMode::NonRecursive)
-            .map_err(|e| format!("watching {}: {e}", dir.display()))?;
-    }
-    Ok(debouncer)
-}
-
-/// `path` with its directory canonicalized (the file itself may be
-/// missing for a moment while it is replaced).
-fn canonical(path: &Path) -> PathBuf {
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) => std::fs::canonicalize(dir)
-            .map(|d| d.join(name))
-            .unwrap_or_else(|_| path.to_path_buf()),
-        _ => path.to_path_buf(),
-    }
 }
