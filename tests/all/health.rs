@@ -482,7 +482,7 @@ async fn a_flapping_instance_gives_one_flapping_event_then_its_state_once_stable
     let ups = upstreams(2);
     let dir = tempfile::tempdir().unwrap();
     let config = pool_with(
-        "health = { path = \"/healthz\", interval_ms = 100, timeout_ms = 100, rise = 1, fall = 1 }",
+        "health = { path = \"/healthz\", interval_ms = 150, timeout_ms = 100, rise = 1, fall = 1 }",
         &instances(&ups),
     )
     .replace("event_cooldown_ms = 0", "event_cooldown_ms = 5000")
