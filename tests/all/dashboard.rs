@@ -9,10 +9,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use switchyard_tests::process::Switchyard;
-
-use crate::BINARY;
-
 #[test]
 fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chromium() {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -25,16 +21,7 @@ fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chro
             .expect("npm (Debian: apt-get install nodejs npm)");
         assert!(status.success(), "npm ci in {}", harness.display());
     }
-    let demo = Switchyard::run(
-        BINARY,
-        &["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-    );
-    let proxy = demo
-        .wait_for_log("URL:")
-        .split("URL:")
-        .nth(1)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let (demo, proxy) = crate::demo();
     let line = demo.wait_for_log("dashboard:");
     let admin = line
         .split("dashboard:")

@@ -427,16 +427,7 @@ async fn replicas_example_shares_a_change_and_discovered_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_counts_proxied_requests_not_its_health_checks() {
-    let demo = switchyard_tests::process::Switchyard::run(
-        crate::BINARY,
-        &["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
-    );
-    let url = demo
-        .wait_for_log("URL:")
-        .split("URL:")
-        .nth(1)
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default();
+    let (demo, url) = crate::demo();
     let client = client();
     for _ in 0..50 {
         assert_eq!(crate::get(&client, &url).await.0, 200);

@@ -38,6 +38,22 @@ pub fn serve(dir: &tempfile::TempDir, toml: &str) -> Switchyard {
     Switchyard::serve(BINARY, &write_config(dir.path(), toml))
 }
 
+/// A running `switchyard demo` (listener and admin API on ephemeral
+/// ports) and the URL it prints for its listener.
+pub fn demo() -> (Switchyard, String) {
+    let demo = Switchyard::run(
+        BINARY,
+        &["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    );
+    let url = demo
+        .wait_for_log("URL:")
+        .split("URL:")
+        .nth(1)
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    (demo, url)
+}
+
 /// `n` upstreams named `u0`, `u1`, ….
 pub fn upstreams(n: usize) -> Vec<Upstream> {
     (0..n).map(|i| Upstream::start(&format!("u{i}"))).collect()

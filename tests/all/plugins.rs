@@ -620,19 +620,33 @@ async fn a_plugin_replaced_in_the_plugins_dir_is_reloaded_live_and_a_broken_one_
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_directory_of_200_plugins_and_junk_is_handled_file_by_file() {
-    let ups = upstreams(1);
+/// A `switchyard` whose admin API watches `plugins_dir = "plugins"` (made
+/// empty in a new temp dir), with one pool over `ups`; its temp dir, the
+/// plugins directory and the process, once it watches.
+fn watching_a_plugins_dir(
+    ups: &[switchyard_tests::upstream::Upstream],
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    switchyard_tests::process::Switchyard,
+) {
     let dir = tempfile::tempdir().unwrap();
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).unwrap();
     let toml = format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"plugins\"\n\
-         [[routes]]\npool = \"p\"\n[pools.p]\ninstances = [{{ url = \"{}\" }}]\n",
-        ups[0].url()
+         [[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
+        instances(ups)
     );
     let proxy = serve(&dir, &toml);
     proxy.wait_for_log("watching the plugins directory");
+    (dir, plugins, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_directory_of_200_plugins_and_junk_is_handled_file_by_file() {
+    let ups = upstreams(1);
+    let (_dir, plugins, proxy) = watching_a_plugins_dir(&ups);
     // 200 plugins dropped in at once, plus a truncated one and a text file.
     let component = std::fs::read(fixtures::CANARY_SPLIT).unwrap();
     for i in 0..200 {
@@ -955,16 +969,7 @@ async fn a_failover_plugin_answering_an_impossible_status_is_a_fault_and_the_bui
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_dropped_in_is_read_once_and_not_again() {
     let ups = upstreams(1);
-    let dir = tempfile::tempdir().unwrap();
-    let plugins = dir.path().join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    let toml = format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"plugins\"\n\
-         [[routes]]\npool = \"p\"\n[pools.p]\ninstances = {}\n",
-        instances(&ups)
-    );
-    let proxy = serve(&dir, &toml);
-    proxy.wait_for_log("watching the plugins directory");
+    let (_dir, plugins, proxy) = watching_a_plugins_dir(&ups);
     std::fs::copy(fixtures::LATENCY_P2C, plugins.join("new.wasm")).unwrap();
     proxy.wait_for_log("plugin available");
     // Absence needs a wait: a watcher that took its own reads for changes

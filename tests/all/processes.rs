@@ -191,6 +191,17 @@ async fn the_processes_die_with_a_killed_switchyard() {
     wait_gone(&running);
 }
 
+/// Restarts replica 0 of pool `web` through the API (202: accepted).
+async fn restart_web_0(api: &str) {
+    let (status, _) = admin(
+        reqwest::Method::POST,
+        &format!("{api}/v1/pools/web/processes/0/restart"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crashing_replica_backs_off_in_tiers_then_is_left_in_crash_loop() {
     let dir = tempfile::tempdir().unwrap();
@@ -225,13 +236,7 @@ async fn a_crashing_replica_backs_off_in_tiers_then_is_left_in_crash_loop() {
     );
     // The pool runs with what is left (nothing); a restart through the API
     // brings it back.
-    let (status, _) = admin(
-        reqwest::Method::POST,
-        &format!("{api}/v1/pools/web/processes/0/restart"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 202);
+    restart_web_0(&api).await;
     replicas_until(&api, "web", "ready after the restart", all_ready(1)).await;
 }
 
@@ -258,13 +263,7 @@ async fn every_restart_of_a_crash_loop_and_of_the_api_is_an_event() {
         );
     }
     // A restart through the API, out of the crash loop, is one too.
-    let (status, _) = admin(
-        reqwest::Method::POST,
-        &format!("{api}/v1/pools/web/processes/0/restart"),
-        None,
-    )
-    .await;
-    assert_eq!(status, 202);
+    restart_web_0(&api).await;
     let seen = crate::read_events_until(&mut events, "asked through the API").await;
     assert!(
         seen.contains("replica 0 restarted out of crash-loop (asked through the API)"),

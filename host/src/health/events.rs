@@ -257,18 +257,19 @@ impl EventBus {
             if let Some(flap) = &mut track.flap {
                 flap.generation += 1;
                 let generation = flap.generation;
-                let worse = event.severity > flap.worst;
-                if worse {
+                let news = if event.severity > flap.worst {
                     // Worse than anything of the episode: news at once.
                     flap.worst = event.severity;
                     flap.held = None;
                     track.last = Some((event.kind, now));
+                    Some(event)
                 } else {
                     tracing::debug!(pool = %event.pool, kind = ?event.kind, "flapping instance's transition held: {}", event.message);
-                    flap.held = Some(event.clone());
-                }
+                    flap.held = Some(event);
+                    None
+                };
                 drop(tracks);
-                if worse {
+                if let Some(event) = news {
                     emit(&self.tx, event);
                 }
                 return self.publish_when_stable(subject, generation);
