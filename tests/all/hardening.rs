@@ -178,50 +178,63 @@ async fn half_sent_heads_and_idle_connections_are_closed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_caps_are_closed_at_once() {
+async fn past_the_cap_an_idle_connection_is_evicted_and_only_with_all_busy_one_is_refused() {
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(&dir, &config("max_connections = 3", &instances(&ups), ""));
     let url = proxy.url.clone();
     tokio::task::spawn_blocking(move || {
         let request = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
-        let mut held: Vec<TcpStream> = (0..3)
+        let answered = |stream: &mut TcpStream| {
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).expect("an answer");
+            assert_eq!(&head, b"HTTP/1.1 200");
+        };
+        // Three kept-alive connections, each answered once: idle now.
+        let mut kept: Vec<TcpStream> = (0..3)
             .map(|_| {
                 let mut stream = connect(&url);
                 stream.write_all(request).expect("write");
-                let mut head = [0u8; 12];
-                stream.read_exact(&mut head).expect("an answer");
-                assert_eq!(&head, b"HTTP/1.1 200");
+                answered(&mut stream);
                 stream
             })
             .collect();
-        // The fourth is accepted and closed without an answer.
+        // A fourth evicts the one idle longest (the first) and is served.
         let mut fourth = connect(&url);
-        fourth.write_all(request).ok();
-        assert_eq!(read_to_close(&mut fourth), "");
-        // One closes: a new connection is served again (its slot is given
-        // back when the server sees the close).
-        drop(held.pop());
-        let started = Instant::now();
-        loop {
-            let mut next = connect(&url);
-            next.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                .ok();
-            if read_to_close(&mut next).starts_with("HTTP/1.1 200") {
-                break;
-            }
-            assert!(started.elapsed() < WAIT, "no slot was given back");
-            std::thread::sleep(Duration::from_millis(20));
+        fourth
+            .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .expect("write");
+        assert!(read_to_close(&mut fourth).starts_with("HTTP/1.1 200"));
+        // The first is closed (the rest of its answer, then the end).
+        read_to_close(&mut kept[0]);
+        // A connection with a request in flight is never evicted: with
+        // three of them, a new connection is closed at once, unanswered.
+        ups[0].hold();
+        let before = ups[0].hits();
+        let mut third = connect(&url);
+        for stream in kept[1..].iter_mut().chain([&mut third]) {
+            stream.write_all(request).expect("write");
         }
+        let started = Instant::now();
+        while ups[0].hits() < before + 3 {
+            assert!(started.elapsed() < WAIT, "the three requests never arrived");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let mut refused = connect(&url);
+        refused.write_all(request).ok();
+        assert_eq!(read_to_close(&mut refused), "");
+        // Released, the requests in flight are answered.
+        ups[0].release();
+        answered(&mut third);
     })
     .await
     .unwrap();
+    let log = proxy.log();
     assert!(
-        proxy
-            .log()
-            .iter()
-            .any(|l| l.contains("connection limit reached"))
+        log.iter()
+            .any(|l| l.contains("closed a connection to admit a new one"))
     );
+    assert!(log.iter().any(|l| l.contains("refusing new connections")));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
