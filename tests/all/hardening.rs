@@ -211,15 +211,22 @@ async fn past_the_cap_an_idle_connection_is_evicted_and_only_with_all_busy_one_i
         // three of them, a new connection is closed at once, unanswered.
         ups[0].hold();
         let before = ups[0].hits();
-        let mut third = connect(&url);
-        for stream in kept[1..].iter_mut().chain([&mut third]) {
+        let arrived = |n: u64| {
+            let started = Instant::now();
+            while ups[0].hits() < before + n {
+                assert!(started.elapsed() < WAIT, "{n} requests never arrived");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        for stream in &mut kept[1..] {
             stream.write_all(request).expect("write");
         }
-        let started = Instant::now();
-        while ups[0].hits() < before + 3 {
-            assert!(started.elapsed() < WAIT, "the three requests never arrived");
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        arrived(2);
+        // (Busy now: a third connection can only take the place of the
+        // closing ones.)
+        let mut third = connect(&url);
+        third.write_all(request).expect("write");
+        arrived(3);
         let mut refused = connect(&url);
         refused.write_all(request).ok();
         assert_eq!(read_to_close(&mut refused), "");

@@ -967,19 +967,22 @@ async fn a_failover_plugin_answering_an_impossible_status_is_a_fault_and_the_bui
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plugin_dropped_in_is_read_once_and_not_again() {
+async fn a_plugin_dropped_in_is_not_read_over_and_over() {
     let ups = upstreams(1);
     let (_dir, plugins, proxy) = watching_a_plugins_dir(&ups);
     std::fs::copy(fixtures::LATENCY_P2C, plugins.join("new.wasm")).unwrap();
     proxy.wait_for_log("plugin available");
     // Absence needs a wait: a watcher that took its own reads for changes
-    // read (and hashed) the file again within every debounce period (250 ms).
+    // read (and hashed) the file again within every debounce period
+    // (250 ms), 8 times in 2 s. One more reading is allowed: on a loaded
+    // machine the copy's last write may come in a debounce period of its
+    // own.
     let before = proxy.bytes_read();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let read = proxy.bytes_read() - before;
     let size = std::fs::metadata(plugins.join("new.wasm")).unwrap().len();
     assert!(
-        read < size,
+        read < 2 * size,
         "{read} bytes read in 2 s with no change and no traffic (the plugin is {size})"
     );
     let announced = proxy

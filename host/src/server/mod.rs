@@ -120,15 +120,35 @@ impl Switchyard {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut loops = tokio::task::JoinSet::new();
-        let mut watched = Vec::new();
+        // The certificates are watched before anything says it listens: a
+        // file replaced from then on is reloaded.
+        let watched: Vec<(String, Arc<ServerTls>)> = self
+            .listeners
+            .iter()
+            .filter_map(|(listener, _, tls)| {
+                let addr = listener.local_addr().ok()?;
+                Some((addr.to_string(), Arc::clone(tls.as_ref()?)))
+            })
+            .chain(
+                self.admin
+                    .as_ref()
+                    .and_then(|(_, tls)| Some(("admin".to_string(), Arc::clone(tls.as_ref()?)))),
+            )
+            .collect();
+        for (name, tls) in &watched {
+            tls.warn_if_expired(name);
+        }
+        let _certificates = (!watched.is_empty())
+            .then(|| {
+                crate::tls::watch_certificates(watched)
+                    .map_err(|reason| tracing::warn!(%reason, "TLS certificates will not reload"))
+                    .ok()
+            })
+            .flatten();
         for (listener, config, tls) in self.listeners {
             if let Ok(addr) = listener.local_addr() {
                 let scheme = if tls.is_some() { "https" } else { "http" };
                 tracing::info!("listening on {scheme}://{addr}");
-                if let Some(tls) = &tls {
-                    tls.warn_if_expired(&addr.to_string());
-                    watched.push((addr.to_string(), Arc::clone(tls)));
-                }
             }
             loops.spawn(accept_loop(
                 listener,
@@ -155,20 +175,9 @@ impl Switchyard {
                         "the admin API on {scheme}://{addr} has no authentication (`admin.insecure = true`): anyone who reaches it may change the configuration"
                     );
                 }
-                if let Some(tls) = &tls {
-                    tls.warn_if_expired("admin");
-                    watched.push(("admin".to_string(), Arc::clone(tls)));
-                }
             }
             loops.spawn(admin_loop(listener, app, tls, stop_rx.clone()));
         }
-        let _certificates = (!watched.is_empty())
-            .then(|| {
-                crate::tls::watch_certificates(watched)
-                    .map_err(|reason| tracing::warn!(%reason, "TLS certificates will not reload"))
-                    .ok()
-            })
-            .flatten();
         self.control.start_health();
         let processes = self.control.start_processes();
         let discovery = crate::discovery::spawn(&self.control);
