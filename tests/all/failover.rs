@@ -602,3 +602,32 @@ async fn the_retry_schedule_readme_example_reaches_its_fallback_pool() {
         assert_eq!(get(&client, &url).await, (200, "dr".to_string()));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_switched_to_the_fallback_pool_ends_by_the_routes_deadline() {
+    // Both pools hang; the primary gives each attempt 500 ms of its 3 s
+    // deadline, the fallback pool would give 60 s of its own.
+    let primary = upstreams(1);
+    primary[0].set_delay(Duration::from_secs(120));
+    let secondary = switchyard_tests::upstream::Upstream::start("dr");
+    secondary.set_delay(Duration::from_secs(120));
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"main\"\nfallback = {{ pool = \"dr\" }}\n\
+         [pools.main]\ninstances = {}\nrequest_timeout_ms = 3000\n\
+         retry = {{ retries = 0, per_try_timeout_ms = 500 }}\n\
+         [pools.dr]\ninstances = [{{ url = \"{}\" }}]\nrequest_timeout_ms = 60000\n",
+        instances(&primary),
+        secondary.url()
+    );
+    let proxy = serve(&dir, &toml);
+    let started = std::time::Instant::now();
+    let (status, _) = get(&client(), &format!("{}/", proxy.url)).await;
+    let took = started.elapsed();
+    assert_eq!(status, 504);
+    // The fallback pool took the request over, within what was left of
+    // the route's 3 s (before: 60 s more of its own).
+    assert_eq!(secondary.hits(), 1);
+    assert!(took < Duration::from_secs(30), "the request took {took:?}");
+}

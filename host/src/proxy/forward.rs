@@ -16,8 +16,8 @@
 //! 4. **on failure**: the pool's failover policy ([`Failover`]) decides —
 //!    retry (first at once on another instance, later ones after a jittered
 //!    backoff, within the attempt cap, the retry budget and the request's
-//!    deadline, `request_timeout_ms`), continue in another pool, answer, or
-//!    give up;
+//!    deadline: `request_timeout_ms` of the first pool, which no switch to
+//!    another pool extends), continue in another pool, answer, or give up;
 //! 5. **deliver**: the answer streams back; the session is bound to the
 //!    instance if it answered successfully; a GET answer is copied for
 //!    stale-if-error;
@@ -256,9 +256,13 @@ struct Exchange<'a> {
     /// The failover policy moved the request to another pool (only once).
     switched: bool,
     started_at: Instant,
-    /// When the request must have its answer's head: `request_timeout_ms`
-    /// of the pool in use after the request reached it. Every wait (an
-    /// attempt, a backoff, a policy's delay) ends by then.
+    /// When the request must have its answer's head — the route's
+    /// deadline: `request_timeout_ms` of the first pool it reached, from
+    /// its start. Every wait (an attempt, a backoff, a policy's delay)
+    /// ends by then, and so does the whole request, however many pools it
+    /// goes through: a switch to another pool never extends it (Envoy's
+    /// route timeout spans retries), that pool's own `request_timeout_ms`
+    /// may only bring it closer.
     deadline: Instant,
     /// The last failure, answered when nothing better is left.
     failure: Option<ProxyError>,
@@ -686,7 +690,7 @@ impl<'a> Exchange<'a> {
     /// deadline, nothing tried there yet.
     fn switch_pool(&mut self, other: &'a Pool) {
         self.pool = other;
-        self.deadline = Instant::now() + other.request_timeout;
+        self.deadline = self.deadline.min(Instant::now() + other.request_timeout);
         self.affinity = lookup(other, &self.parts.headers);
         self.ranking = rank(
             other,
