@@ -80,6 +80,7 @@ fn two_stateful_servers_federate_with_a_clashing_tool_name() {
             "calls",
             "echo",
             "lookup",
+            "peak",
             "record",
             "slow",
         ] {
@@ -91,7 +92,7 @@ fn two_stateful_servers_federate_with_a_clashing_tool_name() {
     // A first page holds alpha's first two tools and all of beta's, and a
     // composite cursor for the rest of alpha's.
     let first = &out[1];
-    assert_eq!(first["names"].as_array().unwrap().len(), 2 + 8, "{first}");
+    assert_eq!(first["names"].as_array().unwrap().len(), 2 + 9, "{first}");
     assert!(first["next"].is_string(), "{first}");
     // Each call ran once, on its owner, the prefix removed.
     assert_eq!(text(&out[2]), "alpha: hi");
@@ -682,4 +683,84 @@ fn mcp_config_errors_name_the_key() {
         assert!(err.contains(key), "{key}: {err}");
         assert!(err.contains(reason), "{reason}: {err}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pools_bulkhead_bounds_its_mcp_calls_and_fan_outs_alike() {
+    // Answers as event streams: a call holds its slot until its stream ends.
+    let server = McpServer::with(&["--name", "s"]);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = mcp_config(
+        "[\"s\"]",
+        "",
+        &format!(
+            "[[routes]]\nmatch = {{ path_prefix = \"/fan\" }}\n[routes.fan_out]\nsources = [{{ pool = \"s\" }}]\nresolver = {{ kind = \"first-success\" }}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n{}bulkhead = {{ max_concurrent = 2, max_queue = 0 }}\n",
+            pool("s", &[&server])
+        ),
+    );
+    let proxy = serve(&dir, &toml);
+    let url = format!("{}/mcp", proxy.url);
+    let session = initialize(&url).await;
+    // The catalog learned (one call), so that only the slow calls below
+    // hold the bulkhead's slots.
+    assert_eq!(echoed(&echo(&url, &session, "warm").await.1), "s: warm");
+    // Calls in flight at once in one session: each its own JSON-RPC id.
+    let call = |id: u64, tool: &'static str, arguments: Value| {
+        let (url, session) = (url.clone(), session.clone());
+        async move {
+            post(
+                &url,
+                Some(&session),
+                json!({ "jsonrpc": "2.0", "id": id, "method": "tools/call",
+                        "params": { "name": tool, "arguments": arguments } }),
+            )
+            .await
+        }
+    };
+    // Six clients call a 3-second tool at once.
+    let calls: Vec<_> = (0..6)
+        .map(|id| tokio::spawn(call(10 + id, "slow", json!({ "seconds": 3.0 }))))
+        .collect();
+    // While the slots are taken, a fan-out to the same pool is shed too,
+    // with the same reason.
+    let status = format!("{}/v1/status", proxy.admin_url());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, now) = crate::admin(reqwest::Method::GET, &status, None).await;
+        if now["pools"][0]["bulkhead"]["active"] == 2 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{now}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (fan_status, fan_body) = crate::get(&crate::client(), &format!("{}/fan", proxy.url)).await;
+    assert_ne!(fan_status, 200, "{fan_body}");
+    assert!(
+        fan_body.contains("pool `s` is at capacity: the queue is full"),
+        "{fan_body}"
+    );
+    let mut slept = 0;
+    let mut shed = 0;
+    for call in calls {
+        let (_, _, message) = call.await.unwrap();
+        let said = message.to_string();
+        if said.contains("s slept") {
+            slept += 1;
+        } else {
+            assert!(
+                said.contains("pool `s` is at capacity: the queue is full"),
+                "{said}"
+            );
+            shed += 1;
+        }
+    }
+    assert!(slept >= 1 && shed >= 1, "{slept} ran, {shed} shed");
+    // The server never ran more than the bulkhead's 2 at once.
+    let (_, _, peak) = call(20, "peak", json!({})).await;
+    let peak: u64 = peak["result"]["content"][0]["text"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{peak}"));
+    assert!((1..=2).contains(&peak), "{peak} slow calls at once");
 }

@@ -98,11 +98,25 @@ def lookup(tag: str) -> str:
     return log_and_maybe_crash(tag)
 
 
+slow_calls = {"now": 0, "peak": 0}
+
+
 @server.tool()
 async def slow(seconds: float) -> str:
     """Answers after `seconds`."""
-    await asyncio.sleep(seconds)
+    slow_calls["now"] += 1
+    slow_calls["peak"] = max(slow_calls["peak"], slow_calls["now"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        slow_calls["now"] -= 1
     return f"{args.name} slept"
+
+
+@server.tool()
+def peak() -> int:
+    """The most `slow` calls this process ran at once."""
+    return slow_calls["peak"]
 
 
 @server.tool()

@@ -8,9 +8,13 @@
 //! `max_answer_bytes`); the whole fan-out ends at `timeout_ms`, and sources
 //! still pending then count as timed out. A resolver that is settled early
 //! (see [`Builtin::enough`]) ends it sooner and the pending requests are
-//! cancelled, unless `early_exit = false`. Each attempt is booked like any other (balancer, outlier
-//! detection, breaker); fan-out attempts are not retried and do not pass
-//! the pools' bulkheads.
+//! cancelled, unless `early_exit = false`. Each attempt is booked like any
+//! other (balancer, outlier detection, breaker; a source that timed out as
+//! the timeout it is, so the instance sits out `fail_timeout_ms`), and
+//! holds a slot of its pool's bulkhead until its answer is read: a source
+//! shed by it fails with the bulkhead's reason (`pool … is at capacity:
+//! …`). Fan-out attempts are not retried: a fan-out already asks several
+//! sources, and a slow one is what the resolver and `timeout_ms` are for.
 //!
 //! [`Builtin::enough`]: crate::fusion::Builtin::enough
 
@@ -462,6 +466,14 @@ impl FanOut {
         admission: Option<Admission>,
         call: &Call<'_>,
     ) -> (usize, u64, Outcome) {
+        // The source's pool's bulkhead bounds what the fan-out sends it,
+        // as it bounds the pool's own route; the slot is held until the
+        // answer is read.
+        let (Target::Instance(pool, _) | Target::Pool(pool)) = &self.targets[source];
+        let _slot = match pool.enter_bulkhead().await {
+            Ok(slot) => slot,
+            Err(shed) => return (source, 0, Outcome::Error(shed.to_string())),
+        };
         let (pool, id, admission) = match &self.targets[source] {
             Target::Instance(pool, id) => (pool, *id, admission.unwrap_or_default()),
             Target::Pool(pool) => {
@@ -555,10 +567,12 @@ impl FanOut {
         let outcome = match tokio::time::timeout(self.source_timeout, attempt).await {
             Ok(outcome) => outcome,
             Err(_elapsed) => {
+                // Booked as the timeout it is: it keeps the instance out of
+                // rotation for fail_timeout_ms, as on a pool route.
                 pool.record_attempt(
                     endpoint,
                     admission.take().unwrap_or_default(),
-                    Attempt::Failed,
+                    Attempt::TimedOut,
                     started.elapsed().as_micros() as u64,
                 );
                 Outcome::Timeout

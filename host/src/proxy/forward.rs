@@ -302,14 +302,7 @@ impl<'a> Exchange<'a> {
             _ => (&route.pool, false),
         };
         let counted = pool.budget.request();
-        let slot = match &pool.bulkhead {
-            Some(bulkhead) => Some(bulkhead.enter().await.map_err(|shed| ProxyError::Shed {
-                pool: pool.name.clone(),
-                why: shed,
-                retry_after_s: bulkhead.retry_after_secs(),
-            })?),
-            None => None,
-        };
+        let slot = pool.enter_bulkhead().await?;
         let path_and_query = parts
             .uri
             .path_and_query()

@@ -511,6 +511,31 @@ impl Pool {
         }
     }
 
+    /// A slot in the pool's bulkhead (`None` without one), held by the
+    /// caller until its answer has been read or streamed: every route kind
+    /// — pool, fan-out source, MCP call — enters the same bulkhead, so it
+    /// bounds all the load that reaches the pool.
+    ///
+    /// # Errors
+    /// [`ProxyError::Shed`](super::ProxyError::Shed) (503 + `Retry-After`)
+    /// when the queue is full or the wait times out.
+    pub async fn enter_bulkhead(
+        &self,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, super::ProxyError> {
+        let Some(bulkhead) = &self.bulkhead else {
+            return Ok(None);
+        };
+        bulkhead
+            .enter()
+            .await
+            .map(Some)
+            .map_err(|why| super::ProxyError::Shed {
+                pool: self.name.clone(),
+                why,
+                retry_after_s: bulkhead.retry_after_secs(),
+            })
+    }
+
     /// Whether any instance could take a request now: not draining, fit
     /// (unless in panic mode), not recently unreachable, and admitted by its
     /// breaker (asked without taking a probe slot). A route's fallback pool

@@ -4,8 +4,8 @@
 //! `Mcp-Method`/`Mcp-Name` headers).
 //!
 //! The gateway is an MCP server to its clients and an MCP client of its
-//! targets (pools; any strategy, health check and failover policy). What
-//! each JSON-RPC message does:
+//! targets (pools; any strategy, health check and breaker, and their
+//! bulkhead: see **Calls**). What each JSON-RPC message does:
 //!
 //! | client sends | the gateway |
 //! |---|---|
@@ -44,6 +44,13 @@
 //! ([`crate::fusion`]), with provenance in the result's `_meta`. A call is
 //! bounded by `idle_timeout_ms` between events (and to the answer's head)
 //! and by `call_timeout_ms` in all, not by the pool's `request_timeout_ms`.
+//! Every POST and DELETE to a target (lists, calls, fused calls, session
+//! set-up) holds a slot of the target pool's bulkhead until its answer is
+//! read or its stream ends, as a request of a pool route does; one shed is
+//! answered with the same reason (`pool … is at capacity: …`) and is not
+//! retried. The session's standing GET stream takes no slot. The pool's
+//! failover policy (retry budget, backoff, a failover plugin) is not yet
+//! consulted here: the retry rule above is the gateway's own.
 
 mod fuse;
 mod lists;
@@ -727,7 +734,7 @@ impl McpRoute {
                 Err(e)
                     if e.nothing_sent()
                         && matches!(via, Via::Any)
-                        && !matches!(e, CallError::NoInstance(_)) =>
+                        && !matches!(e, CallError::NoInstance(_) | CallError::Shed(_)) =>
                 {
                     continue;
                 }
@@ -861,7 +868,7 @@ impl McpRoute {
                 Err(CallError::Gone(why)) => {
                     return session_gone(id, &format!("target `{}`: {why}", self.names[t]));
                 }
-                Err(CallError::NoInstance(why)) => break CallError::NoInstance(why),
+                Err(e @ (CallError::NoInstance(_) | CallError::Shed(_))) => break e,
                 Err(e) if e.nothing_sent() => continue,
                 Err(e) => {
                     sent_attempts += 1;

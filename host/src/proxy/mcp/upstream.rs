@@ -12,6 +12,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Either, Full};
 use serde_json::Value;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::session::Pinned;
 use crate::balance::{Affinity, EndpointId, InFlight};
@@ -67,11 +68,14 @@ pub enum CallError {
     Failed(String),
     /// No answer, or no next event, in time (it may have run).
     TimedOut(String),
+    /// The pool's bulkhead shed it (nothing was sent; the pool is full, so
+    /// it is not tried again).
+    Shed(String),
 }
 
 impl CallError {
     /// A word for metrics: `no_instance`, `unreachable`, `session_gone`,
-    /// `failed`, `timeout`.
+    /// `failed`, `timeout`, `shed`.
     pub fn kind(&self) -> &'static str {
         match self {
             Self::NoInstance(_) => "no_instance",
@@ -79,6 +83,7 @@ impl CallError {
             Self::Gone(_) => "session_gone",
             Self::Failed(_) => "failed",
             Self::TimedOut(_) => "timeout",
+            Self::Shed(_) => "shed",
         }
     }
 
@@ -95,7 +100,8 @@ impl std::fmt::Display for CallError {
             | Self::Unreachable(why)
             | Self::Gone(why)
             | Self::Failed(why)
-            | Self::TimedOut(why) => f.write_str(why),
+            | Self::TimedOut(why)
+            | Self::Shed(why) => f.write_str(why),
         }
     }
 }
@@ -129,6 +135,8 @@ pub struct Stream {
     max_event: usize,
     /// The instance's in-flight count, held while the stream is read.
     _in_flight: InFlight,
+    /// The pool's bulkhead slot, held while the stream is read.
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl Stream {
@@ -273,10 +281,14 @@ pub fn subject(message: &Value) -> Option<&str> {
 impl Caller<'_> {
     /// Sends `call` to `target` on the instance `via` says, skipping
     /// `tried` (the instance used is added to it); a GET's stream has no
-    /// idle timeout nor deadline once its head arrived.
+    /// idle timeout nor deadline once its head arrived. A POST or DELETE
+    /// holds a slot of the pool's bulkhead until its answer is read (a
+    /// stream: until it ends); a GET, the session's standing stream, does
+    /// not.
     ///
     /// # Errors
-    /// [`CallError`], booked on the instance.
+    /// [`CallError`], booked on the instance; [`CallError::Shed`] when the
+    /// bulkhead sheds it (nothing sent, nothing booked).
     pub async fn send(
         &self,
         target: &Target,
@@ -285,6 +297,13 @@ impl Caller<'_> {
         tried: &mut Vec<EndpointId>,
     ) -> Result<Sent, CallError> {
         let pool = &target.pool;
+        let slot = if call.method == Method::GET {
+            None
+        } else {
+            pool.enter_bulkhead()
+                .await
+                .map_err(|shed| CallError::Shed(shed.to_string()))?
+        };
         let (id, admission) = match via {
             Via::Pinned(pinned) => {
                 let Some(endpoint) = pool
@@ -375,7 +394,7 @@ impl Caller<'_> {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let reply = self
-            .read(response, in_flight, call.method == Method::GET)
+            .read(response, (in_flight, slot), call.method == Method::GET)
             .await
             .map_err(|e| match e {
                 CallError::Failed(why)
@@ -436,11 +455,13 @@ impl Caller<'_> {
         Ok(request)
     }
 
-    /// Reads an instance's answer: JSON, an event stream, or 202.
+    /// Reads an instance's answer: JSON, an event stream, or 202; what it
+    /// `holds` (the instance's in-flight count, the bulkhead slot) is let go
+    /// once it is read, or when its stream ends.
     async fn read(
         &self,
         response: Response<PooledBody>,
-        in_flight: InFlight,
+        (in_flight, slot): (InFlight, Option<OwnedSemaphorePermit>),
         get: bool,
     ) -> Result<Reply, CallError> {
         let status = response.status();
@@ -460,6 +481,7 @@ impl Caller<'_> {
                 deadline: (!get).then_some(self.deadline),
                 max_event: self.max_message,
                 _in_flight: in_flight,
+                _slot: slot,
             }));
         }
         let limited = http_body_util::Limited::new(response.into_body(), self.max_message);
