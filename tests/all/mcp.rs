@@ -764,3 +764,56 @@ async fn a_pools_bulkhead_bounds_its_mcp_calls_and_fan_outs_alike() {
         .unwrap_or_else(|| panic!("{peak}"));
     assert!((1..=2).contains(&peak), "{peak} slow calls at once");
 }
+
+#[test]
+fn a_failover_plugin_on_an_mcp_pool_decides_the_retries_of_idempotent_calls() {
+    // As above: session-less instances sharing a log, each dying on the
+    // first call of a tag. The pool's failover is the retry-schedule
+    // plugin: its schedule, not the gateway's own rule, decides.
+    let run = |delays_ms: &str, steps: Value| {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("calls.log");
+        let log = log.to_str().unwrap().to_string();
+        let servers: Vec<McpServer> = ["a", "b", "c"]
+            .iter()
+            .map(|name| McpServer::with(&["--name", name, "--stateless", "--log", &log]))
+            .collect();
+        let pools = format!(
+            "{}failover_plugin = {{ path = \"{}\", config = {{ delays_ms = {delays_ms} }}, call_deadline_ms = 1000 }}\n",
+            pool("ops", &servers.iter().collect::<Vec<_>>()),
+            switchyard_tests::fixtures::RETRY_SCHEDULE
+        );
+        let proxy = serve(&dir, &mcp_config("[\"ops\"]", "", &pools));
+        let out = client(&format!("{}/mcp", proxy.url), &steps);
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        (out, lines)
+    };
+    let ran = |lines: &str, tag: &str| {
+        lines
+            .lines()
+            .filter(|l| l.ends_with(&format!(" {tag}")))
+            .count()
+    };
+    let failed = |v: &Value| v["error"] == json!(true) || v["exception"].is_string();
+    // An empty schedule: the plugin says fail, so even the idempotent
+    // `lookup` is sent once (the built-in would have retried it).
+    let (out, lines) = run(
+        "[]",
+        json!([{ "op": "call", "tool": "lookup", "args": { "tag": "status" } }]),
+    );
+    assert_eq!(ran(&lines, "status"), 1, "{lines}");
+    assert!(failed(&out[0]), "{}", out[0]);
+    // One retry on the schedule: `lookup` is sent again and answers;
+    // `record` (not idempotent) is still sent once.
+    let (out, lines) = run(
+        "[0]",
+        json!([
+            { "op": "call", "tool": "record", "args": { "tag": "launch" } },
+            { "op": "call", "tool": "lookup", "args": { "tag": "status" } },
+        ]),
+    );
+    assert_eq!(ran(&lines, "launch"), 1, "{lines}");
+    assert!(failed(&out[0]), "{}", out[0]);
+    assert_eq!(ran(&lines, "status"), 2, "{lines}");
+    assert!(text(&out[1]).ends_with("did status"), "{}", out[1]);
+}

@@ -36,9 +36,13 @@
 //!
 //! **Calls.** A `tools/call` is sent once, unless the tool is idempotent
 //! (its annotations say `readOnlyHint` or `idempotentHint`, or the route's
-//! `tools` table says so): then a failure is retried, up to 3 attempts, on
-//! another instance when the target keeps no session (on the same one when
-//! it does). A call that never reached an instance (no connection) is tried
+//! `tools` table says so): then a failure may be retried, on another
+//! instance when the target keeps no session (on the same one when it
+//! does), as the target pool's failover says — within its attempt cap
+//! (`retry.retries`, default 1), its retry budget and the call's deadline;
+//! a failover plugin on the pool is asked and its schedule kept (it sees
+//! `Mcp-Method`/`Mcp-Name`), else the built-in retries after the pool's
+//! backoff. A call that never reached an instance (no connection) is tried
 //! on another either way. A tool with `fuse` is asked of `count` instances
 //! at once and their results resolved by the built-in resolver
 //! ([`crate::fusion`]), with provenance in the result's `_meta`. A call is
@@ -48,9 +52,7 @@
 //! set-up) holds a slot of the target pool's bulkhead until its answer is
 //! read or its stream ends, as a request of a pool route does; one shed is
 //! answered with the same reason (`pool … is at capacity: …`) and is not
-//! retried. The session's standing GET stream takes no slot. The pool's
-//! failover policy (retry budget, backoff, a failover plugin) is not yet
-//! consulted here: the retry rule above is the gateway's own.
+//! retried. The session's standing GET stream takes no slot.
 
 mod fuse;
 mod lists;
@@ -83,9 +85,12 @@ use super::forward::Inbound;
 use super::pool::Pool;
 use super::router::Reporting;
 use super::{ProxyError, StartError, headers};
+use crate::balance::EndpointId;
 use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
+use crate::failover::{AttemptFacts, Decision};
 use crate::fusion::Builtin;
 use crate::health::{EventKind, HealthEvent, Severity};
+use crate::policy::RequestContext;
 
 /// JSON-RPC: the message is not JSON.
 const PARSE_ERROR: i64 = -32700;
@@ -100,8 +105,13 @@ const INTERNAL_ERROR: i64 = -32603;
 /// The session is unknown, expired or broken: initialize again.
 const SESSION_GONE: i64 = -32001;
 
-/// Attempts of an idempotent call.
-const IDEMPOTENT_ATTEMPTS: usize = 3;
+/// What follows a failed MCP call that is tried again.
+struct NextAttempt {
+    /// The wait before it.
+    wait: Duration,
+    /// The instance that failed may take it.
+    same_endpoint: bool,
+}
 
 /// Request headers passed on to targets (the rest are the client's
 /// business with the gateway: its credentials above all).
@@ -391,6 +401,7 @@ impl McpRoute {
                 peer,
                 forwarded,
                 idle: self.idle_timeout,
+                started: Instant::now(),
                 deadline: tokio::time::Instant::now() + within,
                 max_message: self.max_message,
             },
@@ -826,56 +837,80 @@ impl McpRoute {
         };
         let pinned = matches!(via, Via::Pinned(_));
         let method = message.get("method").and_then(Value::as_str).unwrap_or("");
-        let attempts = if idempotent { IDEMPOTENT_ATTEMPTS } else { 1 };
+        let pool = &self.targets[t].pool;
+        let max_attempts = if idempotent {
+            pool.failover.retry().max_attempts()
+        } else {
+            1
+        };
+        // Counted by the pool's retry budget, as a pool route's request is.
+        let _request = pool.budget.request();
+        let mut _retry = None;
         let mut tried = Vec::new();
         let mut sent_attempts = 0;
         let started = Instant::now();
-        let error = loop {
+        let error = 'calls: loop {
             if pinned {
                 tried.clear();
             }
-            match client
-                .caller
-                .send(&self.targets[t], via, &call, &mut tried)
-                .await
-            {
-                Ok(sent) => {
-                    let (held, stream) = match sent.reply {
-                        Reply::Message(answer) => {
-                            self.record(t, method, None, started);
-                            self.record_tool(t, message, None);
-                            return json_response(StatusCode::OK, &answer);
-                        }
-                        Reply::Accepted => return empty(StatusCode::ACCEPTED),
-                        // A retry is still possible: the stream is held
-                        // until its answer (or a request to the client).
-                        Reply::Stream(stream) if sent_attempts + 1 < attempts => {
-                            match hold(stream, id).await {
-                                Ok(held) => held,
-                                Err(e) => {
-                                    sent_attempts += 1;
-                                    tracing::debug!(target = %self.names[t], error = %e, "an idempotent call failed; retrying");
-                                    continue;
+            let failed = 'attempt: {
+                match client
+                    .caller
+                    .send(&self.targets[t], via, &call, &mut tried)
+                    .await
+                {
+                    Ok(sent) => {
+                        let (held, stream) = match sent.reply {
+                            Reply::Message(answer) => {
+                                self.record(t, method, None, started);
+                                self.record_tool(t, message, None);
+                                return json_response(StatusCode::OK, &answer);
+                            }
+                            Reply::Accepted => return empty(StatusCode::ACCEPTED),
+                            // A retry is still possible: the stream is held
+                            // until its answer (or a request to the client).
+                            Reply::Stream(stream) if sent_attempts + 1 < max_attempts => {
+                                match hold(stream, id).await {
+                                    Ok(held) => held,
+                                    Err(e) => break 'attempt e,
                                 }
                             }
-                        }
-                        Reply::Stream(stream) => (Vec::new(), Some(stream)),
-                    };
-                    self.record(t, method, None, started);
-                    self.record_tool(t, message, None);
-                    return self.stream_back(t, held, stream, Some(id.clone()));
-                }
-                Err(CallError::Gone(why)) => {
-                    return session_gone(id, &format!("target `{}`: {why}", self.names[t]));
-                }
-                Err(e @ (CallError::NoInstance(_) | CallError::Shed(_))) => break e,
-                Err(e) if e.nothing_sent() => continue,
-                Err(e) => {
-                    sent_attempts += 1;
-                    if sent_attempts >= attempts {
-                        break e;
+                            Reply::Stream(stream) => (Vec::new(), Some(stream)),
+                        };
+                        self.record(t, method, None, started);
+                        self.record_tool(t, message, None);
+                        return self.stream_back(t, held, stream, Some(id.clone()));
                     }
+                    Err(CallError::Gone(why)) => {
+                        return session_gone(id, &format!("target `{}`: {why}", self.names[t]));
+                    }
+                    Err(e @ (CallError::NoInstance(_) | CallError::Shed(_))) => break 'calls e,
+                    Err(e) if e.nothing_sent() => continue 'calls,
+                    Err(e) => e,
                 }
+            };
+            sent_attempts += 1;
+            let Some(retry) = self.after_failure(
+                &client.caller,
+                t,
+                &failed,
+                sent_attempts,
+                max_attempts,
+                &tried,
+            ) else {
+                break 'calls failed;
+            };
+            let Some(slot) = pool.budget.try_retry() else {
+                tracing::info!(target = %self.names[t], "not retried: the pool's retry budget is spent");
+                break 'calls failed;
+            };
+            _retry = Some(slot);
+            if retry.same_endpoint {
+                tried.pop();
+            }
+            tracing::debug!(target = %self.names[t], error = %failed, wait_ms = retry.wait.as_millis() as u64, "an idempotent call failed; retrying");
+            if !retry.wait.is_zero() {
+                tokio::time::sleep(retry.wait).await;
             }
         };
         self.record(t, method, Some(&error), started);
@@ -883,6 +918,86 @@ impl McpRoute {
         let data = json!({ "target": self.names[t], "attempts": sent_attempts });
         let text = format!("target `{}`: {error}", self.names[t]);
         rpc_error_data(StatusCode::OK, id, INTERNAL_ERROR, &text, Some(data))
+    }
+
+    /// After the failed attempt number `attempt` of a call to target `t`
+    /// that reached an instance (the last of `tried`): the next attempt's
+    /// wait and where it may go, or `None` to stop. Only an idempotent call
+    /// (`max_attempts` > 1) is tried again, within the pool's attempt cap
+    /// (`retry.retries`) and the call's deadline. The target pool's
+    /// failover policy decides: a failover plugin is asked (it sees the
+    /// client's request head, `Mcp-Method` and `Mcp-Name` among its
+    /// headers, and its retry and delay hold); without one, every failure
+    /// is retried on another instance after the pool's backoff. A
+    /// plugin's `fallback` pool or answer of its own is not used on MCP
+    /// routes: the call fails.
+    fn after_failure(
+        &self,
+        caller: &Caller<'_>,
+        t: usize,
+        error: &CallError,
+        attempt: usize,
+        max_attempts: usize,
+        tried: &[EndpointId],
+    ) -> Option<NextAttempt> {
+        if attempt >= max_attempts {
+            return None;
+        }
+        let pool = &self.targets[t].pool;
+        let failover = &pool.failover;
+        let backoff = || failover.backoff(attempt as u32);
+        let next = match failover.plugin() {
+            None => NextAttempt {
+                wait: backoff(),
+                same_endpoint: false,
+            },
+            Some(_) => {
+                let ranking = super::forward::rank(
+                    pool,
+                    caller.parts,
+                    caller.host,
+                    caller.path_and_query,
+                    caller.peer,
+                    &crate::balance::Affinity::default(),
+                );
+                let facts = AttemptFacts {
+                    request: RequestContext {
+                        method: &caller.parts.method,
+                        authority: caller.host,
+                        path: caller.path_and_query.as_str(),
+                        headers: &caller.parts.headers,
+                        client_addr: caller.peer,
+                    },
+                    endpoint: *tried.last()?,
+                    failure: error.failure(),
+                    attempt: attempt as u32,
+                    elapsed_ms: caller.started.elapsed().as_millis() as u64,
+                    tried,
+                    replayable: true,
+                    retries_left: (max_attempts - attempt).min(pool.budget.room()) as u32,
+                    untried: pool.untried(&ranking, tried, None) as u32,
+                };
+                match failover.decide(&facts) {
+                    Decision::Retry {
+                        delay_ms,
+                        same_endpoint,
+                    } => NextAttempt {
+                        wait: delay_ms.map_or_else(backoff, |ms| Duration::from_millis(ms.into())),
+                        same_endpoint,
+                    },
+                    Decision::Fallback(other) => {
+                        tracing::info!(target = %self.names[t], fallback = %other, "the failover policy named a fallback pool, which MCP routes do not use; the call fails");
+                        return None;
+                    }
+                    Decision::Respond { .. } | Decision::Fail => return None,
+                }
+            }
+        };
+        if tokio::time::Instant::now() + next.wait >= caller.deadline {
+            tracing::info!(target = %self.names[t], wait_ms = next.wait.as_millis() as u64, "not retried: the wait would pass the call's deadline");
+            return None;
+        }
+        Some(next)
     }
 
     /// A notification: passed to every target of the session.

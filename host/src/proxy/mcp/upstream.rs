@@ -66,6 +66,8 @@ pub enum CallError {
     Gone(String),
     /// It failed after it was sent (it may have run).
     Failed(String),
+    /// The instance answered with this HTTP error status (it may have run).
+    Status(u16, String),
     /// No answer, or no next event, in time (it may have run).
     TimedOut(String),
     /// The pool's bulkhead shed it (nothing was sent; the pool is full, so
@@ -81,7 +83,7 @@ impl CallError {
             Self::NoInstance(_) => "no_instance",
             Self::Unreachable(_) => "unreachable",
             Self::Gone(_) => "session_gone",
-            Self::Failed(_) => "failed",
+            Self::Failed(_) | Self::Status(..) => "failed",
             Self::TimedOut(_) => "timeout",
             Self::Shed(_) => "shed",
         }
@@ -90,6 +92,17 @@ impl CallError {
     /// Whether nothing was sent (a retry elsewhere replays nothing).
     pub fn nothing_sent(&self) -> bool {
         matches!(self, Self::NoInstance(_) | Self::Unreachable(_))
+    }
+
+    /// The failure as the failover engine knows it (for a failover policy).
+    pub fn failure(&self) -> crate::failover::Failure {
+        use crate::failover::Failure;
+        match self {
+            Self::Status(status, _) => Failure::Status(*status),
+            Self::TimedOut(_) => Failure::Timeout,
+            Self::NoInstance(_) | Self::Unreachable(_) | Self::Shed(_) => Failure::ConnectFailure,
+            Self::Gone(_) | Self::Failed(_) => Failure::Reset,
+        }
     }
 }
 
@@ -100,6 +113,7 @@ impl std::fmt::Display for CallError {
             | Self::Unreachable(why)
             | Self::Gone(why)
             | Self::Failed(why)
+            | Self::Status(_, why)
             | Self::TimedOut(why)
             | Self::Shed(why) => f.write_str(why),
         }
@@ -221,6 +235,8 @@ pub struct Caller<'a> {
     pub forwarded: HeaderMap,
     /// The wait for an answer's head, and between events.
     pub idle: Duration,
+    /// When the client's request arrived.
+    pub started: Instant,
     /// When the whole call must be over.
     pub deadline: tokio::time::Instant,
     /// Largest message read.
@@ -397,7 +413,7 @@ impl Caller<'_> {
             .read(response, (in_flight, slot), call.method == Method::GET)
             .await
             .map_err(|e| match e {
-                CallError::Failed(why)
+                CallError::Status(_, why)
                     if status == StatusCode::NOT_FOUND && call.session.is_some() =>
                 {
                     CallError::Gone(format!("{url} no longer knows the session ({why})"))
@@ -492,7 +508,10 @@ impl Caller<'_> {
             .to_bytes();
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-            return Err(CallError::Failed(format!("HTTP status {status}: {text}")));
+            return Err(CallError::Status(
+                status.as_u16(),
+                format!("HTTP status {status}: {text}"),
+            ));
         }
         if body.is_empty() {
             return Ok(Reply::Accepted);
