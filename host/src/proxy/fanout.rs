@@ -33,9 +33,10 @@ use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
+use super::call::AttemptError;
 use super::client::{self, ListenerRules};
 use super::forward::Inbound;
-use super::pool::{Attempt, Pool};
+use super::pool::Pool;
 use super::{ProxyError, StartError, headers};
 use crate::balance::{Affinity, EndpointId};
 use crate::config::{FanOutConfig, ResolverConfig};
@@ -507,76 +508,37 @@ impl FanOut {
         };
         // The body is buffered: a request the pool may repeat can be sent again.
         let resendable = pool.failover.retry().method_retryable(&call.parts.method);
-        let _in_flight = endpoint.start_request();
         let started = Instant::now();
-        // Recorded by whichever of the attempt and its timeout ends it;
-        // dropped unrecorded when early exit cancels this source.
-        let mut admission = Some(admission);
-        let attempt = async {
-            let response = match pool
-                .upstreams
-                .request_or_resend(endpoint, resendable, build)
-                .await
-            {
-                Ok(response) => response,
-                Err(error) => {
-                    let attempt = if error.is_connect() {
-                        Attempt::ConnectFailed
-                    } else {
-                        Attempt::Failed
-                    };
-                    pool.record_attempt(
-                        endpoint,
-                        admission.take().unwrap_or_default(),
-                        attempt,
-                        started.elapsed().as_micros() as u64,
-                    );
-                    return Outcome::Error(format!(
-                        "{}: {}",
-                        endpoint.url,
-                        super::forward::error_chain(&error)
-                    ));
+        // The answer's head within the source's timeout, booked as any
+        // attempt is; then its body within what is left of it (a body that
+        // does not come in time is this source's timeout, not booked again).
+        let sent = pool
+            .send(endpoint, self.source_timeout, resendable, build)
+            .await;
+        pool.book(endpoint, admission, &sent);
+        let outcome = match sent.result {
+            Ok((response, _in_flight)) => {
+                let (mut head, incoming) = response.into_parts();
+                let left = self.source_timeout.saturating_sub(started.elapsed());
+                let body = Limited::new(incoming, self.max_answer).collect();
+                match tokio::time::timeout(left, body).await {
+                    Err(_elapsed) => Outcome::Timeout,
+                    Ok(Ok(collected)) => {
+                        headers::strip_hop_by_hop(&mut head.headers);
+                        Outcome::Response(UpstreamResponse {
+                            status: head.status,
+                            headers: head.headers,
+                            body: collected.to_bytes(),
+                        })
+                    }
+                    Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Outcome::Error(
+                        format!("answer over max_answer_bytes ({})", self.max_answer),
+                    ),
+                    Ok(Err(e)) => Outcome::Error(format!("reading the answer: {e}")),
                 }
-            };
-            let (mut head, incoming) = response.into_parts();
-            pool.record_attempt(
-                endpoint,
-                admission.take().unwrap_or_default(),
-                Attempt::Answered {
-                    status: head.status.as_u16(),
-                    headers: &head.headers,
-                },
-                started.elapsed().as_micros() as u64,
-            );
-            match Limited::new(incoming, self.max_answer).collect().await {
-                Ok(collected) => {
-                    headers::strip_hop_by_hop(&mut head.headers);
-                    Outcome::Response(UpstreamResponse {
-                        status: head.status,
-                        headers: head.headers,
-                        body: collected.to_bytes(),
-                    })
-                }
-                Err(e) if e.is::<http_body_util::LengthLimitError>() => Outcome::Error(format!(
-                    "answer over max_answer_bytes ({})",
-                    self.max_answer
-                )),
-                Err(e) => Outcome::Error(format!("reading the answer: {e}")),
             }
-        };
-        let outcome = match tokio::time::timeout(self.source_timeout, attempt).await {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => {
-                // Booked as the timeout it is: it keeps the instance out of
-                // rotation for fail_timeout_ms, as on a pool route.
-                pool.record_attempt(
-                    endpoint,
-                    admission.take().unwrap_or_default(),
-                    Attempt::TimedOut,
-                    started.elapsed().as_micros() as u64,
-                );
-                Outcome::Timeout
-            }
+            Err(AttemptError::TimedOut(_)) => Outcome::Timeout,
+            Err(error) => Outcome::Error(error.reason(endpoint)),
         };
         (source, started.elapsed().as_micros() as u64, outcome)
     }

@@ -44,9 +44,10 @@ use smallvec::SmallVec;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ProxyBody;
+use super::call::AttemptError;
 use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules};
 use super::path;
-use super::pool::{Attempt, Pool, UpstreamBody};
+use super::pool::{Pool, UpstreamBody};
 use super::recent::Served;
 use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::upstream::PooledBody;
@@ -476,47 +477,36 @@ impl<'a> Exchange<'a> {
         // nothing booked on the instance (as nginx does).
         let resendable =
             self.body.replayable() && pool.failover.retry().method_retryable(&self.parts.method);
-        let in_flight = endpoint.start_request();
-        let started = Instant::now();
         let timeout = pool
             .failover
             .retry()
             .per_try_timeout(pool.request_timeout)
             .min(self.deadline.saturating_duration_since(Instant::now()));
         // The headers are moved into the last request that can be sent.
-        let request = pool
-            .upstreams
-            .request_or_resend(endpoint, resendable, |again| {
+        let sent = pool
+            .send(endpoint, timeout, resendable, |again| {
                 self.upstream_request(last && (again || !resendable))
-            });
-        let outcome = tokio::time::timeout(timeout, request).await;
-        let latency_us = started.elapsed().as_micros() as u64;
+            })
+            .await;
         // The client's body failed, or the attempt timed out while the body
         // waited for the client's next bytes: nothing is booked on the
         // instance (the admission is given back unrecorded).
-        let client_fault = match &outcome {
-            Ok(Ok(_)) => None,
-            Ok(Err(_)) => self.body.client_fault(),
-            Err(_) => self
+        let client_fault = match &sent.result {
+            Ok(_) => None,
+            Err(AttemptError::TimedOut(_)) => self
                 .body
                 .client_fault()
                 .or_else(|| self.body.awaiting_client().then_some(ClientFault::Stalled)),
+            Err(_) => self.body.client_fault(),
         };
         if let Some(fault) = client_fault {
-            drop(in_flight);
             tracing::debug!(pool = %pool.name, attempt, ?fault, "the client's request body failed");
             return Err(Failed::Client(fault));
         }
-        let (failure, held) = match outcome {
-            Ok(Ok(response)) => {
+        pool.book(endpoint, admission, &sent);
+        let (failure, held) = match sent.result {
+            Ok((response, in_flight)) => {
                 let status = response.status().as_u16();
-                let headers = response.headers();
-                pool.record_attempt(
-                    endpoint,
-                    admission,
-                    Attempt::Answered { status, headers },
-                    latency_us,
-                );
                 if !pool.failover.is_failure(status) || last {
                     return Ok((response, in_flight));
                 }
@@ -526,25 +516,7 @@ impl<'a> Exchange<'a> {
                 });
                 (Failure::Status(status), Some((response, in_flight)))
             }
-            Ok(Err(error)) => {
-                drop(in_flight);
-                let (booked, failure) = if error.is_connect() {
-                    (Attempt::ConnectFailed, Failure::ConnectFailure)
-                } else {
-                    (Attempt::Failed, Failure::Reset)
-                };
-                pool.record_attempt(endpoint, admission, booked, latency_us);
-                let reason = format!("{}: {}", endpoint.url, error_chain(&error));
-                tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
-                self.failure = Some(ProxyError::NoUpstream {
-                    pool: pool.name.clone(),
-                    reason,
-                });
-                (failure, None)
-            }
-            Err(_elapsed) => {
-                drop(in_flight);
-                pool.record_attempt(endpoint, admission, Attempt::TimedOut, latency_us);
+            Err(AttemptError::TimedOut(timeout)) => {
                 tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
                 self.failure = Some(ProxyError::Timeout {
                     pool: pool.name.clone(),
@@ -552,6 +524,19 @@ impl<'a> Exchange<'a> {
                     timeout_ms: timeout.as_millis() as u64,
                 });
                 (Failure::Timeout, None)
+            }
+            Err(error) => {
+                let failure = match error {
+                    AttemptError::Connect(_) => Failure::ConnectFailure,
+                    _ => Failure::Reset,
+                };
+                let reason = error.reason(endpoint);
+                tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
+                self.failure = Some(ProxyError::NoUpstream {
+                    pool: pool.name.clone(),
+                    reason,
+                });
+                (failure, None)
             }
         };
         Err(Failed::Upstream(Box::new(UpstreamFailure {

@@ -6,10 +6,14 @@
 //! (`forward`). Bodies stream in both directions; hop-by-hop headers are
 //! removed and `X-Forwarded-For`/`X-Forwarded-Proto` set (`headers`).
 //!
+//! Every route kind makes its attempts on an instance through one upstream
+//! call (`call`): sent, bounded and booked the same way.
+//!
 //! The listeners and their accept loop are [`crate::server`]'s; this module
 //! serves one request ([`handle`]).
 
 mod body;
+mod call;
 mod client;
 mod error;
 mod fanout;

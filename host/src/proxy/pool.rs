@@ -40,7 +40,7 @@ pub type UpstreamBody = Either<super::client::ClientBody, Full<Bytes>>;
 
 /// What one upstream attempt came to (see [`Pool::record_attempt`]).
 #[derive(Debug, Clone, Copy)]
-pub enum Attempt<'a> {
+pub(super) enum Attempt<'a> {
     /// Response headers arrived: 5xx counts as a failure.
     Answered {
         /// The status.
@@ -52,7 +52,7 @@ pub enum Attempt<'a> {
     ConnectFailed,
     /// No response head within the attempt's timeout.
     TimedOut,
-    /// Reset, or a fan-out source that timed out.
+    /// The connection failed once the request was sent (reset, closed).
     Failed,
 }
 
@@ -467,7 +467,7 @@ impl Pool {
     /// attempt also keeps the instance out for `fail_timeout_ms` (nginx's
     /// `max_fails=1`, which counts both), so that a dead or hung instance
     /// costs only the requests already on it.
-    pub fn record_attempt(
+    pub(super) fn record_attempt(
         &self,
         endpoint: &Endpoint,
         admission: Admission,

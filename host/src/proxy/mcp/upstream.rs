@@ -16,7 +16,8 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::session::Pinned;
 use crate::balance::{Affinity, EndpointId, InFlight};
-use crate::proxy::pool::{Attempt, Pool};
+use crate::proxy::call::AttemptError;
+use crate::proxy::pool::Pool;
 use crate::proxy::upstream::PooledBody;
 use crate::sse;
 
@@ -357,52 +358,32 @@ impl Caller<'_> {
                 pool.name
             )));
         };
-        let request = self.request(target, call)?;
-        let in_flight = endpoint.start_request();
-        let started = Instant::now();
-        let until = self.deadline.min(tokio::time::Instant::now() + self.idle);
-        let sent = tokio::time::timeout_at(until, pool.upstreams.request(endpoint, request)).await;
-        let latency_us = || started.elapsed().as_micros() as u64;
-        let response = match sent {
-            Err(_) => {
-                pool.record_attempt(endpoint, admission, Attempt::TimedOut, latency_us());
+        let timeout = self
+            .deadline
+            .min(tokio::time::Instant::now() + self.idle)
+            .saturating_duration_since(tokio::time::Instant::now());
+        let sent = pool
+            .send(endpoint, timeout, false, |_| self.request(target, call))
+            .await;
+        pool.book(endpoint, admission, &sent);
+        let (response, in_flight) = match sent.result {
+            Ok(answered) => answered,
+            Err(AttemptError::TimedOut(_)) => {
                 return Err(CallError::TimedOut(format!(
                     "{} did not answer in time",
                     endpoint.url
                 )));
             }
-            Ok(Err(error)) if error.is_connect() => {
-                pool.record_attempt(endpoint, admission, Attempt::ConnectFailed, latency_us());
-                let why = format!(
-                    "{}: {}",
-                    endpoint.url,
-                    crate::proxy::forward::error_chain(&error)
-                );
+            Err(error @ AttemptError::Connect(_)) => {
+                let why = error.reason(endpoint);
                 return Err(match via {
                     Via::Pinned(_) => CallError::Gone(why),
                     _ => CallError::Unreachable(why),
                 });
             }
-            Ok(Err(error)) => {
-                pool.record_attempt(endpoint, admission, Attempt::Failed, latency_us());
-                return Err(CallError::Failed(format!(
-                    "{}: {}",
-                    endpoint.url,
-                    crate::proxy::forward::error_chain(&error)
-                )));
-            }
-            Ok(Ok(response)) => response,
+            Err(error) => return Err(CallError::Failed(error.reason(endpoint))),
         };
         let status = response.status();
-        pool.record_attempt(
-            endpoint,
-            admission,
-            Attempt::Answered {
-                status: status.as_u16(),
-                headers: response.headers(),
-            },
-            latency_us(),
-        );
         let url = endpoint.url.clone();
         let session = response
             .headers()
@@ -432,7 +413,7 @@ impl Caller<'_> {
         &self,
         target: &Target,
         call: &Call<'_>,
-    ) -> Result<Request<crate::proxy::pool::UpstreamBody>, CallError> {
+    ) -> Request<crate::proxy::pool::UpstreamBody> {
         let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = Uri::from(
@@ -468,7 +449,7 @@ impl Caller<'_> {
         for (name, value) in &target.headers {
             headers.insert(name.clone(), value.clone());
         }
-        Ok(request)
+        request
     }
 
     /// Reads an instance's answer: JSON, an event stream, or 202; what it
