@@ -15,8 +15,9 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_main};
 use switchyard::balance::Endpoint;
 use switchyard::config::OutlierConfig;
+use switchyard::events::EventBus;
+use switchyard::health::PoolHealth;
 use switchyard::health::outlier::{AttemptOutcome, OutlierDetector};
-use switchyard::health::{EventBus, PoolHealth};
 
 fn bench_bookkeeping(c: &mut Criterion) {
     let endpoints: Vec<Arc<Endpoint>> = (0..64)

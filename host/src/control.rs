@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::health::{EventBus, EventKind, HealthEvent, Severity};
+use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::plugin::PluginHost;
 use crate::process::Supervisor;
 use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};

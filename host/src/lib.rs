@@ -10,7 +10,9 @@
 //! - [`server`]: listeners, the accept loop, graceful shutdown;
 //! - [`proxy`]: routing and forwarding one request (the data path);
 //! - [`balance`]: the `Strategy` trait, the built-in strategies and the balancer;
-//! - [`health`]: active checks, passive outlier detection, panic mode, events;
+//! - [`health`]: active checks, passive outlier detection, panic mode;
+//! - [`events`]: the event bus every part publishes to (health, breakers,
+//!   plugins, processes, configuration), damped per instance;
 //! - [`failover`]: retries with backoff and budgets, circuit breakers, bulkheads;
 //! - [`fusion`]: fan-out answers judged, voted, merged and cached (data fusion);
 //! - [`metrics`]: Prometheus counters, histograms and state gauges;
@@ -32,6 +34,7 @@ pub mod config;
 pub mod control;
 pub mod demo;
 pub mod discovery;
+pub mod events;
 pub mod failover;
 pub mod fswatch;
 pub mod fusion;

@@ -702,7 +702,7 @@ pub struct EventFilter {
 /// a lag (the client read too slowly) is reported as a `lagged` event with
 /// the number missed. `None` when the bus is gone or at shutdown (`closed`).
 async fn next_event(
-    rx: &mut tokio::sync::broadcast::Receiver<crate::health::HealthEvent>,
+    rx: &mut tokio::sync::broadcast::Receiver<crate::events::HealthEvent>,
     closed: &mut tokio::sync::watch::Receiver<bool>,
     wanted: Option<&[String]>,
 ) -> Option<(&'static str, Value)> {

@@ -49,9 +49,9 @@ pub struct Config {
     /// Alert cooldown, ms: an event repeating the last one published for the
     /// same instance (same kind) within this long is not published again,
     /// and an instance whose health state changes
-    /// [`FLAP_TRANSITIONS`](crate::health::FLAP_TRANSITIONS) times within it
+    /// [`FLAP_TRANSITIONS`](crate::events::FLAP_TRANSITIONS) times within it
     /// is flapping: one `flapping` event, then its state once it has kept
-    /// it this long (see [`EventBus`](crate::health::EventBus)). 0: every
+    /// it this long (see [`EventBus`](crate::events::EventBus)). 0: every
     /// event published. Default 30000.
     #[serde(default = "defaults::event_cooldown_ms")]
     pub event_cooldown_ms: u64,

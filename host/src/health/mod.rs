@@ -20,24 +20,24 @@
 //!   classify it improving / stable / degrading and predict when it would
 //!   become unfit; a degrading instance can be given less traffic.
 //!
-//! Every transition becomes a [`HealthEvent`] on the [`EventBus`]: logged
-//! with a severity and published to subscribers (the REST API streams them).
+//! Every transition becomes a [`HealthEvent`](crate::events::HealthEvent) on
+//! the [`EventBus`](crate::events::EventBus): logged with a severity and
+//! published to subscribers (the REST API streams them).
 
 pub mod active;
 pub mod check;
-mod events;
 pub mod grpc;
 pub mod mcp;
 pub mod outlier;
 pub mod trend;
 
 pub use check::{HealthCheck, HttpCheck};
-pub use events::{EventBus, EventKind, FLAP_TRANSITIONS, HealthEvent, Severity};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::balance::Endpoint;
+use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 
 /// A pool's health bookkeeping: how many instances are unfit, and panic mode.
 pub struct PoolHealth {

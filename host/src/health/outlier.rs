@@ -232,7 +232,7 @@ fn mean_stdev(values: impl Iterator<Item = f64> + Clone) -> (f64, f64) {
 mod tests {
     use super::*;
     use crate::balance::tests::pool;
-    use crate::health::EventBus;
+    use crate::events::EventBus;
     use std::time::Duration;
 
     fn setup(n: usize, config: OutlierConfig) -> (Vec<Arc<Endpoint>>, PoolHealth, OutlierDetector) {
@@ -359,13 +359,13 @@ mod tests {
         assert_eq!(health.panics(), 1);
         assert_eq!(
             rx.try_recv().unwrap().kind,
-            crate::health::EventKind::PanicOn
+            crate::events::EventKind::PanicOn
         );
         health.set_flag(&endpoints[2], EJECTED, false);
         assert!(health.respect_health());
         assert_eq!(
             rx.try_recv().unwrap().kind,
-            crate::health::EventKind::PanicOff
+            crate::events::EventKind::PanicOff
         );
     }
 }

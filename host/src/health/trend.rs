@@ -290,7 +290,7 @@ mod tests {
         let endpoints = crate::balance::tests::pool(1);
         let t = TrendTracker::new(&TrendConfig::default(), &endpoints, None);
         let events =
-            std::sync::Arc::new(crate::health::EventBus::new(16, std::time::Duration::ZERO));
+            std::sync::Arc::new(crate::events::EventBus::new(16, std::time::Duration::ZERO));
         let health = PoolHealth::new("p", 1, 0, events);
         for i in 0..10 {
             t.tick(&health, &endpoints, f64::from(i));

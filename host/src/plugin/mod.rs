@@ -130,7 +130,7 @@ pub struct PluginHost {
     ticker: Arc<Ticker>,
     /// Where plugin faults are published as events, once a control plane
     /// has set it.
-    events: Arc<std::sync::OnceLock<Arc<crate::health::EventBus>>>,
+    events: Arc<std::sync::OnceLock<Arc<crate::events::EventBus>>>,
     /// Worker threads of the runtime serving requests: the instances a
     /// data-path plugin may have (see [`PluginKind::per_worker`]).
     workers: usize,
@@ -326,7 +326,7 @@ impl PluginHost {
     }
 
     /// Publishes plugin faults on `events` from now on (the first bus set stays).
-    pub fn publish_faults_to(&self, events: &Arc<crate::health::EventBus>) {
+    pub fn publish_faults_to(&self, events: &Arc<crate::events::EventBus>) {
         let _ = self.events.set(Arc::clone(events));
     }
 
@@ -339,11 +339,11 @@ impl PluginHost {
         faults: u64,
     ) {
         if let Some(events) = self.events.get() {
-            events.publish(crate::health::HealthEvent::new(
+            events.publish(crate::events::HealthEvent::new(
                 serving,
                 Some(plugin),
-                crate::health::EventKind::PluginQuarantined,
-                crate::health::Severity::Critical,
+                crate::events::EventKind::PluginQuarantined,
+                crate::events::Severity::Critical,
                 format!(
                     "plugin {plugin} quarantined for {} ms after {faults} faults; the built-in decides",
                     backoff.as_millis()
@@ -355,11 +355,11 @@ impl PluginHost {
     /// A `plugin_fault` event (rate-limited per plugin by the bus's cooldown).
     pub(crate) fn publish_fault(&self, serving: &str, plugin: &str, faults: u64, fault: &Fault) {
         if let Some(events) = self.events.get() {
-            events.publish(crate::health::HealthEvent::new(
+            events.publish(crate::events::HealthEvent::new(
                 serving,
                 Some(plugin),
-                crate::health::EventKind::PluginFault,
-                crate::health::Severity::Warning,
+                crate::events::EventKind::PluginFault,
+                crate::events::Severity::Warning,
                 format!("plugin {plugin} faulted ({faults} so far): {fault}; the built-in served"),
             ));
         }

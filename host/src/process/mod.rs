@@ -48,8 +48,8 @@ use self::stdio::Bridge;
 use crate::balance::Endpoint;
 use crate::config::{InstanceConfig, ProcessConfig, ProcessTransport};
 use crate::control::{ChangeError, Control};
+use crate::events::{EventKind, HealthEvent, Severity};
 use crate::health::active::ProbeOutcome;
-use crate::health::{EventKind, HealthEvent, Severity};
 
 /// How often a starting replica is probed for readiness, and a waiting one
 /// looks at its dependencies.

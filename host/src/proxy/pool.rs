@@ -20,6 +20,7 @@ use crate::balance::{
     Ranking, Sticky, Strategy, UNHEALTHY, next_candidate,
 };
 use crate::config::{InstanceConfig, PoolConfig, StrategyConfig};
+use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::failover::breaker::Transition;
 use crate::failover::{
     Admission, BreakerState, Breakers, Bulkhead, Failover, FailoverPolicy, RetryBudget, RetryPolicy,
@@ -27,7 +28,7 @@ use crate::failover::{
 use crate::health::active::{self, ActiveCheck, RiseFall};
 use crate::health::outlier::{AttemptOutcome, OutlierDetector};
 use crate::health::trend::TrendTracker;
-use crate::health::{EventBus, EventKind, HealthCheck, HealthEvent, PoolHealth, Severity};
+use crate::health::{HealthCheck, PoolHealth};
 use crate::metrics::Metrics;
 use crate::plugin::{
     Limits, LoadError, PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy,

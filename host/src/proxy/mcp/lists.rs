@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::merge::{self, Entry, ListKind, Naming};
 use super::{Client, INVALID_PARAMS, McpRoute, rpc_error, rpc_result, session_gone};
 use crate::config::PrefixMode;
-use crate::health::{EventKind, HealthEvent, Severity};
+use crate::events::{EventKind, HealthEvent, Severity};
 use crate::proxy::body::ProxyBody;
 
 impl McpRoute {

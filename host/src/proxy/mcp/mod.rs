@@ -87,9 +87,9 @@ use super::router::Reporting;
 use super::{ProxyError, StartError, headers};
 use crate::balance::EndpointId;
 use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
+use crate::events::{EventKind, HealthEvent, Severity};
 use crate::failover::{AttemptFacts, Decision};
 use crate::fusion::Builtin;
-use crate::health::{EventKind, HealthEvent, Severity};
 use crate::policy::RequestContext;
 
 /// JSON-RPC: the message is not JSON.

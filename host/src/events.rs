@@ -1,4 +1,5 @@
-//! Health events: structured, with a severity, damped per instance.
+//! Events: what happened to pools, instances, breakers, plugins, processes
+//! and the configuration, structured, with a severity, damped per instance.
 //!
 //! # The cooldown, and flapping
 //!
