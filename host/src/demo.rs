@@ -59,7 +59,8 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
         counters.push((name, track, hits));
     }
 
-    let dir = std::env::temp_dir().join(format!("switchyard-demo-{}", std::process::id()));
+    remove_stale_dirs();
+    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let plugin_path: PathBuf = dir.join("canary_split.wasm");
     std::fs::write(&plugin_path, CANARY_SPLIT_WASM)
@@ -196,6 +197,33 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
     reporter.abort();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// The demo's scratch folder in the temp dir: this prefix and its pid.
+const DIR_PREFIX: &str = "switchyard-demo-";
+
+/// Removes the scratch folders of demos that ended without cleaning up
+/// (killed): those whose process is gone. Linux only (it asks `/proc`).
+fn remove_stale_dirs() {
+    if !cfg!(target_os = "linux") {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// The path the demo's health checks probe (answered, not counted).

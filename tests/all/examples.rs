@@ -427,7 +427,17 @@ async fn replicas_example_shares_a_change_and_discovered_instances() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_counts_proxied_requests_not_its_health_checks() {
+    // The scratch folder of a demo that was killed (its process is gone)
+    // is removed by the next one.
+    let gone = {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    };
+    let stale = std::env::temp_dir().join(format!("switchyard-demo-{gone}"));
+    std::fs::create_dir_all(stale.join("plugins")).unwrap();
     let (demo, url) = crate::demo();
+    assert!(!stale.exists(), "{} is left behind", stale.display());
     let client = client();
     for _ in 0..50 {
         assert_eq!(crate::get(&client, &url).await.0, 200);
