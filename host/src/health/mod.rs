@@ -20,9 +20,9 @@
 //!   classify it improving / stable / degrading and predict when it would
 //!   become unfit; a degrading instance can be given less traffic.
 //!
-//! Every transition becomes a [`HealthEvent`](crate::events::HealthEvent) on
-//! the [`EventBus`](crate::events::EventBus): logged with a severity and
-//! published to subscribers (the REST API streams them).
+//! Every transition becomes a [`HealthEvent`] on the [`EventBus`]
+//! ([`crate::events`]): logged with a severity and published to
+//! subscribers (the REST API streams them).
 
 pub mod active;
 pub mod check;

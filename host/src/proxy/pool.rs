@@ -319,7 +319,7 @@ impl Pool {
     /// admission, passing over instances whose circuit breaker refuses the
     /// request; with trends on, a degrading instance is passed over for the
     /// next fit one with probability 1 − `degraded_share`. The admission is
-    /// held for the attempt and handed to [`record_attempt`](Self::record_attempt);
+    /// held for the attempt and handed to [`book`](Self::book);
     /// dropped unrecorded, it gives a half-open probe slot back. `session`
     /// is the instance the request's sticky session is bound to, if any: it
     /// may be chosen while it drains, as long as it keeps its sessions
