@@ -631,3 +631,42 @@ async fn a_request_switched_to_the_fallback_pool_ends_by_the_routes_deadline() {
     assert_eq!(secondary.hits(), 1);
     assert!(took < Duration::from_secs(30), "the request took {took:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_switched_to_the_fallback_pool_enters_its_bulkhead() {
+    let primary = upstreams(1);
+    primary[0].set_status(503);
+    let dr = switchyard_tests::upstream::Upstream::start("dr");
+    dr.hold();
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"main\"\nfallback = {{ pool = \"dr\" }}\n\
+         [pools.main]\ninstances = {}\n\
+         [pools.dr]\ninstances = [{{ url = \"{}\" }}]\nbulkhead = {{ max_concurrent = 1, max_queue = 0 }}\n",
+        instances(&primary),
+        dr.url()
+    );
+    let proxy = serve(&dir, &toml);
+    let url = format!("{}/", proxy.url);
+    // The first request fails on the primary and holds the fallback
+    // pool's one slot.
+    let first = tokio::spawn({
+        let url = url.clone();
+        async move { get(&client(), &url).await }
+    });
+    let started = std::time::Instant::now();
+    while dr.hits() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the first request never reached dr"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The second is shed by the fallback pool's bulkhead: it gets the
+    // primary's failed answer, and never reaches dr.
+    assert_eq!(get(&client(), &url).await.0, 503);
+    assert_eq!(dr.hits(), 1, "the second request went past dr's bulkhead");
+    dr.release();
+    assert_eq!(first.await.unwrap(), (200, "dr".to_string()));
+}

@@ -357,7 +357,7 @@ impl<'a> Exchange<'a> {
             let held = match self.attempts().await {
                 Ok(response) => return Ok(response),
                 Err(Exhausted::Switch(other)) => {
-                    self.switch_pool(other);
+                    self.switch_pool(other).await?;
                     continue;
                 }
                 Err(Exhausted::Client(error)) => return Err(error),
@@ -367,7 +367,14 @@ impl<'a> Exchange<'a> {
                 Some(secondary) => {
                     tracing::info!(pool = %self.pool.name, fallback = %secondary.name, "every attempt failed; the route's fallback pool takes over");
                     self.fell_back = true;
-                    self.switch_pool(secondary);
+                    // Shed there: the failed answer held, if any, is still
+                    // the best the client can get.
+                    if let Err(shed) = self.switch_pool(secondary).await {
+                        return match held {
+                            Some((id, answered)) => Ok(self.deliver(id, answered)),
+                            None => Err(shed),
+                        };
+                    }
                 }
                 None => {
                     return match held {
@@ -664,9 +671,14 @@ impl<'a> Exchange<'a> {
         }
     }
 
-    /// Continues the request in `other`: its own session lookup, ranking and
-    /// deadline, nothing tried there yet.
-    fn switch_pool(&mut self, other: &'a Pool) {
+    /// Continues the request in `other`: its own bulkhead (the slot of the
+    /// pool left is given back once `other`'s is taken), session lookup and
+    /// ranking, the deadline it may shorten, nothing tried there yet.
+    ///
+    /// # Errors
+    /// [`ProxyError::Shed`] when `other`'s bulkhead sheds the request.
+    async fn switch_pool(&mut self, other: &'a Pool) -> Result<(), ProxyError> {
+        self.slot = other.enter_bulkhead().await?;
         self.pool = other;
         self.deadline = self.deadline.min(Instant::now() + other.request_timeout);
         self.affinity = lookup(other, &self.parts.headers);
@@ -679,6 +691,7 @@ impl<'a> Exchange<'a> {
             &self.affinity,
         );
         self.tried.clear();
+        Ok(())
     }
 
     /// Phase 5 for an instance that switched protocols (101; an HTTP/2
