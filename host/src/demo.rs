@@ -7,7 +7,8 @@
 //! and embedded in this binary) configured to send 20% of requests to the
 //! canary. It prints the URL, a curl loop to try, and the per-upstream counts
 //! once a second while traffic arrives. The admin API and the dashboard run
-//! on their own listener (`--admin`, default `127.0.0.1:9901`, no token):
+//! on their own listener (`--admin`, default `127.0.0.1:9901`, no token;
+//! on an address beyond loopback it is open, with a warning):
 //! drain an instance from the dashboard and watch the counts move.
 //! Ctrl-C stops everything cleanly.
 
@@ -140,7 +141,9 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             plugins_dir: dir.join("plugins"),
             recent_requests: 256,
             tls: None,
-            insecure: false,
+            // No token: a demo on a public address (`--admin 0.0.0.0:…`)
+            // is open, and says so at start and in /v1/status.
+            insecure: !admin.ip().is_loopback(),
         }),
     };
 
