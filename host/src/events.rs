@@ -248,7 +248,12 @@ impl EventBus {
         let now = Instant::now();
         let mut tracks = self.tracks.lock().unwrap_or_else(PoisonError::into_inner);
         let track = tracks.entry(subject.clone()).or_default();
-        if event.kind.is_health_state() && event.instance.is_some() {
+        // Holding a transition needs a runtime for its trailing edge; off
+        // one (a caller outside Tokio), events are only merged.
+        if event.kind.is_health_state()
+            && event.instance.is_some()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
             track
                 .transitions
                 .retain(|(at, _)| now.duration_since(*at) < self.cooldown);
@@ -273,11 +278,9 @@ impl EventBus {
                 if let Some(event) = news {
                     emit(&self.tx, event);
                 }
-                return self.publish_when_stable(subject, generation);
+                return self.publish_when_stable(&runtime, subject, generation);
             }
-            if track.transitions.len() >= FLAP_TRANSITIONS
-                && tokio::runtime::Handle::try_current().is_ok()
-            {
+            if track.transitions.len() >= FLAP_TRANSITIONS {
                 let flapping = HealthEvent::new(
                     &event.pool,
                     event.instance.as_deref(),
@@ -298,7 +301,7 @@ impl EventBus {
                 });
                 drop(tracks);
                 emit(&self.tx, flapping);
-                return self.publish_when_stable(subject, 0);
+                return self.publish_when_stable(&runtime, subject, 0);
             }
         }
         if let Some((kind, at)) = track.last
@@ -313,11 +316,17 @@ impl EventBus {
         emit(&self.tx, event);
     }
 
-    /// After the cooldown, publishes the held transition of `subject` if
-    /// none came after the one numbered `generation`, and ends its episode.
-    fn publish_when_stable(&self, subject: Subject, generation: u64) {
+    /// After the cooldown (a task on `runtime`), publishes the held
+    /// transition of `subject` if none came after the one numbered
+    /// `generation`, and ends its episode.
+    fn publish_when_stable(
+        &self,
+        runtime: &tokio::runtime::Handle,
+        subject: Subject,
+        generation: u64,
+    ) {
         let (tracks, tx, cooldown) = (Arc::clone(&self.tracks), self.tx.clone(), self.cooldown);
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(cooldown).await;
             let mut all = tracks.lock().unwrap_or_else(PoisonError::into_inner);
             let Some(track) = all.get_mut(&subject) else {

@@ -5,6 +5,11 @@ use serde_json::Value;
 
 use super::super::{Answer, Fused, FusionError, Source};
 
+/// [`Builtin::All`](super::Builtin::All) over the answers to the sources
+/// `asked`.
+///
+/// # Errors
+/// [`FusionError`] when no answer is acceptable.
 pub(super) fn all(
     sources: &[Source],
     asked: &[usize],

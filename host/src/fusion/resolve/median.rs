@@ -7,6 +7,11 @@ use serde_json::Value;
 
 use super::super::{Answer, Fused, FusionError, Source};
 
+/// [`Builtin::Median`](super::Builtin::Median) of the number at JSON
+/// Pointer `field` over the `ranked` acceptable answers.
+///
+/// # Errors
+/// [`FusionError`] when no answer has a finite number there.
 pub(super) fn median(
     sources: &[Source],
     answers: &[Answer],

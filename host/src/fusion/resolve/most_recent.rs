@@ -30,6 +30,11 @@ impl Time {
     }
 }
 
+/// [`Builtin::MostRecent`](super::Builtin::MostRecent) by `stamp` over the
+/// `ranked` acceptable answers.
+///
+/// # Errors
+/// [`FusionError`] when no answer carries the timestamp.
 pub(super) fn most_recent(
     sources: &[Source],
     answers: &[Answer],

@@ -43,6 +43,12 @@ pub(super) fn tally<'a>(
     groups
 }
 
+/// [`Builtin::Vote`](super::Builtin::Vote) to `threshold` over the answers
+/// to the sources `asked`; records each source's acceptance and agreement
+/// in `quality`.
+///
+/// # Errors
+/// [`FusionError`] with the tally when no answer reaches the threshold.
 pub(super) fn vote(
     sources: &[Source],
     asked: &[usize],
