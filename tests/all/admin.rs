@@ -169,11 +169,7 @@ async fn events_stream_config_changes_filtered_by_kind() {
     let dir = tempfile::tempdir().unwrap();
     let proxy = serve(&dir, &with_admin(&instances(&ups)));
     let api = proxy.admin_url();
-    let mut stream = client()
-        .get(format!("{api}/v1/events?kind=config"))
-        .send()
-        .await
-        .unwrap();
+    let mut stream = crate::follow_events(&api, "config").await;
     assert_eq!(stream.headers()["content-type"], "text/event-stream");
     let u0 = ups[0].url().trim_start_matches("http://").to_string();
     let (status, _) = admin(
@@ -429,11 +425,7 @@ async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
         );
     let proxy = serve(&dir, &config);
     let api = proxy.admin_url();
-    let mut stream = client()
-        .get(format!("{api}/v1/events?kind=plugin"))
-        .send()
-        .await
-        .unwrap();
+    let mut stream = crate::follow_events(&api, "plugin").await;
     let response = client()
         .get(format!("{}/", proxy.url))
         .send()

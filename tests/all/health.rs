@@ -489,11 +489,7 @@ async fn a_flapping_instance_gives_one_flapping_event_then_its_state_once_stable
         + "[admin]\nlisten = \"127.0.0.1:0\"\n";
     let proxy = serve(&dir, &config);
     let api = proxy.admin_url();
-    let mut events = client()
-        .get(format!("{api}/v1/events?kind=health"))
-        .send()
-        .await
-        .unwrap();
+    let mut events = crate::follow_events(&api, "health").await;
     let u0 = ups[0].url();
     // u0 as /v1/status shows it: unhealthy or not.
     let unhealthy = || async {

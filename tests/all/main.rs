@@ -114,6 +114,16 @@ pub async fn admin(
     )
 }
 
+/// The server-sent events of kinds `kinds` (comma-separated, e.g.
+/// `health,config`) of the admin API at `api`, once the stream is open.
+pub async fn follow_events(api: &str, kinds: &str) -> reqwest::Response {
+    client()
+        .get(format!("{api}/v1/events?kind={kinds}"))
+        .send()
+        .await
+        .expect("the event stream opens")
+}
+
 /// Reads a server-sent-events response until its text contains `needle`
 /// (within a generous bound); returns what was read.
 pub async fn read_events_until(stream: &mut reqwest::Response, needle: &str) -> String {

@@ -250,11 +250,7 @@ async fn every_restart_of_a_crash_loop_and_of_the_api_is_an_event() {
                 restart_backoff_ms = [0, 500, 1000]\nmax_restarts = 3\nrestart_window_ms = 600000\n";
     let proxy = Switchyard::serve(BINARY, &write_config(dir.path(), &config(pool)));
     let api = proxy.admin_url();
-    let mut events = client()
-        .get(format!("{api}/v1/events?kind=process"))
-        .send()
-        .await
-        .unwrap();
+    let mut events = crate::follow_events(&api, "process").await;
     let seen = crate::read_events_until(&mut events, "process_crash_loop").await;
     for tier in ["after 0 ms", "after 500 ms", "after 1000 ms"] {
         assert!(
