@@ -75,7 +75,7 @@ printf '[runtime]\nworker_threads = 1\n[[listeners]]\nlisten = "127.0.0.1:%s"\n[
 p2c=$(ls target/wasm-plugins/wasm32-wasip2/release/latency_p2c.wasm 2>/dev/null || true)
 proxies="nginx haproxy switchyard"
 if [ -n "$p2c" ]; then
-  sed "s|strategy = { kind = \"round-robin\" }|strategy = { kind = \"plugin\", path = \"$PWD/$p2c\" }|" \
+  sed "s|strategy = { kind = \"round-robin\" }|strategy = { kind = \"plugin\", plugin = { path = \"$PWD/$p2c\" } }|" \
     "$WORK/rr.toml" > "$WORK/p2c.toml"
   proxies+=" switchyard-wasm"
 fi

@@ -36,7 +36,7 @@ serve() { # port, then the pool's keys, one per argument
   RUST_LOG=warn "$BIN" serve --config "$config" & pids+=($!)
 }
 serve 19300 'strategy = { kind = "round-robin" }'
-serve 19301 'strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 20 } }'
+serve 19301 'strategy = { kind = "plugin", plugin = { path = "canary_split.wasm", config = { percent = 20 } } }'
 serve 19302 'strategy = { kind = "round-robin" }' 'retry = { retries = 0 }'
 serve 19303 'strategy = { kind = "round-robin" }' \
   'retry = { retries = 2, retry_on = ["connect-failure", "reset", "timeout", "5xx"] }' \

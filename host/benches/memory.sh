@@ -41,10 +41,10 @@ config="$WORK/memory.toml"
   for p in $(seq 0 9); do
     printf '[pools.p%s]\n' "$p"
     if [ "$p" -lt 6 ]; then
-      printf 'strategy = { kind = "plugin", path = "%s" }\n' "$PWD/$PLUGINS/latency_p2c.wasm"
+      printf 'strategy = { kind = "plugin", plugin = { path = "%s" } }\n' "$PWD/$PLUGINS/latency_p2c.wasm"
     fi
     if [ "$p" = 6 ]; then
-      printf 'failover_plugin = { path = "%s", config = { statuses = [503], delays_ms = [0] } }\n' "$PWD/$PLUGINS/retry_schedule.wasm"
+      printf 'failover = { kind = "plugin", plugin = { path = "%s", config = { statuses = [503], delays_ms = [0] } } }\n' "$PWD/$PLUGINS/retry_schedule.wasm"
     fi
     if [ "$p" = 9 ]; then
       printf 'health = { kind = "plugin", interval_ms = 1000, timeout_ms = 500, plugin = { path = "%s", config = { path = "/health" } } }\n' "$PWD/$PLUGINS/json_health.wasm"

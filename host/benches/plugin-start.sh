@@ -31,7 +31,7 @@ config() { # config FILE PLUGIN POOLS CACHE
     echo "[[routes]]"; echo 'pool = "p0"'
     for i in $(seq 0 $((pools - 1))); do
       echo "[pools.p$i]"
-      echo "strategy = { kind = \"plugin\", path = \"$PWD/$plugin\", capabilities = [\"random\"], call_deadline_ms = 1000 }"
+      echo "strategy = { kind = \"plugin\", plugin = { path = \"$PWD/$plugin\", capabilities = [\"random\"], call_deadline_ms = 1000 } }"
       echo "instances = [{ url = \"http://127.0.0.1:9\" }, { url = \"http://127.0.0.1:10\" }]"
     done
   } > "$file"

@@ -21,7 +21,7 @@ taskset -p -c 0 $$ >/dev/null
 UP=(19211 19212 19213)
 upstreams "${UP[@]}"
 strategy='{ kind = "round-robin" }'
-[ -n "${PLUGIN:-}" ] && strategy="{ kind = \"plugin\", path = \"$(realpath "$PLUGIN")\" }"
+[ -n "${PLUGIN:-}" ] && strategy="{ kind = \"plugin\", plugin = { path = \"$(realpath "$PLUGIN")\" } }"
 instances=""
 for port in "${UP[@]}"; do instances+="{ url = \"http://127.0.0.1:$port\" }, "; done
 printf '[runtime]\nworker_threads = 1\n[[listeners]]\nlisten = "127.0.0.1:19410"\n[[routes]]\npool = "p"\n[pools.p]\nstrategy = %s\ninstances = [%s]\n' \

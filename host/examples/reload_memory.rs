@@ -32,7 +32,7 @@ fn main() -> anyhow::Result<()> {
     std::fs::write(&plugin, switchyard::demo::CANARY_SPLIT_WASM)?;
     let text = format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n[pools.p]\n\
-         strategy = {{ kind = \"plugin\", path = {:?}, config = {{ percent = 10 }} }}\n\
+         strategy = {{ kind = \"plugin\", plugin = {{ path = {:?}, config = {{ percent = 10 }} }} }}\n\
          instances = [{{ url = \"http://127.0.0.1:9001\", labels = {{ track = \"stable\" }} }}, \
          {{ url = \"http://127.0.0.1:9002\", labels = {{ track = \"canary\" }} }}]\n",
         plugin.display().to_string()

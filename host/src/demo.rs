@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::config::{
-    AdminConfig, BuiltinStrategy, Config, InstanceConfig, ListenerConfig, PluginStrategyConfig,
+    AdminConfig, Config, InstanceConfig, ListenerConfig, PluginRef, PluginStrategyConfig,
     PoolConfig, RouteConfig, RouteMatch, StrategyConfig,
 };
 use crate::plugin::PluginHost;
@@ -85,15 +85,18 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             "demo".to_string(),
             PoolConfig {
                 strategy: StrategyConfig::Plugin(PluginStrategyConfig {
-                    path: plugin_path,
-                    config: plugin_config,
-                    fallback: BuiltinStrategy::RoundRobin,
-                    call_deadline_ms: 5,
-                    memory_limit_mib: 16,
-                    quarantine: Default::default(),
-                    fuel_per_call: None,
-                    capabilities: Vec::new(),
+                    plugin: PluginRef {
+                        path: plugin_path,
+                        config: plugin_config,
+                        call_deadline_ms: 5,
+                        memory_limit_mib: 16,
+                        quarantine: Default::default(),
+                        fuel_per_call: None,
+                        capabilities: Vec::new(),
+                    },
+                    fallback: Box::default(),
                     max_candidates: crate::config::DEFAULT_MAX_CANDIDATES,
+                    deprecated: Default::default(),
                 }),
                 instances,
                 process: None,
@@ -120,7 +123,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 retry: Default::default(),
                 breaker: None,
                 bulkhead: None,
-                failover_plugin: None,
+                failover: Default::default(),
                 panic_threshold_percent: 50,
                 tls: None,
                 protocol: Default::default(),

@@ -163,6 +163,9 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Check { config: path } => runtime(None)?.block_on(async {
             let config = Config::load(&path)?;
+            for deprecation in config.deprecations() {
+                eprintln!("{}: warning: {deprecation}", path.display());
+            }
             let host = PluginHost::for_config(&config)?;
             switchyard::proxy::Router::build(&config, &host)
                 .with_context(|| path.display().to_string())?;

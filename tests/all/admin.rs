@@ -310,7 +310,7 @@ async fn plugins_are_checked_on_upload_and_reload_their_users() {
     // A resolver where a balancer goes: refused with the reason, nothing changes.
     let stored = dir.path().join("switchyard-plugins");
     let pool = |file: &str| {
-        json!({ "strategy": { "kind": "plugin", "path": stored.join(file), "call_deadline_ms": 1000 },
+        json!({ "strategy": { "kind": "plugin", "plugin": { "path": stored.join(file), "call_deadline_ms": 1000 } },
                 "instances": [{ "url": ups[0].url() }, { "url": ups[1].url() }] })
     };
     let pools = format!("{}/v1/pools/p", proxy.admin_url());
@@ -341,7 +341,7 @@ async fn plugins_are_checked_on_upload_and_reload_their_users() {
         .find(|p| p["name"] == "canary")
         .cloned()
         .unwrap();
-    assert_eq!(canary_entry["used_by"], json!(["pools.p.strategy"]));
+    assert_eq!(canary_entry["used_by"], json!(["pools.p.strategy.plugin"]));
     assert!(
         canary_entry["calls"].as_u64().unwrap() >= 5,
         "{canary_entry}"
@@ -352,13 +352,13 @@ async fn plugins_are_checked_on_upload_and_reload_their_users() {
     let (status, body) = upload("canary", canary).await;
     assert_eq!(
         (status, body["reloaded"].clone()),
-        (200, json!(["pools.p.strategy"])),
+        (200, json!(["pools.p.strategy.plugin"])),
         "{body}"
     );
     let (status, body) = admin(reqwest::Method::POST, &format!("{api}/canary/reload"), None).await;
     assert_eq!(
         (status, body["reloaded"].clone()),
-        (200, json!(["pools.p.strategy"]))
+        (200, json!(["pools.p.strategy.plugin"]))
     );
     assert_eq!(
         admin(reqwest::Method::DELETE, &format!("{api}/first"), None)
@@ -415,7 +415,7 @@ async fn plugin_faults_are_events_and_plugin_calls_are_timed() {
     let config = with_admin(&instances(&ups))
         .replace(
             "strategy = { kind = \"round-robin\" }",
-            "strategy = { kind = \"plugin\", path = \"trap.wasm\", config = { mode = \"trap\" } }",
+            "strategy = { kind = \"plugin\", plugin = { path = \"trap.wasm\", config = { mode = \"trap\" } } }",
         )
         .replace(
             "[[routes]]\npool = \"p\"",
@@ -482,9 +482,9 @@ async fn status_lists_the_plugins_of_every_kind() {
         .replace(
             "strategy = { kind = \"round-robin\" }",
             &format!(
-                "strategy = {{ kind = \"plugin\", path = \"{}\" }}\n\
+                "strategy = {{ kind = \"plugin\", plugin = {{ path = \"{}\" }} }}\n\
                  health = {{ kind = \"plugin\", interval_ms = 200, timeout_ms = 100, plugin = {{ path = \"{}\" }} }}\n\
-                 failover_plugin = {{ path = \"{}\" }}",
+                 failover = {{ kind = \"plugin\", plugin = {{ path = \"{}\" }} }}",
                 fixtures::CANARY_SPLIT,
                 fixtures::JSON_HEALTH,
                 fixtures::RETRY_SCHEDULE

@@ -59,9 +59,13 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
         ),
         (
             format!(
-                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"nope.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", plugin = {{ path = \"nope.wasm\" }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
             ),
-            vec!["pools.p.strategy.path", "nope.wasm", "does not exist"],
+            vec![
+                "pools.p.strategy.plugin.path",
+                "nope.wasm",
+                "does not exist",
+            ],
         ),
         (
             format!(
@@ -71,7 +75,7 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
         ),
         (
             format!(
-                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"text.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", plugin = {{ path = \"text.wasm\" }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
             ),
             vec![
                 "pools.p.strategy",
@@ -82,13 +86,13 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
         ),
         (
             format!(
-                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"core.wasm\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", plugin = {{ path = \"core.wasm\" }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n"
             ),
             vec!["core.wasm", "core WebAssembly module", "wasm32-wasip2"],
         ),
         (
             format!(
-                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"{}\" }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", plugin = {{ path = \"{}\" }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
                 fixtures::JSON_HEALTH
             ),
             vec![
@@ -99,7 +103,7 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
         ),
         (
             format!(
-                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", path = \"{}\", config = {{ percent = 150 }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
+                "{LISTENER}[pools.p]\nstrategy = {{ kind = \"plugin\", plugin = {{ path = \"{}\", config = {{ percent = 150 }} }} }}\ninstances = [{{ url = \"http://127.0.0.1:1\" }}]\n",
                 fixtures::CANARY_SPLIT
             ),
             vec![

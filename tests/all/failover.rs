@@ -379,9 +379,9 @@ async fn a_failover_plugin_retries_on_its_schedule_within_the_host_cap_then_fall
          [[routes]]\nmatch = {{ path_prefix = \"/capped\" }}\npool = \"capped\"\n\
          [[routes]]\npool = \"main\"\n\
          [pools.main]\ninstances = {list}\nretry = {{ retries = 3 }}\n\
-         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 10], fallback_pool = \"dr\" }}, call_deadline_ms = 1000 }}\n\
+         failover = {{ kind = \"plugin\", plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 10], fallback_pool = \"dr\" }}, call_deadline_ms = 1000 }} }}\n\
          [pools.capped]\ninstances = {list}\nretry = {{ retries = 1 }}\n\
-         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 0, 0, 0, 0, 0, 0, 0] }}, call_deadline_ms = 1000 }}\n\
+         failover = {{ kind = \"plugin\", plugin = {{ path = \"{plugin}\", config = {{ statuses = [429], delays_ms = [0, 0, 0, 0, 0, 0, 0, 0] }}, call_deadline_ms = 1000 }} }}\n\
          [pools.dr]\ninstances = [{{ url = \"{dr}\" }}]\n",
         list = instances(&ups),
         plugin = switchyard_tests::fixtures::RETRY_SCHEDULE,
@@ -512,7 +512,7 @@ async fn a_faulting_failover_plugin_falls_back_to_the_built_in_policy() {
     let dir = tempfile::tempdir().unwrap();
     let toml = pool_with(
         &format!(
-            "retry = {{ retries = 1 }}\nfailover_plugin = {{ path = \"{}\" }}",
+            "retry = {{ retries = 1 }}\nfailover = {{ kind = \"plugin\", plugin = {{ path = \"{}\" }} }}",
             switchyard_tests::fixtures::HOSTILE_FAILOVER
         ),
         &instances(&ups),
@@ -572,7 +572,7 @@ async fn the_retry_schedule_readme_example_reaches_its_fallback_pool() {
     let toml = format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"api\"\n\
          [pools.api]\nretry = {{ retries = 3 }}\n\
-         failover_plugin = {{ path = \"{plugin}\", config = {{ statuses = [429, 503], delays_ms = [0, 50, 200], fallback_pool = \"api-dr\" }} }}\n\
+         failover = {{ kind = \"plugin\", plugin = {{ path = \"{plugin}\", config = {{ statuses = [429, 503], delays_ms = [0, 50, 200], fallback_pool = \"api-dr\" }} }} }}\n\
          instances = {list}\n\
          [pools.api-dr]\ninstances = [{{ url = \"{dr}\" }}]\n",
         plugin = switchyard_tests::fixtures::RETRY_SCHEDULE,

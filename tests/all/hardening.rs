@@ -314,7 +314,7 @@ async fn no_wait_outlasts_the_request_deadline() {
             &instances(&ups),
             &format!(
                 "request_timeout_ms = 2000\nretry = {{ retries = 2, backoff_max_ms = 60000 }}\n\
-                 failover_plugin = {{ path = \"{}\", config = {{ statuses = [503], delays_ms = [0, 60000] }}, call_deadline_ms = 1000 }}",
+                 failover = {{ kind = \"plugin\", plugin = {{ path = \"{}\", config = {{ statuses = [503], delays_ms = [0, 60000] }}, call_deadline_ms = 1000 }} }}",
                 switchyard_tests::fixtures::RETRY_SCHEDULE
             ),
         ),
@@ -495,7 +495,7 @@ fn hostile(mode: &str, ups: &[switchyard_tests::upstream::Upstream]) -> String {
         "",
         &instances(ups),
         &format!(
-            "strategy = {{ kind = \"plugin\", path = \"{}\", config = {{ mode = \"{mode}\" }}, call_deadline_ms = 1000 }}",
+            "strategy = {{ kind = \"plugin\", plugin = {{ path = \"{}\", config = {{ mode = \"{mode}\" }}, call_deadline_ms = 1000 }} }}",
             switchyard_tests::fixtures::HOSTILE_BALANCER
         ),
     )

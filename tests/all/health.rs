@@ -254,7 +254,7 @@ async fn a_faulting_health_plugin_falls_back_to_the_built_in_check() {
         ups[1].set_status(503);
         let dir = tempfile::tempdir().unwrap();
         let health = format!(
-            "health = {{ kind = \"plugin\", path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2, plugin = {{ path = \"{}\", config = {{ trap = \"{trap}\" }} }} }}",
+            "health = {{ kind = \"plugin\", path = \"/healthz\", interval_ms = 200, timeout_ms = 100, rise = 1, fall = 2, plugin = {{ path = \"{}\", config = {{ trap = \"{trap}\" }} }}, fallback = {{ kind = \"http\" }} }}",
             switchyard_tests::fixtures::HOSTILE_HEALTH
         );
         let proxy = serve(&dir, &pool_with(&health, &instances(&ups)));

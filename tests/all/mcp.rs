@@ -478,7 +478,7 @@ fn a_balancer_plugin_routes_a_tool_by_the_mcp_name_header() {
     let big = McpServer::with(&["--name", "big", "--stateless", "--answer", "big"]);
     let dir = tempfile::tempdir().unwrap();
     let pools = format!(
-        "[pools.tools]\nstrategy = {{ kind = \"plugin\", path = \"{}\", config = {{ header = \"mcp-name\", label = \"tool\" }}, call_deadline_ms = 1000 }}\n\
+        "[pools.tools]\nstrategy = {{ kind = \"plugin\", plugin = {{ path = \"{}\", config = {{ header = \"mcp-name\", label = \"tool\" }}, call_deadline_ms = 1000 }} }}\n\
          instances = [{{ url = \"{}\", labels = {{ tool = \"none\" }} }}, {{ url = \"{}\", labels = {{ tool = \"answer\" }} }}]\n",
         switchyard_tests::fixtures::LABEL_AFFINITY,
         small.url(),
@@ -779,7 +779,7 @@ fn a_failover_plugin_on_an_mcp_pool_decides_the_retries_of_idempotent_calls() {
             .map(|name| McpServer::with(&["--name", name, "--stateless", "--log", &log]))
             .collect();
         let pools = format!(
-            "{}failover_plugin = {{ path = \"{}\", config = {{ delays_ms = {delays_ms} }}, call_deadline_ms = 1000 }}\n",
+            "{}failover = {{ kind = \"plugin\", plugin = {{ path = \"{}\", config = {{ delays_ms = {delays_ms} }}, call_deadline_ms = 1000 }} }}\n",
             pool("ops", &servers.iter().collect::<Vec<_>>()),
             switchyard_tests::fixtures::RETRY_SCHEDULE
         );

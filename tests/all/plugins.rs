@@ -10,7 +10,7 @@ async fn canary_split_gives_its_documented_split() {
     let ups = upstreams(3);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ label = "track", canary = "canary", percent = 20 }}, call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ label = "track", canary = "canary", percent = 20 }}, call_deadline_ms = 1000 }} }}"#,
         fixtures::CANARY_SPLIT
     );
     let labelled = format!(
@@ -39,6 +39,80 @@ async fn canary_split_gives_its_documented_split() {
     );
 }
 
+/// A config in the plugin spellings of earlier versions (a balancer's keys
+/// flat beside `kind`, its fallback by name, `failover_plugin`) loads and
+/// serves through the plugins, and every way the config is read says the
+/// new spelling: `check`, the log at start, `/v1/status`; the admin API
+/// gives the pool back in the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_plugin_spellings_load_and_say_the_new_one() {
+    let ups = upstreams(2);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"p\"\n[pools.p]\n\
+         strategy = {{ kind = \"plugin\", path = \"{canary}\", config = {{ label = \"track\", canary = \"canary\", percent = 100 }}, fallback = \"random\", call_deadline_ms = 1000 }}\n\
+         failover_plugin = {{ path = \"{retry}\", call_deadline_ms = 1000 }}\n\
+         instances = [{{ url = \"{}\", labels = {{ track = \"stable\" }} }}, {{ url = \"{}\", labels = {{ track = \"canary\" }} }}]\n",
+        ups[0].url(),
+        ups[1].url(),
+        canary = fixtures::CANARY_SPLIT,
+        retry = fixtures::RETRY_SCHEDULE,
+    );
+    let path = switchyard_tests::process::write_config(dir.path(), &toml);
+    let check = std::process::Command::new(crate::BINARY)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert!(check.status.success(), "{stderr}");
+    for (key, new) in [
+        (
+            "pools.p.strategy",
+            "`strategy = { kind = \"plugin\", plugin = {",
+        ),
+        (
+            "pools.p.failover",
+            "`failover = { kind = \"plugin\", plugin = {",
+        ),
+    ] {
+        assert!(
+            stderr.contains(&format!(
+                "warning: {key}: a deprecated spelling, still read; write {new}"
+            )),
+            "{stderr}"
+        );
+    }
+
+    let proxy = serve(&dir, &toml);
+    let warning = proxy.wait_for_log("pools.p.failover: a deprecated spelling");
+    assert!(warning.contains("WARN"), "{warning}");
+    let client = client();
+    for _ in 0..10 {
+        assert_eq!(get(&client, &format!("{}/", proxy.url)).await.0, 200);
+    }
+    // The plugin ranks (all to the canary), not its fallback.
+    assert_eq!((ups[0].hits(), ups[1].hits()), (0, 10));
+    let api = proxy.admin_url();
+    let (_, status) = crate::admin(reqwest::Method::GET, &format!("{api}/v1/status"), None).await;
+    let warnings = status["warnings"].as_array().unwrap();
+    assert_eq!(warnings.len(), 2, "{status}");
+    let (_, pool) = crate::admin(reqwest::Method::GET, &format!("{api}/v1/pools/p"), None).await;
+    assert_eq!(
+        pool["strategy"]["plugin"]["path"],
+        fixtures::CANARY_SPLIT,
+        "{pool}"
+    );
+    assert_eq!(pool["strategy"]["fallback"]["kind"], "random", "{pool}");
+    assert_eq!(pool["failover"]["kind"], "plugin", "{pool}");
+    assert_eq!(
+        pool["failover"]["plugin"]["path"],
+        fixtures::RETRY_SCHEDULE,
+        "{pool}"
+    );
+}
+
 /// A pool larger than `max_candidates` gives each pick a fresh sample of
 /// that many: the plugin (which takes its first candidate) never sees more,
 /// and over many requests every instance is in some sample.
@@ -47,7 +121,7 @@ async fn a_large_pool_gives_the_plugin_a_fresh_bounded_sample() {
     let ups = upstreams(12);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ mode = "print" }}, max_candidates = 4, call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ mode = "print" }}, call_deadline_ms = 1000 }}, max_candidates = 4 }}"#,
         fixtures::HOSTILE_BALANCER
     );
     let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
@@ -90,7 +164,7 @@ async fn hostile_plugins_never_cost_a_request() {
 match = {{ path_prefix = "/{mode}" }}
 pool = "{mode}"
 [pools.{mode}]
-strategy = {{ kind = "plugin", path = "{mode}.wasm", config = {{ mode = "{mode}" }}, call_deadline_ms = 5, memory_limit_mib = 16 }}
+strategy = {{ kind = "plugin", plugin = {{ path = "{mode}.wasm", config = {{ mode = "{mode}" }}, call_deadline_ms = 5, memory_limit_mib = 16 }} }}
 instances = [{{ url = "{}" }}, {{ url = "{}" }}]
 "#,
             ups[0].url(),
@@ -139,7 +213,7 @@ async fn plugin_output_goes_to_the_log_with_its_name() {
         &dir,
         &single_pool(
             &format!(
-                r#"{{ kind = "plugin", path = "{}", config = {{ mode = "print" }}, call_deadline_ms = 1000 }}"#,
+                r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ mode = "print" }}, call_deadline_ms = 1000 }} }}"#,
                 fixtures::HOSTILE_BALANCER
             ),
             &instances(&ups),
@@ -195,7 +269,7 @@ async fn label_affinity_routes_by_header_and_falls_back() {
         ups[2].url()
     );
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ header = "x-region", label = "region" }}, call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ header = "x-region", label = "region" }}, call_deadline_ms = 1000 }} }}"#,
         fixtures::LABEL_AFFINITY
     );
     // One worker: the plugin's round-robin cursor is per worker thread, and
@@ -240,7 +314,7 @@ async fn latency_p2c_avoids_a_slow_instance() {
     ups[2].set_delay(std::time::Duration::from_millis(100));
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", call_deadline_ms = 1000 }} }}"#,
         fixtures::LATENCY_P2C
     );
     let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));
@@ -262,7 +336,7 @@ async fn a_plugin_that_keeps_faulting_is_quarantined_then_retried() {
     let proxy = serve(
         &dir,
         &single_pool(
-            r#"{ kind = "plugin", path = "trap.wasm", config = { mode = "trap" }, quarantine = { faults = 3, window_ms = 60000, backoff_ms = 300, max_backoff_ms = 60000 } }"#,
+            r#"{ kind = "plugin", plugin = { path = "trap.wasm", config = { mode = "trap" }, quarantine = { faults = 3, window_ms = 60000, backoff_ms = 300, max_backoff_ms = 60000 } } }"#,
             &instances(&ups),
         ),
     );
@@ -567,7 +641,7 @@ async fn a_plugin_replaced_in_the_plugins_dir_is_reloaded_live_and_a_broken_one_
     let toml = format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\nplugins_dir = \"plugins\"\n\
          [[routes]]\npool = \"p\"\n[pools.p]\n\
-         strategy = {{ kind = \"plugin\", path = \"plugins/lb.wasm\", call_deadline_ms = 1000 }}\n\
+         strategy = {{ kind = \"plugin\", plugin = {{ path = \"plugins/lb.wasm\", call_deadline_ms = 1000 }} }}\n\
          instances = [{{ url = \"{}\", labels = {{ region = \"a\" }} }}, {{ url = \"{}\", labels = {{ region = \"b\" }} }}]\n",
         ups[0].url(),
         ups[1].url()
@@ -695,7 +769,7 @@ fn a_restart_loads_plugins_from_the_compile_cache() {
         "[plugin_cache]\ndir = \"cache\"\n{}",
         single_pool(
             &format!(
-                r#"{{ kind = "plugin", path = "{}", call_deadline_ms = 1000 }}"#,
+                r#"{{ kind = "plugin", plugin = {{ path = "{}", call_deadline_ms = 1000 }} }}"#,
                 fixtures::CANARY_SPLIT
             ),
             &instances(&ups),
@@ -735,7 +809,7 @@ async fn the_kv_store_outlives_a_trapped_instance_and_needs_its_grant() {
     let ups = upstreams(1);
     let strategy = |grant: &str| {
         format!(
-            r#"{{ kind = "plugin", path = "{}", config = {{ mode = "count" }}, call_deadline_ms = 1000{grant} }}"#,
+            r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ mode = "count" }}, call_deadline_ms = 1000{grant} }} }}"#,
             fixtures::HOSTILE_BALANCER
         )
     };
@@ -787,7 +861,7 @@ async fn a_plugin_built_against_the_previous_wit_version_still_loads() {
         &dir,
         &single_pool(
             &format!(
-                r#"{{ kind = "plugin", path = "{}" }}"#,
+                r#"{{ kind = "plugin", plugin = {{ path = "{}" }} }}"#,
                 fixtures::LEGACY_BALANCER
             ),
             &instances(&ups),
@@ -815,7 +889,7 @@ fn failover_pool(path: &str, ups: &[switchyard_tests::upstream::Upstream]) -> St
     format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\n\
          [pools.p]\ninstances = {}\nretry = {{ retries = 1 }}\n\
-         failover_plugin = {{ path = \"{path}\", call_deadline_ms = 1000 }}\n",
+         failover = {{ kind = \"plugin\", plugin = {{ path = \"{path}\", call_deadline_ms = 1000 }} }}\n",
         instances(ups)
     )
 }
@@ -912,7 +986,7 @@ async fn a_fuel_budget_stops_a_spinning_plugin_deterministically() {
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ mode = "loop" }}, call_deadline_ms = 60000, fuel_per_call = 1000000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ mode = "loop" }}, call_deadline_ms = 60000, fuel_per_call = 1000000 }} }}"#,
         fixtures::HOSTILE_BALANCER
     );
     // Without fuel metering the budget is refused, naming the switch.

@@ -11,7 +11,7 @@ async fn python_smooth_weighted_round_robin_gives_exact_shares() {
     let ups = upstreams(2);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", capabilities = ["random"], call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", capabilities = ["random"], call_deadline_ms = 1000 }} }}"#,
         polyglot::python_balancer().display()
     );
     let weighted = format!(
@@ -45,7 +45,7 @@ fn a_python_plugin_without_the_random_grant_is_refused_naming_it() {
     let ups = upstreams(1);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", call_deadline_ms = 1000 }} }}"#,
         polyglot::python_balancer().display()
     );
     let config = switchyard_tests::process::write_config(
@@ -74,7 +74,7 @@ async fn javascript_rendezvous_hashing_keeps_sessions_on_one_instance() {
     let ups = upstreams(3);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ header = "X-User" }}, call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ header = "X-User" }}, call_deadline_ms = 1000 }} }}"#,
         polyglot::js_balancer().display()
     );
     let proxy = serve(&dir, &single_pool(&strategy, &instances(&ups)));

@@ -280,9 +280,10 @@ async fn three_replicas_share_one_configuration_through_etcd() {
         reqwest::Method::PUT,
         &format!("{}/v1/pools/p", replicas[0].api),
         Some(json!({
-            "strategy": { "kind": "plugin", "path": plugin_path,
-                          "config": { "header": "x-region", "label": "region" },
-                          "call_deadline_ms": 1000 },
+            "strategy": { "kind": "plugin",
+                          "plugin": { "path": plugin_path,
+                                      "config": { "header": "x-region", "label": "region" },
+                                      "call_deadline_ms": 1000 } },
             "instances": [
                 { "url": ups[1].url(), "labels": { "region": "eu" } },
                 { "url": ups[2].url(), "labels": { "region": "us" } },
@@ -294,7 +295,7 @@ async fn three_replicas_share_one_configuration_through_etcd() {
     for replica in &replicas {
         let own = replica.dir.path().join("switchyard-plugins/affinity.wasm");
         until("each replica loads its own copy", || async {
-            pool(replica).await["strategy"]["path"] == json!(own)
+            pool(replica).await["strategy"]["plugin"]["path"] == json!(own)
         })
         .await;
         let region = client()

@@ -267,7 +267,7 @@ async fn a_balancer_plugin_is_told_a_membership_change_and_keeps_its_state() {
     // the canary, so the request after an odd count shows whether the
     // plugin instance (and its accumulator) survived the change.
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ percent = 50 }}, call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ percent = 50 }}, call_deadline_ms = 1000 }} }}"#,
         switchyard_tests::fixtures::CANARY_SPLIT
     );
     let labelled = format!(
@@ -334,7 +334,7 @@ async fn each_worker_has_its_own_plugin_instance_and_all_learn_a_membership_chan
     let ups = upstreams(2);
     let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
-        r#"{{ kind = "plugin", path = "{}", config = {{ percent = 100 }}, call_deadline_ms = 1000 }}"#,
+        r#"{{ kind = "plugin", plugin = {{ path = "{}", config = {{ percent = 100 }}, call_deadline_ms = 1000 }} }}"#,
         switchyard_tests::fixtures::CANARY_SPLIT
     );
     let stable = format!(

@@ -90,7 +90,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas, the config store's sync state and revision, and `warnings` (sentences: how this process is exposed, e.g. an admin API with no authentication)", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas, the config store's sync state and revision, and `warnings` (sentences: how this process is exposed, e.g. an admin API with no authentication, and each config value read from a deprecated spelling with the spelling to write)", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -154,17 +154,19 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .processes()
         .map(|s| s.all())
         .unwrap_or_default();
-    // What an operator must know about how this process is exposed.
-    let warnings: Vec<&str> = state
-        .control
-        .config()
+    // What an operator must know: how this process is exposed, and the
+    // config spellings to change before they stop being read.
+    let config = state.control.config();
+    let warnings: Vec<String> = config
         .admin
         .as_ref()
         .is_some_and(|a| a.is_exposed())
-        .then_some(
-            "the admin API listens beyond loopback with no authentication (admin.insecure = true)",
-        )
+        .then(|| {
+            "the admin API listens beyond loopback with no authentication (admin.insecure = true)"
+                .to_string()
+        })
         .into_iter()
+        .chain(config.deprecations())
         .collect();
     Json(
         json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp,

@@ -63,7 +63,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::HeaderMap;
 use smallvec::SmallVec;
 
-use crate::config::{BuiltinStrategy, PluginStrategyConfig, StrategyConfig};
+use crate::config::{PluginStrategyConfig, StrategyConfig};
 use crate::policy::{Fault, WithFallback};
 
 /// Index of an instance in its pool (the plugin API's `endpoint-id`).
@@ -140,15 +140,6 @@ fn rotation(start: usize, endpoints: &[Arc<Endpoint>], out: &mut Ranking) {
 /// the counter advances. `None` for an empty pool.
 fn rotating_start(counter: &AtomicUsize, n: usize) -> Option<usize> {
     (n > 0).then(|| counter.fetch_add(1, Ordering::Relaxed) % n)
-}
-
-/// Builds a built-in strategy with its defaults (a plugin's fallback).
-pub fn builtin(kind: BuiltinStrategy) -> Box<dyn Strategy> {
-    match kind {
-        BuiltinStrategy::RoundRobin => Box::new(RoundRobin::default()),
-        BuiltinStrategy::Random => Box::new(Random),
-        BuiltinStrategy::LeastConnections => Box::new(LeastConnections::default()),
-    }
 }
 
 /// Builds the built-in strategy `config` names for the pool `endpoints`.

@@ -1,9 +1,10 @@
-//! The failover keys of a pool (`retry`, `breaker`, `bulkhead`) and of a
-//! route (`fallback`).
+//! The failover keys of a pool (`retry`, `failover`, `breaker`,
+//! `bulkhead`) and of a route (`fallback`).
 //!
 //! ```toml
 //! [pools.web]
 //! retry = { retries = 2, retry_on = ["connect-failure", "reset", "timeout", "5xx"], backoff_base_ms = 25, backoff_max_ms = 250 }
+//! failover = { kind = "plugin", plugin = { path = "retry_schedule.wasm" } }   # default { kind = "retry" }
 //! breaker = { failure_rate = 0.5, min_requests = 20, window_ms = 10000, open_ms = 60000 }
 //! bulkhead = { max_concurrent = 512, max_queue = 256, queue_timeout_ms = 1000 }
 //!
@@ -16,7 +17,124 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::plugin::{Deprecated, PluginRef, plugin_of};
 use super::types::{Invalid, MAX_WAIT_MS, in_range};
+
+/// Who decides after a failed attempt of the pool: the built-in `retry`
+/// policy (the pool's `retry` table), or a failover plugin with that
+/// policy as its fallback.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case", try_from = "FailoverSpelling")]
+pub enum FailoverConfig {
+    /// The pool's `retry` table decides. The default.
+    #[default]
+    Retry,
+    /// A failover plugin decides after each failed attempt — connect
+    /// failures, resets, timeouts and every 4xx/5xx response (its `fail`
+    /// passes the response on). The host still enforces `retry`'s attempt
+    /// cap, budget and backoff cap.
+    Plugin(FailoverPluginConfig),
+}
+
+/// Keys of `failover = { kind = "plugin", … }`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FailoverPluginConfig {
+    /// The `failover-plugin` component and its limits.
+    pub plugin: PluginRef,
+    /// Decides when the plugin faults: `{ kind = "retry" }`, the pool's
+    /// `retry` table (the only built-in failover policy). Default that.
+    #[serde(default)]
+    pub fallback: FailoverFallback,
+    /// Set when read from the deprecated `failover_plugin = { path, … }`.
+    #[serde(skip)]
+    pub deprecated: Deprecated,
+}
+
+/// The built-in failover policy a plugin falls back to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FailoverFallback {
+    /// The pool's `retry` table.
+    #[default]
+    Retry,
+}
+
+/// What a `failover` table may hold: `{ kind, plugin, fallback }`, or the
+/// plugin's keys alone (the deprecated `failover_plugin = { path, … }`,
+/// read through the key's alias).
+#[derive(Deserialize)]
+struct FailoverSpelling {
+    kind: Option<FailoverKind>,
+    plugin: Option<PluginRef>,
+    fallback: Option<FailoverFallback>,
+    #[serde(flatten)]
+    flat: toml::Table,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum FailoverKind {
+    Retry,
+    Plugin,
+}
+
+impl TryFrom<FailoverSpelling> for FailoverConfig {
+    type Error = String;
+
+    fn try_from(spelling: FailoverSpelling) -> Result<Self, String> {
+        match spelling.kind {
+            Some(FailoverKind::Retry) => {
+                if spelling.plugin.is_some()
+                    || spelling.fallback.is_some()
+                    || !spelling.flat.is_empty()
+                {
+                    return Err("`kind = \"retry\"` takes no other keys (the policy is the pool's `retry` table)".into());
+                }
+                Ok(Self::Retry)
+            }
+            Some(FailoverKind::Plugin) => {
+                let (plugin, flat) = plugin_of(spelling.plugin, spelling.flat)?;
+                Ok(Self::Plugin(FailoverPluginConfig {
+                    plugin,
+                    fallback: spelling.fallback.unwrap_or_default(),
+                    deprecated: Deprecated(flat.then_some(NEW_SPELLING)),
+                }))
+            }
+            // `failover_plugin = { path = … }`: a plugin, flat.
+            None if spelling.plugin.is_none() && spelling.fallback.is_none() => {
+                let (plugin, _) = plugin_of(None, spelling.flat)?;
+                Ok(Self::Plugin(FailoverPluginConfig {
+                    plugin,
+                    fallback: FailoverFallback::Retry,
+                    deprecated: Deprecated(Some(NEW_SPELLING)),
+                }))
+            }
+            None => Err("missing `kind`: `\"retry\"` or `\"plugin\"`".into()),
+        }
+    }
+}
+
+/// The spelling a deprecated failover plugin table is told to use.
+const NEW_SPELLING: &str = "failover = { kind = \"plugin\", plugin = { path = …, config = … }, fallback = { kind = \"retry\" } }";
+
+impl FailoverConfig {
+    /// The plugin, when one decides.
+    pub fn plugin(&self) -> Option<&PluginRef> {
+        match self {
+            Self::Retry => None,
+            Self::Plugin(p) => Some(&p.plugin),
+        }
+    }
+
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        match self.plugin() {
+            Some(plugin) => plugin
+                .validate()
+                .map_err(|(k, reason)| (format!("plugin.{k}"), reason)),
+            None => Ok(()),
+        }
+    }
+}
 
 /// When and how a failed attempt is retried.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use super::health::PluginRef;
+use super::plugin::PluginRef;
 use super::strategy::NoKeys;
 use super::types::Invalid;
 

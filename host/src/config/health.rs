@@ -9,10 +9,10 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::plugin::PluginRef;
 use super::types::Invalid;
 
 /// Active health checks: probes the host sends on a timer.
@@ -65,106 +65,21 @@ pub struct HealthCheckConfig {
     /// `kind = "plugin"`: the health-check plugin that says what to send and
     /// judges the answer.
     pub plugin: Option<PluginRef>,
-}
-
-/// A plugin and its sandbox limits (health checks, failover policies). For a
-/// health check, a faulting call means that probe is made and judged by the
-/// built-in HTTP check (`path`, `expect_status`, `body_contains` of the same
-/// table); for failover, the built-in retry policy decides.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PluginRef {
-    /// The `.wasm` component; relative to the config file's directory.
-    #[schema(value_type = String)]
-    pub path: PathBuf,
-    /// Passed to the plugin's `configure` as JSON. Default `{}`.
+    /// `kind = "plugin"`: the built-in check that makes and judges a probe
+    /// the plugin faulted on. Default (and only) `{ kind = "http" }`: this
+    /// table's `path`, `method`, `headers`, `expect_status` and
+    /// `body_contains`.
     #[serde(default)]
-    #[schema(value_type = Object)]
-    pub config: toml::Table,
-    /// CPU deadline of one plugin call, ms. Default 5.
-    #[serde(default = "defaults::call_deadline_ms")]
-    pub call_deadline_ms: u64,
-    /// Linear-memory cap of the plugin instance, MiB. Default 16.
-    #[serde(default = "defaults::memory_limit_mib")]
-    pub memory_limit_mib: u64,
-    /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
-    #[serde(default)]
-    pub quarantine: QuarantineConfig,
-    /// Fuel (≈ wasm instructions) one call may burn: a deterministic CPU
-    /// limit beside the deadline. Default: none (the deadline alone).
-    pub fuel_per_call: Option<u64>,
-    /// Extras granted beyond the `host` interface, e.g. `["clock"]`.
-    /// Default: none (deny by default).
-    #[serde(default)]
-    pub capabilities: Vec<Capability>,
+    pub fallback: Option<HealthFallback>,
 }
 
-/// An extra a plugin may be granted; a plugin calling one it was not
-/// granted traps (a fault, so the built-in serves that decision).
-///
-/// | name | what the plugin gets |
-/// |---|---|
-/// | `clock` | `wasi:clocks/monotonic-clock` `now`/`resolution` (ns since an arbitrary start) and `wasi:clocks/wall-clock` `now`/`resolution`; no sleeping (`subscribe-*` trap) |
-/// | `random` | `wasi:random/random` and `wasi:random/insecure`: bytes and `u64`s from the OS's CSPRNG (at most 64 KiB per call) |
-/// | `kv` | `switchyard:plugin/kv` (since WIT 0.1.1): a 64 KiB key-value store per plugin file that survives instance rebuilds and reloads, not restarts |
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum Capability {
-    /// Monotonic and wall clocks (read only).
-    Clock,
-    /// Random numbers.
-    Random,
-    /// A key-value store that outlives instances.
-    Kv,
-}
-
-/// Quarantine of a plugin that faults repeatedly: after `faults` faults
-/// within `window_ms`, the built-in default makes every decision of the
-/// plugin for `backoff_ms`; then the plugin is tried again, and a fault on
-/// that first try sets it aside again for twice as long (up to
-/// `max_backoff_ms`) — the circuit-breaker pattern, applied to a plugin. A
-/// success ends the doubling. Faults are counted either way.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(default, deny_unknown_fields)]
-pub struct QuarantineConfig {
-    /// Faults within the window that quarantine; 0 = never. Default 5.
-    pub faults: u32,
-    /// The window, ms. Default 10000.
-    pub window_ms: u64,
-    /// First quarantine, ms; doubles on each quarantine without a success
-    /// in between. Default 30000.
-    pub backoff_ms: u64,
-    /// Longest quarantine, ms. Default 600000.
-    pub max_backoff_ms: u64,
-}
-
-impl Default for QuarantineConfig {
-    fn default() -> Self {
-        Self {
-            faults: 5,
-            window_ms: 10_000,
-            backoff_ms: 30_000,
-            max_backoff_ms: 600_000,
-        }
-    }
-}
-
-impl QuarantineConfig {
-    pub(super) fn validate(&self) -> Result<(), Invalid> {
-        if self.faults > 0 && (self.window_ms == 0 || self.backoff_ms == 0) {
-            return Err((
-                "quarantine.window_ms".into(),
-                "window_ms and backoff_ms must be > 0".into(),
-            ));
-        }
-        if self.max_backoff_ms < self.backoff_ms {
-            return Err((
-                "quarantine.max_backoff_ms".into(),
-                "must be >= backoff_ms".into(),
-            ));
-        }
-        Ok(())
-    }
+/// The built-in check a health-check plugin falls back to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum HealthFallback {
+    /// The HTTP check of the same table.
+    #[default]
+    Http,
 }
 
 /// How an active probe is made.
@@ -252,12 +167,6 @@ mod defaults {
     pub fn max_concurrent() -> u32 {
         64
     }
-    pub fn call_deadline_ms() -> u64 {
-        5
-    }
-    pub fn memory_limit_mib() -> u64 {
-        16
-    }
 }
 
 impl HealthCheckConfig {
@@ -301,6 +210,9 @@ impl HealthCheckConfig {
             (_, Some(_)) => return err("plugin", "only with `kind = \"plugin\"`".into()),
             (_, None) => {}
         }
+        if self.fallback.is_some() && self.kind != CheckKind::Plugin {
+            return err("fallback", "only with `kind = \"plugin\"`".into());
+        }
         if self.kind != CheckKind::Tcp {
             if !self.path.starts_with('/') {
                 return err("path", format!("`{}` must start with `/`", self.path));
@@ -327,33 +239,6 @@ impl HealthCheckConfig {
             }
         }
         Ok(())
-    }
-}
-
-impl PluginRef {
-    /// Checks the file exists and the limits are in range.
-    pub(super) fn validate(&self) -> Result<(), Invalid> {
-        if !self.path.is_file() {
-            return Err((
-                "path".into(),
-                format!("plugin file `{}` does not exist", self.path.display()),
-            ));
-        }
-        // A decision is microseconds; a minute is the most a call may block
-        // a data-path thread.
-        super::types::in_range("call_deadline_ms", self.call_deadline_ms, 1, 60_000)?;
-        if self.memory_limit_mib == 0 || self.memory_limit_mib > 4096 {
-            return Err(("memory_limit_mib".into(), "must be 1..=4096".into()));
-        }
-        if self.fuel_per_call == Some(0) {
-            return Err(("fuel_per_call".into(), "must be >= 1".into()));
-        }
-        self.quarantine.validate()
-    }
-
-    /// The plugin's `config` as JSON text, for its `configure`.
-    pub fn config_json(&self) -> String {
-        serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into())
     }
 }
 

@@ -16,7 +16,7 @@
 //!
 //! [pools.web]
 //! strategy = { kind = "round-robin" }       # or any built-in (see `StrategyConfig`), or a plugin:
-//! # strategy = { kind = "plugin", path = "canary_split.wasm", config = { percent = 10 } }
+//! # strategy = { kind = "plugin", plugin = { path = "canary_split.wasm", config = { percent = 10 } } }
 //! connect_timeout_ms = 1000
 //! request_timeout_ms = 30000
 //! sticky = { cookie = "sy-affinity", ttl_ms = 3600000 }   # optional session affinity
@@ -32,6 +32,7 @@ mod failover;
 mod fusion;
 mod health;
 mod mcp;
+mod plugin;
 mod process;
 mod store;
 mod strategy;
@@ -39,13 +40,14 @@ mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    AdminConfig, BreakerConfig, BuiltinStrategy, BulkheadConfig, Capability, CertificateFiles,
-    CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
-    DEFAULT_MAX_CANDIDATES, DiscoveryConfig, DnsDiscovery, DnsRecordType, DrainSessions,
-    EscapedSlashes, EtcdDiscovery, EtcdStoreConfig, FailureMode, FallbackConfig, FanOutConfig,
+    AdminConfig, BreakerConfig, BulkheadConfig, Capability, CertificateFiles, CheckKind,
+    ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
+    DEFAULT_MAX_CANDIDATES, Deprecated, DiscoveryConfig, DnsDiscovery, DnsRecordType,
+    DrainSessions, EscapedSlashes, EtcdDiscovery, EtcdStoreConfig, FailoverConfig,
+    FailoverFallback, FailoverPluginConfig, FailureMode, FallbackConfig, FanOutConfig,
     FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
-    InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig, McpConfig,
-    McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
+    HealthFallback, InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig,
+    McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
     PrefixMode, ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, ResolverConfig,
     ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
@@ -202,15 +204,81 @@ instances = [{ url = "http://127.0.0.1:9001" }]
         std::fs::write(dir.join("p.wasm"), b"").unwrap();
         let text = MINIMAL.replace(
             "[pools.p]",
-            "[pools.p]\nstrategy = { kind = \"plugin\", path = \"p.wasm\" }",
+            "[pools.p]\nstrategy = { kind = \"plugin\", plugin = { path = \"p.wasm\" } }",
         );
         let config = Config::parse(&text, &dir.join("c.toml"), &dir).unwrap();
         let StrategyConfig::Plugin(plugin) = &config.pools["p"].strategy else {
             panic!("not a plugin strategy");
         };
-        assert_eq!(plugin.path, dir.join("p.wasm"));
-        assert_eq!((plugin.call_deadline_ms, plugin.memory_limit_mib), (5, 16));
+        assert_eq!(plugin.plugin.path, dir.join("p.wasm"));
+        assert_eq!(
+            (
+                plugin.plugin.call_deadline_ms,
+                plugin.plugin.memory_limit_mib
+            ),
+            (5, 16)
+        );
+        assert!(matches!(*plugin.fallback, StrategyConfig::RoundRobin(_)));
+        assert!(config.deprecations().is_empty());
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn deprecated_plugin_spellings_load_and_say_the_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.wasm"), b"").unwrap();
+        let old = MINIMAL.replace(
+            "[pools.p]",
+            "[pools.p]\n\
+             strategy = { kind = \"plugin\", path = \"p.wasm\", call_deadline_ms = 7, fallback = \"random\" }\n\
+             failover_plugin = { path = \"p.wasm\", config = { n = 1 } }",
+        );
+        let config = Config::parse(&old, Path::new("c.toml"), dir.path()).unwrap();
+        let pool = &config.pools["p"];
+        let StrategyConfig::Plugin(strategy) = &pool.strategy else {
+            panic!("not a plugin strategy");
+        };
+        assert_eq!(strategy.plugin.call_deadline_ms, 7);
+        assert!(matches!(*strategy.fallback, StrategyConfig::Random(_)));
+        let failover = pool.failover.plugin().expect("a failover plugin");
+        assert_eq!(failover.config_json(), r#"{"n":1}"#);
+        let deprecations = config.deprecations();
+        assert_eq!(deprecations.len(), 2, "{deprecations:?}");
+        assert!(deprecations[0].starts_with("pools.p.strategy: "));
+        assert!(deprecations[0].contains("write `strategy = { kind = \"plugin\", plugin = {"));
+        assert!(deprecations[1].starts_with("pools.p.failover: "));
+
+        // Written back (the admin API, the store), it is in the new spelling.
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(
+            json["pools"]["p"]["strategy"]["plugin"]["call_deadline_ms"],
+            7
+        );
+        assert_eq!(json["pools"]["p"]["strategy"]["fallback"]["kind"], "random");
+        assert_eq!(json["pools"]["p"]["failover"]["kind"], "plugin");
+        let again: Config = serde_json::from_value(json).unwrap();
+        assert!(again.deprecations().is_empty());
+        assert!(same_json(&again, &config));
+
+        // Both spellings at once, or neither, is refused with the reason.
+        let both = MINIMAL.replace(
+            "[pools.p]",
+            "[pools.p]\nstrategy = { kind = \"plugin\", path = \"p.wasm\", plugin = { path = \"p.wasm\" } }",
+        );
+        let err = Config::parse(&both, Path::new("c.toml"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not beside it"), "{err}");
+        let neither = MINIMAL.replace("[pools.p]", "[pools.p]\nfailover = { kind = \"plugin\" }");
+        let err = Config::parse(&neither, Path::new("c.toml"), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("missing `plugin`"), "{err}");
+        let fallback = MINIMAL.replace(
+            "[pools.p]",
+            "[pools.p]\nstrategy = { kind = \"plugin\", plugin = { path = \"p.wasm\" }, fallback = { kind = \"plugin\", plugin = { path = \"p.wasm\" } } }",
+        );
+        let err = Config::parse(&fallback, Path::new("c.toml"), dir.path()).unwrap_err();
+        assert!(
+            err.to_string().contains("pools.p.strategy.fallback"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! strategy = { kind = "fastest-response", decay_ms = 10000, default_rtt_ms = 30 }
 //! strategy = { kind = "consistent-hash", key = "header:x-user", algorithm = "maglev", bounded_load_factor = 1.25 }
 //! strategy = { kind = "resource-aware", load_header = "x-load" }
-//! strategy = { kind = "plugin", path = "my_balancer.wasm", config = { } }
+//! strategy = { kind = "plugin", plugin = { path = "my_balancer.wasm", config = { } }, fallback = { kind = "round-robin" } }
 //! ```
 //!
 //! The algorithms, their sources and defaults are documented on the
@@ -18,7 +18,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::types::{Invalid, PluginStrategyConfig};
+use super::plugin::{Deprecated, NameOrTable, PluginRef, plugin_of};
+use super::types::{Invalid, in_range};
 
 /// How a pool ranks its instances.
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
@@ -53,17 +54,94 @@ impl Default for StrategyConfig {
 #[serde(deny_unknown_fields)]
 pub struct NoKeys {}
 
-/// A built-in strategy with its defaults, as used for a plugin's fallback.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum BuiltinStrategy {
-    /// See [`StrategyConfig::RoundRobin`].
-    #[default]
-    RoundRobin,
-    /// See [`StrategyConfig::Random`].
-    Random,
-    /// See [`StrategyConfig::LeastConnections`] (choice count 2).
-    LeastConnections,
+/// A balancer plugin's `max_candidates` when not set.
+pub const DEFAULT_MAX_CANDIDATES: u32 = 64;
+
+/// Upper bound of a balancer plugin's `max_candidates`.
+const MAX_CANDIDATES: u64 = 65_536;
+
+/// Keys of `plugin`: a Wasm balancer, the built-in that ranks a request
+/// when it faults, and how many candidates one call sees.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(try_from = "PluginStrategySpelling")]
+pub struct PluginStrategyConfig {
+    /// The `balancer-plugin` component and its limits.
+    pub plugin: PluginRef,
+    /// The built-in strategy that ranks a request when the plugin faults,
+    /// e.g. `{ kind = "least-connections" }`; not a plugin. Default
+    /// `{ kind = "round-robin" }`.
+    #[schema(no_recursion)]
+    pub fallback: Box<StrategyConfig>,
+    /// Most candidates one `pick` receives, 2..=65536. Default 64. A pool
+    /// with more fit instances gives the plugin a fresh uniform sample of
+    /// this many per request (a random start and a random stride coprime
+    /// with the pool size), so that a decision's cost stays bounded as the
+    /// pool grows — the power-of-d-choices argument (Mitzenmacher, 2001)
+    /// that Envoy's least-request balancer rests on.
+    pub max_candidates: u32,
+    /// Set when read from a deprecated spelling.
+    #[serde(skip)]
+    pub deprecated: Deprecated,
+}
+
+/// What a `strategy = { kind = "plugin", … }` table may hold: the new
+/// spelling, or the plugin's keys flat (deprecated, in `flat`).
+#[derive(Deserialize)]
+struct PluginStrategySpelling {
+    plugin: Option<PluginRef>,
+    fallback: Option<NameOrTable<StrategyConfig>>,
+    max_candidates: Option<u32>,
+    #[serde(flatten)]
+    flat: toml::Table,
+}
+
+impl TryFrom<PluginStrategySpelling> for PluginStrategyConfig {
+    type Error = String;
+
+    fn try_from(spelling: PluginStrategySpelling) -> Result<Self, String> {
+        let (plugin, flat) = plugin_of(spelling.plugin, spelling.flat)?;
+        let fallback = spelling.fallback.map_or(
+            NameOrTable {
+                value: StrategyConfig::default(),
+                by_name: false,
+            },
+            |f| f,
+        );
+        let deprecated = (flat || fallback.by_name).then_some(
+            "strategy = { kind = \"plugin\", plugin = { path = …, config = … }, \
+             fallback = { kind = \"round-robin\" } }",
+        );
+        Ok(Self {
+            plugin,
+            fallback: Box::new(fallback.value),
+            max_candidates: spelling.max_candidates.unwrap_or(DEFAULT_MAX_CANDIDATES),
+            deprecated: Deprecated(deprecated),
+        })
+    }
+}
+
+impl PluginStrategyConfig {
+    /// The plugin's checks, then the fallback's and `max_candidates`'.
+    fn validate(&self) -> Result<(), Invalid> {
+        self.plugin
+            .validate()
+            .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?;
+        if matches!(*self.fallback, StrategyConfig::Plugin(_)) {
+            return Err((
+                "fallback".into(),
+                "a plugin's fallback is a built-in strategy".into(),
+            ));
+        }
+        self.fallback
+            .validate()
+            .map_err(|(k, reason)| (format!("fallback.{k}"), reason))?;
+        in_range(
+            "max_candidates",
+            u64::from(self.max_candidates),
+            2,
+            MAX_CANDIDATES,
+        )
+    }
 }
 
 /// Keys of `least-connections`.
@@ -295,6 +373,7 @@ impl StrategyConfig {
                 }
                 Ok(())
             }
+            StrategyConfig::Plugin(c) => c.validate(),
             _ => Ok(()),
         }
     }

@@ -8,26 +8,25 @@ use serde::{Deserialize, Serialize};
 
 pub use super::discovery::{DiscoveryConfig, DnsDiscovery, DnsRecordType, EtcdDiscovery};
 pub use super::failover::{
-    BreakerConfig, BulkheadConfig, FallbackConfig, RetryConfig, RetryOn, StaleConfig,
+    BreakerConfig, BulkheadConfig, FailoverConfig, FailoverFallback, FailoverPluginConfig,
+    FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,
     MostRecentConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig, SourceConfig,
     WeightedVoteConfig,
 };
-pub use super::health::{
-    Capability, CheckKind, HealthCheckConfig, OutlierConfig, PluginRef, QuarantineConfig,
-    TrendConfig,
-};
+pub use super::health::{CheckKind, HealthCheckConfig, HealthFallback, OutlierConfig, TrendConfig};
 pub use super::mcp::{
     FailureMode, McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, PrefixMode,
     ToolConfig, ToolFusion,
 };
+pub use super::plugin::{Capability, Deprecated, PluginRef, QuarantineConfig};
 pub use super::process::{ProcessConfig, ProcessTransport, StdioSessions};
 pub use super::store::{EtcdStoreConfig, StoreConfig};
 pub use super::strategy::{
-    BuiltinStrategy, ConsistentHashConfig, FastestResponseConfig, HashAlgorithm, HashKey,
-    LeastConnectionsConfig, NoKeys, ResourceAwareConfig, StrategyConfig,
+    ConsistentHashConfig, DEFAULT_MAX_CANDIDATES, FastestResponseConfig, HashAlgorithm, HashKey,
+    LeastConnectionsConfig, NoKeys, PluginStrategyConfig, ResourceAwareConfig, StrategyConfig,
 };
 pub use crate::tls::{CertificateFiles, ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
 
@@ -323,12 +322,6 @@ pub const MAX_WAIT_MS: u64 = 3_600_000;
 ///
 /// # Errors
 /// The key and the range it must be in.
-/// A balancer plugin's `max_candidates` when not set.
-pub const DEFAULT_MAX_CANDIDATES: u32 = 64;
-
-/// Upper bound of a balancer plugin's `max_candidates`.
-const MAX_CANDIDATES: u64 = 65_536;
-
 pub(super) fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), Invalid> {
     if (min..=max).contains(&value) {
         Ok(())
@@ -471,13 +464,12 @@ pub struct PoolConfig {
     /// Bounded concurrency for the pool. Default: none.
     #[serde(default)]
     pub bulkhead: Option<BulkheadConfig>,
-    /// A failover plugin that decides after each failed attempt — connect
-    /// failures, resets, timeouts and every 4xx/5xx response (its `fail`
-    /// passes the response on). The host still enforces `retry`'s attempt
-    /// cap, budget and backoff cap. Default: none (the built-in `retry`
-    /// policy decides).
-    #[serde(default)]
-    pub failover_plugin: Option<PluginRef>,
+    /// Who decides after a failed attempt: `{ kind = "retry" }` (the
+    /// `retry` table; the default) or `{ kind = "plugin", plugin = { … } }`
+    /// (see [`FailoverConfig`]). `failover_plugin = { path, … }` is its
+    /// deprecated spelling.
+    #[serde(default, alias = "failover_plugin")]
+    pub failover: FailoverConfig,
     /// Below this share of fit instances, percent, the pool ignores health and
     /// routes over every instance rather than overload the few left (Envoy's
     /// panic threshold). Default 50; 0 = never.
@@ -572,72 +564,6 @@ pub struct InstanceConfig {
     pub drain: bool,
 }
 
-/// A Wasm balancer plugin and its sandbox limits.
-#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PluginStrategyConfig {
-    /// The `.wasm` component; relative to the config file's directory.
-    #[schema(value_type = String)]
-    pub path: PathBuf,
-    /// Passed to the plugin's `configure` as JSON. Default `{}`.
-    #[serde(default = "defaults::plugin_config")]
-    #[schema(value_type = Object)]
-    pub config: toml::Table,
-    /// Strategy that serves a request when the plugin faults. Default `round-robin`.
-    #[serde(default)]
-    pub fallback: BuiltinStrategy,
-    /// CPU deadline of one plugin call, ms (epoch ticks of 1 ms). Default 5.
-    #[serde(default = "defaults::call_deadline_ms")]
-    pub call_deadline_ms: u64,
-    /// Linear-memory cap of the plugin instance, MiB. Default 16.
-    #[serde(default = "defaults::memory_limit_mib")]
-    pub memory_limit_mib: u64,
-    /// When a faulting plugin is set aside. Default: see [`QuarantineConfig`].
-    #[serde(default)]
-    pub quarantine: QuarantineConfig,
-    /// Fuel one call may burn (see [`PluginRef`]). Default: none.
-    pub fuel_per_call: Option<u64>,
-    /// Extras granted beyond the `host` interface (see [`Capability`]).
-    /// Default: none.
-    #[serde(default)]
-    pub capabilities: Vec<Capability>,
-    /// Most candidates one `pick` receives, 2..=65536. Default 64. A pool
-    /// with more fit instances gives the plugin a fresh uniform sample of
-    /// this many per request (a random start and a random stride coprime
-    /// with the pool size), so that a decision's cost stays bounded as the
-    /// pool grows — the power-of-d-choices argument (Mitzenmacher, 2001)
-    /// that Envoy's least-request balancer rests on.
-    #[serde(default = "defaults::max_candidates")]
-    pub max_candidates: u32,
-}
-
-impl PluginStrategyConfig {
-    /// The strategy's own keys' checks, then its plugin reference's.
-    fn validate(&self) -> Result<(), Invalid> {
-        in_range(
-            "max_candidates",
-            u64::from(self.max_candidates),
-            2,
-            MAX_CANDIDATES,
-        )?;
-        self.plugin_ref().validate()
-    }
-
-    /// The plugin part of the strategy (everything but `fallback`), which
-    /// validates and sandboxes like every other plugin reference.
-    pub fn plugin_ref(&self) -> PluginRef {
-        PluginRef {
-            path: self.path.clone(),
-            config: self.config.clone(),
-            call_deadline_ms: self.call_deadline_ms,
-            memory_limit_mib: self.memory_limit_mib,
-            quarantine: self.quarantine,
-            fuel_per_call: self.fuel_per_call,
-            capabilities: self.capabilities.clone(),
-        }
-    }
-}
-
 mod defaults {
     pub fn min_ready() -> u32 {
         1
@@ -678,18 +604,6 @@ mod defaults {
     pub fn weight() -> u32 {
         1
     }
-    pub fn plugin_config() -> toml::Table {
-        toml::Table::new()
-    }
-    pub fn call_deadline_ms() -> u64 {
-        5
-    }
-    pub fn memory_limit_mib() -> u64 {
-        16
-    }
-    pub fn max_candidates() -> u32 {
-        super::DEFAULT_MAX_CANDIDATES
-    }
     pub fn panic_threshold_percent() -> u32 {
         50
     }
@@ -720,12 +634,35 @@ mod defaults {
 pub(super) type Invalid = (String, String);
 
 impl Config {
+    /// One sentence per value read from a deprecated spelling, naming its
+    /// key and the spelling to write instead; empty when there is none.
+    /// Logged at start, printed by `switchyard check`, and listed in
+    /// `/v1/status` `warnings`.
+    pub fn deprecations(&self) -> Vec<String> {
+        self.pools
+            .iter()
+            .flat_map(|(name, pool)| {
+                let strategy = match &pool.strategy {
+                    StrategyConfig::Plugin(p) => p.deprecated.0.map(|new| ("strategy", new)),
+                    _ => None,
+                };
+                let failover = match &pool.failover {
+                    FailoverConfig::Plugin(p) => p.deprecated.0.map(|new| ("failover", new)),
+                    FailoverConfig::Retry => None,
+                };
+                strategy.into_iter().chain(failover).map(move |(key, new)| {
+                    format!("pools.{name}.{key}: a deprecated spelling, still read; write `{new}`")
+                })
+            })
+            .collect()
+    }
+
     /// Every file the pools and routes load: plugins (strategy, health
     /// check, failover, resolver) and fan-out schemas.
     pub fn loaded_files_mut(&mut self) -> impl Iterator<Item = &mut PathBuf> {
         let pools = self.pools.values_mut().flat_map(|pool| {
             let strategy = match &mut pool.strategy {
-                StrategyConfig::Plugin(plugin) => Some(&mut plugin.path),
+                StrategyConfig::Plugin(plugin) => Some(&mut plugin.plugin.path),
                 _ => None,
             };
             let health = pool
@@ -733,7 +670,10 @@ impl Config {
                 .as_mut()
                 .and_then(|h| h.plugin.as_mut())
                 .map(|p| &mut p.path);
-            let failover = pool.failover_plugin.as_mut().map(|p| &mut p.path);
+            let failover = match &mut pool.failover {
+                FailoverConfig::Plugin(p) => Some(&mut p.plugin.path),
+                FailoverConfig::Retry => None,
+            };
             strategy.into_iter().chain(health).chain(failover)
         });
         let routes = self
@@ -1041,13 +981,13 @@ impl PoolConfig {
     pub fn plugin_keys(&self) -> Vec<(&'static str, &Path)> {
         let mut keys = Vec::new();
         if let StrategyConfig::Plugin(p) = &self.strategy {
-            keys.push(("strategy", p.path.as_path()));
+            keys.push(("strategy.plugin", p.plugin.path.as_path()));
         }
         if let Some(p) = self.health.as_ref().and_then(|h| h.plugin.as_ref()) {
             keys.push(("health.plugin", p.path.as_path()));
         }
-        if let Some(p) = &self.failover_plugin {
-            keys.push(("failover_plugin", p.path.as_path()));
+        if let Some(p) = self.failover.plugin() {
+            keys.push(("failover.plugin", p.path.as_path()));
         }
         keys
     }
@@ -1141,11 +1081,9 @@ impl PoolConfig {
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("breaker.{k}")), reason))?;
         }
-        if let Some(plugin) = &self.failover_plugin {
-            plugin
-                .validate()
-                .map_err(|(k, reason)| (key(&format!("failover_plugin.{k}")), reason))?;
-        }
+        self.failover
+            .validate()
+            .map_err(|(k, reason)| (key(&format!("failover.{k}")), reason))?;
         if let Some(bulkhead) = &self.bulkhead {
             bulkhead
                 .validate()
@@ -1163,11 +1101,6 @@ impl PoolConfig {
             sticky
                 .validate()
                 .map_err(|(k, reason)| (key(&format!("sticky.{k}")), reason))?;
-        }
-        if let StrategyConfig::Plugin(plugin) = &self.strategy {
-            plugin
-                .validate()
-                .map_err(|(k, reason)| (key(&format!("strategy.{k}")), reason))?;
         }
         Ok(())
     }

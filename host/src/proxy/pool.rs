@@ -156,8 +156,8 @@ impl Pool {
             key: format!("pools.{name}.{key}"),
             error,
         };
-        let (balancer, plugin_stats) =
-            balancer(config, host, &endpoints, previous).map_err(|e| plugin_key("strategy", e))?;
+        let (balancer, plugin_stats) = balancer(config, host, &endpoints, previous)
+            .map_err(|e| plugin_key("strategy.plugin", e))?;
         let sticky = config
             .sticky
             .as_ref()
@@ -172,7 +172,7 @@ impl Pool {
                 .map_err(|e| plugin_key("health.plugin", e))?,
         };
         let (failover_plugin, failover_stats) = failover_plugin(config, host, previous)
-            .map_err(|e| plugin_key("failover_plugin", e))?;
+            .map_err(|e| plugin_key("failover.plugin", e))?;
         for stats in [&plugin_stats, &health_stats, &failover_stats]
             .into_iter()
             .flatten()
@@ -717,11 +717,10 @@ fn balancer(
     let (strategy, stats): (Arc<dyn Strategy>, _) = match previous {
         Some(p) => (Arc::clone(p.balancer.strategy()), p.plugin_stats.clone()),
         None => {
-            let plugin_ref = plugin.plugin_ref();
-            let (json, limits) = (plugin_ref.config_json(), Limits::of(&plugin_ref));
+            let (json, limits) = (plugin.plugin.config_json(), Limits::of(&plugin.plugin));
             let strategy = WasmStrategy::load(
                 host,
-                &plugin.path,
+                &plugin.plugin.path,
                 json,
                 limits,
                 endpoints,
@@ -731,7 +730,8 @@ fn balancer(
             (Arc::new(strategy), Some(stats))
         }
     };
-    let fallback = Some(balance::builtin(plugin.fallback));
+    // Validated a built-in, which always builds.
+    let fallback = balance::build(&plugin.fallback, endpoints).ok();
     Ok((Balancer::new(strategy, fallback), stats))
 }
 
@@ -789,7 +789,7 @@ fn failover_plugin(
     if let Some(p) = previous {
         return Ok((p.failover.plugin().cloned(), p.failover_stats.clone()));
     }
-    let Some(plugin) = &config.failover_plugin else {
+    let Some(plugin) = config.failover.plugin() else {
         return Ok((None, None));
     };
     let (json, limits) = (plugin.config_json(), Limits::of(plugin));

@@ -178,6 +178,9 @@ impl Switchyard {
             }
             loops.spawn(admin_loop(listener, app, tls, stop_rx.clone()));
         }
+        for deprecation in self.control.config().deprecations() {
+            tracing::warn!("{deprecation}");
+        }
         self.control.start_health();
         let processes = self.control.start_processes();
         let discovery = crate::discovery::spawn(&self.control);

@@ -596,7 +596,7 @@ mod tests {
         let text = format!(
             "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nplugins_dir = \"plugins\"\n\
              [[routes]]\npool = \"p\"\n[pools.p]\n\
-             strategy = {{ kind = \"plugin\", path = \"plugins/b.wasm\" }}\n\
+             strategy = {{ kind = \"plugin\", plugin = {{ path = \"plugins/b.wasm\" }} }}\n\
              instances = [{{ url = \"http://10.0.0.1:80\" }}, \
              {{ url = \"http://10.0.0.9:80\", labels = {{ discovered = \"dns\" }} }}{extra}]\n\
              [pools.m]\nprocess = {{ command = \"true\" }}\n\
@@ -633,14 +633,14 @@ mod tests {
         let StrategyConfig::Plugin(plugin) = &shared.pools["p"].strategy else {
             panic!("a plugin strategy");
         };
-        assert_eq!(plugin.path, Path::new("$plugins_dir/b.wasm"));
+        assert_eq!(plugin.plugin.path, Path::new("$plugins_dir/b.wasm"));
         // …and read back under the reader's, beside the reader's own instances.
         let applied = shared.into_config(&reader);
         let StrategyConfig::Plugin(plugin) = &applied.pools["p"].strategy else {
             panic!("a plugin strategy");
         };
         assert_eq!(
-            plugin.path,
+            plugin.plugin.path,
             std::path::absolute(b.path().join("plugins/b.wasm")).unwrap()
         );
         assert_eq!(

@@ -15,7 +15,7 @@
 //! The host still enforces the pool's attempt cap, retry budget and backoff
 //! cap, so a long schedule cannot cause a retry storm.
 //!
-//! Config (JSON from the pool's `failover_plugin.config`):
+//! Config (JSON from the pool's `failover.plugin.config`):
 //!
 //! | key | type | default | meaning |
 //! |---|---|---|---|
