@@ -37,7 +37,12 @@ fn main() -> anyhow::Result<()> {
          {{ url = \"http://127.0.0.1:9002\", labels = {{ track = \"canary\" }} }}]\n",
         plugin.display().to_string()
     );
-    let config = Config::parse(&text, Path::new("reload.toml"), dir.path())?;
+    let config = Config::parse(
+        &text,
+        Path::new("reload.toml"),
+        dir.path(),
+        &switchyard::loaders::Loaders,
+    )?;
     let control = Control::new(
         config,
         PluginHost::new()?,

@@ -153,7 +153,7 @@ impl Control {
         restored.plugin_fuel = config.plugin_fuel;
         restored.store = config.store;
         restored
-            .check()
+            .check(&crate::loaders::Loaders)
             .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
         tracing::info!(state_file = %path.display(), "configuration restored from the state file (it wins over the config file)");
         Ok(restored)
@@ -306,7 +306,7 @@ impl Control {
             return Ok(false);
         }
         let next = shared.clone().into_config(&now.0);
-        next.check()
+        next.check(&crate::loaders::Loaders)
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
         let router = self.build(&next, None)?;
         self.swap(inner, next, router, revision);
@@ -403,7 +403,7 @@ impl Control {
                     .into(),
             ));
         }
-        next.check()
+        next.check(&crate::loaders::Loaders)
             .map_err(|(key, reason)| ChangeError::Invalid { key, reason })?;
         let router = self.build(&next, replaced)?;
         match &self.store {
@@ -666,7 +666,9 @@ mod tests {
         };
         let one = "[pools.a]\ninstances = [{ url = \"http://127.0.0.1:1\" }]\n";
         let two = format!("{one}[pools.b]\ninstances = [{{ url = \"http://127.0.0.1:2\" }}]\n");
-        let file = |t: &str| Config::parse(t, Path::new("c.toml"), dir.path()).unwrap();
+        let file = |t: &str| {
+            Config::parse(t, Path::new("c.toml"), dir.path(), &crate::loaders::Loaders).unwrap()
+        };
         // No state file: the file as it is.
         let config = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap();
         assert_eq!(config.pools.len(), 1);

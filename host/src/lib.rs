@@ -5,7 +5,9 @@
 //! WebAssembly component plugins.
 //!
 //! - [`admin`]: the admin REST API over [`control`];
-//! - [`config`]: the TOML configuration and its validation;
+//! - [`config`]: the TOML configuration and its validation (the crate
+//!   `switchyard-config`, below every other; [`loaders`] gives it the
+//!   host's readers of TLS files, session keys and etcd endpoints);
 //! - [`control`]: the configuration in force, changed atomically and persisted;
 //! - [`server`]: listeners, the accept loop, graceful shutdown;
 //! - [`proxy`]: routing and forwarding one request (the data path);
@@ -30,7 +32,7 @@
 
 pub mod admin;
 pub mod balance;
-pub mod config;
+pub use switchyard_config as config;
 pub mod control;
 pub mod demo;
 pub mod discovery;
@@ -41,6 +43,7 @@ pub mod fusion;
 #[cfg(test)]
 mod fuzzing;
 pub mod health;
+pub mod loaders;
 pub mod metrics;
 pub mod plugin;
 pub mod policy;

@@ -158,11 +158,11 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
 fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve { config: path } => {
-            let config = Config::load(&path)?;
+            let config = Config::load(&path, &switchyard::loaders::Loaders)?;
             runtime(config.runtime.worker_threads)?.block_on(serve(path, config))
         }
         Command::Check { config: path } => runtime(None)?.block_on(async {
-            let config = Config::load(&path)?;
+            let config = Config::load(&path, &switchyard::loaders::Loaders)?;
             for deprecation in config.deprecations() {
                 eprintln!("{}: warning: {deprecation}", path.display());
             }

@@ -281,7 +281,7 @@ fn every_example_config_parses() {
         if path.extension().is_some_and(|e| e == "toml") {
             let copy = dir.path().join(path.file_name().unwrap());
             std::fs::copy(&path, &copy).unwrap();
-            switchyard::config::Config::load(&copy)
+            switchyard::config::Config::load(&copy, &switchyard::loaders::Loaders)
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             parsed += 1;
         }

@@ -143,9 +143,14 @@ fn discovery_config_errors_name_the_key() {
         ),
     ] {
         let text = format!("{base}{pool}\n");
-        let err = Config::parse(&text, Path::new("f.toml"), Path::new("."))
-            .expect_err(pool)
-            .to_string();
+        let err = Config::parse(
+            &text,
+            Path::new("f.toml"),
+            Path::new("."),
+            &switchyard::loaders::Loaders,
+        )
+        .expect_err(pool)
+        .to_string();
         assert!(err.contains(key), "{key}: {err}");
         assert!(err.contains(reason), "{reason}: {err}");
     }

@@ -519,9 +519,14 @@ fn fan_out_config_errors_name_the_key() {
         ),
     ] {
         let text = format!("{base}{route}\n");
-        let err = Config::parse(&text, Path::new("f.toml"), Path::new("."))
-            .expect_err(route)
-            .to_string();
+        let err = Config::parse(
+            &text,
+            Path::new("f.toml"),
+            Path::new("."),
+            &switchyard::loaders::Loaders,
+        )
+        .expect_err(route)
+        .to_string();
         assert!(err.starts_with(&format!("f.toml: {key}: ")), "{err}");
         assert!(err.contains(reason), "{err}");
     }

@@ -677,9 +677,14 @@ fn mcp_config_errors_name_the_key() {
         ),
     ] {
         let text = format!("{base}{extra}\n");
-        let err = Config::parse(&text, Path::new("f.toml"), dir.path())
-            .expect_err(extra)
-            .to_string();
+        let err = Config::parse(
+            &text,
+            Path::new("f.toml"),
+            dir.path(),
+            &switchyard::loaders::Loaders,
+        )
+        .expect_err(extra)
+        .to_string();
         assert!(err.contains(key), "{key}: {err}");
         assert!(err.contains(reason), "{reason}: {err}");
     }

@@ -517,9 +517,14 @@ fn process_config_errors_name_the_key() {
         ),
     ] {
         let text = format!("{base}{pools}");
-        let err = Config::parse(&text, Path::new("f.toml"), Path::new("."))
-            .expect_err(&pools)
-            .to_string();
+        let err = Config::parse(
+            &text,
+            Path::new("f.toml"),
+            Path::new("."),
+            &switchyard::loaders::Loaders,
+        )
+        .expect_err(&pools)
+        .to_string();
         assert!(err.contains(key), "{key}: {err}");
         assert!(err.contains(reason), "{reason}: {err}");
     }

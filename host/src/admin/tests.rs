@@ -31,7 +31,13 @@ instances = [{ url = "http://127.0.0.1:9101" }]
 /// An admin API over CONFIG, persisting to a temp dir; `token` if given.
 fn api(token: Option<&str>) -> (axum::Router, Arc<Control>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = Config::parse(CONFIG, Path::new("t.toml"), dir.path()).unwrap();
+    let config = Config::parse(
+        CONFIG,
+        Path::new("t.toml"),
+        dir.path(),
+        &crate::loaders::Loaders,
+    )
+    .unwrap();
     let control = Arc::new(
         Control::new(
             config,
@@ -399,7 +405,13 @@ async fn status_shows_fan_out_sources_and_cache() {
          fan_out = { sources = [{ pool = \"web\" }, { pool = \"spare\", weight = 2.0 }], resolver = { kind = \"all\" }, cache = {} }\n\
          [[routes]]\nmatch = { path_prefix = \"/api\" }",
     );
-    let config = Config::parse(&text, Path::new("t.toml"), dir.path()).unwrap();
+    let config = Config::parse(
+        &text,
+        Path::new("t.toml"),
+        dir.path(),
+        &crate::loaders::Loaders,
+    )
+    .unwrap();
     let control =
         Arc::new(Control::new(config, PluginHost::new().unwrap(), Store::File(None), 0).unwrap());
     let app = with_state(AdminState::new(control, None));

@@ -381,9 +381,10 @@ pub async fn open(config: Config) -> Result<(Config, Store, i64), String> {
     let (config, revision, loaded_from) = match from_etcd.await {
         Ok((shared, revision)) => {
             let next = shared.clone().into_config(&config);
-            next.check().map_err(|(key, reason)| {
-                format!("the configuration in etcd (revision {revision}): {key}: {reason}")
-            })?;
+            next.check(&crate::loaders::Loaders)
+                .map_err(|(key, reason)| {
+                    format!("the configuration in etcd (revision {revision}): {key}: {reason}")
+                })?;
             store.set_error(None);
             store.applied(revision, &shared);
             (next, revision, "etcd")
@@ -394,9 +395,10 @@ pub async fn open(config: Config) -> Result<(Config, Store, i64), String> {
                 Some(cached) => {
                     tracing::warn!(cache_file = %settings.cache_file.display(), revision = cached.revision, "etcd is unreachable ({why}): serving the cached copy of the configuration");
                     let next = cached.shared.into_config(&config);
-                    next.check().map_err(|(key, reason)| {
-                        format!("{}: {key}: {reason}", settings.cache_file.display())
-                    })?;
+                    next.check(&crate::loaders::Loaders)
+                        .map_err(|(key, reason)| {
+                            format!("{}: {key}: {reason}", settings.cache_file.display())
+                        })?;
                     (next, cached.revision, "cache")
                 }
                 None => {
@@ -602,7 +604,7 @@ mod tests {
              [pools.m]\nprocess = {{ command = \"true\" }}\n\
              instances = [{{ url = \"http://127.0.0.1:7000\" }}]\n"
         );
-        Config::parse(&text, &dir.join("c.toml"), dir).unwrap()
+        Config::parse(&text, &dir.join("c.toml"), dir, &crate::loaders::Loaders).unwrap()
     }
 
     fn urls(config: &Config, pool: &str) -> Vec<String> {
@@ -652,7 +654,7 @@ mod tests {
             ]
         );
         assert_eq!(urls(&applied, "m"), ["http://127.0.0.1:7000"]);
-        assert!(applied.check().is_ok());
+        assert!(applied.check(&crate::loaders::Loaders).is_ok());
         // Only the replica's own instances differ: nothing shared changed.
         assert!(Shared::of(&applied).same_as(&Shared::of(&writer)));
         assert!(!Shared::of(&reader).same_as(&Shared::of(&writer)));

@@ -10,12 +10,10 @@
 mod client;
 mod identity;
 mod server;
-mod settings;
 
 pub use client::UpstreamTls;
 pub use identity::{ClientIdentity, ClientTls, FORWARDED_CLIENT_CERT};
 pub use server::{ServerTls, watch_certificates};
-pub use settings::{CertificateFiles, ClientAuth, ListenerTlsConfig, UpstreamTlsConfig};
 
 use std::path::Path;
 use std::sync::{Arc, OnceLock};

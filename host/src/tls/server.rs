@@ -15,7 +15,7 @@ use super::{
     CertificateFacts, ClientIdentity, VERSIONS, certified_key, provider, read_ca_bundle,
     read_certificates, read_private_key, unix_now,
 };
-use super::{ClientAuth, ListenerTlsConfig};
+use crate::config::{ClientAuth, ListenerTlsConfig};
 use crate::fswatch::{canonical, folder_of};
 
 /// A listener's TLS: the rustls config in force (replaced whole when a

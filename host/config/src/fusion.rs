@@ -1,5 +1,5 @@
 //! The `fan_out` table of a route: where a request is fanned out to, and how
-//! the answers become one ([`crate::fusion`] documents every resolver).
+//! the answers become one (`switchyard::fusion` documents every resolver).
 //!
 //! ```toml
 //! [[routes]]

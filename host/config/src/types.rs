@@ -48,9 +48,9 @@ pub struct Config {
     /// Alert cooldown, ms: an event repeating the last one published for the
     /// same instance (same kind) within this long is not published again,
     /// and an instance whose health state changes
-    /// [`FLAP_TRANSITIONS`](crate::events::FLAP_TRANSITIONS) times within it
+    /// `switchyard::events::FLAP_TRANSITIONS` times within it
     /// is flapping: one `flapping` event, then its state once it has kept
-    /// it this long (see [`EventBus`](crate::events::EventBus)). 0: every
+    /// it this long (see `switchyard::events::EventBus`). 0: every
     /// event published. Default 30000.
     #[serde(default = "defaults::event_cooldown_ms")]
     pub event_cooldown_ms: u64,
@@ -303,13 +303,7 @@ impl ListenerConfig {
             u64::from(self.max_connections_per_ip),
             0,
             u64::from(max),
-        )?;
-        match &self.tls {
-            Some(tls) => tls
-                .validate()
-                .map_err(|(k, reason)| (format!("tls.{k}"), reason)),
-            None => Ok(()),
-        }
+        )
     }
 }
 
@@ -630,10 +624,54 @@ mod defaults {
     }
 }
 
-/// A validation failure: (dotted key, reason).
-pub(super) type Invalid = (String, String);
+pub(super) use super::Invalid;
 
 impl Config {
+    /// Has `resources` read every file and address the configuration names,
+    /// in the order of the file: listeners' and the admin API's TLS, pools'
+    /// TLS, the MCP session key file, the etcd store's endpoints and TLS.
+    ///
+    /// # Errors
+    /// `(dotted key, reason)` of the first that cannot be loaded.
+    pub(super) fn check_resources(&self, resources: &dyn super::Resources) -> Result<(), Invalid> {
+        let within = |table: String| move |(k, reason): Invalid| (format!("{table}.{k}"), reason);
+        for (i, listener) in self.listeners.iter().enumerate() {
+            if let Some(tls) = &listener.tls {
+                resources
+                    .listener_tls(tls)
+                    .map_err(within(format!("listeners[{i}].tls")))?;
+            }
+        }
+        if let Some(tls) = self.admin.as_ref().and_then(|a| a.tls.as_ref()) {
+            resources
+                .listener_tls(tls)
+                .map_err(within("admin.tls".into()))?;
+        }
+        for (name, pool) in &self.pools {
+            if let Some(tls) = &pool.tls {
+                resources
+                    .upstream_tls(tls)
+                    .map_err(within(format!("pools.{name}.tls")))?;
+            }
+        }
+        if self.mcp_sessions.key_file.is_some() {
+            resources
+                .mcp_session_keys(&self.mcp_sessions)
+                .map_err(|reason| ("mcp_sessions.key_file".to_string(), reason))?;
+        }
+        if let StoreConfig::Etcd(etcd) = &self.store {
+            resources
+                .etcd_endpoints(&etcd.endpoints)
+                .map_err(|reason| ("store.endpoints".to_string(), reason))?;
+            if let Some(tls) = &etcd.tls {
+                resources
+                    .upstream_tls(tls)
+                    .map_err(within("store.tls".into()))?;
+            }
+        }
+        Ok(())
+    }
+
     /// One sentence per value read from a deprecated spelling, naming its
     /// key and the spelling to write instead; empty when there is none.
     /// Logged at start, printed by `switchyard check`, and listed in
@@ -760,10 +798,6 @@ impl Config {
                 .validate()
                 .map_err(|(k, reason)| (format!("listeners[{i}].{k}"), reason))?;
         }
-        if let Some(tls) = self.admin.as_ref().and_then(|a| a.tls.as_ref()) {
-            tls.validate()
-                .map_err(|(k, reason)| (format!("admin.tls.{k}"), reason))?;
-        }
         if let Some(admin) = &self.admin
             && admin.is_exposed()
             && !admin.insecure
@@ -844,10 +878,6 @@ impl Config {
             pool.validate(name)?;
         }
         self.check_dependencies()?;
-        if self.mcp_sessions.key_file.is_some() {
-            crate::proxy::SessionKeys::load(&self.mcp_sessions, false)
-                .map_err(|e| ("mcp_sessions.key_file".into(), format!("{e:#}")))?;
-        }
         if let StoreConfig::Etcd(etcd) = &self.store {
             etcd.validate()
                 .map_err(|(k, reason)| (format!("store.{k}"), reason))?;
@@ -1017,10 +1047,6 @@ impl PoolConfig {
                     "must be >= 1".into(),
                 ));
             }
-        }
-        if let Some(tls) = &self.tls {
-            tls.validate()
-                .map_err(|(k, reason)| (key(&format!("tls.{k}")), reason))?;
         }
         if self
             .health

@@ -3,8 +3,14 @@
 //! The file is data: every table rejects unknown keys
 //! (`deny_unknown_fields`), and [`Config::load`] validates what types cannot
 //! say (every route names a pool that exists, instance URLs are
-//! `http(s)://host[:port]`, plugin and TLS files exist and load). Every
-//! error names the file, the key and the reason.
+//! `http(s)://host[:port]`, plugin files exist), then has the files and
+//! addresses it names read by the implementations that will use them
+//! ([`Resources`]: TLS files, the MCP session key file, etcd endpoints).
+//! Every error names the file, the key and the reason.
+//!
+//! This crate is the bottom layer of the workspace: it depends on no other
+//! Switchyard crate, so the engines, the plugin host and the server import
+//! it and never the other way round.
 //!
 //! ```toml
 //! [[listeners]]
@@ -36,6 +42,7 @@ mod plugin;
 mod process;
 mod store;
 mod strategy;
+mod tls;
 mod types;
 
 pub use error::ConfigError;
@@ -81,14 +88,69 @@ pub fn header_pairs(
         .collect()
 }
 
+/// The checks of a configuration that read what it names, made by the
+/// implementations that will use it (so that a file refused at load is
+/// exactly one that would fail later): the host implements this trait with
+/// its TLS loader, its MCP session keys and its etcd client.
+///
+/// Each check's error is `(key relative to the checked table, reason)` or a
+/// reason alone; [`Config::check`] prefixes the table's dotted key.
+pub trait Resources {
+    /// Reads a listener's certificates, keys and client CA bundle, as a
+    /// handshake would.
+    ///
+    /// # Errors
+    /// The key within the `tls` table and why it cannot be loaded.
+    fn listener_tls(&self, tls: &ListenerTlsConfig) -> Result<(), Invalid>;
+    /// Reads a TLS client's CA bundle and client certificate and checks its
+    /// SNI name.
+    ///
+    /// # Errors
+    /// As [`Resources::listener_tls`].
+    fn upstream_tls(&self, tls: &UpstreamTlsConfig) -> Result<(), Invalid>;
+    /// Reads the MCP session key file (only called when one is set).
+    ///
+    /// # Errors
+    /// Why the keys cannot be read or parsed.
+    fn mcp_session_keys(&self, sessions: &McpSessionsConfig) -> Result<(), String>;
+    /// Parses the etcd client URLs.
+    ///
+    /// # Errors
+    /// The first URL that is not `http(s)://host[:port]`.
+    fn etcd_endpoints(&self, endpoints: &[String]) -> Result<(), String>;
+}
+
+/// [`Resources`] that checks nothing: the schema checks alone, for tools
+/// and tests that read a configuration without the host's loaders.
+pub struct SchemaOnly;
+
+impl Resources for SchemaOnly {
+    fn listener_tls(&self, _: &ListenerTlsConfig) -> Result<(), Invalid> {
+        Ok(())
+    }
+    fn upstream_tls(&self, _: &UpstreamTlsConfig) -> Result<(), Invalid> {
+        Ok(())
+    }
+    fn mcp_session_keys(&self, _: &McpSessionsConfig) -> Result<(), String> {
+        Ok(())
+    }
+    fn etcd_endpoints(&self, _: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// A failed check: `(dotted key, reason)`.
+pub type Invalid = (String, String);
+
 impl Config {
-    /// Reads, parses and validates the config file at `path`. Relative plugin
-    /// paths are resolved against the file's directory.
+    /// Reads, parses and validates the config file at `path`, and checks
+    /// what it names with `resources`. Relative plugin paths are resolved
+    /// against the file's directory.
     ///
     /// # Errors
     /// [`ConfigError`] naming the file, the key and the reason: unreadable
     /// file, TOML syntax, unknown or mistyped key, or a failed validation.
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path, resources: &dyn Resources) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             file: path.to_path_buf(),
             error,
@@ -101,7 +163,7 @@ impl Config {
             error,
         })?;
         let base = absolute.parent().unwrap_or(Path::new("/"));
-        Self::parse(&text, path, base)
+        Self::parse(&text, path, base, resources)
     }
 
     /// Parses and validates `text` as if read from `file`; relative plugin
@@ -113,7 +175,7 @@ impl Config {
     /// # Example
     /// ```
     /// use std::path::Path;
-    /// use switchyard::config::{Config, StrategyConfig};
+    /// use switchyard_config::{Config, SchemaOnly, StrategyConfig};
     ///
     /// let text = r#"
     /// [[listeners]]
@@ -121,13 +183,19 @@ impl Config {
     /// [pools.web]
     /// instances = [{ url = "http://127.0.0.1:9001" }]
     /// "#;
-    /// let config = Config::parse(text, Path::new("inline.toml"), Path::new(".")).unwrap();
+    /// let config = Config::parse(text, Path::new("inline.toml"), Path::new("."), &SchemaOnly).unwrap();
     /// assert!(matches!(config.pools["web"].strategy, StrategyConfig::RoundRobin(_)));
     ///
-    /// let err = Config::parse("listeners = 3", Path::new("bad.toml"), Path::new(".")).unwrap_err();
+    /// let err = Config::parse("listeners = 3", Path::new("bad.toml"), Path::new("."), &SchemaOnly)
+    ///     .unwrap_err();
     /// assert!(err.to_string().starts_with("bad.toml: line 1: "));
     /// ```
-    pub fn parse(text: &str, file: &Path, base: &Path) -> Result<Self, ConfigError> {
+    pub fn parse(
+        text: &str,
+        file: &Path,
+        base: &Path,
+        resources: &dyn Resources,
+    ) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: file.to_path_buf(),
             key: e.span().map(|span| key_at(text, span.start)),
@@ -135,7 +203,7 @@ impl Config {
         })?;
         config.resolve_paths(base);
         config
-            .validate()
+            .check(resources)
             .map_err(|(key, reason)| ConfigError::Invalid {
                 file: file.to_path_buf(),
                 key,
@@ -147,12 +215,14 @@ impl Config {
 
 impl Config {
     /// Validates a configuration built in memory (a change through the admin
-    /// API): the checks [`Config::load`] makes after parsing.
+    /// API, the store): the checks [`Config::load`] makes after parsing,
+    /// then what it names, with `resources`.
     ///
     /// # Errors
     /// `(dotted key, reason)` of the first failed check.
-    pub fn check(&self) -> Result<(), (String, String)> {
-        self.validate()
+    pub fn check(&self, resources: &dyn Resources) -> Result<(), Invalid> {
+        self.validate()?;
+        self.check_resources(resources)
     }
 }
 
@@ -180,7 +250,8 @@ instances = [{ url = "http://127.0.0.1:9001" }]
 
     #[test]
     fn defaults_are_documented_values() {
-        let config = Config::parse(MINIMAL, Path::new("t.toml"), Path::new(".")).unwrap();
+        let config =
+            Config::parse(MINIMAL, Path::new("t.toml"), Path::new("."), &SchemaOnly).unwrap();
         let pool = &config.pools["p"];
         assert!(matches!(pool.strategy, StrategyConfig::RoundRobin(_)));
         assert_eq!(
@@ -206,7 +277,7 @@ instances = [{ url = "http://127.0.0.1:9001" }]
             "[pools.p]",
             "[pools.p]\nstrategy = { kind = \"plugin\", plugin = { path = \"p.wasm\" } }",
         );
-        let config = Config::parse(&text, &dir.join("c.toml"), &dir).unwrap();
+        let config = Config::parse(&text, &dir.join("c.toml"), &dir, &SchemaOnly).unwrap();
         let StrategyConfig::Plugin(plugin) = &config.pools["p"].strategy else {
             panic!("not a plugin strategy");
         };
@@ -233,7 +304,7 @@ instances = [{ url = "http://127.0.0.1:9001" }]
              strategy = { kind = \"plugin\", path = \"p.wasm\", call_deadline_ms = 7, fallback = \"random\" }\n\
              failover_plugin = { path = \"p.wasm\", config = { n = 1 } }",
         );
-        let config = Config::parse(&old, Path::new("c.toml"), dir.path()).unwrap();
+        let config = Config::parse(&old, Path::new("c.toml"), dir.path(), &SchemaOnly).unwrap();
         let pool = &config.pools["p"];
         let StrategyConfig::Plugin(strategy) = &pool.strategy else {
             panic!("not a plugin strategy");
@@ -265,16 +336,18 @@ instances = [{ url = "http://127.0.0.1:9001" }]
             "[pools.p]",
             "[pools.p]\nstrategy = { kind = \"plugin\", path = \"p.wasm\", plugin = { path = \"p.wasm\" } }",
         );
-        let err = Config::parse(&both, Path::new("c.toml"), dir.path()).unwrap_err();
+        let err = Config::parse(&both, Path::new("c.toml"), dir.path(), &SchemaOnly).unwrap_err();
         assert!(err.to_string().contains("not beside it"), "{err}");
         let neither = MINIMAL.replace("[pools.p]", "[pools.p]\nfailover = { kind = \"plugin\" }");
-        let err = Config::parse(&neither, Path::new("c.toml"), dir.path()).unwrap_err();
+        let err =
+            Config::parse(&neither, Path::new("c.toml"), dir.path(), &SchemaOnly).unwrap_err();
         assert!(err.to_string().contains("missing `plugin`"), "{err}");
         let fallback = MINIMAL.replace(
             "[pools.p]",
             "[pools.p]\nstrategy = { kind = \"plugin\", plugin = { path = \"p.wasm\" }, fallback = { kind = \"plugin\", plugin = { path = \"p.wasm\" } } }",
         );
-        let err = Config::parse(&fallback, Path::new("c.toml"), dir.path()).unwrap_err();
+        let err =
+            Config::parse(&fallback, Path::new("c.toml"), dir.path(), &SchemaOnly).unwrap_err();
         assert!(
             err.to_string().contains("pools.p.strategy.fallback"),
             "{err}"
@@ -284,45 +357,19 @@ instances = [{ url = "http://127.0.0.1:9001" }]
     #[test]
     fn errors_name_file_key_and_reason() {
         let bad = MINIMAL.replace("9001", "9001/path");
-        let err = Config::parse(&bad, Path::new("t.toml"), Path::new(".")).unwrap_err();
+        let err =
+            Config::parse(&bad, Path::new("t.toml"), Path::new("."), &SchemaOnly).unwrap_err();
         assert_eq!(
             err.to_string(),
             "t.toml: pools.p.instances[0].url: `http://127.0.0.1:9001/path` must not have a path or query"
         );
         let unknown = MINIMAL.replace("[pools.p]", "[pools.p]\nweight_ms = 3");
-        let err = Config::parse(&unknown, Path::new("t.toml"), Path::new(".")).unwrap_err();
+        let err =
+            Config::parse(&unknown, Path::new("t.toml"), Path::new("."), &SchemaOnly).unwrap_err();
         let text = err.to_string();
         assert!(
             text.starts_with("t.toml: line 7: `weight_ms = 3`: unknown field `weight_ms`"),
             "{text}"
         );
-    }
-
-    mod fuzz {
-        use proptest::prelude::*;
-
-        use super::super::Config;
-        use crate::fuzzing::mutated;
-
-        proptest! {
-            #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
-
-            /// The shipped examples, edited at random, are loaded or refused
-            /// naming the file; the loader never panics.
-            #[test]
-            fn the_loader_refuses_what_it_cannot_load_and_never_panics(
-                text in prop_oneof![
-                    mutated(include_str!("../../../examples/failover.toml")),
-                    mutated(include_str!("../../../examples/fusion.toml")),
-                    mutated(include_str!("../../../examples/strategies.toml")),
-                    mutated(include_str!("../../../examples/health.toml")),
-                ]
-            ) {
-                let dir = std::env::temp_dir();
-                if let Err(error) = Config::parse(&text, std::path::Path::new("fuzz.toml"), &dir) {
-                    prop_assert!(error.to_string().starts_with("fuzz.toml: "), "{error}");
-                }
-            }
-        }
     }
 }

@@ -12,7 +12,7 @@
 //! ```
 //!
 //! The algorithms, their sources and defaults are documented on the
-//! strategies themselves in [`crate::balance`].
+//! strategies themselves in `switchyard::balance`.
 
 use std::fmt;
 
@@ -25,19 +25,19 @@ use super::types::{Invalid, in_range};
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum StrategyConfig {
-    /// Each request to the next instance in order ([`crate::balance::RoundRobin`]).
+    /// Each request to the next instance in order (`switchyard::balance::RoundRobin`).
     RoundRobin(NoKeys),
-    /// Smooth weighted round robin, as nginx ([`crate::balance::WeightedRoundRobin`]).
+    /// Smooth weighted round robin, as nginx (`switchyard::balance::WeightedRoundRobin`).
     WeightedRoundRobin(NoKeys),
-    /// Uniformly random ([`crate::balance::Random`]).
+    /// Uniformly random (`switchyard::balance::Random`).
     Random(NoKeys),
-    /// Fewest in-flight requests among a random sample ([`crate::balance::LeastConnections`]).
+    /// Fewest in-flight requests among a random sample (`switchyard::balance::LeastConnections`).
     LeastConnections(LeastConnectionsConfig),
-    /// Peak-EWMA latency × load ([`crate::balance::FastestResponse`]).
+    /// Peak-EWMA latency × load (`switchyard::balance::FastestResponse`).
     FastestResponse(FastestResponseConfig),
-    /// A hash of a request key onto a ring or Maglev table ([`crate::balance::ConsistentHash`]).
+    /// A hash of a request key onto a ring or Maglev table (`switchyard::balance::ConsistentHash`).
     ConsistentHash(ConsistentHashConfig),
-    /// Weights scaled by the load instances report ([`crate::balance::ResourceAware`]).
+    /// Weights scaled by the load instances report (`switchyard::balance::ResourceAware`).
     ResourceAware(ResourceAwareConfig),
     /// A Wasm balancer plugin.
     Plugin(PluginStrategyConfig),

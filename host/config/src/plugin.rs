@@ -248,7 +248,7 @@ mod defaults {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::StrategyConfig;
+    use crate::StrategyConfig;
 
     #[test]
     fn a_built_in_is_read_from_its_name_or_its_table() {

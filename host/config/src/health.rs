@@ -94,7 +94,7 @@ pub enum CheckKind {
     /// `grpc.health.v1.Health/Check` over HTTP/2; success is `SERVING`.
     Grpc,
     /// MCP over streamable HTTP: `initialize` (or `server/discover`), then
-    /// `ping`; success is `ping`'s result (see [`crate::health::mcp`]).
+    /// `ping`; success is `ping`'s result (see `switchyard::health::mcp`).
     Mcp,
     /// A health-check plugin (see [`PluginRef`]).
     Plugin,

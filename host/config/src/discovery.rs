@@ -1,5 +1,5 @@
 //! The `discovery` table of a pool: instances learned from DNS beside the
-//! static list ([`crate::discovery`] documents how).
+//! static list (`switchyard::discovery` documents how).
 //!
 //! ```toml
 //! [pools.api]

@@ -1,5 +1,5 @@
 //! The `mcp` table of a route: an MCP gateway over one or more pools of
-//! MCP servers ([`crate::mcp`] documents what the gateway does).
+//! MCP servers (`switchyard::mcp` documents what the gateway does).
 //!
 //! ```toml
 //! [[routes]]

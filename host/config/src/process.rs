@@ -1,5 +1,5 @@
 //! The `process` table of a pool: Switchyard starts, supervises and
-//! restarts the processes behind it ([`crate::process`] documents how).
+//! restarts the processes behind it (`switchyard::process` documents how).
 //!
 //! ```toml
 //! [pools.api]

@@ -1,16 +1,13 @@
-//! TLS settings, as the config file gives them (re-exported by
-//! [`crate::config`]): a listener's (termination) and a pool's (to its
-//! `https://` instances). Files are PEM; relative paths are resolved
-//! against the config file's directory. Loading the config reads every
-//! file, so a missing file, a key that does not match its certificate or
-//! an unreadable CA bundle is refused at load, naming the key.
+//! TLS settings, as the config file gives them: a listener's (termination)
+//! and a pool's (to its `https://` instances). Files are PEM; relative
+//! paths are resolved against the config file's directory. Loading the
+//! config reads every file (through [`Resources`](crate::Resources)), so a
+//! missing file, a key that does not match its certificate or an
+//! unreadable CA bundle is refused at load, naming the key.
 
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-
-/// A failed check: `(key relative to the table, reason)`.
-type Invalid = (String, String);
 
 /// TLS on a listener (`[listeners.tls]`, or `[admin.tls]`): TLS 1.2 and
 /// 1.3, ALPN `h2` and `http/1.1`.
@@ -99,14 +96,6 @@ impl ListenerTlsConfig {
             .flat_map(|c| [&mut c.cert_file, &mut c.key_file])
             .chain(self.client_ca_file.as_mut())
     }
-
-    /// Reads every file (the checks a handshake would make later).
-    ///
-    /// # Errors
-    /// As [`ServerTls::load`](super::ServerTls::load).
-    pub fn validate(&self) -> Result<(), Invalid> {
-        super::ServerTls::load(self).map(drop)
-    }
 }
 
 impl UpstreamTlsConfig {
@@ -117,13 +106,5 @@ impl UpstreamTlsConfig {
             .into_iter()
             .chain(self.cert_file.as_mut())
             .chain(self.key_file.as_mut())
-    }
-
-    /// Reads every file and checks the SNI name.
-    ///
-    /// # Errors
-    /// As [`UpstreamTls::load`](super::UpstreamTls::load).
-    pub fn validate(&self) -> Result<(), Invalid> {
-        super::UpstreamTls::load(Some(self), Vec::new()).map(drop)
     }
 }
