@@ -33,12 +33,12 @@
 pub mod admin;
 pub mod balance;
 pub use switchyard_config as config;
+pub use switchyard_net::{dial, fswatch, sse, threads, tls};
 pub mod control;
 pub mod demo;
 pub mod discovery;
 pub mod events;
 pub mod failover;
-pub mod fswatch;
 pub mod fusion;
 #[cfg(test)]
 mod fuzzing;
@@ -50,10 +50,7 @@ pub mod policy;
 pub mod process;
 pub mod proxy;
 pub mod server;
-pub mod sse;
 pub mod status;
 pub mod store;
 pub mod telemetry;
-pub mod threads;
-pub mod tls;
 pub mod watch;

@@ -70,6 +70,15 @@ pub struct EndpointStats {
 }
 
 impl Endpoint {
+    /// Where to dial the instance: its authority, and TLS when its URL is
+    /// `https://`.
+    pub fn address(&self) -> switchyard_net::dial::Address<'_> {
+        switchyard_net::dial::Address {
+            authority: &self.authority,
+            secure: self.url.starts_with("https://"),
+        }
+    }
+
     /// A new instance with no statistics.
     pub fn new(
         id: u32,

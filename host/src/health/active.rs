@@ -28,8 +28,8 @@ use super::{EventKind, PoolHealth, Severity};
 use super::{grpc, mcp};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::config::{CheckKind, HealthCheckConfig, UpstreamProtocol};
+use crate::dial::{Connected, connect_tcp, open};
 use crate::policy::WithFallback;
-use crate::proxy::{Connected, connect_tcp, open};
 use crate::tls::UpstreamTls;
 
 /// Most body bytes an HTTP probe reads.
@@ -213,7 +213,7 @@ impl ActiveCheck {
             let request =
                 grpc::check_request(&self.config.grpc_service, endpoint.authority.as_str());
             let response = conn
-                .send(endpoint, request)
+                .send(endpoint.address(), request)
                 .await
                 .map_err(|e| format!("request failed: {e}"))?;
             let (head, body) = response.into_parts();
@@ -244,7 +244,7 @@ impl ActiveCheck {
 
     /// A new connection to `endpoint` for one probe, in the pool's protocol.
     async fn connect(&self, endpoint: &Endpoint) -> Result<Connected<Full<Bytes>>, String> {
-        open(&self.tls, endpoint, self.protocol)
+        open(&self.tls, endpoint.address(), self.protocol)
             .await
             .map_err(|e| format!("connect: {e}"))
     }
@@ -287,7 +287,7 @@ impl ActiveCheck {
                 .await
                 .map_err(ProbeAnswer::ConnectFailed)?;
             let response = sender
-                .send(endpoint, request)
+                .send(endpoint.address(), request)
                 .await
                 .map_err(|e| ProbeAnswer::ConnectFailed(format!("request failed: {e}")))?;
             let status = response.status().as_u16();

@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use crate::balance::Endpoint;
-use crate::proxy::Connected;
+use crate::dial::Connected;
 
 /// The MCP revision the check asks for.
 pub const PROTOCOL_VERSION: &str = "2025-06-18";
@@ -168,7 +168,7 @@ impl Session<'_> {
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, String> {
         self.conn
-            .send(self.endpoint, request)
+            .send(self.endpoint.address(), request)
             .await
             .map_err(|e| format!("request failed: {e}"))
     }

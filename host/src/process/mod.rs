@@ -777,7 +777,7 @@ async fn probe(
             ProbeOutcome::Pass => Ok(()),
             ProbeOutcome::Fail(why) => Err(why),
         },
-        None => crate::proxy::connect_tcp(&endpoint.authority, false)
+        None => crate::dial::connect_tcp(&endpoint.authority, false)
             .await
             .map(drop)
             .map_err(|e| format!("connect: {e}")),

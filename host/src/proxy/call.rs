@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 
 use super::pool::{Attempt, Pool, UpstreamBody};
-use super::upstream::{PooledBody, UpstreamError};
+use super::upstream::PooledBody;
 use crate::balance::{Endpoint, InFlight};
+use crate::dial::UpstreamError;
 use crate::failover::Admission;
 
 /// How an attempt failed before an answer's head came.

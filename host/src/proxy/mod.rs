@@ -37,4 +37,3 @@ pub use pool::Pool;
 pub use recent::{RecentRequests, RequestRecord};
 pub use router::{PoolRoute, Reporting, Route, Router, Target};
 pub use tunnel::Tunnels;
-pub use upstream::{Connected, connect_tcp, open};

@@ -15,8 +15,8 @@ use super::{
     CertificateFacts, ClientIdentity, VERSIONS, certified_key, provider, read_ca_bundle,
     read_certificates, read_private_key, unix_now,
 };
-use crate::config::{ClientAuth, ListenerTlsConfig};
 use crate::fswatch::{canonical, folder_of};
+use switchyard_config::{ClientAuth, ListenerTlsConfig};
 
 /// A listener's TLS: the rustls config in force (replaced whole when a
 /// file changes) and how to build it again.

@@ -10,7 +10,7 @@ use tokio_rustls::client::TlsStream;
 use super::{
     VERSIONS, certified_key, provider, read_ca_bundle, read_certificates, read_private_key,
 };
-use crate::config::UpstreamTlsConfig;
+use switchyard_config::UpstreamTlsConfig;
 
 /// A pool's TLS client: how it verifies its instances and what it shows
 /// them.
