@@ -31,22 +31,15 @@
 //! - [`telemetry`]: logging set-up.
 
 pub mod admin;
-pub mod balance;
 pub use switchyard_config as config;
+pub use switchyard_engines::{balance, events, failover, fusion, health, policy};
 pub use switchyard_net::{dial, fswatch, sse, threads, tls};
+pub use switchyard_plugin as plugin;
 pub mod control;
 pub mod demo;
 pub mod discovery;
-pub mod events;
-pub mod failover;
-pub mod fusion;
-#[cfg(test)]
-mod fuzzing;
-pub mod health;
 pub mod loaders;
 pub mod metrics;
-pub mod plugin;
-pub mod policy;
 pub mod process;
 pub mod proxy;
 pub mod server;

@@ -28,3 +28,34 @@ impl Resources for Loaders {
         crate::store::etcd::Etcd::new(endpoints, None, None, std::time::Duration::ZERO).map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// The shipped examples, edited at random, are loaded or refused
+        /// naming the file; the loader (with the host's loaders) never panics.
+        #[test]
+        fn the_loader_refuses_what_it_cannot_load_and_never_panics(
+            text in prop_oneof![
+                switchyard_fuzzing::mutated(include_str!("../../examples/failover.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../examples/fusion.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../examples/strategies.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../examples/health.toml")),
+            ]
+        ) {
+            let dir = std::env::temp_dir();
+            let loaded = crate::config::Config::parse(
+                &text,
+                std::path::Path::new("fuzz.toml"),
+                &dir,
+                &super::Loaders,
+            );
+            if let Err(error) = loaded {
+                prop_assert!(error.to_string().starts_with("fuzz.toml: "), "{error}");
+            }
+        }
+    }
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::failover::BreakerState;
+pub use crate::failover::BulkheadStatus;
 use crate::fusion::CacheStats;
 use crate::health::trend::TrendStatus;
 use crate::plugin::{PluginKind, PluginStats};
@@ -68,16 +69,6 @@ pub struct PoolStatus {
     pub bulkhead: Option<BulkheadStatus>,
     /// Every instance.
     pub instances: Vec<InstanceStatus>,
-}
-
-/// A pool bulkhead's occupancy (Envoy's `upstream_rq_active` and
-/// `upstream_rq_pending_active`, per pool).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct BulkheadStatus {
-    /// Requests holding one of its `max_concurrent` slots.
-    pub active: usize,
-    /// Requests waiting in its queue for a slot.
-    pub queued: usize,
 }
 
 /// An instance's state, as the status API shows it.

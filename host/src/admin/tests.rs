@@ -452,7 +452,7 @@ mod fuzz {
         #[test]
         fn any_body_gets_a_client_answer(
             operation in proptest::sample::select(WITH_BODY),
-            body in crate::fuzzing::json(),
+            body in switchyard_fuzzing::json(),
         ) {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
