@@ -9,8 +9,12 @@
 //! opens, reads, closes without a write and metadata changes (atime,
 //! permissions) are dropped.
 //!
-//! Events are debounced (notify-debouncer-full) over [`DEBOUNCE`]: a file
-//! written in several pieces, or replaced by a rename, is one change.
+//! Events are debounced (notify-debouncer-full) over [`DEBOUNCE`], then
+//! coalesced until the folders have been quiet for as long: the debouncer
+//! releases each event [`DEBOUNCE`] after it happened, so a file written as
+//! a temporary and then renamed into place (`cp new c.tmp && mv c.tmp
+//! c.pem`) reaches it as two batches when the rename comes a tick after
+//! the write; waiting for quiet makes it one change, whatever the timing.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -35,23 +39,26 @@ pub fn watch_dirs<F>(dirs: &[PathBuf], mut on_change: F) -> Result<Watch, String
 where
     F: FnMut(Vec<PathBuf>) + Send + 'static,
 {
+    let (changed, batches) = std::sync::mpsc::channel::<Vec<PathBuf>>();
+    std::thread::Builder::new()
+        .name("switchyard-fswatch".into())
+        .spawn(move || coalesce(&batches, DEBOUNCE, &mut on_change))
+        .map_err(|e| format!("starting a file watcher: {e}"))?;
     let mut debouncer =
         new_debouncer(
             DEBOUNCE,
             None,
             move |events: DebounceEventResult| match events {
                 Ok(events) => {
-                    let mut paths: Vec<PathBuf> = events
+                    let paths: Vec<PathBuf> = events
                         .into_iter()
                         .filter(|e| changes_content(e.kind))
                         .flat_map(|e| e.event.paths)
                         .collect();
-                    if paths.is_empty() {
-                        return;
+                    if !paths.is_empty() {
+                        // The coalescing thread ends only with this sender.
+                        let _ = changed.send(paths);
                     }
-                    paths.sort();
-                    paths.dedup();
-                    on_change(paths);
                 }
                 Err(errors) => {
                     for error in errors {
@@ -67,6 +74,25 @@ where
             .map_err(|e| format!("watching {}: {e}", dir.display()))?;
     }
     Ok(debouncer)
+}
+
+/// Calls `on_change` once per burst of `batches`: with the union of a
+/// batch and every batch that follows it within `quiet` of the previous,
+/// sorted and deduplicated. Returns when the sender is gone (the watch was
+/// dropped), after passing on what it had.
+fn coalesce(
+    batches: &std::sync::mpsc::Receiver<Vec<PathBuf>>,
+    quiet: Duration,
+    on_change: &mut impl FnMut(Vec<PathBuf>),
+) {
+    while let Ok(mut paths) = batches.recv() {
+        while let Ok(more) = batches.recv_timeout(quiet) {
+            paths.extend(more);
+        }
+        paths.sort();
+        paths.dedup();
+        on_change(paths);
+    }
 }
 
 /// Whether an event of this kind can change what a file holds.
@@ -127,6 +153,23 @@ mod tests {
         ] {
             assert!(changes_content(kind), "{kind:?}");
         }
+    }
+
+    #[test]
+    fn batches_that_follow_each_other_are_one_change() {
+        let (send, batches) = std::sync::mpsc::channel();
+        send.send(vec![PathBuf::from("/d/c.tmp"), PathBuf::from("/d/c.pem")])
+            .unwrap();
+        send.send(vec![PathBuf::from("/d/c.pem")]).unwrap();
+        drop(send);
+        let mut calls = Vec::new();
+        coalesce(&batches, Duration::from_secs(60), &mut |paths| {
+            calls.push(paths)
+        });
+        assert_eq!(
+            calls,
+            vec![vec![PathBuf::from("/d/c.pem"), PathBuf::from("/d/c.tmp")]]
+        );
     }
 
     #[test]
