@@ -1,11 +1,12 @@
 //! Test harness for plugin authors: load a built `.wasm` in the real
 //! sandbox — the same compile, world check, linking, limits and fault
 //! handling as `switchyard serve` — and call it directly, without a proxy,
-//! upstreams or a config file. Use it from a `#[test]` with `switchyard` as
-//! a dev-dependency:
+//! upstreams or a config file. Use it from a `#[test]` with
+//! `switchyard-plugin` as a dev-dependency (or `switchyard`, which
+//! re-exports it as `switchyard::plugin`):
 //!
 //! ```no_run
-//! use switchyard::plugin::testing::{BalancerHarness, endpoint};
+//! use switchyard_plugin::testing::{BalancerHarness, endpoint};
 //!
 //! let pool = vec![
 //!     endpoint(0, "http://10.0.0.1:80", 1, &[("track", "stable")]),

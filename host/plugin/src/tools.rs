@@ -575,7 +575,9 @@ mod tests {
 
     /// The files of `dir` (relative to the workspace) with `ext`, sorted.
     fn files(dir: &str, exts: &[&str]) -> Vec<String> {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir);
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .join(dir);
         let mut names: Vec<String> = std::fs::read_dir(&root)
             .unwrap()
             .filter_map(Result::ok)
@@ -608,7 +610,7 @@ mod tests {
     #[test]
     fn the_vendored_sdk_pins_the_workspaces_wit_bindgen() {
         let workspace =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml"))
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml"))
                 .unwrap();
         assert!(
             workspace.contains(&format!("wit-bindgen = \"{WIT_BINDGEN}\"")),
