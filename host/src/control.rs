@@ -27,7 +27,8 @@ use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::plugin::PluginHost;
 use crate::process::Supervisor;
 use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};
-use crate::store::{EtcdStore, Shared, Store, SyncState, block_on};
+use crate::status::SyncState;
+use crate::store::{EtcdStore, Shared, Store, block_on};
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]

@@ -360,7 +360,7 @@ impl Metrics {
     }
 
     /// The config store's `state`, shown at the next scrape.
-    pub fn store(&self, state: &crate::store::SyncState) {
+    pub fn store(&self, state: &crate::status::SyncState) {
         self.config_revision.set(state.revision);
         self.store_in_sync.set(i64::from(state.in_sync));
     }

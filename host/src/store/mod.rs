@@ -48,6 +48,7 @@ use serde_json::json;
 use self::etcd::{Etcd, EtcdError, Kv, WatchEvent, b64, prefix_end};
 use crate::config::{Config, EtcdStoreConfig, PoolConfig, StoreConfig};
 use crate::control::Control;
+use crate::status::SyncState;
 
 /// How often a replica that follows etcd reads it besides the watch.
 const CHECK: Duration = Duration::from_secs(10);
@@ -141,28 +142,6 @@ impl Shared {
         }
         config
     }
-}
-
-/// Where a replica stands with the store, for `/ready` and `/v1/status`.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct SyncState {
-    /// `file` or `etcd`.
-    pub kind: &'static str,
-    /// Whether the replica follows the store now (always true for `file`).
-    pub in_sync: bool,
-    /// The revision of the configuration applied: etcd's `mod_revision` of
-    /// the shared document (0: none yet), or with `file` the changes
-    /// applied since start.
-    pub revision: i64,
-    /// Where the configuration in force came from at start: `etcd`,
-    /// `cache` (etcd unreachable), `file`.
-    pub loaded_from: &'static str,
-    /// Why the replica is not in sync, when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// A revision of the store that this replica could not apply, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub refused: Option<String>,
 }
 
 /// The etcd store of a replica.
