@@ -607,11 +607,11 @@ fn spawn_health(router: &Router, mut running: HealthTasks) -> HealthTasks {
         .pools()
         .iter()
         .map(|pool| {
-            let entry = match running.remove(&pool.name) {
+            let entry = match running.remove(pool.name()) {
                 Some((old, tasks)) if Arc::ptr_eq(&old, pool) => (old, tasks),
                 _ => (Arc::clone(pool), pool.spawn_health()),
             };
-            (pool.name.clone(), entry)
+            (pool.name().to_owned(), entry)
         })
         .collect()
 }

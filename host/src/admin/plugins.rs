@@ -117,8 +117,8 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<Vec<Value>>, A
                 let (calls, faults) = router
                     .pools()
                     .iter()
-                    .filter(|p| users.contains(&format!("pools.{}.strategy.plugin", p.name)))
-                    .filter_map(|p| p.plugin_stats.as_ref())
+                    .filter(|p| users.contains(&format!("pools.{}.strategy.plugin", p.name())))
+                    .filter_map(|p| p.plugin_stats())
                     .fold((0, 0), |(c, f), s| (c + s.calls(), f + s.faults()));
                 item["used_by"] = json!(users);
                 item["calls"] = json!(calls);

@@ -566,7 +566,7 @@ pub async fn pick(
     let target = router
         .pool_named(&pool)
         .ok_or_else(|| ApiError::NotFound(format!("no pool `{pool}`")))?;
-    let ranking = target.balancer.rank(
+    let ranking = target.balancer().rank(
         &RequestContext {
             method: &method,
             authority: &request.authority,
@@ -576,12 +576,12 @@ pub async fn pick(
                 .client_addr
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
         },
-        target.members.as_slice(),
+        target.members().as_slice(),
     );
     let chosen = target
         .peek(&ranking, &[])
         .ok_or_else(|| ApiError::Unavailable(format!("pool `{pool}` has no instance available")))?;
-    let url = |id: u32| target.members.get(id).map(|e| e.url.clone());
+    let url = |id: u32| target.members().get(id).map(|e| e.url.clone());
     Ok(Json(json!({
         "pool": pool,
         "instance": url(chosen),

@@ -213,7 +213,7 @@ async fn instances_add_patch_drain_delete() {
     let router = control.router();
     let web = router.pool_named("web").unwrap();
     assert_eq!(Some(web as *const _), before, "the pool was reused");
-    assert!(web.members.as_slice()[0].is_draining());
+    assert!(web.members().as_slice()[0].is_draining());
     call(
         &app,
         "POST",
@@ -226,7 +226,7 @@ async fn instances_add_patch_drain_delete() {
             .router()
             .pool_named("web")
             .unwrap()
-            .members
+            .members()
             .as_slice()[0]
             .is_draining()
     );

@@ -569,7 +569,7 @@ fn dependencies_ready(control: &Control, pool: &str) -> bool {
     depends_on.iter().all(|dependency| {
         let min = config.pools.get(dependency).map_or(1, |p| p.min_ready) as usize;
         router.pool_named(dependency).is_some_and(|p| {
-            p.members
+            p.members()
                 .as_slice()
                 .iter()
                 .filter(|e| e.is_fit() && !e.is_draining())
@@ -770,7 +770,7 @@ async fn probe(
         .and_then(|c| {
             c.router()
                 .pool_named(pool)
-                .and_then(|p| p.active_check.clone())
+                .and_then(|p| p.active_check().cloned())
         });
     match check {
         Some(check) => match check.probe(endpoint).await.outcome {
@@ -873,7 +873,7 @@ async fn drain(supervisor: &Weak<Supervisor>, pool: &str, url: &str, timeout: Du
             .router()
             .pool_named(pool)
             .and_then(|p| {
-                p.members
+                p.members()
                     .as_slice()
                     .iter()
                     .find(|e| e.url == url)

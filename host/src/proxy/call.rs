@@ -85,7 +85,7 @@ impl Pool {
         let started = Instant::now();
         let answered = tokio::time::timeout(
             timeout,
-            self.upstreams
+            self.upstreams()
                 .request_or_resend(endpoint, resendable, build),
         )
         .await;

@@ -124,7 +124,7 @@ impl FanOut {
                     .cloned()
                     .ok_or_else(|| StartError::Route(format!("unknown pool `{name}`")))?;
                 let sources = pool
-                    .members
+                    .members()
                     .as_slice()
                     .iter()
                     .enumerate()
@@ -135,12 +135,12 @@ impl FanOut {
                     })
                     .collect();
                 let targets = pool
-                    .members
+                    .members()
                     .as_slice()
                     .iter()
                     .map(|e| Target::Instance(Arc::clone(&pool), e.id))
                     .collect();
-                let count = config.count.map_or(pool.members.len(), |c| c as usize);
+                let count = config.count.map_or(pool.members().len(), |c| c as usize);
                 (sources, targets, Some((pool, count)))
             }
             None => {
@@ -387,7 +387,7 @@ impl FanOut {
         (
             asked
                 .into_iter()
-                .filter_map(|id| pool.members.position(id))
+                .filter_map(|id| pool.members().position(id))
                 .collect(),
             admissions,
         )
@@ -487,15 +487,15 @@ impl FanOut {
                             0,
                             Outcome::Error(format!(
                                 "pool `{}` has no instance available",
-                                pool.name
+                                pool.name()
                             )),
                         );
                     }
                 }
             }
         };
-        let Some(endpoint) = pool.members.get(id) else {
-            let gone = format!("instance {id} left pool `{}`", pool.name);
+        let Some(endpoint) = pool.members().get(id) else {
+            let gone = format!("instance {id} left pool `{}`", pool.name());
             return (source, 0, Outcome::Error(gone));
         };
         let build = |_again| {
@@ -507,7 +507,7 @@ impl FanOut {
             request
         };
         // The body is buffered: a request the pool may repeat can be sent again.
-        let resendable = pool.failover.retry().method_retryable(&call.parts.method);
+        let resendable = pool.failover().retry().method_retryable(&call.parts.method);
         let started = Instant::now();
         // The answer's head within the source's timeout, booked as any
         // attempt is; then its body within what is left of it (a body that

@@ -302,7 +302,7 @@ impl<'a> Exchange<'a> {
             Some(Fallback::Pool(secondary)) if !route.pool.can_take() => (secondary, true),
             _ => (&route.pool, false),
         };
-        let counted = pool.budget.request();
+        let counted = pool.budget().request();
         let slot = pool.enter_bulkhead().await?;
         let path_and_query = parts
             .uri
@@ -320,7 +320,7 @@ impl<'a> Exchange<'a> {
             headers::keep_upgrade(&mut parts.headers, protocol);
             how
         });
-        let retry = pool.failover.retry();
+        let retry = pool.failover().retry();
         let body = RequestBody::prepare(body, &parts.headers, retry, limits).await?;
         Ok(Self {
             router,
@@ -338,7 +338,7 @@ impl<'a> Exchange<'a> {
             fell_back,
             switched: false,
             started_at: Instant::now(),
-            deadline: Instant::now() + pool.request_timeout,
+            deadline: Instant::now() + pool.request_timeout(),
             failure: None,
             delay: None,
             slot,
@@ -365,7 +365,7 @@ impl<'a> Exchange<'a> {
             };
             match self.fallback_pool() {
                 Some(secondary) => {
-                    tracing::info!(pool = %self.pool.name, fallback = %secondary.name, "every attempt failed; the route's fallback pool takes over");
+                    tracing::info!(pool = %self.pool.name(), fallback = %secondary.name(), "every attempt failed; the route's fallback pool takes over");
                     self.fell_back = true;
                     // Shed there: the failed answer held, if any, is still
                     // the best the client can get.
@@ -390,7 +390,7 @@ impl<'a> Exchange<'a> {
     /// failover policy answers, or nothing is left on this pool; then the
     /// failed answer held, if any (the best the client can get so far).
     async fn attempts(&mut self) -> Result<Response<ProxyBody>, Exhausted<'a>> {
-        let max_attempts = self.pool.failover.retry().max_attempts();
+        let max_attempts = self.pool.failover().retry().max_attempts();
         let mut held = None;
         for attempt in 1..=max_attempts {
             if let Some(wait) = self.delay.take().filter(|w| !w.is_zero()) {
@@ -398,9 +398,9 @@ impl<'a> Exchange<'a> {
             }
             if Instant::now() >= self.deadline {
                 self.failure = Some(ProxyError::Timeout {
-                    pool: self.pool.name.clone(),
+                    pool: self.pool.name().to_owned(),
                     instance: "(no attempt left within the deadline)".into(),
-                    timeout_ms: self.pool.request_timeout.as_millis() as u64,
+                    timeout_ms: self.pool.request_timeout().as_millis() as u64,
                 });
                 break;
             }
@@ -413,7 +413,7 @@ impl<'a> Exchange<'a> {
             // request elsewhere: then a failed one is held.
             let final_answer = last
                 && (!self.body.replayable()
-                    || self.fallback_pool().is_none() && self.pool.failover.plugin().is_none());
+                    || self.fallback_pool().is_none() && self.pool.failover().plugin().is_none());
             let failed = match self.send(endpoint, admission, final_answer, attempt).await {
                 Ok(answered) => return Ok(self.deliver(id, answered)),
                 Err(Failed::Client(fault)) => {
@@ -425,7 +425,7 @@ impl<'a> Exchange<'a> {
             held = failed.held.map(|answered| (id, answered));
             if final_answer {
                 if !self.body.replayable() && attempt < max_attempts {
-                    tracing::info!(pool = %self.pool.name, "not retried: the request body is over replay_limit_bytes or of unknown length");
+                    tracing::info!(pool = %self.pool.name(), "not retried: the request body is over replay_limit_bytes or of unknown length");
                 }
                 break;
             }
@@ -461,7 +461,7 @@ impl<'a> Exchange<'a> {
     fn next_instance(&mut self) -> Option<(EndpointId, &'a Arc<Endpoint>, Admission)> {
         let pool = self.pool;
         let (id, admission) = pool.next(&self.ranking, &self.tried, self.affinity.bound)?;
-        let endpoint = pool.members.get(id)?;
+        let endpoint = pool.members().get(id)?;
         self.tried.push(id);
         Some((id, endpoint, admission))
     }
@@ -483,11 +483,11 @@ impl<'a> Exchange<'a> {
         // connection, when it may be repeated: not an attempt of its own,
         // nothing booked on the instance (as nginx does).
         let resendable =
-            self.body.replayable() && pool.failover.retry().method_retryable(&self.parts.method);
+            self.body.replayable() && pool.failover().retry().method_retryable(&self.parts.method);
         let timeout = pool
-            .failover
+            .failover()
             .retry()
-            .per_try_timeout(pool.request_timeout)
+            .per_try_timeout(pool.request_timeout())
             .min(self.deadline.saturating_duration_since(Instant::now()));
         // The headers are moved into the last request that can be sent.
         let sent = pool
@@ -507,26 +507,26 @@ impl<'a> Exchange<'a> {
             Err(_) => self.body.client_fault(),
         };
         if let Some(fault) = client_fault {
-            tracing::debug!(pool = %pool.name, attempt, ?fault, "the client's request body failed");
+            tracing::debug!(pool = %pool.name(), attempt, ?fault, "the client's request body failed");
             return Err(Failed::Client(fault));
         }
         pool.book(endpoint, admission, &sent);
         let (failure, held) = match sent.result {
             Ok((response, in_flight)) => {
                 let status = response.status().as_u16();
-                if !pool.failover.is_failure(status) || last {
+                if !pool.failover().is_failure(status) || last {
                     return Ok((response, in_flight));
                 }
                 self.failure = Some(ProxyError::NoUpstream {
-                    pool: pool.name.clone(),
+                    pool: pool.name().to_owned(),
                     reason: format!("{}: status {status}", endpoint.url),
                 });
                 (Failure::Status(status), Some((response, in_flight)))
             }
             Err(AttemptError::TimedOut(timeout)) => {
-                tracing::warn!(pool = %pool.name, attempt, instance = %endpoint.url, "upstream timed out");
+                tracing::warn!(pool = %pool.name(), attempt, instance = %endpoint.url, "upstream timed out");
                 self.failure = Some(ProxyError::Timeout {
-                    pool: pool.name.clone(),
+                    pool: pool.name().to_owned(),
                     instance: endpoint.url.clone(),
                     timeout_ms: timeout.as_millis() as u64,
                 });
@@ -538,9 +538,9 @@ impl<'a> Exchange<'a> {
                     _ => Failure::Reset,
                 };
                 let reason = error.reason(endpoint);
-                tracing::warn!(pool = %pool.name, attempt, %reason, "upstream attempt failed");
+                tracing::warn!(pool = %pool.name(), attempt, %reason, "upstream attempt failed");
                 self.failure = Some(ProxyError::NoUpstream {
-                    pool: pool.name.clone(),
+                    pool: pool.name().to_owned(),
                     reason,
                 });
                 (failure, None)
@@ -592,16 +592,19 @@ impl<'a> Exchange<'a> {
             elapsed_ms: self.started_at.elapsed().as_millis() as u64,
             tried: &self.tried,
             replayable: self.body.replayable(),
-            retries_left: (pool.failover.retry().max_attempts().saturating_sub(attempt)).min(
-                if failure == Failure::ConnectFailure {
-                    usize::MAX
-                } else {
-                    pool.budget.room()
-                },
-            ) as u32,
+            retries_left: (pool
+                .failover()
+                .retry()
+                .max_attempts()
+                .saturating_sub(attempt))
+            .min(if failure == Failure::ConnectFailure {
+                usize::MAX
+            } else {
+                pool.budget().room()
+            }) as u32,
             untried: untried as u32,
         };
-        match pool.failover.decide(&facts) {
+        match pool.failover().decide(&facts) {
             Decision::Retry { .. } if last => Next::Stop,
             Decision::Retry {
                 delay_ms,
@@ -611,11 +614,11 @@ impl<'a> Exchange<'a> {
                 // (or the policy's delay). One that would wait past the
                 // deadline is not made.
                 let wait = delay_ms.map_or_else(
-                    || pool.failover.backoff(attempt as u32),
+                    || pool.failover().backoff(attempt as u32),
                     |ms| Duration::from_millis(u64::from(ms)),
                 );
                 if Instant::now() + wait >= self.deadline {
-                    tracing::info!(pool = %pool.name, wait_ms = wait.as_millis() as u64, "not retrying: the wait would pass the request's deadline (request_timeout_ms)");
+                    tracing::info!(pool = %pool.name(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would pass the request's deadline (request_timeout_ms)");
                     return Next::Stop;
                 }
                 // With no untried instance left, a retry goes to a tried one.
@@ -629,15 +632,15 @@ impl<'a> Exchange<'a> {
                 // by the retry budget (it cannot add load to a struggling
                 // instance), only by the attempt cap.
                 if failure != Failure::ConnectFailure {
-                    let Some(retry) = pool.budget.try_retry() else {
+                    let Some(retry) = pool.budget().try_retry() else {
                         if !holding {
-                            tracing::warn!(pool = %pool.name, "retry budget exhausted; not retrying");
+                            tracing::warn!(pool = %pool.name(), "retry budget exhausted; not retrying");
                         }
                         return Next::Stop;
                     };
                     self._retry = Some(retry);
                 }
-                pool.retries_total.inc();
+                pool.count_retry();
                 self.delay = Some(wait);
                 if same_endpoint {
                     self.tried.pop();
@@ -658,12 +661,12 @@ impl<'a> Exchange<'a> {
                 Next::Respond(Box::new(response.map(ProxyBody::Local)))
             }
             Decision::Fallback(name) => match self.router.pool_named(&name) {
-                Some(other) if other.name != pool.name && !self.switched => {
+                Some(other) if other.name() != pool.name() && !self.switched => {
                     self.switched = true;
                     Next::Switch(other)
                 }
                 _ => {
-                    tracing::warn!(pool = %pool.name, fallback = %name, "failover policy named an unknown pool; giving up");
+                    tracing::warn!(pool = %pool.name(), fallback = %name, "failover policy named an unknown pool; giving up");
                     Next::Stop
                 }
             },
@@ -680,7 +683,7 @@ impl<'a> Exchange<'a> {
     async fn switch_pool(&mut self, other: &'a Pool) -> Result<(), ProxyError> {
         self.slot = other.enter_bulkhead().await?;
         self.pool = other;
-        self.deadline = self.deadline.min(Instant::now() + other.request_timeout);
+        self.deadline = self.deadline.min(Instant::now() + other.request_timeout());
         self.affinity = lookup(other, &self.parts.headers);
         self.ranking = rank(
             other,
@@ -709,7 +712,7 @@ impl<'a> Exchange<'a> {
         let client = self.parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let Some((client, how)) = client.zip(self.upgrading) else {
             return ProxyError::NoUpstream {
-                pool: self.pool.name.clone(),
+                pool: self.pool.name().to_owned(),
                 reason:
                     "the instance switched protocols (101) though the request asked for no upgrade"
                         .into(),
@@ -747,16 +750,16 @@ impl<'a> Exchange<'a> {
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             return self.switch_protocols(response, in_flight);
         }
-        if let Some(sticky) = &self.pool.sticky {
+        if let Some(sticky) = &self.pool.sticky() {
             let status = response.status();
             sticky.bind(&self.affinity, id, status, response.headers_mut());
         }
         headers::strip_hop_by_hop(response.headers_mut());
         if self.router.reporting().recent.enabled()
-            && let Some(endpoint) = self.pool.members.get(id)
+            && let Some(endpoint) = self.pool.members().get(id)
         {
             response.extensions_mut().insert(Served {
-                pool: self.pool.name.clone(),
+                pool: self.pool.name().to_owned(),
                 instance: endpoint.url.clone(),
                 attempts: self.tried.len() as u32,
             });
@@ -796,14 +799,14 @@ impl<'a> Exchange<'a> {
             && let Some(response) =
                 stale.serve(&StaleCache::key(self.host, self.path_and_query.as_str()))
         {
-            tracing::info!(pool = %pool.name, path = %self.path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
+            tracing::info!(pool = %pool.name(), path = %self.path_and_query, "every attempt failed; serving the last good answer (stale-if-error)");
             return Ok(response.map(ProxyBody::Local));
         }
         if let Some(Fallback::Static(response)) = &self.route.fallback {
             return Ok(response.to_response().map(ProxyBody::Local));
         }
         Err(self.failure.unwrap_or_else(|| ProxyError::NoUpstream {
-            pool: pool.name.clone(),
+            pool: pool.name().to_owned(),
             reason: "no instance available".into(),
         }))
     }
@@ -822,7 +825,7 @@ impl<'a> Exchange<'a> {
 
 /// The request's session in `pool`, if it has session affinity.
 fn lookup(pool: &Pool, headers: &http::HeaderMap) -> Affinity {
-    pool.sticky
+    pool.sticky()
         .as_ref()
         .map(|sticky| sticky.lookup(headers))
         .unwrap_or_default()
@@ -837,7 +840,7 @@ pub(super) fn rank(
     peer: SocketAddr,
     affinity: &Affinity,
 ) -> Ranking {
-    let mut ranking = pool.balancer.rank(
+    let mut ranking = pool.balancer().rank(
         &RequestContext {
             method: &parts.method,
             authority: host,
@@ -845,7 +848,7 @@ pub(super) fn rank(
             headers: &parts.headers,
             client_addr: peer,
         },
-        pool.members.as_slice(),
+        pool.members().as_slice(),
     );
     Sticky::prefer(affinity, &mut ranking);
     ranking

@@ -31,7 +31,8 @@ use crate::health::trend::TrendTracker;
 use crate::health::{HealthCheck, PoolHealth};
 use crate::metrics::Metrics;
 use crate::plugin::{
-    Limits, LoadError, PluginHost, PluginStats, WasmFailover, WasmHealthCheck, WasmStrategy,
+    Limits, LoadError, PluginHost, PluginKind, PluginStats, WasmFailover, WasmHealthCheck,
+    WasmStrategy,
 };
 use crate::status::{InstanceStatus, PoolStatus};
 
@@ -72,48 +73,48 @@ pub(super) enum Attempt<'a> {
 /// their in-flight requests in the generation that sent them.
 pub struct Pool {
     /// The pool's name in the config.
-    pub name: String,
+    name: String,
     /// The instances, by stable id and in config order.
-    pub members: Members,
+    members: Members,
     /// Ranks the instances per request.
-    pub balancer: Balancer,
+    balancer: Balancer,
     /// Pooled keep-alive HTTP/1.1 connections to the instances.
-    pub upstreams: Arc<Upstreams>,
+    upstreams: Arc<Upstreams>,
     /// Time allowed to the response headers.
-    pub request_timeout: Duration,
+    request_timeout: Duration,
     /// How long a connect failure keeps an instance out of rotation.
-    pub fail_timeout: Duration,
+    fail_timeout: Duration,
     /// The Wasm strategy's counters, when the strategy is a plugin.
-    pub plugin_stats: Option<Arc<PluginStats>>,
+    plugin_stats: Option<Arc<PluginStats>>,
     /// Response header carrying an instance's load report (`resource-aware`).
-    pub load_header: Option<HeaderName>,
+    load_header: Option<HeaderName>,
     /// Session affinity, when configured.
-    pub sticky: Option<Sticky>,
+    sticky: Option<Sticky>,
     /// Unfit count and panic mode.
-    pub health: Arc<PoolHealth>,
+    health: Arc<PoolHealth>,
     /// Active checks, when configured (run by [`crate::server::Switchyard::serve`]).
-    pub active_check: Option<Arc<ActiveCheck>>,
+    active_check: Option<Arc<ActiveCheck>>,
     /// Passive outlier detection, when configured.
-    pub outlier: Option<OutlierDetector>,
+    outlier: Option<OutlierDetector>,
     /// Predictive health, when configured.
-    pub trend: Option<TrendTracker>,
+    trend: Option<TrendTracker>,
     /// What happens after a failed attempt: the retry rules and the
     /// failover policy (built-in, or a plugin with the built-in standing by).
-    pub failover: Failover,
+    failover: Failover,
     /// Retries in flight vs requests in flight.
-    pub budget: Arc<RetryBudget>,
+    budget: Arc<RetryBudget>,
     /// Circuit breakers, when configured.
-    pub breakers: Option<Breakers>,
+    breakers: Option<Breakers>,
     /// Bounded concurrency, when configured.
-    pub bulkhead: Option<Arc<Bulkhead>>,
+    bulkhead: Option<Arc<Bulkhead>>,
     /// The failover plugin's counters, when the policy is a plugin.
-    pub failover_stats: Option<Arc<PluginStats>>,
+    failover_stats: Option<Arc<PluginStats>>,
     /// The health-check plugin's counters, when the check is a plugin.
-    pub health_stats: Option<Arc<PluginStats>>,
+    health_stats: Option<Arc<PluginStats>>,
     /// The config the pool was built from.
-    pub config: PoolConfig,
+    config: PoolConfig,
     /// Retries sent (the `switchyard_retries_total` series of this pool).
-    pub retries_total: prometheus_client::metrics::counter::Counter,
+    retries_total: prometheus_client::metrics::counter::Counter,
     /// Active checks' consecutive results, by instance id.
     probes: ById<Arc<Mutex<RiseFall>>>,
     /// The id the next new instance gets.
@@ -133,6 +134,74 @@ fn instances(config: &PoolConfig) -> impl Iterator<Item = (&InstanceConfig, Auth
 }
 
 impl Pool {
+    /// The pool's name in the config.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instances, by stable id and in config order.
+    pub fn members(&self) -> &Members {
+        &self.members
+    }
+
+    /// Ranks the instances per request.
+    pub fn balancer(&self) -> &Balancer {
+        &self.balancer
+    }
+
+    /// Pooled connections to the instances.
+    pub fn upstreams(&self) -> &Arc<Upstreams> {
+        &self.upstreams
+    }
+
+    /// Time allowed to the response headers (`request_timeout_ms`).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+
+    /// Session affinity, when configured.
+    pub fn sticky(&self) -> Option<&Sticky> {
+        self.sticky.as_ref()
+    }
+
+    /// Active checks, when configured.
+    pub fn active_check(&self) -> Option<&Arc<ActiveCheck>> {
+        self.active_check.as_ref()
+    }
+
+    /// What happens after a failed attempt: the retry rules and the
+    /// failover policy.
+    pub fn failover(&self) -> &Failover {
+        &self.failover
+    }
+
+    /// Retries in flight vs requests in flight.
+    pub fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// Counts one retry sent (`switchyard_retries_total{pool}`).
+    pub fn count_retry(&self) {
+        self.retries_total.inc();
+    }
+
+    /// The balancer plugin's counters, when the strategy is a plugin.
+    pub fn plugin_stats(&self) -> Option<&Arc<PluginStats>> {
+        self.plugin_stats.as_ref()
+    }
+
+    /// The counters of each plugin the pool loads, by kind: balancer,
+    /// health check, failover.
+    pub fn plugin_counters(&self) -> impl Iterator<Item = (PluginKind, &Arc<PluginStats>)> {
+        [
+            (PluginKind::Balancer, &self.plugin_stats),
+            (PluginKind::HealthCheck, &self.health_stats),
+            (PluginKind::Failover, &self.failover_stats),
+        ]
+        .into_iter()
+        .filter_map(|(kind, stats)| Some((kind, stats.as_ref()?)))
+    }
+
     /// Builds the pool `name` from `config`, loading its plugins in `host`.
     /// When `previous` (the pool's generation in force) differs from
     /// `config` only in `instances`, the new generation takes its state

@@ -116,7 +116,7 @@ impl Router {
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
             let before = previous
-                .and_then(|r| r.pools.iter().find(|p| &p.name == name))
+                .and_then(|r| r.pools.iter().find(|p| p.name() == name))
                 .filter(|_| !pool.plugin_keys().iter().any(|(_, p)| is_replaced(p)));
             let built = match before {
                 Some(p) if p.serves(pool) => Arc::clone(p),
@@ -199,7 +199,7 @@ impl Router {
                 (None, None, None) => continue,
             };
             let served_by = match &target {
-                Target::Pool(p) => p.pool.name.as_str(),
+                Target::Pool(p) => p.pool.name(),
                 Target::FanOut(_) => "fan-out",
                 Target::Mcp(_) => "mcp",
             };
@@ -307,17 +307,11 @@ impl Router {
     pub fn snapshot(&self) -> Snapshot {
         let mut plugins = Vec::new();
         for pool in &self.pools {
-            for (kind, stats) in [
-                (PluginKind::Balancer, &pool.plugin_stats),
-                (PluginKind::HealthCheck, &pool.health_stats),
-                (PluginKind::Failover, &pool.failover_stats),
-            ] {
-                plugins.extend(stats.clone().map(|stats| PluginCounters {
-                    owner: Owner::Pool(pool.name.clone()),
-                    kind,
-                    stats,
-                }));
-            }
+            plugins.extend(pool.plugin_counters().map(|(kind, stats)| PluginCounters {
+                owner: Owner::Pool(pool.name().to_owned()),
+                kind,
+                stats: Arc::clone(stats),
+            }));
         }
         let mut caches = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
@@ -342,8 +336,11 @@ impl Router {
     /// it was built from.
     pub fn activate(&self, config: &Config, previous: Option<&Router>) {
         for pool in &self.pools {
-            if let Some(pool_config) = config.pools.get(&pool.name) {
-                pool.activate(pool_config, previous.and_then(|r| r.pool_named(&pool.name)));
+            if let Some(pool_config) = config.pools.get(pool.name()) {
+                pool.activate(
+                    pool_config,
+                    previous.and_then(|r| r.pool_named(pool.name())),
+                );
             }
         }
         // Pools that are gone retire their instances (their requests in
@@ -351,15 +348,15 @@ impl Router {
         for gone in previous
             .iter()
             .flat_map(|r| &r.pools)
-            .filter(|p| self.pool_named(&p.name).is_none())
+            .filter(|p| self.pool_named(p.name()).is_none())
         {
-            gone.members.as_slice().iter().for_each(|e| e.retire());
+            gone.members().as_slice().iter().for_each(|e| e.retire());
         }
     }
 
     /// A pool by name (a failover plugin's fallback).
     pub fn pool_named(&self, name: &str) -> Option<&Pool> {
-        self.pools.iter().find(|p| p.name == name).map(|p| &**p)
+        self.pools.iter().find(|p| p.name() == name).map(|p| &**p)
     }
 
     /// Health events as they happen.

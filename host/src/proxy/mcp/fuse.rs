@@ -58,12 +58,12 @@ impl McpRoute {
             .enumerate()
             .map(|(i, &instance)| Source {
                 name: pool
-                    .members
+                    .members()
                     .get(instance)
                     .map_or_else(|| instance.to_string(), |e| e.url.clone()),
                 priority: i as u32,
                 weight: pool
-                    .members
+                    .members()
                     .get(instance)
                     .map_or(1.0, |e| f64::from(e.weight())),
             })

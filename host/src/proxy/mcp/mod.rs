@@ -291,7 +291,7 @@ impl McpRoute {
         let targets: Vec<Value> = self
             .targets
             .iter()
-            .map(|t| json!({ "name": t.name, "pool": t.pool.name }))
+            .map(|t| json!({ "name": t.name, "pool": t.pool.name() }))
             .collect();
         let sessions = self
             .reporting
@@ -653,7 +653,7 @@ impl McpRoute {
         }
         for (t, why) in failed {
             self.reporting.events.publish(HealthEvent::new(
-                &self.targets[*t].pool.name,
+                self.targets[*t].pool.name(),
                 None,
                 EventKind::McpTargetFailed,
                 Severity::Warning,
@@ -839,12 +839,12 @@ impl McpRoute {
         let method = message.get("method").and_then(Value::as_str).unwrap_or("");
         let pool = &self.targets[t].pool;
         let max_attempts = if idempotent {
-            pool.failover.retry().max_attempts()
+            pool.failover().retry().max_attempts()
         } else {
             1
         };
         // Counted by the pool's retry budget, as a pool route's request is.
-        let _request = pool.budget.request();
+        let _request = pool.budget().request();
         let mut _retry = None;
         let mut tried = Vec::new();
         let mut sent_attempts = 0;
@@ -900,7 +900,7 @@ impl McpRoute {
             ) else {
                 break 'calls failed;
             };
-            let Some(slot) = pool.budget.try_retry() else {
+            let Some(slot) = pool.budget().try_retry() else {
                 tracing::info!(target = %self.names[t], "not retried: the pool's retry budget is spent");
                 break 'calls failed;
             };
@@ -944,7 +944,7 @@ impl McpRoute {
             return None;
         }
         let pool = &self.targets[t].pool;
-        let failover = &pool.failover;
+        let failover = &pool.failover();
         let backoff = || failover.backoff(attempt as u32);
         let next = match failover.plugin() {
             None => NextAttempt {
@@ -974,7 +974,7 @@ impl McpRoute {
                     elapsed_ms: caller.started.elapsed().as_millis() as u64,
                     tried,
                     replayable: true,
-                    retries_left: (max_attempts - attempt).min(pool.budget.room()) as u32,
+                    retries_left: (max_attempts - attempt).min(pool.budget().room()) as u32,
                     untried: pool.untried(&ranking, tried, None) as u32,
                 };
                 match failover.decide(&facts) {

@@ -324,14 +324,15 @@ impl Caller<'_> {
         let (id, admission) = match via {
             Via::Pinned(pinned) => {
                 let Some(endpoint) = pool
-                    .members
+                    .members()
                     .as_slice()
                     .iter()
                     .find(|e| e.url == pinned.instance && !e.is_retired())
                 else {
                     return Err(CallError::Gone(format!(
                         "instance {} left pool `{}`",
-                        pinned.instance, pool.name
+                        pinned.instance,
+                        pool.name()
                     )));
                 };
                 (endpoint.id, Default::default())
@@ -347,15 +348,18 @@ impl Caller<'_> {
                     &Affinity::default(),
                 );
                 pool.next(&ranking, tried, None).ok_or_else(|| {
-                    CallError::NoInstance(format!("pool `{}` has no instance available", pool.name))
+                    CallError::NoInstance(format!(
+                        "pool `{}` has no instance available",
+                        pool.name()
+                    ))
                 })?
             }
         };
         tried.push(id);
-        let Some(endpoint) = pool.members.get(id) else {
+        let Some(endpoint) = pool.members().get(id) else {
             return Err(CallError::NoInstance(format!(
                 "instance {id} left pool `{}`",
-                pool.name
+                pool.name()
             )));
         };
         let timeout = self
