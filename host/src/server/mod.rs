@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::{Config, ListenerConfig, ListenerTlsConfig};
-use crate::control::Control;
+use crate::control::{Control, ControlPlane};
 use crate::plugin::PluginHost;
 use crate::proxy::{ListenerRules, StartError};
 use crate::store::Store;
@@ -183,14 +183,15 @@ impl Switchyard {
         }
         self.control.start_health();
         let processes = self.control.start_processes();
-        let discovery = crate::discovery::spawn(&self.control);
+        let plane: Arc<dyn ControlPlane> = self.control.clone();
+        let discovery = crate::discovery::spawn(&plane);
         let follower = self
             .control
             .etcd()
-            .map(|store| crate::store::follow(&self.control, Arc::clone(store)));
+            .map(|store| crate::store::follow(&plane, Arc::clone(store)));
         let plugins_dir = self.control.config().admin.map(|a| a.plugins_dir);
         let _watcher = plugins_dir.and_then(|dir| {
-            crate::watch::watch_plugins(Arc::clone(&self.control), &dir)
+            crate::watch::watch_plugins(Arc::clone(&plane), &dir)
                 .map_err(|reason| tracing::warn!(%reason, "drop-in plugin reload is off"))
                 .ok()
         });

@@ -40,10 +40,10 @@ mod tests {
         #[test]
         fn the_loader_refuses_what_it_cannot_load_and_never_panics(
             text in prop_oneof![
-                switchyard_fuzzing::mutated(include_str!("../../examples/failover.toml")),
-                switchyard_fuzzing::mutated(include_str!("../../examples/fusion.toml")),
-                switchyard_fuzzing::mutated(include_str!("../../examples/strategies.toml")),
-                switchyard_fuzzing::mutated(include_str!("../../examples/health.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../../examples/failover.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../../examples/fusion.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../../examples/strategies.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../../examples/health.toml")),
             ]
         ) {
             let dir = std::env::temp_dir();

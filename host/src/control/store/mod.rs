@@ -38,6 +38,7 @@ pub mod etcd;
 pub mod plugins;
 
 use std::collections::BTreeMap;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -47,7 +48,7 @@ use serde_json::json;
 
 use self::etcd::{Etcd, EtcdError, Kv, WatchEvent, b64, prefix_end};
 use crate::config::{Config, EtcdStoreConfig, PoolConfig, StoreConfig};
-use crate::control::Control;
+use crate::control::ControlPlane;
 use crate::status::SyncState;
 
 /// How often a replica that follows etcd reads it besides the watch.
@@ -144,6 +145,57 @@ impl Shared {
     }
 }
 
+/// The configuration to start with: the state file's when it exists
+/// (the last acknowledged configuration) with `config`'s `listeners`,
+/// `admin`, `plugin_cache` and `plugin_fuel` (which change only through
+/// the file), else `config`.
+///
+/// # Errors
+/// A reason naming the state file when it exists but cannot be read,
+/// parsed or validated.
+pub fn restore(config: Config) -> Result<Config, String> {
+    let Some(path) = config.admin.as_ref().map(|a| a.state_file.clone()) else {
+        return Ok(config);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
+        Err(e) => return Err(format!("state file `{}`: {e}", path.display())),
+    };
+    let mut restored: Config =
+        serde_json::from_str(&text).map_err(|e| format!("state file `{}`: {e}", path.display()))?;
+    // Those two change only through the file (and a restart).
+    restored.listeners = config.listeners;
+    restored.admin = config.admin;
+    restored.plugin_cache = config.plugin_cache;
+    restored.plugin_fuel = config.plugin_fuel;
+    restored.store = config.store;
+    restored
+        .check(&crate::loaders::Loaders)
+        .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
+    tracing::info!(state_file = %path.display(), "configuration restored from the state file (it wins over the config file)");
+    Ok(restored)
+}
+
+/// Writes `value` as JSON to `path` atomically: a temp file beside it,
+/// fsync, rename over `path`, fsync of the directory — after a crash the
+/// file is the old or the new content, never a mix.
+///
+/// # Errors
+/// The I/O error.
+pub fn write_atomically(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
+    let mut file = tempfile::NamedTempFile::new_in(dir)?;
+    file.write_all(&text)?;
+    file.as_file().sync_all()?;
+    file.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The etcd store of a replica.
 pub struct EtcdStore {
     client: Etcd,
@@ -223,7 +275,7 @@ impl EtcdStore {
             revision,
             shared: shared.clone(),
         };
-        if let Err(error) = crate::control::write_atomically(&self.cache_file, &cached) {
+        if let Err(error) = write_atomically(&self.cache_file, &cached) {
             tracing::warn!(cache_file = %self.cache_file.display(), %error, "cannot write the cached copy of the configuration");
         }
     }
@@ -320,7 +372,7 @@ impl Store {
 }
 
 /// The configuration to start with, the store it is kept in and its
-/// revision: for `file`, [`Control::restore`]; for `etcd`, the shared
+/// revision: for `file`, [`restore`]; for `etcd`, the shared
 /// document (seeded from `config` when etcd has none, the plugins it loads
 /// fetched first), else the cached copy, else `config`, each over this
 /// replica's own settings.
@@ -332,7 +384,7 @@ pub async fn open(config: Config) -> Result<(Config, Store, i64), String> {
     let settings = match &config.store {
         StoreConfig::File => {
             let state_file = config.admin.as_ref().map(|a| a.state_file.clone());
-            return Ok((Control::restore(config)?, Store::File(state_file), 0));
+            return Ok((restore(config)?, Store::File(state_file), 0));
         }
         StoreConfig::Etcd(settings) => settings.clone(),
     };
@@ -409,7 +461,10 @@ fn read_cache(path: &Path) -> Result<Option<Cached>, String> {
 
 /// Follows the store until `control` is dropped: applies every new revision
 /// of the shared document and every plugin uploaded on another replica.
-pub fn follow(control: &Arc<Control>, store: Arc<EtcdStore>) -> tokio::task::JoinHandle<()> {
+pub fn follow(
+    control: &Arc<dyn ControlPlane>,
+    store: Arc<EtcdStore>,
+) -> tokio::task::JoinHandle<()> {
     let control = Arc::downgrade(control);
     tokio::spawn(async move {
         let mut backoff = Backoff::default();
@@ -453,7 +508,10 @@ impl Backoff {
 
 /// One round: read everything (plugins, then the document), then watch
 /// from there. `Ok` when the watch asked for a resync (compaction).
-async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Result<(), String> {
+async fn sync_and_watch(
+    control: &Weak<dyn ControlPlane>,
+    store: &Arc<EtcdStore>,
+) -> Result<(), String> {
     let dir = control
         .upgrade()
         .and_then(|c| plugins_dir(&c.config()).map(Path::to_path_buf));
@@ -498,7 +556,10 @@ async fn sync_and_watch(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
 }
 
 /// Reads the shared document and applies it when newer; etcd's revision.
-async fn read_and_adopt(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Result<i64, String> {
+async fn read_and_adopt(
+    control: &Weak<dyn ControlPlane>,
+    store: &Arc<EtcdStore>,
+) -> Result<i64, String> {
     let (kvs, revision) = store
         .client
         .range(&store.config_key(), None)
@@ -512,7 +573,7 @@ async fn read_and_adopt(control: &Weak<Control>, store: &Arc<EtcdStore>) -> Resu
 
 /// Applies one watch event; false when a resync is needed.
 async fn handle(
-    control: &Weak<Control>,
+    control: &Weak<dyn ControlPlane>,
     store: &Arc<EtcdStore>,
     dir: Option<&Path>,
     event: WatchEvent,
@@ -543,7 +604,7 @@ async fn handle(
 }
 
 /// Applies the document `kv` when newer than what `control` has.
-async fn adopt(control: &Weak<Control>, store: &Arc<EtcdStore>, kv: &Kv) {
+async fn adopt(control: &Weak<dyn ControlPlane>, store: &Arc<EtcdStore>, kv: &Kv) {
     let Some(control) = control.upgrade() else {
         return;
     };
@@ -646,5 +707,38 @@ mod tests {
         assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
         let last = (0..20).map(|_| backoff.next_delay()).last().unwrap();
         assert!(last >= Duration::from_millis(2500) && last <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn restore_takes_the_state_but_listeners_and_admin_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |listen: &str, pools: &str| {
+            format!(
+                "[[listeners]]\nlisten = \"{listen}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+                 state_file = \"state.json\"\n{pools}"
+            )
+        };
+        let one = "[pools.a]\ninstances = [{ url = \"http://127.0.0.1:1\" }]\n";
+        let two = format!("{one}[pools.b]\ninstances = [{{ url = \"http://127.0.0.1:2\" }}]\n");
+        let file = |t: &str| {
+            Config::parse(t, Path::new("c.toml"), dir.path(), &crate::loaders::Loaders).unwrap()
+        };
+        // No state file: the file as it is.
+        let config = restore(file(&text("127.0.0.1:8080", one))).unwrap();
+        assert_eq!(config.pools.len(), 1);
+        // A state file with another pool and another listener.
+        let state = file(&text("127.0.0.1:9999", &two));
+        write_atomically(&dir.path().join("state.json"), &state).unwrap();
+        let restored = restore(file(&text("127.0.0.1:8080", one))).unwrap();
+        assert_eq!(restored.pools.len(), 2, "acknowledged changes win");
+        assert_eq!(
+            restored.listeners[0].listen.port(),
+            8080,
+            "listeners come from the file"
+        );
+        // A corrupt state file is an error naming it, not a silent reset.
+        std::fs::write(dir.path().join("state.json"), "{").unwrap();
+        let err = restore(file(&text("127.0.0.1:8080", one))).unwrap_err();
+        assert!(err.contains("state.json"), "{err}");
     }
 }

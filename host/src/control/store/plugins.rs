@@ -174,7 +174,7 @@ fn read_record(dir: &Path) -> Record {
 
 fn write_record(dir: &Path, record: &Record) {
     let written = std::fs::create_dir_all(dir)
-        .and_then(|()| crate::control::write_atomically(&record_path(dir), record));
+        .and_then(|()| super::write_atomically(&record_path(dir), record));
     if let Err(error) = written {
         tracing::warn!(dir = %dir.display(), %error, "cannot record the plugins fetched from etcd");
     }

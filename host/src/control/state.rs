@@ -15,54 +15,20 @@
 //! pool keeps its tasks, a replaced or removed one's are stopped.
 
 use std::collections::HashMap;
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use tokio::task::JoinSet;
 
+use super::{ChangeError, ControlPlane};
 use crate::config::Config;
 use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::plugin::PluginHost;
 use crate::process::Supervisor;
 use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};
 use crate::status::SyncState;
-use crate::store::{EtcdStore, Shared, Store, block_on};
-
-/// Why a change was not applied.
-#[derive(Debug, thiserror::Error)]
-pub enum ChangeError {
-    /// What the change names does not exist (404).
-    #[error("{0}")]
-    NotFound(String),
-    /// The change conflicts with the configuration (409), e.g. deleting a
-    /// pool a route uses.
-    #[error("{0}")]
-    Conflict(String),
-    /// The resulting configuration is invalid (422).
-    #[error("{key}: {reason}")]
-    Invalid {
-        /// The dotted key, e.g. `pools.web.instances[0].url`.
-        key: String,
-        /// Why.
-        reason: String,
-    },
-    /// A plugin of the resulting configuration was refused (422).
-    #[error(transparent)]
-    Build(#[from] StartError),
-    /// The config store (etcd) cannot be reached; nothing changed (503).
-    #[error("{0}")]
-    Unavailable(String),
-    /// The state file could not be written; nothing changed (500).
-    #[error("cannot persist the change to `{}`: {error}", path.display())]
-    Persist {
-        /// The state file.
-        path: PathBuf,
-        /// The I/O error.
-        error: std::io::Error,
-    },
-}
+use crate::store::{EtcdStore, Shared, Store, block_on, write_atomically};
 
 /// The configuration in force and its router.
 pub struct Control {
@@ -120,44 +86,15 @@ impl Control {
     /// Starts supervising the processes of managed pools (once; see
     /// [`Supervisor::start`]).
     pub fn start_processes(self: &Arc<Self>) -> Arc<Supervisor> {
-        Arc::clone(self.supervisor.get_or_init(|| Supervisor::start(self)))
+        Arc::clone(
+            self.supervisor
+                .get_or_init(|| Supervisor::start(&(Arc::clone(self) as Arc<dyn ControlPlane>))),
+        )
     }
 
     /// The processes of managed pools, once started.
     pub fn processes(&self) -> Option<&Arc<Supervisor>> {
         self.supervisor.get()
-    }
-
-    /// The configuration to start with: the state file's when it exists
-    /// (the last acknowledged configuration) with `config`'s `listeners`,
-    /// `admin`, `plugin_cache` and `plugin_fuel` (which change only through
-    /// the file), else `config`.
-    ///
-    /// # Errors
-    /// A reason naming the state file when it exists but cannot be read,
-    /// parsed or validated.
-    pub fn restore(config: Config) -> Result<Config, String> {
-        let Some(path) = config.admin.as_ref().map(|a| a.state_file.clone()) else {
-            return Ok(config);
-        };
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(config),
-            Err(e) => return Err(format!("state file `{}`: {e}", path.display())),
-        };
-        let mut restored: Config = serde_json::from_str(&text)
-            .map_err(|e| format!("state file `{}`: {e}", path.display()))?;
-        // Those two change only through the file (and a restart).
-        restored.listeners = config.listeners;
-        restored.admin = config.admin;
-        restored.plugin_cache = config.plugin_cache;
-        restored.plugin_fuel = config.plugin_fuel;
-        restored.store = config.store;
-        restored
-            .check(&crate::loaders::Loaders)
-            .map_err(|(key, reason)| format!("state file `{}`: {key}: {reason}", path.display()))?;
-        tracing::info!(state_file = %path.display(), "configuration restored from the state file (it wins over the config file)");
-        Ok(restored)
     }
 
     /// The plugin engine.
@@ -625,6 +562,40 @@ enum Scope {
     Local,
 }
 
+impl ControlPlane for Control {
+    fn config(&self) -> Config {
+        self.config()
+    }
+
+    fn router(&self) -> Arc<Router> {
+        self.router()
+    }
+
+    fn events(&self) -> &Arc<EventBus> {
+        self.events()
+    }
+
+    fn plugin_host(&self) -> &PluginHost {
+        self.plugin_host()
+    }
+
+    fn change_local(
+        &self,
+        edit: &mut dyn FnMut(&mut Config) -> Result<(), ChangeError>,
+    ) -> Result<Config, ChangeError> {
+        self.change_local(|config| edit(config))
+            .map(|(config, ())| config)
+    }
+
+    fn adopt(&self, shared: Shared, revision: i64) -> Result<bool, ChangeError> {
+        self.adopt(shared, revision)
+    }
+
+    fn reload_plugin(&self, path: &Path) -> Result<Vec<String>, ChangeError> {
+        self.reload_plugin(path)
+    }
+}
+
 /// The 503 of a shared change while etcd is unreachable.
 fn unavailable(why: &str, revision: i64) -> ChangeError {
     ChangeError::Unavailable(format!(
@@ -633,75 +604,37 @@ fn unavailable(why: &str, revision: i64) -> ChangeError {
     ))
 }
 
-/// Writes `value` as JSON to `path` atomically: a temp file beside it,
-/// fsync, rename over `path`, fsync of the directory — after a crash the
-/// file is the old or the new content, never a mix.
-///
-/// # Errors
-/// The I/O error.
-pub fn write_atomically(path: &Path, value: &impl serde::Serialize) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    let mut file = tempfile::NamedTempFile::new_in(dir)?;
-    file.write_all(&text)?;
-    file.as_file().sync_all()?;
-    file.persist(path).map_err(|e| e.error)?;
-    std::fs::File::open(dir)?.sync_all()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn restore_takes_the_state_but_listeners_and_admin_from_the_file() {
+    fn a_change_is_described_by_what_it_changed() {
         let dir = tempfile::tempdir().unwrap();
-        let text = |listen: &str, pools: &str| {
-            format!(
-                "[[listeners]]\nlisten = \"{listen}\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-                 state_file = \"state.json\"\n{pools}"
+        let file = |pools: &str| {
+            let text = format!("[[listeners]]\nlisten = \"127.0.0.1:8080\"\n{pools}");
+            Config::parse(
+                &text,
+                Path::new("c.toml"),
+                dir.path(),
+                &crate::loaders::Loaders,
             )
+            .unwrap()
         };
         let one = "[pools.a]\ninstances = [{ url = \"http://127.0.0.1:1\" }]\n";
         let two = format!("{one}[pools.b]\ninstances = [{{ url = \"http://127.0.0.1:2\" }}]\n");
-        let file = |t: &str| {
-            Config::parse(t, Path::new("c.toml"), dir.path(), &crate::loaders::Loaders).unwrap()
-        };
-        // No state file: the file as it is.
-        let config = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap();
-        assert_eq!(config.pools.len(), 1);
-        // A state file with another pool and another listener.
-        let state = file(&text("127.0.0.1:9999", &two));
-        write_atomically(&dir.path().join("state.json"), &state).unwrap();
-        let restored = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap();
-        assert_eq!(restored.pools.len(), 2, "acknowledged changes win");
-        assert_eq!(
-            restored.listeners[0].listen.port(),
-            8080,
-            "listeners come from the file"
-        );
-        // A corrupt state file is an error naming it, not a silent reset.
         let drained = {
-            let mut c = file(&text("127.0.0.1:8080", &two));
+            let mut c = file(&two);
             c.pools.get_mut("b").unwrap().instances[0].drain = true;
             c
         };
         assert_eq!(
-            describe_change(&file(&text("127.0.0.1:8080", &two)), &drained),
+            describe_change(&file(&two), &drained),
             (
                 "b".to_string(),
                 "pool b: instance 127.0.0.1:2 draining".to_string()
             )
         );
-        assert_eq!(
-            describe_change(&file(&text("127.0.0.1:8080", one)), &drained).1,
-            "pools added: b"
-        );
-        std::fs::write(dir.path().join("state.json"), "{").unwrap();
-        let err = Control::restore(file(&text("127.0.0.1:8080", one))).unwrap_err();
-        assert!(err.contains("state.json"), "{err}");
+        assert_eq!(describe_change(&file(one), &drained).1, "pools added: b");
     }
 }

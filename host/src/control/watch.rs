@@ -4,7 +4,7 @@
 //! A watcher ([`crate::fswatch`]: content changes only, debounced) reads
 //! every file that changed. A file whose sha256 did not change is left alone. A changed
 //! file that the configuration loads is reloaded through
-//! [`Control::reload_plugin`]: the new component is compiled, checked and
+//! [`ControlPlane::reload_plugin`]: the new component is compiled, checked and
 //! configured *before* the router is swapped, so requests in flight finish
 //! on the old instance, none fails, and a broken replacement is refused with
 //! the reason while the old instance keeps serving. A new file nothing loads
@@ -19,14 +19,14 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::control::Control;
+use crate::control::ControlPlane;
 use crate::fswatch::{Watch, canonical, watch_dirs};
 
 /// Watches `dir` (created if missing) for as long as the returned handle lives.
 ///
 /// # Errors
 /// A reason when the directory cannot be created or watched.
-pub fn watch_plugins(control: Arc<Control>, dir: &Path) -> Result<Watch, String> {
+pub fn watch_plugins(control: Arc<dyn ControlPlane>, dir: &Path) -> Result<Watch, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut known: HashMap<PathBuf, [u8; 32]> = HashMap::new();
     let mut verdicts: Verdicts = HashMap::new();
@@ -42,7 +42,7 @@ pub fn watch_plugins(control: Arc<Control>, dir: &Path) -> Result<Watch, String>
             .iter()
             .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
         {
-            changed(&control, &mut known, &mut verdicts, path);
+            changed(&*control, &mut known, &mut verdicts, path);
         }
     })?;
     tracing::info!(dir = %dir.display(), "watching the plugins directory for drop-in changes");
@@ -61,7 +61,7 @@ type Verdicts = HashMap<[u8; 32], Result<crate::plugin::PluginKind, String>>;
 
 /// Handles one changed path.
 fn changed(
-    control: &Control,
+    control: &dyn ControlPlane,
     known: &mut HashMap<PathBuf, [u8; 32]>,
     verdicts: &mut Verdicts,
     path: &Path,

@@ -32,7 +32,7 @@ use hickory_resolver::{Resolver, TokioResolver};
 use tokio::time::Instant;
 
 use crate::config::{DiscoveryConfig, DnsDiscovery, DnsRecordType, EtcdDiscovery, InstanceConfig};
-use crate::control::Control;
+use crate::control::ControlPlane;
 use crate::store::etcd::{Etcd, WatchEvent, prefix_end};
 
 /// The label discovered instances carry (its value: `dns` or `etcd`).
@@ -40,7 +40,7 @@ pub const LABEL: &str = "discovered";
 
 /// Runs discovery for every pool that has it, until `control` is dropped
 /// (its etcd watchers with it).
-pub fn spawn(control: &Arc<Control>) -> tokio::task::JoinHandle<()> {
+pub fn spawn(control: &Arc<dyn ControlPlane>) -> tokio::task::JoinHandle<()> {
     let control = Arc::downgrade(control);
     tokio::spawn(async move {
         let mut due: BTreeMap<String, Instant> = BTreeMap::new();
@@ -62,7 +62,7 @@ struct Watchers(BTreeMap<String, (EtcdDiscovery, tokio::task::JoinHandle<()>)>);
 impl Watchers {
     /// Makes the watchers those of `pools` (started, restarted with new
     /// settings, stopped for pools that no longer have one).
-    fn keep(&mut self, control: &Weak<Control>, pools: &[(String, DiscoveryConfig)]) {
+    fn keep(&mut self, control: &Weak<dyn ControlPlane>, pools: &[(String, DiscoveryConfig)]) {
         let wanted: BTreeMap<&String, &EtcdDiscovery> = pools
             .iter()
             .filter_map(|(pool, d)| match d {
@@ -98,7 +98,7 @@ impl Drop for Watchers {
 /// Resolves every pool whose time has come; when the next one is due
 /// (`None` once Switchyard is gone).
 async fn round(
-    control: &Weak<Control>,
+    control: &Weak<dyn ControlPlane>,
     due: &mut BTreeMap<String, Instant>,
     watchers: &mut Watchers,
 ) -> Option<Instant> {
@@ -215,7 +215,7 @@ fn instance_url(value: &[u8]) -> Option<String> {
 /// from that revision — a registration or an expired lease reaches the
 /// pool as it happens — and read again in full every `refresh_ms`. A failed
 /// read or a broken watch keeps the instances and tries again with backoff.
-async fn follow_etcd(control: Weak<Control>, pool: String, etcd: EtcdDiscovery) {
+async fn follow_etcd(control: Weak<dyn ControlPlane>, pool: String, etcd: EtcdDiscovery) {
     let client = match Etcd::new(&etcd.endpoints, None, None, Duration::from_secs(5)) {
         Ok(client) => client,
         Err(why) => return failed(&pool, "etcd", &why),
@@ -236,7 +236,7 @@ async fn follow_etcd(control: Weak<Control>, pool: String, etcd: EtcdDiscovery) 
 /// One read and watch of [`follow_etcd`]; `Ok` when the watch asks for a
 /// fresh read (compaction, or the full read is due).
 async fn watch_etcd(
-    control: &Weak<Control>,
+    control: &Weak<dyn ControlPlane>,
     pool: &str,
     etcd: &EtcdDiscovery,
     client: &Etcd,
@@ -288,7 +288,12 @@ async fn watch_etcd(
 /// Makes `pool`'s instances discovered from `source` `urls` (a config
 /// change, off the async threads: it writes the state file), when they
 /// differ.
-async fn apply(control: &Weak<Control>, pool: &str, source: &'static str, urls: BTreeSet<String>) {
+async fn apply(
+    control: &Weak<dyn ControlPlane>,
+    pool: &str,
+    source: &'static str,
+    urls: BTreeSet<String>,
+) {
     let Some(control) = control.upgrade() else {
         return;
     };
@@ -310,7 +315,7 @@ async fn apply(control: &Weak<Control>, pool: &str, source: &'static str, urls: 
     }
     let pool = pool.to_string();
     let changed = tokio::task::spawn_blocking(move || {
-        control.change_local(|config| {
+        control.change_local(&mut |config: &mut crate::config::Config| {
             if let Some(p) = config.pools.get_mut(&pool) {
                 p.instances
                     .retain(|i| !discovered(i) || urls.contains(&i.url));

@@ -47,7 +47,7 @@ use self::child::{Lines, Process, stop_signal};
 use self::stdio::Bridge;
 use crate::balance::Endpoint;
 use crate::config::{InstanceConfig, ProcessConfig, ProcessTransport};
-use crate::control::{ChangeError, Control};
+use crate::control::{ChangeError, ControlPlane};
 use crate::events::{EventKind, HealthEvent, Severity};
 use crate::health::active::ProbeOutcome;
 
@@ -149,7 +149,7 @@ struct Running {
 
 /// The processes of every managed pool.
 pub struct Supervisor {
-    control: Weak<Control>,
+    control: Weak<dyn ControlPlane>,
     pools: Mutex<BTreeMap<String, BTreeMap<u32, Running>>>,
     /// Set by [`stop`](Self::stop): nothing is started any more.
     stopping: std::sync::atomic::AtomicBool,
@@ -176,7 +176,7 @@ impl Supervisor {
     /// their instances are the replicas this supervisor starts (any left
     /// from an earlier run are removed first), and every config change from
     /// now on is reconciled.
-    pub fn start(control: &Arc<Control>) -> Arc<Self> {
+    pub fn start(control: &Arc<dyn ControlPlane>) -> Arc<Self> {
         let supervisor = Arc::new(Self {
             control: Arc::downgrade(control),
             pools: Mutex::default(),
@@ -190,7 +190,7 @@ impl Supervisor {
             .values()
             .any(|p| p.process.is_some() && !p.instances.is_empty());
         if stale {
-            let cleared = control.change_local(|config| {
+            let cleared = control.change_local(&mut |config: &mut crate::config::Config| {
                 for pool in config.pools.values_mut().filter(|p| p.process.is_some()) {
                     pool.instances.clear();
                 }
@@ -412,7 +412,7 @@ async fn run(
             let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
                 return;
             };
-            if dependencies_ready(&control, &pool) {
+            if dependencies_ready(&*control, &pool) {
                 break;
             }
             drop(control);
@@ -458,7 +458,7 @@ async fn run(
             Ended::Ordered(Order::Restart) => {
                 tier = 0;
                 restarts.clear();
-                restarted_by_api(&control, &pool, index, &replica, "");
+                restarted_by_api(&*control, &pool, index, &replica, "");
                 continue;
             }
             Ended::Exited(why) | Ended::Unfit(why) => why,
@@ -477,7 +477,7 @@ async fn run(
         if restarts.len() > config.max_restarts as usize {
             replica.update(|s| s.state = ReplicaState::CrashLoop);
             publish(
-                &control,
+                &*control,
                 &pool,
                 None,
                 EventKind::ProcessCrashLoop,
@@ -494,7 +494,7 @@ async fn run(
                     tier = 0;
                     restarts.clear();
                     if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
-                        restarted_by_api(&control, &pool, index, &replica, " out of crash-loop");
+                        restarted_by_api(&*control, &pool, index, &replica, " out of crash-loop");
                     }
                     continue;
                 }
@@ -521,9 +521,9 @@ async fn run(
         let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) else {
             return;
         };
-        count_restart(&control, &pool, index, &replica);
+        count_restart(&*control, &pool, index, &replica);
         publish(
-            &control,
+            &*control,
             &pool,
             None,
             EventKind::ProcessRestarted,
@@ -537,7 +537,13 @@ async fn run(
 
 /// A restart asked through the API (`from`: what it was in, for the
 /// message): counted, and published as an event.
-fn restarted_by_api(control: &Control, pool: &str, index: u32, replica: &Replica, from: &str) {
+fn restarted_by_api(
+    control: &dyn ControlPlane,
+    pool: &str,
+    index: u32,
+    replica: &Replica,
+    from: &str,
+) {
     publish(
         control,
         pool,
@@ -550,7 +556,7 @@ fn restarted_by_api(control: &Control, pool: &str, index: u32, replica: &Replica
 }
 
 /// One more restart of `replica` (its status and the metrics).
-fn count_restart(control: &Control, pool: &str, index: u32, replica: &Replica) {
+fn count_restart(control: &dyn ControlPlane, pool: &str, index: u32, replica: &Replica) {
     replica.update(|s| s.restarts += 1);
     control
         .router()
@@ -560,7 +566,7 @@ fn count_restart(control: &Control, pool: &str, index: u32, replica: &Replica) {
 }
 
 /// Whether every pool `pool` depends on has its `min_ready` fit instances.
-fn dependencies_ready(control: &Control, pool: &str) -> bool {
+fn dependencies_ready(control: &dyn ControlPlane, pool: &str) -> bool {
     let config = control.config();
     let Some(depends_on) = config.pools.get(pool).map(|p| p.depends_on.clone()) else {
         return true;
@@ -613,7 +619,7 @@ async fn live(
     });
     if let Some(control) = supervisor.upgrade().and_then(|s| s.control.upgrade()) {
         publish(
-            &control,
+            &*control,
             pool,
             Some(&url),
             EventKind::ProcessStarted,
@@ -701,7 +707,7 @@ async fn live(
             Ended::Ordered(Order::Restart) => "stopped to restart".to_string(),
         };
         publish(
-            &control,
+            &*control,
             pool,
             Some(&url),
             EventKind::ProcessExited,
@@ -803,13 +809,13 @@ async fn with_instance(
         return Ok(());
     };
     let (pool, url) = (pool.to_string(), url.to_string());
-    tokio::task::spawn_blocking(move || edit_instances(&control, &pool, &url, membership))
+    tokio::task::spawn_blocking(move || edit_instances(&*control, &pool, &url, membership))
         .await
         .unwrap_or(Ok(()))
 }
 
 fn edit_instances(
-    control: &Control,
+    control: &dyn ControlPlane,
     pool: &str,
     url: &str,
     membership: Membership,
@@ -824,7 +830,7 @@ fn edit_instances(
         _ => {}
     }
     control
-        .change_local(|config| {
+        .change_local(&mut |config: &mut crate::config::Config| {
             let Some(p) = config.pools.get_mut(pool) else {
                 return Ok(());
             };
@@ -851,7 +857,7 @@ async fn drain(supervisor: &Weak<Supervisor>, pool: &str, url: &str, timeout: Du
     let drained = {
         let (control, pool, url) = (Arc::clone(&control), pool.to_string(), url.to_string());
         tokio::task::spawn_blocking(move || {
-            control.change_local(|config| {
+            control.change_local(&mut |config: &mut crate::config::Config| {
                 if let Some(i) = config
                     .pools
                     .get_mut(&pool)
@@ -888,7 +894,7 @@ async fn drain(supervisor: &Weak<Supervisor>, pool: &str, url: &str, timeout: Du
 }
 
 fn publish(
-    control: &Control,
+    control: &dyn ControlPlane,
     pool: &str,
     instance: Option<&str>,
     kind: EventKind,
