@@ -9,7 +9,7 @@ use bytes::Bytes;
 use switchyard::failover::Failure;
 use switchyard::failover::{AttemptFacts, Decision, FailoverPolicy};
 use switchyard::health::HealthCheck;
-use switchyard::health::active::{ProbeAnswer, VerdictHealth};
+use switchyard::health::active::{Probe, ProbeAnswer, VerdictHealth};
 use switchyard::plugin::testing::{self, BalancerHarness, endpoint};
 use switchyard::policy::RequestContext;
 
@@ -127,7 +127,10 @@ fn json_health_probes_its_path_and_judges_the_status() {
     let check =
         testing::health_check(Path::new(fixtures::JSON_HEALTH), r#"{"path": "/status"}"#).unwrap();
     let target = endpoint(0, "http://10.0.0.1:80", 1, &[]);
-    assert_eq!(check.probe(&target).unwrap().path, "/status");
+    let Probe::Http(spec) = check.probe(&target).unwrap() else {
+        panic!("a health plugin asks for an HTTP probe");
+    };
+    assert_eq!(spec.path, "/status");
     let answer = |body: &'static str| ProbeAnswer::Response {
         status: 200,
         headers: vec![("content-type".into(), "application/json".into())],

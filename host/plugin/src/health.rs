@@ -16,7 +16,7 @@ use super::bindings::health::exports::switchyard::plugin::health_check::{
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use switchyard_engines::balance::Endpoint;
 use switchyard_engines::health::HealthCheck;
-use switchyard_engines::health::active::{ProbeAnswer, ProbeSpec, Verdict, VerdictHealth};
+use switchyard_engines::health::active::{Probe, ProbeAnswer, ProbeSpec, Verdict, VerdictHealth};
 
 /// A Wasm health-check plugin serving one pool's probes.
 pub struct WasmHealthCheck {
@@ -50,7 +50,7 @@ impl WasmHealthCheck {
 /// A fault is counted and logged by the sandbox; the active check makes
 /// that call with the built-in HTTP check instead.
 impl HealthCheck for WasmHealthCheck {
-    fn probe(&self, target: &Endpoint) -> Result<ProbeSpec, Fault> {
+    fn probe(&self, target: &Endpoint) -> Result<Probe, Fault> {
         let target = wit_endpoint(target);
         let request = self.plugin.call(|bindings, store| {
             bindings
@@ -74,12 +74,12 @@ impl HealthCheck for WasmHealthCheck {
             })
             .collect::<Option<Vec<_>>>()
             .ok_or_else(|| Fault::Nonsense("a probe header is not a valid header".into()))?;
-        Ok(ProbeSpec {
+        Ok(Probe::Http(ProbeSpec {
             method,
             path: request.path,
             headers,
             body: Bytes::from(request.body),
-        })
+        }))
     }
 
     fn evaluate(&self, target: &Endpoint, answer: &ProbeAnswer) -> Result<Verdict, Fault> {
@@ -98,6 +98,10 @@ impl HealthCheck for WasmHealthCheck {
             }),
             ProbeAnswer::ConnectFailed(why) => ProbeResult::ConnectFailed(why.clone()),
             ProbeAnswer::TimedOut => ProbeResult::TimedOut,
+            // A plugin asks for HTTP probes only (its WIT has no other).
+            ProbeAnswer::Connected | ProbeAnswer::Grpc { .. } | ProbeAnswer::Mcp(_) => {
+                return Err(Fault::Nonsense("not an answer to an HTTP probe".into()));
+            }
         };
         let verdict = self.plugin.call(|bindings, store| {
             bindings

@@ -4,15 +4,18 @@
 //! 0..=`jitter_ms` (the first wait is a random share of the interval, so a
 //! pool's probes spread out), take one of `max_concurrent` permits, probe,
 //! and count. `fall` failures in a row mark the instance unhealthy; `rise`
-//! passes in a row mark it healthy. An HTTP probe passes when the status is
-//! within `expect_status` and, if `body_contains` is set, the first
-//! [`MAX_PROBE_BODY`] bytes of the body contain it (bytes, so a body that is
-//! not UTF-8 is judged like any other; a larger body is cut, never buffered
-//! whole). A TCP probe passes when the connect completes. Either fails on
-//! `timeout_ms`. With `kind = "plugin"` a health-check plugin says what to
-//! send and judges the answer (and may report the instance's load, and
-//! judge it degraded, with a score); when a plugin call faults, the built-in
-//! HTTP check ([`super::check::HttpCheck`]) makes that call instead.
+//! passes in a row mark it healthy.
+//!
+//! Every probe has one shape, whatever the `kind`: the pool's
+//! [`HealthCheck`] says what to make ([`Probe`]: an HTTP request, a TCP
+//! connect, a gRPC `Check`, an MCP `initialize` and `ping`), the host makes
+//! it within `timeout_ms` on a new connection (an HTTP body is read to
+//! [`MAX_PROBE_BODY`] bytes at most, never buffered whole), and the check
+//! judges the [`ProbeAnswer`]. The built-ins are in [`super::check`]. With
+//! `kind = "plugin"` a health-check plugin says what to send and judges the
+//! answer (and may report the instance's load, and judge it degraded, with
+//! a score); when a plugin call faults, the built-in HTTP check
+//! ([`super::check::HttpCheck`]) makes that call instead.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -23,12 +26,12 @@ use http_body_util::{BodyExt, Full, Limited};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use super::check::{HealthCheck, HttpCheck};
+use super::check::HealthCheck;
 use super::{EventKind, PoolHealth, Severity};
 use super::{grpc, mcp};
 use crate::balance::{CHECK_DEGRADED, Endpoint, UNHEALTHY};
 use crate::policy::WithFallback;
-use switchyard_config::{CheckKind, HealthCheckConfig, UpstreamProtocol};
+use switchyard_config::{HealthCheckConfig, UpstreamProtocol};
 use switchyard_net::dial::{Connected, connect_tcp, open};
 use switchyard_net::tls::UpstreamTls;
 
@@ -98,7 +101,29 @@ pub struct ProbeSpec {
     pub body: Bytes,
 }
 
-/// What came of an HTTP probe.
+/// The probe a [`HealthCheck`] asks the host to make; the host does the
+/// I/O, within `timeout_ms`, on a new connection each time.
+#[derive(Debug, Clone)]
+pub enum Probe {
+    /// An HTTP request (the `http` check, and plugins).
+    Http(ProbeSpec),
+    /// A TCP connection, nothing sent (the `tcp` check, HAProxy's `check`).
+    Connect,
+    /// `grpc.health.v1.Health/Check` for `service` over HTTP/2 (the `grpc`
+    /// check, the gRPC Health Checking Protocol).
+    Grpc {
+        /// The service asked about; `""` is the server as a whole.
+        service: String,
+    },
+    /// MCP's `initialize`, then `ping` with the session it gives (the `mcp`
+    /// check).
+    Mcp {
+        /// The server's MCP endpoint, e.g. `/mcp`.
+        path: String,
+    },
+}
+
+/// What came of a probe.
 #[derive(Debug, Clone)]
 pub enum ProbeAnswer {
     /// A response; the body is cut at [`MAX_PROBE_BODY`] bytes.
@@ -112,6 +137,22 @@ pub enum ProbeAnswer {
         /// From sending to the end of the (cut) body, µs.
         latency_us: u64,
     },
+    /// The TCP connection of a [`Probe::Connect`] was made.
+    Connected,
+    /// The answer to a [`Probe::Grpc`]: its head, trailers and first
+    /// [`MAX_PROBE_BODY`] bytes.
+    Grpc {
+        /// HTTP status.
+        status: http::StatusCode,
+        /// Response headers.
+        headers: http::HeaderMap,
+        /// Trailers, where gRPC puts `grpc-status`.
+        trailers: Option<http::HeaderMap>,
+        /// The body (a length-prefixed `HealthCheckResponse`).
+        body: Bytes,
+    },
+    /// How a [`Probe::Mcp`] exchange ended: `ping` answered, or why not.
+    Mcp(Result<(), String>),
     /// Connecting failed or the connection broke.
     ConnectFailed(String),
     /// No answer within `timeout_ms`.
@@ -162,10 +203,10 @@ impl ActiveCheck {
         tls: Arc<UpstreamTls>,
         protocol: UpstreamProtocol,
     ) -> Self {
-        let builtin = HttpCheck::new(config);
+        let builtin = super::check::builtin(config);
         let check = match plugin {
-            Some(plugin) => WithFallback::new(plugin, Some(Box::new(builtin))),
-            None => WithFallback::new(Arc::new(builtin) as Arc<dyn HealthCheck>, None),
+            Some(plugin) => WithFallback::new(plugin, Some(builtin)),
+            None => WithFallback::new(Arc::from(builtin), None),
         };
         Self {
             config: config.clone(),
@@ -175,71 +216,67 @@ impl ActiveCheck {
         }
     }
 
-    /// Probes `endpoint` once: the outcome, and what the verdict adds.
+    /// Probes `endpoint` once: the check says what to send, the host sends
+    /// it, the check judges the answer (a call the plugin faults on is
+    /// made by the built-in instead); the outcome, and what the verdict
+    /// adds.
     pub async fn probe(&self, endpoint: &Endpoint) -> Probed {
-        if self.config.kind == CheckKind::Tcp {
-            let timeout = Duration::from_millis(self.config.timeout_ms);
-            let connect = connect_tcp(&endpoint.authority, endpoint.url.starts_with("https://"));
-            return match tokio::time::timeout(timeout, connect).await {
-                Ok(Ok(_)) => ProbeOutcome::Pass,
-                Ok(Err(e)) => ProbeOutcome::Fail(format!("connect: {e}")),
-                Err(_) => {
-                    ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms))
-                }
-            }
-            .into();
-        }
-        match self.config.kind {
-            CheckKind::Grpc => return self.probe_grpc(endpoint).await.into(),
-            CheckKind::Mcp => return self.probe_mcp(endpoint).await.into(),
-            CheckKind::Http | CheckKind::Tcp | CheckKind::Plugin => {}
-        }
-        // Each call the plugin faults on is made by the built-in instead.
-        let Some(spec) = self.check.decide(|c| c.probe(endpoint)) else {
+        let Some(probe) = self.check.decide(|c| c.probe(endpoint)) else {
             return ProbeOutcome::Fail("no probe to send".into()).into();
         };
-        let answer = self.send(endpoint, &spec).await;
+        let answer = self.make(endpoint, &probe).await;
         match self.check.decide(|c| c.evaluate(endpoint, &answer)) {
             Some(verdict) => verdict.into(),
             None => ProbeOutcome::Fail("no verdict".into()).into(),
         }
     }
 
-    /// A gRPC health probe (`grpc.health.v1.Health/Check` for
-    /// `grpc_service`) within `timeout_ms`, on a new HTTP/2 connection.
-    async fn probe_grpc(&self, endpoint: &Endpoint) -> ProbeOutcome {
-        self.within(async {
-            let mut conn = self.connect(endpoint).await?;
-            let request =
-                grpc::check_request(&self.config.grpc_service, endpoint.authority.as_str());
-            let response = conn
-                .send(endpoint.address(), request)
+    /// Makes `probe` to `endpoint` within `timeout_ms`.
+    async fn make(&self, endpoint: &Endpoint, probe: &Probe) -> ProbeAnswer {
+        match probe {
+            Probe::Http(spec) => self.send(endpoint, spec).await,
+            Probe::Connect => {
+                let address = endpoint.address();
+                self.within(async {
+                    connect_tcp(address.authority, address.secure)
+                        .await
+                        .map(|_| ProbeAnswer::Connected)
+                        .map_err(|e| format!("connect: {e}"))
+                })
                 .await
-                .map_err(|e| format!("request failed: {e}"))?;
-            let (head, body) = response.into_parts();
-            let answer = Limited::new(body, MAX_PROBE_BODY)
-                .collect()
+            }
+            Probe::Grpc { service } => {
+                self.within(async {
+                    let mut conn = self.connect(endpoint).await?;
+                    let request = grpc::check_request(service, endpoint.authority.as_str());
+                    let response = conn
+                        .send(endpoint.address(), request)
+                        .await
+                        .map_err(|e| format!("request failed: {e}"))?;
+                    let (head, body) = response.into_parts();
+                    let answer = Limited::new(body, MAX_PROBE_BODY)
+                        .collect()
+                        .await
+                        .map_err(|e| format!("answer broke: {e}"))?;
+                    Ok(ProbeAnswer::Grpc {
+                        status: head.status,
+                        headers: head.headers,
+                        trailers: answer.trailers().cloned(),
+                        body: answer.to_bytes(),
+                    })
+                })
                 .await
-                .map_err(|e| format!("answer broke: {e}"))?;
-            let trailers = answer.trailers().cloned();
-            grpc::judge(
-                head.status,
-                &head.headers,
-                trailers.as_ref(),
-                &answer.to_bytes(),
-            )
-        })
-        .await
-    }
-
-    /// An MCP health probe (see [`mcp`]) at `path` within `timeout_ms`, on
-    /// a new connection.
-    async fn probe_mcp(&self, endpoint: &Endpoint) -> ProbeOutcome {
-        self.within(async {
-            let mut conn = self.connect(endpoint).await?;
-            mcp::probe(&mut conn, endpoint, &self.config.path).await
-        })
-        .await
+            }
+            Probe::Mcp { path } => {
+                self.within(async {
+                    let mut conn = self.connect(endpoint).await?;
+                    Ok(ProbeAnswer::Mcp(
+                        mcp::probe(&mut conn, endpoint, path).await,
+                    ))
+                })
+                .await
+            }
+        }
     }
 
     /// A new connection to `endpoint` for one probe, in the pool's protocol.
@@ -249,16 +286,16 @@ impl ActiveCheck {
             .map_err(|e| format!("connect: {e}"))
     }
 
-    /// `exchange`'s verdict, or a failure when it takes longer than
-    /// `timeout_ms`.
+    /// What `exchange` came to: its answer, a broken connection with the
+    /// reason, or [`ProbeAnswer::TimedOut`] past `timeout_ms`.
     async fn within(
         &self,
-        exchange: impl std::future::Future<Output = Result<(), String>>,
-    ) -> ProbeOutcome {
+        exchange: impl std::future::Future<Output = Result<ProbeAnswer, String>>,
+    ) -> ProbeAnswer {
         match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await {
-            Ok(Ok(())) => ProbeOutcome::Pass,
-            Ok(Err(reason)) => ProbeOutcome::Fail(reason),
-            Err(_) => ProbeOutcome::Fail(format!("no answer within {} ms", self.config.timeout_ms)),
+            Ok(Ok(answer)) => answer,
+            Ok(Err(reason)) => ProbeAnswer::ConnectFailed(reason),
+            Err(_) => ProbeAnswer::TimedOut,
         }
     }
 
