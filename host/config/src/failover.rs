@@ -127,11 +127,10 @@ impl FailoverConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), Invalid> {
-        match self.plugin() {
-            Some(plugin) => plugin
-                .validate()
-                .map_err(|(k, reason)| (format!("plugin.{k}"), reason)),
-            None => Ok(()),
+        match self {
+            // The only built-in fallback, `retry`, is the pool's own table.
+            Self::Plugin(p) => super::plugin::check_plugin_kind(&p.plugin, false, || Ok(())),
+            Self::Retry => Ok(()),
         }
     }
 }

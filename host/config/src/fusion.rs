@@ -400,20 +400,11 @@ impl ResolverConfig {
                 )),
             },
             ResolverConfig::Median(m) => pointer(&m.field, "field"),
-            ResolverConfig::Plugin(p) => {
-                p.plugin
-                    .validate()
-                    .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?;
-                if matches!(*p.fallback, ResolverConfig::Plugin(_)) {
-                    return Err((
-                        "fallback".into(),
-                        "must be a built-in resolver, not a plugin".into(),
-                    ));
-                }
-                p.fallback
-                    .validate()
-                    .map_err(|(k, reason)| (format!("fallback.{k}"), reason))
-            }
+            ResolverConfig::Plugin(p) => super::plugin::check_plugin_kind(
+                &p.plugin,
+                matches!(*p.fallback, ResolverConfig::Plugin(_)),
+                || p.fallback.validate(),
+            ),
             _ => Ok(()),
         }
     }

@@ -165,6 +165,29 @@ impl PluginRef {
     }
 }
 
+/// The checks of a `kind = "plugin"` table: its `plugin`, then its
+/// `fallback`, which must be a built-in (`fallback_is_plugin` false) and
+/// pass `check_fallback`.
+///
+/// # Errors
+/// `(key within the table, reason)` of the first failed check.
+pub(super) fn check_plugin_kind(
+    plugin: &PluginRef,
+    fallback_is_plugin: bool,
+    check_fallback: impl FnOnce() -> Result<(), Invalid>,
+) -> Result<(), Invalid> {
+    plugin
+        .validate()
+        .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?;
+    if fallback_is_plugin {
+        return Err((
+            "fallback".into(),
+            "a plugin's fallback is a built-in, not a plugin".into(),
+        ));
+    }
+    check_fallback().map_err(|(k, reason)| (format!("fallback.{k}"), reason))
+}
+
 /// The plugin of a `kind = "plugin"` table, whichever spelling wrote it:
 /// `plugin = { … }`, or (deprecated) the same keys flat in `flat`.
 ///

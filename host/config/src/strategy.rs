@@ -18,7 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::plugin::{Deprecated, NameOrTable, PluginRef, plugin_of};
+use super::plugin::{Deprecated, NameOrTable, PluginRef, check_plugin_kind, plugin_of};
 use super::types::{Invalid, in_range};
 
 /// How a pool ranks its instances.
@@ -123,18 +123,11 @@ impl TryFrom<PluginStrategySpelling> for PluginStrategyConfig {
 impl PluginStrategyConfig {
     /// The plugin's checks, then the fallback's and `max_candidates`'.
     fn validate(&self) -> Result<(), Invalid> {
-        self.plugin
-            .validate()
-            .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?;
-        if matches!(*self.fallback, StrategyConfig::Plugin(_)) {
-            return Err((
-                "fallback".into(),
-                "a plugin's fallback is a built-in strategy".into(),
-            ));
-        }
-        self.fallback
-            .validate()
-            .map_err(|(k, reason)| (format!("fallback.{k}"), reason))?;
+        check_plugin_kind(
+            &self.plugin,
+            matches!(*self.fallback, StrategyConfig::Plugin(_)),
+            || self.fallback.validate(),
+        )?;
         in_range(
             "max_candidates",
             u64::from(self.max_candidates),
