@@ -84,21 +84,26 @@ pub trait ControlPlane: Send + Sync {
     fn plugin_host(&self) -> &PluginHost;
 
     /// Applies `edit` to a copy of the configuration as a change of this
-    /// replica's own instances (never sent to a shared store); returns the
+    /// replica's own instances (managed processes, discovery): validated,
+    /// built and persisted like [`Control::change`], but never sent to a
+    /// shared store, so it works while etcd is down; returns the
     /// configuration in force after it.
     ///
     /// # Errors
-    /// As [`Control::change_local`].
+    /// As [`Control::change`]; `Conflict` if `edit` touched what replicas
+    /// share.
     fn change_local(
         &self,
         edit: &mut dyn FnMut(&mut Config) -> Result<(), ChangeError>,
     ) -> Result<Config, ChangeError>;
 
-    /// Applies `shared`, revision `revision` of the etcd store; whether it
+    /// Applies `shared` (revision `revision` of the etcd store, written by
+    /// any replica) over this replica's own settings and instances, unless
+    /// this replica already has that revision or a newer one; whether it
     /// was applied.
     ///
     /// # Errors
-    /// As [`Control::adopt`].
+    /// It is invalid here or a plugin is refused: nothing changes.
     fn adopt(&self, shared: store::Shared, revision: i64) -> Result<bool, ChangeError>;
 
     /// Rebuilds everything that loads the plugin file `path`; the config

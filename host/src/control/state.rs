@@ -188,20 +188,6 @@ impl Control {
         self.change_at(None, edit)
     }
 
-    /// A change of this replica's own instances (managed processes,
-    /// discovery): applied and persisted like [`change`](Self::change),
-    /// but never sent to a shared store, so it works while etcd is down.
-    ///
-    /// # Errors
-    /// As [`change`](Self::change); `Conflict` if `edit` touched what
-    /// replicas share.
-    pub fn change_local<R>(
-        &self,
-        edit: impl FnOnce(&mut Config) -> Result<R, ChangeError>,
-    ) -> Result<(Config, R), ChangeError> {
-        self.apply(edit, None, Scope::Local)
-    }
-
     /// Rebuilds everything that loads the plugin file `path` (pools and
     /// fan-out routes using it), so that a replaced file takes
     /// effect; returns the config keys that load it.
@@ -217,19 +203,7 @@ impl Control {
         .map(|(_, users)| users)
     }
 
-    /// Applies `shared` (revision `revision` of the etcd store, written by
-    /// any replica) over this replica's own settings and instances, unless
-    /// this replica already has that revision or a newer one. Whether it
-    /// was applied.
-    ///
-    /// # Errors
-    /// It is invalid here or a plugin is refused: nothing changes.
-    pub fn adopt(&self, shared: Shared, revision: i64) -> Result<bool, ChangeError> {
-        let mut inner = self.lock();
-        self.adopt_locked(&mut inner, shared, revision, false)
-    }
-
-    /// [`adopt`](Self::adopt); with `older_too`, a revision older than the
+    /// [`ControlPlane::adopt`]; with `older_too`, a revision older than the
     /// one in force is applied too (etcd was restored or replaced: its
     /// newest is the truth).
     fn adopt_locked(
@@ -583,12 +557,13 @@ impl ControlPlane for Control {
         &self,
         edit: &mut dyn FnMut(&mut Config) -> Result<(), ChangeError>,
     ) -> Result<Config, ChangeError> {
-        self.change_local(|config| edit(config))
+        self.apply(|config| edit(config), None, Scope::Local)
             .map(|(config, ())| config)
     }
 
     fn adopt(&self, shared: Shared, revision: i64) -> Result<bool, ChangeError> {
-        self.adopt(shared, revision)
+        let mut inner = self.lock();
+        self.adopt_locked(&mut inner, shared, revision, false)
     }
 
     fn reload_plugin(&self, path: &Path) -> Result<Vec<String>, ChangeError> {
