@@ -100,13 +100,10 @@ impl TryFrom<PluginStrategySpelling> for PluginStrategyConfig {
 
     fn try_from(spelling: PluginStrategySpelling) -> Result<Self, String> {
         let (plugin, flat) = plugin_of(spelling.plugin, spelling.flat)?;
-        let fallback = spelling.fallback.map_or(
-            NameOrTable {
-                value: StrategyConfig::default(),
-                by_name: false,
-            },
-            |f| f,
-        );
+        let fallback = spelling.fallback.unwrap_or(NameOrTable {
+            value: StrategyConfig::default(),
+            by_name: false,
+        });
         let deprecated = (flat || fallback.by_name).then_some(
             "strategy = { kind = \"plugin\", plugin = { path = …, config = … }, \
              fallback = { kind = \"round-robin\" } }",

@@ -301,13 +301,13 @@ impl ActiveCheck {
 
     /// Sends `spec` to `endpoint` within `timeout_ms`, reading at most
     /// [`MAX_PROBE_BODY`] bytes of the body.
-    pub async fn send(&self, endpoint: &Endpoint, spec: &ProbeSpec) -> ProbeAnswer {
+    async fn send(&self, endpoint: &Endpoint, spec: &ProbeSpec) -> ProbeAnswer {
         let started = std::time::Instant::now();
-        let exchange = async {
+        self.within(async {
             let uri: http::Uri = spec
                 .path
                 .parse()
-                .map_err(|e| ProbeAnswer::ConnectFailed(format!("bad probe path: {e}")))?;
+                .map_err(|e| format!("bad probe path: {e}"))?;
             let mut request = Request::new(Full::new(spec.body.clone()));
             *request.method_mut() = spec.method.clone();
             *request.uri_mut() = uri;
@@ -319,14 +319,11 @@ impl ActiveCheck {
             }
             // A new connection per probe: a probe takes no connection the
             // data path would reuse, and sees the instance as a new client.
-            let mut sender = self
-                .connect(endpoint)
-                .await
-                .map_err(ProbeAnswer::ConnectFailed)?;
+            let mut sender = self.connect(endpoint).await?;
             let response = sender
                 .send(endpoint.address(), request)
                 .await
-                .map_err(|e| ProbeAnswer::ConnectFailed(format!("request failed: {e}")))?;
+                .map_err(|e| format!("request failed: {e}"))?;
             let status = response.status().as_u16();
             let headers = response
                 .headers()
@@ -348,9 +345,7 @@ impl ActiveCheck {
                             kept.extend_from_slice(&data[..data.len().min(room)]);
                         }
                     }
-                    Some(Err(e)) => {
-                        return Err(ProbeAnswer::ConnectFailed(format!("body broke: {e}")));
-                    }
+                    Some(Err(e)) => return Err(format!("body broke: {e}")),
                     None => break,
                 }
             }
@@ -360,11 +355,8 @@ impl ActiveCheck {
                 body: kept.freeze(),
                 latency_us: started.elapsed().as_micros() as u64,
             })
-        };
-        match tokio::time::timeout(Duration::from_millis(self.config.timeout_ms), exchange).await {
-            Ok(Ok(answer) | Err(answer)) => answer,
-            Err(_) => ProbeAnswer::TimedOut,
-        }
+        })
+        .await
     }
 }
 
