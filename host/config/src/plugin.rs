@@ -223,7 +223,9 @@ pub struct Deprecated(pub Option<&'static str>);
 /// by its name alone (`"random"`): the name becomes `{ kind = NAME }`.
 #[derive(Debug)]
 pub(super) struct NameOrTable<T> {
+    /// The built-in read.
     pub value: T,
+    /// Whether it was written by name (the deprecated spelling).
     pub by_name: bool,
 }
 
