@@ -167,6 +167,7 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
         elapsed_ms: 5,
         tried: &[0],
         replayable: true,
+        idempotent: true,
         retries_left: 3,
         untried: 1,
     };

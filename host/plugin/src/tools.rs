@@ -227,6 +227,7 @@ pub fn bench(
                     elapsed_ms: 12,
                     tried: &[1],
                     replayable: true,
+                    idempotent: true,
                     retries_left: 2,
                     untried: 7,
                 })

@@ -18,6 +18,16 @@
 //!    feedback, outlier detection, breaker, `fail_timeout_ms`) once it
 //!    knows the attempt was the instance's doing (a pool route first rules
 //!    out the client's own body failing).
+//!
+//! After a failed attempt, every route kind asks [`Pool::after_failure`]
+//! what follows — one failover step: the pool's failover policy (the
+//! built-in retry rules, or a failover plugin with them standing by)
+//! decides on the attempt's [`AttemptFacts`]; the host then holds the
+//! attempt cap, the request's deadline, and the retry budget (a connect
+//! failure, which sent nothing, is exempt from the budget), and counts the
+//! retry. Carrying out the step is the route kind's: a pool route retries,
+//! switches pools or answers the policy's response; an MCP call retries
+//! (only an idempotent one is replayable) and fails otherwise.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,7 +38,7 @@ use super::pool::{Attempt, Pool, UpstreamBody};
 use super::upstream::PooledBody;
 use crate::balance::{Endpoint, InFlight};
 use crate::dial::UpstreamError;
-use crate::failover::Admission;
+use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure};
 
 /// How an attempt failed before an answer's head came.
 #[derive(Debug)]
@@ -68,7 +78,132 @@ pub struct Sent {
     pub latency_us: u64,
 }
 
+/// A failed attempt, as [`Pool::after_failure`] takes it.
+pub struct FailedAttempt<'r> {
+    /// The facts the failover policy decides on; `retries_left` is filled
+    /// in by `after_failure` (attempt cap and retry budget).
+    pub facts: AttemptFacts<'r>,
+    /// No retry can follow (the attempt cap is reached, or the request
+    /// cannot be sent again); another pool or the policy's own answer still
+    /// can.
+    pub last: bool,
+    /// The request's deadline: a retry whose wait would pass it is not made.
+    pub deadline: Instant,
+    /// A failed answer is held for the client: a retry gives it up, so one
+    /// on another instance is only made when an instance can take it.
+    pub holding: bool,
+}
+
+/// What follows a failed attempt ([`Pool::after_failure`]).
+pub enum AfterFailure<'p> {
+    /// Attempt again after `wait`, on the instance that failed only if
+    /// `same_endpoint`; `budget` is the retry budget's slot (none for a
+    /// connect failure's retry), held for the retry's duration.
+    Retry {
+        /// The backoff, or the policy's delay (capped at `backoff_max_ms`).
+        wait: Duration,
+        /// The instance that just failed may take the retry.
+        same_endpoint: bool,
+        /// The retry budget's slot, if the retry counts against it.
+        budget: Option<Active<'p>>,
+    },
+    /// Continue in the named pool (the failover policy's fallback).
+    Fallback(String),
+    /// Answer with the policy's own response.
+    Respond {
+        /// Status code.
+        status: u16,
+        /// Headers.
+        headers: Vec<(String, String)>,
+        /// Body.
+        body: Vec<u8>,
+    },
+    /// No more attempts: the client gets the last failure.
+    Stop,
+}
+
 impl Pool {
+    /// The failover step after the failed attempt `failed` (module docs):
+    /// the policy's decision within the host's limits. `has_candidate` is
+    /// asked only when a held answer would be given up for a retry on
+    /// another instance.
+    pub fn after_failure(
+        &self,
+        failed: FailedAttempt<'_>,
+        has_candidate: impl FnOnce() -> bool,
+    ) -> AfterFailure<'_> {
+        let FailedAttempt {
+            mut facts,
+            last,
+            deadline,
+            holding,
+        } = failed;
+        let failover = self.failover();
+        // A connect failure sent nothing: its retry is not counted by the
+        // retry budget (it cannot add load to a struggling instance), only
+        // by the attempt cap.
+        let connect = facts.failure == Failure::ConnectFailure;
+        let cap_left = failover
+            .retry()
+            .max_attempts()
+            .saturating_sub(facts.attempt as usize);
+        let budget_left = if connect {
+            usize::MAX
+        } else {
+            self.budget().room()
+        };
+        facts.retries_left = cap_left.min(budget_left) as u32;
+        match failover.decide(&facts) {
+            Decision::Retry { .. } if last => AfterFailure::Stop,
+            Decision::Retry {
+                delay_ms,
+                same_endpoint,
+            } => {
+                // The first retry goes at once; later ones after a backoff
+                // (or the policy's delay).
+                let wait = delay_ms.map_or_else(
+                    || failover.backoff(facts.attempt),
+                    |ms| Duration::from_millis(u64::from(ms)),
+                );
+                if Instant::now() + wait >= deadline {
+                    tracing::info!(pool = %self.name(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would pass the request's deadline");
+                    return AfterFailure::Stop;
+                }
+                if holding && !same_endpoint && !has_candidate() {
+                    return AfterFailure::Stop;
+                }
+                let budget = if connect {
+                    None
+                } else {
+                    let Some(slot) = self.budget().try_retry() else {
+                        if !holding {
+                            tracing::warn!(pool = %self.name(), "retry budget exhausted; not retrying");
+                        }
+                        return AfterFailure::Stop;
+                    };
+                    Some(slot)
+                };
+                self.count_retry();
+                AfterFailure::Retry {
+                    wait,
+                    same_endpoint,
+                    budget,
+                }
+            }
+            Decision::Fallback(pool) => AfterFailure::Fallback(pool),
+            Decision::Respond {
+                status,
+                headers,
+                body,
+            } => AfterFailure::Respond {
+                status,
+                headers,
+                body,
+            },
+            Decision::Fail => AfterFailure::Stop,
+        }
+    }
+
     /// One attempt on `endpoint`: the request `build(false)` makes (and,
     /// when a kept connection failed before any answer and the request is
     /// `resendable`, the one `build(true)` makes, on a new connection),

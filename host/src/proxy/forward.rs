@@ -44,7 +44,7 @@ use smallvec::SmallVec;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ProxyBody;
-use super::call::AttemptError;
+use super::call::{AfterFailure, AttemptError, FailedAttempt};
 use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules};
 use super::path;
 use super::pool::{Pool, UpstreamBody};
@@ -53,7 +53,7 @@ use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::upstream::PooledBody;
 use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
-use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure, StaleCache};
+use crate::failover::{Active, Admission, AttemptFacts, Failure, StaleCache};
 use crate::tls::ClientTls;
 
 /// Serves one client request under the listener's `limits`, from a
@@ -584,63 +584,34 @@ impl<'a> Exchange<'a> {
     ) -> Next<'a> {
         let pool = self.pool;
         let untried = pool.untried(&self.ranking, &self.tried, self.affinity.bound);
-        let facts = AttemptFacts {
-            request: self.request_context(),
-            endpoint: id,
-            failure,
-            attempt: attempt as u32,
-            elapsed_ms: self.started_at.elapsed().as_millis() as u64,
-            tried: &self.tried,
-            replayable: self.body.replayable(),
-            retries_left: (pool
-                .failover()
-                .retry()
-                .max_attempts()
-                .saturating_sub(attempt))
-            .min(if failure == Failure::ConnectFailure {
-                usize::MAX
-            } else {
-                pool.budget().room()
-            }) as u32,
-            untried: untried as u32,
+        let failed = FailedAttempt {
+            facts: AttemptFacts {
+                request: self.request_context(),
+                endpoint: id,
+                failure,
+                attempt: attempt as u32,
+                elapsed_ms: self.started_at.elapsed().as_millis() as u64,
+                tried: &self.tried,
+                replayable: self.body.replayable(),
+                idempotent: pool.failover().retry().method_retryable(&self.parts.method),
+                retries_left: 0,
+                untried: untried as u32,
+            },
+            last,
+            deadline: self.deadline,
+            holding,
         };
-        match pool.failover().decide(&facts) {
-            Decision::Retry { .. } if last => Next::Stop,
-            Decision::Retry {
-                delay_ms,
+        // With no untried instance left, a retry goes to a tried one.
+        let after = pool.after_failure(failed, || {
+            pool.has_candidate(&self.ranking, &[], self.affinity.bound)
+        });
+        match after {
+            AfterFailure::Retry {
+                wait,
                 same_endpoint,
+                budget,
             } => {
-                // The first retry goes at once; later ones after a backoff
-                // (or the policy's delay). One that would wait past the
-                // deadline is not made.
-                let wait = delay_ms.map_or_else(
-                    || pool.failover().backoff(attempt as u32),
-                    |ms| Duration::from_millis(u64::from(ms)),
-                );
-                if Instant::now() + wait >= self.deadline {
-                    tracing::info!(pool = %pool.name(), wait_ms = wait.as_millis() as u64, "not retrying: the wait would pass the request's deadline (request_timeout_ms)");
-                    return Next::Stop;
-                }
-                // With no untried instance left, a retry goes to a tried one.
-                let possible = !holding
-                    || same_endpoint
-                    || pool.has_candidate(&self.ranking, &[], self.affinity.bound);
-                if !possible {
-                    return Next::Stop;
-                }
-                // A connect failure sent nothing: its retry is not counted
-                // by the retry budget (it cannot add load to a struggling
-                // instance), only by the attempt cap.
-                if failure != Failure::ConnectFailure {
-                    let Some(retry) = pool.budget().try_retry() else {
-                        if !holding {
-                            tracing::warn!(pool = %pool.name(), "retry budget exhausted; not retrying");
-                        }
-                        return Next::Stop;
-                    };
-                    self._retry = Some(retry);
-                }
-                pool.count_retry();
+                self._retry = budget;
                 self.delay = Some(wait);
                 if same_endpoint {
                     self.tried.pop();
@@ -649,7 +620,7 @@ impl<'a> Exchange<'a> {
                 }
                 Next::Retry
             }
-            Decision::Respond {
+            AfterFailure::Respond {
                 status,
                 headers,
                 body,
@@ -660,7 +631,7 @@ impl<'a> Exchange<'a> {
                 let response = StaticResponse::new(status, &text, &headers).to_response();
                 Next::Respond(Box::new(response.map(ProxyBody::Local)))
             }
-            Decision::Fallback(name) => match self.router.pool_named(&name) {
+            AfterFailure::Fallback(name) => match self.router.pool_named(&name) {
                 Some(other) if other.name() != pool.name() && !self.switched => {
                     self.switched = true;
                     Next::Switch(other)
@@ -670,7 +641,7 @@ impl<'a> Exchange<'a> {
                     Next::Stop
                 }
             },
-            Decision::Fail => Next::Stop,
+            AfterFailure::Stop => Next::Stop,
         }
     }
 

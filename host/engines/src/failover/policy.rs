@@ -34,8 +34,15 @@ pub struct AttemptFacts<'a> {
     pub elapsed_ms: u64,
     /// Instances tried so far, this one included.
     pub tried: &'a [EndpointId],
-    /// Whether the request can be sent again (its body is empty or buffered).
+    /// Whether the request can be sent again (its body is empty or
+    /// buffered; an MCP call: only an idempotent one).
     pub replayable: bool,
+    /// Whether the request may be repeated once it may have reached the
+    /// instance: an idempotent method (or the pool's
+    /// `retry_non_idempotent`), or an MCP call its tool's annotations or
+    /// `tools.NAME.idempotent` mark idempotent. The built-in retries
+    /// anything but a connect failure only then.
+    pub idempotent: bool,
     /// Retries still allowed (attempt cap and retry budget).
     pub retries_left: u32,
     /// Instances of the pool that could take a retry and were not tried
@@ -102,7 +109,7 @@ impl FailoverPolicy for RetryPolicy {
 
     fn on_failure(&self, facts: &AttemptFacts<'_>) -> Result<Decision, Fault> {
         Ok(
-            if facts.untried > 0 && self.retryable(facts.failure, facts.request.method) {
+            if facts.untried > 0 && self.retryable(facts.failure, facts.idempotent) {
                 Decision::Retry {
                     delay_ms: None,
                     same_endpoint: false,
@@ -223,6 +230,7 @@ mod tests {
             elapsed_ms: 0,
             tried: &[0],
             replayable,
+            idempotent: false,
             retries_left: 1,
             untried: 1,
         }

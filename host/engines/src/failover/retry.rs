@@ -65,20 +65,19 @@ impl RetryPolicy {
             || self.config.retry_statuses.contains(&status)
     }
 
-    /// Whether `failure` may be retried for a request with `method`. A
-    /// connect failure is always safe (nothing was sent); anything else needs
-    /// a retryable method.
-    pub fn retryable(&self, failure: Failure, method: &Method) -> bool {
+    /// Whether `failure` may be retried, for a request that is
+    /// `idempotent` or not (may be repeated once it may have reached the
+    /// instance: [`method_retryable`](Self::method_retryable) for an HTTP
+    /// request). A connect failure is always safe (nothing was sent);
+    /// anything else needs an idempotent request.
+    pub fn retryable(&self, failure: Failure, idempotent: bool) -> bool {
         let class = match failure {
             Failure::ConnectFailure => RetryOn::ConnectFailure,
             Failure::Reset => RetryOn::Reset,
             Failure::Timeout => RetryOn::Timeout,
-            Failure::Status(status) => {
-                return self.status_retryable(status) && self.method_retryable(method);
-            }
+            Failure::Status(status) => return self.status_retryable(status) && idempotent,
         };
-        self.config.retry_on.contains(&class)
-            && (failure == Failure::ConnectFailure || self.method_retryable(method))
+        self.config.retry_on.contains(&class) && (failure == Failure::ConnectFailure || idempotent)
     }
 
     /// A plugin-chosen delay, capped at `backoff_max_ms`.
@@ -206,26 +205,26 @@ mod tests {
             ..RetryConfig::default()
         });
         assert!(
-            p.retryable(Failure::ConnectFailure, &Method::POST),
+            p.retryable(Failure::ConnectFailure, p.method_retryable(&Method::POST)),
             "nothing was sent"
         );
         assert!(
-            !p.retryable(Failure::Reset, &Method::POST),
+            !p.retryable(Failure::Reset, p.method_retryable(&Method::POST)),
             "POST may have been processed"
         );
-        assert!(p.retryable(Failure::Reset, &Method::GET));
+        assert!(p.retryable(Failure::Reset, p.method_retryable(&Method::GET)));
         assert!(
-            !p.retryable(Failure::Timeout, &Method::GET),
+            !p.retryable(Failure::Timeout, p.method_retryable(&Method::GET)),
             "timeout not listed"
         );
-        assert!(p.retryable(Failure::Status(503), &Method::GET));
-        assert!(p.retryable(Failure::Status(429), &Method::GET));
-        assert!(!p.retryable(Failure::Status(404), &Method::GET));
+        assert!(p.retryable(Failure::Status(503), p.method_retryable(&Method::GET)));
+        assert!(p.retryable(Failure::Status(429), p.method_retryable(&Method::GET)));
+        assert!(!p.retryable(Failure::Status(404), p.method_retryable(&Method::GET)));
         let lenient = policy(RetryConfig {
             retry_non_idempotent: true,
             ..RetryConfig::default()
         });
-        assert!(lenient.retryable(Failure::Reset, &Method::POST));
+        assert!(lenient.retryable(Failure::Reset, lenient.method_retryable(&Method::POST)));
     }
 
     #[test]

@@ -37,13 +37,17 @@
 //! **Calls.** A `tools/call` is sent once, unless the tool is idempotent
 //! (its annotations say `readOnlyHint` or `idempotentHint`, or the route's
 //! `tools` table says so): then a failure may be retried, on another
-//! instance when the target keeps no session (on the same one when it
-//! does), as the target pool's failover says — within its attempt cap
-//! (`retry.retries`, default 1), its retry budget and the call's deadline;
-//! a failover plugin on the pool is asked and its schedule kept (it sees
-//! `Mcp-Method`/`Mcp-Name`), else the built-in retries after the pool's
-//! backoff. A call that never reached an instance (no connection) is tried
-//! on another either way. A tool with `fuse` is asked of `count` instances
+//! instance when the target keeps no session (a call of a session pinned
+//! to one instance has no other: only a failover plugin that allows the
+//! same instance retries it). The failover step is a pool route's ([`super::call`]): the
+//! target pool's failover policy decides — the built-in retries the
+//! failures its `retry.retry_on` lists, a failover plugin keeps its own
+//! schedule (it sees `Mcp-Method`/`Mcp-Name`) — within the pool's attempt
+//! cap (`retry.retries`, default 1), retry budget, backoff and the call's
+//! deadline. The idempotence is the policy's input: a call that is not
+//! idempotent is not replayable, so no policy can send it twice.
+//! A call that never reached an instance (no connection) may be tried on
+//! another either way, as an attempt of its own. A tool with `fuse` is asked of `count` instances
 //! at once and their results resolved by the built-in resolver
 //! ([`crate::fusion`]), with provenance in the result's `_meta`. A call is
 //! bounded by `idle_timeout_ms` between events (and to the answer's head)
@@ -80,6 +84,7 @@ use self::session::{Pinned, SessionState, UpstreamSession};
 use self::stream::hold;
 use self::upstream::{Call, CallError, Caller, Reply, Sent, Target, Via, subject};
 use super::body::ProxyBody;
+use super::call::{AfterFailure, FailedAttempt};
 use super::client;
 use super::forward::Inbound;
 use super::pool::Pool;
@@ -88,7 +93,7 @@ use super::{ProxyError, StartError, headers};
 use crate::balance::EndpointId;
 use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
 use crate::events::{EventKind, HealthEvent, Severity};
-use crate::failover::{AttemptFacts, Decision};
+use crate::failover::AttemptFacts;
 use crate::fusion::Builtin;
 use crate::policy::RequestContext;
 
@@ -105,12 +110,19 @@ const INTERNAL_ERROR: i64 = -32603;
 /// The session is unknown, expired or broken: initialize again.
 const SESSION_GONE: i64 = -32001;
 
-/// What follows a failed MCP call that is tried again.
-struct NextAttempt {
-    /// The wait before it.
-    wait: Duration,
-    /// The instance that failed may take it.
-    same_endpoint: bool,
+/// A failed MCP call, as [`McpRoute::after_failure`] takes it.
+struct FailedCall<'c> {
+    /// How it failed.
+    error: &'c CallError,
+    /// 1 for the first attempt.
+    attempt: usize,
+    /// Whether the call may be sent again once it may have run.
+    idempotent: bool,
+    /// The session is pinned to the instance that failed: no other can
+    /// take the call.
+    pinned: bool,
+    /// Instances tried so far, the failed one last.
+    tried: &'c [EndpointId],
 }
 
 /// Request headers passed on to targets (the rest are the client's
@@ -838,21 +850,18 @@ impl McpRoute {
         let pinned = matches!(via, Via::Pinned(_));
         let method = message.get("method").and_then(Value::as_str).unwrap_or("");
         let pool = &self.targets[t].pool;
-        let max_attempts = if idempotent {
-            pool.failover().retry().max_attempts()
-        } else {
-            1
-        };
+        let max_attempts = pool.failover().retry().max_attempts();
         // Counted by the pool's retry budget, as a pool route's request is.
         let _request = pool.budget().request();
         let mut _retry = None;
         let mut tried = Vec::new();
-        let mut sent_attempts = 0;
+        let mut attempt = 0;
         let started = Instant::now();
         let error = 'calls: loop {
             if pinned {
                 tried.clear();
             }
+            attempt += 1;
             let failed = 'attempt: {
                 match client
                     .caller
@@ -869,7 +878,7 @@ impl McpRoute {
                             Reply::Accepted => return empty(StatusCode::ACCEPTED),
                             // A retry is still possible: the stream is held
                             // until its answer (or a request to the client).
-                            Reply::Stream(stream) if sent_attempts + 1 < max_attempts => {
+                            Reply::Stream(stream) if idempotent && attempt < max_attempts => {
                                 match hold(stream, id).await {
                                     Ok(held) => held,
                                     Err(e) => break 'attempt e,
@@ -885,119 +894,104 @@ impl McpRoute {
                         return session_gone(id, &format!("target `{}`: {why}", self.names[t]));
                     }
                     Err(e @ (CallError::NoInstance(_) | CallError::Shed(_))) => break 'calls e,
-                    Err(e) if e.nothing_sent() => continue 'calls,
                     Err(e) => e,
                 }
             };
-            sent_attempts += 1;
-            let Some(retry) = self.after_failure(
-                &client.caller,
-                t,
-                &failed,
-                sent_attempts,
-                max_attempts,
-                &tried,
-            ) else {
-                break 'calls failed;
+            let facts = FailedCall {
+                error: &failed,
+                attempt,
+                idempotent,
+                pinned,
+                tried: &tried,
             };
-            let Some(slot) = pool.budget().try_retry() else {
-                tracing::info!(target = %self.names[t], "not retried: the pool's retry budget is spent");
-                break 'calls failed;
-            };
-            _retry = Some(slot);
-            if retry.same_endpoint {
-                tried.pop();
-            }
-            tracing::debug!(target = %self.names[t], error = %failed, wait_ms = retry.wait.as_millis() as u64, "an idempotent call failed; retrying");
-            if !retry.wait.is_zero() {
-                tokio::time::sleep(retry.wait).await;
+            match self.after_failure(&client.caller, t, facts) {
+                AfterFailure::Retry {
+                    wait,
+                    same_endpoint,
+                    budget,
+                } => {
+                    _retry = budget;
+                    if same_endpoint {
+                        tried.pop();
+                    }
+                    tracing::debug!(target = %self.names[t], error = %failed, wait_ms = wait.as_millis() as u64, "the call failed; retrying");
+                    if !wait.is_zero() {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                AfterFailure::Fallback(other) => {
+                    tracing::info!(target = %self.names[t], fallback = %other, "the failover policy named a fallback pool, which MCP routes do not use; the call fails");
+                    break failed;
+                }
+                AfterFailure::Respond { .. } | AfterFailure::Stop => break failed,
             }
         };
         self.record(t, method, Some(&error), started);
         self.record_tool(t, message, Some(&error));
-        let data = json!({ "target": self.names[t], "attempts": sent_attempts });
+        let data = json!({ "target": self.names[t], "attempts": attempt });
         let text = format!("target `{}`: {error}", self.names[t]);
         rpc_error_data(StatusCode::OK, id, INTERNAL_ERROR, &text, Some(data))
     }
 
-    /// After the failed attempt number `attempt` of a call to target `t`
-    /// that reached an instance (the last of `tried`): the next attempt's
-    /// wait and where it may go, or `None` to stop. Only an idempotent call
-    /// (`max_attempts` > 1) is tried again, within the pool's attempt cap
-    /// (`retry.retries`) and the call's deadline. The target pool's
-    /// failover policy decides: a failover plugin is asked (it sees the
-    /// client's request head, `Mcp-Method` and `Mcp-Name` among its
-    /// headers, and its retry and delay hold); without one, every failure
-    /// is retried on another instance after the pool's backoff. A
-    /// plugin's `fallback` pool or answer of its own is not used on MCP
-    /// routes: the call fails.
+    /// The failover step after the failed call `failed` to target `t`:
+    /// the target pool's [`Pool::after_failure`], as a pool route's
+    /// request takes it. The call is replayable only when idempotent (a
+    /// connect failure, which sent nothing, is retried either way), within
+    /// the pool's attempt cap, retry budget, backoff and the call's
+    /// deadline; a failover plugin sees the client's request head,
+    /// `Mcp-Method` and `Mcp-Name` among its headers. A plugin's
+    /// `fallback` pool or answer of its own is not used on MCP routes: the
+    /// call fails.
     fn after_failure(
         &self,
         caller: &Caller<'_>,
         t: usize,
-        error: &CallError,
-        attempt: usize,
-        max_attempts: usize,
-        tried: &[EndpointId],
-    ) -> Option<NextAttempt> {
-        if attempt >= max_attempts {
-            return None;
-        }
+        failed: FailedCall<'_>,
+    ) -> AfterFailure<'_> {
         let pool = &self.targets[t].pool;
-        let failover = &pool.failover();
-        let backoff = || failover.backoff(attempt as u32);
-        let next = match failover.plugin() {
-            None => NextAttempt {
-                wait: backoff(),
-                same_endpoint: false,
-            },
-            Some(_) => {
-                let ranking = super::forward::rank(
-                    pool,
-                    caller.parts,
-                    caller.host,
-                    caller.path_and_query,
-                    caller.peer,
-                    &crate::balance::Affinity::default(),
-                );
-                let facts = AttemptFacts {
-                    request: RequestContext {
-                        method: &caller.parts.method,
-                        authority: caller.host,
-                        path: caller.path_and_query.as_str(),
-                        headers: &caller.parts.headers,
-                        client_addr: caller.peer,
-                    },
-                    endpoint: *tried.last()?,
-                    failure: error.failure(),
-                    attempt: attempt as u32,
-                    elapsed_ms: caller.started.elapsed().as_millis() as u64,
-                    tried,
-                    replayable: true,
-                    retries_left: (max_attempts - attempt).min(pool.budget().room()) as u32,
-                    untried: pool.untried(&ranking, tried, None) as u32,
-                };
-                match failover.decide(&facts) {
-                    Decision::Retry {
-                        delay_ms,
-                        same_endpoint,
-                    } => NextAttempt {
-                        wait: delay_ms.map_or_else(backoff, |ms| Duration::from_millis(ms.into())),
-                        same_endpoint,
-                    },
-                    Decision::Fallback(other) => {
-                        tracing::info!(target = %self.names[t], fallback = %other, "the failover policy named a fallback pool, which MCP routes do not use; the call fails");
-                        return None;
-                    }
-                    Decision::Respond { .. } | Decision::Fail => return None,
-                }
-            }
+        let Some(&endpoint) = failed.tried.last() else {
+            return AfterFailure::Stop;
         };
-        if tokio::time::Instant::now() + next.wait >= caller.deadline {
-            tracing::info!(target = %self.names[t], wait_ms = next.wait.as_millis() as u64, "not retried: the wait would pass the call's deadline");
-            return None;
-        }
-        Some(next)
+        let untried = if failed.pinned {
+            0
+        } else {
+            let ranking = super::forward::rank(
+                pool,
+                caller.parts,
+                caller.host,
+                caller.path_and_query,
+                caller.peer,
+                &crate::balance::Affinity::default(),
+            );
+            pool.untried(&ranking, failed.tried, None) as u32
+        };
+        let facts = AttemptFacts {
+            request: RequestContext {
+                method: &caller.parts.method,
+                authority: caller.host,
+                path: caller.path_and_query.as_str(),
+                headers: &caller.parts.headers,
+                client_addr: caller.peer,
+            },
+            endpoint,
+            failure: failed.error.failure(),
+            attempt: failed.attempt as u32,
+            elapsed_ms: caller.started.elapsed().as_millis() as u64,
+            tried: failed.tried,
+            replayable: failed.idempotent,
+            idempotent: failed.idempotent,
+            retries_left: 0,
+            untried,
+        };
+        pool.after_failure(
+            FailedAttempt {
+                facts,
+                last: failed.attempt >= pool.failover().retry().max_attempts(),
+                deadline: caller.deadline.into_std(),
+                holding: false,
+            },
+            || true,
+        )
     }
 
     /// A notification: passed to every target of the session.
