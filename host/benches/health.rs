@@ -17,7 +17,8 @@ use switchyard::balance::Endpoint;
 use switchyard::config::OutlierConfig;
 use switchyard::events::EventBus;
 use switchyard::health::PoolHealth;
-use switchyard::health::outlier::{AttemptOutcome, OutlierDetector};
+use switchyard::health::outlier::OutlierDetector;
+use switchyard::policy::AttemptOutcome;
 
 fn bench_bookkeeping(c: &mut Criterion) {
     let endpoints: Vec<Arc<Endpoint>> = (0..64)
@@ -51,7 +52,7 @@ fn bench_bookkeeping(c: &mut Criterion) {
                 &health,
                 &endpoints,
                 e,
-                black_box(AttemptOutcome::Success),
+                black_box(AttemptOutcome::Answered(200)),
                 0,
             )
         });
@@ -62,7 +63,7 @@ fn bench_bookkeeping(c: &mut Criterion) {
                 &health,
                 &endpoints,
                 e,
-                black_box(AttemptOutcome::ServerError),
+                black_box(AttemptOutcome::Answered(503)),
                 0,
             )
         });

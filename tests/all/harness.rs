@@ -6,11 +6,11 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use switchyard::failover::Failure;
 use switchyard::failover::{AttemptFacts, Decision, FailoverPolicy};
 use switchyard::health::HealthCheck;
 use switchyard::health::active::{Probe, ProbeAnswer, VerdictHealth};
 use switchyard::plugin::testing::{self, BalancerHarness, endpoint};
+use switchyard::policy::AttemptOutcome;
 use switchyard::policy::RequestContext;
 
 /// A `method` request for `path` on `example.com` from 127.0.0.1:40000.
@@ -159,7 +159,7 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
     )
     .unwrap();
     let headers = http::HeaderMap::new();
-    let after = |attempt: u32, failure: Failure| AttemptFacts {
+    let after = |attempt: u32, failure: AttemptOutcome| AttemptFacts {
         request: request(&http::Method::GET, "/", &headers),
         endpoint: 0,
         failure,
@@ -176,15 +176,23 @@ fn retry_schedule_follows_its_schedule_then_falls_back() {
         _ => None,
     };
     assert_eq!(
-        delay(policy.on_failure(&after(1, Failure::Status(503))).unwrap()),
+        delay(
+            policy
+                .on_failure(&after(1, AttemptOutcome::Answered(503)))
+                .unwrap()
+        ),
         Some(0)
     );
     assert_eq!(
-        delay(policy.on_failure(&after(2, Failure::Status(503))).unwrap()),
+        delay(
+            policy
+                .on_failure(&after(2, AttemptOutcome::Answered(503)))
+                .unwrap()
+        ),
         Some(250)
     );
     assert!(matches!(
-        policy.on_failure(&after(3, Failure::Status(503))).unwrap(),
+        policy.on_failure(&after(3, AttemptOutcome::Answered(503))).unwrap(),
         Decision::Fallback(pool) if pool == "backup"
     ));
 }

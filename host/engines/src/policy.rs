@@ -1,6 +1,8 @@
-//! What the four policy engines share: the [`Fault`] of a decision that
-//! could not be made, and [`WithFallback`], the one "primary with built-in
-//! fallback" wrapper every engine decides through.
+//! What the four policy engines share: how an attempt on an instance
+//! ended ([`AttemptOutcome`]), the request a policy decides about
+//! ([`RequestContext`]), the [`Fault`] of a decision that could not be
+//! made, and [`WithFallback`], the one "primary with built-in fallback"
+//! wrapper every engine decides through.
 //!
 //! Each engine ([`crate::balance`], [`crate::health`], [`crate::failover`],
 //! [`crate::fusion`]) defines its own small synchronous trait and types; its
@@ -55,6 +57,52 @@ pub enum Fault {
         /// Time left in quarantine.
         remaining_ms: u64,
     },
+}
+
+/// How one attempt on an instance ended: the one classification every
+/// engine reads — the failover policy decides on a failed one, outlier
+/// detection, the breaker and the balancer's feedback count it. The kinds
+/// are Envoy's retry conditions (`connect-failure`, `reset`, per-try
+/// timeout, a status), as pingora's `ErrorType` splits them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// The instance answered with this status (for the failover policy: a
+    /// 5xx, or a status the pool's retry rules or a plugin judge failed).
+    Answered(u16),
+    /// The connection could not be made: nothing was sent.
+    ConnectFailure,
+    /// The connection failed once the request was on its way (reset,
+    /// closed before a complete answer's head): it may have been acted on.
+    Reset,
+    /// No answer's head within the attempt's timeout: it may have been
+    /// acted on.
+    Timeout,
+}
+
+impl AttemptOutcome {
+    /// An answer below 500: the instance did its part.
+    pub fn is_success(self) -> bool {
+        matches!(self, Self::Answered(status) if status < 500)
+    }
+
+    /// A 5xx answer.
+    pub fn is_server_error(self) -> bool {
+        matches!(self, Self::Answered(status) if status >= 500)
+    }
+
+    /// No answer at all: connect failure, reset or timeout (what Envoy's
+    /// outlier detection counts as a gateway error, with no 502-504 of an
+    /// instance's own).
+    pub fn is_gateway_error(self) -> bool {
+        !matches!(self, Self::Answered(_))
+    }
+
+    /// The instance could not be reached in time — connect failure or
+    /// timeout —, which keeps it out of rotation for `fail_timeout_ms`
+    /// (nginx's `max_fails`/`fail_timeout`).
+    pub fn is_unreachable(self) -> bool {
+        matches!(self, Self::ConnectFailure | Self::Timeout)
+    }
 }
 
 /// The facts of the request a policy decides about, borrowed from it: the

@@ -11,7 +11,8 @@ use super::bindings::failover::exports::switchyard::plugin::failover::{
 };
 use super::request::request_info;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
-use switchyard_engines::failover::{AttemptFacts, Decision, FailoverPolicy, Failure};
+use switchyard_engines::failover::{AttemptFacts, Decision, FailoverPolicy};
+use switchyard_engines::policy::AttemptOutcome;
 
 /// A Wasm failover plugin serving one pool, as a [`FailoverPolicy`].
 pub struct WasmFailover {
@@ -60,10 +61,10 @@ impl FailoverPolicy for WasmFailover {
     /// (the caller applies the built-in policy).
     fn on_failure(&self, facts: &AttemptFacts<'_>) -> Result<Decision, Fault> {
         let (kind, status) = match facts.failure {
-            Failure::ConnectFailure => (FailureKind::ConnectFailed, None),
-            Failure::Reset => (FailureKind::Reset, None),
-            Failure::Timeout => (FailureKind::Timeout, None),
-            Failure::Status(s) => (FailureKind::Status, Some(s)),
+            AttemptOutcome::ConnectFailure => (FailureKind::ConnectFailed, None),
+            AttemptOutcome::Reset => (FailureKind::Reset, None),
+            AttemptOutcome::Timeout => (FailureKind::Timeout, None),
+            AttemptOutcome::Answered(s) => (FailureKind::Status, Some(s)),
         };
         let context = FailureContext {
             request: request_info(&facts.request, self.plugin.request_headers()),

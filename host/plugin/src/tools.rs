@@ -15,10 +15,11 @@ use super::{
 };
 use switchyard_config::DEFAULT_MAX_CANDIDATES;
 use switchyard_engines::balance::{Endpoint, Ranking, RequestContext, Strategy};
-use switchyard_engines::failover::{AttemptFacts, FailoverPolicy, Failure};
+use switchyard_engines::failover::{AttemptFacts, FailoverPolicy};
 use switchyard_engines::fusion::{Answer, Outcome, Source, UpstreamResponse};
 use switchyard_engines::health::HealthCheck;
 use switchyard_engines::health::active::ProbeAnswer;
+use switchyard_engines::policy::AttemptOutcome;
 
 /// What a component is.
 #[derive(Debug, Clone)]
@@ -222,7 +223,7 @@ pub fn bench(
                 .on_failure(&AttemptFacts {
                     request: request("/cart"),
                     endpoint: 1,
-                    failure: Failure::Status(503),
+                    failure: AttemptOutcome::Answered(503),
                     attempt: 1,
                     elapsed_ms: 12,
                     tried: &[1],

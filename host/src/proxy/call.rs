@@ -34,11 +34,12 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 
-use super::pool::{Attempt, Pool, UpstreamBody};
+use super::pool::{Pool, UpstreamBody};
 use super::upstream::PooledBody;
 use crate::balance::{Endpoint, InFlight};
 use crate::dial::UpstreamError;
-use crate::failover::{Active, Admission, AttemptFacts, Decision, Failure};
+use crate::failover::{Active, Admission, AttemptFacts, Decision};
+use crate::policy::AttemptOutcome;
 
 /// How an attempt failed before an answer's head came.
 #[derive(Debug)]
@@ -54,6 +55,15 @@ pub enum AttemptError {
 }
 
 impl AttemptError {
+    /// The kind of the failure, as the engines classify it.
+    pub fn outcome(&self) -> AttemptOutcome {
+        match self {
+            Self::Connect(_) => AttemptOutcome::ConnectFailure,
+            Self::Failed(_) => AttemptOutcome::Reset,
+            Self::TimedOut(_) => AttemptOutcome::Timeout,
+        }
+    }
+
     /// `URL: reason`, for logs and error answers.
     pub fn reason(&self, endpoint: &Endpoint) -> String {
         match self {
@@ -142,7 +152,7 @@ impl Pool {
         // A connect failure sent nothing: its retry is not counted by the
         // retry budget (it cannot add load to a struggling instance), only
         // by the attempt cap.
-        let connect = facts.failure == Failure::ConnectFailure;
+        let connect = facts.failure == AttemptOutcome::ConnectFailure;
         let cap_left = failover
             .retry()
             .max_attempts()
@@ -239,15 +249,13 @@ impl Pool {
     /// report; a connect failure or a timeout also keeps the instance out
     /// of rotation for `fail_timeout_ms`.
     pub fn book(&self, endpoint: &Endpoint, admission: Admission, sent: &Sent) {
-        let attempt = match &sent.result {
-            Ok((response, _)) => Attempt::Answered {
-                status: response.status().as_u16(),
-                headers: response.headers(),
-            },
-            Err(AttemptError::Connect(_)) => Attempt::ConnectFailed,
-            Err(AttemptError::Failed(_)) => Attempt::Failed,
-            Err(AttemptError::TimedOut(_)) => Attempt::TimedOut,
+        let (outcome, headers) = match &sent.result {
+            Ok((response, _)) => (
+                AttemptOutcome::Answered(response.status().as_u16()),
+                Some(response.headers()),
+            ),
+            Err(error) => (error.outcome(), None),
         };
-        self.record_attempt(endpoint, admission, attempt, sent.latency_us);
+        self.record_attempt(endpoint, admission, outcome, headers, sent.latency_us);
     }
 }

@@ -53,7 +53,8 @@ use super::router::{Fallback, PoolRoute, StaticResponse, Target};
 use super::upstream::PooledBody;
 use super::{ProxyError, RequestRecord, Router, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
-use crate::failover::{Active, Admission, AttemptFacts, Failure, StaleCache};
+use crate::failover::{Active, Admission, AttemptFacts, StaleCache};
+use crate::policy::AttemptOutcome;
 use crate::tls::ClientTls;
 
 /// Serves one client request under the listener's `limits`, from a
@@ -200,7 +201,7 @@ enum Failed {
 
 /// How an instance failed an attempt.
 struct UpstreamFailure {
-    failure: Failure,
+    failure: AttemptOutcome,
     held: Option<Answered>,
 }
 
@@ -521,7 +522,10 @@ impl<'a> Exchange<'a> {
                     pool: pool.name().to_owned(),
                     reason: format!("{}: status {status}", endpoint.url),
                 });
-                (Failure::Status(status), Some((response, in_flight)))
+                (
+                    AttemptOutcome::Answered(status),
+                    Some((response, in_flight)),
+                )
             }
             Err(AttemptError::TimedOut(timeout)) => {
                 tracing::warn!(pool = %pool.name(), attempt, instance = %endpoint.url, "upstream timed out");
@@ -530,13 +534,10 @@ impl<'a> Exchange<'a> {
                     instance: endpoint.url.clone(),
                     timeout_ms: timeout.as_millis() as u64,
                 });
-                (Failure::Timeout, None)
+                (AttemptOutcome::Timeout, None)
             }
             Err(error) => {
-                let failure = match error {
-                    AttemptError::Connect(_) => Failure::ConnectFailure,
-                    _ => Failure::Reset,
-                };
+                let failure = error.outcome();
                 let reason = error.reason(endpoint);
                 tracing::warn!(pool = %pool.name(), attempt, %reason, "upstream attempt failed");
                 self.failure = Some(ProxyError::NoUpstream {
@@ -577,7 +578,7 @@ impl<'a> Exchange<'a> {
     fn on_failure(
         &mut self,
         id: EndpointId,
-        failure: Failure,
+        failure: AttemptOutcome,
         holding: bool,
         attempt: usize,
         last: bool,

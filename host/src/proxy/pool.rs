@@ -26,7 +26,7 @@ use crate::failover::{
     Admission, BreakerState, Breakers, Bulkhead, Failover, FailoverPolicy, RetryBudget, RetryPolicy,
 };
 use crate::health::active::{self, ActiveCheck, RiseFall};
-use crate::health::outlier::{AttemptOutcome, OutlierDetector};
+use crate::health::outlier::OutlierDetector;
 use crate::health::trend::TrendTracker;
 use crate::health::{HealthCheck, PoolHealth};
 use crate::metrics::Metrics;
@@ -34,29 +34,12 @@ use crate::plugin::{
     Limits, LoadError, PluginHost, PluginKind, PluginStats, WasmFailover, WasmHealthCheck,
     WasmStrategy,
 };
+use crate::policy::AttemptOutcome;
 use crate::status::{InstanceStatus, PoolStatus};
 
 /// A request body sent upstream: the client's, streamed, or buffered bytes
 /// (replayable across attempts).
 pub type UpstreamBody = Either<super::client::ClientBody, Full<Bytes>>;
-
-/// What one upstream attempt came to (see [`Pool::record_attempt`]).
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Attempt<'a> {
-    /// Response headers arrived: 5xx counts as a failure.
-    Answered {
-        /// The status.
-        status: u16,
-        /// The response headers (a load report is read from them).
-        headers: &'a http::HeaderMap,
-    },
-    /// The TCP connection could not be made.
-    ConnectFailed,
-    /// No response head within the attempt's timeout.
-    TimedOut,
-    /// The connection failed once the request was sent (reset, closed).
-    Failed,
-}
 
 /// A pool of instances behind one balancer and one connection pool.
 ///
@@ -531,7 +514,8 @@ impl Pool {
         ));
     }
 
-    /// Books one attempt on `endpoint`, let through by `admission`:
+    /// Books one attempt on `endpoint`, let through by `admission`, that
+    /// ended in `outcome` (an answer's `headers` carry a load report):
     /// reachability, a load report, the balancer's observation, outlier
     /// detection and the circuit breaker. A connect failure or a timed-out
     /// attempt also keeps the instance out for `fail_timeout_ms` (nginx's
@@ -541,36 +525,28 @@ impl Pool {
         &self,
         endpoint: &Endpoint,
         admission: Admission,
-        attempt: Attempt<'_>,
+        outcome: AttemptOutcome,
+        headers: Option<&http::HeaderMap>,
         latency_us: u64,
     ) {
-        let success = match attempt {
-            Attempt::Answered { status, headers } => {
-                endpoint.mark_reachable();
-                if let Some(load) = self
-                    .load_header
-                    .as_ref()
-                    .and_then(|h| headers.get(h))
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse::<f32>().ok())
-                {
-                    endpoint.report_load(load);
-                }
-                status < 500
+        if let AttemptOutcome::Answered(_) = outcome {
+            endpoint.mark_reachable();
+            if let Some(load) = self
+                .load_header
+                .as_ref()
+                .zip(headers)
+                .and_then(|(h, headers)| headers.get(h))
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<f32>().ok())
+            {
+                endpoint.report_load(load);
             }
-            Attempt::ConnectFailed | Attempt::TimedOut => {
-                let until = self.now_ms() + self.fail_timeout.as_millis() as u64;
-                endpoint.mark_unreachable(until);
-                false
-            }
-            Attempt::Failed => false,
-        };
+        } else if outcome.is_unreachable() {
+            let until = self.now_ms() + self.fail_timeout.as_millis() as u64;
+            endpoint.mark_unreachable(until);
+        }
+        let success = outcome.is_success();
         self.balancer.observe(endpoint, success, latency_us);
-        let outcome = match attempt {
-            Attempt::Answered { .. } if success => AttemptOutcome::Success,
-            Attempt::Answered { .. } => AttemptOutcome::ServerError,
-            _ => AttemptOutcome::GatewayError,
-        };
         self.record_outcome(endpoint, outcome);
         if let Some(t) = self
             .breakers

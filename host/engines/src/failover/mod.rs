@@ -40,5 +40,5 @@ mod stale;
 pub use breaker::{Admission, BreakerState, Breakers, CircuitBreaker};
 pub use bulkhead::{Bulkhead, BulkheadStatus, Shed};
 pub use policy::{AttemptFacts, Decision, Failover, FailoverPolicy};
-pub use retry::{Active, Failure, RetryBudget, RetryPolicy};
+pub use retry::{Active, RetryBudget, RetryPolicy};
 pub use stale::{Recorder, StaleCache};

@@ -15,9 +15,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Failure, RetryPolicy};
+use super::RetryPolicy;
 use crate::balance::EndpointId;
-use crate::policy::{Fault, RequestContext, WithFallback};
+use crate::policy::{AttemptOutcome, Fault, RequestContext, WithFallback};
 
 /// The facts of one failed attempt.
 #[derive(Debug, Clone, Copy)]
@@ -27,7 +27,7 @@ pub struct AttemptFacts<'a> {
     /// The instance that failed.
     pub endpoint: EndpointId,
     /// How it failed.
-    pub failure: Failure,
+    pub failure: AttemptOutcome,
     /// 1 for the first attempt.
     pub attempt: u32,
     /// Since the request arrived, ms.
@@ -166,7 +166,7 @@ impl Failover {
     /// nothing was sent (a connect failure), and a policy's delay is capped
     /// at `backoff_max_ms`; a policy that faulted is replaced by the built-in.
     pub fn decide(&self, facts: &AttemptFacts<'_>) -> Decision {
-        let may_resend = facts.failure == Failure::ConnectFailure || facts.replayable;
+        let may_resend = facts.failure == AttemptOutcome::ConnectFailure || facts.replayable;
         match self.policy.decide(|p| p.on_failure(facts)) {
             Some(Decision::Retry {
                 delay_ms,
@@ -214,7 +214,11 @@ mod tests {
         }
     }
 
-    fn facts<'a>(headers: &'a HeaderMap, failure: Failure, replayable: bool) -> AttemptFacts<'a> {
+    fn facts<'a>(
+        headers: &'a HeaderMap,
+        failure: AttemptOutcome,
+        replayable: bool,
+    ) -> AttemptFacts<'a> {
         static POST: Method = Method::POST;
         AttemptFacts {
             request: RequestContext {
@@ -255,12 +259,12 @@ mod tests {
         );
         // A streamed body that reached the instance cannot be sent again.
         assert_eq!(
-            eager.decide(&facts(&headers, Failure::Reset, false)),
+            eager.decide(&facts(&headers, AttemptOutcome::Reset, false)),
             Decision::Fail
         );
         // Nothing was sent: a retry is fine, its delay capped.
         assert_eq!(
-            eager.decide(&facts(&headers, Failure::ConnectFailure, false)),
+            eager.decide(&facts(&headers, AttemptOutcome::ConnectFailure, false)),
             Decision::Retry {
                 delay_ms: Some(100),
                 same_endpoint: true
@@ -278,7 +282,7 @@ mod tests {
         let failover = Failover::new(retry(), Some(Arc::new(Faulty)));
         // The built-in retries a connect failure even for a POST.
         assert_eq!(
-            failover.decide(&facts(&headers, Failure::ConnectFailure, true)),
+            failover.decide(&facts(&headers, AttemptOutcome::ConnectFailure, true)),
             Decision::Retry {
                 delay_ms: None,
                 same_endpoint: false
@@ -286,7 +290,7 @@ mod tests {
         );
         // ... and not a reset of a POST (not idempotent).
         assert_eq!(
-            failover.decide(&facts(&headers, Failure::Reset, true)),
+            failover.decide(&facts(&headers, AttemptOutcome::Reset, true)),
             Decision::Fail
         );
     }

@@ -7,18 +7,7 @@ use http::Method;
 
 use switchyard_config::{RetryConfig, RetryOn};
 
-/// How an attempt failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    /// The connection could not be made; the request never left.
-    ConnectFailure,
-    /// The connection broke before a complete response head.
-    Reset,
-    /// The per-try timeout expired.
-    Timeout,
-    /// The instance answered with this status (5xx or a listed one).
-    Status(u16),
-}
+use crate::policy::AttemptOutcome;
 
 /// A pool's retry rules.
 #[derive(Debug, Clone)]
@@ -70,14 +59,15 @@ impl RetryPolicy {
     /// instance: [`method_retryable`](Self::method_retryable) for an HTTP
     /// request). A connect failure is always safe (nothing was sent);
     /// anything else needs an idempotent request.
-    pub fn retryable(&self, failure: Failure, idempotent: bool) -> bool {
+    pub fn retryable(&self, failure: AttemptOutcome, idempotent: bool) -> bool {
         let class = match failure {
-            Failure::ConnectFailure => RetryOn::ConnectFailure,
-            Failure::Reset => RetryOn::Reset,
-            Failure::Timeout => RetryOn::Timeout,
-            Failure::Status(status) => return self.status_retryable(status) && idempotent,
+            AttemptOutcome::ConnectFailure => RetryOn::ConnectFailure,
+            AttemptOutcome::Reset => RetryOn::Reset,
+            AttemptOutcome::Timeout => RetryOn::Timeout,
+            AttemptOutcome::Answered(status) => return self.status_retryable(status) && idempotent,
         };
-        self.config.retry_on.contains(&class) && (failure == Failure::ConnectFailure || idempotent)
+        self.config.retry_on.contains(&class)
+            && (failure == AttemptOutcome::ConnectFailure || idempotent)
     }
 
     /// A plugin-chosen delay, capped at `backoff_max_ms`.
@@ -205,26 +195,41 @@ mod tests {
             ..RetryConfig::default()
         });
         assert!(
-            p.retryable(Failure::ConnectFailure, p.method_retryable(&Method::POST)),
+            p.retryable(
+                AttemptOutcome::ConnectFailure,
+                p.method_retryable(&Method::POST)
+            ),
             "nothing was sent"
         );
         assert!(
-            !p.retryable(Failure::Reset, p.method_retryable(&Method::POST)),
+            !p.retryable(AttemptOutcome::Reset, p.method_retryable(&Method::POST)),
             "POST may have been processed"
         );
-        assert!(p.retryable(Failure::Reset, p.method_retryable(&Method::GET)));
+        assert!(p.retryable(AttemptOutcome::Reset, p.method_retryable(&Method::GET)));
         assert!(
-            !p.retryable(Failure::Timeout, p.method_retryable(&Method::GET)),
+            !p.retryable(AttemptOutcome::Timeout, p.method_retryable(&Method::GET)),
             "timeout not listed"
         );
-        assert!(p.retryable(Failure::Status(503), p.method_retryable(&Method::GET)));
-        assert!(p.retryable(Failure::Status(429), p.method_retryable(&Method::GET)));
-        assert!(!p.retryable(Failure::Status(404), p.method_retryable(&Method::GET)));
+        assert!(p.retryable(
+            AttemptOutcome::Answered(503),
+            p.method_retryable(&Method::GET)
+        ));
+        assert!(p.retryable(
+            AttemptOutcome::Answered(429),
+            p.method_retryable(&Method::GET)
+        ));
+        assert!(!p.retryable(
+            AttemptOutcome::Answered(404),
+            p.method_retryable(&Method::GET)
+        ));
         let lenient = policy(RetryConfig {
             retry_non_idempotent: true,
             ..RetryConfig::default()
         });
-        assert!(lenient.retryable(Failure::Reset, lenient.method_retryable(&Method::POST)));
+        assert!(lenient.retryable(
+            AttemptOutcome::Reset,
+            lenient.method_retryable(&Method::POST)
+        ));
     }
 
     #[test]

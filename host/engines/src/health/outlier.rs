@@ -22,18 +22,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use super::{EventKind, PoolHealth, Severity};
 use crate::balance::{ById, EJECTED, Endpoint};
+use crate::policy::AttemptOutcome;
 use switchyard_config::OutlierConfig;
-
-/// How one attempt ended, as outlier detection sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptOutcome {
-    /// A response below 500.
-    Success,
-    /// A 5xx response.
-    ServerError,
-    /// Connect failure, reset or timeout.
-    GatewayError,
-}
 
 #[derive(Debug, Default)]
 struct State {
@@ -84,21 +74,19 @@ impl OutlierDetector {
             return;
         };
         state.requests.fetch_add(1, Ordering::Relaxed);
-        let (gateway, server) = match outcome {
-            AttemptOutcome::Success => {
-                state.successes.fetch_add(1, Ordering::Relaxed);
-                state.consecutive_gateway.store(0, Ordering::Relaxed);
-                state.consecutive_5xx.store(0, Ordering::Relaxed);
-                return;
-            }
-            AttemptOutcome::GatewayError => (
+        let (gateway, server) = if outcome.is_success() {
+            state.successes.fetch_add(1, Ordering::Relaxed);
+            state.consecutive_gateway.store(0, Ordering::Relaxed);
+            state.consecutive_5xx.store(0, Ordering::Relaxed);
+            return;
+        } else if outcome.is_gateway_error() {
+            (
                 state.consecutive_gateway.fetch_add(1, Ordering::Relaxed) + 1,
                 0,
-            ),
-            AttemptOutcome::ServerError => {
-                state.consecutive_gateway.store(0, Ordering::Relaxed);
-                (0, state.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1)
-            }
+            )
+        } else {
+            state.consecutive_gateway.store(0, Ordering::Relaxed);
+            (0, state.consecutive_5xx.fetch_add(1, Ordering::Relaxed) + 1)
         };
         let limit = |threshold: u32, count: u32| threshold > 0 && count >= threshold;
         if limit(self.config.consecutive_gateway_errors, gateway) {
@@ -253,7 +241,8 @@ mod tests {
         };
         let (endpoints, health, detector) = setup(3, config);
         let e = &endpoints[0];
-        let fail = |now| detector.record(&health, &endpoints, e, AttemptOutcome::ServerError, now);
+        let fail =
+            |now| detector.record(&health, &endpoints, e, AttemptOutcome::Answered(503), now);
         fail(0);
         fail(0);
         assert!(e.is_fit());
@@ -289,11 +278,11 @@ mod tests {
         };
         let (endpoints, health, detector) = setup(2, config);
         let e = &endpoints[1];
-        detector.record(&health, &endpoints, e, AttemptOutcome::GatewayError, 0);
-        detector.record(&health, &endpoints, e, AttemptOutcome::Success, 0);
-        detector.record(&health, &endpoints, e, AttemptOutcome::GatewayError, 0);
+        detector.record(&health, &endpoints, e, AttemptOutcome::Reset, 0);
+        detector.record(&health, &endpoints, e, AttemptOutcome::Answered(200), 0);
+        detector.record(&health, &endpoints, e, AttemptOutcome::Reset, 0);
         assert!(e.is_fit());
-        detector.record(&health, &endpoints, e, AttemptOutcome::GatewayError, 0);
+        detector.record(&health, &endpoints, e, AttemptOutcome::Reset, 0);
         assert!(!e.is_fit());
     }
 
@@ -306,7 +295,7 @@ mod tests {
         };
         let (endpoints, health, detector) = setup(5, config);
         for e in &endpoints {
-            detector.record(&health, &endpoints, e, AttemptOutcome::ServerError, 0);
+            detector.record(&health, &endpoints, e, AttemptOutcome::Answered(503), 0);
         }
         let ejected = endpoints.iter().filter(|e| !e.is_fit()).count();
         assert_eq!(
@@ -330,9 +319,9 @@ mod tests {
             for n in 0..100 {
                 let ok = if i == 4 { n % 2 == 0 } else { n % 50 != 0 };
                 let outcome = if ok {
-                    AttemptOutcome::Success
+                    AttemptOutcome::Answered(200)
                 } else {
-                    AttemptOutcome::ServerError
+                    AttemptOutcome::Answered(503)
                 };
                 detector.record(&health, &endpoints, e, outcome, 0);
             }

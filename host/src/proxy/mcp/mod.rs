@@ -39,7 +39,7 @@
 //! `tools` table says so): then a failure may be retried, on another
 //! instance when the target keeps no session (a call of a session pinned
 //! to one instance has no other: only a failover plugin that allows the
-//! same instance retries it). The failover step is a pool route's ([`super::call`]): the
+//! same instance retries it). The failover step is a pool route's (`Pool::after_failure`): the
 //! target pool's failover policy decides — the built-in retries the
 //! failures its `retry.retry_on` lists, a failover plugin keeps its own
 //! schedule (it sees `Mcp-Method`/`Mcp-Name`) — within the pool's attempt
@@ -974,7 +974,7 @@ impl McpRoute {
                 client_addr: caller.peer,
             },
             endpoint,
-            failure: failed.error.failure(),
+            failure: failed.error.outcome(),
             attempt: failed.attempt as u32,
             elapsed_ms: caller.started.elapsed().as_millis() as u64,
             tried: failed.tried,

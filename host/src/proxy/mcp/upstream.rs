@@ -95,14 +95,17 @@ impl CallError {
         matches!(self, Self::NoInstance(_) | Self::Unreachable(_))
     }
 
-    /// The failure as the failover engine knows it (for a failover policy).
-    pub fn failure(&self) -> crate::failover::Failure {
-        use crate::failover::Failure;
+    /// The failure's kind, as the engines classify it (for the failover
+    /// policy).
+    pub fn outcome(&self) -> crate::policy::AttemptOutcome {
+        use crate::policy::AttemptOutcome;
         match self {
-            Self::Status(status, _) => Failure::Status(*status),
-            Self::TimedOut(_) => Failure::Timeout,
-            Self::NoInstance(_) | Self::Unreachable(_) | Self::Shed(_) => Failure::ConnectFailure,
-            Self::Gone(_) | Self::Failed(_) => Failure::Reset,
+            Self::Status(status, _) => AttemptOutcome::Answered(*status),
+            Self::TimedOut(_) => AttemptOutcome::Timeout,
+            Self::NoInstance(_) | Self::Unreachable(_) | Self::Shed(_) => {
+                AttemptOutcome::ConnectFailure
+            }
+            Self::Gone(_) | Self::Failed(_) => AttemptOutcome::Reset,
         }
     }
 }
