@@ -11,7 +11,7 @@ use std::hint::black_box;
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_main};
 use serde_json::{Value, json};
 use switchyard::config::PrefixMode;
-use switchyard::proxy::mcp::merge::{ListKind, Naming, merge_list};
+use switchyard::mcp::merge::{ListKind, Naming, merge_list};
 
 const TARGETS: [usize; 3] = [2, 10, 50];
 const TOOLS: usize = 20;

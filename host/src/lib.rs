@@ -16,8 +16,11 @@
 //! - [`status`]: the snapshot of the data path's state the status API and
 //!   the metrics show;
 //! - [`metrics`]: Prometheus counters, histograms and state gauges;
-//! - [`proxy`]: routing and forwarding one request (the data path: pools,
-//!   the one upstream call, the connection pool, fan-out, the MCP gateway);
+//! - [`proxy`]: the data path below the routes — pools, the one upstream
+//!   call and failover step, the connection pool, the pool route, fan-out;
+//! - [`mcp`]: the MCP gateway, an MCP route over pools of MCP servers;
+//! - [`gateway`]: the request path — match a route, dispatch by its kind
+//!   ([`proxy`] or [`mcp`]), record it;
 //! - [`control`]: the control plane — the configuration in force, changed
 //!   atomically and persisted ([`control::Control`]), and what follows or
 //!   feeds it through [`control::ControlPlane`]: [`store`] (the state file
@@ -37,6 +40,8 @@ pub use switchyard_plugin as plugin;
 pub mod admin;
 pub mod control;
 pub mod demo;
+pub mod gateway;
+pub mod mcp;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -167,7 +167,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 eprintln!("{}: warning: {deprecation}", path.display());
             }
             let host = PluginHost::for_config(&config)?;
-            switchyard::proxy::Router::build(&config, &host)
+            switchyard::gateway::Router::build(&config, &host)
                 .with_context(|| path.display().to_string())?;
             println!("{}: ok", path.display());
             Ok(())

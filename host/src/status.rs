@@ -1,5 +1,5 @@
 //! What the status API, the dashboard and the metrics show of the data
-//! path: a [`Snapshot`] taken when asked ([`crate::proxy::Router::snapshot`]),
+//! path: a [`Snapshot`] taken when asked ([`crate::gateway::Router::snapshot`]),
 //! so that none of them reads the router's internals.
 
 use std::sync::Arc;

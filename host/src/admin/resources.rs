@@ -119,8 +119,8 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .routes()
         .iter()
         .filter_map(|r| match &r.target {
-            crate::proxy::Target::FanOut(f) => Some((r.index, f)),
-            crate::proxy::Target::Pool(_) | crate::proxy::Target::Mcp(_) => None,
+            crate::gateway::Target::FanOut(f) => Some((r.index, f)),
+            crate::gateway::Target::Pool(_) | crate::gateway::Target::Mcp(_) => None,
         })
         .map(|(route, f)| {
             let sources: Vec<Value> = f
@@ -144,7 +144,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .routes()
         .iter()
         .filter_map(|r| match &r.target {
-            crate::proxy::Target::Mcp(m) => Some(m.status()),
+            crate::gateway::Target::Mcp(m) => Some(m.status()),
             _ => None,
         })
         .collect();

@@ -19,7 +19,7 @@ impl Resources for Loaders {
     }
 
     fn mcp_session_keys(&self, sessions: &McpSessionsConfig) -> Result<(), String> {
-        crate::proxy::SessionKeys::load(sessions, false)
+        crate::mcp::SessionKeys::load(sessions, false)
             .map(drop)
             .map_err(|e| format!("{e:#}"))
     }

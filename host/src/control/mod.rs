@@ -29,8 +29,9 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::gateway::Router;
 use crate::plugin::PluginHost;
-use crate::proxy::{Router, StartError};
+use crate::proxy::StartError;
 
 /// Why a change was not applied.
 #[derive(Debug, thiserror::Error)]

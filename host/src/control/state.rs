@@ -24,9 +24,10 @@ use tokio::task::JoinSet;
 use super::{ChangeError, ControlPlane};
 use crate::config::Config;
 use crate::events::{EventBus, EventKind, HealthEvent, Severity};
+use crate::gateway::Router;
 use crate::plugin::PluginHost;
 use crate::process::Supervisor;
-use crate::proxy::{Pool, RecentRequests, Reporting, Router, StartError};
+use crate::proxy::{Pool, RecentRequests, Reporting, StartError};
 use crate::status::SyncState;
 use crate::store::{EtcdStore, Shared, Store, block_on, write_atomically};
 

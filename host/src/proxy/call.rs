@@ -1,7 +1,7 @@
 //! One upstream call: the attempt every route kind makes on an instance.
 //!
 //! A pool route's attempt ([`super::forward`]), a fan-out source
-//! ([`super::fanout`]) and an MCP call ([`super::mcp`]) all send through
+//! ([`super::fanout`]) and an MCP call ([`crate::mcp`]) all send through
 //! [`Pool::send`] and book through [`Pool::book`], so an attempt is made,
 //! bounded, classified and booked the same way whatever asked for it:
 //!

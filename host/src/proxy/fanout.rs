@@ -264,7 +264,7 @@ impl FanOut {
     }
 
     /// Serves one request: buffer, cache, fan out, fuse.
-    pub(super) async fn serve(
+    pub(crate) async fn serve(
         &self,
         request: Inbound<'_>,
         body: Incoming,

@@ -29,7 +29,6 @@
 //!
 //! [`Failover`]: crate::failover::Failover
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,143 +45,51 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::body::ProxyBody;
 use super::call::{AfterFailure, AttemptError, FailedAttempt};
 use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules};
-use super::path;
 use super::pool::{Pool, UpstreamBody};
 use super::recent::Served;
-use super::router::{Fallback, PoolRoute, StaticResponse, Target};
+use super::route::{Fallback, PoolRoute, StaticResponse};
 use super::upstream::PooledBody;
-use super::{ProxyError, RequestRecord, Router, headers};
+use super::{ProxyError, Reporting, headers};
 use crate::balance::{Affinity, Endpoint, EndpointId, InFlight, Ranking, RequestContext, Sticky};
 use crate::failover::{Active, Admission, AttemptFacts, StaleCache};
 use crate::policy::AttemptOutcome;
-use crate::tls::ClientTls;
-
-/// Serves one client request under the listener's `limits`, from a
-/// connection over `tls` when it came over TLS; errors become JSON
-/// responses.
-pub async fn handle(
-    router: &Router,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    limits: &ListenerRules,
-    tls: Option<&ClientTls>,
-) -> Response<ProxyBody> {
-    match forward(router, request, peer, limits, tls).await {
-        Ok(response) => response,
-        Err(error) => {
-            tracing::debug!(%peer, %error, "request failed");
-            error.into_response().map(ProxyBody::Local)
-        }
-    }
-}
-
-/// Routes the request, serves it, and records it (metrics, request log).
-async fn forward(
-    router: &Router,
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    limits: &ListenerRules,
-    tls: Option<&ClientTls>,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let (mut parts, body) = request.into_parts();
-    if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
-        return Err(ProxyError::BadRequest(
-            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".into(),
-        ));
-    }
-    normalize_path(&mut parts.uri, &limits.paths)?;
-    let authority: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let host = authority
-        .as_ref()
-        .and_then(|v| v.to_str().ok())
-        .map_or("", strip_port);
-    let identity = tls.and_then(|t| t.identity.as_deref());
-    let Some(route) = router.route(host, parts.uri.path(), identity) else {
-        return Err(ProxyError::NoRoute {
-            host: host.to_string(),
-            path: parts.uri.path().to_string(),
-        });
-    };
-    headers::forward_client_cert(&mut parts.headers, identity);
-    let started = Instant::now();
-    let recent = &router.reporting().recent;
-    // Only with a request log: copies of the method and the path (cheap
-    // clones of shared bytes).
-    let logged = recent
-        .enabled()
-        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned()));
-    let request = Inbound {
-        parts,
-        host,
-        peer,
-        authority: authority.as_ref(),
-        limits,
-        tls: tls.is_some(),
-    };
-    let result = match &route.target {
-        Target::FanOut(fan_out) => fan_out.serve(request, body).await,
-        Target::Mcp(mcp) => mcp.serve(request, body).await,
-        Target::Pool(pool_route) => {
-            match Exchange::start(router, pool_route, request, body).await {
-                Ok(exchange) => exchange.run().await,
-                Err(error) => Err(error),
-            }
-        }
-    };
-    let status = match &result {
-        Ok(response) => response.status(),
-        Err(error) => error.status(),
-    };
-    let elapsed = started.elapsed();
-    route.metrics.record(status.as_u16(), elapsed.as_secs_f64());
-    if let Some((method, path)) = logged {
-        let served = result
-            .as_ref()
-            .ok()
-            .and_then(|r| r.extensions().get::<Served>().cloned());
-        let pool = match (&served, &result) {
-            (Some(s), _) => Some(s.pool.clone()),
-            (None, Err(ProxyError::NoUpstream { pool, .. } | ProxyError::Timeout { pool, .. })) => {
-                Some(pool.clone())
-            }
-            _ => None,
-        };
-        recent.record(RequestRecord {
-            at_ms: 0,
-            method: method.to_string(),
-            host: host.to_string(),
-            path: path.map_or_else(|| "/".to_string(), |p| p.to_string()),
-            route: route.index,
-            status: status.as_u16(),
-            duration_us: elapsed.as_micros() as u64,
-            client: peer.ip(),
-            attempts: served.as_ref().map_or(0, |s| s.attempts),
-            instance: served.map(|s| s.instance),
-            pool,
-        });
-    }
-    result
-}
 
 /// The client's request as it arrived, with what routing read from it.
-pub(super) struct Inbound<'a> {
+pub(crate) struct Inbound<'a> {
     /// Its head.
-    pub(super) parts: http::request::Parts,
+    pub(crate) parts: http::request::Parts,
     /// Host the client addressed, without port.
-    pub(super) host: &'a str,
+    pub(crate) host: &'a str,
     /// The client's address.
-    pub(super) peer: SocketAddr,
+    pub(crate) peer: SocketAddr,
     /// The `Host` header (or URI authority), passed on upstream.
-    pub(super) authority: Option<&'a HeaderValue>,
+    pub(crate) authority: Option<&'a HeaderValue>,
     /// The listener's limits on the client.
-    pub(super) limits: &'a ListenerRules,
+    pub(crate) limits: &'a ListenerRules,
     /// Whether the client came over TLS.
-    pub(super) tls: bool,
+    pub(crate) tls: bool,
+}
+
+impl PoolRoute {
+    /// Serves `request` on this route: its pool (or fallback pool) with
+    /// failover, reporting to `reporting`; `pools` are every pool by name,
+    /// for a failover policy that moves the request to another.
+    ///
+    /// # Errors
+    /// A [`ProxyError`] when no answer could be had (the fallback's fixed
+    /// response aside).
+    pub(crate) async fn serve(
+        &self,
+        pools: &[Arc<Pool>],
+        reporting: &Reporting,
+        request: Inbound<'_>,
+        body: Incoming,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        Exchange::start(pools, reporting, self, request, body)
+            .await?
+            .run()
+            .await
+    }
 }
 
 /// An answer that came back, with the instance's in-flight count held for
@@ -240,7 +147,9 @@ enum Upgrading {
 /// One request on a pool route, across its attempts: the per-request
 /// context the phases (module docs) read and update.
 struct Exchange<'a> {
-    router: &'a Router,
+    /// Every pool by name (a failover policy's fallback).
+    pools: &'a [Arc<Pool>],
+    reporting: &'a Reporting,
     route: &'a PoolRoute,
     /// The pool in use (a failover policy may move the request to another).
     pool: &'a Pool,
@@ -286,7 +195,8 @@ impl<'a> Exchange<'a> {
     /// Phase 1: the pool (priority failover), its bulkhead, the session, the
     /// ranking, the upstream headers and a replayable body.
     async fn start(
-        router: &'a Router,
+        pools: &'a [Arc<Pool>],
+        reporting: &'a Reporting,
         route: &'a PoolRoute,
         request: Inbound<'a>,
         body: Incoming,
@@ -324,7 +234,8 @@ impl<'a> Exchange<'a> {
         let retry = pool.failover().retry();
         let body = RequestBody::prepare(body, &parts.headers, retry, limits).await?;
         Ok(Self {
-            router,
+            pools,
+            reporting,
             route,
             pool,
             parts,
@@ -632,7 +543,7 @@ impl<'a> Exchange<'a> {
                 let response = StaticResponse::new(status, &text, &headers).to_response();
                 Next::Respond(Box::new(response.map(ProxyBody::Local)))
             }
-            AfterFailure::Fallback(name) => match self.router.pool_named(&name) {
+            AfterFailure::Fallback(name) => match super::pool_named(self.pools, &name) {
                 Some(other) if other.name() != pool.name() && !self.switched => {
                     self.switched = true;
                     Next::Switch(other)
@@ -699,10 +610,7 @@ impl<'a> Exchange<'a> {
             headers::keep_upgrade(response.headers_mut(), protocol);
         }
         let held = (in_flight, self.slot.take());
-        self.router
-            .reporting()
-            .tunnels
-            .relay(client, upstream, held);
+        self.reporting.tunnels.relay(client, upstream, held);
         let (mut head, _) = response.into_parts();
         head.version = Version::HTTP_11;
         if how == Upgrading::Connect {
@@ -727,7 +635,7 @@ impl<'a> Exchange<'a> {
             sticky.bind(&self.affinity, id, status, response.headers_mut());
         }
         headers::strip_hop_by_hop(response.headers_mut());
-        if self.router.reporting().recent.enabled()
+        if self.reporting.recent.enabled()
             && let Some(endpoint) = self.pool.members().get(id)
         {
             response.extensions_mut().insert(Served {
@@ -804,7 +712,7 @@ fn lookup(pool: &Pool, headers: &http::HeaderMap) -> Affinity {
 }
 
 /// Ranks `pool` for the request, the sticky instance first.
-pub(super) fn rank(
+pub(crate) fn rank(
     pool: &Pool,
     parts: &http::request::Parts,
     host: &str,
@@ -906,39 +814,6 @@ impl RequestBody {
     }
 }
 
-/// Replaces the path of `uri` with its normal form (see [`path`]); the
-/// query stays as it is.
-///
-/// # Errors
-/// 400 for a path the rules refuse.
-fn normalize_path(uri: &mut Uri, rules: &path::PathRules) -> Result<(), ProxyError> {
-    let normal = match path::normalize(uri.path(), rules) {
-        Ok(Cow::Borrowed(_)) => return Ok(()),
-        Ok(Cow::Owned(normal)) => normal,
-        Err(refused) => return Err(ProxyError::BadRequest(refused.to_string())),
-    };
-    let path_and_query = match uri.query() {
-        Some(query) => format!("{normal}?{query}"),
-        None => normal,
-    };
-    let mut parts = std::mem::take(uri).into_parts();
-    parts.path_and_query = Some(
-        PathAndQuery::try_from(path_and_query)
-            .map_err(|e| ProxyError::BadRequest(format!("the normalized path is invalid: {e}")))?,
-    );
-    *uri = Uri::from_parts(parts)
-        .map_err(|e| ProxyError::BadRequest(format!("the normalized URI is invalid: {e}")))?;
-    Ok(())
-}
-
-/// `host` without a `:port` suffix (IPv6 literals keep their brackets).
-fn strip_port(host: &str) -> &str {
-    match host.rfind(':') {
-        Some(i) if !host[i..].contains(']') => &host[..i],
-        _ => host,
-    }
-}
-
 /// The error and its sources, `: `-joined (hyper's own Display is terse).
 pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -949,17 +824,4 @@ pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
         source = e.source();
     }
     text
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn strips_ports() {
-        assert_eq!(strip_port("example.com:8080"), "example.com");
-        assert_eq!(strip_port("example.com"), "example.com");
-        assert_eq!(strip_port("[::1]:80"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-    }
 }

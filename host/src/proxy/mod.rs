@@ -1,16 +1,19 @@
-//! The data path: listeners, routing, forwarding to pooled upstream connections.
+//! The data path below the routes: pools and the one upstream call, the
+//! pool route with its failover, fan-out, and what they share.
 //!
-//! A request is matched against the routes in order (`router`); the route's
-//! pool ranks its instances ([`crate::balance`]); the request is forwarded to
-//! the first acceptable instance over a pooled keep-alive HTTP/1.1 connection
-//! (`forward`). Bodies stream in both directions; hop-by-hop headers are
-//! removed and `X-Forwarded-For`/`X-Forwarded-Proto` set (`headers`).
+//! A pool ranks its instances ([`crate::balance`]); a pool route's request
+//! is forwarded to the first acceptable instance over a pooled keep-alive
+//! connection (`forward`). Bodies stream in both directions; hop-by-hop
+//! headers are removed and `X-Forwarded-For`/`X-Forwarded-Proto` set
+//! (`headers`).
 //!
-//! Every route kind makes its attempts on an instance through one upstream
-//! call (`call`): sent, bounded and booked the same way.
+//! Every route kind — a pool route, a fan-out source, an MCP call
+//! ([`crate::mcp`]) — makes its attempts on an instance through one
+//! upstream call and takes one failover step after a failed one (`call`):
+//! sent, bounded, booked and decided the same way.
 //!
-//! The listeners and their accept loop are [`crate::server`]'s; this module
-//! serves one request ([`handle`]).
+//! Matching a request to its route and dispatching it by the route's kind
+//! is [`crate::gateway`]'s, above this module.
 
 mod body;
 mod call;
@@ -19,21 +22,29 @@ mod error;
 mod fanout;
 mod forward;
 mod headers;
-pub mod mcp;
 mod path;
 mod pool;
 mod recent;
-mod router;
+mod reporting;
+mod route;
 mod tunnel;
 mod upstream;
 
+pub use body::ProxyBody;
 pub use client::ListenerRules;
 pub use error::{ProxyError, StartError};
-pub use forward::handle;
-
 pub use fanout::FanOut;
-pub use mcp::{McpRoute, SessionKeys};
-pub use pool::Pool;
+pub use pool::{Pool, pool_named};
 pub use recent::{RecentRequests, RequestRecord};
-pub use router::{PoolRoute, Reporting, Route, Router, Target};
+pub use reporting::Reporting;
+pub use route::{Fallback, PoolRoute, StaticResponse};
 pub use tunnel::Tunnels;
+
+pub(crate) use call::{AfterFailure, AttemptError, FailedAttempt};
+pub(crate) use client::read_whole;
+pub(crate) use forward::{Inbound, rank};
+pub(crate) use headers::{forward_client_cert, prepare_request};
+pub(crate) use path::{PathRules, normalize};
+pub(crate) use pool::UpstreamBody;
+pub(crate) use recent::Served;
+pub(crate) use upstream::PooledBody;

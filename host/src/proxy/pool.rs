@@ -842,3 +842,8 @@ fn failover_plugin(
     let stats = loaded.stats();
     Ok((Some(Arc::new(loaded)), Some(stats)))
 }
+
+/// The pool of `pools` called `name`.
+pub fn pool_named<'p>(pools: &'p [Arc<Pool>], name: &str) -> Option<&'p Pool> {
+    pools.iter().find(|p| p.name() == name).map(|p| &**p)
+}

@@ -418,7 +418,7 @@ impl Connection {
                 let connect = req.method() == hyper::Method::CONNECT;
                 async move {
                     let response =
-                        crate::proxy::handle(&router, req, peer, &rules, tls.as_ref()).await;
+                        crate::gateway::handle(&router, req, peer, &rules, tls.as_ref()).await;
                     // A WebSocket or a tunnel: never evicted at the cap.
                     if connect || response.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
                         waiting.connection().upgrade();

@@ -10,7 +10,7 @@ use super::session::Pinned;
 use super::upstream::{Call, CallError, Via};
 use super::{Client, INTERNAL_ERROR, McpRoute, rpc_error, rpc_result};
 use crate::fusion::{Answer, Builtin, Judge, Outcome, Quality, Resolve, Source, UpstreamResponse};
-use crate::proxy::body::ProxyBody;
+use crate::proxy::ProxyBody;
 
 impl McpRoute {
     /// A `tools/call` asked of `count` instances of target `t`'s pool at
@@ -27,7 +27,7 @@ impl McpRoute {
     ) -> Response<ProxyBody> {
         let target = &self.targets[t];
         let pool = &target.pool;
-        let ranking = crate::proxy::forward::rank(
+        let ranking = crate::proxy::rank(
             pool,
             client.caller.parts,
             client.caller.host,

@@ -4,23 +4,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
-use http_body_util::Full;
-
-use super::fanout::FanOut;
-use super::mcp::{McpRoute, SessionKeys, SessionsSeen};
-use super::recent::RecentRequests;
-use super::tunnel::Tunnels;
-use super::{Pool, StartError};
 use crate::config::{Config, FallbackConfig, RouteMatch};
-use crate::events::{EventBus, HealthEvent};
+use crate::events::HealthEvent;
 use crate::failover::StaleCache;
-use crate::metrics::{Metrics, RouteMetrics};
+use crate::mcp::{McpRoute, Sessions};
+use crate::metrics::RouteMetrics;
 use crate::plugin::PluginHost;
 use crate::plugin::PluginKind;
+use crate::proxy::{Fallback, FanOut, Pool, PoolRoute, Reporting, StartError, StaticResponse};
 use crate::status::{Owner, PluginCounters, PoolStatus, Snapshot};
 use crate::tls::ClientIdentity;
 
@@ -29,56 +20,9 @@ pub struct Router {
     routes: Vec<Route>,
     pools: Vec<Arc<Pool>>,
     reporting: Arc<Reporting>,
-}
-
-/// Where the data path reports, shared by every router a process builds:
-/// events, metrics, the recent-request log, and the upgraded connections
-/// being relayed.
-pub struct Reporting {
-    /// Health, failover and config events.
-    pub events: Arc<EventBus>,
-    /// Counters and histograms.
-    pub metrics: Metrics,
-    /// The last requests answered.
-    pub recent: RecentRequests,
-    /// Upgraded connections (WebSocket) being relayed.
-    pub tunnels: Arc<Tunnels>,
-    /// The keys that seal MCP routes' session ids.
-    pub mcp_keys: SessionKeys,
-    /// What was seen of MCP sessions: last use, ended.
-    pub mcp_sessions: SessionsSeen,
-}
-
-impl Reporting {
-    /// Reporting for `config`: its event cooldown, a recent-request log
-    /// of `admin.recent_requests` entries (none without an admin listener),
-    /// and the MCP session keys of `mcp_sessions` (validated with the
-    /// config; a random key should they fail to load now).
-    pub fn new(config: &Config) -> Arc<Self> {
-        let has_mcp = config.routes.iter().any(|r| r.mcp.is_some());
-        let mcp_keys = SessionKeys::load(&config.mcp_sessions, has_mcp).unwrap_or_else(|error| {
-            tracing::error!(%error, "MCP session keys; using a random key");
-            SessionKeys::new(&[random_key()])
-        });
-        Arc::new(Self {
-            events: Arc::new(EventBus::new(
-                1024,
-                Duration::from_millis(config.event_cooldown_ms),
-            )),
-            metrics: Metrics::default(),
-            recent: RecentRequests::new(config.admin.as_ref().map_or(0, |a| a.recent_requests)),
-            tunnels: Arc::default(),
-            mcp_keys,
-            mcp_sessions: SessionsSeen::default(),
-        })
-    }
-}
-
-/// A random AES-256 key.
-fn random_key() -> [u8; 32] {
-    let mut key = [0u8; 32];
-    let _ = getrandom::fill(&mut key);
-    key
+    /// The MCP routes' session keys and sessions seen: made with the first
+    /// router, then handed from each router to the next.
+    mcp: Arc<Sessions>,
 }
 
 impl Router {
@@ -113,6 +57,7 @@ impl Router {
         replaced: Option<&Path>,
     ) -> Result<Self, StartError> {
         let is_replaced = |path: &Path| replaced == Some(path);
+        let mcp = previous.map_or_else(|| Sessions::new(config), |p| Arc::clone(&p.mcp));
         let mut pools = BTreeMap::new();
         for (name, pool) in &config.pools {
             let before = previous
@@ -147,13 +92,18 @@ impl Router {
                 .filter(|_| !r.plugin_path().is_some_and(is_replaced))
                 .map(|old| &old.target);
             let target = match (&r.pool, &r.fan_out, &r.mcp) {
-                (_, _, Some(mcp)) => {
+                (_, _, Some(mcp_config)) => {
                     let before = match before {
                         Some(Target::Mcp(m)) => Some(&**m),
                         _ => None,
                     };
                     Target::Mcp(Box::new(McpRoute::build(
-                        index, &r.matches, mcp, &pools, reporting, before,
+                        index,
+                        &r.matches,
+                        mcp_config,
+                        &pools,
+                        (reporting, &mcp),
+                        before,
                     )?))
                 }
                 (_, Some(fan_out), None) => {
@@ -215,6 +165,7 @@ impl Router {
             routes,
             pools: pools.into_values().collect(),
             reporting: Arc::clone(reporting),
+            mcp,
         })
     }
 
@@ -249,51 +200,6 @@ pub enum Target {
     FanOut(Box<FanOut>),
     /// An MCP gateway over one or more pools.
     Mcp(Box<McpRoute>),
-}
-
-/// A route to one pool: the pool and its fallback.
-pub struct PoolRoute {
-    /// The pool that serves it.
-    pub pool: Arc<Pool>,
-    /// What answers when the pool cannot.
-    pub fallback: Option<Fallback>,
-    /// Last good GET answers, when `stale_if_error` is on.
-    pub stale: Option<Arc<StaleCache>>,
-}
-
-/// A route's graceful degradation.
-pub enum Fallback {
-    /// A secondary pool, used while the primary has no fit instance.
-    Pool(Arc<Pool>),
-    /// A fixed response, sent when no attempt succeeded.
-    Static(StaticResponse),
-}
-
-/// A configured fixed response.
-pub struct StaticResponse {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl StaticResponse {
-    /// A response of `status`, `body` and `headers` (validated at load; an
-    /// invalid header is dropped).
-    pub fn new(status: u16, body: &str, headers: &BTreeMap<String, String>) -> Self {
-        Self {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-            headers: crate::config::header_pairs(headers).into_iter().collect(),
-            body: Bytes::copy_from_slice(body.as_bytes()),
-        }
-    }
-
-    /// A fresh response (cheap: the body is shared).
-    pub fn to_response(&self) -> http::Response<Full<Bytes>> {
-        let mut response = http::Response::new(Full::new(self.body.clone()));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers.clone();
-        response
-    }
 }
 
 impl Router {
@@ -356,7 +262,7 @@ impl Router {
 
     /// A pool by name (a failover plugin's fallback).
     pub fn pool_named(&self, name: &str) -> Option<&Pool> {
-        self.pools.iter().find(|p| p.name() == name).map(|p| &**p)
+        crate::proxy::pool_named(&self.pools, name)
     }
 
     /// Health events as they happen.

@@ -17,13 +17,45 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
 
-use crate::config::McpSessionsConfig;
+use crate::config::{Config, McpSessionsConfig};
 
 /// The environment variable that gives the keys (comma-separated).
 pub const KEYS_ENV: &str = "SWITCHYARD_MCP_SESSION_KEYS";
 
 /// Bytes of a nonce.
 const NONCE_LEN: usize = 12;
+
+/// What every MCP route of a process shares, from one router to the next:
+/// the keys that seal session ids and what was seen of the sessions.
+pub struct Sessions {
+    /// The keys that seal MCP routes' session ids.
+    pub keys: SessionKeys,
+    /// What was seen of MCP sessions: last use, ended.
+    pub seen: SessionsSeen,
+}
+
+impl Sessions {
+    /// The session keys of `config`'s `mcp_sessions` (validated with the
+    /// config; a random key should they fail to load now).
+    pub fn new(config: &Config) -> Arc<Self> {
+        let has_mcp = config.routes.iter().any(|r| r.mcp.is_some());
+        let keys = SessionKeys::load(&config.mcp_sessions, has_mcp).unwrap_or_else(|error| {
+            tracing::error!(%error, "MCP session keys; using a random key");
+            SessionKeys::new(&[random_key()])
+        });
+        Arc::new(Self {
+            keys,
+            seen: SessionsSeen::default(),
+        })
+    }
+}
+
+/// A random AES-256 key.
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let _ = getrandom::fill(&mut key);
+    key
+}
 
 /// The keys that seal and open session ids: the first seals, each opens.
 pub struct SessionKeys {

@@ -9,7 +9,7 @@ use super::merge::{self, Entry, ListKind, Naming};
 use super::{Client, INVALID_PARAMS, McpRoute, rpc_error, rpc_result, session_gone};
 use crate::config::PrefixMode;
 use crate::events::{EventKind, HealthEvent, Severity};
-use crate::proxy::body::ProxyBody;
+use crate::proxy::ProxyBody;
 
 impl McpRoute {
     /// A list: the targets asked (those of the cursor, for a next page),

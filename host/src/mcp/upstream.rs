@@ -16,9 +16,9 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::session::Pinned;
 use crate::balance::{Affinity, EndpointId, InFlight};
-use crate::proxy::call::AttemptError;
-use crate::proxy::pool::Pool;
-use crate::proxy::upstream::PooledBody;
+use crate::proxy::AttemptError;
+use crate::proxy::Pool;
+use crate::proxy::PooledBody;
 use crate::sse;
 
 /// `Mcp-Session-Id`.
@@ -342,7 +342,7 @@ impl Caller<'_> {
             }
             Via::Instance(id) => (id, Default::default()),
             Via::Any => {
-                let ranking = crate::proxy::forward::rank(
+                let ranking = crate::proxy::rank(
                     pool,
                     self.parts,
                     self.host,
@@ -416,11 +416,7 @@ impl Caller<'_> {
     }
 
     /// The HTTP request of `call` to `target`.
-    fn request(
-        &self,
-        target: &Target,
-        call: &Call<'_>,
-    ) -> Request<crate::proxy::pool::UpstreamBody> {
+    fn request(&self, target: &Target, call: &Call<'_>) -> Request<crate::proxy::UpstreamBody> {
         let mut request = Request::new(Either::Right(Full::new(call.body.clone())));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = Uri::from(

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 
 use super::upstream::{Call, CallError, Reply, Sent, Stream, Via};
 use super::{Client, INTERNAL_ERROR, INVALID_REQUEST, McpRoute, outbound, rpc_error, session_gone};
-use crate::proxy::body::ProxyBody;
+use crate::proxy::ProxyBody;
 use crate::sse;
 
 impl McpRoute {

@@ -65,7 +65,7 @@ mod session;
 mod stream;
 mod upstream;
 
-pub use session::{KEYS_ENV, SessionKeys, SessionsSeen};
+pub use session::{KEYS_ENV, SessionKeys, Sessions, SessionsSeen};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -83,19 +83,16 @@ use self::merge::{Entry, ListKind};
 use self::session::{Pinned, SessionState, UpstreamSession};
 use self::stream::hold;
 use self::upstream::{Call, CallError, Caller, Reply, Sent, Target, Via, subject};
-use super::body::ProxyBody;
-use super::call::{AfterFailure, FailedAttempt};
-use super::client;
-use super::forward::Inbound;
-use super::pool::Pool;
-use super::router::Reporting;
-use super::{ProxyError, StartError, headers};
 use crate::balance::EndpointId;
 use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
 use crate::events::{EventKind, HealthEvent, Severity};
 use crate::failover::AttemptFacts;
 use crate::fusion::Builtin;
 use crate::policy::RequestContext;
+use crate::proxy::{
+    AfterFailure, FailedAttempt, Inbound, Pool, ProxyBody, ProxyError, Reporting, StartError,
+    prepare_request, read_whole,
+};
 
 /// JSON-RPC: the message is not JSON.
 const PARSE_ERROR: i64 = -32700;
@@ -174,6 +171,7 @@ pub struct McpRoute {
     /// The route's match, `HOST PATH_PREFIX`: the sessions it issues say so.
     key: Arc<str>,
     reporting: Arc<Reporting>,
+    sessions: Arc<Sessions>,
 }
 
 /// One client request being served.
@@ -231,7 +229,7 @@ impl McpRoute {
         matches: &RouteMatch,
         config: &McpConfig,
         pools: &BTreeMap<String, Arc<Pool>>,
-        reporting: &Arc<Reporting>,
+        (reporting, sessions): (&Arc<Reporting>, &Arc<Sessions>),
         previous: Option<&McpRoute>,
     ) -> Result<Self, StartError> {
         let mut targets = Vec::with_capacity(config.targets.len());
@@ -293,6 +291,7 @@ impl McpRoute {
             catalog: previous.map_or_else(Arc::default, |p| Arc::clone(&p.catalog)),
             key: Arc::from(key),
             reporting: Arc::clone(reporting),
+            sessions: Arc::clone(sessions),
         })
     }
 
@@ -305,10 +304,7 @@ impl McpRoute {
             .iter()
             .map(|t| json!({ "name": t.name, "pool": t.pool.name() }))
             .collect();
-        let sessions = self
-            .reporting
-            .mcp_sessions
-            .active(&self.key, self.session_idle);
+        let sessions = self.sessions.seen.active(&self.key, self.session_idle);
         let catalog = self.catalog.read().unwrap_or_else(|p| p.into_inner());
         let mut tools: Vec<Value> = catalog
             .entries
@@ -339,7 +335,7 @@ impl McpRoute {
             ..
         } = request;
         let mut forwarded = parts.headers.clone();
-        headers::prepare_request(&mut forwarded, peer.ip(), None, tls);
+        prepare_request(&mut forwarded, peer.ip(), None, tls);
         let forwarded: HeaderMap = forwarded
             .into_iter()
             .filter_map(|(name, value)| {
@@ -367,7 +363,7 @@ impl McpRoute {
             None => None,
         };
         let message = if parts.method == Method::POST {
-            let body = client::read_whole(body, limits, self.max_message as u64).await?;
+            let body = read_whole(body, limits, self.max_message as u64).await?;
             match parse(&body) {
                 Ok(message) => Some(message),
                 Err((code, why)) => {
@@ -444,7 +440,7 @@ impl McpRoute {
     /// was not ended, and was used within `session_idle_timeout_ms` as far
     /// as this Switchyard saw.
     fn open_session(&self, token: &str) -> Result<SessionState, String> {
-        let Some(state) = self.reporting.mcp_keys.open(token) else {
+        let Some(state) = self.sessions.keys.open(token) else {
             return Err("unknown session".into());
         };
         if *state.route != *self.key {
@@ -454,8 +450,8 @@ impl McpRoute {
         if age > self.session_max_age.as_millis() as u64 {
             return Err("the session is older than session_max_age_ms".into());
         }
-        self.reporting
-            .mcp_sessions
+        self.sessions
+            .seen
             .touch(token, &self.key, self.session_idle)?;
         Ok(state)
     }
@@ -622,11 +618,11 @@ impl McpRoute {
                     .to_string(),
                 upstreams,
             };
-            let token = self.reporting.mcp_keys.seal(&state);
+            let token = self.sessions.keys.seal(&state);
             // Freshly issued: cannot be ended nor idle.
             let _ = self
-                .reporting
-                .mcp_sessions
+                .sessions
+                .seen
                 .touch(&token, &self.key, self.session_idle);
             if let Ok(v) = HeaderValue::from_str(&token) {
                 response
@@ -955,7 +951,7 @@ impl McpRoute {
         let untried = if failed.pinned {
             0
         } else {
-            let ranking = super::forward::rank(
+            let ranking = crate::proxy::rank(
                 pool,
                 caller.parts,
                 caller.host,
@@ -1088,7 +1084,7 @@ impl McpRoute {
             })
         });
         join_all(ends).await;
-        self.reporting.mcp_sessions.end(token);
+        self.sessions.seen.end(token);
         empty(StatusCode::OK)
     }
 
