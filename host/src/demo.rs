@@ -80,6 +80,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
             mcp: None,
             fallback: None,
             stale_if_error: None,
+            filters: Vec::new(),
         }],
         pools: BTreeMap::from([(
             "demo".to_string(),
@@ -129,6 +130,7 @@ pub async fn run(listen: SocketAddr, admin: SocketAddr) -> anyhow::Result<()> {
                 protocol: Default::default(),
             },
         )]),
+        filters: BTreeMap::new(),
         shutdown_grace_ms: 5_000,
         event_cooldown_ms: 30_000,
         plugin_cache: Default::default(),

@@ -62,6 +62,49 @@ async fn round_robin_example_takes_turns() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_example_does_what_its_comments_say() {
+    let ups = crate::upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &example("filters.toml", &ups));
+    let client = client();
+    let get = |path: &str| client.get(format!("{}{path}", proxy.url)).send();
+    let response = get("/api/").await.unwrap();
+    let seen = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(seen(&response, "x-upstream-path").as_deref(), Some("/"));
+    assert_eq!(
+        seen(&response, "x-seen-x-client-ip").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        seen(&response, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let response = get("/old/42").await.unwrap();
+    assert_eq!(
+        seen(&response, "x-upstream-path").as_deref(),
+        Some("/items/42")
+    );
+    assert_eq!(get("/admin").await.unwrap().status(), 403);
+    // As the comment runs it: curl asks `Expect: 100-continue` for a body
+    // this large, and is answered 413 before it sends it.
+    let big = dir.path().join("big.iso");
+    std::fs::write(&big, vec![0u8; 2 << 20]).unwrap();
+    let output = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"])
+        .arg("--data-binary")
+        .arg(format!("@{}", big.display()))
+        .arg(format!("{}/api/upload", proxy.url))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "413");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn canary_plugin_example_sends_ten_percent_of_api_to_the_canary() {
     let ups = crate::upstreams(5);
     let dir = tempfile::tempdir().unwrap();

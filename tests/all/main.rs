@@ -9,6 +9,7 @@ mod dashboard;
 mod discovery;
 mod examples;
 mod failover;
+mod filters;
 mod fusion;
 mod hardening;
 mod harness;

@@ -35,6 +35,7 @@
 mod discovery;
 mod error;
 mod failover;
+mod filter;
 mod fusion;
 mod health;
 mod mcp;
@@ -47,20 +48,22 @@ mod types;
 
 pub use error::ConfigError;
 pub use types::{
-    AdminConfig, BreakerConfig, BulkheadConfig, Capability, CertificateFiles, CheckKind,
-    ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
+    AdminConfig, BodyLimitConfig, BreakerConfig, BulkheadConfig, Capability, CertificateFiles,
+    CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
     DEFAULT_MAX_CANDIDATES, Deprecated, DiscoveryConfig, DnsDiscovery, DnsRecordType,
     DrainSessions, EscapedSlashes, EtcdDiscovery, EtcdStoreConfig, FailoverConfig,
     FailoverFallback, FailoverPluginConfig, FailureMode, FallbackConfig, FanOutConfig,
-    FastestResponseConfig, FusionCacheConfig, HashAlgorithm, HashKey, HealthCheckConfig,
-    HealthFallback, InstanceConfig, LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig,
-    McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
-    MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
-    PrefixMode, ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, ResolverConfig,
-    ResolverPluginConfig, ResourceAwareConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
-    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StoreConfig,
-    StrategyConfig, ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol, UpstreamTlsConfig,
-    WeightedVoteConfig,
+    FastestResponseConfig, FilterConfig, FusionCacheConfig, HashAlgorithm, HashKey, HeaderRules,
+    HealthCheckConfig, HealthFallback, HostRewriteConfig, InstanceConfig, IpFilterConfig,
+    LeastConnectionsConfig, ListenerConfig, ListenerTlsConfig, McpConfig, McpSessionsConfig,
+    McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig, MostRecentConfig, NoKeys,
+    OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig, PrefixConfig, PrefixMode,
+    ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, RedirectConfig,
+    RegexRewriteConfig, ResolverConfig, ResolverPluginConfig, ResourceAwareConfig, RespondConfig,
+    RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig, SourceConfig, StaleConfig,
+    StdioSessions, StickyConfig, StoreConfig, StrategyConfig, TemplatePart, ToolConfig, ToolFusion,
+    TrendConfig, UpstreamProtocol, UpstreamTlsConfig, Variable, WeightedVoteConfig, parse_cidr,
+    parse_template,
 };
 
 use std::path::Path;

@@ -11,6 +11,11 @@ pub use super::failover::{
     BreakerConfig, BulkheadConfig, FailoverConfig, FailoverFallback, FailoverPluginConfig,
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
+pub use super::filter::{
+    BodyLimitConfig, FilterConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, PrefixConfig,
+    RedirectConfig, RegexRewriteConfig, RespondConfig, TemplatePart, Variable, parse_cidr,
+    parse_template,
+};
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,
     MostRecentConfig, QuorumConfig, ResolverConfig, ResolverPluginConfig, SourceConfig,
@@ -42,6 +47,9 @@ pub struct Config {
     /// Pools by name.
     #[serde(default)]
     pub pools: BTreeMap<String, PoolConfig>,
+    /// Filters by name, for routes to list in their `filters`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub filters: BTreeMap<String, FilterConfig>,
     /// How long shutdown waits for in-flight requests before closing, ms. Default 30000.
     #[serde(default = "defaults::shutdown_grace_ms")]
     pub shutdown_grace_ms: u64,
@@ -350,6 +358,10 @@ pub struct RouteConfig {
     /// `stale_if_error = {}` turns it on with defaults.
     #[serde(default)]
     pub stale_if_error: Option<StaleConfig>,
+    /// Names of `[filters]` applied in this order to the route's requests
+    /// (and, in the same order, to its responses). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<String>,
 }
 
 /// Conditions of a route; all given conditions must hold.
@@ -813,8 +825,24 @@ impl Config {
                 ),
             ));
         }
+        for (name, filter) in &self.filters {
+            filter
+                .validate()
+                .map_err(|(k, reason)| (format!("filters.{name}.{k}"), reason))?;
+        }
         let names: Vec<&String> = self.pools.keys().collect();
         for (i, route) in self.routes.iter().enumerate() {
+            for (j, filter) in route.filters.iter().enumerate() {
+                if !self.filters.contains_key(filter) {
+                    return Err((
+                        format!("routes[{i}].filters[{j}]"),
+                        format!(
+                            "unknown filter `{filter}` (filters: {})",
+                            self.filters.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+            }
             match (&route.pool, &route.fan_out, &route.mcp) {
                 (Some(pool), None, None) if !self.pools.contains_key(pool) => {
                     return Err((

@@ -19,6 +19,8 @@
 //! | `/v1/pools/{pool}/pick` | `POST` — the instance the balancer would choose |
 //! | `/v1/routes` | `GET`, `POST` (append) |
 //! | `/v1/routes/{index}` | `GET`, `PUT`, `DELETE` |
+//! | `/v1/filters` | `GET` |
+//! | `/v1/filters/{filter}` | `GET`, `PUT` (create or replace), `DELETE` |
 //! | `/v1/events` | `GET` — a WebSocket (on upgrade) or server-sent events, `?kind=health,failover,config` |
 //! | `/v1/plugins` | `GET` — uploaded plugins: kind, sha256, users, calls, faults |
 //! | `/v1/plugins/{name}` | `PUT` (the `.wasm` as the body; checked first), `DELETE` |
@@ -38,6 +40,7 @@
 //! state file could not be written.
 
 mod error;
+mod filters;
 mod plugins;
 mod resources;
 #[cfg(test)]
@@ -335,6 +338,8 @@ fn operations() -> OpenApiRouter<AdminState> {
             resources::put_route,
             resources::delete_route
         ))
+        .routes(routes!(filters::list))
+        .routes(routes!(filters::get, filters::put, filters::delete))
         .routes(routes!(resources::events))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload, plugins::delete))

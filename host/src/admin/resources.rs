@@ -26,7 +26,7 @@ use crate::status::Owner;
 type ApiResult<T> = Result<T, ApiError>;
 
 /// Parses a JSON body as a `what`, with serde's reason (path and line) on failure.
-fn parse<T: DeserializeOwned>(body: &Bytes, what: &str) -> ApiResult<T> {
+pub(super) fn parse<T: DeserializeOwned>(body: &Bytes, what: &str) -> ApiResult<T> {
     let bad = |e: serde_json::Error| ApiError::BadBody(format!("not a valid {what}: {e}"));
     let mut value: Value = serde_json::from_slice(body).map_err(bad)?;
     integral_floats_as_integers(&mut value);
@@ -58,7 +58,7 @@ fn integral_floats_as_integers(value: &mut Value) {
 
 /// Runs a change off the async workers (building a pool may compile a
 /// plugin; with etcd, it waits on etcd), based on the request's `If-Match`.
-async fn change<R: Send + 'static>(
+pub(super) async fn change<R: Send + 'static>(
     state: &AdminState,
     edit: impl FnOnce(&mut Config) -> Result<R, ChangeError> + Send + 'static,
 ) -> ApiResult<(Config, R)> {
@@ -90,7 +90,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers, plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas, the config store's sync state and revision, and `warnings` (sentences: how this process is exposed, e.g. an admin API with no authentication, and each config value read from a deprecated spelling with the spelling to write)", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, every route's target and filter chain (`routes`), plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas, the config store's sync state and revision, and `warnings` (sentences: how this process is exposed, e.g. an admin API with no authentication, and each config value read from a deprecated spelling with the spelling to write)", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -148,6 +148,14 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
             _ => None,
         })
         .collect();
+    // Every route: what serves it and its filter chain, in order.
+    let routes: Vec<Value> = router
+        .routes()
+        .iter()
+        .map(|r| {
+            json!({ "route": r.index, "served_by": r.target.served_by(), "filters": r.chain.names() })
+        })
+        .collect();
     // Managed pools: their replicas.
     let processes = state
         .control
@@ -169,7 +177,7 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .chain(config.deprecations())
         .collect();
     Json(
-        json!({ "pools": snapshot.pools, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp,
+        json!({ "pools": snapshot.pools, "routes": routes, "plugins": plugins, "fan_outs": fan_outs, "mcp_routes": mcp,
                 "processes": processes, "store": state.control.store_state(), "warnings": warnings }),
     )
 }

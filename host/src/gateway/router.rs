@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::filter::Chain;
 use crate::config::{Config, FallbackConfig, RouteMatch};
 use crate::events::HealthEvent;
 use crate::failover::StaleCache;
@@ -148,13 +149,10 @@ impl Router {
                 // Validation refuses a route with none.
                 (None, None, None) => continue,
             };
-            let served_by = match &target {
-                Target::Pool(p) => p.pool.name(),
-                Target::FanOut(_) => "fan-out",
-                Target::Mcp(_) => "mcp",
-            };
+            let served_by = target.served_by();
             routes.push(Route {
                 config: json,
+                chain: Chain::build(&r.filters, &config.filters),
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
                 index,
@@ -187,6 +185,8 @@ pub struct Route {
     pub metrics: RouteMetrics,
     /// Its position in the config's `routes`.
     pub index: usize,
+    /// Its filters (empty without `filters`).
+    pub chain: Chain,
     /// The config it was built from, as JSON: the next router keeps the
     /// state of a route whose config is the same.
     config: Option<serde_json::Value>,
@@ -200,6 +200,18 @@ pub enum Target {
     FanOut(Box<FanOut>),
     /// An MCP gateway over one or more pools.
     Mcp(Box<McpRoute>),
+}
+
+impl Target {
+    /// What serves the route, as metrics label it: the pool's name,
+    /// `fan-out` or `mcp`.
+    pub fn served_by(&self) -> &str {
+        match self {
+            Target::Pool(p) => p.pool.name(),
+            Target::FanOut(_) => "fan-out",
+            Target::Mcp(_) => "mcp",
+        }
+    }
 }
 
 impl Router {

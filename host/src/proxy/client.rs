@@ -35,6 +35,9 @@ pub struct ListenerRules {
     pub body_read_timeout: Duration,
     /// How request paths are normalized before routing.
     pub paths: PathRules,
+    /// The largest request body, bytes: none from the listener; a route's
+    /// `body-limit` filter sets it for the route's requests (413 past it).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl From<&ListenerConfig> for ListenerRules {
@@ -46,6 +49,7 @@ impl From<&ListenerConfig> for ListenerRules {
                 merge_slashes: config.merge_slashes,
                 escaped_slashes: config.escaped_slashes,
             },
+            max_body_bytes: None,
         }
     }
 }
@@ -60,6 +64,8 @@ pub enum ClientFault {
     Gone = 2,
     /// No body bytes for `body_read_timeout_ms`: 408.
     Stalled = 3,
+    /// More bytes than the route's `body-limit`: 413.
+    TooLarge = 4,
 }
 
 impl ClientFault {
@@ -77,6 +83,7 @@ impl ClientFault {
             1 => Some(ClientFault::Framing),
             2 => Some(ClientFault::Gone),
             3 => Some(ClientFault::Stalled),
+            4 => Some(ClientFault::TooLarge),
             _ => None,
         }
     }
@@ -90,6 +97,9 @@ impl ClientFault {
             ClientFault::Gone => ProxyError::ClientGone,
             ClientFault::Stalled => ProxyError::ClientTimeout {
                 timeout_ms: limits.body_read_timeout.as_millis() as u64,
+            },
+            ClientFault::TooLarge => ProxyError::PayloadTooLarge {
+                limit_bytes: limits.max_body_bytes.unwrap_or(u64::MAX),
             },
         }
     }
@@ -123,11 +133,12 @@ impl FaultCell {
     }
 }
 
-/// Reads the whole of `body`, at most `limit_bytes`, each frame awaited at
-/// most the listener's `body_read_timeout_ms`.
+/// Reads the whole of `body`, at most `limit_bytes` (and the route's
+/// `max_body_bytes`), each frame awaited at most the listener's
+/// `body_read_timeout_ms`.
 ///
 /// # Errors
-/// 413 past `limit_bytes`; otherwise the client's fault (400, 408, 499).
+/// 413 past either limit; otherwise the client's fault (400, 408, 499).
 pub async fn read_whole(
     body: Incoming,
     limits: &ListenerRules,
@@ -147,23 +158,28 @@ pub async fn read_whole(
 #[error("the client's request body failed: {0:?}")]
 pub struct ClientBodyError(pub ClientFault);
 
-/// A client's request body: `Incoming` with a deadline between frames; a
-/// failure is recorded in the shared [`FaultCell`].
+/// A client's request body: `Incoming` with a deadline between frames and
+/// the route's size limit; a failure is recorded in the shared
+/// [`FaultCell`].
 pub struct ClientBody {
     body: Incoming,
     timeout: Duration,
+    /// Bytes the body may still bring (the route's `max_body_bytes`).
+    allowance: u64,
     /// Armed while a frame is awaited.
     stall: Option<Pin<Box<Sleep>>>,
     fault: Arc<FaultCell>,
 }
 
 impl ClientBody {
-    /// `body`, each frame awaited at most `limits.body_read_timeout`.
+    /// `body`, each frame awaited at most `limits.body_read_timeout`, at
+    /// most `limits.max_body_bytes` in all.
     pub fn new(body: Incoming, limits: &ListenerRules) -> (Self, Arc<FaultCell>) {
         let fault = Arc::new(FaultCell::default());
         let body = Self {
             body,
             timeout: limits.body_read_timeout,
+            allowance: limits.max_body_bytes.unwrap_or(u64::MAX),
             stall: None,
             fault: Arc::clone(&fault),
         };
@@ -189,6 +205,11 @@ impl Body for ClientBody {
             Poll::Ready(Some(Ok(frame))) => {
                 this.stall = None;
                 this.fault.waiting.store(false, Ordering::Release);
+                let length = frame.data_ref().map_or(0, |d| d.len() as u64);
+                match this.allowance.checked_sub(length) {
+                    Some(left) => this.allowance = left,
+                    None => return this.fail(ClientFault::TooLarge),
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(error))) => this.fail(ClientFault::of(&error)),

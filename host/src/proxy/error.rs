@@ -94,10 +94,15 @@ pub enum ProxyError {
     /// request").
     #[error("the client closed the connection before its request was complete")]
     ClientGone,
+    /// A filter of the route refused the request (403): the client's
+    /// address is not admitted.
+    #[error("{0}")]
+    Forbidden(String),
     /// The request body is over the route's limit (413).
     #[error("the request body is over the limit of {limit_bytes} bytes")]
     PayloadTooLarge {
-        /// The route's `max_request_body_bytes`.
+        /// The route's limit (a fan-out's `max_request_body_bytes`, a
+        /// `body-limit` filter's `max_bytes`).
         limit_bytes: u64,
     },
     /// A fan-out route could not fuse an answer (502, with the tally).
@@ -132,6 +137,7 @@ impl ProxyError {
             ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientGone => client_closed_request(),
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Fusion { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -147,6 +153,7 @@ impl ProxyError {
             ProxyError::ClientTimeout { .. } => "request_timeout",
             ProxyError::ClientGone => "client_closed_request",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
+            ProxyError::Forbidden(_) => "forbidden",
             ProxyError::Fusion { error, .. } => match error {
                 crate::fusion::FusionError::NoAnswer { .. } => "no_acceptable_answer",
                 crate::fusion::FusionError::NoQuorum { .. } => "no_quorum",

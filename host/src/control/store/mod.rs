@@ -2,9 +2,9 @@
 //! kind = "file"`, [`crate::control`]), or an etcd cluster shared by every
 //! replica (`kind = "etcd"`), as APISIX keeps its configuration in etcd.
 //!
-//! With etcd, what replicas **share** ([`Shared`]: routes, pools and their
-//! static instances, the grace and cooldown settings) is one JSON document
-//! at `PREFIX config`. What stays **per replica** is read from each one's
+//! With etcd, what replicas **share** ([`Shared`]: routes, filters, pools
+//! and their static instances, the grace and cooldown settings) is one JSON
+//! document at `PREFIX config`. What stays **per replica** is read from each one's
 //! file (listeners, admin, runtime, plugin cache, MCP session keys, the
 //! store itself) or learned by it: instances of managed pools and
 //! discovered instances, health, breakers and sticky tables (as in Envoy,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, PoolConfig};
+use crate::config::{Config, FilterConfig, PoolConfig};
 
 /// How a plugin path under the writing replica's `plugins_dir` is written
 /// in the shared document.
@@ -17,6 +17,9 @@ const PLUGINS_DIR: &str = "$plugins_dir";
 pub struct Shared {
     routes: Vec<crate::config::RouteConfig>,
     pools: BTreeMap<String, PoolConfig>,
+    /// Absent from documents written before filters existed.
+    #[serde(default)]
+    filters: BTreeMap<String, FilterConfig>,
     shutdown_grace_ms: u64,
     event_cooldown_ms: u64,
 }
@@ -58,6 +61,7 @@ impl Shared {
         Self {
             routes: copy.routes,
             pools: copy.pools,
+            filters: copy.filters,
             shutdown_grace_ms: copy.shutdown_grace_ms,
             event_cooldown_ms: copy.event_cooldown_ms,
         }
@@ -75,6 +79,7 @@ impl Shared {
     pub fn into_config(self, local: &Config) -> Config {
         let mut config = local.clone();
         config.routes = self.routes;
+        config.filters = self.filters;
         config.shutdown_grace_ms = self.shutdown_grace_ms;
         config.event_cooldown_ms = self.event_cooldown_ms;
         config.pools = self.pools;

@@ -1,0 +1,507 @@
+//! Filters: named steps a route applies to its requests and responses,
+//! declared once under `[filters.NAME]` and listed in order on routes
+//! (`filters = ["strip-api", "security-headers"]`), as Traefik's
+//! middlewares and Envoy's route actions.
+//!
+//! ```toml
+//! [filters.strip-api]
+//! kind = "strip-prefix"
+//! prefix = "/api"
+//!
+//! [filters.tag]
+//! kind = "request-headers"
+//! set = { "x-client-ip" = "{client_ip}" }
+//! remove = ["cookie"]
+//!
+//! [[routes]]
+//! match = { path_prefix = "/api" }
+//! pool = "web"
+//! filters = ["strip-api", "tag"]
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::Invalid;
+
+/// One filter: its `kind` and the settings of that kind. Request steps run
+/// in the route's order before the route's target is asked; response steps
+/// run on the answer, whether the target's or one a filter made.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum FilterConfig {
+    /// Removes a prefix from the path (Traefik's StripPrefix; Envoy's
+    /// `prefix_rewrite` to `/`): `/api/users` → `/users`, `/api` → `/`. A
+    /// path without the prefix passes unchanged; the prefix matches whole
+    /// segments only (`/api` does not strip `/apix`).
+    StripPrefix(PrefixConfig),
+    /// Puts a prefix before the path (Traefik's AddPrefix): `/users` →
+    /// `/v1/users`.
+    AddPrefix(PrefixConfig),
+    /// Replaces the parts of the path that `pattern` matches with
+    /// `substitution`, `$1`/`${name}` naming captures (Envoy's
+    /// `regex_rewrite`, Traefik's ReplacePathRegex; the `regex` crate's
+    /// syntax). The query stays as it was.
+    RegexRewrite(RegexRewriteConfig),
+    /// Sends `host` as the upstream request's `Host` (Envoy's
+    /// `host_rewrite_literal`, nginx's `proxy_set_header Host`).
+    HostRewrite(HostRewriteConfig),
+    /// Changes the headers of the request sent upstream (Envoy's
+    /// `request_headers_to_add`/`_remove`, nginx's `proxy_set_header`).
+    RequestHeaders(HeaderRules),
+    /// Changes the headers of the response sent to the client (Envoy's
+    /// `response_headers_to_add`/`_remove`, nginx's `add_header`).
+    ResponseHeaders(HeaderRules),
+    /// Answers with a redirect instead of serving (Envoy's `redirect`
+    /// action, nginx's `return 301`): any of scheme, host, port and path
+    /// replaced in the request's URL.
+    Redirect(RedirectConfig),
+    /// Answers with a fixed response instead of serving (Envoy's
+    /// `direct_response`, nginx's `return`).
+    Respond(RespondConfig),
+    /// Admits or refuses clients by address (nginx's `allow`/`deny`,
+    /// Traefik's IPAllowList): 403 for a refused client.
+    IpFilter(IpFilterConfig),
+    /// Refuses request bodies larger than `max_bytes` with 413, before any
+    /// byte past the limit reaches a pool (nginx's `client_max_body_size`):
+    /// at once when `Content-Length` says so, else when the body grows
+    /// past it.
+    BodyLimit(BodyLimitConfig),
+}
+
+/// A path prefix to strip or add.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrefixConfig {
+    /// The prefix: starts with `/`, does not end with one (`/api`).
+    pub prefix: String,
+}
+
+/// A path rewrite by regular expression.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewriteConfig {
+    /// What to replace (every match), in the `regex` crate's syntax.
+    pub pattern: String,
+    /// What to put in its place; `$1` or `${name}` insert captures. The
+    /// result must start with `/`.
+    pub substitution: String,
+}
+
+/// The upstream `Host`.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostRewriteConfig {
+    /// The host (and optional `:port`) sent upstream.
+    pub host: String,
+}
+
+/// Header changes, applied in this order: `remove`, then `set`, then `add`.
+/// Values may use the variables of [`Variable`] (`{client_ip}`); `{{` and
+/// `}}` are literal braces.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderRules {
+    /// Headers removed (by name, case-insensitive).
+    pub remove: Vec<String>,
+    /// Headers replaced: any value the header had is dropped.
+    pub set: BTreeMap<String, String>,
+    /// Headers appended: values the header had are kept.
+    pub add: BTreeMap<String, String>,
+}
+
+/// A redirect; what is not given is the request's own.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedirectConfig {
+    /// `http` or `https`. Default: the request's.
+    #[serde(default)]
+    pub scheme: Option<String>,
+    /// The host. Default: the request's.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The port. Default: none when the scheme or host is given (the
+    /// scheme's own port), else the request's.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// The path, starting with `/`. Default: the request's.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Drop the query. Default false (kept).
+    #[serde(default)]
+    pub strip_query: bool,
+    /// 301, 302, 303, 307 or 308. Default 301.
+    #[serde(default = "default_redirect_status")]
+    #[schema(minimum = 301, maximum = 308)]
+    pub status: u16,
+}
+
+fn default_redirect_status() -> u16 {
+    301
+}
+
+/// A fixed response.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RespondConfig {
+    /// Status code, 200..=599. Default 200.
+    #[serde(default = "default_respond_status")]
+    #[schema(minimum = 200, maximum = 599)]
+    pub status: u16,
+    /// Body. Default empty.
+    #[serde(default)]
+    pub body: String,
+    /// `Content-Type`. Default `text/plain; charset=utf-8`.
+    #[serde(default = "default_content_type")]
+    pub content_type: String,
+    /// Other headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+fn default_respond_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    "text/plain; charset=utf-8".into()
+}
+
+/// Which client addresses may use the route. A client in `deny` is
+/// refused; otherwise, when `allow` is given, only a client in it is
+/// admitted.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct IpFilterConfig {
+    /// Addresses or CIDR blocks admitted (`10.0.0.0/8`, `::1`). Default:
+    /// every address.
+    pub allow: Vec<String>,
+    /// Addresses or CIDR blocks refused. Default: none.
+    pub deny: Vec<String>,
+    /// Proxies in front of Switchyard whose `X-Forwarded-For` is believed:
+    /// when the connection comes from one, the client is the rightmost
+    /// address of `X-Forwarded-For` that is not a trusted proxy (nginx's
+    /// `set_real_ip_from` with `real_ip_recursive on`). Default: none (the
+    /// connection's address is the client).
+    pub trusted_proxies: Vec<String>,
+}
+
+/// The largest request body.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BodyLimitConfig {
+    /// Bytes, ≥ 1.
+    pub max_bytes: u64,
+}
+
+/// A value a header template may insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variable {
+    /// `{client_ip}`: the connection's peer address.
+    ClientIp,
+    /// `{host}`: the host the client addressed, without port.
+    Host,
+    /// `{method}`: the request method.
+    Method,
+    /// `{path}`: the request path as routed (before this route's rewrites).
+    Path,
+    /// `{scheme}`: `http` or `https`, as the client connected.
+    Scheme,
+    /// `{route}`: the route's position in `routes`, from 0.
+    Route,
+    /// `{client_identity}`: the first subject alternative name of the
+    /// client certificate the listener verified (mTLS), empty without one.
+    ClientIdentity,
+}
+
+impl Variable {
+    const ALL: [(&'static str, Variable); 7] = [
+        ("client_ip", Variable::ClientIp),
+        ("host", Variable::Host),
+        ("method", Variable::Method),
+        ("path", Variable::Path),
+        ("scheme", Variable::Scheme),
+        ("route", Variable::Route),
+        ("client_identity", Variable::ClientIdentity),
+    ];
+}
+
+/// A piece of a header template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    /// Text as written.
+    Literal(String),
+    /// A variable's value for the request.
+    Variable(Variable),
+}
+
+/// Splits a header template into literal text and variables.
+///
+/// # Errors
+/// An unknown variable, or an unmatched `{` or `}`.
+pub fn parse_template(template: &str) -> Result<Vec<TemplatePart>, String> {
+    let mut parts = Vec::new();
+    let mut literal = String::new();
+    let mut rest = template;
+    while let Some(i) = rest.find(['{', '}']) {
+        literal.push_str(&rest[..i]);
+        let brace = rest.as_bytes()[i];
+        rest = &rest[i + 1..];
+        if rest.as_bytes().first() == Some(&brace) {
+            literal.push(brace as char);
+            rest = &rest[1..];
+            continue;
+        }
+        if brace == b'}' {
+            return Err(format!(
+                "`{template}` has a `}}` without `{{` (write `}}}}`)"
+            ));
+        }
+        let end = rest
+            .find('}')
+            .ok_or_else(|| format!("`{template}` has a `{{` without `}}` (write `{{{{`)"))?;
+        let name = &rest[..end];
+        let variable = Variable::ALL
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| *v)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Variable::ALL.iter().map(|(n, _)| *n).collect();
+                format!(
+                    "unknown variable `{{{name}}}` (known: {})",
+                    known.join(", ")
+                )
+            })?;
+        if !literal.is_empty() {
+            parts.push(TemplatePart::Literal(std::mem::take(&mut literal)));
+        }
+        parts.push(TemplatePart::Variable(variable));
+        rest = &rest[end + 1..];
+    }
+    literal.push_str(rest);
+    if !literal.is_empty() {
+        parts.push(TemplatePart::Literal(literal));
+    }
+    Ok(parts)
+}
+
+/// An address or CIDR block of an [`IpFilterConfig`]: `10.0.0.0/8`, or a
+/// bare address as its own /32 or /128.
+///
+/// # Errors
+/// Why `text` is neither.
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    ipnet::IpNet::from_str(text)
+        .or_else(|_| IpAddr::from_str(text).map(ipnet::IpNet::from))
+        .map_err(|_| format!("`{text}` is not an IP address or CIDR block"))
+}
+
+impl FilterConfig {
+    /// Checks what the types cannot say; the key is relative to the filter.
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        match self {
+            FilterConfig::StripPrefix(p) | FilterConfig::AddPrefix(p) => {
+                if !p.prefix.starts_with('/') || p.prefix.len() < 2 || p.prefix.ends_with('/') {
+                    return Err((
+                        "prefix".into(),
+                        format!(
+                            "`{}` must start with `/`, not end with one, and not be `/`",
+                            p.prefix
+                        ),
+                    ));
+                }
+                http::uri::PathAndQuery::from_str(&p.prefix)
+                    .map_err(|e| ("prefix".to_string(), format!("`{}`: {e}", p.prefix)))?;
+            }
+            FilterConfig::RegexRewrite(r) => {
+                regex::Regex::new(&r.pattern)
+                    .map_err(|e| ("pattern".to_string(), format!("invalid regex: {e}")))?;
+                if !r.substitution.starts_with('/') {
+                    return Err((
+                        "substitution".into(),
+                        format!("`{}` must start with `/`", r.substitution),
+                    ));
+                }
+            }
+            FilterConfig::HostRewrite(h) => {
+                http::uri::Authority::from_str(&h.host).map_err(|e| {
+                    (
+                        "host".to_string(),
+                        format!("`{}` is not a host: {e}", h.host),
+                    )
+                })?;
+            }
+            FilterConfig::RequestHeaders(rules) | FilterConfig::ResponseHeaders(rules) => {
+                rules.validate()?
+            }
+            FilterConfig::Redirect(r) => r.validate()?,
+            FilterConfig::Respond(r) => {
+                if !(200..=599).contains(&r.status) {
+                    return Err(("status".into(), "must be 200..=599".into()));
+                }
+                http::HeaderValue::from_str(&r.content_type).map_err(|_| {
+                    (
+                        "content_type".to_string(),
+                        format!("`{}` is not a valid header value", r.content_type),
+                    )
+                })?;
+                for (name, value) in &r.headers {
+                    check_header("headers", name, Some(value))?;
+                }
+            }
+            FilterConfig::IpFilter(ip) => {
+                for (key, list) in [
+                    ("allow", &ip.allow),
+                    ("deny", &ip.deny),
+                    ("trusted_proxies", &ip.trusted_proxies),
+                ] {
+                    for (i, entry) in list.iter().enumerate() {
+                        parse_cidr(entry).map_err(|reason| (format!("{key}[{i}]"), reason))?;
+                    }
+                }
+            }
+            FilterConfig::BodyLimit(b) => {
+                if b.max_bytes == 0 {
+                    return Err(("max_bytes".into(), "must be ≥ 1".into()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `kind` as the config writes it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            FilterConfig::StripPrefix(_) => "strip-prefix",
+            FilterConfig::AddPrefix(_) => "add-prefix",
+            FilterConfig::RegexRewrite(_) => "regex-rewrite",
+            FilterConfig::HostRewrite(_) => "host-rewrite",
+            FilterConfig::RequestHeaders(_) => "request-headers",
+            FilterConfig::ResponseHeaders(_) => "response-headers",
+            FilterConfig::Redirect(_) => "redirect",
+            FilterConfig::Respond(_) => "respond",
+            FilterConfig::IpFilter(_) => "ip-filter",
+            FilterConfig::BodyLimit(_) => "body-limit",
+        }
+    }
+}
+
+/// A header name, and its value template when it has one, checked.
+fn check_header(key: &str, name: &str, template: Option<&str>) -> Result<(), Invalid> {
+    http::HeaderName::from_str(name).map_err(|_| {
+        (
+            key.to_string(),
+            format!("`{name}` is not a valid header name"),
+        )
+    })?;
+    if let Some(template) = template {
+        let key = format!("{key}.{name}");
+        for part in parse_template(template).map_err(|reason| (key.clone(), reason))? {
+            if let TemplatePart::Literal(text) = part {
+                http::HeaderValue::from_str(&text)
+                    .map_err(|_| (key.clone(), format!("`{text}` is not a valid header value")))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+impl HeaderRules {
+    fn validate(&self) -> Result<(), Invalid> {
+        for (i, name) in self.remove.iter().enumerate() {
+            check_header(&format!("remove[{i}]"), name, None)?;
+        }
+        for (name, value) in &self.set {
+            check_header("set", name, Some(value))?;
+        }
+        for (name, value) in &self.add {
+            check_header("add", name, Some(value))?;
+        }
+        Ok(())
+    }
+}
+
+impl RedirectConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if let Some(scheme) = &self.scheme
+            && scheme != "http"
+            && scheme != "https"
+        {
+            return Err((
+                "scheme".into(),
+                format!("`{scheme}` must be `http` or `https`"),
+            ));
+        }
+        if let Some(host) = &self.host {
+            http::uri::Authority::from_str(host)
+                .ok()
+                .filter(|a| a.port().is_none())
+                .ok_or_else(|| {
+                    (
+                        "host".to_string(),
+                        format!("`{host}` is not a host name (give the port as `port`)"),
+                    )
+                })?;
+        }
+        if let Some(path) = &self.path {
+            if !path.starts_with('/') || path.contains('?') {
+                return Err((
+                    "path".into(),
+                    format!("`{path}` must start with `/` and carry no query"),
+                ));
+            }
+            http::uri::PathAndQuery::from_str(path)
+                .map_err(|e| ("path".to_string(), format!("`{path}`: {e}")))?;
+        }
+        if ![301, 302, 303, 307, 308].contains(&self.status) {
+            return Err((
+                "status".into(),
+                format!(
+                    "{} is not a redirect status (301, 302, 303, 307, 308)",
+                    self.status
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_split_into_text_and_variables() {
+        assert_eq!(
+            parse_template("for={client_ip}; {{x}}").unwrap(),
+            vec![
+                TemplatePart::Literal("for=".into()),
+                TemplatePart::Variable(Variable::ClientIp),
+                TemplatePart::Literal("; {x}".into()),
+            ]
+        );
+        assert_eq!(parse_template("").unwrap(), vec![]);
+        assert!(
+            parse_template("{nope}")
+                .unwrap_err()
+                .contains("unknown variable `{nope}`")
+        );
+        assert!(
+            parse_template("a{client_ip")
+                .unwrap_err()
+                .contains("without")
+        );
+        assert!(parse_template("a}b").unwrap_err().contains("without"));
+    }
+
+    #[test]
+    fn cidrs_and_bare_addresses_parse() {
+        assert_eq!(parse_cidr("10.0.0.0/8").unwrap().prefix_len(), 8);
+        assert_eq!(parse_cidr("::1").unwrap().prefix_len(), 128);
+        assert!(parse_cidr("10.0.0.0/33").is_err());
+        assert!(parse_cidr("example.com").is_err());
+    }
+}

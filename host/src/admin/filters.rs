@@ -1,0 +1,107 @@
+//! `/v1/filters`: the named filters routes list in their `filters`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+use super::error::PathOf;
+use super::resources::{change, parse};
+use super::{AdminState, ApiError};
+use crate::config::FilterConfig;
+use crate::control::ChangeError;
+
+/// `GET /v1/filters`.
+#[utoipa::path(
+    get,
+    path = "/v1/filters",
+    tag = "filters",
+    responses((status = 200, description = "Every filter's config by name", body = serde_json::Value))
+)]
+pub async fn list(State(state): State<AdminState>) -> Json<BTreeMap<String, FilterConfig>> {
+    Json(state.control.config().filters)
+}
+
+/// `GET /v1/filters/{filter}`.
+#[utoipa::path(
+    get,
+    path = "/v1/filters/{filter}",
+    tag = "filters",
+    params(("filter" = String, Path, description = "Filter name")),
+    responses((status = 200, description = "The filter's config", body = FilterConfig), (status = 404, description = "No such filter"))
+)]
+pub async fn get(
+    State(state): State<AdminState>,
+    PathOf(filter): PathOf<String>,
+) -> Result<Json<FilterConfig>, ApiError> {
+    state
+        .control
+        .config()
+        .filters
+        .remove(&filter)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no filter `{filter}`")))
+}
+
+/// `PUT /v1/filters/{filter}`: creates (201) or replaces (200) the filter;
+/// the routes that list it apply the new one from their next request.
+#[utoipa::path(
+    put,
+    path = "/v1/filters/{filter}",
+    tag = "filters",
+    request_body = FilterConfig,
+    params(("filter" = String, Path, description = "Filter name")),
+    responses((status = 200, description = "Replaced", body = FilterConfig), (status = 201, description = "Created", body = FilterConfig), (status = 400, description = "Not a filter"), (status = 422, description = "Invalid: `key` and `reason`"))
+)]
+pub async fn put(
+    State(state): State<AdminState>,
+    PathOf(filter): PathOf<String>,
+    body: Bytes,
+) -> Result<(StatusCode, Json<FilterConfig>), ApiError> {
+    let new: FilterConfig = parse(&body, "filter")?;
+    let name = filter.clone();
+    let (config, replaced) = change(&state, move |config| {
+        Ok(config.filters.insert(name, new).is_some())
+    })
+    .await?;
+    let status = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, Json(config.filters[&filter].clone())))
+}
+
+/// `DELETE /v1/filters/{filter}`: refused (409) while a route lists it.
+#[utoipa::path(
+    delete,
+    path = "/v1/filters/{filter}",
+    tag = "filters",
+    params(("filter" = String, Path, description = "Filter name")),
+    responses((status = 204, description = "Deleted"), (status = 404, description = "No such filter"), (status = 409, description = "A route lists it"))
+)]
+pub async fn delete(
+    State(state): State<AdminState>,
+    PathOf(filter): PathOf<String>,
+) -> Result<StatusCode, ApiError> {
+    change(&state, move |config| {
+        if let Some(i) = config
+            .routes
+            .iter()
+            .position(|r| r.filters.contains(&filter))
+        {
+            return Err(ChangeError::Conflict(format!(
+                "filter `{filter}` is listed by routes[{i}]; change or delete the route first"
+            )));
+        }
+        config
+            .filters
+            .remove(&filter)
+            .map(|_| ())
+            .ok_or_else(|| ChangeError::NotFound(format!("no filter `{filter}`")))
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

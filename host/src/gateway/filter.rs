@@ -1,0 +1,492 @@
+//! A route's filter chain: the built-in filters of `[filters.NAME]`
+//! ([`crate::config::FilterConfig`]), compiled once per router and applied
+//! to each request before its target is asked ([`Chain::on_request`]) and
+//! to each answer on its way back ([`Chain::on_response`]).
+//!
+//! A route without filters has an empty chain: [`Chain::is_empty`] is the
+//! one check its requests pay.
+
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use bytes::Bytes;
+use http::uri::PathAndQuery;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
+use http_body_util::Full;
+use ipnet::IpNet;
+use regex::Regex;
+
+use crate::config::{
+    FilterConfig, HeaderRules, IpFilterConfig, RedirectConfig, RespondConfig, TemplatePart,
+    Variable, parse_cidr, parse_template,
+};
+use crate::proxy::{ProxyError, StaticResponse};
+use crate::tls::ClientIdentity;
+
+/// A route's filters, in the route's order.
+#[derive(Default)]
+pub struct Chain {
+    /// What the request steps do, in order.
+    request: Vec<RequestStep>,
+    /// The `response-headers` filters, in order.
+    response: Vec<HeaderEdit>,
+    /// The smallest `body-limit` of the chain, bytes.
+    body_limit: Option<u64>,
+    /// The filters' names, as the route lists them.
+    names: Vec<String>,
+}
+
+/// One request step.
+enum RequestStep {
+    StripPrefix(String),
+    AddPrefix(String),
+    RegexRewrite {
+        pattern: Regex,
+        substitution: String,
+    },
+    HostRewrite(HeaderValue),
+    Headers(HeaderEdit),
+    Redirect(RedirectConfig),
+    Respond(StaticResponse),
+    IpFilter(IpRules),
+    BodyLimit(u64),
+}
+
+/// What a request carries that a header template or a filter reads.
+#[derive(Clone, Copy)]
+pub struct RequestFacts<'a> {
+    /// The connection's peer.
+    pub peer: SocketAddr,
+    /// The host the client addressed, without port.
+    pub host: &'a str,
+    /// The port the client addressed (`Host` header or `:authority`),
+    /// when it named one.
+    pub port: Option<u16>,
+    /// Whether the client came over TLS.
+    pub tls: bool,
+    /// The route's position in `routes`.
+    pub route: usize,
+    /// The client certificate the listener verified.
+    pub identity: Option<&'a ClientIdentity>,
+}
+
+/// What a request looked like when it was routed, for the response
+/// filters' templates (kept only when the chain has response filters).
+pub struct Routed<'a> {
+    method: Method,
+    uri: Uri,
+    facts: RequestFacts<'a>,
+}
+
+impl Chain {
+    /// The chain of `names` (validated at load: each is a key of
+    /// `filters`); a name that is missing is skipped.
+    pub fn build(
+        names: &[String],
+        filters: &std::collections::BTreeMap<String, FilterConfig>,
+    ) -> Self {
+        let mut chain = Chain::default();
+        for name in names {
+            let Some(filter) = filters.get(name) else {
+                continue;
+            };
+            chain.names.push(name.clone());
+            let step = match filter {
+                FilterConfig::StripPrefix(p) => RequestStep::StripPrefix(p.prefix.clone()),
+                FilterConfig::AddPrefix(p) => RequestStep::AddPrefix(p.prefix.clone()),
+                FilterConfig::RegexRewrite(r) => match Regex::new(&r.pattern) {
+                    Ok(pattern) => RequestStep::RegexRewrite {
+                        pattern,
+                        substitution: r.substitution.clone(),
+                    },
+                    Err(_) => continue,
+                },
+                FilterConfig::HostRewrite(h) => match HeaderValue::from_str(&h.host) {
+                    Ok(host) => RequestStep::HostRewrite(host),
+                    Err(_) => continue,
+                },
+                FilterConfig::RequestHeaders(rules) => RequestStep::Headers(HeaderEdit::new(rules)),
+                FilterConfig::ResponseHeaders(rules) => {
+                    chain.response.push(HeaderEdit::new(rules));
+                    continue;
+                }
+                FilterConfig::Redirect(r) => RequestStep::Redirect(r.clone()),
+                FilterConfig::Respond(r) => RequestStep::Respond(respond(r)),
+                FilterConfig::IpFilter(ip) => RequestStep::IpFilter(IpRules::new(ip)),
+                FilterConfig::BodyLimit(b) => {
+                    chain.body_limit =
+                        Some(chain.body_limit.map_or(b.max_bytes, |l| l.min(b.max_bytes)));
+                    RequestStep::BodyLimit(b.max_bytes)
+                }
+            };
+            chain.request.push(step);
+        }
+        chain
+    }
+
+    /// Whether the route has no filters (nothing to do per request).
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The filters' names, in the route's order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// The smallest `body-limit` of the chain, bytes, if it has one.
+    pub fn body_limit(&self) -> Option<u64> {
+        self.body_limit
+    }
+
+    /// What the response steps will need of the request as it is now,
+    /// when the chain has response steps.
+    pub fn routed<'a>(
+        &self,
+        parts: &http::request::Parts,
+        facts: RequestFacts<'a>,
+    ) -> Option<Routed<'a>> {
+        (!self.response.is_empty()).then(|| Routed {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            facts,
+        })
+    }
+
+    /// Applies the request steps to `parts`, in order.
+    ///
+    /// # Errors
+    /// The answer a filter gives instead of serving: a response it made (a
+    /// redirect or fixed response), or an error (403 for a refused client,
+    /// 413 for a body over the limit, 400 for a path a rewrite made
+    /// invalid).
+    pub fn on_request(
+        &self,
+        parts: &mut http::request::Parts,
+        facts: &RequestFacts<'_>,
+    ) -> Result<(), Answer> {
+        let original = parts.uri.clone();
+        let method = parts.method.clone();
+        for step in &self.request {
+            match step {
+                RequestStep::StripPrefix(prefix) => {
+                    let rest = parts
+                        .uri
+                        .path()
+                        .strip_prefix(prefix.as_str())
+                        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                        .map(|rest| if rest.is_empty() { "/" } else { rest }.to_owned());
+                    if let Some(rest) = rest {
+                        set_path(&mut parts.uri, &rest)?;
+                    }
+                }
+                RequestStep::AddPrefix(prefix) => {
+                    let path = format!("{prefix}{}", parts.uri.path());
+                    set_path(&mut parts.uri, &path)?;
+                }
+                RequestStep::RegexRewrite {
+                    pattern,
+                    substitution,
+                } => {
+                    let path = pattern.replace_all(parts.uri.path(), substitution.as_str());
+                    if let std::borrow::Cow::Owned(path) = path {
+                        set_path(&mut parts.uri, &path)?;
+                    }
+                }
+                RequestStep::HostRewrite(host) => {
+                    parts.headers.insert(header::HOST, host.clone());
+                }
+                RequestStep::Headers(edit) => {
+                    edit.apply(&mut parts.headers, facts, &method, &original);
+                }
+                RequestStep::Redirect(redirect) => {
+                    return Err(Answer::Made(Box::new(redirect_to(
+                        redirect, &parts.uri, facts,
+                    )?)));
+                }
+                RequestStep::Respond(response) => {
+                    return Err(Answer::Made(Box::new(response.to_response())));
+                }
+                RequestStep::IpFilter(rules) => {
+                    let client = rules.client(facts.peer.ip(), &parts.headers);
+                    if !rules.admits(client) {
+                        return Err(Answer::Error(ProxyError::Forbidden(format!(
+                            "client {client} is not admitted on this route"
+                        ))));
+                    }
+                }
+                RequestStep::BodyLimit(limit) => {
+                    let declared = parts
+                        .headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if declared.is_some_and(|length| length > *limit) {
+                        return Err(Answer::Error(ProxyError::PayloadTooLarge {
+                            limit_bytes: *limit,
+                        }));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies the response steps to `headers`, in order.
+    pub fn on_response(&self, headers: &mut HeaderMap, routed: &Routed<'_>) {
+        for edit in &self.response {
+            edit.apply(headers, &routed.facts, &routed.method, &routed.uri);
+        }
+    }
+}
+
+/// What a filter answers instead of serving.
+pub enum Answer {
+    /// A response it made (redirect, fixed response).
+    Made(Box<Response<Full<Bytes>>>),
+    /// A refusal, answered as the error's JSON.
+    Error(ProxyError),
+}
+
+impl From<ProxyError> for Answer {
+    fn from(error: ProxyError) -> Self {
+        Answer::Error(error)
+    }
+}
+
+/// Replaces the path of `uri`, keeping its query.
+fn set_path(uri: &mut Uri, path: &str) -> Result<(), ProxyError> {
+    let path_and_query = match uri.query() {
+        Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
+        None => PathAndQuery::try_from(path),
+    }
+    .map_err(|e| ProxyError::BadRequest(format!("the rewritten path `{path}` is invalid: {e}")))?;
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(path_and_query);
+    *uri = Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("the rewritten URI is invalid: {e}")))?;
+    Ok(())
+}
+
+/// The redirect for a request to `uri`: Envoy's redirect action (what the
+/// filter does not give is the request's own; a new scheme or host drops
+/// the request's port unless `port` is given).
+fn redirect_to(
+    redirect: &RedirectConfig,
+    uri: &Uri,
+    facts: &RequestFacts<'_>,
+) -> Result<Response<Full<Bytes>>, ProxyError> {
+    let scheme = redirect
+        .scheme
+        .as_deref()
+        .unwrap_or(if facts.tls { "https" } else { "http" });
+    let host = redirect.host.as_deref().unwrap_or(facts.host);
+    let port = match redirect.port {
+        Some(port) => Some(port),
+        None if redirect.scheme.is_some() || redirect.host.is_some() => None,
+        None => facts.port,
+    };
+    let default_port = if scheme == "https" { 443 } else { 80 };
+    let mut location = format!("{scheme}://{host}");
+    if let Some(port) = port.filter(|p| *p != default_port) {
+        location.push_str(&format!(":{port}"));
+    }
+    location.push_str(redirect.path.as_deref().unwrap_or(uri.path()));
+    if let (false, Some(query)) = (redirect.strip_query, uri.query()) {
+        location.push('?');
+        location.push_str(query);
+    }
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| ProxyError::BadRequest(format!("the redirect `{location}` is invalid")))?;
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() =
+        StatusCode::from_u16(redirect.status).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+    response.headers_mut().insert(header::LOCATION, location);
+    Ok(response)
+}
+
+/// The fixed response of a `respond` filter.
+fn respond(config: &RespondConfig) -> StaticResponse {
+    let mut headers = config.headers.clone();
+    headers.insert("content-type".into(), config.content_type.clone());
+    StaticResponse::new(config.status, &config.body, &headers)
+}
+
+/// A `request-headers` or `response-headers` filter, compiled.
+struct HeaderEdit {
+    remove: Vec<HeaderName>,
+    set: Vec<(HeaderName, Template)>,
+    add: Vec<(HeaderName, Template)>,
+}
+
+impl HeaderEdit {
+    fn new(rules: &HeaderRules) -> Self {
+        let pairs = |map: &std::collections::BTreeMap<String, String>| {
+            map.iter()
+                .filter_map(|(name, value)| {
+                    Some((HeaderName::from_str(name).ok()?, Template::new(value)?))
+                })
+                .collect()
+        };
+        Self {
+            remove: rules
+                .remove
+                .iter()
+                .filter_map(|n| HeaderName::from_str(n).ok())
+                .collect(),
+            set: pairs(&rules.set),
+            add: pairs(&rules.add),
+        }
+    }
+
+    fn apply(&self, headers: &mut HeaderMap, facts: &RequestFacts<'_>, method: &Method, uri: &Uri) {
+        for name in &self.remove {
+            headers.remove(name);
+        }
+        let render = |template: &Template| template.render(facts, method, uri);
+        for (name, template) in &self.set {
+            if let Some(value) = render(template) {
+                headers.insert(name.clone(), value);
+            }
+        }
+        for (name, template) in &self.add {
+            if let Some(value) = render(template) {
+                headers.append(name.clone(), value);
+            }
+        }
+    }
+}
+
+/// A header value template: a fixed value, or text and variables.
+enum Template {
+    Fixed(HeaderValue),
+    Parts(Vec<TemplatePart>),
+}
+
+impl Template {
+    /// `text` compiled (validated at load; `None` for what validation
+    /// refuses).
+    fn new(text: &str) -> Option<Self> {
+        let parts = parse_template(text).ok()?;
+        match parts.as_slice() {
+            [] => Some(Template::Fixed(HeaderValue::from_static(""))),
+            [TemplatePart::Literal(text)] => HeaderValue::from_str(text).ok().map(Template::Fixed),
+            _ => Some(Template::Parts(parts)),
+        }
+    }
+
+    /// The value for a request; `None` when a variable's value cannot be
+    /// a header value.
+    fn render(&self, facts: &RequestFacts<'_>, method: &Method, uri: &Uri) -> Option<HeaderValue> {
+        let parts = match self {
+            Template::Fixed(value) => return Some(value.clone()),
+            Template::Parts(parts) => parts,
+        };
+        let mut value = String::new();
+        for part in parts {
+            match part {
+                TemplatePart::Literal(text) => value.push_str(text),
+                TemplatePart::Variable(variable) => match variable {
+                    Variable::ClientIp => value.push_str(&facts.peer.ip().to_string()),
+                    Variable::Host => value.push_str(facts.host),
+                    Variable::Method => value.push_str(method.as_str()),
+                    Variable::Path => value.push_str(uri.path()),
+                    Variable::Scheme => value.push_str(if facts.tls { "https" } else { "http" }),
+                    Variable::Route => value.push_str(&facts.route.to_string()),
+                    Variable::ClientIdentity => {
+                        if let Some(name) = facts.identity.and_then(|i| i.sans.first()) {
+                            value.push_str(name);
+                        }
+                    }
+                },
+            }
+        }
+        HeaderValue::from_str(&value).ok()
+    }
+}
+
+/// An `ip-filter`, compiled.
+struct IpRules {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+    trusted_proxies: Vec<IpNet>,
+}
+
+impl IpRules {
+    fn new(config: &IpFilterConfig) -> Self {
+        let nets = |list: &[String]| list.iter().filter_map(|e| parse_cidr(e).ok()).collect();
+        Self {
+            allow: nets(&config.allow),
+            deny: nets(&config.deny),
+            trusted_proxies: nets(&config.trusted_proxies),
+        }
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|n| n.contains(&address))
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted
+    /// proxy, the rightmost `X-Forwarded-For` address that is not one
+    /// (nginx's `real_ip_recursive on`). An unparsable entry ends the walk
+    /// at the last address believed.
+    fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        let hops = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect::<Vec<_>>();
+        for hop in hops.iter().rev() {
+            let Ok(address) = IpAddr::from_str(hop.trim()) else {
+                break;
+            };
+            client = address;
+            if !self.is_trusted(address) {
+                break;
+            }
+        }
+        client
+    }
+
+    /// Whether `client` may use the route: not denied, and allowed when
+    /// there is an allow list.
+    fn admits(&self, client: IpAddr) -> bool {
+        !self.deny.iter().any(|n| n.contains(&client))
+            && (self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&client)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trusted_proxy_chain_is_walked_from_the_right() {
+        let rules = IpRules::new(&IpFilterConfig {
+            allow: vec!["192.0.2.0/24".into()],
+            deny: vec!["192.0.2.66".into()],
+            trusted_proxies: vec!["10.0.0.0/8".into()],
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 192.0.2.7, 10.1.1.1"),
+        );
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(
+            rules.client(peer, &headers),
+            "192.0.2.7".parse::<IpAddr>().unwrap()
+        );
+        // An untrusted peer's header is not believed.
+        let stranger: IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(rules.client(stranger, &headers), stranger);
+        assert!(rules.admits("192.0.2.7".parse().unwrap()));
+        assert!(!rules.admits("192.0.2.66".parse().unwrap()));
+        assert!(!rules.admits(stranger));
+    }
+}

@@ -1,0 +1,219 @@
+//! One request served: its head checked and normalized, its route
+//! matched, its filters applied, its target asked, the answer recorded.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, Uri, Version, header};
+use hyper::body::Incoming;
+
+use super::filter::{Answer, RequestFacts};
+use super::{Router, Target};
+use crate::proxy::{
+    Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, RequestRecord, Served,
+    forward_client_cert, normalize,
+};
+use crate::tls::ClientTls;
+
+/// Serves one client request under the listener's `limits`, from a
+/// connection over `tls` when it came over TLS: routes it, passes it
+/// through the route's filters, serves it, and records it (metrics,
+/// request log). Errors become JSON responses.
+pub async fn handle(
+    router: &Router,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    limits: &ListenerRules,
+    tls: Option<&ClientTls>,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = request.into_parts();
+    if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
+        return refuse(
+            peer,
+            ProxyError::BadRequest(
+                "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".into(),
+            ),
+        );
+    }
+    if let Err(error) = normalize_path(&mut parts.uri, &limits.paths) {
+        return refuse(peer, error);
+    }
+    let authority: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let addressed = authority.as_ref().and_then(|v| v.to_str().ok());
+    let host = addressed.map_or("", strip_port);
+    let identity = tls.and_then(|t| t.identity.as_deref());
+    let Some(route) = router.route(host, parts.uri.path(), identity) else {
+        return refuse(
+            peer,
+            ProxyError::NoRoute {
+                host: host.to_string(),
+                path: parts.uri.path().to_string(),
+            },
+        );
+    };
+    forward_client_cert(&mut parts.headers, identity);
+    let started = Instant::now();
+    let recent = &router.reporting().recent;
+    // Only with a request log: copies of the method and the path as the
+    // client sent them (cheap clones of shared bytes).
+    let logged = recent
+        .enabled()
+        .then(|| (parts.method.clone(), parts.uri.path_and_query().cloned()));
+    // The route's filters, when it has any.
+    let mut routed = None;
+    let route_limits;
+    let mut limits = limits;
+    let result = if route.chain.is_empty() {
+        Ok(())
+    } else {
+        if let Some(max) = route.chain.body_limit() {
+            route_limits = ListenerRules {
+                max_body_bytes: Some(max),
+                ..*limits
+            };
+            limits = &route_limits;
+        }
+        let facts = RequestFacts {
+            peer,
+            host,
+            port: addressed.and_then(|a| a.get(host.len() + 1..)?.parse().ok()),
+            tls: tls.is_some(),
+            route: route.index,
+            identity,
+        };
+        routed = route.chain.routed(&parts, facts);
+        route.chain.on_request(&mut parts, &facts)
+    };
+    let result = match result {
+        Ok(()) => {
+            let request = Inbound {
+                parts,
+                host,
+                peer,
+                authority: authority.as_ref(),
+                limits,
+                tls: tls.is_some(),
+            };
+            serve(router, &route.target, request, body).await
+        }
+        Err(Answer::Made(response)) => Ok(response.map(ProxyBody::Local)),
+        Err(Answer::Error(error)) => Err(error),
+    };
+    let status = match &result {
+        Ok(response) => response.status(),
+        Err(error) => error.status(),
+    };
+    let elapsed = started.elapsed();
+    route.metrics.record(status.as_u16(), elapsed.as_secs_f64());
+    if let Some((method, path)) = logged {
+        let served = result
+            .as_ref()
+            .ok()
+            .and_then(|r| r.extensions().get::<Served>().cloned());
+        let pool = match (&served, &result) {
+            (Some(s), _) => Some(s.pool.clone()),
+            (None, Err(ProxyError::NoUpstream { pool, .. } | ProxyError::Timeout { pool, .. })) => {
+                Some(pool.clone())
+            }
+            _ => None,
+        };
+        recent.record(RequestRecord {
+            at_ms: 0,
+            method: method.to_string(),
+            host: host.to_string(),
+            path: path.map_or_else(|| "/".to_string(), |p| p.to_string()),
+            route: route.index,
+            status: status.as_u16(),
+            duration_us: elapsed.as_micros() as u64,
+            client: peer.ip(),
+            attempts: served.as_ref().map_or(0, |s| s.attempts),
+            instance: served.map(|s| s.instance),
+            pool,
+        });
+    }
+    let mut response = result.unwrap_or_else(|error| {
+        tracing::debug!(%peer, %error, "request failed");
+        error.into_response().map(ProxyBody::Local)
+    });
+    if let Some(routed) = &routed {
+        route.chain.on_response(response.headers_mut(), routed);
+    }
+    response
+}
+
+/// The answer to a request refused before it had a route.
+fn refuse(peer: SocketAddr, error: ProxyError) -> Response<ProxyBody> {
+    tracing::debug!(%peer, %error, "request refused");
+    error.into_response().map(ProxyBody::Local)
+}
+
+/// Asks the route's target for the answer.
+async fn serve(
+    router: &Router,
+    target: &Target,
+    request: Inbound<'_>,
+    body: Incoming,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    match target {
+        Target::FanOut(fan_out) => fan_out.serve(request, body).await,
+        Target::Mcp(mcp) => mcp.serve(request, body).await,
+        Target::Pool(pool_route) => {
+            pool_route
+                .serve(router.pools(), router.reporting(), request, body)
+                .await
+        }
+    }
+}
+
+/// Replaces the path of `uri` with its normal form (see [`normalize`]); the
+/// query stays as it is.
+///
+/// # Errors
+/// 400 for a path the rules refuse.
+fn normalize_path(uri: &mut Uri, rules: &PathRules) -> Result<(), ProxyError> {
+    let normal = match normalize(uri.path(), rules) {
+        Ok(Cow::Borrowed(_)) => return Ok(()),
+        Ok(Cow::Owned(normal)) => normal,
+        Err(refused) => return Err(ProxyError::BadRequest(refused.to_string())),
+    };
+    let path_and_query = match uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let mut parts = std::mem::take(uri).into_parts();
+    parts.path_and_query = Some(
+        PathAndQuery::try_from(path_and_query)
+            .map_err(|e| ProxyError::BadRequest(format!("the normalized path is invalid: {e}")))?,
+    );
+    *uri = Uri::from_parts(parts)
+        .map_err(|e| ProxyError::BadRequest(format!("the normalized URI is invalid: {e}")))?;
+    Ok(())
+}
+
+/// `host` without a `:port` suffix (IPv6 literals keep their brackets).
+fn strip_port(host: &str) -> &str {
+    match host.rfind(':') {
+        Some(i) if !host[i..].contains(']') => &host[..i],
+        _ => host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("example.com"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

@@ -1,0 +1,421 @@
+//! Route filters through a real `switchyard`: rewrites, headers, redirects,
+//! fixed responses, client address lists and body limits, seen by real
+//! clients (reqwest, curl) and a real upstream.
+
+use switchyard_tests::upstream::Upstream;
+
+use crate::serve;
+
+/// A config with one pool `p` over `upstream`, `filters` (TOML
+/// `[filters.*]` tables) and `routes` (TOML `[[routes]]` tables).
+fn filtered(upstream: &Upstream, filters: &str, routes: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{routes}\n[pools.p]\n\
+         instances = [{{ url = \"{}\" }}]\n{filters}",
+        upstream.url()
+    )
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_are_rewritten_and_headers_changed_both_ways() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        r#"
+[filters.strip-api]
+kind = "strip-prefix"
+prefix = "/api"
+[filters.v2]
+kind = "add-prefix"
+prefix = "/v2"
+[filters.legacy]
+kind = "regex-rewrite"
+pattern = "^/old/(?P<id>[0-9]+)$"
+substitution = "/items/${id}"
+[filters.backend-host]
+kind = "host-rewrite"
+host = "backend.internal"
+[filters.tag]
+kind = "request-headers"
+remove = ["cookie"]
+set = { "x-client-ip" = "{client_ip}", "x-route" = "route {route} via {method} {path}" }
+add = { "x-tag" = "one" }
+[filters.tidy]
+kind = "response-headers"
+remove = ["x-upstream-version"]
+set = { "x-served-by" = "switchyard" }
+"#,
+        r#"
+[[routes]]
+match = { path_prefix = "/api" }
+pool = "p"
+filters = ["strip-api", "v2", "tag", "tidy"]
+[[routes]]
+match = { path_prefix = "/old" }
+pool = "p"
+filters = ["legacy", "backend-host"]
+[[routes]]
+pool = "p"
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+
+    let response = client
+        .get(format!("{}/api/users?q=1", proxy.url))
+        .header("cookie", "secret=1")
+        .header("x-tag", "zero")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-upstream-path"), Some("/v2/users?q=1"));
+    assert_eq!(header(&response, "x-seen-cookie"), None, "cookie removed");
+    assert_eq!(header(&response, "x-seen-x-client-ip"), Some("127.0.0.1"));
+    assert_eq!(
+        header(&response, "x-seen-x-route"),
+        Some("route 0 via GET /api/users")
+    );
+    let tags: Vec<&str> = response
+        .headers()
+        .get_all("x-seen-x-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert_eq!(tags, ["zero", "one"], "add keeps the client's value");
+    assert_eq!(header(&response, "x-served-by"), Some("switchyard"));
+    assert_eq!(header(&response, "x-upstream-version"), None);
+    // The prefix alone is the root; a longer word is not the prefix.
+    let response = client
+        .get(format!("{}/api", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-upstream-path"), Some("/v2/"));
+    let response = client
+        .get(format!("{}/apix", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-upstream-path"), Some("/v2/apix"));
+
+    let response = client
+        .get(format!("{}/old/42", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-upstream-path"), Some("/items/42"));
+    assert_eq!(header(&response, "x-seen-host"), Some("backend.internal"));
+    // Routes without filters are untouched.
+    let response = client
+        .get(format!("{}/else", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-upstream-path"), Some("/else"));
+    assert!(header(&response, "x-upstream-version").is_some());
+    assert_eq!(header(&response, "x-served-by"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_and_fixed_responses_answer_at_the_gateway() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        r#"
+[filters.to-https]
+kind = "redirect"
+scheme = "https"
+status = 308
+[filters.moved]
+kind = "redirect"
+host = "new.example.com"
+path = "/landing"
+strip_query = true
+[filters.docs-moved]
+kind = "redirect"
+path = "/guide/"
+status = 302
+[filters.maintenance]
+kind = "respond"
+status = 503
+body = "back soon"
+headers = { "retry-after" = "120" }
+[filters.tidy]
+kind = "response-headers"
+set = { "x-served-by" = "switchyard" }
+"#,
+        r#"
+[[routes]]
+match = { path_prefix = "/secure" }
+pool = "p"
+filters = ["to-https"]
+[[routes]]
+match = { path_prefix = "/moved" }
+pool = "p"
+filters = ["moved"]
+[[routes]]
+match = { path_prefix = "/docs" }
+pool = "p"
+filters = ["docs-moved"]
+[[routes]]
+pool = "p"
+filters = ["tidy", "maintenance"]
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+
+    // curl, as a user would try it: the status and where it points.
+    let output = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-H",
+            "host: shop.example.com",
+            &format!("{}/secure/cart?id=7", proxy.url),
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "308 https://shop.example.com/secure/cart?id=7"
+    );
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client
+        .get(format!("{}/moved/x?y=1", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 301);
+    assert_eq!(
+        header(&response, "location"),
+        Some("http://new.example.com/landing")
+    );
+    // Without a new scheme or host, the request's host and port stay.
+    let response = client
+        .get(format!("{}/docs", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 302);
+    assert_eq!(
+        header(&response, "location"),
+        Some(format!("{}/guide/", proxy.url).as_str())
+    );
+    let response = client
+        .get(format!("{}/else", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(header(&response, "retry-after"), Some("120"));
+    assert_eq!(
+        header(&response, "content-type"),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(header(&response, "x-served-by"), Some("switchyard"));
+    assert_eq!(response.text().await.unwrap(), "back soon");
+    assert_eq!(upstream.hits(), 0, "nothing reached the pool");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_addresses_are_admitted_or_refused() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        r#"
+[filters.nobody-local]
+kind = "ip-filter"
+deny = ["127.0.0.0/8", "::1"]
+[filters.partners]
+kind = "ip-filter"
+allow = ["192.0.2.0/24"]
+trusted_proxies = ["127.0.0.1"]
+"#,
+        r#"
+[[routes]]
+match = { path_prefix = "/internal" }
+pool = "p"
+filters = ["nobody-local"]
+[[routes]]
+match = { path_prefix = "/partners" }
+pool = "p"
+filters = ["partners"]
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+
+    let response = client
+        .get(format!("{}/internal", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "forbidden", "{body}");
+    // Behind a trusted proxy (this client, 127.0.0.1), the address it
+    // forwarded is the client's.
+    for (forwarded, status) in [
+        ("192.0.2.7", 200),
+        ("198.51.100.1", 403),
+        ("192.0.2.7, 198.51.100.1", 403),
+        ("198.51.100.1, 192.0.2.7", 200),
+    ] {
+        let response = client
+            .get(format!("{}/partners", proxy.url))
+            .header("x-forwarded-for", forwarded)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "x-forwarded-for: {forwarded}");
+    }
+    assert_eq!(upstream.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_are_refused_with_413() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        "[filters.small]\nkind = \"body-limit\"\nmax_bytes = 1024\n",
+        "[[routes]]\npool = \"p\"\nfilters = [\"small\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+
+    let response = client
+        .post(format!("{}/upload", proxy.url))
+        .body(vec![b'x'; 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "at the limit");
+    let response = client
+        .post(format!("{}/upload", proxy.url))
+        .body(vec![b'x'; 1025])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413, "declared over the limit");
+    assert_eq!(upstream.hits(), 1, "refused before the pool");
+    // A chunked body with no declared length is cut where it passes the
+    // limit (written by hand: the head goes before the body is known).
+    let address = proxy.url.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let mut request = format!(
+            "POST /upload HTTP/1.1\r\nhost: {address}\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        .into_bytes();
+        for _ in 0..4 {
+            request.extend_from_slice(b"200\r\n");
+            request.extend_from_slice(&[b'y'; 512]);
+            request.extend_from_slice(b"\r\n");
+        }
+        request.extend_from_slice(b"0\r\n\r\n");
+        // The proxy may answer and close before it read all of it.
+        let _ = stream.write_all(&request);
+        let mut answer = Vec::new();
+        let mut buf = [0; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&answer).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 413"),
+        "streamed over the limit: {answer}"
+    );
+}
+
+#[test]
+fn bad_filters_are_refused_naming_the_key() {
+    use std::path::Path;
+    use switchyard::config::Config;
+    let base = "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[pools.p]\n\
+                instances = [{ url = \"http://127.0.0.1:9\" }]\n";
+    for (extra, key, reason) in [
+        (
+            "[filters.f]\nkind = \"regex-rewrite\"\npattern = \"(\"\nsubstitution = \"/\"\n",
+            "filters.f.pattern",
+            "invalid regex",
+        ),
+        (
+            "[filters.f]\nkind = \"ip-filter\"\nallow = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n",
+            "filters.f.allow[1]",
+            "is not an IP address or CIDR block",
+        ),
+        (
+            "[filters.f]\nkind = \"request-headers\"\nset = { \"bad header\" = \"x\" }\n",
+            "filters.f.set",
+            "`bad header` is not a valid header name",
+        ),
+        (
+            "[filters.f]\nkind = \"response-headers\"\nset = { \"x-a\" = \"{nope}\" }\n",
+            "filters.f.set.x-a",
+            "unknown variable `{nope}`",
+        ),
+        (
+            "[filters.f]\nkind = \"strip-prefix\"\nprefix = \"api\"\n",
+            "filters.f.prefix",
+            "must start with `/`",
+        ),
+        (
+            "[filters.f]\nkind = \"redirect\"\nstatus = 200\n",
+            "filters.f.status",
+            "is not a redirect status",
+        ),
+        (
+            "[filters.f]\nkind = \"body-limit\"\nmax_bytes = 0\n",
+            "filters.f.max_bytes",
+            "must be ≥ 1",
+        ),
+        (
+            "[[routes]]\npool = \"p\"\nfilters = [\"missing\"]\n",
+            "routes[0].filters[0]",
+            "unknown filter `missing`",
+        ),
+        (
+            "[filters.f]\nkind = \"gzip\"\n",
+            "line",
+            "unknown variant `gzip`",
+        ),
+    ] {
+        let text = format!("{base}{extra}");
+        let err = Config::parse(
+            &text,
+            Path::new("f.toml"),
+            Path::new("."),
+            &switchyard::loaders::Loaders,
+        )
+        .expect_err(extra)
+        .to_string();
+        assert!(err.starts_with("f.toml: "), "{err}");
+        assert!(err.contains(key), "{key}: {err}");
+        assert!(err.contains(reason), "{reason}: {err}");
+    }
+}
