@@ -419,3 +419,66 @@ fn bad_filters_are_refused_naming_the_key() {
         assert!(err.contains(reason), "{reason}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_are_managed_through_the_admin_api() {
+    use reqwest::Method;
+    use serde_json::json;
+
+    use crate::admin;
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        "[[routes]]\npool = \"p\"\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let api = proxy.admin_url();
+    let client = crate::client();
+    let path_seen =
+        |response: &reqwest::Response| header(response, "x-upstream-path").map(str::to_owned);
+
+    let strip = json!({ "kind": "strip-prefix", "prefix": "/v1" });
+    let (status, body) = admin(Method::PUT, &format!("{api}/v1/filters/strip"), Some(strip)).await;
+    assert_eq!(status, 201, "{body}");
+    let route = json!({ "pool": "p", "filters": ["strip"] });
+    let (status, body) = admin(Method::PUT, &format!("{api}/v1/routes/0"), Some(route)).await;
+    assert_eq!(status, 200, "{body}");
+    let response = client
+        .get(format!("{}/v1/x", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(path_seen(&response).as_deref(), Some("/x"));
+    // Replaced: the route applies the new filter from its next request.
+    let strip = json!({ "kind": "strip-prefix", "prefix": "/v1/x" });
+    let (status, _) = admin(Method::PUT, &format!("{api}/v1/filters/strip"), Some(strip)).await;
+    assert_eq!(status, 200);
+    let response = client
+        .get(format!("{}/v1/x/y", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(path_seen(&response).as_deref(), Some("/y"));
+    let (_, status) = admin(Method::GET, &format!("{api}/v1/status"), None).await;
+    assert_eq!(status["routes"][0]["filters"], json!(["strip"]), "{status}");
+
+    // Refused, and nothing changes: an invalid filter, one in use.
+    let bad = json!({ "kind": "ip-filter", "allow": ["10.0.0.0/99"] });
+    let (status, body) = admin(Method::PUT, &format!("{api}/v1/filters/bad"), Some(bad)).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("filters.bad.allow[0]"), "{body}");
+    let (status, body) = admin(Method::DELETE, &format!("{api}/v1/filters/strip"), None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("routes[0]"), "{body}");
+    let (status, _) = admin(Method::GET, &format!("{api}/v1/filters/bad"), None).await;
+    assert_eq!(status, 404);
+
+    let route = json!({ "pool": "p" });
+    admin(Method::PUT, &format!("{api}/v1/routes/0"), Some(route)).await;
+    let (status, _) = admin(Method::DELETE, &format!("{api}/v1/filters/strip"), None).await;
+    assert_eq!(status, 204);
+    let (_, filters) = admin(Method::GET, &format!("{api}/v1/filters"), None).await;
+    assert_eq!(filters, json!({}));
+}

@@ -169,6 +169,39 @@ async fn three_replicas_share_one_configuration_through_etcd() {
     assert_eq!(status, 200);
     all_served_by(&replicas, "u1").await;
 
+    // A filter and the route that lists it, written on one replica, are
+    // applied by all three.
+    let filter = json!({ "kind": "response-headers", "set": { "x-shared": "yes" } });
+    let (status, body) = admin(
+        reqwest::Method::PUT,
+        &format!("{}/v1/filters/shared", replicas[2].api),
+        Some(filter),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let route = json!({ "pool": "p", "filters": ["shared"] });
+    let (status, body) = admin(
+        reqwest::Method::PUT,
+        &format!("{}/v1/routes/0", replicas[2].api),
+        Some(route),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for replica in &replicas {
+        until("every replica applies the shared filter", || async {
+            let response = client()
+                .get(format!("{}/", replica.process.url))
+                .send()
+                .await
+                .unwrap();
+            response
+                .headers()
+                .get("x-shared")
+                .is_some_and(|v| v == "yes")
+        })
+        .await;
+    }
+
     // Two writes based on the same revision (If-Match): one wins, one 409.
     let response = client()
         .get(format!("{}/v1/config", replicas[0].api))

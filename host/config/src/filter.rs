@@ -123,9 +123,10 @@ pub struct RedirectConfig {
     /// The host. Default: the request's.
     #[serde(default)]
     pub host: Option<String>,
-    /// The port. Default: none when the scheme or host is given (the
-    /// scheme's own port), else the request's.
+    /// The port, 1..=65535. Default: none when the scheme or host is given
+    /// (the scheme's own port), else the request's.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 65535)]
     pub port: Option<u16>,
     /// The path, starting with `/`. Default: the request's.
     #[serde(default)]
@@ -445,6 +446,9 @@ impl RedirectConfig {
                         format!("`{host}` is not a host name (give the port as `port`)"),
                     )
                 })?;
+        }
+        if self.port == Some(0) {
+            return Err(("port".into(), "must be 1..=65535".into()));
         }
         if let Some(path) = &self.path {
             if !path.starts_with('/') || path.contains('?') {

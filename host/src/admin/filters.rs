@@ -20,7 +20,7 @@ use crate::control::ChangeError;
     tag = "filters",
     responses((status = 200, description = "Every filter's config by name", body = serde_json::Value))
 )]
-pub async fn list(State(state): State<AdminState>) -> Json<BTreeMap<String, FilterConfig>> {
+pub async fn list_filters(State(state): State<AdminState>) -> Json<BTreeMap<String, FilterConfig>> {
     Json(state.control.config().filters)
 }
 
@@ -32,7 +32,7 @@ pub async fn list(State(state): State<AdminState>) -> Json<BTreeMap<String, Filt
     params(("filter" = String, Path, description = "Filter name")),
     responses((status = 200, description = "The filter's config", body = FilterConfig), (status = 404, description = "No such filter"))
 )]
-pub async fn get(
+pub async fn get_filter(
     State(state): State<AdminState>,
     PathOf(filter): PathOf<String>,
 ) -> Result<Json<FilterConfig>, ApiError> {
@@ -55,7 +55,7 @@ pub async fn get(
     params(("filter" = String, Path, description = "Filter name")),
     responses((status = 200, description = "Replaced", body = FilterConfig), (status = 201, description = "Created", body = FilterConfig), (status = 400, description = "Not a filter"), (status = 422, description = "Invalid: `key` and `reason`"))
 )]
-pub async fn put(
+pub async fn put_filter(
     State(state): State<AdminState>,
     PathOf(filter): PathOf<String>,
     body: Bytes,
@@ -82,7 +82,7 @@ pub async fn put(
     params(("filter" = String, Path, description = "Filter name")),
     responses((status = 204, description = "Deleted"), (status = 404, description = "No such filter"), (status = 409, description = "A route lists it"))
 )]
-pub async fn delete(
+pub async fn delete_filter(
     State(state): State<AdminState>,
     PathOf(filter): PathOf<String>,
 ) -> Result<StatusCode, ApiError> {

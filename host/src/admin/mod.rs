@@ -338,8 +338,12 @@ fn operations() -> OpenApiRouter<AdminState> {
             resources::put_route,
             resources::delete_route
         ))
-        .routes(routes!(filters::list))
-        .routes(routes!(filters::get, filters::put, filters::delete))
+        .routes(routes!(filters::list_filters))
+        .routes(routes!(
+            filters::get_filter,
+            filters::put_filter,
+            filters::delete_filter
+        ))
         .routes(routes!(resources::events))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload, plugins::delete))
