@@ -9,10 +9,13 @@
 use std::path::Path;
 use std::process::Command;
 
-#[test]
-fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chromium() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let harness = workspace.join("tests/dashboard");
+/// `tests/dashboard/`, the browser scripts, with playwright-core installed
+/// (`npm ci` the first time).
+///
+/// # Panics
+/// When npm is missing or fails (test set-up).
+pub fn browser_harness() -> std::path::PathBuf {
+    let harness = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/dashboard");
     if !harness.join("node_modules/playwright-core").is_dir() {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
@@ -21,6 +24,13 @@ fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chro
             .expect("npm (Debian: apt-get install nodejs npm)");
         assert!(status.success(), "npm ci in {}", harness.display());
     }
+    harness
+}
+
+#[test]
+fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chromium() {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let harness = browser_harness();
     let (demo, proxy) = crate::demo();
     let line = demo.wait_for_log("dashboard:");
     let admin = line

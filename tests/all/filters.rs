@@ -395,6 +395,16 @@ fn bad_filters_are_refused_naming_the_key() {
             "must be ≥ 1",
         ),
         (
+            "[filters.f]\nkind = \"cors\"\nallow_origins = [\"*\"]\nallow_credentials = true\n",
+            "filters.f.allow_origins[0]",
+            "cannot be combined with `allow_credentials`",
+        ),
+        (
+            "[filters.f]\nkind = \"cors\"\nallow_origins = [\"app.example.com/x\"]\n",
+            "filters.f.allow_origins[0]",
+            "is not an origin",
+        ),
+        (
             "[[routes]]\npool = \"p\"\nfilters = [\"missing\"]\n",
             "routes[0].filters[0]",
             "unknown filter `missing`",
@@ -481,4 +491,193 @@ async fn filters_are_managed_through_the_admin_api() {
     assert_eq!(status, 204);
     let (_, filters) = admin(Method::GET, &format!("{api}/v1/filters"), None).await;
     assert_eq!(filters, json!({}));
+}
+
+/// A page that, from its own origin (`http://localhost:PORT`), PUTs with a
+/// custom header (so the browser sends a preflight) to two routes of the
+/// same Switchyard on another origin (`http://127.0.0.1:PORT`), and writes
+/// what each fetch got into its title as JSON.
+const CORS_PAGE: &str = r#"<!doctype html><title></title><script>
+const api = "http://127.0.0.1:" + location.port;
+(async () => {
+  const out = {};
+  for (const name of ["open", "closed"]) {
+    try {
+      const r = await fetch(api + "/api/" + name, { method: "PUT", headers: { "x-custom": "1" }, body: "hi" });
+      out[name] = r.status + " " + (await r.text());
+    } catch (e) {
+      out[name] = "blocked";
+    }
+  }
+  document.title = JSON.stringify(out);
+})();
+</script>"#;
+
+#[test]
+fn a_browser_reads_only_what_cors_allows_its_origin() {
+    let upstream = Upstream::start("u0");
+    let page = serde_json::to_string(CORS_PAGE).unwrap();
+    let config = filtered(
+        &upstream,
+        &format!(
+            r#"
+[filters.page]
+kind = "respond"
+content_type = "text/html; charset=utf-8"
+body = {page}
+[filters.cors-open]
+kind = "cors"
+allow_origins = ["https://app.example.com", "http://localhost:*"]
+allow_methods = ["GET", "PUT"]
+allow_headers = ["x-custom"]
+max_age_s = 600
+[filters.cors-closed]
+kind = "cors"
+allow_origins = ["https://app.example.com"]
+allow_methods = ["GET", "PUT"]
+allow_headers = ["x-custom"]
+"#
+        ),
+        r#"
+[[routes]]
+match = { path_prefix = "/page" }
+pool = "p"
+filters = ["page"]
+[[routes]]
+match = { path_prefix = "/api/open" }
+pool = "p"
+filters = ["cors-open"]
+[[routes]]
+match = { path_prefix = "/api/closed" }
+pool = "p"
+filters = ["cors-closed"]
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let page_url = proxy.url.replace("127.0.0.1", "localhost") + "/page";
+    let harness = crate::dashboard::browser_harness();
+    let output = std::process::Command::new("node")
+        .arg(harness.join("cors.mjs"))
+        .arg(&page_url)
+        .output()
+        .expect("node (Debian: apt-get install nodejs)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("one JSON line");
+    // The upstream answers a request with a body with that body.
+    assert_eq!(seen["open"], "200 hi", "{seen}");
+    assert_eq!(seen["closed"], "blocked", "{seen}");
+    // Both preflights were answered at the gateway; the refused origin's
+    // PUT was never sent.
+    assert_eq!(upstream.hits(), 1, "{seen}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_headers_follow_the_fetch_standard() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        r#"
+[filters.named]
+kind = "cors"
+allow_origins = ["https://*.example.com"]
+allow_methods = ["GET", "DELETE"]
+allow_headers = ["x-custom", "content-type"]
+expose_headers = ["x-upstream"]
+allow_credentials = true
+max_age_s = 600
+[filters.anyone]
+kind = "cors"
+allow_origins = ["*"]
+allow_headers = ["*"]
+"#,
+        r#"
+[[routes]]
+match = { path_prefix = "/named" }
+pool = "p"
+filters = ["named"]
+[[routes]]
+pool = "p"
+filters = ["anyone"]
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+    let preflight = |path: &str, origin: &str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", proxy.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "DELETE")
+            .header("access-control-request-headers", "x-custom")
+            .send()
+    };
+
+    let response = preflight("/named/x", "https://app.example.com")
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-methods"),
+        Some("GET, DELETE")
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-headers"),
+        Some("x-custom, content-type")
+    );
+    assert_eq!(
+        header(&response, "access-control-allow-credentials"),
+        Some("true")
+    );
+    assert_eq!(header(&response, "access-control-max-age"), Some("600"));
+    let response = preflight("/named/x", "https://example.org").await.unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+    assert_eq!(upstream.hits(), 0, "preflights are answered at the gateway");
+
+    let response = client
+        .get(format!("{}/named/x", proxy.url))
+        .header("origin", "https://app.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+    assert_eq!(
+        header(&response, "access-control-expose-headers"),
+        Some("x-upstream")
+    );
+    let vary: Vec<&str> = response
+        .headers()
+        .get_all("vary")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(vary.contains(&"origin"), "{vary:?}");
+    // No Origin: no CORS headers; any origin without credentials: `*`,
+    // and a preflight gets back the headers it asked for.
+    let response = client
+        .get(format!("{}/named/x", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "access-control-allow-origin"), None);
+    let response = preflight("/any", "https://whoever.test").await.unwrap();
+    assert_eq!(header(&response, "access-control-allow-origin"), Some("*"));
+    assert_eq!(
+        header(&response, "access-control-allow-headers"),
+        Some("x-custom")
+    );
+    assert_eq!(header(&response, "access-control-allow-credentials"), None);
 }

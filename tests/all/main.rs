@@ -5,7 +5,7 @@
 mod admin;
 mod balancing;
 mod config;
-mod dashboard;
+pub mod dashboard;
 mod discovery;
 mod examples;
 mod failover;

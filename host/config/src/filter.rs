@@ -65,6 +65,11 @@ pub enum FilterConfig {
     /// Admits or refuses clients by address (nginx's `allow`/`deny`,
     /// Traefik's IPAllowList): 403 for a refused client.
     IpFilter(IpFilterConfig),
+    /// Cross-origin resource sharing per the Fetch standard (Envoy's and
+    /// Traefik's CORS): a preflight from an allowed origin is answered at
+    /// the gateway, and answers to allowed origins carry the
+    /// `Access-Control-Allow-*` headers and `Vary: Origin`.
+    Cors(CorsConfig),
     /// Refuses request bodies larger than `max_bytes` with 413, before any
     /// byte past the limit reaches a pool (nginx's `client_max_body_size`):
     /// at once when `Content-Length` says so, else when the body grows
@@ -188,6 +193,76 @@ pub struct IpFilterConfig {
     /// `set_real_ip_from` with `real_ip_recursive on`). Default: none (the
     /// connection's address is the client).
     pub trusted_proxies: Vec<String>,
+}
+
+/// Which cross-origin callers a browser may let read the route's answers.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CorsConfig {
+    /// Origins allowed: `scheme://host[:port]` exactly, a pattern where
+    /// `*` stands for one or more characters of a host name or port
+    /// (`https://*.example.com`, `http://localhost:*`), or `*` alone for
+    /// any origin. At least one.
+    pub allow_origins: Vec<String>,
+    /// Methods a preflight allows. Default `GET`, `HEAD`, `POST`.
+    #[serde(default = "default_cors_methods")]
+    pub allow_methods: Vec<String>,
+    /// Request headers a preflight allows (`*`: whichever it asks for).
+    /// Default: none beyond the CORS-safelisted ones.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// Response headers the caller's script may read beyond the
+    /// safelisted ones. Default: none.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// Let the caller send and read credentials (cookies, HTTP auth):
+    /// `Access-Control-Allow-Credentials: true`; the origin is then always
+    /// named, never `*`. Default false.
+    #[serde(default)]
+    pub allow_credentials: bool,
+    /// How long a browser may cache a preflight's answer, seconds
+    /// (`Access-Control-Max-Age`). Default: not sent (the browser's own,
+    /// 5 s in Chromium).
+    #[serde(default)]
+    pub max_age_s: Option<u64>,
+}
+
+fn default_cors_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+
+/// Whether `origin` (`scheme://host[:port]`, as a browser sends it)
+/// matches `pattern` (an origin where `*` stands for one or more
+/// characters of a host name or port).
+pub fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let first = parts.next().unwrap_or_default();
+    let Some(mut rest) = origin.strip_prefix(first) else {
+        return false;
+    };
+    let mut wildcards = parts.peekable();
+    while let Some(literal) = wildcards.next() {
+        let last = wildcards.peek().is_none();
+        // The shortest run of host characters that lets the rest match:
+        // try each end of the run in turn.
+        let run = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.')
+            .count();
+        let found = (1..=run).find(|&n| {
+            let after = &rest[n..];
+            if last {
+                after == literal
+            } else {
+                after.starts_with(literal)
+            }
+        });
+        match found {
+            Some(n) => rest = &rest[n + literal.len()..],
+            None => return false,
+        }
+    }
+    rest.is_empty()
 }
 
 /// The largest request body.
@@ -364,6 +439,7 @@ impl FilterConfig {
                     }
                 }
             }
+            FilterConfig::Cors(cors) => cors.validate()?,
             FilterConfig::BodyLimit(b) => {
                 if b.max_bytes == 0 {
                     return Err(("max_bytes".into(), "must be ≥ 1".into()));
@@ -385,6 +461,7 @@ impl FilterConfig {
             FilterConfig::Redirect(_) => "redirect",
             FilterConfig::Respond(_) => "respond",
             FilterConfig::IpFilter(_) => "ip-filter",
+            FilterConfig::Cors(_) => "cors",
             FilterConfig::BodyLimit(_) => "body-limit",
         }
     }
@@ -420,6 +497,63 @@ impl HeaderRules {
         }
         for (name, value) in &self.add {
             check_header("add", name, Some(value))?;
+        }
+        Ok(())
+    }
+}
+
+impl CorsConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.allow_origins.is_empty() {
+            return Err(("allow_origins".into(), "give at least one origin".into()));
+        }
+        for (i, origin) in self.allow_origins.iter().enumerate() {
+            let key = format!("allow_origins[{i}]");
+            if origin == "*" {
+                if self.allow_credentials {
+                    return Err((
+                        key,
+                        "`*` cannot be combined with `allow_credentials` (the Fetch standard \
+                         refuses it): name the origins"
+                            .into(),
+                    ));
+                }
+                continue;
+            }
+            let (scheme, rest) = origin.split_once("://").unwrap_or(("", origin));
+            let host_port = rest.replace('*', "x");
+            if !matches!(scheme, "http" | "https")
+                || rest.is_empty()
+                || rest.contains('/')
+                || rest.contains("**")
+                || http::uri::Authority::from_str(&host_port).is_err()
+            {
+                return Err((
+                    key,
+                    format!(
+                        "`{origin}` is not an origin (`scheme://host[:port]`, `*` for a part \
+                         of a host name or port, or `*` alone)"
+                    ),
+                ));
+            }
+        }
+        for (i, method) in self.allow_methods.iter().enumerate() {
+            http::Method::from_str(method).map_err(|_| {
+                (
+                    format!("allow_methods[{i}]"),
+                    format!("`{method}` is not a method"),
+                )
+            })?;
+        }
+        for (key, names) in [
+            ("allow_headers", &self.allow_headers),
+            ("expose_headers", &self.expose_headers),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if name != "*" {
+                    check_header(&format!("{key}[{i}]"), name, None)?;
+                }
+            }
         }
         Ok(())
     }
@@ -499,6 +633,46 @@ mod tests {
                 .contains("without")
         );
         assert!(parse_template("a}b").unwrap_err().contains("without"));
+    }
+
+    #[test]
+    fn origin_patterns_match_host_and_port_parts() {
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://app.example.com"
+        ));
+        assert!(origin_matches(
+            "https://*.example.com",
+            "https://a.b.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "https://evil.com/.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://*.example.com",
+            "http://app.example.com"
+        ));
+        assert!(origin_matches(
+            "http://localhost:*",
+            "http://localhost:8080"
+        ));
+        assert!(!origin_matches(
+            "http://localhost:*",
+            "http://localhost:8080.evil.com:1"
+        ));
+        assert!(origin_matches(
+            "https://app.example.com",
+            "https://app.example.com"
+        ));
+        assert!(!origin_matches(
+            "https://app.example.com",
+            "https://app.example.com.evil"
+        ));
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub use error::ConfigError;
 pub use types::{
     AdminConfig, BodyLimitConfig, BreakerConfig, BulkheadConfig, Capability, CertificateFiles,
     CheckKind, ClientAuth, Compare, CompareKeys, Config, ConflictRule, ConsistentHashConfig,
-    DEFAULT_MAX_CANDIDATES, Deprecated, DiscoveryConfig, DnsDiscovery, DnsRecordType,
+    CorsConfig, DEFAULT_MAX_CANDIDATES, Deprecated, DiscoveryConfig, DnsDiscovery, DnsRecordType,
     DrainSessions, EscapedSlashes, EtcdDiscovery, EtcdStoreConfig, FailoverConfig,
     FailoverFallback, FailoverPluginConfig, FailureMode, FallbackConfig, FanOutConfig,
     FastestResponseConfig, FilterConfig, FusionCacheConfig, HashAlgorithm, HashKey, HeaderRules,
@@ -62,8 +62,8 @@ pub use types::{
     RegexRewriteConfig, ResolverConfig, ResolverPluginConfig, ResourceAwareConfig, RespondConfig,
     RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig, SourceConfig, StaleConfig,
     StdioSessions, StickyConfig, StoreConfig, StrategyConfig, TemplatePart, ToolConfig, ToolFusion,
-    TrendConfig, UpstreamProtocol, UpstreamTlsConfig, Variable, WeightedVoteConfig, parse_cidr,
-    parse_template,
+    TrendConfig, UpstreamProtocol, UpstreamTlsConfig, Variable, WeightedVoteConfig, origin_matches,
+    parse_cidr, parse_template,
 };
 
 use std::path::Path;

@@ -8,10 +8,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::error::PathOf;
-use super::resources::{change, parse};
+use super::resources::{delete_named, parse, put_named};
 use super::{AdminState, ApiError};
-use crate::config::FilterConfig;
-use crate::control::ChangeError;
+use crate::config::{FilterConfig, RouteConfig};
 
 /// `GET /v1/filters`.
 #[utoipa::path(
@@ -61,17 +60,7 @@ pub async fn put_filter(
     body: Bytes,
 ) -> Result<(StatusCode, Json<FilterConfig>), ApiError> {
     let new: FilterConfig = parse(&body, "filter")?;
-    let name = filter.clone();
-    let (config, replaced) = change(&state, move |config| {
-        Ok(config.filters.insert(name, new).is_some())
-    })
-    .await?;
-    let status = if replaced {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(config.filters[&filter].clone())))
+    put_named(&state, filter, new, |config| &mut config.filters).await
 }
 
 /// `DELETE /v1/filters/{filter}`: refused (409) while a route lists it.
@@ -86,22 +75,13 @@ pub async fn delete_filter(
     State(state): State<AdminState>,
     PathOf(filter): PathOf<String>,
 ) -> Result<StatusCode, ApiError> {
-    change(&state, move |config| {
-        if let Some(i) = config
-            .routes
-            .iter()
-            .position(|r| r.filters.contains(&filter))
-        {
-            return Err(ChangeError::Conflict(format!(
-                "filter `{filter}` is listed by routes[{i}]; change or delete the route first"
-            )));
-        }
-        config
-            .filters
-            .remove(&filter)
-            .map(|_| ())
-            .ok_or_else(|| ChangeError::NotFound(format!("no filter `{filter}`")))
-    })
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let lists = |route: &RouteConfig, name: &str| route.filters.iter().any(|f| f == name);
+    delete_named(
+        &state,
+        filter,
+        "filter",
+        |config| &mut config.filters,
+        lists,
+    )
+    .await
 }

@@ -58,7 +58,7 @@ fn integral_floats_as_integers(value: &mut Value) {
 
 /// Runs a change off the async workers (building a pool may compile a
 /// plugin; with etcd, it waits on etcd), based on the request's `If-Match`.
-pub(super) async fn change<R: Send + 'static>(
+async fn change<R: Send + 'static>(
     state: &AdminState,
     edit: impl FnOnce(&mut Config) -> Result<R, ChangeError> + Send + 'static,
 ) -> ApiResult<(Config, R)> {
@@ -287,9 +287,20 @@ pub async fn put_pool(
     body: Bytes,
 ) -> ApiResult<(StatusCode, Json<PoolConfig>)> {
     let new: PoolConfig = parse(&body, "pool")?;
-    let name = pool.clone();
-    let (config, replaced) = change(&state, move |config| {
-        Ok(config.pools.insert(name, new).is_some())
+    put_named(&state, pool, new, |config| &mut config.pools).await
+}
+
+/// Creates (201) or replaces (200) the entry `name` of the config's map
+/// that `map` selects (pools, filters); answers with the entry as applied.
+pub(super) async fn put_named<T: Clone + Send + 'static>(
+    state: &AdminState,
+    name: String,
+    new: T,
+    map: fn(&mut Config) -> &mut BTreeMap<String, T>,
+) -> ApiResult<(StatusCode, Json<T>)> {
+    let key = name.clone();
+    let (mut config, replaced) = change(state, move |config| {
+        Ok(map(config).insert(key, new).is_some())
     })
     .await?;
     let status = if replaced {
@@ -297,7 +308,10 @@ pub async fn put_pool(
     } else {
         StatusCode::CREATED
     };
-    Ok((status, Json(config.pools[&pool].clone())))
+    let applied = map(&mut config).remove(&name);
+    applied
+        .map(|entry| (status, Json(entry)))
+        .ok_or_else(|| ApiError::Internal(format!("`{name}` is missing after the change")))
 }
 
 /// `DELETE /v1/pools/{pool}`: refused (409) while a route uses it.
@@ -312,17 +326,28 @@ pub async fn delete_pool(
     State(state): State<AdminState>,
     PathOf(pool): PathOf<String>,
 ) -> ApiResult<StatusCode> {
-    change(&state, move |config| {
-        if let Some(i) = config.routes.iter().position(|r| route_uses(r, &pool)) {
+    delete_named(&state, pool, "pool", |config| &mut config.pools, route_uses).await
+}
+
+/// Deletes the entry `name` (a `what`) of the config's map that `map`
+/// selects: 404 when there is none, 409 while a route `uses` it.
+pub(super) async fn delete_named<T: Send + 'static>(
+    state: &AdminState,
+    name: String,
+    what: &'static str,
+    map: fn(&mut Config) -> &mut BTreeMap<String, T>,
+    uses: fn(&RouteConfig, &str) -> bool,
+) -> ApiResult<StatusCode> {
+    change(state, move |config| {
+        if let Some(i) = config.routes.iter().position(|r| uses(r, &name)) {
             return Err(ChangeError::Conflict(format!(
-                "pool `{pool}` is used by routes[{i}]; change or delete the route first"
+                "{what} `{name}` is used by routes[{i}]; change or delete the route first"
             )));
         }
-        config
-            .pools
-            .remove(&pool)
+        map(config)
+            .remove(&name)
             .map(|_| ())
-            .ok_or_else(|| ChangeError::NotFound(format!("no pool `{pool}`")))
+            .ok_or_else(|| ChangeError::NotFound(format!("no {what} `{name}`")))
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)

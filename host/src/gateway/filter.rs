@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
@@ -17,8 +18,8 @@ use ipnet::IpNet;
 use regex::Regex;
 
 use crate::config::{
-    FilterConfig, HeaderRules, IpFilterConfig, RedirectConfig, RespondConfig, TemplatePart,
-    Variable, parse_cidr, parse_template,
+    CorsConfig, FilterConfig, HeaderRules, IpFilterConfig, RedirectConfig, RespondConfig,
+    TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
 use crate::proxy::{ProxyError, StaticResponse};
 use crate::tls::ClientIdentity;
@@ -28,12 +29,18 @@ use crate::tls::ClientIdentity;
 pub struct Chain {
     /// What the request steps do, in order.
     request: Vec<RequestStep>,
-    /// The `response-headers` filters, in order.
-    response: Vec<HeaderEdit>,
+    /// What the response steps do, in order.
+    response: Vec<ResponseStep>,
     /// The smallest `body-limit` of the chain, bytes.
     body_limit: Option<u64>,
     /// The filters' names, as the route lists them.
     names: Vec<String>,
+}
+
+/// One response step.
+enum ResponseStep {
+    Headers(HeaderEdit),
+    Cors(Arc<Cors>),
 }
 
 /// One request step.
@@ -49,6 +56,8 @@ enum RequestStep {
     Redirect(RedirectConfig),
     Respond(StaticResponse),
     IpFilter(IpRules),
+    /// Answers preflights; its response step adds the headers.
+    Cors(Arc<Cors>),
     BodyLimit(u64),
 }
 
@@ -75,6 +84,8 @@ pub struct RequestFacts<'a> {
 pub struct Routed<'a> {
     method: Method,
     uri: Uri,
+    /// The request's `Origin` (kept when the chain has CORS).
+    origin: Option<HeaderValue>,
     facts: RequestFacts<'a>,
 }
 
@@ -107,8 +118,15 @@ impl Chain {
                 },
                 FilterConfig::RequestHeaders(rules) => RequestStep::Headers(HeaderEdit::new(rules)),
                 FilterConfig::ResponseHeaders(rules) => {
-                    chain.response.push(HeaderEdit::new(rules));
+                    chain
+                        .response
+                        .push(ResponseStep::Headers(HeaderEdit::new(rules)));
                     continue;
+                }
+                FilterConfig::Cors(config) => {
+                    let cors = Arc::new(Cors::new(config));
+                    chain.response.push(ResponseStep::Cors(Arc::clone(&cors)));
+                    RequestStep::Cors(cors)
                 }
                 FilterConfig::Redirect(r) => RequestStep::Redirect(r.clone()),
                 FilterConfig::Respond(r) => RequestStep::Respond(respond(r)),
@@ -146,9 +164,16 @@ impl Chain {
         parts: &http::request::Parts,
         facts: RequestFacts<'a>,
     ) -> Option<Routed<'a>> {
+        let cors = self
+            .response
+            .iter()
+            .any(|s| matches!(s, ResponseStep::Cors(_)));
         (!self.response.is_empty()).then(|| Routed {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
+            origin: cors
+                .then(|| parts.headers.get(header::ORIGIN).cloned())
+                .flatten(),
             facts,
         })
     }
@@ -215,6 +240,11 @@ impl Chain {
                         ))));
                     }
                 }
+                RequestStep::Cors(cors) => {
+                    if let Some(preflight) = cors.preflight(parts) {
+                        return Err(Answer::Made(Box::new(preflight)));
+                    }
+                }
                 RequestStep::BodyLimit(limit) => {
                     let declared = parts
                         .headers
@@ -234,8 +264,17 @@ impl Chain {
 
     /// Applies the response steps to `headers`, in order.
     pub fn on_response(&self, headers: &mut HeaderMap, routed: &Routed<'_>) {
-        for edit in &self.response {
-            edit.apply(headers, &routed.facts, &routed.method, &routed.uri);
+        for step in &self.response {
+            match step {
+                ResponseStep::Headers(edit) => {
+                    edit.apply(headers, &routed.facts, &routed.method, &routed.uri);
+                }
+                ResponseStep::Cors(cors) => {
+                    if let Some(origin) = &routed.origin {
+                        cors.on_response(headers, origin);
+                    }
+                }
+            }
         }
     }
 }
@@ -402,6 +441,127 @@ impl Template {
             }
         }
         HeaderValue::from_str(&value).ok()
+    }
+}
+
+/// A `cors` filter, compiled: the Fetch standard's CORS protocol as
+/// Envoy's and Traefik's CORS filters answer it.
+struct Cors {
+    /// `None`: any origin (`*`).
+    origins: Option<Vec<String>>,
+    methods: HeaderValue,
+    /// `None`: whatever a preflight asks for (`*`).
+    headers: Option<HeaderValue>,
+    expose: Option<HeaderValue>,
+    credentials: bool,
+    max_age: Option<HeaderValue>,
+}
+
+impl Cors {
+    fn new(config: &CorsConfig) -> Self {
+        let list = |items: &[String]| HeaderValue::from_str(&items.join(", ")).ok();
+        let any = |items: &[String]| items.iter().any(|i| i == "*");
+        Self {
+            origins: (!any(&config.allow_origins)).then(|| config.allow_origins.clone()),
+            methods: list(&config.allow_methods).unwrap_or(HeaderValue::from_static("")),
+            headers: if any(&config.allow_headers) {
+                None
+            } else {
+                list(&config.allow_headers)
+            },
+            expose: Some(&config.expose_headers)
+                .filter(|e| !e.is_empty())
+                .and_then(|e| list(e)),
+            credentials: config.allow_credentials,
+            max_age: config.max_age_s.map(HeaderValue::from),
+        }
+    }
+
+    /// Whether `origin` may read the answers.
+    fn allows(&self, origin: &HeaderValue) -> bool {
+        let Ok(origin) = origin.to_str() else {
+            return false;
+        };
+        self.origins
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|p| origin_matches(p, origin)))
+    }
+
+    /// The answer to a preflight (`OPTIONS` with `Origin` and
+    /// `Access-Control-Request-Method`): 204, with the `Access-Control-*`
+    /// headers when the origin is allowed (the browser then checks the
+    /// method and headers itself), without them when it is not. `None` for
+    /// any other request.
+    fn preflight(&self, parts: &http::request::Parts) -> Option<Response<Full<Bytes>>> {
+        let origin = parts.headers.get(header::ORIGIN)?;
+        if parts.method != Method::OPTIONS
+            || !parts
+                .headers
+                .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+        {
+            return None;
+        }
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        let headers = response.headers_mut();
+        for vary in [
+            "origin",
+            "access-control-request-method",
+            "access-control-request-headers",
+        ] {
+            headers.append(header::VARY, HeaderValue::from_static(vary));
+        }
+        if !self.allows(origin) {
+            return Some(response);
+        }
+        self.allow_origin(headers, origin);
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
+        let asked = parts.headers.get(header::ACCESS_CONTROL_REQUEST_HEADERS);
+        if let Some(allowed) = self.headers.as_ref().or(asked) {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, allowed.clone());
+        }
+        if let Some(max_age) = &self.max_age {
+            headers.insert(header::ACCESS_CONTROL_MAX_AGE, max_age.clone());
+        }
+        Some(response)
+    }
+
+    /// The headers of an answer to a request from `origin`.
+    fn on_response(&self, headers: &mut HeaderMap, origin: &HeaderValue) {
+        if !self.allows(origin) {
+            return;
+        }
+        self.allow_origin(headers, origin);
+        if let Some(expose) = &self.expose {
+            headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, expose.clone());
+        }
+    }
+
+    /// `Access-Control-Allow-Origin` (`*` when any origin may, without
+    /// credentials; else the origin itself, with `Vary: Origin`) and
+    /// `-Allow-Credentials`.
+    fn allow_origin(&self, headers: &mut HeaderMap, origin: &HeaderValue) {
+        if self.origins.is_none() && !self.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                HeaderValue::from_static("*"),
+            );
+        } else {
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+            if !headers
+                .get_all(header::VARY)
+                .iter()
+                .any(|v| v.as_bytes().eq_ignore_ascii_case(b"origin"))
+            {
+                headers.append(header::VARY, HeaderValue::from_static("origin"));
+            }
+        }
+        if self.credentials {
+            headers.insert(
+                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+        }
     }
 }
 
