@@ -5,7 +5,11 @@
 #
 # Run: bash host/benches/ab.sh BIN_A BIN_B   (from the workspace root)
 # Needs: nginx and wrk (Debian: apt-get install nginx wrk), 2+ cores.
-# Env: ROUNDS (default 3), DURATION (default 8s), CONNECTIONS (default 32).
+# Env: ROUNDS (default 3), DURATION (default 8s), CONNECTIONS (default 32);
+# CONFIG_A, CONFIG_B: a config file for that side instead of the default
+# (its listener on 127.0.0.1:19310, its pool over 127.0.0.1:19111-19113),
+# e.g. the same build without and with a route's filters; REQUEST_PATH
+# (default /): the path wrk asks for, REQUEST_PATH_A/_B that side's.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -eq 2 ] || { echo "usage: $0 BIN_A BIN_B" >&2; exit 2; }
@@ -28,13 +32,18 @@ echo "wrk -t1 -c$CONNECTIONS -d$DURATION --latency on core 0 with the upstreams;
 echo
 echo "| round | build | req/s | p50 | p99 | errors |"
 echo "|---|---|---|---|---|---|"
+REQUEST_PATH=${REQUEST_PATH:-/}
 for round in $(seq 1 "$ROUNDS"); do
   for side in A B; do
-    if [ "$side" = A ]; then bin=$1; else bin=$2; fi
-    RUST_LOG=warn taskset -c 1 "$bin" serve --config "$config" & pid=$!
+    if [ "$side" = A ]; then
+      bin=$1 side_config=${CONFIG_A:-$config} path=${REQUEST_PATH_A:-$REQUEST_PATH}
+    else
+      bin=$2 side_config=${CONFIG_B:-$config} path=${REQUEST_PATH_B:-$REQUEST_PATH}
+    fi
+    RUST_LOG=warn taskset -c 1 "$bin" serve --config "$side_config" & pid=$!
     pids+=("$pid")
-    for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:19310/" >/dev/null && break; sleep 0.05; done
-    run "$round | $side" http://127.0.0.1:19310/
+    for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:19310$path" >/dev/null && break; sleep 0.05; done
+    run "$round | $side" "http://127.0.0.1:19310$path"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done

@@ -9,6 +9,7 @@
 //   the API agrees; the events feed says so;
 // - the requests/s readout stays plausible when two refreshes run at once;
 // - a banner, not a frozen page, when the admin API is unreachable;
+// - each route is listed with what serves it and its filters;
 // - no page error, nothing the page asks for is a 404; it reads at
 //   1280×800 (no card cut at its edge) and in a narrow window
 //   (screenshots of both).
@@ -50,6 +51,10 @@ try {
   await page.locator("#live", { hasText: "live" }).waitFor({ timeout: bound });
   // The config store and its revision (the demo keeps a state file).
   await page.waitForFunction(() => /^file r\d+$/.test(document.getElementById("store").textContent), null, { timeout: bound });
+
+  // Each route, what serves it and its filters (the demo's one route:
+  // pool demo, no filters).
+  const routeRow = await page.locator('tr[data-route="0"]').textContent({ timeout: bound });
 
   // Charts with points.
   await page.waitForFunction(() => [...document.querySelectorAll("[data-chart]")].some((c) => Number(c.dataset.points) >= 3), null, { timeout: bound });
@@ -127,7 +132,7 @@ try {
   if (errors.length) throw new Error(`page errors: ${errors.join("; ")}`);
   console.log(JSON.stringify({
     pool, instances, drained: target, before, after: await state.textContent(), rates, said,
-    chartPoints, canaryShare, killed: extraHost, killedState, drainedInApi, bannerText,
+    chartPoints, canaryShare, killed: extraHost, killedState, drainedInApi, bannerText, routeRow,
   }));
 } finally {
   clearInterval(traffic);
