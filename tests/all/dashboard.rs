@@ -62,7 +62,10 @@ fn the_dashboard_charts_traffic_shows_the_canary_split_health_and_drains_in_chro
         "{seen}"
     );
     assert_eq!(seen["before"], "fit", "{seen}");
-    assert_eq!(seen["routeRow"], "0demo–", "route 0, pool demo, no filters: {seen}");
+    assert_eq!(
+        seen["routeRow"], "0demo–",
+        "route 0, pool demo, no filters: {seen}"
+    );
     assert_eq!(seen["after"], "draining", "{seen}");
     assert_eq!(seen["drainedInApi"], true, "{seen}");
     assert_eq!(seen["killedState"], "unhealthy", "{seen}");

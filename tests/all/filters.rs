@@ -405,6 +405,11 @@ fn bad_filters_are_refused_naming_the_key() {
             "is not an origin",
         ),
         (
+            "[filters.f]\nkind = \"compress\"\nalgorithms = [\"gzip\", \"lz4\"]\n",
+            "filters.f.algorithms[1]",
+            "`lz4` is not one of",
+        ),
+        (
             "[[routes]]\npool = \"p\"\nfilters = [\"missing\"]\n",
             "routes[0].filters[0]",
             "unknown filter `missing`",
@@ -680,4 +685,77 @@ filters = ["anyone"]
         Some("x-custom")
     );
     assert_eq!(header(&response, "access-control-allow-credentials"), None);
+}
+
+/// `curl --compressed` asking for `encoding` at `url`: the answer's
+/// headers (lowercase) and its body as curl decoded it.
+fn curl_compressed(url: &str, encoding: &str, dir: &std::path::Path) -> (String, Vec<u8>) {
+    let (head, body) = (dir.join("head"), dir.join("body"));
+    let status = std::process::Command::new("curl")
+        .args(["-s", "--compressed", "-H"])
+        .arg(format!("accept-encoding: {encoding}"))
+        .arg("-D")
+        .arg(&head)
+        .arg("-o")
+        .arg(&body)
+        .arg(url)
+        .status()
+        .expect("curl");
+    assert!(status.success(), "curl {url}");
+    (
+        std::fs::read_to_string(head).unwrap().to_ascii_lowercase(),
+        std::fs::read(body).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_compressed_as_the_client_accepts() {
+    let upstream = Upstream::start("u0");
+    // 64 KiB of text, not all alike.
+    let text: String = (0..5000)
+        .map(|i| format!("line {i:09}\n"))
+        .collect::<String>()[..65536]
+        .to_string();
+    upstream.set_body(&text);
+    upstream.set_response_header("content-type", "text/plain; charset=utf-8");
+    let config = filtered(
+        &upstream,
+        "[filters.squeeze]\nkind = \"compress\"\n\
+         [filters.only-big]\nkind = \"compress\"\nmin_bytes = 1000000\n",
+        "[[routes]]\nmatch = { path_prefix = \"/big\" }\npool = \"p\"\nfilters = [\"only-big\"]\n\
+         [[routes]]\npool = \"p\"\nfilters = [\"squeeze\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/text", proxy.url);
+    for encoding in ["gzip", "br", "zstd"] {
+        let (head, body) = curl_compressed(&url, encoding, dir.path());
+        assert!(
+            head.contains(&format!("content-encoding: {encoding}")),
+            "{head}"
+        );
+        assert!(head.contains("vary: accept-encoding"), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        assert!(
+            body == text.as_bytes(),
+            "{encoding}: the decoded answer differs"
+        );
+    }
+    // The client's preference, then the operator's order.
+    let (head, _) = curl_compressed(&url, "gzip;q=0.5, br", dir.path());
+    assert!(head.contains("content-encoding: br"), "{head}");
+    // Not accepted, too small, a HEAD: as the upstream sent it.
+    let (head, body) = curl_compressed(&url, "identity", dir.path());
+    assert!(!head.contains("content-encoding"), "{head}");
+    assert!(head.contains("vary: accept-encoding"), "{head}");
+    assert!(body == text.as_bytes());
+    let (head, _) = curl_compressed(&format!("{}/big", proxy.url), "gzip", dir.path());
+    assert!(!head.contains("content-encoding"), "{head}");
+    let response = crate::client()
+        .head(&url)
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "content-encoding"), None);
 }

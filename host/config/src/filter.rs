@@ -70,6 +70,13 @@ pub enum FilterConfig {
     /// the gateway, and answers to allowed origins carry the
     /// `Access-Control-Allow-*` headers and `Vary: Origin`.
     Cors(CorsConfig),
+    /// Compresses answers for clients that accept it (nginx's `gzip`,
+    /// Envoy's compressor filter): the first of `algorithms` the request's
+    /// `Accept-Encoding` takes (RFC 9110 §12.5.3, `q=0` refuses), for
+    /// answers of the listed content types and at least `min_bytes`; never
+    /// an answer already encoded, a partial one (206, `Content-Range`), a
+    /// HEAD's, a 204/304, or one whose `Cache-Control` says `no-transform`.
+    Compress(CompressConfig),
     /// Refuses request bodies larger than `max_bytes` with 413, before any
     /// byte past the limit reaches a pool (nginx's `client_max_body_size`):
     /// at once when `Content-Length` says so, else when the body grows
@@ -193,6 +200,40 @@ pub struct IpFilterConfig {
     /// `set_real_ip_from` with `real_ip_recursive on`). Default: none (the
     /// connection's address is the client).
     pub trusted_proxies: Vec<String>,
+}
+
+/// Response compression.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CompressConfig {
+    /// Encodings offered, in the order preferred among those the client
+    /// accepts: `zstd`, `br`, `gzip`. Default all three, in that order.
+    pub algorithms: Vec<String>,
+    /// Smallest answer compressed, bytes (by its `Content-Length`; an
+    /// answer without one is compressed). Default 1024.
+    pub min_bytes: u64,
+    /// Media types compressed: exact (`application/json`) or a type with
+    /// `/*` (`text/*`). Default: `text/*`, `application/json`,
+    /// `application/javascript`, `application/xml`, `image/svg+xml`.
+    pub content_types: Vec<String>,
+}
+
+impl Default for CompressConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: ["zstd", "br", "gzip"].map(String::from).to_vec(),
+            min_bytes: 1024,
+            content_types: [
+                "text/*",
+                "application/json",
+                "application/javascript",
+                "application/xml",
+                "image/svg+xml",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
 }
 
 /// Which cross-origin callers a browser may let read the route's answers.
@@ -440,6 +481,28 @@ impl FilterConfig {
                 }
             }
             FilterConfig::Cors(cors) => cors.validate()?,
+            FilterConfig::Compress(c) => {
+                if c.algorithms.is_empty() {
+                    return Err(("algorithms".into(), "give at least one".into()));
+                }
+                for (i, name) in c.algorithms.iter().enumerate() {
+                    if !matches!(name.as_str(), "zstd" | "br" | "gzip") {
+                        return Err((
+                            format!("algorithms[{i}]"),
+                            format!("`{name}` is not one of `zstd`, `br`, `gzip`"),
+                        ));
+                    }
+                }
+                for (i, media) in c.content_types.iter().enumerate() {
+                    let (kind, sub) = media.split_once('/').unwrap_or_default();
+                    if kind.is_empty() || sub.is_empty() || kind == "*" || media.contains(';') {
+                        return Err((
+                            format!("content_types[{i}]"),
+                            format!("`{media}` is not a media type (`type/subtype` or `type/*`)"),
+                        ));
+                    }
+                }
+            }
             FilterConfig::BodyLimit(b) => {
                 if b.max_bytes == 0 {
                     return Err(("max_bytes".into(), "must be ≥ 1".into()));
@@ -462,6 +525,7 @@ impl FilterConfig {
             FilterConfig::Respond(_) => "respond",
             FilterConfig::IpFilter(_) => "ip-filter",
             FilterConfig::Cors(_) => "cors",
+            FilterConfig::Compress(_) => "compress",
             FilterConfig::BodyLimit(_) => "body-limit",
         }
     }

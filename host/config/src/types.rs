@@ -12,9 +12,9 @@ pub use super::failover::{
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::filter::{
-    BodyLimitConfig, CorsConfig, FilterConfig, HeaderRules, HostRewriteConfig, IpFilterConfig,
-    PrefixConfig, RedirectConfig, RegexRewriteConfig, RespondConfig, TemplatePart, Variable,
-    origin_matches, parse_cidr, parse_template,
+    BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, HeaderRules, HostRewriteConfig,
+    IpFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RespondConfig, TemplatePart,
+    Variable, origin_matches, parse_cidr, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

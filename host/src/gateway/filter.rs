@@ -17,11 +17,12 @@ use http_body_util::Full;
 use ipnet::IpNet;
 use regex::Regex;
 
+use super::compress::Compress;
 use crate::config::{
     CorsConfig, FilterConfig, HeaderRules, IpFilterConfig, RedirectConfig, RespondConfig,
     TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
-use crate::proxy::{ProxyError, StaticResponse};
+use crate::proxy::{ProxyBody, ProxyError, StaticResponse};
 use crate::tls::ClientIdentity;
 
 /// A route's filters, in the route's order.
@@ -41,6 +42,7 @@ pub struct Chain {
 enum ResponseStep {
     Headers(HeaderEdit),
     Cors(Arc<Cors>),
+    Compress(Compress),
 }
 
 /// One request step.
@@ -86,6 +88,8 @@ pub struct Routed<'a> {
     uri: Uri,
     /// The request's `Origin` (kept when the chain has CORS).
     origin: Option<HeaderValue>,
+    /// The request's `Accept-Encoding` (kept when the chain compresses).
+    accept: HeaderMap,
     facts: RequestFacts<'a>,
 }
 
@@ -121,6 +125,12 @@ impl Chain {
                     chain
                         .response
                         .push(ResponseStep::Headers(HeaderEdit::new(rules)));
+                    continue;
+                }
+                FilterConfig::Compress(config) => {
+                    chain
+                        .response
+                        .push(ResponseStep::Compress(Compress::new(config)));
                     continue;
                 }
                 FilterConfig::Cors(config) => {
@@ -164,16 +174,22 @@ impl Chain {
         parts: &http::request::Parts,
         facts: RequestFacts<'a>,
     ) -> Option<Routed<'a>> {
-        let cors = self
-            .response
-            .iter()
-            .any(|s| matches!(s, ResponseStep::Cors(_)));
+        let has = |kind: fn(&ResponseStep) -> bool| self.response.iter().any(kind);
+        let cors = has(|s| matches!(s, ResponseStep::Cors(_)));
+        let compress = has(|s| matches!(s, ResponseStep::Compress(_)));
+        let mut accept = HeaderMap::new();
+        if compress {
+            for value in parts.headers.get_all(header::ACCEPT_ENCODING) {
+                accept.append(header::ACCEPT_ENCODING, value.clone());
+            }
+        }
         (!self.response.is_empty()).then(|| Routed {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             origin: cors
                 .then(|| parts.headers.get(header::ORIGIN).cloned())
                 .flatten(),
+            accept,
             facts,
         })
     }
@@ -262,17 +278,22 @@ impl Chain {
         Ok(())
     }
 
-    /// Applies the response steps to `headers`, in order.
-    pub fn on_response(&self, headers: &mut HeaderMap, routed: &Routed<'_>) {
+    /// Applies the response steps to `response`, in order.
+    pub fn on_response(&self, response: &mut Response<ProxyBody>, routed: &Routed<'_>) {
         for step in &self.response {
             match step {
                 ResponseStep::Headers(edit) => {
+                    let headers = response.headers_mut();
                     edit.apply(headers, &routed.facts, &routed.method, &routed.uri);
                 }
                 ResponseStep::Cors(cors) => {
                     if let Some(origin) = &routed.origin {
-                        cors.on_response(headers, origin);
+                        cors.on_response(response.headers_mut(), origin);
                     }
+                }
+                ResponseStep::Compress(compress) => {
+                    let encoding = compress.negotiate(&routed.accept);
+                    compress.apply(response, &routed.method, encoding);
                 }
             }
         }

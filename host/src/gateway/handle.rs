@@ -143,7 +143,7 @@ pub async fn handle(
         error.into_response().map(ProxyBody::Local)
     });
     if let Some(routed) = &routed {
-        route.chain.on_response(response.headers_mut(), routed);
+        route.chain.on_response(&mut response, routed);
     }
     response
 }

@@ -32,6 +32,8 @@ pub enum ProxyBody {
     /// A body Switchyard writes as it goes (an MCP route's event stream):
     /// chunks until the sender is dropped.
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
+    /// A body a route's filter transformed (compressed) as it streams.
+    Encoded(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
 }
 
 impl Body for ProxyBody {
@@ -77,6 +79,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel(rx) => rx
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
+            ProxyBody::Encoded(body) => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -85,6 +88,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.is_end_stream(),
             ProxyBody::Local(full) => full.is_end_stream(),
             ProxyBody::Channel(_) => false,
+            ProxyBody::Encoded(body) => body.is_end_stream(),
         }
     }
 
@@ -93,6 +97,7 @@ impl Body for ProxyBody {
             ProxyBody::Upstream { body, .. } => body.size_hint(),
             ProxyBody::Local(full) => full.size_hint(),
             ProxyBody::Channel(_) => SizeHint::default(),
+            ProxyBody::Encoded(body) => body.size_hint(),
         }
     }
 }
