@@ -9,7 +9,8 @@
 # CONFIG_A, CONFIG_B: a config file for that side instead of the default
 # (its listener on 127.0.0.1:19310, its pool over 127.0.0.1:19111-19113),
 # e.g. the same build without and with a route's filters; REQUEST_PATH
-# (default /): the path wrk asks for, REQUEST_PATH_A/_B that side's.
+# (default /): the path wrk asks for, REQUEST_PATH_A/_B that side's;
+# WRK_SCRIPT: a wrk Lua script for both sides (e.g. one that sets a header).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 [ $# -eq 2 ] || { echo "usage: $0 BIN_A BIN_B" >&2; exit 2; }
@@ -43,7 +44,7 @@ for round in $(seq 1 "$ROUNDS"); do
     RUST_LOG=warn taskset -c 1 "$bin" serve --config "$side_config" & pid=$!
     pids+=("$pid")
     for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:19310$path" >/dev/null && break; sleep 0.05; done
-    run "$round | $side" "http://127.0.0.1:19310$path"
+    run "$round | $side" "http://127.0.0.1:19310$path" "${WRK_SCRIPT:-}"
     kill "$pid"; wait "$pid" 2>/dev/null || true
   done
 done

@@ -759,3 +759,50 @@ async fn answers_are_compressed_as_the_client_accepts() {
         .unwrap();
     assert_eq!(header(&response, "content-encoding"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_gets_an_id_upstream_and_back() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        "[filters.id]\nkind = \"request-id\"\n\
+         [filters.fresh-id]\nkind = \"request-id\"\nheader = \"x-trace\"\nkeep = false\n",
+        "[[routes]]\nmatch = { path_prefix = \"/fresh\" }\npool = \"p\"\nfilters = [\"fresh-id\"]\n\
+         [[routes]]\npool = \"p\"\nfilters = [\"id\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let response = client.get(format!("{}/", proxy.url)).send().await.unwrap();
+        let id = header(&response, "x-request-id")
+            .unwrap_or_default()
+            .to_string();
+        assert!(
+            id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{id}"
+        );
+        assert_eq!(header(&response, "x-seen-x-request-id"), Some(id.as_str()));
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // The client's id is kept, unless the filter says not to.
+    let response = client
+        .get(format!("{}/", proxy.url))
+        .header("x-request-id", "client-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-request-id"), Some("client-42"));
+    assert_eq!(header(&response, "x-seen-x-request-id"), Some("client-42"));
+    let response = client
+        .get(format!("{}/fresh", proxy.url))
+        .header("x-trace", "client-42")
+        .send()
+        .await
+        .unwrap();
+    let id = header(&response, "x-trace").unwrap_or_default();
+    assert_ne!(id, "client-42");
+    assert_eq!(header(&response, "x-seen-x-trace"), Some(id));
+}

@@ -77,6 +77,11 @@ pub enum FilterConfig {
     /// an answer already encoded, a partial one (206, `Content-Range`), a
     /// HEAD's, a 204/304, or one whose `Cache-Control` says `no-transform`.
     Compress(CompressConfig),
+    /// Gives every request an id, sent upstream and back to the client in
+    /// `header` (nginx's `$request_id`, Envoy's `x-request-id`): the
+    /// client's own when it sent one and `keep` is on, else 32 random hex
+    /// digits.
+    RequestId(RequestIdConfig),
     /// Refuses request bodies larger than `max_bytes` with 413, before any
     /// byte past the limit reaches a pool (nginx's `client_max_body_size`):
     /// at once when `Content-Length` says so, else when the body grows
@@ -200,6 +205,26 @@ pub struct IpFilterConfig {
     /// `set_real_ip_from` with `real_ip_recursive on`). Default: none (the
     /// connection's address is the client).
     pub trusted_proxies: Vec<String>,
+}
+
+/// The request id header.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct RequestIdConfig {
+    /// The header. Default `x-request-id`.
+    pub header: String,
+    /// Keep an id the client sent (a well-formed header value of at most
+    /// 128 bytes); off: always a new one. Default true.
+    pub keep: bool,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        Self {
+            header: "x-request-id".into(),
+            keep: true,
+        }
+    }
 }
 
 /// Response compression.
@@ -481,6 +506,7 @@ impl FilterConfig {
                 }
             }
             FilterConfig::Cors(cors) => cors.validate()?,
+            FilterConfig::RequestId(r) => check_header("header", &r.header, None)?,
             FilterConfig::Compress(c) => {
                 if c.algorithms.is_empty() {
                     return Err(("algorithms".into(), "give at least one".into()));
@@ -525,6 +551,7 @@ impl FilterConfig {
             FilterConfig::Respond(_) => "respond",
             FilterConfig::IpFilter(_) => "ip-filter",
             FilterConfig::Cors(_) => "cors",
+            FilterConfig::RequestId(_) => "request-id",
             FilterConfig::Compress(_) => "compress",
             FilterConfig::BodyLimit(_) => "body-limit",
         }

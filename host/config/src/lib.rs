@@ -59,11 +59,11 @@ pub use types::{
     McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig, MergeConfig,
     MostRecentConfig, NoKeys, OutlierConfig, PluginRef, PluginStrategyConfig, PoolConfig,
     PrefixConfig, PrefixMode, ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig,
-    RedirectConfig, RegexRewriteConfig, ResolverConfig, ResolverPluginConfig, ResourceAwareConfig,
-    RespondConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch, RuntimeConfig, SourceConfig,
-    StaleConfig, StdioSessions, StickyConfig, StoreConfig, StrategyConfig, TemplatePart,
-    ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol, UpstreamTlsConfig, Variable,
-    WeightedVoteConfig, origin_matches, parse_cidr, parse_template,
+    RedirectConfig, RegexRewriteConfig, RequestIdConfig, ResolverConfig, ResolverPluginConfig,
+    ResourceAwareConfig, RespondConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
+    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StoreConfig,
+    StrategyConfig, TemplatePart, ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol,
+    UpstreamTlsConfig, Variable, WeightedVoteConfig, origin_matches, parse_cidr, parse_template,
 };
 
 use std::path::Path;

@@ -13,8 +13,8 @@ pub use super::failover::{
 };
 pub use super::filter::{
     BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, HeaderRules, HostRewriteConfig,
-    IpFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RespondConfig, TemplatePart,
-    Variable, origin_matches, parse_cidr, parse_template,
+    IpFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig,
+    RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

@@ -41,6 +41,8 @@ pub struct Chain {
 /// One response step.
 enum ResponseStep {
     Headers(HeaderEdit),
+    /// Sends the request's id back in this header.
+    RequestId(HeaderName),
     Cors(Arc<Cors>),
     Compress(Compress),
 }
@@ -58,6 +60,10 @@ enum RequestStep {
     Redirect(RedirectConfig),
     Respond(StaticResponse),
     IpFilter(IpRules),
+    RequestId {
+        header: HeaderName,
+        keep: bool,
+    },
     /// Answers preflights; its response step adds the headers.
     Cors(Arc<Cors>),
     BodyLimit(u64),
@@ -90,6 +96,8 @@ pub struct Routed<'a> {
     origin: Option<HeaderValue>,
     /// The request's `Accept-Encoding` (kept when the chain compresses).
     accept: HeaderMap,
+    /// The request's id (with a `request-id` filter).
+    request_id: Option<HeaderValue>,
     facts: RequestFacts<'a>,
 }
 
@@ -127,6 +135,16 @@ impl Chain {
                         .push(ResponseStep::Headers(HeaderEdit::new(rules)));
                     continue;
                 }
+                FilterConfig::RequestId(config) => match HeaderName::from_str(&config.header) {
+                    Ok(header) => {
+                        chain.response.push(ResponseStep::RequestId(header.clone()));
+                        RequestStep::RequestId {
+                            header,
+                            keep: config.keep,
+                        }
+                    }
+                    Err(_) => continue,
+                },
                 FilterConfig::Compress(config) => {
                     chain
                         .response
@@ -190,6 +208,7 @@ impl Chain {
                 .then(|| parts.headers.get(header::ORIGIN).cloned())
                 .flatten(),
             accept,
+            request_id: None,
             facts,
         })
     }
@@ -205,6 +224,7 @@ impl Chain {
         &self,
         parts: &mut http::request::Parts,
         facts: &RequestFacts<'_>,
+        mut routed: Option<&mut Routed<'_>>,
     ) -> Result<(), Answer> {
         let original = parts.uri.clone();
         let method = parts.method.clone();
@@ -256,6 +276,18 @@ impl Chain {
                         ))));
                     }
                 }
+                RequestStep::RequestId { header, keep } => {
+                    let id = parts
+                        .headers
+                        .get(header)
+                        .filter(|v| *keep && !v.is_empty() && v.len() <= 128)
+                        .cloned()
+                        .unwrap_or_else(new_request_id);
+                    parts.headers.insert(header.clone(), id.clone());
+                    if let Some(routed) = routed.as_deref_mut() {
+                        routed.request_id = Some(id);
+                    }
+                }
                 RequestStep::Cors(cors) => {
                     if let Some(preflight) = cors.preflight(parts) {
                         return Err(Answer::Made(Box::new(preflight)));
@@ -286,6 +318,11 @@ impl Chain {
                     let headers = response.headers_mut();
                     edit.apply(headers, &routed.facts, &routed.method, &routed.uri);
                 }
+                ResponseStep::RequestId(header) => {
+                    if let Some(id) = &routed.request_id {
+                        response.headers_mut().insert(header.clone(), id.clone());
+                    }
+                }
                 ResponseStep::Cors(cors) => {
                     if let Some(origin) = &routed.origin {
                         cors.on_response(response.headers_mut(), origin);
@@ -312,6 +349,13 @@ impl From<ProxyError> for Answer {
     fn from(error: ProxyError) -> Self {
         Answer::Error(error)
     }
+}
+
+/// A new request id: 128 random bits as 32 lowercase hex digits (the
+/// shape of nginx's `$request_id`).
+fn new_request_id() -> HeaderValue {
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// Replaces the path of `uri`, keeping its query.

@@ -89,7 +89,7 @@ pub async fn handle(
             identity,
         };
         routed = route.chain.routed(&parts, facts);
-        route.chain.on_request(&mut parts, &facts)
+        route.chain.on_request(&mut parts, &facts, routed.as_mut())
     };
     let result = match result {
         Ok(()) => {
