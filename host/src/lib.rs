@@ -19,8 +19,8 @@
 //! - [`proxy`]: the data path below the routes — pools, the one upstream
 //!   call and failover step, the connection pool, the pool route, fan-out;
 //! - [`mcp`]: the MCP gateway, an MCP route over pools of MCP servers;
-//! - [`gateway`]: the request path — match a route, dispatch by its kind
-//!   ([`proxy`] or [`mcp`]), record it;
+//! - [`gateway`]: the request path — match a route, apply its filters,
+//!   dispatch by its kind ([`proxy`] or [`mcp`]), record it;
 //! - [`control`]: the control plane — the configuration in force, changed
 //!   atomically and persisted ([`control::Control`]), and what follows or
 //!   feeds it through [`control::ControlPlane`]: [`store`] (the state file
