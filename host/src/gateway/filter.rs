@@ -36,6 +36,24 @@ pub struct Chain {
     body_limit: Option<u64>,
     /// The filters' names, as the route lists them.
     names: Vec<String>,
+    /// What the steps read of a request, so that a request copies only
+    /// that.
+    needs: Needs,
+}
+
+/// What a chain's steps read of a request beyond its head as it goes.
+#[derive(Default, Clone, Copy)]
+struct Needs {
+    /// The path as routed, for request header templates.
+    request_path: bool,
+    /// The path as routed, for response header templates.
+    response_path: bool,
+    /// Steps that act on every answer (headers, compression, request id).
+    every_answer: bool,
+    /// A CORS step (acts on answers to requests with `Origin`).
+    cors: bool,
+    /// A compress step (reads `Accept-Encoding`).
+    compress: bool,
 }
 
 /// One response step.
@@ -167,6 +185,28 @@ impl Chain {
             };
             chain.request.push(step);
         }
+        chain.needs = Needs {
+            request_path: chain
+                .request
+                .iter()
+                .any(|s| matches!(s, RequestStep::Headers(_))),
+            response_path: chain
+                .response
+                .iter()
+                .any(|s| matches!(s, ResponseStep::Headers(_))),
+            every_answer: chain
+                .response
+                .iter()
+                .any(|s| !matches!(s, ResponseStep::Cors(_))),
+            cors: chain
+                .response
+                .iter()
+                .any(|s| matches!(s, ResponseStep::Cors(_))),
+            compress: chain
+                .response
+                .iter()
+                .any(|s| matches!(s, ResponseStep::Compress(_))),
+        };
         chain
     }
 
@@ -185,28 +225,35 @@ impl Chain {
         self.body_limit
     }
 
-    /// What the response steps will need of the request as it is now,
-    /// when the chain has response steps.
+    /// What the response steps will need of the request as it is now;
+    /// `None` when none of them will act on its answer.
     pub fn routed<'a>(
         &self,
         parts: &http::request::Parts,
         facts: RequestFacts<'a>,
     ) -> Option<Routed<'a>> {
-        let has = |kind: fn(&ResponseStep) -> bool| self.response.iter().any(kind);
-        let cors = has(|s| matches!(s, ResponseStep::Cors(_)));
-        let compress = has(|s| matches!(s, ResponseStep::Compress(_)));
+        let needs = self.needs;
+        let origin = needs
+            .cors
+            .then(|| parts.headers.get(header::ORIGIN).cloned())
+            .flatten();
+        if !needs.every_answer && origin.is_none() {
+            return None;
+        }
         let mut accept = HeaderMap::new();
-        if compress {
+        if needs.compress {
             for value in parts.headers.get_all(header::ACCEPT_ENCODING) {
                 accept.append(header::ACCEPT_ENCODING, value.clone());
             }
         }
-        (!self.response.is_empty()).then(|| Routed {
+        Some(Routed {
             method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            origin: cors
-                .then(|| parts.headers.get(header::ORIGIN).cloned())
-                .flatten(),
+            uri: if needs.response_path {
+                parts.uri.clone()
+            } else {
+                Uri::default()
+            },
+            origin,
             accept,
             request_id: None,
             facts,
@@ -226,7 +273,11 @@ impl Chain {
         facts: &RequestFacts<'_>,
         mut routed: Option<&mut Routed<'_>>,
     ) -> Result<(), Answer> {
-        let original = parts.uri.clone();
+        let original = if self.needs.request_path {
+            parts.uri.clone()
+        } else {
+            Uri::default()
+        };
         let method = parts.method.clone();
         for step in &self.request {
             match step {
@@ -238,12 +289,12 @@ impl Chain {
                         .filter(|rest| rest.is_empty() || rest.starts_with('/'))
                         .map(|rest| if rest.is_empty() { "/" } else { rest }.to_owned());
                     if let Some(rest) = rest {
-                        set_path(&mut parts.uri, &rest)?;
+                        set_path(&mut parts.uri, rest)?;
                     }
                 }
                 RequestStep::AddPrefix(prefix) => {
                     let path = format!("{prefix}{}", parts.uri.path());
-                    set_path(&mut parts.uri, &path)?;
+                    set_path(&mut parts.uri, path)?;
                 }
                 RequestStep::RegexRewrite {
                     pattern,
@@ -251,7 +302,7 @@ impl Chain {
                 } => {
                     let path = pattern.replace_all(parts.uri.path(), substitution.as_str());
                     if let std::borrow::Cow::Owned(path) = path {
-                        set_path(&mut parts.uri, &path)?;
+                        set_path(&mut parts.uri, path)?;
                     }
                 }
                 RequestStep::HostRewrite(host) => {
@@ -359,12 +410,12 @@ fn new_request_id() -> HeaderValue {
 }
 
 /// Replaces the path of `uri`, keeping its query.
-fn set_path(uri: &mut Uri, path: &str) -> Result<(), ProxyError> {
+fn set_path(uri: &mut Uri, path: String) -> Result<(), ProxyError> {
     let path_and_query = match uri.query() {
         Some(query) => PathAndQuery::try_from(format!("{path}?{query}")),
         None => PathAndQuery::try_from(path),
     }
-    .map_err(|e| ProxyError::BadRequest(format!("the rewritten path `{path}` is invalid: {e}")))?;
+    .map_err(|e| ProxyError::BadRequest(format!("the rewritten path is invalid: {e}")))?;
     let mut parts = std::mem::take(uri).into_parts();
     parts.path_and_query = Some(path_and_query);
     *uri = Uri::from_parts(parts)
@@ -486,17 +537,22 @@ impl Template {
             Template::Fixed(value) => return Some(value.clone()),
             Template::Parts(parts) => parts,
         };
-        let mut value = String::new();
+        use std::fmt::Write as _;
+        let mut value = String::with_capacity(64);
         for part in parts {
             match part {
                 TemplatePart::Literal(text) => value.push_str(text),
                 TemplatePart::Variable(variable) => match variable {
-                    Variable::ClientIp => value.push_str(&facts.peer.ip().to_string()),
+                    Variable::ClientIp => {
+                        let _ = write!(value, "{}", facts.peer.ip());
+                    }
                     Variable::Host => value.push_str(facts.host),
                     Variable::Method => value.push_str(method.as_str()),
                     Variable::Path => value.push_str(uri.path()),
                     Variable::Scheme => value.push_str(if facts.tls { "https" } else { "http" }),
-                    Variable::Route => value.push_str(&facts.route.to_string()),
+                    Variable::Route => {
+                        let _ = write!(value, "{}", facts.route);
+                    }
                     Variable::ClientIdentity => {
                         if let Some(name) = facts.identity.and_then(|i| i.sans.first()) {
                             value.push_str(name);
@@ -505,7 +561,7 @@ impl Template {
                 },
             }
         }
-        HeaderValue::from_str(&value).ok()
+        HeaderValue::from_maybe_shared(Bytes::from(value)).ok()
     }
 }
 
