@@ -29,7 +29,8 @@ cleanup() {
 trap cleanup EXIT
 
 # `upstreams PORT...`: one nginx (1 worker) on every PORT of 127.0.0.1,
-# answering `ok` at `/` and the files `/0b` (empty), `/1k` and `/64k`,
+# answering `ok` at `/` and the files `/0b` (empty), `/1k`, `/64k` (all
+# `x`) and `/64k-text` (decimal numbers, one a line: compresses about 3×),
 # configured under $WORK/up.
 upstreams() {
   local listen=""
@@ -38,6 +39,7 @@ upstreams() {
   : > "$WORK/up/www/0b"
   head -c 1024 /dev/zero | tr '\0' x > "$WORK/up/www/1k"
   head -c 65536 /dev/zero | tr '\0' x > "$WORK/up/www/64k"
+  seq 20000 > "$WORK/up/www/64k-text" && truncate -s 65536 "$WORK/up/www/64k-text"
   cat > "$WORK/up/nginx.conf" <<NGINX
 worker_processes 1; user root; daemon on; pid $WORK/up/nginx.pid; error_log $WORK/up/logs/error.log;
 events { worker_connections 4096; }
