@@ -806,3 +806,38 @@ async fn every_request_gets_an_id_upstream_and_back() {
     assert_ne!(id, "client-42");
     assert_eq!(header(&response, "x-seen-x-trace"), Some(id));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_with_too_many_or_too_large_headers_get_431() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        "[filters.heads]\nkind = \"header-limit\"\nmax_headers = 8\nmax_header_bytes = 300\n",
+        "[[routes]]\npool = \"p\"\nfilters = [\"heads\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+    let url = format!("{}/", proxy.url);
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 200);
+    let mut many = client.get(&url);
+    for i in 0..10 {
+        many = many.header(format!("x-h{i}"), "1");
+    }
+    let response = many.send().await.unwrap();
+    assert_eq!(response.status(), 431);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "request_header_fields_too_large", "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("8 fields"),
+        "{body}"
+    );
+    let response = client
+        .get(&url)
+        .header("x-big", "b".repeat(400))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 431);
+    assert_eq!(upstream.hits(), 1, "refused before the pool");
+}

@@ -82,6 +82,10 @@ pub enum FilterConfig {
     /// client's own when it sent one and `keep` is on, else 32 random hex
     /// digits.
     RequestId(RequestIdConfig),
+    /// Refuses requests with more header fields, or more header bytes,
+    /// than the route takes, with 431 (RFC 6585 §5; nginx's
+    /// `large_client_header_buffers`, Envoy's `max_headers_count`).
+    HeaderLimit(HeaderLimitConfig),
     /// Refuses request bodies larger than `max_bytes` with 413, before any
     /// byte past the limit reaches a pool (nginx's `client_max_body_size`):
     /// at once when `Content-Length` says so, else when the body grows
@@ -205,6 +209,26 @@ pub struct IpFilterConfig {
     /// `set_real_ip_from` with `real_ip_recursive on`). Default: none (the
     /// connection's address is the client).
     pub trusted_proxies: Vec<String>,
+}
+
+/// Bounds on a request's header fields.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeaderLimitConfig {
+    /// Header fields at most (each repeated field counts). Default 100.
+    pub max_headers: u64,
+    /// Bytes of names and values at most, all fields together. Default
+    /// 16384.
+    pub max_header_bytes: u64,
+}
+
+impl Default for HeaderLimitConfig {
+    fn default() -> Self {
+        Self {
+            max_headers: 100,
+            max_header_bytes: 16_384,
+        }
+    }
 }
 
 /// The request id header.
@@ -507,6 +531,14 @@ impl FilterConfig {
             }
             FilterConfig::Cors(cors) => cors.validate()?,
             FilterConfig::RequestId(r) => check_header("header", &r.header, None)?,
+            FilterConfig::HeaderLimit(h) => {
+                if h.max_headers == 0 {
+                    return Err(("max_headers".into(), "must be ≥ 1".into()));
+                }
+                if h.max_header_bytes == 0 {
+                    return Err(("max_header_bytes".into(), "must be ≥ 1".into()));
+                }
+            }
             FilterConfig::Compress(c) => {
                 if c.algorithms.is_empty() {
                     return Err(("algorithms".into(), "give at least one".into()));
@@ -552,6 +584,7 @@ impl FilterConfig {
             FilterConfig::IpFilter(_) => "ip-filter",
             FilterConfig::Cors(_) => "cors",
             FilterConfig::RequestId(_) => "request-id",
+            FilterConfig::HeaderLimit(_) => "header-limit",
             FilterConfig::Compress(_) => "compress",
             FilterConfig::BodyLimit(_) => "body-limit",
         }

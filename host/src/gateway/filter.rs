@@ -78,6 +78,10 @@ enum RequestStep {
     Redirect(RedirectConfig),
     Respond(StaticResponse),
     IpFilter(IpRules),
+    HeaderLimit {
+        fields: usize,
+        bytes: usize,
+    },
     RequestId {
         header: HeaderName,
         keep: bool,
@@ -153,6 +157,10 @@ impl Chain {
                         .push(ResponseStep::Headers(HeaderEdit::new(rules)));
                     continue;
                 }
+                FilterConfig::HeaderLimit(h) => RequestStep::HeaderLimit {
+                    fields: usize::try_from(h.max_headers).unwrap_or(usize::MAX),
+                    bytes: usize::try_from(h.max_header_bytes).unwrap_or(usize::MAX),
+                },
                 FilterConfig::RequestId(config) => match HeaderName::from_str(&config.header) {
                     Ok(header) => {
                         chain.response.push(ResponseStep::RequestId(header.clone()));
@@ -325,6 +333,23 @@ impl Chain {
                         return Err(Answer::Error(ProxyError::Forbidden(format!(
                             "client {client} is not admitted on this route"
                         ))));
+                    }
+                }
+                RequestStep::HeaderLimit { fields, bytes } => {
+                    if parts.headers.len() > *fields {
+                        return Err(Answer::Error(ProxyError::HeadersTooLarge {
+                            limit: format!("{fields} fields"),
+                        }));
+                    }
+                    let size: usize = parts
+                        .headers
+                        .iter()
+                        .map(|(name, value)| name.as_str().len() + value.len())
+                        .sum();
+                    if size > *bytes {
+                        return Err(Answer::Error(ProxyError::HeadersTooLarge {
+                            limit: format!("{bytes} bytes"),
+                        }));
                     }
                 }
                 RequestStep::RequestId { header, keep } => {

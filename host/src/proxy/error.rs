@@ -98,6 +98,12 @@ pub enum ProxyError {
     /// address is not admitted.
     #[error("{0}")]
     Forbidden(String),
+    /// The request's header fields are over the route's limit (431).
+    #[error("the request's header fields are over the limit of {limit}")]
+    HeadersTooLarge {
+        /// Which limit, as the config says it (`100 fields`, `16384 bytes`).
+        limit: String,
+    },
     /// The request body is over the route's limit (413).
     #[error("the request body is over the limit of {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -138,6 +144,7 @@ impl ProxyError {
             ProxyError::ClientGone => client_closed_request(),
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Fusion { .. } => StatusCode::BAD_GATEWAY,
         }
     }
@@ -154,6 +161,7 @@ impl ProxyError {
             ProxyError::ClientGone => "client_closed_request",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ProxyError::Fusion { error, .. } => match error {
                 crate::fusion::FusionError::NoAnswer { .. } => "no_acceptable_answer",
                 crate::fusion::FusionError::NoQuorum { .. } => "no_quorum",
