@@ -84,6 +84,27 @@ async fn filters_example_does_what_its_comments_say() {
         seen(&response, "x-content-type-options").as_deref(),
         Some("nosniff")
     );
+    let response = client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/", proxy.url))
+        .header("origin", "https://app.example.com")
+        .header("access-control-request-method", "PUT")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        seen(&response, "access-control-allow-origin").as_deref(),
+        Some("https://app.example.com")
+    );
+    ups[0].set_body(&"compressible text ".repeat(100));
+    ups[0].set_response_header("content-type", "text/plain");
+    let output = std::process::Command::new("curl")
+        .args(["-s", "--compressed", "-D", "-", "-o", "/dev/null"])
+        .arg(format!("{}/api/big.txt", proxy.url))
+        .output()
+        .expect("curl");
+    let head = String::from_utf8_lossy(&output.stdout).to_ascii_lowercase();
+    assert!(head.contains("content-encoding: "), "{head}");
     let response = get("/old/42").await.unwrap();
     assert_eq!(
         seen(&response, "x-upstream-path").as_deref(),

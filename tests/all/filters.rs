@@ -841,3 +841,38 @@ async fn requests_with_too_many_or_too_large_headers_get_431() {
     assert_eq!(response.status(), 431);
     assert_eq!(upstream.hits(), 1, "refused before the pool");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_filters_snippet_does_what_it_says() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let snippet = readme
+        .split("#### Filters")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README's Filters section has a TOML snippet");
+    let upstream = Upstream::start("u0");
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{snippet}\n[pools.api]\ninstances = [{{ url = \"{}\" }}]\n",
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let response = crate::client()
+        .get(format!("{}/api/users", proxy.url))
+        .header("origin", "https://app.example.com")
+        .header("cookie", "a=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-upstream-path"), Some("/users"));
+    assert_eq!(header(&response, "x-seen-x-client-ip"), Some("127.0.0.1"));
+    assert_eq!(header(&response, "x-seen-cookie"), None);
+    assert_eq!(
+        header(&response, "access-control-allow-origin"),
+        Some("https://app.example.com")
+    );
+}
