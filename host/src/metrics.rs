@@ -26,6 +26,7 @@
 //! | `switchyard_mcp_calls_total` | counter | `route`, `target`, `method` (JSON-RPC), `outcome` (`ok`, `failed`, `timeout`, `unreachable`, `no_instance`, `session_gone`) |
 //! | `switchyard_mcp_call_duration_seconds` | histogram | `route`, `target`, `method` |
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
+//! | `switchyard_filter_answers_total` | counter (requests a route's filter answered itself instead of the route's target) | `route`, `filter`, `answer` (`redirect`, `respond`, `preflight`, `forbidden`, `payload_too_large`, `header_fields_too_large`, `bad_request`) |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
 //! | `switchyard_client_connections_refused_total` | counter (client connections closed at once: a connection cap reached, nothing evictable) | `listener` |
 //! | `switchyard_client_connections_evicted_total` | counter (client connections closed to admit a new one at `max_connections`) | `listener` |
@@ -122,6 +123,14 @@ struct McpToolLabels {
     outcome: String,
 }
 
+/// Labels of a filter's answers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FilterLabels {
+    route: String,
+    filter: String,
+    answer: String,
+}
+
 /// Labels of a managed pool's replica.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
@@ -139,6 +148,7 @@ pub struct Metrics {
     mcp_calls: Family<McpLabels, Counter>,
     mcp_latency: Family<McpLatencyLabels, Histogram, fn() -> Histogram>,
     mcp_tools: Family<McpToolLabels, Counter>,
+    filter_answers: Family<FilterLabels, Counter>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
@@ -221,6 +231,12 @@ impl Default for Metrics {
             "tools/call of MCP routes, by route, target, tool and outcome",
             mcp_tools.clone(),
         );
+        let filter_answers = Family::<FilterLabels, Counter>::default();
+        registry.register(
+            "switchyard_filter_answers",
+            "Requests a route's filter answered itself (redirect, fixed response, preflight, refusal), by route, filter and answer",
+            filter_answers.clone(),
+        );
         let config_revision = Gauge::default();
         let store_in_sync = Gauge::default();
         registry.register(
@@ -242,6 +258,7 @@ impl Default for Metrics {
             mcp_calls,
             mcp_latency,
             mcp_tools,
+            filter_answers,
             process_restarts,
             process_ready_since,
             connections_refused,
@@ -292,6 +309,18 @@ impl Metrics {
                 })
                 .clone(),
         }
+    }
+
+    /// The counter of the requests filter `filter` of route number `route`
+    /// answered itself with `answer` (see the module's table).
+    pub fn filter_answers(&self, route: usize, filter: &str, answer: &str) -> Counter {
+        self.filter_answers
+            .get_or_create(&FilterLabels {
+                route: route.to_string(),
+                filter: filter.to_string(),
+                answer: answer.to_string(),
+            })
+            .clone()
     }
 
     /// Counts a request of MCP route `route` to `target` (`method`, its

@@ -236,6 +236,8 @@ async fn client_addresses_are_admitted_or_refused() {
     let config = filtered(
         &upstream,
         r#"
+[admin]
+listen = "127.0.0.1:0"
 [filters.nobody-local]
 kind = "ip-filter"
 deny = ["127.0.0.0/8", "::1"]
@@ -284,6 +286,21 @@ filters = ["partners"]
         assert_eq!(response.status(), status, "x-forwarded-for: {forwarded}");
     }
     assert_eq!(upstream.hits(), 2);
+    // Each refusal is counted for its route and filter.
+    let metrics = client
+        .get(format!("{}/metrics", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"switchyard_filter_answers_total{route="0",filter="nobody-local",answer="forbidden"} 1"#,
+        r#"switchyard_filter_answers_total{route="1",filter="partners",answer="forbidden"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, header};
 use http_body_util::Full;
 use ipnet::IpNet;
+use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 
 use super::compress::Compress;
@@ -22,14 +23,16 @@ use crate::config::{
     CorsConfig, FilterConfig, HeaderRules, IpFilterConfig, RedirectConfig, RespondConfig,
     TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
+use crate::metrics::Metrics;
 use crate::proxy::{ProxyBody, ProxyError, StaticResponse};
 use crate::tls::ClientIdentity;
 
 /// A route's filters, in the route's order.
 #[derive(Default)]
 pub struct Chain {
-    /// What the request steps do, in order.
-    request: Vec<RequestStep>,
+    /// What the request steps do, in order, each with the counter of the
+    /// requests it answered itself.
+    request: Vec<(RequestStep, Counter)>,
     /// What the response steps do, in order.
     response: Vec<ResponseStep>,
     /// The smallest `body-limit` of the chain, bytes.
@@ -125,10 +128,13 @@ pub struct Routed<'a> {
 
 impl Chain {
     /// The chain of `names` (validated at load: each is a key of
-    /// `filters`); a name that is missing is skipped.
+    /// `filters`; a name that is missing is skipped) of route number
+    /// `route`, counting its answers in `metrics`.
     pub fn build(
         names: &[String],
         filters: &std::collections::BTreeMap<String, FilterConfig>,
+        route: usize,
+        metrics: &Metrics,
     ) -> Self {
         let mut chain = Chain::default();
         for name in names {
@@ -191,13 +197,14 @@ impl Chain {
                     RequestStep::BodyLimit(b.max_bytes)
                 }
             };
-            chain.request.push(step);
+            let answered = metrics.filter_answers(route, name, step.answer());
+            chain.request.push((step, answered));
         }
         chain.needs = Needs {
             request_path: chain
                 .request
                 .iter()
-                .any(|s| matches!(s, RequestStep::Headers(_))),
+                .any(|(s, _)| matches!(s, RequestStep::Headers(_))),
             response_path: chain
                 .response
                 .iter()
@@ -287,105 +294,148 @@ impl Chain {
             Uri::default()
         };
         let method = parts.method.clone();
-        for step in &self.request {
-            match step {
-                RequestStep::StripPrefix(prefix) => {
-                    let rest = parts
-                        .uri
-                        .path()
-                        .strip_prefix(prefix.as_str())
-                        .filter(|rest| rest.is_empty() || rest.starts_with('/'))
-                        .map(|rest| if rest.is_empty() { "/" } else { rest }.to_owned());
-                    if let Some(rest) = rest {
-                        set_path(&mut parts.uri, rest)?;
-                    }
+        for (step, answered) in &self.request {
+            let done = step.apply(parts, facts, routed.as_deref_mut(), &original, &method);
+            if done.is_err() {
+                answered.inc();
+            }
+            done?;
+        }
+        Ok(())
+    }
+}
+
+impl RequestStep {
+    /// What this step answers with when it answers itself (the `answer`
+    /// label of `switchyard_filter_answers_total`).
+    fn answer(&self) -> &'static str {
+        match self {
+            RequestStep::Redirect(_) => "redirect",
+            RequestStep::Respond(_) => "respond",
+            RequestStep::Cors(_) => "preflight",
+            RequestStep::IpFilter(_) => "forbidden",
+            RequestStep::BodyLimit(_) => "payload_too_large",
+            RequestStep::HeaderLimit { .. } => "header_fields_too_large",
+            RequestStep::StripPrefix(_)
+            | RequestStep::AddPrefix(_)
+            | RequestStep::RegexRewrite { .. }
+            | RequestStep::HostRewrite(_)
+            | RequestStep::Headers(_)
+            | RequestStep::RequestId { .. } => "bad_request",
+        }
+    }
+
+    /// Applies this step to `parts`.
+    ///
+    /// # Errors
+    /// As [`Chain::on_request`].
+    fn apply(
+        &self,
+        parts: &mut http::request::Parts,
+        facts: &RequestFacts<'_>,
+        routed: Option<&mut Routed<'_>>,
+        original: &Uri,
+        method: &Method,
+    ) -> Result<(), Answer> {
+        match self {
+            RequestStep::StripPrefix(prefix) => {
+                let rest = parts
+                    .uri
+                    .path()
+                    .strip_prefix(prefix.as_str())
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+                    .map(|rest| if rest.is_empty() { "/" } else { rest }.to_owned());
+                if let Some(rest) = rest {
+                    set_path(&mut parts.uri, rest)?;
                 }
-                RequestStep::AddPrefix(prefix) => {
-                    let path = format!("{prefix}{}", parts.uri.path());
+            }
+            RequestStep::AddPrefix(prefix) => {
+                let path = format!("{prefix}{}", parts.uri.path());
+                set_path(&mut parts.uri, path)?;
+            }
+            RequestStep::RegexRewrite {
+                pattern,
+                substitution,
+            } => {
+                let path = pattern.replace_all(parts.uri.path(), substitution.as_str());
+                if let std::borrow::Cow::Owned(path) = path {
                     set_path(&mut parts.uri, path)?;
                 }
-                RequestStep::RegexRewrite {
-                    pattern,
-                    substitution,
-                } => {
-                    let path = pattern.replace_all(parts.uri.path(), substitution.as_str());
-                    if let std::borrow::Cow::Owned(path) = path {
-                        set_path(&mut parts.uri, path)?;
-                    }
+            }
+            RequestStep::HostRewrite(host) => {
+                parts.headers.insert(header::HOST, host.clone());
+            }
+            RequestStep::Headers(edit) => {
+                edit.apply(&mut parts.headers, facts, method, original);
+            }
+            RequestStep::Redirect(redirect) => {
+                return Err(Answer::Made(Box::new(redirect_to(
+                    redirect, &parts.uri, facts,
+                )?)));
+            }
+            RequestStep::Respond(response) => {
+                return Err(Answer::Made(Box::new(response.to_response())));
+            }
+            RequestStep::IpFilter(rules) => {
+                let client = rules.client(facts.peer.ip(), &parts.headers);
+                if !rules.admits(client) {
+                    return Err(Answer::Error(ProxyError::Forbidden(format!(
+                        "client {client} is not admitted on this route"
+                    ))));
                 }
-                RequestStep::HostRewrite(host) => {
-                    parts.headers.insert(header::HOST, host.clone());
+            }
+            RequestStep::HeaderLimit { fields, bytes } => {
+                if parts.headers.len() > *fields {
+                    return Err(Answer::Error(ProxyError::HeadersTooLarge {
+                        limit: format!("{fields} fields"),
+                    }));
                 }
-                RequestStep::Headers(edit) => {
-                    edit.apply(&mut parts.headers, facts, &method, &original);
+                let size: usize = parts
+                    .headers
+                    .iter()
+                    .map(|(name, value)| name.as_str().len() + value.len())
+                    .sum();
+                if size > *bytes {
+                    return Err(Answer::Error(ProxyError::HeadersTooLarge {
+                        limit: format!("{bytes} bytes"),
+                    }));
                 }
-                RequestStep::Redirect(redirect) => {
-                    return Err(Answer::Made(Box::new(redirect_to(
-                        redirect, &parts.uri, facts,
-                    )?)));
+            }
+            RequestStep::RequestId { header, keep } => {
+                let id = parts
+                    .headers
+                    .get(header)
+                    .filter(|v| *keep && !v.is_empty() && v.len() <= 128)
+                    .cloned()
+                    .unwrap_or_else(new_request_id);
+                parts.headers.insert(header.clone(), id.clone());
+                if let Some(routed) = routed {
+                    routed.request_id = Some(id);
                 }
-                RequestStep::Respond(response) => {
-                    return Err(Answer::Made(Box::new(response.to_response())));
+            }
+            RequestStep::Cors(cors) => {
+                if let Some(preflight) = cors.preflight(parts) {
+                    return Err(Answer::Made(Box::new(preflight)));
                 }
-                RequestStep::IpFilter(rules) => {
-                    let client = rules.client(facts.peer.ip(), &parts.headers);
-                    if !rules.admits(client) {
-                        return Err(Answer::Error(ProxyError::Forbidden(format!(
-                            "client {client} is not admitted on this route"
-                        ))));
-                    }
-                }
-                RequestStep::HeaderLimit { fields, bytes } => {
-                    if parts.headers.len() > *fields {
-                        return Err(Answer::Error(ProxyError::HeadersTooLarge {
-                            limit: format!("{fields} fields"),
-                        }));
-                    }
-                    let size: usize = parts
-                        .headers
-                        .iter()
-                        .map(|(name, value)| name.as_str().len() + value.len())
-                        .sum();
-                    if size > *bytes {
-                        return Err(Answer::Error(ProxyError::HeadersTooLarge {
-                            limit: format!("{bytes} bytes"),
-                        }));
-                    }
-                }
-                RequestStep::RequestId { header, keep } => {
-                    let id = parts
-                        .headers
-                        .get(header)
-                        .filter(|v| *keep && !v.is_empty() && v.len() <= 128)
-                        .cloned()
-                        .unwrap_or_else(new_request_id);
-                    parts.headers.insert(header.clone(), id.clone());
-                    if let Some(routed) = routed.as_deref_mut() {
-                        routed.request_id = Some(id);
-                    }
-                }
-                RequestStep::Cors(cors) => {
-                    if let Some(preflight) = cors.preflight(parts) {
-                        return Err(Answer::Made(Box::new(preflight)));
-                    }
-                }
-                RequestStep::BodyLimit(limit) => {
-                    let declared = parts
-                        .headers
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok());
-                    if declared.is_some_and(|length| length > *limit) {
-                        return Err(Answer::Error(ProxyError::PayloadTooLarge {
-                            limit_bytes: *limit,
-                        }));
-                    }
+            }
+            RequestStep::BodyLimit(limit) => {
+                let declared = parts
+                    .headers
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                if declared.is_some_and(|length| length > *limit) {
+                    return Err(Answer::Error(ProxyError::PayloadTooLarge {
+                        limit_bytes: *limit,
+                    }));
                 }
             }
         }
         Ok(())
     }
+}
 
+impl Chain {
     /// Applies the response steps to `response`, in order.
     pub fn on_response(&self, response: &mut Response<ProxyBody>, routed: &Routed<'_>) {
         for step in &self.response {

@@ -152,7 +152,7 @@ impl Router {
             let served_by = target.served_by();
             routes.push(Route {
                 config: json,
-                chain: Chain::build(&r.filters, &config.filters),
+                chain: Chain::build(&r.filters, &config.filters, index, &reporting.metrics),
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
                 index,
