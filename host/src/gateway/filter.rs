@@ -112,8 +112,8 @@ pub struct RequestFacts<'a> {
     pub identity: Option<&'a ClientIdentity>,
 }
 
-/// What a request looked like when it was routed, for the response
-/// filters' templates (kept only when the chain has response filters).
+/// What the response steps read of a request as it was routed (made only
+/// when one of them will act on the answer: [`Chain::routed`]).
 pub struct Routed<'a> {
     method: Method,
     uri: Uri,
