@@ -427,6 +427,11 @@ fn bad_filters_are_refused_naming_the_key() {
             "`lz4` is not one of",
         ),
         (
+            "[filters.f]\nkind = \"forwarded\"\ntrusted_proxies = [\"proxy.local\"]\n",
+            "filters.f.trusted_proxies[0]",
+            "is not an IP address or CIDR block",
+        ),
+        (
             "[[routes]]\npool = \"p\"\nfilters = [\"missing\"]\n",
             "routes[0].filters[0]",
             "unknown filter `missing`",
@@ -891,5 +896,57 @@ async fn the_readme_filters_snippet_does_what_it_says() {
     assert_eq!(
         header(&response, "access-control-allow-origin"),
         Some("https://app.example.com")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_are_kept_only_from_trusted_proxies() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        "[filters.from-anyone]\nkind = \"forwarded\"\nforwarded = true\n\
+         [filters.from-us]\nkind = \"forwarded\"\ntrusted_proxies = [\"127.0.0.1\"]\n",
+        "[[routes]]\nmatch = { path_prefix = \"/trusted\" }\npool = \"p\"\nfilters = [\"from-us\"]\n\
+         [[routes]]\npool = \"p\"\nfilters = [\"from-anyone\"]\n",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+    let send = |path: &str| {
+        client
+            .get(format!("{}{path}", proxy.url))
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-host", "spoofed.example")
+            .header("forwarded", "for=203.0.113.9")
+            .send()
+    };
+    let authority = proxy.url.trim_start_matches("http://").to_string();
+    // This client (127.0.0.1) is not trusted here: what it claimed is gone.
+    let response = send("/").await.unwrap();
+    assert_eq!(
+        header(&response, "x-seen-x-forwarded-for"),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        header(&response, "x-seen-x-forwarded-host"),
+        Some(authority.as_str())
+    );
+    assert_eq!(
+        header(&response, "x-seen-forwarded"),
+        Some(format!("for=127.0.0.1;proto=http;host=\"{authority}\"").as_str())
+    );
+    // Trusted: its headers stay, and this hop is added.
+    let response = send("/trusted").await.unwrap();
+    assert_eq!(
+        header(&response, "x-seen-x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(
+        header(&response, "x-seen-x-forwarded-host"),
+        Some("spoofed.example")
+    );
+    assert_eq!(
+        header(&response, "x-seen-forwarded"),
+        Some("for=203.0.113.9")
     );
 }

@@ -77,6 +77,16 @@ pub enum FilterConfig {
     /// an answer already encoded, a partial one (206, `Content-Range`), a
     /// HEAD's, a 204/304, or one whose `Cache-Control` says `no-transform`.
     Compress(CompressConfig),
+    /// Decides which forwarding headers reach the upstream
+    /// (`X-Forwarded-For`/`-Proto`/`-Host`, `Forwarded` of RFC 7239): a
+    /// client that is not one of `trusted_proxies` has the ones it sent
+    /// removed, so the upstream sees only what Switchyard vouches for
+    /// (Envoy's `xff_num_trusted_hops`, nginx's `set_real_ip_from`); then
+    /// Switchyard adds its hop — the client's address to
+    /// `X-Forwarded-For`, `X-Forwarded-Proto`, the `Host` the client asked
+    /// for as `X-Forwarded-Host` when none was kept, and, with `forwarded`,
+    /// a `Forwarded` element.
+    Forwarded(ForwardedConfig),
     /// Gives every request an id, sent upstream and back to the client in
     /// `header` (nginx's `$request_id`, Envoy's `x-request-id`): the
     /// client's own when it sent one and `keep` is on, else 32 random hex
@@ -209,6 +219,19 @@ pub struct IpFilterConfig {
     /// `set_real_ip_from` with `real_ip_recursive on`). Default: none (the
     /// connection's address is the client).
     pub trusted_proxies: Vec<String>,
+}
+
+/// Forwarding headers.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardedConfig {
+    /// Addresses or CIDR blocks of the proxies in front of Switchyard
+    /// whose forwarding headers are kept. Default: none (every client's
+    /// are removed).
+    pub trusted_proxies: Vec<String>,
+    /// Also send `Forwarded: for=…;proto=…;host=…` (RFC 7239). Default
+    /// false.
+    pub forwarded: bool,
 }
 
 /// Bounds on a request's header fields.
@@ -531,6 +554,12 @@ impl FilterConfig {
             }
             FilterConfig::Cors(cors) => cors.validate()?,
             FilterConfig::RequestId(r) => check_header("header", &r.header, None)?,
+            FilterConfig::Forwarded(f) => {
+                for (i, entry) in f.trusted_proxies.iter().enumerate() {
+                    parse_cidr(entry)
+                        .map_err(|reason| (format!("trusted_proxies[{i}]"), reason))?;
+                }
+            }
             FilterConfig::HeaderLimit(h) => {
                 if h.max_headers == 0 {
                     return Err(("max_headers".into(), "must be ≥ 1".into()));
@@ -584,6 +613,7 @@ impl FilterConfig {
             FilterConfig::IpFilter(_) => "ip-filter",
             FilterConfig::Cors(_) => "cors",
             FilterConfig::RequestId(_) => "request-id",
+            FilterConfig::Forwarded(_) => "forwarded",
             FilterConfig::HeaderLimit(_) => "header-limit",
             FilterConfig::Compress(_) => "compress",
             FilterConfig::BodyLimit(_) => "body-limit",

@@ -12,10 +12,10 @@ pub use super::failover::{
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::filter::{
-    BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, HeaderLimitConfig, HeaderRules,
-    HostRewriteConfig, IpFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig,
-    RequestIdConfig, RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr,
-    parse_template,
+    BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, ForwardedConfig, HeaderLimitConfig,
+    HeaderRules, HostRewriteConfig, IpFilterConfig, PrefixConfig, RedirectConfig,
+    RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart, Variable, origin_matches,
+    parse_cidr, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

@@ -89,6 +89,10 @@ enum RequestStep {
         header: HeaderName,
         keep: bool,
     },
+    Forwarded {
+        trusted: Vec<IpNet>,
+        forwarded: bool,
+    },
     /// Answers preflights; its response step adds the headers.
     Cors(Arc<Cors>),
     BodyLimit(u64),
@@ -166,6 +170,10 @@ impl Chain {
                 FilterConfig::HeaderLimit(h) => RequestStep::HeaderLimit {
                     fields: usize::try_from(h.max_headers).unwrap_or(usize::MAX),
                     bytes: usize::try_from(h.max_header_bytes).unwrap_or(usize::MAX),
+                },
+                FilterConfig::Forwarded(config) => RequestStep::Forwarded {
+                    trusted: nets(&config.trusted_proxies),
+                    forwarded: config.forwarded,
                 },
                 FilterConfig::RequestId(config) => match HeaderName::from_str(&config.header) {
                     Ok(header) => {
@@ -321,7 +329,8 @@ impl RequestStep {
             | RequestStep::RegexRewrite { .. }
             | RequestStep::HostRewrite(_)
             | RequestStep::Headers(_)
-            | RequestStep::RequestId { .. } => "bad_request",
+            | RequestStep::RequestId { .. }
+            | RequestStep::Forwarded { .. } => "bad_request",
         }
     }
 
@@ -400,6 +409,9 @@ impl RequestStep {
                         limit: format!("{bytes} bytes"),
                     }));
                 }
+            }
+            RequestStep::Forwarded { trusted, forwarded } => {
+                forward_headers(&mut parts.headers, facts, trusted, *forwarded);
             }
             RequestStep::RequestId { header, keep } => {
                 let id = parts
@@ -761,6 +773,62 @@ impl Cors {
     }
 }
 
+/// The addresses and blocks of `list` (validated at load).
+fn nets(list: &[String]) -> Vec<IpNet> {
+    list.iter().filter_map(|e| parse_cidr(e).ok()).collect()
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// A `forwarded` filter's step: the forwarding headers of a client that is
+/// not a trusted proxy are removed; `X-Forwarded-Host` is set from the
+/// host the client asked for when none was kept; with `forwarded`, this
+/// hop's `Forwarded` element (RFC 7239 §4: `for`, `proto`, `host`; an IPv6
+/// address quoted in brackets) is appended. `X-Forwarded-For` and
+/// `-Proto` are then written for every request as before
+/// (`proxy::prepare_request`).
+fn forward_headers(
+    headers: &mut HeaderMap,
+    facts: &RequestFacts<'_>,
+    trusted: &[IpNet],
+    forwarded: bool,
+) {
+    let peer = facts.peer.ip();
+    if !trusted.iter().any(|n| n.contains(&peer)) {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+    }
+    let host = headers.get(header::HOST).cloned();
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = &host
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host.clone());
+    }
+    if forwarded {
+        let node = match peer {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("\"[{v6}]\""),
+        };
+        let proto = if facts.tls { "https" } else { "http" };
+        let mut element = format!("for={node};proto={proto}");
+        if let Some(host) = host.as_ref().and_then(|h| h.to_str().ok()) {
+            element.push_str(&format!(";host=\"{host}\""));
+        }
+        if let Ok(value) = HeaderValue::from_str(&element) {
+            headers.append(FORWARDED.clone(), value);
+        }
+    }
+}
+
 /// An `ip-filter`, compiled.
 struct IpRules {
     allow: Vec<IpNet>,
@@ -770,7 +838,6 @@ struct IpRules {
 
 impl IpRules {
     fn new(config: &IpFilterConfig) -> Self {
-        let nets = |list: &[String]| list.iter().filter_map(|e| parse_cidr(e).ok()).collect();
         Self {
             allow: nets(&config.allow),
             deny: nets(&config.deny),
