@@ -80,10 +80,19 @@ async fn a_hung_instance_under_load_costs_no_idempotent_request() {
     let dir = tempfile::tempdir().unwrap();
     // Defaults but a 2 s deadline (to keep the test short): each attempt
     // gets half of it; a timed-out attempt is retried elsewhere and keeps
-    // the hung instance out for fail_timeout_ms.
+    // the hung instance out for fail_timeout_ms. Until the first attempt
+    // times out, round robin sends every client's next request to the hung
+    // instance, so all 16 can time out within a few milliseconds of each
+    // other and retry at once: the retry budget's minimum is raised to the
+    // 16 clients (the default, 10, covers a loaded machine only when those
+    // retries do not overlap, which made this test flaky).
     let proxy = serve(
         &dir,
-        &pool_with("request_timeout_ms = 2000", &instances(&ups)),
+        &pool_with(
+            "request_timeout_ms = 2000
+retry = { budget_min_concurrent = 16 }",
+            &instances(&ups),
+        ),
     );
     let failures = failures_under_load(
         &format!("{}/", proxy.url),
