@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::error::PathOf;
-use super::resources::{delete_named, parse, put_named};
+use super::resources::{delete_named, get_named, parse, put_named};
 use super::{AdminState, ApiError};
 use crate::config::{FilterConfig, RouteConfig};
 
@@ -35,13 +35,7 @@ pub async fn get_filter(
     State(state): State<AdminState>,
     PathOf(filter): PathOf<String>,
 ) -> Result<Json<FilterConfig>, ApiError> {
-    state
-        .control
-        .config()
-        .filters
-        .remove(&filter)
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no filter `{filter}`")))
+    get_named(&state, &filter, "filter", |config| &mut config.filters)
 }
 
 /// `PUT /v1/filters/{filter}`: creates (201) or replaces (200) the filter;

@@ -263,13 +263,21 @@ pub async fn get_pool(
     State(state): State<AdminState>,
     PathOf(pool): PathOf<String>,
 ) -> ApiResult<Json<PoolConfig>> {
-    state
-        .control
-        .config()
-        .pools
-        .remove(&pool)
+    get_named(&state, &pool, "pool", |config| &mut config.pools)
+}
+
+/// The entry `name` (a `what`) of the config's map that `map` selects
+/// (pools, filters): 404 when there is none.
+pub(super) fn get_named<T>(
+    state: &AdminState,
+    name: &str,
+    what: &str,
+    map: fn(&mut Config) -> &mut BTreeMap<String, T>,
+) -> ApiResult<Json<T>> {
+    map(&mut state.control.config())
+        .remove(name)
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no pool `{pool}`")))
+        .ok_or_else(|| ApiError::NotFound(format!("no {what} `{name}`")))
 }
 
 /// `PUT /v1/pools/{pool}`: creates (201) or replaces (200) the pool.

@@ -22,8 +22,11 @@ use crate::proxy::ProxyBody;
 /// A content coding the filter can apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
+    /// Zstandard (`zstd`, RFC 8878), level 3.
     Zstd,
+    /// Brotli (`br`, RFC 7932), quality 4.
     Brotli,
+    /// gzip (`gzip`, RFC 1952), level 1.
     Gzip,
 }
 
