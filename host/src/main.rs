@@ -14,7 +14,7 @@ use switchyard::server::{Switchyard, shutdown_signal};
 /// `--version`: the binary's, and the WIT package it speaks.
 const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "\nWIT: switchyard:plugin@0.1.2 (plugins built against any 0.1.x load: 0.1.0, 0.1.1, 0.1.2)"
+    "\nWIT: switchyard:plugin@0.1.3 (plugins built against any 0.1.x load: 0.1.0 to 0.1.3)"
 );
 
 #[derive(Parser)]

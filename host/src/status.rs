@@ -29,6 +29,8 @@ pub enum Owner {
     Pool(String),
     /// A fan-out route (its resolver), by index.
     Route(usize),
+    /// A filter (a plugin), by name.
+    Filter(String),
 }
 
 impl std::fmt::Display for Owner {
@@ -37,6 +39,7 @@ impl std::fmt::Display for Owner {
         match self {
             Owner::Pool(name) => f.write_str(name),
             Owner::Route(index) => write!(f, "route {index}"),
+            Owner::Filter(name) => write!(f, "filter {name}"),
         }
     }
 }

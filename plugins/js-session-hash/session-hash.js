@@ -18,7 +18,7 @@
 // |---|---|---|---|
 // | `header` | string | `"x-session"` | request header holding the session key (any case) |
 
-import { log } from "switchyard:plugin/host@0.1.2";
+import { log } from "switchyard:plugin/host@0.1.3";
 
 /** 32-bit FNV-1a of the UTF-16 code units of `text` (ASCII keys hash as bytes). */
 export function fnv1a(text, hash = 0x811c9dc5) {

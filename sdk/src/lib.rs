@@ -10,6 +10,7 @@
 //! | health check | [`HealthCheck`] | [`export_health_check!`] | `health-check-plugin` |
 //! | failover policy | [`Failover`] | [`export_failover!`] | `failover-plugin` |
 //! | data-fusion resolver | [`Resolver`] | [`export_resolver!`] | `resolver-plugin` |
+//! | filter (WIT 0.1.3) | [`Filter`] | [`export_filter!`] | `filter-plugin` |
 //!
 //! ```ignore
 //! use switchyard_sdk::{Balancer, EndpointId, EndpointStats, PluginError, RequestInfo};
@@ -38,12 +39,18 @@
 
 mod balancer;
 mod failover;
+mod filter;
 mod health;
 mod resolver;
 mod slot;
 
 pub use balancer::{Balancer, Requirements};
 pub use failover::{Decision, Failover, FailureContext, FailureKind, RetryPlan, StaticResponse};
+pub use filter::{
+    DirectResponse, Filter, FilterNeeds, HttpRequest, HttpResponse, McpCall, McpCallVerdict,
+    McpClient, McpError, McpResultVerdict, RequestChange, RequestVerdict, ResponseChange,
+    ResponseVerdict,
+};
 pub use health::{Health, HealthCheck, ProbeRequest, ProbeResponse, ProbeResult, Verdict};
 pub use resolver::{FusedResponse, Outcome, Resolver, SourceAnswer, UpstreamResponse};
 #[doc(hidden)]
@@ -95,9 +102,9 @@ pub mod wit {
             world: "balancer-plugin",
             path: "wit",
             with: {
-                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.3": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.3": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.3": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::balancer",
@@ -111,9 +118,9 @@ pub mod wit {
             world: "health-check-plugin",
             path: "wit",
             with: {
-                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.3": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.3": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.3": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::health",
@@ -129,15 +136,15 @@ pub mod wit {
             inline: "
                 package switchyard:sdk;
                 world failover {
-                    include switchyard:plugin/platform@0.1.2;
-                    export switchyard:plugin/failover@0.1.2;
+                    include switchyard:plugin/platform@0.1.3;
+                    export switchyard:plugin/failover@0.1.3;
                 }
             ",
             path: "wit",
             with: {
-                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.3": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.3": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.3": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::failover",
@@ -153,18 +160,34 @@ pub mod wit {
             inline: "
                 package switchyard:sdk;
                 world resolver {
-                    include switchyard:plugin/platform@0.1.2;
-                    export switchyard:plugin/resolver@0.1.2;
+                    include switchyard:plugin/platform@0.1.3;
+                    export switchyard:plugin/resolver@0.1.3;
                 }
             ",
             path: "wit",
             with: {
-                "switchyard:plugin/types@0.1.2": crate::wit::platform::switchyard::plugin::types,
-                "switchyard:plugin/host@0.1.2": crate::wit::platform::switchyard::plugin::host,
-                "switchyard:plugin/kv@0.1.2": crate::wit::platform::switchyard::plugin::kv,
+                "switchyard:plugin/types@0.1.3": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.3": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.3": crate::wit::platform::switchyard::plugin::kv,
             },
             pub_export_macro: true,
             default_bindings_module: "switchyard_sdk::wit::resolver",
+            export_macro_name: "export",
+        });
+    }
+    /// Bindings of the `filter-plugin` world (WIT 0.1.3).
+    #[allow(missing_docs)]
+    pub mod filter {
+        wit_bindgen::generate!({
+            world: "filter-plugin",
+            path: "wit",
+            with: {
+                "switchyard:plugin/types@0.1.3": crate::wit::platform::switchyard::plugin::types,
+                "switchyard:plugin/host@0.1.3": crate::wit::platform::switchyard::plugin::host,
+                "switchyard:plugin/kv@0.1.3": crate::wit::platform::switchyard::plugin::kv,
+            },
+            pub_export_macro: true,
+            default_bindings_module: "switchyard_sdk::wit::filter",
             export_macro_name: "export",
         });
     }
@@ -176,7 +199,7 @@ pub mod wit {
             inline: "
                 package switchyard:sdk;
                 world needs {
-                    export switchyard:plugin/request-needs@0.1.2;
+                    export switchyard:plugin/request-needs@0.1.3;
                 }
             ",
             path: "wit",

@@ -98,7 +98,7 @@ fn bad_configs_are_refused_naming_file_key_and_reason() {
             vec![
                 "json_health.wasm",
                 "is not a balancer plugin",
-                "switchyard:plugin/health-check@0.1.2",
+                "switchyard:plugin/health-check@0.1.3",
             ],
         ),
         (

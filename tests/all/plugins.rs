@@ -231,25 +231,25 @@ async fn plugin_output_goes_to_the_log_with_its_name() {
 
 #[test]
 fn every_plugin_kind_compiles_through_the_sdk() {
-    const NEEDS: &str = "switchyard:plugin/request-needs@0.1.2";
+    const NEEDS: &str = "switchyard:plugin/request-needs@0.1.3";
     let host = switchyard::plugin::PluginHost::new().unwrap();
     // Each kind's exports, sorted.
     for (path, interfaces) in [
         (
             fixtures::CANARY_SPLIT,
-            &["switchyard:plugin/balancer@0.1.2"][..],
+            &["switchyard:plugin/balancer@0.1.3"][..],
         ),
         (
             fixtures::JSON_HEALTH,
-            &["switchyard:plugin/health-check@0.1.2"],
+            &["switchyard:plugin/health-check@0.1.3"],
         ),
         (
             fixtures::FAILOVER_STATIC,
-            &["switchyard:plugin/failover@0.1.2", NEEDS],
+            &["switchyard:plugin/failover@0.1.3", NEEDS],
         ),
         (
             fixtures::RESOLVER_FIRST,
-            &[NEEDS, "switchyard:plugin/resolver@0.1.2"],
+            &[NEEDS, "switchyard:plugin/resolver@0.1.3"],
         ),
     ] {
         let mut exports = host.exports(std::path::Path::new(path)).unwrap();
@@ -412,7 +412,7 @@ fn plugin_check_inspect_and_bench_say_what_a_file_is() {
         text.contains("kind:     balancer") && text.contains("loads:    yes"),
         "{text}"
     );
-    assert!(text.contains("switchyard:plugin/balancer@0.1.2"), "{text}");
+    assert!(text.contains("switchyard:plugin/balancer@0.1.3"), "{text}");
 
     let (ok, text) = switchyard_cli(&["plugin", "inspect", fixtures::RESOLVER_FIRST]);
     assert!(ok, "{text}");
@@ -849,7 +849,7 @@ async fn the_kv_store_outlives_a_trapped_instance_and_needs_its_grant() {
 async fn a_plugin_built_against_the_previous_wit_version_still_loads() {
     let ups = upstreams(3);
     let dir = tempfile::tempdir().unwrap();
-    // Built from a frozen copy of `switchyard:plugin@0.1.0`; the host is 0.1.2.
+    // Built from a frozen copy of `switchyard:plugin@0.1.0`; the host is 0.1.3.
     let (ok, report) = switchyard_cli(&["plugin", "check", fixtures::LEGACY_BALANCER]);
     assert!(ok, "{report}");
     assert!(

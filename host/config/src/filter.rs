@@ -101,6 +101,39 @@ pub enum FilterConfig {
     /// at once when `Content-Length` says so, else when the body grows
     /// past it.
     BodyLimit(BodyLimitConfig),
+    /// A `filter-plugin` component (WIT 0.1.3): sees the request (the
+    /// headers it asks for), and answers continue, change (path, headers)
+    /// or respond; it may see the answer, and on MCP routes each JSON-RPC
+    /// call and result (deny, rewrite the arguments, redact the result).
+    /// Sandboxed as every plugin; what a fault costs the request is
+    /// `failure_mode`.
+    Plugin(PluginFilterConfig),
+}
+
+/// A filter plugin and what its faults cost.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PluginFilterConfig {
+    /// The `filter-plugin` component and its limits.
+    pub plugin: super::PluginRef,
+    /// What a request gets when the plugin faults (a trap, an overrun, a
+    /// nonsense answer, or quarantine). Default `open`.
+    #[serde(default)]
+    pub failure_mode: FilterFailureMode,
+}
+
+/// What a request gets when its filter plugin faults: Envoy's
+/// `failure_mode_allow` of its external filters, as a choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FilterFailureMode {
+    /// The request goes on as if the filter were not there (a guard that
+    /// must not cost availability). The default.
+    #[default]
+    Open,
+    /// The request is refused: 503 with a JSON error, or a JSON-RPC error
+    /// on an MCP call (a guard that must hold).
+    Closed,
 }
 
 /// A path prefix to strip or add.
@@ -595,6 +628,10 @@ impl FilterConfig {
                     return Err(("max_bytes".into(), "must be ≥ 1".into()));
                 }
             }
+            FilterConfig::Plugin(p) => p
+                .plugin
+                .validate()
+                .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?,
         }
         Ok(())
     }
@@ -617,6 +654,7 @@ impl FilterConfig {
             FilterConfig::HeaderLimit(_) => "header-limit",
             FilterConfig::Compress(_) => "compress",
             FilterConfig::BodyLimit(_) => "body-limit",
+            FilterConfig::Plugin(_) => "plugin",
         }
     }
 }

@@ -12,10 +12,10 @@ pub use super::failover::{
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::filter::{
-    BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, ForwardedConfig, HeaderLimitConfig,
-    HeaderRules, HostRewriteConfig, IpFilterConfig, PrefixConfig, RedirectConfig,
-    RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart, Variable, origin_matches,
-    parse_cidr, parse_template,
+    BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
+    HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, PluginFilterConfig,
+    PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart,
+    Variable, origin_matches, parse_cidr, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,
@@ -732,7 +732,11 @@ impl Config {
             .iter_mut()
             .filter_map(|r| r.fan_out.as_mut())
             .flat_map(FanOutConfig::paths_mut);
-        pools.chain(routes)
+        let filters = self.filters.values_mut().filter_map(|f| match f {
+            FilterConfig::Plugin(p) => Some(&mut p.plugin.path),
+            _ => None,
+        });
+        pools.chain(routes).chain(filters)
     }
 
     pub(super) fn resolve_paths(&mut self, base: &Path) {
@@ -985,6 +989,7 @@ impl Config {
                     _ => None,
                 },
             ))
+            .chain(self.filter_plugins().map(|(_, path)| path.to_path_buf()))
             .collect();
         paths.sort();
         paths.dedup();
@@ -1009,7 +1014,20 @@ impl Config {
                 users.push(format!("routes[{i}].fan_out.resolver"));
             }
         }
+        users.extend(
+            self.filter_plugins()
+                .filter(|(_, p)| *p == path)
+                .map(|(name, _)| format!("filters.{name}")),
+        );
         users
+    }
+
+    /// `(name, path)` of every filter that is a plugin.
+    pub fn filter_plugins(&self) -> impl Iterator<Item = (&str, &Path)> {
+        self.filters.iter().filter_map(|(name, f)| match f {
+            FilterConfig::Plugin(p) => Some((name.as_str(), p.plugin.path.as_path())),
+            _ => None,
+        })
     }
 }
 

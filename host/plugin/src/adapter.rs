@@ -1,7 +1,7 @@
 //! The one generic plugin adapter: a component of one world, loaded,
 //! configured, sandboxed and called. The world-specific adapters
 //! ([`super::WasmHealthCheck`], [`super::WasmFailover`],
-//! [`super::WasmResolver`]) wrap a [`WasmPlugin`] and only convert their
+//! [`super::WasmResolver`], [`super::WasmFilter`]) wrap a [`WasmPlugin`] and only convert their
 //! engine's types to and from WIT; the balancer adapter uses the same
 //! pieces ([`link`], [`Sandbox`]) for its richer set-up (requirements and
 //! the endpoint set).
@@ -21,6 +21,8 @@ use wasmtime::component::{HasSelf, Instance, InstancePre, Linker};
 use super::bindings::PluginState;
 use super::bindings::balancer::switchyard::plugin::types::PluginError;
 use super::bindings::failover::{FailoverPlugin, FailoverPluginPre};
+use super::bindings::filter::exports::switchyard::plugin::filter::FilterNeeds;
+use super::bindings::filter::{FilterPlugin, FilterPluginPre};
 use super::bindings::health::{HealthCheckPlugin, HealthCheckPluginPre};
 use super::bindings::needs::exports::switchyard::plugin::request_needs::{
     Guest as RequestNeeds, GuestIndices as RequestNeedsIndices,
@@ -53,6 +55,9 @@ pub trait World: Sized + Send + 'static {
     /// # Errors
     /// The instance lacks an export of the world (checked by [`pre`](Self::pre)).
     fn bind(store: &mut Store<PluginState>, instance: &Instance) -> wasmtime::Result<Self>;
+    /// What `configure` answers: `()`, or for a filter the
+    /// [`FilterNeeds`](super::bindings::filter::exports::switchyard::plugin::filter::FilterNeeds).
+    type Setup: Send + Sync + 'static;
     /// Calls the instance's `configure` with `config` (JSON text).
     ///
     /// # Errors
@@ -61,8 +66,12 @@ pub trait World: Sized + Send + 'static {
         &self,
         store: &mut Store<PluginState>,
         config: &str,
-    ) -> wasmtime::Result<Result<(), PluginError>>;
+    ) -> wasmtime::Result<Result<Self::Setup, PluginError>>;
 }
+
+/// A fresh instance of world `W`, what its `configure` answered, and its
+/// `request-needs` export when it has one.
+type Configured<W> = (Live<W>, <W as World>::Setup, Option<RequestNeeds>);
 
 /// A loaded plugin of world `W`, serving one pool or route.
 pub struct WasmPlugin<W: World> {
@@ -73,6 +82,9 @@ pub struct WasmPlugin<W: World> {
     needs: Option<RequestNeedsIndices>,
     /// The request headers it asked for (none without `request-needs`).
     request_headers: Vec<HeaderName>,
+    /// What its first `configure` answered (a rebuilt instance has the
+    /// same config, so the same answer).
+    setup: W::Setup,
 }
 
 impl<W: World> WasmPlugin<W> {
@@ -103,30 +115,37 @@ impl<W: World> WasmPlugin<W> {
         let needs = RequestNeedsIndices::new(W::instance_pre(&pre)).ok();
         // The set-up calls below run under their deadline: keep the ticker ticking.
         let _calling = host.calling();
-        let mut plugin = Self {
-            sandbox: Sandbox::new(host, W::KIND, path, limits, component),
-            pre,
-            config_json,
-            needs,
-            request_headers: Vec::new(),
-        };
+        let sandbox = Sandbox::new(host, W::KIND, path, limits, component);
         let rejected = |reason: String| LoadError::Rejected {
             path: path.to_path_buf(),
             reason,
         };
-        let (mut live, needs) = plugin
-            .instantiate_with_needs()
-            .map_err(|e| rejected(e.to_string()))?;
-        if let Some(needs) = needs {
-            plugin.sandbox.arm_setup(&mut live.store);
+        let (mut live, setup, asked) =
+            Self::instantiate_with_needs(&sandbox, &pre, needs.as_ref(), &config_json)
+                .map_err(|e| rejected(e.to_string()))?;
+        let mut request_headers = Vec::new();
+        if let Some(needs) = asked {
+            sandbox.arm_setup(&mut live.store);
             let names = needs.call_request_headers(&mut live.store).map_err(|e| {
-                let fault = plugin.sandbox.fault_in(&mut live.store, &e);
+                let fault = sandbox.fault_in(&mut live.store, &e);
                 rejected(format!("request-headers: {fault}"))
             })?;
-            plugin.request_headers = header_names(&names).map_err(rejected)?;
+            request_headers = header_names(&names).map_err(rejected)?;
         }
-        plugin.sandbox.install(live);
-        Ok(plugin)
+        sandbox.install(live);
+        Ok(Self {
+            sandbox,
+            pre,
+            config_json,
+            needs,
+            request_headers,
+            setup,
+        })
+    }
+
+    /// What the plugin's `configure` answered.
+    pub fn setup(&self) -> &W::Setup {
+        &self.setup
     }
 
     /// The request headers the plugin asked for (lower-case names; empty
@@ -147,24 +166,36 @@ impl<W: World> WasmPlugin<W> {
 
     /// A fresh instance, configured.
     fn instantiate(&self) -> Result<Live<W>, Fault> {
-        self.instantiate_with_needs().map(|(live, _)| live)
+        Self::instantiate_with_needs(
+            &self.sandbox,
+            &self.pre,
+            self.needs.as_ref(),
+            &self.config_json,
+        )
+        .map(|(live, ..)| live)
     }
 
-    /// A fresh instance, configured, with its `request-needs` export if the
-    /// component has one.
-    fn instantiate_with_needs(&self) -> Result<(Live<W>, Option<RequestNeeds>), Fault> {
+    /// A fresh instance of `pre` in `sandbox`, configured with
+    /// `config_json`, what its `configure` answered, and its
+    /// `request-needs` export if the component has one (`indices`).
+    fn instantiate_with_needs(
+        sandbox: &Sandbox<W>,
+        pre: &W::Pre,
+        indices: Option<&RequestNeedsIndices>,
+        config_json: &str,
+    ) -> Result<Configured<W>, Fault> {
         let mut needs = None;
-        let live = self.sandbox.instantiate(
+        let (live, setup) = sandbox.instantiate(
             |store| {
-                let instance = W::instance_pre(&self.pre).instantiate(&mut *store)?;
-                if let Some(indices) = &self.needs {
+                let instance = W::instance_pre(pre).instantiate(&mut *store)?;
+                if let Some(indices) = indices {
                     needs = Some(indices.load(&mut *store, &instance)?);
                 }
                 W::bind(store, &instance)
             },
-            |bindings, store| bindings.configure(store, &self.config_json),
+            |bindings, store| bindings.configure(store, config_json),
         )?;
-        Ok((live, needs))
+        Ok((live, setup, needs))
     }
 
     /// Runs the decision `call` on the live instance (see
@@ -206,7 +237,7 @@ pub fn header_names(names: &[String]) -> Result<Vec<HeaderName>, String> {
 /// Implements [`World`] for generated bindings whose exports are reached
 /// through `$exports`.
 macro_rules! world {
-    ($world:ty, $pre:ty, $kind:expr, $exports:ident) => {
+    ($world:ty, $pre:ty, $kind:expr, $exports:ident, $setup:ty) => {
         impl World for $world {
             const KIND: PluginKind = $kind;
             type Pre = $pre;
@@ -222,11 +253,12 @@ macro_rules! world {
             fn bind(store: &mut Store<PluginState>, instance: &Instance) -> wasmtime::Result<Self> {
                 <$world>::new(store, instance)
             }
+            type Setup = $setup;
             fn configure(
                 &self,
                 store: &mut Store<PluginState>,
                 config: &str,
-            ) -> wasmtime::Result<Result<(), PluginError>> {
+            ) -> wasmtime::Result<Result<$setup, PluginError>> {
                 self.$exports().call_configure(store, config)
             }
         }
@@ -237,17 +269,27 @@ world!(
     HealthCheckPlugin,
     HealthCheckPluginPre<PluginState>,
     PluginKind::HealthCheck,
-    switchyard_plugin_health_check
+    switchyard_plugin_health_check,
+    ()
 );
 world!(
     FailoverPlugin,
     FailoverPluginPre<PluginState>,
     PluginKind::Failover,
-    switchyard_plugin_failover
+    switchyard_plugin_failover,
+    ()
 );
 world!(
     ResolverPlugin,
     ResolverPluginPre<PluginState>,
     PluginKind::Resolver,
-    switchyard_plugin_resolver
+    switchyard_plugin_resolver,
+    ()
+);
+world!(
+    FilterPlugin,
+    FilterPluginPre<PluginState>,
+    PluginKind::Filter,
+    switchyard_plugin_filter,
+    FilterNeeds
 );

@@ -53,7 +53,7 @@ struct Bound {
 
 impl WasmStrategy {
     /// Loads the component at `path` for a pool of `endpoints`: compiles it,
-    /// checks that it exports `switchyard:plugin/balancer@0.1.2`, links it in
+    /// checks that it exports `switchyard:plugin/balancer@0.1.3`, links it in
     /// the sandbox, instantiates it and calls `configure(config_json)` and
     /// `update`. A `pick` receives at most `max_candidates` candidates: a
     /// fresh sample (`spread`) when more are fit.

@@ -46,8 +46,8 @@ pub mod failover {
         inline: "
             package switchyard:host;
             world failover-plugin {
-                include switchyard:plugin/platform@0.1.2;
-                export switchyard:plugin/failover@0.1.2;
+                include switchyard:plugin/platform@0.1.3;
+                export switchyard:plugin/failover@0.1.3;
             }
         ",
         path: "../../wit",
@@ -66,10 +66,24 @@ pub mod resolver {
         inline: "
             package switchyard:host;
             world resolver-plugin {
-                include switchyard:plugin/platform@0.1.2;
-                export switchyard:plugin/resolver@0.1.2;
+                include switchyard:plugin/platform@0.1.3;
+                export switchyard:plugin/resolver@0.1.3;
             }
         ",
+        path: "../../wit",
+        with: {
+            "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
+            "switchyard:plugin/host": super::balancer::switchyard::plugin::host,
+            "switchyard:plugin/kv": super::balancer::switchyard::plugin::kv,
+        },
+    });
+}
+
+/// The `filter-plugin` world (since 0.1.3); `types`, `host` and `kv` are
+/// the balancer's.
+pub mod filter {
+    wasmtime::component::bindgen!({
+        world: "filter-plugin",
         path: "../../wit",
         with: {
             "switchyard:plugin/types": super::balancer::switchyard::plugin::types,
@@ -87,7 +101,7 @@ pub mod needs {
         inline: "
             package switchyard:host;
             world needs {
-                export switchyard:plugin/request-needs@0.1.2;
+                export switchyard:plugin/request-needs@0.1.3;
             }
         ",
         path: "../../wit",
@@ -97,16 +111,19 @@ pub mod needs {
 pub use balancer::switchyard::plugin::host::Level;
 
 /// Name of the balancer interface a plugin must export.
-pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.2";
+pub const BALANCER_EXPORT: &str = "switchyard:plugin/balancer@0.1.3";
 
 /// Name of the failover interface a plugin must export.
-pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.2";
+pub const FAILOVER_EXPORT: &str = "switchyard:plugin/failover@0.1.3";
 
 /// Name of the resolver interface a plugin must export.
-pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.2";
+pub const RESOLVER_EXPORT: &str = "switchyard:plugin/resolver@0.1.3";
+
+/// Name of the filter interface a plugin must export.
+pub const FILTER_EXPORT: &str = "switchyard:plugin/filter@0.1.3";
 
 /// Name of the health-check interface a plugin must export.
-pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.2";
+pub const HEALTH_CHECK_EXPORT: &str = "switchyard:plugin/health-check@0.1.3";
 
 /// The data of one plugin instance's store.
 pub struct PluginState {

@@ -25,7 +25,7 @@ pub struct WasmHealthCheck {
 
 impl WasmHealthCheck {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// its interface (`switchyard:plugin/…@0.1.2`), links it in the sandbox,
+    /// its interface (`switchyard:plugin/…@0.1.3`), links it in the sandbox,
     /// instantiates it and calls `configure(config_json)`.
     ///
     /// # Errors

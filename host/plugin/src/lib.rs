@@ -1,7 +1,7 @@
 //! Plugin hosting: every line of wasmtime code in Switchyard lives here.
 //!
 //! A plugin is a WebAssembly **component** exporting one of the worlds of the
-//! `switchyard:plugin@0.1.2` WIT package (`wit/`), one world per
+//! `switchyard:plugin@0.1.3` WIT package (`wit/`), one world per
 //! [`PluginKind`]. This module compiles it, checks the world, sandboxes it
 //! and adapts it to its engine's Rust trait: [`WasmStrategy`] is a
 //! [`Strategy`](switchyard_engines::balance::Strategy), [`WasmHealthCheck`] a
@@ -49,6 +49,7 @@ mod bindings;
 pub mod deadline;
 mod error;
 mod failover;
+mod filter;
 mod health;
 mod kv;
 pub mod output;
@@ -62,6 +63,10 @@ pub mod wasi;
 pub use balancer::WasmStrategy;
 pub use error::{Fault, LoadError};
 pub use failover::WasmFailover;
+pub use filter::{
+    FilterMcpCall, FilterRequest, FilterVerdict, HeaderChanges, MadeResponse, McpRefusal,
+    McpVerdict, WasmFilter,
+};
 pub use health::WasmHealthCheck;
 pub use resolver::WasmResolver;
 
@@ -442,7 +447,7 @@ impl PluginHost {
     }
 
     /// The names the component at `path` exports, e.g.
-    /// `["switchyard:plugin/balancer@0.1.2"]`: which plugin kind it is.
+    /// `["switchyard:plugin/balancer@0.1.3"]`: which plugin kind it is.
     ///
     /// # Errors
     /// As [`compile`](Self::compile).
@@ -459,7 +464,7 @@ impl PluginHost {
     }
 }
 
-/// The four kinds of plugin, one per engine and WIT world.
+/// The five kinds of plugin, one per engine and WIT world.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PluginKind {
     /// `balancer-plugin`: ranks a pool's instances ([`WasmStrategy`]).
@@ -470,6 +475,9 @@ pub enum PluginKind {
     Failover,
     /// `resolver-plugin`: fuses a fan-out's answers ([`WasmResolver`]).
     Resolver,
+    /// `filter-plugin` (since WIT 0.1.3): a step of a route's filter
+    /// chain ([`WasmFilter`]).
+    Filter,
 }
 
 impl PluginKind {
@@ -478,7 +486,7 @@ impl PluginKind {
     /// call), so that workers never wait on each other's calls — as each
     /// nginx worker and each Envoy worker thread has its own balancer
     /// state. True for the kinds called on the data path (balancer,
-    /// failover, resolver): their state (an accumulator, a cursor, what
+    /// failover, resolver, filter): their state (an accumulator, a cursor, what
     /// `observe` taught) is per worker. A health check has one instance:
     /// its probes run off the data path and see one state.
     pub fn per_worker(self) -> bool {
@@ -486,32 +494,36 @@ impl PluginKind {
     }
 
     /// Every kind.
-    pub const ALL: [PluginKind; 4] = [
+    pub const ALL: [PluginKind; 5] = [
         PluginKind::Balancer,
         PluginKind::HealthCheck,
         PluginKind::Failover,
         PluginKind::Resolver,
+        PluginKind::Filter,
     ];
 
     /// The kind's name, as the admin API, the metrics and `switchyard
-    /// plugin` say it: `balancer`, `health-check`, `failover`, `resolver`.
+    /// plugin` say it: `balancer`, `health-check`, `failover`, `resolver`,
+    /// `filter`.
     pub fn name(self) -> &'static str {
         match self {
             PluginKind::Balancer => "balancer",
             PluginKind::HealthCheck => "health-check",
             PluginKind::Failover => "failover",
             PluginKind::Resolver => "resolver",
+            PluginKind::Filter => "filter",
         }
     }
 
     /// The interface a plugin of this kind must export, at the version this
-    /// host speaks, e.g. `switchyard:plugin/balancer@0.1.2`.
+    /// host speaks, e.g. `switchyard:plugin/balancer@0.1.3`.
     pub fn export(self) -> &'static str {
         match self {
             PluginKind::Balancer => bindings::BALANCER_EXPORT,
             PluginKind::HealthCheck => bindings::HEALTH_CHECK_EXPORT,
             PluginKind::Failover => bindings::FAILOVER_EXPORT,
             PluginKind::Resolver => bindings::RESOLVER_EXPORT,
+            PluginKind::Filter => bindings::FILTER_EXPORT,
         }
     }
 }
@@ -564,7 +576,7 @@ impl PluginHost {
 
 /// Whether the exported interface name `exported` (e.g.
 /// `switchyard:plugin/balancer@0.1.0`) is one this host can call as
-/// `supported` (e.g. `switchyard:plugin/balancer@0.1.2`): the same
+/// `supported` (e.g. `switchyard:plugin/balancer@0.1.3`): the same
 /// interface at a semver-compatible version — the same major version, or
 /// before 1.0 the same minor one (`0.0.x` only exactly). This is the rule
 /// wasmtime applies when it links imports and finds exports, and the one
@@ -778,12 +790,12 @@ mod tests {
 
     #[test]
     fn exports_match_on_a_semver_compatible_version() {
-        let host = "switchyard:plugin/balancer@0.1.2";
+        let host = "switchyard:plugin/balancer@0.1.3";
         assert!(implements("switchyard:plugin/balancer@0.1.0", host));
         assert!(implements("switchyard:plugin/balancer@0.1.7", host));
         assert!(!implements("switchyard:plugin/balancer@0.2.0", host));
         assert!(!implements("switchyard:plugin/balancer@0.0.9", host));
-        assert!(!implements("switchyard:plugin/resolver@0.1.2", host));
+        assert!(!implements("switchyard:plugin/resolver@0.1.3", host));
         assert!(!implements("switchyard:plugin/balancer", host));
         assert!(implements("a:b/c@1.4.0", "a:b/c@1.0.2"));
         assert!(!implements("a:b/c@0.0.1", "a:b/c@0.0.2"));

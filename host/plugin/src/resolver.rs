@@ -26,7 +26,7 @@ pub struct WasmResolver {
 
 impl WasmResolver {
     /// Loads the component at `path`: compiles it, checks that it exports
-    /// its interface (`switchyard:plugin/…@0.1.2`), links it in the sandbox,
+    /// its interface (`switchyard:plugin/…@0.1.3`), links it in the sandbox,
     /// instantiates it, calls `configure(config_json)` and asks the
     /// optional `request-needs` export which request headers to pass.
     ///

@@ -277,21 +277,22 @@ impl<L> Sandbox<L> {
     }
 
     /// A fresh live instance of a plugin whose set-up is one `configure`
-    /// call: `instantiate` builds the world's bindings in a new store, then
-    /// `configure` runs under the set-up deadline. An error value from
-    /// `configure` is a [`Fault::Refused`].
-    pub fn instantiate<E: std::fmt::Debug>(
+    /// call, and what `configure` answered (`()` for the kinds whose
+    /// `configure` answers nothing): `instantiate` builds the world's
+    /// bindings in a new store, then `configure` runs under the set-up
+    /// deadline. An error value from `configure` is a [`Fault::Refused`].
+    pub fn instantiate<S, E: std::fmt::Debug>(
         &self,
         instantiate: impl FnOnce(&mut Store<PluginState>) -> wasmtime::Result<L>,
-        configure: impl FnOnce(&L, &mut Store<PluginState>) -> wasmtime::Result<Result<(), E>>,
-    ) -> Result<Live<L>, Fault> {
+        configure: impl FnOnce(&L, &mut Store<PluginState>) -> wasmtime::Result<Result<S, E>>,
+    ) -> Result<(Live<L>, S), Fault> {
         let mut store = self.store();
         let inner = instantiate(&mut store).map_err(|e| self.fault_in(&mut store, &e))?;
         self.arm_setup(&mut store);
-        configure(&inner, &mut store)
+        let setup = configure(&inner, &mut store)
             .map_err(|e| self.fault_in(&mut store, &e))?
             .map_err(|e| Fault::Refused(format!("configure: {e:?}")))?;
-        Ok(Live { store, inner })
+        Ok((Live { store, inner }, setup))
     }
 
     /// Installs `live` (the instance built at load) in the first slot; the
@@ -510,7 +511,7 @@ pub fn link<P>(
 }
 
 /// Compiles the component at `path` and checks that it exports `export`
-/// (e.g. `switchyard:plugin/balancer@0.1.2`); `kind` names it in messages.
+/// (e.g. `switchyard:plugin/balancer@0.1.3`); `kind` names it in messages.
 ///
 /// # Errors
 /// [`LoadError`]: unreadable, not a component, or not exporting `export`

@@ -11,7 +11,8 @@ use http::{HeaderMap, Method, StatusCode};
 
 use super::testing::{TEST_LIMITS, endpoint};
 use super::{
-    LoadError, PluginHost, PluginKind, WasmFailover, WasmHealthCheck, WasmResolver, WasmStrategy,
+    LoadError, PluginHost, PluginKind, WasmFailover, WasmFilter, WasmHealthCheck, WasmResolver,
+    WasmStrategy,
 };
 use switchyard_config::DEFAULT_MAX_CANDIDATES;
 use switchyard_engines::balance::{Endpoint, Ranking, RequestContext, Strategy};
@@ -31,7 +32,7 @@ pub struct Inspection {
     pub size_bytes: usize,
     /// sha256 of the file, hex.
     pub sha256: String,
-    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.2`.
+    /// Interfaces it exports, e.g. `switchyard:plugin/balancer@0.1.3`.
     pub exports: Vec<String>,
     /// Interfaces it imports (a plugin may import `host`, `types` and the
     /// WASI pieces Rust's standard library links).
@@ -71,6 +72,7 @@ enum Loaded {
     Health(WasmHealthCheck, Arc<Endpoint>),
     Failover(WasmFailover),
     Resolver(WasmResolver, Vec<Source>),
+    Filter(WasmFilter),
 }
 
 fn endpoints(n: usize) -> Vec<Arc<Endpoint>> {
@@ -123,6 +125,7 @@ fn load(host: &PluginHost, path: &Path, config_json: &str) -> Result<Loaded, Loa
                 })
                 .collect(),
         ),
+        PluginKind::Filter => Loaded::Filter(WasmFilter::load(host, path, json, TEST_LIMITS)?),
     })
 }
 
@@ -160,8 +163,8 @@ pub struct BenchReport {
 
 /// Calls the plugin at `path` `iterations` times with synthetic inputs of
 /// its kind — a pick over 8 instances, a probe and its evaluation, a
-/// decision after a 503, a fusion of 3 JSON answers — through the full
-/// sandbox, and reports per-call latency.
+/// decision after a 503, a fusion of 3 JSON answers, a filter's look at a
+/// GET — through the full sandbox, and reports per-call latency.
 ///
 /// # Errors
 /// [`LoadError`] when it cannot be loaded.
@@ -236,6 +239,12 @@ pub fn bench(
             Loaded::Resolver(resolver, sources) => resolver
                 .resolve(&request("/quote"), sources, &answers, &(200..=299))
                 .is_err(),
+            Loaded::Filter(filter) => {
+                let view = filter.view(&request("/api/cart"), None, 0);
+                filter.on_request(&view).is_err()
+                    || (filter.on_responses()
+                        && filter.on_response(&view, StatusCode::OK, &headers).is_err())
+            }
         }
     };
     for _ in 0..iterations.div_ceil(10) {
@@ -255,6 +264,10 @@ pub fn bench(
         Loaded::Health(..) => (PluginKind::HealthCheck, "probe + evaluate of a JSON answer"),
         Loaded::Failover(..) => (PluginKind::Failover, "decision after a 503"),
         Loaded::Resolver(..) => (PluginKind::Resolver, "resolve 3 JSON answers"),
+        Loaded::Filter(..) => (
+            PluginKind::Filter,
+            "on-request (and on-response when asked for) of a GET",
+        ),
     };
     Ok(BenchReport {
         kind: kind.name(),
@@ -275,14 +288,16 @@ fn template(kind: PluginKind) -> &'static str {
         PluginKind::HealthCheck => include_str!("../../../sdk/templates/health-check.rs"),
         PluginKind::Failover => include_str!("../../../sdk/templates/failover.rs"),
         PluginKind::Resolver => include_str!("../../../sdk/templates/resolver.rs"),
+        PluginKind::Filter => include_str!("../../../sdk/templates/filter.rs"),
     }
 }
 
 /// The WIT package this binary speaks: every file of `wit/`, by name.
-pub const WIT_FILES: [(&str, &str); 9] = [
+pub const WIT_FILES: [(&str, &str); 10] = [
     ("README.md", include_str!("../../../wit/README.md")),
     ("balancer.wit", include_str!("../../../wit/balancer.wit")),
     ("failover.wit", include_str!("../../../wit/failover.wit")),
+    ("filter.wit", include_str!("../../../wit/filter.wit")),
     ("health.wit", include_str!("../../../wit/health.wit")),
     ("kv.wit", include_str!("../../../wit/kv.wit")),
     ("needs.wit", include_str!("../../../wit/needs.wit")),
@@ -292,7 +307,7 @@ pub const WIT_FILES: [(&str, &str); 9] = [
 ];
 
 /// The Rust SDK's sources, by path in its crate.
-const SDK_FILES: [(&str, &str); 7] = [
+const SDK_FILES: [(&str, &str); 8] = [
     ("src/lib.rs", include_str!("../../../sdk/src/lib.rs")),
     (
         "src/balancer.rs",
@@ -302,6 +317,7 @@ const SDK_FILES: [(&str, &str); 7] = [
         "src/failover.rs",
         include_str!("../../../sdk/src/failover.rs"),
     ),
+    ("src/filter.rs", include_str!("../../../sdk/src/filter.rs")),
     ("src/health.rs", include_str!("../../../sdk/src/health.rs")),
     (
         "src/resolver.rs",
@@ -317,7 +333,7 @@ const WIT_BINDGEN: &str = "0.62.0";
 
 /// The WIT package's name and version, from `types.wit`.
 pub fn wit_package() -> &'static str {
-    WIT_FILES[7]
+    WIT_FILES[8]
         .1
         .lines()
         .find_map(|l| l.trim().strip_prefix("package "))

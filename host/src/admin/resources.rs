@@ -101,12 +101,13 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .plugins
         .iter()
         .map(|p| {
-            let (pool, route) = match &p.owner {
-                Owner::Pool(name) => (Some(name.as_str()), None),
-                Owner::Route(index) => (None, Some(*index)),
+            let (pool, route, filter) = match &p.owner {
+                Owner::Pool(name) => (Some(name.as_str()), None, None),
+                Owner::Route(index) => (None, Some(*index), None),
+                Owner::Filter(name) => (None, None, Some(name.as_str())),
             };
             let s = &p.stats;
-            json!({ "pool": pool, "route": route, "kind": p.kind.name(), "calls": s.calls(),
+            json!({ "pool": pool, "route": route, "filter": filter, "kind": p.kind.name(), "calls": s.calls(),
                     "faults": s.faults(), "call_seconds": s.call_seconds(),
                     "quarantined": s.quarantined(), "quarantines": s.quarantines(),
                     "instances": s.instances(),

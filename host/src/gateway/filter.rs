@@ -6,6 +6,7 @@
 //! A route without filters has an empty chain: [`Chain::is_empty`] is the
 //! one check its requests pay.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -20,10 +21,13 @@ use regex::Regex;
 
 use super::compress::Compress;
 use crate::config::{
-    CorsConfig, FilterConfig, HeaderRules, IpFilterConfig, RedirectConfig, RespondConfig,
-    TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
+    CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig, RedirectConfig,
+    RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
+use crate::mcp::{Guards, McpGuard};
 use crate::metrics::Metrics;
+use crate::plugin::{Fault, FilterRequest, FilterVerdict, MadeResponse, WasmFilter};
+use crate::policy::RequestContext;
 use crate::proxy::{ProxyBody, ProxyError, StaticResponse};
 use crate::tls::ClientIdentity;
 
@@ -66,6 +70,23 @@ enum ResponseStep {
     RequestId(HeaderName),
     Cors(Arc<Cors>),
     Compress(Compress),
+    /// A plugin that asked to see answers.
+    Plugin(Arc<PluginStep>),
+}
+
+/// A filter plugin's place in a chain.
+struct PluginStep {
+    filter: Arc<WasmFilter>,
+    /// The filter's name.
+    name: Arc<str>,
+    /// `failure_mode = "closed"`: a fault refuses the request.
+    closed: bool,
+    /// Its position among the chain's plugin steps, which names its view
+    /// of the request in [`Routed`].
+    slot: usize,
+    /// Whether its view of the request is kept: it sees answers or MCP
+    /// messages.
+    keeps_view: bool,
 }
 
 /// One request step.
@@ -96,6 +117,7 @@ enum RequestStep {
     /// Answers preflights; its response step adds the headers.
     Cors(Arc<Cors>),
     BodyLimit(u64),
+    Plugin(Arc<PluginStep>),
 }
 
 /// What a request carries that a header template or a filter reads.
@@ -128,19 +150,24 @@ pub struct Routed<'a> {
     /// The request's id (with a `request-id` filter).
     request_id: Option<HeaderValue>,
     facts: RequestFacts<'a>,
+    /// The request as each plugin that keeps it saw it, by its slot.
+    views: Vec<(usize, Arc<PluginStep>, FilterRequest)>,
 }
 
 impl Chain {
     /// The chain of `names` (validated at load: each is a key of
     /// `filters`; a name that is missing is skipped) of route number
-    /// `route`, counting its answers in `metrics`.
+    /// `route`, its plugin filters loaded in `plugins`, counting its
+    /// answers in `metrics`.
     pub fn build(
         names: &[String],
-        filters: &std::collections::BTreeMap<String, FilterConfig>,
+        filters: &BTreeMap<String, FilterConfig>,
+        plugins: &BTreeMap<String, Arc<WasmFilter>>,
         route: usize,
         metrics: &Metrics,
     ) -> Self {
         let mut chain = Chain::default();
+        let mut slots = 0;
         for name in names {
             let Some(filter) = filters.get(name) else {
                 continue;
@@ -204,6 +231,25 @@ impl Chain {
                         Some(chain.body_limit.map_or(b.max_bytes, |l| l.min(b.max_bytes)));
                     RequestStep::BodyLimit(b.max_bytes)
                 }
+                FilterConfig::Plugin(config) => {
+                    let Some(filter) = plugins.get(name) else {
+                        continue;
+                    };
+                    let step = Arc::new(PluginStep {
+                        filter: Arc::clone(filter),
+                        name: name.as_str().into(),
+                        closed: config.failure_mode == FilterFailureMode::Closed,
+                        slot: slots,
+                        keeps_view: filter.on_responses()
+                            || filter.on_mcp_calls()
+                            || filter.on_mcp_results(),
+                    });
+                    slots += 1;
+                    if filter.on_responses() {
+                        chain.response.push(ResponseStep::Plugin(Arc::clone(&step)));
+                    }
+                    RequestStep::Plugin(step)
+                }
             };
             let answered = metrics.filter_answers(route, name, step.answer());
             chain.request.push((step, answered));
@@ -220,7 +266,11 @@ impl Chain {
             every_answer: chain
                 .response
                 .iter()
-                .any(|s| !matches!(s, ResponseStep::Cors(_))),
+                .any(|s| !matches!(s, ResponseStep::Cors(_)))
+                || chain
+                    .request
+                    .iter()
+                    .any(|(s, _)| matches!(s, RequestStep::Plugin(p) if p.keeps_view)),
             cors: chain
                 .response
                 .iter()
@@ -280,6 +330,7 @@ impl Chain {
             accept,
             request_id: None,
             facts,
+            views: Vec::new(),
         })
     }
 
@@ -322,6 +373,7 @@ impl RequestStep {
             RequestStep::Respond(_) => "respond",
             RequestStep::Cors(_) => "preflight",
             RequestStep::IpFilter(_) => "forbidden",
+            RequestStep::Plugin(_) => "plugin",
             RequestStep::BodyLimit(_) => "payload_too_large",
             RequestStep::HeaderLimit { .. } => "header_fields_too_large",
             RequestStep::StripPrefix(_)
@@ -430,6 +482,7 @@ impl RequestStep {
                     return Err(Answer::Made(Box::new(preflight)));
                 }
             }
+            RequestStep::Plugin(step) => step.on_request(parts, facts, routed)?,
             RequestStep::BodyLimit(limit) => {
                 let declared = parts
                     .headers
@@ -470,9 +523,117 @@ impl Chain {
                     let encoding = compress.negotiate(&routed.accept);
                     compress.apply(response, &routed.method, encoding);
                 }
+                ResponseStep::Plugin(step) => {
+                    if let Some((.., view)) = routed.views.iter().find(|v| v.0 == step.slot) {
+                        step.on_response(response, view);
+                    }
+                }
             }
         }
     }
+}
+
+impl Routed<'_> {
+    /// The plugins that see this request's MCP calls or results, with the
+    /// request as each saw it.
+    pub fn mcp_guards(&self) -> Guards {
+        Guards::new(
+            self.views
+                .iter()
+                .filter(|(_, step, _)| step.filter.on_mcp_calls() || step.filter.on_mcp_results())
+                .map(|(_, step, view)| McpGuard {
+                    filter: Arc::clone(&step.filter),
+                    name: Arc::clone(&step.name),
+                    closed: step.closed,
+                    view: view.clone(),
+                })
+                .collect(),
+        )
+    }
+}
+
+impl PluginStep {
+    /// Asks the plugin about the request `parts`; keeps its view in
+    /// `routed` when it will be asked again.
+    ///
+    /// # Errors
+    /// The plugin's response, a rewritten path that is invalid (400), or
+    /// under `closed` its fault (503).
+    fn on_request(
+        self: &Arc<Self>,
+        parts: &mut http::request::Parts,
+        facts: &RequestFacts<'_>,
+        routed: Option<&mut Routed<'_>>,
+    ) -> Result<(), Answer> {
+        let context = RequestContext {
+            method: &parts.method,
+            authority: facts.host,
+            path: parts.uri.path_and_query().map_or("/", PathAndQuery::as_str),
+            headers: &parts.headers,
+            client_addr: facts.peer,
+        };
+        let identity = facts
+            .identity
+            .and_then(|i| i.sans.first())
+            .map(String::as_str);
+        let view = self.filter.view(&context, identity, facts.route);
+        let verdict = self.filter.on_request(&view);
+        if let (true, Some(routed)) = (self.keeps_view, routed) {
+            routed.views.push((self.slot, Arc::clone(self), view));
+        }
+        match verdict {
+            Ok(FilterVerdict::Continue) => Ok(()),
+            Ok(FilterVerdict::Change((path, changes))) => {
+                if let Some(path) = path {
+                    set_path_and_query(&mut parts.uri, path)?;
+                }
+                changes.apply(&mut parts.headers);
+                Ok(())
+            }
+            Ok(FilterVerdict::Respond(made)) => Err(Answer::Made(Box::new(made_response(made)))),
+            Err(fault) => self.faulted(&fault),
+        }
+    }
+
+    /// Asks the plugin about `response` to the request it saw as `view`.
+    fn on_response(&self, response: &mut Response<ProxyBody>, view: &FilterRequest) {
+        match self
+            .filter
+            .on_response(view, response.status(), response.headers())
+        {
+            Ok(FilterVerdict::Continue) => {}
+            Ok(FilterVerdict::Change(changes)) => changes.apply(response.headers_mut()),
+            Ok(FilterVerdict::Respond(made)) => {
+                *response = made_response(made).map(ProxyBody::Local);
+            }
+            Err(fault) => {
+                if let Err(Answer::Error(error)) = self.faulted(&fault) {
+                    *response = error.into_response().map(ProxyBody::Local);
+                }
+            }
+        }
+    }
+
+    /// What a fault costs the request: nothing under `open`, 503 under
+    /// `closed`.
+    fn faulted(&self, fault: &Fault) -> Result<(), Answer> {
+        if self.closed {
+            Err(Answer::Error(ProxyError::FilterFailed {
+                filter: self.name.to_string(),
+                reason: fault.to_string(),
+            }))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The response a filter plugin made.
+fn made_response(made: MadeResponse) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(made.body));
+    *response.status_mut() = made.status;
+    *response.headers_mut() = made.headers;
+    response
 }
 
 /// What a filter answers instead of serving.
@@ -503,6 +664,11 @@ fn set_path(uri: &mut Uri, path: String) -> Result<(), ProxyError> {
         None => PathAndQuery::try_from(path),
     }
     .map_err(|e| ProxyError::BadRequest(format!("the rewritten path is invalid: {e}")))?;
+    set_path_and_query(uri, path_and_query)
+}
+
+/// Replaces the path and query of `uri`.
+fn set_path_and_query(uri: &mut Uri, path_and_query: PathAndQuery) -> Result<(), ProxyError> {
     let mut parts = std::mem::take(uri).into_parts();
     parts.path_and_query = Some(path_and_query);
     *uri = Uri::from_parts(parts)

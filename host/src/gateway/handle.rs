@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 
 use super::filter::{Answer, RequestFacts};
 use super::{Router, Target};
+use crate::mcp::Guards;
 use crate::proxy::{
     Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, RequestRecord, Served,
     forward_client_cert, normalize,
@@ -101,7 +102,15 @@ pub async fn handle(
                 limits,
                 tls: tls.is_some(),
             };
-            serve(router, &route.target, request, body).await
+            let guards = routed.as_ref().map(super::filter::Routed::mcp_guards);
+            serve(
+                router,
+                &route.target,
+                request,
+                body,
+                guards.unwrap_or_default(),
+            )
+            .await
         }
         Err(Answer::Made(response)) => Ok(response.map(ProxyBody::Local)),
         Err(Answer::Error(error)) => Err(error),
@@ -154,16 +163,18 @@ fn refuse(peer: SocketAddr, error: ProxyError) -> Response<ProxyBody> {
     error.into_response().map(ProxyBody::Local)
 }
 
-/// Asks the route's target for the answer.
+/// Asks the route's target for the answer; an MCP route asks `guards`
+/// (its filter plugins) about its calls and results.
 async fn serve(
     router: &Router,
     target: &Target,
     request: Inbound<'_>,
     body: Incoming,
+    guards: Guards,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match target {
         Target::FanOut(fan_out) => fan_out.serve(request, body).await,
-        Target::Mcp(mcp) => mcp.serve(request, body).await,
+        Target::Mcp(mcp) => mcp.serve(request, body, guards).await,
         Target::Pool(pool_route) => {
             pool_route
                 .serve(router.pools(), router.reporting(), request, body)

@@ -5,13 +5,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::filter::Chain;
-use crate::config::{Config, FallbackConfig, RouteMatch};
+use crate::config::{Config, FallbackConfig, FilterConfig, RouteMatch};
 use crate::events::HealthEvent;
 use crate::failover::StaleCache;
 use crate::mcp::{McpRoute, Sessions};
 use crate::metrics::RouteMetrics;
-use crate::plugin::PluginHost;
-use crate::plugin::PluginKind;
+use crate::plugin::{Limits, PluginHost, PluginKind, WasmFilter};
 use crate::proxy::{Fallback, FanOut, Pool, PoolRoute, Reporting, StartError, StaticResponse};
 use crate::status::{Owner, PluginCounters, PoolStatus, Snapshot};
 use crate::tls::ClientIdentity;
@@ -20,6 +19,12 @@ use crate::tls::ClientIdentity;
 pub struct Router {
     routes: Vec<Route>,
     pools: Vec<Arc<Pool>>,
+    /// The filter plugins, by filter name (each loaded once, whichever
+    /// routes list it).
+    filters: BTreeMap<String, Arc<WasmFilter>>,
+    /// The filters' configs, which the next router compares to keep a
+    /// plugin that is the same.
+    filter_configs: BTreeMap<String, FilterConfig>,
     reporting: Arc<Reporting>,
     /// The MCP routes' session keys and sessions seen: made with the first
     /// router, then handed from each router to the next.
@@ -77,6 +82,7 @@ impl Router {
             };
             pools.insert(name.clone(), built);
         }
+        let filters = load_filters(config, host, previous, replaced)?;
         let mut routes = Vec::with_capacity(config.routes.len());
         for (index, r) in config.routes.iter().enumerate() {
             // The same route before the change: the one at the same place
@@ -152,7 +158,13 @@ impl Router {
             let served_by = target.served_by();
             routes.push(Route {
                 config: json,
-                chain: Chain::build(&r.filters, &config.filters, index, &reporting.metrics),
+                chain: Chain::build(
+                    &r.filters,
+                    &config.filters,
+                    &filters,
+                    index,
+                    &reporting.metrics,
+                ),
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
                 index,
@@ -162,6 +174,8 @@ impl Router {
         Ok(Self {
             routes,
             pools: pools.into_values().collect(),
+            filters,
+            filter_configs: config.filters.clone(),
             reporting: Arc::clone(reporting),
             mcp,
         })
@@ -231,6 +245,11 @@ impl Router {
                 stats: Arc::clone(stats),
             }));
         }
+        plugins.extend(self.filters.iter().map(|(name, filter)| PluginCounters {
+            owner: Owner::Filter(name.clone()),
+            kind: PluginKind::Filter,
+            stats: filter.stats(),
+        }));
         let mut caches = Vec::new();
         for (index, route) in self.routes.iter().enumerate() {
             if let Target::FanOut(fan_out) = &route.target {
@@ -296,6 +315,53 @@ impl Router {
     pub fn routes(&self) -> &[Route] {
         &self.routes
     }
+}
+
+/// Loads the filter plugins of `config`, keeping those of `previous`
+/// whose filter config is the same and whose file is not `replaced` (with
+/// their instances and what they learned).
+///
+/// # Errors
+/// [`StartError::Plugin`] naming `filters.NAME` when a plugin is refused.
+fn load_filters(
+    config: &Config,
+    host: &PluginHost,
+    previous: Option<&Router>,
+    replaced: Option<&Path>,
+) -> Result<BTreeMap<String, Arc<WasmFilter>>, StartError> {
+    let mut loaded = BTreeMap::new();
+    for (name, filter) in &config.filters {
+        let FilterConfig::Plugin(p) = filter else {
+            continue;
+        };
+        let kept = previous
+            .filter(|_| replaced != Some(p.plugin.path.as_path()))
+            .filter(|r| {
+                r.filter_configs
+                    .get(name)
+                    .is_some_and(|old| crate::config::same_json(old, filter))
+            })
+            .and_then(|r| r.filters.get(name));
+        let plugin = match kept {
+            Some(plugin) => Arc::clone(plugin),
+            None => {
+                let plugin = WasmFilter::load(
+                    host,
+                    &p.plugin.path,
+                    p.plugin.config_json(),
+                    Limits::of(&p.plugin),
+                )
+                .map_err(|error| StartError::Plugin {
+                    key: format!("filters.{name}.plugin"),
+                    error,
+                })?;
+                plugin.stats().serve(format!("filter {name}"));
+                Arc::new(plugin)
+            }
+        };
+        loaded.insert(name.clone(), plugin);
+    }
+    Ok(loaded)
 }
 
 fn matches(m: &RouteMatch, host: &str, path: &str, client: Option<&ClientIdentity>) -> bool {

@@ -4,18 +4,22 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde_json::{Value, json};
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::guard::ResultGuard;
+use super::rpc::json_response;
 use super::session::Pinned;
 use super::upstream::{Call, CallError, Via};
-use super::{Client, INTERNAL_ERROR, McpRoute, rpc_error, rpc_result};
+use super::{Client, INTERNAL_ERROR, McpRoute, rpc_error};
 use crate::fusion::{Answer, Builtin, Judge, Outcome, Quality, Resolve, Source, UpstreamResponse};
 use crate::proxy::ProxyBody;
 
 impl McpRoute {
     /// A `tools/call` asked of `count` instances of target `t`'s pool at
     /// once, each in a session of its own unless it holds the client's; the
-    /// results resolved by `resolver`.
+    /// results resolved by `resolver`, the fused result judged by `guard`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn fused(
         &self,
         client: &Client<'_>,
@@ -24,6 +28,7 @@ impl McpRoute {
         message: &Value,
         count: usize,
         resolver: &Builtin,
+        guard: Option<Arc<ResultGuard>>,
     ) -> Response<ProxyBody> {
         let target = &self.targets[t];
         let pool = &target.pool;
@@ -121,7 +126,11 @@ impl McpRoute {
                     });
                 }
                 self.record_tool(t, message, None);
-                rpc_result(id, result)
+                let mut answer = json!({ "jsonrpc": "2.0", "id": id, "result": result });
+                if let Some(guard) = guard {
+                    guard.apply(&mut answer);
+                }
+                json_response(StatusCode::OK, &answer)
             }
             Ok(Err(error)) => {
                 let error = CallError::Failed(format!("no fused result: {error}"));

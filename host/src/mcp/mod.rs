@@ -71,6 +71,7 @@
 //! | `rpc` | JSON-RPC 2.0: error codes and the responses the gateway makes |
 
 mod fuse;
+mod guard;
 mod lists;
 pub mod merge;
 mod relay;
@@ -80,6 +81,7 @@ mod session;
 mod stream;
 mod upstream;
 
+pub use guard::{Guards, McpGuard};
 use route::Client;
 pub use route::McpRoute;
 use rpc::{

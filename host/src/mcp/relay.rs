@@ -2,12 +2,14 @@
 //! pool, asked of every target at once, a notification broadcast, and
 //! the client's answer to a server's request.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures_util::future::join_all;
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
+use super::guard::ResultGuard;
 use super::merge::ListKind;
 use super::route::{Client, McpRoute};
 use super::rpc::{
@@ -175,6 +177,8 @@ impl McpRoute {
         let settings = (kind == ListKind::Tools)
             .then(|| self.tools.get(name))
             .flatten();
+        // Judged as the client asked it (its name as listed to it).
+        let guard = ResultGuard::of(client, &message);
         let idempotent = kind == ListKind::Tools
             && settings
                 .and_then(|s| s.idempotent)
@@ -183,15 +187,16 @@ impl McpRoute {
             (idempotent, settings.and_then(|s| s.fuse.as_ref()))
         {
             return self
-                .fused(client, owner.target, id, &message, *count, resolver)
+                .fused(client, owner.target, id, &message, *count, resolver, guard)
                 .await;
         }
-        self.relay(client, owner.target, id, &message, idempotent)
+        self.relay(client, owner.target, id, &message, idempotent, guard)
             .await
     }
 
     /// Relays a request to target `t` and its answer (JSON or a stream)
-    /// back; an `idempotent` one is retried (module docs).
+    /// back, its result judged by `guard`; an `idempotent` one is retried
+    /// (module docs).
     pub(super) async fn relay(
         &self,
         client: &Client<'_>,
@@ -199,6 +204,7 @@ impl McpRoute {
         id: &Value,
         message: &Value,
         idempotent: bool,
+        guard: Option<Arc<ResultGuard>>,
     ) -> Response<ProxyBody> {
         let Ok((call, via)) = client.post(&self.names[t], message) else {
             return session_gone(
@@ -229,9 +235,12 @@ impl McpRoute {
                 {
                     Ok(sent) => {
                         let (held, stream) = match sent.reply {
-                            Reply::Message(answer) => {
+                            Reply::Message(mut answer) => {
                                 self.record(t, method, None, started);
                                 self.record_tool(t, message, None);
+                                if let Some(guard) = &guard {
+                                    guard.apply(&mut answer);
+                                }
                                 return json_response(StatusCode::OK, &answer);
                             }
                             Reply::Accepted => return empty(StatusCode::ACCEPTED),
@@ -247,7 +256,7 @@ impl McpRoute {
                         };
                         self.record(t, method, None, started);
                         self.record_tool(t, message, None);
-                        return self.stream_back(t, held, stream, Some(id.clone()));
+                        return self.stream_back(t, held, stream, Some(id.clone()), guard);
                     }
                     Err(CallError::Gone(why)) => {
                         return session_gone(id, &format!("target `{}`: {why}", self.names[t]));

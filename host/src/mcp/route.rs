@@ -13,6 +13,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, hea
 use hyper::body::Incoming;
 use serde_json::{Value, json};
 
+use super::guard::{Guards, guard_call};
 use super::merge::{Entry, ListKind};
 use super::rpc::{
     INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, empty, now_ms, parse, result_of, rpc_error,
@@ -86,6 +87,8 @@ pub(super) struct Client<'a> {
     pub(super) session: Option<SessionState>,
     /// The client's `MCP-Protocol-Version`.
     pub(super) protocol: Option<String>,
+    /// The route's filter plugins that see calls or results.
+    pub(super) guards: Guards,
 }
 
 impl<'a> Client<'a> {
@@ -234,6 +237,7 @@ impl McpRoute {
         &self,
         request: Inbound<'_>,
         body: Incoming,
+        guards: Guards,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Inbound {
             mut parts,
@@ -324,6 +328,7 @@ impl McpRoute {
             },
             session,
             protocol,
+            guards,
         };
         Ok(match (&parts.method, message) {
             (&Method::POST, Some(message)) => self.post(&client, message).await,
@@ -394,6 +399,26 @@ impl McpRoute {
         id: &Value,
         message: &Value,
     ) -> Response<ProxyBody> {
+        let rewritten;
+        let message = match method {
+            "ping" => message,
+            _ if client.guards.see_calls() => match guard_call(client, method, message) {
+                Ok(None) => message,
+                Ok(Some(m)) => {
+                    rewritten = m;
+                    &rewritten
+                }
+                Err(refusal) => {
+                    return rpc_error(
+                        StatusCode::OK,
+                        id,
+                        i64::from(refusal.code),
+                        &refusal.message,
+                    );
+                }
+            },
+            _ => message,
+        };
         match method {
             "initialize" | "server/discover" => self.initialize(client, method, id, message).await,
             "ping" => rpc_result(id, json!({})),
@@ -445,7 +470,7 @@ impl McpRoute {
                     .unwrap_or("");
                 self.routed(client, kind.0, name, kind.1, id, message).await
             }
-            _ if self.targets.len() == 1 => self.relay(client, 0, id, message, false).await,
+            _ if self.targets.len() == 1 => self.relay(client, 0, id, message, false, None).await,
             _ => rpc_error(
                 StatusCode::OK,
                 id,
@@ -526,6 +551,10 @@ impl McpRoute {
                     .unwrap_or_default()
                     .to_string(),
                 upstreams,
+                client: message.pointer("/params/clientInfo").and_then(|info| {
+                    let text = |key| info.get(key).and_then(Value::as_str);
+                    Some((text("name")?.to_owned(), text("version")?.to_owned()))
+                }),
             };
             let token = self.sessions.keys.seal(&state);
             // Freshly issued: cannot be ended nor idle.

@@ -78,6 +78,11 @@ pub struct SessionState {
     /// Per target that took part, by target name.
     #[serde(rename = "u")]
     pub upstreams: Vec<UpstreamSession>,
+    /// The client's name and version, as its `initialize` gave them
+    /// (`clientInfo`), for filter plugins; sessions sealed before it was
+    /// kept have none.
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<(String, String)>,
 }
 
 /// A target's side of a session.
@@ -291,6 +296,7 @@ mod tests {
                 }),
                 protocol: "2025-06-18".into(),
             }],
+            client: Some(("inspector".into(), "1.0".into())),
         }
     }
 

@@ -1,10 +1,13 @@
 //! Event streams to the client: a target's answer relayed as it comes, and
 //! the session's notification stream merged from the targets'.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::guard::ResultGuard;
 use super::upstream::{Call, CallError, Reply, Sent, Stream, Via};
 use super::{Client, INTERNAL_ERROR, INVALID_REQUEST, McpRoute, outbound, rpc_error, session_gone};
 use crate::proxy::ProxyBody;
@@ -20,6 +23,7 @@ impl McpRoute {
         held: Vec<sse::Event>,
         stream: Option<Stream>,
         until: Option<Value>,
+        guard: Option<Arc<ResultGuard>>,
     ) -> Response<ProxyBody> {
         let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
         let target = self.names[t].clone();
@@ -28,13 +32,17 @@ impl McpRoute {
             let relay = |event: sse::Event| {
                 let tx = &tx;
                 let until = &until;
+                let guard = &guard;
                 async move {
-                    let Ok(message) = serde_json::from_str::<Value>(&event.data) else {
+                    let Ok(mut message) = serde_json::from_str::<Value>(&event.data) else {
                         return false;
                     };
                     let done = until.as_ref().is_some_and(|id| {
                         message.get("method").is_none() && message.get("id") == Some(id)
                     });
+                    if let (true, Some(guard)) = (done, guard) {
+                        guard.apply(&mut message);
+                    }
                     let message = outbound(t, message);
                     let event_id = event.id.map(|i| format!("{t}.{i}"));
                     let chunk = sse::encode(event_id.as_deref(), &message.to_string());

@@ -104,6 +104,15 @@ pub enum ProxyError {
         /// Which limit, as the config says it (`100 fields`, `16384 bytes`).
         limit: String,
     },
+    /// A filter plugin of the route faulted and its `failure_mode` is
+    /// `closed` (503).
+    #[error("filter `{filter}` failed ({reason}) and its failure_mode is closed")]
+    FilterFailed {
+        /// The filter's name.
+        filter: String,
+        /// The fault.
+        reason: String,
+    },
     /// The request body is over the route's limit (413).
     #[error("the request body is over the limit of {limit_bytes} bytes")]
     PayloadTooLarge {
@@ -138,7 +147,9 @@ impl ProxyError {
             ProxyError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ProxyError::NoUpstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::Shed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Shed { .. } | ProxyError::FilterFailed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientGone => client_closed_request(),
@@ -161,6 +172,7 @@ impl ProxyError {
             ProxyError::ClientGone => "client_closed_request",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::FilterFailed { .. } => "filter_failed",
             ProxyError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ProxyError::Fusion { error, .. } => match error {
                 crate::fusion::FusionError::NoAnswer { .. } => "no_acceptable_answer",

@@ -1,0 +1,247 @@
+//! Filter plugins on an MCP route: asked about each JSON-RPC call after the
+//! gateway parsed it (`on-mcp-call`: deny it, or rewrite its arguments)
+//! and about the result of each call routed to one server
+//! (`on-mcp-result`: redact it, or deny it), in the route's filter order.
+//! A filter that faults lets the message pass under `failure_mode =
+//! "open"` and refuses it with a JSON-RPC internal error under `closed`.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::INTERNAL_ERROR;
+use super::route::Client;
+use super::upstream::subject;
+use crate::plugin::{FilterRequest, McpRefusal, McpVerdict, WasmFilter};
+
+/// One filter plugin an MCP route asks, with the request as it saw it.
+pub struct McpGuard {
+    /// The plugin.
+    pub filter: Arc<WasmFilter>,
+    /// The filter's name, for logs and errors.
+    pub name: Arc<str>,
+    /// `failure_mode = "closed"`: a fault refuses the message.
+    pub closed: bool,
+    /// The request, as the plugin's `on-request` saw it.
+    pub view: FilterRequest,
+}
+
+/// The filter plugins of a request on an MCP route (none: nothing asked).
+#[derive(Clone, Default)]
+pub struct Guards(Option<Arc<[McpGuard]>>);
+
+/// A JSON-RPC call as the guards see it: method, name and the session's
+/// client.
+pub(super) struct Asked<'a> {
+    pub(super) method: &'a str,
+    pub(super) name: Option<&'a str>,
+    pub(super) client: Option<(&'a str, &'a str)>,
+}
+
+impl Guards {
+    /// The guards `guards` (nothing to ask when empty).
+    pub fn new(guards: Vec<McpGuard>) -> Self {
+        Self((!guards.is_empty()).then(|| guards.into()))
+    }
+
+    fn each(&self) -> impl Iterator<Item = &McpGuard> {
+        self.0.iter().flat_map(|g| g.iter())
+    }
+
+    /// Whether some guard sees calls.
+    pub(super) fn see_calls(&self) -> bool {
+        self.each().any(|g| g.filter.on_mcp_calls())
+    }
+
+    /// Whether some guard sees results.
+    pub(super) fn see_results(&self) -> bool {
+        self.each().any(|g| g.filter.on_mcp_results())
+    }
+
+    /// Asks each guard that sees calls about `asked` with `arguments`,
+    /// which a guard may replace for the next guards and the server.
+    ///
+    /// # Errors
+    /// The refusal the client gets: a guard's denial, or a closed guard's fault.
+    pub(super) fn on_call(
+        &self,
+        asked: &Asked<'_>,
+        arguments: &mut Value,
+    ) -> Result<(), McpRefusal> {
+        for guard in self.each().filter(|g| g.filter.on_mcp_calls()) {
+            let call = guard.filter.mcp_call(
+                &guard.view,
+                asked.method,
+                asked.name,
+                arguments,
+                asked.client,
+            );
+            match guard.filter.on_mcp_call(&call) {
+                Ok(McpVerdict::Continue) => {}
+                Ok(McpVerdict::Replace(value)) => *arguments = value,
+                Ok(McpVerdict::Deny(refusal)) => return Err(refusal),
+                Err(fault) => guard.faulted(&fault)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks each guard that sees results about `result` of the call
+    /// `asked` with `arguments` (as the server received them); a guard may
+    /// replace it for the next guards and the client.
+    ///
+    /// # Errors
+    /// As [`on_call`](Self::on_call).
+    pub(super) fn on_result(
+        &self,
+        asked: &Asked<'_>,
+        arguments: &Value,
+        result: &mut Value,
+    ) -> Result<(), McpRefusal> {
+        for guard in self.each().filter(|g| g.filter.on_mcp_results()) {
+            let call = guard.filter.mcp_call(
+                &guard.view,
+                asked.method,
+                asked.name,
+                arguments,
+                asked.client,
+            );
+            match guard.filter.on_mcp_result(&call, result) {
+                Ok(McpVerdict::Continue) => {}
+                Ok(McpVerdict::Replace(value)) => *result = value,
+                Ok(McpVerdict::Deny(refusal)) => return Err(refusal),
+                Err(fault) => guard.faulted(&fault)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl McpGuard {
+    /// What a fault costs the message: nothing under `open`, a refusal
+    /// under `closed`.
+    fn faulted(&self, fault: &crate::plugin::Fault) -> Result<(), McpRefusal> {
+        if self.closed {
+            Err(McpRefusal {
+                code: i32::try_from(INTERNAL_ERROR).unwrap_or(i32::MIN),
+                message: format!(
+                    "filter `{}` failed ({fault}) and its failure_mode is closed",
+                    self.name
+                ),
+            })
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Where a request's arguments are: `params.arguments` for `tools/call`
+/// and `prompts/get`, `params` for the rest.
+fn arguments_pointer(method: &str) -> &'static str {
+    match method {
+        "tools/call" | "prompts/get" => "/params/arguments",
+        _ => "/params",
+    }
+}
+
+/// The session's client, as its `initialize` named itself.
+fn client_info<'a>(client: &'a Client<'_>) -> Option<(&'a str, &'a str)> {
+    client
+        .session
+        .as_ref()
+        .and_then(|s| s.client.as_ref())
+        .map(|(name, version)| (name.as_str(), version.as_str()))
+}
+
+/// Asks `client`'s guards about the request `message` (method `method`).
+/// `Ok(None)`: it goes on as it is; `Ok(Some(m))`: it goes on as `m`, its
+/// arguments rewritten.
+///
+/// # Errors
+/// The refusal the client gets instead of an answer.
+pub(super) fn guard_call(
+    client: &Client<'_>,
+    method: &str,
+    message: &Value,
+) -> Result<Option<Value>, McpRefusal> {
+    let pointer = arguments_pointer(method);
+    let before = message
+        .pointer(pointer)
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut arguments = before.clone();
+    let asked = Asked {
+        method,
+        name: subject(message),
+        client: client_info(client),
+    };
+    client.guards.on_call(&asked, &mut arguments)?;
+    if arguments == before {
+        return Ok(None);
+    }
+    let mut message = message.clone();
+    if let Some(object) = message.as_object_mut() {
+        let params = object.entry("params").or_insert_with(|| json!({}));
+        match (pointer, params) {
+            ("/params", params) => *params = arguments,
+            (_, Value::Object(params)) => {
+                params.insert("arguments".to_owned(), arguments);
+            }
+            (_, params) => *params = json!({ "arguments": arguments }),
+        }
+    }
+    Ok(Some(message))
+}
+
+/// What the guards need to judge the result of one call, owned: a
+/// streamed answer is relayed by a task of its own.
+pub(super) struct ResultGuard {
+    guards: Guards,
+    method: String,
+    name: Option<String>,
+    client: Option<(String, String)>,
+    arguments: Value,
+}
+
+impl ResultGuard {
+    /// The guard of the call `message` of `client`, when one of its
+    /// guards sees results.
+    pub(super) fn of(client: &Client<'_>, message: &Value) -> Option<Arc<Self>> {
+        if !client.guards.see_results() {
+            return None;
+        }
+        let method = message.get("method").and_then(Value::as_str).unwrap_or("");
+        Some(Arc::new(Self {
+            guards: client.guards.clone(),
+            method: method.to_owned(),
+            name: subject(message).map(str::to_owned),
+            client: client_info(client).map(|(n, v)| (n.to_owned(), v.to_owned())),
+            arguments: message
+                .pointer(arguments_pointer(method))
+                .cloned()
+                .unwrap_or_else(|| json!({})),
+        }))
+    }
+
+    /// Judges the JSON-RPC response `answer`: its `result` kept, replaced,
+    /// or the whole answer turned into the guard's error (an error answer
+    /// passes unasked).
+    pub(super) fn apply(&self, answer: &mut Value) {
+        let Some(result) = answer.get_mut("result") else {
+            return;
+        };
+        let asked = Asked {
+            method: &self.method,
+            name: self.name.as_deref(),
+            client: self.client.as_ref().map(|(n, v)| (n.as_str(), v.as_str())),
+        };
+        if let Err(refusal) = self.guards.on_result(&asked, &self.arguments, result) {
+            let id = answer.get("id").cloned().unwrap_or(Value::Null);
+            *answer = json!({
+                "jsonrpc": "2.0",
+                "id": id,
+                "error": { "code": refusal.code, "message": refusal.message },
+            });
+        }
+    }
+}
