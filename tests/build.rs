@@ -11,6 +11,8 @@ const COMPONENTS: &[&str] = &[
     "plugins/json-health",
     "plugins/retry-schedule",
     "plugins/mcp-federation",
+    "plugins/api-version-router",
+    "plugins/mcp-redactor",
     "tests/fixtures/hostile-balancer",
     "tests/fixtures/hostile-health",
     "tests/fixtures/hostile-failover",
@@ -19,6 +21,7 @@ const COMPONENTS: &[&str] = &[
     "tests/fixtures/hostile-resolver",
     "tests/fixtures/legacy-balancer",
     "tests/fixtures/legacy-failover",
+    "tests/fixtures/test-filter",
 ];
 
 fn main() {

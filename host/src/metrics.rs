@@ -20,7 +20,7 @@
 //! | `switchyard_instance_latency_ewma_seconds` | gauge | `pool`, `instance` |
 //! | `switchyard_pool_panic` | gauge (0/1) | `pool` |
 //! | `switchyard_pool_bulkhead_active` / `_queued` | gauge (requests holding a slot / waiting for one; pools with a bulkhead) | `pool` |
-//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` / `_output_dropped_bytes_total` / `_output_dropped_lines_total` | counter | `pool` (`route N` for a resolver), `kind` (`balancer`, `health-check`, `failover`, `resolver`) |
+//! | `switchyard_plugin_calls_total` / `_faults_total` / `_call_seconds_total` / `_output_dropped_bytes_total` / `_output_dropped_lines_total` | counter | `pool` (`route N` for a resolver, `filter NAME` for a filter), `kind` (`balancer`, `health-check`, `failover`, `resolver`, `filter`) |
 //! | `switchyard_plugin_quarantined` | gauge (0/1) | `pool`, `kind` |
 //! | `switchyard_fusion_cache_total` | counter | `route`, `result` (`hit`, `miss`, `stale`) |
 //! | `switchyard_mcp_calls_total` | counter | `route`, `target`, `method` (JSON-RPC), `outcome` (`ok`, `failed`, `timeout`, `unreachable`, `no_instance`, `session_gone`) |

@@ -91,10 +91,10 @@ macro_rules! export_filter {
                 ) -> $crate::McpResultVerdict {
                     SLOT.with(|slot| {
                         slot.with(|p| $crate::Filter::on_mcp_result(p, &call, &result))
-            })
+                    })
                 }
             }
-            $crate::wit::filter::export!(Export with_types_in $crate::wit::filter);
+    $crate::wit::filter::export!(Export with_types_in $crate::wit::filter);
         };
     };
 }

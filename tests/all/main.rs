@@ -9,6 +9,7 @@ pub mod dashboard;
 mod discovery;
 mod examples;
 mod failover;
+mod filter_plugins;
 mod filters;
 mod fusion;
 mod hardening;

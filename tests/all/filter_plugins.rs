@@ -1,0 +1,321 @@
+//! Filter plugins (WIT 0.1.3) through a real `switchyard`: components built
+//! from source (`plugins/api-version-router`, `plugins/mcp-redactor`,
+//! `tests/fixtures/test-filter`) on pool routes with a real upstream and
+//! reqwest, and on MCP routes with the official Python SDK's client and
+//! FastMCP servers.
+
+use serde_json::{Value, json};
+use switchyard_tests::fixtures::{API_VERSION_ROUTER, CANARY_SPLIT, MCP_REDACTOR, TEST_FILTER};
+use switchyard_tests::mcp::{McpServer, client as mcp_client};
+use switchyard_tests::upstream::Upstream;
+
+use crate::{BINARY, serve};
+
+/// A config with one pool `p` over `upstream`, an admin API, `filters`
+/// (TOML `[filters.*]` tables) and `routes` (TOML `[[routes]]` tables).
+fn filtered(upstream: &Upstream, filters: &str, routes: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n{routes}\n\
+         [pools.p]\ninstances = [{{ url = \"{}\" }}]\n{filters}",
+        upstream.url()
+    )
+}
+
+/// `[filters.NAME]` loading `path` with `config` (an inline TOML table)
+/// and `extra` keys.
+fn plugin_filter(name: &str, path: &str, config: &str, extra: &str) -> String {
+    format!(
+        "[filters.{name}]\nkind = \"plugin\"\nplugin = {{ path = \"{path}\", config = {config} }}\n{extra}\n"
+    )
+}
+
+fn header<'a>(response: &'a reqwest::Response, name: &str) -> Option<&'a str> {
+    response.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_plugin_changes_requests_denies_some_and_replaces_failed_answers() {
+    let upstream = Upstream::start("u0");
+    let filters = plugin_filter(
+        "tagger",
+        TEST_FILTER,
+        "{ request = \"tag\", replace_status = 500 }",
+        "",
+    ) + &plugin_filter("bouncer", TEST_FILTER, "{ request = \"deny\" }", "");
+    let routes = r#"
+[[routes]]
+match = { path_prefix = "/tag" }
+pool = "p"
+filters = ["tagger"]
+[[routes]]
+match = { path_prefix = "/guarded" }
+pool = "p"
+filters = ["bouncer"]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &filtered(&upstream, &filters, routes));
+    let client = crate::client();
+
+    // A header change: set and removed before the upstream sees the request.
+    let response = client
+        .get(format!("{}/tag/x", proxy.url))
+        .header("cookie", "secret=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-seen-x-filtered"), Some("yes"));
+    let seen_client = header(&response, "x-seen-x-client").unwrap_or_default();
+    assert!(seen_client.starts_with("127.0.0.1:"), "{seen_client}");
+    assert_eq!(header(&response, "x-seen-cookie"), None, "cookie removed");
+
+    // A response replacement: the upstream's 500 and its body never reach
+    // the client.
+    upstream.set_status(500);
+    upstream.set_body("Traceback (most recent call last): secret internals");
+    let response = client
+        .get(format!("{}/tag/x", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.text().await.unwrap(),
+        r#"{"error":"upstream_failed"}"#
+    );
+    upstream.set_status(200);
+
+    // A denial: answered by the plugin, the upstream not asked.
+    let hits = upstream.hits();
+    let response = client
+        .get(format!("{}/guarded", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    assert_eq!(response.text().await.unwrap(), "denied by test-filter\n");
+    assert_eq!(upstream.hits(), hits);
+    let response = client
+        .get(format!("{}/guarded", proxy.url))
+        .header("x-pass", "1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.hits(), hits + 1);
+
+    // Counted: the plugin's calls by filter, and the answer it gave itself.
+    let metrics = client
+        .get(format!("{}/metrics", proxy.admin_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        r#"switchyard_plugin_calls_total{pool="filter bouncer",kind="filter"} "#,
+        r#"switchyard_filter_answers_total{route="1",filter="bouncer",answer="plugin"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_faulting_filter_plugin_costs_no_request_when_open_and_refuses_when_closed() {
+    let upstream = Upstream::start("u0");
+    let modes = ["panic", "loop", "alloc", "bad-header"];
+    let mut filters = String::new();
+    let mut routes = String::new();
+    for mode in modes {
+        for failure_mode in ["open", "closed"] {
+            let name = format!("{mode}-{failure_mode}");
+            filters += &plugin_filter(
+                &name,
+                TEST_FILTER,
+                &format!("{{ request = \"{mode}\" }}"),
+                &format!("failure_mode = \"{failure_mode}\""),
+            );
+            routes += &format!(
+                "[[routes]]\nmatch = {{ path_prefix = \"/{name}\" }}\npool = \"p\"\nfilters = [\"{name}\"]\n"
+            );
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &filtered(&upstream, &filters, &routes));
+    let client = crate::client();
+    for mode in modes {
+        // More requests than the quarantine's 5 faults: before and after
+        // the plugin is set aside, the same answer.
+        for _ in 0..7 {
+            let response = client
+                .get(format!("{}/{mode}-open", proxy.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200, "{mode} under open");
+            assert_eq!(header(&response, "x-upstream"), Some("u0"));
+            let response = client
+                .get(format!("{}/{mode}-closed", proxy.url))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 503, "{mode} under closed");
+            let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"], "filter_failed", "{body}");
+            assert!(
+                body["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&format!("`{mode}-closed`"))),
+                "{body}"
+            );
+        }
+    }
+    assert_eq!(upstream.hits(), 7 * modes.len() as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_version_router_sends_each_request_to_the_version_it_asks_for() {
+    let upstream = Upstream::start("u0");
+    let filters = plugin_filter(
+        "versions",
+        API_VERSION_ROUTER,
+        r#"{ versions = { "1" = "/v1", "2" = "/v2" }, default = "1" }"#,
+        "",
+    );
+    let routes = "[[routes]]\npool = \"p\"\nfilters = [\"versions\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &filtered(&upstream, &filters, routes));
+    let client = crate::client();
+    for (asked, path, served) in [
+        (None, "/v1/users?page=2", "1"),
+        (Some("2"), "/v2/users?page=2", "2"),
+        (Some(" 1 "), "/v1/users?page=2", "1"),
+    ] {
+        let mut request = client.get(format!("{}/users?page=2", proxy.url));
+        if let Some(version) = asked {
+            request = request.header("accept-version", version);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "{asked:?}");
+        assert_eq!(header(&response, "x-upstream-path"), Some(path));
+        assert_eq!(header(&response, "accept-version"), Some(served));
+    }
+    let response = client
+        .get(format!("{}/users", proxy.url))
+        .header("accept-version", "9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert_eq!(body["error"], "unsupported_api_version");
+    assert_eq!(body["supported"], json!(["1", "2"]));
+}
+
+#[test]
+fn a_bad_filter_plugin_is_refused_naming_the_filter_and_the_reason() {
+    let upstream = Upstream::start("u0");
+    let routes = "[[routes]]\npool = \"p\"\nfilters = [\"f\"]\n";
+    for (filter, reason) in [
+        // A balancer is not a filter.
+        (
+            plugin_filter("f", CANARY_SPLIT, "{}", ""),
+            "switchyard:plugin/filter@0.1.3",
+        ),
+        // The plugin's own refusal of its config.
+        (
+            plugin_filter(
+                "f",
+                API_VERSION_ROUTER,
+                r#"{ versions = { "1" = "v1" } }"#,
+                "",
+            ),
+            "versions.1: `v1` must start with `/`",
+        ),
+        (
+            plugin_filter("f", TEST_FILTER, "{}", "failure_mode = \"ajar\""),
+            "unknown variant `ajar`",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = switchyard_tests::process::write_config(
+            dir.path(),
+            &filtered(&upstream, &filter, routes),
+        );
+        let output = std::process::Command::new(BINARY)
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains("filters.f"), "{stderr}");
+        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+    }
+}
+
+#[test]
+fn on_an_mcp_route_a_filter_plugin_denies_a_tool_rewrites_arguments_and_redacts_results() {
+    // alpha answers with SSE streams, beta with JSON: both ways a result
+    // comes back are judged.
+    let alpha = McpServer::with(&[
+        "--name",
+        "alpha",
+        "--answer",
+        "call ops@example.com with key ghp_abcdefghijklmnopqrstuvwx",
+    ]);
+    let beta = McpServer::with(&[
+        "--name",
+        "beta",
+        "--json",
+        "--answer",
+        "AKIAABCDEFGHIJKLMNOP is the key",
+    ]);
+    let filters = plugin_filter(
+        "scrub-arguments",
+        MCP_REDACTOR,
+        r#"{ redact_arguments = true, redact_results = false, replacement = "[ARGUMENT]", deny_tools = ["alpha__calls"] }"#,
+        "failure_mode = \"closed\"",
+    ) + &plugin_filter("scrub-results", MCP_REDACTOR, "{}", "");
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/mcp\" }}\nmcp = {{ targets = [\"alpha\", \"beta\"] }}\n\
+         filters = [\"scrub-arguments\", \"scrub-results\"]\n\
+         [pools.alpha]\ninstances = [{{ url = \"{}\" }}]\n\
+         [pools.beta]\ninstances = [{{ url = \"{}\" }}]\n{filters}",
+        alpha.url(),
+        beta.url(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let out = mcp_client(
+        &format!("{}/mcp", proxy.url),
+        &json!([
+            { "op": "call", "tool": "alpha__answer" },
+            { "op": "call", "tool": "beta__answer" },
+            { "op": "call", "tool": "alpha__echo", "args": { "text": "token sk-abcdefghijklmnop1234 here" } },
+            { "op": "call", "tool": "beta__echo", "args": { "text": "mail me: ann@example.org" } },
+            { "op": "call", "tool": "alpha__calls" },
+            { "op": "call", "tool": "beta__calls" },
+        ]),
+    );
+    // Results redacted: the client never sees the secrets the servers sent.
+    assert_eq!(
+        out[0]["text"], "call [REDACTED] with key [REDACTED]",
+        "{out:?}"
+    );
+    assert_eq!(out[1]["text"], "[REDACTED] is the key", "{out:?}");
+    // Arguments rewritten: the servers echo what they received.
+    assert_eq!(out[2]["text"], "alpha: token [ARGUMENT] here", "{out:?}");
+    assert_eq!(out[3]["text"], "beta: mail me: [ARGUMENT]", "{out:?}");
+    // A denied tool: the client sees the JSON-RPC error, the server was
+    // not asked (beta counts its echo; alpha's count was never asked).
+    let denied = out[4]["exception"].as_str().unwrap_or_default();
+    assert!(
+        denied.contains("tool `alpha__calls` is not allowed through this gateway"),
+        "{out:?}"
+    );
+    assert_eq!(out[5]["text"], "1", "{out:?}");
+}
