@@ -520,7 +520,7 @@ fn plugin_new_projects_build_outside_the_repository() {
     let new = |kind: &str, name: &str, lang: &str| {
         switchyard_cli(&["plugin", "new", kind, name, "--lang", lang, "--dir", at])
     };
-    for kind in ["balancer", "health-check", "failover", "resolver"] {
+    for kind in ["balancer", "health-check", "failover", "resolver", "filter"] {
         let (ok, text) = new(kind, &format!("my-{kind}"), "rust");
         assert!(ok, "{text}");
     }
@@ -539,7 +539,7 @@ fn plugin_new_projects_build_outside_the_repository() {
     // test's own, kept between runs under target/ for speed: the
     // checkout's SDK is never in its dependency graph).
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/plugin-new");
-    for kind in ["balancer", "health-check", "failover", "resolver"] {
+    for kind in ["balancer", "health-check", "failover", "resolver", "filter"] {
         let root = projects.join(format!("my-{kind}"));
         run_as_author(
             std::process::Command::new(env!("CARGO"))
@@ -555,28 +555,29 @@ fn plugin_new_projects_build_outside_the_repository() {
         let (ok, text) = switchyard_cli(&["plugin", "check", wasm.to_str().unwrap()]);
         assert!(ok && text.contains(&format!("kind:     {kind}")), "{text}");
     }
-    // A balancer in Python, built with its own pinned componentize-py.
-    let (ok, text) = new("balancer", "py-bal", "python");
-    assert!(ok, "{text}");
+    // A balancer and a filter in Python, built with their own pinned
+    // componentize-py.
     let componentize = switchyard_tests::polyglot::componentize_py();
     let path = format!(
         "{}:{}",
         componentize.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    run_as_author(
-        std::process::Command::new("sh")
-            .arg("build.sh")
-            .env("PATH", &path),
-        &projects.join("py-bal"),
-        &home,
-    );
-    let (ok, text) = switchyard_cli(&[
-        "plugin",
-        "check",
-        projects.join("py-bal/py_bal.wasm").to_str().unwrap(),
-    ]);
-    assert!(ok && text.contains("kind:     balancer"), "{text}");
+    for kind in ["balancer", "filter"] {
+        let name = format!("py-{kind}");
+        let (ok, text) = new(kind, &name, "python");
+        assert!(ok, "{text}");
+        run_as_author(
+            std::process::Command::new("sh")
+                .arg("build.sh")
+                .env("PATH", &path),
+            &projects.join(&name),
+            &home,
+        );
+        let wasm = projects.join(format!("{name}/py_{kind}.wasm"));
+        let (ok, text) = switchyard_cli(&["plugin", "check", wasm.to_str().unwrap()]);
+        assert!(ok && text.contains(&format!("kind:     {kind}")), "{text}");
+    }
     // And in JavaScript, with its package.json and lock.
     let (ok, text) = new("balancer", "js-bal", "js");
     assert!(ok, "{text}");

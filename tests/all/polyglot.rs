@@ -126,15 +126,60 @@ fn a_javascript_plugin_refuses_a_bad_config_with_its_reason() {
 
 #[test]
 fn the_python_plugins_native_unit_tests_pass() {
-    let output = std::process::Command::new("python3")
-        .args(["-m", "unittest", "-v"])
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .current_dir(polyglot::source("py-weighted-rr"))
-        .output()
-        .unwrap();
-    let report = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{report}");
-    assert!(report.contains("Ran 5 tests"), "{report}");
+    for (plugin, tests) in [("py-weighted-rr", 5), ("py-agent-guard", 2)] {
+        let output = std::process::Command::new("python3")
+            .args(["-m", "unittest", "-v"])
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .current_dir(polyglot::source(plugin))
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{plugin}: {report}");
+        assert!(
+            report.contains(&format!("Ran {tests} tests")),
+            "{plugin}: {report}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_filter_refuses_listed_agents_and_tags_the_rest() {
+    let ups = upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\npool = \"p\"\nfilters = [\"agents\"]\n\
+         [pools.p]\ninstances = {}\n\
+         [filters.agents]\nkind = \"plugin\"\nfailure_mode = \"closed\"\n\
+         plugin = {{ path = \"{}\", config = {{ deny_agents = [\"python-requests\", \"bot\"] }}, capabilities = [\"random\"], call_deadline_ms = 1000 }}\n",
+        instances(&ups),
+        polyglot::python_filter().display()
+    );
+    let proxy = serve(&dir, &config);
+    let client = client();
+    for (agent, status) in [
+        ("Mozilla/5.0 Firefox/120.0", 200),
+        ("python-requests/2.31", 403),
+        ("Mozilla/5.0 (compatible; GoogleBot/2.1)", 403),
+        ("curl/8.5", 200),
+    ] {
+        let response = client
+            .get(format!("{}/page", proxy.url))
+            .header("user-agent", agent)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{agent}");
+        if status == 200 {
+            let tag = response.headers().get("x-seen-x-agent-checked");
+            assert_eq!(tag.and_then(|v| v.to_str().ok()), Some("1"), "{agent}");
+        } else {
+            let body: serde_json::Value =
+                serde_json::from_str(&response.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"], "forbidden_agent", "{agent}: {body}");
+        }
+    }
+    assert_eq!(ups[0].hits(), 2);
 }
 
 #[test]

@@ -63,21 +63,29 @@ pub fn componentize_py() -> PathBuf {
 /// `venv` and `pip` needed).
 pub fn python_balancer() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let root = workspace();
-        let source = source("py-weighted-rr");
-        let componentize = componentize_py();
-        let out = out_dir().join("py_weighted_rr.wasm");
-        run(Command::new(componentize)
-            .env("PYTHONDONTWRITEBYTECODE", "1")
-            .arg("-d")
-            .arg(root.join("wit"))
-            .args(["-w", "balancer-plugin", "componentize", "-p"])
-            .arg(&source)
-            .args(["app", "-o"])
-            .arg(&out));
-        out
-    })
+    BUILT.get_or_init(|| componentize("py-weighted-rr", "balancer-plugin"))
+}
+
+/// `plugins/py-agent-guard` (a filter) built with componentize-py.
+pub fn python_filter() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| componentize("py-agent-guard", "filter-plugin"))
+}
+
+/// The Python plugin `plugins/NAME` (module `app`) built as `world` into
+/// `target/polyglot/NAME.wasm` (`-` as `_`).
+fn componentize(name: &str, world: &str) -> PathBuf {
+    let componentize = componentize_py();
+    let out = out_dir().join(format!("{}.wasm", name.replace('-', "_")));
+    run(Command::new(componentize)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .arg("-d")
+        .arg(workspace().join("wit"))
+        .args(["-w", world, "componentize", "-p"])
+        .arg(source(name))
+        .args(["app", "-o"])
+        .arg(&out));
+    out
 }
 
 /// `plugins/js-session-hash` built with componentize-js (Node.js and npm

@@ -428,7 +428,12 @@ pub fn new_plugin(
                 PluginKind::ALL.map(PluginKind::name).join(", ")
             )
         })?;
-    if lang != Lang::Rust && plugin_kind != PluginKind::Balancer {
+    let templated = match lang {
+        Lang::Rust => true,
+        Lang::Python => matches!(plugin_kind, PluginKind::Balancer | PluginKind::Filter),
+        Lang::Js => plugin_kind == PluginKind::Balancer,
+    };
+    if !templated {
         return Err(format!(
             "a {kind} plugin in {lang:?} has no template yet: start from a balancer, or write it in Rust"
         ));
@@ -505,15 +510,34 @@ pub fn new_plugin(
             files
         }
         Lang::Python => {
+            let (world, (module, source), start) = if plugin_kind == PluginKind::Filter {
+                (
+                    "filter-plugin",
+                    (
+                        "guard.py",
+                        [
+                            include_str!("../../../plugins/py-agent-guard/app.py"),
+                            include_str!("../../../plugins/py-agent-guard/guard.py"),
+                        ],
+                    ),
+                    "a User-Agent guard (`app.py`, `guard.py`)",
+                )
+            } else {
+                (
+                    "balancer-plugin",
+                    (
+                        "weighted.py",
+                        [
+                            include_str!("../../../plugins/py-weighted-rr/app.py"),
+                            include_str!("../../../plugins/py-weighted-rr/weighted.py"),
+                        ],
+                    ),
+                    "nginx's smooth weighted round robin (`app.py`, `weighted.py`)",
+                )
+            };
             let mut files = vec![
-                (
-                    "app.py".to_string(),
-                    include_str!("../../../plugins/py-weighted-rr/app.py").to_string(),
-                ),
-                (
-                    "weighted.py".to_string(),
-                    include_str!("../../../plugins/py-weighted-rr/weighted.py").to_string(),
-                ),
+                ("app.py".to_string(), source[0].to_string()),
+                (module.to_string(), source[1].to_string()),
                 (
                     "requirements.txt".to_string(),
                     include_str!("../../../plugins/py-weighted-rr/requirements.txt").to_string(),
@@ -523,14 +547,14 @@ pub fn new_plugin(
                     format!(
                         "#!/bin/sh\n# Builds {file}.wasm with componentize-py (pip install -r requirements.txt).\n\
                          set -e\ncd \"$(dirname \"$0\")\"\n\
-                         componentize-py -d wit -w balancer-plugin componentize -p . app -o {file}.wasm\n"
+                         componentize-py -d wit -w {world} componentize -p . app -o {file}.wasm\n"
                     ),
                 ),
                 (
                     "README.md".to_string(),
                     format!(
-                        "# {name} — a Switchyard balancer plugin in Python\n\n\
-                         Starts as nginx's smooth weighted round robin (`app.py`, `weighted.py`).\n\n\
+                        "# {name} — a Switchyard {kind} plugin in Python\n\n\
+                         Starts as {start}.\n\n\
                          ```sh\npython3 -m venv .venv && . .venv/bin/activate && pip install -r requirements.txt\n\
                          sh build.sh\n{check}\n```\n\n\
                          Grant it `capabilities = [\"random\"]`: CPython draws random bytes when it starts.\n\
