@@ -36,7 +36,9 @@ upstreams() {
   local listen=""
   for port in "$@"; do listen+="listen 127.0.0.1:$port; "; done
   mkdir -p "$WORK/up/logs" "$WORK/up/www"
+  mkdir -p "$WORK/up/www/v1"
   : > "$WORK/up/www/0b"
+  : > "$WORK/up/www/v1/0b"
   head -c 1024 /dev/zero | tr '\0' x > "$WORK/up/www/1k"
   head -c 65536 /dev/zero | tr '\0' x > "$WORK/up/www/64k"
   seq 20000 > "$WORK/up/www/64k-text" && truncate -s 65536 "$WORK/up/www/64k-text"

@@ -85,7 +85,9 @@ filters = ["bouncer"]
     );
     upstream.set_status(200);
 
-    // A denial: answered by the plugin, the upstream not asked.
+    // A denial: answered by the plugin, the upstream not asked, published
+    // as an event.
+    let mut events = crate::follow_events(&proxy.admin_url(), "filter").await;
     let hits = upstream.hits();
     let response = client
         .get(format!("{}/guarded", proxy.url))
@@ -95,6 +97,11 @@ filters = ["bouncer"]
     assert_eq!(response.status(), 403);
     assert_eq!(response.text().await.unwrap(), "denied by test-filter\n");
     assert_eq!(upstream.hits(), hits);
+    let seen = crate::read_events_until(&mut events, "filter_refused").await;
+    assert!(
+        seen.contains("filter bouncer refused a request of 127.0.0.1 with 403"),
+        "{seen}"
+    );
     let response = client
         .get(format!("{}/guarded", proxy.url))
         .header("x-pass", "1")

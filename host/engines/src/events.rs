@@ -98,12 +98,17 @@ pub enum EventKind {
     /// The instance changed health state [`FLAP_TRANSITIONS`] times within
     /// the cooldown: its transitions are held until it is stable.
     Flapping,
+    /// A route's filter refused a request (an error answer of its own, or
+    /// a filter plugin's 4xx/5xx); the subject is the route and the filter,
+    /// so the cooldown merges a burst into one.
+    FilterRefused,
 }
 
 impl EventKind {
     /// The family of the kind, for filters: `health` (checks, ejections,
     /// panic mode, trends), `failover` (breakers), `plugin` (faults),
-    /// `mcp` (MCP routes), `process` (managed upstreams) or `config`.
+    /// `mcp` (MCP routes), `process` (managed upstreams), `filter` (route
+    /// filters' refusals) or `config`.
     pub fn category(self) -> &'static str {
         match self {
             EventKind::BreakerOpen | EventKind::BreakerHalfOpen | EventKind::BreakerClosed => {
@@ -112,6 +117,7 @@ impl EventKind {
             EventKind::ConfigChanged => "config",
             EventKind::PluginFault | EventKind::PluginQuarantined => "plugin",
             EventKind::McpTargetFailed | EventKind::McpNameConflict => "mcp",
+            EventKind::FilterRefused => "filter",
             EventKind::ProcessStarted
             | EventKind::ProcessExited
             | EventKind::ProcessRestarted

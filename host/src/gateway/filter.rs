@@ -25,18 +25,18 @@ use crate::config::{
     RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
 use crate::mcp::{Guards, McpGuard};
-use crate::metrics::Metrics;
+use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::plugin::{Fault, FilterRequest, FilterVerdict, MadeResponse, WasmFilter};
 use crate::policy::RequestContext;
-use crate::proxy::{ProxyBody, ProxyError, StaticResponse};
+use crate::proxy::{ProxyBody, ProxyError, Reporting, StaticResponse};
 use crate::tls::ClientIdentity;
 
 /// A route's filters, in the route's order.
 #[derive(Default)]
 pub struct Chain {
     /// What the request steps do, in order, each with the counter of the
-    /// requests it answered itself.
-    request: Vec<(RequestStep, Counter)>,
+    /// requests it answered itself and its filter's name.
+    request: Vec<(RequestStep, Counter, String)>,
     /// What the response steps do, in order.
     response: Vec<ResponseStep>,
     /// The smallest `body-limit` of the chain, bytes.
@@ -46,6 +46,9 @@ pub struct Chain {
     /// What the steps read of a request, so that a request copies only
     /// that.
     needs: Needs,
+    /// Where refusals are published (a `filter_refused` event per route
+    /// and filter, merged by the bus's cooldown); set by [`Chain::build`].
+    events: Option<Arc<EventBus>>,
 }
 
 /// What a chain's steps read of a request beyond its head as it goes.
@@ -158,15 +161,20 @@ impl Chain {
     /// The chain of `names` (validated at load: each is a key of
     /// `filters`; a name that is missing is skipped) of route number
     /// `route`, its plugin filters loaded in `plugins`, counting its
-    /// answers in `metrics`.
+    /// answers in `reporting`'s metrics and publishing its refusals on its
+    /// event bus.
     pub fn build(
         names: &[String],
         filters: &BTreeMap<String, FilterConfig>,
         plugins: &BTreeMap<String, Arc<WasmFilter>>,
         route: usize,
-        metrics: &Metrics,
+        reporting: &Reporting,
     ) -> Self {
-        let mut chain = Chain::default();
+        let metrics = &reporting.metrics;
+        let mut chain = Chain {
+            events: (!names.is_empty()).then(|| Arc::clone(&reporting.events)),
+            ..Chain::default()
+        };
         let mut slots = 0;
         for name in names {
             let Some(filter) = filters.get(name) else {
@@ -252,13 +260,13 @@ impl Chain {
                 }
             };
             let answered = metrics.filter_answers(route, name, step.answer());
-            chain.request.push((step, answered));
+            chain.request.push((step, answered, name.clone()));
         }
         chain.needs = Needs {
             request_path: chain
                 .request
                 .iter()
-                .any(|(s, _)| matches!(s, RequestStep::Headers(_))),
+                .any(|(s, ..)| matches!(s, RequestStep::Headers(_))),
             response_path: chain
                 .response
                 .iter()
@@ -270,7 +278,7 @@ impl Chain {
                 || chain
                     .request
                     .iter()
-                    .any(|(s, _)| matches!(s, RequestStep::Plugin(p) if p.keeps_view)),
+                    .any(|(s, ..)| matches!(s, RequestStep::Plugin(p) if p.keeps_view)),
             cors: chain
                 .response
                 .iter()
@@ -353,14 +361,42 @@ impl Chain {
             Uri::default()
         };
         let method = parts.method.clone();
-        for (step, answered) in &self.request {
+        for (step, answered, name) in &self.request {
             let done = step.apply(parts, facts, routed.as_deref_mut(), &original, &method);
-            if done.is_err() {
+            if let Err(answer) = &done {
                 answered.inc();
+                self.refused(name, answer, facts);
             }
             done?;
         }
         Ok(())
+    }
+
+    /// Publishes a `filter_refused` event when `answer`, filter `name`'s,
+    /// is a refusal (an error, or a response of status 400 or more).
+    fn refused(&self, name: &str, answer: &Answer, facts: &RequestFacts<'_>) {
+        let status = match answer {
+            Answer::Made(response) => response.status(),
+            Answer::Error(error) => error.status(),
+        };
+        let (Some(events), true) = (&self.events, status.as_u16() >= 400) else {
+            return;
+        };
+        let reason = match answer {
+            Answer::Error(error) => error.to_string(),
+            Answer::Made(_) => "its own answer".to_string(),
+        };
+        events.publish(HealthEvent::new(
+            &format!("route {}", facts.route),
+            Some(name),
+            EventKind::FilterRefused,
+            Severity::Info,
+            format!(
+                "filter {name} refused a request of {} with {}: {reason}",
+                facts.peer.ip(),
+                status.as_u16()
+            ),
+        ));
     }
 }
 

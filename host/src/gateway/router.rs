@@ -163,7 +163,7 @@ impl Router {
                     &config.filters,
                     &filters,
                     index,
-                    &reporting.metrics,
+                    reporting,
                 ),
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
