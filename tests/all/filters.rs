@@ -950,3 +950,97 @@ async fn forwarding_headers_are_kept_only_from_trusted_proxies() {
         Some("for=203.0.113.9")
     );
 }
+
+/// `data` encoded as `encoding` (`gzip`, `br`, `zstd`), with
+/// async-compression's encoders (the codecs' reference implementations
+/// underneath: flate2, brotli, zstd).
+async fn encoded(data: &[u8], encoding: &str) -> Vec<u8> {
+    use async_compression::tokio::bufread::{BrotliEncoder, GzipEncoder, ZstdEncoder};
+    use tokio::io::AsyncReadExt as _;
+    let mut out = Vec::new();
+    match encoding {
+        "gzip" => GzipEncoder::new(data).read_to_end(&mut out).await,
+        "br" => BrotliEncoder::new(data).read_to_end(&mut out).await,
+        _ => ZstdEncoder::new(data).read_to_end(&mut out).await,
+    }
+    .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_are_decoded_when_a_route_says_so() {
+    let upstream = Upstream::start("u0");
+    let config = filtered(
+        &upstream,
+        "[filters.inflate]\nkind = \"decompress\"\nmax_decoded_bytes = 100000\n",
+        r#"
+[[routes]]
+match = { path_prefix = "/inflate" }
+pool = "p"
+filters = ["inflate"]
+[[routes]]
+pool = "p"
+"#,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let client = crate::client();
+    let text: Vec<u8> = (0..5000)
+        .flat_map(|i| format!("line {i}\n").into_bytes())
+        .collect();
+    for encoding in ["gzip", "br", "zstd"] {
+        let body = encoded(&text, encoding).await;
+        assert!(body.len() < text.len() / 2, "{encoding} compresses");
+        let response = client
+            .post(format!("{}/inflate", proxy.url))
+            .header("content-encoding", encoding)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{encoding}");
+        assert_eq!(header(&response, "x-seen-content-encoding"), None);
+        assert_eq!(
+            response.bytes().await.unwrap().as_ref(),
+            text.as_slice(),
+            "{encoding}: the upstream got the decoded body, byte for byte"
+        );
+        // A route without the filter passes the body as it is.
+        let response = client
+            .post(format!("{}/else", proxy.url))
+            .header("content-encoding", encoding)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(header(&response, "x-seen-content-encoding"), Some(encoding));
+        assert!(response.bytes().await.unwrap().len() < text.len() / 2);
+    }
+    // A body that decodes past the bound: 413, however small as sent.
+    let bomb = encoded(&vec![b'x'; 1 << 20], "gzip").await;
+    assert!(bomb.len() < 10_000);
+    let response = client
+        .post(format!("{}/inflate", proxy.url))
+        .header("content-encoding", "gzip")
+        .body(bomb)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Bytes that are not what the header says: 400.
+    let response = client
+        .post(format!("{}/inflate", proxy.url))
+        .header("content-encoding", "gzip")
+        .body("not gzip at all")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not valid gzip")),
+        "{body}"
+    );
+}

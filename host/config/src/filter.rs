@@ -101,6 +101,14 @@ pub enum FilterConfig {
     /// at once when `Content-Length` says so, else when the body grows
     /// past it.
     BodyLimit(BodyLimitConfig),
+    /// Decodes request bodies whose `Content-Encoding` is one of
+    /// `algorithms` before they go upstream (Envoy's decompressor filter
+    /// on requests): the header and `Content-Length` removed, the body
+    /// streamed decoded, at most `max_decoded_bytes` of it (413 past it:
+    /// a decompression bomb's bound), 400 for bytes that do not decode.
+    /// A body in another coding, or in several, passes as it is. Off
+    /// unless a route lists it.
+    Decompress(DecompressConfig),
     /// A `filter-plugin` component (WIT 0.1.3): sees the request (the
     /// headers it asks for), and answers continue, change (path, headers)
     /// or respond; it may see the answer, and on MCP routes each JSON-RPC
@@ -419,6 +427,25 @@ pub struct BodyLimitConfig {
     pub max_bytes: u64,
 }
 
+/// Request bodies decoded.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DecompressConfig {
+    /// The codings decoded: `gzip`, `br`, `zstd`. Default all three.
+    pub algorithms: Vec<String>,
+    /// The largest decoded body, bytes, ≥ 1. Default 10485760 (10 MiB).
+    pub max_decoded_bytes: u64,
+}
+
+impl Default for DecompressConfig {
+    fn default() -> Self {
+        Self {
+            algorithms: ["gzip", "br", "zstd"].map(String::from).to_vec(),
+            max_decoded_bytes: 10 << 20,
+        }
+    }
+}
+
 /// A value a header template may insert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Variable {
@@ -602,17 +629,7 @@ impl FilterConfig {
                 }
             }
             FilterConfig::Compress(c) => {
-                if c.algorithms.is_empty() {
-                    return Err(("algorithms".into(), "give at least one".into()));
-                }
-                for (i, name) in c.algorithms.iter().enumerate() {
-                    if !matches!(name.as_str(), "zstd" | "br" | "gzip") {
-                        return Err((
-                            format!("algorithms[{i}]"),
-                            format!("`{name}` is not one of `zstd`, `br`, `gzip`"),
-                        ));
-                    }
-                }
+                check_algorithms(&c.algorithms)?;
                 for (i, media) in c.content_types.iter().enumerate() {
                     let (kind, sub) = media.split_once('/').unwrap_or_default();
                     if kind.is_empty() || sub.is_empty() || kind == "*" || media.contains(';') {
@@ -626,6 +643,12 @@ impl FilterConfig {
             FilterConfig::BodyLimit(b) => {
                 if b.max_bytes == 0 {
                     return Err(("max_bytes".into(), "must be ≥ 1".into()));
+                }
+            }
+            FilterConfig::Decompress(d) => {
+                check_algorithms(&d.algorithms)?;
+                if d.max_decoded_bytes == 0 {
+                    return Err(("max_decoded_bytes".into(), "must be ≥ 1".into()));
                 }
             }
             FilterConfig::Plugin(p) => p
@@ -654,9 +677,27 @@ impl FilterConfig {
             FilterConfig::HeaderLimit(_) => "header-limit",
             FilterConfig::Compress(_) => "compress",
             FilterConfig::BodyLimit(_) => "body-limit",
+            FilterConfig::Decompress(_) => "decompress",
             FilterConfig::Plugin(_) => "plugin",
         }
     }
+}
+
+/// A `compress` or `decompress` filter's `algorithms`: at least one, each
+/// a coding Switchyard has.
+fn check_algorithms(algorithms: &[String]) -> Result<(), Invalid> {
+    if algorithms.is_empty() {
+        return Err(("algorithms".into(), "give at least one".into()));
+    }
+    for (i, name) in algorithms.iter().enumerate() {
+        if !matches!(name.as_str(), "zstd" | "br" | "gzip") {
+            return Err((
+                format!("algorithms[{i}]"),
+                format!("`{name}` is not one of `zstd`, `br`, `gzip`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A header name, and its value template when it has one, checked.

@@ -12,10 +12,10 @@ pub use super::failover::{
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::filter::{
-    BodyLimitConfig, CompressConfig, CorsConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
-    HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, PluginFilterConfig,
-    PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart,
-    Variable, origin_matches, parse_cidr, parse_template,
+    BodyLimitConfig, CompressConfig, CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode,
+    ForwardedConfig, HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig,
+    PluginFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig,
+    RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

@@ -17,35 +17,7 @@ use tokio::io::AsyncRead;
 use tokio_util::io::{ReaderStream, StreamReader};
 
 use crate::config::CompressConfig;
-use crate::proxy::ProxyBody;
-
-/// A content coding the filter can apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Encoding {
-    /// Zstandard (`zstd`, RFC 8878), level 3.
-    Zstd,
-    /// Brotli (`br`, RFC 7932), quality 4.
-    Brotli,
-    /// gzip (`gzip`, RFC 1952), level 1.
-    Gzip,
-}
-
-impl Encoding {
-    /// The `Content-Encoding` token (RFC 9110 §8.4.1; zstd: RFC 8878).
-    fn token(self) -> &'static str {
-        match self {
-            Encoding::Zstd => "zstd",
-            Encoding::Brotli => "br",
-            Encoding::Gzip => "gzip",
-        }
-    }
-
-    fn of(token: &str) -> Option<Self> {
-        [Encoding::Zstd, Encoding::Brotli, Encoding::Gzip]
-            .into_iter()
-            .find(|e| e.token() == token)
-    }
-}
+use crate::proxy::{Encoding, ProxyBody};
 
 /// A `compress` filter, compiled.
 pub struct Compress {

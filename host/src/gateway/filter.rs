@@ -24,11 +24,11 @@ use crate::config::{
     CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig, RedirectConfig,
     RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
 };
-use crate::mcp::{Guards, McpGuard};
 use crate::events::{EventBus, EventKind, HealthEvent, Severity};
+use crate::mcp::{Guards, McpGuard};
 use crate::plugin::{Fault, FilterRequest, FilterVerdict, MadeResponse, WasmFilter};
 use crate::policy::RequestContext;
-use crate::proxy::{ProxyBody, ProxyError, Reporting, StaticResponse};
+use crate::proxy::{Decode, Encoding, ProxyBody, ProxyError, Reporting, StaticResponse};
 use crate::tls::ClientIdentity;
 
 /// A route's filters, in the route's order.
@@ -41,6 +41,9 @@ pub struct Chain {
     response: Vec<ResponseStep>,
     /// The smallest `body-limit` of the chain, bytes.
     body_limit: Option<u64>,
+    /// The codings a `decompress` step decodes, and its bound on a
+    /// decoded body, bytes.
+    decompress: Option<(Vec<Encoding>, u64)>,
     /// The filters' names, as the route lists them.
     names: Vec<String>,
     /// What the steps read of a request, so that a request copies only
@@ -226,6 +229,15 @@ impl Chain {
                         .push(ResponseStep::Compress(Compress::new(config)));
                     continue;
                 }
+                FilterConfig::Decompress(config) => {
+                    let encodings = config
+                        .algorithms
+                        .iter()
+                        .filter_map(|a| Encoding::of(a))
+                        .collect();
+                    chain.decompress = Some((encodings, config.max_decoded_bytes));
+                    continue;
+                }
                 FilterConfig::Cors(config) => {
                     let cors = Arc::new(Cors::new(config));
                     chain.response.push(ResponseStep::Cors(Arc::clone(&cors)));
@@ -304,6 +316,31 @@ impl Chain {
     /// The smallest `body-limit` of the chain, bytes, if it has one.
     pub fn body_limit(&self) -> Option<u64> {
         self.body_limit
+    }
+
+    /// How the body of a request with `headers` is decoded, when the
+    /// chain has a `decompress` step and the body's `Content-Encoding` is
+    /// one coding it decodes: the header and `Content-Length` are removed
+    /// (the decoded body's length is not known yet). `None`: the body
+    /// passes as it is.
+    pub fn decode(&self, headers: &mut HeaderMap) -> Option<Decode> {
+        let (encodings, max_decoded_bytes) = self.decompress.as_ref()?;
+        let mut codings = headers.get_all(header::CONTENT_ENCODING).iter();
+        let (Some(only), None) = (codings.next(), codings.next()) else {
+            return None;
+        };
+        let encoding = only
+            .to_str()
+            .ok()
+            .map(|t| t.trim().to_ascii_lowercase())
+            .and_then(|t| Encoding::of(&t))
+            .filter(|e| encodings.contains(e))?;
+        headers.remove(header::CONTENT_ENCODING);
+        headers.remove(header::CONTENT_LENGTH);
+        Some(Decode {
+            encoding,
+            max_decoded_bytes: *max_decoded_bytes,
+        })
     }
 
     /// What the response steps will need of the request as it is now;

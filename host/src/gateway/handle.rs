@@ -74,13 +74,6 @@ pub async fn handle(
     let result = if route.chain.is_empty() {
         Ok(())
     } else {
-        if let Some(max) = route.chain.body_limit() {
-            route_limits = ListenerRules {
-                max_body_bytes: Some(max),
-                ..*limits
-            };
-            limits = &route_limits;
-        }
         let facts = RequestFacts {
             peer,
             host,
@@ -90,7 +83,21 @@ pub async fn handle(
             identity,
         };
         routed = route.chain.routed(&parts, facts);
-        route.chain.on_request(&mut parts, &facts, routed.as_mut())
+        let filtered = route.chain.on_request(&mut parts, &facts, routed.as_mut());
+        // The route's bounds on the body, and how it is decoded.
+        let decode = filtered
+            .is_ok()
+            .then(|| route.chain.decode(&mut parts.headers))
+            .flatten();
+        if decode.is_some() || route.chain.body_limit().is_some() {
+            route_limits = ListenerRules {
+                max_body_bytes: route.chain.body_limit(),
+                decode,
+                ..*limits
+            };
+            limits = &route_limits;
+        }
+        filtered
     };
     let result = match result {
         Ok(()) => {

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::ProxyError;
+use super::coding::{Decode, Encoding};
 use super::path::PathRules;
 use crate::config::ListenerConfig;
 
@@ -38,6 +39,11 @@ pub struct ListenerRules {
     /// The largest request body, bytes: none from the listener; a route's
     /// `body-limit` filter sets it for the route's requests (413 past it).
     pub max_body_bytes: Option<u64>,
+    /// How the request body is decoded on its way upstream: none from the
+    /// listener; a route's `decompress` filter sets it for a request whose
+    /// `Content-Encoding` it decodes (`max_body_bytes` then bounds the
+    /// bytes as sent, this the bytes decoded).
+    pub decode: Option<Decode>,
 }
 
 impl From<&ListenerConfig> for ListenerRules {
@@ -50,6 +56,7 @@ impl From<&ListenerConfig> for ListenerRules {
                 escaped_slashes: config.escaped_slashes,
             },
             max_body_bytes: None,
+            decode: None,
         }
     }
 }
@@ -66,6 +73,11 @@ pub enum ClientFault {
     Stalled = 3,
     /// More bytes than the route's `body-limit`: 413.
     TooLarge = 4,
+    /// A body that does not decode as its `Content-Encoding` says: 400.
+    BadEncoding = 5,
+    /// A body that decodes to more than the `decompress` filter's
+    /// `max_decoded_bytes`: 413.
+    DecodedTooLarge = 6,
 }
 
 impl ClientFault {
@@ -84,6 +96,8 @@ impl ClientFault {
             2 => Some(ClientFault::Gone),
             3 => Some(ClientFault::Stalled),
             4 => Some(ClientFault::TooLarge),
+            5 => Some(ClientFault::BadEncoding),
+            6 => Some(ClientFault::DecodedTooLarge),
             _ => None,
         }
     }
@@ -100,6 +114,13 @@ impl ClientFault {
             },
             ClientFault::TooLarge => ProxyError::PayloadTooLarge {
                 limit_bytes: limits.max_body_bytes.unwrap_or(u64::MAX),
+            },
+            ClientFault::BadEncoding => ProxyError::BadRequest(format!(
+                "the request body is not valid {}",
+                limits.decode.map_or("", |d| d.encoding.token())
+            )),
+            ClientFault::DecodedTooLarge => ProxyError::PayloadTooLarge {
+                limit_bytes: limits.decode.map_or(u64::MAX, |d| d.max_decoded_bytes),
             },
         }
     }
@@ -159,9 +180,25 @@ pub async fn read_whole(
 pub struct ClientBodyError(pub ClientFault);
 
 /// A client's request body: `Incoming` with a deadline between frames and
-/// the route's size limit; a failure is recorded in the shared
+/// the route's size limit, decoded when the route's `decompress` filter
+/// said so ([`ListenerRules::decode`]); a failure is recorded in the shared
 /// [`FaultCell`].
-pub struct ClientBody {
+pub struct ClientBody(Source);
+
+/// Where a [`ClientBody`]'s bytes come from.
+enum Source {
+    /// The client's bytes as sent.
+    Raw(RawBody),
+    /// Those bytes decoded, at most `allowance` more of them.
+    Decoded {
+        stream: Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>,
+        allowance: u64,
+        fault: Arc<FaultCell>,
+    },
+}
+
+/// The client's bytes as sent, bounded in time and size.
+struct RawBody {
     body: Incoming,
     timeout: Duration,
     /// Bytes the body may still bring (the route's `max_body_bytes`).
@@ -173,19 +210,52 @@ pub struct ClientBody {
 
 impl ClientBody {
     /// `body`, each frame awaited at most `limits.body_read_timeout`, at
-    /// most `limits.max_body_bytes` in all.
+    /// most `limits.max_body_bytes` in all, decoded as `limits.decode`
+    /// says (at most its `max_decoded_bytes`).
     pub fn new(body: Incoming, limits: &ListenerRules) -> (Self, Arc<FaultCell>) {
         let fault = Arc::new(FaultCell::default());
-        let body = Self {
+        let raw = RawBody {
             body,
             timeout: limits.body_read_timeout,
             allowance: limits.max_body_bytes.unwrap_or(u64::MAX),
             stall: None,
             fault: Arc::clone(&fault),
         };
-        (body, fault)
+        let source = match limits.decode {
+            None => Source::Raw(raw),
+            Some(decode) => Source::Decoded {
+                stream: decoded(raw, decode.encoding),
+                allowance: decode.max_decoded_bytes,
+                fault: Arc::clone(&fault),
+            },
+        };
+        (Self(source), fault)
     }
+}
 
+/// The bytes of `raw` decoded from `encoding`, streamed (a gzip body may
+/// have several members, RFC 1952 §2.2).
+fn decoded(
+    raw: RawBody,
+    encoding: Encoding,
+) -> Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>> {
+    use async_compression::tokio::bufread::{BrotliDecoder, GzipDecoder, ZstdDecoder};
+    use futures_util::TryStreamExt as _;
+    use tokio_util::io::{ReaderStream, StreamReader};
+    let reader =
+        StreamReader::new(http_body_util::BodyDataStream::new(raw).map_err(std::io::Error::other));
+    match encoding {
+        Encoding::Gzip => {
+            let mut decoder = GzipDecoder::new(reader);
+            decoder.multiple_members(true);
+            Box::pin(ReaderStream::new(decoder))
+        }
+        Encoding::Brotli => Box::pin(ReaderStream::new(BrotliDecoder::new(reader))),
+        Encoding::Zstd => Box::pin(ReaderStream::new(ZstdDecoder::new(reader))),
+    }
+}
+
+impl RawBody {
     fn fail(&mut self, fault: ClientFault) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
         self.fault.set(fault);
         Poll::Ready(Some(Err(ClientBodyError(fault))))
@@ -193,6 +263,59 @@ impl ClientBody {
 }
 
 impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match &mut self.get_mut().0 {
+            Source::Raw(raw) => Pin::new(raw).poll_frame(cx),
+            Source::Decoded {
+                stream,
+                allowance,
+                fault,
+            } => match stream.as_mut().poll_next(cx) {
+                Poll::Ready(Some(Ok(data))) => match allowance.checked_sub(data.len() as u64) {
+                    Some(left) => {
+                        *allowance = left;
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    None => {
+                        fault.set(ClientFault::DecodedTooLarge);
+                        Poll::Ready(Some(Err(ClientBodyError(ClientFault::DecodedTooLarge))))
+                    }
+                },
+                Poll::Ready(Some(Err(_))) => {
+                    // The client's own fault (recorded by the raw body), or
+                    // bytes that do not decode.
+                    let failed = fault.get().unwrap_or(ClientFault::BadEncoding);
+                    fault.set(failed);
+                    Poll::Ready(Some(Err(ClientBodyError(failed))))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.0 {
+            Source::Raw(raw) => raw.is_end_stream(),
+            Source::Decoded { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.0 {
+            Source::Raw(raw) => raw.size_hint(),
+            Source::Decoded { .. } => SizeHint::default(),
+        }
+    }
+}
+
+impl Body for RawBody {
     type Data = Bytes;
     type Error = ClientBodyError;
 

@@ -18,6 +18,7 @@
 mod body;
 mod call;
 mod client;
+mod coding;
 mod error;
 mod fanout;
 mod forward;
@@ -32,6 +33,7 @@ mod upstream;
 
 pub use body::ProxyBody;
 pub use client::ListenerRules;
+pub use coding::{Decode, Encoding};
 pub use error::{ProxyError, StartError};
 pub use fanout::FanOut;
 pub use pool::{Pool, pool_named};
