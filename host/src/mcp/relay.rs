@@ -170,6 +170,8 @@ impl McpRoute {
                 &format!("unknown {what} `{name}`"),
             );
         };
+        // Judged as the client asked it (its name as listed to it).
+        let guard = ResultGuard::of(client, message);
         let mut message = message.clone();
         if let Some(slot) = message.pointer_mut(pointer) {
             *slot = Value::String(owner.original.clone());
@@ -177,8 +179,6 @@ impl McpRoute {
         let settings = (kind == ListKind::Tools)
             .then(|| self.tools.get(name))
             .flatten();
-        // Judged as the client asked it (its name as listed to it).
-        let guard = ResultGuard::of(client, &message);
         let idempotent = kind == ListKind::Tools
             && settings
                 .and_then(|s| s.idempotent)
