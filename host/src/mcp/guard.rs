@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::INTERNAL_ERROR;
 use super::route::Client;
 use super::upstream::subject;
-use crate::plugin::{FilterRequest, McpRefusal, McpVerdict, WasmFilter};
+use crate::plugin::{Fault, FilterMcpCall, FilterRequest, McpRefusal, McpVerdict, WasmFilter};
 
 /// One filter plugin an MCP route asks, with the request as it saw it.
 pub struct McpGuard {
@@ -68,22 +68,13 @@ impl Guards {
         asked: &Asked<'_>,
         arguments: &mut Value,
     ) -> Result<(), McpRefusal> {
-        for guard in self.each().filter(|g| g.filter.on_mcp_calls()) {
-            let call = guard.filter.mcp_call(
-                &guard.view,
-                asked.method,
-                asked.name,
-                arguments,
-                asked.client,
-            );
-            match guard.filter.on_mcp_call(&call) {
-                Ok(McpVerdict::Continue) => {}
-                Ok(McpVerdict::Replace(value)) => *arguments = value,
-                Ok(McpVerdict::Deny(refusal)) => return Err(refusal),
-                Err(fault) => guard.faulted(&fault)?,
-            }
-        }
-        Ok(())
+        self.judge(
+            WasmFilter::on_mcp_calls,
+            asked,
+            None,
+            arguments,
+            |f, call, _| f.on_mcp_call(call),
+        )
     }
 
     /// Asks each guard that sees results about `result` of the call
@@ -98,17 +89,37 @@ impl Guards {
         arguments: &Value,
         result: &mut Value,
     ) -> Result<(), McpRefusal> {
-        for guard in self.each().filter(|g| g.filter.on_mcp_results()) {
+        self.judge(
+            WasmFilter::on_mcp_results,
+            asked,
+            Some(arguments),
+            result,
+            WasmFilter::on_mcp_result,
+        )
+    }
+
+    /// Asks each guard whose filter `sees` with `ask` about `value` (the
+    /// call's arguments, or its result when `arguments` are given), in the
+    /// route's order; a guard's replacement is what the next one sees.
+    fn judge(
+        &self,
+        sees: impl Fn(&WasmFilter) -> bool,
+        asked: &Asked<'_>,
+        arguments: Option<&Value>,
+        value: &mut Value,
+        ask: impl Fn(&WasmFilter, &FilterMcpCall, &Value) -> Result<McpVerdict, Fault>,
+    ) -> Result<(), McpRefusal> {
+        for guard in self.each().filter(|g| sees(&g.filter)) {
             let call = guard.filter.mcp_call(
                 &guard.view,
                 asked.method,
                 asked.name,
-                arguments,
+                arguments.unwrap_or(value),
                 asked.client,
             );
-            match guard.filter.on_mcp_result(&call, result) {
+            match ask(&guard.filter, &call, value) {
                 Ok(McpVerdict::Continue) => {}
-                Ok(McpVerdict::Replace(value)) => *result = value,
+                Ok(McpVerdict::Replace(replaced)) => *value = replaced,
                 Ok(McpVerdict::Deny(refusal)) => return Err(refusal),
                 Err(fault) => guard.faulted(&fault)?,
             }
@@ -120,7 +131,7 @@ impl Guards {
 impl McpGuard {
     /// What a fault costs the message: nothing under `open`, a refusal
     /// under `closed`.
-    fn faulted(&self, fault: &crate::plugin::Fault) -> Result<(), McpRefusal> {
+    fn faulted(&self, fault: &Fault) -> Result<(), McpRefusal> {
         if self.closed {
             Err(McpRefusal {
                 code: i32::try_from(INTERNAL_ERROR).unwrap_or(i32::MIN),
