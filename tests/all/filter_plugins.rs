@@ -326,3 +326,41 @@ fn on_an_mcp_route_a_filter_plugin_denies_a_tool_rewrites_arguments_and_redacts_
     );
     assert_eq!(out[5]["text"], "1", "{out:?}");
 }
+
+#[test]
+fn on_an_mcp_route_a_faulting_filter_plugin_lets_calls_through_when_open_and_refuses_them_when_closed()
+ {
+    let server = McpServer::with(&["--name", "solo"]);
+    let mut filters = String::new();
+    let mut routes = String::new();
+    for mode in ["open", "closed"] {
+        filters += &plugin_filter(
+            mode,
+            TEST_FILTER,
+            "{ trap_mcp_calls = true }",
+            &format!("failure_mode = \"{mode}\""),
+        );
+        // `/open/mcp` and `/closed/mcp` reach the server's `/mcp`.
+        filters +=
+            &format!("[filters.strip-{mode}]\nkind = \"strip-prefix\"\nprefix = \"/{mode}\"\n");
+        routes += &format!(
+            "[[routes]]\nmatch = {{ path_prefix = \"/{mode}\" }}\nmcp = {{ targets = [\"solo\"] }}\nfilters = [\"strip-{mode}\", \"{mode}\"]\n"
+        );
+    }
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{routes}\
+         [pools.solo]\ninstances = [{{ url = \"{}\" }}]\n{filters}",
+        server.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let steps = json!([{ "op": "call", "tool": "echo", "args": { "text": "hi" } }]);
+    let open = mcp_client(&format!("{}/open/mcp", proxy.url), &steps);
+    assert_eq!(open[0]["text"], "solo: hi", "{open:?}");
+    let closed = mcp_client(&format!("{}/closed/mcp", proxy.url), &steps);
+    let refused = closed[0]["exception"].as_str().unwrap_or_default();
+    assert!(
+        refused.contains("filter `closed` failed") && refused.contains("failure_mode is closed"),
+        "{closed:?}"
+    );
+}
