@@ -512,10 +512,38 @@ async fn filters_are_managed_through_the_admin_api() {
     let (status, _) = admin(Method::GET, &format!("{api}/v1/filters/bad"), None).await;
     assert_eq!(status, 404);
 
+    // A filter plugin: a component that is not a filter is refused naming
+    // the filter and what the file exports; a filter is loaded and applies.
+    use switchyard_tests::fixtures::{CANARY_SPLIT, TEST_FILTER};
+    let not_a_filter = json!({ "kind": "plugin", "plugin": { "path": CANARY_SPLIT } });
+    let (status, body) = admin(
+        Method::PUT,
+        &format!("{api}/v1/filters/guard"),
+        Some(not_a_filter),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("filters.guard.plugin") && text.contains("switchyard:plugin/filter@0.1.3"),
+        "{body}"
+    );
+    let guard = json!({ "kind": "plugin", "failure_mode": "closed",
+                        "plugin": { "path": TEST_FILTER, "config": { "request": "deny" } } });
+    let (status, body) = admin(Method::PUT, &format!("{api}/v1/filters/guard"), Some(guard)).await;
+    assert_eq!(status, 201, "{body}");
+    let route = json!({ "pool": "p", "filters": ["guard"] });
+    let (status, body) = admin(Method::PUT, &format!("{api}/v1/routes/0"), Some(route)).await;
+    assert_eq!(status, 200, "{body}");
+    let response = client.get(format!("{}/x", proxy.url)).send().await.unwrap();
+    assert_eq!(response.status(), 403);
+
     let route = json!({ "pool": "p" });
     admin(Method::PUT, &format!("{api}/v1/routes/0"), Some(route)).await;
-    let (status, _) = admin(Method::DELETE, &format!("{api}/v1/filters/strip"), None).await;
-    assert_eq!(status, 204);
+    for filter in ["strip", "guard"] {
+        let (status, _) = admin(Method::DELETE, &format!("{api}/v1/filters/{filter}"), None).await;
+        assert_eq!(status, 204, "{filter}");
+    }
     let (_, filters) = admin(Method::GET, &format!("{api}/v1/filters"), None).await;
     assert_eq!(filters, json!({}));
 }
