@@ -18,7 +18,7 @@ use super::bindings::filter::exports::switchyard::plugin::filter::{
     DirectResponse, HttpRequest, HttpResponse, McpCall, McpCallVerdict, McpClient, McpError,
     McpResultVerdict, RequestVerdict, ResponseVerdict,
 };
-use super::request::write_addr;
+use super::request::request_info;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use switchyard_engines::policy::RequestContext;
 
@@ -165,14 +165,13 @@ impl WasmFilter {
         identity: Option<&str>,
         route: usize,
     ) -> FilterRequest {
-        let mut client_addr = String::new();
-        write_addr(&mut client_addr, request.client_addr);
+        let info = request_info(request, &self.request_headers);
         FilterRequest(HttpRequest {
-            method: request.method.as_str().to_owned(),
-            authority: request.authority.to_owned(),
-            path: request.path.to_owned(),
-            headers: pairs(request.headers, &self.request_headers),
-            client_addr,
+            method: info.method,
+            authority: info.authority,
+            path: info.path,
+            headers: info.headers,
+            client_addr: info.client_addr,
             client_identity: identity.map(str::to_owned),
             route: u32::try_from(route).unwrap_or(u32::MAX),
         })

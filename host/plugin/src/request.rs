@@ -30,7 +30,7 @@ pub(super) fn request_info(request: &RequestContext<'_>, wanted: &[HeaderName]) 
 /// Writes `addr` into `out` as `Display` does (`1.2.3.4:5`, `[::1]:5`);
 /// IPv4 without the formatting machinery, which cost a tenth of a small
 /// plugin call.
-pub(super) fn write_addr(out: &mut String, addr: SocketAddr) {
+fn write_addr(out: &mut String, addr: SocketAddr) {
     out.clear();
     match addr {
         SocketAddr::V4(v4) => {

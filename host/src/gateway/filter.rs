@@ -87,9 +87,6 @@ struct PluginStep {
     name: Arc<str>,
     /// `failure_mode = "closed"`: a fault refuses the request.
     closed: bool,
-    /// Its position among the chain's plugin steps, which names its view
-    /// of the request in [`Routed`].
-    slot: usize,
     /// Whether its view of the request is kept: it sees answers or MCP
     /// messages.
     keeps_view: bool,
@@ -156,8 +153,8 @@ pub struct Routed<'a> {
     /// The request's id (with a `request-id` filter).
     request_id: Option<HeaderValue>,
     facts: RequestFacts<'a>,
-    /// The request as each plugin that keeps it saw it, by its slot.
-    views: Vec<(usize, Arc<PluginStep>, FilterRequest)>,
+    /// The request as each plugin step that keeps it saw it.
+    views: Vec<(Arc<PluginStep>, FilterRequest)>,
 }
 
 impl Chain {
@@ -178,7 +175,6 @@ impl Chain {
             events: (!names.is_empty()).then(|| Arc::clone(&reporting.events)),
             ..Chain::default()
         };
-        let mut slots = 0;
         for name in names {
             let Some(filter) = filters.get(name) else {
                 continue;
@@ -259,12 +255,10 @@ impl Chain {
                         filter: Arc::clone(filter),
                         name: name.as_str().into(),
                         closed: config.failure_mode == FilterFailureMode::Closed,
-                        slot: slots,
                         keeps_view: filter.on_responses()
                             || filter.on_mcp_calls()
                             || filter.on_mcp_results(),
                     });
-                    slots += 1;
                     if filter.on_responses() {
                         chain.response.push(ResponseStep::Plugin(Arc::clone(&step)));
                     }
@@ -597,7 +591,7 @@ impl Chain {
                     compress.apply(response, &routed.method, encoding);
                 }
                 ResponseStep::Plugin(step) => {
-                    if let Some((.., view)) = routed.views.iter().find(|v| v.0 == step.slot) {
+                    if let Some((_, view)) = routed.views.iter().find(|v| Arc::ptr_eq(&v.0, step)) {
                         step.on_response(response, view);
                     }
                 }
@@ -613,8 +607,8 @@ impl Routed<'_> {
         Guards::new(
             self.views
                 .iter()
-                .filter(|(_, step, _)| step.filter.on_mcp_calls() || step.filter.on_mcp_results())
-                .map(|(_, step, view)| McpGuard {
+                .filter(|(step, _)| step.filter.on_mcp_calls() || step.filter.on_mcp_results())
+                .map(|(step, view)| McpGuard {
                     filter: Arc::clone(&step.filter),
                     name: Arc::clone(&step.name),
                     closed: step.closed,
@@ -652,7 +646,7 @@ impl PluginStep {
         let view = self.filter.view(&context, identity, facts.route);
         let verdict = self.filter.on_request(&view);
         if let (true, Some(routed)) = (self.keeps_view, routed) {
-            routed.views.push((self.slot, Arc::clone(self), view));
+            routed.views.push((Arc::clone(self), view));
         }
         match verdict {
             Ok(FilterVerdict::Continue) => Ok(()),

@@ -9,9 +9,8 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 
-use super::filter::{Answer, RequestFacts};
+use super::filter::{Answer, RequestFacts, Routed};
 use super::{Router, Target};
-use crate::mcp::Guards;
 use crate::proxy::{
     Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, RequestRecord, Served,
     forward_client_cert, normalize,
@@ -109,15 +108,7 @@ pub async fn handle(
                 limits,
                 tls: tls.is_some(),
             };
-            let guards = routed.as_ref().map(super::filter::Routed::mcp_guards);
-            serve(
-                router,
-                &route.target,
-                request,
-                body,
-                guards.unwrap_or_default(),
-            )
-            .await
+            serve(router, &route.target, request, body, routed.as_ref()).await
         }
         Err(Answer::Made(response)) => Ok(response.map(ProxyBody::Local)),
         Err(Answer::Error(error)) => Err(error),
@@ -170,18 +161,21 @@ fn refuse(peer: SocketAddr, error: ProxyError) -> Response<ProxyBody> {
     error.into_response().map(ProxyBody::Local)
 }
 
-/// Asks the route's target for the answer; an MCP route asks `guards`
-/// (its filter plugins) about its calls and results.
+/// Asks the route's target for the answer; an MCP route asks the filter
+/// plugins that saw the request as `routed` about its calls and results.
 async fn serve(
     router: &Router,
     target: &Target,
     request: Inbound<'_>,
     body: Incoming,
-    guards: Guards,
+    routed: Option<&Routed<'_>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match target {
         Target::FanOut(fan_out) => fan_out.serve(request, body).await,
-        Target::Mcp(mcp) => mcp.serve(request, body, guards).await,
+        Target::Mcp(mcp) => {
+            let guards = routed.map(Routed::mcp_guards).unwrap_or_default();
+            mcp.serve(request, body, guards).await
+        }
         Target::Pool(pool_route) => {
             pool_route
                 .serve(router.pools(), router.reporting(), request, body)
