@@ -48,6 +48,8 @@ class Filter(exports.Filter):
             response_headers=[],
             mcp_calls=False,
             mcp_results=False,
+            request_body_bytes=0,
+            response_body_bytes=0,
         )
 
     def on_request(self, request: f.HttpRequest) -> f.RequestVerdict:

@@ -4,8 +4,9 @@
 use crate::PluginError;
 
 pub use crate::wit::filter::exports::switchyard::plugin::filter::{
-    DirectResponse, FilterNeeds, HttpRequest, HttpResponse, McpCall, McpCallVerdict, McpClient,
-    McpError, McpResultVerdict, RequestChange, RequestVerdict, ResponseChange, ResponseVerdict,
+    BodyPrefix, DirectResponse, FilterNeeds, HttpRequest, HttpResponse, McpCall, McpCallVerdict,
+    McpClient, McpError, McpResultVerdict, RequestChange, RequestVerdict, ResponseChange,
+    ResponseVerdict,
 };
 
 /// A filter. The host calls [`new`](Filter::new) once with the filter's
@@ -20,7 +21,10 @@ pub trait Filter: Sized + 'static {
 
     /// What the filter wants to see: the request headers it reads, whether
     /// it sees answers (and which of their headers), MCP calls and MCP
-    /// results. Default: the request without headers, nothing else.
+    /// results, and how many of the request's and the answer's first body
+    /// bytes (at most 1 MiB each; `HttpRequest::body`,
+    /// `HttpResponse::body`). Default: the request without headers or
+    /// body, nothing else.
     fn needs(&self) -> FilterNeeds {
         FilterNeeds {
             request_headers: Vec::new(),
@@ -28,6 +32,8 @@ pub trait Filter: Sized + 'static {
             response_headers: Vec::new(),
             mcp_calls: false,
             mcp_results: false,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
         }
     }
 

@@ -47,9 +47,9 @@ mod slot;
 pub use balancer::{Balancer, Requirements};
 pub use failover::{Decision, Failover, FailureContext, FailureKind, RetryPlan, StaticResponse};
 pub use filter::{
-    DirectResponse, Filter, FilterNeeds, HttpRequest, HttpResponse, McpCall, McpCallVerdict,
-    McpClient, McpError, McpResultVerdict, RequestChange, RequestVerdict, ResponseChange,
-    ResponseVerdict,
+    BodyPrefix, DirectResponse, Filter, FilterNeeds, HttpRequest, HttpResponse, McpCall,
+    McpCallVerdict, McpClient, McpError, McpResultVerdict, RequestChange, RequestVerdict,
+    ResponseChange, ResponseVerdict,
 };
 pub use health::{Health, HealthCheck, ProbeRequest, ProbeResponse, ProbeResult, Verdict};
 pub use resolver::{FusedResponse, Outcome, Resolver, SourceAnswer, UpstreamResponse};

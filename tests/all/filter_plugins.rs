@@ -129,6 +129,86 @@ filters = ["bouncer"]
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_plugin_sees_the_first_bytes_of_bodies_and_the_whole_body_still_passes() {
+    let upstream = Upstream::start("u0");
+    let filters = plugin_filter(
+        "peek",
+        TEST_FILTER,
+        "{ request = \"body\", request_body_bytes = 16, response_body_bytes = 8 }",
+        "",
+    );
+    let routes = "[[routes]]\npool = \"p\"\nfilters = [\"peek\"]\n";
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &filtered(&upstream, &filters, routes));
+    let client = crate::client();
+
+    // A body longer than asked: the plugin sees its first 16 bytes, the
+    // upstream all of it (echoed back byte for byte), and the answer's
+    // first 8 bytes are seen on the way back.
+    let large: Vec<u8> = (0..100_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let response = client
+        .post(format!("{}/upload", proxy.url))
+        .body(large.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "x-seen-x-body-seen"), Some("16 false"));
+    assert_eq!(header(&response, "x-response-body-seen"), Some("8 false"));
+    assert_eq!(response.bytes().await.unwrap(), large);
+
+    // A body shorter than asked is seen whole; so is no body.
+    let response = client
+        .post(format!("{}/upload", proxy.url))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&response, "x-seen-x-body-seen"), Some("5 true"));
+    assert_eq!(header(&response, "x-response-body-seen"), Some("5 true"));
+    assert_eq!(response.text().await.unwrap(), "hello");
+    let response = client.get(format!("{}/", proxy.url)).send().await.unwrap();
+    assert_eq!(header(&response, "x-seen-x-body-seen"), Some("0 true"));
+
+    // A refusal on what the body says, the word split across chunks of a
+    // chunked body: the upstream is not asked.
+    let hits = upstream.hits();
+    let address = proxy.url.trim_start_matches("http://").to_string();
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address).unwrap();
+        let head = format!(
+            "POST /upload HTTP/1.1\r\nhost: {address}\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(head.as_bytes()).unwrap();
+        for chunk in ["a forb", "idden word", ", and more"] {
+            stream
+                .write_all(format!("{:x}\r\n{chunk}\r\n", chunk.len()).as_bytes())
+                .unwrap();
+            stream.flush().unwrap();
+        }
+        let _ = stream.write_all(b"0\r\n\r\n");
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    assert!(
+        answer.ends_with("body refused by test-filter\n"),
+        "{answer}"
+    );
+    assert_eq!(upstream.hits(), hits);
+
+    // An answer whose first bytes the plugin refuses is replaced.
+    upstream.set_body("secret internals");
+    let response = client.get(format!("{}/", proxy.url)).send().await.unwrap();
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.text().await.unwrap(), r#"{"error":"redacted"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_faulting_filter_plugin_costs_no_request_when_open_and_refuses_when_closed() {
     let upstream = Upstream::start("u0");
     let modes = ["panic", "loop", "alloc", "bad-header"];
@@ -243,6 +323,11 @@ fn a_bad_filter_plugin_is_refused_naming_the_filter_and_the_reason() {
         (
             plugin_filter("f", TEST_FILTER, "{}", "failure_mode = \"ajar\""),
             "unknown variant `ajar`",
+        ),
+        // More of a body than a filter may see.
+        (
+            plugin_filter("f", TEST_FILTER, "{ request_body_bytes = 2000000 }", ""),
+            "`request-body-bytes` 2000000 is over the most a filter may see, 1048576",
         ),
     ] {
         let dir = tempfile::tempdir().unwrap();

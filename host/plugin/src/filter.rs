@@ -15,12 +15,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use super::adapter::{WasmPlugin, header_names};
 use super::bindings::filter::FilterPlugin;
 use super::bindings::filter::exports::switchyard::plugin::filter::{
-    DirectResponse, HttpRequest, HttpResponse, McpCall, McpCallVerdict, McpClient, McpError,
-    McpResultVerdict, RequestVerdict, ResponseVerdict,
+    BodyPrefix, DirectResponse, HttpRequest, HttpResponse, McpCall, McpCallVerdict, McpClient,
+    McpError, McpResultVerdict, RequestVerdict, ResponseVerdict,
 };
 use super::request::request_info;
 use super::{Fault, Limits, LoadError, PluginHost, PluginStats};
 use switchyard_engines::policy::RequestContext;
+
+/// The most of a body's first bytes a filter may ask to see
+/// (`request-body-bytes`, `response-body-bytes`): 1 MiB.
+pub const MAX_BODY_BYTES: u32 = 1 << 20;
 
 /// A Wasm filter serving the routes that list it.
 pub struct WasmFilter {
@@ -109,7 +113,8 @@ impl WasmFilter {
     ///
     /// # Errors
     /// [`LoadError`] naming the file and the reason (an invalid header
-    /// name among those it asked for, too).
+    /// name among those it asked for, or more body bytes than
+    /// [`MAX_BODY_BYTES`], too).
     pub fn load(
         host: &PluginHost,
         path: &Path,
@@ -124,6 +129,16 @@ impl WasmFilter {
         let needs = plugin.setup();
         let request_headers = header_names(&needs.request_headers).map_err(rejected)?;
         let response_headers = header_names(&needs.response_headers).map_err(rejected)?;
+        for (key, bytes) in [
+            ("request-body-bytes", needs.request_body_bytes),
+            ("response-body-bytes", needs.response_body_bytes),
+        ] {
+            if bytes > MAX_BODY_BYTES {
+                return Err(rejected(format!(
+                    "`{key}` {bytes} is over the most a filter may see, {MAX_BODY_BYTES}"
+                )));
+            }
+        }
         Ok(Self {
             plugin,
             request_headers,
@@ -156,14 +171,27 @@ impl WasmFilter {
         self.plugin.setup().mcp_results
     }
 
+    /// How many of a request body's first bytes it asked to see (0: none).
+    pub fn request_body_bytes(&self) -> usize {
+        self.plugin.setup().request_body_bytes as usize
+    }
+
+    /// How many of an answer's first bytes it asked to see (0: none).
+    pub fn response_body_bytes(&self) -> usize {
+        self.plugin.setup().response_body_bytes as usize
+    }
+
     /// The request as this filter sees it: `request` with only the
     /// headers it asked for, the client's verified certificate name
-    /// `identity`, and the route's position `route`.
+    /// `identity`, the route's position `route`, and the body's first
+    /// bytes (at most [`request_body_bytes`](Self::request_body_bytes))
+    /// with whether they are the whole body, when it asked for them.
     pub fn view(
         &self,
         request: &RequestContext<'_>,
         identity: Option<&str>,
         route: usize,
+        body: Option<(Vec<u8>, bool)>,
     ) -> FilterRequest {
         let info = request_info(request, &self.request_headers);
         FilterRequest(HttpRequest {
@@ -174,6 +202,7 @@ impl WasmFilter {
             client_addr: info.client_addr,
             client_identity: identity.map(str::to_owned),
             route: u32::try_from(route).unwrap_or(u32::MAX),
+            body: body.map(prefix),
         })
     }
 
@@ -213,7 +242,10 @@ impl WasmFilter {
         })
     }
 
-    /// Asks the filter about the answer `status`/`headers` to `request`.
+    /// Asks the filter about the answer `status`/`headers` to `request`,
+    /// with the body's first bytes (at most
+    /// [`response_body_bytes`](Self::response_body_bytes)) and whether
+    /// they are the whole body, when it asked for them.
     ///
     /// # Errors
     /// As [`on_request`](Self::on_request).
@@ -222,10 +254,12 @@ impl WasmFilter {
         request: &FilterRequest,
         status: StatusCode,
         headers: &HeaderMap,
+        body: Option<(Vec<u8>, bool)>,
     ) -> Result<FilterVerdict<HeaderChanges>, Fault> {
         let response = HttpResponse {
             status: status.as_u16(),
             headers: pairs(headers, &self.response_headers),
+            body: body.map(prefix),
         };
         self.plugin.call(|bindings, store| {
             let verdict = bindings
@@ -316,6 +350,11 @@ impl WasmFilter {
             }
         })
     }
+}
+
+/// A body's first bytes and whether they are all of it, as WIT's record.
+fn prefix((bytes, complete): (Vec<u8>, bool)) -> BodyPrefix {
+    BodyPrefix { bytes, complete }
 }
 
 /// The `wanted` headers of `headers`, as WIT pairs (values that are not

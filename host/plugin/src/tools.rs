@@ -240,10 +240,28 @@ pub fn bench(
                 .resolve(&request("/quote"), sources, &answers, &(200..=299))
                 .is_err(),
             Loaded::Filter(filter) => {
-                let view = filter.view(&request("/api/cart"), None, 0);
+                // A small JSON body, for a filter that asked to see bodies.
+                let body = |asked: usize| {
+                    const BODY: &[u8] = br#"{"cart":[{"sku":"a-1","qty":2}]}"#;
+                    (asked > 0)
+                        .then(|| (BODY[..asked.min(BODY.len())].to_vec(), asked >= BODY.len()))
+                };
+                let view = filter.view(
+                    &request("/api/cart"),
+                    None,
+                    0,
+                    body(filter.request_body_bytes()),
+                );
                 filter.on_request(&view).is_err()
                     || (filter.on_responses()
-                        && filter.on_response(&view, StatusCode::OK, &headers).is_err())
+                        && filter
+                            .on_response(
+                                &view,
+                                StatusCode::OK,
+                                &headers,
+                                body(filter.response_body_bytes()),
+                            )
+                            .is_err())
             }
         }
     };

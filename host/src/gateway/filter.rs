@@ -28,7 +28,10 @@ use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::mcp::{Guards, McpGuard};
 use crate::plugin::{Fault, FilterRequest, FilterVerdict, MadeResponse, WasmFilter};
 use crate::policy::RequestContext;
-use crate::proxy::{Decode, Encoding, ProxyBody, ProxyError, Reporting, StaticResponse};
+use crate::proxy::{
+    Decode, Encoding, ListenerRules, ProxyBody, ProxyError, ReadAhead, Received, Reporting,
+    StaticResponse, read_ahead,
+};
 use crate::tls::ClientIdentity;
 
 /// A route's filters, in the route's order.
@@ -67,6 +70,8 @@ struct Needs {
     cors: bool,
     /// A compress step (reads `Accept-Encoding`).
     compress: bool,
+    /// The most of a request body's first bytes a plugin step reads.
+    request_body: usize,
 }
 
 /// One response step.
@@ -293,6 +298,15 @@ impl Chain {
                 .response
                 .iter()
                 .any(|s| matches!(s, ResponseStep::Compress(_))),
+            request_body: chain
+                .request
+                .iter()
+                .filter_map(|(s, ..)| match s {
+                    RequestStep::Plugin(p) => Some(p.filter.request_body_bytes()),
+                    _ => None,
+                })
+                .max()
+                .unwrap_or(0),
         };
         chain
     }
@@ -373,18 +387,24 @@ impl Chain {
         })
     }
 
-    /// Applies the request steps to `parts`, in order.
+    /// Applies the request steps to `parts`, in order. Before the first
+    /// plugin step that asked to see the body's first bytes, reads them
+    /// ahead from `body` (as many as the chain's plugins ask, each frame
+    /// awaited at most the listener's `body_read_timeout_ms`).
     ///
     /// # Errors
     /// The answer a filter gives instead of serving: a response it made (a
     /// redirect or fixed response), or an error (403 for a refused client,
     /// 413 for a body over the limit, 400 for a path a rewrite made
-    /// invalid).
-    pub fn on_request(
+    /// invalid); the client's fault while its body was read ahead (400,
+    /// 408, 499).
+    pub async fn on_request(
         &self,
         parts: &mut http::request::Parts,
         facts: &RequestFacts<'_>,
         mut routed: Option<&mut Routed<'_>>,
+        body: &mut Received,
+        limits: &ListenerRules,
     ) -> Result<(), Answer> {
         let original = if self.needs.request_path {
             parts.uri.clone()
@@ -393,7 +413,19 @@ impl Chain {
         };
         let method = parts.method.clone();
         for (step, answered, name) in &self.request {
-            let done = step.apply(parts, facts, routed.as_deref_mut(), &original, &method);
+            if let RequestStep::Plugin(plugin) = step
+                && plugin.filter.request_body_bytes() > 0
+            {
+                read_ahead(body, self.needs.request_body, limits).await?;
+            }
+            let done = step.apply(
+                parts,
+                facts,
+                routed.as_deref_mut(),
+                &original,
+                &method,
+                body,
+            );
             if let Err(answer) = &done {
                 answered.inc();
                 self.refused(name, answer, facts);
@@ -453,7 +485,8 @@ impl RequestStep {
         }
     }
 
-    /// Applies this step to `parts`.
+    /// Applies this step to `parts` (a plugin step reads the first bytes
+    /// of `body` read ahead, when it asked for them).
     ///
     /// # Errors
     /// As [`Chain::on_request`].
@@ -464,6 +497,7 @@ impl RequestStep {
         routed: Option<&mut Routed<'_>>,
         original: &Uri,
         method: &Method,
+        body: &Received,
     ) -> Result<(), Answer> {
         match self {
             RequestStep::StripPrefix(prefix) => {
@@ -549,7 +583,7 @@ impl RequestStep {
                     return Err(Answer::Made(Box::new(preflight)));
                 }
             }
-            RequestStep::Plugin(step) => step.on_request(parts, facts, routed)?,
+            RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
             RequestStep::BodyLimit(limit) => {
                 let declared = parts
                     .headers
@@ -568,8 +602,9 @@ impl RequestStep {
 }
 
 impl Chain {
-    /// Applies the response steps to `response`, in order.
-    pub fn on_response(&self, response: &mut Response<ProxyBody>, routed: &Routed<'_>) {
+    /// Applies the response steps to `response`, in order; a plugin step
+    /// that asked to see the body's first bytes has them read ahead first.
+    pub async fn on_response(&self, response: &mut Response<ProxyBody>, routed: &Routed<'_>) {
         for step in &self.response {
             match step {
                 ResponseStep::Headers(edit) => {
@@ -592,7 +627,9 @@ impl Chain {
                 }
                 ResponseStep::Plugin(step) => {
                     if let Some((_, view)) = routed.views.iter().find(|v| Arc::ptr_eq(&v.0, step)) {
-                        step.on_response(response, view);
+                        let body =
+                            read_answer_ahead(response, step.filter.response_body_bytes()).await;
+                        step.on_response(response, view, body);
                     }
                 }
             }
@@ -620,7 +657,8 @@ impl Routed<'_> {
 }
 
 impl PluginStep {
-    /// Asks the plugin about the request `parts`; keeps its view in
+    /// Asks the plugin about the request `parts` (and the first bytes of
+    /// `body` read ahead, when it asked for them); keeps its view in
     /// `routed` when it will be asked again.
     ///
     /// # Errors
@@ -631,6 +669,7 @@ impl PluginStep {
         parts: &mut http::request::Parts,
         facts: &RequestFacts<'_>,
         routed: Option<&mut Routed<'_>>,
+        body: &Received,
     ) -> Result<(), Answer> {
         let context = RequestContext {
             method: &parts.method,
@@ -643,7 +682,9 @@ impl PluginStep {
             .identity
             .and_then(|i| i.sans.first())
             .map(String::as_str);
-        let view = self.filter.view(&context, identity, facts.route);
+        let asked = self.filter.request_body_bytes();
+        let body = (asked > 0).then(|| body.prefix(asked));
+        let view = self.filter.view(&context, identity, facts.route, body);
         let verdict = self.filter.on_request(&view);
         if let (true, Some(routed)) = (self.keeps_view, routed) {
             routed.views.push((Arc::clone(self), view));
@@ -662,11 +703,17 @@ impl PluginStep {
         }
     }
 
-    /// Asks the plugin about `response` to the request it saw as `view`.
-    fn on_response(&self, response: &mut Response<ProxyBody>, view: &FilterRequest) {
+    /// Asks the plugin about `response` to the request it saw as `view`,
+    /// with its body's first bytes `body` when it asked for them.
+    fn on_response(
+        &self,
+        response: &mut Response<ProxyBody>,
+        view: &FilterRequest,
+        body: Option<(Vec<u8>, bool)>,
+    ) {
         match self
             .filter
-            .on_response(view, response.status(), response.headers())
+            .on_response(view, response.status(), response.headers(), body)
         {
             Ok(FilterVerdict::Continue) => {}
             Ok(FilterVerdict::Change(changes)) => changes.apply(response.headers_mut()),
@@ -693,6 +740,36 @@ impl PluginStep {
             Ok(())
         }
     }
+}
+
+/// The first `bytes` of `response`'s body (none when 0, or for an event
+/// stream, which may never end) and whether they are all of it, read
+/// ahead: the body becomes one that sends them again, then the rest. A
+/// body that fails while being read fails the same way for the client,
+/// after the bytes read.
+async fn read_answer_ahead(
+    response: &mut Response<ProxyBody>,
+    bytes: usize,
+) -> Option<(Vec<u8>, bool)> {
+    let stream = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.trim_start().starts_with("text/event-stream"));
+    if bytes == 0 || stream {
+        return None;
+    }
+    let body = response.body_mut();
+    if !matches!(body, ProxyBody::Ahead(_)) {
+        let taken = std::mem::replace(body, ProxyBody::Local(Full::default()));
+        *body = ProxyBody::Ahead(Box::new(ReadAhead::new(taken)));
+    }
+    let ProxyBody::Ahead(ahead) = body else {
+        return None;
+    };
+    // A failure is kept in the body and reaches the client as it streams.
+    let _ = ahead.read(bytes, None).await;
+    Some(ahead.prefix(bytes))
 }
 
 /// The response a filter plugin made.

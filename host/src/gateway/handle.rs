@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use super::filter::{Answer, RequestFacts, Routed};
 use super::{Router, Target};
 use crate::proxy::{
-    Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, RequestRecord, Served,
+    Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, Received, RequestRecord, Served,
     forward_client_cert, normalize,
 };
 use crate::tls::ClientTls;
@@ -29,6 +29,7 @@ pub async fn handle(
     tls: Option<&ClientTls>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = request.into_parts();
+    let mut body = Received::new(body);
     if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
         return refuse(
             peer,
@@ -82,7 +83,10 @@ pub async fn handle(
             identity,
         };
         routed = route.chain.routed(&parts, facts);
-        let filtered = route.chain.on_request(&mut parts, &facts, routed.as_mut());
+        let filtered = route
+            .chain
+            .on_request(&mut parts, &facts, routed.as_mut(), &mut body, limits)
+            .await;
         // The route's bounds on the body, and how it is decoded.
         let decode = filtered
             .is_ok()
@@ -150,7 +154,7 @@ pub async fn handle(
         error.into_response().map(ProxyBody::Local)
     });
     if let Some(routed) = &routed {
-        route.chain.on_response(&mut response, routed);
+        route.chain.on_response(&mut response, routed).await;
     }
     response
 }
@@ -167,7 +171,7 @@ async fn serve(
     router: &Router,
     target: &Target,
     request: Inbound<'_>,
-    body: Incoming,
+    body: Received,
     routed: Option<&Routed<'_>>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     match target {

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use futures_util::future::join_all;
 use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 
 use super::guard::{Guards, guard_call};
@@ -25,7 +24,8 @@ use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
 use crate::events::{EventKind, HealthEvent, Severity};
 use crate::fusion::Builtin;
 use crate::proxy::{
-    Inbound, Pool, ProxyBody, ProxyError, Reporting, StartError, prepare_request, read_whole,
+    Inbound, Pool, ProxyBody, ProxyError, Received, Reporting, StartError, prepare_request,
+    read_whole,
 };
 
 /// Request headers passed on to targets (the rest are the client's
@@ -236,7 +236,7 @@ impl McpRoute {
     pub(crate) async fn serve(
         &self,
         request: Inbound<'_>,
-        body: Incoming,
+        body: Received,
         guards: Guards,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Inbound {

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 
+use super::ahead::ReadAhead;
 use super::upstream::PooledBody;
 use crate::balance::InFlight;
 use tokio::sync::OwnedSemaphorePermit;
@@ -34,6 +35,8 @@ pub enum ProxyBody {
     Channel(tokio::sync::mpsc::Receiver<Bytes>),
     /// A body a route's filter transformed (compressed) as it streams.
     Encoded(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
+    /// A body whose first bytes a route's filter plugin read ahead.
+    Ahead(Box<ReadAhead<ProxyBody>>),
 }
 
 impl Body for ProxyBody {
@@ -80,6 +83,7 @@ impl Body for ProxyBody {
                 .poll_recv(cx)
                 .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
             ProxyBody::Encoded(body) => body.as_mut().poll_frame(cx),
+            ProxyBody::Ahead(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -89,6 +93,7 @@ impl Body for ProxyBody {
             ProxyBody::Local(full) => full.is_end_stream(),
             ProxyBody::Channel(_) => false,
             ProxyBody::Encoded(body) => body.is_end_stream(),
+            ProxyBody::Ahead(body) => body.is_end_stream(),
         }
     }
 
@@ -98,6 +103,7 @@ impl Body for ProxyBody {
             ProxyBody::Local(full) => full.size_hint(),
             ProxyBody::Channel(_) => SizeHint::default(),
             ProxyBody::Encoded(body) => body.size_hint(),
+            ProxyBody::Ahead(body) => body.size_hint(),
         }
     }
 }

@@ -23,6 +23,7 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use super::ProxyError;
+use super::ahead::{AheadError, ReadAhead};
 use super::coding::{Decode, Encoding};
 use super::path::PathRules;
 use crate::config::ListenerConfig;
@@ -154,6 +155,33 @@ impl FaultCell {
     }
 }
 
+/// A client's request body as the listener received it: `Incoming`, its
+/// first bytes possibly read ahead for a filter plugin
+/// ([`read_ahead`]).
+pub type Received = ReadAhead<Incoming>;
+
+/// Reads at least `bytes` of `body`'s first bytes ahead (or all of a
+/// shorter body), each frame awaited at most the listener's
+/// `body_read_timeout_ms`.
+///
+/// # Errors
+/// The client's fault (400, 408, 499).
+pub async fn read_ahead(
+    body: &mut Received,
+    bytes: usize,
+    limits: &ListenerRules,
+) -> Result<(), ProxyError> {
+    body.read(bytes, Some(limits.body_read_timeout))
+        .await
+        .map_err(|error| {
+            match error {
+                AheadError::Body(error) => ClientFault::of(error),
+                AheadError::Stalled => ClientFault::Stalled,
+            }
+            .error(limits)
+        })
+}
+
 /// Reads the whole of `body`, at most `limit_bytes` (and the route's
 /// `max_body_bytes`), each frame awaited at most the listener's
 /// `body_read_timeout_ms`.
@@ -161,7 +189,7 @@ impl FaultCell {
 /// # Errors
 /// 413 past either limit; otherwise the client's fault (400, 408, 499).
 pub async fn read_whole(
-    body: Incoming,
+    body: Received,
     limits: &ListenerRules,
     limit_bytes: u64,
 ) -> Result<Bytes, ProxyError> {
@@ -199,7 +227,7 @@ enum Source {
 
 /// The client's bytes as sent, bounded in time and size.
 struct RawBody {
-    body: Incoming,
+    body: Received,
     timeout: Duration,
     /// Bytes the body may still bring (the route's `max_body_bytes`).
     allowance: u64,
@@ -212,7 +240,7 @@ impl ClientBody {
     /// `body`, each frame awaited at most `limits.body_read_timeout`, at
     /// most `limits.max_body_bytes` in all, decoded as `limits.decode`
     /// says (at most its `max_decoded_bytes`).
-    pub fn new(body: Incoming, limits: &ListenerRules) -> (Self, Arc<FaultCell>) {
+    pub fn new(body: Received, limits: &ListenerRules) -> (Self, Arc<FaultCell>) {
         let fault = Arc::new(FaultCell::default());
         let raw = RawBody {
             body,

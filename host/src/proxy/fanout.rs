@@ -30,11 +30,10 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderValue, Request, Response, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Either, Full, Limited};
-use hyper::body::Incoming;
 
 use super::body::ProxyBody;
 use super::call::AttemptError;
-use super::client::{self, ListenerRules};
+use super::client::{self, ListenerRules, Received};
 use super::forward::Inbound;
 use super::pool::Pool;
 use super::{ProxyError, StartError, headers};
@@ -267,7 +266,7 @@ impl FanOut {
     pub(crate) async fn serve(
         &self,
         request: Inbound<'_>,
-        body: Incoming,
+        body: Received,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let Inbound {
             mut parts,
@@ -345,7 +344,7 @@ impl FanOut {
     /// The whole request body, or 413 past `max_request_body_bytes`.
     async fn read_body(
         &self,
-        body: Incoming,
+        body: Received,
         headers: &HeaderMap,
         limits: &ListenerRules,
     ) -> Result<Bytes, ProxyError> {

@@ -38,13 +38,12 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body as _;
 use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use smallvec::SmallVec;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::body::ProxyBody;
 use super::call::{AfterFailure, AttemptError, FailedAttempt};
-use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules};
+use super::client::{self, ClientBody, ClientFault, FaultCell, ListenerRules, Received};
 use super::pool::{Pool, UpstreamBody};
 use super::recent::Served;
 use super::route::{Fallback, PoolRoute, StaticResponse};
@@ -83,7 +82,7 @@ impl PoolRoute {
         pools: &[Arc<Pool>],
         reporting: &Reporting,
         request: Inbound<'_>,
-        body: Incoming,
+        body: Received,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         Exchange::start(pools, reporting, self, request, body)
             .await?
@@ -199,7 +198,7 @@ impl<'a> Exchange<'a> {
         reporting: &'a Reporting,
         route: &'a PoolRoute,
         request: Inbound<'a>,
-        body: Incoming,
+        body: Received,
     ) -> Result<Self, ProxyError> {
         let Inbound {
             mut parts,
@@ -755,7 +754,7 @@ impl RequestBody {
     /// # Errors
     /// The client's fault while buffering (400, 408, 499).
     async fn prepare(
-        body: Incoming,
+        body: Received,
         headers: &http::HeaderMap,
         retry: &crate::failover::RetryPolicy,
         limits: &ListenerRules,

@@ -15,6 +15,7 @@
 //! Matching a request to its route and dispatching it by the route's kind
 //! is [`crate::gateway`]'s, above this module.
 
+mod ahead;
 mod body;
 mod call;
 mod client;
@@ -32,7 +33,7 @@ mod tunnel;
 mod upstream;
 
 pub use body::ProxyBody;
-pub use client::ListenerRules;
+pub use client::{ListenerRules, Received};
 pub use coding::{Decode, Encoding};
 pub use error::{ProxyError, StartError};
 pub use fanout::FanOut;
@@ -42,8 +43,9 @@ pub use reporting::Reporting;
 pub use route::{Fallback, PoolRoute, StaticResponse};
 pub use tunnel::Tunnels;
 
+pub(crate) use ahead::ReadAhead;
 pub(crate) use call::{AfterFailure, AttemptError, FailedAttempt};
-pub(crate) use client::read_whole;
+pub(crate) use client::{read_ahead, read_whole};
 pub(crate) use forward::{Inbound, rank};
 pub(crate) use headers::{forward_client_cert, prepare_request};
 pub(crate) use path::{PathRules, normalize};

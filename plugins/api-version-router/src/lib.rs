@@ -91,6 +91,8 @@ impl Filter for VersionRouter {
             response_headers: Vec::new(),
             mcp_calls: false,
             mcp_results: false,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
         }
     }
 

@@ -195,6 +195,8 @@ impl Filter for Redactor {
             response_headers: Vec::new(),
             mcp_calls: !self.0.deny_tools.is_empty() || self.0.redact_arguments,
             mcp_results: self.0.redact_results,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
         }
     }
 
