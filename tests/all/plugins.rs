@@ -579,21 +579,25 @@ fn plugin_new_projects_build_outside_the_repository() {
         assert!(ok && text.contains(&format!("kind:     {kind}")), "{text}");
     }
     // And in JavaScript, with its package.json and lock.
-    let (ok, text) = new("balancer", "js-bal", "js");
-    assert!(ok, "{text}");
-    let js = projects.join("js-bal");
-    run_as_author(
-        std::process::Command::new("npm").args(["install", "--no-audit", "--no-fund"]),
-        &js,
-        &home,
-    );
-    run_as_author(
-        std::process::Command::new("npm").args(["run", "build"]),
-        &js,
-        &home,
-    );
-    let (ok, text) = switchyard_cli(&["plugin", "check", js.join("js_bal.wasm").to_str().unwrap()]);
-    assert!(ok && text.contains("kind:     balancer"), "{text}");
+    for kind in ["balancer", "filter"] {
+        let name = format!("js-{kind}");
+        let (ok, text) = new(kind, &name, "js");
+        assert!(ok, "{text}");
+        let js = projects.join(&name);
+        run_as_author(
+            std::process::Command::new("npm").args(["install", "--no-audit", "--no-fund"]),
+            &js,
+            &home,
+        );
+        run_as_author(
+            std::process::Command::new("npm").args(["run", "build"]),
+            &js,
+            &home,
+        );
+        let wasm = js.join(format!("js_{kind}.wasm"));
+        let (ok, text) = switchyard_cli(&["plugin", "check", wasm.to_str().unwrap()]);
+        assert!(ok && text.contains(&format!("kind:     {kind}")), "{text}");
+    }
     // The WIT package for any bindings generator, and the version it is.
     let wit = dir.path().join("wit");
     let (ok, text) = switchyard_cli(&["plugin", "wit", "--out", wit.to_str().unwrap()]);

@@ -93,8 +93,36 @@ fn componentize(name: &str, world: &str) -> PathBuf {
 pub fn js_balancer() -> &'static Path {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let source = source("js-session-hash");
-        if !source
+        componentize_js(
+            &source("js-session-hash").join("session-hash.js"),
+            "js_session_hash",
+            "balancer-plugin",
+        )
+    })
+}
+
+/// `plugins/js-prompt-guard` (a filter) built with componentize-js, by
+/// the toolchain `plugins/js-session-hash` pins.
+pub fn js_filter() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        componentize_js(
+            &source("js-prompt-guard").join("prompt-guard.js"),
+            "js_prompt_guard",
+            "filter-plugin",
+        )
+    })
+}
+
+/// The JavaScript module `file` built as `world` into
+/// `target/polyglot/NAME.wasm` with `plugins/js-session-hash`'s
+/// componentize-js and `build.mjs` (`npm install`ed there on first use).
+fn componentize_js(file: &Path, name: &str, world: &str) -> PathBuf {
+    let toolchain = source("js-session-hash");
+    // Installed once per process, whichever build comes first.
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        if !toolchain
             .join("node_modules/@bytecodealliance/componentize-js")
             .exists()
         {
@@ -104,14 +132,15 @@ pub fn js_balancer() -> &'static Path {
             // then reports as missing from the lock.
             run(Command::new("npm")
                 .args(["install", "--no-audit", "--no-fund"])
-                .current_dir(&source));
+                .current_dir(&toolchain));
         }
-        let out = out_dir().join("js_session_hash.wasm");
-        run(Command::new("node")
-            .arg("build.mjs")
-            .arg("session-hash.js")
-            .arg(&out)
-            .current_dir(&source));
-        out
-    })
+    });
+    let out = out_dir().join(format!("{name}.wasm"));
+    run(Command::new("node")
+        .arg("build.mjs")
+        .arg(file)
+        .arg(&out)
+        .arg(world)
+        .current_dir(&toolchain));
+    out
 }

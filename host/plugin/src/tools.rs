@@ -421,10 +421,12 @@ impl std::str::FromStr for Lang {
 ///   and the WIT package as this binary carries them. A path, not a
 ///   registry version: the crate then builds offline and against exactly
 ///   the WIT this binary loads.
-/// - Python (balancer only): the `py-weighted-rr` example as a start,
-///   `requirements.txt` pinning componentize-py, `build.sh`, `wit/`.
-/// - JavaScript (balancer only): the `js-session-hash` example, its
-///   `package.json` and lock pinning componentize-js, `build.mjs`, `wit/`.
+/// - Python (balancer, filter): the `py-weighted-rr` or `py-agent-guard`
+///   example as a start, `requirements.txt` pinning componentize-py,
+///   `build.sh`, `wit/`.
+/// - JavaScript (balancer, filter): the `js-session-hash` or
+///   `js-prompt-guard` example, `js-session-hash`'s `package.json` and lock
+///   pinning componentize-js, `build.mjs`, `wit/`.
 ///
 /// Each comes with a README giving the commands. Returns its directory.
 ///
@@ -449,7 +451,7 @@ pub fn new_plugin(
     let templated = match lang {
         Lang::Rust => true,
         Lang::Python => matches!(plugin_kind, PluginKind::Balancer | PluginKind::Filter),
-        Lang::Js => plugin_kind == PluginKind::Balancer,
+        Lang::Js => matches!(plugin_kind, PluginKind::Balancer | PluginKind::Filter),
     };
     if !templated {
         return Err(format!(
@@ -586,11 +588,21 @@ pub fn new_plugin(
         }
         Lang::Js => {
             let rename = |text: &str| text.replace("js-session-hash", name);
-            let mut files = vec![
+            let (source, world, start) = if plugin_kind == PluginKind::Filter {
                 (
-                    "plugin.js".to_string(),
-                    include_str!("../../../plugins/js-session-hash/session-hash.js").to_string(),
-                ),
+                    include_str!("../../../plugins/js-prompt-guard/prompt-guard.js"),
+                    " filter-plugin",
+                    "a guard refusing request bodies that contain listed phrases",
+                )
+            } else {
+                (
+                    include_str!("../../../plugins/js-session-hash/session-hash.js"),
+                    "",
+                    "session affinity by rendezvous hashing",
+                )
+            };
+            let mut files = vec![
+                ("plugin.js".to_string(), source.to_string()),
                 (
                     "build.mjs".to_string(),
                     include_str!("../../../plugins/js-session-hash/build.mjs")
@@ -599,7 +611,10 @@ pub fn new_plugin(
                 (
                     "package.json".to_string(),
                     rename(include_str!("../../../plugins/js-session-hash/package.json"))
-                        .replace("session-hash.js js_session_hash.wasm", &format!("plugin.js {file}.wasm"))
+                        .replace(
+                            "session-hash.js js_session_hash.wasm",
+                            &format!("plugin.js {file}.wasm{world}"),
+                        )
                         // The example's tests are not part of the template.
                         .replace(
                             ",\n    \"test\": \"node --import ./test/host-stub.mjs --test test/*.test.js\"",
@@ -613,8 +628,8 @@ pub fn new_plugin(
                 (
                     "README.md".to_string(),
                     format!(
-                        "# {name} — a Switchyard balancer plugin in JavaScript\n\n\
-                         Starts as session affinity by rendezvous hashing (`plugin.js`).\n\n\
+                        "# {name} — a Switchyard {kind} plugin in JavaScript\n\n\
+                         Starts as {start} (`plugin.js`).\n\n\
                          ```sh\nnpm install\nnpm run build\n{check}\n```\n\n\
                          `wit/` is the WIT package ({}) of the `switchyard` that wrote this project.\n",
                         wit_package()
