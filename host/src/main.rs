@@ -1,5 +1,5 @@
 //! The `switchyard` command: `serve`, `check`, `demo`, `plugin …`,
-//! `completions` and `man`.
+//! `api-key …`, `completions` and `man`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,6 +46,10 @@ enum Command {
     /// Work with a plugin file without running a proxy.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Make API keys for an `api-key` filter, which stores only their
+    /// digests.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     /// Run a self-contained demo: three upstreams behind a Wasm balancer plugin.
     Demo {
         /// Where the demo's listener binds.
@@ -73,6 +77,18 @@ enum Command {
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCommand {
+    /// A new random key and its digest: give the key to the client, put
+    /// the digest in the principal's `keys`.
+    New,
+    /// The digest of KEY (an existing key moved to Switchyard).
+    Hash {
+        /// The key.
+        key: String,
     },
 }
 
@@ -109,14 +125,14 @@ enum PluginCommand {
         fuel: bool,
     },
     /// Creates a ready-to-build plugin project NAME of KIND (balancer,
-    /// health-check, failover, resolver) that builds anywhere: the SDK and
-    /// the WIT package this binary carries are written beside it.
+    /// health-check, failover, resolver, filter) that builds anywhere: the
+    /// SDK and the WIT package this binary carries are written beside it.
     New {
-        /// balancer, health-check, failover or resolver.
+        /// balancer, health-check, failover, resolver or filter.
         kind: String,
         /// The project's name (and directory).
         name: String,
-        /// rust (any kind), python or js (a balancer).
+        /// rust (any kind), python or js (a balancer or a filter).
         #[arg(long, default_value = "rust")]
         lang: switchyard::plugin::tools::Lang,
         /// Where to create it.
@@ -176,6 +192,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             runtime(None)?.block_on(switchyard::demo::run(listen, admin))
         }
         Command::Plugin(command) => runtime(None)?.block_on(async { plugin(command) }),
+        Command::ApiKey(ApiKeyCommand::New) => {
+            let (key, digest) = switchyard::gateway::auth::new_key()
+                .map_err(|e| anyhow::anyhow!("no randomness for a key: {e}"))?;
+            println!("key:    {key}\ndigest: {digest}");
+            Ok(())
+        }
+        Command::ApiKey(ApiKeyCommand::Hash { key }) => {
+            println!("{}", switchyard::gateway::auth::key_digest(&key));
+            Ok(())
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory as _;
             clap_complete::generate(

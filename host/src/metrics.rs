@@ -26,7 +26,8 @@
 //! | `switchyard_mcp_calls_total` | counter | `route`, `target`, `method` (JSON-RPC), `outcome` (`ok`, `failed`, `timeout`, `unreachable`, `no_instance`, `session_gone`) |
 //! | `switchyard_mcp_call_duration_seconds` | histogram | `route`, `target`, `method` |
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
-//! | `switchyard_filter_answers_total` | counter (requests a route's filter answered itself instead of the route's target) | `route`, `filter`, `answer` (`redirect`, `respond`, `preflight`, `forbidden`, `payload_too_large`, `header_fields_too_large`, `bad_request`) |
+//! | `switchyard_filter_answers_total` | counter (requests a route's filter answered itself instead of the route's target) | `route`, `filter`, `answer` (`redirect`, `respond`, `preflight`, `forbidden`, `payload_too_large`, `header_fields_too_large`, `bad_request`, `unauthorized`, `plugin`) |
+//! | `switchyard_auth_decisions_total` | counter (requests an authentication filter decided on) | `route`, `filter`, `decision` (`authenticated`, `anonymous`: none and none required, `missing`, `invalid`: refused 401) |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
 //! | `switchyard_client_connections_refused_total` | counter (client connections closed at once: a connection cap reached, nothing evictable) | `listener` |
 //! | `switchyard_client_connections_evicted_total` | counter (client connections closed to admit a new one at `max_connections`) | `listener` |
@@ -131,6 +132,14 @@ struct FilterLabels {
     answer: String,
 }
 
+/// Labels of an authentication filter's decisions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthLabels {
+    route: String,
+    filter: String,
+    decision: String,
+}
+
 /// Labels of a managed pool's replica.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
@@ -149,6 +158,7 @@ pub struct Metrics {
     mcp_latency: Family<McpLatencyLabels, Histogram, fn() -> Histogram>,
     mcp_tools: Family<McpToolLabels, Counter>,
     filter_answers: Family<FilterLabels, Counter>,
+    auth_decisions: Family<AuthLabels, Counter>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
@@ -237,6 +247,12 @@ impl Default for Metrics {
             "Requests a route's filter answered itself (redirect, fixed response, preflight, refusal), by route, filter and answer",
             filter_answers.clone(),
         );
+        let auth_decisions = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "switchyard_auth_decisions",
+            "Requests an authentication filter decided on, by route, filter and decision",
+            auth_decisions.clone(),
+        );
         let config_revision = Gauge::default();
         let store_in_sync = Gauge::default();
         registry.register(
@@ -259,6 +275,7 @@ impl Default for Metrics {
             mcp_latency,
             mcp_tools,
             filter_answers,
+            auth_decisions,
             process_restarts,
             process_ready_since,
             connections_refused,
@@ -319,6 +336,18 @@ impl Metrics {
                 route: route.to_string(),
                 filter: filter.to_string(),
                 answer: answer.to_string(),
+            })
+            .clone()
+    }
+
+    /// The counter of the requests authentication filter `filter` of route
+    /// number `route` decided `decision` on (see the module's table).
+    pub fn auth_decisions(&self, route: usize, filter: &str, decision: &str) -> Counter {
+        self.auth_decisions
+            .get_or_create(&AuthLabels {
+                route: route.to_string(),
+                filter: filter.to_string(),
+                decision: decision.to_string(),
             })
             .clone()
     }

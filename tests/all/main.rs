@@ -3,6 +3,7 @@
 //! One binary, one module per topic.
 
 mod admin;
+mod auth;
 mod balancing;
 mod config;
 pub mod dashboard;

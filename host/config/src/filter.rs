@@ -116,6 +116,97 @@ pub enum FilterConfig {
     /// Sandboxed as every plugin; what a fault costs the request is
     /// `failure_mode`.
     Plugin(PluginFilterConfig),
+    /// Authenticates requests by API key (Kong's key-auth, Envoy's
+    /// `api_key_auth`, agentgateway's `apiKey`): the key from `header` (or
+    /// the opt-in `query` parameter) names a principal, whose id then
+    /// reaches header templates as `{principal}`; the key itself never
+    /// goes upstream. Keys are stored only as SHA-256 digests. A route may
+    /// list several authentication filters: the first that finds a
+    /// principal wins, and the later ones pass.
+    ApiKey(ApiKeyConfig),
+}
+
+/// An `api-key` filter: where the key is, whether one is required, and
+/// the principals with their keys.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// The request header carrying the key. Default `x-api-key`.
+    #[serde(default = "default_api_key_header")]
+    pub header: String,
+    /// A query parameter carrying the key, when set (off by default: a key
+    /// in a URL ends up in logs and browser histories).
+    #[serde(default)]
+    pub query: Option<String>,
+    /// `required` (the default): a request without a key is answered 401;
+    /// `optional`: it goes on without a principal. A key that names no
+    /// principal is 401 either way.
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// The principals and their keys; at least one.
+    pub principals: Vec<ApiKeyPrincipal>,
+}
+
+fn default_api_key_header() -> String {
+    "x-api-key".into()
+}
+
+/// Whether an authentication filter requires credentials.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMode {
+    /// A request without credentials is answered 401 (`WWW-Authenticate`).
+    #[default]
+    Required,
+    /// A request without credentials goes on without a principal (a later
+    /// filter may authenticate it); bad credentials are still 401.
+    Optional,
+}
+
+/// A principal of an `api-key` filter.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyPrincipal {
+    /// Its id (unique in the filter): `{principal}` in header templates.
+    pub id: String,
+    /// The SHA-256 digests of its keys, `sha256:` and 64 lower-case hex
+    /// digits (`switchyard api-key new` makes a key and its digest);
+    /// several for a rotation's overlap. At least one.
+    pub keys: Vec<String>,
+    /// What else is known of it (team, plan), for later filters and logs.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, String>,
+    /// The scopes it holds.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// The 32 bytes of a `sha256:` digest as an `api-key` filter stores it.
+///
+/// # Errors
+/// Why `text` is not `sha256:` and 64 lower-case hex digits.
+pub fn parse_key_digest(text: &str) -> Result<[u8; 32], String> {
+    let hex = text
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64)
+        .ok_or_else(|| format!("`{text}` is not `sha256:` and 64 hex digits"))?;
+    let mut digest = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let digit = |b: u8| match b {
+            b'0'..=b'9' => Some(b - b'0'),
+            b'a'..=b'f' => Some(b - b'a' + 10),
+            _ => None,
+        };
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(high), Some(low)) => digest[i] = high << 4 | low,
+            _ => {
+                return Err(format!(
+                    "`{text}` is not `sha256:` and 64 lower-case hex digits"
+                ));
+            }
+        }
+    }
+    Ok(digest)
 }
 
 /// A filter plugin and what its faults cost.
@@ -464,10 +555,13 @@ pub enum Variable {
     /// `{client_identity}`: the first subject alternative name of the
     /// client certificate the listener verified (mTLS), empty without one.
     ClientIdentity,
+    /// `{principal}`: the id of the principal an authentication filter
+    /// before this one found, empty without one.
+    Principal,
 }
 
 impl Variable {
-    const ALL: [(&'static str, Variable); 7] = [
+    const ALL: [(&'static str, Variable); 8] = [
         ("client_ip", Variable::ClientIp),
         ("host", Variable::Host),
         ("method", Variable::Method),
@@ -475,6 +569,7 @@ impl Variable {
         ("scheme", Variable::Scheme),
         ("route", Variable::Route),
         ("client_identity", Variable::ClientIdentity),
+        ("principal", Variable::Principal),
     ];
 }
 
@@ -655,6 +750,7 @@ impl FilterConfig {
                 .plugin
                 .validate()
                 .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?,
+            FilterConfig::ApiKey(k) => k.validate()?,
         }
         Ok(())
     }
@@ -679,7 +775,41 @@ impl FilterConfig {
             FilterConfig::BodyLimit(_) => "body-limit",
             FilterConfig::Decompress(_) => "decompress",
             FilterConfig::Plugin(_) => "plugin",
+            FilterConfig::ApiKey(_) => "api-key",
         }
+    }
+}
+
+impl ApiKeyConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        check_header("header", &self.header, None)?;
+        if self.query.as_deref() == Some("") {
+            return Err(("query".into(), "must not be empty".into()));
+        }
+        if self.principals.is_empty() {
+            return Err(("principals".into(), "give at least one".into()));
+        }
+        let mut ids = std::collections::HashSet::new();
+        let mut digests = std::collections::HashMap::new();
+        for (i, principal) in self.principals.iter().enumerate() {
+            if principal.id.is_empty() || !ids.insert(principal.id.as_str()) {
+                return Err((
+                    format!("principals[{i}].id"),
+                    format!("`{}` is empty or not unique", principal.id),
+                ));
+            }
+            if principal.keys.is_empty() {
+                return Err((format!("principals[{i}].keys"), "give at least one".into()));
+            }
+            for (j, key) in principal.keys.iter().enumerate() {
+                let key_path = format!("principals[{i}].keys[{j}]");
+                let digest = parse_key_digest(key).map_err(|reason| (key_path.clone(), reason))?;
+                if let Some(other) = digests.insert(digest, principal.id.as_str()) {
+                    return Err((key_path, format!("the same key is already `{other}`'s")));
+                }
+            }
+        }
+        Ok(())
     }
 }
 

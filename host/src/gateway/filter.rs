@@ -19,6 +19,7 @@ use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 
+use super::auth::{ApiKeys, KeyCheck, Principal};
 use super::compress::Compress;
 use crate::config::{
     CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig, RedirectConfig,
@@ -126,6 +127,19 @@ enum RequestStep {
     Cors(Arc<Cors>),
     BodyLimit(u64),
     Plugin(Arc<PluginStep>),
+    ApiKey(Box<ApiKeyStep>),
+}
+
+/// An `api-key` filter's place in a chain: the keys, and its decisions'
+/// counters.
+struct ApiKeyStep {
+    keys: ApiKeys,
+    /// Filter name, for the audit log.
+    name: String,
+    authenticated: Counter,
+    anonymous: Counter,
+    missing: Counter,
+    invalid: Counter,
 }
 
 /// What a request carries that a header template or a filter reads.
@@ -160,6 +174,8 @@ pub struct Routed<'a> {
     facts: RequestFacts<'a>,
     /// The request as each plugin step that keeps it saw it.
     views: Vec<(Arc<PluginStep>, FilterRequest)>,
+    /// The principal an authentication filter found.
+    principal: Option<Arc<Principal>>,
 }
 
 impl Chain {
@@ -251,6 +267,17 @@ impl Chain {
                     chain.body_limit =
                         Some(chain.body_limit.map_or(b.max_bytes, |l| l.min(b.max_bytes)));
                     RequestStep::BodyLimit(b.max_bytes)
+                }
+                FilterConfig::ApiKey(config) => {
+                    let decisions = |d| metrics.auth_decisions(route, name, d);
+                    RequestStep::ApiKey(Box::new(ApiKeyStep {
+                        keys: ApiKeys::new(config),
+                        name: name.clone(),
+                        authenticated: decisions("authenticated"),
+                        anonymous: decisions("anonymous"),
+                        missing: decisions("missing"),
+                        invalid: decisions("invalid"),
+                    }))
                 }
                 FilterConfig::Plugin(config) => {
                     let Some(filter) = plugins.get(name) else {
@@ -384,6 +411,7 @@ impl Chain {
             request_id: None,
             facts,
             views: Vec::new(),
+            principal: None,
         })
     }
 
@@ -473,6 +501,7 @@ impl RequestStep {
             RequestStep::Cors(_) => "preflight",
             RequestStep::IpFilter(_) => "forbidden",
             RequestStep::Plugin(_) => "plugin",
+            RequestStep::ApiKey(_) => "unauthorized",
             RequestStep::BodyLimit(_) => "payload_too_large",
             RequestStep::HeaderLimit { .. } => "header_fields_too_large",
             RequestStep::StripPrefix(_)
@@ -528,7 +557,8 @@ impl RequestStep {
                 parts.headers.insert(header::HOST, host.clone());
             }
             RequestStep::Headers(edit) => {
-                edit.apply(&mut parts.headers, facts, method, original);
+                let principal = parts.extensions.get::<Arc<Principal>>().map(|p| &**p);
+                edit.apply(&mut parts.headers, facts, method, original, principal);
             }
             RequestStep::Redirect(redirect) => {
                 return Err(Answer::Made(Box::new(redirect_to(
@@ -584,6 +614,7 @@ impl RequestStep {
                 }
             }
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
+            RequestStep::ApiKey(step) => step.authenticate(parts, facts, routed)?,
             RequestStep::BodyLimit(limit) => {
                 let declared = parts
                     .headers
@@ -609,7 +640,13 @@ impl Chain {
             match step {
                 ResponseStep::Headers(edit) => {
                     let headers = response.headers_mut();
-                    edit.apply(headers, &routed.facts, &routed.method, &routed.uri);
+                    edit.apply(
+                        headers,
+                        &routed.facts,
+                        &routed.method,
+                        &routed.uri,
+                        routed.principal.as_deref(),
+                    );
                 }
                 ResponseStep::RequestId(header) => {
                     if let Some(id) = &routed.request_id {
@@ -653,6 +690,58 @@ impl Routed<'_> {
                 })
                 .collect(),
         )
+    }
+}
+
+impl ApiKeyStep {
+    /// Finds the request's principal from its key (the key taken out of
+    /// the request either way), unless a filter before found one; counts
+    /// and logs the decision (target `switchyard::audit`: refusals at
+    /// `info`, the rest at `debug`).
+    ///
+    /// # Errors
+    /// 401 for a key that names no principal, or for none when one is
+    /// required.
+    fn authenticate(
+        &self,
+        parts: &mut http::request::Parts,
+        facts: &RequestFacts<'_>,
+        routed: Option<&mut Routed<'_>>,
+    ) -> Result<(), Answer> {
+        let checked = self.keys.check(parts);
+        if parts.extensions.get::<Arc<Principal>>().is_some() {
+            return Ok(());
+        }
+        let (route, filter, client) = (facts.route, self.name.as_str(), facts.peer.ip());
+        let reason = match checked {
+            KeyCheck::Found(principal) => {
+                self.authenticated.inc();
+                tracing::debug!(target: "switchyard::audit", route, filter, %client, principal = %principal.id, decision = "authenticated");
+                if let Some(routed) = routed {
+                    routed.principal = Some(Arc::clone(&principal));
+                }
+                parts.extensions.insert(principal);
+                return Ok(());
+            }
+            KeyCheck::Missing if !self.keys.required => {
+                self.anonymous.inc();
+                tracing::debug!(target: "switchyard::audit", route, filter, %client, decision = "anonymous");
+                return Ok(());
+            }
+            KeyCheck::Missing => {
+                self.missing.inc();
+                format!("an API key is needed in `{}`", self.keys.header())
+            }
+            KeyCheck::Invalid => {
+                self.invalid.inc();
+                "the API key is not valid".to_string()
+            }
+        };
+        tracing::info!(target: "switchyard::audit", route, filter, %client, decision = "refused", %reason);
+        Err(Answer::Error(ProxyError::Unauthorized {
+            reason,
+            challenge: r#"ApiKey realm="switchyard""#,
+        }))
     }
 }
 
@@ -891,11 +980,18 @@ impl HeaderEdit {
         }
     }
 
-    fn apply(&self, headers: &mut HeaderMap, facts: &RequestFacts<'_>, method: &Method, uri: &Uri) {
+    fn apply(
+        &self,
+        headers: &mut HeaderMap,
+        facts: &RequestFacts<'_>,
+        method: &Method,
+        uri: &Uri,
+        principal: Option<&Principal>,
+    ) {
         for name in &self.remove {
             headers.remove(name);
         }
-        let render = |template: &Template| template.render(facts, method, uri);
+        let render = |template: &Template| template.render(facts, method, uri, principal);
         for (name, template) in &self.set {
             if let Some(value) = render(template) {
                 headers.insert(name.clone(), value);
@@ -927,9 +1023,15 @@ impl Template {
         }
     }
 
-    /// The value for a request; `None` when a variable's value cannot be
-    /// a header value.
-    fn render(&self, facts: &RequestFacts<'_>, method: &Method, uri: &Uri) -> Option<HeaderValue> {
+    /// The value for a request (as `principal`, when one was found);
+    /// `None` when a variable's value cannot be a header value.
+    fn render(
+        &self,
+        facts: &RequestFacts<'_>,
+        method: &Method,
+        uri: &Uri,
+        principal: Option<&Principal>,
+    ) -> Option<HeaderValue> {
         let parts = match self {
             Template::Fixed(value) => return Some(value.clone()),
             Template::Parts(parts) => parts,
@@ -953,6 +1055,11 @@ impl Template {
                     Variable::ClientIdentity => {
                         if let Some(name) = facts.identity.and_then(|i| i.sans.first()) {
                             value.push_str(name);
+                        }
+                    }
+                    Variable::Principal => {
+                        if let Some(principal) = principal {
+                            value.push_str(&principal.id);
                         }
                     }
                 },

@@ -10,6 +10,7 @@
 //! and [`crate::mcp`] never import it. The listeners and their accept loop
 //! are [`crate::server`]'s; this module serves one request ([`handle`]).
 
+pub mod auth;
 mod compress;
 pub mod filter;
 mod handle;

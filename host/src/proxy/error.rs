@@ -98,6 +98,15 @@ pub enum ProxyError {
     /// address is not admitted.
     #[error("{0}")]
     Forbidden(String),
+    /// The request carries no credentials an authentication filter of the
+    /// route takes, or bad ones (401, with `WWW-Authenticate: challenge`).
+    #[error("{reason}")]
+    Unauthorized {
+        /// Why, for the client.
+        reason: String,
+        /// The `WWW-Authenticate` challenge (RFC 9110 §11.6.1).
+        challenge: &'static str,
+    },
     /// The request's header fields are over the route's limit (431).
     #[error("the request's header fields are over the limit of {limit}")]
     HeadersTooLarge {
@@ -155,6 +164,7 @@ impl ProxyError {
             ProxyError::ClientGone => client_closed_request(),
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Fusion { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -172,6 +182,7 @@ impl ProxyError {
             ProxyError::ClientGone => "client_closed_request",
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::Forbidden(_) => "forbidden",
+            ProxyError::Unauthorized { .. } => "unauthorized",
             ProxyError::FilterFailed { .. } => "filter_failed",
             ProxyError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ProxyError::Fusion { error, .. } => match error {
@@ -187,6 +198,10 @@ impl ProxyError {
             ProxyError::Shed { retry_after_s, .. } => Some(*retry_after_s),
             _ => None,
         };
+        let challenge = match &self {
+            ProxyError::Unauthorized { challenge, .. } => Some(*challenge),
+            _ => None,
+        };
         let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
         if let ProxyError::Fusion { error, .. } = &self {
             body["details"] = error.details();
@@ -197,6 +212,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
         );
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static(challenge),
+            );
+        }
         if let Some(seconds) = retry_after {
             response
                 .headers_mut()

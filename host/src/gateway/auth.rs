@@ -1,0 +1,260 @@
+//! Authentication: the principal a request acts as, and the `api-key`
+//! filter that finds it from a key (Kong's key-auth, Envoy's
+//! `api_key_auth`, agentgateway's `apiKey`).
+//!
+//! Keys are kept only as SHA-256 digests. A presented key is hashed and
+//! looked up by its digest's first 8 bytes, and the candidates' whole
+//! digests are compared in constant time (`subtle`): what the timing of a
+//! check can reveal is a fact about a digest, never about a key. The key is
+//! removed from the request before it goes anywhere.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use http::uri::PathAndQuery;
+use http::{HeaderName, Uri};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::{ApiKeyConfig, AuthMode, parse_key_digest};
+
+/// Who a request acts as: found by an authentication filter, carried in
+/// the request's extensions (as `Arc<Principal>`) for the filters after
+/// it (`{principal}` in header templates) and the request's log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// Its id, as the config names it.
+    pub id: String,
+    /// How it was authenticated: `api-key`.
+    pub method: &'static str,
+    /// What else the config says of it (team, plan).
+    pub metadata: BTreeMap<String, String>,
+    /// The scopes it holds.
+    pub scopes: Vec<String>,
+}
+
+/// What an `api-key` filter found.
+#[derive(Debug)]
+pub enum KeyCheck {
+    /// A key naming this principal.
+    Found(Arc<Principal>),
+    /// No key.
+    Missing,
+    /// A key that names no principal.
+    Invalid,
+}
+
+/// An `api-key` filter, compiled from its config.
+pub struct ApiKeys {
+    header: HeaderName,
+    query: Option<String>,
+    /// Whether a request without a key is refused.
+    pub required: bool,
+    /// The principals by the first 8 bytes of a key's digest, with the
+    /// whole digest.
+    index: HashMap<u64, Vec<KnownKey>>,
+}
+
+/// A key's whole digest and its principal.
+type KnownKey = ([u8; 32], Arc<Principal>);
+
+impl ApiKeys {
+    /// The filter of `config` (validated at load: what validation refuses
+    /// is skipped).
+    pub fn new(config: &ApiKeyConfig) -> Self {
+        let mut index: HashMap<u64, Vec<KnownKey>> = HashMap::new();
+        for entry in &config.principals {
+            let principal = Arc::new(Principal {
+                id: entry.id.clone(),
+                method: "api-key",
+                metadata: entry.metadata.clone(),
+                scopes: entry.scopes.clone(),
+            });
+            for digest in entry.keys.iter().filter_map(|k| parse_key_digest(k).ok()) {
+                index
+                    .entry(prefix(&digest))
+                    .or_default()
+                    .push((digest, Arc::clone(&principal)));
+            }
+        }
+        Self {
+            header: HeaderName::try_from(config.header.as_str())
+                .unwrap_or(HeaderName::from_static("x-api-key")),
+            query: config.query.clone(),
+            required: config.mode == AuthMode::Required,
+            index,
+        }
+    }
+
+    /// The header the key is read from.
+    pub fn header(&self) -> &HeaderName {
+        &self.header
+    }
+
+    /// Takes the key out of `parts` (the header, and the query parameter
+    /// when the filter reads one; every copy of either is removed) and
+    /// finds its principal. The header wins over the query parameter.
+    pub fn check(&self, parts: &mut http::request::Parts) -> KeyCheck {
+        let from_header = parts
+            .headers
+            .get(&self.header)
+            .map(|v| v.as_bytes().trim_ascii().to_vec());
+        parts.headers.remove(&self.header);
+        let from_query = self
+            .query
+            .as_deref()
+            .and_then(|name| take_query_parameter(&mut parts.uri, name));
+        match from_header.or(from_query) {
+            None => KeyCheck::Missing,
+            Some(key) => self
+                .principal(&key)
+                .map_or(KeyCheck::Invalid, KeyCheck::Found),
+        }
+    }
+
+    /// The principal whose key is `key`.
+    fn principal(&self, key: &[u8]) -> Option<Arc<Principal>> {
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        self.index
+            .get(&prefix(&digest))?
+            .iter()
+            .find(|(known, _)| bool::from(known.ct_eq(&digest)))
+            .map(|(_, principal)| Arc::clone(principal))
+    }
+}
+
+/// The first 8 bytes of a digest, as the index's key.
+fn prefix(digest: &[u8; 32]) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
+}
+
+/// Removes every `name=…` pair from the query of `uri`; returns the first
+/// one's value, percent-decoded.
+fn take_query_parameter(uri: &mut Uri, name: &str) -> Option<Vec<u8>> {
+    let query = uri.query()?;
+    let mut value = None;
+    let mut kept = form_urlencoded::Serializer::new(String::new());
+    let mut removed = false;
+    for (key, v) in form_urlencoded::parse(query.as_bytes()) {
+        if key == name {
+            removed = true;
+            value.get_or_insert_with(|| v.as_bytes().to_vec());
+        } else {
+            kept.append_pair(&key, &v);
+        }
+    }
+    if removed {
+        let kept = kept.finish();
+        let path_and_query = if kept.is_empty() {
+            uri.path().to_string()
+        } else {
+            format!("{}?{kept}", uri.path())
+        };
+        let mut parts = std::mem::take(uri).into_parts();
+        parts.path_and_query = PathAndQuery::try_from(path_and_query).ok();
+        *uri = Uri::from_parts(parts).unwrap_or_default();
+    }
+    value
+}
+
+/// A new API key (32 random bytes, base64url without padding, prefixed
+/// `sy_`) and its digest as an `api-key` filter stores it
+/// (`sha256:` and 64 hex digits).
+///
+/// # Errors
+/// When the OS has no randomness to give.
+pub fn new_key() -> Result<(String, String), getrandom::Error> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    let key = format!(
+        "sy_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    );
+    let digest = key_digest(&key);
+    Ok((key, digest))
+}
+
+/// The digest of `key` as an `api-key` filter stores it.
+pub fn key_digest(key: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("sha256:");
+    for byte in Sha256::digest(key.trim().as_bytes()) {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ApiKeyPrincipal;
+
+    fn keys(mode: AuthMode, query: Option<&str>) -> ApiKeys {
+        ApiKeys::new(&ApiKeyConfig {
+            header: "x-api-key".into(),
+            query: query.map(str::to_owned),
+            mode,
+            principals: vec![ApiKeyPrincipal {
+                id: "alice".into(),
+                keys: vec![key_digest("k1"), key_digest("k2")],
+                metadata: BTreeMap::new(),
+                scopes: Vec::new(),
+            }],
+        })
+    }
+
+    fn parts(uri: &str, key: Option<&str>) -> http::request::Parts {
+        let mut request = http::Request::builder().uri(uri);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn either_key_of_a_principal_finds_it_and_the_key_is_removed() {
+        let keys = keys(AuthMode::Required, None);
+        for key in ["k1", " k2 "] {
+            let mut parts = parts("/x", Some(key));
+            assert!(matches!(keys.check(&mut parts), KeyCheck::Found(p) if p.id == "alice"));
+            assert!(parts.headers.get("x-api-key").is_none());
+        }
+        assert!(matches!(
+            keys.check(&mut parts("/x", Some("k3"))),
+            KeyCheck::Invalid
+        ));
+        assert!(matches!(
+            keys.check(&mut parts("/x", None)),
+            KeyCheck::Missing
+        ));
+    }
+
+    #[test]
+    fn a_query_key_is_read_only_when_asked_for_and_taken_out_of_the_query() {
+        let mut plain = parts("/x?api_key=k1&page=2", None);
+        assert!(matches!(
+            keys(AuthMode::Required, None).check(&mut plain),
+            KeyCheck::Missing
+        ));
+        let keys = keys(AuthMode::Required, Some("api_key"));
+        let mut with = parts("/x?api_key=k1&page=2&api_key=k9", None);
+        assert!(matches!(keys.check(&mut with), KeyCheck::Found(_)));
+        assert_eq!(with.uri.path_and_query().unwrap().as_str(), "/x?page=2");
+        let mut only = parts("/x?api_key=k2", None);
+        assert!(matches!(keys.check(&mut only), KeyCheck::Found(_)));
+        assert_eq!(only.uri.path_and_query().unwrap().as_str(), "/x");
+    }
+
+    #[test]
+    fn a_new_key_matches_its_digest() {
+        let (key, digest) = new_key().unwrap();
+        assert!(key.starts_with("sy_") && key.len() > 40, "{key}");
+        assert_eq!(digest, key_digest(&key));
+        assert!(parse_key_digest(&digest).is_ok(), "{digest}");
+        let (other, _) = new_key().unwrap();
+        assert_ne!(key, other);
+    }
+}

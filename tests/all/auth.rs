@@ -1,0 +1,253 @@
+//! Authentication filters through a real `switchyard`, with curl as the
+//! client and a real upstream: API keys made by `switchyard api-key new`.
+
+use switchyard_tests::upstream::Upstream;
+
+use crate::{BINARY, serve};
+
+/// What curl printed for one request: status, head (lower-case), body.
+struct Curl {
+    status: u16,
+    head: String,
+    body: String,
+}
+
+impl Curl {
+    /// The value of response header `name` (lower case), if sent.
+    fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            (n.trim() == name).then(|| v.trim())
+        })
+    }
+}
+
+/// `curl -si URL ARGS…`.
+async fn curl(url: String, args: &[&str]) -> Curl {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-si", "--max-time", "30"])
+            .args(&args)
+            .arg(&url)
+            .output()
+            .expect("curl")
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    Curl {
+        status,
+        head: head.to_ascii_lowercase(),
+        body: body.to_string(),
+    }
+}
+
+/// `switchyard api-key new`: the key and its digest.
+fn new_key() -> (String, String) {
+    let output = std::process::Command::new(BINARY)
+        .args(["api-key", "new"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    (field("key:"), field("digest:"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_name_principals_and_never_reach_the_upstream() {
+    let upstream = Upstream::start("u0");
+    let (alice_old, alice_old_digest) = new_key();
+    let (alice_new, alice_new_digest) = new_key();
+    let (bob, bob_digest) = new_key();
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+
+[filters.keys]
+kind = "api-key"
+query = "api_key"
+principals = [
+  {{ id = "alice", keys = ["{alice_old_digest}", "{alice_new_digest}"], metadata = {{ team = "a" }} }},
+  {{ id = "bob", keys = ["{bob_digest}"] }},
+]
+
+[filters.maybe-keys]
+kind = "api-key"
+mode = "optional"
+principals = [{{ id = "bob", keys = ["{bob_digest}"] }}]
+
+[filters.whoami]
+kind = "request-headers"
+set = {{ "x-principal" = "{{principal}}" }}
+
+[[routes]]
+match = {{ path_prefix = "/open" }}
+pool = "p"
+filters = ["maybe-keys", "whoami"]
+
+[[routes]]
+pool = "p"
+filters = ["keys", "whoami"]
+
+[pools.p]
+instances = [{{ url = "{}" }}]
+"#,
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = |path: &str| format!("{}{path}", proxy.url);
+
+    // No key, a wrong one: 401 with a challenge, the upstream not asked.
+    for args in [vec![], vec!["-H", "x-api-key: sy_not-a-key"]] {
+        let answer = curl(url("/orders"), &args).await;
+        assert_eq!(answer.status, 401, "{args:?}: {}", answer.body);
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some(r#"apikey realm="switchyard""#)
+        );
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(body["error"], "unauthorized", "{body}");
+    }
+    assert_eq!(upstream.hits(), 0);
+
+    // Either of alice's keys (a rotation's overlap) is alice; the key is
+    // taken out of the request before it goes upstream.
+    for key in [&alice_old, &alice_new] {
+        let answer = curl(url("/orders"), &["-H", &format!("x-api-key: {key}")]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        assert_eq!(answer.header("x-seen-x-principal"), Some("alice"));
+        assert_eq!(
+            answer.header("x-seen-x-api-key"),
+            None,
+            "the key went upstream"
+        );
+    }
+    // From the opt-in query parameter, taken out of the query.
+    let answer = curl(url(&format!("/orders?page=2&api_key={bob}")), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-seen-x-principal"), Some("bob"));
+    assert_eq!(answer.header("x-upstream-path"), Some("/orders?page=2"));
+
+    // Optional: no key passes without a principal; a bad key is still 401.
+    let answer = curl(url("/open"), &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-seen-x-principal"), Some(""));
+    let answer = curl(url("/open"), &["-H", "x-api-key: nope"]).await;
+    assert_eq!(answer.status, 401);
+    let answer = curl(url("/open"), &["-H", &format!("x-api-key: {bob}")]).await;
+    assert_eq!(answer.header("x-seen-x-principal"), Some("bob"));
+
+    // Counted by decision.
+    let metrics = curl(format!("{}/metrics", proxy.admin_url()), &[])
+        .await
+        .body;
+    for line in [
+        r#"switchyard_auth_decisions_total{route="1",filter="keys",decision="missing"} 1"#,
+        r#"switchyard_auth_decisions_total{route="1",filter="keys",decision="invalid"} 1"#,
+        r#"switchyard_auth_decisions_total{route="1",filter="keys",decision="authenticated"} 3"#,
+        r#"switchyard_auth_decisions_total{route="0",filter="maybe-keys",decision="anonymous"} 1"#,
+        r#"switchyard_filter_answers_total{route="1",filter="keys",answer="unauthorized"} 2"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_api_key_snippet_does_what_it_says() {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let snippet = readme
+        .split("**API keys.**")
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("README's API keys paragraph has a TOML snippet");
+    let upstream = Upstream::start("u0");
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{snippet}\n[pools.api]\ninstances = [{{ url = \"{}\" }}]\n",
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let answer = curl(
+        format!("{}/invoices", proxy.url),
+        &["-H", "x-api-key: sy_example-key-replace-me"],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-seen-x-principal"), Some("billing"));
+    let answer = curl(format!("{}/invoices", proxy.url), &[]).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[test]
+fn bad_api_key_filters_are_refused_naming_the_key() {
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    for (filter, key, reason) in [
+        (
+            r#"principals = [{ id = "a", keys = ["md5:abc"] }]"#.to_string(),
+            "filters.keys.principals[0].keys[0]",
+            "is not `sha256:` and 64 hex digits",
+        ),
+        (
+            format!(
+                r#"principals = [{{ id = "a", keys = ["{digest}"] }}, {{ id = "b", keys = ["{digest}"] }}]"#
+            ),
+            "filters.keys.principals[1].keys[0]",
+            "the same key is already `a`'s",
+        ),
+        (
+            r#"principals = []"#.to_string(),
+            "filters.keys.principals",
+            "give at least one",
+        ),
+        (
+            format!(
+                r#"header = "x api key"
+principals = [{{ id = "a", keys = ["{digest}"] }}]"#
+            ),
+            "filters.keys.header",
+            "is not a valid header name",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = switchyard_tests::process::write_config(
+            dir.path(),
+            &format!(
+                "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"keys\"]\n\
+                 [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
+                 [filters.keys]\nkind = \"api-key\"\n{filter}\n"
+            ),
+        );
+        let output = std::process::Command::new(BINARY)
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(stderr.contains(key), "{key} in: {stderr}");
+        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+    }
+}
