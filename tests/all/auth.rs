@@ -200,6 +200,54 @@ async fn the_readme_api_key_snippet_does_what_it_says() {
     assert_eq!(upstream.hits(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verified_client_certificate_is_the_principal_and_its_absence_is_refused() {
+    use crate::tls::{cert_table, client_cert, curl as curl_tls, port};
+    use switchyard_tests::pki::{Pki, Usage};
+    let dir = tempfile::tempdir().unwrap();
+    let site = Pki::new(dir.path(), "site");
+    let server = site.issue("server", "a.test", &["a.test"], Usage::Server, false);
+    let clients = Pki::new(dir.path(), "clients");
+    let alice = clients.issue(
+        "alice",
+        "alice",
+        &["spiffe://test/alice"],
+        Usage::Client,
+        false,
+    );
+    let upstream = Upstream::start("u0");
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{}], client_ca_file = \"{}\", client_auth = \"optional\" }}\n\
+         [filters.mtls]\nkind = \"client-cert\"\n\
+         [filters.whoami]\nkind = \"request-headers\"\nset = {{ \"x-principal\" = \"{{principal}}\" }}\n\
+         [[routes]]\npool = \"p\"\nfilters = [\"mtls\", \"whoami\"]\n\
+         [pools.p]\ninstances = [{{ url = \"{}\" }}]\n",
+        cert_table(&server),
+        clients.ca_file().display(),
+        upstream.url()
+    );
+    let proxy = serve(&dir, &config);
+    let at = port(&proxy.url);
+    let ca = site.ca_file();
+    let (ok, out, err) = curl_tls("a.test", at, "/", &ca, &client_cert(&alice)).await;
+    assert!(ok, "{err}");
+    let out = out.to_lowercase();
+    assert!(
+        out.contains("x-seen-x-principal: spiffe://test/alice"),
+        "{out}"
+    );
+    // The listener lets a client without a certificate in (`optional`);
+    // the route's filter does not.
+    let (_, out, _) = curl_tls("a.test", at, "/", &ca, &[]).await;
+    assert!(out.starts_with("HTTP/2 403"), "{out}");
+    assert!(
+        out.contains("a verified client certificate is needed"),
+        "{out}"
+    );
+    assert_eq!(upstream.hits(), 1);
+}
+
 #[test]
 fn bad_api_key_filters_are_refused_naming_the_key() {
     let digest = format!("sha256:{}", "ab".repeat(32));

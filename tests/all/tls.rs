@@ -95,7 +95,8 @@ fn tls_config(tls: &str, instances: &str) -> String {
     )
 }
 
-fn cert_table(issued: &Issued) -> String {
+/// `issued` as a `certificates` entry of a listener's `tls`.
+pub fn cert_table(issued: &Issued) -> String {
     format!(
         "{{ cert_file = \"{}\", key_file = \"{}\" }}",
         issued.cert_file.display(),

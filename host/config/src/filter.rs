@@ -124,6 +124,20 @@ pub enum FilterConfig {
     /// list several authentication filters: the first that finds a
     /// principal wins, and the later ones pass.
     ApiKey(ApiKeyConfig),
+    /// Takes the client certificate the listener verified (mTLS) as the
+    /// principal: its first subject alternative name (a SPIFFE id, a DNS
+    /// name) is the principal's id. Without a verified certificate,
+    /// `required` answers 403 (nginx's `$ssl_client_verify` check: no
+    /// HTTP challenge can ask for a certificate), `optional` goes on.
+    ClientCert(ClientCertConfig),
+}
+
+/// A `client-cert` filter.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClientCertConfig {
+    /// `required` (the default) or `optional`.
+    pub mode: AuthMode,
 }
 
 /// An `api-key` filter: where the key is, whether one is required, and
@@ -751,6 +765,7 @@ impl FilterConfig {
                 .validate()
                 .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?,
             FilterConfig::ApiKey(k) => k.validate()?,
+            FilterConfig::ClientCert(_) => {}
         }
         Ok(())
     }
@@ -776,6 +791,7 @@ impl FilterConfig {
             FilterConfig::Decompress(_) => "decompress",
             FilterConfig::Plugin(_) => "plugin",
             FilterConfig::ApiKey(_) => "api-key",
+            FilterConfig::ClientCert(_) => "client-cert",
         }
     }
 }

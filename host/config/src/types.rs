@@ -12,11 +12,11 @@ pub use super::failover::{
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::filter::{
-    ApiKeyConfig, ApiKeyPrincipal, AuthMode, BodyLimitConfig, CompressConfig, CorsConfig,
-    DecompressConfig, FilterConfig, FilterFailureMode, ForwardedConfig, HeaderLimitConfig,
-    HeaderRules, HostRewriteConfig, IpFilterConfig, PluginFilterConfig, PrefixConfig,
-    RedirectConfig, RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart, Variable,
-    origin_matches, parse_cidr, parse_key_digest, parse_template,
+    ApiKeyConfig, ApiKeyPrincipal, AuthMode, BodyLimitConfig, ClientCertConfig, CompressConfig,
+    CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
+    HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, PluginFilterConfig,
+    PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart,
+    Variable, origin_matches, parse_cidr, parse_key_digest, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

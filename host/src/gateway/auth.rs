@@ -1,6 +1,7 @@
 //! Authentication: the principal a request acts as, and the `api-key`
 //! filter that finds it from a key (Kong's key-auth, Envoy's
-//! `api_key_auth`, agentgateway's `apiKey`).
+//! `api_key_auth`, agentgateway's `apiKey`). (The `client-cert` filter's
+//! principal is the listener's verified certificate, in the chain.)
 //!
 //! Keys are kept only as SHA-256 digests. A presented key is hashed and
 //! looked up by its digest's first 8 bytes, and the candidates' whole
@@ -16,7 +17,7 @@ use http::{HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ApiKeyConfig, AuthMode, parse_key_digest};
+use crate::config::{ApiKeyConfig, parse_key_digest};
 
 /// Who a request acts as: found by an authentication filter, carried in
 /// the request's extensions (as `Arc<Principal>`) for the filters after
@@ -25,7 +26,7 @@ use crate::config::{ApiKeyConfig, AuthMode, parse_key_digest};
 pub struct Principal {
     /// Its id, as the config names it.
     pub id: String,
-    /// How it was authenticated: `api-key`.
+    /// How it was authenticated: `api-key`, `client-cert`.
     pub method: &'static str,
     /// What else the config says of it (team, plan).
     pub metadata: BTreeMap<String, String>,
@@ -33,14 +34,14 @@ pub struct Principal {
     pub scopes: Vec<String>,
 }
 
-/// What an `api-key` filter found.
+/// What an authentication filter found.
 #[derive(Debug)]
-pub enum KeyCheck {
-    /// A key naming this principal.
+pub enum Check {
+    /// Credentials naming this principal.
     Found(Arc<Principal>),
-    /// No key.
+    /// No credentials.
     Missing,
-    /// A key that names no principal.
+    /// Credentials that name no principal.
     Invalid,
 }
 
@@ -48,8 +49,6 @@ pub enum KeyCheck {
 pub struct ApiKeys {
     header: HeaderName,
     query: Option<String>,
-    /// Whether a request without a key is refused.
-    pub required: bool,
     /// The principals by the first 8 bytes of a key's digest, with the
     /// whole digest.
     index: HashMap<u64, Vec<KnownKey>>,
@@ -81,7 +80,6 @@ impl ApiKeys {
             header: HeaderName::try_from(config.header.as_str())
                 .unwrap_or(HeaderName::from_static("x-api-key")),
             query: config.query.clone(),
-            required: config.mode == AuthMode::Required,
             index,
         }
     }
@@ -94,7 +92,7 @@ impl ApiKeys {
     /// Takes the key out of `parts` (the header, and the query parameter
     /// when the filter reads one; every copy of either is removed) and
     /// finds its principal. The header wins over the query parameter.
-    pub fn check(&self, parts: &mut http::request::Parts) -> KeyCheck {
+    pub fn check(&self, parts: &mut http::request::Parts) -> Check {
         let from_header = parts
             .headers
             .get(&self.header)
@@ -105,10 +103,8 @@ impl ApiKeys {
             .as_deref()
             .and_then(|name| take_query_parameter(&mut parts.uri, name));
         match from_header.or(from_query) {
-            None => KeyCheck::Missing,
-            Some(key) => self
-                .principal(&key)
-                .map_or(KeyCheck::Invalid, KeyCheck::Found),
+            None => Check::Missing,
+            Some(key) => self.principal(&key).map_or(Check::Invalid, Check::Found),
         }
     }
 
@@ -190,7 +186,7 @@ pub fn key_digest(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ApiKeyPrincipal;
+    use crate::config::{ApiKeyPrincipal, AuthMode};
 
     fn keys(mode: AuthMode, query: Option<&str>) -> ApiKeys {
         ApiKeys::new(&ApiKeyConfig {
@@ -219,17 +215,14 @@ mod tests {
         let keys = keys(AuthMode::Required, None);
         for key in ["k1", " k2 "] {
             let mut parts = parts("/x", Some(key));
-            assert!(matches!(keys.check(&mut parts), KeyCheck::Found(p) if p.id == "alice"));
+            assert!(matches!(keys.check(&mut parts), Check::Found(p) if p.id == "alice"));
             assert!(parts.headers.get("x-api-key").is_none());
         }
         assert!(matches!(
             keys.check(&mut parts("/x", Some("k3"))),
-            KeyCheck::Invalid
+            Check::Invalid
         ));
-        assert!(matches!(
-            keys.check(&mut parts("/x", None)),
-            KeyCheck::Missing
-        ));
+        assert!(matches!(keys.check(&mut parts("/x", None)), Check::Missing));
     }
 
     #[test]
@@ -237,14 +230,14 @@ mod tests {
         let mut plain = parts("/x?api_key=k1&page=2", None);
         assert!(matches!(
             keys(AuthMode::Required, None).check(&mut plain),
-            KeyCheck::Missing
+            Check::Missing
         ));
         let keys = keys(AuthMode::Required, Some("api_key"));
         let mut with = parts("/x?api_key=k1&page=2&api_key=k9", None);
-        assert!(matches!(keys.check(&mut with), KeyCheck::Found(_)));
+        assert!(matches!(keys.check(&mut with), Check::Found(_)));
         assert_eq!(with.uri.path_and_query().unwrap().as_str(), "/x?page=2");
         let mut only = parts("/x?api_key=k2", None);
-        assert!(matches!(keys.check(&mut only), KeyCheck::Found(_)));
+        assert!(matches!(keys.check(&mut only), Check::Found(_)));
         assert_eq!(only.uri.path_and_query().unwrap().as_str(), "/x");
     }
 

@@ -19,11 +19,12 @@ use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 
-use super::auth::{ApiKeys, KeyCheck, Principal};
+use super::auth::{ApiKeys, Check, Principal};
 use super::compress::Compress;
 use crate::config::{
-    CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig, RedirectConfig,
-    RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_template,
+    AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
+    RedirectConfig, RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr,
+    parse_template,
 };
 use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::mcp::{Guards, McpGuard};
@@ -127,19 +128,29 @@ enum RequestStep {
     Cors(Arc<Cors>),
     BodyLimit(u64),
     Plugin(Arc<PluginStep>),
-    ApiKey(Box<ApiKeyStep>),
+    Auth(Box<AuthStep>),
 }
 
-/// An `api-key` filter's place in a chain: the keys, and its decisions'
-/// counters.
-struct ApiKeyStep {
-    keys: ApiKeys,
+/// An authentication filter's place in a chain: where it finds the
+/// principal, and its decisions' counters.
+struct AuthStep {
+    source: Credentials,
+    /// Whether a request without credentials is refused.
+    required: bool,
     /// Filter name, for the audit log.
     name: String,
     authenticated: Counter,
     anonymous: Counter,
     missing: Counter,
     invalid: Counter,
+}
+
+/// Where an authentication filter finds the principal.
+enum Credentials {
+    /// An API key (`api-key`).
+    ApiKey(ApiKeys),
+    /// The client certificate the listener verified (`client-cert`).
+    ClientCert,
 }
 
 /// What a request carries that a header template or a filter reads.
@@ -268,10 +279,18 @@ impl Chain {
                         Some(chain.body_limit.map_or(b.max_bytes, |l| l.min(b.max_bytes)));
                     RequestStep::BodyLimit(b.max_bytes)
                 }
-                FilterConfig::ApiKey(config) => {
+                FilterConfig::ApiKey(_) | FilterConfig::ClientCert(_) => {
+                    let (source, mode) = match filter {
+                        FilterConfig::ApiKey(config) => {
+                            (Credentials::ApiKey(ApiKeys::new(config)), config.mode)
+                        }
+                        FilterConfig::ClientCert(config) => (Credentials::ClientCert, config.mode),
+                        _ => continue,
+                    };
                     let decisions = |d| metrics.auth_decisions(route, name, d);
-                    RequestStep::ApiKey(Box::new(ApiKeyStep {
-                        keys: ApiKeys::new(config),
+                    RequestStep::Auth(Box::new(AuthStep {
+                        source,
+                        required: mode == AuthMode::Required,
                         name: name.clone(),
                         authenticated: decisions("authenticated"),
                         anonymous: decisions("anonymous"),
@@ -501,7 +520,10 @@ impl RequestStep {
             RequestStep::Cors(_) => "preflight",
             RequestStep::IpFilter(_) => "forbidden",
             RequestStep::Plugin(_) => "plugin",
-            RequestStep::ApiKey(_) => "unauthorized",
+            RequestStep::Auth(step) => match step.source {
+                Credentials::ApiKey(_) => "unauthorized",
+                Credentials::ClientCert => "forbidden",
+            },
             RequestStep::BodyLimit(_) => "payload_too_large",
             RequestStep::HeaderLimit { .. } => "header_fields_too_large",
             RequestStep::StripPrefix(_)
@@ -614,7 +636,7 @@ impl RequestStep {
                 }
             }
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
-            RequestStep::ApiKey(step) => step.authenticate(parts, facts, routed)?,
+            RequestStep::Auth(step) => step.authenticate(parts, facts, routed)?,
             RequestStep::BodyLimit(limit) => {
                 let declared = parts
                     .headers
@@ -693,28 +715,32 @@ impl Routed<'_> {
     }
 }
 
-impl ApiKeyStep {
-    /// Finds the request's principal from its key (the key taken out of
-    /// the request either way), unless a filter before found one; counts
-    /// and logs the decision (target `switchyard::audit`: refusals at
-    /// `info`, the rest at `debug`).
+impl AuthStep {
+    /// Finds the request's principal (an API key is taken out of the
+    /// request either way), unless a filter before found one; counts and
+    /// logs the decision (target `switchyard::audit`: refusals at `info`,
+    /// the rest at `debug`).
     ///
     /// # Errors
-    /// 401 for a key that names no principal, or for none when one is
-    /// required.
+    /// For credentials that name no principal, or for none when they are
+    /// required: 401 with a challenge (an API key), 403 (a client
+    /// certificate, which no challenge can ask for).
     fn authenticate(
         &self,
         parts: &mut http::request::Parts,
         facts: &RequestFacts<'_>,
         routed: Option<&mut Routed<'_>>,
     ) -> Result<(), Answer> {
-        let checked = self.keys.check(parts);
+        let checked = match &self.source {
+            Credentials::ApiKey(keys) => keys.check(parts),
+            Credentials::ClientCert => client_cert(facts),
+        };
         if parts.extensions.get::<Arc<Principal>>().is_some() {
             return Ok(());
         }
         let (route, filter, client) = (facts.route, self.name.as_str(), facts.peer.ip());
         let reason = match checked {
-            KeyCheck::Found(principal) => {
+            Check::Found(principal) => {
                 self.authenticated.inc();
                 tracing::debug!(target: "switchyard::audit", route, filter, %client, principal = %principal.id, decision = "authenticated");
                 if let Some(routed) = routed {
@@ -723,25 +749,49 @@ impl ApiKeyStep {
                 parts.extensions.insert(principal);
                 return Ok(());
             }
-            KeyCheck::Missing if !self.keys.required => {
+            Check::Missing if !self.required => {
                 self.anonymous.inc();
                 tracing::debug!(target: "switchyard::audit", route, filter, %client, decision = "anonymous");
                 return Ok(());
             }
-            KeyCheck::Missing => {
+            Check::Missing => {
                 self.missing.inc();
-                format!("an API key is needed in `{}`", self.keys.header())
+                match &self.source {
+                    Credentials::ApiKey(keys) => {
+                        format!("an API key is needed in `{}`", keys.header())
+                    }
+                    Credentials::ClientCert => {
+                        "a verified client certificate is needed".to_string()
+                    }
+                }
             }
-            KeyCheck::Invalid => {
+            Check::Invalid => {
                 self.invalid.inc();
                 "the API key is not valid".to_string()
             }
         };
         tracing::info!(target: "switchyard::audit", route, filter, %client, decision = "refused", %reason);
-        Err(Answer::Error(ProxyError::Unauthorized {
-            reason,
-            challenge: r#"ApiKey realm="switchyard""#,
+        Err(Answer::Error(match self.source {
+            Credentials::ApiKey(_) => ProxyError::Unauthorized {
+                reason,
+                challenge: r#"ApiKey realm="switchyard""#,
+            },
+            Credentials::ClientCert => ProxyError::Forbidden(reason),
         }))
+    }
+}
+
+/// The principal of the client certificate the listener verified: its
+/// first subject alternative name.
+fn client_cert(facts: &RequestFacts<'_>) -> Check {
+    match facts.identity.and_then(|i| i.sans.first()) {
+        Some(name) => Check::Found(Arc::new(Principal {
+            id: name.clone(),
+            method: "client-cert",
+            metadata: BTreeMap::new(),
+            scopes: Vec::new(),
+        })),
+        None => Check::Missing,
     }
 }
 
