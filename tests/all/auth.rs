@@ -299,3 +299,182 @@ principals = [{{ id = "a", keys = ["{digest}"] }}]"#
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }
 }
+
+/// A token signed by `key` (`kid` in its header) with `claims`.
+fn token(key: &switchyard_tests::jwt::SigningKey, kid: &str, claims: &serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_string());
+    let signing = jsonwebtoken::EncodingKey::from_ec_der(&key.der);
+    jsonwebtoken::encode(&header, claims, &signing).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwts_are_verified_against_the_issuers_keys_and_bad_ones_never_reach_the_upstream() {
+    use base64::Engine as _;
+    let upstream = Upstream::start("u0");
+    let issuer_key = switchyard_tests::jwt::es256("k1");
+    let stranger = switchyard_tests::jwt::es256("k1");
+    let jwks = serde_json::json!({ "keys": [issuer_key.jwk] }).to_string();
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[filters.jwt]
+kind = "jwt"
+providers = [
+  {{ issuer = "https://auth.test", audiences = ["https://api.test"], jwks = '{jwks}', claims_to_headers = {{ "x-tenant" = "tenant" }} }},
+]
+
+[filters.whoami]
+kind = "request-headers"
+set = {{ "x-principal" = "{{principal}}" }}
+
+[[routes]]
+pool = "p"
+filters = ["jwt", "whoami"]
+
+[pools.p]
+instances = [{{ url = "{}" }}]
+"#,
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/orders", proxy.url);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({ "iss": iss, "aud": aud, "exp": exp, "sub": "svc-billing", "tenant": "acme", "scope": "orders:read" });
+    let good = token(
+        &issuer_key,
+        "k1",
+        &claims("https://auth.test", "https://api.test", now + 600),
+    );
+    let answer = curl(
+        url.clone(),
+        &[
+            "-H",
+            &format!("authorization: Bearer {good}"),
+            "-H",
+            "x-tenant: forged",
+        ],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-seen-x-principal"), Some("svc-billing"));
+    assert_eq!(
+        answer.header("x-seen-x-tenant"),
+        Some("acme"),
+        "from the claim, not the client"
+    );
+    assert_eq!(
+        answer.header("x-seen-authorization"),
+        None,
+        "the token went upstream"
+    );
+
+    // No token: the challenge; bad tokens: `invalid_token`. None reaches
+    // the upstream.
+    let answer = curl(url.clone(), &[]).await;
+    assert_eq!(answer.status, 401);
+    assert_eq!(
+        answer.header("www-authenticate"),
+        Some(r#"bearer realm="switchyard""#)
+    );
+    let b64 = |text: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text);
+    let unsigned = format!(
+        "{}.{}.",
+        b64(r#"{"alg":"none","typ":"JWT"}"#),
+        b64(&claims("https://auth.test", "https://api.test", now + 600).to_string())
+    );
+    for (what, bad) in [
+        (
+            "expired",
+            token(
+                &issuer_key,
+                "k1",
+                &claims("https://auth.test", "https://api.test", now - 3600),
+            ),
+        ),
+        (
+            "another audience",
+            token(
+                &issuer_key,
+                "k1",
+                &claims("https://auth.test", "https://other.test", now + 600),
+            ),
+        ),
+        (
+            "another issuer",
+            token(
+                &issuer_key,
+                "k1",
+                &claims("https://evil.test", "https://api.test", now + 600),
+            ),
+        ),
+        (
+            "another key, same kid",
+            token(
+                &stranger,
+                "k1",
+                &claims("https://auth.test", "https://api.test", now + 600),
+            ),
+        ),
+        (
+            "an unknown kid",
+            token(
+                &stranger,
+                "k9",
+                &claims("https://auth.test", "https://api.test", now + 600),
+            ),
+        ),
+        ("alg none", unsigned),
+        ("garbage", "not.a.token".to_string()),
+    ] {
+        let answer = curl(
+            url.clone(),
+            &["-H", &format!("authorization: Bearer {bad}")],
+        )
+        .await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.body);
+        assert_eq!(
+            answer.header("www-authenticate"),
+            Some(r#"bearer realm="switchyard", error="invalid_token""#),
+            "{what}"
+        );
+    }
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[test]
+fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
+    let hmac = r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","alg":"HS256"}]}"#;
+    for (jwks, reason) in [
+        ("{", "not a JWKS document"),
+        (r#"{"keys":[]}"#, "the JWKS has no keys"),
+        (hmac, "keys[0]"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = switchyard_tests::process::write_config(
+            dir.path(),
+            &format!(
+                "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
+                 [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
+                 [filters.jwt]\nkind = \"jwt\"\n\
+                 providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], jwks = '{jwks}' }}]\n"
+            ),
+        );
+        let output = std::process::Command::new(BINARY)
+            .arg("check")
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{jwks}: {stderr}");
+        assert!(stderr.contains("filters.jwt.providers[0].jwks"), "{stderr}");
+        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+    }
+}

@@ -6,6 +6,7 @@
 pub mod dns;
 pub mod etcd;
 pub mod grpc;
+pub mod jwt;
 pub mod mcp;
 pub mod nginx;
 pub mod pki;

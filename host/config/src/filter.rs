@@ -130,6 +130,110 @@ pub enum FilterConfig {
     /// `required` answers 403 (nginx's `$ssl_client_verify` check: no
     /// HTTP challenge can ask for a certificate), `optional` goes on.
     ClientCert(ClientCertConfig),
+    /// Authenticates requests by a JWT bearer token (RFC 7519, in
+    /// `Authorization: Bearer`; Envoy's `jwt_authn`, agentgateway's
+    /// `jwtAuth`): its signature checked against its issuer's JWKS
+    /// (RFC 7517), `iss`, `aud`, `exp` and `nbf` checked with
+    /// `clock_skew_s`; the principal is its `principal_claim`, its scopes
+    /// the `scope` (RFC 8693 §4.2) or `scp` claim. Asymmetric algorithms
+    /// only (RS, PS, ES, EdDSA): `alg: none` and HMAC are refused.
+    Jwt(JwtConfig),
+}
+
+/// A `jwt` filter.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// `required` (the default) or `optional` (a request without a token
+    /// goes on; a bad token is 401 either way).
+    #[serde(default)]
+    pub mode: AuthMode,
+    /// The issuers whose tokens are taken; at least one.
+    pub providers: Vec<JwtProvider>,
+    /// Leeway on `exp` and `nbf`, seconds. Default 60 (Envoy's).
+    #[serde(default = "default_clock_skew_s")]
+    pub clock_skew_s: u64,
+}
+
+fn default_clock_skew_s() -> u64 {
+    60
+}
+
+/// An issuer of a `jwt` filter.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JwtProvider {
+    /// The `iss` its tokens carry, exactly.
+    pub issuer: String,
+    /// The `aud` values taken (a token for another resource is refused);
+    /// at least one.
+    pub audiences: Vec<String>,
+    /// Its signing keys: a JWKS document (RFC 7517 §5), as JSON text.
+    pub jwks: String,
+    /// The claim naming the principal. Default `sub`.
+    #[serde(default = "default_principal_claim")]
+    pub principal_claim: String,
+    /// Request headers set from claims (`{ "x-tenant" = "tenant" }`): a
+    /// string or number claim's value; the client's own header of that
+    /// name is removed either way.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+}
+
+fn default_principal_claim() -> String {
+    "sub".into()
+}
+
+/// The verifying keys of a JWKS document (JSON text), each with its `kid`
+/// and algorithm, as a `jwt` filter uses them.
+///
+/// # Errors
+/// Why `text` is not a JWKS with at least one usable public key.
+pub fn parse_jwks(
+    text: &str,
+) -> Result<
+    Vec<(
+        Option<String>,
+        jsonwebtoken::Algorithm,
+        jsonwebtoken::DecodingKey,
+    )>,
+    String,
+> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+    use jsonwebtoken::{Algorithm, DecodingKey};
+    let set: JwkSet =
+        serde_json::from_str(text).map_err(|e| format!("not a JWKS document: {e}"))?;
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        let algorithm = match (&jwk.common.key_algorithm, &jwk.algorithm) {
+            (Some(alg), _) => Algorithm::from_str(&alg.to_string())
+                .map_err(|_| format!("keys[{i}]: algorithm `{alg}` is not one a token may use"))?,
+            (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
+            (None, AlgorithmParameters::EllipticCurve(ec)) => match ec.curve {
+                EllipticCurve::P256 => Algorithm::ES256,
+                EllipticCurve::P384 => Algorithm::ES384,
+                _ => return Err(format!("keys[{i}]: curve {:?} is not supported", ec.curve)),
+            },
+            (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+            (None, _) => {
+                return Err(format!(
+                    "keys[{i}]: a symmetric (HMAC) or unknown key type is not taken"
+                ));
+            }
+        };
+        if matches!(
+            algorithm,
+            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+        ) {
+            return Err(format!("keys[{i}]: HMAC (`{algorithm:?}`) is not taken"));
+        }
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("keys[{i}]: {e}"))?;
+        keys.push((jwk.common.key_id.clone(), algorithm, key));
+    }
+    if keys.is_empty() {
+        return Err("the JWKS has no keys".into());
+    }
+    Ok(keys)
 }
 
 /// A `client-cert` filter.
@@ -766,6 +870,7 @@ impl FilterConfig {
                 .map_err(|(k, reason)| (format!("plugin.{k}"), reason))?,
             FilterConfig::ApiKey(k) => k.validate()?,
             FilterConfig::ClientCert(_) => {}
+            FilterConfig::Jwt(jwt) => jwt.validate()?,
         }
         Ok(())
     }
@@ -792,7 +897,30 @@ impl FilterConfig {
             FilterConfig::Plugin(_) => "plugin",
             FilterConfig::ApiKey(_) => "api-key",
             FilterConfig::ClientCert(_) => "client-cert",
+            FilterConfig::Jwt(_) => "jwt",
         }
+    }
+}
+
+impl JwtConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.providers.is_empty() {
+            return Err(("providers".into(), "give at least one".into()));
+        }
+        for (i, provider) in self.providers.iter().enumerate() {
+            let key = |k: &str| format!("providers[{i}].{k}");
+            if provider.issuer.is_empty() {
+                return Err((key("issuer"), "must not be empty".into()));
+            }
+            if provider.audiences.is_empty() {
+                return Err((key("audiences"), "give at least one".into()));
+            }
+            parse_jwks(&provider.jwks).map_err(|reason| (key("jwks"), reason))?;
+            for name in provider.claims_to_headers.keys() {
+                check_header(&key("claims_to_headers"), name, None)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -14,9 +14,10 @@ pub use super::failover::{
 pub use super::filter::{
     ApiKeyConfig, ApiKeyPrincipal, AuthMode, BodyLimitConfig, ClientCertConfig, CompressConfig,
     CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
-    HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, PluginFilterConfig,
-    PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart,
-    Variable, origin_matches, parse_cidr, parse_key_digest, parse_template,
+    HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, JwtConfig, JwtProvider,
+    PluginFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig,
+    RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_jwks,
+    parse_key_digest, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

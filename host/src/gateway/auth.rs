@@ -17,7 +17,9 @@ use http::{HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{ApiKeyConfig, parse_key_digest};
+use jsonwebtoken::{DecodingKey, Validation};
+
+use crate::config::{ApiKeyConfig, JwtConfig, parse_jwks, parse_key_digest};
 
 /// Who a request acts as: found by an authentication filter, carried in
 /// the request's extensions (as `Arc<Principal>`) for the filters after
@@ -26,7 +28,7 @@ use crate::config::{ApiKeyConfig, parse_key_digest};
 pub struct Principal {
     /// Its id, as the config names it.
     pub id: String,
-    /// How it was authenticated: `api-key`, `client-cert`.
+    /// How it was authenticated: `api-key`, `client-cert`, `jwt`.
     pub method: &'static str,
     /// What else the config says of it (team, plan).
     pub metadata: BTreeMap<String, String>,
@@ -41,8 +43,8 @@ pub enum Check {
     Found(Arc<Principal>),
     /// No credentials.
     Missing,
-    /// Credentials that name no principal.
-    Invalid,
+    /// Credentials that name no principal, and why.
+    Invalid(String),
 }
 
 /// An `api-key` filter, compiled from its config.
@@ -104,7 +106,10 @@ impl ApiKeys {
             .and_then(|name| take_query_parameter(&mut parts.uri, name));
         match from_header.or(from_query) {
             None => Check::Missing,
-            Some(key) => self.principal(&key).map_or(Check::Invalid, Check::Found),
+            Some(key) => self.principal(&key).map_or_else(
+                || Check::Invalid("the API key is not valid".into()),
+                Check::Found,
+            ),
         }
     }
 
@@ -116,6 +121,147 @@ impl ApiKeys {
             .iter()
             .find(|(known, _)| bool::from(known.ct_eq(&digest)))
             .map(|(_, principal)| Arc::clone(principal))
+    }
+}
+
+/// A `jwt` filter, compiled from its config: per issuer, its keys and
+/// the validation of a token each signs.
+pub struct JwtIssuers {
+    issuers: Vec<Issuer>,
+}
+
+/// One provider of a `jwt` filter.
+struct Issuer {
+    /// Its keys: `kid`, key, and the validation of a token signed with it
+    /// (`iss`, `aud`, `exp`, `nbf`, the key's algorithm).
+    keys: Vec<(Option<String>, DecodingKey, Validation)>,
+    principal_claim: String,
+    claims_to_headers: Vec<(HeaderName, String)>,
+}
+
+impl JwtIssuers {
+    /// The filter of `config` (validated at load: what validation refuses
+    /// is skipped).
+    pub fn new(config: &JwtConfig) -> Self {
+        let issuers = config
+            .providers
+            .iter()
+            .map(|provider| Issuer {
+                keys: parse_jwks(&provider.jwks)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(kid, algorithm, key)| {
+                        let mut validation = Validation::new(algorithm);
+                        validation.set_issuer(&[&provider.issuer]);
+                        validation.set_audience(&provider.audiences);
+                        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                        validation.leeway = config.clock_skew_s;
+                        validation.validate_nbf = true;
+                        (kid, key, validation)
+                    })
+                    .collect(),
+                principal_claim: provider.principal_claim.clone(),
+                claims_to_headers: provider
+                    .claims_to_headers
+                    .iter()
+                    .filter_map(|(h, c)| Some((HeaderName::try_from(h.as_str()).ok()?, c.clone())))
+                    .collect(),
+            })
+            .collect();
+        Self { issuers }
+    }
+
+    /// Takes the bearer token out of `parts` (`Authorization: Bearer …`,
+    /// RFC 6750 §2.1), verifies it against each issuer's keys (those of
+    /// its `kid` when it names one), and finds its principal; the claims
+    /// the issuer maps to headers are set (a client's own header of those
+    /// names removed either way).
+    pub fn check(&self, parts: &mut http::request::Parts) -> Check {
+        for (name, _) in self.issuers.iter().flat_map(|i| &i.claims_to_headers) {
+            parts.headers.remove(name);
+        }
+        let Some(token) = parts
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let (scheme, token) = v.trim().split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then(|| token.trim().to_owned())
+            })
+        else {
+            return Check::Missing;
+        };
+        parts.headers.remove(http::header::AUTHORIZATION);
+        let header = match jsonwebtoken::decode_header(&token) {
+            Ok(header) => header,
+            Err(e) => return Check::Invalid(format!("the token is malformed: {e}")),
+        };
+        let mut last = "no key of a known issuer signed the token".to_string();
+        for issuer in &self.issuers {
+            for (kid, key, validation) in &issuer.keys {
+                let other_key = header.kid.is_some() && kid.is_some() && header.kid != *kid;
+                if validation.algorithms != [header.alg] || other_key {
+                    continue;
+                }
+                match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+                    &token, key, validation,
+                ) {
+                    Ok(data) => return issuer.principal(&data.claims, parts),
+                    Err(e) => last = format!("the token is not valid: {e}"),
+                }
+            }
+        }
+        Check::Invalid(last)
+    }
+}
+
+impl Issuer {
+    /// The principal of verified `claims`; the claims mapped to headers
+    /// are set on `parts`.
+    fn principal(
+        &self,
+        claims: &serde_json::Map<String, serde_json::Value>,
+        parts: &mut http::request::Parts,
+    ) -> Check {
+        let text = |value: &serde_json::Value| match value {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let Some(id) = claims.get(&self.principal_claim).and_then(text) else {
+            return Check::Invalid(format!("the token has no `{}` claim", self.principal_claim));
+        };
+        for (name, claim) in &self.claims_to_headers {
+            if let Some(value) = claims
+                .get(claim)
+                .and_then(text)
+                .and_then(|v| http::HeaderValue::try_from(v).ok())
+            {
+                parts.headers.insert(name.clone(), value);
+            }
+        }
+        // `scope` (RFC 8693 §4.2: space-separated) or `scp` (a list).
+        let scopes = match claims.get("scope").or_else(|| claims.get("scp")) {
+            Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
+            Some(serde_json::Value::Array(list)) => list
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let metadata = claims
+            .get("iss")
+            .and_then(text)
+            .map(|iss| BTreeMap::from([("iss".to_string(), iss)]))
+            .unwrap_or_default();
+        Check::Found(Arc::new(Principal {
+            id,
+            method: "jwt",
+            metadata,
+            scopes,
+        }))
     }
 }
 
@@ -220,7 +366,7 @@ mod tests {
         }
         assert!(matches!(
             keys.check(&mut parts("/x", Some("k3"))),
-            Check::Invalid
+            Check::Invalid(_)
         ));
         assert!(matches!(keys.check(&mut parts("/x", None)), Check::Missing));
     }

@@ -19,7 +19,7 @@ use ipnet::IpNet;
 use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 
-use super::auth::{ApiKeys, Check, Principal};
+use super::auth::{ApiKeys, Check, JwtIssuers, Principal};
 use super::compress::Compress;
 use crate::config::{
     AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
@@ -151,6 +151,8 @@ enum Credentials {
     ApiKey(ApiKeys),
     /// The client certificate the listener verified (`client-cert`).
     ClientCert,
+    /// A JWT bearer token (`jwt`).
+    Jwt(JwtIssuers),
 }
 
 /// What a request carries that a header template or a filter reads.
@@ -279,12 +281,15 @@ impl Chain {
                         Some(chain.body_limit.map_or(b.max_bytes, |l| l.min(b.max_bytes)));
                     RequestStep::BodyLimit(b.max_bytes)
                 }
-                FilterConfig::ApiKey(_) | FilterConfig::ClientCert(_) => {
+                FilterConfig::ApiKey(_) | FilterConfig::ClientCert(_) | FilterConfig::Jwt(_) => {
                     let (source, mode) = match filter {
                         FilterConfig::ApiKey(config) => {
                             (Credentials::ApiKey(ApiKeys::new(config)), config.mode)
                         }
                         FilterConfig::ClientCert(config) => (Credentials::ClientCert, config.mode),
+                        FilterConfig::Jwt(config) => {
+                            (Credentials::Jwt(JwtIssuers::new(config)), config.mode)
+                        }
                         _ => continue,
                     };
                     let decisions = |d| metrics.auth_decisions(route, name, d);
@@ -521,7 +526,7 @@ impl RequestStep {
             RequestStep::IpFilter(_) => "forbidden",
             RequestStep::Plugin(_) => "plugin",
             RequestStep::Auth(step) => match step.source {
-                Credentials::ApiKey(_) => "unauthorized",
+                Credentials::ApiKey(_) | Credentials::Jwt(_) => "unauthorized",
                 Credentials::ClientCert => "forbidden",
             },
             RequestStep::BodyLimit(_) => "payload_too_large",
@@ -734,12 +739,13 @@ impl AuthStep {
         let checked = match &self.source {
             Credentials::ApiKey(keys) => keys.check(parts),
             Credentials::ClientCert => client_cert(facts),
+            Credentials::Jwt(issuers) => issuers.check(parts),
         };
         if parts.extensions.get::<Arc<Principal>>().is_some() {
             return Ok(());
         }
         let (route, filter, client) = (facts.route, self.name.as_str(), facts.peer.ip());
-        let reason = match checked {
+        let (reason, missing) = match checked {
             Check::Found(principal) => {
                 self.authenticated.inc();
                 tracing::debug!(target: "switchyard::audit", route, filter, %client, principal = %principal.id, decision = "authenticated");
@@ -756,27 +762,35 @@ impl AuthStep {
             }
             Check::Missing => {
                 self.missing.inc();
-                match &self.source {
+                let reason = match &self.source {
                     Credentials::ApiKey(keys) => {
                         format!("an API key is needed in `{}`", keys.header())
                     }
                     Credentials::ClientCert => {
                         "a verified client certificate is needed".to_string()
                     }
-                }
+                    Credentials::Jwt(_) => "a bearer token is needed".to_string(),
+                };
+                (reason, true)
             }
-            Check::Invalid => {
+            Check::Invalid(reason) => {
                 self.invalid.inc();
-                "the API key is not valid".to_string()
+                (reason, false)
             }
         };
         tracing::info!(target: "switchyard::audit", route, filter, %client, decision = "refused", %reason);
-        Err(Answer::Error(match self.source {
-            Credentials::ApiKey(_) => ProxyError::Unauthorized {
-                reason,
-                challenge: r#"ApiKey realm="switchyard""#,
-            },
-            Credentials::ClientCert => ProxyError::Forbidden(reason),
+        // RFC 6750 §3: a bad token's challenge says `invalid_token`.
+        let challenge = match (&self.source, missing) {
+            (Credentials::ClientCert, _) => {
+                return Err(Answer::Error(ProxyError::Forbidden(reason)));
+            }
+            (Credentials::ApiKey(_), _) => r#"ApiKey realm="switchyard""#,
+            (Credentials::Jwt(_), true) => r#"Bearer realm="switchyard""#,
+            (Credentials::Jwt(_), false) => r#"Bearer realm="switchyard", error="invalid_token""#,
+        };
+        Err(Answer::Error(ProxyError::Unauthorized {
+            reason,
+            challenge,
         }))
     }
 }
