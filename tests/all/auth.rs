@@ -374,6 +374,14 @@ instances = [{{ url = "{}" }}]
         None,
         "the token went upstream"
     );
+    // Again: verified once, remembered (the claims' headers set again).
+    let answer = curl(
+        url.clone(),
+        &["-H", &format!("authorization: Bearer {good}")],
+    )
+    .await;
+    assert_eq!(answer.header("x-seen-x-principal"), Some("svc-billing"));
+    assert_eq!(answer.header("x-seen-x-tenant"), Some("acme"));
 
     // No token: the challenge; bad tokens: `invalid_token`. None reaches
     // the upstream.
@@ -445,7 +453,7 @@ instances = [{{ url = "{}" }}]
             "{what}"
         );
     }
-    assert_eq!(upstream.hits(), 1);
+    assert_eq!(upstream.hits(), 2);
 }
 
 #[test]

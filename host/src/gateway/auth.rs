@@ -125,9 +125,30 @@ impl ApiKeys {
 }
 
 /// A `jwt` filter, compiled from its config: per issuer, its keys and
-/// the validation of a token each signs.
+/// the validation of a token each signs, and the tokens verified lately.
 pub struct JwtIssuers {
     issuers: Vec<Issuer>,
+    /// Tokens verified lately (Envoy's `jwt_cache_config`): a signature is
+    /// checked once per token, not once per request. An entry lives at
+    /// most [`VERIFIED_TTL`] and never past its token's `exp`.
+    verified: moka::sync::Cache<String, Verified>,
+    /// Leeway on `exp`, seconds.
+    leeway_s: u64,
+}
+
+/// How many verified tokens a `jwt` filter remembers.
+pub const VERIFIED_TOKENS: u64 = 10_000;
+
+/// How long a verified token is remembered at most: a key removed from
+/// the config stops a token within this time.
+pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A verified token: its principal, the headers its claims set, its `exp`.
+#[derive(Clone)]
+struct Verified {
+    principal: Arc<Principal>,
+    headers: Vec<(HeaderName, http::HeaderValue)>,
+    exp: u64,
 }
 
 /// One provider of a `jwt` filter.
@@ -168,7 +189,14 @@ impl JwtIssuers {
                     .collect(),
             })
             .collect();
-        Self { issuers }
+        Self {
+            issuers,
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_TTL)
+                .build(),
+            leeway_s: config.clock_skew_s,
+        }
     }
 
     /// Takes the bearer token out of `parts` (`Authorization: Bearer …`,
@@ -194,6 +222,14 @@ impl JwtIssuers {
             return Check::Missing;
         };
         parts.headers.remove(http::header::AUTHORIZATION);
+        if let Some(known) = self.verified.get(&token)
+            && jsonwebtoken::get_current_timestamp() <= known.exp.saturating_add(self.leeway_s)
+        {
+            for (name, value) in known.headers {
+                parts.headers.insert(name, value);
+            }
+            return Check::Found(known.principal);
+        }
         let header = match jsonwebtoken::decode_header(&token) {
             Ok(header) => header,
             Err(e) => return Check::Invalid(format!("the token is malformed: {e}")),
@@ -208,7 +244,20 @@ impl JwtIssuers {
                 match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
                     &token, key, validation,
                 ) {
-                    Ok(data) => return issuer.principal(&data.claims, parts),
+                    Ok(data) => {
+                        let Some(verified) = issuer.principal(&data.claims) else {
+                            return Check::Invalid(format!(
+                                "the token has no `{}` claim",
+                                issuer.principal_claim
+                            ));
+                        };
+                        for (name, value) in &verified.headers {
+                            parts.headers.insert(name.clone(), value.clone());
+                        }
+                        let principal = Arc::clone(&verified.principal);
+                        self.verified.insert(token, verified);
+                        return Check::Found(principal);
+                    }
                     Err(e) => last = format!("the token is not valid: {e}"),
                 }
             }
@@ -218,30 +267,23 @@ impl JwtIssuers {
 }
 
 impl Issuer {
-    /// The principal of verified `claims`; the claims mapped to headers
-    /// are set on `parts`.
-    fn principal(
-        &self,
-        claims: &serde_json::Map<String, serde_json::Value>,
-        parts: &mut http::request::Parts,
-    ) -> Check {
+    /// The principal of verified `claims` and the headers its claims set;
+    /// `None` without the principal claim.
+    fn principal(&self, claims: &serde_json::Map<String, serde_json::Value>) -> Option<Verified> {
         let text = |value: &serde_json::Value| match value {
             serde_json::Value::String(s) => Some(s.clone()),
             serde_json::Value::Number(n) => Some(n.to_string()),
             _ => None,
         };
-        let Some(id) = claims.get(&self.principal_claim).and_then(text) else {
-            return Check::Invalid(format!("the token has no `{}` claim", self.principal_claim));
-        };
-        for (name, claim) in &self.claims_to_headers {
-            if let Some(value) = claims
-                .get(claim)
-                .and_then(text)
-                .and_then(|v| http::HeaderValue::try_from(v).ok())
-            {
-                parts.headers.insert(name.clone(), value);
-            }
-        }
+        let id = claims.get(&self.principal_claim).and_then(text)?;
+        let headers = self
+            .claims_to_headers
+            .iter()
+            .filter_map(|(name, claim)| {
+                let value = claims.get(claim).and_then(text)?;
+                Some((name.clone(), http::HeaderValue::try_from(value).ok()?))
+            })
+            .collect();
         // `scope` (RFC 8693 §4.2: space-separated) or `scp` (a list).
         let scopes = match claims.get("scope").or_else(|| claims.get("scp")) {
             Some(serde_json::Value::String(s)) => s.split_whitespace().map(str::to_owned).collect(),
@@ -256,12 +298,19 @@ impl Issuer {
             .and_then(text)
             .map(|iss| BTreeMap::from([("iss".to_string(), iss)]))
             .unwrap_or_default();
-        Check::Found(Arc::new(Principal {
-            id,
-            method: "jwt",
-            metadata,
-            scopes,
-        }))
+        Some(Verified {
+            principal: Arc::new(Principal {
+                id,
+                method: "jwt",
+                metadata,
+                scopes,
+            }),
+            headers,
+            exp: claims
+                .get("exp")
+                .and_then(serde_json::Value::as_u64)
+                .unwrap_or(0),
+        })
     }
 }
 
