@@ -171,16 +171,7 @@ instances = [{{ url = "{}" }}]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_api_key_snippet_does_what_it_says() {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
-    )
-    .unwrap();
-    let snippet = readme
-        .split("**API keys.**")
-        .nth(1)
-        .and_then(|s| s.split("```toml\n").nth(1))
-        .and_then(|s| s.split("```").next())
-        .expect("README's API keys paragraph has a TOML snippet");
+    let snippet = crate::readme_snippet("**API keys.**");
     let upstream = Upstream::start("u0");
     let config = format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{snippet}\n[pools.api]\ninstances = [{{ url = \"{}\" }}]\n",
@@ -278,23 +269,11 @@ principals = [{{ id = "a", keys = ["{digest}"] }}]"#
             "is not a valid header name",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = switchyard_tests::process::write_config(
-            dir.path(),
-            &format!(
-                "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"keys\"]\n\
+        let stderr = crate::check_refused(&format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"keys\"]\n\
                  [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
                  [filters.keys]\nkind = \"api-key\"\n{filter}\n"
-            ),
-        );
-        let output = std::process::Command::new(BINARY)
-            .arg("check")
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{stderr}");
+        ));
         assert!(stderr.contains(key), "{key} in: {stderr}");
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }
@@ -464,24 +443,12 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
         (r#"{"keys":[]}"#, "the JWKS has no keys"),
         (hmac, "keys[0]"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = switchyard_tests::process::write_config(
-            dir.path(),
-            &format!(
-                "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
+        let stderr = crate::check_refused(&format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
                  [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
                  [filters.jwt]\nkind = \"jwt\"\n\
                  providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], jwks = '{jwks}' }}]\n"
-            ),
-        );
-        let output = std::process::Command::new(BINARY)
-            .arg("check")
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{jwks}: {stderr}");
+        ));
         assert!(stderr.contains("filters.jwt.providers[0].jwks"), "{stderr}");
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }

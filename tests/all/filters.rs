@@ -894,16 +894,7 @@ async fn requests_with_too_many_or_too_large_headers_get_431() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_readme_filters_snippet_does_what_it_says() {
-    let readme = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
-    )
-    .unwrap();
-    let snippet = readme
-        .split("#### Filters")
-        .nth(1)
-        .and_then(|s| s.split("```toml\n").nth(1))
-        .and_then(|s| s.split("```").next())
-        .expect("README's Filters section has a TOML snippet");
+    let snippet = crate::readme_snippet("#### Filters");
     let upstream = Upstream::start("u0");
     let config = format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{snippet}\n[pools.api]\ninstances = [{{ url = \"{}\" }}]\n",

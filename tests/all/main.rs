@@ -41,6 +41,37 @@ pub fn serve(dir: &tempfile::TempDir, toml: &str) -> Switchyard {
     Switchyard::serve(BINARY, &write_config(dir.path(), toml))
 }
 
+/// `switchyard check` of `toml`: it must refuse it; returns what it
+/// printed on stderr (the file, key and reason).
+pub fn check_refused(toml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), toml);
+    let output = std::process::Command::new(BINARY)
+        .arg("check")
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(!output.status.success(), "accepted: {stderr}");
+    stderr
+}
+
+/// The first TOML snippet of README.md after `marker`.
+pub fn readme_snippet(marker: &str) -> String {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    readme
+        .split(marker)
+        .nth(1)
+        .and_then(|s| s.split("```toml\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .unwrap_or_else(|| panic!("README has no TOML snippet after {marker}"))
+        .to_string()
+}
+
 /// A running `switchyard demo` (listener and admin API on ephemeral
 /// ports) and the URL it prints for its listener.
 pub fn demo() -> (Switchyard, String) {

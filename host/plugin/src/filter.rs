@@ -114,7 +114,7 @@ impl WasmFilter {
     /// # Errors
     /// [`LoadError`] naming the file and the reason (an invalid header
     /// name among those it asked for, or more body bytes than
-    /// [`MAX_BODY_BYTES`], too).
+    /// `MAX_BODY_BYTES` (1 MiB), too).
     pub fn load(
         host: &PluginHost,
         path: &Path,

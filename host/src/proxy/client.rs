@@ -157,7 +157,7 @@ impl FaultCell {
 
 /// A client's request body as the listener received it: `Incoming`, its
 /// first bytes possibly read ahead for a filter plugin
-/// ([`read_ahead`]).
+/// (`read_ahead`).
 pub type Received = ReadAhead<Incoming>;
 
 /// Reads at least `bytes` of `body`'s first bytes ahead (or all of a
