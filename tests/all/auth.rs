@@ -303,6 +303,7 @@ listen = "127.0.0.1:0"
 kind = "jwt"
 providers = [
   {{ issuer = "https://auth.test", audiences = ["https://api.test"], jwks = '{jwks}', claims_to_headers = {{ "x-tenant" = "tenant" }} }},
+  {{ issuer = "https://files.test", audiences = ["https://api.test"], jwks_file = "files-jwks.json" }},
 ]
 
 [filters.whoami]
@@ -319,6 +320,13 @@ instances = [{{ url = "{}" }}]
         upstream.url()
     );
     let dir = tempfile::tempdir().unwrap();
+    // The second issuer's keys in a file beside the config.
+    let files_key = switchyard_tests::jwt::es256("f1");
+    std::fs::write(
+        dir.path().join("files-jwks.json"),
+        serde_json::json!({ "keys": [files_key.jwk] }).to_string(),
+    )
+    .unwrap();
     let proxy = serve(&dir, &config);
     let url = format!("{}/orders", proxy.url);
     let now = std::time::SystemTime::now()
@@ -353,6 +361,19 @@ instances = [{{ url = "{}" }}]
         None,
         "the token went upstream"
     );
+    // The second issuer, its keys read from its file.
+    let other = token(
+        &files_key,
+        "f1",
+        &claims("https://files.test", "https://api.test", now + 600),
+    );
+    let answer = curl(
+        url.clone(),
+        &["-H", &format!("authorization: Bearer {other}")],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-seen-x-principal"), Some("svc-billing"));
     // Again: verified once, remembered (the claims' headers set again).
     let answer = curl(
         url.clone(),
@@ -432,7 +453,7 @@ instances = [{{ url = "{}" }}]
             "{what}"
         );
     }
-    assert_eq!(upstream.hits(), 2);
+    assert_eq!(upstream.hits(), 3);
 }
 
 #[test]
@@ -443,13 +464,36 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
         (r#"{"keys":[]}"#, "the JWKS has no keys"),
         (hmac, "keys[0]"),
     ] {
-        let stderr = crate::check_refused(&format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
-                 [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
-                 [filters.jwt]\nkind = \"jwt\"\n\
-                 providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], jwks = '{jwks}' }}]\n"
-        ));
+        let provider = format!("jwks = '{jwks}'");
+        let stderr = crate::check_refused(&jwt_config(&provider));
         assert!(stderr.contains("filters.jwt.providers[0].jwks"), "{stderr}");
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }
+    for (provider, key, reason) in [
+        (
+            r#"jwks_file = "/nonexistent/jwks.json""#,
+            "filters.jwt.providers[0].jwks_file",
+            "/nonexistent/jwks.json",
+        ),
+        (
+            r#"jwks = '{"keys":[]}', jwks_file = "jwks.json""#,
+            "filters.jwt.providers[0].jwks",
+            "give `jwks` or `jwks_file`, one of them",
+        ),
+    ] {
+        let stderr = crate::check_refused(&jwt_config(provider));
+        assert!(stderr.contains(key), "{key} in: {stderr}");
+        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+    }
+}
+
+/// A config with one route behind a `jwt` filter whose one provider has
+/// `keys` (its `jwks` or `jwks_file` setting).
+fn jwt_config(keys: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
+         [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
+         [filters.jwt]\nkind = \"jwt\"\n\
+         providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], {keys} }}]\n"
+    )
 }

@@ -168,8 +168,15 @@ pub struct JwtProvider {
     /// The `aud` values taken (a token for another resource is refused);
     /// at least one.
     pub audiences: Vec<String>,
-    /// Its signing keys: a JWKS document (RFC 7517 §5), as JSON text.
-    pub jwks: String,
+    /// Its signing keys: a JWKS document (RFC 7517 §5) as JSON text, or
+    /// `jwks_file`: one of the two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<String>,
+    /// A file holding its JWKS document; relative to the config file. Read
+    /// at load and at every reload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub jwks_file: Option<std::path::PathBuf>,
     /// The claim naming the principal. Default `sub`.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
@@ -178,6 +185,22 @@ pub struct JwtProvider {
     /// name is removed either way.
     #[serde(default)]
     pub claims_to_headers: BTreeMap<String, String>,
+}
+
+impl JwtProvider {
+    /// Its JWKS document: `jwks`, or the text of `jwks_file`.
+    ///
+    /// # Errors
+    /// Why the file cannot be read.
+    pub fn jwks_text(&self) -> Result<String, String> {
+        match (&self.jwks, &self.jwks_file) {
+            (Some(jwks), _) => Ok(jwks.clone()),
+            (None, Some(path)) => {
+                std::fs::read_to_string(path).map_err(|e| format!("`{}`: {e}", path.display()))
+            }
+            (None, None) => Err("no `jwks` nor `jwks_file`".into()),
+        }
+    }
 }
 
 fn default_principal_claim() -> String {
@@ -915,7 +938,18 @@ impl JwtConfig {
             if provider.audiences.is_empty() {
                 return Err((key("audiences"), "give at least one".into()));
             }
-            parse_jwks(&provider.jwks).map_err(|reason| (key("jwks"), reason))?;
+            match (&provider.jwks, &provider.jwks_file) {
+                (Some(jwks), None) => {
+                    parse_jwks(jwks).map_err(|reason| (key("jwks"), reason))?;
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err((
+                        key("jwks"),
+                        "give `jwks` or `jwks_file`, one of them".into(),
+                    ));
+                }
+            }
             for name in provider.claims_to_headers.keys() {
                 check_header(&key("claims_to_headers"), name, None)?;
             }

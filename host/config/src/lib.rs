@@ -123,6 +123,12 @@ pub trait Resources {
     /// # Errors
     /// The first URL that is not `http(s)://host[:port]`.
     fn etcd_endpoints(&self, endpoints: &[String]) -> Result<(), String>;
+    /// Reads and parses a `jwt` provider's JWKS file (only called when
+    /// one is set).
+    ///
+    /// # Errors
+    /// Why it cannot be read, or is not a JWKS with a usable key.
+    fn jwks_file(&self, provider: &JwtProvider) -> Result<(), String>;
 }
 
 /// [`Resources`] that checks nothing: the schema checks alone, for tools
@@ -140,6 +146,9 @@ impl Resources for SchemaOnly {
         Ok(())
     }
     fn etcd_endpoints(&self, _: &[String]) -> Result<(), String> {
+        Ok(())
+    }
+    fn jwks_file(&self, _: &JwtProvider) -> Result<(), String> {
         Ok(())
     }
 }

@@ -650,6 +650,17 @@ impl Config {
     /// `(dotted key, reason)` of the first that cannot be loaded.
     pub(super) fn check_resources(&self, resources: &dyn super::Resources) -> Result<(), Invalid> {
         let within = |table: String| move |(k, reason): Invalid| (format!("{table}.{k}"), reason);
+        for (name, filter) in &self.filters {
+            if let FilterConfig::Jwt(jwt) = filter {
+                for (i, provider) in jwt.providers.iter().enumerate() {
+                    if provider.jwks_file.is_some() {
+                        resources.jwks_file(provider).map_err(|reason| {
+                            (format!("filters.{name}.providers[{i}].jwks_file"), reason)
+                        })?;
+                    }
+                }
+            }
+        }
         for (i, listener) in self.listeners.iter().enumerate() {
             if let Some(tls) = &listener.tls {
                 resources
@@ -794,6 +805,19 @@ impl Config {
             && path.is_relative()
         {
             *path = base.join(&*path);
+        }
+        for filter in self.filters.values_mut() {
+            if let FilterConfig::Jwt(jwt) = filter {
+                for path in jwt
+                    .providers
+                    .iter_mut()
+                    .filter_map(|p| p.jwks_file.as_mut())
+                {
+                    if path.is_relative() {
+                        *path = base.join(&*path);
+                    }
+                }
+            }
         }
         if let StoreConfig::Etcd(etcd) = &mut self.store {
             for path in etcd.paths_mut().filter(|p| p.is_relative()) {

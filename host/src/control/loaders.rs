@@ -1,9 +1,12 @@
 //! The host's side of config validation: what a configuration names (TLS
-//! files, the MCP session key file, etcd endpoints) is read at load by the
+//! files, the MCP session key file, etcd endpoints, JWKS files) is read at load by the
 //! same code that uses it later, so a file refused at load is exactly one
 //! that would fail when used ([`config::Resources`](crate::config::Resources)).
 
-use crate::config::{Invalid, ListenerTlsConfig, McpSessionsConfig, Resources, UpstreamTlsConfig};
+use crate::config::{
+    Invalid, JwtProvider, ListenerTlsConfig, McpSessionsConfig, Resources, UpstreamTlsConfig,
+    parse_jwks,
+};
 
 /// The loaders of the running host: rustls for TLS files, the MCP
 /// gateway's session keys, the etcd client's endpoint parser.
@@ -26,6 +29,10 @@ impl Resources for Loaders {
 
     fn etcd_endpoints(&self, endpoints: &[String]) -> Result<(), String> {
         crate::store::etcd::Etcd::new(endpoints, None, None, std::time::Duration::ZERO).map(drop)
+    }
+
+    fn jwks_file(&self, provider: &JwtProvider) -> Result<(), String> {
+        parse_jwks(&provider.jwks_text()?).map(drop)
     }
 }
 

@@ -168,7 +168,9 @@ impl JwtIssuers {
             .providers
             .iter()
             .map(|provider| Issuer {
-                keys: parse_jwks(&provider.jwks)
+                keys: provider
+                    .jwks_text()
+                    .and_then(|text| parse_jwks(&text))
                     .unwrap_or_default()
                     .into_iter()
                     .map(|(kid, algorithm, key)| {
