@@ -9,7 +9,7 @@ use switchyard_tests::fixtures::{API_VERSION_ROUTER, CANARY_SPLIT, MCP_REDACTOR,
 use switchyard_tests::mcp::{McpServer, client as mcp_client};
 use switchyard_tests::upstream::Upstream;
 
-use crate::{BINARY, serve};
+use crate::serve;
 
 /// A config with one pool `p` over `upstream`, an admin API, `filters`
 /// (TOML `[filters.*]` tables) and `routes` (TOML `[[routes]]` tables).
@@ -330,19 +330,7 @@ fn a_bad_filter_plugin_is_refused_naming_the_filter_and_the_reason() {
             "`request-body-bytes` 2000000 is over the most a filter may see, 1048576",
         ),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let config = switchyard_tests::process::write_config(
-            dir.path(),
-            &filtered(&upstream, &filter, routes),
-        );
-        let output = std::process::Command::new(BINARY)
-            .arg("check")
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{stderr}");
+        let stderr = crate::check_refused(&filtered(&upstream, &filter, routes));
         assert!(stderr.contains("filters.f"), "{stderr}");
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }

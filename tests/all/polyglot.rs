@@ -43,23 +43,11 @@ async fn python_smooth_weighted_round_robin_gives_exact_shares() {
 #[test]
 fn a_python_plugin_without_the_random_grant_is_refused_naming_it() {
     let ups = upstreams(1);
-    let dir = tempfile::tempdir().unwrap();
     let strategy = format!(
         r#"{{ kind = "plugin", plugin = {{ path = "{}", call_deadline_ms = 1000 }} }}"#,
         polyglot::python_balancer().display()
     );
-    let config = switchyard_tests::process::write_config(
-        dir.path(),
-        &single_pool(&strategy, &instances(&ups)),
-    );
-    let output = std::process::Command::new(BINARY)
-        .arg("check")
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr = crate::check_refused(&single_pool(&strategy, &instances(&ups)));
     // CPython draws random bytes when it starts; the error says which
     // capability to grant, and where.
     assert!(stderr.contains("pools.p.strategy"), "{stderr}");
