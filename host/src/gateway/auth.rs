@@ -95,22 +95,20 @@ impl ApiKeys {
     /// when the filter reads one; every copy of either is removed) and
     /// finds its principal. The header wins over the query parameter.
     pub fn check(&self, parts: &mut http::request::Parts) -> Check {
-        let from_header = parts
-            .headers
-            .get(&self.header)
-            .map(|v| v.as_bytes().trim_ascii().to_vec());
-        parts.headers.remove(&self.header);
+        let from_header = parts.headers.remove(&self.header);
         let from_query = self
             .query
             .as_deref()
             .and_then(|name| take_query_parameter(&mut parts.uri, name));
-        match from_header.or(from_query) {
-            None => Check::Missing,
-            Some(key) => self.principal(&key).map_or_else(
-                || Check::Invalid("the API key is not valid".into()),
-                Check::Found,
-            ),
-        }
+        let key = match (&from_header, &from_query) {
+            (Some(value), _) => value.as_bytes().trim_ascii(),
+            (None, Some(key)) => key.as_slice(),
+            (None, None) => return Check::Missing,
+        };
+        self.principal(key).map_or_else(
+            || Check::Invalid("the API key is not valid".into()),
+            Check::Found,
+        )
     }
 
     /// The principal whose key is `key`.
@@ -131,7 +129,7 @@ pub struct JwtIssuers {
     /// Tokens verified lately (Envoy's `jwt_cache_config`): a signature is
     /// checked once per token, not once per request. An entry lives at
     /// most [`VERIFIED_TTL`] and never past its token's `exp`.
-    verified: moka::sync::Cache<String, Verified>,
+    verified: moka::sync::Cache<String, Arc<Verified>>,
     /// Leeway on `exp`, seconds.
     leeway_s: u64,
 }
@@ -144,7 +142,6 @@ pub const VERIFIED_TOKENS: u64 = 10_000;
 pub const VERIFIED_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A verified token: its principal, the headers its claims set, its `exp`.
-#[derive(Clone)]
 struct Verified {
     principal: Arc<Principal>,
     headers: Vec<(HeaderName, http::HeaderValue)>,
@@ -202,40 +199,56 @@ impl JwtIssuers {
     }
 
     /// Takes the bearer token out of `parts` (`Authorization: Bearer …`,
-    /// RFC 6750 §2.1), verifies it against each issuer's keys (those of
-    /// its `kid` when it names one), and finds its principal; the claims
-    /// the issuer maps to headers are set (a client's own header of those
-    /// names removed either way).
+    /// RFC 6750 §2.1), verifies it against its issuer's keys unless it
+    /// was verified lately and has not expired, and finds its principal;
+    /// the claims the issuer maps to headers are set (a client's own
+    /// header of those names removed either way).
     pub fn check(&self, parts: &mut http::request::Parts) -> Check {
         for (name, _) in self.issuers.iter().flat_map(|i| &i.claims_to_headers) {
             parts.headers.remove(name);
         }
-        let Some(token) = parts
+        // A cheap clone (shared bytes): the header is removed, the token read.
+        let Some(value) = parts
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let (scheme, token) = v.trim().split_once(' ')?;
-                scheme
-                    .eq_ignore_ascii_case("bearer")
-                    .then(|| token.trim().to_owned())
-            })
+            .filter(|v| bearer(v).is_some())
+            .cloned()
         else {
             return Check::Missing;
         };
         parts.headers.remove(http::header::AUTHORIZATION);
-        if let Some(known) = self.verified.get(&token)
-            && jsonwebtoken::get_current_timestamp() <= known.exp.saturating_add(self.leeway_s)
+        let token = bearer(&value).unwrap_or_default();
+        let now = jsonwebtoken::get_current_timestamp();
+        let verified = match self
+            .verified
+            .get(token)
+            .filter(|known| now <= known.exp.saturating_add(self.leeway_s))
         {
-            for (name, value) in known.headers {
-                parts.headers.insert(name, value);
-            }
-            return Check::Found(known.principal);
-        }
-        let header = match jsonwebtoken::decode_header(&token) {
-            Ok(header) => header,
-            Err(e) => return Check::Invalid(format!("the token is malformed: {e}")),
+            Some(known) => known,
+            None => match self.verify(token) {
+                Ok(verified) => {
+                    self.verified
+                        .insert(token.to_owned(), Arc::clone(&verified));
+                    verified
+                }
+                Err(reason) => return Check::Invalid(reason),
+            },
         };
+        for (name, value) in &verified.headers {
+            parts.headers.insert(name.clone(), value.clone());
+        }
+        Check::Found(Arc::clone(&verified.principal))
+    }
+
+    /// Verifies `token` against each issuer's keys (those of its `kid`
+    /// when it names one).
+    ///
+    /// # Errors
+    /// Why no key of a known issuer verifies it, or why its claims name no
+    /// principal.
+    fn verify(&self, token: &str) -> Result<Arc<Verified>, String> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| format!("the token is malformed: {e}"))?;
         let mut last = "no key of a known issuer signed the token".to_string();
         for issuer in &self.issuers {
             for (kid, key, validation) in &issuer.keys {
@@ -244,28 +257,27 @@ impl JwtIssuers {
                     continue;
                 }
                 match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
-                    &token, key, validation,
+                    token, key, validation,
                 ) {
                     Ok(data) => {
-                        let Some(verified) = issuer.principal(&data.claims) else {
-                            return Check::Invalid(format!(
-                                "the token has no `{}` claim",
-                                issuer.principal_claim
-                            ));
-                        };
-                        for (name, value) in &verified.headers {
-                            parts.headers.insert(name.clone(), value.clone());
-                        }
-                        let principal = Arc::clone(&verified.principal);
-                        self.verified.insert(token, verified);
-                        return Check::Found(principal);
+                        return issuer.principal(&data.claims).map(Arc::new).ok_or_else(|| {
+                            format!("the token has no `{}` claim", issuer.principal_claim)
+                        });
                     }
                     Err(e) => last = format!("the token is not valid: {e}"),
                 }
             }
         }
-        Check::Invalid(last)
+        Err(last)
     }
+}
+
+/// The token of an `Authorization: Bearer …` value (RFC 6750 §2.1).
+fn bearer(value: &http::HeaderValue) -> Option<&str> {
+    let (scheme, token) = value.to_str().ok()?.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 impl Issuer {
