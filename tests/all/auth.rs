@@ -6,15 +6,15 @@ use switchyard_tests::upstream::Upstream;
 use crate::{BINARY, serve};
 
 /// What curl printed for one request: status, head (lower-case), body.
-struct Curl {
-    status: u16,
+pub(crate) struct Curl {
+    pub(crate) status: u16,
     head: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Curl {
     /// The value of response header `name` (lower case), if sent.
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.head.lines().find_map(|line| {
             let (n, v) = line.split_once(':')?;
             (n.trim() == name).then(|| v.trim())
@@ -23,7 +23,7 @@ impl Curl {
 }
 
 /// `curl -si URL ARGS…`.
-async fn curl(url: String, args: &[&str]) -> Curl {
+pub(crate) async fn curl(url: String, args: &[&str]) -> Curl {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
@@ -50,7 +50,7 @@ async fn curl(url: String, args: &[&str]) -> Curl {
 }
 
 /// `switchyard api-key new`: the key and its digest.
-fn new_key() -> (String, String) {
+pub(crate) fn new_key() -> (String, String) {
     let output = std::process::Command::new(BINARY)
         .args(["api-key", "new"])
         .output()

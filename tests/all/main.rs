@@ -4,6 +4,7 @@
 
 mod admin;
 mod auth;
+mod authorize;
 mod balancing;
 mod config;
 pub mod dashboard;

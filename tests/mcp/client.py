@@ -2,7 +2,9 @@
 over streamable HTTP, runs STEPS (a JSON list) and prints one JSON line
 per step.
 
-    client.py URL STEPS
+    client.py URL STEPS [HEADERS]
+
+HEADERS, a JSON object, are sent with every request (an API key, say).
 
 Steps: {"op": "tools"} -> every tool name, following nextCursor;
 {"op": "page", "cursor": C} -> one page: {"names": [...], "next": C};
@@ -31,8 +33,8 @@ async def sampling(context, params):
     )
 
 
-async def main(url, steps):
-    async with streamablehttp_client(url) as (read, write, session_id):
+async def main(url, steps, headers):
+    async with streamablehttp_client(url, headers=headers) as (read, write, session_id):
         async with ClientSession(read, write, sampling_callback=sampling) as session:
             hello = await session.initialize()
             for step in steps:
@@ -77,4 +79,4 @@ async def main(url, steps):
                 print(json.dumps(out), flush=True)
 
 
-asyncio.run(main(sys.argv[1], json.loads(sys.argv[2])))
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else None))

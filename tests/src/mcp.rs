@@ -180,7 +180,19 @@ impl Drop for McpServer {
 /// When the client fails as a whole (it could not connect or initialize):
 /// its output and errors are shown.
 pub fn client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
-    run_client(Sdk::Legacy, url, steps)
+    run_client(Sdk::Legacy, url, steps, None)
+}
+
+/// As [`client`], sending `headers` (a JSON object) with every request.
+///
+/// # Panics
+/// As [`client`].
+pub fn client_with(
+    url: &str,
+    headers: &serde_json::Value,
+    steps: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    run_client(Sdk::Legacy, url, steps, Some(headers))
 }
 
 /// Runs the 2.x SDK's client (`tests/mcp/client_modern.py`, which tries
@@ -189,10 +201,15 @@ pub fn client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
 /// # Panics
 /// As [`client`].
 pub fn modern_client(url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
-    run_client(Sdk::Modern, url, steps)
+    run_client(Sdk::Modern, url, steps, None)
 }
 
-fn run_client(sdk: Sdk, url: &str, steps: &serde_json::Value) -> Vec<serde_json::Value> {
+fn run_client(
+    sdk: Sdk,
+    url: &str,
+    steps: &serde_json::Value,
+    headers: Option<&serde_json::Value>,
+) -> Vec<serde_json::Value> {
     let script = match sdk {
         Sdk::Legacy => "tests/mcp/client.py",
         Sdk::Modern => "tests/mcp/client_modern.py",
@@ -202,6 +219,7 @@ fn run_client(sdk: Sdk, url: &str, steps: &serde_json::Value) -> Vec<serde_json:
         .arg(workspace().join(script))
         .arg(url)
         .arg(steps.to_string())
+        .args(headers.map(ToString::to_string))
         .output()
         .expect("the MCP client");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -138,6 +138,14 @@ pub enum FilterConfig {
     /// the `scope` (RFC 8693 §4.2) or `scp` claim. Asymmetric algorithms
     /// only (RS, PS, ES, EdDSA): `alg: none` and HMAC are refused.
     Jwt(JwtConfig),
+    /// Decides which requests may pass by CEL expressions (the Common
+    /// Expression Language; Envoy's RBAC with CEL conditions,
+    /// agentgateway's authorization rules) over the request, its
+    /// principal and, on MCP routes, each JSON-RPC call: every `require`
+    /// expression must be true, and one of `allow`'s when it lists any.
+    /// A refused request gets 403 (a JSON-RPC error on MCP routes), and an
+    /// MCP route's merged lists leave out what the caller may not call.
+    Authorize(AuthorizeConfig),
 }
 
 /// A `jwt` filter.
@@ -257,6 +265,127 @@ pub fn parse_jwks(
         return Err("the JWKS has no keys".into());
     }
     Ok(keys)
+}
+
+/// An `authorize` filter: CEL expressions (<https://cel.dev>) that read
+///
+/// - `request`: `method`, `path` (without the query), `query` (without
+///   `?`, `""` when none), `host` (without port), `scheme` (`http` or
+///   `https`), `headers` (a map from lower-case name to value, several
+///   values joined with `, `);
+/// - `source`: `address` (the peer's IP address, text) and `port`;
+/// - `principal`: `null` when no authentication filter found one, else
+///   `id`, `method` (`api-key`, `jwt`, `client-cert`), `scopes` (a list)
+///   and `metadata` (a map of text: an API key principal's metadata, a
+///   JWT's `iss`);
+/// - `mcp`: on MCP routes, the JSON-RPC call judged: `method`
+///   (`tools/call`, `initialize`, …) and `name` (the tool or prompt
+///   name, the resource URI; `null` for other methods); `null` on other
+///   routes.
+///
+/// ```toml
+/// [filters.who-may-call]
+/// kind = "authorize"
+/// require = ["principal != null"]
+/// allow = [
+///   "mcp.method != 'tools/call'",
+///   "'tools:' + mcp.name in principal.scopes",
+/// ]
+/// ```
+///
+/// A request passes when every `require` expression is `true` and, when
+/// `allow` lists any, one of them is; an expression that fails (a missing
+/// key, a type mismatch) counts as `false`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthorizeConfig {
+    /// Expressions that must all be `true`.
+    pub require: Vec<String>,
+    /// Expressions of which one must be `true` (none listed: no such
+    /// condition).
+    pub allow: Vec<String>,
+}
+
+/// The variables an `authorize` expression may read.
+pub const RULE_VARIABLES: [&str; 4] = ["request", "source", "principal", "mcp"];
+
+/// Compiles the CEL expression `source` of an `authorize` filter.
+///
+/// # Errors
+/// The parser's message, or the name of a variable that is not one of
+/// [`RULE_VARIABLES`].
+pub fn compile_rule(source: &str) -> Result<cel::Program, String> {
+    let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
+    let mut bound = Vec::new();
+    if let Some(unknown) = unknown_variable(program.expression(), &mut bound) {
+        return Err(format!(
+            "`{unknown}` is not a variable here (they are {})",
+            RULE_VARIABLES.join(", ")
+        ));
+    }
+    Ok(program)
+}
+
+/// The first name `expr` reads that is neither one of [`RULE_VARIABLES`]
+/// nor bound by a macro around it (`s` in `scopes.exists(s, …)`).
+fn unknown_variable<'e>(expr: &'e cel::IdedExpr, bound: &mut Vec<&'e str>) -> Option<&'e str> {
+    use cel::common::ast::{EntryExpr, Expr};
+    match &expr.expr {
+        Expr::Ident(name) => (!name.starts_with('@')
+            && !RULE_VARIABLES.contains(&name.as_str())
+            && !bound.contains(&name.as_str()))
+        .then_some(name.as_str()),
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|t| &**t)
+            .chain(&call.args)
+            .find_map(|e| unknown_variable(e, bound)),
+        Expr::Comprehension(c) => {
+            let outer = bound.len();
+            bound.extend([c.iter_var.as_str(), c.accu_var.as_str()]);
+            bound.extend(c.iter_var2.as_deref());
+            let found = [
+                &c.iter_range,
+                &c.accu_init,
+                &c.loop_cond,
+                &c.loop_step,
+                &c.result,
+            ]
+            .into_iter()
+            .find_map(|e| unknown_variable(e, bound));
+            bound.truncate(outer);
+            found
+        }
+        Expr::List(list) => list
+            .elements
+            .iter()
+            .find_map(|e| unknown_variable(e, bound)),
+        Expr::Map(cel::common::ast::MapExpr { entries })
+        | Expr::Struct(cel::common::ast::StructExpr { entries, .. }) => {
+            entries.iter().find_map(|entry| match &entry.expr {
+                EntryExpr::StructField(field) => unknown_variable(&field.value, bound),
+                EntryExpr::MapEntry(entry) => unknown_variable(&entry.key, bound)
+                    .or_else(|| unknown_variable(&entry.value, bound)),
+            })
+        }
+        Expr::Select(select) => unknown_variable(&select.operand, bound),
+        Expr::Literal(_) | Expr::Unspecified => None,
+    }
+}
+
+impl AuthorizeConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        if self.require.is_empty() && self.allow.is_empty() {
+            return Err(("require".into(), "give `require` or `allow` rules".into()));
+        }
+        for (list, rules) in [("require", &self.require), ("allow", &self.allow)] {
+            for (i, rule) in rules.iter().enumerate() {
+                compile_rule(rule).map_err(|reason| (format!("{list}[{i}]"), reason))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// A `client-cert` filter.
@@ -894,6 +1023,7 @@ impl FilterConfig {
             FilterConfig::ApiKey(k) => k.validate()?,
             FilterConfig::ClientCert(_) => {}
             FilterConfig::Jwt(jwt) => jwt.validate()?,
+            FilterConfig::Authorize(rules) => rules.validate()?,
         }
         Ok(())
     }
@@ -921,6 +1051,7 @@ impl FilterConfig {
             FilterConfig::ApiKey(_) => "api-key",
             FilterConfig::ClientCert(_) => "client-cert",
             FilterConfig::Jwt(_) => "jwt",
+            FilterConfig::Authorize(_) => "authorize",
         }
     }
 }
@@ -1222,5 +1353,17 @@ mod tests {
         assert_eq!(parse_cidr("::1").unwrap().prefix_len(), 128);
         assert!(parse_cidr("10.0.0.0/33").is_err());
         assert!(parse_cidr("example.com").is_err());
+    }
+
+    #[test]
+    fn rules_compile_with_their_variables_only() {
+        assert!(compile_rule("principal.scopes.exists(s, s == 'admin')").is_ok());
+        assert!(compile_rule("request.headers['x-team'] == 'a' && mcp == null").is_ok());
+        let unknown = compile_rule("princpal.id == 'a'").unwrap_err();
+        assert!(unknown.contains("`princpal`"), "{unknown}");
+        assert!(compile_rule("principal.id ==").is_err());
+        // A macro's variable is bound inside it only.
+        assert!(compile_rule("[1].all(x, x > 0) && x == 1").is_err());
+        assert!(compile_rule("{'a': request.path}.exists(k, k == 'a')").is_ok());
     }
 }

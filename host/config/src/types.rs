@@ -12,11 +12,11 @@ pub use super::failover::{
     FallbackConfig, RetryConfig, RetryOn, StaleConfig,
 };
 pub use super::filter::{
-    ApiKeyConfig, ApiKeyPrincipal, AuthMode, BodyLimitConfig, ClientCertConfig, CompressConfig,
-    CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
+    ApiKeyConfig, ApiKeyPrincipal, AuthMode, AuthorizeConfig, BodyLimitConfig, ClientCertConfig,
+    CompressConfig, CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
     HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, JwtConfig, JwtProvider,
     PluginFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig,
-    RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr, parse_jwks,
+    RespondConfig, TemplatePart, Variable, compile_rule, origin_matches, parse_cidr, parse_jwks,
     parse_key_digest, parse_template,
 };
 pub use super::fusion::{

@@ -20,6 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 
 use super::auth::{ApiKeys, Check, JwtIssuers, Principal};
+use super::authorize::{Authorizer, ScopedRules};
 use super::compress::Compress;
 use crate::config::{
     AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
@@ -129,6 +130,12 @@ enum RequestStep {
     BodyLimit(u64),
     Plugin(Arc<PluginStep>),
     Auth(Box<AuthStep>),
+    /// CEL rules; `per_call` on MCP routes: judged for each JSON-RPC
+    /// call, the request's variables kept for them in [`Routed`].
+    Authorize {
+        rules: Arc<Authorizer>,
+        per_call: bool,
+    },
 }
 
 /// An authentication filter's place in a chain: where it finds the
@@ -189,19 +196,22 @@ pub struct Routed<'a> {
     views: Vec<(Arc<PluginStep>, FilterRequest)>,
     /// The principal an authentication filter found.
     principal: Option<Arc<Principal>>,
+    /// On an MCP route, the rules that judge each call, with the
+    /// request's variables.
+    rules: Vec<ScopedRules>,
 }
 
 impl Chain {
     /// The chain of `names` (validated at load: each is a key of
     /// `filters`; a name that is missing is skipped) of route number
-    /// `route`, its plugin filters loaded in `plugins`, counting its
-    /// answers in `reporting`'s metrics and publishing its refusals on its
-    /// event bus.
+    /// `route` (an MCP route when `mcp`), its plugin filters loaded in
+    /// `plugins`, counting its answers in `reporting`'s metrics and
+    /// publishing its refusals on its event bus.
     pub fn build(
         names: &[String],
         filters: &BTreeMap<String, FilterConfig>,
         plugins: &BTreeMap<String, Arc<WasmFilter>>,
-        route: usize,
+        (route, mcp): (usize, bool),
         reporting: &Reporting,
     ) -> Self {
         let metrics = &reporting.metrics;
@@ -303,6 +313,19 @@ impl Chain {
                         invalid: decisions("invalid"),
                     }))
                 }
+                FilterConfig::Authorize(config) => {
+                    let decisions = |d| metrics.auth_decisions(route, name, d);
+                    RequestStep::Authorize {
+                        rules: Arc::new(Authorizer::new(
+                            config,
+                            name,
+                            route,
+                            [decisions("allowed"), decisions("denied")],
+                            Arc::clone(&reporting.events),
+                        )),
+                        per_call: mcp,
+                    }
+                }
                 FilterConfig::Plugin(config) => {
                     let Some(filter) = plugins.get(name) else {
                         continue;
@@ -337,10 +360,11 @@ impl Chain {
                 .response
                 .iter()
                 .any(|s| !matches!(s, ResponseStep::Cors(_)))
-                || chain
-                    .request
-                    .iter()
-                    .any(|(s, ..)| matches!(s, RequestStep::Plugin(p) if p.keeps_view)),
+                || chain.request.iter().any(|(s, ..)| match s {
+                    RequestStep::Plugin(p) => p.keeps_view,
+                    RequestStep::Authorize { per_call, .. } => *per_call,
+                    _ => false,
+                }),
             cors: chain
                 .response
                 .iter()
@@ -436,6 +460,7 @@ impl Chain {
             facts,
             views: Vec::new(),
             principal: None,
+            rules: Vec::new(),
         })
     }
 
@@ -523,7 +548,7 @@ impl RequestStep {
             RequestStep::Redirect(_) => "redirect",
             RequestStep::Respond(_) => "respond",
             RequestStep::Cors(_) => "preflight",
-            RequestStep::IpFilter(_) => "forbidden",
+            RequestStep::IpFilter(_) | RequestStep::Authorize { .. } => "forbidden",
             RequestStep::Plugin(_) => "plugin",
             RequestStep::Auth(step) => match step.source {
                 Credentials::ApiKey(_) | Credentials::Jwt(_) => "unauthorized",
@@ -642,6 +667,15 @@ impl RequestStep {
             }
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
             RequestStep::Auth(step) => step.authenticate(parts, facts, routed)?,
+            RequestStep::Authorize { rules, per_call } => {
+                let scope = rules.scope(parts, facts);
+                match routed {
+                    Some(routed) if *per_call => routed.rules.push((Arc::clone(rules), scope)),
+                    _ => rules
+                        .judge(&scope, None)
+                        .map_err(|reason| Answer::Error(ProxyError::Forbidden(reason)))?,
+                }
+            }
             RequestStep::BodyLimit(limit) => {
                 let declared = parts
                     .headers
@@ -716,6 +750,7 @@ impl Routed<'_> {
                     view: view.clone(),
                 })
                 .collect(),
+            self.rules.clone(),
         )
     }
 }

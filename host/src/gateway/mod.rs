@@ -11,6 +11,7 @@
 //! are [`crate::server`]'s; this module serves one request ([`handle`]).
 
 pub mod auth;
+pub mod authorize;
 mod compress;
 pub mod filter;
 mod handle;

@@ -158,7 +158,13 @@ impl Router {
             let served_by = target.served_by();
             routes.push(Route {
                 config: json,
-                chain: Chain::build(&r.filters, &config.filters, &filters, index, reporting),
+                chain: Chain::build(
+                    &r.filters,
+                    &config.filters,
+                    &filters,
+                    (index, matches!(target, Target::Mcp(_))),
+                    reporting,
+                ),
                 matches: r.matches.clone(),
                 metrics: reporting.metrics.route(index, served_by),
                 index,

@@ -4,14 +4,18 @@
 //! (`on-mcp-result`: redact it, or deny it), in the route's filter order.
 //! A filter that faults lets the message pass under `failure_mode =
 //! "open"` and refuses it with a JSON-RPC internal error under `closed`.
+//! An `authorize` filter's rules judge each call before the plugins are
+//! asked, and leave out of the merged lists what the caller may not call.
 
 use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::INTERNAL_ERROR;
+use super::merge::ListKind;
 use super::route::Client;
 use super::upstream::subject;
+use super::{FORBIDDEN, INTERNAL_ERROR};
+use crate::gateway::authorize::{Call, ScopedRules};
 use crate::plugin::{Fault, FilterMcpCall, FilterRequest, McpRefusal, McpVerdict, WasmFilter};
 
 /// One filter plugin an MCP route asks, with the request as it saw it.
@@ -26,9 +30,13 @@ pub struct McpGuard {
     pub view: FilterRequest,
 }
 
-/// The filter plugins of a request on an MCP route (none: nothing asked).
+/// The filter plugins and rules of a request on an MCP route (none:
+/// nothing asked).
 #[derive(Clone, Default)]
-pub struct Guards(Option<Arc<[McpGuard]>>);
+pub struct Guards {
+    plugins: Option<Arc<[McpGuard]>>,
+    rules: Option<Arc<[ScopedRules]>>,
+}
 
 /// A JSON-RPC call as the guards see it: method, name and the session's
 /// client.
@@ -39,18 +47,26 @@ pub(super) struct Asked<'a> {
 }
 
 impl Guards {
-    /// The guards `guards` (nothing to ask when empty).
-    pub fn new(guards: Vec<McpGuard>) -> Self {
-        Self((!guards.is_empty()).then(|| guards.into()))
+    /// The plugins `guards` and the `rules` with the request's variables
+    /// (nothing to ask when both are empty).
+    pub fn new(guards: Vec<McpGuard>, rules: Vec<ScopedRules>) -> Self {
+        Self {
+            plugins: (!guards.is_empty()).then(|| guards.into()),
+            rules: (!rules.is_empty()).then(|| rules.into()),
+        }
     }
 
     fn each(&self) -> impl Iterator<Item = &McpGuard> {
-        self.0.iter().flat_map(|g| g.iter())
+        self.plugins.iter().flat_map(|g| g.iter())
     }
 
-    /// Whether some guard sees calls.
+    fn rules(&self) -> impl Iterator<Item = &ScopedRules> {
+        self.rules.iter().flat_map(|r| r.iter())
+    }
+
+    /// Whether some guard sees calls (rules see every call).
     pub(super) fn see_calls(&self) -> bool {
-        self.each().any(|g| g.filter.on_mcp_calls())
+        self.rules.is_some() || self.each().any(|g| g.filter.on_mcp_calls())
     }
 
     /// Whether some guard sees results.
@@ -58,16 +74,30 @@ impl Guards {
         self.each().any(|g| g.filter.on_mcp_results())
     }
 
-    /// Asks each guard that sees calls about `asked` with `arguments`,
-    /// which a guard may replace for the next guards and the server.
+    /// Judges `asked` by the rules, then asks each guard that sees calls
+    /// about it with `arguments`, which a guard may replace for the next
+    /// guards and the server.
     ///
     /// # Errors
-    /// The refusal the client gets: a guard's denial, or a closed guard's fault.
+    /// The refusal the client gets: a rule's or a guard's denial, or a
+    /// closed guard's fault.
     pub(super) fn on_call(
         &self,
         asked: &Asked<'_>,
         arguments: &mut Value,
     ) -> Result<(), McpRefusal> {
+        let call = Call {
+            method: asked.method,
+            name: asked.name,
+        };
+        for (rules, scope) in self.rules() {
+            rules
+                .judge(scope, Some(call))
+                .map_err(|message| McpRefusal {
+                    code: i32::try_from(FORBIDDEN).unwrap_or(i32::MIN),
+                    message,
+                })?;
+        }
         self.judge(
             WasmFilter::on_mcp_calls,
             asked,
@@ -125,6 +155,36 @@ impl Guards {
             }
         }
         Ok(())
+    }
+}
+
+impl Guards {
+    /// Leaves out of the merged list `result` of `kind` the items the
+    /// rules would not let this caller use (a tool it may not call, a
+    /// prompt it may not get, a resource it may not read), and marks the
+    /// list `cacheScope: "private"`: it is this caller's. Resource
+    /// templates are kept (a template names no one resource).
+    pub(super) fn hide_forbidden(&self, kind: ListKind, result: &mut Value) {
+        let method = match kind {
+            _ if self.rules.is_none() => return,
+            ListKind::Tools => "tools/call",
+            ListKind::Prompts => "prompts/get",
+            ListKind::Resources => "resources/read",
+            ListKind::Templates => return,
+        };
+        if let Some(items) = result.get_mut(kind.field()).and_then(Value::as_array_mut) {
+            items.retain(|item| {
+                let call = Call {
+                    method,
+                    name: item.get(kind.key()).and_then(Value::as_str),
+                };
+                self.rules()
+                    .all(|(rules, scope)| rules.permits(scope, call))
+            });
+        }
+        if let Some(scope) = result.get_mut("cacheScope") {
+            *scope = json!("private");
+        }
     }
 }
 

@@ -57,7 +57,8 @@ impl McpRoute {
         if let Some(response) = self.refuse(id, &failed, pages.is_empty() && !targets.is_empty()) {
             return response;
         }
-        let merged = self.merge(kind, pages, &failed);
+        let mut merged = self.merge(kind, pages, &failed);
+        client.guards.hide_forbidden(kind, &mut merged.result);
         rpc_result(id, merged.result)
     }
 

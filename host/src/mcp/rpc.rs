@@ -23,6 +23,9 @@ pub(super) const INVALID_PARAMS: i64 = -32602;
 pub(super) const INTERNAL_ERROR: i64 = -32603;
 /// The session is unknown, expired or broken: initialize again.
 pub(super) const SESSION_GONE: i64 = -32001;
+/// The caller may not make this call (an `authorize` filter's denial; a
+/// server-defined code of the range JSON-RPC 2.0 §5.1 reserves).
+pub(super) const FORBIDDEN: i64 = -32003;
 
 /// A server's message bound for the client: a request's id becomes `T:ID`
 /// (so that the client's response finds target `t`).

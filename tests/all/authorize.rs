@@ -1,0 +1,207 @@
+//! `authorize` filters through a real `switchyard`: CEL rules over the
+//! request and its principal (curl and a real upstream), and over each
+//! MCP call on an MCP route (the official Python SDK's client and two
+//! real MCP servers).
+
+use serde_json::json;
+use switchyard_tests::mcp::{McpServer, client_with};
+use switchyard_tests::upstream::Upstream;
+
+use crate::auth::{curl, new_key};
+use crate::serve;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_over_the_request_and_its_principal_let_some_pass_and_refuse_the_rest() {
+    let upstream = Upstream::start("u0");
+    let (ops, ops_digest) = new_key();
+    let (dev, dev_digest) = new_key();
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+
+[filters.keys]
+kind = "api-key"
+mode = "optional"
+principals = [
+  {{ id = "ann", keys = ["{ops_digest}"], metadata = {{ team = "ops" }}, scopes = ["deploy"] }},
+  {{ id = "dan", keys = ["{dev_digest}"], metadata = {{ team = "dev" }} }},
+]
+
+[filters.rules]
+kind = "authorize"
+require = ["source.address == '127.0.0.1'"]
+allow = [
+  "request.method == 'GET' && request.path.startsWith('/public/')",
+  "principal != null && principal.metadata.team == 'ops'",
+  "principal != null && request.headers['x-ticket'].matches('^T-[0-9]+$')",
+]
+
+[[routes]]
+pool = "p"
+filters = ["keys", "rules"]
+
+[pools.p]
+instances = [{{ url = "{}" }}]
+"#,
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = |path: &str| format!("{}{path}", proxy.url);
+    let key = |k: &str| format!("x-api-key: {k}");
+
+    // Allowed: anyone may GET /public/, ops may do anything, another
+    // principal with a ticket header.
+    for (path, args) in [
+        ("/public/a", vec![]),
+        ("/orders", vec!["-X", "DELETE", "-H", &*key(&ops)]),
+        (
+            "/orders",
+            vec!["-X", "POST", "-H", &*key(&dev), "-H", "x-ticket: T-42"],
+        ),
+    ] {
+        let answer = curl(url(path), &args).await;
+        assert_eq!(answer.status, 200, "{path} {args:?}: {}", answer.body);
+    }
+    assert_eq!(upstream.hits(), 3);
+
+    // Refused with 403 and a JSON body, the upstream not asked: no
+    // principal; dev without a ticket; a ticket that does not match; a
+    // header missing (the rule fails, which counts as false).
+    for (path, args) in [
+        ("/orders", vec![]),
+        ("/public/a", vec!["-X", "POST"]),
+        ("/orders", vec!["-H", &*key(&dev)]),
+        ("/orders", vec!["-H", &*key(&dev), "-H", "x-ticket: 42"]),
+    ] {
+        let answer = curl(url(path), &args).await;
+        assert_eq!(answer.status, 403, "{path} {args:?}: {}", answer.body);
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(body["error"], "forbidden", "{body}");
+        let message = body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("not allowed by filter `rules` (allow)"),
+            "{body}"
+        );
+    }
+    assert_eq!(upstream.hits(), 3);
+
+    let metrics = curl(format!("{}/metrics", proxy.admin_url()), &[])
+        .await
+        .body;
+    for line in [
+        r#"switchyard_auth_decisions_total{route="0",filter="rules",decision="allowed"} 3"#,
+        r#"switchyard_auth_decisions_total{route="0",filter="rules",decision="denied"} 4"#,
+        r#"switchyard_filter_answers_total{route="0",filter="rules",answer="forbidden"} 4"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in:\n{metrics}");
+    }
+}
+
+#[test]
+fn on_an_mcp_route_rules_judge_each_call_and_hide_what_a_caller_may_not_call() {
+    let alpha = McpServer::with(&["--name", "alpha"]);
+    let beta = McpServer::with(&["--name", "beta", "--json"]);
+    let (ann, ann_digest) = new_key();
+    let (bob, bob_digest) = new_key();
+    // A principal may call the tools its scopes name; lists and every
+    // other method are open to any principal.
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[filters.keys]
+kind = "api-key"
+principals = [
+  {{ id = "ann", keys = ["{ann_digest}"], scopes = ["alpha__echo", "alpha__calls"] }},
+  {{ id = "bob", keys = ["{bob_digest}"], scopes = ["beta__calls"] }},
+]
+
+[filters.who-may-call]
+kind = "authorize"
+allow = ["mcp.method != 'tools/call'", "mcp.name in principal.scopes"]
+
+[[routes]]
+match = {{ path_prefix = "/mcp" }}
+mcp = {{ targets = ["alpha", "beta"] }}
+filters = ["keys", "who-may-call"]
+
+[pools.alpha]
+instances = [{{ url = "{}" }}]
+[pools.beta]
+instances = [{{ url = "{}" }}]
+"#,
+        alpha.url(),
+        beta.url(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let mcp = format!("{}/mcp", proxy.url);
+
+    let out = client_with(
+        &mcp,
+        &json!({ "x-api-key": ann }),
+        &json!([
+            { "op": "tools" },
+            { "op": "call", "tool": "alpha__echo", "args": { "text": "hi" } },
+            { "op": "call", "tool": "beta__echo", "args": { "text": "hi" } },
+            { "op": "call", "tool": "alpha__calls" },
+        ]),
+    );
+    // The list shows ann only what she may call.
+    assert_eq!(out[0], json!(["alpha__echo", "alpha__calls"]), "{out:?}");
+    assert_eq!(out[1]["text"], "alpha: hi", "{out:?}");
+    let denied = out[2]["exception"].as_str().unwrap_or_default();
+    assert!(
+        denied.contains("not allowed by filter `who-may-call` (allow)"),
+        "{out:?}"
+    );
+    assert_eq!(out[3]["text"], "1", "{out:?}");
+
+    // bob sees beta's counter only, and beta never served ann's echo.
+    let out = client_with(
+        &mcp,
+        &json!({ "x-api-key": bob }),
+        &json!([
+            { "op": "tools" },
+            { "op": "call", "tool": "beta__calls" },
+            { "op": "call", "tool": "alpha__calls" },
+        ]),
+    );
+    assert_eq!(out[0], json!(["beta__calls"]), "{out:?}");
+    assert_eq!(out[1]["text"], "0", "{out:?}");
+    assert!(out[2]["exception"].is_string(), "{out:?}");
+}
+
+#[test]
+fn bad_rules_are_refused_naming_the_key_and_the_reason() {
+    for (rules, key, reason) in [
+        (
+            r#"require = ["principal.id =="]"#,
+            "filters.rules.require[0]",
+            "",
+        ),
+        (
+            r#"allow = ["true", "princpal.id == 'a'"]"#,
+            "filters.rules.allow[1]",
+            "`princpal` is not a variable here",
+        ),
+        (
+            "",
+            "filters.rules.require",
+            "give `require` or `allow` rules",
+        ),
+    ] {
+        let stderr = crate::check_refused(&format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"rules\"]\n\
+             [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
+             [filters.rules]\nkind = \"authorize\"\n{rules}\n"
+        ));
+        assert!(stderr.contains(key), "{key} in: {stderr}");
+        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+    }
+}
