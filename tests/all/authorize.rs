@@ -205,3 +205,31 @@ fn bad_rules_are_refused_naming_the_key_and_the_reason() {
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }
 }
+
+#[test]
+fn the_readme_authorization_snippet_lets_the_analyst_call_one_tool() {
+    let snippet = crate::readme_snippet("**Authorization rules.**");
+    let search = McpServer::with(&["--name", "search"]);
+    let admin = McpServer::with(&["--name", "admin"]);
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{snippet}\n\
+         [pools.search]\ninstances = [{{ url = \"{}\" }}]\n\
+         [pools.admin]\ninstances = [{{ url = \"{}\" }}]\n",
+        search.url(),
+        admin.url(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let out = client_with(
+        &format!("{}/mcp", proxy.url),
+        &json!({ "x-api-key": "sy_example-key-replace-me" }),
+        &json!([
+            { "op": "tools" },
+            { "op": "call", "tool": "search__answer" },
+            { "op": "call", "tool": "admin__echo", "args": { "text": "x" } },
+        ]),
+    );
+    assert_eq!(out[0], json!(["search__answer"]), "{out:?}");
+    assert_eq!(out[1]["text"], "42", "{out:?}");
+    assert!(out[2]["exception"].is_string(), "{out:?}");
+}
