@@ -27,7 +27,7 @@ pub(crate) async fn curl(url: String, args: &[&str]) -> Curl {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
-            .args(["-si", "--max-time", "30"])
+            .args(["-sSi", "--max-time", "30"])
             .args(&args)
             .arg(&url)
             .output()
@@ -41,7 +41,12 @@ pub(crate) async fn curl(url: String, args: &[&str]) -> Curl {
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"));
+        .unwrap_or_else(|| {
+            panic!(
+                "no status in {text:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )
+        });
     Curl {
         status,
         head: head.to_ascii_lowercase(),
@@ -478,7 +483,7 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
         (
             r#"jwks = '{"keys":[]}', jwks_file = "jwks.json""#,
             "filters.jwt.providers[0].jwks",
-            "give `jwks` or `jwks_file`, one of them",
+            "give `jwks`, `jwks_file` or `jwks_url`, one of them",
         ),
     ] {
         let stderr = crate::check_refused(&jwt_config(provider));

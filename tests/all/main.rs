@@ -13,6 +13,7 @@ mod examples;
 mod failover;
 mod filter_plugins;
 mod filters;
+mod forward_auth;
 mod fusion;
 mod hardening;
 mod harness;

@@ -146,6 +146,14 @@ pub enum FilterConfig {
     /// A refused request gets 403 (a JSON-RPC error on MCP routes), and an
     /// MCP route's merged lists leave out what the caller may not call.
     Authorize(AuthorizeConfig),
+    /// Asks an HTTP service whether a request may pass (nginx's
+    /// `auth_request`, Traefik's ForwardAuth, Envoy's HTTP `ext_authz`):
+    /// a GET to `url` with the request's chosen headers and
+    /// `X-Forwarded-Method`/`-Proto`/`-Host`/`-Uri`/`-For`. A 2xx answer
+    /// lets it pass, with the answer's chosen headers (and principal);
+    /// any other answer goes back to the client as it is (status,
+    /// headers, body) and the request goes no further.
+    ForwardAuth(ForwardAuthConfig),
 }
 
 /// A `jwt` filter.
@@ -177,7 +185,7 @@ pub struct JwtProvider {
     /// at least one.
     pub audiences: Vec<String>,
     /// Its signing keys: a JWKS document (RFC 7517 §5) as JSON text, or
-    /// `jwks_file`: one of the two.
+    /// `jwks_file`, or `jwks_url`: one of the three.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jwks: Option<String>,
     /// A file holding its JWKS document; relative to the config file. Read
@@ -185,6 +193,18 @@ pub struct JwtProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
     pub jwks_file: Option<std::path::PathBuf>,
+    /// Where its JWKS document is served (`http://` or `https://`: an
+    /// OpenID provider's `jwks_uri`). Fetched over Switchyard's own
+    /// upstream connections when the filter loads, again every
+    /// `jwks_refresh_s`, and at once for a token signed with a key it
+    /// does not know (at most once a second; a `kid` still unknown after
+    /// that is not fetched for again for a minute). A failed fetch keeps
+    /// the keys last fetched, and is tried again sooner (1 s, doubling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks_url: Option<String>,
+    /// How often `jwks_url` is fetched again, seconds. Default 300.
+    #[serde(default = "default_jwks_refresh_s")]
+    pub jwks_refresh_s: u64,
     /// The claim naming the principal. Default `sub`.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
@@ -209,6 +229,10 @@ impl JwtProvider {
             (None, None) => Err("no `jwks` nor `jwks_file`".into()),
         }
     }
+}
+
+fn default_jwks_refresh_s() -> u64 {
+    300
 }
 
 fn default_principal_claim() -> String {
@@ -383,6 +407,88 @@ impl AuthorizeConfig {
             for (i, rule) in rules.iter().enumerate() {
                 compile_rule(rule).map_err(|reason| (format!("{list}[{i}]"), reason))?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// A `forward-auth` filter: the service to ask, what it sees of the
+/// request and what of its answer goes upstream.
+///
+/// ```toml
+/// [filters.sso]
+/// kind = "forward-auth"
+/// url = "http://127.0.0.1:9000/verify"
+/// request_headers = ["authorization", "cookie"]
+/// response_headers = ["x-user"]
+/// principal_header = "x-user"
+/// cache_ttl_ms = 30000
+/// ```
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardAuthConfig {
+    /// The service: an `http://` or `https://` URL, its path and query
+    /// those of every sub-request (a GET). Asked over Switchyard's own
+    /// kept-alive upstream connections.
+    pub url: String,
+    /// Request headers copied onto the sub-request. Default
+    /// `["authorization", "cookie"]`.
+    #[serde(default = "default_forward_auth_request_headers")]
+    pub request_headers: Vec<String>,
+    /// Headers of a 2xx answer set on the request sent upstream (a
+    /// client's own headers of those names are removed either way).
+    /// Default none.
+    #[serde(default)]
+    pub response_headers: Vec<String>,
+    /// A header of the 2xx answer naming the principal (`{principal}`,
+    /// `principal.id` of rules), when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal_header: Option<String>,
+    /// How long the service has to answer, head and body, ms. Default
+    /// 1000.
+    #[serde(default = "default_forward_auth_timeout_ms")]
+    pub timeout_ms: u64,
+    /// What a request gets when the service gives no answer (cannot be
+    /// reached, times out): `closed` (the default) answers 503, `open`
+    /// lets it pass without the service's headers.
+    #[serde(default = "closed")]
+    pub failure_mode: FilterFailureMode,
+    /// How long an answer is remembered, ms, keyed by the values of
+    /// `request_headers` (so the service must decide on those alone:
+    /// keep 0 for one that reads the method or path). Default 0: the
+    /// service is asked for every request. At most 10,000 are kept.
+    #[serde(default)]
+    pub cache_ttl_ms: u64,
+}
+
+fn default_forward_auth_request_headers() -> Vec<String> {
+    vec!["authorization".into(), "cookie".into()]
+}
+
+fn default_forward_auth_timeout_ms() -> u64 {
+    1000
+}
+
+fn closed() -> FilterFailureMode {
+    FilterFailureMode::Closed
+}
+
+impl ForwardAuthConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        check_url(&self.url).map_err(|reason| ("url".to_string(), reason))?;
+        for (list, names) in [
+            ("request_headers", &self.request_headers),
+            ("response_headers", &self.response_headers),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                check_header(&format!("{list}[{i}]"), name, None)?;
+            }
+        }
+        if let Some(name) = &self.principal_header {
+            check_header("principal_header", name, None)?;
+        }
+        if self.timeout_ms == 0 {
+            return Err(("timeout_ms".into(), "must be ≥ 1".into()));
         }
         Ok(())
     }
@@ -1024,6 +1130,7 @@ impl FilterConfig {
             FilterConfig::ClientCert(_) => {}
             FilterConfig::Jwt(jwt) => jwt.validate()?,
             FilterConfig::Authorize(rules) => rules.validate()?,
+            FilterConfig::ForwardAuth(f) => f.validate()?,
         }
         Ok(())
     }
@@ -1052,6 +1159,7 @@ impl FilterConfig {
             FilterConfig::ClientCert(_) => "client-cert",
             FilterConfig::Jwt(_) => "jwt",
             FilterConfig::Authorize(_) => "authorize",
+            FilterConfig::ForwardAuth(_) => "forward-auth",
         }
     }
 }
@@ -1069,15 +1177,21 @@ impl JwtConfig {
             if provider.audiences.is_empty() {
                 return Err((key("audiences"), "give at least one".into()));
             }
-            match (&provider.jwks, &provider.jwks_file) {
-                (Some(jwks), None) => {
+            match (&provider.jwks, &provider.jwks_file, &provider.jwks_url) {
+                (Some(jwks), None, None) => {
                     parse_jwks(jwks).map_err(|reason| (key("jwks"), reason))?;
                 }
-                (None, Some(_)) => {}
+                (None, Some(_), None) => {}
+                (None, None, Some(url)) => {
+                    check_url(url).map_err(|reason| (key("jwks_url"), reason))?;
+                    if provider.jwks_refresh_s == 0 {
+                        return Err((key("jwks_refresh_s"), "must be ≥ 1".into()));
+                    }
+                }
                 _ => {
                     return Err((
                         key("jwks"),
-                        "give `jwks` or `jwks_file`, one of them".into(),
+                        "give `jwks`, `jwks_file` or `jwks_url`, one of them".into(),
                     ));
                 }
             }
@@ -1119,6 +1233,20 @@ impl ApiKeyConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// A URL Switchyard fetches from: `http://` or `https://`, with a host.
+fn check_url(url: &str) -> Result<(), String> {
+    let parsed = http::Uri::from_str(url).ok();
+    if parsed.as_ref().is_some_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some_and(|h| !h.is_empty())
+    }) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{url}` is not an http:// or https:// URL with a host"
+        ))
     }
 }
 

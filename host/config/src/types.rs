@@ -13,11 +13,11 @@ pub use super::failover::{
 };
 pub use super::filter::{
     ApiKeyConfig, ApiKeyPrincipal, AuthMode, AuthorizeConfig, BodyLimitConfig, ClientCertConfig,
-    CompressConfig, CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode, ForwardedConfig,
-    HeaderLimitConfig, HeaderRules, HostRewriteConfig, IpFilterConfig, JwtConfig, JwtProvider,
-    PluginFilterConfig, PrefixConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig,
-    RespondConfig, TemplatePart, Variable, compile_rule, origin_matches, parse_cidr, parse_jwks,
-    parse_key_digest, parse_template,
+    CompressConfig, CorsConfig, DecompressConfig, FilterConfig, FilterFailureMode,
+    ForwardAuthConfig, ForwardedConfig, HeaderLimitConfig, HeaderRules, HostRewriteConfig,
+    IpFilterConfig, JwtConfig, JwtProvider, PluginFilterConfig, PrefixConfig, RedirectConfig,
+    RegexRewriteConfig, RequestIdConfig, RespondConfig, TemplatePart, Variable, compile_rule,
+    origin_matches, parse_cidr, parse_jwks, parse_key_digest, parse_template,
 };
 pub use super::fusion::{
     Compare, CompareKeys, ConflictRule, FanOutConfig, FusionCacheConfig, MedianConfig, MergeConfig,

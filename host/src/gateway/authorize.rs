@@ -6,10 +6,13 @@
 //! expression that fails to evaluate counts as `false` (fail closed).
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
-use cel::objects::{Key, Map};
+use cel::common::types::{CelInt, CelList, CelMap, CelMapKey, CelNull, CelString};
+use cel::common::value::Val;
 use cel::{Context, Env, Program, Value};
+use http::{HeaderMap, Method, Uri};
 use prometheus_client::metrics::counter::Counter;
 
 use super::auth::Principal;
@@ -36,6 +39,7 @@ struct Reads {
     request: bool,
     source: bool,
     principal: bool,
+    mcp: bool,
 }
 
 /// An `authorize` filter of a route, with its decisions' counters.
@@ -53,17 +57,73 @@ pub struct Authorizer {
     events: Arc<EventBus>,
 }
 
-/// The variables of one request the rules read, built once per request
-/// (on an MCP route, every call of the request shares them).
+/// What the rules read of a request, borrowed: its variables are built
+/// from it for each evaluation, without copying its text.
+#[derive(Clone, Copy)]
+pub struct Facts<'a> {
+    method: &'a str,
+    uri: &'a Uri,
+    host: &'a str,
+    tls: bool,
+    headers: &'a HeaderMap,
+    peer: SocketAddr,
+    principal: Option<&'a Principal>,
+}
+
+impl<'a> Facts<'a> {
+    /// The request `parts` from the client of `facts`, with the principal
+    /// an earlier filter found.
+    pub fn of(parts: &'a http::request::Parts, facts: &RequestFacts<'a>) -> Self {
+        Self {
+            method: parts.method.as_str(),
+            uri: &parts.uri,
+            host: facts.host,
+            tls: facts.tls,
+            headers: &parts.headers,
+            peer: facts.peer,
+            principal: parts.extensions.get::<Arc<Principal>>().map(|p| &**p),
+        }
+    }
+}
+
+/// What the rules read of a request on an MCP route, kept for the calls
+/// its body carries.
 #[derive(Clone)]
 pub struct Scope {
-    request: Value,
-    source: Value,
-    principal: Value,
-    /// The principal's id, for the audit log.
-    who: Option<Arc<str>>,
-    /// The client's address, for the audit log.
-    client: std::net::IpAddr,
+    method: Method,
+    uri: Uri,
+    host: Arc<str>,
+    tls: bool,
+    headers: HeaderMap,
+    peer: SocketAddr,
+    principal: Option<Arc<Principal>>,
+}
+
+impl Scope {
+    /// A copy of what `facts` borrow.
+    pub fn of(parts: &http::request::Parts, facts: &RequestFacts<'_>) -> Self {
+        Self {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            host: facts.host.into(),
+            tls: facts.tls,
+            headers: parts.headers.clone(),
+            peer: facts.peer,
+            principal: parts.extensions.get::<Arc<Principal>>().cloned(),
+        }
+    }
+
+    fn facts(&self) -> Facts<'_> {
+        Facts {
+            method: self.method.as_str(),
+            uri: &self.uri,
+            host: &self.host,
+            tls: self.tls,
+            headers: &self.headers,
+            peer: self.peer,
+            principal: self.principal.as_deref(),
+        }
+    }
 }
 
 /// A filter's rules with the variables of the request they judge the
@@ -116,6 +176,7 @@ impl Authorizer {
             reads.request |= references.has_variable("request");
             reads.source |= references.has_variable("source");
             reads.principal |= references.has_variable("principal");
+            reads.mcp |= references.has_variable("mcp");
         }
         Self {
             require,
@@ -129,33 +190,6 @@ impl Authorizer {
         }
     }
 
-    /// The variables the rules read of the request `parts` (with the
-    /// principal an earlier filter found) from the client of `facts`.
-    pub fn scope(&self, parts: &http::request::Parts, facts: &RequestFacts<'_>) -> Scope {
-        let principal = parts.extensions.get::<Arc<Principal>>();
-        Scope {
-            request: if self.reads.request {
-                request_value(parts, facts)
-            } else {
-                Value::Null
-            },
-            source: if self.reads.source {
-                map([
-                    ("address", facts.peer.ip().to_string().into()),
-                    ("port", Value::Int(facts.peer.port().into())),
-                ])
-            } else {
-                Value::Null
-            },
-            principal: match principal {
-                Some(p) if self.reads.principal => principal_value(p),
-                _ => Value::Null,
-            },
-            who: principal.map(|p| Arc::from(p.id.as_str())),
-            client: facts.peer.ip(),
-        }
-    }
-
     /// Judges a request (`call`: one MCP call of it) whose variables are
     /// `scope`; counts and logs the decision (target `switchyard::audit`:
     /// denials at `info` with the rule, the rest at `debug`) and publishes
@@ -165,11 +199,11 @@ impl Authorizer {
     /// # Errors
     /// What the client is told of a denial: the filter and the rule's
     /// place (`require[0]`), not the rule itself.
-    pub fn judge(&self, scope: &Scope, call: Option<Call<'_>>) -> Result<(), String> {
-        let (route, filter, client) = (self.route, self.name.as_str(), scope.client);
-        let principal = scope.who.as_deref().unwrap_or("");
+    pub fn judge(&self, facts: &Facts<'_>, call: Option<Call<'_>>) -> Result<(), String> {
+        let (route, filter, client) = (self.route, self.name.as_str(), facts.peer.ip());
+        let principal = facts.principal.map_or("", |p| p.id.as_str());
         let (method, name) = call.map_or(("", ""), |c| (c.method, c.name.unwrap_or("")));
-        let Err(denied) = self.decide(scope, call) else {
+        let Err(denied) = self.decide(facts, call) else {
             self.allowed.inc();
             tracing::debug!(target: "switchyard::audit", route, filter, %client, principal, method, name, decision = "allowed");
             return Ok(());
@@ -178,10 +212,9 @@ impl Authorizer {
         let reason = &denied.detail;
         tracing::info!(target: "switchyard::audit", route, filter, %client, principal, method, name, decision = "denied", rule = denied.rule, %reason);
         if call.is_some() {
-            let by = scope
-                .who
-                .as_deref()
-                .map(|p| format!(" (principal {p})"))
+            let by = facts
+                .principal
+                .map(|p| format!(" (principal {})", p.id))
                 .unwrap_or_default();
             self.events.publish(HealthEvent::new(
                 &format!("route {route}"),
@@ -200,24 +233,54 @@ impl Authorizer {
     /// Whether the rules let the caller of `scope` make `call`, counted
     /// and logged by nothing: what a merged list shows the caller.
     pub fn permits(&self, scope: &Scope, call: Call<'_>) -> bool {
-        self.decide(scope, Some(call)).is_ok()
+        self.decide(&scope.facts(), Some(call)).is_ok()
+    }
+
+    /// [`judge`](Self::judge) of a call of the request kept in `scope`.
+    ///
+    /// # Errors
+    /// As [`judge`](Self::judge).
+    pub fn judge_call(&self, scope: &Scope, call: Call<'_>) -> Result<(), String> {
+        self.judge(&scope.facts(), Some(call))
     }
 
     /// The decision, unrecorded.
-    fn decide(&self, scope: &Scope, call: Option<Call<'_>>) -> Result<(), Denied> {
+    fn decide(&self, facts: &Facts<'_>, call: Option<Call<'_>>) -> Result<(), Denied> {
         let mut context = Context::with_env(Arc::clone(&STANDARD));
-        context.add_variable_from_value("request", scope.request.clone());
-        context.add_variable_from_value("source", scope.source.clone());
-        context.add_variable_from_value("principal", scope.principal.clone());
-        context.add_variable_from_value(
-            "mcp",
-            call.map_or(Value::Null, |c| {
+        if self.reads.request {
+            context.add_variable_as_val("request", request_val(facts));
+        }
+        if self.reads.source {
+            context.add_variable_as_val(
+                "source",
                 map([
-                    ("method", c.method.into()),
-                    ("name", c.name.map_or(Value::Null, Value::from)),
-                ])
-            }),
-        );
+                    ("address", text(facts.peer.ip().to_string())),
+                    ("port", Box::new(CelInt::from(i64::from(facts.peer.port())))),
+                ]),
+            );
+        }
+        if self.reads.principal {
+            context.add_variable_as_val(
+                "principal",
+                facts
+                    .principal
+                    .map_or_else(|| Box::new(CelNull) as _, principal_val),
+            );
+        }
+        if self.reads.mcp {
+            context.add_variable_as_val(
+                "mcp",
+                call.map_or_else(
+                    || Box::new(CelNull) as _,
+                    |c| {
+                        map([
+                            ("method", text(c.method)),
+                            ("name", c.name.map_or_else(|| Box::new(CelNull) as _, text)),
+                        ])
+                    },
+                ),
+            );
+        }
         let holds = |rule: &Rule| {
             let why = match rule.program.execute(&context) {
                 Ok(Value::Bool(true)) => return Ok(()),
@@ -252,72 +315,83 @@ struct Denied {
     detail: String,
 }
 
-/// A CEL map of `entries`.
-fn map<const N: usize>(entries: [(&'static str, Value); N]) -> Value {
-    Value::Map(Map {
-        map: Arc::new(
-            entries
-                .into_iter()
-                .map(|(k, v)| (Key::from(k), v))
-                .collect(),
-        ),
-    })
+/// A CEL value of a value.
+type Cel<'v> = Box<dyn Val + 'v>;
+
+/// A CEL string, borrowed or owned.
+fn text<'v>(s: impl Into<CelString<'v>>) -> Cel<'v> {
+    Box::new(s.into())
 }
 
-/// `request`: method, path, query, host, scheme and headers.
-fn request_value(parts: &http::request::Parts, facts: &RequestFacts<'_>) -> Value {
-    let mut headers: HashMap<Key, Value> = HashMap::with_capacity(parts.headers.keys_len());
-    for name in parts.headers.keys() {
-        let mut values = parts
-            .headers
-            .get_all(name)
-            .iter()
-            .map(|v| String::from_utf8_lossy(v.as_bytes()));
-        let first = values.next().unwrap_or_default().into_owned();
-        let joined = values.fold(first, |mut all, v| {
-            all.push_str(", ");
-            all.push_str(&v);
-            all
-        });
-        headers.insert(Key::from(name.as_str()), joined.into());
+/// A CEL map of `entries`.
+fn map<'v, const N: usize>(entries: [(&'static str, Cel<'v>); N]) -> Cel<'v> {
+    Box::new(CelMap::from(
+        entries
+            .into_iter()
+            .map(|(k, v)| (CelMapKey::String(CelString::from(k)), v))
+            .collect::<HashMap<_, _>>(),
+    ))
+}
+
+/// `request`: method, path, query, host, scheme and headers (several
+/// values of one name joined with `, `).
+fn request_val<'v>(facts: &Facts<'v>) -> Cel<'v> {
+    let mut headers = HashMap::with_capacity(facts.headers.keys_len());
+    for name in facts.headers.keys() {
+        let mut values = facts.headers.get_all(name).iter();
+        let first = values.next().map_or("", |v| v.to_str().unwrap_or(""));
+        let value: Cel<'v> = match values.next() {
+            None => text(first),
+            Some(second) => {
+                let joined = [first, second.to_str().unwrap_or("")]
+                    .into_iter()
+                    .chain(values.map(|v| v.to_str().unwrap_or("")))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                text(joined)
+            }
+        };
+        headers.insert(CelMapKey::String(CelString::from(name.as_str())), value);
     }
     map([
-        ("method", parts.method.as_str().into()),
-        ("path", parts.uri.path().into()),
-        ("query", parts.uri.query().unwrap_or("").into()),
-        ("host", facts.host.into()),
-        ("scheme", if facts.tls { "https" } else { "http" }.into()),
-        (
-            "headers",
-            Value::Map(Map {
-                map: Arc::new(headers),
-            }),
-        ),
+        ("method", text(facts.method)),
+        ("path", text(facts.uri.path())),
+        ("query", text(facts.uri.query().unwrap_or(""))),
+        ("host", text(facts.host)),
+        ("scheme", text(if facts.tls { "https" } else { "http" })),
+        ("headers", Box::new(CelMap::from(headers))),
     ])
 }
 
 /// `principal`: id, method, scopes and metadata.
-fn principal_value(principal: &Principal) -> Value {
+fn principal_val(principal: &Principal) -> Cel<'_> {
     map([
-        ("id", principal.id.as_str().into()),
-        ("method", principal.method.into()),
+        ("id", text(principal.id.as_str())),
+        ("method", text(principal.method)),
         (
             "scopes",
-            Value::List(Arc::new(
-                principal.scopes.iter().map(|s| s.as_str().into()).collect(),
+            Box::new(CelList::from(
+                principal
+                    .scopes
+                    .iter()
+                    .map(|s| text(s.as_str()))
+                    .collect::<Vec<_>>(),
             )),
         ),
         (
             "metadata",
-            Value::Map(Map {
-                map: Arc::new(
-                    principal
-                        .metadata
-                        .iter()
-                        .map(|(k, v)| (Key::from(k.as_str()), v.as_str().into()))
-                        .collect(),
-                ),
-            }),
+            Box::new(CelMap::from(
+                principal
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            CelMapKey::String(CelString::from(k.as_str())),
+                            text(v.as_str()),
+                        )
+                    })
+                    .collect::<HashMap<_, _>>(),
+            )),
         ),
     ])
 }

@@ -20,8 +20,9 @@ use prometheus_client::metrics::counter::Counter;
 use regex::Regex;
 
 use super::auth::{ApiKeys, Check, JwtIssuers, Principal};
-use super::authorize::{Authorizer, ScopedRules};
+use super::authorize::{Authorizer, Facts, Scope, ScopedRules};
 use super::compress::Compress;
+use super::forward_auth::ForwardAuth;
 use crate::config::{
     AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
     RedirectConfig, RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr,
@@ -136,6 +137,9 @@ enum RequestStep {
         rules: Arc<Authorizer>,
         per_call: bool,
     },
+    /// Asks an HTTP service (asynchronously: [`Chain::on_request`] awaits
+    /// it, [`RequestStep::apply`] does nothing).
+    ForwardAuth(Box<ForwardAuth>),
 }
 
 /// An authentication filter's place in a chain: where it finds the
@@ -326,6 +330,27 @@ impl Chain {
                         per_call: mcp,
                     }
                 }
+                FilterConfig::ForwardAuth(config) => {
+                    let decisions = |d| metrics.auth_decisions(route, name, d);
+                    let counters = [
+                        decisions("allowed"),
+                        decisions("denied"),
+                        decisions("failed"),
+                    ];
+                    match ForwardAuth::new(config, name, counters) {
+                        Ok(auth) => RequestStep::ForwardAuth(Box::new(auth)),
+                        Err(reason) => {
+                            // Validated at load; should it still fail, the
+                            // route is closed rather than left open.
+                            tracing::error!(filter = %name, %reason, "forward-auth filter could not be set up: its route answers 503");
+                            RequestStep::Respond(StaticResponse::new(
+                                503,
+                                "{\"error\":\"filter_failed\"}",
+                                &BTreeMap::new(),
+                            ))
+                        }
+                    }
+                }
                 FilterConfig::Plugin(config) => {
                     let Some(filter) = plugins.get(name) else {
                         continue;
@@ -495,14 +520,21 @@ impl Chain {
             {
                 read_ahead(body, self.needs.request_body, limits).await?;
             }
-            let done = step.apply(
-                parts,
-                facts,
-                routed.as_deref_mut(),
-                &original,
-                &method,
-                body,
-            );
+            let done = match step {
+                RequestStep::ForwardAuth(auth) => auth.check(parts, facts).await.map(|principal| {
+                    if let (Some(principal), Some(routed)) = (principal, routed.as_deref_mut()) {
+                        routed.principal = Some(principal);
+                    }
+                }),
+                _ => step.apply(
+                    parts,
+                    facts,
+                    routed.as_deref_mut(),
+                    &original,
+                    &method,
+                    body,
+                ),
+            };
             if let Err(answer) = &done {
                 answered.inc();
                 self.refused(name, answer, facts);
@@ -549,6 +581,7 @@ impl RequestStep {
             RequestStep::Respond(_) => "respond",
             RequestStep::Cors(_) => "preflight",
             RequestStep::IpFilter(_) | RequestStep::Authorize { .. } => "forbidden",
+            RequestStep::ForwardAuth(_) => "refused",
             RequestStep::Plugin(_) => "plugin",
             RequestStep::Auth(step) => match step.source {
                 Credentials::ApiKey(_) | Credentials::Jwt(_) => "unauthorized",
@@ -667,15 +700,15 @@ impl RequestStep {
             }
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
             RequestStep::Auth(step) => step.authenticate(parts, facts, routed)?,
-            RequestStep::Authorize { rules, per_call } => {
-                let scope = rules.scope(parts, facts);
-                match routed {
-                    Some(routed) if *per_call => routed.rules.push((Arc::clone(rules), scope)),
-                    _ => rules
-                        .judge(&scope, None)
-                        .map_err(|reason| Answer::Error(ProxyError::Forbidden(reason)))?,
-                }
-            }
+            RequestStep::ForwardAuth(_) => {}
+            RequestStep::Authorize { rules, per_call } => match routed {
+                Some(routed) if *per_call => routed
+                    .rules
+                    .push((Arc::clone(rules), Scope::of(parts, facts))),
+                _ => rules
+                    .judge(&Facts::of(parts, facts), None)
+                    .map_err(|reason| Answer::Error(ProxyError::Forbidden(reason)))?,
+            },
             RequestStep::BodyLimit(limit) => {
                 let declared = parts
                     .headers

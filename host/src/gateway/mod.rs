@@ -14,8 +14,10 @@ pub mod auth;
 pub mod authorize;
 mod compress;
 pub mod filter;
+mod forward_auth;
 mod handle;
 mod router;
+mod service;
 
 pub use handle::handle;
 pub use router::{Route, Router, Target};

@@ -92,7 +92,7 @@ impl Guards {
         };
         for (rules, scope) in self.rules() {
             rules
-                .judge(scope, Some(call))
+                .judge_call(scope, call)
                 .map_err(|message| McpRefusal {
                     code: i32::try_from(FORBIDDEN).unwrap_or(i32::MIN),
                     message,

@@ -814,7 +814,7 @@ impl RequestBody {
 }
 
 /// The error and its sources, `: `-joined (hyper's own Display is terse).
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(e) = source {

@@ -37,11 +37,13 @@ pub use client::{ListenerRules, Received};
 pub use coding::{Decode, Encoding};
 pub use error::{ProxyError, StartError};
 pub use fanout::FanOut;
+pub(crate) use forward::error_chain;
 pub use pool::{Pool, pool_named};
 pub use recent::{RecentRequests, RequestRecord};
 pub use reporting::Reporting;
 pub use route::{Fallback, PoolRoute, StaticResponse};
 pub use tunnel::Tunnels;
+pub use upstream::Upstreams;
 
 pub(crate) use ahead::ReadAhead;
 pub(crate) use call::{AfterFailure, AttemptError, FailedAttempt};
