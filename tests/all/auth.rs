@@ -485,6 +485,16 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
             "filters.jwt.providers[0].jwks",
             "give `jwks`, `jwks_file` or `jwks_url`, one of them",
         ),
+        (
+            r#"jwks_url = "file:///etc/jwks.json""#,
+            "filters.jwt.providers[0].jwks_url",
+            "is not an http:// or https:// URL with a host",
+        ),
+        (
+            r#"jwks_url = "https://auth.test/jwks", jwks_refresh_s = 0"#,
+            "filters.jwt.providers[0].jwks_refresh_s",
+            "must be ≥ 1",
+        ),
     ] {
         let stderr = crate::check_refused(&jwt_config(provider));
         assert!(stderr.contains(key), "{key} in: {stderr}");
@@ -493,7 +503,7 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
 }
 
 /// A config with one route behind a `jwt` filter whose one provider has
-/// `keys` (its `jwks` or `jwks_file` setting).
+/// `keys` (its `jwks`, `jwks_file` or `jwks_url` setting).
 fn jwt_config(keys: &str) -> String {
     format!(
         "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\

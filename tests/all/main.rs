@@ -20,6 +20,7 @@ mod harness;
 mod health;
 mod http2;
 mod mcp;
+mod oidc;
 mod openapi;
 mod plugins;
 mod polyglot;

@@ -2,9 +2,13 @@
 over streamable HTTP, runs STEPS (a JSON list) and prints one JSON line
 per step.
 
-    client.py URL STEPS [HEADERS]
+    client.py URL STEPS [OPTIONS]
 
-HEADERS, a JSON object, are sent with every request (an API key, say).
+OPTIONS, a JSON object: "headers" sent with every request (an API key,
+say); "oauth" {"client_id", "client_secret", "scope", "issuer"}: the
+SDK's OAuth client (client-credentials grant) authorizes the session,
+discovering the authorization server from the server's 401 as the MCP
+authorization specification says.
 
 Steps: {"op": "tools"} -> every tool name, following nextCursor;
 {"op": "page", "cursor": C} -> one page: {"names": [...], "next": C};
@@ -22,6 +26,8 @@ import json
 import sys
 
 from mcp import ClientSession, types
+from mcp.client.auth import TokenStorage
+from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamablehttp_client
 
 
@@ -33,8 +39,42 @@ async def sampling(context, params):
     )
 
 
-async def main(url, steps, headers):
-    async with streamablehttp_client(url, headers=headers) as (read, write, session_id):
+class Memory(TokenStorage):
+    """Tokens and client information kept for the session only."""
+
+    def __init__(self):
+        self.tokens, self.client = None, None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client
+
+    async def set_client_info(self, client_info):
+        self.client = client_info
+
+
+async def main(url, steps, options):
+    auth = None
+    if "oauth" in options:
+        oauth = options["oauth"]
+        auth = ClientCredentialsOAuthProvider(
+            server_url=url,
+            storage=Memory(),
+            client_id=oauth["client_id"],
+            client_secret=oauth["client_secret"],
+            scopes=oauth.get("scope"),
+            issuer=oauth.get("issuer"),
+        )
+    async with streamablehttp_client(url, headers=options.get("headers"), auth=auth) as (
+        read,
+        write,
+        session_id,
+    ):
         async with ClientSession(read, write, sampling_callback=sampling) as session:
             hello = await session.initialize()
             for step in steps:
@@ -79,4 +119,4 @@ async def main(url, steps, headers):
                 print(json.dumps(out), flush=True)
 
 
-asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else None))
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))

@@ -33,13 +33,6 @@ struct Member {
     child: Option<Child>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Etcd {
     /// Starts a one-member etcd and waits until it serves.
     ///
@@ -58,8 +51,8 @@ impl Etcd {
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
                 name: format!("m{i}"),
-                client: free_port(),
-                peer: free_port(),
+                client: crate::free_port(),
+                peer: crate::free_port(),
                 child: None,
             })
             .collect();
@@ -81,8 +74,8 @@ impl Etcd {
         let data = tempfile::tempdir().expect("a data dir");
         let members = vec![Member {
             name: "m0".into(),
-            client: free_port(),
-            peer: free_port(),
+            client: crate::free_port(),
+            peer: crate::free_port(),
             child: None,
         }];
         let tls = Tls {

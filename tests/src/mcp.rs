@@ -7,7 +7,6 @@
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 use crate::polyglot::{run, workspace};
 
@@ -78,10 +77,7 @@ impl McpServer {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn with(args: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         Self::launch(
             port,
             Sdk::Legacy,
@@ -95,10 +91,7 @@ impl McpServer {
     /// # Panics
     /// As [`start`](Self::start).
     pub fn modern(name: &str) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         Self::launch(port, Sdk::Modern, vec![name.to_string()])
     }
 
@@ -134,14 +127,7 @@ impl McpServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("the MCP server");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the MCP server did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_listening(port, "the MCP server");
         Self {
             child,
             port,
@@ -192,7 +178,24 @@ pub fn client_with(
     headers: &serde_json::Value,
     steps: &serde_json::Value,
 ) -> Vec<serde_json::Value> {
-    run_client(Sdk::Legacy, url, steps, Some(headers))
+    let options = serde_json::json!({ "headers": headers });
+    run_client(Sdk::Legacy, url, steps, Some(&options))
+}
+
+/// As [`client`], the session authorized by the SDK's OAuth client
+/// (client-credentials grant): `oauth` is `{ client_id, client_secret,
+/// scope, issuer }`; the client discovers the authorization server from
+/// the server's 401 and its resource metadata.
+///
+/// # Panics
+/// As [`client`].
+pub fn oauth_client(
+    url: &str,
+    oauth: &serde_json::Value,
+    steps: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let options = serde_json::json!({ "oauth": oauth });
+    run_client(Sdk::Legacy, url, steps, Some(&options))
 }
 
 /// Runs the 2.x SDK's client (`tests/mcp/client_modern.py`, which tries
@@ -208,7 +211,7 @@ fn run_client(
     sdk: Sdk,
     url: &str,
     steps: &serde_json::Value,
-    headers: Option<&serde_json::Value>,
+    options: Option<&serde_json::Value>,
 ) -> Vec<serde_json::Value> {
     let script = match sdk {
         Sdk::Legacy => "tests/mcp/client.py",
@@ -219,7 +222,7 @@ fn run_client(
         .arg(workspace().join(script))
         .arg(url)
         .arg(steps.to_string())
-        .args(headers.map(ToString::to_string))
+        .args(options.map(ToString::to_string))
         .output()
         .expect("the MCP client");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -269,10 +272,7 @@ impl Everything {
             }
             dir.clone()
         });
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let child = Command::new("node")
             .arg(dir.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
             .arg("streamableHttp")
@@ -281,14 +281,7 @@ impl Everything {
             .stderr(Stdio::null())
             .spawn()
             .expect("node (Debian: apt-get install nodejs npm)");
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "server-everything did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::wait_listening(port, "server-everything");
         Self { child, port }
     }
 

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use crate::pki::Issued;
 
@@ -24,10 +23,7 @@ impl Nginx {
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs")).expect("nginx dir");
         // A free port: bound, read, released for nginx.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = crate::free_port();
         let conf = prefix.join("nginx.conf");
         std::fs::write(
             &conf,
@@ -54,11 +50,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx (apt-get install nginx)");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        crate::wait_listening(port, "nginx");
         Self { child, port }
     }
 

@@ -169,6 +169,43 @@ pub struct JwtConfig {
     /// Leeway on `exp` and `nbf`, seconds. Default 60 (Envoy's).
     #[serde(default = "default_clock_skew_s")]
     pub clock_skew_s: u64,
+    /// The protected resource the filter guards, as OAuth 2.0 clients
+    /// know it: its canonical URI (`https://gw.example.com/mcp`; the MCP
+    /// authorization specification's resource server). With it, every
+    /// listener serves the resource's Protected Resource Metadata
+    /// (RFC 9728) at `/.well-known/oauth-protected-resource` followed by
+    /// the URI's path, naming the providers' issuers as its authorization
+    /// servers, and the filter's 401 challenges point at it
+    /// (`resource_metadata`, and `scope` with `scopes_supported`). Every
+    /// provider's `audiences` must list it (RFC 8707: a token for another
+    /// resource is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<String>,
+    /// The scopes the resource's metadata lists and its challenges ask
+    /// for. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes_supported: Vec<String>,
+}
+
+impl JwtConfig {
+    /// Where the resource's metadata is served, when the filter names a
+    /// `resource`: the path (`/.well-known/oauth-protected-resource/mcp`)
+    /// and the whole URL (RFC 9728 §3.1: the well-known segment inserted
+    /// between the URI's origin and path).
+    pub fn resource_metadata(&self) -> Option<(String, String)> {
+        let resource: http::Uri = self.resource.as_deref()?.parse().ok()?;
+        let path = match resource.path() {
+            "/" | "" => String::new(),
+            path => path.trim_end_matches('/').to_owned(),
+        };
+        let path = format!("/.well-known/oauth-protected-resource{path}");
+        let origin = format!(
+            "{}://{}",
+            resource.scheme_str()?,
+            resource.authority()?.as_str()
+        );
+        Some((path.clone(), format!("{origin}{path}")))
+    }
 }
 
 fn default_clock_skew_s() -> u64 {
@@ -331,13 +368,13 @@ pub struct AuthorizeConfig {
 }
 
 /// The variables an `authorize` expression may read.
-pub const RULE_VARIABLES: [&str; 4] = ["request", "source", "principal", "mcp"];
+const RULE_VARIABLES: [&str; 4] = ["request", "source", "principal", "mcp"];
 
 /// Compiles the CEL expression `source` of an `authorize` filter.
 ///
 /// # Errors
 /// The parser's message, or the name of a variable that is not one of
-/// [`RULE_VARIABLES`].
+/// `request`, `source`, `principal` or `mcp`.
 pub fn compile_rule(source: &str) -> Result<cel::Program, String> {
     let program = cel::Program::compile(source).map_err(|e| e.to_string())?;
     let mut bound = Vec::new();
@@ -350,7 +387,7 @@ pub fn compile_rule(source: &str) -> Result<cel::Program, String> {
     Ok(program)
 }
 
-/// The first name `expr` reads that is neither one of [`RULE_VARIABLES`]
+/// The first name `expr` reads that is neither one of `RULE_VARIABLES`
 /// nor bound by a macro around it (`s` in `scopes.exists(s, …)`).
 fn unknown_variable<'e>(expr: &'e cel::IdedExpr, bound: &mut Vec<&'e str>) -> Option<&'e str> {
     use cel::common::ast::{EntryExpr, Expr};
@@ -1168,6 +1205,33 @@ impl JwtConfig {
     fn validate(&self) -> Result<(), Invalid> {
         if self.providers.is_empty() {
             return Err(("providers".into(), "give at least one".into()));
+        }
+        if let Some(resource) = &self.resource {
+            check_url(resource).map_err(|reason| ("resource".to_string(), reason))?;
+            if resource.contains(['?', '#']) {
+                return Err((
+                    "resource".into(),
+                    format!("`{resource}` must have no query or fragment (RFC 8707 §2)"),
+                ));
+            }
+            if let Some(i) = self
+                .providers
+                .iter()
+                .position(|p| !p.audiences.contains(resource))
+            {
+                return Err((
+                    format!("providers[{i}].audiences"),
+                    format!("must list the resource `{resource}`: its tokens are for it"),
+                ));
+            }
+        }
+        for (i, scope) in self.scopes_supported.iter().enumerate() {
+            if scope.is_empty() || scope.contains([' ', '"', '\\']) {
+                return Err((
+                    format!("scopes_supported[{i}]"),
+                    format!("`{scope}` is not a scope (RFC 6749 §3.3)"),
+                ));
+            }
         }
         for (i, provider) in self.providers.iter().enumerate() {
             let key = |k: &str| format!("providers[{i}].{k}");

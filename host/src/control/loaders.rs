@@ -51,6 +51,7 @@ mod tests {
                 switchyard_fuzzing::mutated(include_str!("../../../examples/fusion.toml")),
                 switchyard_fuzzing::mutated(include_str!("../../../examples/strategies.toml")),
                 switchyard_fuzzing::mutated(include_str!("../../../examples/health.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../../examples/mcp-auth.toml")),
             ]
         ) {
             let dir = std::env::temp_dir();

@@ -17,9 +17,11 @@ use http::{HeaderName, Uri};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use jsonwebtoken::{DecodingKey, Validation};
+use arc_swap::ArcSwap;
+use jsonwebtoken::Validation;
 
-use crate::config::{ApiKeyConfig, JwtConfig, parse_jwks, parse_key_digest};
+use super::jwks::{IssuerKey, MakeKeys, RemoteJwks};
+use crate::config::{ApiKeyConfig, JwtConfig, JwtProvider, parse_jwks, parse_key_digest};
 
 /// Who a request acts as: found by an authentication filter, carried in
 /// the request's extensions (as `Arc<Principal>`) for the filters after
@@ -132,6 +134,10 @@ pub struct JwtIssuers {
     verified: moka::sync::Cache<String, Arc<Verified>>,
     /// Leeway on `exp`, seconds.
     leeway_s: u64,
+    /// The `WWW-Authenticate` challenge's parameters after the realm:
+    /// where the resource's metadata is and the scopes it asks for
+    /// (RFC 9728 §5.1), when the filter names its resource.
+    challenge: String,
 }
 
 /// How many verified tokens a `jwt` filter remembers.
@@ -151,8 +157,11 @@ struct Verified {
 /// One provider of a `jwt` filter.
 struct Issuer {
     /// Its keys: `kid`, key, and the validation of a token signed with it
-    /// (`iss`, `aud`, `exp`, `nbf`, the key's algorithm).
-    keys: Vec<(Option<String>, DecodingKey, Validation)>,
+    /// (`iss`, `aud`, `exp`, `nbf`, the key's algorithm); swapped when
+    /// fetched again from its `jwks_url`.
+    keys: Arc<ArcSwap<Vec<IssuerKey>>>,
+    /// Where its keys are fetched from, when from a URL.
+    remote: Option<Arc<RemoteJwks>>,
     principal_claim: String,
     claims_to_headers: Vec<(HeaderName, String)>,
 }
@@ -164,28 +173,32 @@ impl JwtIssuers {
         let issuers = config
             .providers
             .iter()
-            .map(|provider| Issuer {
-                keys: provider
-                    .jwks_text()
-                    .and_then(|text| parse_jwks(&text))
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|(kid, algorithm, key)| {
-                        let mut validation = Validation::new(algorithm);
-                        validation.set_issuer(&[&provider.issuer]);
-                        validation.set_audience(&provider.audiences);
-                        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
-                        validation.leeway = config.clock_skew_s;
-                        validation.validate_nbf = true;
-                        (kid, key, validation)
-                    })
-                    .collect(),
-                principal_claim: provider.principal_claim.clone(),
-                claims_to_headers: provider
-                    .claims_to_headers
-                    .iter()
-                    .filter_map(|(h, c)| Some((HeaderName::try_from(h.as_str()).ok()?, c.clone())))
-                    .collect(),
+            .map(|provider| {
+                let make = keys_of(provider, config.clock_skew_s);
+                let keys = Arc::new(ArcSwap::from_pointee(
+                    provider
+                        .jwks_text()
+                        .and_then(|text| make(&text))
+                        .unwrap_or_default(),
+                ));
+                let remote = provider.jwks_url.as_deref().and_then(|url| {
+                    let refresh = std::time::Duration::from_secs(provider.jwks_refresh_s);
+                    RemoteJwks::start(url, Arc::clone(&keys), make, refresh)
+                        .inspect_err(|reason| tracing::error!(%url, %reason, "the JWKS cannot be fetched: its tokens are refused"))
+                        .ok()
+                });
+                Issuer {
+                    keys,
+                    remote,
+                    principal_claim: provider.principal_claim.clone(),
+                    claims_to_headers: provider
+                        .claims_to_headers
+                        .iter()
+                        .filter_map(|(h, c)| {
+                            Some((HeaderName::try_from(h.as_str()).ok()?, c.clone()))
+                        })
+                        .collect(),
+                }
             })
             .collect();
         Self {
@@ -195,15 +208,29 @@ impl JwtIssuers {
                 .time_to_live(VERIFIED_TTL)
                 .build(),
             leeway_s: config.clock_skew_s,
+            challenge: {
+                let mut more = String::new();
+                if let Some((_, url)) = config.resource_metadata() {
+                    more.push_str(&format!(r#", resource_metadata="{url}""#));
+                }
+                if !config.scopes_supported.is_empty() {
+                    more.push_str(&format!(
+                        r#", scope="{}""#,
+                        config.scopes_supported.join(" ")
+                    ));
+                }
+                more
+            },
         }
     }
 
     /// Takes the bearer token out of `parts` (`Authorization: Bearer …`,
     /// RFC 6750 §2.1), verifies it against its issuer's keys unless it
-    /// was verified lately and has not expired, and finds its principal;
-    /// the claims the issuer maps to headers are set (a client's own
-    /// header of those names removed either way).
-    pub fn check(&self, parts: &mut http::request::Parts) -> Check {
+    /// was verified lately and has not expired (a token no key known
+    /// verifies has its issuers' `jwks_url`s fetched again first), and
+    /// finds its principal; the claims the issuer maps to headers are set
+    /// (a client's own header of those names removed either way).
+    pub async fn check(&self, parts: &mut http::request::Parts) -> Check {
         for (name, _) in self.issuers.iter().flat_map(|i| &i.claims_to_headers) {
             parts.headers.remove(name);
         }
@@ -225,14 +252,25 @@ impl JwtIssuers {
             .filter(|known| now <= known.exp.saturating_add(self.leeway_s))
         {
             Some(known) => known,
-            None => match self.verify(token) {
-                Ok(verified) => {
-                    self.verified
-                        .insert(token.to_owned(), Arc::clone(&verified));
-                    verified
+            None => {
+                let verified = match self.verify(token) {
+                    Err(Unverified::NoKey(kid)) if self.refetch(kid.as_deref()).await => {
+                        self.verify(token)
+                    }
+                    other => other,
+                };
+                match verified {
+                    Ok(verified) => {
+                        self.verified
+                            .insert(token.to_owned(), Arc::clone(&verified));
+                        verified
+                    }
+                    Err(Unverified::NoKey(_)) => {
+                        return Check::Invalid("no key of a known issuer signed the token".into());
+                    }
+                    Err(Unverified::Invalid(reason)) => return Check::Invalid(reason),
                 }
-                Err(reason) => return Check::Invalid(reason),
-            },
+            }
         };
         for (name, value) in &verified.headers {
             parts.headers.insert(name.clone(), value.clone());
@@ -240,18 +278,47 @@ impl JwtIssuers {
         Check::Found(Arc::clone(&verified.principal))
     }
 
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750 §3): for a
+    /// request `missing` a token, or with a bad one (`invalid_token`);
+    /// with the resource's metadata URL and scopes when the filter names
+    /// its resource (RFC 9728 §5.1; the MCP authorization specification's
+    /// discovery).
+    pub fn challenge(&self, missing: bool) -> std::borrow::Cow<'static, str> {
+        let error = if missing {
+            ""
+        } else {
+            r#", error="invalid_token""#
+        };
+        match (self.challenge.is_empty(), missing) {
+            (true, true) => r#"Bearer realm="switchyard""#.into(),
+            (true, false) => r#"Bearer realm="switchyard", error="invalid_token""#.into(),
+            _ => format!(r#"Bearer realm="switchyard"{error}{}"#, self.challenge).into(),
+        }
+    }
+
+    /// Whether fetching the keys of the issuers with a `jwks_url` again
+    /// gave a key of `kid`.
+    async fn refetch(&self, kid: Option<&str>) -> bool {
+        for remote in self.issuers.iter().filter_map(|i| i.remote.as_ref()) {
+            if remote.refetch_for(kid).await {
+                return true;
+            }
+        }
+        false
+    }
+
     /// Verifies `token` against each issuer's keys (those of its `kid`
     /// when it names one).
     ///
     /// # Errors
-    /// Why no key of a known issuer verifies it, or why its claims name no
-    /// principal.
-    fn verify(&self, token: &str) -> Result<Arc<Verified>, String> {
+    /// No key to try (of its `kid` and algorithm), or why the keys tried
+    /// refused it, or why its claims name no principal.
+    fn verify(&self, token: &str) -> Result<Arc<Verified>, Unverified> {
         let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| format!("the token is malformed: {e}"))?;
-        let mut last = "no key of a known issuer signed the token".to_string();
+            .map_err(|e| Unverified::Invalid(format!("the token is malformed: {e}")))?;
+        let mut last = None;
         for issuer in &self.issuers {
-            for (kid, key, validation) in &issuer.keys {
+            for (kid, key, validation) in issuer.keys.load().iter() {
                 let other_key = header.kid.is_some() && kid.is_some() && header.kid != *kid;
                 if validation.algorithms != [header.alg] || other_key {
                     continue;
@@ -261,15 +328,46 @@ impl JwtIssuers {
                 ) {
                     Ok(data) => {
                         return issuer.principal(&data.claims).map(Arc::new).ok_or_else(|| {
-                            format!("the token has no `{}` claim", issuer.principal_claim)
+                            Unverified::Invalid(format!(
+                                "the token has no `{}` claim",
+                                issuer.principal_claim
+                            ))
                         });
                     }
-                    Err(e) => last = format!("the token is not valid: {e}"),
+                    Err(e) => last = Some(format!("the token is not valid: {e}")),
                 }
             }
         }
-        Err(last)
+        Err(last.map_or(Unverified::NoKey(header.kid), Unverified::Invalid))
     }
+}
+
+/// Why a token is not verified.
+enum Unverified {
+    /// No key known of its `kid` (its own) and algorithm.
+    NoKey(Option<String>),
+    /// A key refused it, or it is malformed, or names no principal.
+    Invalid(String),
+}
+
+/// How `provider`'s JWKS documents become keys: each key with the
+/// validation of a token it signs (`clock_skew_s` of leeway).
+fn keys_of(provider: &JwtProvider, clock_skew_s: u64) -> MakeKeys {
+    let (issuer, audiences) = (provider.issuer.clone(), provider.audiences.clone());
+    Box::new(move |text: &str| {
+        Ok(parse_jwks(text)?
+            .into_iter()
+            .map(|(kid, algorithm, key)| {
+                let mut validation = Validation::new(algorithm);
+                validation.set_issuer(&[&issuer]);
+                validation.set_audience(&audiences);
+                validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+                validation.leeway = clock_skew_s;
+                validation.validate_nbf = true;
+                (kid, key, validation)
+            })
+            .collect())
+    })
 }
 
 /// The token of an `Authorization: Bearer …` value (RFC 6750 §2.1).
@@ -394,6 +492,8 @@ pub fn key_digest(key: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::Strategy;
+
     use super::*;
     use crate::config::{ApiKeyPrincipal, AuthMode};
 
@@ -448,6 +548,66 @@ mod tests {
         let mut only = parts("/x?api_key=k2", None);
         assert!(matches!(keys.check(&mut only), Check::Found(_)));
         assert_eq!(only.uri.path_and_query().unwrap().as_str(), "/x");
+    }
+
+    /// A `jwt` filter with one ES256 key (RFC 7517 A.1's public key).
+    fn issuers() -> JwtIssuers {
+        let jwks = r#"{"keys":[{"kty":"EC","crv":"P-256","alg":"ES256","kid":"1","x":"MKBCTNIcKUSDii11ySs3526iDZ8AiTo7Tu6KPAqv7D4","y":"4Etl6SRW2YiLUrN5vfvVHuhp7x8PxltmWWlbbM4IFyM"}]}"#;
+        let config: JwtConfig = serde_json::from_value(serde_json::json!({
+            "providers": [{ "issuer": "https://id.test", "audiences": ["a"], "jwks": jwks }],
+        }))
+        .unwrap();
+        JwtIssuers::new(&config)
+    }
+
+    /// Base64url without padding, as JWTs are written.
+    fn segment(bytes: &[u8]) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { failure_persistence: None, ..Default::default() })]
+
+        /// Any bearer token — text, or three segments whose header names
+        /// any algorithm (`none` and HMAC among them) and `kid` and whose
+        /// claims are any JSON — is refused, never taken and never a
+        /// panic.
+        #[test]
+        fn no_forged_or_garbled_token_is_taken(
+            token in proptest::prop_oneof![
+                ".{0,200}",
+                (
+                    proptest::sample::select(vec!["none", "HS256", "ES256", "RS256", "EdDSA", "x"]),
+                    proptest::option::of("[ -~]{0,8}"),
+                    switchyard_fuzzing::json(),
+                    proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+                )
+                    .prop_map(|(alg, kid, claims, signature)| {
+                        let header = serde_json::json!({ "alg": alg, "typ": "JWT", "kid": kid });
+                        format!(
+                            "{}.{}.{}",
+                            segment(header.to_string().as_bytes()),
+                            segment(claims.to_string().as_bytes()),
+                            segment(&signature)
+                        )
+                    }),
+            ]
+        ) {
+            let issuers = issuers();
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut request = http::Request::builder().uri("/x");
+            if let Ok(value) = http::HeaderValue::from_str(&format!("Bearer {token}")) {
+                request = request.header("authorization", value);
+            }
+            let (mut parts, ()) = request.body(()).unwrap().into_parts();
+            let checked = runtime.block_on(issuers.check(&mut parts));
+            proptest::prop_assert!(!matches!(checked, Check::Found(_)), "{token}");
+            // A token that was read is taken out of the request.
+            if matches!(checked, Check::Invalid(_)) {
+                proptest::prop_assert!(parts.headers.get("authorization").is_none());
+            }
+        }
     }
 
     #[test]

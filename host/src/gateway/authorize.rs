@@ -395,3 +395,127 @@ fn principal_val(principal: &Principal) -> Cel<'_> {
         ),
     ])
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Rules as operators write them, to mutate.
+    const RULES: &str = "principal != null && 'read' in principal.scopes \
+        || request.headers['x-team'].matches('^ops-[0-9]+$') \
+        && mcp.name.startsWith('search__') || source.address == '10.0.0.1' \
+        && principal.metadata.plan in ['gold', 'silver'] && size(request.path) < 64";
+
+    fn authorizer(rule: &str) -> Authorizer {
+        let config = AuthorizeConfig {
+            require: vec![rule.to_owned()],
+            allow: Vec::new(),
+        };
+        let counter = Counter::default;
+        let events = Arc::new(EventBus::new(16, std::time::Duration::ZERO));
+        Authorizer::new(&config, "fuzz", 0, [counter(), counter()], events)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+        /// Any text is compiled or refused, never a panic; a rule that
+        /// compiles is judged over any request (headers, path, principal
+        /// and call of any text) as allowed or denied, never a panic.
+        #[test]
+        fn any_rule_over_any_request_is_judged_and_never_panics(
+            rule in switchyard_fuzzing::mutated(RULES),
+            path in "/[ -~]{0,40}",
+            header in "[ -~]{0,40}",
+            scope in "[ -~]{0,12}",
+            name in proptest::option::of("[ -~]{0,20}"),
+        ) {
+            if crate::config::compile_rule(&rule).is_err() {
+                return Ok(());
+            }
+            let authorizer = authorizer(&rule);
+            let mut request = http::Request::builder()
+                .uri(http::Uri::builder().path_and_query(format!("/{}", path.trim_start_matches('/').replace(' ', "%20"))).build().unwrap_or_default());
+            if let Ok(value) = http::HeaderValue::from_str(&header) {
+                request = request.header("x-team", value);
+            }
+            let (mut parts, ()) = request.body(()).unwrap_or_default().into_parts();
+            parts.extensions.insert(Arc::new(Principal {
+                id: "fuzz".into(),
+                method: "api-key",
+                metadata: [("plan".to_owned(), scope.clone())].into(),
+                scopes: vec![scope],
+            }));
+            let peer: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+            let facts = RequestFacts { peer, host: "example.com", port: None, tls: false, route: 0, identity: None };
+            let call = Call { method: "tools/call", name: name.as_deref() };
+            let _ = authorizer.judge(&Facts::of(&parts, &facts), Some(call));
+            let _ = authorizer.judge(&Facts::of(&parts, &facts), None);
+        }
+    }
+
+    #[test]
+    fn rules_read_the_request_the_principal_and_the_call() {
+        let peer: SocketAddr = "10.0.0.1:4000".parse().unwrap();
+        let facts = RequestFacts {
+            peer,
+            host: "example.com",
+            port: None,
+            tls: true,
+            route: 0,
+            identity: None,
+        };
+        let (mut parts, ()) = http::Request::builder()
+            .method("POST")
+            .uri("/orders?page=2")
+            .header("x-team", "ops")
+            .header("accept", "a")
+            .header("accept", "b")
+            .body(())
+            .unwrap()
+            .into_parts();
+        parts.extensions.insert(Arc::new(Principal {
+            id: "ann".into(),
+            method: "jwt",
+            metadata: [("iss".to_owned(), "https://id".to_owned())].into(),
+            scopes: vec!["read".into()],
+        }));
+        let call = Call {
+            method: "tools/call",
+            name: Some("search__answer"),
+        };
+        for (rule, holds) in [
+            (
+                "request.method == 'POST' && request.path == '/orders'",
+                true,
+            ),
+            (
+                "request.query == 'page=2' && request.scheme == 'https'",
+                true,
+            ),
+            ("request.headers['accept'] == 'a, b'", true),
+            ("request.host == 'example.com' && source.port == 4000", true),
+            (
+                "principal.id == 'ann' && principal.metadata.iss == 'https://id'",
+                true,
+            ),
+            (
+                "'read' in principal.scopes && !('write' in principal.scopes)",
+                true,
+            ),
+            (
+                "mcp.method == 'tools/call' && mcp.name.startsWith('search__')",
+                true,
+            ),
+            ("request.headers['x-missing'] == 'x'", false),
+            ("principal.id", false),
+        ] {
+            let judged = authorizer(rule).judge(&Facts::of(&parts, &facts), Some(call));
+            assert_eq!(judged.is_ok(), holds, "{rule}: {judged:?}");
+        }
+    }
+}

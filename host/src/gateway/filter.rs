@@ -521,6 +521,9 @@ impl Chain {
                 read_ahead(body, self.needs.request_body, limits).await?;
             }
             let done = match step {
+                RequestStep::Auth(auth) => {
+                    auth.authenticate(parts, facts, routed.as_deref_mut()).await
+                }
                 RequestStep::ForwardAuth(auth) => auth.check(parts, facts).await.map(|principal| {
                     if let (Some(principal), Some(routed)) = (principal, routed.as_deref_mut()) {
                         routed.principal = Some(principal);
@@ -699,8 +702,8 @@ impl RequestStep {
                 }
             }
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
-            RequestStep::Auth(step) => step.authenticate(parts, facts, routed)?,
-            RequestStep::ForwardAuth(_) => {}
+            // Asynchronous (a JWKS may be fetched): in `Chain::on_request`.
+            RequestStep::Auth(_) | RequestStep::ForwardAuth(_) => {}
             RequestStep::Authorize { rules, per_call } => match routed {
                 Some(routed) if *per_call => routed
                     .rules
@@ -798,7 +801,7 @@ impl AuthStep {
     /// For credentials that name no principal, or for none when they are
     /// required: 401 with a challenge (an API key), 403 (a client
     /// certificate, which no challenge can ask for).
-    fn authenticate(
+    async fn authenticate(
         &self,
         parts: &mut http::request::Parts,
         facts: &RequestFacts<'_>,
@@ -807,7 +810,7 @@ impl AuthStep {
         let checked = match &self.source {
             Credentials::ApiKey(keys) => keys.check(parts),
             Credentials::ClientCert => client_cert(facts),
-            Credentials::Jwt(issuers) => issuers.check(parts),
+            Credentials::Jwt(issuers) => issuers.check(parts).await,
         };
         if parts.extensions.get::<Arc<Principal>>().is_some() {
             return Ok(());
@@ -852,9 +855,8 @@ impl AuthStep {
             (Credentials::ClientCert, _) => {
                 return Err(Answer::Error(ProxyError::Forbidden(reason)));
             }
-            (Credentials::ApiKey(_), _) => r#"ApiKey realm="switchyard""#,
-            (Credentials::Jwt(_), true) => r#"Bearer realm="switchyard""#,
-            (Credentials::Jwt(_), false) => r#"Bearer realm="switchyard", error="invalid_token""#,
+            (Credentials::ApiKey(_), _) => r#"ApiKey realm="switchyard""#.into(),
+            (Credentials::Jwt(issuers), missing) => issuers.challenge(missing),
         };
         Err(Answer::Error(ProxyError::Unauthorized {
             reason,

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::uri::PathAndQuery;
-use http::{HeaderValue, Request, Response, Uri, Version, header};
+use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
 use hyper::body::Incoming;
 
 use super::filter::{Answer, RequestFacts, Routed};
@@ -50,6 +50,11 @@ pub async fn handle(
     let addressed = authority.as_ref().and_then(|v| v.to_str().ok());
     let host = addressed.map_or("", strip_port);
     let identity = tls.and_then(|t| t.identity.as_deref());
+    if let Some(document) = router.resource_metadata(parts.uri.path())
+        && matches!(parts.method, Method::GET | Method::HEAD)
+    {
+        return resource_metadata(document);
+    }
     let Some(route) = router.route(host, parts.uri.path(), identity) else {
         return refuse(
             peer,
@@ -156,6 +161,28 @@ pub async fn handle(
     if let Some(routed) = &routed {
         route.chain.on_response(&mut response, routed).await;
     }
+    response
+}
+
+/// A protected resource's metadata document (RFC 9728 §3.2): public, so
+/// any origin may read it (browser-based MCP clients discover with it).
+fn resource_metadata(document: &bytes::Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::Local(http_body_util::Full::new(
+        document.clone(),
+    )));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
     response
 }
 

@@ -16,6 +16,7 @@ mod compress;
 pub mod filter;
 mod forward_auth;
 mod handle;
+mod jwks;
 mod router;
 mod service;
 

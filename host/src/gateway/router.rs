@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::filter::Chain;
-use crate::config::{Config, FallbackConfig, FilterConfig, RouteMatch};
+use crate::config::{Config, FallbackConfig, FilterConfig, JwtConfig, RouteMatch};
 use crate::events::HealthEvent;
 use crate::failover::StaleCache;
 use crate::mcp::{McpRoute, Sessions};
@@ -29,6 +29,9 @@ pub struct Router {
     /// The MCP routes' session keys and sessions seen: made with the first
     /// router, then handed from each router to the next.
     mcp: Arc<Sessions>,
+    /// The Protected Resource Metadata (RFC 9728) of the `jwt` filters
+    /// that name a `resource`: the path it is served at, the document.
+    resource_metadata: Vec<(String, bytes::Bytes)>,
 }
 
 impl Router {
@@ -178,7 +181,24 @@ impl Router {
             filter_configs: config.filters.clone(),
             reporting: Arc::clone(reporting),
             mcp,
+            resource_metadata: config
+                .filters
+                .values()
+                .filter_map(|filter| match filter {
+                    FilterConfig::Jwt(jwt) => resource_metadata(jwt),
+                    _ => None,
+                })
+                .collect(),
         })
+    }
+
+    /// The Protected Resource Metadata document served at `path`, when a
+    /// `jwt` filter names a resource whose metadata is there.
+    pub fn resource_metadata(&self, path: &str) -> Option<&bytes::Bytes> {
+        self.resource_metadata
+            .iter()
+            .find(|(at, _)| at == path)
+            .map(|(_, document)| document)
     }
 
     /// The first route matching `host` (without port) and `path`.
@@ -187,6 +207,24 @@ impl Router {
             .iter()
             .find(|r| matches(&r.matches, host, path, client))
     }
+}
+
+/// Where a `jwt` filter's resource metadata is served, and the document
+/// (RFC 9728 §2): the resource, the providers' issuers as its
+/// authorization servers, its scopes, bearer tokens in the header only.
+fn resource_metadata(jwt: &JwtConfig) -> Option<(String, bytes::Bytes)> {
+    let (path, _) = jwt.resource_metadata()?;
+    let mut issuers: Vec<&str> = jwt.providers.iter().map(|p| p.issuer.as_str()).collect();
+    issuers.dedup();
+    let mut document = serde_json::json!({
+        "resource": jwt.resource,
+        "authorization_servers": issuers,
+        "bearer_methods_supported": ["header"],
+    });
+    if !jwt.scopes_supported.is_empty() {
+        document["scopes_supported"] = serde_json::json!(jwt.scopes_supported);
+    }
+    Some((path, document.to_string().into()))
 }
 
 /// A route: its conditions and where matching requests go.

@@ -105,7 +105,7 @@ pub enum ProxyError {
         /// Why, for the client.
         reason: String,
         /// The `WWW-Authenticate` challenge (RFC 9110 §11.6.1).
-        challenge: &'static str,
+        challenge: std::borrow::Cow<'static, str>,
     },
     /// The request's header fields are over the route's limit (431).
     #[error("the request's header fields are over the limit of {limit}")]
@@ -199,7 +199,9 @@ impl ProxyError {
             _ => None,
         };
         let challenge = match &self {
-            ProxyError::Unauthorized { challenge, .. } => Some(*challenge),
+            ProxyError::Unauthorized { challenge, .. } => {
+                header::HeaderValue::from_str(challenge).ok()
+            }
             _ => None,
         };
         let mut body = serde_json::json!({ "error": self.code(), "message": self.to_string() });
@@ -213,10 +215,9 @@ impl ProxyError {
             header::HeaderValue::from_static("application/json"),
         );
         if let Some(challenge) = challenge {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static(challenge),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
         if let Some(seconds) = retry_after {
             response
