@@ -233,3 +233,55 @@ fn the_readme_authorization_snippet_lets_the_analyst_call_one_tool() {
     assert_eq!(out[1]["text"], "42", "{out:?}");
     assert!(out[2]["exception"].is_string(), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_method_or_name_header_that_is_not_the_bodys_is_refused() {
+    let server = McpServer::with(&["--name", "docs"]);
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/mcp\" }}\nmcp = {{ targets = [\"docs\"] }}\n\
+         [pools.docs]\ninstances = [{{ url = \"{}\" }}]\n",
+        server.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/mcp", proxy.url);
+    // A header saying another method, or naming a tool the body does not:
+    // 400 with the JSON-RPC error -32020, whatever reads the headers
+    // cannot be told one thing while the servers are asked another.
+    for headers in [
+        vec!["mcp-method: tools/list"],
+        vec!["mcp-method: initialize", "mcp-name: deploy"],
+    ] {
+        let answer = post_initialize(&url, &headers).await;
+        assert_eq!(answer.status, 400, "{headers:?}: {}", answer.body);
+        let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+        assert_eq!(body["error"]["code"], -32020, "{body}");
+        assert_eq!(body["id"], 1, "{body}");
+    }
+    // The same header as the body's, or none: served.
+    for headers in [vec!["mcp-method: initialize"], vec![]] {
+        let answer = post_initialize(&url, &headers).await;
+        assert_eq!(answer.status, 200, "{headers:?}: {}", answer.body);
+    }
+}
+
+/// An MCP `initialize` POSTed to `url` with `headers` besides the
+/// transport's.
+async fn post_initialize(url: &str, headers: &[&str]) -> crate::auth::Curl {
+    let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    let mut args = vec![
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-H",
+        "accept: application/json, text/event-stream",
+        "-d",
+        initialize,
+    ];
+    for header in headers {
+        args.extend(["-H", header]);
+    }
+    curl(url.to_owned(), &args).await
+}

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use super::guard::{Guards, guard_call};
 use super::merge::{Entry, ListKind};
 use super::rpc::{
-    INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, empty, now_ms, parse, result_of, rpc_error,
-    rpc_error_data, rpc_result, session_gone,
+    HEADER_MISMATCH, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, empty, now_ms, parse,
+    result_of, rpc_error, rpc_error_data, rpc_result, session_gone,
 };
 use super::session::{Pinned, SessionState, Sessions, UpstreamSession};
 use super::upstream::{Call, CallError, Caller, Target, Via, subject};
@@ -291,13 +291,25 @@ impl McpRoute {
             .and_then(|m| m.get("method"))
             .and_then(Value::as_str)
             .map(str::to_owned);
+        let name = message.as_ref().and_then(subject).map(str::to_owned);
+        if let Some(why) = header_mismatch(&parts.headers, method.as_deref(), name.as_deref()) {
+            let id = message
+                .as_ref()
+                .and_then(|m| m.get("id"))
+                .unwrap_or(&Value::Null);
+            return Ok(rpc_error(
+                StatusCode::BAD_REQUEST,
+                id,
+                HEADER_MISMATCH,
+                &why,
+            ));
+        }
         if let Some(m) = method
             .as_deref()
             .and_then(|m| HeaderValue::from_str(m).ok())
         {
             parts.headers.insert(super::upstream::MCP_METHOD.clone(), m);
         }
-        let name = message.as_ref().and_then(subject).map(str::to_owned);
         if let Some(n) = name.as_deref().and_then(|n| HeaderValue::from_str(n).ok()) {
             parts.headers.insert(super::upstream::MCP_NAME.clone(), n);
         }
@@ -680,4 +692,30 @@ impl McpRoute {
             );
         }
     }
+}
+
+/// Why the `Mcp-Method` or `Mcp-Name` header a client sent (2026-07-28)
+/// does not say what its message's `method` and name do, if it does not:
+/// policy that reads the headers (a filter, a plugin, a proxy in front)
+/// must judge what the servers will be asked.
+fn header_mismatch(
+    headers: &HeaderMap,
+    method: Option<&str>,
+    name: Option<&str>,
+) -> Option<String> {
+    [
+        (&super::upstream::MCP_METHOD, "Mcp-Method", method, "method"),
+        (&super::upstream::MCP_NAME, "Mcp-Name", name, "name"),
+    ]
+    .into_iter()
+    .find_map(|(header, label, body, what)| {
+        let sent = headers.get(header)?;
+        (Some(sent.as_bytes()) != body.map(str::as_bytes)).then(|| {
+            format!(
+                "`{label}: {}` is not the message's {what} ({})",
+                String::from_utf8_lossy(sent.as_bytes()),
+                body.unwrap_or("none")
+            )
+        })
+    })
 }

@@ -26,6 +26,9 @@ pub(super) const SESSION_GONE: i64 = -32001;
 /// The caller may not make this call (an `authorize` filter's denial; a
 /// server-defined code of the range JSON-RPC 2.0 §5.1 reserves).
 pub(super) const FORBIDDEN: i64 = -32003;
+/// The `Mcp-Method` or `Mcp-Name` header does not say what the body does
+/// (the 2026-07-28 revision's code for a header mismatch).
+pub(super) const HEADER_MISMATCH: i64 = -32020;
 
 /// A server's message bound for the client: a request's id becomes `T:ID`
 /// (so that the client's response finds target `t`).
