@@ -31,13 +31,18 @@ listen = "127.0.0.1:0"
 kind = "jwt"
 providers = [{{ issuer = "{issuer}", audiences = ["{API}"], jwks_url = "{issuer}/jwks" }}]
 
+# The token's claims reach rules: a required claim, a claim's value.
+[filters.claims]
+kind = "authorize"
+require = ["has(principal.metadata.jti)", "principal.metadata.client_id == 'svc'"]
+
 [filters.whoami]
 kind = "request-headers"
 set = {{ "x-principal" = "{{principal}}" }}
 
 [[routes]]
 pool = "p"
-filters = ["jwt", "whoami"]
+filters = ["jwt", "claims", "whoami"]
 
 [pools.p]
 instances = [{{ url = "{}" }}]

@@ -338,7 +338,8 @@ pub fn parse_jwks(
 /// - `principal`: `null` when no authentication filter found one, else
 ///   `id`, `method` (`api-key`, `jwt`, `client-cert`), `scopes` (a list)
 ///   and `metadata` (a map of text: an API key principal's metadata, a
-///   JWT's `iss`);
+///   JWT's claims of text, number or boolean — a required claim is
+///   `has(principal.metadata.tenant)`);
 /// - `mcp`: on MCP routes, the JSON-RPC call judged: `method`
 ///   (`tools/call`, `initialize`, …) and `name` (the tool or prompt
 ///   name, the resource URI; `null` for other methods); `null` on other

@@ -32,7 +32,8 @@ pub struct Principal {
     pub id: String,
     /// How it was authenticated: `api-key`, `client-cert`, `jwt`.
     pub method: &'static str,
-    /// What else the config says of it (team, plan).
+    /// What else is known of it: an API key principal's metadata (team,
+    /// plan), a JWT's claims of text, number or boolean.
     pub metadata: BTreeMap<String, String>,
     /// The scopes it holds.
     pub scopes: Vec<String>,
@@ -405,11 +406,19 @@ impl Issuer {
                 .collect(),
             _ => Vec::new(),
         };
+        // Its claims of text, number or boolean (`iss`, `sub`, `tenant`…),
+        // for rules (`principal.metadata.tenant == 'a'`, a required claim
+        // as `has(principal.metadata.tenant)`).
         let metadata = claims
-            .get("iss")
-            .and_then(text)
-            .map(|iss| BTreeMap::from([("iss".to_string(), iss)]))
-            .unwrap_or_default();
+            .iter()
+            .filter_map(|(name, value)| {
+                let value = match value {
+                    serde_json::Value::Bool(b) => b.to_string(),
+                    other => text(other)?,
+                };
+                Some((name.clone(), value))
+            })
+            .collect();
         Some(Verified {
             principal: Arc::new(Principal {
                 id,
