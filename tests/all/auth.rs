@@ -5,21 +5,35 @@ use switchyard_tests::upstream::Upstream;
 
 use crate::{BINARY, serve};
 
-/// What curl printed for one request: status, head (lower-case), body.
+/// What curl printed for one request: status, head (lower-case, and as
+/// sent), body.
 pub(crate) struct Curl {
     pub(crate) status: u16,
     head: String,
+    sent: String,
     pub(crate) body: String,
 }
 
 impl Curl {
-    /// The value of response header `name` (lower case), if sent.
+    /// The value of response header `name` (lower case), lower-cased, if
+    /// sent.
     pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.head.lines().find_map(|line| {
-            let (n, v) = line.split_once(':')?;
-            (n.trim() == name).then(|| v.trim())
-        })
+        field(&self.head, name)
     }
+
+    /// The value of response header `name` (lower case) as sent (a
+    /// session id, whose case matters).
+    pub(crate) fn header_as_sent(&self, name: &str) -> Option<&str> {
+        field(&self.sent, name)
+    }
+}
+
+/// The value of the field `name` (lower case) of `head`.
+fn field<'h>(head: &'h str, name: &str) -> Option<&'h str> {
+    head.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
 }
 
 /// `curl -si URL ARGS…`.
@@ -50,6 +64,7 @@ pub(crate) async fn curl(url: String, args: &[&str]) -> Curl {
     Curl {
         status,
         head: head.to_ascii_lowercase(),
+        sent: head.to_owned(),
         body: body.to_string(),
     }
 }

@@ -270,6 +270,12 @@ async fn an_mcp_method_or_name_header_that_is_not_the_bodys_is_refused() {
 /// transport's.
 async fn post_initialize(url: &str, headers: &[&str]) -> crate::auth::Curl {
     let initialize = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
+    post_mcp(url, initialize, headers).await
+}
+
+/// The JSON-RPC message `body` POSTed to the MCP endpoint `url` with
+/// `headers` besides the transport's.
+async fn post_mcp(url: &str, body: &str, headers: &[&str]) -> crate::auth::Curl {
     let mut args = vec![
         "-X",
         "POST",
@@ -278,10 +284,82 @@ async fn post_initialize(url: &str, headers: &[&str]) -> crate::auth::Curl {
         "-H",
         "accept: application/json, text/event-stream",
         "-d",
-        initialize,
+        body,
     ];
     for header in headers {
         args.extend(["-H", header]);
     }
     curl(url.to_owned(), &args).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tool_call_without_the_scopes_it_needs_gets_a_scope_challenge() {
+    let server = McpServer::with(&["--name", "docs"]);
+    let (key, digest) = new_key();
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[filters.keys]
+kind = "api-key"
+principals = [{{ id = "ann", keys = ["{digest}"], scopes = ["read"] }}]
+
+[filters.scopes]
+kind = "authorize"
+tool_scopes = {{ "answer" = ["read", "deploy"], "*" = ["read"] }}
+
+[[routes]]
+match = {{ path_prefix = "/mcp" }}
+mcp = {{ targets = ["docs"] }}
+filters = ["keys", "scopes"]
+
+[pools.docs]
+instances = [{{ url = "{}" }}]
+"#,
+        server.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/mcp", proxy.url);
+    let api_key = format!("x-api-key: {key}");
+    let initialized = post_initialize(&url, &[&api_key]).await;
+    assert_eq!(initialized.status, 200, "{}", initialized.body);
+    let session = format!(
+        "mcp-session-id: {}",
+        initialized
+            .header_as_sent("mcp-session-id")
+            .unwrap_or_default()
+    );
+    let headers = [api_key.as_str(), session.as_str()];
+    let call = |tool: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"{tool}","arguments":{{}}}}}}"#
+        )
+    };
+
+    // `answer` needs `deploy` too: 403 with a challenge naming every
+    // scope it needs, and a JSON-RPC error; the server is not asked.
+    let denied = post_mcp(&url, &call("answer"), &headers).await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert_eq!(
+        denied.header("www-authenticate"),
+        Some(r#"bearer error="insufficient_scope", scope="read deploy""#)
+    );
+    let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(body["error"]["code"], -32003, "{body}");
+    // Any other tool needs `read`, which ann has; the list leaves out
+    // what she may not call.
+    let calls = post_mcp(&url, &call("calls"), &headers).await;
+    assert_eq!(calls.status, 200, "{}", calls.body);
+    assert!(calls.body.contains(r#""text":"0""#), "{}", calls.body);
+    let list = r#"{"jsonrpc":"2.0","id":3,"method":"tools/list"}"#;
+    let listed = post_mcp(&url, list, &headers).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains(r#""name":"calls""#), "{}", listed.body);
+    assert!(
+        !listed.body.contains(r#""name":"answer""#),
+        "{}",
+        listed.body
+    );
 }

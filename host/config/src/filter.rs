@@ -366,6 +366,15 @@ pub struct AuthorizeConfig {
     /// Expressions of which one must be `true` (none listed: no such
     /// condition).
     pub allow: Vec<String>,
+    /// On MCP routes, the scopes a `tools/call` needs, by the tool's name
+    /// as clients see it (`*`: any tool not listed). A caller whose
+    /// principal lacks one of them gets 403 with `WWW-Authenticate:
+    /// Bearer error="insufficient_scope", scope="…"` naming every scope
+    /// the call needs (RFC 6750 §3.1; the MCP authorization
+    /// specification's scope challenge, so that a client can ask for
+    /// them), and does not see the tool in `tools/list`. Default none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tool_scopes: BTreeMap<String, Vec<String>>,
 }
 
 /// The variables an `authorize` expression may read.
@@ -438,8 +447,14 @@ fn unknown_variable<'e>(expr: &'e cel::IdedExpr, bound: &mut Vec<&'e str>) -> Op
 
 impl AuthorizeConfig {
     fn validate(&self) -> Result<(), Invalid> {
-        if self.require.is_empty() && self.allow.is_empty() {
-            return Err(("require".into(), "give `require` or `allow` rules".into()));
+        if self.require.is_empty() && self.allow.is_empty() && self.tool_scopes.is_empty() {
+            return Err((
+                "require".into(),
+                "give `require` or `allow` rules, or `tool_scopes`".into(),
+            ));
+        }
+        for (tool, scopes) in &self.tool_scopes {
+            check_scopes(&format!("tool_scopes.{tool}"), scopes)?;
         }
         for (list, rules) in [("require", &self.require), ("allow", &self.allow)] {
             for (i, rule) in rules.iter().enumerate() {
@@ -1226,14 +1241,7 @@ impl JwtConfig {
                 ));
             }
         }
-        for (i, scope) in self.scopes_supported.iter().enumerate() {
-            if scope.is_empty() || scope.contains([' ', '"', '\\']) {
-                return Err((
-                    format!("scopes_supported[{i}]"),
-                    format!("`{scope}` is not a scope (RFC 6749 §3.3)"),
-                ));
-            }
-        }
+        check_scopes("scopes_supported", &self.scopes_supported)?;
         for (i, provider) in self.providers.iter().enumerate() {
             let key = |k: &str| format!("providers[{i}].{k}");
             if provider.issuer.is_empty() {
@@ -1299,6 +1307,24 @@ impl ApiKeyConfig {
         }
         Ok(())
     }
+}
+
+/// Scopes as RFC 6749 §3.3 writes them (printable, no space, quote nor
+/// backslash), the list at `key`.
+fn check_scopes(key: &str, scopes: &[String]) -> Result<(), Invalid> {
+    for (i, scope) in scopes.iter().enumerate() {
+        if scope.is_empty()
+            || !scope
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return Err((
+                format!("{key}[{i}]"),
+                format!("`{scope}` is not a scope (RFC 6749 §3.3)"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A URL Switchyard fetches from: `http://` or `https://`, with a host.

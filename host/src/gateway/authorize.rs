@@ -5,7 +5,7 @@
 //! of them is — Envoy's RBAC, whose policies are CEL conditions too. An
 //! expression that fails to evaluate counts as `false` (fail closed).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock};
 
@@ -55,6 +55,21 @@ pub struct Authorizer {
     denied: Counter,
     /// Where denials are published (merged by the bus's cooldown).
     events: Arc<EventBus>,
+    /// The scopes a `tools/call` needs, by tool (`*`: the others).
+    tool_scopes: BTreeMap<String, Vec<String>>,
+    /// `, resource_metadata="…"` for scope challenges, when a `jwt`
+    /// filter of the chain names its resource.
+    resource_metadata: String,
+}
+
+/// What a client is told of a denial.
+#[derive(Debug)]
+pub struct Refusal {
+    /// The filter and the rule's place (`require[0]`), not the rule.
+    pub message: String,
+    /// A scope challenge (`WWW-Authenticate`), when the call lacked a
+    /// scope `tool_scopes` asks for: answered with 403.
+    pub challenge: Option<String>,
 }
 
 /// What the rules read of a request, borrowed: its variables are built
@@ -144,13 +159,14 @@ impl Authorizer {
     /// The rules of `config` (each compiled at load by validation; one
     /// that does not compile here is left out) for filter `name` of route
     /// number `route`, counting into `allowed` and `denied` and publishing
-    /// denials on `events`.
+    /// denials on `events`; scope challenges point at `resource_metadata`
+    /// (the URL of the chain's resource's metadata, when it has one).
     pub fn new(
         config: &AuthorizeConfig,
-        name: &str,
-        route: usize,
+        (name, route): (&str, usize),
         [allowed, denied]: [Counter; 2],
         events: Arc<EventBus>,
+        resource_metadata: Option<&str>,
     ) -> Self {
         let compile = |list: &str, rules: &[String]| -> Vec<Rule> {
             rules
@@ -187,6 +203,10 @@ impl Authorizer {
             allowed,
             denied,
             events,
+            tool_scopes: config.tool_scopes.clone(),
+            resource_metadata: resource_metadata
+                .map(|url| format!(r#", resource_metadata="{url}""#))
+                .unwrap_or_default(),
         }
     }
 
@@ -197,9 +217,8 @@ impl Authorizer {
     /// chain's).
     ///
     /// # Errors
-    /// What the client is told of a denial: the filter and the rule's
-    /// place (`require[0]`), not the rule itself.
-    pub fn judge(&self, facts: &Facts<'_>, call: Option<Call<'_>>) -> Result<(), String> {
+    /// What the client is told of a denial.
+    pub fn judge(&self, facts: &Facts<'_>, call: Option<Call<'_>>) -> Result<(), Refusal> {
         let (route, filter, client) = (self.route, self.name.as_str(), facts.peer.ip());
         let principal = facts.principal.map_or("", |p| p.id.as_str());
         let (method, name) = call.map_or(("", ""), |c| (c.method, c.name.unwrap_or("")));
@@ -224,10 +243,16 @@ impl Authorizer {
                 format!("filter {filter} denied {method} {name} of {client}{by}: {reason}"),
             ));
         }
-        Err(format!(
-            "not allowed by filter `{filter}` ({})",
-            denied.rule
-        ))
+        let challenge = denied.scopes.map(|scopes| {
+            format!(
+                r#"Bearer error="insufficient_scope", scope="{scopes}"{}"#,
+                self.resource_metadata
+            )
+        });
+        Err(Refusal {
+            message: format!("not allowed by filter `{filter}` ({})", denied.rule),
+            challenge,
+        })
     }
 
     /// Whether the rules let the caller of `scope` make `call`, counted
@@ -240,12 +265,23 @@ impl Authorizer {
     ///
     /// # Errors
     /// As [`judge`](Self::judge).
-    pub fn judge_call(&self, scope: &Scope, call: Call<'_>) -> Result<(), String> {
+    pub fn judge_call(&self, scope: &Scope, call: Call<'_>) -> Result<(), Refusal> {
         self.judge(&scope.facts(), Some(call))
     }
 
     /// The decision, unrecorded.
     fn decide(&self, facts: &Facts<'_>, call: Option<Call<'_>>) -> Result<(), Denied> {
+        if let Some(needed) = call.and_then(|c| self.missing_scopes(facts.principal, c)) {
+            let scopes = needed.join(" ");
+            return Err(Denied {
+                rule: "tool_scopes".to_owned(),
+                detail: format!("the call needs the scopes `{scopes}`"),
+                scopes: Some(scopes),
+            });
+        }
+        if self.require.is_empty() && self.allow.is_empty() {
+            return Ok(());
+        }
         let mut context = Context::with_env(Arc::clone(&STANDARD));
         if self.reads.request {
             context.add_variable_as_val("request", request_val(facts));
@@ -291,6 +327,7 @@ impl Authorizer {
             Err(Denied {
                 rule: rule.key.clone(),
                 detail: format!("`{}` ({}) {why}", rule.key, rule.source),
+                scopes: None,
             })
         };
         for rule in &self.require {
@@ -302,8 +339,26 @@ impl Authorizer {
             Err(Denied {
                 rule: "allow".to_owned(),
                 detail: "no `allow` rule is true".to_owned(),
+                scopes: None,
             })
         }
+    }
+
+    /// Every scope a `tools/call` of `call` needs (`tool_scopes`), when
+    /// `principal` lacks one of them.
+    fn missing_scopes(&self, principal: Option<&Principal>, call: Call<'_>) -> Option<&[String]> {
+        if call.method != "tools/call" {
+            return None;
+        }
+        let needed = call
+            .name
+            .and_then(|name| self.tool_scopes.get(name))
+            .or_else(|| self.tool_scopes.get("*"))?;
+        let held = principal.map_or(&[][..], |p| &p.scopes[..]);
+        needed
+            .iter()
+            .any(|scope| !held.contains(scope))
+            .then_some(&needed[..])
     }
 }
 
@@ -313,6 +368,8 @@ struct Denied {
     rule: String,
     /// The rule, and what it gave.
     detail: String,
+    /// The scopes the call needs, when it lacked one.
+    scopes: Option<String>,
 }
 
 /// A CEL value of a value.
@@ -414,10 +471,11 @@ mod tests {
         let config = AuthorizeConfig {
             require: vec![rule.to_owned()],
             allow: Vec::new(),
+            tool_scopes: BTreeMap::new(),
         };
         let counter = Counter::default;
         let events = Arc::new(EventBus::new(16, std::time::Duration::ZERO));
-        Authorizer::new(&config, "fuzz", 0, [counter(), counter()], events)
+        Authorizer::new(&config, ("fuzz", 0), [counter(), counter()], events, None)
     }
 
     proptest! {

@@ -319,13 +319,18 @@ impl Chain {
                 }
                 FilterConfig::Authorize(config) => {
                     let decisions = |d| metrics.auth_decisions(route, name, d);
+                    // Scope challenges point at the chain's resource.
+                    let metadata = names.iter().find_map(|n| match filters.get(n) {
+                        Some(FilterConfig::Jwt(jwt)) => jwt.resource_metadata().map(|(_, url)| url),
+                        _ => None,
+                    });
                     RequestStep::Authorize {
                         rules: Arc::new(Authorizer::new(
                             config,
-                            name,
-                            route,
+                            (name, route),
                             [decisions("allowed"), decisions("denied")],
                             Arc::clone(&reporting.events),
+                            metadata.as_deref(),
                         )),
                         per_call: mcp,
                     }
@@ -710,7 +715,7 @@ impl RequestStep {
                     .push((Arc::clone(rules), Scope::of(parts, facts))),
                 _ => rules
                     .judge(&Facts::of(parts, facts), None)
-                    .map_err(|reason| Answer::Error(ProxyError::Forbidden(reason)))?,
+                    .map_err(|refusal| Answer::Error(ProxyError::Forbidden(refusal.message)))?,
             },
             RequestStep::BodyLimit(limit) => {
                 let declared = parts

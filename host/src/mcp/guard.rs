@@ -30,6 +30,22 @@ pub struct McpGuard {
     pub view: FilterRequest,
 }
 
+/// Why a call may not go on: the JSON-RPC error the client gets, and the
+/// scope challenge when it lacked a scope (answered with 403).
+pub(super) struct Refused {
+    pub(super) refusal: McpRefusal,
+    pub(super) challenge: Option<String>,
+}
+
+impl From<McpRefusal> for Refused {
+    fn from(refusal: McpRefusal) -> Self {
+        Self {
+            refusal,
+            challenge: None,
+        }
+    }
+}
+
 /// The filter plugins and rules of a request on an MCP route (none:
 /// nothing asked).
 #[derive(Clone, Default)]
@@ -81,22 +97,19 @@ impl Guards {
     /// # Errors
     /// The refusal the client gets: a rule's or a guard's denial, or a
     /// closed guard's fault.
-    pub(super) fn on_call(
-        &self,
-        asked: &Asked<'_>,
-        arguments: &mut Value,
-    ) -> Result<(), McpRefusal> {
+    pub(super) fn on_call(&self, asked: &Asked<'_>, arguments: &mut Value) -> Result<(), Refused> {
         let call = Call {
             method: asked.method,
             name: asked.name,
         };
         for (rules, scope) in self.rules() {
-            rules
-                .judge_call(scope, call)
-                .map_err(|message| McpRefusal {
+            rules.judge_call(scope, call).map_err(|refusal| Refused {
+                refusal: McpRefusal {
                     code: i32::try_from(FORBIDDEN).unwrap_or(i32::MIN),
-                    message,
-                })?;
+                    message: refusal.message,
+                },
+                challenge: refusal.challenge,
+            })?;
         }
         self.judge(
             WasmFilter::on_mcp_calls,
@@ -105,6 +118,7 @@ impl Guards {
             arguments,
             |f, call, _| f.on_mcp_call(call),
         )
+        .map_err(Refused::from)
     }
 
     /// Asks each guard that sees results about `result` of the call
@@ -234,7 +248,7 @@ pub(super) fn guard_call(
     client: &Client<'_>,
     method: &str,
     message: &Value,
-) -> Result<Option<Value>, McpRefusal> {
+) -> Result<Option<Value>, Refused> {
     let pointer = arguments_pointer(method);
     let before = message
         .pointer(pointer)

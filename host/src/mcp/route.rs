@@ -12,7 +12,7 @@ use http::uri::PathAndQuery;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::guard::{Guards, guard_call};
+use super::guard::{Guards, Refused, guard_call};
 use super::merge::{Entry, ListKind};
 use super::rpc::{
     HEADER_MISMATCH, INTERNAL_ERROR, INVALID_REQUEST, METHOD_NOT_FOUND, empty, now_ms, parse,
@@ -420,13 +420,22 @@ impl McpRoute {
                     rewritten = m;
                     &rewritten
                 }
-                Err(refusal) => {
-                    return rpc_error(
-                        StatusCode::OK,
-                        id,
-                        i64::from(refusal.code),
-                        &refusal.message,
-                    );
+                Err(Refused { refusal, challenge }) => {
+                    // A scope challenge is the HTTP answer's (RFC 6750
+                    // §3.1: 403 `insufficient_scope`), so that a client
+                    // can ask for the scopes and try again.
+                    let status = match challenge {
+                        Some(_) => StatusCode::FORBIDDEN,
+                        None => StatusCode::OK,
+                    };
+                    let mut response =
+                        rpc_error(status, id, i64::from(refusal.code), &refusal.message);
+                    if let Some(value) = challenge.and_then(|c| HeaderValue::try_from(c).ok()) {
+                        response
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, value);
+                    }
+                    return response;
                 }
             },
             _ => message,
