@@ -363,3 +363,37 @@ instances = [{{ url = "{}" }}]
         listed.body
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mcp_session_serves_only_the_principal_that_opened_it() {
+    let server = McpServer::with(&["--name", "docs"]);
+    let (ann, ann_digest) = new_key();
+    let (bob, bob_digest) = new_key();
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n\
+         [filters.keys]\nkind = \"api-key\"\n\
+         principals = [{{ id = \"ann\", keys = [\"{ann_digest}\"] }}, {{ id = \"bob\", keys = [\"{bob_digest}\"] }}]\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/mcp\" }}\nmcp = {{ targets = [\"docs\"] }}\nfilters = [\"keys\"]\n\
+         [pools.docs]\ninstances = [{{ url = \"{}\" }}]\n",
+        server.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let url = format!("{}/mcp", proxy.url);
+    let (ann, bob) = (format!("x-api-key: {ann}"), format!("x-api-key: {bob}"));
+    let opened = post_initialize(&url, &[&ann]).await;
+    assert_eq!(opened.status, 200, "{}", opened.body);
+    let session = format!(
+        "mcp-session-id: {}",
+        opened.header_as_sent("mcp-session-id").unwrap_or_default()
+    );
+    let list = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    // bob, who learned ann's session id, is told it does not exist.
+    let stolen = post_mcp(&url, list, &[&bob, &session]).await;
+    assert_eq!(stolen.status, 404, "{}", stolen.body);
+    assert!(stolen.body.contains("another principal"), "{}", stolen.body);
+    // ann goes on with it.
+    let listed = post_mcp(&url, list, &[&ann, &session]).await;
+    assert_eq!(listed.status, 200, "{}", listed.body);
+    assert!(listed.body.contains(r#""name":"echo""#), "{}", listed.body);
+}

@@ -3,7 +3,10 @@
 //! (the variables are those of [`AuthorizeConfig`]). A request passes when
 //! every `require` expression is `true` and, when `allow` lists any, one
 //! of them is — Envoy's RBAC, whose policies are CEL conditions too. An
-//! expression that fails to evaluate counts as `false` (fail closed).
+//! expression that fails to evaluate counts as `false` (fail closed). On
+//! MCP routes, `tool_scopes` first asks that a tool call's principal hold
+//! the scopes its tool needs; lacking one is a scope challenge (RFC 6750
+//! §3.1 `insufficient_scope`) rather than a plain refusal.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -210,8 +213,8 @@ impl Authorizer {
         }
     }
 
-    /// Judges a request (`call`: one MCP call of it) whose variables are
-    /// `scope`; counts and logs the decision (target `switchyard::audit`:
+    /// Judges the request `facts` tell of (`call`: one MCP call of it);
+    /// counts and logs the decision (target `switchyard::audit`:
     /// denials at `info` with the rule, the rest at `debug`) and publishes
     /// a denied MCP call as an event (a denied request's event is its
     /// chain's).

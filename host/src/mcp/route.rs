@@ -23,6 +23,7 @@ use super::upstream::{Call, CallError, Caller, Target, Via, subject};
 use crate::config::{FailureMode, McpConfig, PrefixMode, RouteMatch};
 use crate::events::{EventKind, HealthEvent, Severity};
 use crate::fusion::Builtin;
+use crate::gateway::auth::Principal;
 use crate::proxy::{
     Inbound, Pool, ProxyBody, ProxyError, Received, Reporting, StartError, prepare_request,
     read_whole,
@@ -269,10 +270,12 @@ impl McpRoute {
             text(&super::upstream::LAST_EVENT_ID),
         );
         let session = match &token {
-            Some(token) => match self.open_session(token) {
-                Ok(state) => Some(state),
-                Err(why) => return Ok(session_gone(&Value::Null, &why)),
-            },
+            Some(token) => {
+                match self.open_session(token, principal_of(&parts.extensions).as_deref()) {
+                    Ok(state) => Some(state),
+                    Err(why) => return Ok(session_gone(&Value::Null, &why)),
+                }
+            }
             None => None,
         };
         let message = if parts.method == Method::POST {
@@ -361,16 +364,24 @@ impl McpRoute {
         })
     }
 
-    /// The session sealed in `token`, if this Switchyard may serve it: it
-    /// opens with an accepted key, is younger than `session_max_age_ms`,
-    /// was not ended, and was used within `session_idle_timeout_ms` as far
-    /// as this Switchyard saw.
-    pub(super) fn open_session(&self, token: &str) -> Result<SessionState, String> {
+    /// The session sealed in `token`, if this Switchyard may serve it to
+    /// `principal` (`METHOD:ID`; none without authentication): it opens
+    /// with an accepted key, was opened by the same principal, is younger
+    /// than `session_max_age_ms`, was not ended, and was used within
+    /// `session_idle_timeout_ms` as far as this Switchyard saw.
+    pub(super) fn open_session(
+        &self,
+        token: &str,
+        principal: Option<&str>,
+    ) -> Result<SessionState, String> {
         let Some(state) = self.sessions.keys.open(token) else {
             return Err("unknown session".into());
         };
         if *state.route != *self.key {
             return Err("a session of another route".into());
+        }
+        if state.principal.as_deref() != principal {
+            return Err("a session of another principal".into());
         }
         let age = now_ms().saturating_sub(state.issued_ms);
         if age > self.session_max_age.as_millis() as u64 {
@@ -564,6 +575,7 @@ impl McpRoute {
         let mut response = rpc_result(id, merged.clone());
         if method == "initialize" {
             let state = SessionState {
+                principal: principal_of(&client.caller.parts.extensions),
                 route: self.key.to_string(),
                 issued_ms: now_ms(),
                 protocol: merged
@@ -727,4 +739,12 @@ fn header_mismatch(
             )
         })
     })
+}
+
+/// The principal a request acts as, as a session records it: `METHOD:ID`
+/// (an API key's `ann` is not a JWT's `ann`).
+fn principal_of(extensions: &http::Extensions) -> Option<String> {
+    extensions
+        .get::<Arc<Principal>>()
+        .map(|p| format!("{}:{}", p.method, p.id))
 }

@@ -83,6 +83,11 @@ pub struct SessionState {
     /// kept have none.
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
     pub client: Option<(String, String)>,
+    /// The principal that opened it (`METHOD:ID`, as an authentication
+    /// filter found it), when one did: only that principal may use it
+    /// (the MCP specification's binding of sessions to their user).
+    #[serde(rename = "a", default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
 }
 
 /// A target's side of a session.
@@ -297,6 +302,7 @@ mod tests {
                 protocol: "2025-06-18".into(),
             }],
             client: Some(("inspector".into(), "1.0".into())),
+            principal: Some("jwt:ann".into()),
         }
     }
 
