@@ -254,3 +254,30 @@ fn bad_forward_auth_filters_are_refused_naming_the_key() {
         assert!(stderr.contains(reason), "{reason} in: {stderr}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_services_headers_cannot_be_forged_when_an_earlier_filter_found_the_principal() {
+    let upstream = Upstream::start("u0");
+    let (auth, asked) = auth_service().await;
+    let (key, digest) = crate::auth::new_key();
+    let keys = format!(
+        "[filters.keys]\nkind = \"api-key\"\nprincipals = [{{ id = \"bot\", keys = [\"{digest}\"] }}]\n"
+    );
+    let text = config(&upstream, auth, "").replace(
+        "filters = [\"sso\", \"whoami\"]",
+        "filters = [\"keys\", \"sso\", \"whoami\"]",
+    ) + &keys;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &text);
+    let answer = curl(
+        format!("{}/orders", proxy.url),
+        &["-H", &format!("x-api-key: {key}"), "-H", "x-user: admin"],
+    )
+    .await;
+    // The key's principal passes without asking the service, and the
+    // client's `x-user` (a header the service sets) does not go upstream.
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.header("x-seen-x-principal"), Some("bot"));
+    assert_eq!(answer.header("x-seen-x-user"), None);
+    assert_eq!(asked.load(Ordering::SeqCst), 0);
+}

@@ -91,10 +91,11 @@ impl ForwardAuth {
         })
     }
 
-    /// Asks the service about the request `parts` (unless a filter before
-    /// found its principal) and applies its answer: the client's own
-    /// headers of the names the service sets are removed, the service's
-    /// set, its principal put in the request's extensions.
+    /// Removes the client's own headers of the names the service sets
+    /// (whether it is asked or not: they cannot be forged), asks the
+    /// service about the request `parts` unless a filter before found its
+    /// principal, and applies its answer: the service's headers set, its
+    /// principal put in the request's extensions.
     ///
     /// # Errors
     /// The service's own answer when it is not a 2xx; 503 when it gave
@@ -105,6 +106,7 @@ impl ForwardAuth {
         facts: &RequestFacts<'_>,
     ) -> Result<Option<Arc<Principal>>, Answer> {
         if parts.extensions.get::<Arc<Principal>>().is_some() {
+            self.remove_answer_headers(&mut parts.headers);
             return Ok(None);
         }
         let key = self.remembered.as_ref().map(|_| self.key(&parts.headers));
@@ -125,9 +127,7 @@ impl ForwardAuth {
                 Err(reason) => return self.failed(&reason, facts),
             },
         };
-        for name in &self.response_headers {
-            parts.headers.remove(name);
-        }
+        self.remove_answer_headers(&mut parts.headers);
         let (filter, client) = (self.name.as_str(), facts.peer.ip());
         match &*decision {
             Decision::Allow { headers, principal } => {
@@ -147,6 +147,14 @@ impl ForwardAuth {
                 tracing::info!(target: "switchyard::audit", route = facts.route, filter, %client, decision = "denied", status = response.status().as_u16());
                 Err(Answer::Made(Box::new(copy(response))))
             }
+        }
+    }
+
+    /// Removes the client's own headers of the names the service's answer
+    /// sets.
+    fn remove_answer_headers(&self, headers: &mut HeaderMap) {
+        for name in &self.response_headers {
+            headers.remove(name);
         }
     }
 
