@@ -289,13 +289,7 @@ principals = [{{ id = "a", keys = ["{digest}"] }}]"#
             "is not a valid header name",
         ),
     ] {
-        let stderr = crate::check_refused(&format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"keys\"]\n\
-                 [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
-                 [filters.keys]\nkind = \"api-key\"\n{filter}\n"
-        ));
-        assert!(stderr.contains(key), "{key} in: {stderr}");
-        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+        crate::assert_filter_refused("keys", "api-key", &filter, key, reason);
     }
 }
 
@@ -484,12 +478,16 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
         (r#"{"keys":[]}"#, "the JWKS has no keys"),
         (hmac, "keys[0]"),
     ] {
-        let provider = format!("jwks = '{jwks}'");
-        let stderr = crate::check_refused(&jwt_config(&provider));
-        assert!(stderr.contains("filters.jwt.providers[0].jwks"), "{stderr}");
-        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+        let key = "filters.jwt.providers[0].jwks";
+        crate::assert_filter_refused(
+            "jwt",
+            "jwt",
+            &provider(&format!("jwks = '{jwks}'")),
+            key,
+            reason,
+        );
     }
-    for (provider, key, reason) in [
+    for (keys, key, reason) in [
         (
             r#"jwks_file = "/nonexistent/jwks.json""#,
             "filters.jwt.providers[0].jwks_file",
@@ -511,19 +509,12 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
             "must be ≥ 1",
         ),
     ] {
-        let stderr = crate::check_refused(&jwt_config(provider));
-        assert!(stderr.contains(key), "{key} in: {stderr}");
-        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+        crate::assert_filter_refused("jwt", "jwt", &provider(keys), key, reason);
     }
 }
 
-/// A config with one route behind a `jwt` filter whose one provider has
-/// `keys` (its `jwks`, `jwks_file` or `jwks_url` setting).
-fn jwt_config(keys: &str) -> String {
-    format!(
-        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
-         [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
-         [filters.jwt]\nkind = \"jwt\"\n\
-         providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], {keys} }}]\n"
-    )
+/// A `jwt` filter's `providers`: one whose keys are `keys` (its `jwks`,
+/// `jwks_file` or `jwks_url` setting).
+fn provider(keys: &str) -> String {
+    format!("providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], {keys} }}]")
 }

@@ -196,13 +196,7 @@ fn bad_rules_are_refused_naming_the_key_and_the_reason() {
             "give `require` or `allow` rules",
         ),
     ] {
-        let stderr = crate::check_refused(&format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"rules\"]\n\
-             [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
-             [filters.rules]\nkind = \"authorize\"\n{rules}\n"
-        ));
-        assert!(stderr.contains(key), "{key} in: {stderr}");
-        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+        crate::assert_filter_refused("rules", "authorize", rules, key, reason);
     }
 }
 

@@ -245,13 +245,7 @@ fn bad_forward_auth_filters_are_refused_naming_the_key() {
             "must be ≥ 1",
         ),
     ] {
-        let stderr = crate::check_refused(&format!(
-            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"sso\"]\n\
-             [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
-             [filters.sso]\nkind = \"forward-auth\"\n{filter}\n"
-        ));
-        assert!(stderr.contains(key), "{key} in: {stderr}");
-        assert!(stderr.contains(reason), "{reason} in: {stderr}");
+        crate::assert_filter_refused("sso", "forward-auth", filter, key, reason);
     }
 }
 

@@ -60,6 +60,19 @@ pub fn check_refused(toml: &str) -> String {
     stderr
 }
 
+/// `switchyard check` of a config whose one route goes through filter
+/// `name` of `kind` with `settings` (TOML lines of its table): it must be
+/// refused naming `key` and `reason`.
+pub fn assert_filter_refused(name: &str, kind: &str, settings: &str, key: &str, reason: &str) {
+    let stderr = check_refused(&format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"{name}\"]\n\
+         [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n\
+         [filters.{name}]\nkind = \"{kind}\"\n{settings}\n"
+    ));
+    assert!(stderr.contains(key), "{key} in: {stderr}");
+    assert!(stderr.contains(reason), "{reason} in: {stderr}");
+}
+
 /// The first TOML snippet of README.md after `marker`.
 pub fn readme_snippet(marker: &str) -> String {
     let readme = std::fs::read_to_string(

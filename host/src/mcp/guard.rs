@@ -33,7 +33,9 @@ pub struct McpGuard {
 /// Why a call may not go on: the JSON-RPC error the client gets, and the
 /// scope challenge when it lacked a scope (answered with 403).
 pub(super) struct Refused {
+    /// The JSON-RPC error's code and message.
     pub(super) refusal: McpRefusal,
+    /// The `WWW-Authenticate` value of a scope challenge.
     pub(super) challenge: Option<String>,
 }
 
