@@ -201,3 +201,45 @@ instances = [{{ url = "{}" }}]
     assert_eq!(out[1]["text"], "docs: hi", "{out:?}");
     assert!(out[2]["exception"].is_string(), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_resource_server_snippet_lets_an_mcp_client_find_the_provider() {
+    let provider = OidcProvider::start("k1");
+    let server = McpServer::with(&["--name", "docs"]);
+    let port = switchyard_tests::free_port();
+    let gateway = format!("http://127.0.0.1:{port}");
+    // The snippet with its provider and gateway where the test runs them.
+    let snippet = crate::readme_snippet("**An MCP route as an OAuth 2.1 resource server.**")
+        .replace("https://id.example.com", &provider.issuer())
+        .replace("https://gw.example.com", &gateway);
+    let config = format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:{port}\"\n{snippet}\n\
+         [[routes]]\nmatch = {{ path_prefix = \"/mcp\" }}\nmcp = {{ targets = [\"docs\"] }}\nfilters = [\"oidc\"]\n\
+         [pools.docs]\ninstances = [{{ url = \"{}\" }}]\n",
+        server.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let _proxy = serve(&dir, &config);
+
+    // Its metadata, which any origin may read.
+    let metadata = curl(
+        format!("{gateway}/.well-known/oauth-protected-resource/mcp"),
+        &["-H", "origin: https://app.example.com"],
+    )
+    .await;
+    assert_eq!(metadata.status, 200, "{}", metadata.body);
+    assert_eq!(metadata.header("access-control-allow-origin"), Some("*"));
+    let document: serde_json::Value = serde_json::from_str(&metadata.body).unwrap();
+    assert_eq!(document["scopes_supported"], json!(["read", "write"]));
+
+    // The SDK's client: discovery, a token with the scopes the challenge
+    // names, a call.
+    let resource = format!("{gateway}/mcp");
+    let oauth =
+        json!({ "client_id": "svc", "client_secret": "secret", "issuer": provider.issuer() });
+    let steps = json!([{ "op": "call", "tool": "echo", "args": { "text": "hi" } }]);
+    let out = tokio::task::spawn_blocking(move || oauth_client(&resource, &oauth, &steps))
+        .await
+        .unwrap();
+    assert_eq!(out[0]["text"], "docs: hi", "{out:?}");
+}
