@@ -103,8 +103,7 @@ impl RemoteJwks {
         if last.is_some_and(|t| t.elapsed() < MIN_REFETCH) {
             return false;
         }
-        let fetched = self.fetch().await;
-        *last = Some(Instant::now());
+        let fetched = self.fetch_stamped(&mut last).await;
         drop(last);
         if let Err(reason) = fetched {
             tracing::warn!(url = %self.url, %reason, "could not fetch the JWKS; keeping the keys last fetched");
@@ -123,6 +122,14 @@ impl RemoteJwks {
             .load()
             .iter()
             .any(|(k, ..)| kid.is_none() || k.as_deref() == kid)
+    }
+
+    /// [`fetch`](Self::fetch), its end stamped in `last` (the value under
+    /// the `fetching` lock, held by the caller).
+    async fn fetch_stamped(&self, last: &mut Option<Instant>) -> Result<(), String> {
+        let fetched = self.fetch().await;
+        *last = Some(Instant::now());
+        fetched
     }
 
     /// One fetch, its keys taking the place of those known.
@@ -153,12 +160,7 @@ async fn refresher(remote: Weak<RemoteJwks>) {
         let Some(jwks) = remote.upgrade() else {
             return;
         };
-        let fetched = {
-            let mut last = jwks.fetching.lock().await;
-            let fetched = jwks.fetch().await;
-            *last = Some(Instant::now());
-            fetched
-        };
+        let fetched = jwks.fetch_stamped(&mut *jwks.fetching.lock().await).await;
         let wait = match fetched {
             Ok(()) => {
                 failures = 0;
