@@ -89,8 +89,8 @@ instances = [{{ url = "{}" }}]
     assert_eq!(answer.status, 200, "{}", answer.body);
 }
 
-#[test]
-fn the_mcp_auth_example_lets_each_caller_see_and_call_what_its_scopes_allow() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mcp_auth_example_lets_each_caller_see_and_call_what_its_scopes_allow() {
     let provider = OidcProvider::start("k1");
     let docs = McpServer::with(&["--name", "docs"]);
     let search = McpServer::with(&["--name", "search"]);
@@ -104,6 +104,7 @@ fn the_mcp_auth_example_lets_each_caller_see_and_call_what_its_scopes_allow() {
     // The audience the example names: the gateway's endpoint as the
     // provider's clients know it.
     let audience = "http://127.0.0.1:8080/mcp";
+    wait_for_keys(&provider, &mcp, audience).await;
     let steps = json!([
         { "op": "tools" },
         { "op": "call", "tool": "docs__echo", "args": { "text": "hi" } },
@@ -183,6 +184,7 @@ instances = [{{ url = "{}" }}]
     let metadata: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(metadata["resource"], json!(resource));
     assert_eq!(metadata["authorization_servers"], json!([issuer]));
+    wait_for_keys(&provider, &format!("{}/mcp", proxy.url), &resource).await;
 
     // The SDK's OAuth client does the rest: 401, metadata, the provider's
     // own metadata, a token for this resource with the scope the
@@ -231,10 +233,11 @@ async fn the_readme_resource_server_snippet_lets_an_mcp_client_find_the_provider
     assert_eq!(metadata.header("access-control-allow-origin"), Some("*"));
     let document: serde_json::Value = serde_json::from_str(&metadata.body).unwrap();
     assert_eq!(document["scopes_supported"], json!(["read", "write"]));
+    let resource = format!("{gateway}/mcp");
+    wait_for_keys(&provider, &resource, &resource).await;
 
     // The SDK's client: discovery, a token with the scopes the challenge
     // names, a call.
-    let resource = format!("{gateway}/mcp");
     let oauth =
         json!({ "client_id": "svc", "client_secret": "secret", "issuer": provider.issuer() });
     let steps = json!([{ "op": "call", "tool": "echo", "args": { "text": "hi" } }]);
@@ -242,4 +245,25 @@ async fn the_readme_resource_server_snippet_lets_an_mcp_client_find_the_provider
         .await
         .unwrap();
     assert_eq!(out[0]["text"], "docs: hi", "{out:?}");
+}
+
+/// Waits until the gateway at `endpoint` takes a token of `provider` for
+/// `resource`: it fetches the provider's keys when it starts, and the
+/// SDK's client, which does not retry a refused token, must not race that
+/// fetch on a slow machine.
+async fn wait_for_keys(provider: &OidcProvider, endpoint: &str, resource: &str) {
+    let token = format!("authorization: Bearer {}", provider.token(resource, "read"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let answer = curl(endpoint.to_owned(), &["-H", &token]).await;
+        if answer.status != 401 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the keys were never fetched: {}",
+            answer.body
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

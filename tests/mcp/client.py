@@ -119,4 +119,17 @@ async def main(url, steps, options):
                 print(json.dumps(out), flush=True)
 
 
-asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))
+def causes(error):
+    """The exceptions at the leaves of an exception group."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in causes(inner)]
+    return [f"{type(error).__name__}: {error}"]
+
+
+try:
+    asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}))
+except BaseException as error:
+    # One line first, above the traceback, for a test's failure message.
+    print("client failed:", "; ".join(causes(error)), file=sys.stderr, flush=True)
+    raise
+
