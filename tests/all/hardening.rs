@@ -637,3 +637,62 @@ async fn at_the_connection_cap_slow_clients_are_evicted_and_a_normal_one_is_serv
     assert!(line.contains("max_connections=384"), "{line}");
     drop(slow);
 }
+
+/// One answer read from a kept-alive connection: its head (lower-cased)
+/// and its body, by its `Content-Length`.
+fn read_answer(stream: &mut TcpStream) -> (String, String) {
+    let mut read = Vec::new();
+    let mut byte = [0u8; 1];
+    while !read.ends_with(b"\r\n\r\n") {
+        let n = stream.read(&mut byte).expect("an answer");
+        assert!(n == 1, "closed after {:?}", String::from_utf8_lossy(&read));
+        read.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&read).to_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("the answer's body");
+    (head, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[test]
+fn a_refused_request_s_late_body_is_read_and_its_connection_serves_the_next() {
+    let upstream = switchyard_tests::upstream::Upstream::start("u0");
+    let (key, digest) = crate::auth::new_key();
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"keys\"]\n\
+             [filters.keys]\nkind = \"api-key\"\nprincipals = [{{ id = \"ann\", keys = [\"{digest}\"] }}]\n\
+             [pools.p]\ninstances = [{{ url = \"{}\" }}]\n",
+            upstream.url()
+        ),
+    );
+    let mut stream = connect(&proxy.url);
+    // A request without a key, its body sent after its head (as clients
+    // that write them apart do): the filter refuses it at its head.
+    stream
+        .write_all(b"POST /orders HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(b"hello").unwrap();
+    let (head, _) = read_answer(&mut stream);
+    assert!(head.starts_with("http/1.1 401"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    // The body was read, not taken for the next request's head: the
+    // next request on the connection is served.
+    stream
+        .write_all(
+            format!("GET /orders HTTP/1.1\r\nHost: a\r\nx-api-key: {key}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+    let (head, body) = read_answer(&mut stream);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert_eq!(body, "u0");
+    assert_eq!(upstream.hits(), 1);
+}

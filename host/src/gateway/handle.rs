@@ -3,11 +3,13 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Method, Request, Response, Uri, Version, header};
-use hyper::body::Incoming;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Incoming};
 
 use super::filter::{Answer, RequestFacts, Routed};
 use super::{Router, Target};
@@ -31,15 +33,13 @@ pub async fn handle(
     let (mut parts, body) = request.into_parts();
     let mut body = Received::new(body);
     if parts.version == Version::HTTP_11 && !parts.headers.contains_key(header::HOST) {
-        return refuse(
-            peer,
-            ProxyError::BadRequest(
-                "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".into(),
-            ),
+        let error = ProxyError::BadRequest(
+            "an HTTP/1.1 request needs a Host header (RFC 9112 §3.2)".into(),
         );
+        return refuse(peer, error, discard(&mut body, &parts).await);
     }
     if let Err(error) = normalize_path(&mut parts.uri, &limits.paths) {
-        return refuse(peer, error);
+        return refuse(peer, error, discard(&mut body, &parts).await);
     }
     let authority: Option<HeaderValue> = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -56,13 +56,11 @@ pub async fn handle(
         return resource_metadata(document);
     }
     let Some(route) = router.route(host, parts.uri.path(), identity) else {
-        return refuse(
-            peer,
-            ProxyError::NoRoute {
-                host: host.to_string(),
-                path: parts.uri.path().to_string(),
-            },
-        );
+        let error = ProxyError::NoRoute {
+            host: host.to_string(),
+            path: parts.uri.path().to_string(),
+        };
+        return refuse(peer, error, discard(&mut body, &parts).await);
     };
     forward_client_cert(&mut parts.headers, identity);
     let started = Instant::now();
@@ -107,6 +105,8 @@ pub async fn handle(
         }
         filtered
     };
+    // A filter's own answer: the body goes nowhere.
+    let keep_alive = result.is_ok() || discard(&mut body, &parts).await;
     let result = match result {
         Ok(()) => {
             let request = Inbound {
@@ -161,7 +161,57 @@ pub async fn handle(
     if let Some(routed) = &routed {
         route.chain.on_response(&mut response, routed).await;
     }
+    if !keep_alive {
+        close_after(&mut response);
+    }
     response
+}
+
+/// The most of a request's body [`discard`] reads, bytes.
+const DISCARD_BYTES: usize = 1024 * 1024;
+
+/// How long [`discard`] waits for a request's body.
+const DISCARD_TIME: Duration = Duration::from_secs(5);
+
+/// Reads and drops the rest of the HTTP/1 request body of a request
+/// answered without it (a refusal, a filter's own answer), as nginx
+/// discards the body of a request it answers itself: whether the
+/// connection may then serve the client's next request. Without it, the
+/// connection would close with the body's late bytes unread, and the
+/// reset that makes the client's kernel send may drop the answer before
+/// the client reads it. At most [`DISCARD_BYTES`] within
+/// [`DISCARD_TIME`]; a longer or slower body, a broken one, or one the
+/// client waits to be asked for (`Expect: 100-continue`, RFC 9110
+/// §10.1.1) is not read and the connection closes after the answer.
+async fn discard(body: &mut Received, parts: &http::request::Parts) -> bool {
+    if body.is_end_stream() || !matches!(parts.version, Version::HTTP_10 | Version::HTTP_11) {
+        return true;
+    }
+    if parts.headers.contains_key(header::EXPECT) {
+        return false;
+    }
+    let drain = async {
+        let mut read = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            read += frame.data_ref().map_or(0, Bytes::len);
+            if read > DISCARD_BYTES {
+                return false;
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DISCARD_TIME, drain)
+        .await
+        .unwrap_or(false)
+}
+
+/// Marks `response` as the connection's last (HTTP/1: `Connection:
+/// close`, which hyper honours by closing after it).
+fn close_after(response: &mut Response<ProxyBody>) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
 }
 
 /// A protected resource's metadata document (RFC 9728 §3.2): public, so
@@ -186,10 +236,15 @@ fn resource_metadata(document: &bytes::Bytes) -> Response<ProxyBody> {
     response
 }
 
-/// The answer to a request refused before it had a route.
-fn refuse(peer: SocketAddr, error: ProxyError) -> Response<ProxyBody> {
+/// The answer to a request refused before it had a route; the last of
+/// its connection unless its body was read to the end ([`discard`]).
+fn refuse(peer: SocketAddr, error: ProxyError, keep_alive: bool) -> Response<ProxyBody> {
     tracing::debug!(%peer, %error, "request refused");
-    error.into_response().map(ProxyBody::Local)
+    let mut response = error.into_response().map(ProxyBody::Local);
+    if !keep_alive {
+        close_after(&mut response);
+    }
+    response
 }
 
 /// Asks the route's target for the answer; an MCP route asks the filter
