@@ -297,7 +297,7 @@ listen = "127.0.0.1:0"
 
 [filters.keys]
 kind = "api-key"
-principals = [{{ id = "ann", keys = ["{digest}"], scopes = ["read"] }}]
+principals = [{{ id = "ann", keys = ["{digest}"], scopes = ["read", "audit"] }}]
 
 [filters.scopes]
 kind = "authorize"
@@ -332,13 +332,15 @@ instances = [{{ url = "{}" }}]
         )
     };
 
-    // `answer` needs `deploy` too: 403 with a challenge naming every
-    // scope it needs, and a JSON-RPC error; the server is not asked.
+    // `answer` needs `deploy` too: 403 with a challenge naming the
+    // scopes ann holds and the one she lacks (a token asked for in its
+    // place keeps what hers allowed), and a JSON-RPC error; the server is
+    // not asked.
     let denied = post_mcp(&url, &call("answer"), &headers).await;
     assert_eq!(denied.status, 403, "{}", denied.body);
     assert_eq!(
         denied.header("www-authenticate"),
-        Some(r#"bearer error="insufficient_scope", scope="read deploy""#)
+        Some(r#"bearer error="insufficient_scope", scope="read audit deploy""#)
     );
     let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
     assert_eq!(body["error"]["code"], -32003, "{body}");

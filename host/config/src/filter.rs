@@ -369,10 +369,12 @@ pub struct AuthorizeConfig {
     /// On MCP routes, the scopes a `tools/call` needs, by the tool's name
     /// as clients see it (`*`: any tool not listed). A caller whose
     /// principal lacks one of them gets 403 with `WWW-Authenticate:
-    /// Bearer error="insufficient_scope", scope="…"` naming every scope
-    /// the call needs (RFC 6750 §3.1; the MCP authorization
-    /// specification's scope challenge, so that a client can ask for
-    /// them), and does not see the tool in `tools/list`. Default none.
+    /// Bearer error="insufficient_scope", scope="…"` naming the scopes it
+    /// holds and those the call needs (RFC 6750 §3.1; the MCP
+    /// authorization specification's scope challenge, whose recommended
+    /// form keeps what the client holds, so that the token it asks for
+    /// in their place loses nothing), and does not see the tool in
+    /// `tools/list`. Default none.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tool_scopes: BTreeMap<String, Vec<String>>,
 }

@@ -275,11 +275,22 @@ impl Authorizer {
     /// The decision, unrecorded.
     fn decide(&self, facts: &Facts<'_>, call: Option<Call<'_>>) -> Result<(), Denied> {
         if let Some(needed) = call.and_then(|c| self.missing_scopes(facts.principal, c)) {
-            let scopes = needed.join(" ");
+            // The challenge asks for the scopes held and those needed: a
+            // client replaces its token with the one it is given, which
+            // must keep what the old one allowed (the MCP authorization
+            // specification's recommended scope challenge).
+            let held = facts.principal.map_or(&[][..], |p| &p.scopes[..]);
+            let mut asked: Vec<&str> = held.iter().map(String::as_str).collect();
+            asked.extend(
+                needed
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|scope| !held.iter().any(|h| h == scope)),
+            );
             return Err(Denied {
                 rule: "tool_scopes".to_owned(),
-                detail: format!("the call needs the scopes `{scopes}`"),
-                scopes: Some(scopes),
+                detail: format!("the call needs the scopes `{}`", needed.join(" ")),
+                scopes: Some(asked.join(" ")),
             });
         }
         if self.require.is_empty() && self.allow.is_empty() {
@@ -371,7 +382,8 @@ struct Denied {
     rule: String,
     /// The rule, and what it gave.
     detail: String,
-    /// The scopes the call needs, when it lacked one.
+    /// The scopes to ask for, when the call lacked one: those held, then
+    /// those it needs.
     scopes: Option<String>,
 }
 
