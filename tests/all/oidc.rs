@@ -247,6 +247,73 @@ async fn the_readme_resource_server_snippet_lets_an_mcp_client_find_the_provider
     assert_eq!(out[0]["text"], "docs: hi", "{out:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_signs_in_by_the_authorization_code_flow_and_steps_up_for_a_tool_needing_more() {
+    let provider = OidcProvider::start("k1");
+    let server = McpServer::with(&["--name", "docs"]);
+    let issuer = provider.issuer();
+    let port = switchyard_tests::free_port();
+    let resource = format!("http://127.0.0.1:{port}/mcp");
+    // The challenge asks for `read`; `answer` needs `write` too. Only
+    // the user signed in (not a service's client-credentials token) may
+    // call.
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:{port}"
+[admin]
+listen = "127.0.0.1:0"
+
+[filters.oidc]
+kind = "jwt"
+resource = "{resource}"
+scopes_supported = ["read"]
+providers = [{{ issuer = "{issuer}", audiences = ["{resource}"], jwks_url = "{issuer}/jwks" }}]
+
+[filters.users]
+kind = "authorize"
+require = ["principal.id == 'alice'"]
+tool_scopes = {{ answer = ["write"] }}
+
+[[routes]]
+match = {{ path_prefix = "/mcp" }}
+mcp = {{ targets = ["docs"] }}
+filters = ["oidc", "users"]
+
+[pools.docs]
+instances = [{{ url = "{}" }}]
+"#,
+        server.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    wait_for_keys(&provider, &resource, &resource).await;
+
+    // The SDK registers itself, sends the user to sign in (PKCE), lists
+    // the tools with a `read` token (no `answer`), is refused `answer`
+    // with 403 insufficient_scope, signs the user in again for `write`
+    // and calls it; its list then shows it.
+    let steps = json!([
+        { "op": "tools" },
+        { "op": "call", "tool": "answer" },
+        { "op": "tools" },
+    ]);
+    let oauth = json!({ "flow": "code" });
+    let out = tokio::task::spawn_blocking(move || oauth_client(&resource, &oauth, &steps))
+        .await
+        .unwrap();
+    let lists = |i: usize, tool: &str| out[i].as_array().is_some_and(|t| t.contains(&json!(tool)));
+    assert!(lists(0, "echo") && !lists(0, "answer"), "{out:?}");
+    assert_eq!(out[1]["text"], "42", "{out:?}");
+    assert!(lists(2, "answer"), "{out:?}");
+    // The step-up was a refusal the gateway counted.
+    let metrics = curl(format!("{}/metrics", proxy.admin_url()), &[])
+        .await
+        .body;
+    let denied = r#"switchyard_auth_decisions_total{route="0",filter="users",decision="denied"}"#;
+    assert!(metrics.contains(denied), "{denied} in:\n{metrics}");
+}
+
 /// Waits until the gateway at `endpoint` takes a token of `provider` for
 /// `resource`: it fetches the provider's keys when it starts, and the
 /// SDK's client, which does not retry a refused token, must not race that

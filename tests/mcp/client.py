@@ -8,7 +8,11 @@ OPTIONS, a JSON object: "headers" sent with every request (an API key,
 say); "oauth" {"client_id", "client_secret", "scope", "issuer"}: the
 SDK's OAuth client (client-credentials grant) authorizes the session,
 discovering the authorization server from the server's 401 as the MCP
-authorization specification says.
+authorization specification says; "oauth" {"flow": "code"}: the SDK's
+OAuth client registers itself with the authorization server (RFC 7591)
+and signs the user in by the authorization-code grant with PKCE, the
+user's browser played by `sign_in` (tests/oidc/provider.mjs completes
+its pages), stepping up when a call needs more scopes.
 
 Steps: {"op": "tools"} -> every tool name, following nextCursor;
 {"op": "page", "cursor": C} -> one page: {"names": [...], "next": C};
@@ -24,11 +28,18 @@ The sampling callback answers every request with "yes from the client".
 import asyncio
 import json
 import sys
+from urllib.parse import parse_qs, urlsplit
 
+import httpx
 from mcp import ClientSession, types
-from mcp.client.auth import TokenStorage
+from mcp.client.auth import OAuthClientProvider, TokenStorage
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
 from mcp.client.streamable_http import streamablehttp_client
+from mcp.shared.auth import OAuthClientMetadata
+
+# Where the authorization server sends the browser back with the code;
+# nothing listens there: the browser stops at the redirect.
+REDIRECT_URI = "http://127.0.0.1:9/callback"
 
 
 async def sampling(context, params):
@@ -58,10 +69,50 @@ class Memory(TokenStorage):
         self.client = client_info
 
 
+class Browser:
+    """The user's browser, headless: follows the authorization URL's
+    redirects through the provider's login and consent pages (cookies
+    kept) to the redirect URI, and hands its code and state back."""
+
+    def __init__(self):
+        self.codes = asyncio.Queue()
+
+    async def sign_in(self, authorization_url):
+        async with httpx.AsyncClient() as browser:
+            url = authorization_url
+            while not url.startswith(REDIRECT_URI):
+                response = await browser.get(url)
+                if response.status_code not in (302, 303):
+                    raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
+                url = str(response.url.join(response.headers["location"]))
+        query = parse_qs(urlsplit(url).query)
+        if "code" not in query:
+            raise RuntimeError(f"no code in {url}")
+        await self.codes.put((query["code"][0], query.get("state", [None])[0]))
+
+    async def callback(self):
+        return await self.codes.get()
+
+
 async def main(url, steps, options):
     auth = None
-    if "oauth" in options:
-        oauth = options["oauth"]
+    oauth = options.get("oauth")
+    if oauth and oauth.get("flow") == "code":
+        browser = Browser()
+        auth = OAuthClientProvider(
+            server_url=url,
+            client_metadata=OAuthClientMetadata(
+                client_name="switchyard tests",
+                redirect_uris=[REDIRECT_URI],
+                grant_types=["authorization_code"],
+                response_types=["code"],
+                token_endpoint_auth_method="none",
+            ),
+            storage=Memory(),
+            redirect_handler=browser.sign_in,
+            callback_handler=browser.callback,
+        )
+    elif oauth:
         auth = ClientCredentialsOAuthProvider(
             server_url=url,
             storage=Memory(),
