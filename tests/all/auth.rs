@@ -508,9 +508,75 @@ fn a_jwt_filter_with_a_bad_jwks_is_refused_naming_the_key() {
             "filters.jwt.providers[0].jwks_refresh_s",
             "must be ≥ 1",
         ),
+        (
+            &format!("hmac = true, jwks = '{hmac}'"),
+            "filters.jwt.providers[0].hmac",
+            "HMAC secrets are read from `jwks_file` only",
+        ),
     ] {
         crate::assert_filter_refused("jwt", "jwt", &provider(keys), key, reason);
     }
+    // A secret shorter than its hash, even opted in.
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.json");
+    std::fs::write(&short, hmac).unwrap();
+    crate::assert_filter_refused(
+        "jwt",
+        "jwt",
+        &provider(&format!("hmac = true, jwks_file = \"{}\"", short.display())),
+        "filters.jwt.providers[0].jwks_file",
+        "a 6-byte secret is too short for `HS256` (at least 32",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hmac_tokens_are_verified_by_a_provider_that_opts_in() {
+    use base64::Engine as _;
+    let upstream = Upstream::start("u0");
+    let secret: Vec<u8> = (0..32).map(|_| fastrand::u8(..)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let jwk = serde_json::json!({ "kty": "oct", "kid": "s1", "alg": "HS256",
+        "k": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&secret) });
+    std::fs::write(
+        dir.path().join("secret.json"),
+        serde_json::json!({ "keys": [jwk] }).to_string(),
+    )
+    .unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[[routes]]\npool = \"p\"\nfilters = [\"jwt\"]\n\
+             [filters.jwt]\nkind = \"jwt\"\n\
+             providers = [{{ issuer = \"https://auth.test\", audiences = [\"a\"], hmac = true, jwks_file = \"secret.json\" }}]\n\
+             [pools.p]\ninstances = [{{ url = \"{}\" }}]\n",
+            upstream.url()
+        ),
+    );
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims =
+        serde_json::json!({ "iss": "https://auth.test", "aud": "a", "exp": exp, "sub": "batch" });
+    let signed = |secret: &[u8]| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.kid = Some("s1".into());
+        let token = jsonwebtoken::encode(
+            &header,
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(secret).unwrap(),
+        )
+        .unwrap();
+        format!("authorization: Bearer {token}")
+    };
+    let url = format!("{}/jobs", proxy.url);
+    let answer = curl(url.clone(), &["-H", &signed(&secret)]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // Another secret's signature is refused.
+    let answer = curl(url, &["-H", &signed(&[7u8; 32])]).await;
+    assert_eq!(answer.status, 401, "{}", answer.body);
+    assert_eq!(upstream.hits(), 1);
 }
 
 /// A `jwt` filter's `providers`: one whose keys are `keys` (its `jwks`,

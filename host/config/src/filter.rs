@@ -242,6 +242,16 @@ pub struct JwtProvider {
     /// How often `jwks_url` is fetched again, seconds. Default 300.
     #[serde(default = "default_jwks_refresh_s")]
     pub jwks_refresh_s: u64,
+    /// Whether tokens signed with a shared secret (HS256, HS384, HS512)
+    /// are taken: verified with the `oct` keys (RFC 7518 §6.4) of its
+    /// `jwks_file` — never inline `jwks`, which the admin API shows and
+    /// the config store shares, nor `jwks_url` — each at least as long as
+    /// its hash (RFC 7518 §3.2: 32 bytes for HS256). Default `false`, as
+    /// Envoy's and agentgateway's JWT filters take asymmetric keys unless
+    /// told: whoever holds a secret that verifies tokens can also sign
+    /// them, for any principal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hmac: bool,
     /// The claim naming the principal. Default `sub`.
     #[serde(default = "default_principal_claim")]
     pub principal_claim: String,
@@ -277,12 +287,15 @@ fn default_principal_claim() -> String {
 }
 
 /// The verifying keys of a JWKS document (JSON text), each with its `kid`
-/// and algorithm, as a `jwt` filter uses them.
+/// and algorithm, as a `jwt` filter uses them; `hmac`: whether `oct`
+/// (shared secret) keys are taken too.
 ///
 /// # Errors
-/// Why `text` is not a JWKS with at least one usable public key.
+/// Why `text` is not a JWKS with at least one usable key: an HMAC key
+/// without `hmac`, or a secret shorter than its hash.
 pub fn parse_jwks(
     text: &str,
+    hmac: bool,
 ) -> Result<
     Vec<(
         Option<String>,
@@ -307,17 +320,35 @@ pub fn parse_jwks(
                 _ => return Err(format!("keys[{i}]: curve {:?} is not supported", ec.curve)),
             },
             (None, AlgorithmParameters::OctetKeyPair(_)) => Algorithm::EdDSA,
+            (None, AlgorithmParameters::OctetKey(_)) if hmac => Algorithm::HS256,
             (None, _) => {
                 return Err(format!(
-                    "keys[{i}]: a symmetric (HMAC) or unknown key type is not taken"
+                    "keys[{i}]: a symmetric (HMAC) or unknown key type is not taken (HMAC: `hmac = true`, the keys in `jwks_file`)"
                 ));
             }
         };
-        if matches!(
-            algorithm,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
-            return Err(format!("keys[{i}]: HMAC (`{algorithm:?}`) is not taken"));
+        let hash_bytes = match algorithm {
+            Algorithm::HS256 => 32,
+            Algorithm::HS384 => 48,
+            Algorithm::HS512 => 64,
+            _ => 0,
+        };
+        if hash_bytes > 0 {
+            if !hmac {
+                return Err(format!(
+                    "keys[{i}]: HMAC (`{algorithm:?}`) is not taken (opt in with `hmac = true`, the keys in `jwks_file`)"
+                ));
+            }
+            let AlgorithmParameters::OctetKey(secret) = &jwk.algorithm else {
+                return Err(format!("keys[{i}]: `{algorithm:?}` needs an `oct` key"));
+            };
+            // Base64url without padding: 6 bits a character.
+            let bytes = secret.value.trim_end_matches('=').len() * 6 / 8;
+            if bytes < hash_bytes {
+                return Err(format!(
+                    "keys[{i}]: a {bytes}-byte secret is too short for `{algorithm:?}` (at least {hash_bytes}, RFC 7518 §3.2)"
+                ));
+            }
         }
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("keys[{i}]: {e}"))?;
         keys.push((jwk.common.key_id.clone(), algorithm, key));
@@ -1253,8 +1284,14 @@ impl JwtConfig {
                 return Err((key("audiences"), "give at least one".into()));
             }
             match (&provider.jwks, &provider.jwks_file, &provider.jwks_url) {
+                (Some(_), None, None) | (None, None, Some(_)) if provider.hmac => {
+                    return Err((
+                        key("hmac"),
+                        "HMAC secrets are read from `jwks_file` only (inline `jwks` is shown by the admin API and shared by the config store; a secret is not fetched from a URL)".into(),
+                    ));
+                }
                 (Some(jwks), None, None) => {
-                    parse_jwks(jwks).map_err(|reason| (key("jwks"), reason))?;
+                    parse_jwks(jwks, false).map_err(|reason| (key("jwks"), reason))?;
                 }
                 (None, Some(_), None) => {}
                 (None, None, Some(url)) => {

@@ -32,7 +32,7 @@ impl Resources for Loaders {
     }
 
     fn jwks_file(&self, provider: &JwtProvider) -> Result<(), String> {
-        parse_jwks(&provider.jwks_text()?).map(drop)
+        parse_jwks(&provider.jwks_text()?, provider.hmac).map(drop)
     }
 }
 

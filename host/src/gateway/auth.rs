@@ -355,8 +355,9 @@ enum Unverified {
 /// validation of a token it signs (`clock_skew_s` of leeway).
 fn keys_of(provider: &JwtProvider, clock_skew_s: u64) -> MakeKeys {
     let (issuer, audiences) = (provider.issuer.clone(), provider.audiences.clone());
+    let hmac = provider.hmac;
     Box::new(move |text: &str| {
-        Ok(parse_jwks(text)?
+        Ok(parse_jwks(text, hmac)?
             .into_iter()
             .map(|(kid, algorithm, key)| {
                 let mut validation = Validation::new(algorithm);
