@@ -1,9 +1,10 @@
 //! Authentication filters through a real `switchyard`, with curl as the
 //! client and a real upstream: API keys made by `switchyard api-key new`.
 
+use serde_json::json;
 use switchyard_tests::upstream::Upstream;
 
-use crate::{BINARY, serve};
+use crate::{BINARY, admin, serve};
 
 /// What curl printed for one request: status, head (lower-case, and as
 /// sent), body.
@@ -187,6 +188,122 @@ instances = [{{ url = "{}" }}]
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principals_and_their_keys_are_managed_through_the_admin_api() {
+    use reqwest::Method;
+    let upstream = Upstream::start("u0");
+    let (ann_old, ann_old_digest) = new_key();
+    let config = format!(
+        r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+[admin]
+listen = "127.0.0.1:0"
+
+[filters.keys]
+kind = "api-key"
+principals = [{{ id = "ann", keys = ["{ann_old_digest}"] }}]
+
+[filters.whoami]
+kind = "request-headers"
+set = {{ "x-principal" = "{{principal}}" }}
+
+[[routes]]
+pool = "p"
+filters = ["keys", "whoami"]
+
+[pools.p]
+instances = [{{ url = "{}" }}]
+"#,
+        upstream.url()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &config);
+    let api = format!("{}/v1/filters/keys/principals", proxy.admin_url());
+    let who = async |key: &str| {
+        let answer = curl(
+            format!("{}/orders", proxy.url),
+            &["-H", &format!("x-api-key: {key}")],
+        )
+        .await;
+        (
+            answer.status,
+            answer.header("x-seen-x-principal").map(str::to_owned),
+        )
+    };
+
+    // A rotation: a new key made for ann, both work, the old one's
+    // digest deleted, only the new one works.
+    let (status, made) = admin(Method::POST, &format!("{api}/ann/keys"), None).await;
+    assert_eq!(status, 201, "{made}");
+    let ann_new = made["key"].as_str().unwrap().to_owned();
+    assert_eq!(made["digest"].as_str().unwrap().len(), 71, "{made}");
+    assert_eq!(who(&ann_old).await, (200, Some("ann".into())));
+    assert_eq!(who(&ann_new).await, (200, Some("ann".into())));
+    let (status, body) = admin(
+        Method::DELETE,
+        &format!("{api}/ann/keys/{ann_old_digest}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(who(&ann_old).await.0, 401);
+    assert_eq!(who(&ann_new).await, (200, Some("ann".into())));
+
+    // A principal added with a key of its own digest, then deleted.
+    let (bob, bob_digest) = new_key();
+    let (status, body) = admin(
+        Method::PUT,
+        &format!("{api}/bob"),
+        Some(json!({ "keys": [bob_digest], "scopes": ["read"] })),
+    )
+    .await;
+    assert_eq!((status, &body["id"]), (201, &json!("bob")), "{body}");
+    assert_eq!(who(&bob).await, (200, Some("bob".into())));
+    // The list holds digests, never a key.
+    let (status, list) = admin(Method::GET, &api, None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["id"].as_str())
+        .collect();
+    assert_eq!(ids, ["ann", "bob"], "{list}");
+    assert!(!list.to_string().contains(&ann_new), "{list}");
+    let (status, _) = admin(Method::DELETE, &format!("{api}/bob"), None).await;
+    assert_eq!(status, 204);
+    assert_eq!(who(&bob).await.0, 401);
+
+    // Refused, nothing changed: a digest that is not one (naming the
+    // key), ann's last key, a filter that is not an api-key filter, a
+    // principal that does not exist.
+    let (status, body) = admin(
+        Method::PUT,
+        &format!("{api}/cy"),
+        Some(json!({ "keys": ["md5:00"] })),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body.to_string()
+            .contains("filters.keys.principals[1].keys[0]"),
+        "{body}"
+    );
+    let last = made["digest"].as_str().unwrap();
+    let (status, body) = admin(Method::DELETE, &format!("{api}/ann/keys/{last}"), None).await;
+    assert_eq!(status, 422, "{body}");
+    let whoami = format!("{}/v1/filters/whoami/principals", proxy.admin_url());
+    assert_eq!(admin(Method::GET, &whoami, None).await.0, 404);
+    assert_eq!(
+        admin(Method::POST, &format!("{api}/nobody/keys"), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(who(&ann_new).await, (200, Some("ann".into())));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

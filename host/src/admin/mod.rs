@@ -344,6 +344,10 @@ fn operations() -> OpenApiRouter<AdminState> {
             filters::put_filter,
             filters::delete_filter
         ))
+        .routes(routes!(filters::list_principals))
+        .routes(routes!(filters::put_principal, filters::delete_principal))
+        .routes(routes!(filters::add_key))
+        .routes(routes!(filters::delete_key))
         .routes(routes!(resources::events))
         .routes(routes!(plugins::list))
         .routes(routes!(plugins::upload, plugins::delete))

@@ -58,7 +58,7 @@ fn integral_floats_as_integers(value: &mut Value) {
 
 /// Runs a change off the async workers (building a pool may compile a
 /// plugin; with etcd, it waits on etcd), based on the request's `If-Match`.
-async fn change<R: Send + 'static>(
+pub(super) async fn change<R: Send + 'static>(
     state: &AdminState,
     edit: impl FnOnce(&mut Config) -> Result<R, ChangeError> + Send + 'static,
 ) -> ApiResult<(Config, R)> {
