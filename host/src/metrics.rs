@@ -28,12 +28,16 @@
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
 //! | `switchyard_filter_answers_total` | counter (requests a route's filter answered itself instead of the route's target) | `route`, `filter`, `answer` (`redirect`, `respond`, `preflight`, `forbidden`, `payload_too_large`, `header_fields_too_large`, `bad_request`, `unauthorized`, `plugin`) |
 //! | `switchyard_auth_decisions_total` | counter (requests an authentication filter decided on) | `route`, `filter`, `decision` (`authenticated`, `anonymous`: none and none required, `missing`, `invalid`: refused 401) |
+//! | `switchyard_principal_requests_total` | counter (requests an authentication filter found the principal of; the first 1,000 principals of a route's filter by name, the rest as `_other`) | `route`, `filter`, `principal` |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
 //! | `switchyard_client_connections_refused_total` | counter (client connections closed at once: a connection cap reached, nothing evictable) | `listener` |
 //! | `switchyard_client_connections_evicted_total` | counter (client connections closed to admit a new one at `max_connections`) | `listener` |
 //! | `switchyard_process_ready_since_seconds` | gauge (Unix time; 0 when not ready) | `pool`, `replica` |
 //! | `switchyard_config_revision` | gauge (the config store's revision in force) | — |
 //! | `switchyard_config_store_in_sync` | gauge (0/1: following the store now) | — |
+
+use std::collections::HashMap;
+use std::sync::{OnceLock, PoisonError, RwLock};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -140,6 +144,61 @@ struct AuthLabels {
     decision: String,
 }
 
+/// Labels of the requests of one principal.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PrincipalLabels {
+    route: String,
+    filter: String,
+    principal: String,
+}
+
+/// The requests of each principal one authentication filter of a route
+/// found (`switchyard_principal_requests_total`), labels bounded whatever
+/// the credentials name: a counter of its own for each of the first
+/// [`PRINCIPAL_LABELS`] principals, one for the rest (`_other`) — Kong's
+/// per-consumer metrics, without a series per token subject.
+pub struct PrincipalCounts {
+    family: Family<PrincipalLabels, Counter>,
+    route: String,
+    filter: String,
+    known: RwLock<HashMap<String, Counter>>,
+    other: OnceLock<Counter>,
+}
+
+/// How many principals of one route's filter have a label of their own.
+pub const PRINCIPAL_LABELS: usize = 1_000;
+
+impl PrincipalCounts {
+    /// Counts a request of `principal`.
+    pub fn count(&self, principal: &str) {
+        let labels = |principal: &str| PrincipalLabels {
+            route: self.route.clone(),
+            filter: self.filter.clone(),
+            principal: principal.to_owned(),
+        };
+        if let Some(counter) = self
+            .known
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(principal)
+        {
+            counter.inc();
+            return;
+        }
+        let mut known = self.known.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < PRINCIPAL_LABELS || known.contains_key(principal) {
+            known
+                .entry(principal.to_owned())
+                .or_insert_with(|| self.family.get_or_create(&labels(principal)).clone())
+                .inc();
+        } else {
+            self.other
+                .get_or_init(|| self.family.get_or_create(&labels("_other")).clone())
+                .inc();
+        }
+    }
+}
+
 /// Labels of a managed pool's replica.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReplicaLabels {
@@ -159,6 +218,7 @@ pub struct Metrics {
     mcp_tools: Family<McpToolLabels, Counter>,
     filter_answers: Family<FilterLabels, Counter>,
     auth_decisions: Family<AuthLabels, Counter>,
+    principal_requests: Family<PrincipalLabels, Counter>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
@@ -253,6 +313,12 @@ impl Default for Metrics {
             "Requests an authentication filter decided on, by route, filter and decision",
             auth_decisions.clone(),
         );
+        let principal_requests = Family::<PrincipalLabels, Counter>::default();
+        registry.register(
+            "switchyard_principal_requests",
+            "Requests an authentication filter found the principal of, by route, filter and principal (the first 1,000 principals of a route's filter by name, the rest as `_other`)",
+            principal_requests.clone(),
+        );
         let config_revision = Gauge::default();
         let store_in_sync = Gauge::default();
         registry.register(
@@ -276,6 +342,7 @@ impl Default for Metrics {
             mcp_tools,
             filter_answers,
             auth_decisions,
+            principal_requests,
             process_restarts,
             process_ready_since,
             connections_refused,
@@ -350,6 +417,18 @@ impl Metrics {
                 decision: decision.to_string(),
             })
             .clone()
+    }
+
+    /// The per-principal counts of authentication filter `filter` of
+    /// route `route`.
+    pub fn principal_counts(&self, route: usize, filter: &str) -> PrincipalCounts {
+        PrincipalCounts {
+            family: self.principal_requests.clone(),
+            route: route.to_string(),
+            filter: filter.to_string(),
+            known: RwLock::default(),
+            other: OnceLock::new(),
+        }
     }
 
     /// Counts a request of MCP route `route` to `target` (`method`, its
@@ -637,4 +716,39 @@ fn state_registry(snapshot: &Snapshot) -> Registry {
         }
     }
     registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principals_beyond_the_bound_share_one_label() {
+        let metrics = Metrics::default();
+        let counts = metrics.principal_counts(3, "keys");
+        for i in 0..PRINCIPAL_LABELS {
+            counts.count(&format!("p{i}"));
+        }
+        // One already labelled keeps its label; new ones are `_other`.
+        counts.count("p0");
+        counts.count("stranger");
+        counts.count("another");
+        let empty = Snapshot {
+            pools: Vec::new(),
+            plugins: Vec::new(),
+            caches: Vec::new(),
+        };
+        let text = metrics.render(&empty);
+        let series = |principal: &str| {
+            format!(
+                r#"switchyard_principal_requests_total{{route="3",filter="keys",principal="{principal}"}}"#
+            )
+        };
+        assert!(text.contains(&format!("{} 2\n", series("p0"))), "{text}");
+        assert!(text.contains(&format!("{} 1\n", series("p999"))));
+        assert!(text.contains(&format!("{} 2\n", series("_other"))));
+        assert!(!text.contains(&series("stranger")));
+        let labelled = text.matches("switchyard_principal_requests_total{").count();
+        assert_eq!(labelled, PRINCIPAL_LABELS + 1);
+    }
 }

@@ -185,6 +185,9 @@ instances = [{{ url = "{}" }}]
         r#"switchyard_auth_decisions_total{route="1",filter="keys",decision="authenticated"} 3"#,
         r#"switchyard_auth_decisions_total{route="0",filter="maybe-keys",decision="anonymous"} 1"#,
         r#"switchyard_filter_answers_total{route="1",filter="keys",answer="unauthorized"} 2"#,
+        r#"switchyard_principal_requests_total{route="1",filter="keys",principal="alice"} 2"#,
+        r#"switchyard_principal_requests_total{route="1",filter="keys",principal="bob"} 1"#,
+        r#"switchyard_principal_requests_total{route="0",filter="maybe-keys",principal="bob"} 1"#,
     ] {
         assert!(metrics.contains(line), "{line} in:\n{metrics}");
     }

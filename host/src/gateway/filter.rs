@@ -30,6 +30,7 @@ use crate::config::{
 };
 use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::mcp::{Guards, McpGuard};
+use crate::metrics::PrincipalCounts;
 use crate::plugin::{Fault, FilterRequest, FilterVerdict, MadeResponse, WasmFilter};
 use crate::policy::RequestContext;
 use crate::proxy::{
@@ -154,6 +155,8 @@ struct AuthStep {
     anonymous: Counter,
     missing: Counter,
     invalid: Counter,
+    /// The requests of each principal it found.
+    principals: PrincipalCounts,
 }
 
 /// Where an authentication filter finds the principal.
@@ -315,6 +318,7 @@ impl Chain {
                         anonymous: decisions("anonymous"),
                         missing: decisions("missing"),
                         invalid: decisions("invalid"),
+                        principals: metrics.principal_counts(route, name),
                     }))
                 }
                 FilterConfig::Authorize(config) => {
@@ -342,7 +346,8 @@ impl Chain {
                         decisions("denied"),
                         decisions("failed"),
                     ];
-                    match ForwardAuth::new(config, name, counters) {
+                    let principals = metrics.principal_counts(route, name);
+                    match ForwardAuth::new(config, name, counters, principals) {
                         Ok(auth) => RequestStep::ForwardAuth(Box::new(auth)),
                         Err(reason) => {
                             // Validated at load; should it still fail, the
@@ -824,6 +829,7 @@ impl AuthStep {
         let (reason, missing) = match checked {
             Check::Found(principal) => {
                 self.authenticated.inc();
+                self.principals.count(&principal.id);
                 tracing::debug!(target: "switchyard::audit", route, filter, %client, principal = %principal.id, decision = "authenticated");
                 if let Some(routed) = routed {
                     routed.principal = Some(Arc::clone(&principal));

@@ -23,6 +23,7 @@ use super::auth::Principal;
 use super::filter::{Answer, RequestFacts};
 use super::service::Service;
 use crate::config::{FilterFailureMode, ForwardAuthConfig};
+use crate::metrics::PrincipalCounts;
 use crate::proxy::ProxyError;
 
 /// The most of a refusal's body sent back to the client, bytes: a
@@ -44,6 +45,8 @@ pub struct ForwardAuth {
     name: String,
     /// Decisions: `allowed`, `denied`, `failed`.
     counters: [Counter; 3],
+    /// The requests of each principal the service named.
+    principals: PrincipalCounts,
 }
 
 /// What the service said about a request.
@@ -59,7 +62,8 @@ enum Decision {
 
 impl ForwardAuth {
     /// The filter `name` of `config` (validated at load), its decisions
-    /// counted in `counters` (`allowed`, `denied`, `failed`).
+    /// counted in `counters` (`allowed`, `denied`, `failed`), the
+    /// principals the service names in `principals`.
     ///
     /// # Errors
     /// As [`Service::new`].
@@ -67,6 +71,7 @@ impl ForwardAuth {
         config: &ForwardAuthConfig,
         name: &str,
         counters: [Counter; 3],
+        principals: PrincipalCounts,
     ) -> Result<Self, String> {
         let headers = |names: &[String]| -> Vec<HeaderName> {
             names.iter().filter_map(|n| n.parse().ok()).collect()
@@ -88,6 +93,7 @@ impl ForwardAuth {
             }),
             name: name.to_owned(),
             counters,
+            principals,
         })
     }
 
@@ -138,6 +144,7 @@ impl ForwardAuth {
                 let id = principal.as_ref().map_or("", |p| p.id.as_str());
                 tracing::debug!(target: "switchyard::audit", route = facts.route, filter, %client, principal = id, decision = "allowed");
                 if let Some(principal) = principal {
+                    self.principals.count(&principal.id);
                     parts.extensions.insert(Arc::clone(principal));
                 }
                 Ok(principal.clone())
