@@ -28,6 +28,8 @@
 //! | `switchyard_mcp_tool_calls_total` | counter | `route`, `target`, `tool`, `outcome` |
 //! | `switchyard_filter_answers_total` | counter (requests a route's filter answered itself instead of the route's target) | `route`, `filter`, `answer` (`redirect`, `respond`, `preflight`, `forbidden`, `payload_too_large`, `header_fields_too_large`, `bad_request`, `unauthorized`, `plugin`) |
 //! | `switchyard_auth_decisions_total` | counter (requests an authentication filter decided on) | `route`, `filter`, `decision` (`authenticated`, `anonymous`: none and none required, `missing`, `invalid`: refused 401) |
+//! | `switchyard_rate_limit_decisions_total` | counter (requests a limit of a `rate-limit` filter judged) | `route`, `filter`, `limit`, `decision` (`allowed`, `limited`: refused 429, `shadow_limited`: over a shadow limit, passed) |
+//! | `switchyard_rate_limit_keys_evicted_total` | counter (keys a limit forgot at `max_keys`, not at rest) | `route`, `filter`, `limit` |
 //! | `switchyard_principal_requests_total` | counter (requests an authentication filter found the principal of; the first 1,000 principals of a route's filter by name, the rest as `_other`) | `route`, `filter`, `principal` |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
 //! | `switchyard_client_connections_refused_total` | counter (client connections closed at once: a connection cap reached, nothing evictable) | `listener` |
@@ -144,6 +146,23 @@ struct AuthLabels {
     decision: String,
 }
 
+/// Labels of a limit of a `rate-limit` filter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitLabels {
+    route: String,
+    filter: String,
+    limit: String,
+}
+
+/// Labels of a limit's decisions.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitDecisionLabels {
+    route: String,
+    filter: String,
+    limit: String,
+    decision: String,
+}
+
 /// Labels of the requests of one principal.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PrincipalLabels {
@@ -219,6 +238,8 @@ pub struct Metrics {
     filter_answers: Family<FilterLabels, Counter>,
     auth_decisions: Family<AuthLabels, Counter>,
     principal_requests: Family<PrincipalLabels, Counter>,
+    limit_decisions: Family<LimitDecisionLabels, Counter>,
+    limit_evictions: Family<LimitLabels, Counter>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
@@ -319,6 +340,18 @@ impl Default for Metrics {
             "Requests an authentication filter found the principal of, by route, filter and principal (the first 1,000 principals of a route's filter by name, the rest as `_other`)",
             principal_requests.clone(),
         );
+        let limit_decisions = Family::<LimitDecisionLabels, Counter>::default();
+        registry.register(
+            "switchyard_rate_limit_decisions",
+            "Requests a limit of a rate-limit filter judged, by route, filter, limit and decision",
+            limit_decisions.clone(),
+        );
+        let limit_evictions = Family::<LimitLabels, Counter>::default();
+        registry.register(
+            "switchyard_rate_limit_keys_evicted",
+            "Keys a limit forgot before they were at rest because it held max_keys, by route, filter and limit",
+            limit_evictions.clone(),
+        );
         let config_revision = Gauge::default();
         let store_in_sync = Gauge::default();
         registry.register(
@@ -343,6 +376,8 @@ impl Default for Metrics {
             filter_answers,
             auth_decisions,
             principal_requests,
+            limit_decisions,
+            limit_evictions,
             process_restarts,
             process_ready_since,
             connections_refused,
@@ -415,6 +450,37 @@ impl Metrics {
                 route: route.to_string(),
                 filter: filter.to_string(),
                 decision: decision.to_string(),
+            })
+            .clone()
+    }
+
+    /// The counter of `decision`s of limit `limit` of rate-limit filter
+    /// `filter` of route `route`.
+    pub fn rate_limit_decisions(
+        &self,
+        route: usize,
+        filter: &str,
+        limit: &str,
+        decision: &str,
+    ) -> Counter {
+        self.limit_decisions
+            .get_or_create(&LimitDecisionLabels {
+                route: route.to_string(),
+                filter: filter.to_string(),
+                limit: limit.to_string(),
+                decision: decision.to_string(),
+            })
+            .clone()
+    }
+
+    /// The counter of the keys limit `limit` of rate-limit filter
+    /// `filter` of route `route` forgot at its `max_keys`.
+    pub fn rate_limit_evictions(&self, route: usize, filter: &str, limit: &str) -> Counter {
+        self.limit_evictions
+            .get_or_create(&LimitLabels {
+                route: route.to_string(),
+                filter: filter.to_string(),
+                limit: limit.to_string(),
             })
             .clone()
     }

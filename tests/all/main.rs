@@ -26,6 +26,7 @@ mod plugins;
 mod polyglot;
 mod processes;
 mod proxying;
+mod rate_limit;
 mod replicas;
 mod resilience;
 mod state;

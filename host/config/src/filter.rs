@@ -136,7 +136,8 @@ pub enum FilterConfig {
     /// (RFC 7517), `iss`, `aud`, `exp` and `nbf` checked with
     /// `clock_skew_s`; the principal is its `principal_claim`, its scopes
     /// the `scope` (RFC 8693 §4.2) or `scp` claim. Asymmetric algorithms
-    /// only (RS, PS, ES, EdDSA): `alg: none` and HMAC are refused.
+    /// (RS, PS, ES, EdDSA); HMAC only for a provider that opts in with
+    /// `hmac`; `alg: none` refused.
     Jwt(JwtConfig),
     /// Decides which requests may pass by CEL expressions (the Common
     /// Expression Language; Envoy's RBAC with CEL conditions,
@@ -154,6 +155,16 @@ pub enum FilterConfig {
     /// any other answer goes back to the client as it is (status,
     /// headers, body) and the request goes no further.
     ForwardAuth(ForwardAuthConfig),
+    /// Limits the rate of requests per key (Envoy's local rate limit,
+    /// nginx's `limit_req`, Traefik's RateLimit, Kong's rate-limiting):
+    /// named limits, each `rate` per `period_ms` with a `burst`, keyed by
+    /// the client's address, the principal, a header, a claim or the
+    /// route (GCRA: no window edge that lets twice the rate through). A
+    /// request over a limit gets 429 with `Retry-After` and the
+    /// `RateLimit-Policy`/`RateLimit` fields of the IETF draft
+    /// (draft-ietf-httpapi-ratelimit-headers); a `shadow` limit only
+    /// counts.
+    RateLimit(crate::rate_limit::RateLimitConfig),
 }
 
 /// A `jwt` filter.
@@ -1217,6 +1228,7 @@ impl FilterConfig {
             FilterConfig::Jwt(jwt) => jwt.validate()?,
             FilterConfig::Authorize(rules) => rules.validate()?,
             FilterConfig::ForwardAuth(f) => f.validate()?,
+            FilterConfig::RateLimit(r) => r.validate()?,
         }
         Ok(())
     }
@@ -1246,6 +1258,7 @@ impl FilterConfig {
             FilterConfig::Jwt(_) => "jwt",
             FilterConfig::Authorize(_) => "authorize",
             FilterConfig::ForwardAuth(_) => "forward-auth",
+            FilterConfig::RateLimit(_) => "rate-limit",
         }
     }
 }

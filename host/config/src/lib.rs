@@ -41,6 +41,7 @@ mod health;
 mod mcp;
 mod plugin;
 mod process;
+mod rate_limit;
 mod store;
 mod strategy;
 mod tls;
@@ -57,16 +58,17 @@ pub use types::{
     FallbackConfig, FanOutConfig, FastestResponseConfig, FilterConfig, FilterFailureMode,
     ForwardAuthConfig, ForwardedConfig, FusionCacheConfig, HashAlgorithm, HashKey,
     HeaderLimitConfig, HeaderRules, HealthCheckConfig, HealthFallback, HostRewriteConfig,
-    InstanceConfig, IpFilterConfig, JwtConfig, JwtProvider, LeastConnectionsConfig, ListenerConfig,
-    ListenerTlsConfig, McpConfig, McpSessionsConfig, McpTargetConfig, McpTargetTable, MedianConfig,
-    MergeConfig, MostRecentConfig, NoKeys, OutlierConfig, PluginFilterConfig, PluginRef,
-    PluginStrategyConfig, PoolConfig, PrefixConfig, PrefixMode, ProcessConfig, ProcessTransport,
-    QuarantineConfig, QuorumConfig, RedirectConfig, RegexRewriteConfig, RequestIdConfig,
-    ResolverConfig, ResolverPluginConfig, ResourceAwareConfig, RespondConfig, RetryConfig, RetryOn,
-    RouteConfig, RouteMatch, RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig,
-    StoreConfig, StrategyConfig, TemplatePart, ToolConfig, ToolFusion, TrendConfig,
-    UpstreamProtocol, UpstreamTlsConfig, Variable, WeightedVoteConfig, compile_rule,
-    origin_matches, parse_cidr, parse_jwks, parse_key_digest, parse_template,
+    InstanceConfig, IpFilterConfig, JwtConfig, JwtProvider, KeyPart, LeastConnectionsConfig,
+    LimitConfig, ListenerConfig, ListenerTlsConfig, McpConfig, McpSessionsConfig, McpTargetConfig,
+    McpTargetTable, MedianConfig, MergeConfig, MostRecentConfig, NoKeys, OutlierConfig,
+    PluginFilterConfig, PluginRef, PluginStrategyConfig, PoolConfig, PrefixConfig, PrefixMode,
+    ProcessConfig, ProcessTransport, QuarantineConfig, QuorumConfig, RateLimitConfig,
+    RedirectConfig, RegexRewriteConfig, RequestIdConfig, ResolverConfig, ResolverPluginConfig,
+    ResourceAwareConfig, RespondConfig, RetryConfig, RetryOn, RouteConfig, RouteMatch,
+    RuntimeConfig, SourceConfig, StaleConfig, StdioSessions, StickyConfig, StoreConfig,
+    StrategyConfig, TemplatePart, ToolConfig, ToolFusion, TrendConfig, UpstreamProtocol,
+    UpstreamTlsConfig, Variable, WeightedVoteConfig, compile_rule, origin_matches, parse_cidr,
+    parse_jwks, parse_key_digest, parse_template,
 };
 
 use std::path::Path;

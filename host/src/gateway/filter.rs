@@ -23,6 +23,7 @@ use super::auth::{ApiKeys, Check, JwtIssuers, Principal};
 use super::authorize::{Authorizer, Facts, Scope, ScopedRules};
 use super::compress::Compress;
 use super::forward_auth::ForwardAuth;
+use super::rate_limit::RateLimits;
 use crate::config::{
     AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
     RedirectConfig, RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr,
@@ -141,6 +142,7 @@ enum RequestStep {
     /// Asks an HTTP service (asynchronously: [`Chain::on_request`] awaits
     /// it, [`RequestStep::apply`] does nothing).
     ForwardAuth(Box<ForwardAuth>),
+    RateLimit(Box<RateLimits>),
 }
 
 /// An authentication filter's place in a chain: where it finds the
@@ -360,6 +362,9 @@ impl Chain {
                             ))
                         }
                     }
+                }
+                FilterConfig::RateLimit(config) => {
+                    RequestStep::RateLimit(Box::new(RateLimits::new(config, name, route, metrics)))
                 }
                 FilterConfig::Plugin(config) => {
                     let Some(filter) = plugins.get(name) else {
@@ -595,6 +600,7 @@ impl RequestStep {
             RequestStep::Cors(_) => "preflight",
             RequestStep::IpFilter(_) | RequestStep::Authorize { .. } => "forbidden",
             RequestStep::ForwardAuth(_) => "refused",
+            RequestStep::RateLimit(_) => "rate_limited",
             RequestStep::Plugin(_) => "plugin",
             RequestStep::Auth(step) => match step.source {
                 Credentials::ApiKey(_) | Credentials::Jwt(_) => "unauthorized",
@@ -714,6 +720,7 @@ impl RequestStep {
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
             // Asynchronous (a JWKS may be fetched): in `Chain::on_request`.
             RequestStep::Auth(_) | RequestStep::ForwardAuth(_) => {}
+            RequestStep::RateLimit(limits) => limits.check(parts, facts).map_err(Answer::Error)?,
             RequestStep::Authorize { rules, per_call } => match routed {
                 Some(routed) if *per_call => routed
                     .rules

@@ -107,6 +107,18 @@ pub enum ProxyError {
         /// The `WWW-Authenticate` challenge (RFC 9110 §11.6.1).
         challenge: std::borrow::Cow<'static, str>,
     },
+    /// A limit of a `rate-limit` filter refused the request (429).
+    #[error("{message}")]
+    RateLimited {
+        /// Which limit, and when to come back.
+        message: String,
+        /// `Retry-After`, whole seconds.
+        retry_after_s: u64,
+        /// The `RateLimit-Policy` field: the filter's enforced limits.
+        policy: Option<header::HeaderValue>,
+        /// The `RateLimit` field: the refusing limit's state.
+        state: Option<header::HeaderValue>,
+    },
     /// The request's header fields are over the route's limit (431).
     #[error("the request's header fields are over the limit of {limit}")]
     HeadersTooLarge {
@@ -165,6 +177,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Forbidden(_) => StatusCode::FORBIDDEN,
             ProxyError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ProxyError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::Fusion { .. } => StatusCode::BAD_GATEWAY,
         }
@@ -183,6 +196,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge { .. } => "payload_too_large",
             ProxyError::Forbidden(_) => "forbidden",
             ProxyError::Unauthorized { .. } => "unauthorized",
+            ProxyError::RateLimited { .. } => "rate_limited",
             ProxyError::FilterFailed { .. } => "filter_failed",
             ProxyError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             ProxyError::Fusion { error, .. } => match error {
@@ -195,7 +209,12 @@ impl ProxyError {
     /// The response: the status and `{"error": code, "message": text}`.
     pub fn into_response(self) -> http::Response<Full<Bytes>> {
         let retry_after = match &self {
-            ProxyError::Shed { retry_after_s, .. } => Some(*retry_after_s),
+            ProxyError::Shed { retry_after_s, .. }
+            | ProxyError::RateLimited { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
+        let rate_limit = match &self {
+            ProxyError::RateLimited { policy, state, .. } => Some((policy.clone(), state.clone())),
             _ => None,
         };
         let challenge = match &self {
@@ -223,6 +242,15 @@ impl ProxyError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+        }
+        if let Some((policy, state)) = rate_limit {
+            let headers = response.headers_mut();
+            if let Some(policy) = policy {
+                headers.insert("ratelimit-policy", policy);
+            }
+            if let Some(state) = state {
+                headers.insert("ratelimit", state);
+            }
         }
         response
     }

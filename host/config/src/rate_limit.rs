@@ -1,0 +1,190 @@
+//! A `rate-limit` filter: named limits, each a rate and a burst per key.
+//!
+//! ```toml
+//! [filters.per-client]
+//! kind = "rate-limit"
+//! limits = [
+//!   # 10 requests a second per client address, 20 at once.
+//!   { name = "per-ip", key = ["client_ip"], rate = 10, burst = 20 },
+//!   # 1,000 an hour per principal and tenant header; counted, not enforced.
+//!   { name = "hourly", key = ["principal", "header:x-tenant"], rate = 1000, period_ms = 3600000, shadow = true },
+//! ]
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use super::types::Invalid;
+
+/// A `rate-limit` filter: every limit of `limits` must let a request
+/// pass. The algorithm is GCRA (the generic cell rate algorithm of ATM
+/// networks, as in Brandur Leach's `throttled` and Redis's `redis-cell`):
+/// per key, the theoretical arrival time of the next request, so that a
+/// limit of `rate` per `period_ms` admits `burst` requests at once and
+/// then one every `period_ms / rate`, with no window edge at which twice
+/// the rate gets through (a fixed window's flaw).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limits; at least one. A request passes when all allow it, and
+    /// counts against each only when all do.
+    pub limits: Vec<LimitConfig>,
+    /// The most keys each limit keeps state for (1..=100000000). Past it
+    /// the least recently used key is forgotten (counted in
+    /// `switchyard_rate_limit_keys_evicted_total`): its next request
+    /// starts with a full burst. A key idle long enough to be back at a
+    /// full burst is forgotten anyway, which changes nothing. Default
+    /// 100000.
+    #[serde(default = "default_max_keys")]
+    pub max_keys: u64,
+}
+
+fn default_max_keys() -> u64 {
+    100_000
+}
+
+/// One limit of a `rate-limit` filter.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Its name, unique in the filter: the policy's name in the
+    /// `RateLimit-Policy` and `RateLimit` response headers, and the
+    /// `limit` label of its metrics.
+    pub name: String,
+    /// What requests share a budget: the values of these parts, in
+    /// order: `client_ip`, `principal` (the id an authentication filter
+    /// before it found), `header:NAME` (a request header's value),
+    /// `claim:NAME` (the principal's metadata: an API key principal's, a
+    /// JWT's claim), `route`. A part the request lacks counts as empty
+    /// (every request without a principal shares one budget). Default
+    /// `["client_ip"]`.
+    #[serde(default = "default_key")]
+    pub key: Vec<String>,
+    /// Requests (cost units) per `period_ms` (1..=1000000000).
+    pub rate: u64,
+    /// The period of `rate`, milliseconds (1..=86400000). Default 1000.
+    #[serde(default = "default_period_ms")]
+    pub period_ms: u64,
+    /// Requests (cost units) admitted at once from a key at rest
+    /// (`cost`..=1000000000). Default `rate`.
+    #[serde(default)]
+    pub burst: Option<u64>,
+    /// What one request costs (1..=`burst`). Default 1.
+    #[serde(default = "default_cost")]
+    pub cost: u64,
+    /// Count and log what the limit would refuse, but let it pass
+    /// (Envoy's `shadow_mode`): a new limit tried on real traffic.
+    /// Default `false`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub shadow: bool,
+}
+
+fn default_key() -> Vec<String> {
+    vec!["client_ip".into()]
+}
+
+fn default_period_ms() -> u64 {
+    1000
+}
+
+fn default_cost() -> u64 {
+    1
+}
+
+/// One part of a limit's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    /// The client's IP address.
+    ClientIp,
+    /// The principal's id.
+    Principal,
+    /// A request header's value.
+    Header(http::HeaderName),
+    /// A value of the principal's metadata.
+    Claim(String),
+    /// The route.
+    Route,
+}
+
+impl KeyPart {
+    /// The part `text` names.
+    ///
+    /// # Errors
+    /// Why it names none.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.split_once(':') {
+            None if text == "client_ip" => Ok(Self::ClientIp),
+            None if text == "principal" => Ok(Self::Principal),
+            None if text == "route" => Ok(Self::Route),
+            Some(("header", name)) => http::HeaderName::try_from(name.to_ascii_lowercase())
+                .map(Self::Header)
+                .map_err(|_| format!("`{name}` is not a header name")),
+            Some(("claim", name)) if !name.is_empty() => Ok(Self::Claim(name.to_owned())),
+            _ => Err(format!(
+                "`{text}` is not a key part: `client_ip`, `principal`, `header:NAME`, `claim:NAME` or `route`"
+            )),
+        }
+    }
+}
+
+impl LimitConfig {
+    /// Its burst: `burst`, else `rate`.
+    pub fn burst(&self) -> u64 {
+        self.burst.unwrap_or(self.rate)
+    }
+}
+
+impl RateLimitConfig {
+    pub(crate) fn validate(&self) -> Result<(), Invalid> {
+        if self.limits.is_empty() {
+            return Err(("limits".into(), "give at least one".into()));
+        }
+        if !(1..=100_000_000).contains(&self.max_keys) {
+            return Err(("max_keys".into(), "must be within 1..=100000000".into()));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, limit) in self.limits.iter().enumerate() {
+            let key = |k: &str| format!("limits[{i}].{k}");
+            if limit.name.is_empty() || !names.insert(limit.name.as_str()) {
+                return Err((
+                    key("name"),
+                    format!("`{}` is empty or not unique", limit.name),
+                ));
+            }
+            // A policy name in a structured header field is a quoted string.
+            if !limit
+                .name
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            {
+                return Err((
+                    key("name"),
+                    format!(
+                        "`{}`: printable ASCII without quotes or backslashes",
+                        limit.name
+                    ),
+                ));
+            }
+            if limit.key.is_empty() {
+                return Err((key("key"), "give at least one part".into()));
+            }
+            for (j, part) in limit.key.iter().enumerate() {
+                KeyPart::parse(part).map_err(|reason| (format!("limits[{i}].key[{j}]"), reason))?;
+            }
+            let within = |name: &str, value: u64, range: std::ops::RangeInclusive<u64>| {
+                if range.contains(&value) {
+                    Ok(())
+                } else {
+                    Err((
+                        key(name),
+                        format!("{value} is not within {}..={}", range.start(), range.end()),
+                    ))
+                }
+            };
+            within("rate", limit.rate, 1..=1_000_000_000)?;
+            within("period_ms", limit.period_ms, 1..=86_400_000)?;
+            within("cost", limit.cost, 1..=1_000_000_000)?;
+            within("burst", limit.burst(), limit.cost..=1_000_000_000)?;
+        }
+        Ok(())
+    }
+}

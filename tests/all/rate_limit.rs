@@ -1,0 +1,234 @@
+//! `rate-limit` filters through a real `switchyard`: a flood from one
+//! client held to its burst while another client passes, the 429's
+//! `Retry-After` and RateLimit fields, a shadow limit that only counts,
+//! the keys' bound, and bad limits refused naming the key.
+
+use std::time::{Duration, Instant};
+
+use switchyard_tests::upstream::Upstream;
+
+use crate::auth::curl;
+use crate::{client, serve};
+
+/// A listener with an admin API and one route to `upstream` through the
+/// filter `limits` (the TOML lines of its table after `kind`).
+fn config(upstream: &Upstream, limits: &str) -> String {
+    format!(
+        "[[listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [filters.limits]\nkind = \"rate-limit\"\n{limits}\n\
+         [[routes]]\npool = \"p\"\nfilters = [\"limits\"]\n\
+         [pools.p]\ninstances = [{{ url = \"{}\" }}]\n",
+        upstream.url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes() {
+    let upstream = Upstream::start("u0");
+    // Per client (its `x-client` header): 5 at once, then one a minute —
+    // within the test, the burst and at most one more. Per route, a
+    // shadow limit of 3 at once that only counts.
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &config(
+            &upstream,
+            "limits = [\n\
+               { name = \"per-client\", key = [\"header:x-client\"], rate = 1, period_ms = 60000, burst = 5 },\n\
+               { name = \"everyone\", key = [\"route\"], rate = 1, period_ms = 60000, burst = 3, shadow = true },\n\
+             ]",
+        ),
+    );
+    let url = format!("{}/orders", proxy.url);
+    let started = Instant::now();
+    let mut passed = 0;
+    let mut refused = None;
+    for _ in 0..20 {
+        let answer = curl(url.clone(), &["-H", "x-client: a"]).await;
+        match answer.status {
+            200 => passed += 1,
+            429 => refused = Some(answer),
+            other => panic!("{other}: {}", answer.body),
+        }
+    }
+    // B + R·t, R·t < 1 within a minute.
+    assert!(started.elapsed() < Duration::from_secs(60));
+    assert!((5..=6).contains(&passed), "{passed} of client a passed");
+    let refused = refused.expect("a refusal");
+    let body: serde_json::Value = serde_json::from_str(&refused.body).unwrap();
+    assert_eq!(body["error"], "rate_limited", "{body}");
+    // The next request is admitted one emission interval (60 s) after the
+    // burst began, less the time the flood took.
+    let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    let elapsed = started.elapsed().as_secs();
+    assert!(
+        (59 - elapsed..=60).contains(&retry_after),
+        "retry-after {retry_after}"
+    );
+    // The policy: the burst over the time the rate takes to earn it; the
+    // state: nothing left, at rest again after the 5 units taken (300 s)
+    // less the time since.
+    assert_eq!(
+        refused.header("ratelimit-policy"),
+        Some(r#""per-client";q=5;w=300"#)
+    );
+    let state = refused.header("ratelimit").unwrap();
+    let reset: u64 = state
+        .strip_prefix(r#""per-client";r=0;t="#)
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{state}"));
+    assert!((294 - elapsed..=360).contains(&reset), "{state}");
+
+    // Another client has a budget of its own.
+    for _ in 0..5 {
+        let answer = curl(url.clone(), &["-H", "x-client: b"]).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+    }
+    assert_eq!(upstream.hits(), passed + 5);
+
+    // Counted: the refusals; the shadow limit's would-be refusals of what
+    // passed the first limit, beyond its 3.
+    let metrics = curl(format!("{}/metrics", proxy.admin_url()), &[])
+        .await
+        .body;
+    let count = |labels: &str| -> u64 {
+        let series = format!(
+            "switchyard_rate_limit_decisions_total{{route=\"0\",filter=\"limits\",{labels}}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(
+        count(r#"limit="per-client",decision="limited""#),
+        20 - passed,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(r#"limit="everyone",decision="allowed""#),
+        3,
+        "{metrics}"
+    );
+    assert_eq!(
+        count(r#"limit="everyone",decision="shadow_limited""#),
+        passed + 5 - 3,
+        "{metrics}"
+    );
+    let answers =
+        r#"switchyard_filter_answers_total{route="0",filter="limits",answer="rate_limited"}"#;
+    assert!(
+        metrics.contains(&format!("{answers} {}", 20 - passed)),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_holds_no_more_keys_than_its_maximum() {
+    let upstream = Upstream::start("u0");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &config(
+            &upstream,
+            "max_keys = 10\nlimits = [{ name = \"per-client\", key = [\"header:x-client\"], rate = 1, period_ms = 60000 }]",
+        ),
+    );
+    let client = client();
+    let evicted =
+        r#"switchyard_rate_limit_keys_evicted_total{route="0",filter="limits",limit="per-client"}"#;
+    // Distinct clients until the limit has forgotten some: each is new,
+    // so each passes; past 10 keys the least recently used go.
+    let mut sent = 0;
+    loop {
+        for _ in 0..20 {
+            let response = client
+                .get(format!("{}/", proxy.url))
+                .header("x-client", format!("c{sent}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            sent += 1;
+        }
+        let metrics = client
+            .get(format!("{}/metrics", proxy.admin_url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let forgotten: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(evicted)?.trim().parse().ok())
+            .unwrap_or(0);
+        if forgotten > 0 {
+            break;
+        }
+        assert!(sent < 2_000, "{sent} keys and none forgotten:\n{metrics}");
+    }
+}
+
+#[test]
+fn bad_limits_are_refused_naming_the_key() {
+    for (limits, key, reason) in [
+        ("limits = []", "filters.limits.limits", "give at least one"),
+        (
+            r#"limits = [{ name = "a", rate = 0 }]"#,
+            "filters.limits.limits[0].rate",
+            "0 is not within 1..=1000000000",
+        ),
+        (
+            r#"limits = [{ name = "a", rate = 1, key = ["cookie:sid"] }]"#,
+            "filters.limits.limits[0].key[0]",
+            "`cookie:sid` is not a key part",
+        ),
+        (
+            r#"limits = [{ name = "a", rate = 10, burst = 2, cost = 3 }]"#,
+            "filters.limits.limits[0].burst",
+            "2 is not within 3..=1000000000",
+        ),
+        (
+            r#"limits = [{ name = "a", rate = 1 }, { name = "a", rate = 2 }]"#,
+            "filters.limits.limits[1].name",
+            "is empty or not unique",
+        ),
+        (
+            r#"limits = [{ name = "a b", rate = 1 }]"#,
+            "filters.limits.limits[0].name",
+            "printable ASCII",
+        ),
+        (
+            "max_keys = 0\nlimits = [{ name = \"a\", rate = 1 }]",
+            "filters.limits.max_keys",
+            "must be within 1..=100000000",
+        ),
+    ] {
+        crate::assert_filter_refused("limits", "rate-limit", limits, key, reason);
+    }
+}
+
+#[test]
+fn the_readme_rate_limit_snippet_is_a_valid_filter() {
+    let snippet = crate::readme_snippet("**Rate limits.**");
+    let dir = tempfile::tempdir().unwrap();
+    let config = switchyard_tests::process::write_config(
+        dir.path(),
+        &format!(
+            "[[listeners]]\nlisten = \"127.0.0.1:0\"\n{snippet}\n[[routes]]\npool = \"p\"\nfilters = [\"limits\"]\n\
+             [pools.p]\ninstances = [{{ url = \"http://127.0.0.1:9\" }}]\n"
+        ),
+    );
+    let output = std::process::Command::new(crate::BINARY)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
