@@ -174,7 +174,11 @@ async fn a_limit_holds_no_more_keys_than_its_maximum() {
 #[test]
 fn bad_limits_are_refused_naming_the_key() {
     for (limits, key, reason) in [
-        ("limits = []", "filters.limits.limits", "give at least one"),
+        (
+            "limits = []",
+            "filters.limits.limits",
+            "give at least one, at most 64",
+        ),
         (
             r#"limits = [{ name = "a", rate = 0 }]"#,
             "filters.limits.limits[0].rate",
@@ -231,4 +235,55 @@ fn the_readme_rate_limit_snippet_is_a_valid_filter() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn a_tool_quota_refuses_the_call_past_it_while_another_tool_and_principal_pass() {
+    use serde_json::json;
+    use switchyard_tests::mcp::{McpServer, client_with};
+    let server = McpServer::with(&["--name", "docs"]);
+    let (ann, ann_digest) = crate::auth::new_key();
+    let (bob, bob_digest) = crate::auth::new_key();
+    // Two `echo` calls an hour per principal; every other tool free.
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &format!(
+            r#"
+[[listeners]]
+listen = "127.0.0.1:0"
+
+[filters.keys]
+kind = "api-key"
+principals = [{{ id = "ann", keys = ["{ann_digest}"] }}, {{ id = "bob", keys = ["{bob_digest}"] }}]
+
+[filters.quotas]
+kind = "rate-limit"
+limits = [{{ name = "echoes", key = ["principal", "mcp_tool"], tools = ["echo"], rate = 2, period_ms = 3600000 }}]
+
+[[routes]]
+match = {{ path_prefix = "/mcp" }}
+mcp = {{ targets = ["docs"] }}
+filters = ["keys", "quotas"]
+
+[pools.docs]
+instances = [{{ url = "{}" }}]
+"#,
+            server.url()
+        ),
+    );
+    let url = format!("{}/mcp", proxy.url);
+    let echo = json!({ "op": "call", "tool": "echo", "args": { "text": "hi" } });
+    let steps = json!([echo, echo, echo, { "op": "call", "tool": "calls" }, { "op": "call", "tool": "answer" }]);
+    let out = client_with(&url, &json!({ "x-api-key": ann }), &steps);
+    assert_eq!(out[0]["text"], "docs: hi", "{out:?}");
+    assert_eq!(out[1]["text"], "docs: hi", "{out:?}");
+    let refused = out[2]["exception"].as_str().unwrap_or_default();
+    assert!(refused.contains("over limit `echoes`"), "{out:?}");
+    // The refused call never reached the server; another tool passes.
+    assert_eq!(out[3]["text"], "2", "{out:?}");
+    assert_eq!(out[4]["text"], "42", "{out:?}");
+    // Bob has a quota of his own.
+    let out = client_with(&url, &json!({ "x-api-key": bob }), &json!([echo]));
+    assert_eq!(out[0]["text"], "docs: hi", "{out:?}");
 }

@@ -6,6 +6,8 @@
 //! limits = [
 //!   # 10 requests a second per client address, 20 at once.
 //!   { name = "per-ip", key = ["client_ip"], rate = 10, burst = 20 },
+//!   # On an MCP route: 100 `search__answer` calls an hour per principal.
+//!   { name = "answers", key = ["principal"], tools = ["search__answer"], rate = 100, period_ms = 3600000 },
 //!   # 1,000 an hour per principal and tenant header; counted, not enforced.
 //!   { name = "hourly", key = ["principal", "header:x-tenant"], rate = 1000, period_ms = 3600000, shadow = true },
 //! ]
@@ -25,8 +27,8 @@ use super::types::Invalid;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// The limits; at least one. A request passes when all allow it, and
-    /// counts against each only when all do.
+    /// The limits; 1..=64. A request passes when all allow it, and counts
+    /// against each only when all do.
     pub limits: Vec<LimitConfig>,
     /// The most keys each limit keeps state for (1..=100000000). Past it
     /// the least recently used key is forgotten (counted in
@@ -54,11 +56,19 @@ pub struct LimitConfig {
     /// order: `client_ip`, `principal` (the id an authentication filter
     /// before it found), `header:NAME` (a request header's value),
     /// `claim:NAME` (the principal's metadata: an API key principal's, a
-    /// JWT's claim), `route`. A part the request lacks counts as empty
-    /// (every request without a principal shares one budget). Default
-    /// `["client_ip"]`.
+    /// JWT's claim), `route`, and on MCP routes `mcp_tool` (the tool a
+    /// `tools/call` names, as clients see it). A part the request lacks
+    /// counts as empty (every request without a principal shares one
+    /// budget). Default `["client_ip"]`.
     #[serde(default = "default_key")]
     pub key: Vec<String>,
+    /// On MCP routes, the tools (as clients see them) whose calls this
+    /// limit counts, each `tools/call` judged on its own: a quota ("100
+    /// `search__answer` calls an hour per principal"). A limit that lists
+    /// tools or has `mcp_tool` in its key counts tool calls only (none on
+    /// other routes); the others count HTTP requests. Default none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<String>,
     /// Requests (cost units) per `period_ms` (1..=1000000000).
     pub rate: u64,
     /// The period of `rate`, milliseconds (1..=86400000). Default 1000.
@@ -103,6 +113,8 @@ pub enum KeyPart {
     Claim(String),
     /// The route.
     Route,
+    /// The tool an MCP `tools/call` names.
+    McpTool,
 }
 
 impl KeyPart {
@@ -115,12 +127,13 @@ impl KeyPart {
             None if text == "client_ip" => Ok(Self::ClientIp),
             None if text == "principal" => Ok(Self::Principal),
             None if text == "route" => Ok(Self::Route),
+            None if text == "mcp_tool" => Ok(Self::McpTool),
             Some(("header", name)) => http::HeaderName::try_from(name.to_ascii_lowercase())
                 .map(Self::Header)
                 .map_err(|_| format!("`{name}` is not a header name")),
             Some(("claim", name)) if !name.is_empty() => Ok(Self::Claim(name.to_owned())),
             _ => Err(format!(
-                "`{text}` is not a key part: `client_ip`, `principal`, `header:NAME`, `claim:NAME` or `route`"
+                "`{text}` is not a key part: `client_ip`, `principal`, `header:NAME`, `claim:NAME`, `route` or `mcp_tool`"
             )),
         }
     }
@@ -131,12 +144,18 @@ impl LimitConfig {
     pub fn burst(&self) -> u64 {
         self.burst.unwrap_or(self.rate)
     }
+
+    /// Whether it counts MCP tool calls rather than HTTP requests: it
+    /// lists `tools` or keys by `mcp_tool`.
+    pub fn per_tool_call(&self) -> bool {
+        !self.tools.is_empty() || self.key.iter().any(|k| k == "mcp_tool")
+    }
 }
 
 impl RateLimitConfig {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if self.limits.is_empty() {
-            return Err(("limits".into(), "give at least one".into()));
+        if !(1..=64).contains(&self.limits.len()) {
+            return Err(("limits".into(), "give at least one, at most 64".into()));
         }
         if !(1..=100_000_000).contains(&self.max_keys) {
             return Err(("max_keys".into(), "must be within 1..=100000000".into()));
@@ -166,6 +185,12 @@ impl RateLimitConfig {
             }
             if limit.key.is_empty() {
                 return Err((key("key"), "give at least one part".into()));
+            }
+            if let Some(j) = limit.tools.iter().position(String::is_empty) {
+                return Err((
+                    format!("limits[{i}].tools[{j}]"),
+                    "must not be empty".into(),
+                ));
             }
             for (j, part) in limit.key.iter().enumerate() {
                 KeyPart::parse(part).map_err(|reason| (format!("limits[{i}].key[{j}]"), reason))?;

@@ -23,7 +23,7 @@ use super::auth::{ApiKeys, Check, JwtIssuers, Principal};
 use super::authorize::{Authorizer, Facts, Scope, ScopedRules};
 use super::compress::Compress;
 use super::forward_auth::ForwardAuth;
-use super::rate_limit::RateLimits;
+use super::rate_limit::{RateLimits, ScopedQuotas};
 use crate::config::{
     AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
     RedirectConfig, RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr,
@@ -142,7 +142,12 @@ enum RequestStep {
     /// Asks an HTTP service (asynchronously: [`Chain::on_request`] awaits
     /// it, [`RequestStep::apply`] does nothing).
     ForwardAuth(Box<ForwardAuth>),
-    RateLimit(Box<RateLimits>),
+    /// Limits; `per_call` on MCP routes whose filter counts tool calls:
+    /// the request's keys kept for them in [`Routed`].
+    RateLimit {
+        limits: Arc<RateLimits>,
+        per_call: bool,
+    },
 }
 
 /// An authentication filter's place in a chain: where it finds the
@@ -208,6 +213,9 @@ pub struct Routed<'a> {
     /// On an MCP route, the rules that judge each call, with the
     /// request's variables.
     rules: Vec<ScopedRules>,
+    /// On an MCP route, the limits that count tool calls, with the
+    /// request's keys.
+    quotas: Vec<ScopedQuotas>,
 }
 
 impl Chain {
@@ -364,7 +372,14 @@ impl Chain {
                     }
                 }
                 FilterConfig::RateLimit(config) => {
-                    RequestStep::RateLimit(Box::new(RateLimits::new(config, name, route, metrics)))
+                    let limits = RateLimits::new(config, name, route, metrics);
+                    if limits.counts_calls() && !mcp {
+                        tracing::warn!(filter = %name, route, "limits of tool calls count nothing on a route that is not an MCP route");
+                    }
+                    RequestStep::RateLimit {
+                        per_call: mcp && limits.counts_calls(),
+                        limits: Arc::new(limits),
+                    }
                 }
                 FilterConfig::Plugin(config) => {
                     let Some(filter) = plugins.get(name) else {
@@ -402,7 +417,8 @@ impl Chain {
                 .any(|s| !matches!(s, ResponseStep::Cors(_)))
                 || chain.request.iter().any(|(s, ..)| match s {
                     RequestStep::Plugin(p) => p.keeps_view,
-                    RequestStep::Authorize { per_call, .. } => *per_call,
+                    RequestStep::Authorize { per_call, .. }
+                    | RequestStep::RateLimit { per_call, .. } => *per_call,
                     _ => false,
                 }),
             cors: chain
@@ -501,6 +517,7 @@ impl Chain {
             views: Vec::new(),
             principal: None,
             rules: Vec::new(),
+            quotas: Vec::new(),
         })
     }
 
@@ -600,7 +617,7 @@ impl RequestStep {
             RequestStep::Cors(_) => "preflight",
             RequestStep::IpFilter(_) | RequestStep::Authorize { .. } => "forbidden",
             RequestStep::ForwardAuth(_) => "refused",
-            RequestStep::RateLimit(_) => "rate_limited",
+            RequestStep::RateLimit { .. } => "rate_limited",
             RequestStep::Plugin(_) => "plugin",
             RequestStep::Auth(step) => match step.source {
                 Credentials::ApiKey(_) | Credentials::Jwt(_) => "unauthorized",
@@ -720,7 +737,13 @@ impl RequestStep {
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
             // Asynchronous (a JWKS may be fetched): in `Chain::on_request`.
             RequestStep::Auth(_) | RequestStep::ForwardAuth(_) => {}
-            RequestStep::RateLimit(limits) => limits.check(parts, facts).map_err(Answer::Error)?,
+            RequestStep::RateLimit { limits, per_call } => {
+                limits.check(parts, facts).map_err(Answer::Error)?;
+                if let (true, Some(routed)) = (*per_call, routed) {
+                    let keys = limits.call_keys(parts, facts);
+                    routed.quotas.push((Arc::clone(limits), keys));
+                }
+            }
             RequestStep::Authorize { rules, per_call } => match routed {
                 Some(routed) if *per_call => routed
                     .rules
@@ -804,6 +827,7 @@ impl Routed<'_> {
                 })
                 .collect(),
             self.rules.clone(),
+            self.quotas.clone(),
         )
     }
 }

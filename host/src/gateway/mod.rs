@@ -17,7 +17,7 @@ pub mod filter;
 mod forward_auth;
 mod handle;
 mod jwks;
-mod rate_limit;
+pub mod rate_limit;
 mod router;
 mod service;
 

@@ -35,17 +35,25 @@ fn now_ns() -> u64 {
 
 /// A `rate-limit` filter of a route.
 pub struct RateLimits {
-    limits: Vec<Limit>,
-    /// The `RateLimit-Policy` field: every limit that is enforced.
+    /// The limits that count HTTP requests.
+    requests: Vec<Limit>,
+    /// The limits that count MCP tool calls.
+    calls: Vec<Limit>,
+    /// The `RateLimit-Policy` field: the request limits that are
+    /// enforced.
     policy: Option<HeaderValue>,
     /// The filter's name.
     name: String,
+    /// Its route's index.
+    route: usize,
 }
 
 /// One limit, with its state and counters.
 struct Limit {
     name: String,
     key: Vec<KeyPart>,
+    /// The tools whose calls it counts (none: every tool).
+    tools: Vec<String>,
     /// `T`: the time one cost unit takes at the sustained rate, ns.
     emission_ns: u64,
     /// How far the TAT may run ahead of now: `burst·T`, ns.
@@ -67,31 +75,51 @@ struct Over {
     reset_ns: u64,
 }
 
+/// The keys of a request's tool-call limits, but for the tool: taken when
+/// the request passed the filter, completed by each call.
+#[derive(Clone)]
+pub struct CallKeys(Vec<String>);
+
+/// A filter's tool-call limits with a request's keys.
+pub type ScopedQuotas = (Arc<RateLimits>, CallKeys);
+
 impl RateLimits {
     /// The filter `name` of route `route` from `config` (validated at
     /// load: a key part that does not parse is skipped), counting in
     /// `metrics`.
     pub fn new(config: &RateLimitConfig, name: &str, route: usize, metrics: &Metrics) -> Self {
-        let limits: Vec<Limit> = config
-            .limits
-            .iter()
-            .map(|limit| Limit::new(limit, config.max_keys, (route, name), metrics))
-            .collect();
-        let policy = limits
+        let build = |per_call: bool| -> Vec<Limit> {
+            config
+                .limits
+                .iter()
+                .filter(|limit| limit.per_tool_call() == per_call)
+                .map(|limit| Limit::new(limit, config.max_keys, (route, name), metrics))
+                .collect()
+        };
+        let (requests, calls) = (build(false), build(true));
+        let policy = requests
             .iter()
             .filter(|l| !l.shadow)
             .map(Limit::policy)
             .collect::<Vec<_>>()
             .join(", ");
         Self {
-            limits,
+            requests,
+            calls,
             policy: HeaderValue::try_from(policy).ok().filter(|p| !p.is_empty()),
             name: name.to_owned(),
+            route,
         }
     }
 
-    /// Judges a request: admitted by every limit (and then counted against
-    /// each), or refused by the first it is over.
+    /// Whether some limit counts MCP tool calls.
+    pub fn counts_calls(&self) -> bool {
+        !self.calls.is_empty()
+    }
+
+    /// Judges a request by the limits that count requests: admitted by
+    /// every one (and then counted against each), or refused by the
+    /// first it is over.
     ///
     /// # Errors
     /// 429 with `Retry-After` (whole seconds, rounded up), the filter's
@@ -101,45 +129,106 @@ impl RateLimits {
         parts: &http::request::Parts,
         facts: &RequestFacts<'_>,
     ) -> Result<(), ProxyError> {
+        let principal = parts.extensions.get::<Arc<Principal>>().map(AsRef::as_ref);
+        let Err((limit, over)) = self.judge(&self.requests, |limit| {
+            Some(limit.key_of(parts, facts, principal))
+        }) else {
+            return Ok(());
+        };
+        let retry_after_s = seconds(over.retry_after_ns).max(1);
+        let state = format!("\"{}\";r=0;t={}", limit.name, seconds(over.reset_ns));
+        Err(ProxyError::RateLimited {
+            message: format!(
+                "over limit `{}` of filter `{}`: try again in {retry_after_s} s",
+                limit.name, self.name
+            ),
+            retry_after_s,
+            policy: self.policy.clone(),
+            state: HeaderValue::try_from(state).ok(),
+        })
+    }
+
+    /// The keys of the tool-call limits for the request `parts`.
+    pub fn call_keys(&self, parts: &http::request::Parts, facts: &RequestFacts<'_>) -> CallKeys {
+        let principal = parts.extensions.get::<Arc<Principal>>().map(AsRef::as_ref);
+        CallKeys(
+            self.calls
+                .iter()
+                .map(|limit| limit.key_of(parts, facts, principal))
+                .collect(),
+        )
+    }
+
+    /// Judges a `tools/call` of `tool` by the limits that count calls of
+    /// it, with the request's `keys`.
+    ///
+    /// # Errors
+    /// Which limit it is over and when to try again, for the JSON-RPC
+    /// error the client gets.
+    pub fn check_call(&self, keys: &CallKeys, tool: &str) -> Result<(), String> {
+        let key = |limit: &Limit| {
+            let i = self.calls.iter().position(|l| std::ptr::eq(l, limit))?;
+            let base = keys.0.get(i)?;
+            if !limit.tools.is_empty() && !limit.tools.iter().any(|t| t == tool) {
+                return None;
+            }
+            Some(if limit.key.contains(&KeyPart::McpTool) {
+                format!("{base}\u{1f}{tool}")
+            } else {
+                base.clone()
+            })
+        };
+        self.judge(&self.calls, key).map_err(|(limit, over)| {
+            format!(
+                "tool `{tool}` is over limit `{}` of filter `{}`: try again in {} s",
+                limit.name,
+                self.name,
+                seconds(over.retry_after_ns).max(1)
+            )
+        })
+    }
+
+    /// Judges one request or call by `limits`, each under the key `key`
+    /// gives (none: the limit does not count it): admitted by every one
+    /// (and then counted against each), or refused by the first it is
+    /// over, what the ones before took given back.
+    fn judge<'l>(
+        &self,
+        limits: &'l [Limit],
+        key_of: impl Fn(&Limit) -> Option<String>,
+    ) -> Result<(), (&'l Limit, Over)> {
+        let route = self.route;
         let now = now_ns();
-        let principal = parts.extensions.get::<Arc<Principal>>();
-        for (i, limit) in self.limits.iter().enumerate() {
-            let key = limit.key_of(parts, facts, principal.map(AsRef::as_ref));
+        // Which limits took their cost (a filter has at most 64).
+        let mut taken = 0u64;
+        for (i, limit) in limits.iter().enumerate() {
+            let Some(key) = key_of(limit) else { continue };
             let Err(over) = limit.acquire(&key, now) else {
                 limit.allowed.inc();
+                taken |= 1 << i;
                 continue;
             };
             if limit.shadow {
                 limit.shadow_limited.inc();
-                tracing::debug!(target: "switchyard::audit", route = facts.route, filter = %self.name, limit = %limit.name, client = %facts.peer.ip(), decision = "shadow_limited");
+                tracing::debug!(target: "switchyard::audit", route, filter = %self.name, limit = %limit.name, decision = "shadow_limited");
                 continue;
             }
             limit.limited.inc();
-            // What the limits before it took is given back: the request
-            // is not served.
-            for earlier in &self.limits[..i] {
-                let key = earlier.key_of(parts, facts, principal.map(AsRef::as_ref));
-                earlier.release(&key);
+            tracing::debug!(target: "switchyard::audit", route, filter = %self.name, limit = %limit.name, decision = "limited");
+            for (j, earlier) in limits[..i].iter().enumerate() {
+                if let Some(key) = key_of(earlier).filter(|_| taken & (1 << j) != 0) {
+                    earlier.release(&key);
+                }
             }
-            tracing::debug!(target: "switchyard::audit", route = facts.route, filter = %self.name, limit = %limit.name, client = %facts.peer.ip(), decision = "limited");
-            let retry_after_s = over.retry_after_ns.div_ceil(1_000_000_000).max(1);
-            let state = format!(
-                "\"{}\";r=0;t={}",
-                limit.name,
-                over.reset_ns.div_ceil(1_000_000_000)
-            );
-            return Err(ProxyError::RateLimited {
-                message: format!(
-                    "over limit `{}` of filter `{}`: try again in {retry_after_s} s",
-                    limit.name, self.name
-                ),
-                retry_after_s,
-                policy: self.policy.clone(),
-                state: HeaderValue::try_from(state).ok(),
-            });
+            return Err((limit, over));
         }
         Ok(())
     }
+}
+
+/// Whole seconds of `ns`, rounded up.
+fn seconds(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
 }
 
 impl Limit {
@@ -172,6 +261,7 @@ impl Limit {
                 .iter()
                 .filter_map(|k| KeyPart::parse(k).ok())
                 .collect(),
+            tools: config.tools.clone(),
             emission_ns,
             tolerance_ns,
             cost_ns: emission_ns.saturating_mul(config.cost),
@@ -193,7 +283,7 @@ impl Limit {
     }
 
     /// The key of a request: its parts' values, separated by a byte no
-    /// header value holds.
+    /// header value holds (a tool call's tool is added by the call).
     fn key_of(
         &self,
         parts: &http::request::Parts,
@@ -221,6 +311,8 @@ impl Limit {
                         .map_or("", String::as_str),
                 ),
                 KeyPart::Route => key.push_str(&facts.route.to_string()),
+                // Added by each call.
+                KeyPart::McpTool => {}
             }
         }
         key

@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use super::merge::ListKind;
 use super::route::Client;
 use super::upstream::subject;
-use super::{FORBIDDEN, INTERNAL_ERROR};
+use super::{FORBIDDEN, INTERNAL_ERROR, RATE_LIMITED};
 use crate::gateway::authorize::{Call, ScopedRules};
+use crate::gateway::rate_limit::ScopedQuotas;
 use crate::plugin::{Fault, FilterMcpCall, FilterRequest, McpRefusal, McpVerdict, WasmFilter};
 
 /// One filter plugin an MCP route asks, with the request as it saw it.
@@ -54,6 +55,7 @@ impl From<McpRefusal> for Refused {
 pub struct Guards {
     plugins: Option<Arc<[McpGuard]>>,
     rules: Option<Arc<[ScopedRules]>>,
+    quotas: Option<Arc<[ScopedQuotas]>>,
 }
 
 /// A JSON-RPC call as the guards see it: method, name and the session's
@@ -65,12 +67,14 @@ pub(super) struct Asked<'a> {
 }
 
 impl Guards {
-    /// The plugins `guards` and the `rules` with the request's variables
-    /// (nothing to ask when both are empty).
-    pub fn new(guards: Vec<McpGuard>, rules: Vec<ScopedRules>) -> Self {
+    /// The plugins `guards`, the `rules` with the request's variables and
+    /// the tool-call limits `quotas` with the request's keys (nothing to
+    /// ask when all are empty).
+    pub fn new(guards: Vec<McpGuard>, rules: Vec<ScopedRules>, quotas: Vec<ScopedQuotas>) -> Self {
         Self {
             plugins: (!guards.is_empty()).then(|| guards.into()),
             rules: (!rules.is_empty()).then(|| rules.into()),
+            quotas: (!quotas.is_empty()).then(|| quotas.into()),
         }
     }
 
@@ -82,9 +86,11 @@ impl Guards {
         self.rules.iter().flat_map(|r| r.iter())
     }
 
-    /// Whether some guard sees calls (rules see every call).
+    /// Whether some guard sees calls (rules and limits see every call).
     pub(super) fn see_calls(&self) -> bool {
-        self.rules.is_some() || self.each().any(|g| g.filter.on_mcp_calls())
+        self.rules.is_some()
+            || self.quotas.is_some()
+            || self.each().any(|g| g.filter.on_mcp_calls())
     }
 
     /// Whether some guard sees results.
@@ -92,13 +98,14 @@ impl Guards {
         self.each().any(|g| g.filter.on_mcp_results())
     }
 
-    /// Judges `asked` by the rules, then asks each guard that sees calls
-    /// about it with `arguments`, which a guard may replace for the next
-    /// guards and the server.
+    /// Judges `asked` by the rules, then a tool call by the limits that
+    /// count tool calls, then asks each guard that sees calls about it
+    /// with `arguments`, which a guard may replace for the next guards
+    /// and the server.
     ///
     /// # Errors
-    /// The refusal the client gets: a rule's or a guard's denial, or a
-    /// closed guard's fault.
+    /// The refusal the client gets: a rule's or a guard's denial, a
+    /// limit's, or a closed guard's fault.
     pub(super) fn on_call(&self, asked: &Asked<'_>, arguments: &mut Value) -> Result<(), Refused> {
         let call = Call {
             method: asked.method,
@@ -112,6 +119,16 @@ impl Guards {
                 },
                 challenge: refusal.challenge,
             })?;
+        }
+        if let ("tools/call", Some(tool)) = (asked.method, asked.name) {
+            for (limits, keys) in self.quotas.iter().flat_map(|q| q.iter()) {
+                limits.check_call(keys, tool).map_err(|message| {
+                    Refused::from(McpRefusal {
+                        code: i32::try_from(RATE_LIMITED).unwrap_or(i32::MIN),
+                        message,
+                    })
+                })?;
+            }
         }
         self.judge(
             WasmFilter::on_mcp_calls,

@@ -85,7 +85,7 @@ pub use guard::{Guards, McpGuard};
 use route::Client;
 pub use route::McpRoute;
 use rpc::{
-    FORBIDDEN, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, outbound, rpc_error, rpc_result,
-    session_gone,
+    FORBIDDEN, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, RATE_LIMITED, outbound, rpc_error,
+    rpc_result, session_gone,
 };
 pub use session::{KEYS_ENV, SessionKeys, Sessions, SessionsSeen};

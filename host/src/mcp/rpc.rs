@@ -29,6 +29,9 @@ pub(super) const FORBIDDEN: i64 = -32003;
 /// The `Mcp-Method` or `Mcp-Name` header does not say what the body does
 /// (the 2026-07-28 revision's code for a header mismatch).
 pub(super) const HEADER_MISMATCH: i64 = -32020;
+/// A tool call over a `rate-limit` filter's limit (the call never reaches
+/// a server; HTTP's 429, in the server-defined range of JSON-RPC 2.0 §5.1).
+pub(super) const RATE_LIMITED: i64 = -32029;
 
 /// A server's message bound for the client: a request's id becomes `T:ID`
 /// (so that the client's response finds target `t`).
