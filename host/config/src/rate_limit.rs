@@ -30,12 +30,12 @@ pub struct RateLimitConfig {
     /// The limits; 1..=64. A request passes when all allow it, and counts
     /// against each only when all do.
     pub limits: Vec<LimitConfig>,
-    /// The most keys each limit keeps state for (1..=100000000). Past it
-    /// the least recently used key is forgotten (counted in
-    /// `switchyard_rate_limit_keys_evicted_total`): its next request
-    /// starts with a full burst. A key idle long enough to be back at a
-    /// full burst is forgotten anyway, which changes nothing. Default
-    /// 100000.
+    /// The most keys each limit keeps state for (1..=100000000). At it,
+    /// keys idle long enough to be back at a full burst are forgotten
+    /// first (which changes nothing for them), then, when every key is
+    /// busy, some busy ones (counted in
+    /// `switchyard_rate_limit_keys_evicted_total`: their next request
+    /// starts with a full burst). Default 100000.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
 }

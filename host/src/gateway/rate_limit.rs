@@ -7,14 +7,16 @@
 //! is at most `burst·T` ahead of now: a key at rest admits `burst` at once,
 //! then one every `T`, and no window edge lets twice the rate through.
 //! This is the algorithm of Brandur Leach's `throttled` and Redis's
-//! `redis-cell`. The state is a lock-free atomic per key in a bounded
-//! cache (`moka`): a key idle for `burst·T` is back at rest and forgotten,
-//! and past `max_keys` the least recently used key is forgotten (its next
-//! request starts at rest; counted).
+//! `redis-cell`. The state is an atomic per key in a bounded map of
+//! shards ([`Tats`]): a full shard forgets its keys at rest (nothing
+//! changes for them), then, when every key is busy, some busy ones
+//! (their next request starts at rest; counted).
 
+use std::collections::HashMap;
+use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::time::Instant;
 
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
@@ -62,7 +64,7 @@ struct Limit {
     cost_ns: u64,
     shadow: bool,
     /// TAT per key.
-    tats: moka::sync::Cache<String, Arc<AtomicU64>>,
+    tats: Tats,
     allowed: Counter,
     limited: Counter,
     shadow_limited: Counter,
@@ -130,8 +132,9 @@ impl RateLimits {
         facts: &RequestFacts<'_>,
     ) -> Result<(), ProxyError> {
         let principal = parts.extensions.get::<Arc<Principal>>().map(AsRef::as_ref);
-        let Err((limit, over)) = self.judge(&self.requests, |limit| {
-            Some(limit.key_of(parts, facts, principal))
+        let Err((limit, over)) = self.judge(&self.requests, |limit, key| {
+            limit.write_key(parts, facts, principal, key);
+            true
         }) else {
             return Ok(());
         };
@@ -154,7 +157,11 @@ impl RateLimits {
         CallKeys(
             self.calls
                 .iter()
-                .map(|limit| limit.key_of(parts, facts, principal))
+                .map(|limit| {
+                    let mut key = String::new();
+                    limit.write_key(parts, facts, principal, &mut key);
+                    key
+                })
                 .collect(),
         )
     }
@@ -166,17 +173,22 @@ impl RateLimits {
     /// Which limit it is over and when to try again, for the JSON-RPC
     /// error the client gets.
     pub fn check_call(&self, keys: &CallKeys, tool: &str) -> Result<(), String> {
-        let key = |limit: &Limit| {
-            let i = self.calls.iter().position(|l| std::ptr::eq(l, limit))?;
-            let base = keys.0.get(i)?;
-            if !limit.tools.is_empty() && !limit.tools.iter().any(|t| t == tool) {
-                return None;
+        let key = |limit: &Limit, key: &mut String| {
+            let base = self
+                .calls
+                .iter()
+                .position(|l| std::ptr::eq(l, limit))
+                .and_then(|i| keys.0.get(i));
+            let counts = limit.tools.is_empty() || limit.tools.iter().any(|t| t == tool);
+            let Some(base) = base.filter(|_| counts) else {
+                return false;
+            };
+            key.push_str(base);
+            if limit.key.contains(&KeyPart::McpTool) {
+                key.push('\u{1f}');
+                key.push_str(tool);
             }
-            Some(if limit.key.contains(&KeyPart::McpTool) {
-                format!("{base}\u{1f}{tool}")
-            } else {
-                base.clone()
-            })
+            true
         };
         self.judge(&self.calls, key).map_err(|(limit, over)| {
             format!(
@@ -188,42 +200,53 @@ impl RateLimits {
         })
     }
 
-    /// Judges one request or call by `limits`, each under the key `key`
-    /// gives (none: the limit does not count it): admitted by every one
-    /// (and then counted against each), or refused by the first it is
-    /// over, what the ones before took given back.
+    /// Judges one request or call by `limits`, each under the key
+    /// `write_key` writes (`false`: the limit does not count it):
+    /// admitted by every one (and then counted against each), or refused
+    /// by the first it is over, what the ones before took given back.
     fn judge<'l>(
         &self,
         limits: &'l [Limit],
-        key_of: impl Fn(&Limit) -> Option<String>,
+        write_key: impl Fn(&Limit, &mut String) -> bool,
     ) -> Result<(), (&'l Limit, Over)> {
         let route = self.route;
         let now = now_ns();
-        // Which limits took their cost (a filter has at most 64).
-        let mut taken = 0u64;
-        for (i, limit) in limits.iter().enumerate() {
-            let Some(key) = key_of(limit) else { continue };
-            let Err(over) = limit.acquire(&key, now) else {
-                limit.allowed.inc();
-                taken |= 1 << i;
-                continue;
-            };
-            if limit.shadow {
-                limit.shadow_limited.inc();
-                tracing::debug!(target: "switchyard::audit", route, filter = %self.name, limit = %limit.name, decision = "shadow_limited");
-                continue;
-            }
-            limit.limited.inc();
-            tracing::debug!(target: "switchyard::audit", route, filter = %self.name, limit = %limit.name, decision = "limited");
-            for (j, earlier) in limits[..i].iter().enumerate() {
-                if let Some(key) = key_of(earlier).filter(|_| taken & (1 << j) != 0) {
-                    earlier.release(&key);
+        KEY.with_borrow_mut(|key| {
+            // Which limits took their cost (a filter has at most 64).
+            let mut taken = 0u64;
+            for (i, limit) in limits.iter().enumerate() {
+                key.clear();
+                if !write_key(limit, key) {
+                    continue;
                 }
+                let Err(over) = limit.acquire(key, now) else {
+                    limit.allowed.inc();
+                    taken |= 1 << i;
+                    continue;
+                };
+                if limit.shadow {
+                    limit.shadow_limited.inc();
+                    tracing::debug!(target: "switchyard::audit", route, filter = %self.name, limit = %limit.name, decision = "shadow_limited");
+                    continue;
+                }
+                limit.limited.inc();
+                tracing::debug!(target: "switchyard::audit", route, filter = %self.name, limit = %limit.name, decision = "limited");
+                for (j, earlier) in limits[..i].iter().enumerate() {
+                    key.clear();
+                    if taken & (1 << j) != 0 && write_key(earlier, key) {
+                        earlier.release(key);
+                    }
+                }
+                return Err((limit, over));
             }
-            return Err((limit, over));
-        }
-        Ok(())
+            Ok(())
+        })
     }
+}
+
+thread_local! {
+    /// The key being judged: written anew for each limit, never freed.
+    static KEY: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(128));
 }
 
 /// Whole seconds of `ns`, rounded up.
@@ -244,16 +267,7 @@ impl Limit {
         let counter =
             |decision| metrics.rate_limit_decisions(route, filter, &config.name, decision);
         let evicted = metrics.rate_limit_evictions(route, filter, &config.name);
-        let tats = moka::sync::Cache::builder()
-            .max_capacity(max_keys)
-            // Idle this long, a key is at rest: forgetting it changes nothing.
-            .time_to_idle(Duration::from_nanos(tolerance_ns).max(Duration::from_secs(1)))
-            .eviction_listener(move |_, _, cause| {
-                if cause == moka::notification::RemovalCause::Size {
-                    evicted.inc();
-                }
-            })
-            .build();
+        let tats = Tats::new(max_keys, evicted);
         Self {
             name: config.name.clone(),
             key: config
@@ -282,40 +296,43 @@ impl Limit {
         format!("\"{}\";q={quota};w={window}", self.name)
     }
 
-    /// The key of a request: its parts' values, separated by a byte no
-    /// header value holds (a tool call's tool is added by the call).
-    fn key_of(
+    /// Writes the key of a request to `key`: its parts' values, separated
+    /// by a byte no header value holds (a tool call's tool is added by the
+    /// call).
+    fn write_key(
         &self,
         parts: &http::request::Parts,
         facts: &RequestFacts<'_>,
         principal: Option<&Principal>,
-    ) -> String {
-        let mut key = String::new();
+        key: &mut String,
+    ) {
+        use std::fmt::Write as _;
         for (i, part) in self.key.iter().enumerate() {
             if i > 0 {
                 key.push('\u{1f}');
             }
             match part {
-                KeyPart::ClientIp => key.push_str(&facts.peer.ip().to_string()),
+                KeyPart::ClientIp => {
+                    let _ = write!(key, "{}", facts.peer.ip());
+                }
                 KeyPart::Principal => key.push_str(principal.map_or("", |p| p.id.as_str())),
-                KeyPart::Header(name) => key.push_str(
-                    &parts
-                        .headers
-                        .get(name)
-                        .map(|v| String::from_utf8_lossy(v.as_bytes()))
-                        .unwrap_or_default(),
-                ),
+                KeyPart::Header(name) => {
+                    if let Some(value) = parts.headers.get(name) {
+                        key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                    }
+                }
                 KeyPart::Claim(name) => key.push_str(
                     principal
                         .and_then(|p| p.metadata.get(name))
                         .map_or("", String::as_str),
                 ),
-                KeyPart::Route => key.push_str(&facts.route.to_string()),
+                KeyPart::Route => {
+                    let _ = write!(key, "{}", facts.route);
+                }
                 // Added by each call.
                 KeyPart::McpTool => {}
             }
         }
-        key
     }
 
     /// Counts a request of `key` at `now` when the limit admits it.
@@ -323,35 +340,105 @@ impl Limit {
     /// # Errors
     /// When it is over the limit: when it would be admitted.
     fn acquire(&self, key: &str, now: u64) -> Result<(), Over> {
-        let tat = match self.tats.get(key) {
-            Some(tat) => tat,
-            None => self
-                .tats
-                .get_with(key.to_owned(), || Arc::new(AtomicU64::new(0))),
-        };
-        let mut seen = tat.load(Ordering::Acquire);
-        loop {
-            let next = seen.max(now).saturating_add(self.cost_ns);
-            let ahead = next - now;
-            if ahead > self.tolerance_ns {
-                return Err(Over {
-                    retry_after_ns: ahead - self.tolerance_ns,
-                    reset_ns: seen.saturating_sub(now),
-                });
+        self.tats.with(key, now, |tat| {
+            let mut seen = tat.load(Ordering::Acquire);
+            loop {
+                let next = seen.max(now).saturating_add(self.cost_ns);
+                let ahead = next - now;
+                if ahead > self.tolerance_ns {
+                    return Err(Over {
+                        retry_after_ns: ahead - self.tolerance_ns,
+                        reset_ns: seen.saturating_sub(now),
+                    });
+                }
+                match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
+                    Ok(_) => return Ok(()),
+                    Err(current) => seen = current,
+                }
             }
-            match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
-                Ok(_) => return Ok(()),
-                Err(current) => seen = current,
-            }
-        }
+        })
     }
 
     /// Gives back what a request of `key` took.
     fn release(&self, key: &str) {
-        if let Some(tat) = self.tats.get(key) {
+        self.tats.get(key, |tat| {
             let _ = tat.fetch_update(Ordering::AcqRel, Ordering::Acquire, |t| {
                 Some(t.saturating_sub(self.cost_ns))
             });
+        });
+    }
+}
+
+/// One shard of [`Tats`]: TAT by key.
+type Shard = HashMap<Box<str>, AtomicU64>;
+
+/// A limit's TATs by key, at most `max_keys` of them: a map in shards
+/// (each under its own lock, held for a lookup and an atomic update,
+/// never across an await). A full shard first forgets its keys at rest
+/// (their next request starts at rest, as it would anyway), then, when
+/// every key is busy, an eighth of them (counted: those clients get a
+/// fresh burst).
+struct Tats {
+    hasher: std::hash::RandomState,
+    shards: Box<[RwLock<Shard>]>,
+    per_shard: usize,
+    evicted: Counter,
+}
+
+impl Tats {
+    fn new(max_keys: u64, evicted: Counter) -> Self {
+        let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX).max(1);
+        let shards = max_keys.min(16);
+        Self {
+            hasher: std::hash::RandomState::new(),
+            shards: (0..shards).map(|_| RwLock::default()).collect(),
+            per_shard: max_keys / shards,
+            evicted,
         }
+    }
+
+    fn shard(&self, key: &str) -> &RwLock<Shard> {
+        let hash = self.hasher.hash_one(key);
+        &self.shards[(hash % self.shards.len() as u64) as usize]
+    }
+
+    /// Runs `f` on the TAT of `key`, when it has one.
+    fn get(&self, key: &str, f: impl FnOnce(&AtomicU64)) {
+        if let Some(tat) = self
+            .shard(key)
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            f(tat);
+        }
+    }
+
+    /// Runs `f` on the TAT of `key`, made at rest when it has none.
+    fn with<R>(&self, key: &str, now: u64, f: impl FnOnce(&AtomicU64) -> R) -> R {
+        let shard = self.shard(key);
+        if let Some(tat) = shard
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return f(tat);
+        }
+        let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
+        if !map.contains_key(key) && map.len() >= self.per_shard {
+            map.retain(|_, tat| tat.load(Ordering::Relaxed) > now);
+            if map.len() >= self.per_shard {
+                let busy: Vec<Box<str>> = map
+                    .keys()
+                    .take((self.per_shard / 8).max(1))
+                    .cloned()
+                    .collect();
+                for key in &busy {
+                    map.remove(key);
+                }
+                self.evicted.inc_by(busy.len() as u64);
+            }
+        }
+        f(map.entry(key.into()).or_insert_with(|| AtomicU64::new(0)))
     }
 }
