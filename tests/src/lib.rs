@@ -13,6 +13,7 @@ pub mod oidc;
 pub mod pki;
 pub mod polyglot;
 pub mod process;
+pub mod redis;
 pub mod schemathesis;
 pub mod upstream;
 
