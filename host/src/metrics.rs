@@ -29,6 +29,7 @@
 //! | `switchyard_filter_answers_total` | counter (requests a route's filter answered itself instead of the route's target) | `route`, `filter`, `answer` (`redirect`, `respond`, `preflight`, `forbidden`, `payload_too_large`, `header_fields_too_large`, `bad_request`, `unauthorized`, `plugin`) |
 //! | `switchyard_auth_decisions_total` | counter (requests an authentication filter decided on) | `route`, `filter`, `decision` (`authenticated`, `anonymous`: none and none required, `missing`, `invalid`: refused 401) |
 //! | `switchyard_rate_limit_decisions_total` | counter (requests a limit of a `rate-limit` filter judged) | `route`, `filter`, `limit`, `decision` (`allowed`, `limited`: refused 429, `shadow_limited`: over a shadow limit, passed) |
+//! | `switchyard_rate_limit_global` | gauge (1: the filter's limits are shared through its Redis; 0: Redis failing, each replica enforces its share) | `route`, `filter` |
 //! | `switchyard_rate_limit_keys_evicted_total` | counter (keys a limit forgot at `max_keys`, not at rest) | `route`, `filter`, `limit` |
 //! | `switchyard_principal_requests_total` | counter (requests an authentication filter found the principal of; the first 1,000 principals of a route's filter by name, the rest as `_other`) | `route`, `filter`, `principal` |
 //! | `switchyard_process_restarts_total` | counter | `pool`, `replica` |
@@ -154,6 +155,13 @@ struct LimitLabels {
     limit: String,
 }
 
+/// Labels of a `rate-limit` filter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LimitFilterLabels {
+    route: String,
+    filter: String,
+}
+
 /// Labels of a limit's decisions.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LimitDecisionLabels {
@@ -240,6 +248,7 @@ pub struct Metrics {
     principal_requests: Family<PrincipalLabels, Counter>,
     limit_decisions: Family<LimitDecisionLabels, Counter>,
     limit_evictions: Family<LimitLabels, Counter>,
+    limit_global: Family<LimitFilterLabels, Gauge>,
     process_restarts: Family<ReplicaLabels, Counter>,
     process_ready_since: Family<ReplicaLabels, Gauge>,
     connections_refused: Family<ListenerLabels, Counter>,
@@ -352,6 +361,12 @@ impl Default for Metrics {
             "Keys a limit forgot before they were at rest because it held max_keys, by route, filter and limit",
             limit_evictions.clone(),
         );
+        let limit_global = Family::<LimitFilterLabels, Gauge>::default();
+        registry.register(
+            "switchyard_rate_limit_global",
+            "Whether a rate-limit filter with a Redis enforces its limits globally (1) or, Redis failing, each replica its share locally (0), by route and filter",
+            limit_global.clone(),
+        );
         let config_revision = Gauge::default();
         let store_in_sync = Gauge::default();
         registry.register(
@@ -378,6 +393,7 @@ impl Default for Metrics {
             principal_requests,
             limit_decisions,
             limit_evictions,
+            limit_global,
             process_restarts,
             process_ready_since,
             connections_refused,
@@ -469,6 +485,17 @@ impl Metrics {
                 filter: filter.to_string(),
                 limit: limit.to_string(),
                 decision: decision.to_string(),
+            })
+            .clone()
+    }
+
+    /// The gauge of whether the limits of rate-limit filter `filter` of
+    /// route `route` are global (1: Redis answers) or local (0).
+    pub fn rate_limit_global(&self, route: usize, filter: &str) -> Gauge {
+        self.limit_global
+            .get_or_create(&LimitFilterLabels {
+                route: route.to_string(),
+                filter: filter.to_string(),
             })
             .clone()
     }

@@ -209,6 +209,21 @@ fn bad_limits_are_refused_naming_the_key() {
             "filters.limits.max_keys",
             "must be within 1..=100000000",
         ),
+        (
+            "redis = { url = \"http://cache:6379\", replicas = 2 }\nlimits = [{ name = \"a\", rate = 1 }]",
+            "filters.limits.redis.url",
+            "is not redis://HOST:PORT",
+        ),
+        (
+            "redis = { url = \"rediss://cache:6380\", replicas = 2 }\nlimits = [{ name = \"a\", rate = 1 }]",
+            "filters.limits.redis.url",
+            "not supported yet",
+        ),
+        (
+            "redis = { url = \"redis://cache:6379\", replicas = 0 }\nlimits = [{ name = \"a\", rate = 1 }]",
+            "filters.limits.redis.replicas",
+            "must be within 1..=10000",
+        ),
     ] {
         crate::assert_filter_refused("limits", "rate-limit", limits, key, reason);
     }
@@ -286,4 +301,90 @@ instances = [{{ url = "{}" }}]
     // Bob has a quota of his own.
     let out = client_with(&url, &json!({ "x-api-key": bob }), &json!([echo]));
     assert_eq!(out[0]["text"], "docs: hi", "{out:?}");
+}
+
+/// The number of requests of `client` (its `x-client`) out of `count`,
+/// sent in turn to each of `urls`, that were served (the rest must be
+/// 429s: never a 5xx).
+async fn flood(urls: &[String], client: &str, count: usize) -> usize {
+    let http = crate::client();
+    let mut served = 0;
+    for i in 0..count {
+        let status = http
+            .get(&urls[i % urls.len()])
+            .header("x-client", client)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        match status {
+            200 => served += 1,
+            429 => {}
+            other => panic!("a request of {client} was answered {other}"),
+        }
+    }
+    served
+}
+
+/// `switchyard_rate_limit_global` of the admin API at `admin`.
+async fn global_mode(admin: &str) -> Option<u64> {
+    let metrics = curl(format!("{admin}/metrics"), &[]).await.body;
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(r#"switchyard_rate_limit_global{route="0",filter="limits"} "#)?
+            .parse()
+            .ok()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_a_limit_through_redis_and_each_keeps_its_share_while_redis_is_away() {
+    let mut redis = switchyard_tests::redis::RedisServer::start();
+    let upstream = Upstream::start("u0");
+    // 10 at once per client across the replicas, then one a minute.
+    let limits = format!(
+        "redis = {{ url = \"{}\", replicas = 2, timeout_ms = 500 }}\n\
+         limits = [{{ name = \"per-client\", key = [\"header:x-client\"], rate = 1, period_ms = 60000, burst = 10 }}]",
+        redis.url()
+    );
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = serve(&dir_a, &config(&upstream, &limits));
+    let b = serve(&dir_b, &config(&upstream, &limits));
+    let urls = [format!("{}/", a.url), format!("{}/", b.url)];
+
+    // One budget for both: the burst, give or take the one the rate adds.
+    let served = flood(&urls, "a", 40).await;
+    assert!(
+        (10..=11).contains(&served),
+        "{served} of 40 served by two replicas"
+    );
+    assert_eq!(global_mode(&a.admin_url()).await, Some(1));
+
+    // Redis goes away: each replica holds a client to its share (5 at
+    // once), none answers 5xx, and says its limits are local.
+    redis.stop();
+    let served_a = flood(&urls[..1], "b", 20).await;
+    let served_b = flood(&urls[1..], "b", 20).await;
+    assert!(
+        (5..=6).contains(&served_a),
+        "{served_a} of 20 served by replica a alone"
+    );
+    assert!(
+        (5..=6).contains(&served_b),
+        "{served_b} of 20 served by replica b alone"
+    );
+    assert_eq!(global_mode(&a.admin_url()).await, Some(0));
+    assert_eq!(global_mode(&b.admin_url()).await, Some(0));
+
+    // Redis is back: within a few seconds the limits are global again.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while global_mode(&a.admin_url()).await != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "replica a never followed Redis again"
+        );
+        flood(&urls[..1], "c", 1).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -38,10 +38,72 @@ pub struct RateLimitConfig {
     /// starts with a full burst). Default 100000.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
+    /// A Redis server that makes the limits counting HTTP requests global:
+    /// every replica naming it shares one budget per key. Default none:
+    /// each process has its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisLimitConfig>,
 }
 
 fn default_max_keys() -> u64 {
     100_000
+}
+
+/// Where a `rate-limit` filter's limits are shared between replicas: a
+/// Redis server that runs GCRA in a Lua script on its own clock, one round
+/// trip deciding a request against every limit (Envoy's global rate limit
+/// and Limitador keep their counters in Redis the same way). When Redis
+/// does not answer within `timeout_ms`, or fails, each replica enforces
+/// the limits locally at `rate / replicas` and `burst / replicas` (never
+/// none, never a 5xx), and tries Redis again after a second.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedisLimitConfig {
+    /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`. (TLS, `rediss://`, is
+    /// not supported yet.)
+    pub url: String,
+    /// How long a decision waits for Redis, milliseconds (1..=10000).
+    /// Default 50.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+    /// How many replicas share the limits (1..=10000): while Redis cannot
+    /// be reached, each enforces this share of every limit.
+    pub replicas: u64,
+}
+
+fn default_redis_timeout_ms() -> u64 {
+    50
+}
+
+impl RedisLimitConfig {
+    fn validate(&self) -> Result<(), Invalid> {
+        let uri: http::Uri = self
+            .url
+            .parse()
+            .map_err(|e| ("redis.url".to_string(), format!("`{}`: {e}", self.url)))?;
+        match uri.scheme_str() {
+            Some("redis") if uri.authority().is_some_and(|a| !a.host().is_empty()) => {}
+            Some("rediss") => {
+                return Err((
+                    "redis.url".into(),
+                    "TLS to Redis (`rediss://`) is not supported yet".into(),
+                ));
+            }
+            _ => {
+                return Err((
+                    "redis.url".into(),
+                    format!("`{}` is not redis://HOST:PORT", self.url),
+                ));
+            }
+        }
+        if !(1..=10_000).contains(&self.timeout_ms) {
+            return Err(("redis.timeout_ms".into(), "must be within 1..=10000".into()));
+        }
+        if !(1..=10_000).contains(&self.replicas) {
+            return Err(("redis.replicas".into(), "must be within 1..=10000".into()));
+        }
+        Ok(())
+    }
 }
 
 /// One limit of a `rate-limit` filter.
@@ -159,6 +221,9 @@ impl RateLimitConfig {
         }
         if !(1..=100_000_000).contains(&self.max_keys) {
             return Err(("max_keys".into(), "must be within 1..=100000000".into()));
+        }
+        if let Some(redis) = &self.redis {
+            redis.validate()?;
         }
         let mut names = std::collections::HashSet::new();
         for (i, limit) in self.limits.iter().enumerate() {

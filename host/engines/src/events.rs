@@ -102,6 +102,11 @@ pub enum EventKind {
     /// a filter plugin's 4xx/5xx); the subject is the route and the filter,
     /// so the cooldown merges a burst into one.
     FilterRefused,
+    /// A `rate-limit` filter's Redis stopped answering: its limits are
+    /// enforced locally, each replica its share.
+    RateLimitLocal,
+    /// A `rate-limit` filter's Redis answers again: its limits are global.
+    RateLimitGlobal,
 }
 
 impl EventKind {
@@ -117,7 +122,9 @@ impl EventKind {
             EventKind::ConfigChanged => "config",
             EventKind::PluginFault | EventKind::PluginQuarantined => "plugin",
             EventKind::McpTargetFailed | EventKind::McpNameConflict => "mcp",
-            EventKind::FilterRefused => "filter",
+            EventKind::FilterRefused | EventKind::RateLimitLocal | EventKind::RateLimitGlobal => {
+                "filter"
+            }
             EventKind::ProcessStarted
             | EventKind::ProcessExited
             | EventKind::ProcessRestarted

@@ -372,7 +372,7 @@ impl Chain {
                     }
                 }
                 FilterConfig::RateLimit(config) => {
-                    let limits = RateLimits::new(config, name, route, metrics);
+                    let limits = RateLimits::new(config, name, route, reporting);
                     if limits.counts_calls() && !mcp {
                         tracing::warn!(filter = %name, route, "limits of tool calls count nothing on a route that is not an MCP route");
                     }
@@ -556,6 +556,16 @@ impl Chain {
                 RequestStep::Auth(auth) => {
                     auth.authenticate(parts, facts, routed.as_deref_mut()).await
                 }
+                RequestStep::RateLimit { limits, per_call } => limits
+                    .check(parts, facts)
+                    .await
+                    .map_err(Answer::Error)
+                    .map(|()| {
+                        if let (true, Some(routed)) = (*per_call, routed.as_deref_mut()) {
+                            let keys = limits.call_keys(parts, facts);
+                            routed.quotas.push((Arc::clone(limits), keys));
+                        }
+                    }),
                 RequestStep::ForwardAuth(auth) => auth.check(parts, facts).await.map(|principal| {
                     if let (Some(principal), Some(routed)) = (principal, routed.as_deref_mut()) {
                         routed.principal = Some(principal);
@@ -737,13 +747,8 @@ impl RequestStep {
             RequestStep::Plugin(step) => step.on_request(parts, facts, routed, body)?,
             // Asynchronous (a JWKS may be fetched): in `Chain::on_request`.
             RequestStep::Auth(_) | RequestStep::ForwardAuth(_) => {}
-            RequestStep::RateLimit { limits, per_call } => {
-                limits.check(parts, facts).map_err(Answer::Error)?;
-                if let (true, Some(routed)) = (*per_call, routed) {
-                    let keys = limits.call_keys(parts, facts);
-                    routed.quotas.push((Arc::clone(limits), keys));
-                }
-            }
+            // Asynchronous (Redis may be asked): in `Chain::on_request`.
+            RequestStep::RateLimit { .. } => {}
             RequestStep::Authorize { rules, per_call } => match routed {
                 Some(routed) if *per_call => routed
                     .rules

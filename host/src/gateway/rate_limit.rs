@@ -8,7 +8,7 @@
 //! then one every `T`, and no window edge lets twice the rate through.
 //! This is the algorithm of Brandur Leach's `throttled` and Redis's
 //! `redis-cell`. The state is an atomic per key in a bounded map of
-//! shards ([`Tats`]): a full shard forgets its keys at rest (nothing
+//! shards: a full shard forgets its keys at rest (nothing
 //! changes for them), then, when every key is busy, some busy ones
 //! (their next request starts at rest; counted).
 
@@ -16,16 +16,17 @@ use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::HeaderValue;
 use prometheus_client::metrics::counter::Counter;
 
 use super::auth::Principal;
 use super::filter::RequestFacts;
-use crate::config::{KeyPart, LimitConfig, RateLimitConfig};
+use crate::config::{KeyPart, LimitConfig, RateLimitConfig, RedisLimitConfig};
+use crate::events::{EventBus, EventKind, HealthEvent, Severity};
 use crate::metrics::Metrics;
-use crate::proxy::ProxyError;
+use crate::proxy::{ProxyError, Reporting};
 
 /// Where the limiters' clock starts: TATs are nanoseconds since then.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -48,6 +49,8 @@ pub struct RateLimits {
     name: String,
     /// Its route's index.
     route: usize,
+    /// Where the request limits are shared, when they are.
+    global: Option<Global>,
 }
 
 /// One limit, with its state and counters.
@@ -89,7 +92,8 @@ impl RateLimits {
     /// The filter `name` of route `route` from `config` (validated at
     /// load: a key part that does not parse is skipped), counting in
     /// `metrics`.
-    pub fn new(config: &RateLimitConfig, name: &str, route: usize, metrics: &Metrics) -> Self {
+    pub fn new(config: &RateLimitConfig, name: &str, route: usize, reporting: &Reporting) -> Self {
+        let metrics = &reporting.metrics;
         let build = |per_call: bool| -> Vec<Limit> {
             config
                 .limits
@@ -99,6 +103,11 @@ impl RateLimits {
                 .collect()
         };
         let (requests, calls) = (build(false), build(true));
+        let global = config.redis.as_ref().and_then(|redis| {
+            Global::new(redis, config, (route, name), reporting)
+                .inspect_err(|reason| tracing::error!(filter = %name, %reason, "the rate limits' Redis cannot be used: they are enforced locally"))
+                .ok()
+        });
         let policy = requests
             .iter()
             .filter(|l| !l.shadow)
@@ -111,6 +120,7 @@ impl RateLimits {
             policy: HeaderValue::try_from(policy).ok().filter(|p| !p.is_empty()),
             name: name.to_owned(),
             route,
+            global,
         }
     }
 
@@ -126,16 +136,24 @@ impl RateLimits {
     /// # Errors
     /// 429 with `Retry-After` (whole seconds, rounded up), the filter's
     /// `RateLimit-Policy` and the limit's `RateLimit` state.
-    pub fn check(
+    pub async fn check(
         &self,
         parts: &http::request::Parts,
         facts: &RequestFacts<'_>,
     ) -> Result<(), ProxyError> {
         let principal = parts.extensions.get::<Arc<Principal>>().map(AsRef::as_ref);
-        let Err((limit, over)) = self.judge(&self.requests, |limit, key| {
+        let write = |limit: &Limit, key: &mut String| {
             limit.write_key(parts, facts, principal, key);
             true
-        }) else {
+        };
+        let judged = match &self.global {
+            None => self.judge(&self.requests, write),
+            Some(global) => match global.decide(self, write).await {
+                Some(decided) => decided,
+                None => self.judge(&global.shares, write),
+            },
+        };
+        let Err((limit, over)) = judged else {
             return Ok(());
         };
         let retry_after_s = seconds(over.retry_after_ns).max(1);
@@ -366,6 +384,259 @@ impl Limit {
                 Some(t.saturating_sub(self.cost_ns))
             });
         });
+    }
+}
+
+/// The GCRA of every request limit of a filter in one Lua script on
+/// Redis's own clock (`TIME`), so that no replica's clock matters: per
+/// limit a key holding its TAT in microseconds, checked all first and
+/// taken only when every enforced limit admits the request. ARGV holds,
+/// per limit, its tolerance (`burst·T`) and cost (`cost·T`) in
+/// microseconds, the cost negative for a shadow limit. Returns the
+/// 1-based index of the limit the request is over (0: admitted), then per
+/// limit the time until the request would fit (0: it fits), then the time
+/// until its key is at rest, microseconds.
+const GCRA_SCRIPT: &str = r"
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000000 + tonumber(time[2])
+local n = #KEYS
+local refused = 0
+local tats, retry, reset = {}, {}, {}
+for i = 1, n do
+  local tolerance = tonumber(ARGV[2 * i - 1])
+  local cost = tonumber(ARGV[2 * i])
+  local shadow = cost < 0
+  if shadow then cost = -cost end
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  reset[i] = math.max(tat - now, 0)
+  if tat < now then tat = now end
+  local ahead = tat + cost - now
+  if ahead > tolerance then
+    retry[i] = ahead - tolerance
+    tats[i] = false
+    if not shadow and refused == 0 then refused = i end
+  else
+    retry[i] = 0
+    tats[i] = tat + cost
+  end
+end
+if refused == 0 then
+  for i = 1, n do
+    if tats[i] then
+      redis.call('SET', KEYS[i], tats[i], 'PX', math.floor((tats[i] - now) / 1000) + 1)
+    end
+  end
+end
+local out = { refused }
+for i = 1, n do out[#out + 1] = retry[i] end
+for i = 1, n do out[#out + 1] = reset[i] end
+return out
+";
+
+/// How long a filter whose Redis failed enforces its limits locally
+/// before it asks Redis again, ns.
+const LOCAL_FOR_NS: u64 = 1_000_000_000;
+
+/// A filter's request limits shared through Redis, and each replica's
+/// share of them, enforced while Redis does not answer.
+struct Global {
+    client: redis::Client,
+    /// The connection, made when first needed and again after a failure.
+    connection: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+    script: redis::Script,
+    timeout: Duration,
+    /// The prefix of its keys: `switchyard:rl:ROUTE:FILTER:`.
+    prefix: String,
+    /// Each request limit at `rate / replicas` and `burst / replicas`.
+    shares: Vec<Limit>,
+    /// Until when (ns since [`EPOCH`]) Redis is not asked; 0 while it
+    /// answers.
+    local_until: AtomicU64,
+    /// 1 while the limits are global, 0 while they are local.
+    mode: prometheus_client::metrics::gauge::Gauge,
+    events: Arc<EventBus>,
+    /// `route N`, and the filter's name, for events and logs.
+    subject: (String, String),
+}
+
+impl Global {
+    fn new(
+        redis: &RedisLimitConfig,
+        config: &RateLimitConfig,
+        (route, name): (usize, &str),
+        reporting: &Reporting,
+    ) -> Result<Self, String> {
+        let client = redis::Client::open(redis.url.as_str()).map_err(|e| e.to_string())?;
+        let shares = config
+            .limits
+            .iter()
+            .filter(|limit| !limit.per_tool_call())
+            .map(|limit| {
+                let share = LimitConfig {
+                    period_ms: limit.period_ms.saturating_mul(redis.replicas),
+                    burst: Some((limit.burst() / redis.replicas).max(limit.cost)),
+                    ..limit.clone()
+                };
+                Limit::new(&share, config.max_keys, (route, name), &reporting.metrics)
+            })
+            .collect();
+        let mode = reporting.metrics.rate_limit_global(route, name);
+        mode.set(1);
+        Ok(Self {
+            client,
+            connection: arc_swap::ArcSwapOption::empty(),
+            script: redis::Script::new(GCRA_SCRIPT),
+            timeout: Duration::from_millis(redis.timeout_ms),
+            prefix: format!("switchyard:rl:{route}:{name}:"),
+            shares,
+            local_until: AtomicU64::new(0),
+            mode,
+            events: Arc::clone(&reporting.events),
+            subject: (format!("route {route}"), name.to_owned()),
+        })
+    }
+
+    /// Decides a request by Redis: `None` when Redis is not asked (it
+    /// failed less than a second ago) or does not answer in time, and the
+    /// shares decide.
+    async fn decide<'l>(
+        &self,
+        limits: &'l RateLimits,
+        write: impl Fn(&Limit, &mut String) -> bool,
+    ) -> Option<Result<(), (&'l Limit, Over)>> {
+        let now = now_ns();
+        if !self.asks_redis(now) {
+            return None;
+        }
+        let keys: Vec<String> = limits
+            .requests
+            .iter()
+            .map(|limit| {
+                let mut key = format!("{}{}\u{1e}", self.prefix, limit.name);
+                write(limit, &mut key);
+                key
+            })
+            .collect();
+        let answer =
+            match tokio::time::timeout(self.timeout, self.eval(&limits.requests, &keys)).await {
+                Ok(Ok(answer)) if answer.len() == 1 + 2 * keys.len() => answer,
+                Ok(Ok(answer)) => {
+                    self.failed(now, &format!("the script answered {answer:?}"));
+                    return None;
+                }
+                Ok(Err(error)) => {
+                    self.failed(now, &error.to_string());
+                    return None;
+                }
+                Err(_) => {
+                    self.failed(
+                        now,
+                        &format!("no answer within {} ms", self.timeout.as_millis()),
+                    );
+                    return None;
+                }
+            };
+        self.answered();
+        let n = keys.len();
+        let refused = usize::try_from(answer[0]).unwrap_or(0);
+        let micros = |v: i64| u64::try_from(v).unwrap_or(0).saturating_mul(1000);
+        for (i, limit) in limits.requests.iter().enumerate() {
+            let fits = answer[1 + i] == 0;
+            let counter = match (fits, limit.shadow) {
+                (true, _) => &limit.allowed,
+                (false, true) => &limit.shadow_limited,
+                (false, false) => &limit.limited,
+            };
+            counter.inc();
+            if i + 1 == refused {
+                break;
+            }
+        }
+        Some(match refused {
+            0 => Ok(()),
+            r => Err((
+                &limits.requests[r.min(n) - 1],
+                Over {
+                    retry_after_ns: micros(answer[r.min(n)]),
+                    reset_ns: micros(answer[n + r.min(n)]),
+                },
+            )),
+        })
+    }
+
+    /// Runs the script with `keys`, one per limit of `limits`.
+    async fn eval(&self, limits: &[Limit], keys: &[String]) -> redis::RedisResult<Vec<i64>> {
+        let mut connection = match self.connection.load_full() {
+            Some(connection) => (*connection).clone(),
+            None => {
+                let connection = self.client.get_multiplexed_async_connection().await?;
+                self.connection.store(Some(Arc::new(connection.clone())));
+                connection
+            }
+        };
+        let mut invocation = self.script.prepare_invoke();
+        for (limit, key) in limits.iter().zip(keys) {
+            let cost = i64::try_from(limit.cost_ns / 1000).unwrap_or(i64::MAX);
+            invocation
+                .key(key)
+                .arg(limit.tolerance_ns / 1000)
+                .arg(if limit.shadow { -cost } else { cost });
+        }
+        let answer = invocation.invoke_async(&mut connection).await;
+        if answer.is_err() {
+            // Connect again next time.
+            self.connection.store(None);
+        }
+        answer
+    }
+
+    /// Whether to ask Redis: it answered last time, or it failed more
+    /// than [`LOCAL_FOR_NS`] ago and this request is the one to try again.
+    fn asks_redis(&self, now: u64) -> bool {
+        let until = self.local_until.load(Ordering::Acquire);
+        until == 0
+            || (until <= now
+                && self
+                    .local_until
+                    .compare_exchange(
+                        until,
+                        now + LOCAL_FOR_NS,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
+                    .is_ok())
+    }
+
+    /// Redis answered: the limits are global (again).
+    fn answered(&self) {
+        if self.local_until.swap(0, Ordering::AcqRel) != 0 {
+            self.mode.set(1);
+            let (route, filter) = &self.subject;
+            tracing::info!(%route, %filter, "the rate limits' Redis answers again: the limits are global");
+            self.events.publish(HealthEvent::new(
+                route,
+                Some(filter),
+                EventKind::RateLimitGlobal,
+                Severity::Info,
+                format!("filter {filter}: Redis answers again; its limits are global"),
+            ));
+        }
+    }
+
+    /// Redis failed at `now`: the limits are local for a while.
+    fn failed(&self, now: u64, reason: &str) {
+        if self.local_until.swap(now + LOCAL_FOR_NS, Ordering::AcqRel) == 0 {
+            self.mode.set(0);
+            let (route, filter) = &self.subject;
+            tracing::warn!(%route, %filter, %reason, "the rate limits' Redis failed: each replica enforces its share locally");
+            self.events.publish(HealthEvent::new(
+                route,
+                Some(filter),
+                EventKind::RateLimitLocal,
+                Severity::Warning,
+                format!("filter {filter}: Redis failed ({reason}); each replica enforces its share of the limits"),
+            ));
+        }
     }
 }
 
