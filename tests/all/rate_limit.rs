@@ -86,6 +86,18 @@ async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes(
     }
     assert_eq!(upstream.hits(), passed + 5);
 
+    // A config change elsewhere keeps the limits' state: client a is
+    // still over its limit.
+    let (status, body) = crate::admin(
+        reqwest::Method::PUT,
+        &format!("{}/v1/filters/unrelated", proxy.admin_url()),
+        Some(serde_json::json!({ "kind": "request-id" })),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let answer = curl(url.clone(), &["-H", "x-client: a"]).await;
+    assert_eq!(answer.status, 429, "{}", answer.body);
+
     // Counted: the refusals; the shadow limit's would-be refusals of what
     // passed the first limit, beyond its 3.
     let metrics = curl(format!("{}/metrics", proxy.admin_url()), &[])
@@ -103,7 +115,7 @@ async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes(
     };
     assert_eq!(
         count(r#"limit="per-client",decision="limited""#),
-        20 - passed,
+        21 - passed,
         "{metrics}"
     );
     assert_eq!(
@@ -119,7 +131,7 @@ async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes(
     let answers =
         r#"switchyard_filter_answers_total{route="0",filter="limits",answer="rate_limited"}"#;
     assert!(
-        metrics.contains(&format!("{answers} {}", 20 - passed)),
+        metrics.contains(&format!("{answers} {}", 21 - passed)),
         "{metrics}"
     );
 }

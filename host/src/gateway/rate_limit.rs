@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use http::HeaderValue;
@@ -25,7 +25,6 @@ use super::auth::Principal;
 use super::filter::RequestFacts;
 use crate::config::{KeyPart, LimitConfig, RateLimitConfig, RedisLimitConfig};
 use crate::events::{EventBus, EventKind, HealthEvent, Severity};
-use crate::metrics::Metrics;
 use crate::proxy::{ProxyError, Reporting};
 
 /// Where the limiters' clock starts: TATs are nanoseconds since then.
@@ -66,8 +65,8 @@ struct Limit {
     /// What one request moves the TAT by: `cost·T`, ns.
     cost_ns: u64,
     shadow: bool,
-    /// TAT per key.
-    tats: Tats,
+    /// TAT per key (shared with the same limit of the config before).
+    tats: Arc<Tats>,
     allowed: Counter,
     limited: Counter,
     shadow_limited: Counter,
@@ -93,13 +92,12 @@ impl RateLimits {
     /// load: a key part that does not parse is skipped), counting in
     /// `metrics`.
     pub fn new(config: &RateLimitConfig, name: &str, route: usize, reporting: &Reporting) -> Self {
-        let metrics = &reporting.metrics;
         let build = |per_call: bool| -> Vec<Limit> {
             config
                 .limits
                 .iter()
                 .filter(|limit| limit.per_tool_call() == per_call)
-                .map(|limit| Limit::new(limit, config.max_keys, (route, name), metrics))
+                .map(|limit| Limit::new(limit, config.max_keys, (route, name), reporting))
                 .collect()
         };
         let (requests, calls) = (build(false), build(true));
@@ -273,19 +271,33 @@ fn seconds(ns: u64) -> u64 {
 }
 
 impl Limit {
+    /// Limit `config` of filter `filter` of route `route`, keeping at most
+    /// `max_keys` keys: with the state of the limit the config had before
+    /// when that one was the same (a config change elsewhere gives no
+    /// client a fresh burst).
     fn new(
         config: &LimitConfig,
         max_keys: u64,
         (route, filter): (usize, &str),
-        metrics: &Metrics,
+        reporting: &Reporting,
     ) -> Self {
+        let metrics = &reporting.metrics;
         // At most a day (the longest period, at a rate of one), at least 1 ns.
         let emission_ns = (config.period_ms.saturating_mul(1_000_000) / config.rate.max(1)).max(1);
         let tolerance_ns = emission_ns.saturating_mul(config.burst());
+        let cost_ns = emission_ns.saturating_mul(config.cost);
         let counter =
             |decision| metrics.rate_limit_decisions(route, filter, &config.name, decision);
-        let evicted = metrics.rate_limit_evictions(route, filter, &config.name);
-        let tats = Tats::new(max_keys, evicted);
+        let identity = format!(
+            "{route}\u{1f}{filter}\u{1f}{}\u{1f}{:?}\u{1f}{:?}\u{1f}{emission_ns}\u{1f}{tolerance_ns}\u{1f}{cost_ns}\u{1f}{max_keys}",
+            config.name, config.key, config.tools
+        );
+        let tats = reporting.limit_states.get_or_make(identity, || {
+            Tats::new(
+                max_keys,
+                metrics.rate_limit_evictions(route, filter, &config.name),
+            )
+        });
         Self {
             name: config.name.clone(),
             key: config
@@ -296,7 +308,7 @@ impl Limit {
             tools: config.tools.clone(),
             emission_ns,
             tolerance_ns,
-            cost_ns: emission_ns.saturating_mul(config.cost),
+            cost_ns,
             shadow: config.shadow,
             tats,
             allowed: counter("allowed"),
@@ -477,7 +489,7 @@ impl Global {
                     burst: Some((limit.burst() / redis.replicas).max(limit.cost)),
                     ..limit.clone()
                 };
-                Limit::new(&share, config.max_keys, (route, name), &reporting.metrics)
+                Limit::new(&share, config.max_keys, (route, name), reporting)
             })
             .collect();
         let mode = reporting.metrics.rate_limit_global(route, name);
@@ -637,6 +649,29 @@ impl Global {
                 format!("filter {filter}: Redis failed ({reason}); each replica enforces its share of the limits"),
             ));
         }
+    }
+}
+
+/// The state of every limit the routers of a process built, by the
+/// limit's identity (route, filter, name, key, tools, rate, burst, cost,
+/// bound): a router built for a new config takes the state of each limit
+/// that did not change, so that its clients keep their budgets. Held
+/// weakly: a limit no router has is forgotten.
+#[derive(Default)]
+pub struct LimitStates(Mutex<HashMap<String, Weak<Tats>>>);
+
+impl LimitStates {
+    /// The state of the limit `identity`, made by `make` when no router
+    /// has it.
+    fn get_or_make(&self, identity: String, make: impl FnOnce() -> Tats) -> Arc<Tats> {
+        let mut states = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        states.retain(|_, state| state.strong_count() > 0);
+        if let Some(state) = states.get(&identity).and_then(Weak::upgrade) {
+            return state;
+        }
+        let state = Arc::new(make());
+        states.insert(identity, Arc::downgrade(&state));
+        state
     }
 }
 

@@ -7,6 +7,7 @@ use super::RecentRequests;
 use super::tunnel::Tunnels;
 use crate::config::Config;
 use crate::events::EventBus;
+use crate::gateway::rate_limit::LimitStates;
 use crate::metrics::Metrics;
 
 /// Where the data path reports, shared by every router a process builds:
@@ -21,6 +22,8 @@ pub struct Reporting {
     pub recent: RecentRequests,
     /// Upgraded connections (WebSocket) being relayed.
     pub tunnels: Arc<Tunnels>,
+    /// The rate limits' state, kept across routers.
+    pub limit_states: LimitStates,
 }
 
 impl Reporting {
@@ -35,6 +38,7 @@ impl Reporting {
             metrics: Metrics::default(),
             recent: RecentRequests::new(config.admin.as_ref().map_or(0, |a| a.recent_requests)),
             tunnels: Arc::default(),
+            limit_states: LimitStates::default(),
         })
     }
 }
