@@ -128,6 +128,20 @@ async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes(
         passed + 5 - 3,
         "{metrics}"
     );
+    // `/v1/status` shows each limit: what it holds and decided.
+    let (_, status) = crate::admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", proxy.admin_url()),
+        None,
+    )
+    .await;
+    let limit = &status["routes"][0]["limits"][0];
+    assert_eq!(limit["limit"], "per-client", "{status}");
+    assert_eq!(limit["mode"], "process", "{limit}");
+    assert_eq!(limit["keys"], 2, "{limit}");
+    assert_eq!(limit["burst_units"], 5, "{limit}");
+    assert_eq!(limit["limited"], 21 - passed, "{limit}");
+    assert_eq!(status["routes"][0]["limits"][1]["shadow"], true, "{status}");
     let answers =
         r#"switchyard_filter_answers_total{route="0",filter="limits",answer="rate_limited"}"#;
     assert!(
@@ -387,6 +401,16 @@ async fn two_replicas_share_a_limit_through_redis_and_each_keeps_its_share_while
     );
     assert_eq!(global_mode(&a.admin_url()).await, Some(0));
     assert_eq!(global_mode(&b.admin_url()).await, Some(0));
+    let (_, status) = crate::admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", a.admin_url()),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status["routes"][0]["limits"][0]["mode"], "local",
+        "{status}"
+    );
 
     // Redis is back: within a few seconds the limits are global again.
     redis.restart();

@@ -90,7 +90,7 @@ fn instance_index(pool: &PoolConfig, name: &str, instance: &str) -> Result<usize
     get,
     path = "/v1/status",
     tag = "status",
-    responses((status = 200, description = "Pools, instances, health, breakers, every route's target and filter chain (`routes`), plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, per managed pool its replicas, the config store's sync state and revision, and `warnings` (sentences: how this process is exposed, e.g. an admin API with no authentication, and each config value read from a deprecated spelling with the spelling to write)", body = serde_json::Value))
+    responses((status = 200, description = "Pools, instances, health, breakers, every route's target and filter chain (`routes`), plugin counters, per fan-out route each source's quality and the cache counts, per MCP route its targets, sessions and tools, every route's rate limits (`routes[].limits`: filter, limit, what it counts, its mode, keys held and decisions), per managed pool its replicas, the config store's sync state and revision, and `warnings` (sentences: how this process is exposed, e.g. an admin API with no authentication, and each config value read from a deprecated spelling with the spelling to write)", body = serde_json::Value))
 )]
 pub async fn status(State(state): State<AdminState>) -> Json<Value> {
     let router = state.control.router();
@@ -154,7 +154,8 @@ pub async fn status(State(state): State<AdminState>) -> Json<Value> {
         .routes()
         .iter()
         .map(|r| {
-            json!({ "route": r.index, "served_by": r.target.served_by(), "filters": r.chain.names() })
+            json!({ "route": r.index, "served_by": r.target.served_by(), "filters": r.chain.names(),
+                    "limits": r.chain.limits_status() })
         })
         .collect();
     // Managed pools: their replicas.

@@ -452,6 +452,19 @@ impl Chain {
         &self.names
     }
 
+    /// What its `rate-limit` filters hold and decided, one JSON object
+    /// per limit (see [`RateLimits::status`]).
+    pub fn limits_status(&self) -> Vec<serde_json::Value> {
+        self.request
+            .iter()
+            .filter_map(|(step, ..)| match step {
+                RequestStep::RateLimit { limits, .. } => Some(limits.status()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// The smallest `body-limit` of the chain, bytes, if it has one.
     pub fn body_limit(&self) -> Option<u64> {
         self.body_limit

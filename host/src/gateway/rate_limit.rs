@@ -122,6 +122,43 @@ impl RateLimits {
         }
     }
 
+    /// Each limit as `/v1/status` shows it: `filter`, `limit`, `counts`
+    /// (`requests` or `tool_calls`), `rate`/`burst` as the GCRA holds
+    /// them (`emission_ms`: one unit every so many milliseconds;
+    /// `burst_units`), `shadow`, `mode` (`process`; with a Redis,
+    /// `global`, or `local` while it fails), `keys` held here, and the
+    /// decisions `allowed`, `limited`, `shadow_limited` since start.
+    pub fn status(&self) -> Vec<serde_json::Value> {
+        let mode = match &self.global {
+            None => "process",
+            Some(global) if global.local_until.load(Ordering::Acquire) == 0 => "global",
+            Some(_) => "local",
+        };
+        let each = |limits: &[Limit], counts: &str| -> Vec<serde_json::Value> {
+            limits
+                .iter()
+                .map(|limit| {
+                    serde_json::json!({
+                        "filter": self.name,
+                        "limit": limit.name,
+                        "counts": counts,
+                        "emission_ms": limit.emission_ns as f64 / 1e6,
+                        "burst_units": limit.tolerance_ns / limit.emission_ns,
+                        "shadow": limit.shadow,
+                        "mode": if counts == "requests" { mode } else { "process" },
+                        "keys": limit.tats.len(),
+                        "allowed": limit.allowed.get(),
+                        "limited": limit.limited.get(),
+                        "shadow_limited": limit.shadow_limited.get(),
+                    })
+                })
+                .collect()
+        };
+        let mut all = each(&self.requests, "requests");
+        all.extend(each(&self.calls, "tool_calls"));
+        all
+    }
+
     /// Whether some limit counts MCP tool calls.
     pub fn counts_calls(&self) -> bool {
         !self.calls.is_empty()
@@ -746,5 +783,13 @@ impl Tats {
             }
         }
         f(map.entry(key.into()).or_insert_with(|| AtomicU64::new(0)))
+    }
+
+    /// How many keys it holds.
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
     }
 }
