@@ -178,14 +178,9 @@ async fn a_limit_holds_no_more_keys_than_its_maximum() {
             assert_eq!(response.status(), 200);
             sent += 1;
         }
-        let metrics = client
-            .get(format!("{}/metrics", proxy.admin_url()))
-            .send()
+        let metrics = curl(format!("{}/metrics", proxy.admin_url()), &[])
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+            .body;
         let forgotten: u64 = metrics
             .lines()
             .find_map(|l| l.strip_prefix(evicted)?.trim().parse().ok())

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 
 use super::error::PathOf;
-use super::resources::{change, delete_named, get_named, parse, put_named};
+use super::resources::{change, delete_named, get_named, parse, put_named, put_status};
 use super::{AdminState, ApiError};
 use crate::config::{ApiKeyConfig, ApiKeyPrincipal, Config, FilterConfig, RouteConfig};
 use crate::control::ChangeError;
@@ -192,12 +192,7 @@ pub async fn put_principal(
         })
     })
     .await?;
-    let status = if replaced {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
-    Ok((status, Json(new)))
+    Ok((put_status(replaced), Json(new)))
 }
 
 /// `DELETE /v1/filters/{filter}/principals/{principal}`: its keys stop

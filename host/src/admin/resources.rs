@@ -313,15 +313,20 @@ pub(super) async fn put_named<T: Clone + Send + 'static>(
         Ok(map(config).insert(key, new).is_some())
     })
     .await?;
-    let status = if replaced {
-        StatusCode::OK
-    } else {
-        StatusCode::CREATED
-    };
+    let status = put_status(replaced);
     let applied = map(&mut config).remove(&name);
     applied
         .map(|entry| (status, Json(entry)))
         .ok_or_else(|| ApiError::Internal(format!("`{name}` is missing after the change")))
+}
+
+/// The status of a PUT: 200 when it replaced something, else 201.
+pub(super) fn put_status(replaced: bool) -> StatusCode {
+    if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    }
 }
 
 /// `DELETE /v1/pools/{pool}`: refused (409) while a route uses it.
