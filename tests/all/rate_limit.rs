@@ -198,7 +198,17 @@ fn bad_limits_are_refused_naming_the_key() {
         (
             "limits = []",
             "filters.limits.limits",
-            "give at least one, at most 64",
+            "give at least one limit (`limits`, `concurrency`), at most 64",
+        ),
+        (
+            "concurrency = [{ name = \"c\", key = [\"mcp_tool\"], max = 1 }]",
+            "filters.limits.concurrency[0].key[0]",
+            "`mcp_tool` does not key requests in flight",
+        ),
+        (
+            "concurrency = [{ name = \"c\", max = 0 }]",
+            "filters.limits.concurrency[0].max",
+            "0 is not within 1..=1000000000",
         ),
         (
             r#"limits = [{ name = "a", rate = 0 }]"#,
@@ -418,4 +428,54 @@ async fn two_replicas_share_a_limit_through_redis_and_each_keeps_its_share_while
         flood(&urls[..1], "c", 1).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_in_flight_past_a_concurrency_limit_are_refused_until_one_ends() {
+    let upstream = Upstream::start("u0");
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(
+        &dir,
+        &config(
+            &upstream,
+            "concurrency = [{ name = \"per-client\", key = [\"header:x-client\"], max = 2 }]",
+        ),
+    );
+    let url = format!("{}/slow", proxy.url);
+    // Two requests of client a held at the upstream.
+    upstream.hold();
+    let held: Vec<_> = (0..2)
+        .map(|_| tokio::spawn(curl(url.clone(), &["-H", "x-client: a"])))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while upstream.hits() < 2 {
+        assert!(Instant::now() < deadline, "the held requests never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A third of client a is refused at once; client b passes the filter
+    // (and waits at the upstream like the others).
+    let refused = curl(url.clone(), &["-H", "x-client: a"]).await;
+    assert_eq!(refused.status, 429, "{}", refused.body);
+    assert_eq!(refused.header("retry-after"), Some("1"));
+    assert!(
+        refused.body.contains("2 requests in flight"),
+        "{}",
+        refused.body
+    );
+    let other = tokio::spawn(curl(url.clone(), &["-H", "x-client: b"]));
+    while upstream.hits() < 3 {
+        assert!(
+            Instant::now() < deadline,
+            "client b's request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Once they are answered, client a may send again.
+    upstream.release();
+    for request in held {
+        assert_eq!(request.await.unwrap().status, 200);
+    }
+    assert_eq!(other.await.unwrap().status, 200);
+    let again = curl(url, &["-H", "x-client: a"]).await;
+    assert_eq!(again.status, 200, "{}", again.body);
 }

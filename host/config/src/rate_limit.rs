@@ -27,9 +27,16 @@ use super::types::Invalid;
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// The limits; 1..=64. A request passes when all allow it, and counts
-    /// against each only when all do.
+    /// The limits of rates; with `concurrency`, 1..=64 in all. A request
+    /// passes when all allow it, and counts against each only when all do.
+    #[serde(default)]
     pub limits: Vec<LimitConfig>,
+    /// The limits of requests in flight per key (nginx's `limit_conn`,
+    /// Traefik's InFlightReq): a request counts from when it passes the
+    /// filter until its answer's body is sent. One over gets 429 with
+    /// `Retry-After: 1`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub concurrency: Vec<ConcurrencyConfig>,
     /// The most keys each limit keeps state for (1..=100000000). At it,
     /// keys idle long enough to be back at a full burst are forgotten
     /// first (which changes nothing for them), then, when every key is
@@ -150,6 +157,20 @@ pub struct LimitConfig {
     pub shadow: bool,
 }
 
+/// A limit of requests in flight of a `rate-limit` filter.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConcurrencyConfig {
+    /// Its name, unique in the filter (among `limits` too).
+    pub name: String,
+    /// What requests share it, as a limit's `key` (no `mcp_tool`).
+    /// Default `["client_ip"]`.
+    #[serde(default = "default_key")]
+    pub key: Vec<String>,
+    /// Requests of a key in flight at once (1..=1000000000).
+    pub max: u64,
+}
+
 fn default_key() -> Vec<String> {
     vec!["client_ip".into()]
 }
@@ -216,8 +237,11 @@ impl LimitConfig {
 
 impl RateLimitConfig {
     pub(crate) fn validate(&self) -> Result<(), Invalid> {
-        if !(1..=64).contains(&self.limits.len()) {
-            return Err(("limits".into(), "give at least one, at most 64".into()));
+        if !(1..=64).contains(&(self.limits.len() + self.concurrency.len())) {
+            return Err((
+                "limits".into(),
+                "give at least one limit (`limits`, `concurrency`), at most 64".into(),
+            ));
         }
         if !(1..=100_000_000).contains(&self.max_keys) {
             return Err(("max_keys".into(), "must be within 1..=100000000".into()));
@@ -274,6 +298,34 @@ impl RateLimitConfig {
             within("period_ms", limit.period_ms, 1..=86_400_000)?;
             within("cost", limit.cost, 1..=1_000_000_000)?;
             within("burst", limit.burst(), limit.cost..=1_000_000_000)?;
+        }
+        for (i, limit) in self.concurrency.iter().enumerate() {
+            let key = |k: &str| format!("concurrency[{i}].{k}");
+            if limit.name.is_empty() || !names.insert(limit.name.as_str()) {
+                return Err((
+                    key("name"),
+                    format!("`{}` is empty or not unique", limit.name),
+                ));
+            }
+            if limit.key.is_empty() {
+                return Err((key("key"), "give at least one part".into()));
+            }
+            for (j, part) in limit.key.iter().enumerate() {
+                match KeyPart::parse(part) {
+                    Ok(KeyPart::McpTool) => {
+                        Err("`mcp_tool` does not key requests in flight".into())
+                    }
+                    Ok(_) => Ok(()),
+                    Err(reason) => Err(reason),
+                }
+                .map_err(|reason| (format!("concurrency[{i}].key[{j}]"), reason))?;
+            }
+            if !(1..=1_000_000_000).contains(&limit.max) {
+                return Err((
+                    key("max"),
+                    format!("{} is not within 1..=1000000000", limit.max),
+                ));
+            }
         }
         Ok(())
     }

@@ -31,7 +31,9 @@ pub use super::mcp::{
 };
 pub use super::plugin::{Capability, Deprecated, PluginRef, QuarantineConfig};
 pub use super::process::{ProcessConfig, ProcessTransport, StdioSessions};
-pub use super::rate_limit::{KeyPart, LimitConfig, RateLimitConfig, RedisLimitConfig};
+pub use super::rate_limit::{
+    ConcurrencyConfig, KeyPart, LimitConfig, RateLimitConfig, RedisLimitConfig,
+};
 pub use super::store::{EtcdStoreConfig, StoreConfig};
 pub use super::strategy::{
     ConsistentHashConfig, DEFAULT_MAX_CANDIDATES, FastestResponseConfig, HashAlgorithm, HashKey,

@@ -23,7 +23,7 @@ use super::auth::{ApiKeys, Check, JwtIssuers, Principal};
 use super::authorize::{Authorizer, Facts, Scope, ScopedRules};
 use super::compress::Compress;
 use super::forward_auth::ForwardAuth;
-use super::rate_limit::{RateLimits, ScopedQuotas};
+use super::rate_limit::{ConcurrencySlots, RateLimits, ScopedQuotas};
 use crate::config::{
     AuthMode, CorsConfig, FilterConfig, FilterFailureMode, HeaderRules, IpFilterConfig,
     RedirectConfig, RespondConfig, TemplatePart, Variable, origin_matches, parse_cidr,
@@ -569,16 +569,28 @@ impl Chain {
                 RequestStep::Auth(auth) => {
                     auth.authenticate(parts, facts, routed.as_deref_mut()).await
                 }
-                RequestStep::RateLimit { limits, per_call } => limits
-                    .check(parts, facts)
-                    .await
-                    .map_err(Answer::Error)
-                    .map(|()| {
+                RequestStep::RateLimit { limits, per_call } => {
+                    // In flight first: a request refused there takes
+                    // nothing of the rate limits.
+                    let entered = match limits.enter(parts, facts) {
+                        Ok(held) => limits.check(parts, facts).await.map(|()| held),
+                        Err(error) => Err(error),
+                    };
+                    entered.map_err(Answer::Error).map(|held| {
+                        if let Some(held) = held {
+                            match parts.extensions.get_mut::<ConcurrencySlots>() {
+                                Some(holding) => holding.join(held),
+                                None => {
+                                    parts.extensions.insert(held);
+                                }
+                            }
+                        }
                         if let (true, Some(routed)) = (*per_call, routed.as_deref_mut()) {
                             let keys = limits.call_keys(parts, facts);
                             routed.quotas.push((Arc::clone(limits), keys));
                         }
-                    }),
+                    })
+                }
                 RequestStep::ForwardAuth(auth) => auth.check(parts, facts).await.map(|principal| {
                     if let (Some(principal), Some(routed)) = (principal, routed.as_deref_mut()) {
                         routed.principal = Some(principal);

@@ -12,6 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
 use super::filter::{Answer, RequestFacts, Routed};
+use super::rate_limit::ConcurrencySlots;
 use super::{Router, Target};
 use crate::proxy::{
     Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, Received, RequestRecord, Served,
@@ -107,6 +108,8 @@ pub async fn handle(
     };
     // A filter's own answer: the body goes nowhere.
     let keep_alive = result.is_ok() || discard(&mut body, &parts).await;
+    // Counts of concurrency limits, held until the answer's body is sent.
+    let held = parts.extensions.remove::<ConcurrencySlots>();
     let result = match result {
         Ok(()) => {
             let request = Inbound {
@@ -164,7 +167,10 @@ pub async fn handle(
     if !keep_alive {
         close_after(&mut response);
     }
-    response
+    match held {
+        Some(held) => response.map(|body| ProxyBody::Held(Box::new(body), held)),
+        None => response,
+    }
 }
 
 /// The most of a request's body [`discard`] reads, bytes.

@@ -41,6 +41,8 @@ pub struct RateLimits {
     requests: Vec<Limit>,
     /// The limits that count MCP tool calls.
     calls: Vec<Limit>,
+    /// The limits of requests in flight.
+    concurrency: Vec<Concurrency>,
     /// The `RateLimit-Policy` field: the request limits that are
     /// enforced.
     policy: Option<HeaderValue>,
@@ -101,6 +103,34 @@ impl RateLimits {
                 .collect()
         };
         let (requests, calls) = (build(false), build(true));
+        let concurrency = config
+            .concurrency
+            .iter()
+            .map(|limit| {
+                let counter = |decision| {
+                    reporting
+                        .metrics
+                        .rate_limit_decisions(route, name, &limit.name, decision)
+                };
+                Concurrency {
+                    name: limit.name.clone(),
+                    key: limit
+                        .key
+                        .iter()
+                        .filter_map(|k| KeyPart::parse(k).ok())
+                        .collect(),
+                    max: limit.max,
+                    counts: Keyed::new(
+                        config.max_keys,
+                        reporting
+                            .metrics
+                            .rate_limit_evictions(route, name, &limit.name),
+                    ),
+                    allowed: counter("allowed"),
+                    limited: counter("limited"),
+                }
+            })
+            .collect();
         let global = config.redis.as_ref().and_then(|redis| {
             Global::new(redis, config, (route, name), reporting)
                 .inspect_err(|reason| tracing::error!(filter = %name, %reason, "the rate limits' Redis cannot be used: they are enforced locally"))
@@ -115,6 +145,7 @@ impl RateLimits {
         Self {
             requests,
             calls,
+            concurrency,
             policy: HeaderValue::try_from(policy).ok().filter(|p| !p.is_empty()),
             name: name.to_owned(),
             route,
@@ -127,7 +158,8 @@ impl RateLimits {
     /// them (`emission_ms`: one unit every so many milliseconds;
     /// `burst_units`), `shadow`, `mode` (`process`; with a Redis,
     /// `global`, or `local` while it fails), `keys` held here, and the
-    /// decisions `allowed`, `limited`, `shadow_limited` since start.
+    /// decisions `allowed`, `limited`, `shadow_limited` since start; a
+    /// concurrency limit counts `in_flight`, with its `max`.
     pub fn status(&self) -> Vec<serde_json::Value> {
         let mode = match &self.global {
             None => "process",
@@ -156,6 +188,18 @@ impl RateLimits {
         };
         let mut all = each(&self.requests, "requests");
         all.extend(each(&self.calls, "tool_calls"));
+        all.extend(self.concurrency.iter().map(|limit| {
+            serde_json::json!({
+                "filter": self.name,
+                "limit": limit.name,
+                "counts": "in_flight",
+                "max": limit.max,
+                "mode": "process",
+                "keys": limit.counts.len(),
+                "allowed": limit.allowed.get(),
+                "limited": limit.limited.get(),
+            })
+        }));
         all
     }
 
@@ -201,6 +245,57 @@ impl RateLimits {
             retry_after_s,
             policy: self.policy.clone(),
             state: HeaderValue::try_from(state).ok(),
+        })
+    }
+
+    /// Counts the request `parts` in flight against every concurrency
+    /// limit: the counts it holds until its answer's body is sent (none
+    /// without such limits).
+    ///
+    /// # Errors
+    /// 429 with `Retry-After: 1` when a key is at its limit (nothing
+    /// held).
+    pub fn enter(
+        &self,
+        parts: &http::request::Parts,
+        facts: &RequestFacts<'_>,
+    ) -> Result<Option<ConcurrencySlots>, ProxyError> {
+        if self.concurrency.is_empty() {
+            return Ok(None);
+        }
+        let principal = parts.extensions.get::<Arc<Principal>>().map(AsRef::as_ref);
+        let mut held = ConcurrencySlots::default();
+        KEY.with_borrow_mut(|key| {
+            for limit in &self.concurrency {
+                key.clear();
+                write_key(&limit.key, parts, facts, principal, key);
+                let count = limit.counts.with(
+                    key,
+                    |c| c.load(Ordering::Acquire) == 0 && Arc::strong_count(c) == 1,
+                    Arc::clone,
+                );
+                let admitted = count
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n < limit.max).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !admitted {
+                    limit.limited.inc();
+                    tracing::debug!(target: "switchyard::audit", route = self.route, filter = %self.name, limit = %limit.name, decision = "limited");
+                    return Err(ProxyError::RateLimited {
+                        message: format!(
+                            "over limit `{}` of filter `{}`: {} requests in flight",
+                            limit.name, self.name, limit.max
+                        ),
+                        retry_after_s: 1,
+                        policy: None,
+                        state: None,
+                    });
+                }
+                limit.allowed.inc();
+                held.0.push(Arc::new(Slot(count)));
+            }
+            Ok(Some(held))
         })
     }
 
@@ -363,9 +458,7 @@ impl Limit {
         format!("\"{}\";q={quota};w={window}", self.name)
     }
 
-    /// Writes the key of a request to `key`: its parts' values, separated
-    /// by a byte no header value holds (a tool call's tool is added by the
-    /// call).
+    /// Writes the key of a request to `key` ([`write_key`]).
     fn write_key(
         &self,
         parts: &http::request::Parts,
@@ -373,33 +466,7 @@ impl Limit {
         principal: Option<&Principal>,
         key: &mut String,
     ) {
-        use std::fmt::Write as _;
-        for (i, part) in self.key.iter().enumerate() {
-            if i > 0 {
-                key.push('\u{1f}');
-            }
-            match part {
-                KeyPart::ClientIp => {
-                    let _ = write!(key, "{}", facts.peer.ip());
-                }
-                KeyPart::Principal => key.push_str(principal.map_or("", |p| p.id.as_str())),
-                KeyPart::Header(name) => {
-                    if let Some(value) = parts.headers.get(name) {
-                        key.push_str(&String::from_utf8_lossy(value.as_bytes()));
-                    }
-                }
-                KeyPart::Claim(name) => key.push_str(
-                    principal
-                        .and_then(|p| p.metadata.get(name))
-                        .map_or("", String::as_str),
-                ),
-                KeyPart::Route => {
-                    let _ = write!(key, "{}", facts.route);
-                }
-                // Added by each call.
-                KeyPart::McpTool => {}
-            }
-        }
+        write_key(&self.key, parts, facts, principal, key);
     }
 
     /// Counts a request of `key` at `now` when the limit admits it.
@@ -407,23 +474,28 @@ impl Limit {
     /// # Errors
     /// When it is over the limit: when it would be admitted.
     fn acquire(&self, key: &str, now: u64) -> Result<(), Over> {
-        self.tats.with(key, now, |tat| {
-            let mut seen = tat.load(Ordering::Acquire);
-            loop {
-                let next = seen.max(now).saturating_add(self.cost_ns);
-                let ahead = next - now;
-                if ahead > self.tolerance_ns {
-                    return Err(Over {
-                        retry_after_ns: ahead - self.tolerance_ns,
-                        reset_ns: seen.saturating_sub(now),
-                    });
+        self.tats.with(
+            key,
+            |tat| tat.load(Ordering::Relaxed) <= now,
+            |tat| {
+                let mut seen = tat.load(Ordering::Acquire);
+                loop {
+                    let next = seen.max(now).saturating_add(self.cost_ns);
+                    let ahead = next - now;
+                    if ahead > self.tolerance_ns {
+                        return Err(Over {
+                            retry_after_ns: ahead - self.tolerance_ns,
+                            reset_ns: seen.saturating_sub(now),
+                        });
+                    }
+                    match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire)
+                    {
+                        Ok(_) => return Ok(()),
+                        Err(current) => seen = current,
+                    }
                 }
-                match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire) {
-                    Ok(_) => return Ok(()),
-                    Err(current) => seen = current,
-                }
-            }
-        })
+            },
+        )
     }
 
     /// Gives back what a request of `key` took.
@@ -433,6 +505,78 @@ impl Limit {
                 Some(t.saturating_sub(self.cost_ns))
             });
         });
+    }
+}
+
+/// Writes the key of a request to `key`: the values of the parts of
+/// `spec`, separated by a byte no header value holds (a tool call's tool
+/// is added by the call).
+fn write_key(
+    spec: &[KeyPart],
+    parts: &http::request::Parts,
+    facts: &RequestFacts<'_>,
+    principal: Option<&Principal>,
+    key: &mut String,
+) {
+    use std::fmt::Write as _;
+    for (i, part) in spec.iter().enumerate() {
+        if i > 0 {
+            key.push('\u{1f}');
+        }
+        match part {
+            KeyPart::ClientIp => {
+                let _ = write!(key, "{}", facts.peer.ip());
+            }
+            KeyPart::Principal => key.push_str(principal.map_or("", |p| p.id.as_str())),
+            KeyPart::Header(name) => {
+                if let Some(value) = parts.headers.get(name) {
+                    key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+                }
+            }
+            KeyPart::Claim(name) => key.push_str(
+                principal
+                    .and_then(|p| p.metadata.get(name))
+                    .map_or("", String::as_str),
+            ),
+            KeyPart::Route => {
+                let _ = write!(key, "{}", facts.route);
+            }
+            // Added by each call.
+            KeyPart::McpTool => {}
+        }
+    }
+}
+
+/// A limit of requests in flight per key.
+struct Concurrency {
+    name: String,
+    key: Vec<KeyPart>,
+    max: u64,
+    /// Requests in flight per key; a request holds its key's count.
+    counts: Keyed<Arc<AtomicU64>>,
+    allowed: Counter,
+    limited: Counter,
+}
+
+/// The counts of concurrency limits a request holds until its answer's
+/// body is sent (in the request's extensions until then); each count goes
+/// down when the last copy is dropped.
+#[derive(Clone, Default)]
+pub struct ConcurrencySlots(Vec<Arc<Slot>>);
+
+/// One count held.
+struct Slot(Arc<AtomicU64>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl ConcurrencySlots {
+    /// Holds `other`'s counts too.
+    pub fn join(&mut self, mut other: ConcurrencySlots) {
+        self.0.append(&mut other.0);
     }
 }
 
@@ -712,23 +856,25 @@ impl LimitStates {
     }
 }
 
-/// One shard of [`Tats`]: TAT by key.
-type Shard = HashMap<Box<str>, AtomicU64>;
+/// One shard of a [`Keyed`] map.
+type Shard<V> = HashMap<Box<str>, V>;
 
-/// A limit's TATs by key, at most `max_keys` of them: a map in shards
-/// (each under its own lock, held for a lookup and an atomic update,
-/// never across an await). A full shard first forgets its keys at rest
-/// (their next request starts at rest, as it would anyway), then, when
-/// every key is busy, an eighth of them (counted: those clients get a
-/// fresh burst).
-struct Tats {
+/// A limit's state by key, at most `max_keys` keys: a map in shards (each
+/// under its own lock, held for a lookup and an atomic update, never
+/// across an await). A full shard first forgets its keys at rest (nothing
+/// changes for them), then, when every key is busy, an eighth of them
+/// (counted: a rate limit's clients get a fresh burst).
+struct Keyed<V> {
     hasher: std::hash::RandomState,
-    shards: Box<[RwLock<Shard>]>,
+    shards: Box<[RwLock<Shard<V>>]>,
     per_shard: usize,
     evicted: Counter,
 }
 
-impl Tats {
+/// A rate limit's TATs.
+type Tats = Keyed<AtomicU64>;
+
+impl<V: Default> Keyed<V> {
     fn new(max_keys: u64, evicted: Counter) -> Self {
         let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX).max(1);
         let shards = max_keys.min(16);
@@ -740,36 +886,37 @@ impl Tats {
         }
     }
 
-    fn shard(&self, key: &str) -> &RwLock<Shard> {
+    fn shard(&self, key: &str) -> &RwLock<Shard<V>> {
         let hash = self.hasher.hash_one(key);
         &self.shards[(hash % self.shards.len() as u64) as usize]
     }
 
-    /// Runs `f` on the TAT of `key`, when it has one.
-    fn get(&self, key: &str, f: impl FnOnce(&AtomicU64)) {
-        if let Some(tat) = self
+    /// Runs `f` on the state of `key`, when it has one.
+    fn get(&self, key: &str, f: impl FnOnce(&V)) {
+        if let Some(state) = self
             .shard(key)
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
         {
-            f(tat);
+            f(state);
         }
     }
 
-    /// Runs `f` on the TAT of `key`, made at rest when it has none.
-    fn with<R>(&self, key: &str, now: u64, f: impl FnOnce(&AtomicU64) -> R) -> R {
+    /// Runs `f` on the state of `key`, made at rest when it has none;
+    /// `at_rest` tells the states a full shard may forget freely.
+    fn with<R>(&self, key: &str, at_rest: impl Fn(&V) -> bool, f: impl FnOnce(&V) -> R) -> R {
         let shard = self.shard(key);
-        if let Some(tat) = shard
+        if let Some(state) = shard
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(key)
         {
-            return f(tat);
+            return f(state);
         }
         let mut map = shard.write().unwrap_or_else(PoisonError::into_inner);
         if !map.contains_key(key) && map.len() >= self.per_shard {
-            map.retain(|_, tat| tat.load(Ordering::Relaxed) > now);
+            map.retain(|_, state| !at_rest(state));
             if map.len() >= self.per_shard {
                 let busy: Vec<Box<str>> = map
                     .keys()
@@ -782,7 +929,7 @@ impl Tats {
                 self.evicted.inc_by(busy.len() as u64);
             }
         }
-        f(map.entry(key.into()).or_insert_with(|| AtomicU64::new(0)))
+        f(map.entry(key.into()).or_default())
     }
 
     /// How many keys it holds.

@@ -13,6 +13,7 @@ use crate::balance::InFlight;
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::failover::Recorder;
+use crate::gateway::rate_limit::ConcurrencySlots;
 
 /// A body sent to a client.
 pub enum ProxyBody {
@@ -37,6 +38,9 @@ pub enum ProxyBody {
     Encoded(Pin<Box<dyn Body<Data = Bytes, Error = hyper::Error> + Send>>),
     /// A body whose first bytes a route's filter plugin read ahead.
     Ahead(Box<ReadAhead<ProxyBody>>),
+    /// A body whose request counts against concurrency limits until it
+    /// ends (or the client goes away).
+    Held(Box<ProxyBody>, ConcurrencySlots),
 }
 
 impl Body for ProxyBody {
@@ -84,6 +88,7 @@ impl Body for ProxyBody {
                 .map(|chunk| chunk.map(|c| Ok(Frame::data(c)))),
             ProxyBody::Encoded(body) => body.as_mut().poll_frame(cx),
             ProxyBody::Ahead(body) => Pin::new(body.as_mut()).poll_frame(cx),
+            ProxyBody::Held(body, _) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -94,6 +99,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel(_) => false,
             ProxyBody::Encoded(body) => body.is_end_stream(),
             ProxyBody::Ahead(body) => body.is_end_stream(),
+            ProxyBody::Held(body, _) => body.is_end_stream(),
         }
     }
 
@@ -104,6 +110,7 @@ impl Body for ProxyBody {
             ProxyBody::Channel(_) => SizeHint::default(),
             ProxyBody::Encoded(body) => body.size_hint(),
             ProxyBody::Ahead(body) => body.size_hint(),
+            ProxyBody::Held(body, _) => body.size_hint(),
         }
     }
 }
