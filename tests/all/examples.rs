@@ -527,3 +527,29 @@ async fn the_demo_counts_proxied_requests_not_its_health_checks() {
         .sum();
     assert_eq!(counts, 50, "the upstreams' counts: {last}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_example_holds_a_flood_to_its_rate() {
+    let ups = crate::upstreams(1);
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = serve(&dir, &example("rate-limits.toml", &ups));
+    let client = client();
+    // Requests as fast as one client sends them: the burst of 40 passes,
+    // and a client faster than 20 a second meets a 429 soon after.
+    let mut served = 0;
+    loop {
+        let response = client
+            .get(format!("{}/", proxy.url))
+            .header("x-api-key", "sy_example-key-replace-me")
+            .send()
+            .await
+            .unwrap();
+        match response.status().as_u16() {
+            200 => served += 1,
+            429 => break,
+            other => panic!("answered {other}"),
+        }
+        assert!(served < 2_000, "2,000 served and none refused");
+    }
+    assert!(served >= 40, "refused after {served}");
+}

@@ -52,6 +52,7 @@ mod tests {
                 switchyard_fuzzing::mutated(include_str!("../../../examples/strategies.toml")),
                 switchyard_fuzzing::mutated(include_str!("../../../examples/health.toml")),
                 switchyard_fuzzing::mutated(include_str!("../../../examples/mcp-auth.toml")),
+                switchyard_fuzzing::mutated(include_str!("../../../examples/rate-limits.toml")),
             ]
         ) {
             let dir = std::env::temp_dir();
