@@ -367,7 +367,7 @@ async fn the_openapi_document_matches_the_routes_served() {
     assert_eq!(status, StatusCode::OK);
     assert!(spec["openapi"].as_str().unwrap().starts_with('3'));
     let paths = spec["paths"].as_object().unwrap();
-    assert_eq!(paths.len(), 23, "{:?}", paths.keys().collect::<Vec<_>>());
+    assert_eq!(paths.len(), 27, "{:?}", paths.keys().collect::<Vec<_>>());
     let mut operations = 0;
     for (path, item) in paths {
         for method in item.as_object().unwrap().keys() {
@@ -383,7 +383,9 @@ async fn the_openapi_document_matches_the_routes_served() {
                 .replace("{index}", "0")
                 .replace("{replica}", "0")
                 .replace("{name}", "nothing")
-                .replace("{filter}", "nothing");
+                .replace("{filter}", "nothing")
+                .replace("{principal}", "nobody")
+                .replace("{digest}", "sha256:00");
             if uri == "/v1/events" {
                 continue; // a stream: served, but it never ends
             }
@@ -392,7 +394,7 @@ async fn the_openapi_document_matches_the_routes_served() {
             assert_ne!(body["message"], "no such admin resource", "{method} {path}");
         }
     }
-    assert!(operations >= 31, "{operations}");
+    assert!(operations >= 36, "{operations}");
     // And the document is what `openapi()` generates.
     assert_eq!(spec, serde_json::to_value(super::openapi()).unwrap());
 }
