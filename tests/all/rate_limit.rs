@@ -33,7 +33,7 @@ async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes(
         &dir,
         &config(
             &upstream,
-            "limits = [\n\
+            "headers = true\nlimits = [\n\
                { name = \"per-client\", key = [\"header:x-client\"], rate = 1, period_ms = 60000, burst = 5 },\n\
                { name = \"everyone\", key = [\"route\"], rate = 1, period_ms = 60000, burst = 3, shadow = true },\n\
              ]",
@@ -43,8 +43,17 @@ async fn a_flood_from_one_client_is_held_to_its_burst_and_another_client_passes(
     let started = Instant::now();
     let mut passed = 0;
     let mut refused = None;
-    for _ in 0..20 {
+    for i in 0..20 {
         let answer = curl(url.clone(), &["-H", "x-client: a"]).await;
+        if i == 0 {
+            // Admitted answers carry the fields too (`headers = true`):
+            // 4 of the burst left, at rest again in a minute.
+            assert_eq!(answer.header("ratelimit"), Some(r#""per-client";r=4;t=60"#));
+            assert_eq!(
+                answer.header("ratelimit-policy"),
+                Some(r#""per-client";q=5;w=300"#)
+            );
+        }
         match answer.status {
             200 => passed += 1,
             429 => refused = Some(answer),
@@ -374,7 +383,7 @@ async fn two_replicas_share_a_limit_through_redis_and_each_keeps_its_share_while
     let upstream = Upstream::start("u0");
     // 10 at once per client across the replicas, then one a minute.
     let limits = format!(
-        "redis = {{ url = \"{}\", replicas = 2, timeout_ms = 500 }}\n\
+        "headers = true\nredis = {{ url = \"{}\", replicas = 2, timeout_ms = 500 }}\n\
          limits = [{{ name = \"per-client\", key = [\"header:x-client\"], rate = 1, period_ms = 60000, burst = 10 }}]",
         redis.url()
     );
@@ -382,6 +391,10 @@ async fn two_replicas_share_a_limit_through_redis_and_each_keeps_its_share_while
     let a = serve(&dir_a, &config(&upstream, &limits));
     let b = serve(&dir_b, &config(&upstream, &limits));
     let urls = [format!("{}/", a.url), format!("{}/", b.url)];
+
+    // Redis's answer gives an admitted request's fields.
+    let first = curl(urls[0].clone(), &["-H", "x-client: z"]).await;
+    assert_eq!(first.header("ratelimit"), Some(r#""per-client";r=9;t=60"#));
 
     // One budget for both: the burst, give or take the one the rate adds.
     let served = flood(&urls, "a", 40).await;

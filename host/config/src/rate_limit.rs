@@ -45,6 +45,13 @@ pub struct RateLimitConfig {
     /// starts with a full burst). Default 100000.
     #[serde(default = "default_max_keys")]
     pub max_keys: u64,
+    /// Whether admitted answers carry the `RateLimit-Policy` and
+    /// `RateLimit` fields too (the limit nearest to refusing: what is left
+    /// and when the key is at rest), as refusals always do. Default
+    /// `false`: the fields cost a few dozen bytes and their formatting on
+    /// every answer (Envoy's `enable_x_ratelimit_headers` is opt-in too).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub headers: bool,
     /// A Redis server that makes the limits counting HTTP requests global:
     /// every replica naming it shares one budget per key. Default none:
     /// each process has its own.

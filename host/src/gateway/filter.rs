@@ -573,10 +573,13 @@ impl Chain {
                     // In flight first: a request refused there takes
                     // nothing of the rate limits.
                     let entered = match limits.enter(parts, facts) {
-                        Ok(held) => limits.check(parts, facts).await.map(|()| held),
+                        Ok(held) => limits.check(parts, facts).await.map(|f| (held, f)),
                         Err(error) => Err(error),
                     };
-                    entered.map_err(Answer::Error).map(|held| {
+                    entered.map_err(Answer::Error).map(|(held, fields)| {
+                        if let Some(fields) = fields {
+                            parts.extensions.insert(fields);
+                        }
                         if let Some(held) = held {
                             match parts.extensions.get_mut::<ConcurrencySlots>() {
                                 Some(holding) => holding.join(held),

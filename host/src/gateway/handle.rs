@@ -12,7 +12,7 @@ use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
 
 use super::filter::{Answer, RequestFacts, Routed};
-use super::rate_limit::ConcurrencySlots;
+use super::rate_limit::{ConcurrencySlots, RateLimitFields};
 use super::{Router, Target};
 use crate::proxy::{
     Inbound, ListenerRules, PathRules, ProxyBody, ProxyError, Received, RequestRecord, Served,
@@ -108,8 +108,10 @@ pub async fn handle(
     };
     // A filter's own answer: the body goes nowhere.
     let keep_alive = result.is_ok() || discard(&mut body, &parts).await;
-    // Counts of concurrency limits, held until the answer's body is sent.
+    // Counts of concurrency limits, held until the answer's body is sent;
+    // the RateLimit fields of an admitted request's answer.
     let held = parts.extensions.remove::<ConcurrencySlots>();
+    let fields = parts.extensions.remove::<RateLimitFields>();
     let result = match result {
         Ok(()) => {
             let request = Inbound {
@@ -166,6 +168,11 @@ pub async fn handle(
     }
     if !keep_alive {
         close_after(&mut response);
+    }
+    if let Some(fields) = fields {
+        let headers = response.headers_mut();
+        headers.insert("ratelimit-policy", fields.policy);
+        headers.insert("ratelimit", fields.state);
     }
     match held {
         Some(held) => response.map(|body| ProxyBody::Held(Box::new(body), held)),

@@ -46,6 +46,8 @@ pub struct RateLimits {
     /// The `RateLimit-Policy` field: the request limits that are
     /// enforced.
     policy: Option<HeaderValue>,
+    /// Whether admitted answers carry the RateLimit fields.
+    headers: bool,
     /// The filter's name.
     name: String,
     /// Its route's index.
@@ -147,6 +149,7 @@ impl RateLimits {
             calls,
             concurrency,
             policy: HeaderValue::try_from(policy).ok().filter(|p| !p.is_empty()),
+            headers: config.headers,
             name: name.to_owned(),
             route,
             global,
@@ -219,7 +222,7 @@ impl RateLimits {
         &self,
         parts: &http::request::Parts,
         facts: &RequestFacts<'_>,
-    ) -> Result<(), ProxyError> {
+    ) -> Result<Option<RateLimitFields>, ProxyError> {
         let principal = parts.extensions.get::<Arc<Principal>>().map(AsRef::as_ref);
         let write = |limit: &Limit, key: &mut String| {
             limit.write_key(parts, facts, principal, key);
@@ -232,8 +235,9 @@ impl RateLimits {
                 None => self.judge(&global.shares, write),
             },
         };
-        let Err((limit, over)) = judged else {
-            return Ok(());
+        let (limit, over) = match judged {
+            Ok(nearest) => return Ok(self.fields(nearest)),
+            Err(refused) => refused,
         };
         let retry_after_s = seconds(over.retry_after_ns).max(1);
         let state = format!("\"{}\";r=0;t={}", limit.name, seconds(over.reset_ns));
@@ -245,6 +249,17 @@ impl RateLimits {
             retry_after_s,
             policy: self.policy.clone(),
             state: HeaderValue::try_from(state).ok(),
+        })
+    }
+
+    /// The fields of an admitted request's answer, when the filter gives
+    /// them: the policy, and the state of the limit nearest to refusing.
+    fn fields(&self, nearest: Nearest<'_>) -> Option<RateLimitFields> {
+        let (limit, left, reset_ns) = nearest.filter(|_| self.headers)?;
+        let state = format!("\"{}\";r={left};t={}", limit.name, seconds(reset_ns));
+        Some(RateLimitFields {
+            policy: self.policy.clone()?,
+            state: HeaderValue::try_from(state).ok()?,
         })
     }
 
@@ -338,14 +353,16 @@ impl RateLimits {
             }
             true
         };
-        self.judge(&self.calls, key).map_err(|(limit, over)| {
-            format!(
-                "tool `{tool}` is over limit `{}` of filter `{}`: try again in {} s",
-                limit.name,
-                self.name,
-                seconds(over.retry_after_ns).max(1)
-            )
-        })
+        self.judge(&self.calls, key)
+            .map(drop)
+            .map_err(|(limit, over)| {
+                format!(
+                    "tool `{tool}` is over limit `{}` of filter `{}`: try again in {} s",
+                    limit.name,
+                    self.name,
+                    seconds(over.retry_after_ns).max(1)
+                )
+            })
     }
 
     /// Judges one request or call by `limits`, each under the key
@@ -356,21 +373,26 @@ impl RateLimits {
         &self,
         limits: &'l [Limit],
         write_key: impl Fn(&Limit, &mut String) -> bool,
-    ) -> Result<(), (&'l Limit, Over)> {
+    ) -> Result<Nearest<'l>, (&'l Limit, Over)> {
         let route = self.route;
         let now = now_ns();
         KEY.with_borrow_mut(|key| {
             // Which limits took their cost (a filter has at most 64).
             let mut taken = 0u64;
+            let mut nearest = None;
             for (i, limit) in limits.iter().enumerate() {
                 key.clear();
                 if !write_key(limit, key) {
                     continue;
                 }
-                let Err(over) = limit.acquire(key, now) else {
-                    limit.allowed.inc();
-                    taken |= 1 << i;
-                    continue;
+                let over = match limit.acquire(key, now) {
+                    Ok(ahead) => {
+                        limit.allowed.inc();
+                        taken |= 1 << i;
+                        nearest = limit.nearer(nearest, ahead);
+                        continue;
+                    }
+                    Err(over) => over,
                 };
                 if limit.shadow {
                     limit.shadow_limited.inc();
@@ -387,9 +409,24 @@ impl RateLimits {
                 }
                 return Err((limit, over));
             }
-            Ok(())
+            Ok(nearest)
         })
     }
+}
+
+/// The enforced limit an admitted request left nearest to refusing, with
+/// what is left of it and how long until its key is at rest (ns).
+type Nearest<'l> = Option<(&'l Limit, u64, u64)>;
+
+/// The `RateLimit-Policy` and `RateLimit` fields of an admitted request's
+/// answer, when its filter gives them (in the request's extensions until
+/// the answer is made).
+#[derive(Clone)]
+pub struct RateLimitFields {
+    /// `RateLimit-Policy`.
+    pub policy: HeaderValue,
+    /// `RateLimit`.
+    pub state: HeaderValue,
 }
 
 thread_local! {
@@ -469,11 +506,23 @@ impl Limit {
         write_key(&self.key, parts, facts, principal, key);
     }
 
-    /// Counts a request of `key` at `now` when the limit admits it.
+    /// `nearest`, or this limit when it admitted a request leaving its TAT
+    /// `ahead` ns ahead of now with less left (shadow limits never).
+    fn nearer<'l>(&'l self, nearest: Nearest<'l>, ahead: u64) -> Nearest<'l> {
+        let left = self.tolerance_ns.saturating_sub(ahead) / self.emission_ns;
+        match nearest {
+            Some((_, fewer, _)) if fewer <= left => nearest,
+            _ if self.shadow => nearest,
+            _ => Some((self, left, ahead)),
+        }
+    }
+
+    /// Counts a request of `key` at `now` when the limit admits it: how
+    /// far its TAT is then ahead of now, ns.
     ///
     /// # Errors
     /// When it is over the limit: when it would be admitted.
-    fn acquire(&self, key: &str, now: u64) -> Result<(), Over> {
+    fn acquire(&self, key: &str, now: u64) -> Result<u64, Over> {
         self.tats.with(
             key,
             |tat| tat.load(Ordering::Relaxed) <= now,
@@ -490,7 +539,7 @@ impl Limit {
                     }
                     match tat.compare_exchange_weak(seen, next, Ordering::AcqRel, Ordering::Acquire)
                     {
-                        Ok(_) => return Ok(()),
+                        Ok(_) => return Ok(ahead),
                         Err(current) => seen = current,
                     }
                 }
@@ -696,7 +745,7 @@ impl Global {
         &self,
         limits: &'l RateLimits,
         write: impl Fn(&Limit, &mut String) -> bool,
-    ) -> Option<Result<(), (&'l Limit, Over)>> {
+    ) -> Option<Result<Nearest<'l>, (&'l Limit, Over)>> {
         let now = now_ns();
         if !self.asks_redis(now) {
             return None;
@@ -746,7 +795,19 @@ impl Global {
             }
         }
         Some(match refused {
-            0 => Ok(()),
+            0 => Ok(limits
+                .requests
+                .iter()
+                .enumerate()
+                .fold(None, |nearest, (i, limit)| {
+                    // What a limit it fitted left: its TAT before, plus the cost.
+                    let ahead = micros(answer[n + 1 + i]).saturating_add(limit.cost_ns);
+                    if answer[1 + i] == 0 {
+                        limit.nearer(nearest, ahead)
+                    } else {
+                        nearest
+                    }
+                })),
             r => Err((
                 &limits.requests[r.min(n) - 1],
                 Over {
