@@ -492,3 +492,39 @@ async fn requests_in_flight_past_a_concurrency_limit_are_refused_until_one_ends(
     let again = curl(url, &["-H", "x-client: a"]).await;
     assert_eq!(again.status, 200, "{}", again.body);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_asks_for_a_password_gets_it_from_the_environment() {
+    let redis = switchyard_tests::redis::RedisServer::with_args(&["--requirepass", "s3cret"]);
+    let upstream = Upstream::start("u0");
+    let dir = tempfile::tempdir().unwrap();
+    let path = switchyard_tests::process::write_config(
+        dir.path(),
+        &config(
+            &upstream,
+            &format!(
+                "redis = {{ url = \"{}\", password_env = \"SWITCHYARD_TEST_REDIS_PASSWORD\", replicas = 2, timeout_ms = 500 }}\n\
+                 limits = [{{ name = \"per-client\", key = [\"header:x-client\"], rate = 1, period_ms = 60000, burst = 10 }}]",
+                redis.url()
+            ),
+        ),
+    );
+    let mut command = std::process::Command::new(crate::BINARY);
+    command
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("SWITCHYARD_TEST_REDIS_PASSWORD", "s3cret");
+    let proxy = switchyard_tests::process::Switchyard::start(command).listening();
+    // Global: the whole burst of 10 (a replica's share, had Redis refused
+    // it, would be 5), and the password in no config the admin API shows.
+    let served = flood(&[format!("{}/", proxy.url)], "a", 20).await;
+    assert!((10..=11).contains(&served), "{served} of 20 served");
+    assert_eq!(global_mode(&proxy.admin_url()).await, Some(1));
+    let (_, filters) = crate::admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/filters", proxy.admin_url()),
+        None,
+    )
+    .await;
+    assert!(!filters.to_string().contains("s3cret"), "{filters}");
+}

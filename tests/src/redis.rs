@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 pub struct RedisServer {
     child: Child,
     port: u16,
+    args: Vec<String>,
 }
 
 impl RedisServer {
@@ -16,10 +17,20 @@ impl RedisServer {
     /// When `redis-server` cannot start or does not listen within two
     /// minutes (test set-up).
     pub fn start() -> Self {
+        Self::with_args(&[])
+    }
+
+    /// As [`start`](Self::start), with more `redis-server` arguments
+    /// (`--requirepass PASSWORD`).
+    ///
+    /// # Panics
+    /// As [`start`](Self::start).
+    pub fn with_args(args: &[&str]) -> Self {
         let port = crate::free_port();
         Self {
-            child: spawn(port),
+            child: spawn(port, args),
             port,
+            args: args.iter().map(ToString::to_string).collect(),
         }
     }
 
@@ -40,7 +51,8 @@ impl RedisServer {
     /// As [`start`](Self::start).
     pub fn restart(&mut self) {
         self.stop();
-        self.child = spawn(self.port);
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        self.child = spawn(self.port, &args);
     }
 }
 
@@ -50,10 +62,11 @@ impl Drop for RedisServer {
     }
 }
 
-fn spawn(port: u16) -> Child {
+fn spawn(port: u16, args: &[&str]) -> Child {
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
         .args(["--save", "", "--appendonly", "no"])
+        .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

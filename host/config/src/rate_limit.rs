@@ -76,6 +76,13 @@ pub struct RedisLimitConfig {
     /// `redis://[USER:PASSWORD@]HOST:PORT[/DB]`. (TLS, `rediss://`, is
     /// not supported yet.)
     pub url: String,
+    /// The environment variable holding the password Redis asks for
+    /// (`AUTH`), so that it is neither in the config the admin API shows
+    /// nor in the store replicas share; it takes the place of a password
+    /// in `url`. Read when the filter is built: unset, Redis refuses the
+    /// script and each replica enforces its share. Default none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
     /// How long a decision waits for Redis, milliseconds (1..=10000).
     /// Default 50.
     #[serde(default = "default_redis_timeout_ms")]
@@ -109,6 +116,9 @@ impl RedisLimitConfig {
                     format!("`{}` is not redis://HOST:PORT", self.url),
                 ));
             }
+        }
+        if self.password_env.as_deref() == Some("") {
+            return Err(("redis.password_env".into(), "must not be empty".into()));
         }
         if !(1..=10_000).contains(&self.timeout_ms) {
             return Err(("redis.timeout_ms".into(), "must be within 1..=10000".into()));

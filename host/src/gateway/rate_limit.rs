@@ -708,7 +708,17 @@ impl Global {
         (route, name): (usize, &str),
         reporting: &Reporting,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(redis.url.as_str()).map_err(|e| e.to_string())?;
+        let mut info = redis::IntoConnectionInfo::into_connection_info(redis.url.as_str())
+            .map_err(|e| e.to_string())?;
+        if let Some(variable) = &redis.password_env {
+            match std::env::var(variable) {
+                Ok(password) => info.redis.password = Some(password),
+                Err(_) => {
+                    tracing::error!(filter = %name, %variable, "the rate limits' Redis password is not set: Redis will refuse, and each replica enforces its share")
+                }
+            }
+        }
+        let client = redis::Client::open(info).map_err(|e| e.to_string())?;
         let shares = config
             .limits
             .iter()
