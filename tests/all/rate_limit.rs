@@ -199,6 +199,15 @@ async fn a_limit_holds_no_more_keys_than_its_maximum() {
         }
         assert!(sent < 2_000, "{sent} keys and none forgotten:\n{metrics}");
     }
+    // However many clients came, the limit holds at most its 10 keys.
+    let (_, status) = crate::admin(
+        reqwest::Method::GET,
+        &format!("{}/v1/status", proxy.admin_url()),
+        None,
+    )
+    .await;
+    let keys = status["routes"][0]["limits"][0]["keys"].as_u64().unwrap();
+    assert!(keys <= 10, "{keys} keys held after {sent} clients");
 }
 
 #[test]

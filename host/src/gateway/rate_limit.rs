@@ -211,9 +211,11 @@ impl RateLimits {
         !self.calls.is_empty()
     }
 
-    /// Judges a request by the limits that count requests: admitted by
-    /// every one (and then counted against each), or refused by the
-    /// first it is over.
+    /// Judges a request by the limits that count requests (through the
+    /// filter's Redis when it names one; by each replica's share while
+    /// Redis fails): admitted by every one (and then counted against
+    /// each), or refused by the first it is over; the RateLimit fields of
+    /// the answer when the filter gives them (`headers`).
     ///
     /// # Errors
     /// 429 with `Retry-After` (whole seconds, rounded up), the filter's
